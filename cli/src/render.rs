@@ -1,0 +1,642 @@
+//! How session events look on a terminal, and as JSON lines.
+//!
+//! Human output keeps stdout for what the agent says and runs (assistant
+//! messages, commands and their output); everything else (reasoning, warnings,
+//! errors, notes) goes to stderr, so `keel run ... > out.txt` captures the text.
+
+use std::fmt::Display;
+use std::io::{self, Write};
+
+use keel_proto::v1::event::Msg;
+use keel_proto::v1::{
+    Event, EventGap, ExecCommandStatus, SessionStatus, TokenUsage, TurnAbortReason,
+};
+use serde_json::{Value, json};
+
+/// Prints a line on stdout; a closed stdout is not worth a panic.
+pub fn say(line: impl Display) {
+    let _ = writeln!(io::stdout().lock(), "{line}");
+}
+
+/// Prints a line on stderr.
+pub fn note(line: impl Display) {
+    let _ = writeln!(io::stderr().lock(), "{line}");
+}
+
+/// ANSI styling, used only when the stream is a terminal.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+    fn dim(self, text: &str) -> String {
+        self.paint("2", text)
+    }
+    fn bold(self, text: &str) -> String {
+        self.paint("1", text)
+    }
+    fn red(self, text: &str) -> String {
+        self.paint("31", text)
+    }
+    fn yellow(self, text: &str) -> String {
+        self.paint("33", text)
+    }
+}
+
+/// Renders events for a person: `out` gets messages and commands, `err` the rest.
+pub struct HumanRenderer<O, E> {
+    out: O,
+    err: E,
+    out_style: Style,
+    err_style: Style,
+}
+
+impl<O: Write, E: Write> HumanRenderer<O, E> {
+    pub fn new(out: O, out_style: Style, err: E, err_style: Style) -> Self {
+        Self {
+            out,
+            err,
+            out_style,
+            err_style,
+        }
+    }
+
+    pub fn event(&mut self, event: &Event) -> io::Result<()> {
+        let (o, e) = (self.out_style, self.err_style);
+        let Some(msg) = &event.msg else {
+            return Ok(());
+        };
+        match msg {
+            Msg::AgentMessage(m) => {
+                write_block(&mut self.out, &m.message)?;
+                if m.truncated {
+                    writeln!(self.out, "{}", o.dim("… (message truncated)"))?;
+                }
+            }
+            Msg::AgentReasoning(r) => {
+                for line in r.text.lines() {
+                    writeln!(self.err, "{}", e.dim(&format!("thinking: {line}")))?;
+                }
+            }
+            Msg::ExecCommandBegin(b) => {
+                writeln!(self.out, "{}", o.bold(&format!("$ {}", shell_join(&b.command))))?;
+            }
+            Msg::ExecCommandEnd(end) => {
+                write_block(&mut self.out, &end.aggregated_output)?;
+                if end.status == ExecCommandStatus::Declined as i32 {
+                    writeln!(self.out, "{}", o.yellow("(declined)"))?;
+                } else if end.exit_code != 0 {
+                    writeln!(self.out, "{}", o.red(&format!("exit {}", end.exit_code)))?;
+                }
+            }
+            Msg::Error(err) => {
+                let class = if err.codex_error_info.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", err.codex_error_info)
+                };
+                writeln!(
+                    self.err,
+                    "{}",
+                    e.red(&format!("error: {}{class}", err.message))
+                )?;
+            }
+            Msg::Warning(w) => {
+                writeln!(self.err, "{}", e.yellow(&format!("warning: {}", w.message)))?;
+            }
+            Msg::TurnAborted(a) => {
+                writeln!(
+                    self.err,
+                    "{}",
+                    e.yellow(&format!("turn aborted: {}", abort_reason_name(a.reason)))
+                )?;
+            }
+            Msg::ShutdownComplete(_) => writeln!(self.err, "{}", e.dim("session closed"))?,
+            Msg::SessionConfigured(_)
+            | Msg::TurnStarted(_)
+            | Msg::UserMessage(_)
+            | Msg::TokenCount(_)
+            | Msg::TurnComplete(_) => {}
+        }
+        self.out.flush()?;
+        self.err.flush()
+    }
+
+    pub fn gap(&mut self, gap: &EventGap) -> io::Result<()> {
+        writeln!(
+            self.err,
+            "{}",
+            self.err_style.dim(&format!(
+                "note: events {}..{} are no longer retained",
+                gap.after_offset.saturating_add(1),
+                gap.first_retained_offset.saturating_sub(1)
+            ))
+        )
+    }
+}
+
+/// Renders one JSON object per line.
+pub struct JsonRenderer<O> {
+    out: O,
+}
+
+impl<O: Write> JsonRenderer<O> {
+    pub fn new(out: O) -> Self {
+        Self { out }
+    }
+
+    pub fn event(&mut self, event: &Event) -> io::Result<()> {
+        writeln!(self.out, "{}", event_json(event))?;
+        self.out.flush()
+    }
+
+    pub fn gap(&mut self, gap: &EventGap) -> io::Result<()> {
+        writeln!(self.out, "{}", gap_json(gap))?;
+        self.out.flush()
+    }
+}
+
+/// Either renderer, chosen by `--json`.
+pub enum Renderer<O, E> {
+    Human(HumanRenderer<O, E>),
+    Json(JsonRenderer<O>),
+}
+
+impl<O: Write, E: Write> Renderer<O, E> {
+    pub fn event(&mut self, event: &Event) -> io::Result<()> {
+        match self {
+            Renderer::Human(r) => r.event(event),
+            Renderer::Json(r) => r.event(event),
+        }
+    }
+
+    pub fn gap(&mut self, gap: &EventGap) -> io::Result<()> {
+        match self {
+            Renderer::Human(r) => r.gap(gap),
+            Renderer::Json(r) => r.gap(gap),
+        }
+    }
+}
+
+/// Writes text and ends it with a newline if it has none.
+fn write_block(out: &mut impl Write, text: &str) -> io::Result<()> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    out.write_all(text.as_bytes())?;
+    if !text.ends_with('\n') {
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// The Codex `type` of an event: the name of its `msg` oneof field.
+pub fn event_type(msg: &Msg) -> &'static str {
+    match msg {
+        Msg::SessionConfigured(_) => "session_configured",
+        Msg::TurnStarted(_) => "turn_started",
+        Msg::UserMessage(_) => "user_message",
+        Msg::AgentMessage(_) => "agent_message",
+        Msg::AgentReasoning(_) => "agent_reasoning",
+        Msg::ExecCommandBegin(_) => "exec_command_begin",
+        Msg::ExecCommandEnd(_) => "exec_command_end",
+        Msg::TokenCount(_) => "token_count",
+        Msg::TurnComplete(_) => "turn_complete",
+        Msg::TurnAborted(_) => "turn_aborted",
+        Msg::Error(_) => "error",
+        Msg::ShutdownComplete(_) => "shutdown_complete",
+        Msg::Warning(_) => "warning",
+    }
+}
+
+/// `{"offset":..,"turn_id":..,"time":..,"type":..,<the message's fields>}`.
+/// An event whose message this build does not know has type "unknown".
+pub fn event_json(event: &Event) -> Value {
+    let mut object = serde_json::Map::new();
+    object.insert("offset".into(), json!(event.offset));
+    object.insert("turn_id".into(), json!(event.turn_id));
+    object.insert(
+        "time".into(),
+        json!(event.time.as_ref().and_then(timestamp_rfc3339)),
+    );
+    let (kind, fields) = match &event.msg {
+        None => ("unknown", json!({})),
+        Some(msg) => (event_type(msg), msg_fields(msg)),
+    };
+    object.insert("type".into(), json!(kind));
+    if let Value::Object(fields) = fields {
+        object.extend(fields);
+    }
+    Value::Object(object)
+}
+
+fn msg_fields(msg: &Msg) -> Value {
+    match msg {
+        Msg::SessionConfigured(m) => {
+            json!({"session_id": m.session_id, "model": m.model, "cwd": m.cwd})
+        }
+        Msg::TurnStarted(_) | Msg::ShutdownComplete(_) => json!({}),
+        Msg::UserMessage(m) => json!({"message": m.message, "truncated": m.truncated}),
+        Msg::AgentMessage(m) => json!({"message": m.message, "truncated": m.truncated}),
+        Msg::AgentReasoning(m) => json!({"text": m.text}),
+        Msg::ExecCommandBegin(m) => {
+            json!({"call_id": m.call_id, "command": m.command, "cwd": m.cwd})
+        }
+        Msg::ExecCommandEnd(m) => json!({
+            "call_id": m.call_id,
+            "command": m.command,
+            "cwd": m.cwd,
+            "exit_code": m.exit_code,
+            "duration_ms": m.duration_ms,
+            "aggregated_output": m.aggregated_output,
+            "formatted_output": m.formatted_output,
+            "status": exec_status_name(m.status),
+        }),
+        Msg::TokenCount(m) => json!({
+            "total_token_usage": m.total_token_usage.as_ref().map(usage_json),
+            "last_token_usage": m.last_token_usage.as_ref().map(usage_json),
+        }),
+        Msg::TurnComplete(m) => json!({"last_agent_message": m.last_agent_message}),
+        Msg::TurnAborted(m) => json!({"reason": abort_reason_name(m.reason)}),
+        Msg::Error(m) => json!({"message": m.message, "codex_error_info": m.codex_error_info}),
+        Msg::Warning(m) => json!({"message": m.message}),
+    }
+}
+
+pub fn gap_json(gap: &EventGap) -> Value {
+    json!({
+        "type": "gap",
+        "after_offset": gap.after_offset,
+        "first_retained_offset": gap.first_retained_offset,
+    })
+}
+
+fn usage_json(usage: &TokenUsage) -> Value {
+    json!({
+        "input_tokens": usage.input_tokens,
+        "cached_input_tokens": usage.cached_input_tokens,
+        "output_tokens": usage.output_tokens,
+        "reasoning_output_tokens": usage.reasoning_output_tokens,
+        "total_tokens": usage.total_tokens,
+    })
+}
+
+/// A proto enum's value name without its prefix, in snake_case.
+fn enum_name(name: Option<&'static str>, prefix: &str) -> String {
+    name.map(|n| n.strip_prefix(prefix).unwrap_or(n).to_ascii_lowercase())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+pub fn exec_status_name(value: i32) -> String {
+    enum_name(
+        ExecCommandStatus::try_from(value).ok().map(|s| s.as_str_name()),
+        "EXEC_COMMAND_STATUS_",
+    )
+}
+
+pub fn abort_reason_name(value: i32) -> String {
+    enum_name(
+        TurnAbortReason::try_from(value).ok().map(|s| s.as_str_name()),
+        "TURN_ABORT_REASON_",
+    )
+}
+
+pub fn session_status_name(value: i32) -> String {
+    enum_name(
+        SessionStatus::try_from(value).ok().map(|s| s.as_str_name()),
+        "SESSION_STATUS_",
+    )
+}
+
+/// RFC 3339 in UTC with milliseconds; None for an out-of-range timestamp.
+pub fn timestamp_rfc3339(ts: &prost_types::Timestamp) -> Option<String> {
+    to_datetime(ts).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// Local time, to the second, for tables.
+pub fn timestamp_local(ts: &prost_types::Timestamp) -> Option<String> {
+    to_datetime(ts).map(|t| {
+        t.with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    })
+}
+
+fn to_datetime(ts: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::Utc>> {
+    let nanos = u32::try_from(ts.nanos).ok()?;
+    chrono::DateTime::from_timestamp(ts.seconds, nanos)
+}
+
+/// Joins argv so that a POSIX shell would split it back the same way.
+pub fn shell_join(args: &[String]) -> String {
+    args.iter()
+        .map(|arg| shell_quote(arg))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use keel_proto::v1::{
+        AgentMessage, AgentReasoning, ErrorEvent, ExecCommandBegin, ExecCommandEnd, TokenCount,
+        TurnAborted, TurnComplete, TurnStarted, Warning,
+    };
+
+    fn event(offset: u64, msg: Msg) -> Event {
+        Event {
+            offset,
+            turn_id: "t1".to_string(),
+            time: Some(prost_types::Timestamp {
+                seconds: 1_767_225_600,
+                nanos: 250_000_000,
+            }),
+            msg: Some(msg),
+        }
+    }
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn render(events: &[Event]) -> (String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        {
+            let style = Style { color: false };
+            let mut r = HumanRenderer::new(&mut out, style, &mut err, style);
+            for e in events {
+                r.event(e).unwrap();
+            }
+            r.gap(&EventGap {
+                after_offset: 0,
+                first_retained_offset: 5,
+            })
+            .unwrap();
+        }
+        (
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_join(&strings(&["echo", "hello"])), "echo hello");
+        assert_eq!(
+            shell_join(&strings(&["bash", "-lc", "ls -la | wc -l"])),
+            "bash -lc 'ls -la | wc -l'"
+        );
+        assert_eq!(shell_join(&strings(&["echo", "it's"])), r"echo 'it'\''s'");
+        assert_eq!(shell_join(&strings(&["printf", ""])), "printf ''");
+        assert_eq!(shell_join(&strings(&["a=b", "/x/y.z", "$HOME"])), "a=b /x/y.z '$HOME'");
+        assert_eq!(shell_join(&[]), "");
+    }
+
+    #[test]
+    fn human_rendering_splits_stdout_and_stderr() {
+        let events = [
+            event(1, Msg::TurnStarted(TurnStarted {})),
+            event(
+                2,
+                Msg::AgentReasoning(AgentReasoning {
+                    text: "I should run echo".to_string(),
+                }),
+            ),
+            event(
+                3,
+                Msg::ExecCommandBegin(ExecCommandBegin {
+                    call_id: "c1".to_string(),
+                    command: strings(&["echo", "hello world"]),
+                    cwd: "/tmp".to_string(),
+                }),
+            ),
+            event(
+                4,
+                Msg::ExecCommandEnd(ExecCommandEnd {
+                    call_id: "c1".to_string(),
+                    command: strings(&["echo", "hello world"]),
+                    exit_code: 0,
+                    aggregated_output: "hello world\n".to_string(),
+                    status: ExecCommandStatus::Completed as i32,
+                    ..Default::default()
+                }),
+            ),
+            event(
+                5,
+                Msg::ExecCommandBegin(ExecCommandBegin {
+                    call_id: "c2".to_string(),
+                    command: strings(&["false"]),
+                    cwd: "/tmp".to_string(),
+                }),
+            ),
+            event(
+                6,
+                Msg::ExecCommandEnd(ExecCommandEnd {
+                    call_id: "c2".to_string(),
+                    command: strings(&["false"]),
+                    exit_code: 1,
+                    status: ExecCommandStatus::Failed as i32,
+                    ..Default::default()
+                }),
+            ),
+            event(
+                7,
+                Msg::AgentMessage(AgentMessage {
+                    message: "Done: it printed hello world.".to_string(),
+                    truncated: false,
+                }),
+            ),
+            event(
+                8,
+                Msg::Warning(Warning {
+                    message: "slow model".to_string(),
+                }),
+            ),
+            event(
+                9,
+                Msg::Error(ErrorEvent {
+                    message: "stream disconnected".to_string(),
+                    codex_error_info: "http_connection_failed".to_string(),
+                }),
+            ),
+            event(
+                10,
+                Msg::TurnAborted(TurnAborted {
+                    reason: TurnAbortReason::Interrupted as i32,
+                }),
+            ),
+            event(
+                11,
+                Msg::TurnComplete(TurnComplete {
+                    last_agent_message: "x".to_string(),
+                }),
+            ),
+        ];
+        let (out, err) = render(&events);
+        assert_eq!(
+            out,
+            "$ echo 'hello world'\nhello world\n$ false\nexit 1\nDone: it printed hello world.\n"
+        );
+        assert_eq!(
+            err,
+            "thinking: I should run echo\n\
+             warning: slow model\n\
+             error: stream disconnected (http_connection_failed)\n\
+             turn aborted: interrupted\n\
+             note: events 1..4 are no longer retained\n"
+        );
+    }
+
+    #[test]
+    fn colors_only_when_asked() {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        {
+            let mut r = HumanRenderer::new(
+                &mut out,
+                Style { color: true },
+                &mut err,
+                Style { color: false },
+            );
+            r.event(&event(
+                1,
+                Msg::ExecCommandBegin(ExecCommandBegin {
+                    command: strings(&["ls"]),
+                    ..Default::default()
+                }),
+            ))
+            .unwrap();
+        }
+        assert_eq!(String::from_utf8(out).unwrap(), "\x1b[1m$ ls\x1b[0m\n");
+    }
+
+    #[test]
+    fn json_lines() {
+        let e = event(
+            4,
+            Msg::ExecCommandEnd(ExecCommandEnd {
+                call_id: "c1".to_string(),
+                command: strings(&["echo", "hello"]),
+                cwd: "/w".to_string(),
+                exit_code: 0,
+                duration_ms: 12,
+                aggregated_output: "hello\n".to_string(),
+                formatted_output: "Exit code: 0".to_string(),
+                status: ExecCommandStatus::Completed as i32,
+            }),
+        );
+        assert_eq!(
+            event_json(&e),
+            json!({
+                "offset": 4,
+                "turn_id": "t1",
+                "time": "2026-01-01T00:00:00.250Z",
+                "type": "exec_command_end",
+                "call_id": "c1",
+                "command": ["echo", "hello"],
+                "cwd": "/w",
+                "exit_code": 0,
+                "duration_ms": 12,
+                "aggregated_output": "hello\n",
+                "formatted_output": "Exit code: 0",
+                "status": "completed",
+            })
+        );
+        let started = Event {
+            offset: 1,
+            turn_id: "t1".to_string(),
+            time: None,
+            msg: Some(Msg::TurnStarted(TurnStarted {})),
+        };
+        assert_eq!(
+            event_json(&started),
+            json!({"offset": 1, "turn_id": "t1", "time": null, "type": "turn_started"})
+        );
+        let tokens = event(
+            5,
+            Msg::TokenCount(TokenCount {
+                total_token_usage: Some(TokenUsage {
+                    input_tokens: 10,
+                    total_tokens: 12,
+                    output_tokens: 2,
+                    ..Default::default()
+                }),
+                last_token_usage: None,
+            }),
+        );
+        let v = event_json(&tokens);
+        assert_eq!(v["type"], "token_count");
+        assert_eq!(v["total_token_usage"]["total_tokens"], 12);
+        assert_eq!(v["last_token_usage"], Value::Null);
+        let aborted = event(
+            6,
+            Msg::TurnAborted(TurnAborted {
+                reason: TurnAbortReason::BudgetLimited as i32,
+            }),
+        );
+        assert_eq!(event_json(&aborted)["reason"], "budget_limited");
+        let unknown = Event {
+            offset: 7,
+            ..Default::default()
+        };
+        assert_eq!(event_json(&unknown)["type"], "unknown");
+        // Every line is a single line.
+        let mut out = Vec::new();
+        JsonRenderer::new(&mut out).event(&e).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches('\n').count(), 1);
+        assert_eq!(
+            gap_json(&EventGap {
+                after_offset: 0,
+                first_retained_offset: 3
+            }),
+            json!({"type": "gap", "after_offset": 0, "first_retained_offset": 3})
+        );
+    }
+
+    #[test]
+    fn enum_names() {
+        assert_eq!(session_status_name(SessionStatus::Idle as i32), "idle");
+        assert_eq!(session_status_name(99), "unknown");
+        assert_eq!(exec_status_name(ExecCommandStatus::Declined as i32), "declined");
+        assert_eq!(abort_reason_name(TurnAbortReason::ReviewEnded as i32), "review_ended");
+    }
+
+    #[test]
+    fn timestamps() {
+        let ts = prost_types::Timestamp {
+            seconds: 0,
+            nanos: 0,
+        };
+        assert_eq!(
+            timestamp_rfc3339(&ts).as_deref(),
+            Some("1970-01-01T00:00:00.000Z")
+        );
+        let bad = prost_types::Timestamp {
+            seconds: 0,
+            nanos: -1,
+        };
+        assert_eq!(timestamp_rfc3339(&bad), None);
+        assert!(timestamp_local(&ts).is_some());
+    }
+}

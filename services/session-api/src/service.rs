@@ -1,0 +1,394 @@
+use std::pin::Pin;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use futures::Stream;
+use keel_blobstore::BlobStore;
+use keel_proto::v1 as pb;
+use keel_proto::v1::session_service_server::SessionService;
+use keel_workflow_api::{
+    self as api, InterruptSignal, RunStatus, SessionInput, SessionState, SessionWorkflow,
+    ShutdownSignal, StateQuery, UserTurn, UserTurnSignal,
+};
+use serde_json::json;
+use temporalio_client::{
+    Client, WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowHandle,
+    WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
+    grpc::WorkflowService,
+};
+use temporalio_common::protos::temporal::api::workflowservice::v1::ListWorkflowExecutionsRequest;
+use tonic::{Request, Response, Status};
+
+use crate::errors;
+use crate::feed;
+
+const MAX_ID_LEN: usize = 64;
+const DEFAULT_PAGE_SIZE: u32 = 50;
+const MAX_PAGE_SIZE: u32 = 500;
+
+#[derive(Clone)]
+pub struct SessionApi {
+    client: Client,
+    blobs: BlobStore,
+    task_queue: String,
+    namespace: String,
+}
+
+impl SessionApi {
+    pub fn new(client: Client, blobs: BlobStore, task_queue: String, namespace: String) -> Self {
+        Self {
+            client,
+            blobs,
+            task_queue,
+            namespace,
+        }
+    }
+
+    fn handle(&self, session_id: &str) -> WorkflowHandle<Client, SessionWorkflow> {
+        self.client
+            .get_workflow_handle::<SessionWorkflow>(api::workflow_id(session_id))
+    }
+
+    /// After a NOT_FOUND from a signal or query: was the session never there,
+    /// or is it closed?
+    async fn missing_or_closed(&self, session_id: &str) -> Status {
+        match self.handle(session_id).describe(WorkflowDescribeOptions::default()).await {
+            Ok(_) => errors::closed(session_id),
+            Err(_) => errors::not_found(session_id),
+        }
+    }
+
+    async fn signal<S>(&self, session_id: &str, signal: S, input: S::Input, what: &str) -> Result<(), Status>
+    where
+        S: temporalio_common::SignalDefinition<Workflow = SessionWorkflow>,
+        S::Input: Send,
+    {
+        match self
+            .handle(session_id)
+            .signal(signal, input, WorkflowSignalOptions::default())
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) => match errors::interaction(what, e) {
+                Some(status) => Err(status),
+                None => Err(self.missing_or_closed(session_id).await),
+            },
+        }
+    }
+
+    pub(crate) async fn state(&self, session_id: &str) -> Result<(SessionState, WorkflowExecutionStatus), Status> {
+        let handle = self.handle(session_id);
+        let description = handle
+            .describe(WorkflowDescribeOptions::default())
+            .await
+            .map_err(|e| errors::interaction("cannot read the session", e).unwrap_or_else(|| errors::not_found(session_id)))?;
+        let state = handle
+            .query(StateQuery, (), WorkflowQueryOptions::default())
+            .await
+            .map_err(|e| errors::query("cannot read the session", e).unwrap_or_else(|| errors::not_found(session_id)))?;
+        Ok((state, description.status()))
+    }
+
+    pub(crate) fn events_handle(&self, session_id: &str) -> WorkflowHandle<Client, SessionWorkflow> {
+        self.handle(session_id)
+    }
+}
+
+fn validate_id(field: &str, id: &str) -> Result<(), Status> {
+    if id.is_empty()
+        || id.len() > MAX_ID_LEN
+        || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(Status::invalid_argument(format!(
+            "{field} {id:?} is invalid: use 1 to {MAX_ID_LEN} letters, digits, '-' or '_'"
+        )));
+    }
+    Ok(())
+}
+
+fn required_session_id(id: &str) -> Result<(), Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument("session_id is required"));
+    }
+    validate_id("session_id", id)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn timestamp_ms(ms: u64) -> Option<prost_types::Timestamp> {
+    (ms > 0).then(|| prost_types::Timestamp {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    })
+}
+
+fn usage(u: &api::Usage) -> pb::TokenUsage {
+    pb::TokenUsage {
+        input_tokens: u.input_tokens,
+        cached_input_tokens: u.cached_input_tokens,
+        output_tokens: u.output_tokens,
+        reasoning_output_tokens: u.reasoning_output_tokens,
+        total_tokens: u.total_tokens,
+    }
+}
+
+fn wf_status(raw: i32) -> WorkflowExecutionStatus {
+    use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus as Raw;
+    Raw::try_from(raw)
+        .map(Into::into)
+        .unwrap_or(WorkflowExecutionStatus::Unknown)
+}
+
+fn status_of(run: RunStatus, wf: WorkflowExecutionStatus) -> pb::SessionStatus {
+    match wf {
+        WorkflowExecutionStatus::Running => match run {
+            RunStatus::Idle => pb::SessionStatus::Idle,
+            RunStatus::Running => pb::SessionStatus::Running,
+            RunStatus::Closed => pb::SessionStatus::Closed,
+        },
+        WorkflowExecutionStatus::Completed | WorkflowExecutionStatus::ContinuedAsNew => {
+            pb::SessionStatus::Closed
+        }
+        _ => pb::SessionStatus::Failed,
+    }
+}
+
+fn session_from_state(s: &SessionState, wf: WorkflowExecutionStatus) -> pb::Session {
+    pb::Session {
+        session_id: s.session_id.clone(),
+        status: status_of(s.status, wf) as i32,
+        created_at: timestamp_ms(s.created_at_ms),
+        last_activity_at: timestamp_ms(s.last_activity_ms),
+        model: s.model.clone(),
+        cwd: s.cwd.clone(),
+        last_event_offset: s.last_event_offset,
+        turns_completed: s.turns_completed,
+        queued_turns: s.queued_turns,
+        total_token_usage: Some(usage(&s.total_usage)),
+        workflow_id: api::workflow_id(&s.session_id),
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::StreamEventsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl SessionService for SessionApi {
+    async fn create_session(
+        &self,
+        request: Request<pb::CreateSessionRequest>,
+    ) -> Result<Response<pb::CreateSessionResponse>, Status> {
+        let req = request.into_inner();
+        let session_id = if req.session_id.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            validate_id("session_id", &req.session_id)?;
+            req.session_id
+        };
+        if !req.cwd.is_empty() && !req.cwd.starts_with('/') {
+            return Err(Status::invalid_argument(format!(
+                "cwd {:?} must be an absolute path",
+                req.cwd
+            )));
+        }
+        let input = SessionInput {
+            session_id: session_id.clone(),
+            model: req.model,
+            cwd: req.cwd,
+            developer_instructions: req.developer_instructions,
+            created_at_ms: now_ms(),
+        };
+        let options =
+            WorkflowStartOptions::new(self.task_queue.clone(), api::workflow_id(&session_id))
+                .build();
+        self.client
+            .start_workflow(SessionWorkflow, input.clone(), options)
+            .await
+            .map_err(|e| errors::start(&session_id, e))?;
+        tracing::info!(%session_id, "session created");
+        let state = SessionState {
+            session_id,
+            status: RunStatus::Idle,
+            model: input.model,
+            cwd: input.cwd,
+            created_at_ms: input.created_at_ms,
+            last_activity_ms: input.created_at_ms,
+            ..Default::default()
+        };
+        Ok(Response::new(pb::CreateSessionResponse {
+            session: Some(session_from_state(&state, WorkflowExecutionStatus::Running)),
+        }))
+    }
+
+    async fn send_user_turn(
+        &self,
+        request: Request<pb::SendUserTurnRequest>,
+    ) -> Result<Response<pb::SendUserTurnResponse>, Status> {
+        let req = request.into_inner();
+        required_session_id(&req.session_id)?;
+        if req.text.trim().is_empty() {
+            return Err(Status::invalid_argument("text must not be empty"));
+        }
+        let turn_id = if req.turn_id.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            validate_id("turn_id", &req.turn_id)?;
+            req.turn_id
+        };
+        // The message goes to the blob store; history carries its digest.
+        let item = json!({
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": req.text}],
+        });
+        let item_digest = self.blobs.put_json(&item).await.map_err(|e| {
+            Status::unavailable(format!("cannot store the message: {e}"))
+        })?;
+        let (text_preview, text_truncated) = api::cut_text(&req.text, api::INLINE_TEXT_LIMIT);
+        let turn = UserTurn {
+            turn_id: turn_id.clone(),
+            item_digest,
+            text_preview,
+            text_truncated,
+        };
+        self.signal(&req.session_id, UserTurnSignal, turn, "cannot send the turn")
+            .await?;
+        Ok(Response::new(pb::SendUserTurnResponse { turn_id }))
+    }
+
+    type StreamEventsStream = EventStream;
+
+    async fn stream_events(
+        &self,
+        request: Request<pb::StreamEventsRequest>,
+    ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        let req = request.into_inner();
+        required_session_id(&req.session_id)?;
+        // Fail fast on an unknown session or a future offset.
+        let (state, _) = self.state(&req.session_id).await?;
+        if req.after_offset > state.last_event_offset {
+            return Err(Status::out_of_range(format!(
+                "after_offset {} is beyond the newest event ({})",
+                req.after_offset, state.last_event_offset
+            )));
+        }
+        let stream = feed::events(self.clone(), req.session_id, req.after_offset, req.follow);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_session(
+        &self,
+        request: Request<pb::GetSessionRequest>,
+    ) -> Result<Response<pb::GetSessionResponse>, Status> {
+        let req = request.into_inner();
+        required_session_id(&req.session_id)?;
+        let (state, wf) = self.state(&req.session_id).await?;
+        Ok(Response::new(pb::GetSessionResponse {
+            session: Some(session_from_state(&state, wf)),
+        }))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let req = request.into_inner();
+        let page_size = match req.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let next_page_token = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&req.page_token)
+            .map_err(|_| Status::invalid_argument("page_token is not one this server issued"))?;
+        let list = ListWorkflowExecutionsRequest {
+            namespace: self.namespace.clone(),
+            page_size: page_size as i32,
+            next_page_token,
+            query: format!("WorkflowType = '{}'", api::WORKFLOW_TYPE),
+        };
+        let mut client = self.client.clone();
+        let resp = WorkflowService::list_workflow_executions(
+            &mut client,
+            tonic::IntoRequest::into_request(list),
+        )
+        .await
+        .map_err(|s| errors::unavailable("cannot list sessions", s))?
+        .into_inner();
+        let sessions = resp
+            .executions
+            .into_iter()
+            .filter_map(|info| {
+                let workflow_id = info.execution.as_ref()?.workflow_id.clone();
+                let session_id = api::session_id(&workflow_id)?.to_string();
+                let memo = |key: &str| {
+                    info.memo
+                        .as_ref()
+                        .and_then(|m| m.fields.get(key))
+                        .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p.data).ok())
+                };
+                let run = match memo(api::MEMO_STATUS).as_ref().and_then(|v| v.as_str()) {
+                    Some("running") => RunStatus::Running,
+                    Some("closed") => RunStatus::Closed,
+                    _ => RunStatus::Idle,
+                };
+                let created_at = info.start_time.map(|t| prost_types::Timestamp {
+                    seconds: t.seconds,
+                    nanos: t.nanos,
+                });
+                let last_activity_at = memo(api::MEMO_LAST_ACTIVITY_MS)
+                    .and_then(|v| v.as_u64())
+                    .and_then(timestamp_ms)
+                    .or_else(|| created_at.clone());
+                Some(pb::Session {
+                    session_id,
+                    status: status_of(run, wf_status(info.status)) as i32,
+                    created_at,
+                    last_activity_at,
+                    workflow_id,
+                    ..Default::default()
+                })
+            })
+            .collect();
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions,
+            next_page_token: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(resp.next_page_token),
+        }))
+    }
+
+    async fn interrupt(
+        &self,
+        request: Request<pb::InterruptRequest>,
+    ) -> Result<Response<pb::InterruptResponse>, Status> {
+        let req = request.into_inner();
+        required_session_id(&req.session_id)?;
+        self.signal(&req.session_id, InterruptSignal, (), "cannot interrupt")
+            .await?;
+        Ok(Response::new(pb::InterruptResponse {}))
+    }
+
+    async fn close_session(
+        &self,
+        request: Request<pb::CloseSessionRequest>,
+    ) -> Result<Response<pb::CloseSessionResponse>, Status> {
+        let req = request.into_inner();
+        required_session_id(&req.session_id)?;
+        match self
+            .signal(&req.session_id, ShutdownSignal, (), "cannot close the session")
+            .await
+        {
+            // Closing a closed session is a no-op.
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {}
+            other => other?,
+        }
+        Ok(Response::new(pb::CloseSessionResponse {}))
+    }
+}
+
+/// Poll interval bounds for following a session's events.
+pub(crate) const POLL_MIN: Duration = Duration::from_millis(50);
+pub(crate) const POLL_MAX: Duration = Duration::from_millis(500);

@@ -1,0 +1,4 @@
+//! Test support for Keel's end-to-end tests: a scripted fake of the OpenAI
+//! Responses API ([`fake_model`]) that the model-proxy can be pointed at.
+
+pub mod fake_model;

@@ -1,0 +1,228 @@
+//! The session workflow's contract, shared by the worker (which implements it)
+//! and session-api (which drives it) so session-api never links workflow code.
+//!
+//! Every type here is part of workflow history or of a running workflow's
+//! interface: changing a name or removing a field breaks running sessions.
+//! Add fields with `#[serde(default)]`; never rename.
+
+use serde::{Deserialize, Serialize};
+use temporalio_common::{
+    HasWorkflowDefinition, QueryDefinition, SignalDefinition, WorkflowDefinition,
+};
+
+/// Workflow type name of a session.
+pub const WORKFLOW_TYPE: &str = "AgentWorkflow";
+/// Task queue of the session workflow and its activities, unless configured.
+pub const DEFAULT_TASK_QUEUE: &str = "keel-agent";
+/// Prefix of every session's workflow id.
+pub const WORKFLOW_ID_PREFIX: &str = "keel-session-";
+/// Texts longer than this (bytes) are cut in events and summaries; the model
+/// always gets the whole text from the blob store.
+pub const INLINE_TEXT_LIMIT: usize = 16 * 1024;
+/// Memo keys kept current by the workflow, for ListSessions.
+pub const MEMO_STATUS: &str = "keel_status";
+pub const MEMO_LAST_ACTIVITY_MS: &str = "keel_last_activity_ms";
+
+/// The workflow id of a session: stable, so the id is all a client needs.
+pub fn workflow_id(session_id: &str) -> String {
+    format!("{WORKFLOW_ID_PREFIX}{session_id}")
+}
+
+/// The inverse of [`workflow_id`].
+pub fn session_id(workflow_id: &str) -> Option<&str> {
+    workflow_id.strip_prefix(WORKFLOW_ID_PREFIX)
+}
+
+/// Cuts `s` to at most `limit` bytes at a character boundary; true when cut.
+pub fn cut_text(s: &str, limit: usize) -> (String, bool) {
+    if s.len() <= limit {
+        return (s.to_string(), false);
+    }
+    let mut end = limit;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    (s[..end].to_string(), true)
+}
+
+/// Input of a session workflow run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SessionInput {
+    pub session_id: String,
+    /// Empty: the model-proxy's default.
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub cwd: String,
+    #[serde(default)]
+    pub developer_instructions: String,
+    /// Unix milliseconds at which session-api created the session.
+    #[serde(default)]
+    pub created_at_ms: u64,
+}
+
+/// Why a session workflow ended.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SessionOutcome {
+    pub turns_completed: u64,
+    pub total_usage: Usage,
+}
+
+/// A user turn, delivered by signal. The message itself is in the blob store.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct UserTurn {
+    pub turn_id: String,
+    /// Digest of the stored Responses API `message` item.
+    pub item_digest: String,
+    /// The message text for the event log, cut to [`INLINE_TEXT_LIMIT`].
+    pub text_preview: String,
+    #[serde(default)]
+    pub text_truncated: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub output_tokens: u64,
+    pub reasoning_output_tokens: u64,
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, o: &Usage) {
+        self.input_tokens += o.input_tokens;
+        self.cached_input_tokens += o.cached_input_tokens;
+        self.output_tokens += o.output_tokens;
+        self.reasoning_output_tokens += o.reasoning_output_tokens;
+        self.total_tokens += o.total_tokens;
+    }
+}
+
+/// Query input: events after `after`, at most `max` of them.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EventsQuery {
+    pub after: u64,
+    pub max: u32,
+}
+
+/// Query output: a page of the event log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct EventsPage {
+    /// Oldest offset still retained (offsets before it are gone).
+    pub first_retained: u64,
+    /// Newest offset recorded so far (0 when there are none).
+    pub last_offset: u64,
+    /// Base64 of encoded `keel.v1.Event` messages, in offset order.
+    pub events: Vec<String>,
+    /// The session is closed: no event after `last_offset` will come.
+    pub closed: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    #[default]
+    Idle,
+    Running,
+    Closed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Idle => "idle",
+            RunStatus::Running => "running",
+            RunStatus::Closed => "closed",
+        }
+    }
+}
+
+/// Query output: the session's state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SessionState {
+    pub session_id: String,
+    pub status: RunStatus,
+    pub model: String,
+    pub cwd: String,
+    pub created_at_ms: u64,
+    pub last_activity_ms: u64,
+    pub last_event_offset: u64,
+    pub turns_completed: u64,
+    pub queued_turns: u32,
+    pub total_usage: Usage,
+}
+
+macro_rules! definition {
+    ($(#[$m:meta])* $name:ident, signal $wire:literal, $input:ty) => {
+        $(#[$m])*
+        pub struct $name;
+        impl SignalDefinition for $name {
+            type Workflow = SessionWorkflow;
+            type Input = $input;
+            fn name(&self) -> &str {
+                $wire
+            }
+        }
+    };
+    ($(#[$m:meta])* $name:ident, query $wire:literal, $input:ty => $output:ty) => {
+        $(#[$m])*
+        pub struct $name;
+        impl QueryDefinition for $name {
+            type Workflow = SessionWorkflow;
+            type Input = $input;
+            type Output = $output;
+            fn name(&self) -> &str {
+                $wire
+            }
+        }
+    };
+}
+
+/// The session workflow as seen by clients.
+pub struct SessionWorkflow;
+
+impl WorkflowDefinition for SessionWorkflow {
+    type Input = SessionInput;
+    type Output = SessionOutcome;
+    fn name(&self) -> &str {
+        WORKFLOW_TYPE
+    }
+}
+
+impl HasWorkflowDefinition for SessionWorkflow {
+    type Run = SessionWorkflow;
+}
+
+definition!(
+    /// Queue a user turn.
+    UserTurnSignal, signal "user_turn", UserTurn);
+definition!(
+    /// Abort the running turn.
+    InterruptSignal, signal "interrupt", ());
+definition!(
+    /// Close the session.
+    ShutdownSignal, signal "shutdown", ());
+definition!(
+    /// Read the event log.
+    EventsQueryDef, query "events", EventsQuery => EventsPage);
+definition!(
+    /// Read the session's state.
+    StateQuery, query "state", () => SessionState);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_roundtrip() {
+        assert_eq!(session_id(&workflow_id("abc")), Some("abc"));
+        assert_eq!(session_id("other"), None);
+    }
+
+    #[test]
+    fn cut_text_respects_char_boundaries() {
+        assert_eq!(cut_text("héllo", 2), ("h".to_string(), true));
+        assert_eq!(cut_text("hi", 2), ("hi".to_string(), false));
+    }
+}

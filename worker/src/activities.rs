@@ -1,0 +1,356 @@
+//! Thin activities: each turns its input into one gRPC call to a Keel service
+//! and its answer into a small, serialisable result for workflow history.
+//! Inputs and outputs carry digests and short summaries, never conversations.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_proto::v1 as pb;
+use keel_proto::v1::model_service_client::ModelServiceClient;
+use keel_proto::v1::tool_service_client::ToolServiceClient;
+use keel_workflow_api::Usage;
+use serde::{Deserialize, Serialize};
+use temporalio_macros::activities;
+use temporalio_sdk::ApplicationFailure;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tonic::transport::Channel;
+
+/// How often a running activity tells Temporal it is alive.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
+/// Activity failure type names; the workflow maps them to Codex error classes.
+pub mod failure_type {
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    pub const BAD_REQUEST: &str = "bad_request";
+    pub const CONTEXT_WINDOW_EXCEEDED: &str = "context_window_exceeded";
+    pub const USAGE_LIMIT_EXCEEDED: &str = "usage_limit_exceeded";
+    pub const SERVER_OVERLOADED: &str = "server_overloaded";
+    pub const CONNECTION_FAILED: &str = "http_connection_failed";
+    pub const INTERNAL: &str = "internal_server_error";
+    pub const OTHER: &str = "other";
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ToolSpec {
+    pub name: String,
+    pub json: String,
+}
+
+/// A conversation item to append: stored already, or a small inline item the
+/// workflow synthesised (e.g. an "aborted by user" output).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum AppendItem {
+    Digest(String),
+    Inline(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelCallInput {
+    pub session_id: String,
+    pub model: String,
+    pub head: Option<String>,
+    pub append: Vec<AppendItem>,
+    pub tools: Vec<ToolSpec>,
+    pub parallel_tool_calls: bool,
+    pub ephemeral_items: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OutputItem {
+    Message {
+        digest: String,
+        role: String,
+        text: String,
+        truncated: bool,
+    },
+    FunctionCall {
+        digest: String,
+        call_id: String,
+        name: String,
+        arguments: String,
+    },
+    Reasoning {
+        digest: String,
+        summary: String,
+    },
+    Other {
+        digest: String,
+        item_type: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelCallOutput {
+    pub head: String,
+    pub items: Vec<OutputItem>,
+    pub usage: Usage,
+    pub model: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ToolCallInput {
+    pub session_id: String,
+    pub call_id: String,
+    pub name: String,
+    pub arguments: String,
+    pub cwd: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CommandSummary {
+    pub command: Vec<String>,
+    pub cwd: String,
+    pub exit_code: i32,
+    pub duration_ms: u64,
+    pub aggregated_output: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ToolCallOutput {
+    pub output_digest: String,
+    pub success: bool,
+    pub output_preview: String,
+    pub command: Option<CommandSummary>,
+}
+
+/// gRPC clients of the services the activities call. Channels connect lazily,
+/// so the worker starts (and polls) while a service is still coming up.
+pub struct KeelActivities {
+    model: ModelServiceClient<Channel>,
+    tools: ToolServiceClient<Channel>,
+}
+
+/// A service address that is not a valid URI.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid service address {addr:?}: {source}")]
+pub struct AddressError {
+    addr: String,
+    source: tonic::codegen::http::uri::InvalidUri,
+}
+
+impl KeelActivities {
+    pub fn new(model_proxy: &str, tool_runner: &str) -> Result<Self, AddressError> {
+        Ok(Self {
+            model: ModelServiceClient::new(lazy_channel(model_proxy)?),
+            tools: ToolServiceClient::new(lazy_channel(tool_runner)?),
+        })
+    }
+}
+
+/// `host:port` or a URL, to a channel that connects on first use.
+pub fn lazy_channel(addr: &str) -> Result<Channel, AddressError> {
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let endpoint = Channel::from_shared(url).map_err(|source| AddressError {
+        addr: addr.to_string(),
+        source,
+    })?;
+    Ok(endpoint
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+#[activities]
+impl KeelActivities {
+    /// Samples one model response through the model-proxy.
+    #[activity(name = "model_call")]
+    pub async fn model_call(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: ModelCallInput,
+    ) -> Result<ModelCallOutput, ActivityError> {
+        let request = pb::StreamResponseRequest {
+            session_id: input.session_id,
+            model: input.model,
+            instructions: String::new(),
+            conversation: Some(pb::ConversationInput {
+                head: input.head.unwrap_or_default(),
+                append: input
+                    .append
+                    .into_iter()
+                    .map(|a| pb::ItemInput {
+                        kind: Some(match a {
+                            AppendItem::Digest(d) => pb::item_input::Kind::Digest(d),
+                            AppendItem::Inline(j) => pb::item_input::Kind::InlineJson(j),
+                        }),
+                    })
+                    .collect(),
+            }),
+            tools: input
+                .tools
+                .into_iter()
+                .map(|t| pb::ToolSpec {
+                    name: t.name,
+                    json: t.json,
+                })
+                .collect(),
+            parallel_tool_calls: input.parallel_tool_calls,
+            ephemeral_items_json: input.ephemeral_items,
+        };
+        let mut client = self.model.clone();
+        let call = async move {
+            let mut stream = client
+                .stream_response(request)
+                .await
+                .map_err(status_failure)?
+                .into_inner();
+            let mut items = Vec::new();
+            while let Some(msg) = stream.message().await.map_err(status_failure)? {
+                use pb::stream_response_response::Event;
+                match msg.event {
+                    Some(Event::OutputItemDone(done)) => {
+                        if let Some(item) = output_item(done) {
+                            items.push(item);
+                        }
+                    }
+                    Some(Event::Completed(c)) => {
+                        return Ok(ModelCallOutput {
+                            head: c.head,
+                            items,
+                            usage: usage(c.usage.unwrap_or_default()),
+                            model: c.model,
+                        });
+                    }
+                    // Live deltas are for watching clients, not for history.
+                    Some(Event::OutputTextDelta(_)) | Some(Event::ReasoningSummaryDelta(_)) | None => {}
+                }
+            }
+            Err(ActivityError::application(ApplicationFailure::new(
+                "model-proxy stream ended before the response completed",
+            )))
+        };
+        with_heartbeats(&ctx, call).await
+    }
+
+    /// Runs one tool call on the tool-runner.
+    #[activity(name = "run_tool")]
+    pub async fn run_tool(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: ToolCallInput,
+    ) -> Result<ToolCallOutput, ActivityError> {
+        let mut client = self.tools.clone();
+        let call = async move {
+            let r = client
+                .run_tool(pb::RunToolRequest {
+                    session_id: input.session_id,
+                    call_id: input.call_id,
+                    tool_name: input.name,
+                    arguments: input.arguments,
+                    cwd: input.cwd,
+                })
+                .await
+                .map_err(status_failure)?
+                .into_inner();
+            Ok(ToolCallOutput {
+                output_digest: r.output_item_digest,
+                success: r.success,
+                output_preview: r.output_preview,
+                command: r.command.map(|c| CommandSummary {
+                    command: c.command,
+                    cwd: c.cwd,
+                    exit_code: c.exit_code,
+                    duration_ms: c.duration_ms,
+                    aggregated_output: c.aggregated_output,
+                }),
+            })
+        };
+        with_heartbeats(&ctx, call).await
+    }
+}
+
+/// Drives `call` while heartbeating on a timer (not on stream traffic, so a
+/// silent model or a quiet command is not mistaken for a dead worker) and
+/// abandons it when Temporal cancels the activity.
+async fn with_heartbeats<T>(
+    ctx: &ActivityContext,
+    call: impl std::future::Future<Output = Result<T, ActivityError>>,
+) -> Result<T, ActivityError> {
+    tokio::pin!(call);
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    loop {
+        tokio::select! {
+            r = &mut call => return r,
+            _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
+            _ = tick.tick() => {
+                if let Err(e) = ctx.record_heartbeat(()).await {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                }
+            }
+        }
+    }
+}
+
+fn usage(u: pb::TokenUsage) -> Usage {
+    Usage {
+        input_tokens: u.input_tokens,
+        cached_input_tokens: u.cached_input_tokens,
+        output_tokens: u.output_tokens,
+        reasoning_output_tokens: u.reasoning_output_tokens,
+        total_tokens: u.total_tokens,
+    }
+}
+
+fn output_item(done: pb::OutputItemDone) -> Option<OutputItem> {
+    use pb::output_item_done::Item;
+    let digest = done.digest;
+    Some(match done.item? {
+        Item::Message(m) => OutputItem::Message {
+            digest,
+            role: m.role,
+            text: m.text,
+            truncated: m.truncated,
+        },
+        Item::FunctionCall(f) => OutputItem::FunctionCall {
+            digest,
+            call_id: f.call_id,
+            name: f.name,
+            arguments: f.arguments,
+        },
+        Item::Reasoning(r) => OutputItem::Reasoning {
+            digest,
+            summary: r.summary_text,
+        },
+        Item::Other(o) => OutputItem::Other {
+            digest,
+            item_type: o.r#type,
+        },
+    })
+}
+
+/// Maps a service's gRPC status to an activity failure: transient codes are
+/// retried by Temporal, everything else fails fast with the service's message
+/// and a Codex error class as the failure type.
+pub fn status_failure(s: tonic::Status) -> ActivityError {
+    use tonic::Code;
+    let (kind, retryable) = match s.code() {
+        Code::Unavailable | Code::Unknown | Code::Aborted | Code::DeadlineExceeded => {
+            (failure_type::CONNECTION_FAILED, true)
+        }
+        Code::Internal => (failure_type::INTERNAL, true),
+        Code::Unauthenticated | Code::PermissionDenied => (failure_type::UNAUTHORIZED, false),
+        Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition => {
+            (failure_type::BAD_REQUEST, false)
+        }
+        Code::OutOfRange => (failure_type::CONTEXT_WINDOW_EXCEEDED, false),
+        Code::ResourceExhausted => (failure_type::USAGE_LIMIT_EXCEEDED, false),
+        _ => (failure_type::OTHER, false),
+    };
+    let message = if s.message().is_empty() {
+        format!("{:?}", s.code())
+    } else {
+        s.message().to_string()
+    };
+    ActivityError::application(
+        ApplicationFailure::builder(message)
+            .type_name(kind.to_string())
+            .non_retryable(!retryable)
+            .build(),
+    )
+}

@@ -1,0 +1,135 @@
+//! The session's event log: a bounded window of encoded `keel.v1.Event`s kept
+//! in workflow state. It is rebuilt by replay, read through a query (which
+//! writes nothing to history), and its offsets are dense from 1.
+
+use std::collections::VecDeque;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use keel_proto::v1 as pb;
+use keel_workflow_api::{EventsPage, EventsQuery};
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+
+/// Events kept for replay; older ones are reported to clients as a gap.
+pub const RETAINED_EVENTS: usize = 2048;
+/// At most this many events per query answer, to bound query payloads.
+pub const MAX_EVENTS_PER_PAGE: u32 = 256;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EventLog {
+    /// Offset of `events[0]`.
+    first: u64,
+    /// Base64 of encoded events.
+    events: VecDeque<String>,
+}
+
+impl EventLog {
+    pub fn last_offset(&self) -> u64 {
+        if self.events.is_empty() {
+            self.first.saturating_sub(1)
+        } else {
+            self.first + self.events.len() as u64 - 1
+        }
+    }
+
+    /// Appends an event and returns its offset.
+    pub fn push(&mut self, time: Option<SystemTime>, turn_id: &str, msg: pb::event::Msg) -> u64 {
+        if self.first == 0 {
+            self.first = 1;
+        }
+        let offset = self.last_offset() + 1;
+        let event = pb::Event {
+            offset,
+            turn_id: turn_id.to_string(),
+            time: time.map(timestamp),
+            msg: Some(msg),
+        };
+        self.events
+            .push_back(base64::engine::general_purpose::STANDARD.encode(event.encode_to_vec()));
+        while self.events.len() > RETAINED_EVENTS {
+            self.events.pop_front();
+            self.first += 1;
+        }
+        offset
+    }
+
+    pub fn page(&self, q: EventsQuery, closed: bool) -> EventsPage {
+        let first_retained = self.first.max(1);
+        let start = q.after.saturating_add(1).max(first_retained);
+        let max = q.max.clamp(1, MAX_EVENTS_PER_PAGE) as usize;
+        let events = self
+            .events
+            .iter()
+            .skip((start - first_retained) as usize)
+            .take(max)
+            .cloned()
+            .collect();
+        EventsPage {
+            first_retained,
+            last_offset: self.last_offset(),
+            events,
+            closed,
+        }
+    }
+}
+
+fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// Unix milliseconds of a workflow time (0 when unknown).
+pub fn unix_ms(t: Option<SystemTime>) -> u64 {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(s: &str) -> pb::Event {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(s).unwrap();
+        pb::Event::decode(bytes.as_slice()).unwrap()
+    }
+
+    fn warn(i: u64) -> pb::event::Msg {
+        pb::event::Msg::Warning(pb::Warning {
+            message: i.to_string(),
+        })
+    }
+
+    #[test]
+    fn offsets_are_dense_from_one() {
+        let mut log = EventLog::default();
+        assert_eq!(log.last_offset(), 0);
+        assert_eq!(log.push(None, "t", warn(1)), 1);
+        assert_eq!(log.push(None, "t", warn(2)), 2);
+        let page = log.page(EventsQuery { after: 0, max: 10 }, false);
+        assert_eq!(page.first_retained, 1);
+        assert_eq!(page.last_offset, 2);
+        let offsets: Vec<u64> = page.events.iter().map(|e| decode(e).offset).collect();
+        assert_eq!(offsets, vec![1, 2]);
+        let page = log.page(EventsQuery { after: 1, max: 10 }, false);
+        assert_eq!(decode(&page.events[0]).offset, 2);
+        assert!(log.page(EventsQuery { after: 2, max: 10 }, false).events.is_empty());
+    }
+
+    #[test]
+    fn window_drops_oldest_and_reports_first_retained() {
+        let mut log = EventLog::default();
+        for i in 0..(RETAINED_EVENTS as u64 + 5) {
+            log.push(None, "", warn(i));
+        }
+        let page = log.page(EventsQuery { after: 0, max: 3 }, false);
+        assert_eq!(page.first_retained, 6);
+        assert_eq!(decode(&page.events[0]).offset, 6);
+        assert_eq!(page.events.len(), 3);
+        assert_eq!(page.last_offset, RETAINED_EVENTS as u64 + 5);
+    }
+}

@@ -1,0 +1,8 @@
+//! Keel's Temporal worker: the session workflow ([`workflow::AgentWorkflow`])
+//! and thin activities that call Keel's services over gRPC. No HTTP clients,
+//! no process spawning, no secrets live here.
+
+pub mod activities;
+pub mod events;
+pub mod tools;
+pub mod workflow;

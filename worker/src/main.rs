@@ -1,0 +1,85 @@
+//! keel-worker: polls Temporal for session workflows and their activities.
+
+use std::str::FromStr;
+
+use anyhow::Context;
+use clap::Parser;
+use keel_worker::activities::KeelActivities;
+use keel_worker::workflow::AgentWorkflow;
+use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Url};
+use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+
+#[derive(Debug, Parser)]
+#[command(name = "keel-worker", version, about = "Keel's Temporal worker")]
+struct Args {
+    /// Health endpoint (grpc.health.v1).
+    #[command(flatten)]
+    serve: keel_server::ServeArgs,
+    /// Temporal frontend, host:port.
+    #[arg(long, env = "TEMPORAL_ADDRESS", default_value = "127.0.0.1:7233")]
+    temporal_address: String,
+    #[arg(long, env = "TEMPORAL_NAMESPACE", default_value = "default")]
+    namespace: String,
+    #[arg(long, env = "KEEL_TASK_QUEUE", default_value = keel_workflow_api::DEFAULT_TASK_QUEUE)]
+    task_queue: String,
+    /// model-proxy address, host:port.
+    #[arg(long, env = "KEEL_MODEL_PROXY_ADDR")]
+    model_proxy: String,
+    /// tool-runner address, host:port.
+    #[arg(long, env = "KEEL_TOOL_RUNNER_ADDR")]
+    tool_runner: String,
+    /// mcp-broker address, host:port (not used yet).
+    #[arg(long, env = "KEEL_MCP_BROKER_ADDR")]
+    mcp_broker: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    keel_server::init_tracing(args.serve.log_format);
+
+    let url = if args.temporal_address.contains("://") {
+        args.temporal_address.clone()
+    } else {
+        format!("http://{}", args.temporal_address)
+    };
+    let connection = Connection::connect(
+        ConnectionOptions::new(Url::from_str(&url).context("invalid --temporal-address")?)
+            .identity(format!("keel-worker@{}", std::process::id()))
+            .build(),
+    )
+    .await
+    .with_context(|| format!("cannot connect to Temporal at {}", args.temporal_address))?;
+    let client = Client::new(connection, ClientOptions::new(args.namespace.clone()).build())?;
+
+    let activities = KeelActivities::new(&args.model_proxy, &args.tool_runner)?;
+    let options = WorkerOptions::new(args.task_queue.clone())
+        .register_workflow::<AgentWorkflow>()?
+        .register_activities(activities)
+        .build();
+    let runtime = Runtime::from_current_tokio(Default::default())?;
+    let mut worker = Worker::new(&runtime, client, options)?;
+    let shutdown = worker.shutdown_handle();
+
+    // The health server stops on the same SIGTERM; the worker then drains.
+    let health = tokio::spawn({
+        let serve = args.serve.clone();
+        async move {
+            keel_server::serve(&serve, tonic::service::Routes::default(), &[]).await
+        }
+    });
+    tracing::info!(task_queue = %args.task_queue, "worker polling");
+    let run = worker.run();
+    tokio::pin!(run);
+    tokio::select! {
+        r = &mut run => r?,
+        _ = keel_server::shutdown_signal() => {
+            tracing::info!("shutdown signal received, draining in-flight tasks");
+            shutdown();
+            run.await?;
+        }
+    }
+    health.abort();
+    tracing::info!("worker stopped");
+    Ok(())
+}

@@ -1,0 +1,513 @@
+//! `AgentWorkflow`: one durable session. It reads like the agent loop it is —
+//! wait for a user turn, ask the model, run the tools it calls, feed their
+//! outputs back, repeat until the model answers without tools, report.
+//!
+//! Determinism rules (replay must reproduce every command): no wall clock, no
+//! randomness, no I/O, no env reads, no tokio timers, no HashMap iteration.
+//! Time comes from `ctx.workflow_time()`; everything from outside arrives as
+//! activity results or signals. Changing the order of commands breaks running
+//! sessions: gate such changes with `ctx.patched(..)` (see docs/).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use keel_proto::v1 as pb;
+use keel_workflow_api::{
+    EventsPage, EventsQuery, MEMO_LAST_ACTIVITY_MS, MEMO_STATUS, RunStatus, SessionInput,
+    SessionOutcome, SessionState, Usage, UserTurn,
+};
+use pb::event::Msg;
+use serde_json::json;
+use temporalio_client::RetryPolicy;
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityExecutionError, ActivityOptions, MemoValue, SyncWorkflowContext,
+    WorkflowCancellationToken, WorkflowContext, WorkflowContextView, WorkflowResult,
+};
+
+use crate::activities::{
+    AppendItem, KeelActivities, ModelCallInput, OutputItem, ToolCallInput, failure_type,
+};
+use crate::events::{EventLog, unix_ms};
+use crate::tools;
+
+/// Model calls per turn before the turn is stopped (Codex's default).
+pub const MAX_ITERATIONS: u32 = 50;
+/// Turn ids remembered for de-duplicating retried SendUserTurn calls.
+const REMEMBERED_TURN_IDS: usize = 256;
+
+#[workflow]
+pub struct AgentWorkflow {
+    input: SessionInput,
+    /// Digest of the conversation's newest segment.
+    head: Option<String>,
+    /// Items to append before the next model call.
+    pending: Vec<AppendItem>,
+    inbox: VecDeque<UserTurn>,
+    recent_turn_ids: VecDeque<String>,
+    log: EventLog,
+    status: RunStatus,
+    shutdown_requested: bool,
+    /// Cancels the running turn's activities; `None` while idle.
+    turn_cancel: Option<WorkflowCancellationToken>,
+    turns_completed: u64,
+    usage: Usage,
+    last_activity_ms: u64,
+}
+
+enum TurnEnd {
+    Completed,
+    Interrupted,
+}
+
+#[workflow_methods]
+impl AgentWorkflow {
+    #[init]
+    pub fn new(_ctx: &WorkflowContextView, input: SessionInput) -> Self {
+        Self {
+            last_activity_ms: input.created_at_ms,
+            input,
+            head: None,
+            pending: Vec::new(),
+            inbox: VecDeque::new(),
+            recent_turn_ids: VecDeque::new(),
+            log: EventLog::default(),
+            status: RunStatus::Idle,
+            shutdown_requested: false,
+            turn_cancel: None,
+            turns_completed: 0,
+            usage: Usage::default(),
+        }
+    }
+
+    #[run]
+    pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<SessionOutcome> {
+        let now = ctx.workflow_time();
+        ctx.state_mut(|s| {
+            let msg = Msg::SessionConfigured(pb::SessionConfigured {
+                session_id: s.input.session_id.clone(),
+                model: s.input.model.clone(),
+                cwd: s.input.cwd.clone(),
+            });
+            s.emit(now, "", msg);
+        });
+        loop {
+            ctx.wait_condition(|s| !s.inbox.is_empty() || s.shutdown_requested)
+                .await?;
+            let next = ctx.state_mut(|s| {
+                if s.shutdown_requested {
+                    None
+                } else {
+                    s.inbox.pop_front()
+                }
+            });
+            match next {
+                Some(turn) => run_turn(ctx, turn).await?,
+                None => break,
+            }
+        }
+        let now = ctx.workflow_time();
+        let outcome = ctx.state_mut(|s| {
+            if !s.inbox.is_empty() {
+                let n = s.inbox.len();
+                s.inbox.clear();
+                s.log.push(
+                    now,
+                    "",
+                    Msg::Warning(pb::Warning {
+                        message: format!("session closed: {n} queued turn(s) dropped"),
+                    }),
+                );
+            }
+            s.status = RunStatus::Closed;
+            s.log
+                .push(now, "", Msg::ShutdownComplete(pb::ShutdownComplete {}));
+            SessionOutcome {
+                turns_completed: s.turns_completed,
+                total_usage: s.usage,
+            }
+        });
+        upsert_memo(ctx, RunStatus::Closed);
+        Ok(outcome)
+    }
+
+    #[signal(name = "user_turn")]
+    pub fn user_turn(&mut self, _ctx: &mut SyncWorkflowContext<Self>, turn: UserTurn) {
+        if self.shutdown_requested || self.recent_turn_ids.contains(&turn.turn_id) {
+            return;
+        }
+        self.recent_turn_ids.push_back(turn.turn_id.clone());
+        if self.recent_turn_ids.len() > REMEMBERED_TURN_IDS {
+            self.recent_turn_ids.pop_front();
+        }
+        self.inbox.push_back(turn);
+    }
+
+    #[signal(name = "interrupt")]
+    pub fn interrupt(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _input: ()) {
+        if let Some(token) = &self.turn_cancel {
+            token.cancel_with_reason("interrupted");
+        }
+    }
+
+    #[signal(name = "shutdown")]
+    pub fn shutdown(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _input: ()) {
+        self.shutdown_requested = true;
+        if let Some(token) = &self.turn_cancel {
+            token.cancel_with_reason("shutdown");
+        }
+    }
+
+    #[query(name = "events")]
+    pub fn events(&self, _ctx: &WorkflowContextView, q: EventsQuery) -> EventsPage {
+        self.log.page(q, self.status == RunStatus::Closed)
+    }
+
+    #[query(name = "state")]
+    pub fn state(&self, _ctx: &WorkflowContextView, _input: ()) -> SessionState {
+        SessionState {
+            session_id: self.input.session_id.clone(),
+            status: self.status,
+            model: self.input.model.clone(),
+            cwd: self.input.cwd.clone(),
+            created_at_ms: self.input.created_at_ms,
+            last_activity_ms: self.last_activity_ms,
+            last_event_offset: self.log.last_offset(),
+            turns_completed: self.turns_completed,
+            queued_turns: self.inbox.len() as u32,
+            total_usage: self.usage,
+        }
+    }
+}
+
+impl AgentWorkflow {
+    fn emit(&mut self, ctx_time: Option<std::time::SystemTime>, turn_id: &str, msg: Msg) {
+        self.log.push(ctx_time, turn_id, msg);
+    }
+}
+
+fn upsert_memo(ctx: &WorkflowContext<AgentWorkflow>, status: RunStatus) {
+    let last = ctx.state(|s| s.last_activity_ms);
+    if let Err(e) = ctx.upsert_memo([
+        (MEMO_STATUS, Some(MemoValue::new(status.as_str().to_string()))),
+        (MEMO_LAST_ACTIVITY_MS, Some(MemoValue::new(last))),
+    ]) {
+        // Visibility only; a failure here must not fail the session.
+        tracing::warn!(error = %e, "cannot update the session memo");
+    }
+}
+
+fn model_options(cancel: &WorkflowCancellationToken) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(600))
+        .heartbeat_timeout(Duration::from_secs(30))
+        .cancellation_token(cancel.clone())
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .backoff_coefficient(2.0)
+                .maximum_interval(Duration::from_secs(30))
+                .maximum_attempts(6)
+                .build(),
+        )
+        .summary("model call")
+        .build()
+}
+
+fn tool_options(cancel: &WorkflowCancellationToken) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(3600))
+        .heartbeat_timeout(Duration::from_secs(30))
+        .cancellation_token(cancel.clone())
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .backoff_coefficient(2.0)
+                .maximum_interval(Duration::from_secs(10))
+                .maximum_attempts(3)
+                .build(),
+        )
+        .summary("tool call")
+        .build()
+}
+
+/// A failed activity's user-facing message and Codex error class.
+fn failure_message(e: &ActivityExecutionError) -> (String, String) {
+    use temporalio_common::error::IncomingError;
+    match e.cause() {
+        Some(c @ IncomingError::Application(af)) => (
+            c.failure().message.clone(),
+            af.type_name().unwrap_or(failure_type::OTHER).to_string(),
+        ),
+        Some(other) => (other.failure().message.clone(), failure_type::OTHER.into()),
+        None => (e.to_string(), failure_type::OTHER.into()),
+    }
+}
+
+/// A `function_call_output` item the workflow synthesises (small by design).
+fn inline_output(call_id: &str, output: &str) -> AppendItem {
+    AppendItem::Inline(
+        json!({"type": "function_call_output", "call_id": call_id, "output": output}).to_string(),
+    )
+}
+
+async fn run_turn(ctx: &mut WorkflowContext<AgentWorkflow>, turn: UserTurn) -> WorkflowResult<()> {
+    let cancel = WorkflowCancellationToken::new();
+    let turn_id = turn.turn_id.clone();
+    let now = ctx.workflow_time();
+    ctx.state_mut(|s| {
+        s.status = RunStatus::Running;
+        s.turn_cancel = Some(cancel.clone());
+        s.last_activity_ms = unix_ms(now);
+        s.pending.push(AppendItem::Digest(turn.item_digest.clone()));
+        s.emit(now, &turn_id, Msg::TurnStarted(pb::TurnStarted {}));
+        s.emit(
+            now,
+            &turn_id,
+            Msg::UserMessage(pb::UserMessage {
+                message: turn.text_preview.clone(),
+                truncated: turn.text_truncated,
+            }),
+        );
+    });
+    upsert_memo(ctx, RunStatus::Running);
+
+    let mut last_agent_message = String::new();
+    let mut turn_usage = Usage::default();
+    let end = sample_until_done(ctx, &turn_id, &cancel, &mut last_agent_message, &mut turn_usage)
+        .await;
+
+    let now = ctx.workflow_time();
+    ctx.state_mut(|s| {
+        s.usage.add(&turn_usage);
+        s.emit(
+            now,
+            &turn_id,
+            Msg::TokenCount(pb::TokenCount {
+                total_token_usage: Some(to_pb(&s.usage)),
+                last_token_usage: Some(to_pb(&turn_usage)),
+            }),
+        );
+        let msg = match end {
+            TurnEnd::Completed => Msg::TurnComplete(pb::TurnComplete { last_agent_message }),
+            TurnEnd::Interrupted => Msg::TurnAborted(pb::TurnAborted {
+                reason: pb::TurnAbortReason::Interrupted as i32,
+            }),
+        };
+        s.emit(now, &turn_id, msg);
+        s.status = RunStatus::Idle;
+        s.turn_cancel = None;
+        s.turns_completed += 1;
+        s.last_activity_ms = unix_ms(now);
+    });
+    upsert_memo(ctx, RunStatus::Idle);
+    Ok(())
+}
+
+fn to_pb(u: &Usage) -> pb::TokenUsage {
+    pb::TokenUsage {
+        input_tokens: u.input_tokens,
+        cached_input_tokens: u.cached_input_tokens,
+        output_tokens: u.output_tokens,
+        reasoning_output_tokens: u.reasoning_output_tokens,
+        total_tokens: u.total_tokens,
+    }
+}
+
+/// The model ↔ tools loop of one turn.
+async fn sample_until_done(
+    ctx: &mut WorkflowContext<AgentWorkflow>,
+    turn_id: &str,
+    cancel: &WorkflowCancellationToken,
+    last_agent_message: &mut String,
+    turn_usage: &mut Usage,
+) -> TurnEnd {
+    for _ in 0..MAX_ITERATIONS {
+        let input = ctx.state(|s| ModelCallInput {
+            session_id: s.input.session_id.clone(),
+            model: s.input.model.clone(),
+            head: s.head.clone(),
+            append: s.pending.clone(),
+            tools: tools::session_tools(),
+            parallel_tool_calls: false,
+            ephemeral_items: developer_items(&s.input.developer_instructions),
+        });
+        let result = ctx
+            .execute_activity(KeelActivities::model_call, input, model_options(cancel))
+            .await;
+        let now = ctx.workflow_time();
+        let output = match result {
+            Ok(o) => o,
+            Err(ActivityExecutionError::Cancelled(_)) => return TurnEnd::Interrupted,
+            Err(e) => {
+                let (message, class) = failure_message(&e);
+                ctx.state_mut(|s| {
+                    s.emit(
+                        now,
+                        turn_id,
+                        Msg::Error(pb::ErrorEvent {
+                            message,
+                            codex_error_info: class,
+                        }),
+                    )
+                });
+                return TurnEnd::Completed;
+            }
+        };
+        turn_usage.add(&output.usage);
+        let mut calls = Vec::new();
+        ctx.state_mut(|s| {
+            s.head = Some(output.head.clone());
+            s.pending.clear();
+            for item in &output.items {
+                match item {
+                    OutputItem::Message { role, text, truncated, .. } if role == "assistant" => {
+                        *last_agent_message = text.clone();
+                        s.emit(
+                            now,
+                            turn_id,
+                            Msg::AgentMessage(pb::AgentMessage {
+                                message: text.clone(),
+                                truncated: *truncated,
+                            }),
+                        );
+                    }
+                    OutputItem::Reasoning { summary, .. } if !summary.is_empty() => s.emit(
+                        now,
+                        turn_id,
+                        Msg::AgentReasoning(pb::AgentReasoning {
+                            text: summary.clone(),
+                        }),
+                    ),
+                    OutputItem::FunctionCall { call_id, name, arguments, .. } => {
+                        calls.push((call_id.clone(), name.clone(), arguments.clone()))
+                    }
+                    _ => {}
+                }
+            }
+        });
+        if calls.is_empty() {
+            return TurnEnd::Completed;
+        }
+        for (call_id, name, arguments) in calls {
+            if cancel.is_cancelled() {
+                ctx.state_mut(|s| s.pending.push(inline_output(&call_id, "aborted by user")));
+                continue;
+            }
+            run_tool_call(ctx, turn_id, cancel, call_id, name, arguments).await;
+        }
+        if cancel.is_cancelled() {
+            return TurnEnd::Interrupted;
+        }
+    }
+    let message = format!(
+        "Maximum iterations ({MAX_ITERATIONS}) reached. Send another message to continue."
+    );
+    let now = ctx.workflow_time();
+    ctx.state_mut(|s| {
+        s.emit(
+            now,
+            turn_id,
+            Msg::AgentMessage(pb::AgentMessage {
+                message: message.clone(),
+                truncated: false,
+            }),
+        )
+    });
+    *last_agent_message = message;
+    TurnEnd::Completed
+}
+
+/// Runs one tool call; whatever happens, the call gets exactly one output.
+async fn run_tool_call(
+    ctx: &mut WorkflowContext<AgentWorkflow>,
+    turn_id: &str,
+    cancel: &WorkflowCancellationToken,
+    call_id: String,
+    name: String,
+    arguments: String,
+) {
+    let cwd = ctx.state(|s| s.input.cwd.clone());
+    let is_shell = tools::SHELL_TOOLS.contains(&name.as_str());
+    let argv = if is_shell { tools::shell_argv(&arguments) } else { None };
+    let now = ctx.workflow_time();
+    if let Some(command) = &argv {
+        ctx.state_mut(|s| {
+            s.emit(
+                now,
+                turn_id,
+                Msg::ExecCommandBegin(pb::ExecCommandBegin {
+                    call_id: call_id.clone(),
+                    command: command.clone(),
+                    cwd: cwd.clone(),
+                }),
+            )
+        });
+    }
+    let input = ToolCallInput {
+        session_id: ctx.state(|s| s.input.session_id.clone()),
+        call_id: call_id.clone(),
+        name,
+        arguments,
+        cwd: cwd.clone(),
+    };
+    let result = ctx
+        .execute_activity(KeelActivities::run_tool, input, tool_options(cancel))
+        .await;
+    let now = ctx.workflow_time();
+    let (item, end) = match result {
+        Ok(out) => {
+            let end = out.command.as_ref().map(|c| pb::ExecCommandEnd {
+                call_id: call_id.clone(),
+                command: c.command.clone(),
+                cwd: c.cwd.clone(),
+                exit_code: c.exit_code,
+                duration_ms: c.duration_ms,
+                aggregated_output: c.aggregated_output.clone(),
+                formatted_output: out.output_preview.clone(),
+                status: if out.success {
+                    pb::ExecCommandStatus::Completed
+                } else {
+                    pb::ExecCommandStatus::Failed
+                } as i32,
+            });
+            (AppendItem::Digest(out.output_digest), end)
+        }
+        Err(e) => {
+            let text = match &e {
+                ActivityExecutionError::Cancelled(_) => "aborted by user".to_string(),
+                other => format!("execution error: {}", failure_message(other).0),
+            };
+            let end = argv.clone().map(|command| pb::ExecCommandEnd {
+                call_id: call_id.clone(),
+                command,
+                cwd: cwd.clone(),
+                exit_code: -1,
+                duration_ms: 0,
+                aggregated_output: String::new(),
+                formatted_output: text.clone(),
+                status: pb::ExecCommandStatus::Failed as i32,
+            });
+            (inline_output(&call_id, &text), end)
+        }
+    };
+    ctx.state_mut(|s| {
+        s.pending.push(item);
+        if let Some(end) = end {
+            s.emit(now, turn_id, Msg::ExecCommandEnd(end));
+        }
+    });
+}
+
+/// Developer instructions as a per-call (never stored) developer message.
+fn developer_items(instructions: &str) -> Vec<String> {
+    if instructions.is_empty() {
+        return Vec::new();
+    }
+    vec![
+        json!({
+            "type": "message",
+            "role": "developer",
+            "content": [{"type": "input_text", "text": instructions}],
+        })
+        .to_string(),
+    ]
+}
