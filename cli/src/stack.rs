@@ -826,7 +826,7 @@ mod tests {
     #[test]
     fn cmdline_matching() {
         assert!(cmdline_runs(
-            b"/work/target/debug/keel-worker\0--listen\0127.0.0.1:0\0",
+            b"/work/target/debug/keel-worker\0--listen\x00127.0.0.1:0\0",
             "keel-worker"
         ));
         assert!(cmdline_runs(
@@ -865,7 +865,9 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
-        assert!(runs(pid, "sleep"));
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        assert!(runs(pid, "sleep"), "{:?} {stat}", String::from_utf8_lossy(&cmdline));
         stop_process(pid, "sleep").await.unwrap();
         assert!(!is_alive(pid));
         drop(child);

@@ -294,7 +294,9 @@ async fn handle(
         return error_response(
             StatusCode::NOT_FOUND,
             "not_found",
-            &format!("keel fake model: no route for {method} {path} (it serves POST /v1/responses)"),
+            &format!(
+                "keel fake model: no route for {method} {path} (it serves POST /v1/responses)"
+            ),
         );
     }
     let Some(body) = parsed else {
@@ -365,7 +367,11 @@ fn sse_response(stream: ScriptedStream, model: &str, shared: Arc<Shared>) -> Res
             match end? {
                 StreamEnd::Close => None,
                 StreamEnd::Abort => {
-                    let err = std::io::Error::other("keel fake model: stream aborted by the script");
+                    // Pending once, so hyper flushes the events before it
+                    // drops the connection on the error.
+                    tokio::task::yield_now().await;
+                    let err =
+                        std::io::Error::other("keel fake model: stream aborted by the script");
                     Some((Err(err), (events, None, shutdown, guard)))
                 }
                 StreamEnd::Stall => {

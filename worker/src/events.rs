@@ -11,13 +11,16 @@ use keel_workflow_api::{EventsPage, EventsQuery};
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
-/// Events kept for replay; older ones are reported to clients as a gap.
-pub const RETAINED_EVENTS: usize = 2048;
+/// Events kept for replay unless the session says otherwise; older ones are
+/// reported to clients as a gap.
+pub const DEFAULT_RETAINED_EVENTS: usize = 2048;
 /// At most this many events per query answer, to bound query payloads.
 pub const MAX_EVENTS_PER_PAGE: u32 = 256;
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventLog {
+    /// How many events to keep.
+    retain: usize,
     /// Offset of `events[0]`.
     first: u64,
     /// Base64 of encoded events.
@@ -25,19 +28,25 @@ pub struct EventLog {
 }
 
 impl EventLog {
-    pub fn last_offset(&self) -> u64 {
-        if self.events.is_empty() {
-            self.first.saturating_sub(1)
-        } else {
-            self.first + self.events.len() as u64 - 1
+    /// A log keeping `retain` events (0: the default).
+    pub fn new(retain: u32) -> Self {
+        Self {
+            retain: if retain == 0 {
+                DEFAULT_RETAINED_EVENTS
+            } else {
+                retain as usize
+            },
+            first: 1,
+            events: VecDeque::new(),
         }
+    }
+
+    pub fn last_offset(&self) -> u64 {
+        self.first + self.events.len() as u64 - 1
     }
 
     /// Appends an event and returns its offset.
     pub fn push(&mut self, time: Option<SystemTime>, turn_id: &str, msg: pb::event::Msg) -> u64 {
-        if self.first == 0 {
-            self.first = 1;
-        }
         let offset = self.last_offset() + 1;
         let event = pb::Event {
             offset,
@@ -47,7 +56,7 @@ impl EventLog {
         };
         self.events
             .push_back(base64::engine::general_purpose::STANDARD.encode(event.encode_to_vec()));
-        while self.events.len() > RETAINED_EVENTS {
+        while self.events.len() > self.retain {
             self.events.pop_front();
             self.first += 1;
         }
@@ -55,7 +64,7 @@ impl EventLog {
     }
 
     pub fn page(&self, q: EventsQuery, closed: bool) -> EventsPage {
-        let first_retained = self.first.max(1);
+        let first_retained = self.first;
         let start = q.after.saturating_add(1).max(first_retained);
         let max = q.max.clamp(1, MAX_EVENTS_PER_PAGE) as usize;
         let events = self
@@ -106,7 +115,7 @@ mod tests {
 
     #[test]
     fn offsets_are_dense_from_one() {
-        let mut log = EventLog::default();
+        let mut log = EventLog::new(0);
         assert_eq!(log.last_offset(), 0);
         assert_eq!(log.push(None, "t", warn(1)), 1);
         assert_eq!(log.push(None, "t", warn(2)), 2);
@@ -122,14 +131,14 @@ mod tests {
 
     #[test]
     fn window_drops_oldest_and_reports_first_retained() {
-        let mut log = EventLog::default();
-        for i in 0..(RETAINED_EVENTS as u64 + 5) {
+        let mut log = EventLog::new(10);
+        for i in 0..15 {
             log.push(None, "", warn(i));
         }
         let page = log.page(EventsQuery { after: 0, max: 3 }, false);
         assert_eq!(page.first_retained, 6);
         assert_eq!(decode(&page.events[0]).offset, 6);
         assert_eq!(page.events.len(), 3);
-        assert_eq!(page.last_offset, RETAINED_EVENTS as u64 + 5);
+        assert_eq!(page.last_offset, 15);
     }
 }

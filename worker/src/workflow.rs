@@ -64,6 +64,7 @@ enum TurnEnd {
 impl AgentWorkflow {
     #[init]
     pub fn new(_ctx: &WorkflowContextView, input: SessionInput) -> Self {
+        let log = EventLog::new(input.retained_events);
         Self {
             last_activity_ms: input.created_at_ms,
             input,
@@ -71,7 +72,7 @@ impl AgentWorkflow {
             pending: Vec::new(),
             inbox: VecDeque::new(),
             recent_turn_ids: VecDeque::new(),
-            log: EventLog::default(),
+            log,
             status: RunStatus::Idle,
             shutdown_requested: false,
             turn_cancel: None,

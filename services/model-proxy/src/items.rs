@@ -147,8 +147,10 @@ mod tests {
                 summary_text: "one\n\ntwo".into()
             })
         );
-        let call = obj(json!({"type": "function_call", "call_id": "c", "name": "shell",
-            "arguments": "{\"command\":[\"ls\"]}"}));
+        let call = obj(
+            json!({"type": "function_call", "call_id": "c", "name": "shell",
+            "arguments": "{\"command\":[\"ls\"]}"}),
+        );
         let Item::FunctionCall(f) = summarize(&call) else {
             panic!("a call")
         };

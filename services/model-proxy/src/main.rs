@@ -10,12 +10,19 @@ use keel_model_proxy::{ApiKey, Config, ModelProxy, SERVICE_NAME};
 use tonic::service::Routes;
 
 #[derive(Debug, Parser)]
-#[command(name = "keel-model-proxy", about = "Keel's model-proxy: the only holder of model API keys")]
+#[command(
+    name = "keel-model-proxy",
+    about = "Keel's model-proxy: the only holder of model API keys"
+)]
 struct Args {
     #[command(flatten)]
     serve: keel_server::ServeArgs,
     /// The Responses API base URL (`/responses` is appended).
-    #[arg(long, env = "OPENAI_BASE_URL", default_value = "https://api.openai.com/v1")]
+    #[arg(
+        long,
+        env = "OPENAI_BASE_URL",
+        default_value = "https://api.openai.com/v1"
+    )]
     openai_base_url: String,
     /// The vendor API key. Without one every call fails UNAUTHENTICATED.
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]

@@ -99,7 +99,8 @@ impl ResponsesClient {
     /// answered 2xx; any other status becomes the matching error.
     pub async fn stream(&self, req: &ResponsesRequest) -> Result<ResponseStream, ProxyError> {
         let key = self.config.api_key.as_ref().ok_or(ProxyError::NoApiKey)?;
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| ProxyError::InvalidApiKey)?;
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+            .map_err(|_| ProxyError::InvalidApiKey)?;
         auth.set_sensitive(true);
         let session = HeaderValue::from_str(&req.prompt_cache_key).map_err(|_| {
             ProxyError::InvalidRequest("session_id must be a valid HTTP header value".into())
@@ -168,17 +169,20 @@ fn parse_event(sse: &SseEvent) -> Result<Option<ResponseEvent>, ProxyError> {
         return Ok(None);
     };
     let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
-    let kind = data.get("type").and_then(Value::as_str).unwrap_or(&sse.event);
+    let kind = data
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or(&sse.event);
     let response = data.get("response").unwrap_or(&Value::Null);
     Ok(match kind {
-        "response.output_text.delta" => text(&data, "delta").map(|delta| {
-            ResponseEvent::OutputTextDelta {
+        "response.output_text.delta" => {
+            text(&data, "delta").map(|delta| ResponseEvent::OutputTextDelta {
                 item_id: text(&data, "item_id").unwrap_or_default(),
                 delta,
-            }
-        }),
-        "response.reasoning_summary_text.delta" => text(&data, "delta").map(|delta| {
-            ResponseEvent::ReasoningSummaryDelta {
+            })
+        }
+        "response.reasoning_summary_text.delta" => {
+            text(&data, "delta").map(|delta| ResponseEvent::ReasoningSummaryDelta {
                 item_id: text(&data, "item_id").unwrap_or_default(),
                 summary_index: data
                     .get("summary_index")
@@ -186,8 +190,8 @@ fn parse_event(sse: &SseEvent) -> Result<Option<ResponseEvent>, ProxyError> {
                     .and_then(|i| u32::try_from(i).ok())
                     .unwrap_or(0),
                 delta,
-            }
-        }),
+            })
+        }
         "response.output_item.done" => match data.get("item") {
             Some(Value::Object(item)) => Some(ResponseEvent::OutputItemDone(item.clone())),
             _ => {
@@ -242,7 +246,11 @@ fn usage(u: &Value) -> TokenUsage {
 fn status_error(status: u16, body: &str) -> ProxyError {
     let message = serde_json::from_str::<Value>(body)
         .ok()
-        .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_string))
+        .and_then(|v| {
+            v.pointer("/error/message")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| excerpt(body, 1024));
     let body = if message.is_empty() {
         "(empty body)".to_string()
@@ -342,7 +350,14 @@ mod tests {
             "output_tokens": 2,
             "output_tokens_details": null,
         }));
-        assert_eq!((u.cached_input_tokens, u.reasoning_output_tokens, u.total_tokens), (0, 0, 5));
+        assert_eq!(
+            (
+                u.cached_input_tokens,
+                u.reasoning_output_tokens,
+                u.total_tokens
+            ),
+            (0, 0, 5)
+        );
         assert_eq!(usage(&Value::Null), TokenUsage::default());
     }
 
@@ -364,9 +379,15 @@ mod tests {
                 delta: "d".into()
             })
         );
-        assert_eq!(parse(r#"{"type":"response.created","response":{}}"#).unwrap(), None);
+        assert_eq!(
+            parse(r#"{"type":"response.created","response":{}}"#).unwrap(),
+            None
+        );
         assert_eq!(parse("not json").unwrap(), None);
-        assert_eq!(parse(r#"{"type":"response.output_item.done"}"#).unwrap(), None);
+        assert_eq!(
+            parse(r#"{"type":"response.output_item.done"}"#).unwrap(),
+            None
+        );
         let Err(ProxyError::Incomplete(reason)) = parse(
             r#"{"type":"response.incomplete","response":{"incomplete_details":{"reason":"max_output_tokens"}}}"#,
         ) else {
@@ -383,16 +404,26 @@ mod tests {
 
     #[test]
     fn http_statuses_map_to_errors() {
-        let body = r#"{"error":{"message":"The model `nope` does not exist","code":"model_not_found"}}"#;
+        let body =
+            r#"{"error":{"message":"The model `nope` does not exist","code":"model_not_found"}}"#;
         let e = status_error(404, body);
         assert_eq!(e.into_status().code(), tonic::Code::NotFound);
         let e = status_error(400, r#"{"error":{"message":"bad tools"}}"#);
         let s = e.into_status();
         assert_eq!(s.code(), tonic::Code::InvalidArgument);
         assert!(s.message().contains("bad tools"));
-        assert_eq!(status_error(403, "").into_status().code(), tonic::Code::Unauthenticated);
-        assert_eq!(status_error(429, "slow").into_status().code(), tonic::Code::ResourceExhausted);
-        assert_eq!(status_error(503, "<html>").into_status().code(), tonic::Code::Unavailable);
+        assert_eq!(
+            status_error(403, "").into_status().code(),
+            tonic::Code::Unauthenticated
+        );
+        assert_eq!(
+            status_error(429, "slow").into_status().code(),
+            tonic::Code::ResourceExhausted
+        );
+        assert_eq!(
+            status_error(503, "<html>").into_status().code(),
+            tonic::Code::Unavailable
+        );
         assert!(status_error(500, "").to_string().contains("(empty body)"));
     }
 

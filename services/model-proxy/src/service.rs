@@ -227,21 +227,14 @@ impl Inner {
 
     /// Fetches items in order, a few at a time.
     async fn load_items(&self, digests: &[String]) -> Result<Vec<Value>, ProxyError> {
-        futures::stream::iter(digests)
-            .map(|d| self.load_item(d))
+        // Owned values: borrowed ones in `buffered` trip a compiler limitation
+        // (`FnOnce` not general enough) once the future is spawned.
+        let blobs = self.blobs.clone();
+        futures::stream::iter(digests.to_vec())
+            .map(move |digest| load_item(blobs.clone(), digest))
             .buffered(FETCH_CONCURRENCY)
             .try_collect()
             .await
-    }
-
-    async fn load_item(&self, digest: &str) -> Result<Value, ProxyError> {
-        let bytes = self.blobs.get(digest).await?;
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(item)) => Ok(Value::Object(items::strip_id(item))),
-            _ => Err(ProxyError::InvalidRequest(format!(
-                "blob {digest} is not a conversation item (a JSON object)"
-            ))),
-        }
     }
 
     /// The status for `e`, with the API key scrubbed from its message in case
@@ -252,6 +245,16 @@ impl Inner {
             Some(key) => Status::new(status.code(), key.redact(status.message())),
             None => status,
         }
+    }
+}
+
+async fn load_item(blobs: BlobStore, digest: String) -> Result<Value, ProxyError> {
+    let bytes = blobs.get(&digest).await?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(item)) => Ok(Value::Object(items::strip_id(item))),
+        _ => Err(ProxyError::InvalidRequest(format!(
+            "blob {digest} is not a conversation item (a JSON object)"
+        ))),
     }
 }
 

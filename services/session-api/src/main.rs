@@ -26,6 +26,9 @@ struct Args {
     /// Blob store for user messages: file:///dir or memory:// (tests).
     #[arg(long, env = "KEEL_BLOB_URL")]
     blob_url: String,
+    /// Events each new session keeps for replay; clients further behind get a gap.
+    #[arg(long, env = "KEEL_RETAINED_EVENTS", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(16..=100_000))]
+    retained_events: u32,
 }
 
 #[tokio::main]
@@ -34,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
     keel_server::init_tracing(args.serve.log_format);
     let blobs = keel_blobstore::BlobStore::open(&args.blob_url)?;
     let client = connect(&args.temporal_address, &args.namespace).await?;
-    let api = SessionApi::new(client, blobs, args.task_queue, args.namespace);
+    let api = SessionApi::new(client, blobs, args.task_queue, args.namespace, args.retained_events);
     let routes = tonic::service::Routes::new(SessionServiceServer::new(api));
     keel_server::serve(&args.serve, routes, &["keel.v1.SessionService"]).await?;
     Ok(())

@@ -32,15 +32,23 @@ pub struct SessionApi {
     blobs: BlobStore,
     task_queue: String,
     namespace: String,
+    retained_events: u32,
 }
 
 impl SessionApi {
-    pub fn new(client: Client, blobs: BlobStore, task_queue: String, namespace: String) -> Self {
+    pub fn new(
+        client: Client,
+        blobs: BlobStore,
+        task_queue: String,
+        namespace: String,
+        retained_events: u32,
+    ) -> Self {
         Self {
             client,
             blobs,
             task_queue,
             namespace,
+            retained_events,
         }
     }
 
@@ -201,6 +209,7 @@ impl SessionService for SessionApi {
             cwd: req.cwd,
             developer_instructions: req.developer_instructions,
             created_at_ms: now_ms(),
+            retained_events: self.retained_events,
         };
         let options =
             WorkflowStartOptions::new(self.task_queue.clone(), api::workflow_id(&session_id))

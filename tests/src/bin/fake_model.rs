@@ -15,7 +15,10 @@ use clap::Parser;
 use keel_e2e::fake_model::{FakeModel, RecordedRequest, parse_script};
 
 #[derive(Debug, Parser)]
-#[command(name = "keel-fake-model", about = "A scripted fake of the OpenAI Responses API")]
+#[command(
+    name = "keel-fake-model",
+    about = "A scripted fake of the OpenAI Responses API"
+)]
 struct Args {
     /// The JSON script: one entry per request.
     #[arg(long)]

@@ -24,7 +24,10 @@ async fn post(model: &FakeModel, body: Value) -> reqwest::Response {
 
 /// Splits an SSE body into (event name, data JSON) pairs, checking the format.
 fn parse_sse(text: &str) -> Vec<(String, Value)> {
-    assert!(text.ends_with("\n\n"), "body must end with a blank line: {text:?}");
+    assert!(
+        text.ends_with("\n\n"),
+        "body must end with a blank line: {text:?}"
+    );
     text.trim_end()
         .split("\n\n")
         .map(|block| {
@@ -41,11 +44,17 @@ fn parse_sse(text: &str) -> Vec<(String, Value)> {
 
 #[tokio::test]
 async fn assistant_streams_responses_sse_and_records_the_request() {
-    let model = FakeModel::start(vec![Scripted::assistant("hi there")]).await.unwrap();
+    let model = FakeModel::start(vec![Scripted::assistant("hi there")])
+        .await
+        .unwrap();
     assert!(model.base_url().starts_with("http://127.0.0.1:"));
     assert!(model.base_url().ends_with("/v1"));
 
-    let resp = post(&model, json!({"model": "gpt-test", "input": [{"type": "message"}]})).await;
+    let resp = post(
+        &model,
+        json!({"model": "gpt-test", "input": [{"type": "message"}]}),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let events = parse_sse(&resp.text().await.unwrap());
@@ -63,7 +72,10 @@ async fn assistant_streams_responses_sse_and_records_the_request() {
     assert_eq!(events[2].1["item"]["content"][0]["text"], "hi there");
     assert_eq!(events[2].1["item"]["role"], "assistant");
     let completed = &events[3].1["response"];
-    assert_eq!(completed["model"], "gpt-test", "model is echoed from the request");
+    assert_eq!(
+        completed["model"], "gpt-test",
+        "model is echoed from the request"
+    );
     assert_eq!(completed["usage"]["total_tokens"], 15);
 
     let reqs = model.requests();
@@ -79,9 +91,13 @@ async fn assistant_streams_responses_sse_and_records_the_request() {
 
 #[tokio::test]
 async fn status_exhaustion_and_push() {
-    let model = FakeModel::start(vec![Scripted::error(429, "rate_limit_exceeded", "slow down")])
-        .await
-        .unwrap();
+    let model = FakeModel::start(vec![Scripted::error(
+        429,
+        "rate_limit_exceeded",
+        "slow down",
+    )])
+    .await
+    .unwrap();
 
     let resp = post(&model, json!({"model": "m"})).await;
     assert_eq!(resp.status(), 429);
@@ -96,7 +112,11 @@ async fn status_exhaustion_and_push() {
     assert!(msg.contains("script exhausted"), "{msg}");
     assert!(msg.contains("#2"), "{msg}");
 
-    model.push(Scripted::tool_call("call_9", "shell", r#"{"command":["ls"]}"#));
+    model.push(Scripted::tool_call(
+        "call_9",
+        "shell",
+        r#"{"command":["ls"]}"#,
+    ));
     let resp = post(&model, json!({"model": "m"})).await;
     assert_eq!(resp.status(), 200);
     let events = parse_sse(&resp.text().await.unwrap());
@@ -109,7 +129,9 @@ async fn status_exhaustion_and_push() {
 
 #[tokio::test]
 async fn unknown_paths_and_bad_bodies_do_not_consume_the_script() {
-    let model = FakeModel::start(vec![Scripted::assistant("x")]).await.unwrap();
+    let model = FakeModel::start(vec![Scripted::assistant("x")])
+        .await
+        .unwrap();
     let c = client();
     let resp = c
         .post(format!("{}/chat/completions", model.base_url()))
@@ -133,7 +155,9 @@ async fn unknown_paths_and_bad_bodies_do_not_consume_the_script() {
 
 #[tokio::test]
 async fn wait_for_requests_wakes_on_arrival_and_times_out() {
-    let model = FakeModel::start(vec![Scripted::assistant("a")]).await.unwrap();
+    let model = FakeModel::start(vec![Scripted::assistant("a")])
+        .await
+        .unwrap();
     let err = model
         .wait_for_requests(1, Duration::from_millis(50))
         .await
@@ -164,7 +188,13 @@ async fn aborted_stream_is_a_transport_error() {
         .unwrap();
     let resp = post(&model, json!({"model": "m"})).await;
     assert_eq!(resp.status(), 200);
-    assert!(resp.text().await.is_err(), "the body must not end cleanly");
+    let mut body = resp.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).starts_with("event: response.created\n"));
+    assert!(
+        body.next().await.unwrap().is_err(),
+        "the body must not end cleanly"
+    );
 }
 
 #[tokio::test]
@@ -193,7 +223,11 @@ async fn paced_stream_delays_each_event() {
     .await
     .unwrap();
     let started = std::time::Instant::now();
-    let text = post(&model, json!({"model": "m"})).await.text().await.unwrap();
+    let text = post(&model, json!({"model": "m"}))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(started.elapsed() >= delay * 2);
     assert_eq!(parse_sse(&text).len(), 2);
 }
@@ -257,5 +291,8 @@ fn sse_wire_format() {
     let r = sse::reasoning("rs_1", &["one", "two"]);
     assert_eq!(r.data["item"]["summary"][1]["text"], "two");
     let f = sse::failed("context_length_exceeded", "too long");
-    assert_eq!(f.data["response"]["error"]["code"], "context_length_exceeded");
+    assert_eq!(
+        f.data["response"]["error"]["code"],
+        "context_length_exceeded"
+    );
 }

@@ -59,6 +59,9 @@ pub struct SessionInput {
     /// Unix milliseconds at which session-api created the session.
     #[serde(default)]
     pub created_at_ms: u64,
+    /// How many events the session keeps for replay; 0 for the default.
+    #[serde(default)]
+    pub retained_events: u32,
 }
 
 /// Why a session workflow ended.

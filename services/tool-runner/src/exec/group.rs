@@ -1,0 +1,44 @@
+//! Owns a command's process group. Commands run in their own group so that
+//! one signal reaches everything they started (`sh -c 'a & b'`); the guard
+//! sends it when the run ends however it ends — completion, timeout, or the
+//! caller dropping the future because the RPC was cancelled.
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+#[derive(Debug)]
+pub(crate) struct ProcessGroup {
+    /// `None` once killed, or if the child had no pid to speak of.
+    pgid: Option<Pid>,
+}
+
+impl ProcessGroup {
+    /// `leader` is the pid of a child spawned with `process_group(0)`, which
+    /// makes its pid the group id.
+    pub(crate) fn new(leader: Option<u32>) -> Self {
+        let pgid = leader
+            .and_then(|pid| i32::try_from(pid).ok())
+            .filter(|pid| *pid > 0)
+            .map(Pid::from_raw);
+        Self { pgid }
+    }
+
+    /// SIGKILLs every process still in the group, once. The group id stays
+    /// reserved while any member lives, so this cannot hit an unrelated group.
+    pub(crate) fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            // ESRCH (everyone already gone) is the normal case after a clean exit.
+            if let Err(err) = killpg(pgid, Signal::SIGKILL)
+                && err != nix::errno::Errno::ESRCH
+            {
+                tracing::warn!(pgid = pgid.as_raw(), error = %err, "cannot kill process group");
+            }
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

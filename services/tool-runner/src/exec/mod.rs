@@ -1,0 +1,263 @@
+//! Runs one command to completion, the way Codex's `shell` tool does
+//! (codex-compat §2.6): its own process group, stdin from /dev/null, stdout and
+//! stderr read concurrently and interleaved in read order, each kept up to
+//! 1 MiB, and on timeout the whole group killed with exit code 124.
+
+mod env;
+mod group;
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt as _};
+use tokio::process::Command;
+use tokio::time::Instant;
+
+pub use env::{inheritable, is_secret_name};
+use group::ProcessGroup;
+
+/// Codex's default command timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10_000);
+/// Output kept per stream; the rest is read (so the command never blocks on a
+/// full pipe) and dropped.
+pub const STREAM_CAP_BYTES: usize = 1024 * 1024;
+/// The exit code reported for a timed-out command (`EXEC_TIMEOUT_EXIT_CODE`).
+pub const TIMEOUT_EXIT_CODE: i32 = 124;
+/// Shell convention: killed by signal N exits 128+N.
+const SIGNAL_EXIT_BASE: i32 = 128;
+/// Once the command has exited, how long processes it left in the background
+/// may keep the pipes open before we stop reading (Codex also waits 2 s).
+const IO_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+const READ_CHUNK_BYTES: usize = 8 * 1024;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ExecSpec {
+    /// Program and arguments; the program is looked up on PATH.
+    pub argv: Vec<String>,
+    /// Working directory; callers pass an absolute path.
+    pub cwd: PathBuf,
+    pub timeout: Duration,
+    /// Set on top of the inherited (secret-free) environment. The caller chose
+    /// these, so they are passed even when named like secrets.
+    pub env: HashMap<String, String>,
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// The exit code; 124 on timeout; 128+N when killed by signal N.
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// Both streams in read order. On timeout it starts with
+    /// `command timed out after <ms> milliseconds\n`.
+    pub aggregated: String,
+    pub duration: Duration,
+    pub timed_out: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("argv must not be empty")]
+    EmptyArgv,
+    #[error("invalid environment variable name {0:?}")]
+    InvalidEnvName(String),
+    #[error("cannot start {program:?}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("waiting for {program:?} failed: {source}")]
+    Wait {
+        program: String,
+        source: std::io::Error,
+    },
+}
+
+impl ExecError {
+    /// The underlying OS error, for callers that render it Codex's way.
+    pub fn io_error(&self) -> Option<&std::io::Error> {
+        match self {
+            Self::Spawn { source, .. } | Self::Wait { source, .. } => Some(source),
+            Self::EmptyArgv | Self::InvalidEnvName(_) => None,
+        }
+    }
+}
+
+/// Runs commands with a fixed inherited environment; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Executor {
+    base_env: Vec<(OsString, OsString)>,
+}
+
+impl Executor {
+    /// Inherits the tool-runner's own environment, minus secrets.
+    pub fn from_process_env() -> Self {
+        Self::with_inherited_env(std::env::vars_os())
+    }
+
+    /// Inherits `vars`, minus secrets. Tests use this instead of mutating the
+    /// process environment.
+    pub fn with_inherited_env(vars: impl IntoIterator<Item = (OsString, OsString)>) -> Self {
+        Self {
+            base_env: inheritable(vars),
+        }
+    }
+
+    /// Runs `spec` to completion. Dropping the returned future kills the
+    /// command's process group.
+    pub async fn run(&self, spec: &ExecSpec) -> Result<ExecOutput, ExecError> {
+        let (program, args) = spec.argv.split_first().ok_or(ExecError::EmptyArgv)?;
+        if let Some(bad) = spec
+            .env
+            .keys()
+            .find(|k| k.is_empty() || k.contains(['=', '\0']))
+        {
+            return Err(ExecError::InvalidEnvName(bad.clone()));
+        }
+        let start = Instant::now();
+        let mut child = Command::new(program)
+            .args(args)
+            .current_dir(&spec.cwd)
+            .env_clear()
+            .envs(self.base_env.iter().map(|(k, v)| (k, v)))
+            .envs(&spec.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            // The group kill below reaches the leader too; this also makes
+            // tokio reap it if we are dropped mid-run.
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| ExecError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+        let mut group = ProcessGroup::new(child.id());
+
+        let mut stdout = child.stdout.take();
+        let mut stderr = child.stderr.take();
+        let mut out_buf = vec![0u8; READ_CHUNK_BYTES];
+        let mut err_buf = vec![0u8; READ_CHUNK_BYTES];
+        let mut capture = Capture::default();
+        let mut status: Option<ExitStatus> = None;
+        let mut timed_out = false;
+        let deadline = tokio::time::sleep(spec.timeout);
+        tokio::pin!(deadline);
+        let drain = tokio::time::sleep(IO_DRAIN_TIMEOUT);
+        tokio::pin!(drain);
+
+        loop {
+            if status.is_some() && stdout.is_none() && stderr.is_none() {
+                break;
+            }
+            tokio::select! {
+                n = read_chunk(&mut stdout, &mut out_buf), if stdout.is_some() => match n {
+                    Some(n) => capture.push(Stream::Stdout, &out_buf[..n]),
+                    None => stdout = None,
+                },
+                n = read_chunk(&mut stderr, &mut err_buf), if stderr.is_some() => match n {
+                    Some(n) => capture.push(Stream::Stderr, &err_buf[..n]),
+                    None => stderr = None,
+                },
+                res = child.wait(), if status.is_none() => {
+                    let exit = res.map_err(|source| ExecError::Wait {
+                        program: program.clone(),
+                        source,
+                    })?;
+                    status = Some(exit);
+                    drain.as_mut().reset(Instant::now() + IO_DRAIN_TIMEOUT);
+                }
+                () = &mut deadline, if status.is_none() && !timed_out => {
+                    timed_out = true;
+                    // Killing the group closes every pipe writer it holds, so
+                    // the reads above finish and `wait` returns.
+                    group.kill();
+                }
+                () = &mut drain, if status.is_some() => break,
+            }
+        }
+        // Whatever the command left running dies with the call: a process that
+        // outlives its call would run unaccounted for, and twice on a retry.
+        group.kill();
+        let duration = start.elapsed();
+
+        let exit_code = match status {
+            _ if timed_out => TIMEOUT_EXIT_CODE,
+            Some(status) => exit_code(status),
+            None => -1,
+        };
+        let mut aggregated = String::from_utf8_lossy(&capture.aggregated).into_owned();
+        if timed_out {
+            // Codex prints the measured duration, not the configured timeout.
+            aggregated = format!(
+                "command timed out after {} milliseconds\n{aggregated}",
+                duration.as_millis()
+            );
+        }
+        Ok(ExecOutput {
+            exit_code,
+            stdout: String::from_utf8_lossy(&capture.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&capture.stderr).into_owned(),
+            aggregated,
+            duration,
+            timed_out,
+        })
+    }
+}
+
+fn exit_code(status: ExitStatus) -> i32 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => SIGNAL_EXIT_BASE + signal,
+        (None, None) => -1,
+    }
+}
+
+/// Reads what is available; `None` at end of stream. A read error ends the
+/// stream too: there is nothing better to do with a broken pipe.
+/// Cancel-safe, as `select!` needs: it only awaits one `read`.
+async fn read_chunk<R: AsyncRead + Unpin>(reader: &mut Option<R>, buf: &mut [u8]) -> Option<usize> {
+    let reader = reader.as_mut()?;
+    match reader.read(buf).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => Some(n),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Default)]
+struct Capture {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    aggregated: Vec<u8>,
+}
+
+impl Capture {
+    /// Keeps what fits under the stream's cap, in both the stream's buffer and
+    /// the interleaved one.
+    fn push(&mut self, stream: Stream, bytes: &[u8]) {
+        let buf = match stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
+        };
+        let room = STREAM_CAP_BYTES.saturating_sub(buf.len());
+        let kept = &bytes[..bytes.len().min(room)];
+        buf.extend_from_slice(kept);
+        self.aggregated.extend_from_slice(kept);
+    }
+}
+
+#[cfg(test)]
+mod tests;

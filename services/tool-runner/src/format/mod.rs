@@ -1,0 +1,11 @@
+//! What the model reads: Codex's truncation (codex-compat §2.16) and its shell
+//! output layouts (§2.6). Pure functions, so the exact texts are unit-tested.
+
+mod shell;
+mod truncate;
+
+pub use shell::{FormatError, freeform_shell_output, structured_shell_output};
+pub use truncate::{
+    DEFAULT_TOKEN_BUDGET, TruncationPolicy, cut_at_char_boundary, formatted_truncate,
+    truncate_middle,
+};

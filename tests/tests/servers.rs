@@ -1,0 +1,213 @@
+//! Every Keel server answers grpc.health.v1 with SERVING and lists its
+//! services through reflection v1 and v1alpha (grpcurl uses v1alpha); a client
+//! behind the retained event window gets an explicit gap, never silent loss.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use keel_e2e::fake_model::{FakeModel, Scripted};
+use keel_e2e::stack::{Stack, StackOptions};
+use keel_proto::v1 as pb;
+use keel_proto::v1::session_service_client::SessionServiceClient;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+async fn channel(addr: &str) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn serving(addr: &str, service: &str) -> ServingStatus {
+    let mut health = HealthClient::new(channel(addr).await);
+    let status = health
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("health check of {service:?} at {addr} failed: {e}"))
+        .into_inner()
+        .status;
+    ServingStatus::try_from(status).unwrap()
+}
+
+async fn services_v1(addr: &str) -> Vec<String> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut client = ServerReflectionClient::new(channel(addr).await);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = client
+        .server_reflection_info(futures::stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let msg = resp.next().await.unwrap().unwrap();
+    match msg.message_response {
+        Some(MessageResponse::ListServicesResponse(l)) => {
+            l.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
+
+async fn services_v1alpha(addr: &str) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    let mut client = ServerReflectionClient::new(channel(addr).await);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = client
+        .server_reflection_info(futures::stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let msg = resp.next().await.unwrap().unwrap();
+    match msg.message_response {
+        Some(MessageResponse::ListServicesResponse(l)) => {
+            l.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_server_serves_health_and_reflection() {
+    let fake = FakeModel::start(vec![]).await.unwrap();
+    let opts = StackOptions::new(fake.base_url());
+    let stack = tokio::task::spawn_blocking(move || Stack::start(opts))
+        .await
+        .unwrap()
+        .unwrap();
+    let servers = [
+        (&stack.session_api, Some("keel.v1.SessionService")),
+        (&stack.model_proxy, Some("keel.v1.ModelService")),
+        (&stack.tool_runner, Some("keel.v1.ToolService")),
+        (&stack.mcp_broker, Some("keel.v1.McpBrokerService")),
+        (&stack.worker, None),
+    ];
+    for (addr, service) in servers {
+        assert_eq!(serving(addr, "").await, ServingStatus::Serving, "{addr}");
+        let v1 = services_v1(addr).await;
+        let v1alpha = services_v1alpha(addr).await;
+        assert!(v1.contains(&"grpc.health.v1.Health".to_string()), "{v1:?}");
+        assert_eq!(v1, v1alpha);
+        if let Some(service) = service {
+            assert_eq!(
+                serving(addr, service).await,
+                ServingStatus::Serving,
+                "{service}"
+            );
+            assert!(v1.contains(&service.to_string()), "{service} not in {v1:?}");
+        }
+    }
+    // The broker's RPCs are declared but not implemented yet: UNIMPLEMENTED.
+    let mut broker = pb::mcp_broker_service_client::McpBrokerServiceClient::new(
+        channel(&stack.mcp_broker).await,
+    );
+    let err = broker
+        .list_mcp_tools(pb::ListMcpToolsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_behind_the_retained_window_gets_a_gap() {
+    let turns = 4;
+    let fake = FakeModel::start(
+        (0..turns)
+            .map(|i| Scripted::assistant(&format!("answer {i}")))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let mut opts = StackOptions::new(fake.base_url());
+    opts.retained_events = 16;
+    let stack = tokio::task::spawn_blocking(move || Stack::start(opts))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut client = SessionServiceClient::new(channel(&stack.session_api).await);
+    let sid = client
+        .create_session(pb::CreateSessionRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .session_id;
+    for i in 0..turns {
+        client
+            .send_user_turn(pb::SendUserTurnRequest {
+                session_id: sid.clone(),
+                text: format!("question {i}"),
+                turn_id: format!("turn-{i}"),
+            })
+            .await
+            .unwrap();
+    }
+    // Each turn logs 5 events (started, user message, agent message, token
+    // count, complete) after session_configured: 21 in all, 16 retained.
+    let newest = 1 + 5 * turns as u64;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let s = client
+                .get_session(pb::GetSessionRequest {
+                    session_id: sid.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .session
+                .unwrap();
+            if s.turns_completed == turns as u64 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("all turns complete");
+    let mut stream = client
+        .stream_events(pb::StreamEventsRequest {
+            session_id: sid.clone(),
+            after_offset: 2,
+            follow: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        got.push(m.kind.unwrap());
+    }
+    let first_retained = newest - 16 + 1;
+    assert_eq!(
+        got[0],
+        pb::stream_events_response::Kind::Gap(pb::EventGap {
+            after_offset: 2,
+            first_retained_offset: first_retained
+        })
+    );
+    let offsets: Vec<u64> = got[1..]
+        .iter()
+        .map(|k| match k {
+            pb::stream_events_response::Kind::Event(e) => e.offset,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(offsets, (first_retained..=newest).collect::<Vec<_>>());
+}

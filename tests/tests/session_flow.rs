@@ -1,0 +1,368 @@
+//! The foundation's end-to-end scenario over real gRPC: a session runs a
+//! shell tool call through the whole stack (Temporal, worker, model-proxy,
+//! tool-runner) against the scripted fake model, then a second turn sees the
+//! whole conversation; the event log replays from any offset; every server
+//! answers health and reflection; the API key never reaches workflow history.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use keel_e2e::fake_model::{FakeModel, Scripted};
+use keel_e2e::stack::{Stack, StackOptions};
+use keel_proto::v1 as pb;
+use keel_proto::v1::session_service_client::SessionServiceClient;
+use pb::event::Msg;
+use serde_json::Value;
+use tonic::transport::Channel;
+
+const KEY: &str = "sk-keel-e2e-RECOGNISABLE-4f1d2c";
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn channel(addr: &str) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Follows the session's events after `after` until the turn `turn_id` ends.
+async fn events_until_turn_end(
+    client: &mut SessionServiceClient<Channel>,
+    session_id: &str,
+    after: u64,
+    turn_id: &str,
+) -> Vec<pb::Event> {
+    let mut stream = client
+        .stream_events(pb::StreamEventsRequest {
+            session_id: session_id.into(),
+            after_offset: after,
+            follow: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Vec::new();
+    let read = async {
+        while let Some(msg) = stream.message().await.unwrap() {
+            let Some(pb::stream_events_response::Kind::Event(e)) = msg.kind else {
+                panic!("unexpected gap: {msg:?}");
+            };
+            let end = e.turn_id == turn_id
+                && matches!(
+                    e.msg,
+                    Some(Msg::TurnComplete(_)) | Some(Msg::TurnAborted(_))
+                );
+            events.push(e);
+            if end {
+                return;
+            }
+        }
+        panic!("stream ended before the turn did");
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .unwrap_or_else(|_| panic!("turn {turn_id} did not end; events so far: {events:#?}"));
+    events
+}
+
+async fn replay(
+    client: &mut SessionServiceClient<Channel>,
+    session_id: &str,
+    after: u64,
+) -> Vec<pb::StreamEventsResponse> {
+    let mut stream = client
+        .stream_events(pb::StreamEventsRequest {
+            session_id: session_id.into(),
+            after_offset: after,
+            follow: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        out.push(m);
+    }
+    out
+}
+
+fn types(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| {
+            let t = i["type"].as_str().unwrap_or("?");
+            match i["role"].as_str() {
+                Some(role) => format!("{t}:{role}"),
+                None => t.to_string(),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shell_turn_then_second_turn_sees_the_conversation() {
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call("call_echo", "shell", r#"{"command":["echo","hello"]}"#),
+        Scripted::assistant("The command printed hello."),
+        Scripted::assistant("Second answer."),
+    ])
+    .await
+    .unwrap();
+    let mut opts = StackOptions::new(fake.base_url());
+    opts.api_key = KEY.into();
+    let stack = tokio::task::spawn_blocking(move || Stack::start(opts))
+        .await
+        .unwrap()
+        .unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let mut client = SessionServiceClient::new(channel(&stack.session_api).await);
+
+    let session = client
+        .create_session(pb::CreateSessionRequest {
+            cwd: workspace.path().display().to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    let sid = session.session_id.clone();
+    assert_eq!(session.workflow_id, format!("keel-session-{sid}"));
+
+    // Turn 1: the model calls shell, the tool-runner runs it, the model answers.
+    let turn1 = client
+        .send_user_turn(pb::SendUserTurnRequest {
+            session_id: sid.clone(),
+            text: "run echo hello".into(),
+            turn_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .turn_id;
+    let events = events_until_turn_end(&mut client, &sid, 0, &turn1).await;
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| match &e.msg {
+            Some(Msg::SessionConfigured(_)) => "session_configured",
+            Some(Msg::TurnStarted(_)) => "turn_started",
+            Some(Msg::UserMessage(_)) => "user_message",
+            Some(Msg::ExecCommandBegin(_)) => "exec_command_begin",
+            Some(Msg::ExecCommandEnd(_)) => "exec_command_end",
+            Some(Msg::AgentMessage(_)) => "agent_message",
+            Some(Msg::TokenCount(_)) => "token_count",
+            Some(Msg::TurnComplete(_)) => "turn_complete",
+            Some(Msg::Error(_)) => "error",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "session_configured",
+            "turn_started",
+            "user_message",
+            "exec_command_begin",
+            "exec_command_end",
+            "agent_message",
+            "token_count",
+            "turn_complete"
+        ],
+        "{events:#?}"
+    );
+    let offsets: Vec<u64> = events.iter().map(|e| e.offset).collect();
+    assert_eq!(offsets, (1..=events.len() as u64).collect::<Vec<_>>());
+    let Some(Msg::ExecCommandEnd(end)) = &events[4].msg else {
+        unreachable!()
+    };
+    assert_eq!(end.command, ["echo", "hello"]);
+    assert_eq!(end.exit_code, 0);
+    assert_eq!(end.aggregated_output, "hello\n");
+    assert_eq!(end.cwd, workspace.path().display().to_string());
+    let Some(Msg::TurnComplete(done)) = &events[7].msg else {
+        unreachable!()
+    };
+    assert_eq!(done.last_agent_message, "The command printed hello.");
+
+    let requests = fake.wait_for_requests(2, WAIT).await.unwrap();
+    assert_eq!(requests[0].tool_names(), ["shell"]);
+    assert_eq!(
+        requests[0].header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    let output = requests[1]
+        .function_call_output("call_echo")
+        .expect("second request carries the shell output");
+    let output: Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(output["output"], "hello\n");
+    assert_eq!(output["metadata"]["exit_code"], 0);
+
+    // Turn 2: the request carries the whole earlier conversation.
+    let turn2 = client
+        .send_user_turn(pb::SendUserTurnRequest {
+            session_id: sid.clone(),
+            text: "and now?".into(),
+            turn_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .turn_id;
+    let last = events.last().unwrap().offset;
+    let events2 = events_until_turn_end(&mut client, &sid, last, &turn2).await;
+    assert_eq!(events2.first().unwrap().offset, last + 1);
+    let requests = fake.wait_for_requests(3, WAIT).await.unwrap();
+    let input = requests[2].input();
+    assert_eq!(
+        types(input),
+        [
+            "message:user",
+            "function_call",
+            "function_call_output",
+            "message:assistant",
+            "message:user"
+        ]
+    );
+    assert_eq!(input[0]["content"][0]["text"], "run echo hello");
+    assert_eq!(input[1]["call_id"], "call_echo");
+    assert_eq!(input[4]["content"][0]["text"], "and now?");
+    // Codex never re-sends item ids.
+    assert!(input.iter().all(|i| i.get("id").is_none()), "{input:#?}");
+    assert_eq!(
+        requests[2].body["prompt_cache_key"],
+        requests[0].body["prompt_cache_key"]
+    );
+
+    // Replay: from 0 every event in order; from N exactly the events after N.
+    let all = replay(&mut client, &sid, 0).await;
+    let all_offsets: Vec<u64> = all
+        .iter()
+        .map(|m| match &m.kind {
+            Some(pb::stream_events_response::Kind::Event(e)) => e.offset,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    let newest = events2.last().unwrap().offset;
+    assert_eq!(all_offsets, (1..=newest).collect::<Vec<_>>());
+    let after3 = replay(&mut client, &sid, 3).await;
+    assert_eq!(after3.len() as u64, newest - 3);
+    assert_eq!(after3, all[3..].to_vec());
+    let err = client
+        .stream_events(pb::StreamEventsRequest {
+            session_id: sid.clone(),
+            after_offset: newest + 10,
+            follow: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::OutOfRange);
+
+    // GetSession and ListSessions.
+    let got = client
+        .get_session(pb::GetSessionRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(got.turns_completed, 2);
+    assert_eq!(got.status, pb::SessionStatus::Idle as i32);
+    assert_eq!(got.last_event_offset, newest);
+    let listed = client
+        .list_sessions(pb::ListSessionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.sessions.iter().any(|s| s.session_id == sid));
+
+    // The key never reaches workflow history (nor any log).
+    let temporal = temporalio_client::Client::new(
+        temporalio_client::Connection::connect(
+            temporalio_client::ConnectionOptions::new(
+                temporalio_client::Url::from_str(&format!("http://{}", stack.temporal_address))
+                    .unwrap(),
+            )
+            .build(),
+        )
+        .await
+        .unwrap(),
+        temporalio_client::ClientOptions::new("default").build(),
+    )
+    .unwrap();
+    let history = temporal
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(format!("keel-session-{sid}"))
+        .fetch_history(Default::default())
+        .to_json()
+        .await
+        .unwrap();
+    let history = String::from_utf8_lossy(&history);
+    assert!(
+        history.contains("model_call"),
+        "history looks wrong: {history:.300}"
+    );
+    assert!(
+        !history.contains(KEY),
+        "the API key leaked into workflow history"
+    );
+    assert!(
+        !stack.all_logs().contains(KEY),
+        "the API key leaked into a log"
+    );
+
+    // Closing ends the stream with shutdown_complete, and turns are refused.
+    client
+        .close_session(pb::CloseSessionRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+    let tail = tokio::time::timeout(WAIT, async {
+        let mut s = client
+            .stream_events(pb::StreamEventsRequest {
+                session_id: sid.clone(),
+                after_offset: newest,
+                follow: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut v = Vec::new();
+        while let Some(m) = s.message().await.unwrap() {
+            v.push(m);
+        }
+        v
+    })
+    .await
+    .expect("a follow stream ends when the session closes");
+    assert!(matches!(
+        tail.last().and_then(|m| m.kind.as_ref()),
+        Some(pb::stream_events_response::Kind::Event(pb::Event {
+            msg: Some(Msg::ShutdownComplete(_)),
+            ..
+        }))
+    ));
+    let refused = client
+        .send_user_turn(pb::SendUserTurnRequest {
+            session_id: sid.clone(),
+            text: "hello?".into(),
+            turn_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    let unknown = client
+        .get_session(pb::GetSessionRequest {
+            session_id: "no-such-session".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+}
