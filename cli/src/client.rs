@@ -48,7 +48,10 @@ fn parse_target(addr: &str, local: bool) -> Result<Target> {
         format!("http://{addr}")
     };
     let host_port = url.trim_start_matches("http://");
-    if host_port.is_empty() || !host_port.contains(':') {
+    let valid = host_port
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !valid {
         bail!("{addr}: expected host:port or http://host:port");
     }
     Endpoint::from_shared(url.clone()).map_err(|e| anyhow!("invalid address {addr}: {e}"))?;
@@ -103,7 +106,9 @@ pub fn rpc_error(addr: &str, rpc: &str, status: &Status) -> anyhow::Error {
     };
     match status.code() {
         Code::Unavailable => anyhow!("cannot reach session-api at {addr}: {message}"),
-        Code::DeadlineExceeded => anyhow!("session-api at {addr} did not answer {rpc} in time: {message}"),
+        Code::DeadlineExceeded => {
+            anyhow!("session-api at {addr} did not answer {rpc} in time: {message}")
+        }
         Code::Unimplemented => anyhow!(
             "the server at {addr} does not implement {rpc}: is it a Keel session-api? ({message})"
         ),
@@ -175,7 +180,9 @@ mod tests {
         let state = StateDir::resolve(Some(&dir)).unwrap();
         let err = resolve_target(None, &state).unwrap_err().to_string();
         assert!(
-            err.starts_with("no local Keel stack is running: start one with `keel up`, or pass --addr"),
+            err.starts_with(
+                "no local Keel stack is running: start one with `keel up`, or pass --addr"
+            ),
             "{err}"
         );
         let t = resolve_target(Some("  127.0.0.1:9 "), &state).unwrap();
@@ -190,10 +197,24 @@ mod tests {
 
     #[test]
     fn rpc_errors_read_well() {
-        let e = rpc_error("h:1", "GetSession", &Status::unavailable("connection refused"));
-        assert_eq!(e.to_string(), "cannot reach session-api at h:1: connection refused");
-        let e = rpc_error("h:1", "SendUserTurn", &Status::invalid_argument("text is empty"));
-        assert_eq!(e.to_string(), "SendUserTurn failed (invalid argument): text is empty");
+        let e = rpc_error(
+            "h:1",
+            "GetSession",
+            &Status::unavailable("connection refused"),
+        );
+        assert_eq!(
+            e.to_string(),
+            "cannot reach session-api at h:1: connection refused"
+        );
+        let e = rpc_error(
+            "h:1",
+            "SendUserTurn",
+            &Status::invalid_argument("text is empty"),
+        );
+        assert_eq!(
+            e.to_string(),
+            "SendUserTurn failed (invalid argument): text is empty"
+        );
     }
 
     #[tokio::test]

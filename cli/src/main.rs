@@ -37,7 +37,12 @@ struct Global {
     #[arg(long, global = true, env = "KEEL_ADDR", value_name = "ADDR")]
     addr: Option<String>,
     /// The Temporal frontend (default 127.0.0.1:7233, or what `keel up` last used).
-    #[arg(long, global = true, env = "TEMPORAL_ADDRESS", value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        global = true,
+        env = "TEMPORAL_ADDRESS",
+        value_name = "HOST:PORT"
+    )]
     temporal_address: Option<String>,
 }
 

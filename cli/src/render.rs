@@ -87,7 +87,11 @@ impl<O: Write, E: Write> HumanRenderer<O, E> {
                 }
             }
             Msg::ExecCommandBegin(b) => {
-                writeln!(self.out, "{}", o.bold(&format!("$ {}", shell_join(&b.command))))?;
+                writeln!(
+                    self.out,
+                    "{}",
+                    o.bold(&format!("$ {}", shell_join(&b.command)))
+                )?;
             }
             Msg::ExecCommandEnd(end) => {
                 write_block(&mut self.out, &end.aggregated_output)?;
@@ -297,14 +301,18 @@ fn enum_name(name: Option<&'static str>, prefix: &str) -> String {
 
 pub fn exec_status_name(value: i32) -> String {
     enum_name(
-        ExecCommandStatus::try_from(value).ok().map(|s| s.as_str_name()),
+        ExecCommandStatus::try_from(value)
+            .ok()
+            .map(|s| s.as_str_name()),
         "EXEC_COMMAND_STATUS_",
     )
 }
 
 pub fn abort_reason_name(value: i32) -> String {
     enum_name(
-        TurnAbortReason::try_from(value).ok().map(|s| s.as_str_name()),
+        TurnAbortReason::try_from(value)
+            .ok()
+            .map(|s| s.as_str_name()),
         "TURN_ABORT_REASON_",
     )
 }
@@ -409,7 +417,10 @@ mod tests {
         );
         assert_eq!(shell_join(&strings(&["echo", "it's"])), r"echo 'it'\''s'");
         assert_eq!(shell_join(&strings(&["printf", ""])), "printf ''");
-        assert_eq!(shell_join(&strings(&["a=b", "/x/y.z", "$HOME"])), "a=b /x/y.z '$HOME'");
+        assert_eq!(
+            shell_join(&strings(&["a=b", "/x/y.z", "$HOME"])),
+            "a=b /x/y.z '$HOME'"
+        );
         assert_eq!(shell_join(&[]), "");
     }
 
@@ -618,8 +629,14 @@ mod tests {
     fn enum_names() {
         assert_eq!(session_status_name(SessionStatus::Idle as i32), "idle");
         assert_eq!(session_status_name(99), "unknown");
-        assert_eq!(exec_status_name(ExecCommandStatus::Declined as i32), "declined");
-        assert_eq!(abort_reason_name(TurnAbortReason::ReviewEnded as i32), "review_ended");
+        assert_eq!(
+            exec_status_name(ExecCommandStatus::Declined as i32),
+            "declined"
+        );
+        assert_eq!(
+            abort_reason_name(TurnAbortReason::ReviewEnded as i32),
+            "review_ended"
+        );
     }
 
     #[test]

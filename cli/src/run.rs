@@ -8,8 +8,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use keel_proto::v1::event::Msg;
 use keel_proto::v1::stream_events_response::Kind;
 use keel_proto::v1::{
-    CreateSessionRequest, Event, GetSessionRequest, InterruptRequest, SendUserTurnRequest,
-    Session, SessionStatus, StreamEventsRequest,
+    CreateSessionRequest, Event, GetSessionRequest, InterruptRequest, SendUserTurnRequest, Session,
+    SessionStatus, StreamEventsRequest,
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tonic::Code;
@@ -273,8 +273,8 @@ mod tests {
     use futures::Stream;
     use keel_proto::v1::session_service_server::{SessionService, SessionServiceServer};
     use keel_proto::v1::{
-        AgentMessage, CloseSessionRequest, CloseSessionResponse, CreateSessionResponse,
-        ErrorEvent, ExecCommandBegin, ExecCommandEnd, GetSessionResponse, InterruptResponse,
+        AgentMessage, CloseSessionRequest, CloseSessionResponse, CreateSessionResponse, ErrorEvent,
+        ExecCommandBegin, ExecCommandEnd, GetSessionResponse, InterruptResponse,
         ListSessionsRequest, ListSessionsResponse, SendUserTurnResponse, ShutdownComplete,
         StreamEventsResponse, TurnAborted, TurnComplete, TurnStarted,
     };
@@ -410,7 +410,9 @@ mod tests {
             if self.end_early {
                 Ok(Response::new(Box::pin(stream)))
             } else {
-                Ok(Response::new(Box::pin(stream.chain(futures::stream::pending()))))
+                Ok(Response::new(Box::pin(
+                    stream.chain(futures::stream::pending()),
+                )))
             }
         }
         async fn get_session(
@@ -484,10 +486,7 @@ mod tests {
         ]
     }
 
-    async fn run_with(
-        api: FakeApi,
-        options: RunOptions,
-    ) -> (Result<()>, String, String) {
+    async fn run_with(api: FakeApi, options: RunOptions) -> (Result<()>, String, String) {
         let target = serve(api).await;
         let client = SessionApi::connect(target).await.unwrap();
         let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -618,6 +617,9 @@ mod tests {
         };
         let (result, _, _) = run_with(FakeApi::default(), options).await;
         let err = result.unwrap_err().to_string();
-        assert!(err.starts_with("no session \"nope\" at session-api"), "{err}");
+        assert!(
+            err.starts_with("no session \"nope\" at session-api"),
+            "{err}"
+        );
     }
 }

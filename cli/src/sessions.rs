@@ -158,7 +158,10 @@ mod tests {
         let table = to_table(&sessions());
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert!(lines[0].starts_with("SESSION                   CREATED"), "{table}");
+        assert!(
+            lines[0].starts_with("SESSION                   CREATED"),
+            "{table}"
+        );
         assert!(lines[1].starts_with("b2c3 "), "{table}");
         assert!(lines[1].contains("running"), "{table}");
         assert!(lines[2].contains("closed"), "{table}");

@@ -246,10 +246,9 @@ impl Stack {
         loop {
             if let Some(status) = child.try_wait()? {
                 self.forget(component)?;
-                return Err(self.start_failure(
-                    component,
-                    &format!("exited during start-up ({status})"),
-                ));
+                return Err(
+                    self.start_failure(component, &format!("exited during start-up ({status})"))
+                );
             }
             if tcp_answers(&addr, Duration::from_millis(500)).await {
                 break;
@@ -321,30 +320,27 @@ impl Stack {
         let args = self.service_args(component, addrs)?;
         let mut child = self.spawn(component, &program, &args)?;
         let deadline = Instant::now() + timeout;
-        let addr = loop {
-            if let Some(status) = child.try_wait()? {
-                self.forget(component)?;
-                return Err(self.start_failure(
-                    component,
-                    &format!("exited during start-up ({status})"),
-                ));
-            }
-            if let Some(addr) = self.state.read_addr(name)
-                && grpc_healthy(&addr, Duration::from_secs(1)).await
-            {
-                break addr;
-            }
-            if Instant::now() >= deadline {
-                stop_process(child_pid(&child)?, component.program()).await?;
-                let _ = child.try_wait();
-                self.forget(component)?;
-                return Err(self.start_failure(
-                    component,
-                    &format!("was not healthy within {timeout:?}"),
-                ));
-            }
-            tokio::time::sleep(POLL).await;
-        };
+        let addr =
+            loop {
+                if let Some(status) = child.try_wait()? {
+                    self.forget(component)?;
+                    return Err(self
+                        .start_failure(component, &format!("exited during start-up ({status})")));
+                }
+                if let Some(addr) = self.state.read_addr(name)
+                    && grpc_healthy(&addr, Duration::from_secs(1)).await
+                {
+                    break addr;
+                }
+                if Instant::now() >= deadline {
+                    stop_process(child_pid(&child)?, component.program()).await?;
+                    let _ = child.try_wait();
+                    self.forget(component)?;
+                    return Err(self
+                        .start_failure(component, &format!("was not healthy within {timeout:?}")));
+                }
+                tokio::time::sleep(POLL).await;
+            };
         report(component, "started", &addr, Some(child_pid(&child)?));
         started.insert(component);
         Ok(addr)
@@ -427,9 +423,7 @@ impl Stack {
             .with_context(|| format!("cannot open {}", log_path.display()))?;
 
         let mut command = self.command(component, program, args);
-        command
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(stderr));
+        command.stdout(Stdio::from(log)).stderr(Stdio::from(stderr));
         let child = command.spawn().map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound && component == Component::Temporal {
                 anyhow!(
@@ -656,10 +650,9 @@ fn local_bind_ip(host: &str) -> Option<String> {
 /// True when a TCP connection to `addr` succeeds within `timeout`.
 pub async fn tcp_answers(addr: &str, timeout: Duration) -> bool {
     let addr = strip_scheme(addr).to_string();
-    let resolved = tokio::task::spawn_blocking(move || {
-        addr.to_socket_addrs().map(|a| a.collect::<Vec<_>>())
-    })
-    .await;
+    let resolved =
+        tokio::task::spawn_blocking(move || addr.to_socket_addrs().map(|a| a.collect::<Vec<_>>()))
+            .await;
     let Ok(Ok(candidates)) = resolved else {
         return false;
     };
@@ -718,9 +711,19 @@ fn runs(pid: i32, program: &str) -> bool {
         return false;
     }
     match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        // Empty while the process is still in exec: its (cut) name is set.
+        Ok(cmdline) if cmdline.is_empty() => std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| comm_runs(comm.trim_end(), program)),
         Ok(cmdline) => cmdline_runs(&cmdline, program),
         Err(_) => !Path::new("/proc/self").exists(),
     }
+}
+
+/// The kernel keeps the first 15 bytes of a program's name.
+fn comm_runs(comm: &str, program: &str) -> bool {
+    !comm.is_empty()
+        && program.as_bytes().starts_with(comm.as_bytes())
+        && (comm.len() >= 15 || comm == program)
 }
 
 /// Whether a NUL-separated command line is `program` (directly, or through an
@@ -834,6 +837,10 @@ mod tests {
             "temporal"
         ));
         assert!(!cmdline_runs(b"/usr/bin/vim\0notes.txt\0", "keel-worker"));
+        assert!(comm_runs("keel-session-ap", "keel-session-api"));
+        assert!(comm_runs("sleep", "sleep"));
+        assert!(!comm_runs("slee", "sleep"));
+        assert!(!comm_runs("", "sleep"));
         assert!(!cmdline_runs(
             b"/bin/sh\0-c\0sleep 1\0keel-worker\0",
             "keel-worker"
@@ -865,9 +872,7 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        assert!(runs(pid, "sleep"), "{:?} {stat}", String::from_utf8_lossy(&cmdline));
+        assert!(runs(pid, "sleep"));
         stop_process(pid, "sleep").await.unwrap();
         assert!(!is_alive(pid));
         drop(child);
@@ -903,7 +908,13 @@ mod tests {
             object["temporal"],
             json!({"address": format!("127.0.0.1:{port}"), "pid": null, "healthy": false})
         );
-        for name in ["session-api", "model-proxy", "tool-runner", "mcp-broker", "worker"] {
+        for name in [
+            "session-api",
+            "model-proxy",
+            "tool-runner",
+            "mcp-broker",
+            "worker",
+        ] {
             assert_eq!(
                 object[name],
                 json!({"address": null, "pid": null, "healthy": false}),
@@ -939,6 +950,8 @@ mod tests {
     async fn down_with_nothing_running_is_harmless() {
         let state = temp_state("down");
         let stack = Stack::new(state.clone(), None);
+        stack.down().await.unwrap();
+        state.create_dirs().unwrap();
         stack.down().await.unwrap();
         // Stale files are cleaned up without signalling anything.
         std::fs::write(state.pid_file("worker"), std::process::id().to_string()).unwrap();
@@ -991,7 +1004,9 @@ mod tests {
             if component == Component::ModelProxy {
                 assert!(removed.is_empty(), "{removed:?}");
             } else {
-                assert_eq!(removed, MODEL_ENV, "{}", component.name());
+                let mut expected = MODEL_ENV.to_vec();
+                expected.sort_unstable();
+                assert_eq!(removed, expected, "{}", component.name());
             }
         }
     }
@@ -1007,7 +1022,10 @@ mod tests {
             (Component::McpBroker, "127.0.0.1:1003".to_string()),
         ]);
         let root = state.root().display().to_string();
-        let worker = stack.service_args(Component::Worker, &addrs).unwrap().join(" ");
+        let worker = stack
+            .service_args(Component::Worker, &addrs)
+            .unwrap()
+            .join(" ");
         assert_eq!(
             worker,
             format!(
@@ -1016,7 +1034,10 @@ mod tests {
                  --model-proxy 127.0.0.1:1001 --tool-runner 127.0.0.1:1002 --mcp-broker 127.0.0.1:1003"
             )
         );
-        let api = stack.service_args(Component::SessionApi, &addrs).unwrap().join(" ");
+        let api = stack
+            .service_args(Component::SessionApi, &addrs)
+            .unwrap()
+            .join(" ");
         assert_eq!(
             api,
             format!(
@@ -1025,7 +1046,10 @@ mod tests {
                  --blob-url file://{root}/blobs"
             )
         );
-        let proxy = stack.service_args(Component::ModelProxy, &addrs).unwrap().join(" ");
+        let proxy = stack
+            .service_args(Component::ModelProxy, &addrs)
+            .unwrap()
+            .join(" ");
         assert_eq!(
             proxy,
             format!(
@@ -1033,11 +1057,18 @@ mod tests {
                  --blob-url file://{root}/blobs"
             )
         );
-        let broker = stack.service_args(Component::McpBroker, &addrs).unwrap().join(" ");
+        let broker = stack
+            .service_args(Component::McpBroker, &addrs)
+            .unwrap()
+            .join(" ");
         assert_eq!(
             broker,
             format!("--listen 127.0.0.1:0 --addr-file {root}/run/mcp-broker.addr")
         );
-        assert!(stack.service_args(Component::Worker, &HashMap::new()).is_err());
+        assert!(
+            stack
+                .service_args(Component::Worker, &HashMap::new())
+                .is_err()
+        );
     }
 }

@@ -27,11 +27,17 @@ impl StateDir {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
             _ => match std::env::var_os("HOME") {
                 Some(home) if !home.is_empty() => PathBuf::from(home).join(".keel"),
-                _ => bail!("cannot find a state directory: HOME is not set; pass --state-dir or set KEEL_STATE_DIR"),
+                _ => bail!(
+                    "cannot find a state directory: HOME is not set; pass --state-dir or set KEEL_STATE_DIR"
+                ),
             },
         };
-        let root = std::path::absolute(&root)
-            .with_context(|| format!("cannot make the state directory {} absolute", root.display()))?;
+        let root = std::path::absolute(&root).with_context(|| {
+            format!(
+                "cannot make the state directory {} absolute",
+                root.display()
+            )
+        })?;
         Ok(Self { root })
     }
 
@@ -96,7 +102,10 @@ impl StateDir {
         match file.try_lock() {
             Ok(()) => Ok(file),
             Err(std::fs::TryLockError::WouldBlock) => {
-                eprintln!("waiting for another keel up/down on {} ...", self.root.display());
+                eprintln!(
+                    "waiting for another keel up/down on {} ...",
+                    self.root.display()
+                );
                 file.lock()
                     .with_context(|| format!("cannot lock {}", path.display()))?;
                 Ok(file)

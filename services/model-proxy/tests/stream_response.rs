@@ -559,10 +559,17 @@ async fn silent_vendor_hits_the_idle_timeout() {
 
 #[tokio::test]
 async fn client_going_away_stops_the_vendor_stream() {
-    let mut h = harness(vec![Scripted::stalled(vec![
-        sse::created(),
-        sse::text_delta("msg_1", "first"),
-    ])])
+    let mut h = harness_with(
+        vec![Scripted::stalled(vec![
+            sse::created(),
+            sse::text_delta("msg_1", "first"),
+        ])],
+        // Far longer than the wait below: only cancellation can close it in time.
+        Setup {
+            idle_timeout: Duration::from_secs(600),
+            ..Setup::default()
+        },
+    )
     .await;
     let mut stream = h
         .client

@@ -99,9 +99,13 @@ impl ToolService for ToolRunner {
             return Err(Status::invalid_argument("tool_name must not be empty"));
         }
         let inner = &self.inner;
-        // A relative (or empty) session cwd is taken from the default one, so
-        // commands always get an absolute directory.
-        let base_cwd = inner.default_cwd.join(&req.cwd);
+        // A relative session cwd is taken from the default one, so commands
+        // always get an absolute directory.
+        let base_cwd = if req.cwd.is_empty() {
+            inner.default_cwd.clone()
+        } else {
+            inner.default_cwd.join(&req.cwd)
+        };
         let outcome = tools::run_tool(
             &inner.executor,
             inner.policy,

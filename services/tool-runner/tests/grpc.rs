@@ -1,6 +1,9 @@
 //! The real binary over gRPC: flags, serving, and that a cancelled call kills
 //! the command it started.
 
+// Test helpers may panic: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
