@@ -345,6 +345,7 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
             ..
         }))
     ));
+    record_history(&temporal, &sid, "shell_two_turns_closed").await;
     let refused = client
         .send_user_turn(pb::SendUserTurnRequest {
             session_id: sid.clone(),
@@ -365,4 +366,23 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
+}
+
+/// With `KEEL_RECORD_HISTORIES=DIR`, saves the session's history as
+/// `DIR/<name>.json` for the worker's replay tests (worker/tests/histories).
+async fn record_history(temporal: &temporalio_client::Client, sid: &str, name: &str) {
+    let Ok(dir) = std::env::var("KEEL_RECORD_HISTORIES") else {
+        return;
+    };
+    // The history is complete once the workflow has closed.
+    let handle = temporal
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(format!("keel-session-{sid}"));
+    handle
+        .get_result(Default::default())
+        .await
+        .expect("session workflow completes after close");
+    let json = handle.fetch_history(Default::default()).to_json().await.unwrap();
+    let path = std::path::Path::new(&dir).join(format!("{name}.json"));
+    std::fs::write(&path, json).unwrap();
+    eprintln!("recorded {}", path.display());
 }

@@ -83,7 +83,7 @@ impl ModelService for ModelProxy {
                 // connection too, so nothing keeps reading for nobody.
                 let result = tokio::select! {
                     r = inner.run(req, &tx) => r,
-                    () = std::future::pending::<()>() => {
+                    () = tx.closed() => {
                         tracing::info!("client went away; stopped the model call");
                         return;
                     }

@@ -179,6 +179,8 @@ impl Executor {
                     // Killing the group closes every pipe writer it holds, so
                     // the reads above finish and `wait` returns.
                     group.kill();
+                    // Should the group signal have failed, at least the leader goes.
+                    let _ = child.start_kill();
                 }
                 () = &mut drain, if status.is_some() => break,
             }

