@@ -261,6 +261,10 @@ fn scenario(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
         "no assistant text in stdout:\n{}",
         run.stdout
     );
+    eprintln!(
+        "--- keel run stdout\n{}--- keel run stderr\n{}",
+        run.stdout, run.stderr
+    );
     let session = session_id(&run.stderr)?;
 
     let requests = tokio::runtime::Handle::current()
