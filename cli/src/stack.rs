@@ -1072,3 +1072,18 @@ mod tests {
         );
     }
 }
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod scratch {
+    #[tokio::test]
+    async fn scratch_temporal_health() {
+        let Ok(addr) = std::env::var("SCRATCH_TEMPORAL") else { return };
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        for service in ["", "temporal.api.workflowservice.v1.WorkflowService", "grpc.health.v1.Health"] {
+            let r = tonic_health::pb::health_client::HealthClient::new(channel.clone())
+                .check(tonic_health::pb::HealthCheckRequest { service: service.to_string() })
+                .await;
+            eprintln!("{service:?}: {r:?}");
+        }
+    }
+}

@@ -15,8 +15,10 @@ use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tonic::transport::Channel;
 
-/// How often a running activity tells Temporal it is alive.
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// How often a running activity tells Temporal it is alive. Cancellation
+/// (an interrupt) reaches the activity in a heartbeat's answer, so this and the
+/// workflow's heartbeat timeout bound how fast an interrupted command dies.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
 /// Activity failure type names; the workflow maps them to Codex error classes.
 pub mod failure_type {

@@ -33,6 +33,10 @@ use crate::tools;
 
 /// Model calls per turn before the turn is stopped (Codex's default).
 pub const MAX_ITERATIONS: u32 = 50;
+/// Heartbeat timeout of every activity: a worker that dies mid-activity is
+/// noticed this fast, and the SDK sends heartbeats (which carry cancellation
+/// back) at 0.8 of it.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Turn ids remembered for de-duplicating retried SendUserTurn calls.
 const REMEMBERED_TURN_IDS: usize = 256;
 
@@ -200,7 +204,7 @@ fn upsert_memo(ctx: &WorkflowContext<AgentWorkflow>, status: RunStatus) {
 
 fn model_options(cancel: &WorkflowCancellationToken) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(600))
-        .heartbeat_timeout(Duration::from_secs(30))
+        .heartbeat_timeout(HEARTBEAT_TIMEOUT)
         .cancellation_token(cancel.clone())
         .retry_policy(
             RetryPolicy::builder()
@@ -216,7 +220,7 @@ fn model_options(cancel: &WorkflowCancellationToken) -> ActivityOptions {
 
 fn tool_options(cancel: &WorkflowCancellationToken) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(3600))
-        .heartbeat_timeout(Duration::from_secs(30))
+        .heartbeat_timeout(HEARTBEAT_TIMEOUT)
         .cancellation_token(cancel.clone())
         .retry_policy(
             RetryPolicy::builder()

@@ -1,0 +1,135 @@
+//! Interrupt during a long command: the turn is aborted at once, the command's
+//! process really dies, the call still gets exactly one output ("aborted by
+//! user"), and the next turn works.
+
+use std::time::Duration;
+
+use keel_e2e::fake_model::{FakeModel, Scripted};
+use keel_e2e::stack::{Stack, StackOptions, wait_for};
+use keel_proto::v1 as pb;
+use keel_proto::v1::session_service_client::SessionServiceClient;
+use pb::event::Msg;
+use tonic::transport::Channel;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// True while `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+async fn next_event(stream: &mut tonic::Streaming<pb::StreamEventsResponse>) -> pb::Event {
+    let msg = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("an event within the timeout")
+        .unwrap()
+        .expect("stream still open");
+    match msg.kind {
+        Some(pb::stream_events_response::Kind::Event(e)) => e,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn interrupt_kills_the_running_command_and_the_next_turn_works() {
+    let workspace = tempfile::tempdir().unwrap();
+    let pidfile = workspace.path().join("sleep.pid");
+    let script = format!("echo $$ > {}; exec sleep 60", pidfile.display());
+    let args = serde_json::json!({"command": ["sh", "-c", script], "timeout_ms": 120000}).to_string();
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call("call_sleep", "shell", &args),
+        Scripted::assistant("Back after the interrupt."),
+    ])
+    .await
+    .unwrap();
+    let opts = StackOptions::new(fake.base_url());
+    let stack = tokio::task::spawn_blocking(move || Stack::start(opts)).await.unwrap().unwrap();
+    let channel = Channel::from_shared(format!("http://{}", stack.session_api))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = SessionServiceClient::new(channel);
+    let sid = client
+        .create_session(pb::CreateSessionRequest {
+            cwd: workspace.path().display().to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .session_id;
+    let mut events = client
+        .stream_events(pb::StreamEventsRequest { session_id: sid.clone(), after_offset: 0, follow: true })
+        .await
+        .unwrap()
+        .into_inner();
+    client
+        .send_user_turn(pb::SendUserTurnRequest {
+            session_id: sid.clone(),
+            text: "sleep for a while".into(),
+            turn_id: "turn-1".into(),
+        })
+        .await
+        .unwrap();
+    loop {
+        if matches!(next_event(&mut events).await.msg, Some(Msg::ExecCommandBegin(_))) {
+            break;
+        }
+    }
+    let pid: u32 = wait_for("the command to start", WAIT, || {
+        std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+    })
+    .unwrap();
+    assert!(alive(pid));
+
+    client.interrupt(pb::InterruptRequest { session_id: sid.clone() }).await.unwrap();
+    let aborted = loop {
+        let e = next_event(&mut events).await;
+        match &e.msg {
+            Some(Msg::TurnAborted(a)) => break a.clone(),
+            Some(Msg::TurnComplete(_)) => panic!("turn completed instead of aborting: {e:?}"),
+            _ => {}
+        }
+    };
+    assert_eq!(aborted.reason, pb::TurnAbortReason::Interrupted as i32);
+    tokio::task::spawn_blocking(move || wait_for("the interrupted command to die", WAIT, || (!alive(pid)).then_some(())))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // The next turn works, and the model sees exactly one output for the call.
+    client
+        .send_user_turn(pb::SendUserTurnRequest {
+            session_id: sid.clone(),
+            text: "are you there?".into(),
+            turn_id: "turn-2".into(),
+        })
+        .await
+        .unwrap();
+    let done = loop {
+        let e = next_event(&mut events).await;
+        if let Some(Msg::TurnComplete(c)) = e.msg {
+            assert_eq!(e.turn_id, "turn-2");
+            break c;
+        }
+    };
+    assert_eq!(done.last_agent_message, "Back after the interrupt.");
+    let requests = fake.wait_for_requests(2, WAIT).await.unwrap();
+    let outputs: Vec<_> = requests[1]
+        .input()
+        .iter()
+        .filter(|i| i["type"] == "function_call_output")
+        .collect();
+    assert_eq!(outputs.len(), 1, "{:#?}", requests[1].input());
+    assert_eq!(outputs[0]["call_id"], "call_sleep");
+    assert_eq!(outputs[0]["output"], "aborted by user");
+}
