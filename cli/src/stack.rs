@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,10 +29,14 @@ pub const DEFAULT_TEMPORAL_ADDRESS: &str = "127.0.0.1:7233";
 /// Only the model-proxy talks to model vendors, so only it sees these.
 const MODEL_ENV: [&str; 3] = ["OPENAI_API_KEY", "OPENAI_BASE_URL", "KEEL_MODEL"];
 const NAMESPACE: &str = "default";
+/// What Temporal's frontend reports in grpc.health.v1.
+const TEMPORAL_HEALTH_SERVICE: &str = "temporal.api.workflowservice.v1.WorkflowService";
 const TASK_QUEUE: &str = "keel-agent";
 const POLL: Duration = Duration::from_millis(100);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 const LOG_TAIL_LINES: usize = 20;
+/// Starts the line `keel up` writes to a log before each start.
+const LOG_HEADER: &str = "=== keel up ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Component {
@@ -187,7 +191,7 @@ impl Stack {
         let component = Component::Temporal;
         let addr = self.temporal_address();
         let ours = self.live_pid(component);
-        if tcp_answers(&addr, Duration::from_secs(1)).await {
+        if temporal_answers(&addr, Duration::from_secs(2)).await {
             match ours {
                 Some(pid) => report(component, "already running", &addr, Some(pid)),
                 None => say(format_args!(
@@ -250,7 +254,7 @@ impl Stack {
                     self.start_failure(component, &format!("exited during start-up ({status})"))
                 );
             }
-            if tcp_answers(&addr, Duration::from_millis(500)).await {
+            if temporal_answers(&addr, Duration::from_millis(500)).await {
                 break;
             }
             if Instant::now() >= deadline {
@@ -412,7 +416,7 @@ impl Stack {
             .with_context(|| format!("cannot open {}", log_path.display()))?;
         writeln!(
             log,
-            "\n=== keel up {}: {} {}",
+            "\n{LOG_HEADER}{}: {} {}",
             chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             program.display(),
             args.join(" ")
@@ -518,7 +522,7 @@ impl Stack {
             let pid = self.live_pid(component);
             let (address, healthy) = if component == Component::Temporal {
                 let addr = self.temporal_address();
-                let healthy = tcp_answers(&addr, Duration::from_secs(1)).await;
+                let healthy = temporal_answers(&addr, Duration::from_secs(2)).await;
                 (Some(addr), healthy)
             } else {
                 match self.state.read_addr(component.name()) {
@@ -647,42 +651,44 @@ fn local_bind_ip(host: &str) -> Option<String> {
     ip.is_loopback().then(|| ip.to_string())
 }
 
-/// True when a TCP connection to `addr` succeeds within `timeout`.
-pub async fn tcp_answers(addr: &str, timeout: Duration) -> bool {
-    let addr = strip_scheme(addr).to_string();
-    let resolved =
-        tokio::task::spawn_blocking(move || addr.to_socket_addrs().map(|a| a.collect::<Vec<_>>()))
-            .await;
-    let Ok(Ok(candidates)) = resolved else {
-        return false;
-    };
-    for candidate in candidates {
-        if let Ok(Ok(_)) =
-            tokio::time::timeout(timeout, tokio::net::TcpStream::connect(candidate)).await
-        {
-            return true;
-        }
-    }
-    false
-}
-
 /// True when grpc.health.v1 Check for the whole server says SERVING.
 pub async fn grpc_healthy(addr: &str, timeout: Duration) -> bool {
-    let Ok(endpoint) = Channel::from_shared(format!("http://{}", strip_scheme(addr))) else {
-        return false;
-    };
+    matches!(health_check(addr, "", timeout).await, Some(Ok(true)))
+}
+
+/// True when Temporal's frontend answers: its health check reports the
+/// WorkflowService SERVING (or, for a server without grpc.health.v1, it
+/// accepts gRPC connections at all).
+pub async fn temporal_answers(addr: &str, timeout: Duration) -> bool {
+    match health_check(addr, TEMPORAL_HEALTH_SERVICE, timeout).await {
+        Some(Ok(serving)) => serving,
+        Some(Err(code)) => code == tonic::Code::Unimplemented,
+        None => false,
+    }
+}
+
+/// None when `addr` cannot be reached within `timeout`; else whether Check
+/// for `service` says SERVING, or the status code it failed with.
+async fn health_check(
+    addr: &str,
+    service: &str,
+    timeout: Duration,
+) -> Option<Result<bool, tonic::Code>> {
+    let endpoint = Channel::from_shared(format!("http://{}", strip_scheme(addr))).ok()?;
     let endpoint = endpoint.connect_timeout(timeout).timeout(timeout);
     let check = async {
         let channel = endpoint.connect().await.ok()?;
         let response = HealthClient::new(channel)
             .check(HealthCheckRequest {
-                service: String::new(),
+                service: service.to_string(),
             })
-            .await
-            .ok()?;
-        Some(response.into_inner().status == ServingStatus::Serving as i32)
+            .await;
+        Some(match response {
+            Ok(response) => Ok(response.into_inner().status == ServingStatus::Serving as i32),
+            Err(status) => Err(status.code()),
+        })
     };
-    matches!(tokio::time::timeout(timeout, check).await, Ok(Some(true)))
+    tokio::time::timeout(timeout, check).await.ok().flatten()
 }
 
 /// True when `pid` is a live (not zombie) process.
@@ -778,6 +784,11 @@ fn log_tail(path: &Path, lines: usize) -> String {
         return String::new();
     }
     let text = String::from_utf8_lossy(&bytes);
+    // Only what the last start wrote (spawn() begins each with a header).
+    let text = match text.rfind(LOG_HEADER) {
+        Some(start) => &text[start..],
+        None => &text[..],
+    };
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -987,6 +998,9 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let tail = log_tail(&path, 3);
         assert_eq!(tail, "line 48\nline 49\nline 50");
+        let runs = format!("{LOG_HEADER}1\nold failure\n\n{LOG_HEADER}2\nnew failure\n");
+        std::fs::write(&path, runs).unwrap();
+        assert_eq!(log_tail(&path, 20), format!("{LOG_HEADER}2\nnew failure"));
         assert_eq!(log_tail(&state.log_file("missing"), 3), "");
         std::fs::remove_dir_all(state.root()).unwrap();
     }
@@ -1070,20 +1084,5 @@ mod tests {
                 .service_args(Component::Worker, &HashMap::new())
                 .is_err()
         );
-    }
-}
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod scratch {
-    #[tokio::test]
-    async fn scratch_temporal_health() {
-        let Ok(addr) = std::env::var("SCRATCH_TEMPORAL") else { return };
-        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-        for service in ["", "temporal.api.workflowservice.v1.WorkflowService", "grpc.health.v1.Health"] {
-            let r = tonic_health::pb::health_client::HealthClient::new(channel.clone())
-                .check(tonic_health::pb::HealthCheckRequest { service: service.to_string() })
-                .await;
-            eprintln!("{service:?}: {r:?}");
-        }
     }
 }

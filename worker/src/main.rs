@@ -50,7 +50,10 @@ async fn main() -> anyhow::Result<()> {
     )
     .await
     .with_context(|| format!("cannot connect to Temporal at {}", args.temporal_address))?;
-    let client = Client::new(connection, ClientOptions::new(args.namespace.clone()).build())?;
+    let client = Client::new(
+        connection,
+        ClientOptions::new(args.namespace.clone()).build(),
+    )?;
 
     let activities = KeelActivities::new(&args.model_proxy, &args.tool_runner)?;
     let options = WorkerOptions::new(args.task_queue.clone())
@@ -64,9 +67,7 @@ async fn main() -> anyhow::Result<()> {
     // The health server stops on the same SIGTERM; the worker then drains.
     let health = tokio::spawn({
         let serve = args.serve.clone();
-        async move {
-            keel_server::serve(&serve, tonic::service::Routes::default(), &[]).await
-        }
+        async move { keel_server::serve(&serve, tonic::service::Routes::default(), &[]).await }
     });
     tracing::info!(task_queue = %args.task_queue, "worker polling");
     let run = worker.run();

@@ -66,7 +66,9 @@ pub fn shell_argv(arguments: &str) -> Option<Vec<String>> {
     struct Args {
         command: Vec<String>,
     }
-    serde_json::from_str::<Args>(arguments).ok().map(|a| a.command)
+    serde_json::from_str::<Args>(arguments)
+        .ok()
+        .map(|a| a.command)
 }
 
 #[cfg(test)]

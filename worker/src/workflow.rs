@@ -194,7 +194,10 @@ impl AgentWorkflow {
 fn upsert_memo(ctx: &WorkflowContext<AgentWorkflow>, status: RunStatus) {
     let last = ctx.state(|s| s.last_activity_ms);
     if let Err(e) = ctx.upsert_memo([
-        (MEMO_STATUS, Some(MemoValue::new(status.as_str().to_string()))),
+        (
+            MEMO_STATUS,
+            Some(MemoValue::new(status.as_str().to_string())),
+        ),
         (MEMO_LAST_ACTIVITY_MS, Some(MemoValue::new(last))),
     ]) {
         // Visibility only; a failure here must not fail the session.
@@ -277,8 +280,14 @@ async fn run_turn(ctx: &mut WorkflowContext<AgentWorkflow>, turn: UserTurn) -> W
 
     let mut last_agent_message = String::new();
     let mut turn_usage = Usage::default();
-    let end = sample_until_done(ctx, &turn_id, &cancel, &mut last_agent_message, &mut turn_usage)
-        .await;
+    let end = sample_until_done(
+        ctx,
+        &turn_id,
+        &cancel,
+        &mut last_agent_message,
+        &mut turn_usage,
+    )
+    .await;
 
     let now = ctx.workflow_time();
     ctx.state_mut(|s| {
@@ -364,7 +373,12 @@ async fn sample_until_done(
             s.pending.clear();
             for item in &output.items {
                 match item {
-                    OutputItem::Message { role, text, truncated, .. } if role == "assistant" => {
+                    OutputItem::Message {
+                        role,
+                        text,
+                        truncated,
+                        ..
+                    } if role == "assistant" => {
                         *last_agent_message = text.clone();
                         s.emit(
                             now,
@@ -382,9 +396,12 @@ async fn sample_until_done(
                             text: summary.clone(),
                         }),
                     ),
-                    OutputItem::FunctionCall { call_id, name, arguments, .. } => {
-                        calls.push((call_id.clone(), name.clone(), arguments.clone()))
-                    }
+                    OutputItem::FunctionCall {
+                        call_id,
+                        name,
+                        arguments,
+                        ..
+                    } => calls.push((call_id.clone(), name.clone(), arguments.clone())),
                     _ => {}
                 }
             }
@@ -403,9 +420,8 @@ async fn sample_until_done(
             return TurnEnd::Interrupted;
         }
     }
-    let message = format!(
-        "Maximum iterations ({MAX_ITERATIONS}) reached. Send another message to continue."
-    );
+    let message =
+        format!("Maximum iterations ({MAX_ITERATIONS}) reached. Send another message to continue.");
     let now = ctx.workflow_time();
     ctx.state_mut(|s| {
         s.emit(
@@ -432,7 +448,11 @@ async fn run_tool_call(
 ) {
     let cwd = ctx.state(|s| s.input.cwd.clone());
     let is_shell = tools::SHELL_TOOLS.contains(&name.as_str());
-    let argv = if is_shell { tools::shell_argv(&arguments) } else { None };
+    let argv = if is_shell {
+        tools::shell_argv(&arguments)
+    } else {
+        None
+    };
     let now = ctx.workflow_time();
     if let Some(command) = &argv {
         ctx.state_mut(|s| {

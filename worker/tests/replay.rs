@@ -4,6 +4,8 @@
 //! cargo test -p keel-e2e`); add one for every new kind of session behaviour,
 //! and never edit or delete old ones while sessions of that shape may run.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
 use std::path::PathBuf;
 
 use keel_worker::workflow::AgentWorkflow;
@@ -21,7 +23,11 @@ fn histories() -> Vec<(String, Vec<u8>)> {
         .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
         .collect();
     out.sort();
-    assert!(!out.is_empty(), "no recorded histories in {}", dir.display());
+    assert!(
+        !out.is_empty(),
+        "no recorded histories in {}",
+        dir.display()
+    );
     out
 }
 
@@ -52,7 +58,10 @@ async fn recorded_histories_replay_against_current_code() {
 async fn a_diverging_history_is_detected() {
     let (_, bytes) = histories().remove(0);
     let text = String::from_utf8(bytes).unwrap();
-    assert!(text.contains("\"model_call\""), "history has no model_call activity");
+    assert!(
+        text.contains("\"model_call\""),
+        "history has no model_call activity"
+    );
     let altered = text.replacen("\"model_call\"", "\"run_tool\"", 1);
     let history = WorkflowHistory::from_json(altered.as_bytes()).unwrap();
     match replayer().replay_workflow(history).await {

@@ -55,11 +55,22 @@ mod tests {
         let b = store.put(&b"b"[..]).await.unwrap();
         let c = store.put(&b"c"[..]).await.unwrap();
         assert_eq!(append(&store, None, vec![]).await.unwrap(), None);
-        let h1 = append(&store, None, vec![a.clone(), b.clone()]).await.unwrap();
-        let h2 = append(&store, h1.as_deref(), vec![c.clone()]).await.unwrap();
-        assert_eq!(item_digests(&store, h2.as_deref()).await.unwrap(), vec![a.clone(), b, c]);
-        assert_eq!(item_digests(&store, None).await.unwrap(), Vec::<String>::new());
-        // Same content, same head: retries are idempotent.
-        assert_eq!(append(&store, None, vec![a]).await.unwrap().is_some(), true);
+        let h1 = append(&store, None, vec![a.clone(), b.clone()])
+            .await
+            .unwrap();
+        let h2 = append(&store, h1.as_deref(), vec![c.clone()])
+            .await
+            .unwrap();
+        assert_eq!(
+            item_digests(&store, h2.as_deref()).await.unwrap(),
+            vec![a.clone(), b, c.clone()]
+        );
+        assert_eq!(
+            item_digests(&store, None).await.unwrap(),
+            Vec::<String>::new()
+        );
+        // Same content, same head: a retried append is harmless.
+        let again = append(&store, h1.as_deref(), vec![c]).await.unwrap();
+        assert_eq!(again, h2);
     }
 }

@@ -109,7 +109,11 @@ impl BlobStore {
 
 /// Checks that `digest` is a SHA-256 hex digest, so it is safe as a path.
 pub fn validate_digest(digest: &str) -> Result<(), BlobError> {
-    if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if digest.len() == 64
+        && digest
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         Ok(())
     } else {
         Err(BlobError::InvalidDigest(digest.into()))
@@ -131,7 +135,10 @@ mod tests {
         let url = format!("file://{}", dir.path().join("blobs").display());
         let store = BlobStore::open(&url).unwrap();
         let d = store.put(&b"hello"[..]).await.unwrap();
-        assert_eq!(d, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(
+            d,
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
         assert_eq!(&store.get(&d).await.unwrap()[..], b"hello");
         // Idempotent.
         assert_eq!(store.put(&b"hello"[..]).await.unwrap(), d);
@@ -144,8 +151,17 @@ mod tests {
     async fn missing_and_invalid_digests() {
         let store = BlobStore::open("memory://").unwrap();
         let missing = "0".repeat(64);
-        assert!(matches!(store.get(&missing).await, Err(BlobError::NotFound(_))));
-        assert!(matches!(store.get("../etc/passwd").await, Err(BlobError::InvalidDigest(_))));
-        assert!(matches!(BlobStore::open("s4://x"), Err(BlobError::InvalidUrl { .. })));
+        assert!(matches!(
+            store.get(&missing).await,
+            Err(BlobError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.get("../etc/passwd").await,
+            Err(BlobError::InvalidDigest(_))
+        ));
+        assert!(matches!(
+            BlobStore::open("s4://x"),
+            Err(BlobError::InvalidUrl { .. })
+        ));
     }
 }

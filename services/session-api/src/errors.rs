@@ -4,7 +4,9 @@ use temporalio_client::errors::{WorkflowInteractionError, WorkflowQueryError, Wo
 use tonic::{Code, Status};
 
 pub fn unavailable(what: &str, e: impl std::fmt::Display) -> Status {
-    Status::unavailable(format!("{what}: Temporal is unreachable or failing ({e}); retry later"))
+    Status::unavailable(format!(
+        "{what}: Temporal is unreachable or failing ({e}); retry later"
+    ))
 }
 
 fn rpc(what: &str, s: &Status) -> Status {

@@ -11,7 +11,11 @@ use keel_session_api::SessionApi;
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Url};
 
 #[derive(Debug, Parser)]
-#[command(name = "keel-session-api", version, about = "Keel's client-facing session service")]
+#[command(
+    name = "keel-session-api",
+    version,
+    about = "Keel's client-facing session service"
+)]
 struct Args {
     #[command(flatten)]
     serve: keel_server::ServeArgs,
@@ -37,7 +41,13 @@ async fn main() -> anyhow::Result<()> {
     keel_server::init_tracing(args.serve.log_format);
     let blobs = keel_blobstore::BlobStore::open(&args.blob_url)?;
     let client = connect(&args.temporal_address, &args.namespace).await?;
-    let api = SessionApi::new(client, blobs, args.task_queue, args.namespace, args.retained_events);
+    let api = SessionApi::new(
+        client,
+        blobs,
+        args.task_queue,
+        args.namespace,
+        args.retained_events,
+    );
     let routes = tonic::service::Routes::new(SessionServiceServer::new(api));
     keel_server::serve(&args.serve, routes, &["keel.v1.SessionService"]).await?;
     Ok(())

@@ -12,9 +12,8 @@ use keel_workflow_api::{
 };
 use serde_json::json;
 use temporalio_client::{
-    Client, WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowHandle,
-    WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
-    grpc::WorkflowService,
+    Client, WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowHandle, WorkflowQueryOptions,
+    WorkflowSignalOptions, WorkflowStartOptions, grpc::WorkflowService,
 };
 use temporalio_common::protos::temporal::api::workflowservice::v1::ListWorkflowExecutionsRequest;
 use tonic::{Request, Response, Status};
@@ -60,13 +59,23 @@ impl SessionApi {
     /// After a NOT_FOUND from a signal or query: was the session never there,
     /// or is it closed?
     async fn missing_or_closed(&self, session_id: &str) -> Status {
-        match self.handle(session_id).describe(WorkflowDescribeOptions::default()).await {
+        match self
+            .handle(session_id)
+            .describe(WorkflowDescribeOptions::default())
+            .await
+        {
             Ok(_) => errors::closed(session_id),
             Err(_) => errors::not_found(session_id),
         }
     }
 
-    async fn signal<S>(&self, session_id: &str, signal: S, input: S::Input, what: &str) -> Result<(), Status>
+    async fn signal<S>(
+        &self,
+        session_id: &str,
+        signal: S,
+        input: S::Input,
+        what: &str,
+    ) -> Result<(), Status>
     where
         S: temporalio_common::SignalDefinition<Workflow = SessionWorkflow>,
         S::Input: Send,
@@ -84,20 +93,32 @@ impl SessionApi {
         }
     }
 
-    pub(crate) async fn state(&self, session_id: &str) -> Result<(SessionState, WorkflowExecutionStatus), Status> {
+    pub(crate) async fn state(
+        &self,
+        session_id: &str,
+    ) -> Result<(SessionState, WorkflowExecutionStatus), Status> {
         let handle = self.handle(session_id);
         let description = handle
             .describe(WorkflowDescribeOptions::default())
             .await
-            .map_err(|e| errors::interaction("cannot read the session", e).unwrap_or_else(|| errors::not_found(session_id)))?;
+            .map_err(|e| {
+                errors::interaction("cannot read the session", e)
+                    .unwrap_or_else(|| errors::not_found(session_id))
+            })?;
         let state = handle
             .query(StateQuery, (), WorkflowQueryOptions::default())
             .await
-            .map_err(|e| errors::query("cannot read the session", e).unwrap_or_else(|| errors::not_found(session_id)))?;
+            .map_err(|e| {
+                errors::query("cannot read the session", e)
+                    .unwrap_or_else(|| errors::not_found(session_id))
+            })?;
         Ok((state, description.status()))
     }
 
-    pub(crate) fn events_handle(&self, session_id: &str) -> WorkflowHandle<Client, SessionWorkflow> {
+    pub(crate) fn events_handle(
+        &self,
+        session_id: &str,
+    ) -> WorkflowHandle<Client, SessionWorkflow> {
         self.handle(session_id)
     }
 }
@@ -105,7 +126,9 @@ impl SessionApi {
 fn validate_id(field: &str, id: &str) -> Result<(), Status> {
     if id.is_empty()
         || id.len() > MAX_ID_LEN
-        || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
         return Err(Status::invalid_argument(format!(
             "{field} {id:?} is invalid: use 1 to {MAX_ID_LEN} letters, digits, '-' or '_'"
@@ -254,9 +277,11 @@ impl SessionService for SessionApi {
             "role": "user",
             "content": [{"type": "input_text", "text": req.text}],
         });
-        let item_digest = self.blobs.put_json(&item).await.map_err(|e| {
-            Status::unavailable(format!("cannot store the message: {e}"))
-        })?;
+        let item_digest = self
+            .blobs
+            .put_json(&item)
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot store the message: {e}")))?;
         let (text_preview, text_truncated) = api::cut_text(&req.text, api::INLINE_TEXT_LIMIT);
         let turn = UserTurn {
             turn_id: turn_id.clone(),
@@ -264,8 +289,13 @@ impl SessionService for SessionApi {
             text_preview,
             text_truncated,
         };
-        self.signal(&req.session_id, UserTurnSignal, turn, "cannot send the turn")
-            .await?;
+        self.signal(
+            &req.session_id,
+            UserTurnSignal,
+            turn,
+            "cannot send the turn",
+        )
+        .await?;
         Ok(Response::new(pb::SendUserTurnResponse { turn_id }))
     }
 
@@ -351,7 +381,7 @@ impl SessionService for SessionApi {
                 let last_activity_at = memo(api::MEMO_LAST_ACTIVITY_MS)
                     .and_then(|v| v.as_u64())
                     .and_then(timestamp_ms)
-                    .or_else(|| created_at.clone());
+                    .or(created_at);
                 Some(pb::Session {
                     session_id,
                     status: status_of(run, wf_status(info.status)) as i32,
@@ -387,7 +417,12 @@ impl SessionService for SessionApi {
         let req = request.into_inner();
         required_session_id(&req.session_id)?;
         match self
-            .signal(&req.session_id, ShutdownSignal, (), "cannot close the session")
+            .signal(
+                &req.session_id,
+                ShutdownSignal,
+                (),
+                "cannot close the session",
+            )
             .await
         {
             // Closing a closed session is a no-op.
