@@ -653,28 +653,22 @@ fn local_bind_ip(host: &str) -> Option<String> {
 
 /// True when grpc.health.v1 Check for the whole server says SERVING.
 pub async fn grpc_healthy(addr: &str, timeout: Duration) -> bool {
-    matches!(health_check(addr, "", timeout).await, Some(Ok(true)))
+    serving(addr, "", timeout).await
 }
 
 /// True when Temporal's frontend answers: its health check reports the
-/// WorkflowService SERVING (or, for a server without grpc.health.v1, it
-/// accepts gRPC connections at all).
+/// WorkflowService SERVING. (A bare TCP connect is not enough: a proxy in
+/// the way accepts connections for servers that are not there.)
 pub async fn temporal_answers(addr: &str, timeout: Duration) -> bool {
-    match health_check(addr, TEMPORAL_HEALTH_SERVICE, timeout).await {
-        Some(Ok(serving)) => serving,
-        Some(Err(code)) => code == tonic::Code::Unimplemented,
-        None => false,
-    }
+    serving(addr, TEMPORAL_HEALTH_SERVICE, timeout).await
 }
 
-/// None when `addr` cannot be reached within `timeout`; else whether Check
-/// for `service` says SERVING, or the status code it failed with.
-async fn health_check(
-    addr: &str,
-    service: &str,
-    timeout: Duration,
-) -> Option<Result<bool, tonic::Code>> {
-    let endpoint = Channel::from_shared(format!("http://{}", strip_scheme(addr))).ok()?;
+/// Whether grpc.health.v1 Check for `service` at `addr` says SERVING
+/// within `timeout`.
+async fn serving(addr: &str, service: &str, timeout: Duration) -> bool {
+    let Ok(endpoint) = Channel::from_shared(format!("http://{}", strip_scheme(addr))) else {
+        return false;
+    };
     let endpoint = endpoint.connect_timeout(timeout).timeout(timeout);
     let check = async {
         let channel = endpoint.connect().await.ok()?;
@@ -682,13 +676,11 @@ async fn health_check(
             .check(HealthCheckRequest {
                 service: service.to_string(),
             })
-            .await;
-        Some(match response {
-            Ok(response) => Ok(response.into_inner().status == ServingStatus::Serving as i32),
-            Err(status) => Err(status.code()),
-        })
+            .await
+            .ok()?;
+        Some(response.into_inner().status == ServingStatus::Serving as i32)
     };
-    tokio::time::timeout(timeout, check).await.ok().flatten()
+    matches!(tokio::time::timeout(timeout, check).await, Ok(Some(true)))
 }
 
 /// True when `pid` is a live (not zombie) process.

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod error;
 mod items;
+pub mod prompt;
 pub mod responses;
 pub mod service;
 

@@ -133,7 +133,11 @@ impl Inner {
         let request = ResponsesRequest::new(
             &req.session_id,
             model.clone(),
-            req.instructions,
+            if req.instructions.is_empty() {
+                crate::prompt::BASE_INSTRUCTIONS.to_string()
+            } else {
+                req.instructions
+            },
             input,
             tools,
             req.parallel_tool_calls,
