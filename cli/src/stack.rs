@@ -190,6 +190,14 @@ impl Stack {
     ) -> Result<String> {
         let component = Component::Temporal;
         let addr = self.temporal_address();
+        if self
+            .state
+            .read_addr(component.name())
+            .is_some_and(|previous| strip_scheme(&previous) != addr)
+        {
+            // Services still running were given the old address.
+            started.insert(component);
+        }
         let ours = self.live_pid(component);
         if temporal_answers(&addr, Duration::from_secs(2)).await {
             match ours {
@@ -299,7 +307,7 @@ impl Stack {
                     return Ok(addr);
                 }
                 (true, _, Some(dep)) => say(format_args!(
-                    "{name:<12} restarting (pid {pid}) because {} was restarted",
+                    "{name:<12} restarting (pid {pid}) because {} changed",
                     dep.name()
                 )),
                 _ => say(format_args!(
@@ -450,6 +458,8 @@ impl Stack {
             .args(args)
             .current_dir(self.state.root())
             .stdin(Stdio::null())
+            // Output goes to a log file: no terminal colour codes in it.
+            .env("NO_COLOR", "1")
             .process_group(0);
         if component != Component::ModelProxy {
             for var in MODEL_ENV {
@@ -964,6 +974,40 @@ mod tests {
         assert!(!state.addr_file("worker").exists());
         assert!(is_alive(std::process::id() as i32));
         std::fs::remove_dir_all(state.root()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn health_checks() {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let timeout = Duration::from_secs(2);
+        assert!(grpc_healthy(&addr, timeout).await);
+        // Not Temporal: the WorkflowService is unknown there.
+        assert!(!temporal_answers(&addr, timeout).await);
+        reporter
+            .set_service_status(
+                TEMPORAL_HEALTH_SERVICE,
+                tonic_health::ServingStatus::Serving,
+            )
+            .await;
+        assert!(temporal_answers(&addr, timeout).await);
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        assert!(!grpc_healthy(&addr, timeout).await);
+        // Something that is not gRPC, and nothing at all.
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let plain_addr = plain.local_addr().unwrap().to_string();
+        assert!(!grpc_healthy(&plain_addr, Duration::from_millis(300)).await);
+        drop(plain);
+        assert!(!grpc_healthy(&plain_addr, timeout).await);
+        assert!(!grpc_healthy("not an address", timeout).await);
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub struct StackOptions {
     pub retained_events: u32,
     /// Persist Temporal to SQLite in the stack's dir (for restart tests).
     pub temporal_db: bool,
+    /// session-api `--history-event-budget` (0: default).
+    pub history_event_budget: u32,
 }
 
 impl StackOptions {
@@ -88,6 +90,7 @@ impl StackOptions {
             model: "test-model".into(),
             retained_events: 2048,
             temporal_db: false,
+            history_event_budget: 0,
         }
     }
 }
@@ -154,6 +157,7 @@ impl Stack {
             &[],
         )?;
         let retained = options.retained_events.to_string();
+        let budget = options.history_event_budget.to_string();
         stack.session_api = stack.start_service(
             "keel-session-api",
             &[
@@ -163,6 +167,8 @@ impl Stack {
                 &blob_url,
                 "--retained-events",
                 &retained,
+                "--history-event-budget",
+                &budget,
             ],
             &[],
         )?;

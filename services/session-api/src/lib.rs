@@ -6,4 +6,4 @@ mod errors;
 mod feed;
 mod service;
 
-pub use service::SessionApi;
+pub use service::{SessionApi, SessionLimits};

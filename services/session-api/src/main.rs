@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use keel_proto::v1::session_service_server::SessionServiceServer;
-use keel_session_api::SessionApi;
+use keel_session_api::{SessionApi, SessionLimits};
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Url};
 
 #[derive(Debug, Parser)]
@@ -33,6 +33,10 @@ struct Args {
     /// Events each new session keeps for replay; clients further behind get a gap.
     #[arg(long, env = "KEEL_RETAINED_EVENTS", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(16..=100_000))]
     retained_events: u32,
+    /// Roll a session's history over (continue-as-new) at the first turn
+    /// boundary after this many events; 0 for the default (8000).
+    #[arg(long, env = "KEEL_HISTORY_EVENT_BUDGET", default_value_t = 0)]
+    history_event_budget: u32,
 }
 
 #[tokio::main]
@@ -46,7 +50,10 @@ async fn main() -> anyhow::Result<()> {
         blobs,
         args.task_queue,
         args.namespace,
-        args.retained_events,
+        SessionLimits {
+            retained_events: args.retained_events,
+            history_event_budget: args.history_event_budget,
+        },
     );
     let routes = tonic::service::Routes::new(SessionServiceServer::new(api));
     keel_server::serve(&args.serve, routes, &["keel.v1.SessionService"]).await?;

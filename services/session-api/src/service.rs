@@ -31,7 +31,16 @@ pub struct SessionApi {
     blobs: BlobStore,
     task_queue: String,
     namespace: String,
-    retained_events: u32,
+    limits: SessionLimits,
+}
+
+/// Per-session limits session-api gives every new session.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SessionLimits {
+    /// Events kept for replay (0: the workflow's default).
+    pub retained_events: u32,
+    /// Continue-as-new after this many history events (0: the default).
+    pub history_event_budget: u32,
 }
 
 impl SessionApi {
@@ -40,14 +49,14 @@ impl SessionApi {
         blobs: BlobStore,
         task_queue: String,
         namespace: String,
-        retained_events: u32,
+        limits: SessionLimits,
     ) -> Self {
         Self {
             client,
             blobs,
             task_queue,
             namespace,
-            retained_events,
+            limits,
         }
     }
 
@@ -202,6 +211,7 @@ fn session_from_state(s: &SessionState, wf: WorkflowExecutionStatus) -> pb::Sess
         queued_turns: s.queued_turns,
         total_token_usage: Some(usage(&s.total_usage)),
         workflow_id: api::workflow_id(&s.session_id),
+        history_rollovers: s.runs,
     }
 }
 
@@ -232,7 +242,9 @@ impl SessionService for SessionApi {
             cwd: req.cwd,
             developer_instructions: req.developer_instructions,
             created_at_ms: now_ms(),
-            retained_events: self.retained_events,
+            retained_events: self.limits.retained_events,
+            history_event_budget: self.limits.history_event_budget,
+            carried: None,
         };
         let options =
             WorkflowStartOptions::new(self.task_queue.clone(), api::workflow_id(&session_id))

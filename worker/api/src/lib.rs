@@ -62,6 +62,46 @@ pub struct SessionInput {
     /// How many events the session keeps for replay; 0 for the default.
     #[serde(default)]
     pub retained_events: u32,
+    /// Continue-as-new at the next turn boundary once a run's history has
+    /// this many events; 0 for the default.
+    #[serde(default)]
+    pub history_event_budget: u32,
+    /// State carried from the previous run; `None` for a new session.
+    #[serde(default)]
+    pub carried: Option<Carried>,
+}
+
+/// A conversation item to append before the next model call: stored already,
+/// or a small inline item the workflow synthesised (e.g. an "aborted by user"
+/// tool output).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum AppendItem {
+    Digest(String),
+    Inline(String),
+}
+
+/// What a session carries into its next run. Everything here is bounded: the
+/// conversation is one digest and the event window has a byte budget, so
+/// continue-as-new costs the same at turn 10 and at turn 10 000.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Carried {
+    pub head: Option<String>,
+    pub pending: Vec<AppendItem>,
+    /// Turns queued behind the boundary, in order.
+    pub inbox: Vec<UserTurn>,
+    pub recent_turn_ids: Vec<String>,
+    /// Offset of `events[0]`.
+    pub events_first: u64,
+    /// Base64 of encoded `keel.v1.Event`s.
+    pub events: Vec<String>,
+    pub turns_completed: u64,
+    pub usage: Usage,
+    pub last_activity_ms: u64,
+    /// How many runs came before this one.
+    pub runs: u32,
+    #[serde(default)]
+    pub shutdown_requested: bool,
 }
 
 /// Why a session workflow ended.
@@ -154,6 +194,9 @@ pub struct SessionState {
     pub turns_completed: u64,
     pub queued_turns: u32,
     pub total_usage: Usage,
+    /// History rollovers (continue-as-new) so far.
+    #[serde(default)]
+    pub runs: u32,
 }
 
 macro_rules! definition {

@@ -1,0 +1,165 @@
+//! History rollover: with a tiny history budget the session continues-as-new
+//! after every turn. Queued turns, the conversation, counters, token totals
+//! and event offsets all carry over: one client stream sees every event once,
+//! in order, and the model receives the whole conversation afterwards.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+use std::time::Duration;
+
+use keel_e2e::fake_model::{FakeModel, Scripted};
+use keel_e2e::stack::{Stack, StackOptions};
+use keel_proto::v1 as pb;
+use keel_proto::v1::session_service_client::SessionServiceClient;
+use pb::event::Msg;
+use tonic::transport::Channel;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_rolls_over_and_carries_everything() {
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call("call_1", "shell", r#"{"command":["echo","one"]}"#),
+        Scripted::assistant("answer 1"),
+        Scripted::assistant("answer 2"),
+        Scripted::assistant("answer 3"),
+        Scripted::assistant("answer 4"),
+    ])
+    .await
+    .unwrap();
+    let mut opts = StackOptions::new(fake.base_url());
+    opts.history_event_budget = 1;
+    let stack = tokio::task::spawn_blocking(move || Stack::start(opts))
+        .await
+        .unwrap()
+        .unwrap();
+    let channel = Channel::from_shared(format!("http://{}", stack.session_api))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = SessionServiceClient::new(channel);
+    let workspace = tempfile::tempdir().unwrap();
+    let sid = client
+        .create_session(pb::CreateSessionRequest {
+            cwd: workspace.path().display().to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .session_id;
+    let mut stream = client
+        .stream_events(pb::StreamEventsRequest {
+            session_id: sid.clone(),
+            after_offset: 0,
+            follow: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // All four turns at once: three of them wait in the queue across rollovers.
+    for i in 1..=4 {
+        client
+            .send_user_turn(pb::SendUserTurnRequest {
+                session_id: sid.clone(),
+                text: format!("question {i}"),
+                turn_id: format!("turn-{i}"),
+            })
+            .await
+            .unwrap();
+    }
+    let mut events = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while let Some(m) = stream.message().await.unwrap() {
+            let Some(pb::stream_events_response::Kind::Event(e)) = m.kind else {
+                panic!("unexpected gap {m:?}");
+            };
+            let last = e.turn_id == "turn-4" && matches!(e.msg, Some(Msg::TurnComplete(_)));
+            events.push(e);
+            if last {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("turns did not finish; got {events:#?}"));
+
+    let offsets: Vec<u64> = events.iter().map(|e| e.offset).collect();
+    assert_eq!(
+        offsets,
+        (1..=events.len() as u64).collect::<Vec<_>>(),
+        "no gap, no repeat"
+    );
+    let completions: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|e| match &e.msg {
+            Some(Msg::TurnComplete(c)) => Some((e.turn_id.clone(), c.last_agent_message.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        completions,
+        (1..=4)
+            .map(|i| (format!("turn-{i}"), format!("answer {i}")))
+            .collect::<Vec<_>>()
+    );
+    let configured = events
+        .iter()
+        .filter(|e| matches!(e.msg, Some(Msg::SessionConfigured(_))))
+        .count();
+    assert_eq!(configured, 1, "a rollover is invisible to clients");
+
+    let session = client
+        .get_session(pb::GetSessionRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert!(session.history_rollovers >= 3, "{session:?}");
+    assert_eq!(session.turns_completed, 4);
+    let usage = session.total_token_usage.unwrap();
+    // Five model calls of the fake's (10 in, 5 out) each.
+    assert_eq!((usage.input_tokens, usage.output_tokens), (50, 25));
+
+    let requests = fake.wait_for_requests(5, WAIT).await.unwrap();
+    let texts: Vec<String> = requests[4]
+        .input()
+        .iter()
+        .map(|i| match i["type"].as_str().unwrap() {
+            "message" => format!(
+                "{}: {}",
+                i["role"].as_str().unwrap(),
+                i["content"][0]["text"].as_str().unwrap()
+            ),
+            other => other.to_string(),
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "user: question 1",
+            "function_call",
+            "function_call_output",
+            "assistant: answer 1",
+            "user: question 2",
+            "assistant: answer 2",
+            "user: question 3",
+            "assistant: answer 3",
+            "user: question 4",
+        ]
+    );
+    let keys: Vec<&serde_json::Value> = requests
+        .iter()
+        .map(|r| &r.body["prompt_cache_key"])
+        .collect();
+    assert!(
+        keys.iter().all(|k| *k == keys[0]),
+        "prompt_cache_key changed: {keys:?}"
+    );
+}
