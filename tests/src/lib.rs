@@ -3,4 +3,5 @@
 //! whole Keel stack as real processes ([`stack`]).
 
 pub mod fake_model;
+pub mod history;
 pub mod stack;

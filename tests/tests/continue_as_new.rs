@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use keel_e2e::fake_model::{FakeModel, Scripted};
+use keel_e2e::history;
 use keel_e2e::stack::{Stack, StackOptions};
 use keel_proto::v1 as pb;
 use keel_proto::v1::session_service_client::SessionServiceClient;
@@ -162,4 +163,24 @@ async fn session_rolls_over_and_carries_everything() {
         keys.iter().all(|k| *k == keys[0]),
         "prompt_cache_key changed: {keys:?}"
     );
+
+    // The run after several rollovers starts from carried state: record it
+    // (closed) for the replay tests.
+    client
+        .close_session(pb::CloseSessionRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+    let temporal = history::temporal_client(&stack.temporal_address)
+        .await
+        .unwrap();
+    temporal
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(format!("keel-session-{sid}"))
+        .get_result(Default::default())
+        .await
+        .expect("the session workflow completes after close");
+    history::record(&temporal, &sid, "rolled_over_closed")
+        .await
+        .unwrap();
 }

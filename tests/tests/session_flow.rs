@@ -6,10 +6,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use keel_e2e::fake_model::{FakeModel, Scripted};
+use keel_e2e::history;
 use keel_e2e::stack::{Stack, StackOptions};
 use keel_proto::v1 as pb;
 use keel_proto::v1::session_service_client::SessionServiceClient;
@@ -291,25 +291,10 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
     assert!(listed.sessions.iter().any(|s| s.session_id == sid));
 
     // The key never reaches workflow history (nor any log).
-    let temporal = temporalio_client::Client::new(
-        temporalio_client::Connection::connect(
-            temporalio_client::ConnectionOptions::new(
-                temporalio_client::Url::from_str(&format!("http://{}", stack.temporal_address))
-                    .unwrap(),
-            )
-            .build(),
-        )
-        .await
-        .unwrap(),
-        temporalio_client::ClientOptions::new("default").build(),
-    )
-    .unwrap();
-    let history = temporal
-        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(format!("keel-session-{sid}"))
-        .fetch_history(Default::default())
-        .to_json()
+    let temporal = history::temporal_client(&stack.temporal_address)
         .await
         .unwrap();
+    let history = history::history_json(&temporal, &sid).await.unwrap();
     let history = String::from_utf8_lossy(&history);
     assert!(
         history.contains("model_call"),
@@ -356,7 +341,14 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
             ..
         }))
     ));
-    record_history(&temporal, &sid, "shell_two_turns_closed").await;
+    temporal
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(format!("keel-session-{sid}"))
+        .get_result(Default::default())
+        .await
+        .expect("the session workflow completes after close");
+    history::record(&temporal, &sid, "shell_two_turns_closed")
+        .await
+        .unwrap();
     let refused = client
         .send_user_turn(pb::SendUserTurnRequest {
             session_id: sid.clone(),
@@ -377,27 +369,4 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
-}
-
-/// With `KEEL_RECORD_HISTORIES=DIR`, saves the session's history as
-/// `DIR/<name>.json` for the worker's replay tests (worker/tests/histories).
-async fn record_history(temporal: &temporalio_client::Client, sid: &str, name: &str) {
-    let Ok(dir) = std::env::var("KEEL_RECORD_HISTORIES") else {
-        return;
-    };
-    // The history is complete once the workflow has closed.
-    let handle = temporal
-        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(format!("keel-session-{sid}"));
-    handle
-        .get_result(Default::default())
-        .await
-        .expect("session workflow completes after close");
-    let json = handle
-        .fetch_history(Default::default())
-        .to_json()
-        .await
-        .unwrap();
-    let path = std::path::Path::new(&dir).join(format!("{name}.json"));
-    std::fs::write(&path, json).unwrap();
-    eprintln!("recorded {}", path.display());
 }

@@ -1,0 +1,47 @@
+//! Workflow histories of test sessions: fetched from the stack's Temporal to
+//! assert on, and recorded for the worker's replay tests.
+
+use std::str::FromStr;
+
+use anyhow::Context;
+use temporalio_client::{
+    Client, ClientOptions, Connection, ConnectionOptions, UntypedWorkflow, Url,
+};
+
+/// A Temporal client for the stack's dev server.
+pub async fn temporal_client(address: &str) -> anyhow::Result<Client> {
+    let url = Url::from_str(&format!("http://{address}"))?;
+    let connection = Connection::connect(ConnectionOptions::new(url).build()).await?;
+    Ok(Client::new(
+        connection,
+        ClientOptions::new("default").build(),
+    )?)
+}
+
+/// The JSON history of the session's latest workflow run.
+pub async fn history_json(client: &Client, session_id: &str) -> anyhow::Result<Vec<u8>> {
+    Ok(client
+        .get_workflow_handle::<UntypedWorkflow>(format!("keel-session-{session_id}"))
+        .fetch_history(Default::default())
+        .to_json()
+        .await?)
+}
+
+/// With `KEEL_RECORD_HISTORIES=DIR`, saves the session's latest run history
+/// as `DIR/<name>.json` for the worker's replay tests
+/// (`worker/tests/histories`). Call it once the run has closed.
+pub async fn record(client: &Client, session_id: &str, name: &str) -> anyhow::Result<()> {
+    let Ok(dir) = std::env::var("KEEL_RECORD_HISTORIES") else {
+        return Ok(());
+    };
+    let path = std::path::Path::new(&dir).join(format!("{name}.json"));
+    if path.exists() {
+        // Recordings are a compatibility contract: never overwrite one.
+        eprintln!("kept the existing recording {}", path.display());
+        return Ok(());
+    }
+    let json = history_json(client, session_id).await?;
+    std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("recorded {}", path.display());
+    Ok(())
+}
