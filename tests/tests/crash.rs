@@ -1,0 +1,303 @@
+//! Crash at any point: `kill -9` of the worker (during a model call and while
+//! idle), of the model-proxy during a stream, of session-api while a client
+//! streams, and a restart of a SQLite-backed Temporal. Each time the turn
+//! completes with the right result and the client sees every event exactly
+//! once, in order.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+use std::time::Duration;
+
+use keel_e2e::fake_model::{FakeModel, Scripted, sse};
+use keel_e2e::stack::{Stack, StackOptions};
+use keel_proto::v1 as pb;
+use keel_proto::v1::session_service_client::SessionServiceClient;
+use pb::event::Msg;
+use serde_json::Value;
+use tonic::transport::Channel;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+async fn start(script: Vec<Scripted>, temporal_db: bool) -> (FakeModel, Stack) {
+    let fake = FakeModel::start(script).await.unwrap();
+    let mut opts = StackOptions::new(fake.base_url());
+    opts.temporal_db = temporal_db;
+    let stack = tokio::task::spawn_blocking(move || Stack::start(opts))
+        .await
+        .unwrap()
+        .unwrap();
+    (fake, stack)
+}
+
+async fn client(addr: &str) -> SessionServiceClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    SessionServiceClient::new(channel)
+}
+
+async fn new_session(client: &mut SessionServiceClient<Channel>) -> String {
+    client
+        .create_session(pb::CreateSessionRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .session_id
+}
+
+/// Sends a turn, retrying while session-api or Temporal is coming back.
+async fn send(client: &mut SessionServiceClient<Channel>, sid: &str, turn_id: &str, text: &str) {
+    let req = pb::SendUserTurnRequest {
+        session_id: sid.into(),
+        text: text.into(),
+        turn_id: turn_id.into(),
+    };
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match client.send_user_turn(req.clone()).await {
+                Ok(_) => return,
+                Err(e)
+                    if matches!(
+                        e.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::DeadlineExceeded
+                            | tonic::Code::Unknown
+                    ) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("send_user_turn: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the turn is accepted eventually");
+}
+
+/// Follows events after `after` until `turn_id` ends, reconnecting (from the
+/// last offset seen) whenever the stream breaks.
+async fn follow_turn(addr: &str, sid: &str, after: u64, turn_id: &str) -> Vec<pb::Event> {
+    let mut events: Vec<pb::Event> = Vec::new();
+    let mut last = after;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let mut c = client(addr).await;
+            let stream = c
+                .stream_events(pb::StreamEventsRequest {
+                    session_id: sid.into(),
+                    after_offset: last,
+                    follow: true,
+                })
+                .await;
+            let Ok(stream) = stream else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let mut stream = stream.into_inner();
+            while let Ok(Some(m)) = stream.message().await {
+                let Some(pb::stream_events_response::Kind::Event(e)) = m.kind else {
+                    panic!("unexpected gap {m:?}");
+                };
+                last = e.offset;
+                let end = e.turn_id == turn_id
+                    && matches!(
+                        e.msg,
+                        Some(Msg::TurnComplete(_)) | Some(Msg::TurnAborted(_))
+                    );
+                events.push(e);
+                if end {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("turn {turn_id} did not end; got {events:#?}"));
+    events
+}
+
+fn assert_dense(events: &[pb::Event], after: u64) {
+    let offsets: Vec<u64> = events.iter().map(|e| e.offset).collect();
+    let expected: Vec<u64> = (after + 1..=after + events.len() as u64).collect();
+    assert_eq!(offsets, expected, "every event exactly once, in order");
+}
+
+fn agent_messages(events: &[pb::Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.msg {
+            Some(Msg::AgentMessage(m)) => Some(m.message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn input_summary(input: &[Value]) -> Vec<String> {
+    input
+        .iter()
+        .map(|i| match i["type"].as_str().unwrap() {
+            "message" => format!(
+                "{}: {}",
+                i["role"].as_str().unwrap(),
+                i["content"][0]["text"].as_str().unwrap()
+            ),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_killed_during_a_model_call_and_while_idle() {
+    let (fake, mut stack) = start(
+        vec![
+            // The first attempt hangs mid-stream; the worker dies under it.
+            Scripted::stalled(vec![
+                sse::created(),
+                sse::text_delta("m0", "never finished"),
+            ]),
+            Scripted::assistant("answer 1"),
+            Scripted::assistant("answer 2"),
+        ],
+        false,
+    )
+    .await;
+    let mut c = client(&stack.session_api).await;
+    let sid = new_session(&mut c).await;
+    send(&mut c, &sid, "turn-1", "question 1").await;
+    fake.wait_for_requests(1, WAIT).await.unwrap();
+    stack.kill("keel-worker").unwrap();
+    stack.restart("keel-worker").unwrap();
+    let events = follow_turn(&stack.session_api, &sid, 0, "turn-1").await;
+    assert_dense(&events, 0);
+    assert_eq!(agent_messages(&events), ["answer 1"]);
+
+    // Idle: the worker is down when the turn arrives.
+    stack.kill("keel-worker").unwrap();
+    let last = events.last().unwrap().offset;
+    send(&mut c, &sid, "turn-2", "question 2").await;
+    stack.restart("keel-worker").unwrap();
+    let events2 = follow_turn(&stack.session_api, &sid, last, "turn-2").await;
+    assert_dense(&events2, last);
+    assert_eq!(agent_messages(&events2), ["answer 2"]);
+
+    let requests = fake.wait_for_requests(3, WAIT).await.unwrap();
+    // The retried call sent the same conversation; nothing was duplicated.
+    assert_eq!(requests[0].input(), requests[1].input());
+    assert_eq!(
+        input_summary(requests[2].input()),
+        [
+            "user: question 1",
+            "assistant: answer 1",
+            "user: question 2"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn model_proxy_killed_during_a_stream() {
+    let (fake, mut stack) = start(
+        vec![
+            Scripted::stalled(vec![sse::created(), sse::text_delta("m0", "cut off")]),
+            Scripted::assistant("answer after the crash"),
+        ],
+        false,
+    )
+    .await;
+    let mut c = client(&stack.session_api).await;
+    let sid = new_session(&mut c).await;
+    send(&mut c, &sid, "turn-1", "question").await;
+    fake.wait_for_requests(1, WAIT).await.unwrap();
+    stack.kill("keel-model-proxy").unwrap();
+    stack.restart("keel-model-proxy").unwrap();
+    let events = follow_turn(&stack.session_api, &sid, 0, "turn-1").await;
+    assert_dense(&events, 0);
+    assert_eq!(agent_messages(&events), ["answer after the crash"]);
+    let requests = fake.wait_for_requests(2, WAIT).await.unwrap();
+    assert_eq!(input_summary(requests[1].input()), ["user: question"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_api_killed_while_a_client_streams() {
+    let delay = Duration::from_millis(150);
+    let words: Vec<String> = (0..20).map(|i| format!("w{i} ")).collect();
+    let mut events = vec![sse::created()];
+    events.extend(words.iter().map(|w| sse::text_delta("m1", w)));
+    events.push(sse::message("m1", &words.concat()));
+    events.push(sse::completed("r1", 10, 5));
+    let (_fake, mut stack) = start(
+        vec![
+            Scripted::tool_call("call_1", "shell", r#"{"command":["echo","hi"]}"#),
+            Scripted::paced(events, delay),
+        ],
+        false,
+    )
+    .await;
+    let addr = stack.session_api.clone();
+    let mut c = client(&addr).await;
+    let sid = new_session(&mut c).await;
+    send(&mut c, &sid, "turn-1", "go").await;
+    // Read until the command has ended, then kill session-api under the stream.
+    let mut stream = c
+        .stream_events(pb::StreamEventsRequest {
+            session_id: sid.clone(),
+            after_offset: 0,
+            follow: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        let Some(pb::stream_events_response::Kind::Event(e)) = m.kind else {
+            panic!("gap")
+        };
+        let done = matches!(e.msg, Some(Msg::ExecCommandEnd(_)));
+        seen.push(e);
+        if done {
+            break;
+        }
+    }
+    stack.kill("keel-session-api").unwrap();
+    // The stream breaks with the server; events already in flight still count.
+    while let Ok(Some(m)) = stream.message().await {
+        if let Some(pb::stream_events_response::Kind::Event(e)) = m.kind {
+            seen.push(e);
+        }
+    }
+    stack.restart("keel-session-api").unwrap();
+    let last = seen.last().unwrap().offset;
+    let rest = follow_turn(&addr, &sid, last, "turn-1").await;
+    seen.extend(rest);
+    assert_dense(&seen, 0);
+    assert_eq!(agent_messages(&seen), [words.concat()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn temporal_restart_keeps_the_session() {
+    let (fake, mut stack) = start(
+        vec![Scripted::assistant("before"), Scripted::assistant("after")],
+        true,
+    )
+    .await;
+    let addr = stack.session_api.clone();
+    let mut c = client(&addr).await;
+    let sid = new_session(&mut c).await;
+    send(&mut c, &sid, "turn-1", "one").await;
+    let events = follow_turn(&addr, &sid, 0, "turn-1").await;
+    assert_eq!(agent_messages(&events), ["before"]);
+
+    stack.kill("temporal").unwrap();
+    stack.restart("temporal").unwrap();
+    let last = events.last().unwrap().offset;
+    send(&mut c, &sid, "turn-2", "two").await;
+    let events2 = follow_turn(&addr, &sid, last, "turn-2").await;
+    assert_dense(&events2, last);
+    assert_eq!(agent_messages(&events2), ["after"]);
+    let requests = fake.wait_for_requests(2, WAIT).await.unwrap();
+    assert_eq!(
+        input_summary(requests[1].input()),
+        ["user: one", "assistant: before", "user: two"]
+    );
+}

@@ -1,0 +1,93 @@
+//! After a sandboxed run failed (Codex compat §5.4 steps 3–4).
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ApprovalKey, ApprovalPolicy};
+
+/// The question Codex asks before re-running without the sandbox.
+const RETRY_REASON: &str = "command failed; retry without sandbox?";
+
+/// Words in the output that mark a failure as the sandbox's doing.
+const DENIAL_WORDS: &[&str] = &[
+    "operation not permitted",
+    "permission denied",
+    "read-only file system",
+    "seccomp",
+    "sandbox",
+    "landlock",
+    "failed to write file",
+];
+
+/// 128 + SIGSYS: the exit status of a process killed by a seccomp filter.
+const SIGSYS_EXIT: i32 = 128 + 31;
+
+/// Whether a finished run is a sandbox *denial* (§5.4 step 3): a sandbox
+/// was active, the exit code is non-zero, and the output names the sandbox
+/// (case-insensitively) or the process died of SIGSYS. Other failures —
+/// exit 2, 126, 127 without those words — are the command's own.
+pub fn is_sandbox_denial(
+    sandboxed: bool,
+    exit_code: i32,
+    stdout: &str,
+    stderr: &str,
+    aggregated: &str,
+) -> bool {
+    if !sandboxed || exit_code == 0 {
+        return false;
+    }
+    let names_sandbox = [stdout, stderr, aggregated].iter().any(|text| {
+        let lower = text.to_lowercase();
+        DENIAL_WORDS.iter().any(|word| lower.contains(word))
+    });
+    names_sandbox || exit_code == SIGSYS_EXIT
+}
+
+/// Everything [`decide_after_sandbox_denial`] needs.
+#[derive(Clone, Copy, Debug)]
+pub struct SandboxDenialInput<'a> {
+    pub approval_policy: ApprovalPolicy,
+    /// The user approved this call before it ran (a prompt, or a session
+    /// approval: `already_approved` of the allow decision).
+    pub already_approved: bool,
+    /// The call's session key ([`approval_key`](super::approval_key)).
+    pub approval_key: &'a ApprovalKey,
+    pub approved_for_session: &'a BTreeSet<ApprovalKey>,
+    /// The amendment of the allow decision, offered with the question.
+    pub proposed_amendment: Option<&'a [String]>,
+}
+
+/// What to do after a sandbox denial.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DenialDecision {
+    /// Give the denial output to the model as the call's result
+    /// (`on-request`, `never`).
+    ReturnToModel,
+    /// Re-run now without the sandbox: this call was already approved.
+    RerunUnsandboxed,
+    /// Ask first (`exec_approval_request` with this reason); on approval
+    /// re-run without the sandbox.
+    Prompt {
+        reason: String,
+        proposed_amendment: Option<Vec<String>>,
+    },
+}
+
+/// §5.4 step 4: `untrusted` and `on-failure` may re-run a denied command
+/// without the sandbox, asking first unless this call (or its session key)
+/// was already approved; `on-request` and `never` return the denial to the
+/// model.
+pub fn decide_after_sandbox_denial(input: &SandboxDenialInput<'_>) -> DenialDecision {
+    if !input.approval_policy.asks_after_denial() {
+        return DenialDecision::ReturnToModel;
+    }
+    if input.already_approved || input.approved_for_session.contains(input.approval_key) {
+        return DenialDecision::RerunUnsandboxed;
+    }
+    DenialDecision::Prompt {
+        reason: RETRY_REASON.to_owned(),
+        proposed_amendment: input.proposed_amendment.map(<[String]>::to_vec),
+    }
+}

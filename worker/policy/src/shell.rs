@@ -1,0 +1,357 @@
+//! Reading `bash -lc <script>` invocations (Codex compat §4.3, §4.4).
+//!
+//! Scripts are parsed with tree-sitter-bash, the grammar Codex uses, so that
+//! "is this a plain word-only script?" has the same answer here as there.
+//! Nothing in this module splits strings on whitespace: words come only from
+//! the grammar.
+
+use std::path::Path;
+
+use tree_sitter::{Node, Parser, Tree};
+
+/// Named node kinds a plain script may contain (§4.3). Anything else —
+/// substitutions, expansions, redirections, subshells, assignments,
+/// comments, control flow — rejects the whole script.
+const PLAIN_KINDS: &[&str] = &[
+    "program",
+    "list",
+    "pipeline",
+    "command",
+    "command_name",
+    "word",
+    "string",
+    "string_content",
+    "raw_string",
+    "number",
+    "concatenation",
+];
+
+/// Anonymous tokens a plain script may contain: the four operators and the
+/// quote characters of `string` nodes. Whitespace-only tokens (a newline
+/// used as a separator) are accepted too, as in Codex.
+const PLAIN_TOKENS: &[&str] = &["&&", "||", ";", "|", "\"", "'"];
+
+/// Node kinds that may hang off the single command of a heredoc script
+/// (§4.4): they attach input or output to the command without changing its
+/// argv.
+const HEREDOC_ATTACHMENTS: &[&str] = &[
+    "heredoc_body",
+    "simple_heredoc_body",
+    "heredoc_redirect",
+    "herestring_redirect",
+    "file_redirect",
+    "redirected_statement",
+];
+
+/// The script of `[bash|zsh|sh, -lc|-c, script]`, the only shape Codex reads
+/// as a shell invocation. The shell is recognised by file name (so
+/// `/bin/bash` counts), the flag must be exactly `-lc` or `-c`.
+pub(crate) fn shell_script(argv: &[String]) -> Option<&str> {
+    let [shell, flag, script] = argv else {
+        return None;
+    };
+    if !matches!(flag.as_str(), "-lc" | "-c") {
+        return None;
+    }
+    let stem = Path::new(shell).file_stem()?.to_str()?;
+    matches!(stem, "bash" | "zsh" | "sh").then_some(script.as_str())
+}
+
+/// The plain commands of a shell invocation, or `None` when `argv` is not a
+/// shell invocation or its script is not plain (§4.3). An empty script gives
+/// `Some(vec![])`; callers treat that as "not parsed".
+pub(crate) fn plain_commands(argv: &[String]) -> Option<Vec<Vec<String>>> {
+    parse_plain_script(shell_script(argv)?)
+}
+
+/// The argv vectors of a script made only of plain commands joined by `&&`,
+/// `||`, `;` and `|`, in source order.
+pub(crate) fn parse_plain_script(script: &str) -> Option<Vec<Vec<String>>> {
+    let tree = parse(script)?;
+    let root = tree.root_node();
+    if root.has_error() {
+        return None;
+    }
+    let mut commands = Vec::new();
+    let mut stack = vec![root];
+    while let Some(node) = stack.pop() {
+        let kind = node.kind();
+        if node.is_named() {
+            if !PLAIN_KINDS.contains(&kind) {
+                return None;
+            }
+            if kind == "command" {
+                commands.push(node);
+            }
+        } else if !(PLAIN_TOKENS.contains(&kind) || kind.trim().is_empty()) {
+            return None;
+        }
+        let mut cursor = node.walk();
+        stack.extend(node.children(&mut cursor));
+    }
+    // The walk is depth-first through a stack; restore source order.
+    commands.sort_by_key(Node::start_byte);
+    commands
+        .into_iter()
+        .map(|command| plain_words(command, script))
+        .collect()
+}
+
+/// The literal words of the one command in a heredoc script (§4.4), e.g.
+/// `["cat"]` for `cat <<EOF > out.txt …`. Used only to match exec-policy
+/// rules: it never makes a command known-safe.
+///
+/// The script must contain a heredoc, exactly one command, that command
+/// must sit directly in the program (no subshell, loop or list around it)
+/// and its words must be bare literals. Leading `VAR=value` assignments are
+/// rejected: they could change which program runs (`PATH=…`).
+pub(crate) fn heredoc_command_prefix(argv: &[String]) -> Option<Vec<String>> {
+    let script = shell_script(argv)?;
+    let tree = parse(script)?;
+    let root = tree.root_node();
+    if root.has_error() || !has_descendant(root, "heredoc_redirect") {
+        return None;
+    }
+    let command = single_command(root)?;
+    let mut parent = command.parent();
+    while let Some(node) = parent {
+        if !matches!(node.kind(), "program" | "redirected_statement") {
+            return None;
+        }
+        parent = node.parent();
+    }
+    let mut words = Vec::new();
+    let mut cursor = command.walk();
+    for child in command.named_children(&mut cursor) {
+        match child.kind() {
+            "command_name" => {
+                let word = child.named_child(0)?;
+                words.push(literal_text(word, script)?);
+            }
+            "word" | "number" => words.push(literal_text(child, script)?),
+            "comment" => {}
+            kind if HEREDOC_ATTACHMENTS.contains(&kind) => {}
+            _ => return None,
+        }
+    }
+    (!words.is_empty()).then_some(words)
+}
+
+fn parse(script: &str) -> Option<Tree> {
+    let mut parser = Parser::new();
+    parser
+        .set_language(&tree_sitter_bash::LANGUAGE.into())
+        .ok()?;
+    parser.parse(script, None)
+}
+
+fn plain_words(command: Node<'_>, src: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut cursor = command.walk();
+    for child in command.named_children(&mut cursor) {
+        let word = match child.kind() {
+            "command_name" => {
+                let name = child.named_child(0)?;
+                if name.kind() != "word" {
+                    return None;
+                }
+                text(name, src)?.to_owned()
+            }
+            "word" | "number" => text(child, src)?.to_owned(),
+            "string" => double_quoted(child, src)?,
+            "raw_string" => single_quoted(child, src)?,
+            "concatenation" => concatenation(child, src)?,
+            _ => return None,
+        };
+        words.push(word);
+    }
+    Some(words)
+}
+
+/// Adjacent pieces such as `-g"*.py"` form one word.
+fn concatenation(node: Node<'_>, src: &str) -> Option<String> {
+    let mut word = String::new();
+    let mut cursor = node.walk();
+    for part in node.named_children(&mut cursor) {
+        match part.kind() {
+            "word" | "number" => word.push_str(text(part, src)?),
+            "string" => word.push_str(&double_quoted(part, src)?),
+            "raw_string" => word.push_str(&single_quoted(part, src)?),
+            _ => return None,
+        }
+    }
+    (!word.is_empty()).then_some(word)
+}
+
+/// A double-quoted string counts only when it holds plain text: any
+/// expansion inside makes its value unknowable here.
+fn double_quoted(node: Node<'_>, src: &str) -> Option<String> {
+    let mut cursor = node.walk();
+    if node
+        .named_children(&mut cursor)
+        .any(|part| part.kind() != "string_content")
+    {
+        return None;
+    }
+    let raw = text(node, src)?;
+    Some(raw.strip_prefix('"')?.strip_suffix('"')?.to_owned())
+}
+
+fn single_quoted(node: Node<'_>, src: &str) -> Option<String> {
+    let raw = text(node, src)?;
+    Some(raw.strip_prefix('\'')?.strip_suffix('\'')?.to_owned())
+}
+
+fn literal_text(node: Node<'_>, src: &str) -> Option<String> {
+    if !matches!(node.kind(), "word" | "number") || node.named_child_count() != 0 {
+        return None;
+    }
+    text(node, src).map(str::to_owned)
+}
+
+fn text<'s>(node: Node<'_>, src: &'s str) -> Option<&'s str> {
+    src.get(node.byte_range())
+}
+
+fn has_descendant(root: Node<'_>, kind: &str) -> bool {
+    let mut stack = vec![root];
+    while let Some(node) = stack.pop() {
+        if node.kind() == kind {
+            return true;
+        }
+        let mut cursor = node.walk();
+        stack.extend(node.named_children(&mut cursor));
+    }
+    false
+}
+
+fn single_command(root: Node<'_>) -> Option<Node<'_>> {
+    let mut found = None;
+    let mut stack = vec![root];
+    while let Some(node) = stack.pop() {
+        if node.kind() == "command" {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(node);
+        }
+        let mut cursor = node.walk();
+        stack.extend(node.named_children(&mut cursor));
+    }
+    found
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn words(script: &str) -> Option<Vec<Vec<String>>> {
+        parse_plain_script(script)
+    }
+
+    fn argv(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn plain_scripts_give_their_commands_in_order() {
+        assert_eq!(
+            words("ls && pwd; echo 'hi there' | wc -l").unwrap(),
+            vec![
+                argv(&["ls"]),
+                argv(&["pwd"]),
+                argv(&["echo", "hi there"]),
+                argv(&["wc", "-l"])
+            ]
+        );
+        assert_eq!(
+            words(r#"rg -n "foo" -g"*.py" 12"#).unwrap(),
+            vec![argv(&["rg", "-n", "foo", "-g*.py", "12"])]
+        );
+        assert_eq!(
+            words(r#"echo "/usr"'/'"local"/bin"#).unwrap(),
+            vec![argv(&["echo", "/usr/local/bin"])]
+        );
+        assert_eq!(
+            words("ls\npwd").unwrap(),
+            vec![argv(&["ls"]), argv(&["pwd"])]
+        );
+        assert_eq!(words("").unwrap(), Vec::<Vec<String>>::new());
+    }
+
+    #[test]
+    fn anything_but_plain_words_rejects_the_script() {
+        for script in [
+            "ls > out.txt",
+            "cat < in",
+            "cat <<EOF\nx\nEOF",
+            "cat <<< hi",
+            "(ls)",
+            "ls || (pwd && echo hi)",
+            "echo $(pwd)",
+            "echo `pwd`",
+            "echo $HOME",
+            "echo ${HOME}",
+            "echo \"hi $USER\"",
+            "FOO=bar ls",
+            "ls &",
+            "echo hi & echo bye",
+            "ls ;; pwd",
+            "ls | | wc",
+            "ls &&",
+            "&& ls",
+            "ls # comment",
+            "if true; then ls; fi",
+            "for a in b; do ls; done",
+            "{ ls; }",
+            "\"ls\" -l",
+            "ls 2>&1",
+            "echo \"unterminated",
+        ] {
+            assert_eq!(words(script), None, "{script:?}");
+        }
+    }
+
+    #[test]
+    fn only_three_argument_shell_invocations_are_scripts() {
+        assert_eq!(shell_script(&argv(&["bash", "-lc", "ls"])), Some("ls"));
+        assert_eq!(shell_script(&argv(&["/bin/zsh", "-c", "ls"])), Some("ls"));
+        assert_eq!(shell_script(&argv(&["sh", "-c", "ls"])), Some("ls"));
+        assert_eq!(shell_script(&argv(&["bash", "-lc", "git", "status"])), None);
+        assert_eq!(shell_script(&argv(&["bash", "-x", "ls"])), None);
+        assert_eq!(shell_script(&argv(&["python3", "-c", "ls"])), None);
+        assert_eq!(shell_script(&argv(&["fish", "-c", "ls"])), None);
+    }
+
+    #[test]
+    fn heredoc_prefix_takes_the_single_commands_words() {
+        let prefix = |script: &str| heredoc_command_prefix(&argv(&["bash", "-lc", script]));
+        assert_eq!(prefix("cat <<EOF\nhello $X\nEOF").unwrap(), argv(&["cat"]));
+        // tree-sitter-bash drops a lone `-` word; Codex sees the same.
+        assert_eq!(
+            prefix("python3 - <<'PY'\nprint(1)\nPY").unwrap(),
+            argv(&["python3"])
+        );
+        assert_eq!(
+            prefix("python3 script.py --n 3 <<'PY'\nx\nPY").unwrap(),
+            argv(&["python3", "script.py", "--n", "3"])
+        );
+        assert_eq!(
+            prefix("cat <<EOF > out.txt\nx\nEOF").unwrap(),
+            argv(&["cat"])
+        );
+        assert_eq!(
+            prefix("cat > out.txt <<EOF\nx\nEOF").unwrap(),
+            argv(&["cat"])
+        );
+        // No heredoc, two commands, a substitution, an assignment, a subshell.
+        assert_eq!(prefix("cat > out.txt"), None);
+        assert_eq!(prefix("cat <<< hi"), None);
+        assert_eq!(prefix("cat <<EOF | sh\nx\nEOF"), None);
+        assert_eq!(prefix("cat <<EOF > $(evil)\nx\nEOF"), None);
+        assert_eq!(prefix("PATH=/x cat <<EOF\nx\nEOF"), None);
+        assert_eq!(prefix("(cat <<EOF\nx\nEOF\n)"), None);
+        assert_eq!(prefix("cat \"$F\" <<EOF\nx\nEOF"), None);
+    }
+}
