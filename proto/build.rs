@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "keel/v1/model.proto",
     "keel/v1/tool.proto",
     "keel/v1/mcp.proto",
+    "keel/v1/live.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 mod client;
+mod policy;
 mod render;
 mod run;
 mod sessions;
@@ -86,10 +87,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check commands against Keel's approval rules, offline.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Offline and synchronous: no state directory, runtime or stack needed.
+    if let Command::Policy(command) = &cli.command {
+        return policy::run(command);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -150,6 +158,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
             run::run(target, options).await
         }
         Command::Sessions { json } => sessions::show(connect().await?, json).await,
+        // Answered in `main` before the runtime starts.
+        Command::Policy(_) => Ok(()),
     }
 }
 
@@ -220,5 +230,31 @@ mod tests {
         assert!(matches!(cli.command, Command::Status { json: true }));
         let cli = Cli::try_parse_from(["keel", "up", "--timeout", "5"]).unwrap();
         assert!(matches!(cli.command, Command::Up { timeout: 5 }));
+    }
+
+    #[test]
+    fn policy_check_arguments() {
+        let parse =
+            |args: &[&str]| Cli::try_parse_from(["keel", "policy", "check"].iter().chain(args));
+        assert!(parse(&["--", "ls", "-la"]).is_ok());
+        assert!(
+            parse(&[
+                "--approval-policy",
+                "never",
+                "--sandbox",
+                "workspace-write",
+                "--rules",
+                "a",
+                "--rules",
+                "b",
+                "--",
+                "ls"
+            ])
+            .is_ok()
+        );
+        assert!(parse(&["ls"]).is_err(), "the command comes after --");
+        assert!(parse(&["--"]).is_err(), "a command is required");
+        assert!(parse(&["--approval-policy", "sometimes", "--", "ls"]).is_err());
+        assert!(parse(&["--sandbox", "full", "--", "ls"]).is_err());
     }
 }

@@ -9,7 +9,8 @@ use std::io::{self, Write};
 
 use keel_proto::v1::event::Msg;
 use keel_proto::v1::{
-    Event, EventGap, ExecCommandStatus, SessionStatus, TokenUsage, TurnAbortReason,
+    Event, EventGap, ExecCommandStatus, LiveDelta, LiveDeltaKind, SessionStatus, TokenUsage,
+    TurnAbortReason,
 };
 use serde_json::{Value, json};
 
@@ -57,6 +58,9 @@ pub struct HumanRenderer<O, E> {
     err: E,
     out_style: Style,
     err_style: Style,
+    /// Assistant text already printed from live deltas, not yet confirmed by
+    /// the durable `agent_message`.
+    streamed: String,
 }
 
 impl<O: Write, E: Write> HumanRenderer<O, E> {
@@ -66,7 +70,18 @@ impl<O: Write, E: Write> HumanRenderer<O, E> {
             err,
             out_style,
             err_style,
+            streamed: String::new(),
         }
+    }
+
+    /// Prints assistant text as the model writes it.
+    pub fn delta(&mut self, delta: &LiveDelta) -> io::Result<()> {
+        if delta.kind != LiveDeltaKind::AgentMessage as i32 {
+            return Ok(());
+        }
+        self.out.write_all(delta.delta.as_bytes())?;
+        self.streamed.push_str(&delta.delta);
+        self.out.flush()
     }
 
     pub fn event(&mut self, event: &Event) -> io::Result<()> {
@@ -74,8 +89,19 @@ impl<O: Write, E: Write> HumanRenderer<O, E> {
         let Some(msg) = &event.msg else {
             return Ok(());
         };
+        let streamed = std::mem::take(&mut self.streamed);
         match msg {
+            // Print only what the deltas did not already show.
+            Msg::AgentMessage(m) if !streamed.is_empty() && m.message.starts_with(&streamed) => {
+                write_block(&mut self.out, &m.message[streamed.len()..])?;
+                if m.message.len() == streamed.len() && !streamed.ends_with('\n') {
+                    self.out.write_all(b"\n")?;
+                }
+            }
             Msg::AgentMessage(m) => {
+                if !streamed.is_empty() {
+                    self.out.write_all(b"\n")?;
+                }
                 write_block(&mut self.out, &m.message)?;
                 if m.truncated {
                     writeln!(self.out, "{}", o.dim("… (message truncated)"))?;
@@ -187,6 +213,19 @@ impl<O: Write, E: Write> Renderer<O, E> {
             Renderer::Human(r) => r.gap(gap),
             Renderer::Json(r) => r.gap(gap),
         }
+    }
+
+    /// Live deltas are shown by the human renderer only; JSON output stays
+    /// the durable event log.
+    pub fn delta(&mut self, delta: &LiveDelta) -> io::Result<()> {
+        match self {
+            Renderer::Human(r) => r.delta(delta),
+            Renderer::Json(_) => Ok(()),
+        }
+    }
+
+    pub fn wants_deltas(&self) -> bool {
+        matches!(self, Renderer::Human(_))
     }
 }
 

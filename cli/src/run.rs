@@ -103,6 +103,7 @@ async fn run_turn<O: Write, E: Write>(
             session_id: session_id.clone(),
             after_offset: session.last_event_offset,
             follow: true,
+            live_deltas: renderer.wants_deltas(),
         })
         .await
         .map_err(|status| api.error("StreamEvents", &status))?
@@ -135,6 +136,10 @@ async fn run_turn<O: Write, E: Write>(
                         }
                     }
                     Some(Kind::Gap(gap)) => renderer.gap(&gap).context("cannot write the output")?,
+                    Some(Kind::Delta(delta)) if delta.turn_id == turn_id => {
+                        renderer.delta(&delta).context("cannot write the output")?
+                    }
+                    Some(Kind::Delta(_)) => {}
                     None => {}
                 }
             }

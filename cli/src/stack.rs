@@ -55,8 +55,8 @@ impl Component {
         Component::ModelProxy,
         Component::ToolRunner,
         Component::McpBroker,
-        Component::Worker,
         Component::SessionApi,
+        Component::Worker,
     ];
 
     /// The order `keel status` lists them in: what a user talks to first.
@@ -105,6 +105,7 @@ impl Component {
                 Component::ModelProxy,
                 Component::ToolRunner,
                 Component::McpBroker,
+                Component::SessionApi,
             ],
             Component::SessionApi => &[Component::Temporal],
         }
@@ -379,8 +380,16 @@ impl Stack {
         let blob_url = self.state.blob_url();
         match component {
             Component::Temporal => bail!("temporal is not a Keel service"),
-            Component::ModelProxy | Component::ToolRunner => {
+            Component::ModelProxy => {
                 args.extend(["--blob-url".to_string(), blob_url]);
+            }
+            // A local stack serves the user's own directories (`keel run --cwd`).
+            Component::ToolRunner => {
+                args.extend([
+                    "--blob-url".to_string(),
+                    blob_url,
+                    "--allow-any-workspace".to_string(),
+                ]);
             }
             Component::McpBroker => {}
             Component::Worker => args.extend([
@@ -396,6 +405,8 @@ impl Stack {
                 addr_of(Component::ToolRunner)?,
                 "--mcp-broker".to_string(),
                 addr_of(Component::McpBroker)?,
+                "--session-api".to_string(),
+                addr_of(Component::SessionApi)?,
             ]),
             Component::SessionApi => args.extend([
                 "--temporal-address".to_string(),
@@ -1070,6 +1081,7 @@ mod tests {
             (Component::ModelProxy, "127.0.0.1:1001".to_string()),
             (Component::ToolRunner, "127.0.0.1:1002".to_string()),
             (Component::McpBroker, "127.0.0.1:1003".to_string()),
+            (Component::SessionApi, "127.0.0.1:1004".to_string()),
         ]);
         let root = state.root().display().to_string();
         let worker = stack
@@ -1081,7 +1093,8 @@ mod tests {
             format!(
                 "--listen 127.0.0.1:0 --addr-file {root}/run/worker.addr \
                  --temporal-address 127.0.0.1:7233 --namespace default --task-queue keel-agent \
-                 --model-proxy 127.0.0.1:1001 --tool-runner 127.0.0.1:1002 --mcp-broker 127.0.0.1:1003"
+                 --model-proxy 127.0.0.1:1001 --tool-runner 127.0.0.1:1002 --mcp-broker 127.0.0.1:1003 \
+                 --session-api 127.0.0.1:1004"
             )
         );
         let api = stack

@@ -27,6 +27,34 @@ pub async fn history_json(client: &Client, session_id: &str) -> anyhow::Result<V
         .await?)
 }
 
+/// The history JSON plus the decoded text of every payload in it (payload
+/// data is base64 in the JSON), so assertions can search what was stored.
+pub fn decoded_text(history_json: &[u8]) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    fn walk(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let (Some(serde_json::Value::String(data)), true) =
+                    (m.get("data"), m.contains_key("metadata"))
+                {
+                    if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data) {
+                        out.push_str(&String::from_utf8_lossy(&bytes));
+                        out.push('\n');
+                    }
+                }
+                m.values().for_each(|v| walk(v, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let value: serde_json::Value = serde_json::from_slice(history_json)?;
+    let mut out = String::from_utf8_lossy(history_json).into_owned();
+    out.push('\n');
+    walk(&value, &mut out);
+    Ok(out)
+}
+
 /// With `KEEL_RECORD_HISTORIES=DIR`, saves the session's latest run history
 /// as `DIR/<name>.json` for the worker's replay tests
 /// (`worker/tests/histories`). Call it once the run has closed.

@@ -152,8 +152,11 @@ impl Stack {
                 ("KEEL_MODEL", options.model.as_str()),
             ],
         )?;
-        stack.tool_runner =
-            stack.start_service("keel-tool-runner", &["--blob-url", &blob_url], &[])?;
+        stack.tool_runner = stack.start_service(
+            "keel-tool-runner",
+            &["--blob-url", &blob_url, "--allow-any-workspace"],
+            &[],
+        )?;
         stack.mcp_broker = stack.start_service("keel-mcp-broker", &[], &[])?;
         let (temporal, model_proxy, tool_runner, mcp_broker) = (
             stack.temporal_address.clone(),
@@ -161,20 +164,6 @@ impl Stack {
             stack.tool_runner.clone(),
             stack.mcp_broker.clone(),
         );
-        stack.worker = stack.start_service(
-            "keel-worker",
-            &[
-                "--temporal-address",
-                &temporal,
-                "--model-proxy",
-                &model_proxy,
-                "--tool-runner",
-                &tool_runner,
-                "--mcp-broker",
-                &mcp_broker,
-            ],
-            &[],
-        )?;
         let retained = options.retained_events.to_string();
         let budget = options.history_event_budget.to_string();
         stack.session_api = stack.start_service(
@@ -188,6 +177,23 @@ impl Stack {
                 &retained,
                 "--history-event-budget",
                 &budget,
+            ],
+            &[],
+        )?;
+        let session_api = stack.session_api.clone();
+        stack.worker = stack.start_service(
+            "keel-worker",
+            &[
+                "--temporal-address",
+                &temporal,
+                "--model-proxy",
+                &model_proxy,
+                "--tool-runner",
+                &tool_runner,
+                "--mcp-broker",
+                &mcp_broker,
+                "--session-api",
+                &session_api,
             ],
             &[],
         )?;

@@ -57,6 +57,7 @@ async fn session_rolls_over_and_carries_everything() {
             session_id: sid.clone(),
             after_offset: 0,
             follow: true,
+            live_deltas: false,
         })
         .await
         .unwrap()

@@ -89,6 +89,7 @@ async fn follow_turn(addr: &str, sid: &str, after: u64, turn_id: &str) -> Vec<pb
                     session_id: sid.into(),
                     after_offset: last,
                     follow: true,
+                    live_deltas: false,
                 })
                 .await;
             let Ok(stream) = stream else {
@@ -244,6 +245,7 @@ async fn session_api_killed_while_a_client_streams() {
             session_id: sid.clone(),
             after_offset: 0,
             follow: true,
+            live_deltas: false,
         })
         .await
         .unwrap()

@@ -78,6 +78,7 @@ async fn interrupt_kills_the_running_command_and_the_next_turn_works() {
             session_id: sid.clone(),
             after_offset: 0,
             follow: true,
+            live_deltas: false,
         })
         .await
         .unwrap()

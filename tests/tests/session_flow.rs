@@ -40,6 +40,7 @@ async fn events_until_turn_end(
             session_id: session_id.into(),
             after_offset: after,
             follow: true,
+            live_deltas: false,
         })
         .await
         .unwrap()
@@ -78,6 +79,7 @@ async fn replay(
             session_id: session_id.into(),
             after_offset: after,
             follow: false,
+            live_deltas: false,
         })
         .await
         .unwrap()
@@ -265,6 +267,7 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
             session_id: sid.clone(),
             after_offset: newest + 10,
             follow: false,
+            live_deltas: false,
         })
         .await
         .unwrap_err();
@@ -322,6 +325,7 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
                 session_id: sid.clone(),
                 after_offset: newest,
                 follow: true,
+                live_deltas: false,
             })
             .await
             .unwrap()

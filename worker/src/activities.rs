@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_proto::v1 as pb;
+use keel_proto::v1::live_service_client::LiveServiceClient;
 use keel_proto::v1::model_service_client::ModelServiceClient;
 use keel_proto::v1::tool_service_client::ToolServiceClient;
 use keel_workflow_api::Usage;
@@ -13,12 +14,17 @@ use serde::{Deserialize, Serialize};
 use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 /// How often a running activity tells Temporal it is alive. Cancellation
 /// (an interrupt) reaches the activity in a heartbeat's answer, so this and the
 /// workflow's heartbeat timeout bound how fast an interrupted command dies.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// Deltas buffered per session-api before newer ones are dropped.
+const LIVE_BUFFER: usize = 256;
 
 /// Activity failure type names; the workflow maps them to Codex error classes.
 pub mod failure_type {
@@ -43,6 +49,9 @@ pub use keel_workflow_api::AppendItem;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ModelCallInput {
     pub session_id: String,
+    /// For live deltas only.
+    #[serde(default)]
+    pub turn_id: String,
     pub model: String,
     pub head: Option<String>,
     pub append: Vec<AppendItem>,
@@ -125,6 +134,8 @@ pub struct ToolCallOutput {
 pub struct KeelActivities {
     model: ModelServiceClient<Channel>,
     tools: ToolServiceClient<Channel>,
+    /// session-api instances to publish live deltas to (best effort).
+    live: Vec<LiveServiceClient<Channel>>,
 }
 
 /// A service address that is not a valid URI.
@@ -136,11 +147,37 @@ pub struct AddressError {
 }
 
 impl KeelActivities {
-    pub fn new(model_proxy: &str, tool_runner: &str) -> Result<Self, AddressError> {
+    pub fn new(
+        model_proxy: &str,
+        tool_runner: &str,
+        session_apis: &[String],
+    ) -> Result<Self, AddressError> {
         Ok(Self {
             model: ModelServiceClient::new(lazy_channel(model_proxy)?),
             tools: ToolServiceClient::new(lazy_channel(tool_runner)?),
+            live: session_apis
+                .iter()
+                .map(|a| lazy_channel(a).map(LiveServiceClient::new))
+                .collect::<Result<_, _>>()?,
         })
+    }
+
+    /// Opens one best-effort delta stream per session-api for a model call.
+    /// Deltas are dropped, never waited for, when a stream is slow or down.
+    fn live_publishers(&self) -> Vec<mpsc::Sender<pb::PublishRequest>> {
+        self.live
+            .iter()
+            .map(|client| {
+                let (tx, rx) = mpsc::channel(LIVE_BUFFER);
+                let mut client = client.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = client.publish(ReceiverStream::new(rx)).await {
+                        tracing::debug!(error = %e, "live deltas not delivered");
+                    }
+                });
+                tx
+            })
+            .collect()
     }
 }
 
@@ -200,6 +237,16 @@ impl KeelActivities {
             ..Default::default()
         };
         let mut client = self.model.clone();
+        let live = self.live_publishers();
+        let (session_id, turn_id) = (request.session_id.clone(), input.turn_id);
+        let publish = move |delta: pb::LiveDelta| {
+            for tx in &live {
+                let _ = tx.try_send(pb::PublishRequest {
+                    session_id: session_id.clone(),
+                    delta: Some(delta.clone()),
+                });
+            }
+        };
         let call = async move {
             let mut stream = client
                 .stream_response(request)
@@ -223,8 +270,21 @@ impl KeelActivities {
                             model: c.model,
                         });
                     }
-                    // Live deltas and retry notices are for watching
-                    // clients, not for history.
+                    // Live deltas go to watching clients, never to history.
+                    Some(Event::OutputTextDelta(d)) => publish(pb::LiveDelta {
+                        turn_id: turn_id.clone(),
+                        item_id: d.item_id,
+                        kind: pb::LiveDeltaKind::AgentMessage as i32,
+                        delta: d.delta,
+                        summary_index: 0,
+                    }),
+                    Some(Event::ReasoningSummaryDelta(d)) => publish(pb::LiveDelta {
+                        turn_id: turn_id.clone(),
+                        item_id: d.item_id,
+                        kind: pb::LiveDeltaKind::ReasoningSummary as i32,
+                        delta: d.delta,
+                        summary_index: d.summary_index,
+                    }),
                     Some(_) | None => {}
                 }
             }

@@ -26,6 +26,10 @@ struct Args {
     /// tool-runner address, host:port.
     #[arg(long, env = "KEEL_TOOL_RUNNER_ADDR")]
     tool_runner: String,
+    /// session-api addresses (host:port, comma-separated) to publish live
+    /// model deltas to; none: clients see text only when each item is done.
+    #[arg(long, env = "KEEL_SESSION_API_ADDRS", value_delimiter = ',')]
+    session_api: Vec<String>,
     /// mcp-broker address, host:port (not used yet).
     #[arg(long, env = "KEEL_MCP_BROKER_ADDR")]
     mcp_broker: Option<String>,
@@ -44,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
 
-    let activities = KeelActivities::new(&args.model_proxy, &args.tool_runner)?;
+    let activities = KeelActivities::new(&args.model_proxy, &args.tool_runner, &args.session_api)?;
     let options = WorkerOptions::new(args.task_queue.clone())
         .register_workflow::<AgentWorkflow>()?
         .register_activities(activities)

@@ -397,6 +397,7 @@ async fn sample_until_done(
     for _ in 0..MAX_ITERATIONS {
         let input = ctx.state(|s| ModelCallInput {
             session_id: s.input.session_id.clone(),
+            turn_id: turn_id.to_string(),
             model: s.input.model.clone(),
             head: s.head.clone(),
             append: s.pending.clone(),

@@ -2,7 +2,7 @@
 //! summary of an output item that the worker acts on.
 
 use keel_proto::v1::output_item_done::Item;
-use keel_proto::v1::{FunctionCallItem, MessageItem, OtherItem, ReasoningItem};
+use keel_proto::v1::{CustomToolCallItem, FunctionCallItem, MessageItem, OtherItem, ReasoningItem};
 use serde_json::{Map, Value};
 
 use crate::error::ProxyError;
@@ -64,11 +64,23 @@ pub fn summarize(item: &Map<String, Value>) -> Item {
                 None => String::new(),
             },
         }),
+        "custom_tool_call" => Item::CustomToolCall(CustomToolCallItem {
+            call_id: text("call_id"),
+            name: text("name"),
+            input: text("input"),
+        }),
         "reasoning" => Item::Reasoning(ReasoningItem {
             summary_text: parts(item, "summary")
                 .filter_map(|p| p.get("text").and_then(Value::as_str))
                 .collect::<Vec<_>>()
                 .join("\n\n"),
+            content_text: cut(
+                parts(item, "content")
+                    .filter_map(|p| p.get("text").and_then(Value::as_str))
+                    .collect(),
+                MESSAGE_TEXT_LIMIT,
+            )
+            .0,
         }),
         other => Item::Other(OtherItem {
             r#type: other.to_string(),
@@ -144,7 +156,29 @@ mod tests {
         assert_eq!(
             summarize(&reasoning),
             Item::Reasoning(ReasoningItem {
-                summary_text: "one\n\ntwo".into()
+                summary_text: "one\n\ntwo".into(),
+                content_text: String::new(),
+            })
+        );
+        let raw = obj(json!({"type": "reasoning", "summary": [],
+            "content": [{"type": "reasoning_text", "text": "thinking"}]}));
+        assert_eq!(
+            summarize(&raw),
+            Item::Reasoning(ReasoningItem {
+                summary_text: String::new(),
+                content_text: "thinking".into(),
+            })
+        );
+        let patch = obj(
+            json!({"type": "custom_tool_call", "call_id": "p", "name": "apply_patch",
+            "input": "*** Begin Patch\n*** End Patch"}),
+        );
+        assert_eq!(
+            summarize(&patch),
+            Item::CustomToolCall(CustomToolCallItem {
+                call_id: "p".into(),
+                name: "apply_patch".into(),
+                input: "*** Begin Patch\n*** End Patch".into(),
             })
         );
         let call = obj(

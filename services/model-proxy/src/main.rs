@@ -1,12 +1,16 @@
-//! `keel-model-proxy`: serves `keel.v1.ModelService` in front of an
-//! OpenAI-compatible Responses API.
+//! `keel-model-proxy`: serves `keel.v1.ModelService` in front of the model
+//! providers of Codex's config.toml (Responses API or Chat Completions).
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
 use keel_blobstore::BlobStore;
-use keel_model_proxy::{ApiKey, Config, ModelProxy, SERVICE_NAME};
+use keel_model_proxy::config::{self, Limits, Overrides};
+use keel_model_proxy::{ApiKey, Metrics, ModelProxy, SERVICE_NAME};
 use tonic::service::Routes;
 
 #[derive(Debug, Parser)]
@@ -17,25 +21,44 @@ use tonic::service::Routes;
 struct Args {
     #[command(flatten)]
     serve: keel_server::ServeArgs,
-    /// The Responses API base URL (`/responses` is appended).
-    #[arg(
-        long,
-        env = "OPENAI_BASE_URL",
-        default_value = "https://api.openai.com/v1"
-    )]
-    openai_base_url: String,
-    /// The vendor API key. Without one every call fails UNAUTHENTICATED.
+    /// Codex's config.toml to read (default: $CODEX_HOME/config.toml, else
+    /// ~/.codex/config.toml, where a missing file means defaults).
+    #[arg(long, env = "KEEL_CONFIG")]
+    config: Option<PathBuf>,
+    /// The `[profiles.<name>]` to use instead of the file's `profile`.
+    #[arg(long, env = "KEEL_PROFILE")]
+    profile: Option<String>,
+    /// The default provider instead of the file's `model_provider`.
+    #[arg(long, env = "KEEL_MODEL_PROVIDER")]
+    model_provider: Option<String>,
+    /// The built-in `openai` provider's base URL (`/responses` is appended).
+    #[arg(long, env = "OPENAI_BASE_URL")]
+    openai_base_url: Option<String>,
+    /// The built-in `openai` provider's key. Without one its calls fail
+    /// UNAUTHENTICATED.
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
     openai_api_key: Option<ApiKey>,
-    /// Model used when a request names none.
-    #[arg(long, env = "KEEL_MODEL", default_value = "gpt-5-codex")]
-    model: String,
+    /// Model used when a request names none (default: the file's `model`,
+    /// else gpt-5-codex).
+    #[arg(long, env = "KEEL_MODEL")]
+    model: Option<String>,
     /// The blob store: `file:///abs/dir` or `memory://`.
     #[arg(long, env = "KEEL_BLOB_URL")]
     blob_url: String,
-    /// Longest wait for the vendor's response headers or next SSE bytes.
-    #[arg(long, env = "KEEL_STREAM_IDLE_TIMEOUT_MS", default_value_t = 300_000)]
-    stream_idle_timeout_ms: u64,
+    /// Longest wait for a vendor's response headers or next SSE bytes, for
+    /// every provider (default: each provider's `stream_idle_timeout_ms`).
+    #[arg(long, env = "KEEL_STREAM_IDLE_TIMEOUT_MS")]
+    stream_idle_timeout_ms: Option<u64>,
+    /// Serve Prometheus metrics on `http://ADDR/metrics` (off by default).
+    #[arg(long, env = "KEEL_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Calls in flight per provider.
+    #[arg(long, env = "KEEL_MAX_CONCURRENT_PER_PROVIDER", default_value_t = 64)]
+    max_concurrent_per_provider: usize,
+    /// Calls waiting for a slot per provider; past that a call fails
+    /// RESOURCE_EXHAUSTED at once.
+    #[arg(long, env = "KEEL_MAX_QUEUED_PER_PROVIDER", default_value_t = 256)]
+    max_queued_per_provider: usize,
 }
 
 #[tokio::main]
@@ -45,19 +68,56 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     keel_server::init_tracing(args.serve.log_format);
 
-    let blobs = BlobStore::open(&args.blob_url)?;
-    let api_key = args.openai_api_key.and_then(ApiKey::non_empty);
-    if api_key.is_none() {
-        tracing::warn!("no OPENAI_API_KEY configured: every model call will fail UNAUTHENTICATED");
-    }
-    let config = Config {
-        base_url: args.openai_base_url,
-        api_key,
-        default_model: args.model,
-        stream_idle_timeout: Duration::from_millis(args.stream_idle_timeout_ms),
+    let overrides = Overrides {
+        config_file: args.config.clone(),
+        profile: args.profile.clone(),
+        model: args.model.clone(),
+        model_provider: args.model_provider.clone(),
+        openai_base_url: args.openai_base_url.clone(),
+        openai_api_key: args.openai_api_key.clone(),
+        stream_idle_timeout: args.stream_idle_timeout_ms.map(Duration::from_millis),
     };
-    tracing::info!(base_url = %config.base_url, model = %config.default_model, "model-proxy configured");
-    let proxy = ModelProxy::new(config, blobs).context("cannot build the HTTP client")?;
+    let mut config = config::load(&overrides, &|name| std::env::var(name).ok())?;
+    config.limits = Limits {
+        max_concurrent_per_provider: args.max_concurrent_per_provider.max(1),
+        max_queued_per_provider: args.max_queued_per_provider,
+    };
+    for p in config.providers.values() {
+        tracing::info!(
+            provider = %p.id,
+            base_url = %p.base_url,
+            wire_api = p.wire_api.as_str(),
+            key = if p.api_key.is_some() { "set" } else if p.env_key.is_some() { "missing" } else { "not needed" },
+            "model provider"
+        );
+    }
+    if let Some(p) = config.providers.get(&config.default_provider)
+        && p.missing_key()
+    {
+        tracing::warn!(
+            provider = %p.id,
+            env_key = p.env_key.as_deref().unwrap_or_default(),
+            "the default provider has no API key: its calls will fail UNAUTHENTICATED"
+        );
+    }
+    tracing::info!(provider = %config.default_provider, model = %config.default_model, "model-proxy configured");
+
+    let blobs = BlobStore::open(&args.blob_url)?;
+    let metrics = Arc::new(Metrics::new().context("cannot set up metrics")?);
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "serving Prometheus metrics on /metrics");
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            if let Err(e) = keel_model_proxy::metrics::serve(listener, metrics).await {
+                tracing::error!(error = %e, "the metrics endpoint stopped");
+            }
+        });
+    }
+    let proxy = ModelProxy::with_metrics(config, blobs, metrics)
+        .context("cannot set up the model-proxy")?;
     let routes = Routes::new(proxy.into_server());
     keel_server::serve(&args.serve, routes, &[SERVICE_NAME]).await?;
     Ok(())

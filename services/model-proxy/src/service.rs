@@ -1,36 +1,43 @@
-//! `keel.v1.ModelService`: loads the conversation from the blob store, calls
-//! the vendor, stores each output item, and appends input and outputs to the
-//! conversation only once the response completed — a failed or cut stream
-//! leaves the conversation as it was.
+//! `keel.v1.ModelService`: picks the provider, takes a capacity slot, loads
+//! the conversation from the blob store, runs the call, and appends input
+//! and outputs to the conversation only once the response completed — a
+//! failed or cut stream leaves the conversation as it was.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
+use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use keel_blobstore::{BlobStore, conversation, validate_digest};
 use keel_proto::v1::model_service_server::{ModelService, ModelServiceServer};
 use keel_proto::v1::stream_response_response::Event;
 use keel_proto::v1::{
-    OutputItemDone, OutputTextDelta, ReasoningSummaryDelta, ResponseCompleted,
-    StreamResponseRequest, StreamResponseResponse, ToolSpec, item_input,
+    OutputItemDone, ResponseCompleted, StreamResponseRequest, StreamResponseResponse, ToolSpec,
+    item_input,
 };
+use reqwest::Url;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
-use crate::config::Config;
+use crate::call::{Call, Sampled, Sender, send};
+use crate::capacity::{Capacity, Limiter};
+use crate::config::{Config, Provider};
+use crate::controls::{CallControls, RequestedControls};
 use crate::error::ProxyError;
+use crate::http::{VendorClient, endpoint};
 use crate::items;
-use crate::responses::{ResponseEvent, ResponsesClient, ResponsesRequest};
+use crate::metrics::Metrics;
+use crate::wire::{self, Prompt};
 
 /// The name grpc.health.v1 reports SERVING.
 pub const SERVICE_NAME: &str = "keel.v1.ModelService";
 
 /// Items fetched from the blob store at once while loading a conversation.
 const FETCH_CONCURRENCY: usize = 16;
-
-type Sender = mpsc::Sender<Result<StreamResponseResponse, Status>>;
 
 /// The gRPC service; cheap to clone.
 #[derive(Debug, Clone)]
@@ -41,20 +48,65 @@ pub struct ModelProxy {
 #[derive(Debug)]
 struct Inner {
     config: Config,
-    client: ResponsesClient,
+    providers: BTreeMap<String, Route>,
+    client: VendorClient,
     blobs: BlobStore,
+    metrics: Arc<Metrics>,
+}
+
+/// A provider with what calling it needs.
+#[derive(Debug)]
+struct Route {
+    provider: Provider,
+    url: Url,
+    limiter: Arc<Limiter>,
 }
 
 impl ModelProxy {
     pub fn new(config: Config, blobs: BlobStore) -> Result<Self, ProxyError> {
-        let client = ResponsesClient::new(config.clone())?;
+        let metrics = Metrics::new().map_err(|e| ProxyError::Setup(e.to_string()))?;
+        Self::with_metrics(config, blobs, Arc::new(metrics))
+    }
+
+    /// With a metrics registry the caller also serves.
+    pub fn with_metrics(
+        config: Config,
+        blobs: BlobStore,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ProxyError> {
+        let capacity = Capacity::new(config.providers.keys().map(String::as_str), config.limits);
+        let mut providers = BTreeMap::new();
+        for (id, provider) in &config.providers {
+            let limiter = capacity
+                .limiter(id)
+                .ok_or_else(|| ProxyError::Setup(format!("no limiter for {id}")))?;
+            let route = Route {
+                url: endpoint(provider)?,
+                provider: provider.clone(),
+                limiter,
+            };
+            providers.insert(id.clone(), route);
+            metrics.provider(id);
+        }
+        if !providers.contains_key(&config.default_provider) {
+            return Err(ProxyError::Setup(format!(
+                "the default provider {:?} is not configured",
+                config.default_provider
+            )));
+        }
         Ok(Self {
             inner: Arc::new(Inner {
+                client: VendorClient::new()?,
                 config,
-                client,
+                providers,
                 blobs,
+                metrics,
             }),
         })
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.inner.metrics)
     }
 
     pub fn into_server(self) -> ModelServiceServer<Self> {
@@ -70,11 +122,26 @@ impl ModelService for ModelProxy {
         &self,
         request: Request<StreamResponseRequest>,
     ) -> Result<Response<Self::StreamResponseStream>, Status> {
+        let started = Instant::now();
         let req = request.into_inner();
-        if self.inner.config.api_key.is_none() {
-            return Err(ProxyError::NoApiKey.into_status());
+        let route = self
+            .inner
+            .route(&req.provider)
+            .map_err(|e| self.inner.status(e))?;
+        let provider_id = route.provider.id.clone();
+        if route.provider.missing_key() {
+            self.inner.metrics.error(&provider_id, "unauthenticated");
+            return Err(self.inner.status(ProxyError::NoApiKey {
+                env_key: route.provider.env_key.clone().unwrap_or_default(),
+                instructions: route.provider.env_key_instructions.clone(),
+            }));
         }
-        let span = tracing::info_span!("stream_response", session_id = %req.session_id);
+        let model = if req.model.is_empty() {
+            self.inner.config.default_model.clone()
+        } else {
+            req.model.clone()
+        };
+        let span = tracing::info_span!("stream_response", session_id = %req.session_id, provider = %provider_id, %model);
         let (tx, rx) = mpsc::channel(64);
         let inner = Arc::clone(&self.inner);
         tokio::spawn(
@@ -82,16 +149,25 @@ impl ModelService for ModelProxy {
                 // Dropping `run` when the client goes away drops the vendor
                 // connection too, so nothing keeps reading for nobody.
                 let result = tokio::select! {
-                    r = inner.run(req, &tx) => r,
-                    () = tx.closed() => {
-                        tracing::info!("client went away; stopped the model call");
-                        return;
-                    }
+                    r = inner.run(req, &provider_id, &model, started, &tx) => r,
+                    () = tx.closed() => Err(ProxyError::ClientGone),
                 };
-                if let Err(e) = result {
-                    let status = inner.status(e);
-                    tracing::warn!(code = ?status.code(), error = status.message(), "model call failed");
-                    let _ = tx.send(Err(status)).await;
+                let outcome = match &result {
+                    Ok(()) => "ok",
+                    Err(e) => e.class(),
+                };
+                inner.metrics.call(&provider_id, &model, outcome, started.elapsed());
+                match result {
+                    Ok(()) => {}
+                    Err(ProxyError::ClientGone) => {
+                        tracing::info!("client went away; stopped the model call");
+                    }
+                    Err(e) => {
+                        inner.metrics.error(&provider_id, e.class());
+                        let status = inner.status(e);
+                        tracing::warn!(code = ?status.code(), error = status.message(), "model call failed");
+                        let _ = tx.send(Err(status)).await;
+                    }
                 }
             }
             .instrument(span),
@@ -101,106 +177,151 @@ impl ModelService for ModelProxy {
 }
 
 impl Inner {
-    async fn run(&self, req: StreamResponseRequest, tx: &Sender) -> Result<(), ProxyError> {
+    fn route(&self, provider: &str) -> Result<&Route, ProxyError> {
+        let id = if provider.is_empty() {
+            self.config.default_provider.as_str()
+        } else {
+            provider
+        };
+        self.providers
+            .get(id)
+            .ok_or_else(|| ProxyError::UnknownProvider {
+                id: id.to_string(),
+                known: self
+                    .providers
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    async fn run(
+        &self,
+        req: StreamResponseRequest,
+        provider_id: &str,
+        model: &str,
+        started: Instant,
+        tx: &Sender,
+    ) -> Result<(), ProxyError> {
+        let route = self.route(provider_id)?;
         if req.session_id.is_empty() {
             return Err(ProxyError::InvalidRequest("session_id is required".into()));
         }
+        let controls = CallControls::resolve(
+            RequestedControls {
+                reasoning_effort: &req.reasoning_effort,
+                reasoning_summary: &req.reasoning_summary,
+                verbosity: &req.verbosity,
+                service_tier: &req.service_tier,
+                final_output_json_schema: &req.final_output_json_schema,
+            },
+            &self.config.defaults,
+        )?;
+        let tools = parse_tools(&req.tools)?;
+        let mut input = Vec::new();
+        for (i, json) in req.ephemeral_items_json.iter().enumerate() {
+            let item = items::parse_item(json, &format!("ephemeral_items_json[{i}]"))?;
+            input.push(Value::Object(items::strip_id(item)));
+        }
+
+        let _slot = route
+            .limiter
+            .acquire_noting_wait(|| self.metrics.queued(provider_id))
+            .await?;
+        let _in_flight = self.metrics.in_flight(provider_id);
+
         let conversation = req.conversation.unwrap_or_default();
         let head = Some(conversation.head.as_str()).filter(|h| !h.is_empty());
         let appended = self.store_appends(conversation.append).await?;
         let mut digests = conversation::item_digests(&self.blobs, head).await?;
         digests.extend(appended.iter().cloned());
-
-        let mut input = Vec::with_capacity(req.ephemeral_items_json.len() + digests.len());
-        for (i, json) in req.ephemeral_items_json.iter().enumerate() {
-            let item = items::parse_item(json, &format!("ephemeral_items_json[{i}]"))?;
-            input.push(Value::Object(items::strip_id(item)));
-        }
         input.extend(self.load_items(&digests).await?);
-        let tools = parse_tools(&req.tools)?;
-        let model = if req.model.is_empty() {
-            self.config.default_model.clone()
-        } else {
-            req.model
-        };
         tracing::info!(
-            model,
+            wire_api = route.provider.wire_api.as_str(),
             items = digests.len(),
             appended = appended.len(),
             tools = tools.len(),
             "calling the model"
         );
-        let request = ResponsesRequest::new(
-            &req.session_id,
-            model.clone(),
-            if req.instructions.is_empty() {
+        let prompt = Prompt {
+            session_id: req.session_id.clone(),
+            model: model.to_string(),
+            instructions: if req.instructions.is_empty() {
                 crate::prompt::BASE_INSTRUCTIONS.to_string()
             } else {
                 req.instructions
             },
             input,
             tools,
-            req.parallel_tool_calls,
-        );
+            parallel_tool_calls: req.parallel_tool_calls,
+            controls,
+        };
+        let body: Bytes = wire::body(route.provider.wire_api, prompt)?;
 
-        let mut stream = self.client.stream(&request).await?;
-        let mut outputs = Vec::new();
-        loop {
-            let event = match stream.next().await? {
-                ResponseEvent::OutputTextDelta { item_id, delta } => {
-                    Event::OutputTextDelta(OutputTextDelta { item_id, delta })
-                }
-                ResponseEvent::ReasoningSummaryDelta {
-                    item_id,
-                    summary_index,
-                    delta,
-                } => Event::ReasoningSummaryDelta(ReasoningSummaryDelta {
-                    item_id,
-                    summary_index,
-                    delta,
-                }),
-                ResponseEvent::OutputItemDone(item) => {
-                    let item = items::strip_id(item);
-                    let digest = self.blobs.put_json(&item).await?;
-                    outputs.push(digest.clone());
-                    Event::OutputItemDone(OutputItemDone {
-                        digest,
-                        item: Some(items::summarize(&item)),
-                    })
-                }
-                ResponseEvent::Completed {
-                    response_id,
-                    model: answered_by,
-                    usage,
-                } => {
-                    let outputs_len = outputs.len();
-                    let new_items = appended.into_iter().chain(outputs).collect();
-                    let head = conversation::append(&self.blobs, head, new_items)
-                        .await?
-                        .unwrap_or_default();
-                    tracing::info!(
-                        response_id,
-                        outputs = outputs_len,
-                        input_tokens = usage.input_tokens,
-                        cached_input_tokens = usage.cached_input_tokens,
-                        output_tokens = usage.output_tokens,
-                        "model response completed"
-                    );
-                    let done = ResponseCompleted {
-                        head,
-                        response_id,
-                        usage: Some(usage),
-                        model: answered_by.unwrap_or(model),
-                    };
-                    let _ = send(tx, Event::Completed(done)).await;
-                    return Ok(());
-                }
+        let call = Call {
+            config: &self.config,
+            provider: &route.provider,
+            url: &route.url,
+            client: &self.client,
+            blobs: &self.blobs,
+            metrics: &self.metrics,
+            session_id: &req.session_id,
+            model,
+            started,
+        };
+        let sampled = call.run(body, tx).await?;
+        self.complete(head, appended, sampled, provider_id, model, tx)
+            .await
+    }
+
+    /// Appends the input and outputs to the conversation, then announces the
+    /// items and `completed`.
+    async fn complete(
+        &self,
+        head: Option<&str>,
+        appended: Vec<String>,
+        sampled: Sampled,
+        provider_id: &str,
+        model: &str,
+        tx: &Sender,
+    ) -> Result<(), ProxyError> {
+        let Sampled {
+            response_id,
+            model: answered_by,
+            usage,
+            outputs,
+        } = sampled;
+        let new_items = appended
+            .into_iter()
+            .chain(outputs.iter().map(|(d, _)| d.clone()))
+            .collect();
+        let head = conversation::append(&self.blobs, head, new_items)
+            .await?
+            .unwrap_or_default();
+        tracing::info!(
+            response_id,
+            outputs = outputs.len(),
+            input_tokens = usage.input_tokens,
+            cached_input_tokens = usage.cached_input_tokens,
+            output_tokens = usage.output_tokens,
+            "model response completed"
+        );
+        self.metrics.tokens(provider_id, model, &usage);
+        for (digest, item) in outputs {
+            let done = OutputItemDone {
+                digest,
+                item: Some(item),
             };
-            if send(tx, event).await.is_err() {
-                // The client went away; `run` is about to be dropped anyway.
-                return Ok(());
-            }
+            send(tx, Event::OutputItemDone(done)).await?;
         }
+        let done = ResponseCompleted {
+            head,
+            response_id,
+            usage: Some(usage),
+            model: answered_by.unwrap_or_else(|| model.to_string()),
+        };
+        send(tx, Event::Completed(done)).await
     }
 
     /// Stores inline items and checks digests; returns the digests in order.
@@ -241,14 +362,11 @@ impl Inner {
             .await
     }
 
-    /// The status for `e`, with the API key scrubbed from its message in case
-    /// a vendor echoed it.
+    /// The status for `e`, with every configured secret scrubbed from its
+    /// message in case a vendor echoed one.
     fn status(&self, e: ProxyError) -> Status {
         let status = e.into_status();
-        match &self.config.api_key {
-            Some(key) => Status::new(status.code(), key.redact(status.message())),
-            None => status,
-        }
+        Status::new(status.code(), self.config.redact(status.message()))
     }
 }
 
@@ -273,10 +391,4 @@ fn parse_tools(tools: &[ToolSpec]) -> Result<Vec<Value>, ProxyError> {
             ))),
         })
         .collect()
-}
-
-async fn send(tx: &Sender, event: Event) -> Result<(), ()> {
-    tx.send(Ok(StreamResponseResponse { event: Some(event) }))
-        .await
-        .map_err(|_| ())
 }

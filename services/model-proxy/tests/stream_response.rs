@@ -1,175 +1,23 @@
-//! The model-proxy over real gRPC on loopback, against the scripted fake
-//! Responses API, with an on-disk blob store.
+//! The model-proxy's Responses API path over real gRPC on loopback, against
+//! the scripted fake, with an on-disk blob store.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::time::Duration;
 
-use keel_blobstore::{BlobStore, conversation};
-use keel_e2e::fake_model::{FakeModel, Scripted, sse};
-use keel_model_proxy::{ApiKey, Config, ModelProxy};
-use keel_proto::v1::model_service_client::ModelServiceClient;
+use common::*;
+use keel_blobstore::conversation;
+use keel_e2e::fake_model::{Scripted, sse};
 use keel_proto::v1::output_item_done::Item;
 use keel_proto::v1::stream_response_response::Event;
 use keel_proto::v1::{
-    ConversationInput, FunctionCallItem, ItemInput, MessageItem, ReasoningItem,
-    StreamResponseRequest, TokenUsage, ToolSpec, item_input,
+    FunctionCallItem, ItemInput, MessageItem, ReasoningItem, TokenUsage, ToolSpec, item_input,
 };
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
-use tonic::transport::server::TcpIncoming;
-use tonic::{Code, Status};
-
-const KEY: &str = "sk-test-SECRET-4242";
-const WAIT: Duration = Duration::from_secs(10);
-
-struct Harness {
-    fake: FakeModel,
-    blobs: BlobStore,
-    blob_dir: PathBuf,
-    client: ModelServiceClient<Channel>,
-    _tmp: tempfile::TempDir,
-}
-
-struct Setup {
-    key: Option<&'static str>,
-    idle_timeout: Duration,
-    base_url: Option<String>,
-}
-
-impl Default for Setup {
-    fn default() -> Self {
-        Self {
-            key: Some(KEY),
-            idle_timeout: WAIT,
-            base_url: None,
-        }
-    }
-}
-
-async fn harness(script: Vec<Scripted>) -> Harness {
-    harness_with(script, Setup::default()).await
-}
-
-async fn harness_with(script: Vec<Scripted>, setup: Setup) -> Harness {
-    let fake = FakeModel::start(script).await.unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let blob_dir = tmp.path().join("blobs");
-    let blobs = BlobStore::open(&format!("file://{}", blob_dir.display())).unwrap();
-    let config = Config {
-        base_url: setup.base_url.unwrap_or_else(|| fake.base_url()),
-        api_key: setup.key.and_then(ApiKey::new),
-        default_model: "gpt-test".into(),
-        stream_idle_timeout: setup.idle_timeout,
-    };
-    let proxy = ModelProxy::new(config, blobs.clone()).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(proxy.into_server())
-            .serve_with_incoming(TcpIncoming::from(listener)),
-    );
-    let client = ModelServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
-    Harness {
-        fake,
-        blobs,
-        blob_dir,
-        client,
-        _tmp: tmp,
-    }
-}
-
-impl Harness {
-    /// Every event of one call, then the error that ended it (if any).
-    async fn call(&mut self, req: StreamResponseRequest) -> (Vec<Event>, Option<Status>) {
-        tokio::time::timeout(WAIT, async {
-            let mut stream = match self.client.stream_response(req).await {
-                Ok(r) => r.into_inner(),
-                Err(status) => return (vec![], Some(status)),
-            };
-            let mut events = Vec::new();
-            loop {
-                match stream.message().await {
-                    Ok(Some(msg)) => events.push(msg.event.unwrap()),
-                    Ok(None) => return (events, None),
-                    Err(status) => return (events, Some(status)),
-                }
-            }
-        })
-        .await
-        .expect("the call must finish")
-    }
-
-    async fn call_err(&mut self, req: StreamResponseRequest) -> Status {
-        let (_, err) = self.call(req).await;
-        err.expect("the call must fail")
-    }
-
-    /// Every conversation segment in the store (a segment names `prev`).
-    /// The store must hold something, so an empty walk cannot pass vacuously.
-    fn segments(&self) -> Vec<Value> {
-        fn walk(dir: &Path, out: &mut Vec<Value>) {
-            for entry in std::fs::read_dir(dir).unwrap().flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    walk(&path, out);
-                } else {
-                    out.push(serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap());
-                }
-            }
-        }
-        let mut blobs = Vec::new();
-        walk(&self.blob_dir, &mut blobs);
-        assert!(!blobs.is_empty(), "the blob store is empty");
-        blobs
-            .into_iter()
-            .filter(|v| v.get("prev").is_some() && v.get("items").is_some())
-            .collect()
-    }
-}
-
-fn request(append: Vec<ItemInput>) -> StreamResponseRequest {
-    StreamResponseRequest {
-        session_id: "sess-1".into(),
-        model: String::new(),
-        instructions: "You are a coding agent.".into(),
-        conversation: Some(ConversationInput {
-            head: String::new(),
-            append,
-        }),
-        tools: vec![],
-        parallel_tool_calls: false,
-        ephemeral_items_json: vec![],
-    }
-}
-
-fn user_message(text: &str) -> Value {
-    json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]})
-}
-
-fn inline(item: &Value) -> ItemInput {
-    ItemInput {
-        kind: Some(item_input::Kind::InlineJson(item.to_string())),
-    }
-}
-
-fn digest(d: &str) -> ItemInput {
-    ItemInput {
-        kind: Some(item_input::Kind::Digest(d.into())),
-    }
-}
-
-fn item_done(event: &Event) -> (&str, &Item) {
-    match event {
-        Event::OutputItemDone(done) => (&done.digest, done.item.as_ref().unwrap()),
-        other => panic!("expected output_item_done, got {other:?}"),
-    }
-}
+use tonic::Code;
 
 #[tokio::test]
 async fn completed_response_streams_events_and_extends_the_conversation() {
@@ -216,14 +64,16 @@ async fn completed_response_streams_events_and_extends_the_conversation() {
         (d.item_id.as_str(), d.summary_index, d.delta.as_str()),
         ("rs_1", 0, "Thinking")
     );
-    let (reasoning_digest, item) = item_done(&events[1]);
+    // Deltas stream live; items are announced once the response completed.
+    let (reasoning_digest, item) = item_done(&events[3]);
     assert_eq!(
         item,
         &Item::Reasoning(ReasoningItem {
-            summary_text: "Thinking\n\nabout it".into()
+            summary_text: "Thinking\n\nabout it".into(),
+            content_text: String::new(),
         })
     );
-    let deltas: Vec<&str> = events[2..4]
+    let deltas: Vec<&str> = events[1..3]
         .iter()
         .map(|e| match e {
             Event::OutputTextDelta(d) => {
@@ -398,23 +248,25 @@ async fn context_window_exceeded_is_out_of_range_and_writes_no_head() {
 
 #[tokio::test]
 async fn stream_cut_before_completed_is_unavailable() {
-    let mut h = harness(vec![
-        Scripted::Events(vec![
-            sse::created(),
-            sse::text_delta("msg_1", "Hel"),
-            sse::message("msg_1", "Hello"),
-        ]),
-        Scripted::aborted(vec![sse::created(), sse::text_delta("msg_2", "x")]),
-    ])
+    let mut h = harness_with(
+        vec![
+            Scripted::Events(vec![
+                sse::created(),
+                sse::text_delta("msg_1", "Hel"),
+                sse::message("msg_1", "Hello"),
+            ]),
+            Scripted::aborted(vec![sse::created(), sse::text_delta("msg_2", "x")]),
+        ],
+        Setup::no_retries(),
+    )
     .await;
     let (events, err) = h.call(request(vec![inline(&user_message("hi"))])).await;
     let err = err.unwrap();
     assert_eq!(err.code(), Code::Unavailable);
     assert_eq!(err.message(), "stream closed before response.completed");
-    assert_eq!(
-        events.len(),
-        2,
-        "what arrived before the cut is still streamed"
+    assert!(
+        matches!(&events[..], [Event::OutputTextDelta(d)] if d.delta == "Hel"),
+        "deltas before the cut are streamed, items of an unfinished response are not: {events:?}"
     );
 
     let (events, err) = h.call(request(vec![inline(&user_message("hi"))])).await;
@@ -499,9 +351,9 @@ async fn http_errors_and_failed_responses_map_to_grpc_codes() {
             "exceeded your current quota",
         ),
         (
-            Scripted::error(503, "server_is_overloaded", "overloaded"),
+            Scripted::error(503, "server_is_overloaded", "try later"),
             Code::Unavailable,
-            "HTTP 503",
+            "the model server is overloaded: try later",
         ),
         (
             Scripted::Events(vec![
@@ -516,7 +368,7 @@ async fn http_errors_and_failed_responses_map_to_grpc_codes() {
                 "rate_limit_exceeded",
                 "try again in 1.5s",
             )]),
-            Code::Unavailable,
+            Code::ResourceExhausted,
             "try again in 1.5s",
         ),
         (
@@ -529,7 +381,7 @@ async fn http_errors_and_failed_responses_map_to_grpc_codes() {
         .into_iter()
         .map(|(s, code, text)| (s, (code, text)))
         .unzip();
-    let mut h = harness(script).await;
+    let mut h = harness_with(script, Setup::no_retries()).await;
     for (code, text) in expected {
         let err = h.call_err(request(vec![])).await;
         assert_eq!(err.code(), code, "{err:?}");
@@ -547,7 +399,7 @@ async fn silent_vendor_hits_the_idle_timeout() {
         vec![Scripted::stalled(vec![sse::created()])],
         Setup {
             idle_timeout: Duration::from_millis(200),
-            ..Setup::default()
+            ..Setup::no_retries()
         },
     )
     .await;
@@ -651,4 +503,38 @@ async fn unreachable_vendor_is_unavailable() {
         err.message().starts_with("cannot reach the model API"),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn custom_tools_pass_through_and_their_calls_are_summarised() {
+    let patch = "*** Begin Patch\n*** Add File: a.txt\n+hi\n*** End Patch\n";
+    let mut h = harness(vec![Scripted::Events(vec![
+        sse::created(),
+        sse::output_item_done(json!({"type": "custom_tool_call", "id": "ctc_1",
+            "status": "completed", "call_id": "call_p", "name": "apply_patch", "input": patch})),
+        sse::completed("resp_1", 10, 5),
+    ])])
+    .await;
+    let tool = json!({"type": "custom", "name": "apply_patch", "description": "Edit files",
+        "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch"}});
+    let mut req = request(vec![inline(&user_message("add a.txt"))]);
+    req.tools = vec![ToolSpec {
+        name: "apply_patch".into(),
+        json: tool.to_string(),
+    }];
+    let (events, err) = h.call(req).await;
+    assert!(err.is_none(), "{err:?}");
+    let (digest, item) = item_done(&events[0]);
+    assert_eq!(
+        item,
+        &Item::CustomToolCall(keel_proto::v1::CustomToolCallItem {
+            call_id: "call_p".into(),
+            name: "apply_patch".into(),
+            input: patch.into(),
+        })
+    );
+    let stored: Value = h.blobs.get_json(digest).await.unwrap();
+    assert_eq!(stored["type"], "custom_tool_call");
+    assert!(stored.get("id").is_none());
+    assert_eq!(h.fake.requests()[0].body["tools"], json!([tool]));
 }

@@ -3,7 +3,10 @@
 //! client, through the contract in `keel-workflow-api`.
 
 mod errors;
-mod feed;
+mod events;
+mod hub;
+mod live;
 mod service;
 
+pub use live::LiveApi;
 pub use service::{SessionApi, SessionLimits};

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use clap::Parser;
+use keel_proto::v1::live_service_server::LiveServiceServer;
 use keel_proto::v1::session_service_server::SessionServiceServer;
-use keel_session_api::{SessionApi, SessionLimits};
+use keel_session_api::{LiveApi, SessionApi, SessionLimits};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,7 +59,13 @@ async fn main() -> anyhow::Result<()> {
             history_event_budget: args.history_event_budget,
         },
     );
-    let routes = tonic::service::Routes::new(SessionServiceServer::new(api));
-    keel_server::serve(&args.serve, routes, &["keel.v1.SessionService"]).await?;
+    let routes = tonic::service::Routes::new(SessionServiceServer::new(api.clone()))
+        .add_service(LiveServiceServer::new(LiveApi::new(api)));
+    keel_server::serve(
+        &args.serve,
+        routes,
+        &["keel.v1.SessionService", "keel.v1.LiveService"],
+    )
+    .await?;
     Ok(())
 }

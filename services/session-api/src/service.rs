@@ -1,5 +1,6 @@
 use std::pin::Pin;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use futures::Stream;
@@ -19,7 +20,8 @@ use temporalio_common::protos::temporal::api::workflowservice::v1::ListWorkflowE
 use tonic::{Request, Response, Status};
 
 use crate::errors;
-use crate::feed;
+use crate::events;
+use crate::hub::Hub;
 
 const MAX_ID_LEN: usize = 64;
 const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -27,6 +29,7 @@ const MAX_PAGE_SIZE: u32 = 500;
 
 #[derive(Clone)]
 pub struct SessionApi {
+    hub: Arc<Hub>,
     client: Client,
     blobs: BlobStore,
     task_queue: String,
@@ -52,6 +55,7 @@ impl SessionApi {
         limits: SessionLimits,
     ) -> Self {
         Self {
+            hub: Arc::new(Hub::default()),
             client,
             blobs,
             task_queue,
@@ -122,6 +126,10 @@ impl SessionApi {
                     .unwrap_or_else(|| errors::not_found(session_id))
             })?;
         Ok((state, description.status()))
+    }
+
+    pub(crate) fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 
     pub(crate) fn events_handle(
@@ -327,7 +335,13 @@ impl SessionService for SessionApi {
                 req.after_offset, state.last_event_offset
             )));
         }
-        let stream = feed::events(self.clone(), req.session_id, req.after_offset, req.follow);
+        let stream = events::stream(
+            self.clone(),
+            req.session_id,
+            req.after_offset,
+            req.follow,
+            req.live_deltas,
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -444,7 +458,3 @@ impl SessionService for SessionApi {
         Ok(Response::new(pb::CloseSessionResponse {}))
     }
 }
-
-/// Poll interval bounds for following a session's events.
-pub(crate) const POLL_MIN: Duration = Duration::from_millis(50);
-pub(crate) const POLL_MAX: Duration = Duration::from_millis(500);

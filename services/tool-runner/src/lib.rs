@@ -1,16 +1,25 @@
 //! Keel's tool-runner: runs what the model asks for on the session's
 //! workspace and answers with exactly the text Codex would have produced.
 //!
-//! * [`exec`] runs one process group to completion (timeout, output caps,
-//!   secret-free environment, kill on cancel);
-//! * [`format`] holds Codex's truncation and shell output layouts, as pure
+//! * [`exec`] starts commands (in one place, [`exec::Executor::spawn`]):
+//!   run-to-completion with timeout and output caps, or long-running for
+//!   unified exec, in their own process groups with a secret-free
+//!   environment;
+//! * [`workspace`] decides which paths may be touched;
+//! * [`format`] holds Codex's truncation and output layouts, as pure
 //!   functions;
-//! * [`tools`] parses a model tool call and turns it into one output text;
+//! * [`patch`] is the apply_patch format: parsing, matching, applying;
+//! * [`tools`] parses a model tool call and turns it into one output, and
+//!   defines the tools' Responses API specs;
+//! * [`context`] gathers AGENTS.md, the environment context and git facts;
 //! * [`service`] is the `keel.v1.ToolService` gRPC surface.
 
+pub mod context;
 pub mod exec;
 pub mod format;
+pub mod patch;
 pub mod service;
 pub mod tools;
+pub mod workspace;
 
-pub use service::{SERVICE_NAME, ToolRunner};
+pub use service::{SERVICE_NAME, ToolRunner, ToolRunnerConfig};

@@ -1,7 +1,8 @@
-//! `keel.v1.ToolService`. `Exec` is the raw primitive and reports bad
-//! requests as gRPC errors; `RunTool` answers the model, so everything the
-//! model got wrong becomes an output item, and only a malformed request from
-//! the worker (or a blob store failure) is a gRPC error.
+//! `keel.v1.ToolService`. `Exec` and the other RPCs report bad requests as
+//! gRPC errors; `RunTool` answers the model, so everything the model got
+//! wrong (a path outside the workspace included) becomes an output item, and
+//! only a malformed request from the worker (or a blob store failure) is a
+//! gRPC error.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -10,12 +11,20 @@ use std::time::Duration;
 
 use keel_blobstore::BlobStore;
 use keel_proto::v1::tool_service_server::ToolService;
-use keel_proto::v1::{CommandRun, ExecRequest, ExecResponse, RunToolRequest, RunToolResponse};
+use keel_proto::v1::{
+    ApplyPatchFormat, CloseSessionRequest, CloseSessionResponse, CommandRun, ExecRequest,
+    ExecResponse, GetProjectContextRequest, GetProjectContextResponse, GitInfo, ListToolsRequest,
+    ListToolsResponse, RunToolRequest, RunToolResponse, ShellToolKind, ToolSpec,
+};
 use tonic::{Request, Response, Status};
 
+use crate::context::{self, AgentsMdOptions, EnvironmentFacts, agents_md_message_text};
+use crate::exec::registry::ProcessRegistry;
 use crate::exec::{DEFAULT_TIMEOUT, ExecError, ExecSpec, Executor};
 use crate::format::{TruncationPolicy, cut_at_char_boundary};
-use crate::tools;
+use crate::tools::specs::{ApplyPatchTool, ShellTool, ToolOptions, tool_specs};
+use crate::tools::{self, ToolCall, ToolContext, ToolOutcome};
+use crate::workspace::{Workspace, WorkspaceError};
 
 /// The name grpc.health.v1 reports SERVING.
 pub const SERVICE_NAME: &str = "keel.v1.ToolService";
@@ -23,6 +32,19 @@ pub const SERVICE_NAME: &str = "keel.v1.ToolService";
 /// How much output a response carries for display. The model's copy is the
 /// stored item, which has its own (larger) budget.
 pub const DISPLAY_LIMIT_BYTES: usize = 16 * 1024;
+
+/// The user's shell when `SHELL` is not set.
+const FALLBACK_SHELL: &str = "/bin/bash";
+
+/// How the tool-runner is set up.
+#[derive(Debug, Clone)]
+pub struct ToolRunnerConfig {
+    pub executor: Executor,
+    pub blobs: BlobStore,
+    /// Where calls without a cwd run; absolute.
+    pub default_cwd: PathBuf,
+    pub workspace: Workspace,
+}
 
 /// The gRPC service; cheap to clone.
 #[derive(Debug, Clone)]
@@ -34,26 +56,50 @@ pub struct ToolRunner {
 struct Inner {
     executor: Executor,
     blobs: BlobStore,
-    /// Where calls without a cwd run; absolute.
     default_cwd: PathBuf,
+    workspace: Workspace,
     policy: TruncationPolicy,
+    processes: ProcessRegistry,
+    /// The shell `shell_command` and `exec_command` use.
+    user_shell: String,
+    environment: EnvironmentFacts,
 }
 
 impl ToolRunner {
-    /// Commands inherit this process's environment, minus secrets.
-    pub fn new(blobs: BlobStore, default_cwd: PathBuf) -> Self {
-        Self::with_executor(Executor::from_process_env(), blobs, default_cwd)
-    }
-
-    pub fn with_executor(executor: Executor, blobs: BlobStore, default_cwd: PathBuf) -> Self {
+    pub fn new(config: ToolRunnerConfig) -> Self {
+        let user_shell = config
+            .executor
+            .inherited_var("SHELL")
+            .filter(|shell| !shell.is_empty())
+            .unwrap_or_else(|| FALLBACK_SHELL.to_string());
+        let environment = EnvironmentFacts::detect(
+            Some(&user_shell),
+            config.executor.inherited_var("TZ").as_deref(),
+        );
         Self {
             inner: Arc::new(Inner {
-                executor,
-                blobs,
-                default_cwd,
+                executor: config.executor,
+                blobs: config.blobs,
+                default_cwd: config.default_cwd,
+                workspace: config.workspace,
                 policy: TruncationPolicy::default(),
+                processes: ProcessRegistry::default(),
+                user_shell,
+                environment,
             }),
         }
+    }
+
+    /// How many unified exec processes are alive, across sessions.
+    pub fn live_processes(&self) -> usize {
+        self.inner.processes.len()
+    }
+
+    /// The session cwd (canonical) for a request's `cwd`.
+    fn session_cwd(&self, cwd: &str) -> Result<PathBuf, WorkspaceError> {
+        self.inner
+            .workspace
+            .resolve_existing(&self.inner.default_cwd, Path::new(cwd))
     }
 }
 
@@ -64,7 +110,14 @@ impl ToolService for ToolRunner {
         if req.argv.is_empty() {
             return Err(Status::invalid_argument("argv must not be empty"));
         }
-        let cwd = checked_workdir(&req.workdir)?;
+        let inner = &self.inner;
+        let cwd = checked_dir(
+            &inner.workspace,
+            &inner.default_cwd,
+            "workdir",
+            &req.workdir,
+            true,
+        )?;
         let timeout = match req.timeout_ms {
             0 => DEFAULT_TIMEOUT,
             ms => Duration::from_millis(ms),
@@ -99,34 +152,50 @@ impl ToolService for ToolRunner {
             return Err(Status::invalid_argument("tool_name must not be empty"));
         }
         let inner = &self.inner;
-        // A relative session cwd is taken from the default one, so commands
-        // always get an absolute directory.
-        let base_cwd = if req.cwd.is_empty() {
-            inner.default_cwd.clone()
-        } else {
-            inner.default_cwd.join(&req.cwd)
+        let outcome = match self.session_cwd(&req.cwd) {
+            Ok(cwd) => {
+                let ctx = ToolContext {
+                    executor: &inner.executor,
+                    policy: inner.policy,
+                    workspace: &inner.workspace,
+                    processes: &inner.processes,
+                    session_id: &req.session_id,
+                    cwd: &cwd,
+                    user_shell: &inner.user_shell,
+                };
+                let call = ToolCall {
+                    name: &req.tool_name,
+                    arguments: &req.arguments,
+                    custom: req.custom,
+                };
+                tools::run_tool(&ctx, call).await
+            }
+            // The model must still get its one output for this call.
+            Err(err) => ToolOutcome::failure(err.to_string()),
         };
-        let outcome = tools::run_tool(
-            &inner.executor,
-            inner.policy,
-            &req.tool_name,
-            &req.arguments,
-            &base_cwd,
-        )
-        .await;
         tracing::info!(
             session_id = %req.session_id,
             call_id = %req.call_id,
             tool = %req.tool_name,
+            custom = req.custom,
             success = outcome.success,
             exit_code = outcome.command.as_ref().map(|c| c.exit_code),
             "tool call"
         );
 
+        let output = match &outcome.items {
+            Some(items) => serde_json::Value::Array(items.clone()),
+            None => serde_json::Value::String(outcome.text.clone()),
+        };
+        let item_type = if req.custom {
+            "custom_tool_call_output"
+        } else {
+            "function_call_output"
+        };
         let item = serde_json::json!({
-            "type": "function_call_output",
+            "type": item_type,
             "call_id": req.call_id,
-            "output": outcome.text,
+            "output": output,
         });
         let digest = inner
             .blobs
@@ -145,33 +214,158 @@ impl ToolService for ToolRunner {
                 duration_ms: millis(c.duration),
                 aggregated_output: cut_at_char_boundary(&c.aggregated_output, DISPLAY_LIMIT_BYTES)
                     .to_string(),
+                running: c.process_id.is_some(),
+                process_id: c.process_id.unwrap_or_default(),
             }),
+        }))
+    }
+
+    async fn list_tools(
+        &self,
+        request: Request<ListToolsRequest>,
+    ) -> Result<Response<ListToolsResponse>, Status> {
+        let req = request.into_inner();
+        let options = tool_options(&req)?;
+        let tools = tool_specs(&options)
+            .into_iter()
+            .map(|(name, json)| ToolSpec { name, json })
+            .collect();
+        Ok(Response::new(ListToolsResponse { tools }))
+    }
+
+    async fn close_session(
+        &self,
+        request: Request<CloseSessionRequest>,
+    ) -> Result<Response<CloseSessionResponse>, Status> {
+        let req = request.into_inner();
+        if req.session_id.is_empty() {
+            return Err(Status::invalid_argument("session_id must not be empty"));
+        }
+        let killed = self.inner.processes.close_session(&req.session_id);
+        tracing::info!(session_id = %req.session_id, killed, "session closed");
+        Ok(Response::new(CloseSessionResponse {}))
+    }
+
+    async fn get_project_context(
+        &self,
+        request: Request<GetProjectContextRequest>,
+    ) -> Result<Response<GetProjectContextResponse>, Status> {
+        let req = request.into_inner();
+        let inner = &self.inner;
+        let cwd = if req.cwd.is_empty() {
+            inner.default_cwd.to_string_lossy().into_owned()
+        } else {
+            req.cwd.clone()
+        };
+        let cwd = checked_dir(&inner.workspace, &inner.default_cwd, "cwd", &cwd, false)?;
+        let options = AgentsMdOptions {
+            max_bytes: match req.project_doc_max_bytes {
+                0 => context::agents_md::DEFAULT_MAX_BYTES,
+                n => n,
+            },
+            root_markers: if req.disable_project_root_walk {
+                Vec::new()
+            } else if req.project_root_markers.is_empty() {
+                vec![".git".to_string()]
+            } else {
+                req.project_root_markers
+            },
+            fallback_filenames: req.fallback_filenames,
+        };
+        let facts = self.inner.environment.clone();
+        let gather_cwd = cwd.clone();
+        let gathered =
+            tokio::task::spawn_blocking(move || context::gather(&gather_cwd, &options, &facts))
+                .await
+                .map_err(|e| Status::internal(format!("cannot read the project context: {e}")))?;
+        let (agents_md, agents_md_message_text, agents_md_paths) = match gathered.doc {
+            Some(doc) => (
+                doc.text.clone(),
+                agents_md_message_text(&cwd, &doc.text),
+                doc.paths
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect(),
+            ),
+            None => (String::new(), String::new(), Vec::new()),
+        };
+        Ok(Response::new(GetProjectContextResponse {
+            cwd: cwd.to_string_lossy().into_owned(),
+            agents_md,
+            agents_md_message_text,
+            git: Some(GitInfo {
+                branch: gathered.git.branch,
+                commit: gathered.git.commit,
+                remote_url: gathered.git.remote_url,
+            }),
+            environment_context: gathered.environment_context,
+            agents_md_paths,
         }))
     }
 }
 
-/// Exec's workdir must be an existing absolute directory. Checked up front
-/// because a spawn would report a missing directory exactly like a missing
-/// program.
-fn checked_workdir(workdir: &str) -> Result<PathBuf, Status> {
-    let path = Path::new(workdir);
-    if !path.is_absolute() {
+fn tool_options(req: &ListToolsRequest) -> Result<ToolOptions, Status> {
+    let apply_patch = match ApplyPatchFormat::try_from(req.apply_patch_format) {
+        Ok(ApplyPatchFormat::Unspecified | ApplyPatchFormat::Freeform) => ApplyPatchTool::Freeform,
+        Ok(ApplyPatchFormat::Json) => ApplyPatchTool::Json,
+        Ok(ApplyPatchFormat::None) => ApplyPatchTool::None,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "unknown apply_patch_format {}",
+                req.apply_patch_format
+            )));
+        }
+    };
+    let shell = match ShellToolKind::try_from(req.shell_tool) {
+        Ok(ShellToolKind::Unspecified | ShellToolKind::ExecCommand) => ShellTool::UnifiedExec,
+        Ok(ShellToolKind::Shell) => ShellTool::Shell,
+        Ok(ShellToolKind::ShellCommand) => ShellTool::ShellCommand,
+        Ok(ShellToolKind::None) => ShellTool::None,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "unknown shell_tool {}",
+                req.shell_tool
+            )));
+        }
+    };
+    Ok(ToolOptions {
+        shell,
+        apply_patch,
+        view_image: req.include_view_image,
+        view_image_original_detail: req.view_image_original_detail,
+        file_tools: !req.exclude_file_tools,
+        approval_parameters: req.include_approval_parameters,
+    })
+}
+
+/// An existing directory inside the workspace, canonical; a relative `dir`
+/// is taken from `base` unless `must_be_absolute` (Exec's workdir).
+fn checked_dir(
+    workspace: &Workspace,
+    base: &Path,
+    what: &str,
+    dir: &str,
+    must_be_absolute: bool,
+) -> Result<PathBuf, Status> {
+    let path = Path::new(dir);
+    if dir.is_empty() || (must_be_absolute && !path.is_absolute()) {
         return Err(Status::invalid_argument(format!(
-            "workdir must be an absolute path, got {workdir:?}"
+            "{what} must be an absolute path, got {dir:?}"
         )));
     }
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => Ok(path.to_path_buf()),
-        Ok(_) => Err(Status::failed_precondition(format!(
-            "workdir {workdir} is not a directory"
-        ))),
-        Err(e) if e.kind() == ErrorKind::NotFound => Err(Status::not_found(format!(
-            "workdir {workdir} does not exist"
-        ))),
-        Err(e) => Err(Status::failed_precondition(format!(
-            "cannot use workdir {workdir}: {e}"
-        ))),
+    let resolved = workspace
+        .resolve_existing(base, path)
+        .map_err(|err| match &err {
+            _ if err.is_denied() => Status::permission_denied(err.to_string()),
+            _ if err.is_not_found() => Status::not_found(format!("{what} {dir} does not exist")),
+            _ => Status::failed_precondition(format!("cannot use {what} {dir}: {err}")),
+        })?;
+    if !resolved.is_dir() {
+        return Err(Status::failed_precondition(format!(
+            "{what} {dir} is not a directory"
+        )));
     }
+    Ok(resolved)
 }
 
 fn exec_status(err: ExecError) -> Status {

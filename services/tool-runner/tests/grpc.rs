@@ -2,7 +2,7 @@
 //! the command it started.
 
 // Test helpers may panic: a panic is a failed test.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::Stdio;
@@ -73,7 +73,7 @@ async fn serves_exec_and_run_tool() {
         .client
         .exec(ExecRequest {
             argv: vec!["sh".into(), "-c".into(), "echo hi".into()],
-            workdir: "/".into(),
+            workdir: dir.path().display().to_string(),
             ..Default::default()
         })
         .await
@@ -89,6 +89,7 @@ async fn serves_exec_and_run_tool() {
             tool_name: "shell".into(),
             arguments: r#"{"command":["pwd"]}"#.into(),
             cwd: String::new(),
+            custom: false,
         })
         .await
         .unwrap()
@@ -126,6 +127,7 @@ async fn cancelling_run_tool_kills_the_command() {
                 tool_name: "shell".into(),
                 arguments: args,
                 cwd: String::new(),
+                custom: false,
             })
             .await
     });

@@ -44,6 +44,9 @@ pub enum StreamEnd {
     Stall,
 }
 
+/// An HTTP error answer: status, extra headers, JSON body.
+pub(crate) type ErrorAnswer = (u16, Vec<(String, String)>, Value);
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 fn next_id() -> u64 {
@@ -211,7 +214,7 @@ impl Scripted {
 
     /// The stream to serve, or the status, headers and body of an HTTP error
     /// answer.
-    pub(crate) fn into_stream(self) -> Result<ScriptedStream, (u16, Vec<(String, String)>, Value)> {
+    pub(crate) fn into_stream(self) -> Result<ScriptedStream, ErrorAnswer> {
         match self {
             Self::Events(events) => Ok(ScriptedStream {
                 events,

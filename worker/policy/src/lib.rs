@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Codex's command-safety, exec-policy and approval rules, as a pure
 //! library for Keel's workflow (spec: `codex-compat.md` §2.5, §4, §5, §10).
 //!

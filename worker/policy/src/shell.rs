@@ -137,12 +137,33 @@ pub(crate) fn heredoc_command_prefix(argv: &[String]) -> Option<Vec<String>> {
     (!words.is_empty()).then_some(words)
 }
 
+/// Parses `script` with tree-sitter-bash. Node byte ranges index into
+/// `script` itself.
+///
+/// The grammar sees every non-ASCII character as a run of `a`s of the same
+/// UTF-8 length: tree-sitter-bash 0.25 crashes the process on some
+/// characters (`{` followed by U+C4747, found by this crate's property
+/// tests), and to bash any non-ASCII character is an ordinary word
+/// character anyway (tree-sitter would otherwise split words at Unicode
+/// spaces, which bash does not). Byte offsets are unchanged, so words are
+/// still cut from the original text.
 fn parse(script: &str) -> Option<Tree> {
+    let masked: String = script
+        .chars()
+        .flat_map(|c| {
+            let (c, n) = if c.is_ascii() {
+                (c, 1)
+            } else {
+                ('a', c.len_utf8())
+            };
+            std::iter::repeat_n(c, n)
+        })
+        .collect();
     let mut parser = Parser::new();
     parser
         .set_language(&tree_sitter_bash::LANGUAGE.into())
         .ok()?;
-    parser.parse(script, None)
+    parser.parse(masked.as_bytes(), None)
 }
 
 fn plain_words(command: Node<'_>, src: &str) -> Option<Vec<String>> {
@@ -278,6 +299,10 @@ mod tests {
             vec![argv(&["ls"]), argv(&["pwd"])]
         );
         assert_eq!(words("").unwrap(), Vec::<Vec<String>>::new());
+        assert_eq!(
+            words("echo héllo 'wörld' \"日本\" a\u{a0}b").unwrap(),
+            vec![argv(&["echo", "héllo", "wörld", "日本", "a\u{a0}b"])]
+        );
     }
 
     #[test]
@@ -308,6 +333,8 @@ mod tests {
             "\"ls\" -l",
             "ls 2>&1",
             "echo \"unterminated",
+            // Crashed tree-sitter-bash before non-ASCII was masked.
+            "{\u{c4747}",
         ] {
             assert_eq!(words(script), None, "{script:?}");
         }

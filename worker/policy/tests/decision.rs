@@ -151,9 +151,8 @@ fn explicit_allow_rules_run_without_the_sandbox() {
                 .rules(RULES)
                 .policy("untrusted")
                 .decide()
-        )
-        .0,
-        false
+        ),
+        (false, None)
     );
 }
 
@@ -642,7 +641,6 @@ proptest! {
         mode in prop::sample::select(vec!["read-only", "workspace-write", "danger-full-access"]),
     ) {
         for cmd in [words.clone(), bash(&script)] {
-            eprintln!("CASE {cmd:?}");
             let c = call(cmd.clone()).rules(RULES).policy(policy).mode(mode);
             prop_assert_eq!(c.decide(), c.decide());
             let _ = keel_policy::classify(&cmd);

@@ -246,6 +246,16 @@ fn not_dangerous() {
 }
 
 #[test]
+fn unicode_is_ordinary_word_text() {
+    // tree-sitter-bash 0.25 segfaults on `{` + U+C4747 unless masked.
+    assert_eq!(classify(&bash("{\u{c4747}")), Safety::Unknown);
+    assert_eq!(classify(&bash("cat 日本.txt && ls ü")), Safety::Safe);
+    assert_eq!(classify(&bash("rm -rf /tmp/é ; ls")), Safety::Dangerous);
+    // A no-break space does not split words for bash.
+    assert_eq!(classify(&bash("rm\u{a0}-rf x")), Safety::Unknown);
+}
+
+#[test]
 fn the_required_script_examples() {
     assert_eq!(classify(&bash("ls && pwd")), Safety::Safe);
     assert_eq!(classify(&bash("ls > out")), Safety::Unknown);

@@ -5,20 +5,23 @@
 
 mod env;
 mod group;
+pub mod registry;
+mod spawn;
+pub mod unified;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt as _};
-use tokio::process::Command;
 use tokio::time::Instant;
 
 pub use env::{inheritable, is_secret_name};
-use group::ProcessGroup;
+use spawn::Spawned;
+pub use spawn::StdinMode;
 
 /// Codex's default command timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10_000);
@@ -31,8 +34,8 @@ pub const TIMEOUT_EXIT_CODE: i32 = 124;
 const SIGNAL_EXIT_BASE: i32 = 128;
 /// Once the command has exited, how long processes it left in the background
 /// may keep the pipes open before we stop reading (Codex also waits 2 s).
-const IO_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
-const READ_CHUNK_BYTES: usize = 8 * 1024;
+pub(crate) const IO_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const READ_CHUNK_BYTES: usize = 8 * 1024;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -112,34 +115,12 @@ impl Executor {
     /// Runs `spec` to completion. Dropping the returned future kills the
     /// command's process group.
     pub async fn run(&self, spec: &ExecSpec) -> Result<ExecOutput, ExecError> {
-        let (program, args) = spec.argv.split_first().ok_or(ExecError::EmptyArgv)?;
-        if let Some(bad) = spec
-            .env
-            .keys()
-            .find(|k| k.is_empty() || k.contains(['=', '\0']))
-        {
-            return Err(ExecError::InvalidEnvName(bad.clone()));
-        }
+        let program = spec.argv.first().cloned().unwrap_or_default();
         let start = Instant::now();
-        let mut child = Command::new(program)
-            .args(args)
-            .current_dir(&spec.cwd)
-            .env_clear()
-            .envs(self.base_env.iter().map(|(k, v)| (k, v)))
-            .envs(&spec.env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            // The group kill below reaches the leader too; this also makes
-            // tokio reap it if we are dropped mid-run.
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| ExecError::Spawn {
-                program: program.clone(),
-                source,
-            })?;
-        let mut group = ProcessGroup::new(child.id());
+        let Spawned {
+            mut child,
+            mut group,
+        } = self.spawn(&spec.argv, &spec.cwd, &spec.env, StdinMode::Null)?;
 
         let mut stdout = child.stdout.take();
         let mut stderr = child.stderr.take();
@@ -214,7 +195,8 @@ impl Executor {
     }
 }
 
-fn exit_code(status: ExitStatus) -> i32 {
+/// The exit code a shell would report: 128+N when killed by signal N.
+pub(crate) fn exit_code(status: ExitStatus) -> i32 {
     match (status.code(), status.signal()) {
         (Some(code), _) => code,
         (None, Some(signal)) => SIGNAL_EXIT_BASE + signal,
@@ -225,7 +207,10 @@ fn exit_code(status: ExitStatus) -> i32 {
 /// Reads what is available; `None` at end of stream. A read error ends the
 /// stream too: there is nothing better to do with a broken pipe.
 /// Cancel-safe, as `select!` needs: it only awaits one `read`.
-async fn read_chunk<R: AsyncRead + Unpin>(reader: &mut Option<R>, buf: &mut [u8]) -> Option<usize> {
+pub(crate) async fn read_chunk<R: AsyncRead + Unpin>(
+    reader: &mut Option<R>,
+    buf: &mut [u8],
+) -> Option<usize> {
     let reader = reader.as_mut()?;
     match reader.read(buf).await {
         Ok(0) | Err(_) => None,

@@ -1,11 +1,14 @@
-//! What the model reads: Codex's truncation (codex-compat §2.16) and its shell
-//! output layouts (§2.6). Pure functions, so the exact texts are unit-tested.
+//! What the model reads: Codex's truncation (codex-compat §2.16), its shell
+//! output layouts (§2.6) and the unified exec layout (§2.1). Pure functions,
+//! so the exact texts are unit-tested.
 
 mod shell;
 mod truncate;
+mod unified;
 
 pub use shell::{FormatError, freeform_shell_output, structured_shell_output};
 pub use truncate::{
     DEFAULT_TOKEN_BUDGET, TruncationPolicy, cut_at_char_boundary, formatted_truncate,
     truncate_middle,
 };
+pub use unified::{DEFAULT_MAX_OUTPUT_TOKENS, UnifiedExecOutput, new_chunk_id};

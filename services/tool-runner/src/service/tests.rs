@@ -3,11 +3,22 @@ use std::collections::HashMap;
 use tonic::Code;
 
 use super::*;
+use crate::workspace::Workspace;
 
+/// A runner that may touch anything: these tests are about the RPCs, the
+/// workspace tests below use a restricted one.
 fn runner(default_cwd: &Path) -> (ToolRunner, BlobStore) {
+    runner_with(default_cwd, Workspace::any())
+}
+
+fn runner_with(default_cwd: &Path, workspace: Workspace) -> (ToolRunner, BlobStore) {
     let blobs = BlobStore::open("memory://").unwrap();
-    let executor = Executor::with_inherited_env(std::env::vars_os());
-    let runner = ToolRunner::with_executor(executor, blobs.clone(), default_cwd.to_path_buf());
+    let runner = ToolRunner::new(ToolRunnerConfig {
+        executor: Executor::with_inherited_env(std::env::vars_os()),
+        blobs: blobs.clone(),
+        default_cwd: std::fs::canonicalize(default_cwd).unwrap(),
+        workspace,
+    });
     (runner, blobs)
 }
 
@@ -27,6 +38,7 @@ fn tool_req(call_id: &str, tool: &str, args: &str, cwd: &str) -> Request<RunTool
         tool_name: tool.into(),
         arguments: args.into(),
         cwd: cwd.into(),
+        custom: false,
     })
 }
 
@@ -179,4 +191,350 @@ async fn previews_are_cut_for_display() {
     let command = resp.command.unwrap();
     assert_eq!(command.aggregated_output.len(), DISPLAY_LIMIT_BYTES);
     assert!(command.aggregated_output.chars().all(|c| c == 'é'));
+}
+
+// ---- workspaces ----
+
+/// A root with a `ws` subtree (the only allowed root) and an `outside`
+/// sibling, linked from inside.
+struct Roots {
+    _tmp: tempfile::TempDir,
+    ws: PathBuf,
+    outside: PathBuf,
+}
+
+fn roots() -> Roots {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = std::fs::canonicalize(tmp.path()).unwrap();
+    let ws = base.join("ws");
+    let outside = base.join("outside");
+    std::fs::create_dir_all(ws.join("sub")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, ws.join("link")).unwrap();
+    Roots {
+        _tmp: tmp,
+        ws,
+        outside,
+    }
+}
+
+fn restricted(r: &Roots) -> (ToolRunner, BlobStore) {
+    runner_with(
+        &r.ws,
+        Workspace::restricted(std::slice::from_ref(&r.ws)).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn exec_outside_the_workspace_is_permission_denied() {
+    let r = roots();
+    let (runner, _) = restricted(&r);
+    let ok = runner
+        .exec(exec_req(&["pwd"], r.ws.join("sub").to_str().unwrap()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.stdout.trim(), r.ws.join("sub").to_str().unwrap());
+    for workdir in [
+        r.outside.clone(),
+        r.ws.join("sub/../.."),
+        r.ws.join("link"),
+        PathBuf::from("/"),
+    ] {
+        let err = runner
+            .exec(exec_req(&["pwd"], workdir.to_str().unwrap()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{workdir:?}: {err:?}");
+        assert!(err.message().starts_with("access denied: "), "{err:?}");
+    }
+}
+
+#[tokio::test]
+async fn run_tool_outside_the_workspace_is_an_output() {
+    let r = roots();
+    let (runner, blobs) = restricted(&r);
+    // The session cwd itself outside.
+    let resp = runner
+        .run_tool(tool_req(
+            "c1",
+            "shell",
+            r#"{"command":["pwd"]}"#,
+            r.outside.to_str().unwrap(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!resp.success);
+    assert!(
+        resp.output_preview.starts_with("access denied: "),
+        "{}",
+        resp.output_preview
+    );
+    let item: serde_json::Value = blobs.get_json(&resp.output_item_digest).await.unwrap();
+    assert_eq!(item["output"], resp.output_preview);
+    // A workdir leading out through `..`, an absolute path or a symlink.
+    for workdir in ["../outside", r.outside.to_str().unwrap(), "link"] {
+        let args = serde_json::json!({"command": ["pwd"], "workdir": workdir}).to_string();
+        let resp = runner
+            .run_tool(tool_req("c2", "shell", &args, ""))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!resp.success, "{workdir}");
+        assert!(
+            resp.output_preview.starts_with("access denied: "),
+            "{workdir}: {}",
+            resp.output_preview
+        );
+        assert!(resp.command.is_none());
+    }
+    // A patch writing through the symlink.
+    let resp = runner
+        .run_tool(Request::new(RunToolRequest {
+            session_id: "s".into(),
+            call_id: "c3".into(),
+            tool_name: "apply_patch".into(),
+            arguments: "*** Begin Patch\n*** Add File: link/x.txt\n+x\n*** End Patch".into(),
+            cwd: String::new(),
+            custom: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        resp.output_preview
+            .starts_with("patch rejected: access denied: "),
+        "{}",
+        resp.output_preview
+    );
+    assert!(!r.outside.join("x.txt").exists());
+}
+
+// ---- custom tool calls, images, processes ----
+
+#[tokio::test]
+async fn custom_calls_store_a_custom_tool_call_output() {
+    let r = roots();
+    let (runner, blobs) = restricted(&r);
+    let resp = runner
+        .run_tool(Request::new(RunToolRequest {
+            session_id: "s".into(),
+            call_id: "call_p".into(),
+            tool_name: "apply_patch".into(),
+            arguments: "*** Begin Patch\n*** Add File: a.txt\n+a\n*** End Patch".into(),
+            cwd: String::new(),
+            custom: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.success, "{}", resp.output_preview);
+    let item: serde_json::Value = blobs.get_json(&resp.output_item_digest).await.unwrap();
+    assert_eq!(item["type"], "custom_tool_call_output");
+    assert_eq!(item["call_id"], "call_p");
+    assert!(
+        item["output"]
+            .as_str()
+            .unwrap()
+            .ends_with("Success. Updated the following files:\nA a.txt\n")
+    );
+}
+
+#[tokio::test]
+async fn view_image_stores_a_content_item_array() {
+    let r = roots();
+    let (runner, blobs) = restricted(&r);
+    let img = image::RgbaImage::from_pixel(3, 2, image::Rgba([0, 0, 0, 255]));
+    img.save(r.ws.join("p.png")).unwrap();
+    let resp = runner
+        .run_tool(tool_req("call_i", "view_image", r#"{"path":"p.png"}"#, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.success, "{}", resp.output_preview);
+    let item: serde_json::Value = blobs.get_json(&resp.output_item_digest).await.unwrap();
+    assert_eq!(item["type"], "function_call_output");
+    let output = item["output"].as_array().unwrap();
+    assert_eq!(output.len(), 1);
+    assert_eq!(output[0]["type"], "input_image");
+    assert_eq!(output[0]["detail"], "high");
+    assert!(
+        output[0]["image_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("data:image/png;base64,")
+    );
+    assert!(
+        resp.output_preview.starts_with("[image image/png 3x2"),
+        "{}",
+        resp.output_preview
+    );
+}
+
+#[tokio::test]
+async fn close_session_kills_its_processes() {
+    let r = roots();
+    let (runner, _) = restricted(&r);
+    let resp = runner
+        .run_tool(tool_req(
+            "c",
+            "exec_command",
+            r#"{"cmd":"sleep 30","yield_time_ms":250}"#,
+            "",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let command = resp.command.unwrap();
+    assert!(command.running && command.process_id > 0, "{command:?}");
+    assert_eq!(runner.live_processes(), 1);
+    let err = runner
+        .close_session(Request::new(CloseSessionRequest {
+            session_id: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    runner
+        .close_session(Request::new(CloseSessionRequest {
+            session_id: "s1".into(),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(runner.live_processes(), 0);
+    let args = format!(r#"{{"session_id":{}}}"#, command.process_id);
+    let resp = runner
+        .run_tool(tool_req("c2", "write_stdin", &args, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        resp.output_preview,
+        format!(
+            "write_stdin failed: Unknown process id {}",
+            command.process_id
+        )
+    );
+}
+
+// ---- ListTools ----
+
+#[tokio::test]
+async fn list_tools_is_sorted_and_selectable() {
+    let (runner, _) = runner(Path::new("/"));
+    let names =
+        |resp: ListToolsResponse| resp.tools.into_iter().map(|t| t.name).collect::<Vec<_>>();
+    let resp = runner
+        .list_tools(Request::new(ListToolsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let freeform: serde_json::Value = serde_json::from_str(&resp.tools[0].json).unwrap();
+    assert_eq!(freeform["type"], "custom");
+    assert_eq!(
+        names(resp),
+        [
+            "apply_patch",
+            "exec_command",
+            "grep_files",
+            "list_dir",
+            "read_file",
+            "write_stdin"
+        ]
+    );
+    let resp = runner
+        .list_tools(Request::new(ListToolsRequest {
+            apply_patch_format: ApplyPatchFormat::Json as i32,
+            shell_tool: ShellToolKind::ShellCommand as i32,
+            include_view_image: true,
+            exclude_file_tools: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let json: serde_json::Value = serde_json::from_str(&resp.tools[0].json).unwrap();
+    assert_eq!(
+        (json["type"].as_str(), json["strict"].as_bool()),
+        (Some("function"), Some(false))
+    );
+    assert_eq!(names(resp), ["apply_patch", "shell_command", "view_image"]);
+    let err = runner
+        .list_tools(Request::new(ListToolsRequest {
+            shell_tool: 99,
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+// ---- GetProjectContext ----
+
+#[tokio::test]
+async fn project_context() {
+    let r = roots();
+    let (runner, _) = restricted(&r);
+    std::fs::create_dir(r.ws.join(".git")).unwrap();
+    std::fs::write(r.ws.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    std::fs::write(r.ws.join("AGENTS.md"), "top rules").unwrap();
+    std::fs::write(r.ws.join("sub/AGENTS.md"), "sub rules").unwrap();
+    let resp = runner
+        .get_project_context(Request::new(GetProjectContextRequest {
+            cwd: "sub".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let sub = r.ws.join("sub");
+    assert_eq!(resp.cwd, sub.to_str().unwrap());
+    assert_eq!(resp.agents_md, "top rules\n\nsub rules");
+    assert_eq!(
+        resp.agents_md_message_text,
+        format!(
+            "# AGENTS.md instructions for {}\n\n<INSTRUCTIONS>\ntop rules\n\nsub rules\n</INSTRUCTIONS>",
+            sub.display()
+        )
+    );
+    assert_eq!(resp.agents_md_paths.len(), 2);
+    let git = resp.git.unwrap();
+    assert_eq!((git.branch.as_str(), git.commit.as_str()), ("main", ""));
+    assert!(resp.environment_context.starts_with(&format!(
+        "<environment_context>\n  <cwd>{}</cwd>\n  <shell>",
+        sub.display()
+    )));
+    assert!(
+        resp.environment_context
+            .ends_with("</timezone>\n</environment_context>")
+    );
+
+    let resp = runner
+        .get_project_context(Request::new(GetProjectContextRequest {
+            cwd: "sub".into(),
+            disable_project_root_walk: true,
+            project_doc_max_bytes: 3,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.agents_md, "sub");
+
+    for (cwd, code) in [
+        (r.outside.to_str().unwrap(), Code::PermissionDenied),
+        ("link", Code::PermissionDenied),
+        ("missing", Code::NotFound),
+        ("AGENTS.md", Code::FailedPrecondition),
+    ] {
+        let err = runner
+            .get_project_context(Request::new(GetProjectContextRequest {
+                cwd: cwd.into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{cwd}: {err:?}");
+    }
 }

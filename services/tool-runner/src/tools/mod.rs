@@ -1,34 +1,83 @@
-//! Model tool calls: parse the arguments, run the tool, produce the one text
-//! the model gets back. Every failure a model can cause (bad arguments, an
-//! unknown tool, a command that cannot start) is an output with
-//! `success: false`, never an RPC error: each call must get exactly one output
-//! (codex-compat §1, §1.1).
+//! Model tool calls: parse the arguments, run the tool, produce the one
+//! output the model gets back. Every failure a model can cause (bad
+//! arguments, an unknown tool, a command that cannot start, a path outside
+//! the workspace) is an output with `success: false`, never an RPC error:
+//! each call must get exactly one output (codex-compat §1, §1.1).
 
+pub mod apply_patch;
+pub mod grep;
+pub mod list_dir;
+pub mod read_file;
 pub mod shell;
+pub mod specs;
+pub mod unified_exec;
+pub mod view_image;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+
 use crate::exec::Executor;
+use crate::exec::registry::ProcessRegistry;
 use crate::format::TruncationPolicy;
+use crate::workspace::Workspace;
+
+/// What a tool call runs with.
+#[derive(Debug, Clone, Copy)]
+pub struct ToolContext<'a> {
+    pub executor: &'a Executor,
+    pub policy: TruncationPolicy,
+    pub workspace: &'a Workspace,
+    pub processes: &'a ProcessRegistry,
+    /// The Keel session: unified exec processes are kept per session.
+    pub session_id: &'a str,
+    /// The session's working directory, canonical and inside the workspace.
+    pub cwd: &'a Path,
+    /// The user's shell for `shell_command` and `exec_command`.
+    pub user_shell: &'a str,
+}
+
+/// One call as the model made it.
+#[derive(Debug, Clone, Copy)]
+pub struct ToolCall<'a> {
+    pub name: &'a str,
+    /// JSON arguments, or the raw input of a custom tool call.
+    pub arguments: &'a str,
+    /// The model sent a `custom_tool_call`.
+    pub custom: bool,
+}
 
 /// What a tool call produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolOutcome {
-    /// The model-visible output text.
+    /// The model-visible output text; for an `items` output, a short
+    /// description for display.
     pub text: String,
-    /// Codex's success flag: false for a failed call, a non-zero exit or a
-    /// timeout.
+    /// Set when the output is a content-item array (`view_image`) rather
+    /// than text.
+    pub items: Option<Vec<serde_json::Value>>,
+    /// Codex's success flag.
     pub success: bool,
     /// Set when a command ran.
     pub command: Option<CommandRecord>,
 }
 
 impl ToolOutcome {
-    fn failure(text: String) -> Self {
+    pub(crate) fn failure(text: String) -> Self {
         Self {
             text,
+            items: None,
             success: false,
+            command: None,
+        }
+    }
+
+    pub(crate) fn success(text: String) -> Self {
+        Self {
+            text,
+            items: None,
+            success: true,
             command: None,
         }
     }
@@ -39,134 +88,79 @@ impl ToolOutcome {
 pub struct CommandRecord {
     pub command: Vec<String>,
     pub cwd: PathBuf,
+    /// Meaningless while `process_id` is set (the process still runs).
     pub exit_code: i32,
     pub duration: Duration,
     pub aggregated_output: String,
+    /// Set while a unified exec process keeps running after the call.
+    pub process_id: Option<i32>,
 }
 
-/// Runs the call `tool_name(arguments)` with `base_cwd` as the directory
-/// relative workdirs resolve against.
-pub async fn run_tool(
-    executor: &Executor,
-    policy: TruncationPolicy,
-    tool_name: &str,
-    arguments: &str,
-    base_cwd: &Path,
-) -> ToolOutcome {
-    let parsed = match tool_name {
-        "shell" | "container.exec" => shell::parse_shell(arguments),
-        "local_shell" => shell::parse_local_shell(arguments),
-        other => return ToolOutcome::failure(format!("unsupported call: {other}")),
-    };
-    match parsed {
-        Ok(call) => shell::run(executor, policy, call, base_cwd).await,
-        Err(text) => ToolOutcome::failure(text),
+/// Runs one call.
+pub async fn run_tool(ctx: &ToolContext<'_>, call: ToolCall<'_>) -> ToolOutcome {
+    if call.custom {
+        return match call.name {
+            "apply_patch" => apply_patch::run_freeform(ctx, call.arguments).await,
+            other => ToolOutcome::failure(format!("unsupported custom tool call: {other}")),
+        };
     }
+    let args = call.arguments;
+    match call.name {
+        "shell" | "container.exec" => shell::run_shell(ctx, args).await,
+        "local_shell" => shell::run_local_shell(ctx, args).await,
+        "shell_command" => shell::run_shell_command(ctx, args).await,
+        "exec_command" => unified_exec::run_exec_command(ctx, args).await,
+        "write_stdin" => unified_exec::run_write_stdin(ctx, args).await,
+        "apply_patch" => apply_patch::run_json(ctx, args).await,
+        "read_file" => read_file::run(ctx, args).await,
+        "list_dir" => list_dir::run(ctx, args).await,
+        "grep_files" => grep::run(ctx, args).await,
+        "view_image" => view_image::run(ctx, args).await,
+        other => ToolOutcome::failure(format!("unsupported call: {other}")),
+    }
+}
+
+/// Parses JSON arguments; `Err` is Codex's text for the model.
+pub(crate) fn parse_arguments<T: DeserializeOwned>(arguments: &str) -> Result<T, String> {
+    serde_json::from_str(arguments)
+        .map_err(|err| format!("failed to parse function arguments: {err}"))
+}
+
+/// The directory a command runs in: the session cwd, or `workdir` resolved
+/// against it. `Err` is the text for the model when the directory is outside
+/// the workspace. A directory that does not exist is passed through so that
+/// the spawn reports it the way Codex does.
+pub(crate) fn resolve_workdir(
+    ctx: &ToolContext<'_>,
+    workdir: Option<&str>,
+) -> Result<PathBuf, String> {
+    match workdir.filter(|dir| !dir.is_empty()) {
+        None => Ok(ctx.cwd.to_path_buf()),
+        Some(dir) => match ctx.workspace.resolve_existing(ctx.cwd, Path::new(dir)) {
+            Ok(path) => Ok(path),
+            Err(err) if err.is_not_found() => Ok(ctx.cwd.join(dir)),
+            Err(err) => Err(err.to_string()),
+        },
+    }
+}
+
+/// `argv` joined for display, quoting words a shell would split.
+pub(crate) fn shlex_join(argv: &[String]) -> String {
+    argv.iter()
+        .map(|word| {
+            let plain = !word.is_empty()
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%^".contains(c));
+            if plain {
+                word.clone()
+            } else {
+                format!("'{}'", word.replace('\'', "'\"'\"'"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn call(tool: &str, args: &str, cwd: &Path) -> ToolOutcome {
-        let executor = Executor::with_inherited_env(std::env::vars_os());
-        run_tool(&executor, TruncationPolicy::default(), tool, args, cwd).await
-    }
-
-    fn output_json(outcome: &ToolOutcome) -> serde_json::Value {
-        serde_json::from_str(&outcome.text)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", outcome.text))
-    }
-
-    #[tokio::test]
-    async fn shell_success_has_the_structured_layout() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = call("shell", r#"{"command":["sh","-c","echo hi"]}"#, dir.path()).await;
-        assert!(out.success);
-        let json = output_json(&out);
-        assert_eq!(json["output"], "hi\n");
-        assert_eq!(json["metadata"]["exit_code"], 0);
-        assert!(json["metadata"]["duration_seconds"].is_f64());
-        let record = out.command.unwrap();
-        assert_eq!(record.command, ["sh", "-c", "echo hi"]);
-        assert_eq!(record.cwd, dir.path());
-        assert_eq!(record.aggregated_output, "hi\n");
-    }
-
-    #[tokio::test]
-    async fn aliases_run_the_same_tool() {
-        let dir = tempfile::tempdir().unwrap();
-        for tool in ["container.exec", "local_shell"] {
-            let out = call(tool, r#"{"command":["sh","-c","exit 0"]}"#, dir.path()).await;
-            assert!(out.success, "{tool}: {}", out.text);
-        }
-    }
-
-    #[tokio::test]
-    async fn non_zero_exit_and_timeout_are_failures() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = call(
-            "shell",
-            r#"{"command":["sh","-c","echo no >&2; exit 2"]}"#,
-            dir.path(),
-        )
-        .await;
-        assert!(!out.success);
-        assert_eq!(output_json(&out)["metadata"]["exit_code"], 2);
-        assert_eq!(output_json(&out)["output"], "no\n");
-
-        let out = call(
-            "shell",
-            r#"{"command":["sleep","30"],"timeout_ms":200}"#,
-            dir.path(),
-        )
-        .await;
-        assert!(!out.success);
-        let json = output_json(&out);
-        assert_eq!(json["metadata"]["exit_code"], 124);
-        let body = json["output"].as_str().unwrap();
-        assert!(body.starts_with("command timed out after "), "{body}");
-        assert!(body.ends_with(" milliseconds\n"), "{body}");
-    }
-
-    #[tokio::test]
-    async fn relative_workdir_resolves_against_the_base_cwd() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("sub")).unwrap();
-        let out = call(
-            "shell",
-            r#"{"command":["pwd"],"workdir":"sub"}"#,
-            dir.path(),
-        )
-        .await;
-        assert!(out.success, "{}", out.text);
-        assert_eq!(out.command.unwrap().cwd, dir.path().join("sub"));
-    }
-
-    #[tokio::test]
-    async fn model_errors_are_outputs_not_rpc_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = call("frobnicate", "{}", dir.path()).await;
-        assert_eq!(out.text, "unsupported call: frobnicate");
-        assert!(!out.success && out.command.is_none());
-
-        let out = call("shell", r#"{"cmd":"ls"}"#, dir.path()).await;
-        assert!(
-            out.text
-                .starts_with("failed to parse function arguments: missing field `command`")
-        );
-        assert!(!out.success);
-
-        let out = call(
-            "shell",
-            r#"{"command":["true"],"workdir":"missing"}"#,
-            dir.path(),
-        )
-        .await;
-        assert_eq!(
-            out.text,
-            r#"execution error: Io(Os { code: 2, kind: NotFound, message: "No such file or directory" })"#
-        );
-        assert!(!out.success && out.command.is_none());
-    }
-}
+pub(crate) mod tests;

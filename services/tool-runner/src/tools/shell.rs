@@ -1,6 +1,7 @@
-//! The argv shell tools: `shell`, `container.exec` (its old name) and
-//! `local_shell` (codex-compat §2.3, §2.5). Parsing mirrors Codex's serde
-//! structs so that bad arguments produce the same serde error text.
+//! The run-to-completion shell tools: `shell` (argv), `container.exec` (its
+//! old name), `local_shell`, and `shell_command` (a script for the user's
+//! shell) (codex-compat §2.3–§2.6). Parsing mirrors Codex's serde structs so
+//! that bad arguments produce the same serde error text.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,9 +9,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{CommandRecord, ToolOutcome};
-use crate::exec::{DEFAULT_TIMEOUT, ExecError, ExecSpec, Executor};
-use crate::format::{TruncationPolicy, structured_shell_output};
+use super::apply_patch::{self, Layout};
+use super::{CommandRecord, ToolContext, ToolOutcome, resolve_workdir};
+use crate::exec::{DEFAULT_TIMEOUT, ExecError, ExecSpec};
+use crate::patch::invocation::{IMPLICIT_INVOCATION, Invocation, classify};
 
 /// `shell` / `container.exec` arguments (Codex's `ShellToolCallParams`).
 /// Unknown fields are ignored, as in Codex.
@@ -91,19 +93,73 @@ fn non_empty(call: ShellCall) -> Result<ShellCall, String> {
     }
 }
 
-/// Runs a parsed call in `base_cwd` (or its `workdir`, relative to it) and
-/// renders the structured layout.
-pub async fn run(
-    executor: &Executor,
-    policy: TruncationPolicy,
-    call: ShellCall,
-    base_cwd: &Path,
-) -> ToolOutcome {
-    // `join` keeps an absolute workdir as it is, like Codex's `resolve_path`.
-    let cwd = match &call.workdir {
-        Some(dir) => base_cwd.join(dir),
-        None => base_cwd.to_path_buf(),
+/// `shell_command` arguments (Codex's `ShellCommandToolCallParams`).
+#[derive(Debug, Deserialize, PartialEq)]
+pub struct ShellCommandParams {
+    pub command: String,
+    pub workdir: Option<String>,
+    #[serde(alias = "timeout")]
+    pub timeout_ms: Option<u64>,
+    /// Run the shell as a login shell (`-lc`); default true.
+    pub login: Option<bool>,
+    pub sandbox_permissions: Option<SandboxPermissions>,
+    pub justification: Option<String>,
+    pub prefix_rule: Option<Vec<String>>,
+    pub additional_permissions: Option<serde_json::Value>,
+}
+
+/// Parses a `shell_command` call; `Err` is the text for the model.
+pub fn parse_shell_command(arguments: &str, user_shell: &str) -> Result<ShellCall, String> {
+    let p: ShellCommandParams = serde_json::from_str(arguments).map_err(parse_error)?;
+    Ok(ShellCall {
+        command: shell_argv(user_shell, p.login.unwrap_or(true), &p.command),
+        workdir: p.workdir,
+        timeout_ms: p.timeout_ms,
+        env: HashMap::new(),
+    })
+}
+
+/// `[shell, "-lc" | "-c", script]`: how the user's shell runs a script.
+pub fn shell_argv(shell: &str, login: bool, script: &str) -> Vec<String> {
+    let flag = if login { "-lc" } else { "-c" };
+    vec![shell.to_string(), flag.to_string(), script.to_string()]
+}
+
+/// `shell` / `container.exec`: structured layout.
+pub async fn run_shell(ctx: &ToolContext<'_>, arguments: &str) -> ToolOutcome {
+    match parse_shell(arguments) {
+        Ok(call) => run(ctx, call, Layout::Structured).await,
+        Err(text) => ToolOutcome::failure(text),
+    }
+}
+
+/// `local_shell`: structured layout.
+pub async fn run_local_shell(ctx: &ToolContext<'_>, arguments: &str) -> ToolOutcome {
+    match parse_local_shell(arguments) {
+        Ok(call) => run(ctx, call, Layout::Structured).await,
+        Err(text) => ToolOutcome::failure(text),
+    }
+}
+
+/// `shell_command`: the user's shell runs the script; freeform layout.
+pub async fn run_shell_command(ctx: &ToolContext<'_>, arguments: &str) -> ToolOutcome {
+    match parse_shell_command(arguments, ctx.user_shell) {
+        Ok(call) => run(ctx, call, Layout::Freeform).await,
+        Err(text) => ToolOutcome::failure(text),
+    }
+}
+
+/// Runs a parsed call in the session cwd (or its `workdir`, relative to it)
+/// and renders it in `layout`. An apply_patch invocation is applied as a
+/// patch instead (codex-compat §6.6).
+pub async fn run(ctx: &ToolContext<'_>, call: ShellCall, layout: Layout) -> ToolOutcome {
+    let cwd = match resolve_workdir(ctx, call.workdir.as_deref()) {
+        Ok(cwd) => cwd,
+        Err(text) => return ToolOutcome::failure(text),
     };
+    if let Some(outcome) = intercept_apply_patch(ctx, &call.command, &cwd, layout).await {
+        return outcome;
+    }
     let spec = ExecSpec {
         argv: call.command,
         cwd,
@@ -112,7 +168,7 @@ pub async fn run(
             .map_or(DEFAULT_TIMEOUT, Duration::from_millis),
         env: call.env,
     };
-    let out = match executor.run(&spec).await {
+    let out = match ctx.executor.run(&spec).await {
         Ok(out) => out,
         Err(err) => return ToolOutcome::failure(execution_error(&err)),
     };
@@ -122,20 +178,44 @@ pub async fn run(
         exit_code: out.exit_code,
         duration: out.duration,
         aggregated_output: out.aggregated,
+        process_id: None,
     };
-    let text = match structured_shell_output(
+    let text = match layout.render(
         &record.aggregated_output,
         out.exit_code,
         out.duration,
-        policy,
+        ctx.policy,
     ) {
         Ok(text) => text,
         Err(err) => return ToolOutcome::failure(format!("execution error: {err}")),
     };
     ToolOutcome {
         text,
+        items: None,
         success: out.exit_code == 0 && !out.timed_out,
         command: Some(record),
+    }
+}
+
+/// Applies a patch that arrived as a shell command; `None` for an ordinary
+/// command.
+async fn intercept_apply_patch(
+    ctx: &ToolContext<'_>,
+    argv: &[String],
+    cwd: &Path,
+    layout: Layout,
+) -> Option<ToolOutcome> {
+    match classify(argv) {
+        Invocation::NotPatch => None,
+        Invocation::Implicit => Some(ToolOutcome::failure(format!(
+            "apply_patch verification failed: {IMPLICIT_INVOCATION}"
+        ))),
+        Invocation::Invalid(err) => Some(ToolOutcome::failure(format!(
+            "apply_patch verification failed: {err}"
+        ))),
+        Invocation::Patch { hunks, workdir } => {
+            Some(apply_patch::run_hunks(ctx, hunks, cwd, workdir.as_deref(), layout).await)
+        }
     }
 }
 
@@ -210,6 +290,35 @@ mod tests {
             "failed to parse function arguments: command must not be empty"
         );
         assert!(parse_local_shell(r#"{"command":[]}"#).is_err());
+    }
+
+    #[test]
+    fn parses_shell_command() {
+        let call = parse_shell_command(
+            r#"{"command":"ls -la","workdir":"w","timeout_ms":5,"login":false,"justification":"j"}"#,
+            "/bin/zsh",
+        )
+        .unwrap();
+        assert_eq!(
+            call,
+            ShellCall {
+                command: vec!["/bin/zsh".into(), "-c".into(), "ls -la".into()],
+                workdir: Some("w".into()),
+                timeout_ms: Some(5),
+                env: HashMap::new(),
+            }
+        );
+        let call = parse_shell_command(r#"{"command":"pwd","timeout":9}"#, "bash").unwrap();
+        assert_eq!(call.command, ["bash", "-lc", "pwd"]);
+        assert_eq!(call.timeout_ms, Some(9));
+        assert_eq!(
+            parse_shell_command(r#"{"command":["ls"]}"#, "bash").unwrap_err(),
+            "failed to parse function arguments: invalid type: sequence, expected a string at line 1 column 11"
+        );
+        assert_eq!(
+            parse_shell_command("{}", "bash").unwrap_err(),
+            "failed to parse function arguments: missing field `command` at line 1 column 2"
+        );
     }
 
     #[test]

@@ -1,0 +1,10 @@
+//! Chat Completions (`wire_api = "chat"`, §9.5), kept by Keel for servers
+//! that do not speak the Responses API (Ollama, vLLM, most proxies). The
+//! conversation stays in Responses API items; this module translates both
+//! ways at the edge.
+
+mod request;
+mod stream;
+
+pub use request::ChatRequest;
+pub use stream::ChatStream;

@@ -1,0 +1,254 @@
+//! AGENTS.md discovery (codex-compat §7.1): from the project root down to
+//! the cwd, one instructions file per directory, within a total byte budget.
+//! Global instructions (`$CODEX_HOME`) are the workflow's business.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+/// Codex's default `project_doc_max_bytes`.
+pub const DEFAULT_MAX_BYTES: u64 = 32 * 1024;
+/// Names tried first in every directory, in this order.
+const PRIMARY_NAMES: [&str; 2] = ["AGENTS.override.md", "AGENTS.md"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentsMdOptions {
+    /// Total budget across all files.
+    pub max_bytes: u64,
+    /// Names marking the project root; empty disables the walk up.
+    pub root_markers: Vec<String>,
+    /// Names tried after the primary ones.
+    pub fallback_filenames: Vec<String>,
+}
+
+impl Default for AgentsMdOptions {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_MAX_BYTES,
+            root_markers: vec![".git".to_string()],
+            fallback_filenames: Vec::new(),
+        }
+    }
+}
+
+/// The discovered instructions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectDoc {
+    /// The files' texts joined with a blank line.
+    pub text: String,
+    /// The files used, root first.
+    pub paths: Vec<PathBuf>,
+}
+
+/// The user message text Codex wraps the instructions in.
+pub fn agents_md_message_text(cwd: &Path, text: &str) -> String {
+    format!(
+        "# AGENTS.md instructions for {}\n\n<INSTRUCTIONS>\n{text}\n</INSTRUCTIONS>",
+        cwd.display()
+    )
+}
+
+/// Finds and reads the instructions for `cwd` (canonical); `None` when there
+/// are none (or all are blank).
+pub fn discover(cwd: &Path, options: &AgentsMdOptions) -> Option<ProjectDoc> {
+    let mut remaining = options.max_bytes;
+    let mut texts = Vec::new();
+    let mut paths = Vec::new();
+    for path in candidate_files(cwd, options) {
+        if remaining == 0 {
+            break;
+        }
+        let Ok(file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        let mut data = Vec::new();
+        // The file crossing the budget is cut there.
+        if file.take(remaining).read_to_end(&mut data).is_err() {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&data).into_owned();
+        if text.trim().is_empty() {
+            continue;
+        }
+        remaining = remaining.saturating_sub(u64::try_from(data.len()).unwrap_or(u64::MAX));
+        texts.push(text);
+        paths.push(path);
+    }
+    (!texts.is_empty()).then(|| ProjectDoc {
+        text: texts.join("\n\n"),
+        paths,
+    })
+}
+
+/// The first instructions file of each directory from the project root down
+/// to `cwd`.
+fn candidate_files(cwd: &Path, options: &AgentsMdOptions) -> Vec<PathBuf> {
+    let root = project_root(cwd, &options.root_markers);
+    // `cwd` and its ancestors up to the root, then reversed: root first.
+    let mut dirs: Vec<&Path> = cwd
+        .ancestors()
+        .take_while(|dir| root.is_none_or(|root| dir.starts_with(root)))
+        .collect();
+    if root.is_none() {
+        dirs.truncate(1);
+    }
+    dirs.reverse();
+
+    let names: Vec<&str> = PRIMARY_NAMES
+        .iter()
+        .copied()
+        .chain(options.fallback_filenames.iter().map(String::as_str))
+        .filter(|name| !name.is_empty())
+        .collect();
+    dirs.iter()
+        .filter_map(|dir| {
+            names.iter().find_map(|name| {
+                let candidate = dir.join(name);
+                // A file, or a symlink (followed when read).
+                let meta = std::fs::symlink_metadata(&candidate).ok()?;
+                (meta.is_file() || meta.file_type().is_symlink()).then_some(candidate)
+            })
+        })
+        .collect()
+}
+
+/// The nearest ancestor of `cwd` (itself included) holding a marker.
+fn project_root<'a>(cwd: &'a Path, markers: &[String]) -> Option<&'a Path> {
+    if markers.is_empty() {
+        return None;
+    }
+    cwd.ancestors().find(|dir| {
+        markers
+            .iter()
+            .any(|marker| std::fs::symlink_metadata(dir.join(marker)).is_ok())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+
+    struct Tree {
+        _tmp: tempfile::TempDir,
+        root: PathBuf,
+    }
+
+    fn tree() -> Tree {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(tmp.path()).unwrap().join("repo");
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        Tree { _tmp: tmp, root }
+    }
+
+    fn text(cwd: &Path, options: &AgentsMdOptions) -> Option<String> {
+        discover(cwd, options).map(|doc| doc.text)
+    }
+
+    #[test]
+    fn root_down_to_cwd_with_a_marker() {
+        let t = tree();
+        fs::create_dir(t.root.join(".git")).unwrap();
+        fs::write(t.root.join("AGENTS.md"), "root").unwrap();
+        fs::write(t.root.join("a/AGENTS.md"), "a").unwrap();
+        fs::write(t.root.join("a/b/AGENTS.md"), "b").unwrap();
+        // Above the root: never read.
+        fs::write(t.root.parent().unwrap().join("AGENTS.md"), "outside").unwrap();
+        let doc = discover(&t.root.join("a/b"), &AgentsMdOptions::default()).unwrap();
+        assert_eq!(doc.text, "root\n\na\n\nb");
+        assert_eq!(doc.paths[0], t.root.join("AGENTS.md"));
+        // A .git file (worktree) marks the root too.
+        fs::remove_dir(t.root.join(".git")).unwrap();
+        fs::write(t.root.join(".git"), "gitdir: elsewhere").unwrap();
+        assert_eq!(
+            text(&t.root.join("a"), &AgentsMdOptions::default()).unwrap(),
+            "root\n\na"
+        );
+    }
+
+    #[test]
+    fn without_a_marker_only_the_cwd_counts() {
+        let t = tree();
+        fs::write(t.root.join("AGENTS.md"), "root").unwrap();
+        fs::write(t.root.join("a/AGENTS.md"), "a").unwrap();
+        assert_eq!(
+            text(&t.root.join("a"), &AgentsMdOptions::default()).unwrap(),
+            "a"
+        );
+        assert_eq!(text(&t.root.join("a/b"), &AgentsMdOptions::default()), None);
+        // Custom markers, and an empty list disabling the walk.
+        fs::write(t.root.join(".root"), "").unwrap();
+        let custom = AgentsMdOptions {
+            root_markers: vec![".root".into()],
+            ..Default::default()
+        };
+        assert_eq!(text(&t.root.join("a"), &custom).unwrap(), "root\n\na");
+        let none = AgentsMdOptions {
+            root_markers: vec![],
+            ..Default::default()
+        };
+        assert_eq!(text(&t.root.join("a"), &none).unwrap(), "a");
+    }
+
+    #[test]
+    fn override_wins_then_fallbacks() {
+        let t = tree();
+        fs::write(t.root.join("AGENTS.md"), "plain").unwrap();
+        fs::write(t.root.join("AGENTS.override.md"), "override").unwrap();
+        fs::write(t.root.join("a/CLAUDE.md"), "fallback").unwrap();
+        let options = AgentsMdOptions {
+            root_markers: vec!["AGENTS.md".into()],
+            fallback_filenames: vec!["CLAUDE.md".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            text(&t.root.join("a"), &options).unwrap(),
+            "override\n\nfallback"
+        );
+        // Without the fallback name, `a` contributes nothing.
+        let options = AgentsMdOptions {
+            fallback_filenames: vec![],
+            ..options
+        };
+        assert_eq!(text(&t.root.join("a"), &options).unwrap(), "override");
+    }
+
+    #[test]
+    fn budget_cuts_the_crossing_file_and_drops_later_ones() {
+        let t = tree();
+        fs::create_dir(t.root.join(".git")).unwrap();
+        fs::write(t.root.join("AGENTS.md"), "0123456789").unwrap();
+        fs::write(t.root.join("a/AGENTS.md"), "abcdefghij").unwrap();
+        fs::write(t.root.join("a/b/AGENTS.md"), "never").unwrap();
+        let options = AgentsMdOptions {
+            max_bytes: 15,
+            ..Default::default()
+        };
+        assert_eq!(
+            text(&t.root.join("a/b"), &options).unwrap(),
+            "0123456789\n\nabcde"
+        );
+    }
+
+    #[test]
+    fn blank_files_are_skipped_and_symlinks_followed() {
+        let t = tree();
+        fs::create_dir(t.root.join(".git")).unwrap();
+        fs::write(t.root.join("AGENTS.md"), "  \n\t\n").unwrap();
+        fs::write(t.root.join("shared.md"), "linked").unwrap();
+        std::os::unix::fs::symlink(t.root.join("shared.md"), t.root.join("a/AGENTS.md")).unwrap();
+        let doc = discover(&t.root.join("a"), &AgentsMdOptions::default()).unwrap();
+        assert_eq!(doc.text, "linked");
+        assert_eq!(doc.paths, vec![t.root.join("a/AGENTS.md")]);
+        fs::remove_file(t.root.join("a/AGENTS.md")).unwrap();
+        assert_eq!(text(&t.root.join("a"), &AgentsMdOptions::default()), None);
+    }
+
+    #[test]
+    fn message_wrapper() {
+        assert_eq!(
+            agents_md_message_text(Path::new("/w"), "do this"),
+            "# AGENTS.md instructions for /w\n\n<INSTRUCTIONS>\ndo this\n</INSTRUCTIONS>"
+        );
+    }
+}

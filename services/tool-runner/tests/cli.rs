@@ -1,0 +1,126 @@
+//! `keel-tool-runner apply-patch` as a real process: the command-line twin
+//! of the apply_patch tool.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn apply_patch(dir: &Path, patch: &str, extra: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel-tool-runner"))
+        .arg("apply-patch")
+        .args(extra)
+        .current_dir(dir)
+        .env_remove("KEEL_WORKSPACE_ROOTS")
+        .env_remove("KEEL_ALLOW_ANY_WORKSPACE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(patch.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// The freeform layout with the wall time blanked.
+fn normalised(out: &Output) -> String {
+    stdout(out)
+        .lines()
+        .map(|l| {
+            if l.starts_with("Wall time: ") {
+                "Wall time: X seconds"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn applies_a_patch_in_the_current_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("modify.txt"), "line1\nline2\n").unwrap();
+    std::fs::write(dir.path().join("delete.txt"), "x\n").unwrap();
+    let patch = "*** Begin Patch\n*** Add File: nested/new.txt\n+created\n*** Delete File: delete.txt\n*** Update File: modify.txt\n@@\n-line2\n+changed\n*** End Patch\n";
+    let out = apply_patch(dir.path(), patch, &[]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        normalised(&out),
+        "Exit code: 0\nWall time: X seconds\nOutput:\nSuccess. Updated the following files:\nA nested/new.txt\nM modify.txt\nD delete.txt"
+    );
+    assert!(stdout(&out).ends_with("D delete.txt\n"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("nested/new.txt")).unwrap(),
+        "created\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("modify.txt")).unwrap(),
+        "line1\nchanged\n"
+    );
+    assert!(!dir.path().join("delete.txt").exists());
+}
+
+#[test]
+fn failures_print_the_model_text_and_exit_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = std::fs::canonicalize(dir.path()).unwrap();
+    let out = apply_patch(
+        dir.path(),
+        "*** Begin Patch\n*** Update File: missing.txt\n@@\n-a\n+b\n*** End Patch",
+        &[],
+    );
+    assert!(!out.status.success());
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "apply_patch verification failed: Failed to read file to update {}: No such file or directory (os error 2)\n",
+            cwd.join("missing.txt").display()
+        )
+    );
+    let out = apply_patch(dir.path(), "*** Begin Patch\n*** End Patch", &[]);
+    assert_eq!(
+        (stdout(&out).as_str(), out.status.success()),
+        ("patch rejected: empty patch\n", false)
+    );
+    let out = apply_patch(dir.path(), "garbage", &[]);
+    assert_eq!(
+        stdout(&out),
+        "apply_patch verification failed: Invalid patch: The first line of the patch must be '*** Begin Patch'\n"
+    );
+}
+
+#[test]
+fn stays_in_the_current_directory_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = dir.path().join("inner");
+    std::fs::create_dir(&inner).unwrap();
+    let patch = "*** Begin Patch\n*** Add File: ../escaped.txt\n+x\n*** End Patch";
+    let out = apply_patch(&inner, patch, &[]);
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).starts_with("patch rejected: access denied: "),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!dir.path().join("escaped.txt").exists());
+
+    let out = apply_patch(&inner, patch, &["--allow-any-workspace"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(dir.path().join("escaped.txt").exists());
+
+    let root = dir.path().display().to_string();
+    let patch = "*** Begin Patch\n*** Add File: ../second.txt\n+x\n*** End Patch";
+    let out = apply_patch(&inner, patch, &["--workspace-root", &root]);
+    assert!(out.status.success(), "{}", stdout(&out));
+}

@@ -1,0 +1,167 @@
+//! Live deltas: while the model streams, watching clients receive its text as
+//! it is written — before the durable `agent_message` event, without the text
+//! passing through workflow history — and every watcher gets the same deltas.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+use std::time::Duration;
+
+use keel_e2e::fake_model::{FakeModel, Scripted, sse};
+use keel_e2e::history;
+use keel_e2e::stack::{Stack, StackOptions};
+use keel_proto::v1 as pb;
+use keel_proto::v1::session_service_client::SessionServiceClient;
+use pb::event::Msg;
+use pb::stream_events_response::Kind;
+use tonic::transport::Channel;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// What one watcher saw: deltas (with whether the model was still streaming
+/// when each arrived) and durable events, in arrival order.
+#[derive(Debug, Default)]
+struct Seen {
+    deltas: Vec<(String, bool)>,
+    agent_message_after_deltas: bool,
+    final_text: String,
+}
+
+async fn watch(
+    addr: String,
+    sid: String,
+    live: bool,
+    fake_streams_closed: impl Fn() -> usize + Send + 'static,
+    subscribed: tokio::sync::oneshot::Sender<()>,
+) -> Seen {
+    let mut subscribed = Some(subscribed);
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = SessionServiceClient::new(channel);
+    let mut stream = client
+        .stream_events(pb::StreamEventsRequest {
+            session_id: sid,
+            after_offset: 0,
+            follow: true,
+            live_deltas: live,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Seen::default();
+    tokio::time::timeout(WAIT, async {
+        while let Some(m) = stream.message().await.unwrap() {
+            // The first event (session_configured) means the watcher is on
+            // the session's feed: deltas from now on reach it.
+            if let Some(tx) = subscribed.take() {
+                let _ = tx.send(());
+            }
+            match m.kind.unwrap() {
+                Kind::Delta(d) => {
+                    assert_eq!(d.kind, pb::LiveDeltaKind::AgentMessage as i32);
+                    seen.deltas.push((d.delta, fake_streams_closed() == 0));
+                }
+                Kind::Event(e) => match e.msg {
+                    Some(Msg::AgentMessage(a)) => {
+                        seen.agent_message_after_deltas = !seen.deltas.is_empty();
+                        seen.final_text = a.message;
+                    }
+                    Some(Msg::TurnComplete(_)) => return,
+                    _ => {}
+                },
+                Kind::Gap(g) => panic!("unexpected gap {g:?}"),
+            }
+        }
+    })
+    .await
+    .expect("turn completes");
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watchers_see_text_while_the_model_writes() {
+    let words: Vec<String> = (0..8).map(|i| format!("word{i} ")).collect();
+    let text = words.concat();
+    let mut events = vec![sse::created()];
+    events.extend(words.iter().map(|w| sse::text_delta("msg_live", w)));
+    events.push(sse::message("msg_live", &text));
+    events.push(sse::completed("resp_live", 10, 8));
+    let fake = std::sync::Arc::new(
+        FakeModel::start(vec![Scripted::paced(events, Duration::from_millis(150))])
+            .await
+            .unwrap(),
+    );
+    let opts = StackOptions::new(fake.base_url());
+    let stack = tokio::task::spawn_blocking(move || Stack::start(opts))
+        .await
+        .unwrap()
+        .unwrap();
+    let channel = Channel::from_shared(format!("http://{}", stack.session_api))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = SessionServiceClient::new(channel);
+    let sid = client
+        .create_session(pb::CreateSessionRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .session_id;
+    let mut ready = Vec::new();
+    let watchers: Vec<_> = [true, true, false]
+        .into_iter()
+        .map(|live| {
+            let fake = fake.clone();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            ready.push(rx);
+            tokio::spawn(watch(
+                stack.session_api.clone(),
+                sid.clone(),
+                live,
+                move || fake.closed_streams(),
+                tx,
+            ))
+        })
+        .collect();
+    for rx in ready {
+        rx.await.unwrap();
+    }
+    client
+        .send_user_turn(pb::SendUserTurnRequest {
+            session_id: sid.clone(),
+            text: "talk".into(),
+            turn_id: "turn-1".into(),
+        })
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for w in watchers {
+        seen.push(w.await.unwrap());
+    }
+    for s in &seen[..2] {
+        let streamed: String = s.deltas.iter().map(|(d, _)| d.as_str()).collect();
+        assert_eq!(streamed, text, "deltas add up to the message");
+        assert!(
+            s.deltas[0].1,
+            "the first delta arrived while the model was still writing"
+        );
+        assert!(s.agent_message_after_deltas);
+        assert_eq!(s.final_text, text);
+    }
+    assert!(seen[2].deltas.is_empty(), "deltas are opt-in");
+    assert_eq!(seen[2].final_text, text);
+
+    // Deltas never enter workflow history: only they carry the item id.
+    let temporal = history::temporal_client(&stack.temporal_address)
+        .await
+        .unwrap();
+    let json = history::history_json(&temporal, &sid).await.unwrap();
+    let text = history::decoded_text(&json).unwrap();
+    assert!(text.contains("word7"), "the final message summary is there");
+    assert!(!text.contains("msg_live"), "no delta in history");
+}
