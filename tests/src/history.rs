@@ -36,11 +36,10 @@ pub fn decoded_text(history_json: &[u8]) -> anyhow::Result<String> {
             serde_json::Value::Object(m) => {
                 if let (Some(serde_json::Value::String(data)), true) =
                     (m.get("data"), m.contains_key("metadata"))
+                    && let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data)
                 {
-                    if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data) {
-                        out.push_str(&String::from_utf8_lossy(&bytes));
-                        out.push('\n');
-                    }
+                    out.push_str(&String::from_utf8_lossy(&bytes));
+                    out.push('\n');
                 }
                 m.values().for_each(|v| walk(v, out));
             }

@@ -75,15 +75,20 @@ pub struct CommandDecisionInput<'a> {
     pub argv: &'a [String],
     /// The command's working directory (part of the session key).
     pub cwd: &'a str,
+    /// The turn's approval policy.
     pub approval_policy: ApprovalPolicy,
+    /// The turn's sandbox mode.
     pub sandbox_mode: SandboxMode,
+    /// The model's `sandbox_permissions`.
     pub sandbox_permissions: SandboxPermissions,
+    /// The model's `additional_permissions` (part of the session key).
     pub additional_permissions: Option<&'a AdditionalPermissions>,
     /// The model's `justification`, shown as the question when no rule
     /// gives a reason.
     pub justification: Option<&'a str>,
     /// The model's suggested `prefix_rule`.
     pub prefix_rule: Option<&'a [String]>,
+    /// The exec-policy rules in force (amendments included).
     pub rules: &'a Rules,
     /// Keys approved with `approved_for_session` earlier in the session.
     pub approved_for_session: &'a BTreeSet<ApprovalKey>,
@@ -118,10 +123,16 @@ pub enum CommandDecision {
         /// runs without the sandbox.
         sandboxed: bool,
     },
-    /// Refused by a rule or by the policy; `reason` goes to the model.
-    Forbid { reason: String },
-    /// Refused before any rule is consulted (§2.5); `text` goes to the model.
-    Reject { text: String },
+    /// Refused by a rule or by the policy.
+    Forbid {
+        /// The tool output for the model.
+        reason: String,
+    },
+    /// Refused before any rule is consulted (§2.5).
+    Reject {
+        /// The tool output for the model.
+        text: String,
+    },
 }
 
 /// The settings the unmatched-command heuristics depend on.

@@ -47,12 +47,14 @@ pub fn is_sandbox_denial(
 /// Everything [`decide_after_sandbox_denial`] needs.
 #[derive(Clone, Copy, Debug)]
 pub struct SandboxDenialInput<'a> {
+    /// The turn's approval policy.
     pub approval_policy: ApprovalPolicy,
     /// The user approved this call before it ran (a prompt, or a session
     /// approval: `already_approved` of the allow decision).
     pub already_approved: bool,
     /// The call's session key ([`approval_key`](super::approval_key)).
     pub approval_key: &'a ApprovalKey,
+    /// Keys approved with `approved_for_session` earlier in the session.
     pub approved_for_session: &'a BTreeSet<ApprovalKey>,
     /// The amendment of the allow decision, offered with the question.
     pub proposed_amendment: Option<&'a [String]>,
@@ -70,7 +72,9 @@ pub enum DenialDecision {
     /// Ask first (`exec_approval_request` with this reason); on approval
     /// re-run without the sandbox.
     Prompt {
+        /// `command failed; retry without sandbox?`
         reason: String,
+        /// Offered as `approved_execpolicy_amendment`.
         proposed_amendment: Option<Vec<String>>,
     },
 }

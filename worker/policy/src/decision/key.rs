@@ -15,13 +15,18 @@ const CANONICAL_SCRIPT_PREFIX: &str = "__codex_shell_script__";
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ApprovalKey {
+    /// A shell command call.
     Command {
         /// [`canonicalize_command_for_approval`] of the argv.
         command: Vec<String>,
+        /// The call's working directory.
         cwd: String,
+        /// The call's `sandbox_permissions`.
         sandbox_permissions: SandboxPermissions,
+        /// The call's `additional_permissions`.
         additional_permissions: Option<AdditionalPermissions>,
     },
+    /// One file an approved patch touched.
     PatchPath {
         /// Absolute, lexically normalised.
         path: String,

@@ -180,6 +180,7 @@ pub struct ParseError {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum SandboxPermissions {
+    /// Run under the turn's sandbox.
     #[default]
     UseDefault,
     /// Run outside the sandbox (after approval).
@@ -201,22 +202,29 @@ impl SandboxPermissions {
 /// approved-for-session key.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AdditionalPermissions {
+    /// Network access beyond the sandbox's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkPermissions>,
+    /// Paths beyond the writable roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_system: Option<FileSystemPermissions>,
 }
 
+/// `additional_permissions.network`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct NetworkPermissions {
+    /// Turn the network on for this command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
 }
 
+/// `additional_permissions.file_system`: absolute paths.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct FileSystemPermissions {
+    /// Extra readable paths.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read: Option<Vec<String>>,
+    /// Extra writable paths.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write: Option<Vec<String>>,
 }
