@@ -89,6 +89,30 @@ impl RecordedRequest {
             .map_or(&[], Vec::as_slice)
     }
 
+    /// The input without the per-call context Keel puts first (developer
+    /// messages and the user message carrying AGENTS.md and the
+    /// `<environment_context>`): the stored conversation itself.
+    pub fn conversation(&self) -> &[Value] {
+        let input = self.input();
+        let context = input
+            .iter()
+            .take_while(|item| {
+                item.get("role").and_then(Value::as_str) == Some("developer")
+                    || (item.get("role").and_then(Value::as_str) == Some("user")
+                        && item["content"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|c| c.get("text").and_then(Value::as_str))
+                            .any(|t| {
+                                t.starts_with("<environment_context>")
+                                    || t.starts_with("# AGENTS.md instructions for ")
+                            }))
+            })
+            .count();
+        &input[context..]
+    }
+
     /// The names of the offered `tools`.
     pub fn tool_names(&self) -> Vec<String> {
         self.body

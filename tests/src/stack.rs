@@ -150,6 +150,8 @@ impl Stack {
                 ("OPENAI_BASE_URL", options.model_base_url.as_str()),
                 ("OPENAI_API_KEY", options.api_key.as_str()),
                 ("KEEL_MODEL", options.model.as_str()),
+                // Hermetic: never a developer's ~/.codex/config.toml.
+                ("KEEL_CONFIG", "/dev/null"),
             ],
         )?;
         stack.tool_runner = stack.start_service(

@@ -74,6 +74,8 @@ impl Keel {
             .env("OPENAI_API_KEY", KEY)
             .env("KEEL_MODEL", "test-model")
             .env("NO_COLOR", "1")
+            // Hermetic: never a developer's ~/.codex/config.toml.
+            .env("KEEL_CONFIG", "/dev/null")
             .env_remove("KEEL_ADDR")
             .env_remove("KEEL_STATE_DIR");
         cmd

@@ -131,7 +131,7 @@ async fn session_rolls_over_and_carries_everything() {
 
     let requests = fake.wait_for_requests(5, WAIT).await.unwrap();
     let texts: Vec<String> = requests[4]
-        .input()
+        .conversation()
         .iter()
         .map(|i| match i["type"].as_str().unwrap() {
             "message" => format!(

@@ -185,9 +185,9 @@ async fn worker_killed_during_a_model_call_and_while_idle() {
 
     let requests = fake.wait_for_requests(3, WAIT).await.unwrap();
     // The retried call sent the same conversation; nothing was duplicated.
-    assert_eq!(requests[0].input(), requests[1].input());
+    assert_eq!(requests[0].conversation(), requests[1].conversation());
     assert_eq!(
-        input_summary(requests[2].input()),
+        input_summary(requests[2].conversation()),
         [
             "user: question 1",
             "assistant: answer 1",
@@ -216,7 +216,10 @@ async fn model_proxy_killed_during_a_stream() {
     assert_dense(&events, 0);
     assert_eq!(agent_messages(&events), ["answer after the crash"]);
     let requests = fake.wait_for_requests(2, WAIT).await.unwrap();
-    assert_eq!(input_summary(requests[1].input()), ["user: question"]);
+    assert_eq!(
+        input_summary(requests[1].conversation()),
+        ["user: question"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -299,7 +302,7 @@ async fn temporal_restart_keeps_the_session() {
     assert_eq!(agent_messages(&events2), ["after"]);
     let requests = fake.wait_for_requests(2, WAIT).await.unwrap();
     assert_eq!(
-        input_summary(requests[1].input()),
+        input_summary(requests[1].conversation()),
         ["user: one", "assistant: before", "user: two"]
     );
 }

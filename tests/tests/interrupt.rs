@@ -148,7 +148,7 @@ async fn interrupt_kills_the_running_command_and_the_next_turn_works() {
     assert_eq!(done.last_agent_message, "Back after the interrupt.");
     let requests = fake.wait_for_requests(2, WAIT).await.unwrap();
     let outputs: Vec<_> = requests[1]
-        .input()
+        .conversation()
         .iter()
         .filter(|i| i["type"] == "function_call_output")
         .collect();

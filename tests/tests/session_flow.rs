@@ -191,7 +191,17 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
     assert_eq!(done.last_agent_message, "The command printed hello.");
 
     let requests = fake.wait_for_requests(2, WAIT).await.unwrap();
-    assert_eq!(requests[0].tool_names(), ["shell"]);
+    // Tools come from the tool-runner, sorted by name.
+    assert_eq!(
+        requests[0].tool_names(),
+        [
+            "apply_patch",
+            "grep_files",
+            "list_dir",
+            "read_file",
+            "shell"
+        ]
+    );
     let instructions = requests[0].body["instructions"]
         .as_str()
         .unwrap_or_default();
@@ -227,7 +237,7 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
     let events2 = events_until_turn_end(&mut client, &sid, last, &turn2).await;
     assert_eq!(events2.first().unwrap().offset, last + 1);
     let requests = fake.wait_for_requests(3, WAIT).await.unwrap();
-    let input = requests[2].input();
+    let input = requests[2].conversation();
     assert_eq!(
         types(input),
         [

@@ -38,10 +38,12 @@ pub mod failure_type {
     pub const OTHER: &str = "other";
 }
 
+pub use keel_workflow_api::{SessionSetup, ToolSpec};
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ToolSpec {
-    pub name: String,
-    pub json: String,
+pub struct SetupInput {
+    pub session_id: String,
+    pub cwd: String,
 }
 
 pub use keel_workflow_api::AppendItem;
@@ -291,6 +293,49 @@ impl KeelActivities {
             Err(ActivityError::application(ApplicationFailure::new(
                 "model-proxy stream ended before the response completed",
             )))
+        };
+        with_heartbeats(&ctx, call).await
+    }
+
+    /// Asks the tool-runner, once per session, for the tools to offer and
+    /// the project context of the session's working directory.
+    #[activity(name = "prepare_session")]
+    pub async fn prepare_session(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: SetupInput,
+    ) -> Result<SessionSetup, ActivityError> {
+        let mut client = self.tools.clone();
+        let call = async move {
+            let tools = client
+                .list_tools(pb::ListToolsRequest {
+                    apply_patch_format: pb::ApplyPatchFormat::Freeform as i32,
+                    shell_tool: pb::ShellToolKind::Shell as i32,
+                    ..Default::default()
+                })
+                .await
+                .map_err(status_failure)?
+                .into_inner()
+                .tools;
+            let context = client
+                .get_project_context(pb::GetProjectContextRequest {
+                    cwd: input.cwd,
+                    ..Default::default()
+                })
+                .await
+                .map_err(status_failure)?
+                .into_inner();
+            Ok(SessionSetup {
+                tools: tools
+                    .into_iter()
+                    .map(|t| ToolSpec {
+                        name: t.name,
+                        json: t.json,
+                    })
+                    .collect(),
+                context_items: crate::context::context_items(&context),
+                cwd: context.cwd,
+            })
         };
         with_heartbeats(&ctx, call).await
     }

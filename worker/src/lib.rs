@@ -3,6 +3,7 @@
 //! no process spawning, no secrets live here.
 
 pub mod activities;
+pub mod context;
 pub mod events;
 pub mod tools;
 pub mod workflow;

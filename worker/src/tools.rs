@@ -1,4 +1,5 @@
-//! Tool specs offered to the model, in the Responses API's JSON form.
+//! Tool names the workflow knows, and the built-in spec older sessions use;
+//! current sessions get their tool specs from the tool-runner (ListTools).
 
 use serde_json::json;
 
@@ -54,8 +55,9 @@ pub fn shell() -> ToolSpec {
     }
 }
 
-/// Tools for a session, sorted by name so the request is stable.
-pub fn session_tools() -> Vec<ToolSpec> {
+/// Tools of sessions that started before the tool-runner supplied them
+/// (before the `session-setup-v1` patch): the argv `shell` tool only.
+pub fn legacy_tools() -> Vec<ToolSpec> {
     vec![shell()]
 }
 

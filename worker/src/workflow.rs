@@ -26,7 +26,8 @@ use temporalio_sdk::{
 };
 
 use crate::activities::{
-    AppendItem, KeelActivities, ModelCallInput, OutputItem, ToolCallInput, failure_type,
+    AppendItem, KeelActivities, ModelCallInput, OutputItem, SessionSetup, SetupInput,
+    ToolCallInput, failure_type,
 };
 use crate::events::{EventLog, unix_ms};
 use crate::tools;
@@ -62,6 +63,8 @@ pub struct AgentWorkflow {
     last_activity_ms: u64,
     /// Runs before this one (continue-as-new count).
     runs: u32,
+    /// Tools and project context, fetched once per session.
+    setup: Option<SessionSetup>,
     /// Turns run by this run; a run rolls over only after doing some work, so
     /// a tiny budget cannot make it roll over forever.
     turns_this_run: u32,
@@ -96,6 +99,7 @@ impl AgentWorkflow {
             turns_completed: carried.turns_completed,
             usage: carried.usage,
             runs: carried.runs,
+            setup: carried.setup,
             turns_this_run: 0,
         }
     }
@@ -237,6 +241,7 @@ impl AgentWorkflow {
                 last_activity_ms: self.last_activity_ms,
                 runs: self.runs + 1,
                 shutdown_requested: self.shutdown_requested,
+                setup: self.setup.clone(),
             }),
             ..self.input.clone()
         })
@@ -386,6 +391,36 @@ fn to_pb(u: &Usage) -> pb::TokenUsage {
     }
 }
 
+/// Patch marker: sessions started before it offer only the built-in `shell`
+/// tool and send no project context (see docs/workflow-evolution.md).
+const PATCH_SESSION_SETUP: &str = "session-setup-v1";
+
+/// Fetches the session's tools and project context once. `Ok(false)`: the
+/// turn was interrupted; `Err`: the failure's message and class.
+async fn ensure_setup(
+    ctx: &mut WorkflowContext<AgentWorkflow>,
+    cancel: &WorkflowCancellationToken,
+) -> Result<bool, (String, String)> {
+    if ctx.state(|s| s.setup.is_some()) || !ctx.patched(PATCH_SESSION_SETUP) {
+        return Ok(true);
+    }
+    let input = ctx.state(|s| SetupInput {
+        session_id: s.input.session_id.clone(),
+        cwd: s.input.cwd.clone(),
+    });
+    match ctx
+        .execute_activity(KeelActivities::prepare_session, input, tool_options(cancel))
+        .await
+    {
+        Ok(setup) => {
+            ctx.state_mut(|s| s.setup = Some(setup));
+            Ok(true)
+        }
+        Err(ActivityExecutionError::Cancelled(_)) => Ok(false),
+        Err(e) => Err(failure_message(&e)),
+    }
+}
+
 /// The model ↔ tools loop of one turn.
 async fn sample_until_done(
     ctx: &mut WorkflowContext<AgentWorkflow>,
@@ -394,6 +429,24 @@ async fn sample_until_done(
     last_agent_message: &mut String,
     turn_usage: &mut Usage,
 ) -> TurnEnd {
+    match ensure_setup(ctx, cancel).await {
+        Ok(true) => {}
+        Ok(false) => return TurnEnd::Interrupted,
+        Err((message, class)) => {
+            let now = ctx.workflow_time();
+            ctx.state_mut(|s| {
+                s.emit(
+                    now,
+                    turn_id,
+                    Msg::Error(pb::ErrorEvent {
+                        message: format!("cannot prepare the session: {message}"),
+                        codex_error_info: class,
+                    }),
+                )
+            });
+            return TurnEnd::Completed;
+        }
+    }
     for _ in 0..MAX_ITERATIONS {
         let input = ctx.state(|s| ModelCallInput {
             session_id: s.input.session_id.clone(),
@@ -401,9 +454,15 @@ async fn sample_until_done(
             model: s.input.model.clone(),
             head: s.head.clone(),
             append: s.pending.clone(),
-            tools: tools::session_tools(),
+            tools: match &s.setup {
+                Some(setup) => setup.tools.clone(),
+                None => tools::legacy_tools(),
+            },
             parallel_tool_calls: false,
-            ephemeral_items: developer_items(&s.input.developer_instructions),
+            ephemeral_items: developer_items(&s.input.developer_instructions)
+                .into_iter()
+                .chain(s.setup.iter().flat_map(|x| x.context_items.clone()))
+                .collect(),
         });
         let result = ctx
             .execute_activity(KeelActivities::model_call, input, model_options(cancel))
@@ -517,7 +576,10 @@ async fn run_tool_call(
     arguments: String,
     custom: bool,
 ) {
-    let cwd = ctx.state(|s| s.input.cwd.clone());
+    let cwd = ctx.state(|s| match &s.setup {
+        Some(setup) if !setup.cwd.is_empty() => setup.cwd.clone(),
+        _ => s.input.cwd.clone(),
+    });
     let is_shell = tools::SHELL_TOOLS.contains(&name.as_str());
     let argv = if is_shell {
         tools::shell_argv(&arguments)

@@ -84,6 +84,26 @@ pub enum AppendItem {
     Inline(String),
 }
 
+/// A tool offered to the model: its Responses API JSON.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ToolSpec {
+    pub name: String,
+    pub json: String,
+}
+
+/// What a session learns once, at its first model call, from the
+/// tool-runner: the tools to offer and the project context (AGENTS.md,
+/// environment, git) to send with every call without storing it in the
+/// conversation. Fixed for the session's life, so the prompt prefix is stable.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SessionSetup {
+    pub tools: Vec<ToolSpec>,
+    /// Responses API items (JSON) sent before the conversation on every call.
+    pub context_items: Vec<String>,
+    /// The canonical working directory.
+    pub cwd: String,
+}
+
 /// What a session carries into its next run. Everything here is bounded: the
 /// conversation is one digest and the event window has a byte budget, so
 /// continue-as-new costs the same at turn 10 and at turn 10 000.
@@ -105,6 +125,8 @@ pub struct Carried {
     pub runs: u32,
     #[serde(default)]
     pub shutdown_requested: bool,
+    #[serde(default)]
+    pub setup: Option<SessionSetup>,
 }
 
 /// Why a session workflow ended.

@@ -1,4 +1,3 @@
-#![warn(missing_docs)]
 //! Codex's command-safety, exec-policy and approval rules, as a pure
 //! library for Keel's workflow (spec: `codex-compat.md` §2.5, §4, §5, §10).
 //!
@@ -20,8 +19,8 @@
 //!   write amendments (§4.5).
 //! * [`decision`]: [`decide_command`] (§2.5, §5.3, §5.4),
 //!   [`decide_after_sandbox_denial`] and [`is_sandbox_denial`] (§5.4),
-//!   [`decide_patch`] (§5.5), and [`resolve_review`] for the user's answer
-//!   (§10.3).
+//!   [`decide_patch`] (§5.5), [`tool_requires_approval`] for other tools
+//!   (§5.4), and [`resolve_review`] for the user's answer (§10.3).
 //!
 //! # A command call, end to end
 //!
@@ -31,6 +30,8 @@
 //! 2. Run, sandboxed as decided. If it fails, [`is_sandbox_denial`]; if so,
 //!    [`decide_after_sandbox_denial`] says: return the output, re-run
 //!    without the sandbox, or ask first.
+
+#![warn(missing_docs)]
 
 pub mod decision;
 pub mod execpolicy;
@@ -42,7 +43,7 @@ pub use decision::{
     AdditionalPermissions, ApprovalKey, ApprovalPolicy, CommandDecision, CommandDecisionInput,
     DenialDecision, PatchChange, PatchDecision, PatchDecisionInput, ReviewDecision, ReviewOutcome,
     SandboxDenialInput, SandboxMode, SandboxPermissions, WritableRoot, decide_after_sandbox_denial,
-    decide_command, decide_patch, is_sandbox_denial, resolve_review,
+    decide_command, decide_patch, is_sandbox_denial, resolve_review, tool_requires_approval,
 };
 pub use execpolicy::{Rules, RulesError, amendment_rule_text};
 pub use safety::{ParsedCommand, Safety, classify, parse_command};

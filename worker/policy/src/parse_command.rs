@@ -21,16 +21,27 @@ pub enum ParsedCommand {
         path: String,
     },
     /// Lists files (`ls`, `tree`, `rg --files`, `find` without a filter, …).
-    ListFiles { cmd: String, path: Option<String> },
+    ListFiles {
+        /// The command as shown to the user.
+        cmd: String,
+        /// A short name for the directory listed.
+        path: Option<String>,
+    },
     /// Searches (`rg foo`, `grep -n foo src`, `find . -name x`, …).
     Search {
+        /// The command as shown to the user.
         cmd: String,
+        /// What is searched for.
         query: Option<String>,
+        /// A short name for where.
         path: Option<String>,
     },
     /// Anything else. When any step is unknown, the whole command is one
     /// `Unknown` holding the script (or the joined argv).
-    Unknown { cmd: String },
+    Unknown {
+        /// The script, or the argv joined with shell quoting.
+        cmd: String,
+    },
 }
 
 /// Summarises `argv`. A `bash -lc` script is summarised per plain command

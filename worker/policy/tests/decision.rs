@@ -570,6 +570,21 @@ fn review_answers() {
 }
 
 #[test]
+fn tools_without_their_own_rule() {
+    use keel_policy::tool_requires_approval;
+    for mode in ["read-only", "workspace-write", "danger-full-access"] {
+        let mode: SandboxMode = mode.parse().unwrap();
+        assert!(!tool_requires_approval(ApprovalPolicy::Never, mode));
+        assert!(!tool_requires_approval(ApprovalPolicy::OnFailure, mode));
+        assert!(tool_requires_approval(ApprovalPolicy::Untrusted, mode));
+        assert_eq!(
+            tool_requires_approval(ApprovalPolicy::OnRequest, mode),
+            mode.is_restricted()
+        );
+    }
+}
+
+#[test]
 fn wire_spellings() {
     for (text, policy) in [
         ("untrusted", ApprovalPolicy::Untrusted),

@@ -165,6 +165,18 @@ impl FromStr for SandboxMode {
     }
 }
 
+/// §5.4 step 1 for a tool without a rule of its own (commands and patches
+/// have theirs): whether a call must be approved before it runs. Never
+/// under `never` and `on-failure`, under `on-request` only when the
+/// filesystem is restricted, always under `untrusted`.
+pub fn tool_requires_approval(policy: ApprovalPolicy, mode: SandboxMode) -> bool {
+    match policy {
+        ApprovalPolicy::Never | ApprovalPolicy::OnFailure => false,
+        ApprovalPolicy::OnRequest => mode.is_restricted(),
+        ApprovalPolicy::Untrusted => true,
+    }
+}
+
 /// A policy or mode name that is not one of Codex's spellings.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 #[error("unknown {what} `{value}` (expected one of: {expected})")]

@@ -16,14 +16,21 @@ const OUTSIDE_REASON: &str = "writing outside of the project; rejected by user a
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PatchChange {
+    /// `*** Add File: path`
     Add {
+        /// The new file.
         path: String,
     },
+    /// `*** Delete File: path`
     Delete {
+        /// The deleted file.
         path: String,
     },
+    /// `*** Update File: path` with an optional `*** Move to:`.
     Update {
+        /// The updated file.
         path: String,
+        /// Where it moves, if it does.
         move_path: Option<String>,
     },
 }
@@ -61,11 +68,14 @@ pub struct WritableRoot {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum GitEntry {
+    /// No `.git`.
     #[default]
     Missing,
+    /// A `.git` directory.
     Dir,
-    /// A `.git` file (worktree, submodule), with the gitdir it points to.
+    /// A `.git` file (worktree, submodule).
     File {
+        /// The gitdir it points to (absolute, or relative to the root).
         gitdir: Option<String>,
     },
 }
@@ -73,6 +83,7 @@ pub enum GitEntry {
 /// Facts about a writable root found on disk by the caller.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RootFacts {
+    /// What `<root>/.git` is.
     pub git: GitEntry,
     /// `<root>/.agents` is a directory.
     pub agents_dir: bool,
@@ -124,15 +135,19 @@ impl WritableRoot {
 /// Everything [`decide_patch`] needs.
 #[derive(Clone, Copy, Debug)]
 pub struct PatchDecisionInput<'a> {
+    /// The turn's approval policy.
     pub approval_policy: ApprovalPolicy,
+    /// The turn's sandbox mode.
     pub sandbox_mode: SandboxMode,
     /// Absolute.
     pub cwd: &'a str,
     /// Used under `workspace-write` (the cwd's root included).
     pub writable_roots: &'a [WritableRoot],
+    /// The files the patch touches.
     pub changes: &'a [PatchChange],
     /// A platform sandbox can be set up to apply the patch.
     pub platform_sandbox_available: bool,
+    /// Keys approved with `approved_for_session` earlier in the session.
     pub approved_for_session: &'a BTreeSet<ApprovalKey>,
 }
 
@@ -142,6 +157,7 @@ pub struct PatchDecisionInput<'a> {
 pub enum PatchDecision {
     /// Apply without asking.
     Apply {
+        /// Apply under the platform sandbox.
         sandboxed: bool,
         /// Every path was approved for the session before: a sandbox denial
         /// re-runs without asking.
@@ -150,9 +166,17 @@ pub enum PatchDecision {
     /// Ask (`apply_patch_approval_request`). Once approved the patch is
     /// applied even outside the writable roots; on `approved_for_session`
     /// remember every key.
-    Ask { approval_keys: Vec<ApprovalKey> },
-    /// Refused; `text` (`patch rejected: <reason>`) goes to the model.
-    Reject { reason: String, text: String },
+    Ask {
+        /// One per changed file.
+        approval_keys: Vec<ApprovalKey>,
+    },
+    /// Refused.
+    Reject {
+        /// Why, e.g. `empty patch`.
+        reason: String,
+        /// The tool output for the model: `patch rejected: <reason>`.
+        text: String,
+    },
 }
 
 /// The session keys of a patch: one per changed file, absolute and

@@ -7,6 +7,7 @@ use crate::execpolicy::amendment_rule_text;
 /// A prefix rule the user accepted along with the command.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecPolicyAmendment {
+    /// The argv prefix to allow.
     pub command: Vec<String>,
 }
 
@@ -14,13 +15,18 @@ pub struct ExecPolicyAmendment {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NetworkPolicyRuleAction {
+    /// Let the command reach the host.
     Allow,
+    /// Keep it blocked.
     Deny,
 }
 
+/// A network rule the user chose along with the command.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkPolicyAmendment {
+    /// The host the command tried to reach.
     pub host: String,
+    /// Allow or deny it.
     pub action: NetworkPolicyRuleAction,
 }
 
@@ -32,15 +38,20 @@ pub enum ReviewDecision {
     Approved,
     /// Run, and persist the prefix rule.
     ApprovedExecpolicyAmendment {
+        /// The prefix rule to persist.
         proposed_execpolicy_amendment: ExecPolicyAmendment,
     },
     /// Run, and remember the approval key for the session.
     ApprovedForSession,
+    /// Run if the amendment allows the host.
     NetworkPolicyAmendment {
+        /// The network rule chosen.
         network_policy_amendment: NetworkPolicyAmendment,
     },
+    /// Do not run.
     #[default]
     Denied,
+    /// Nobody answered in time: do not run.
     TimedOut,
     /// Deny, and stop the turn until the user's next input.
     Abort,
@@ -50,7 +61,9 @@ pub enum ReviewDecision {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalSubject {
+    /// `exec_approval_request`.
     Command,
+    /// `apply_patch_approval_request`.
     Patch,
 }
 

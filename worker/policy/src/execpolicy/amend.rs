@@ -6,6 +6,7 @@ use thiserror::Error;
 /// An amendment could not be built.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum AmendError {
+    /// An amendment needs at least the program.
     #[error("prefix rule requires at least one token")]
     EmptyPrefix,
 }

@@ -37,8 +37,11 @@ pub use amend::{AmendError, amendment_rule_text};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleDecision {
+    /// Run (without the sandbox when every part is allowed by a rule).
     Allow,
+    /// Ask the user.
     Prompt,
+    /// Refuse.
     Forbidden,
 }
 
@@ -80,7 +83,9 @@ pub struct PrefixRule {
     pub program: String,
     /// The pattern after the program.
     pub rest: Vec<PatternToken>,
+    /// What the rule says.
     pub decision: RuleDecision,
+    /// Why, shown in prompts and refusals.
     pub justification: Option<String>,
 }
 
@@ -105,7 +110,9 @@ pub struct RuleMatch {
     /// The argv prefix the rule matched (with the program's file name when
     /// it matched through `resolved_program`).
     pub matched_prefix: Vec<String>,
+    /// The rule's decision.
     pub decision: RuleDecision,
+    /// The rule's justification.
     pub justification: Option<String>,
     /// The absolute argv[0] that matched a rule written for its file name.
     pub resolved_program: Option<String>,
@@ -119,6 +126,7 @@ pub struct RulesError {
     pub source_name: String,
     /// 1-based line of the problem.
     pub line: usize,
+    /// What is wrong.
     pub message: String,
 }
 

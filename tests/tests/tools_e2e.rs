@@ -1,0 +1,199 @@
+//! Codex tools through a whole session: the model edits a file with the
+//! freeform apply_patch, reads it back with read_file and finds it with
+//! grep_files; the session's git repository and AGENTS.md files reach the
+//! model as per-call context.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+use std::process::Command;
+use std::time::Duration;
+
+use keel_e2e::fake_model::{FakeModel, Scripted, sse};
+use keel_e2e::stack::{Stack, StackOptions};
+use keel_proto::v1 as pb;
+use keel_proto::v1::session_service_client::SessionServiceClient;
+use pb::event::Msg;
+use serde_json::json;
+use tonic::transport::Channel;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=Keel Test",
+            "-c",
+            "user.email=test@keel.invalid",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_patch_read_file_grep_files_and_project_context() {
+    let repo = tempfile::tempdir().unwrap();
+    let root = repo.path().canonicalize().unwrap();
+    std::fs::write(root.join("AGENTS.md"), "Root rule: run the tests.\n").unwrap();
+    let sub = root.join("app");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(sub.join("AGENTS.md"), "App rule: keep it small.\n").unwrap();
+    git(&root, &["init", "-q", "-b", "trunk"]);
+    git(
+        &root,
+        &[
+            "remote",
+            "add",
+            "origin",
+            "https://example.invalid/keel.git",
+        ],
+    );
+    git(&root, &["add", "."]);
+    git(&root, &["commit", "-q", "-m", "init"]);
+    let head = String::from_utf8(
+        Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(&root)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+
+    let patch = "*** Begin Patch\n*** Add File: notes.txt\n+hello keel\n*** End Patch";
+    let notes = sub.join("notes.txt");
+    let fake = FakeModel::start(vec![
+        Scripted::Events(vec![
+            sse::created(),
+            sse::output_item_done(json!({
+                "type": "custom_tool_call", "id": "ctc_1", "call_id": "call_patch",
+                "name": "apply_patch", "input": patch,
+            })),
+            sse::completed("r1", 10, 5),
+        ]),
+        Scripted::tool_call(
+            "call_read",
+            "read_file",
+            &json!({"file_path": notes.display().to_string()}).to_string(),
+        ),
+        Scripted::tool_call(
+            "call_grep",
+            "grep_files",
+            &json!({"pattern": "hello keel", "path": sub.display().to_string()}).to_string(),
+        ),
+        Scripted::assistant("All done."),
+    ])
+    .await
+    .unwrap();
+    let opts = StackOptions::new(fake.base_url());
+    let stack = tokio::task::spawn_blocking(move || Stack::start(opts))
+        .await
+        .unwrap()
+        .unwrap();
+    let channel = Channel::from_shared(format!("http://{}", stack.session_api))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = SessionServiceClient::new(channel);
+    let sid = client
+        .create_session(pb::CreateSessionRequest {
+            cwd: sub.display().to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .session_id;
+    let mut stream = client
+        .stream_events(pb::StreamEventsRequest {
+            session_id: sid.clone(),
+            after_offset: 0,
+            follow: true,
+            live_deltas: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    client
+        .send_user_turn(pb::SendUserTurnRequest {
+            session_id: sid.clone(),
+            text: "add notes".into(),
+            turn_id: "turn-1".into(),
+        })
+        .await
+        .unwrap();
+    let done = tokio::time::timeout(WAIT, async {
+        while let Some(m) = stream.message().await.unwrap() {
+            if let Some(pb::stream_events_response::Kind::Event(pb::Event {
+                msg: Some(Msg::TurnComplete(c)),
+                ..
+            })) = m.kind
+            {
+                return c;
+            }
+        }
+        panic!("stream ended");
+    })
+    .await
+    .expect("turn completes");
+    assert_eq!(done.last_agent_message, "All done.");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "hello keel\n");
+
+    let requests = fake.wait_for_requests(4, WAIT).await.unwrap();
+    // Tools come from the tool-runner; apply_patch is the freeform tool.
+    let tools = requests[0].body["tools"].as_array().unwrap();
+    let apply_patch = tools.iter().find(|t| t["name"] == "apply_patch").unwrap();
+    assert_eq!(apply_patch["type"], "custom");
+
+    let patch_out = requests[1].function_call_output("call_patch").unwrap();
+    assert!(
+        patch_out.contains("Success. Updated the following files:\nA notes.txt"),
+        "{patch_out}"
+    );
+    let read_out = requests[2].function_call_output("call_read").unwrap();
+    assert_eq!(read_out, "L1: hello keel");
+    let grep_out = requests[3].function_call_output("call_grep").unwrap();
+    assert!(
+        grep_out.contains(&notes.display().to_string()),
+        "{grep_out}"
+    );
+
+    // Project context: AGENTS.md from the root down to the cwd, the
+    // environment and the git facts, before the conversation on every call.
+    for r in &requests {
+        let context = &r.input()[0];
+        assert_eq!(context["role"], "user");
+        let texts: Vec<&str> = context["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["text"].as_str().unwrap())
+            .collect();
+        let agents = texts[0];
+        assert!(agents.starts_with(&format!("# AGENTS.md instructions for {}", sub.display())));
+        let root_rule = agents.find("Root rule").expect("root AGENTS.md");
+        let app_rule = agents.find("App rule").expect("cwd AGENTS.md");
+        assert!(root_rule < app_rule, "root first");
+        assert!(
+            texts[1].contains(&format!("<cwd>{}</cwd>", sub.display())),
+            "{}",
+            texts[1]
+        );
+        assert!(texts[2].contains("<branch>trunk</branch>"), "{}", texts[2]);
+        assert!(texts[2].contains(&format!("<commit>{head}</commit>")));
+        assert!(texts[2].contains("https://example.invalid/keel.git"));
+        assert_eq!(r.conversation()[0]["content"][0]["text"], "add notes");
+    }
+}
