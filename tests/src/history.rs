@@ -72,3 +72,19 @@ pub async fn record(client: &Client, session_id: &str, name: &str) -> anyhow::Re
     eprintln!("recorded {}", path.display());
     Ok(())
 }
+
+/// Waits until the closed session's workflow completes, then [`record`]s its
+/// latest run.
+pub async fn record_closed(
+    temporal_address: &str,
+    session_id: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    let client = temporal_client(temporal_address).await?;
+    client
+        .get_workflow_handle::<UntypedWorkflow>(format!("keel-session-{session_id}"))
+        .get_result(Default::default())
+        .await
+        .context("the session workflow did not complete")?;
+    record(&client, session_id, name).await
+}

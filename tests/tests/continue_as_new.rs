@@ -173,15 +173,7 @@ async fn session_rolls_over_and_carries_everything() {
         })
         .await
         .unwrap();
-    let temporal = history::temporal_client(&stack.temporal_address)
-        .await
-        .unwrap();
-    temporal
-        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(format!("keel-session-{sid}"))
-        .get_result(Default::default())
-        .await
-        .expect("the session workflow completes after close");
-    history::record(&temporal, &sid, "rolled_over_closed")
+    history::record_closed(&stack.temporal_address, &sid, "rolled_over_closed")
         .await
         .unwrap();
 }

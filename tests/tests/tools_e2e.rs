@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use keel_e2e::fake_model::{FakeModel, Scripted, sse};
+use keel_e2e::history;
 use keel_e2e::stack::{Stack, StackOptions};
 use keel_proto::v1 as pb;
 use keel_proto::v1::session_service_client::SessionServiceClient;
@@ -196,4 +197,15 @@ async fn apply_patch_read_file_grep_files_and_project_context() {
         assert!(texts[2].contains("https://example.invalid/keel.git"));
         assert_eq!(r.conversation()[0]["content"][0]["text"], "add notes");
     }
+
+    // A session that went through the session-setup patch, for replay tests.
+    client
+        .close_session(pb::CloseSessionRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+    history::record_closed(&stack.temporal_address, &sid, "tools_and_context_closed")
+        .await
+        .unwrap();
 }
