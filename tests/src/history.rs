@@ -54,6 +54,56 @@ pub fn decoded_text(history_json: &[u8]) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// Payload bytes of one activity in a history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityPayloads {
+    pub activity_type: String,
+    /// Decoded bytes of the scheduled event's input payloads.
+    pub input_bytes: usize,
+    /// Decoded bytes of the completed event's result payloads (0 if none).
+    pub result_bytes: usize,
+}
+
+/// Every activity of a history, in schedule order, with its payload sizes.
+pub fn activity_payloads(history_json: &[u8]) -> anyhow::Result<Vec<ActivityPayloads>> {
+    use base64::Engine as _;
+    let decoded_len = |payloads: &serde_json::Value| -> usize {
+        payloads["payloads"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["data"].as_str())
+            .filter_map(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+            .map(|b| b.len())
+            .sum()
+    };
+    let value: serde_json::Value = serde_json::from_slice(history_json)?;
+    let mut out: Vec<(u64, ActivityPayloads)> = Vec::new();
+    for event in value["events"].as_array().into_iter().flatten() {
+        let attrs = &event["attributes"];
+        if let Some(s) = attrs.get("ActivityTaskScheduledEventAttributes") {
+            let id = event["event_id"].as_u64().unwrap_or_default();
+            out.push((
+                id,
+                ActivityPayloads {
+                    activity_type: s["activity_type"]["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                    input_bytes: decoded_len(&s["input"]),
+                    result_bytes: 0,
+                },
+            ));
+        } else if let Some(c) = attrs.get("ActivityTaskCompletedEventAttributes") {
+            let scheduled = c["scheduled_event_id"].as_u64().unwrap_or_default();
+            if let Some((_, a)) = out.iter_mut().find(|(id, _)| *id == scheduled) {
+                a.result_bytes = decoded_len(&c["result"]);
+            }
+        }
+    }
+    Ok(out.into_iter().map(|(_, a)| a).collect())
+}
+
 /// With `KEEL_RECORD_HISTORIES=DIR`, saves the session's latest run history
 /// as `DIR/<name>.json` for the worker's replay tests
 /// (`worker/tests/histories`). Call it once the run has closed.

@@ -4,4 +4,5 @@
 
 pub mod fake_model;
 pub mod history;
+pub mod measure;
 pub mod stack;

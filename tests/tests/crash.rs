@@ -306,3 +306,112 @@ async fn temporal_restart_keeps_the_session() {
         ["user: one", "assistant: before", "user: two"]
     );
 }
+
+/// The command appends a line to a file, then takes a while.
+fn side_effect_call(workspace: &std::path::Path, secs: u32) -> String {
+    let file = workspace.join("effects.txt");
+    let script = format!(
+        "echo ran >> {}; sleep {secs}; echo finished",
+        file.display()
+    );
+    serde_json::json!({"command": ["sh", "-c", script], "timeout_ms": 60000}).to_string()
+}
+
+fn effects(workspace: &std::path::Path) -> usize {
+    std::fs::read_to_string(workspace.join("effects.txt"))
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+async fn session_in(client: &mut SessionServiceClient<Channel>, cwd: &std::path::Path) -> String {
+    client
+        .create_session(pb::CreateSessionRequest {
+            cwd: cwd.display().to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .session_id
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_killed_during_a_command_runs_it_exactly_once() {
+    let workspace = tempfile::tempdir().unwrap();
+    let (fake, mut stack) = start(
+        vec![
+            Scripted::tool_call("call_fx", "shell", &side_effect_call(workspace.path(), 3)),
+            Scripted::assistant("the command finished"),
+        ],
+        false,
+    )
+    .await;
+    let mut c = client(&stack.session_api).await;
+    let sid = session_in(&mut c, workspace.path()).await;
+    send(&mut c, &sid, "turn-1", "do it once").await;
+    let path = workspace.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        keel_e2e::stack::wait_for("the command to start", WAIT, || {
+            (effects(&path) == 1).then_some(())
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    stack.kill("keel-worker").unwrap();
+    stack.restart("keel-worker").unwrap();
+    let events = follow_turn(&stack.session_api, &sid, 0, "turn-1").await;
+    assert_dense(&events, 0);
+    assert_eq!(agent_messages(&events), ["the command finished"]);
+    assert_eq!(
+        effects(workspace.path()),
+        1,
+        "the retried activity attached, it did not rerun"
+    );
+    let requests = fake.wait_for_requests(2, WAIT).await.unwrap();
+    let out = requests[1].function_call_output("call_fx").unwrap();
+    assert!(
+        out.contains("finished"),
+        "the real result reached the model: {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tool_runner_killed_during_a_command_never_reruns_it() {
+    let workspace = tempfile::tempdir().unwrap();
+    let (fake, mut stack) = start(
+        vec![
+            Scripted::tool_call("call_fx", "shell", &side_effect_call(workspace.path(), 30)),
+            Scripted::assistant("reported the loss"),
+        ],
+        false,
+    )
+    .await;
+    let mut c = client(&stack.session_api).await;
+    let sid = session_in(&mut c, workspace.path()).await;
+    send(&mut c, &sid, "turn-1", "do it once").await;
+    let path = workspace.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        keel_e2e::stack::wait_for("the command to start", WAIT, || {
+            (effects(&path) == 1).then_some(())
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    stack.kill("keel-tool-runner").unwrap();
+    stack.restart("keel-tool-runner").unwrap();
+    let events = follow_turn(&stack.session_api, &sid, 0, "turn-1").await;
+    assert_dense(&events, 0);
+    assert_eq!(agent_messages(&events), ["reported the loss"]);
+    assert_eq!(effects(workspace.path()), 1, "never run twice");
+    let requests = fake.wait_for_requests(2, WAIT).await.unwrap();
+    let out = requests[1].function_call_output("call_fx").unwrap();
+    assert!(
+        out.contains("the tool-runner restarted while this command was running"),
+        "{out}"
+    );
+}

@@ -348,6 +348,11 @@ impl KeelActivities {
         input: ToolCallInput,
     ) -> Result<ToolCallOutput, ActivityError> {
         let mut client = self.tools.clone();
+        let mut canceller = self.tools.clone();
+        let cancel_request = pb::CancelToolCallRequest {
+            session_id: input.session_id.clone(),
+            call_id: input.call_id.clone(),
+        };
         let call = async move {
             let r = client
                 .run_tool(pb::RunToolRequest {
@@ -374,7 +379,17 @@ impl KeelActivities {
                 }),
             })
         };
-        with_heartbeats(&ctx, call).await
+        // An interrupt must kill the command, not just stop waiting for it:
+        // the tool-runner keeps executions alive for retries otherwise.
+        let on_cancel = async move {
+            let cancel = canceller.cancel_tool_call(cancel_request);
+            match tokio::time::timeout(Duration::from_secs(10), cancel).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot cancel the tool call"),
+                Err(_) => tracing::warn!("cancelling the tool call timed out"),
+            }
+        };
+        with_heartbeats_and_cancel(&ctx, call, on_cancel).await
     }
 }
 
@@ -385,12 +400,24 @@ async fn with_heartbeats<T>(
     ctx: &ActivityContext,
     call: impl std::future::Future<Output = Result<T, ActivityError>>,
 ) -> Result<T, ActivityError> {
+    with_heartbeats_and_cancel(ctx, call, async {}).await
+}
+
+/// [`with_heartbeats`], running `on_cancel` before reporting cancellation.
+async fn with_heartbeats_and_cancel<T>(
+    ctx: &ActivityContext,
+    call: impl std::future::Future<Output = Result<T, ActivityError>>,
+    on_cancel: impl std::future::Future<Output = ()>,
+) -> Result<T, ActivityError> {
     tokio::pin!(call);
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
     loop {
         tokio::select! {
             r = &mut call => return r,
-            _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
+            _ = ctx.cancelled() => {
+                on_cancel.await;
+                return Err(ActivityError::cancelled());
+            }
             _ = tick.tick() => {
                 if let Err(e) = ctx.record_heartbeat(()).await {
                     tracing::warn!(error = %e, "heartbeat failed");

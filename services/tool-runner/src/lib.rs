@@ -12,8 +12,11 @@
 //! * [`tools`] parses a model tool call and turns it into one output, and
 //!   defines the tools' Responses API specs;
 //! * [`context`] gathers AGENTS.md, the environment context and git facts;
+//! * [`calls`] makes every tool call happen once per (session id, call id):
+//!   the execution registry and the on-disk journal;
 //! * [`service`] is the `keel.v1.ToolService` gRPC surface.
 
+pub mod calls;
 pub mod context;
 pub mod exec;
 pub mod format;
@@ -22,4 +25,4 @@ pub mod service;
 pub mod tools;
 pub mod workspace;
 
-pub use service::{SERVICE_NAME, ToolRunner, ToolRunnerConfig};
+pub use service::{DEFAULT_JOURNAL_RETENTION, SERVICE_NAME, ToolRunner, ToolRunnerConfig};

@@ -5,12 +5,13 @@
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use keel_blobstore::BlobStore;
 use keel_proto::v1::tool_service_server::ToolServiceServer;
+use keel_tool_runner::calls::{Journal, lock_state_dir};
 use keel_tool_runner::exec::Executor;
 use keel_tool_runner::format::TruncationPolicy;
 use keel_tool_runner::patch::{PatchResult, apply_patch};
@@ -54,7 +55,31 @@ struct ServeOptions {
     default_cwd: Option<PathBuf>,
     #[command(flatten)]
     workspace: WorkspaceArgs,
+    /// Where the tool-runner journals its tool calls, so that a call retried
+    /// after a worker crash or a tool-runner restart is never run twice.
+    /// Defaults to a `tool-runner-state` directory next to a `file://` blob
+    /// store, else to a new temporary directory (which does not survive a
+    /// restart). One tool-runner per directory.
+    #[arg(long, env = "KEEL_TOOL_RUNNER_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// How long finished tool calls are remembered (a retry within it gets
+    /// the recorded result). Pruned at startup and hourly.
+    #[arg(
+        long,
+        env = "KEEL_TOOL_RUNNER_JOURNAL_RETENTION_HOURS",
+        default_value_t = 72,
+        value_parser = clap::value_parser!(u64).range(1..=24 * 365 * 10)
+    )]
+    journal_retention_hours: u64,
 }
+
+/// How often the journal is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// At shutdown, how long calls that nobody waits for may take to finish and
+/// record their results.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The state directory's name next to a `file://` blob store.
+const STATE_DIR_NAME: &str = "tool-runner-state";
 
 #[derive(Debug, Args)]
 struct ApplyPatchArgs {
@@ -134,15 +159,73 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
         "tool-runner configured"
     );
 
+    let state_dir = match args.state_dir {
+        Some(dir) => cwd.join(dir),
+        None => default_state_dir(&blob_url)?,
+    };
+    let _lock = lock_state_dir(&state_dir)?;
+    let journal = Journal::open(&state_dir)?;
+    let journal_retention = Duration::from_secs(args.journal_retention_hours * 3600);
+    tracing::info!(
+        state_dir = %state_dir.display(),
+        journal_retention_hours = args.journal_retention_hours,
+        "tool-call journal opened"
+    );
+
     let runner = ToolRunner::new(ToolRunnerConfig {
         executor: Executor::from_process_env(),
         blobs,
         default_cwd,
         workspace,
+        journal,
+        journal_retention,
     });
-    let routes = Routes::new(ToolServiceServer::new(runner));
-    keel_server::serve(&args.serve, routes, &[SERVICE_NAME]).await?;
+    let pruner = runner.clone();
+    let pruning = tokio::spawn(async move {
+        // The first tick is immediate: pruning at startup.
+        let mut every = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            every.tick().await;
+            match pruner.prune_journal().await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "pruned the tool-call journal"),
+                Err(err) => tracing::warn!(error = %err, "cannot prune the tool-call journal"),
+            }
+        }
+    });
+    let routes = Routes::new(ToolServiceServer::new(runner.clone()));
+    let served = keel_server::serve(&args.serve, routes, &[SERVICE_NAME]).await;
+    pruning.abort();
+    let left = runner.finish_running_calls(SHUTDOWN_GRACE).await;
+    if left > 0 {
+        tracing::warn!(
+            calls = left,
+            "tool calls still running at exit are killed; a retry will report them as cut by a restart"
+        );
+    }
+    served?;
     Ok(())
+}
+
+/// `tool-runner-state` next to a `file://` blob store's directory; for
+/// another store, a new temporary directory.
+fn default_state_dir(blob_url: &str) -> anyhow::Result<PathBuf> {
+    let blob_dir = url::Url::parse(blob_url)
+        .ok()
+        .filter(|url| url.scheme() == "file")
+        .and_then(|url| url.to_file_path().ok());
+    if let Some(parent) = blob_dir.as_deref().and_then(Path::parent) {
+        return Ok(parent.join(STATE_DIR_NAME));
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "keel-tool-runner-state-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    tracing::warn!(
+        state_dir = %dir.display(),
+        "no --state-dir and no file:// blob store: journaling tool calls in a temporary directory, which a restart does not find again; a call retried across a restart may run twice"
+    );
+    Ok(dir)
 }
 
 /// The freeform apply_patch tool, from a shell: same parser, checks and

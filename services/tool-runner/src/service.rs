@@ -2,7 +2,8 @@
 //! gRPC errors; `RunTool` answers the model, so everything the model got
 //! wrong (a path outside the workspace included) becomes an output item, and
 //! only a malformed request from the worker (or a blob store failure) is a
-//! gRPC error.
+//! gRPC error. RunTool is idempotent per (session id, call id); the `run`
+//! submodule holds that path and [`crate::calls`] explains the guarantees.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -12,19 +13,23 @@ use std::time::Duration;
 use keel_blobstore::BlobStore;
 use keel_proto::v1::tool_service_server::ToolService;
 use keel_proto::v1::{
-    ApplyPatchFormat, CloseSessionRequest, CloseSessionResponse, CommandRun, ExecRequest,
-    ExecResponse, GetProjectContextRequest, GetProjectContextResponse, GitInfo, ListToolsRequest,
-    ListToolsResponse, RunToolRequest, RunToolResponse, ShellToolKind, ToolSpec,
+    ApplyPatchFormat, CancelToolCallRequest, CancelToolCallResponse, CloseSessionRequest,
+    CloseSessionResponse, ExecRequest, ExecResponse, GetProjectContextRequest,
+    GetProjectContextResponse, GitInfo, ListToolsRequest, ListToolsResponse, RunToolRequest,
+    RunToolResponse, ShellToolKind, ToolSpec,
 };
 use tonic::{Request, Response, Status};
 
+use crate::calls::registry::Executions;
+use crate::calls::{CallKey, Journal, JournalError};
 use crate::context::{self, AgentsMdOptions, EnvironmentFacts, agents_md_message_text};
 use crate::exec::registry::ProcessRegistry;
 use crate::exec::{DEFAULT_TIMEOUT, ExecError, ExecSpec, Executor};
-use crate::format::{TruncationPolicy, cut_at_char_boundary};
+use crate::format::TruncationPolicy;
 use crate::tools::specs::{ApplyPatchTool, ShellTool, ToolOptions, tool_specs};
-use crate::tools::{self, ToolCall, ToolContext, ToolOutcome};
 use crate::workspace::{Workspace, WorkspaceError};
+
+mod run;
 
 /// The name grpc.health.v1 reports SERVING.
 pub const SERVICE_NAME: &str = "keel.v1.ToolService";
@@ -36,6 +41,9 @@ pub const DISPLAY_LIMIT_BYTES: usize = 16 * 1024;
 /// The user's shell when `SHELL` is not set.
 const FALLBACK_SHELL: &str = "/bin/bash";
 
+/// How long finished calls are remembered unless configured otherwise.
+pub const DEFAULT_JOURNAL_RETENTION: Duration = Duration::from_secs(72 * 3600);
+
 /// How the tool-runner is set up.
 #[derive(Debug, Clone)]
 pub struct ToolRunnerConfig {
@@ -44,6 +52,10 @@ pub struct ToolRunnerConfig {
     /// Where calls without a cwd run; absolute.
     pub default_cwd: PathBuf,
     pub workspace: Workspace,
+    /// Where calls are journaled (see [`crate::calls`]).
+    pub journal: Journal,
+    /// How long finished calls are remembered.
+    pub journal_retention: Duration,
 }
 
 /// The gRPC service; cheap to clone.
@@ -63,6 +75,10 @@ struct Inner {
     /// The shell `shell_command` and `exec_command` use.
     user_shell: String,
     environment: EnvironmentFacts,
+    journal: Journal,
+    journal_retention: Duration,
+    /// The calls running (or remembered only in memory), by key.
+    executions: Executions,
 }
 
 impl ToolRunner {
@@ -86,6 +102,9 @@ impl ToolRunner {
                 processes: ProcessRegistry::default(),
                 user_shell,
                 environment,
+                journal: config.journal,
+                journal_retention: config.journal_retention,
+                executions: Executions::default(),
             }),
         }
     }
@@ -93,6 +112,46 @@ impl ToolRunner {
     /// How many unified exec processes are alive, across sessions.
     pub fn live_processes(&self) -> usize {
         self.inner.processes.len()
+    }
+
+    /// How many tool calls are running, across sessions.
+    pub fn running_calls(&self) -> usize {
+        self.inner.executions.running(None).len()
+    }
+
+    /// How many RunTool callers wait for the call's running execution.
+    pub fn callers_waiting(&self, session_id: &str, call_id: &str) -> usize {
+        self.inner
+            .executions
+            .get(&CallKey::new(session_id, call_id))
+            .map_or(0, |exec| exec.waiters())
+    }
+
+    /// Forgets finished calls older than the retention, on disk and in
+    /// memory; returns how many entries went. The binary runs it at startup
+    /// and hourly.
+    pub async fn prune_journal(&self) -> Result<usize, JournalError> {
+        let retention = self.inner.journal_retention;
+        let in_memory = self.inner.executions.prune(retention);
+        let on_disk = self.inner.journal.prune(retention).await?;
+        Ok(in_memory + on_disk)
+    }
+
+    /// Waits up to `grace` for the running calls to finish (at shutdown, so
+    /// that calls nobody waits for any more still record their results);
+    /// returns how many are still running.
+    pub async fn finish_running_calls(&self, grace: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut left = 0;
+        for exec in self.inner.executions.running(None) {
+            if tokio::time::timeout_at(deadline, exec.wait_done())
+                .await
+                .is_err()
+            {
+                left += 1;
+            }
+        }
+        left
     }
 
     /// The session cwd (canonical) for a request's `cwd`.
@@ -145,79 +204,29 @@ impl ToolService for ToolRunner {
         request: Request<RunToolRequest>,
     ) -> Result<Response<RunToolResponse>, Status> {
         let req = request.into_inner();
-        if req.call_id.is_empty() {
-            return Err(Status::invalid_argument("call_id must not be empty"));
-        }
+        check_key(&req.session_id, &req.call_id)?;
         if req.tool_name.is_empty() {
             return Err(Status::invalid_argument("tool_name must not be empty"));
         }
-        let inner = &self.inner;
-        let outcome = match self.session_cwd(&req.cwd) {
-            Ok(cwd) => {
-                let ctx = ToolContext {
-                    executor: &inner.executor,
-                    policy: inner.policy,
-                    workspace: &inner.workspace,
-                    processes: &inner.processes,
-                    session_id: &req.session_id,
-                    cwd: &cwd,
-                    user_shell: &inner.user_shell,
-                };
-                let call = ToolCall {
-                    name: &req.tool_name,
-                    arguments: &req.arguments,
-                    custom: req.custom,
-                };
-                tools::run_tool(&ctx, call).await
-            }
-            // The model must still get its one output for this call.
-            Err(err) => ToolOutcome::failure(err.to_string()),
-        };
+        self.run_tool_once(req).await.map(Response::new)
+    }
+
+    async fn cancel_tool_call(
+        &self,
+        request: Request<CancelToolCallRequest>,
+    ) -> Result<Response<CancelToolCallResponse>, Status> {
+        let req = request.into_inner();
+        check_key(&req.session_id, &req.call_id)?;
+        let was_running = self
+            .cancel_call(&CallKey::new(&req.session_id, &req.call_id))
+            .await?;
         tracing::info!(
             session_id = %req.session_id,
             call_id = %req.call_id,
-            tool = %req.tool_name,
-            custom = req.custom,
-            success = outcome.success,
-            exit_code = outcome.command.as_ref().map(|c| c.exit_code),
-            "tool call"
+            was_running,
+            "tool call cancelled"
         );
-
-        let output = match &outcome.items {
-            Some(items) => serde_json::Value::Array(items.clone()),
-            None => serde_json::Value::String(outcome.text.clone()),
-        };
-        let item_type = if req.custom {
-            "custom_tool_call_output"
-        } else {
-            "function_call_output"
-        };
-        let item = serde_json::json!({
-            "type": item_type,
-            "call_id": req.call_id,
-            "output": output,
-        });
-        let digest = inner
-            .blobs
-            .put_json(&item)
-            .await
-            .map_err(|e| Status::internal(format!("cannot store the output item: {e}")))?;
-
-        Ok(Response::new(RunToolResponse {
-            output_item_digest: digest,
-            success: outcome.success,
-            output_preview: cut_at_char_boundary(&outcome.text, DISPLAY_LIMIT_BYTES).to_string(),
-            command: outcome.command.map(|c| CommandRun {
-                command: c.command,
-                cwd: c.cwd.to_string_lossy().into_owned(),
-                exit_code: c.exit_code,
-                duration_ms: millis(c.duration),
-                aggregated_output: cut_at_char_boundary(&c.aggregated_output, DISPLAY_LIMIT_BYTES)
-                    .to_string(),
-                running: c.process_id.is_some(),
-                process_id: c.process_id.unwrap_or_default(),
-            }),
-        }))
+        Ok(Response::new(CancelToolCallResponse { was_running }))
     }
 
     async fn list_tools(
@@ -241,8 +250,10 @@ impl ToolService for ToolRunner {
         if req.session_id.is_empty() {
             return Err(Status::invalid_argument("session_id must not be empty"));
         }
+        // The calls first: a cancelled exec_command removes its own process.
+        let cancelled = self.cancel_session_calls(&req.session_id).await;
         let killed = self.inner.processes.close_session(&req.session_id);
-        tracing::info!(session_id = %req.session_id, killed, "session closed");
+        tracing::info!(session_id = %req.session_id, cancelled, killed, "session closed");
         Ok(Response::new(CloseSessionResponse {}))
     }
 
@@ -302,6 +313,20 @@ impl ToolService for ToolRunner {
             agents_md_paths,
         }))
     }
+}
+
+/// A call id is required; NUL is refused in both ids so that the journal's
+/// key digest is unambiguous.
+fn check_key(session_id: &str, call_id: &str) -> Result<(), Status> {
+    if call_id.is_empty() {
+        return Err(Status::invalid_argument("call_id must not be empty"));
+    }
+    if session_id.contains('\0') || call_id.contains('\0') {
+        return Err(Status::invalid_argument(
+            "session_id and call_id must not contain NUL",
+        ));
+    }
+    Ok(())
 }
 
 fn tool_options(req: &ListToolsRequest) -> Result<ToolOptions, Status> {

@@ -1,5 +1,5 @@
-//! The real binary over gRPC: flags, serving, and that a cancelled call kills
-//! the command it started.
+//! The real binary over gRPC: flags, serving, cancelling a call, and a
+//! restart in the middle of a command.
 
 // Test helpers may panic: a panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use keel_proto::v1::tool_service_client::ToolServiceClient;
-use keel_proto::v1::{ExecRequest, RunToolRequest};
+use keel_proto::v1::{CancelToolCallRequest, ExecRequest, RunToolRequest};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tonic::transport::Channel;
@@ -20,7 +20,13 @@ struct Server {
 }
 
 async fn start(dir: &Path) -> Server {
-    let addr_file = dir.join("addr");
+    start_with(dir, "addr", &[]).await
+}
+
+/// Starts the binary on `dir` (blobs in `dir/blobs`, default cwd `dir`),
+/// reporting its address in `dir/<addr_name>`.
+async fn start_with(dir: &Path, addr_name: &str, extra: &[&str]) -> Server {
+    let addr_file = dir.join(addr_name);
     let child = Command::new(env!("CARGO_BIN_EXE_keel-tool-runner"))
         .arg("--addr-file")
         .arg(&addr_file)
@@ -28,6 +34,8 @@ async fn start(dir: &Path) -> Server {
         .arg(format!("file://{}", dir.join("blobs").display()))
         .arg("--default-cwd")
         .arg(dir)
+        .args(extra)
+        .env_remove("KEEL_TOOL_RUNNER_STATE_DIR")
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -108,8 +116,28 @@ async fn serves_exec_and_run_tool() {
     server.child.kill().await.unwrap();
 }
 
+fn shell_call(call_id: &str, script: &str) -> RunToolRequest {
+    RunToolRequest {
+        session_id: "s".into(),
+        call_id: call_id.into(),
+        tool_name: "shell".into(),
+        arguments: serde_json::json!({ "command": ["sh", "-c", script], "timeout_ms": 60_000 })
+            .to_string(),
+        cwd: String::new(),
+        custom: false,
+    }
+}
+
+async fn wait_dead(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !is_dead(pid) {
+        assert!(Instant::now() < deadline, "process {pid} is still alive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
-async fn cancelling_run_tool_kills_the_command() {
+async fn cancel_tool_call_kills_the_command_and_records_the_abort() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = start(dir.path()).await;
     let pid_file = dir.path().join("pid");
@@ -117,35 +145,147 @@ async fn cancelling_run_tool_kills_the_command() {
         "sleep 30 & echo $! > {0}.tmp && mv {0}.tmp {0}; sleep 30",
         pid_file.display()
     );
-    let args = serde_json::json!({ "command": ["sh", "-c", script] }).to_string();
     let mut client = server.client.clone();
-    let call = tokio::spawn(async move {
-        client
-            .run_tool(RunToolRequest {
-                session_id: "s".into(),
-                call_id: "call_2".into(),
-                tool_name: "shell".into(),
-                arguments: args,
-                cwd: String::new(),
-                custom: false,
-            })
-            .await
-    });
+    let request = shell_call("call_2", &script);
+    let call = tokio::spawn(async move { client.run_tool(request).await });
     let pid: i32 = wait_for_file(&pid_file, Duration::from_secs(10))
         .await
         .parse()
         .unwrap();
-    assert!(!is_dead(pid));
-    // Aborting drops the client future: tonic resets the stream and the server
-    // drops the handler.
+    // The caller going away (tonic resets the stream) no longer stops the
+    // command: a retry could want its result.
     call.abort();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !is_dead(pid) {
-        assert!(
-            Instant::now() < deadline,
-            "command {pid} outlived its cancelled call"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(!is_dead(pid));
+    let cancelled = server
+        .client
+        .cancel_tool_call(CancelToolCallRequest {
+            session_id: "s".into(),
+            call_id: "call_2".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(cancelled.was_running);
+    wait_dead(pid).await;
+    let resp = server
+        .client
+        .run_tool(shell_call("call_2", &script))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        resp.output_preview.starts_with("Wall time: ")
+            && resp.output_preview.ends_with(" seconds\naborted by user"),
+        "{}",
+        resp.output_preview
+    );
+    assert!(!resp.success);
     server.child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_command_cut_by_a_restart_is_not_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let state_arg = ["--state-dir", state.to_str().unwrap()];
+    let mut first = start_with(dir.path(), "addr-1", &state_arg).await;
+    let marker = dir.path().join("marker");
+    let pid_file = dir.path().join("pid");
+    // The shell leads the command's process group.
+    let script = format!(
+        "echo $$ > {pid}.tmp && mv {pid}.tmp {pid}; echo ran >> {marker}; sleep 30",
+        pid = pid_file.display(),
+        marker = marker.display()
+    );
+    let mut client = first.client.clone();
+    let request = shell_call("call_r", &script);
+    let call = tokio::spawn(async move { client.run_tool(request).await });
+    let pgid: i32 = wait_for_file(&pid_file, Duration::from_secs(10))
+        .await
+        .parse()
+        .unwrap();
+    wait_for_file(&marker, Duration::from_secs(10)).await;
+
+    // SIGKILL mid-command: no chance to record anything.
+    first.child.kill().await.unwrap();
+    assert!(
+        call.await.unwrap().is_err(),
+        "the call died with the server"
+    );
+    let journal: Vec<String> = std::fs::read_dir(state.join("calls"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(journal.len(), 1, "{journal:?}");
+    assert!(journal[0].ends_with(".started"), "{journal:?}");
+
+    let mut second = start_with(dir.path(), "addr-2", &state_arg).await;
+    let resp = second
+        .client
+        .run_tool(shell_call("call_r", &script))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        resp.output_preview,
+        "execution error: the tool-runner restarted while this command was running; it was not run again to avoid running it twice, and its output is lost"
+    );
+    assert!(!resp.success);
+    // The output item is stored like any other.
+    let digest = &resp.output_item_digest;
+    let blob = dir
+        .path()
+        .join("blobs/sha256")
+        .join(&digest[..2])
+        .join(digest);
+    let item: serde_json::Value = serde_json::from_slice(&std::fs::read(&blob).unwrap()).unwrap();
+    assert_eq!(
+        (item["type"].as_str(), item["call_id"].as_str()),
+        (Some("function_call_output"), Some("call_r"))
+    );
+    assert_eq!(item["output"], resp.output_preview);
+    // Asked again, the same answer; the command ran exactly once.
+    let again = second
+        .client
+        .run_tool(shell_call("call_r", &script))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, resp);
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "ran\n");
+
+    second.child.kill().await.unwrap();
+    // The orphaned command outlived the first tool-runner; end it.
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+#[tokio::test]
+async fn a_second_tool_runner_cannot_share_the_state_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut first = start_with(
+        dir.path(),
+        "addr-1",
+        &["--state-dir", state.to_str().unwrap()],
+    )
+    .await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keel-tool-runner"))
+        .arg("--blob-url")
+        .arg(format!("file://{}", dir.path().join("blobs").display()))
+        .arg("--default-cwd")
+        .arg(dir.path())
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .env_remove("KEEL_TOOL_RUNNER_STATE_DIR")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("in use by another tool-runner"), "{stderr}");
+    first.child.kill().await.unwrap();
 }

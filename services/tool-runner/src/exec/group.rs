@@ -1,7 +1,8 @@
 //! Owns a command's process group. Commands run in their own group so that
 //! one signal reaches everything they started (`sh -c 'a & b'`); the guard
 //! sends it when the run ends however it ends — completion, timeout, or the
-//! caller dropping the future because the RPC was cancelled.
+//! future being dropped because the tool call was cancelled (CancelToolCall,
+//! CloseSession; a RunTool caller going away does not cancel).
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;

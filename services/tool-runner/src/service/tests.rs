@@ -5,21 +5,48 @@ use tonic::Code;
 use super::*;
 use crate::workspace::Workspace;
 
+mod calls;
+
+/// A runner, its blob store and its state directory (removed on drop).
+struct Fixture {
+    runner: ToolRunner,
+    blobs: BlobStore,
+    state: tempfile::TempDir,
+}
+
 /// A runner that may touch anything: these tests are about the RPCs, the
 /// workspace tests below use a restricted one.
-fn runner(default_cwd: &Path) -> (ToolRunner, BlobStore) {
+fn runner(default_cwd: &Path) -> Fixture {
     runner_with(default_cwd, Workspace::any())
 }
 
-fn runner_with(default_cwd: &Path, workspace: Workspace) -> (ToolRunner, BlobStore) {
+fn runner_with(default_cwd: &Path, workspace: Workspace) -> Fixture {
+    let state = tempfile::tempdir().unwrap();
     let blobs = BlobStore::open("memory://").unwrap();
-    let runner = ToolRunner::new(ToolRunnerConfig {
+    let runner = runner_on(&blobs, state.path(), default_cwd, workspace);
+    Fixture {
+        runner,
+        blobs,
+        state,
+    }
+}
+
+/// A runner on an existing blob store and state directory: a restarted
+/// tool-runner.
+fn runner_on(
+    blobs: &BlobStore,
+    state_dir: &Path,
+    default_cwd: &Path,
+    workspace: Workspace,
+) -> ToolRunner {
+    ToolRunner::new(ToolRunnerConfig {
         executor: Executor::with_inherited_env(std::env::vars_os()),
         blobs: blobs.clone(),
         default_cwd: std::fs::canonicalize(default_cwd).unwrap(),
         workspace,
-    });
-    (runner, blobs)
+        journal: Journal::open(state_dir).unwrap(),
+        journal_retention: DEFAULT_JOURNAL_RETENTION,
+    })
 }
 
 fn exec_req(argv: &[&str], workdir: &str) -> Request<ExecRequest> {
@@ -45,7 +72,8 @@ fn tool_req(call_id: &str, tool: &str, args: &str, cwd: &str) -> Request<RunTool
 #[tokio::test]
 async fn exec_runs_and_reports() {
     let dir = tempfile::tempdir().unwrap();
-    let (runner, _) = runner(dir.path());
+    let fx = runner(dir.path());
+    let runner = &fx.runner;
     let mut req = exec_req(&["sh", "-c", "echo $GREETING; exit 5"], "/");
     req.get_mut().env.insert("GREETING".into(), "hello".into());
     let resp = runner.exec(req).await.unwrap().into_inner();
@@ -58,7 +86,8 @@ async fn exec_runs_and_reports() {
 #[tokio::test]
 async fn exec_rejects_bad_requests_with_the_right_codes() {
     let dir = tempfile::tempdir().unwrap();
-    let (runner, _) = runner(dir.path());
+    let fx = runner(dir.path());
+    let runner = &fx.runner;
     let file = dir.path().join("file");
     std::fs::write(&file, "x").unwrap();
     let file = file.to_str().unwrap();
@@ -100,7 +129,8 @@ async fn exec_rejects_bad_requests_with_the_right_codes() {
 #[tokio::test]
 async fn run_tool_stores_the_output_item() {
     let dir = tempfile::tempdir().unwrap();
-    let (runner, blobs) = runner(Path::new("/"));
+    let fx = runner(Path::new("/"));
+    let (runner, blobs) = (&fx.runner, &fx.blobs);
     let cwd = dir.path().to_str().unwrap();
     let resp = runner
         .run_tool(tool_req(
@@ -131,7 +161,8 @@ async fn run_tool_stores_the_output_item() {
 #[tokio::test]
 async fn run_tool_without_cwd_uses_the_default() {
     let dir = tempfile::tempdir().unwrap();
-    let (runner, _) = runner(dir.path());
+    let fx = runner(dir.path());
+    let runner = &fx.runner;
     let resp = runner
         .run_tool(tool_req("c", "shell", r#"{"command":["pwd"]}"#, ""))
         .await
@@ -144,7 +175,8 @@ async fn run_tool_without_cwd_uses_the_default() {
 
 #[tokio::test]
 async fn model_mistakes_are_stored_outputs() {
-    let (runner, blobs) = runner(Path::new("/"));
+    let fx = runner(Path::new("/"));
+    let (runner, blobs) = (&fx.runner, &fx.blobs);
     let resp = runner
         .run_tool(tool_req("c2", "nope", "{}", "/"))
         .await
@@ -159,7 +191,8 @@ async fn model_mistakes_are_stored_outputs() {
 
 #[tokio::test]
 async fn run_tool_requires_call_id_and_tool_name() {
-    let (runner, _) = runner(Path::new("/"));
+    let fx = runner(Path::new("/"));
+    let runner = &fx.runner;
     let err = runner
         .run_tool(tool_req("", "shell", "{}", "/"))
         .await
@@ -176,7 +209,8 @@ async fn run_tool_requires_call_id_and_tool_name() {
 
 #[tokio::test]
 async fn previews_are_cut_for_display() {
-    let (runner, _) = runner(Path::new("/"));
+    let fx = runner(Path::new("/"));
+    let runner = &fx.runner;
     // 20 000 two-byte chars: 40 000 bytes, within the model's budget but over
     // the display limit.
     let args =
@@ -218,7 +252,7 @@ fn roots() -> Roots {
     }
 }
 
-fn restricted(r: &Roots) -> (ToolRunner, BlobStore) {
+fn restricted(r: &Roots) -> Fixture {
     runner_with(
         &r.ws,
         Workspace::restricted(std::slice::from_ref(&r.ws)).unwrap(),
@@ -228,7 +262,8 @@ fn restricted(r: &Roots) -> (ToolRunner, BlobStore) {
 #[tokio::test]
 async fn exec_outside_the_workspace_is_permission_denied() {
     let r = roots();
-    let (runner, _) = restricted(&r);
+    let fx = restricted(&r);
+    let runner = &fx.runner;
     let ok = runner
         .exec(exec_req(&["pwd"], r.ws.join("sub").to_str().unwrap()))
         .await
@@ -253,7 +288,8 @@ async fn exec_outside_the_workspace_is_permission_denied() {
 #[tokio::test]
 async fn run_tool_outside_the_workspace_is_an_output() {
     let r = roots();
-    let (runner, blobs) = restricted(&r);
+    let fx = restricted(&r);
+    let (runner, blobs) = (&fx.runner, &fx.blobs);
     // The session cwd itself outside.
     let resp = runner
         .run_tool(tool_req(
@@ -274,10 +310,13 @@ async fn run_tool_outside_the_workspace_is_an_output() {
     let item: serde_json::Value = blobs.get_json(&resp.output_item_digest).await.unwrap();
     assert_eq!(item["output"], resp.output_preview);
     // A workdir leading out through `..`, an absolute path or a symlink.
-    for workdir in ["../outside", r.outside.to_str().unwrap(), "link"] {
+    for (i, workdir) in ["../outside", r.outside.to_str().unwrap(), "link"]
+        .into_iter()
+        .enumerate()
+    {
         let args = serde_json::json!({"command": ["pwd"], "workdir": workdir}).to_string();
         let resp = runner
-            .run_tool(tool_req("c2", "shell", &args, ""))
+            .run_tool(tool_req(&format!("c2-{i}"), "shell", &args, ""))
             .await
             .unwrap()
             .into_inner();
@@ -316,7 +355,8 @@ async fn run_tool_outside_the_workspace_is_an_output() {
 #[tokio::test]
 async fn custom_calls_store_a_custom_tool_call_output() {
     let r = roots();
-    let (runner, blobs) = restricted(&r);
+    let fx = restricted(&r);
+    let (runner, blobs) = (&fx.runner, &fx.blobs);
     let resp = runner
         .run_tool(Request::new(RunToolRequest {
             session_id: "s".into(),
@@ -344,7 +384,8 @@ async fn custom_calls_store_a_custom_tool_call_output() {
 #[tokio::test]
 async fn view_image_stores_a_content_item_array() {
     let r = roots();
-    let (runner, blobs) = restricted(&r);
+    let fx = restricted(&r);
+    let (runner, blobs) = (&fx.runner, &fx.blobs);
     let img = image::RgbaImage::from_pixel(3, 2, image::Rgba([0, 0, 0, 255]));
     img.save(r.ws.join("p.png")).unwrap();
     let resp = runner
@@ -375,7 +416,8 @@ async fn view_image_stores_a_content_item_array() {
 #[tokio::test]
 async fn close_session_kills_its_processes() {
     let r = roots();
-    let (runner, _) = restricted(&r);
+    let fx = restricted(&r);
+    let runner = &fx.runner;
     let resp = runner
         .run_tool(tool_req(
             "c",
@@ -422,7 +464,8 @@ async fn close_session_kills_its_processes() {
 
 #[tokio::test]
 async fn list_tools_is_sorted_and_selectable() {
-    let (runner, _) = runner(Path::new("/"));
+    let fx = runner(Path::new("/"));
+    let runner = &fx.runner;
     let names =
         |resp: ListToolsResponse| resp.tools.into_iter().map(|t| t.name).collect::<Vec<_>>();
     let resp = runner
@@ -475,7 +518,8 @@ async fn list_tools_is_sorted_and_selectable() {
 #[tokio::test]
 async fn project_context() {
     let r = roots();
-    let (runner, _) = restricted(&r);
+    let fx = restricted(&r);
+    let runner = &fx.runner;
     std::fs::create_dir(r.ws.join(".git")).unwrap();
     std::fs::write(r.ws.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
     std::fs::write(r.ws.join("AGENTS.md"), "top rules").unwrap();

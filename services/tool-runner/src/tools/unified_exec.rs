@@ -136,9 +136,17 @@ pub async fn run_exec_command(ctx: &ToolContext<'_>, arguments: &str) -> ToolOut
         Ok(id) => id,
         Err(err) => return failed(err.to_string()),
     };
+    // A call cancelled during the wait takes its process along: the model
+    // never learns its id, so nobody could reach it.
+    let unregister = KillUnlessReturned {
+        ctx,
+        process_id,
+        armed: true,
+    };
     let collected = process
         .collect(start + exec_yield(params.yield_time_ms))
         .await;
+    unregister.disarm();
     finish(
         ctx,
         &process,
@@ -176,6 +184,30 @@ pub async fn run_write_stdin(ctx: &ToolContext<'_>, arguments: &str) -> ToolOutc
         start,
         params.max_output_tokens,
     )
+}
+
+/// Kills and forgets an `exec_command`'s process if the call's future is
+/// dropped (the call was cancelled) before it returns.
+struct KillUnlessReturned<'a, 'b> {
+    ctx: &'a ToolContext<'b>,
+    process_id: i32,
+    armed: bool,
+}
+
+impl KillUnlessReturned<'_, '_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for KillUnlessReturned<'_, '_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.ctx
+                .processes
+                .remove(self.ctx.session_id, self.process_id);
+        }
+    }
 }
 
 /// Renders a call's result; forgets the process once it has exited.

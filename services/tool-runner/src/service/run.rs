@@ -1,0 +1,377 @@
+//! RunTool's path: one execution per (session id, call id), run by a task of
+//! its own so that it outlives the RPC that started it, journaled before it
+//! starts and after it ends. [`crate::calls`] states the guarantees.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use keel_blobstore::BlobError;
+use keel_proto::v1::{CommandRun, RunToolRequest, RunToolResponse};
+use sha2::{Digest as _, Sha256};
+use tokio::time::Instant;
+use tonic::Status;
+
+use super::{DISPLAY_LIMIT_BYTES, ToolRunner, millis};
+use crate::calls::journal::{StartedRecord, unix_ms};
+use crate::calls::registry::{CancelTarget, Execution, Outcome, Role, Unstored};
+use crate::calls::{CallKey, JournalEntry, aborted_text, restarted_text};
+use crate::format::cut_at_char_boundary;
+use crate::tools::{self, ToolCall, ToolContext, ToolOutcome};
+
+/// Tries at storing an output item before the call is left for a retry to
+/// store.
+const STORE_ATTEMPTS: u32 = 3;
+const STORE_FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+impl ToolRunner {
+    /// Runs `req` unless its key has run or is running; either way returns
+    /// the key's one response.
+    pub(super) async fn run_tool_once(
+        &self,
+        req: RunToolRequest,
+    ) -> Result<RunToolResponse, Status> {
+        let key = CallKey::new(&req.session_id, &req.call_id);
+        let digest = request_digest(&req);
+        loop {
+            let (exec, role) = self.inner.executions.begin(&key, &digest);
+            match role {
+                Role::New => {
+                    tokio::spawn(self.clone().drive(Arc::clone(&exec), req.clone()));
+                }
+                Role::StoreAgain(unstored) => {
+                    tokio::spawn(self.clone().store_again(Arc::clone(&exec), unstored));
+                }
+                Role::Attached => {
+                    if !exec.request_digest.is_empty() && exec.request_digest != digest {
+                        tracing::warn!(
+                            session_id = %req.session_id,
+                            call_id = %req.call_id,
+                            tool = %req.tool_name,
+                            "a repeated tool call differs from the first; answering with the first's result"
+                        );
+                    }
+                    tracing::info!(
+                        session_id = %req.session_id,
+                        call_id = %req.call_id,
+                        "attached to the tool call's execution"
+                    );
+                }
+            }
+            match exec.wait().await {
+                Outcome::Response(response) => return Ok(RunToolResponse::clone(&response)),
+                Outcome::Unstored(unstored) => {
+                    return Err(Status::unavailable(format!(
+                        "the tool ran but its output item could not be stored ({}); retry the call to store it",
+                        unstored.error
+                    )));
+                }
+                Outcome::Failed(status) => return Err(status),
+                Outcome::Retry => {}
+            }
+        }
+    }
+
+    /// The execution's task: resolve the key from the journal or run the
+    /// tool, then publish the outcome.
+    async fn drive(self, exec: Arc<Execution>, req: RunToolRequest) {
+        let unfinished = Unfinished {
+            runner: &self,
+            exec: &exec,
+            armed: true,
+        };
+        let (outcome, journaled) = self.resolve(&exec, &req).await;
+        unfinished.disarm();
+        self.settle(&exec, outcome, journaled);
+    }
+
+    async fn resolve(&self, exec: &Execution, req: &RunToolRequest) -> (Outcome, bool) {
+        let journal = &self.inner.journal;
+        let key = &exec.key;
+        let outcome = match journal.lookup(key).await {
+            Err(err) => {
+                tracing::error!(session_id = %key.session_id, call_id = %key.call_id, error = %err, "cannot read the tool-call journal");
+                return (
+                    Outcome::Failed(Status::unavailable(format!(
+                        "cannot read the tool-call journal: {err}"
+                    ))),
+                    false,
+                );
+            }
+            Ok(JournalEntry::Finished(response)) => {
+                tracing::info!(session_id = %key.session_id, call_id = %key.call_id, "tool call answered from the journal");
+                return (Outcome::Response(Arc::new(response)), true);
+            }
+            Ok(JournalEntry::Started) => {
+                tracing::warn!(
+                    session_id = %key.session_id,
+                    call_id = %key.call_id,
+                    tool = %req.tool_name,
+                    "the tool call was running when the tool-runner stopped; not running it again"
+                );
+                ToolOutcome::failure(restarted_text(&req.tool_name))
+            }
+            Ok(JournalEntry::Cancelled) => {
+                ToolOutcome::failure(aborted_text(&req.tool_name, Duration::ZERO))
+            }
+            Ok(JournalEntry::Absent) => {
+                let record = StartedRecord {
+                    session_id: &req.session_id,
+                    call_id: &req.call_id,
+                    tool_name: &req.tool_name,
+                    started_at_unix_ms: unix_ms(SystemTime::now()),
+                    tool_runner_pid: std::process::id(),
+                };
+                if let Err(err) = journal.record_started(key, &record).await {
+                    tracing::error!(session_id = %key.session_id, call_id = %key.call_id, error = %err, "cannot journal a tool call; not running it");
+                    return (
+                        Outcome::Failed(Status::unavailable(format!(
+                            "cannot journal the tool call, so it was not run: {err}"
+                        ))),
+                        false,
+                    );
+                }
+                self.execute_cancellable(exec, req).await
+            }
+        };
+        let (item, response) = output_item(req, &outcome);
+        self.store_and_record(exec, item, response).await
+    }
+
+    /// Runs the tool until it finishes or the call is cancelled; dropping
+    /// the tool's future kills what it started.
+    async fn execute_cancellable(&self, exec: &Execution, req: &RunToolRequest) -> ToolOutcome {
+        let start = Instant::now();
+        let outcome = tokio::select! {
+            biased;
+            () = exec.cancelled() => {
+                exec.mark_aborted();
+                ToolOutcome::failure(aborted_text(&req.tool_name, start.elapsed()))
+            }
+            outcome = self.execute(req) => outcome,
+        };
+        tracing::info!(
+            session_id = %req.session_id,
+            call_id = %req.call_id,
+            tool = %req.tool_name,
+            custom = req.custom,
+            success = outcome.success,
+            aborted = exec.was_aborted(),
+            exit_code = outcome.command.as_ref().map(|c| c.exit_code),
+            "tool call"
+        );
+        outcome
+    }
+
+    /// The tool call itself.
+    async fn execute(&self, req: &RunToolRequest) -> ToolOutcome {
+        let inner = &self.inner;
+        match self.session_cwd(&req.cwd) {
+            Ok(cwd) => {
+                let ctx = ToolContext {
+                    executor: &inner.executor,
+                    policy: inner.policy,
+                    workspace: &inner.workspace,
+                    processes: &inner.processes,
+                    session_id: &req.session_id,
+                    cwd: &cwd,
+                    user_shell: &inner.user_shell,
+                };
+                let call = ToolCall {
+                    name: &req.tool_name,
+                    arguments: &req.arguments,
+                    custom: req.custom,
+                };
+                tools::run_tool(&ctx, call).await
+            }
+            // The model must still get its one output for this call.
+            Err(err) => ToolOutcome::failure(err.to_string()),
+        }
+    }
+
+    /// Stores the output item and journals the response.
+    async fn store_and_record(
+        &self,
+        exec: &Execution,
+        item: serde_json::Value,
+        mut response: RunToolResponse,
+    ) -> (Outcome, bool) {
+        let key = &exec.key;
+        match self.store_item(&item).await {
+            Ok(digest) => response.output_item_digest = digest,
+            Err(err) => {
+                tracing::error!(session_id = %key.session_id, call_id = %key.call_id, error = %err, "cannot store a tool output item; a retry will store it");
+                let unstored = Unstored {
+                    item,
+                    response,
+                    error: err.to_string(),
+                };
+                return (Outcome::Unstored(Arc::new(unstored)), false);
+            }
+        }
+        let journaled = match self.inner.journal.record_result(key, &response).await {
+            Ok(()) => true,
+            Err(err) => {
+                // The memory is now the only record: a retry still gets this
+                // response, unless the tool-runner restarts first.
+                tracing::error!(session_id = %key.session_id, call_id = %key.call_id, error = %err, "cannot journal a tool call's result");
+                false
+            }
+        };
+        (Outcome::Response(Arc::new(response)), journaled)
+    }
+
+    async fn store_item(&self, item: &serde_json::Value) -> Result<String, BlobError> {
+        let mut backoff = STORE_FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            match self.inner.blobs.put_json(item).await {
+                Ok(digest) => return Ok(digest),
+                Err(err) if attempt < STORE_ATTEMPTS => {
+                    tracing::warn!(attempt, error = %err, "cannot store a tool output item; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 4;
+                    attempt += 1;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// A retry of a call whose item was not stored: store it now.
+    async fn store_again(self, exec: Arc<Execution>, unstored: Arc<Unstored>) {
+        let unfinished = Unfinished {
+            runner: &self,
+            exec: &exec,
+            armed: true,
+        };
+        let (outcome, journaled) = self
+            .store_and_record(&exec, unstored.item.clone(), unstored.response.clone())
+            .await;
+        unfinished.disarm();
+        self.settle(&exec, outcome, journaled);
+    }
+
+    /// Publishes the outcome; once the journal holds it (or nothing is worth
+    /// keeping), the journal answers from now on and the entry goes.
+    fn settle(&self, exec: &Arc<Execution>, outcome: Outcome, journaled: bool) {
+        let keep = !journaled && matches!(outcome, Outcome::Response(_) | Outcome::Unstored(_));
+        exec.finish(outcome);
+        if !keep {
+            self.inner.executions.remove(exec);
+        }
+    }
+
+    /// CancelToolCall: true when a running call was stopped.
+    pub(super) async fn cancel_call(&self, key: &CallKey) -> Result<bool, Status> {
+        match self.inner.executions.begin_cancel(key) {
+            CancelTarget::Running(exec) => {
+                exec.wait_done().await;
+                Ok(exec.was_aborted())
+            }
+            CancelTarget::Finished => Ok(false),
+            CancelTarget::Unknown(placeholder) => {
+                // While the placeholder holds the key no RunTool can start it,
+                // so the tombstone cannot come too late.
+                let journal = &self.inner.journal;
+                let tombstone = match journal.lookup(key).await {
+                    Ok(JournalEntry::Absent) => journal.record_cancelled(key).await,
+                    Ok(_) => Ok(()),
+                    Err(err) => Err(err),
+                };
+                placeholder.finish(Outcome::Retry);
+                self.inner.executions.remove(&placeholder);
+                tombstone.map_err(|err| {
+                    Status::unavailable(format!("cannot journal the cancellation: {err}"))
+                })?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Cancels the session's running calls and waits for them to record
+    /// their aborted outputs; returns how many were stopped.
+    pub(super) async fn cancel_session_calls(&self, session_id: &str) -> usize {
+        let running = self.inner.executions.cancel_session(session_id);
+        let mut stopped = 0;
+        for exec in running {
+            exec.wait_done().await;
+            if exec.was_aborted() {
+                stopped += 1;
+            }
+        }
+        stopped
+    }
+}
+
+/// Should an execution's task end without an outcome (the runtime shutting
+/// down under it), its waiters are told instead of waiting forever.
+struct Unfinished<'a> {
+    runner: &'a ToolRunner,
+    exec: &'a Arc<Execution>,
+    armed: bool,
+}
+
+impl Unfinished<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.exec.finish(Outcome::Failed(Status::unavailable(
+                "the tool call stopped before it finished: the tool-runner is shutting down",
+            )));
+            self.runner.inner.executions.remove(self.exec);
+        }
+    }
+}
+
+/// Identifies what a request asks for, to notice a retry that differs.
+fn request_digest(req: &RunToolRequest) -> String {
+    let mut hasher = Sha256::new();
+    for part in [&req.tool_name, &req.arguments, &req.cwd] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    hasher.update([u8::from(req.custom)]);
+    hex::encode(hasher.finalize())
+}
+
+/// The output item the model gets, and the response without its digest.
+fn output_item(
+    req: &RunToolRequest,
+    outcome: &ToolOutcome,
+) -> (serde_json::Value, RunToolResponse) {
+    let output = match &outcome.items {
+        Some(items) => serde_json::Value::Array(items.clone()),
+        None => serde_json::Value::String(outcome.text.clone()),
+    };
+    let item_type = if req.custom {
+        "custom_tool_call_output"
+    } else {
+        "function_call_output"
+    };
+    let item = serde_json::json!({
+        "type": item_type,
+        "call_id": req.call_id,
+        "output": output,
+    });
+    let response = RunToolResponse {
+        output_item_digest: String::new(),
+        success: outcome.success,
+        output_preview: cut_at_char_boundary(&outcome.text, DISPLAY_LIMIT_BYTES).to_string(),
+        command: outcome.command.as_ref().map(|c| CommandRun {
+            command: c.command.clone(),
+            cwd: c.cwd.to_string_lossy().into_owned(),
+            exit_code: c.exit_code,
+            duration_ms: millis(c.duration),
+            aggregated_output: cut_at_char_boundary(&c.aggregated_output, DISPLAY_LIMIT_BYTES)
+                .to_string(),
+            running: c.process_id.is_some(),
+            process_id: c.process_id.unwrap_or_default(),
+        }),
+    };
+    (item, response)
+}

@@ -1,0 +1,95 @@
+//! Measurements over a real stack, shared by benchmarks and tests.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use keel_proto::v1 as pb;
+use keel_proto::v1::session_service_client::SessionServiceClient;
+use pb::event::Msg;
+use serde_json::json;
+use tonic::transport::Channel;
+
+use crate::fake_model::{FakeModel, Scripted, sse};
+use crate::history::{self, ActivityPayloads};
+use crate::stack::{Stack, StackOptions};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Runs a session whose first turn leaves a conversation of `items` items
+/// (the model answers with `items - 2` messages at once), then a second turn,
+/// and returns the payload sizes of the second turn's model call — the call
+/// that carries a conversation of `items` items.
+pub async fn model_call_payloads_at(items: usize) -> anyhow::Result<ActivityPayloads> {
+    if items < 3 {
+        bail!("need at least 3 items");
+    }
+    let mut events = vec![sse::created()];
+    for i in 0..items - 2 {
+        events.push(sse::message(
+            &format!("m{i}"),
+            &format!("part {i} of a long answer"),
+        ));
+    }
+    events.push(sse::completed("r1", 10, 5));
+    let fake =
+        FakeModel::start(vec![Scripted::Events(events), Scripted::assistant("done")]).await?;
+    let opts = StackOptions::new(fake.base_url());
+    let stack = tokio::task::spawn_blocking(move || Stack::start(opts)).await??;
+    let channel = Channel::from_shared(format!("http://{}", stack.session_api))?
+        .connect()
+        .await?;
+    let mut client = SessionServiceClient::new(channel);
+    let sid = client
+        .create_session(pb::CreateSessionRequest::default())
+        .await?
+        .into_inner()
+        .session
+        .context("no session")?
+        .session_id;
+    for (turn, text) in [("turn-1", "write a lot"), ("turn-2", "thanks")] {
+        client
+            .send_user_turn(pb::SendUserTurnRequest {
+                session_id: sid.clone(),
+                text: text.into(),
+                turn_id: turn.into(),
+            })
+            .await?;
+    }
+    let mut stream = client
+        .stream_events(pb::StreamEventsRequest {
+            session_id: sid.clone(),
+            after_offset: 0,
+            follow: true,
+            live_deltas: false,
+        })
+        .await?
+        .into_inner();
+    tokio::time::timeout(WAIT, async {
+        while let Some(m) = stream.message().await? {
+            if let Some(pb::stream_events_response::Kind::Event(e)) = m.kind
+                && e.turn_id == "turn-2"
+                && matches!(e.msg, Some(Msg::TurnComplete(_)))
+            {
+                return Ok(());
+            }
+        }
+        bail!("stream ended early")
+    })
+    .await
+    .context("turns did not finish")??;
+    let requests = fake.wait_for_requests(2, WAIT).await?;
+    let sent = requests[1].conversation().len();
+    if sent != items {
+        bail!(
+            "expected the model to get {items} items, it got {sent}: {:?}",
+            json!(requests[1].conversation().len())
+        );
+    }
+    let temporal = history::temporal_client(&stack.temporal_address).await?;
+    let json = history::history_json(&temporal, &sid).await?;
+    history::activity_payloads(&json)?
+        .into_iter()
+        .filter(|a| a.activity_type == "model_call")
+        .nth(1)
+        .context("no second model call in history")
+}
