@@ -89,7 +89,11 @@ impl<O: Write, E: Write> HumanRenderer<O, E> {
         let Some(msg) = &event.msg else {
             return Ok(());
         };
-        let streamed = std::mem::take(&mut self.streamed);
+        // Only the durable message confirms what the deltas showed.
+        let streamed = match msg {
+            Msg::AgentMessage(_) => std::mem::take(&mut self.streamed),
+            _ => String::new(),
+        };
         match msg {
             // Print only what the deltas did not already show.
             Msg::AgentMessage(m) if !streamed.is_empty() && m.message.starts_with(&streamed) => {
@@ -445,6 +449,42 @@ mod tests {
             String::from_utf8(out).unwrap(),
             String::from_utf8(err).unwrap(),
         )
+    }
+
+    #[test]
+    fn deltas_then_the_durable_message_print_the_text_once() {
+        let delta = |text: &str| LiveDelta {
+            turn_id: "t".into(),
+            item_id: "m1".into(),
+            kind: LiveDeltaKind::AgentMessage as i32,
+            delta: text.into(),
+            summary_index: 0,
+        };
+        let message = |text: &str| {
+            event(
+                3,
+                Msg::AgentMessage(AgentMessage {
+                    message: text.into(),
+                    truncated: false,
+                }),
+            )
+        };
+        let mut out = Vec::new();
+        {
+            let style = Style { color: false };
+            let mut r = HumanRenderer::new(&mut out, style, Vec::new(), style);
+            r.delta(&delta("Hel")).unwrap();
+            r.delta(&delta("lo")).unwrap();
+            r.event(&event(2, Msg::TokenCount(Default::default())))
+                .unwrap();
+            r.event(&message("Hello")).unwrap();
+            // A message whose deltas were missed prints whole.
+            r.event(&message("Bye")).unwrap();
+            // Deltas that do not match the message: new line, then the message.
+            r.delta(&delta("Hx")).unwrap();
+            r.event(&message("Hi")).unwrap();
+        }
+        assert_eq!(String::from_utf8(out).unwrap(), "Hello\nBye\nHx\nHi\n");
     }
 
     #[test]

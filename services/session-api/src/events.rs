@@ -114,6 +114,10 @@ pub fn stream(
         if closed {
             return;
         }
+        // The item the last delta belonged to: the first delta of a new item
+        // waits until the durable events before it are out, so a client never
+        // sees the model's next answer before the command output it answers.
+        let mut delta_item = String::new();
         loop {
             let next = tokio::select! {
                 r = events.recv() => match r {
@@ -137,6 +141,16 @@ pub fn stream(
                     yield event((*e).clone());
                 }
                 Next::Delta(d) => {
+                    if d.item_id != delta_item {
+                        delta_item = d.item_id.clone();
+                        let (caught, closed) = catch_up(&api, &session_id, &mut after, true).await?;
+                        for r in caught {
+                            yield r;
+                        }
+                        if closed {
+                            return;
+                        }
+                    }
                     yield Response { kind: Some(pb::stream_events_response::Kind::Delta(d)) };
                 }
                 Next::Progress if !progress.borrow_and_update().1 => {}
