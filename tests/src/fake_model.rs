@@ -168,6 +168,8 @@ struct Inner {
     script: VecDeque<Scripted>,
     requests: Vec<RecordedRequest>,
     closed_streams: usize,
+    /// When each streamed SSE event was handed to the connection.
+    sent: Vec<(std::time::Instant, Value)>,
 }
 
 impl Shared {
@@ -249,6 +251,12 @@ impl FakeModel {
             "timed out after {timeout:?} waiting for {n} request(s) to the fake model; got {}: {got:?}",
             got.len()
         ))
+    }
+
+    /// Every streamed SSE event's data with the instant it was handed to the
+    /// connection, in order: for latency measurements.
+    pub fn sent_events(&self) -> Vec<(std::time::Instant, Value)> {
+        self.shared.lock().sent.clone()
     }
 
     /// How many response streams have ended (normally, aborted, or because
@@ -406,31 +414,38 @@ fn sse_response(stream: ScriptedStream, model: &str, shared: Arc<Shared>) -> Res
         })
         .collect();
     let shutdown = shared.shutdown.subscribe();
+    let sent = Arc::clone(&shared);
     let guard = CloseGuard(shared);
     let body = futures::stream::unfold(
         (events, Some(end), shutdown, guard),
-        move |(mut events, end, mut shutdown, guard)| async move {
-            if let Some(event) = events.pop_front() {
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
+        move |(mut events, end, mut shutdown, guard)| {
+            let sent = Arc::clone(&sent);
+            async move {
+                if let Some(event) = events.pop_front() {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    sent.lock()
+                        .sent
+                        .push((std::time::Instant::now(), event.data.clone()));
+                    let chunk = Ok(Bytes::from(event.to_wire()));
+                    return Some((chunk, (events, end, shutdown, guard)));
                 }
-                let chunk = Ok(Bytes::from(event.to_wire()));
-                return Some((chunk, (events, end, shutdown, guard)));
-            }
-            match end? {
-                StreamEnd::Close => None,
-                StreamEnd::Abort => {
-                    // Pending once, so hyper flushes the events before it
-                    // drops the connection on the error.
-                    tokio::task::yield_now().await;
-                    let err =
-                        std::io::Error::other("keel fake model: stream aborted by the script");
-                    Some((Err(err), (events, None, shutdown, guard)))
-                }
-                StreamEnd::Stall => {
-                    let _ = shutdown.wait_for(|stop| *stop).await;
-                    let err = std::io::Error::other("keel fake model: shut down");
-                    Some((Err(err), (events, None, shutdown, guard)))
+                match end? {
+                    StreamEnd::Close => None,
+                    StreamEnd::Abort => {
+                        // Pending once, so hyper flushes the events before it
+                        // drops the connection on the error.
+                        tokio::task::yield_now().await;
+                        let err =
+                            std::io::Error::other("keel fake model: stream aborted by the script");
+                        Some((Err(err), (events, None, shutdown, guard)))
+                    }
+                    StreamEnd::Stall => {
+                        let _ = shutdown.wait_for(|stop| *stop).await;
+                        let err = std::io::Error::other("keel fake model: shut down");
+                        Some((Err(err), (events, None, shutdown, guard)))
+                    }
                 }
             }
         },

@@ -5,4 +5,5 @@
 pub mod fake_model;
 pub mod history;
 pub mod measure;
+pub mod session;
 pub mod stack;

@@ -4,13 +4,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use keel_proto::v1 as pb;
-use keel_proto::v1::session_service_client::SessionServiceClient;
 use pb::event::Msg;
 use serde_json::json;
-use tonic::transport::Channel;
 
 use crate::fake_model::{FakeModel, Scripted, sse};
 use crate::history::{self, ActivityPayloads};
+use crate::session;
 use crate::stack::{Stack, StackOptions};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -35,35 +34,12 @@ pub async fn model_call_payloads_at(items: usize) -> anyhow::Result<ActivityPayl
         FakeModel::start(vec![Scripted::Events(events), Scripted::assistant("done")]).await?;
     let opts = StackOptions::new(fake.base_url());
     let stack = tokio::task::spawn_blocking(move || Stack::start(opts)).await??;
-    let channel = Channel::from_shared(format!("http://{}", stack.session_api))?
-        .connect()
-        .await?;
-    let mut client = SessionServiceClient::new(channel);
-    let sid = client
-        .create_session(pb::CreateSessionRequest::default())
-        .await?
-        .into_inner()
-        .session
-        .context("no session")?
-        .session_id;
+    let mut client = session::connect(&stack.session_api).await?;
+    let sid = session::create(&mut client, None).await?;
     for (turn, text) in [("turn-1", "write a lot"), ("turn-2", "thanks")] {
-        client
-            .send_user_turn(pb::SendUserTurnRequest {
-                session_id: sid.clone(),
-                text: text.into(),
-                turn_id: turn.into(),
-            })
-            .await?;
+        session::send(&mut client, &sid, turn, text).await?;
     }
-    let mut stream = client
-        .stream_events(pb::StreamEventsRequest {
-            session_id: sid.clone(),
-            after_offset: 0,
-            follow: true,
-            live_deltas: false,
-        })
-        .await?
-        .into_inner();
+    let mut stream = session::follow(&mut client, &sid, 0, false).await?;
     tokio::time::timeout(WAIT, async {
         while let Some(m) = stream.message().await? {
             if let Some(pb::stream_events_response::Kind::Event(e)) = m.kind

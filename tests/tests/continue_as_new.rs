@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use keel_e2e::fake_model::{FakeModel, Scripted};
 use keel_e2e::history;
+use keel_e2e::session;
 use keel_e2e::stack::{Stack, StackOptions};
 use keel_proto::v1 as pb;
-use keel_proto::v1::session_service_client::SessionServiceClient;
 use pb::event::Msg;
-use tonic::transport::Channel;
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -34,24 +33,11 @@ async fn session_rolls_over_and_carries_everything() {
         .await
         .unwrap()
         .unwrap();
-    let channel = Channel::from_shared(format!("http://{}", stack.session_api))
-        .unwrap()
-        .connect()
+    let mut client = session::connect(&stack.session_api).await.unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let sid = session::create(&mut client, Some(workspace.path()))
         .await
         .unwrap();
-    let mut client = SessionServiceClient::new(channel);
-    let workspace = tempfile::tempdir().unwrap();
-    let sid = client
-        .create_session(pb::CreateSessionRequest {
-            cwd: workspace.path().display().to_string(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
-        .session_id;
     let mut stream = client
         .stream_events(pb::StreamEventsRequest {
             session_id: sid.clone(),

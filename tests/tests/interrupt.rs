@@ -7,11 +7,10 @@
 use std::time::Duration;
 
 use keel_e2e::fake_model::{FakeModel, Scripted};
+use keel_e2e::session;
 use keel_e2e::stack::{Stack, StackOptions, wait_for};
 use keel_proto::v1 as pb;
-use keel_proto::v1::session_service_client::SessionServiceClient;
 use pb::event::Msg;
-use tonic::transport::Channel;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -56,23 +55,10 @@ async fn interrupt_kills_the_running_command_and_the_next_turn_works() {
         .await
         .unwrap()
         .unwrap();
-    let channel = Channel::from_shared(format!("http://{}", stack.session_api))
-        .unwrap()
-        .connect()
+    let mut client = session::connect(&stack.session_api).await.unwrap();
+    let sid = session::create(&mut client, Some(workspace.path()))
         .await
         .unwrap();
-    let mut client = SessionServiceClient::new(channel);
-    let sid = client
-        .create_session(pb::CreateSessionRequest {
-            cwd: workspace.path().display().to_string(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
-        .session_id;
     let mut events = client
         .stream_events(pb::StreamEventsRequest {
             session_id: sid.clone(),

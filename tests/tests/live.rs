@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use keel_e2e::fake_model::{FakeModel, Scripted, sse};
 use keel_e2e::history;
+use keel_e2e::session;
 use keel_e2e::stack::{Stack, StackOptions};
 use keel_proto::v1 as pb;
 use keel_proto::v1::session_service_client::SessionServiceClient;
@@ -98,20 +99,8 @@ async fn watchers_see_text_while_the_model_writes() {
         .await
         .unwrap()
         .unwrap();
-    let channel = Channel::from_shared(format!("http://{}", stack.session_api))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = SessionServiceClient::new(channel);
-    let sid = client
-        .create_session(pb::CreateSessionRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
-        .session_id;
+    let mut client = session::connect(&stack.session_api).await.unwrap();
+    let sid = session::create(&mut client, None).await.unwrap();
     let mut ready = Vec::new();
     let watchers: Vec<_> = [true, true, false]
         .into_iter()

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use keel_e2e::fake_model::{FakeModel, Scripted};
+use keel_e2e::session;
 use keel_e2e::stack::{Stack, StackOptions};
 use keel_proto::v1 as pb;
 use keel_proto::v1::session_service_client::SessionServiceClient;
@@ -163,14 +164,7 @@ async fn a_client_behind_the_retained_window_gets_a_gap() {
         .unwrap()
         .unwrap();
     let mut client = SessionServiceClient::new(channel(&stack.session_api).await);
-    let sid = client
-        .create_session(pb::CreateSessionRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
-        .session_id;
+    let sid = session::create(&mut client, None).await.unwrap();
     for i in 0..turns {
         client
             .send_user_turn(pb::SendUserTurnRequest {

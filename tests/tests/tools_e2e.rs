@@ -10,12 +10,11 @@ use std::time::Duration;
 
 use keel_e2e::fake_model::{FakeModel, Scripted, sse};
 use keel_e2e::history;
+use keel_e2e::session;
 use keel_e2e::stack::{Stack, StackOptions};
 use keel_proto::v1 as pb;
-use keel_proto::v1::session_service_client::SessionServiceClient;
 use pb::event::Msg;
 use serde_json::json;
-use tonic::transport::Channel;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -100,23 +99,8 @@ async fn apply_patch_read_file_grep_files_and_project_context() {
         .await
         .unwrap()
         .unwrap();
-    let channel = Channel::from_shared(format!("http://{}", stack.session_api))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = SessionServiceClient::new(channel);
-    let sid = client
-        .create_session(pb::CreateSessionRequest {
-            cwd: sub.display().to_string(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
-        .session_id;
+    let mut client = session::connect(&stack.session_api).await.unwrap();
+    let sid = session::create(&mut client, Some(&sub)).await.unwrap();
     let mut stream = client
         .stream_events(pb::StreamEventsRequest {
             session_id: sid.clone(),

@@ -1,0 +1,112 @@
+//! Event latency as a client sees it: a live delta from the moment the fake
+//! model API writes it to the moment a watching gRPC client receives it, and
+//! a durable `agent_message` from the model's `response.completed` to the
+//! client. Prints p50 and p99.
+//!
+//! Run: `cargo build --workspace --bins && KEEL_BIN_DIR=$PWD/target/debug cargo bench -p keel-e2e --bench latency`
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use keel_e2e::fake_model::{FakeModel, Scripted, sse};
+use keel_e2e::session;
+use keel_e2e::stack::{Stack, StackOptions};
+use keel_proto::v1 as pb;
+use pb::event::Msg;
+use pb::stream_events_response::Kind;
+
+const TURNS: usize = 10;
+const DELTAS: usize = 40;
+const PACE: Duration = Duration::from_millis(20);
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn report(name: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    println!(
+        "{name:<40} n={:<5} p50 {:>8.2} ms   p99 {:>8.2} ms",
+        samples.len(),
+        percentile(&samples, 0.50).as_secs_f64() * 1e3,
+        percentile(&samples, 0.99).as_secs_f64() * 1e3
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let script = (0..TURNS)
+        .map(|t| {
+            let item = format!("m{t}");
+            let mut events = vec![sse::created()];
+            let words: Vec<String> = (0..DELTAS).map(|i| format!("t{t}w{i} ")).collect();
+            events.extend(words.iter().map(|w| sse::text_delta(&item, w)));
+            events.push(sse::message(&item, &words.concat()));
+            events.push(sse::completed(&format!("r{t}"), 10, 5));
+            Scripted::paced(events, PACE)
+        })
+        .collect();
+    let fake = FakeModel::start(script).await?;
+    let opts = StackOptions::new(fake.base_url());
+    let stack = tokio::task::spawn_blocking(move || Stack::start(opts)).await??;
+    let mut client = session::connect(&stack.session_api).await?;
+    let sid = session::create(&mut client, None).await?;
+    let mut stream = session::follow(&mut client, &sid, 0, true).await?;
+    let mut delta_seen: HashMap<String, Instant> = HashMap::new();
+    let mut message_seen: HashMap<String, Instant> = HashMap::new();
+    for t in 0..TURNS {
+        session::send(
+            &mut client,
+            &sid,
+            &format!("turn-{t}"),
+            &format!("turn {t}"),
+        )
+        .await?;
+        while let Some(m) = stream.message().await? {
+            let now = Instant::now();
+            match m.kind {
+                Some(Kind::Delta(d)) => {
+                    delta_seen.insert(d.delta, now);
+                }
+                Some(Kind::Event(e)) => match e.msg {
+                    Some(Msg::AgentMessage(a)) => {
+                        message_seen.insert(a.message, now);
+                    }
+                    Some(Msg::TurnComplete(_)) if e.turn_id == format!("turn-{t}") => break,
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+    let sent = fake.sent_events();
+    let mut deltas = Vec::new();
+    let mut durable = Vec::new();
+    let mut last_message = String::new();
+    for (at, data) in &sent {
+        match data["type"].as_str() {
+            Some("response.output_text.delta") => {
+                if let Some(seen) = delta_seen.get(data["delta"].as_str().unwrap_or("")) {
+                    deltas.push(seen.saturating_duration_since(*at));
+                }
+            }
+            Some("response.output_item.done") => {
+                last_message = data["item"]["content"][0]["text"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+            }
+            Some("response.completed") => {
+                if let Some(seen) = message_seen.get(&last_message) {
+                    durable.push(seen.saturating_duration_since(*at));
+                }
+            }
+            _ => {}
+        }
+    }
+    println!("{TURNS} turns × {DELTAS} deltas, {PACE:?} apart, one watching client");
+    report("live delta (fake writes → client)", deltas);
+    report("durable agent_message (completed → client)", durable);
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! A session client for tests and benchmarks: the calls every scenario makes.
+
+use std::path::Path;
+
+use anyhow::Context;
+use keel_proto::v1 as pb;
+use keel_proto::v1::session_service_client::SessionServiceClient;
+use tonic::Streaming;
+use tonic::transport::Channel;
+
+pub type Client = SessionServiceClient<Channel>;
+
+/// Connects to session-api at `host:port`.
+pub async fn connect(addr: &str) -> anyhow::Result<Client> {
+    let channel = Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to session-api at {addr}"))?;
+    Ok(SessionServiceClient::new(channel))
+}
+
+/// Creates a session working in `cwd` (the tool-runner's default if `None`).
+pub async fn create(client: &mut Client, cwd: Option<&Path>) -> anyhow::Result<String> {
+    let session = client
+        .create_session(pb::CreateSessionRequest {
+            cwd: cwd.map(|p| p.display().to_string()).unwrap_or_default(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .session
+        .context("CreateSession returned no session")?;
+    Ok(session.session_id)
+}
+
+/// Queues a turn with a chosen turn id.
+pub async fn send(
+    client: &mut Client,
+    session_id: &str,
+    turn_id: &str,
+    text: &str,
+) -> anyhow::Result<()> {
+    client
+        .send_user_turn(pb::SendUserTurnRequest {
+            session_id: session_id.into(),
+            text: text.into(),
+            turn_id: turn_id.into(),
+        })
+        .await?;
+    Ok(())
+}
+
+/// Follows the session's events after `after`.
+pub async fn follow(
+    client: &mut Client,
+    session_id: &str,
+    after: u64,
+    live_deltas: bool,
+) -> anyhow::Result<Streaming<pb::StreamEventsResponse>> {
+    Ok(client
+        .stream_events(pb::StreamEventsRequest {
+            session_id: session_id.into(),
+            after_offset: after,
+            follow: true,
+            live_deltas,
+        })
+        .await?
+        .into_inner())
+}
