@@ -13,8 +13,8 @@ use std::time::Duration;
 use keel_blobstore::BlobStore;
 use keel_proto::v1::tool_service_server::ToolService;
 use keel_proto::v1::{
-    ApplyPatchFormat, CancelToolCallRequest, CancelToolCallResponse, CloseSessionRequest,
-    CloseSessionResponse, ExecRequest, ExecResponse, GetProjectContextRequest,
+    ApplyPatchFormat, CancelToolCallRequest, CancelToolCallResponse, CloseToolSessionRequest,
+    CloseToolSessionResponse, ExecRequest, ExecResponse, GetProjectContextRequest,
     GetProjectContextResponse, GitInfo, ListToolsRequest, ListToolsResponse, RunToolRequest,
     RunToolResponse, ShellToolKind, ToolSpec,
 };
@@ -242,10 +242,10 @@ impl ToolService for ToolRunner {
         Ok(Response::new(ListToolsResponse { tools }))
     }
 
-    async fn close_session(
+    async fn close_tool_session(
         &self,
-        request: Request<CloseSessionRequest>,
-    ) -> Result<Response<CloseSessionResponse>, Status> {
+        request: Request<CloseToolSessionRequest>,
+    ) -> Result<Response<CloseToolSessionResponse>, Status> {
         let req = request.into_inner();
         if req.session_id.is_empty() {
             return Err(Status::invalid_argument("session_id must not be empty"));
@@ -254,7 +254,7 @@ impl ToolService for ToolRunner {
         let cancelled = self.cancel_session_calls(&req.session_id).await;
         let killed = self.inner.processes.close_session(&req.session_id);
         tracing::info!(session_id = %req.session_id, cancelled, killed, "session closed");
-        Ok(Response::new(CloseSessionResponse {}))
+        Ok(Response::new(CloseToolSessionResponse {}))
     }
 
     async fn get_project_context(

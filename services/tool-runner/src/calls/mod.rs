@@ -12,7 +12,7 @@
 //! * the execution belongs to the tool-runner, not to the RPC that started
 //!   it: a caller that goes away leaves it running to completion (bounded by
 //!   the tool's own timeout), so that the retry after a worker crash gets the
-//!   real result. Only CancelToolCall (or CloseSession) stops it; the call's
+//!   real result. Only CancelToolCall (or CloseToolSession) stops it; the call's
 //!   result is then Codex's aborted output.
 //!
 //! # Across a restart: at most once

@@ -2,7 +2,7 @@
 //! one signal reaches everything they started (`sh -c 'a & b'`); the guard
 //! sends it when the run ends however it ends — completion, timeout, or the
 //! future being dropped because the tool call was cancelled (CancelToolCall,
-//! CloseSession; a RunTool caller going away does not cancel).
+//! CloseToolSession; a RunTool caller going away does not cancel).
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;

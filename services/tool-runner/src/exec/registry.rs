@@ -1,6 +1,6 @@
 //! The live unified-exec processes, keyed by Keel session and process id
 //! (the `session_id` the model passes to `write_stdin`). A session reaches
-//! only its own processes; `CloseSession` kills them all.
+//! only its own processes; `CloseToolSession` kills them all.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

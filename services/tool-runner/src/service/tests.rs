@@ -432,14 +432,14 @@ async fn close_session_kills_its_processes() {
     assert!(command.running && command.process_id > 0, "{command:?}");
     assert_eq!(runner.live_processes(), 1);
     let err = runner
-        .close_session(Request::new(CloseSessionRequest {
+        .close_tool_session(Request::new(CloseToolSessionRequest {
             session_id: String::new(),
         }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     runner
-        .close_session(Request::new(CloseSessionRequest {
+        .close_tool_session(Request::new(CloseToolSessionRequest {
             session_id: "s1".into(),
         }))
         .await

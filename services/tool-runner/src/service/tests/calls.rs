@@ -279,7 +279,7 @@ async fn close_session_cancels_the_sessions_calls() {
     })
     .await;
     fx.runner
-        .close_session(Request::new(CloseSessionRequest {
+        .close_tool_session(Request::new(CloseToolSessionRequest {
             session_id: "s1".into(),
         }))
         .await
