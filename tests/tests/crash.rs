@@ -324,33 +324,28 @@ fn effects(workspace: &std::path::Path) -> usize {
         .count()
 }
 
-async fn session_in(client: &mut SessionServiceClient<Channel>, cwd: &std::path::Path) -> String {
-    client
-        .create_session(pb::CreateSessionRequest {
-            cwd: cwd.display().to_string(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
-        .session_id
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn worker_killed_during_a_command_runs_it_exactly_once() {
+/// Starts a side-effecting command, kills `component` while it runs,
+/// restarts it, and returns what the model was told about the command once
+/// the turn completed with `answer`. Asserts every event came exactly once and
+/// the command ran exactly once.
+async fn kill_during_command(component: &str, secs: u32, answer: &str) -> String {
     let workspace = tempfile::tempdir().unwrap();
     let (fake, mut stack) = start(
         vec![
-            Scripted::tool_call("call_fx", "shell", &side_effect_call(workspace.path(), 3)),
-            Scripted::assistant("the command finished"),
+            Scripted::tool_call(
+                "call_fx",
+                "shell",
+                &side_effect_call(workspace.path(), secs),
+            ),
+            Scripted::assistant(answer),
         ],
         false,
     )
     .await;
     let mut c = client(&stack.session_api).await;
-    let sid = session_in(&mut c, workspace.path()).await;
+    let sid = keel_e2e::session::create(&mut c, Some(workspace.path()))
+        .await
+        .unwrap();
     send(&mut c, &sid, "turn-1", "do it once").await;
     let path = workspace.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -361,18 +356,20 @@ async fn worker_killed_during_a_command_runs_it_exactly_once() {
     .await
     .unwrap()
     .unwrap();
-    stack.kill("keel-worker").unwrap();
-    stack.restart("keel-worker").unwrap();
+    stack.kill(component).unwrap();
+    stack.restart(component).unwrap();
     let events = follow_turn(&stack.session_api, &sid, 0, "turn-1").await;
     assert_dense(&events, 0);
-    assert_eq!(agent_messages(&events), ["the command finished"]);
-    assert_eq!(
-        effects(workspace.path()),
-        1,
-        "the retried activity attached, it did not rerun"
-    );
+    assert_eq!(agent_messages(&events), [answer]);
+    assert_eq!(effects(workspace.path()), 1, "the command ran exactly once");
     let requests = fake.wait_for_requests(2, WAIT).await.unwrap();
-    let out = requests[1].function_call_output("call_fx").unwrap();
+    requests[1].function_call_output("call_fx").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_killed_during_a_command_runs_it_exactly_once() {
+    // The retried activity attaches to the running command.
+    let out = kill_during_command("keel-worker", 3, "the command finished").await;
     assert!(
         out.contains("finished"),
         "the real result reached the model: {out}"
@@ -381,35 +378,7 @@ async fn worker_killed_during_a_command_runs_it_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tool_runner_killed_during_a_command_never_reruns_it() {
-    let workspace = tempfile::tempdir().unwrap();
-    let (fake, mut stack) = start(
-        vec![
-            Scripted::tool_call("call_fx", "shell", &side_effect_call(workspace.path(), 30)),
-            Scripted::assistant("reported the loss"),
-        ],
-        false,
-    )
-    .await;
-    let mut c = client(&stack.session_api).await;
-    let sid = session_in(&mut c, workspace.path()).await;
-    send(&mut c, &sid, "turn-1", "do it once").await;
-    let path = workspace.path().to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        keel_e2e::stack::wait_for("the command to start", WAIT, || {
-            (effects(&path) == 1).then_some(())
-        })
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    stack.kill("keel-tool-runner").unwrap();
-    stack.restart("keel-tool-runner").unwrap();
-    let events = follow_turn(&stack.session_api, &sid, 0, "turn-1").await;
-    assert_dense(&events, 0);
-    assert_eq!(agent_messages(&events), ["reported the loss"]);
-    assert_eq!(effects(workspace.path()), 1, "never run twice");
-    let requests = fake.wait_for_requests(2, WAIT).await.unwrap();
-    let out = requests[1].function_call_output("call_fx").unwrap();
+    let out = kill_during_command("keel-tool-runner", 30, "reported the loss").await;
     assert!(
         out.contains("the tool-runner restarted while this command was running"),
         "{out}"
