@@ -9,7 +9,7 @@ use keel_proto::v1 as pb;
 use keel_proto::v1::live_service_client::LiveServiceClient;
 use keel_proto::v1::model_service_client::ModelServiceClient;
 use keel_proto::v1::tool_service_client::ToolServiceClient;
-use keel_workflow_api::Usage;
+use keel_workflow_api::{SandboxMode, SandboxSettings, Usage};
 use serde::{Deserialize, Serialize};
 use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
@@ -60,6 +60,13 @@ pub struct ModelCallInput {
     pub tools: Vec<ToolSpec>,
     pub parallel_tool_calls: bool,
     pub ephemeral_items: Vec<String>,
+    /// Empty: the model-proxy's configured value.
+    #[serde(default)]
+    pub reasoning_effort: String,
+    #[serde(default)]
+    pub reasoning_summary: String,
+    #[serde(default)]
+    pub personality: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -112,6 +119,12 @@ pub struct ToolCallInput {
     /// The model sent a freeform `custom_tool_call` (e.g. apply_patch).
     #[serde(default)]
     pub custom: bool,
+    /// The sandbox to run under; `None`: the tool-runner's default.
+    #[serde(default)]
+    pub sandbox: Option<SandboxSettings>,
+    /// 0, or 1 for the re-run after an approved sandbox denial.
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -129,7 +142,52 @@ pub struct ToolCallOutput {
     pub success: bool,
     pub output_preview: String,
     pub command: Option<CommandSummary>,
+    /// The sandbox refused what the call tried to do.
+    #[serde(default)]
+    pub sandbox_denied: bool,
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PatchReviewInput {
+    pub cwd: String,
+    pub arguments: String,
+    pub custom: bool,
+    pub sandbox: SandboxSettings,
+}
+
+/// One file of a patch, for approval requests and patch events.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PatchFileChange {
+    pub path: String,
+    pub kind: PatchChangeKind,
+    /// Added or deleted content, or the unified diff of an update.
+    pub text: String,
+    pub truncated: bool,
+    #[serde(default)]
+    pub move_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PatchChangeKind {
+    Add,
+    Delete,
+    Update,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PatchReview {
+    pub cwd: String,
+    pub changes: Vec<PatchFileChange>,
+    /// The patch cannot be applied; RunTool reports why to the model.
+    pub error: String,
+    pub writable_roots: Vec<keel_policy::WritableRoot>,
+    pub platform_sandbox_available: bool,
+}
+
+/// Budget for the diff text of one patch review in workflow history; files
+/// past it are listed without text (marked truncated).
+const PATCH_REVIEW_TEXT_BUDGET: usize = 64 * 1024;
 
 /// gRPC clients of the services the activities call. Channels connect lazily,
 /// so the worker starts (and polls) while a service is still coming up.
@@ -236,6 +294,9 @@ impl KeelActivities {
                 .collect(),
             parallel_tool_calls: input.parallel_tool_calls,
             ephemeral_items_json: input.ephemeral_items,
+            reasoning_effort: input.reasoning_effort,
+            reasoning_summary: input.reasoning_summary,
+            personality: input.personality,
             ..Default::default()
         };
         let mut client = self.model.clone();
@@ -311,6 +372,7 @@ impl KeelActivities {
                 .list_tools(pb::ListToolsRequest {
                     apply_patch_format: pb::ApplyPatchFormat::Freeform as i32,
                     shell_tool: pb::ShellToolKind::Shell as i32,
+                    include_approval_parameters: true,
                     ..Default::default()
                 })
                 .await
@@ -340,6 +402,44 @@ impl KeelActivities {
         with_heartbeats(&ctx, call).await
     }
 
+    /// What an apply_patch call would change, for the patch-safety decision
+    /// and the approval request.
+    #[activity(name = "review_patch")]
+    pub async fn review_patch(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: PatchReviewInput,
+    ) -> Result<PatchReview, ActivityError> {
+        let mut client = self.tools.clone();
+        let call = async move {
+            let r = client
+                .review_patch(pb::ReviewPatchRequest {
+                    cwd: input.cwd,
+                    arguments: input.arguments,
+                    custom: input.custom,
+                    sandbox: Some(sandbox_policy(&input.sandbox)),
+                })
+                .await
+                .map_err(status_failure)?
+                .into_inner();
+            Ok(PatchReview {
+                cwd: r.cwd,
+                changes: patch_changes(r.changes),
+                error: r.error,
+                writable_roots: r
+                    .writable_roots
+                    .into_iter()
+                    .map(|w| keel_policy::WritableRoot {
+                        root: w.root,
+                        read_only_subpaths: w.read_only_subpaths,
+                    })
+                    .collect(),
+                platform_sandbox_available: r.platform_sandbox_available,
+            })
+        };
+        with_heartbeats(&ctx, call).await
+    }
+
     /// Runs one tool call on the tool-runner.
     #[activity(name = "run_tool")]
     pub async fn run_tool(
@@ -362,6 +462,8 @@ impl KeelActivities {
                     arguments: input.arguments,
                     cwd: input.cwd,
                     custom: input.custom,
+                    sandbox: input.sandbox.as_ref().map(sandbox_policy),
+                    attempt: input.attempt,
                 })
                 .await
                 .map_err(status_failure)?
@@ -377,6 +479,7 @@ impl KeelActivities {
                     duration_ms: c.duration_ms,
                     aggregated_output: c.aggregated_output,
                 }),
+                sandbox_denied: r.sandbox_denied,
             })
         };
         // An interrupt must kill the command, not just stop waiting for it:
@@ -390,6 +493,50 @@ impl KeelActivities {
             }
         };
         with_heartbeats_and_cancel(&ctx, call, on_cancel).await
+    }
+}
+
+/// The changes of a reviewed patch, their texts within the history budget.
+fn patch_changes(changes: Vec<pb::FileChange>) -> Vec<PatchFileChange> {
+    use pb::file_change::Kind;
+    let mut budget = PATCH_REVIEW_TEXT_BUDGET;
+    changes
+        .into_iter()
+        .filter_map(|c| {
+            let (kind, text, truncated, move_path) = match c.kind? {
+                Kind::Add(a) => (PatchChangeKind::Add, a.content, a.truncated, None),
+                Kind::Delete(d) => (PatchChangeKind::Delete, d.content, d.truncated, None),
+                Kind::Update(u) => (
+                    PatchChangeKind::Update,
+                    u.unified_diff,
+                    u.truncated,
+                    Some(u.move_path).filter(|m| !m.is_empty()),
+                ),
+            };
+            let (text, cut) = keel_workflow_api::cut_text(&text, budget);
+            budget -= text.len();
+            Some(PatchFileChange {
+                path: c.path,
+                kind,
+                text,
+                truncated: truncated || cut,
+                move_path,
+            })
+        })
+        .collect()
+}
+
+pub fn sandbox_policy(s: &SandboxSettings) -> pb::SandboxPolicy {
+    pb::SandboxPolicy {
+        mode: match s.mode {
+            SandboxMode::ReadOnly => pb::SandboxMode::ReadOnly,
+            SandboxMode::WorkspaceWrite => pb::SandboxMode::WorkspaceWrite,
+            SandboxMode::DangerFullAccess => pb::SandboxMode::DangerFullAccess,
+        } as i32,
+        writable_roots: s.writable_roots.clone(),
+        network_access: s.network_access,
+        exclude_tmpdir_env_var: s.exclude_tmpdir_env_var,
+        exclude_slash_tmp: s.exclude_slash_tmp,
     }
 }
 

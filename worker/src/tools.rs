@@ -3,6 +3,8 @@
 
 use serde_json::json;
 
+use keel_workflow_api::DynamicToolDecl;
+
 use crate::activities::ToolSpec;
 
 /// Names the dispatcher accepts as argv shell calls, so old transcripts replay.
@@ -73,6 +75,133 @@ pub fn shell_argv(arguments: &str) -> Option<Vec<String>> {
         .map(|a| a.command)
 }
 
+/// The argv a command tool would run, for the approval decision: the argv
+/// of `shell`, or `[bash, -lc, script]` for the string tools (Codex keys
+/// and classifies them that way). `None` for other tools, or arguments
+/// that do not parse (the tool-runner reports those to the model).
+pub fn command_argv(name: &str, arguments: &str) -> Option<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Script {
+        command: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Exec {
+        cmd: String,
+    }
+    let script = match name {
+        n if SHELL_TOOLS.contains(&n) => return shell_argv(arguments),
+        "shell_command" => serde_json::from_str::<Script>(arguments).ok()?.command,
+        "exec_command" => serde_json::from_str::<Exec>(arguments).ok()?.cmd,
+        _ => return None,
+    };
+    Some(vec!["bash".into(), "-lc".into(), script])
+}
+
+/// The tools the workflow answers itself: `update_plan`,
+/// `request_user_input`, and the client's dynamic tools.
+pub fn workflow_tools(dynamic: &[DynamicToolDecl]) -> Vec<ToolSpec> {
+    let mut specs = vec![update_plan(), request_user_input()];
+    specs.extend(dynamic.iter().map(|t| {
+        let parameters: serde_json::Value = serde_json::from_str(&t.input_schema)
+            .unwrap_or_else(|_| json!({"type": "object", "properties": {}}));
+        ToolSpec {
+            name: t.model_name(),
+            json: json!({
+                "type": "function",
+                "name": t.model_name(),
+                "description": t.description,
+                "strict": false,
+                "parameters": parameters,
+            })
+            .to_string(),
+        }
+    }));
+    specs
+}
+
+fn update_plan() -> ToolSpec {
+    let spec = json!({
+        "type": "function",
+        "name": "update_plan",
+        "description": "Updates the task plan.\nProvide an optional explanation and a list of plan items, each with a step and status.\nAt most one step can be in_progress at a time.\n",
+        "strict": false,
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "explanation": {"type": "string"},
+                "plan": {
+                    "type": "array",
+                    "description": "The list of steps",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "step": {"type": "string"},
+                            "status": {
+                                "type": "string",
+                                "description": "One of: pending, in_progress, completed"
+                            }
+                        },
+                        "required": ["step", "status"],
+                        "additionalProperties": false
+                    }
+                }
+            },
+            "required": ["plan"],
+            "additionalProperties": false
+        }
+    });
+    ToolSpec {
+        name: "update_plan".into(),
+        json: spec.to_string(),
+    }
+}
+
+fn request_user_input() -> ToolSpec {
+    let spec = json!({
+        "type": "function",
+        "name": "request_user_input",
+        "description": "Asks the user 1-3 short multiple-choice questions and waits for the answers. Offer 2-3 options per question, the recommended one first with \"(Recommended)\" at the end of its label; do not add an \"Other\" option, the client offers one.",
+        "strict": false,
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "questions": {
+                    "type": "array",
+                    "description": "1 to 3 questions",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "string", "description": "A snake_case id for the answer"},
+                            "header": {"type": "string", "description": "A label of at most 12 characters"},
+                            "question": {"type": "string"},
+                            "options": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "label": {"type": "string", "description": "1-5 words"},
+                                        "description": {"type": "string"}
+                                    },
+                                    "required": ["label", "description"],
+                                    "additionalProperties": false
+                                }
+                            }
+                        },
+                        "required": ["id", "header", "question", "options"],
+                        "additionalProperties": false
+                    }
+                }
+            },
+            "required": ["questions"],
+            "additionalProperties": false
+        }
+    });
+    ToolSpec {
+        name: "request_user_input".into(),
+        json: spec.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +213,35 @@ mod tests {
         assert_eq!(v["strict"], false);
         assert_eq!(v["parameters"]["additionalProperties"], false);
         assert_eq!(v["parameters"]["required"][0], "command");
+    }
+
+    #[test]
+    fn string_commands_are_bash_scripts() {
+        assert_eq!(
+            command_argv("shell_command", r#"{"command":"ls -la"}"#),
+            Some(vec!["bash".into(), "-lc".into(), "ls -la".into()])
+        );
+        assert_eq!(
+            command_argv("exec_command", r#"{"cmd":"cargo test"}"#),
+            Some(vec!["bash".into(), "-lc".into(), "cargo test".into()])
+        );
+        assert_eq!(command_argv("read_file", r#"{"path":"x"}"#), None);
+        assert_eq!(command_argv("shell_command", r#"{"cmd":"x"}"#), None);
+    }
+
+    #[test]
+    fn dynamic_tools_become_function_tools() {
+        let decl = DynamicToolDecl {
+            namespace: "crm".into(),
+            name: "lookup".into(),
+            description: "Looks up a customer".into(),
+            input_schema: r#"{"type":"object","properties":{"q":{"type":"string"}}}"#.into(),
+        };
+        let specs = workflow_tools(&[decl]);
+        let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["update_plan", "request_user_input", "crm__lookup"]);
+        let v: serde_json::Value = serde_json::from_str(&specs[2].json).unwrap();
+        assert_eq!(v["parameters"]["properties"]["q"]["type"], "string");
     }
 
     #[test]

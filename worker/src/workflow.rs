@@ -8,13 +8,17 @@
 //! activity results or signals. Changing the order of commands breaks running
 //! sessions: gate such changes with `ctx.patched(..)` (see docs/).
 
-use std::collections::VecDeque;
+mod approvals;
+mod tool_calls;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use keel_proto::v1 as pb;
 use keel_workflow_api::{
-    Carried, EventsPage, EventsQuery, MEMO_LAST_ACTIVITY_MS, MEMO_STATUS, RunStatus, SessionInput,
-    SessionOutcome, SessionState, Usage, UserTurn,
+    Answer, ApprovalKey, Carried, ContextPatch, EventsPage, EventsQuery, MEMO_LAST_ACTIVITY_MS,
+    MEMO_STATUS, PendingRequest, Response, RunStatus, SessionInput, SessionOutcome, SessionState,
+    TurnSettings, Usage, UserTurn,
 };
 use pb::event::Msg;
 use serde_json::json;
@@ -27,10 +31,13 @@ use temporalio_sdk::{
 
 use crate::activities::{
     AppendItem, KeelActivities, ModelCallInput, OutputItem, SessionSetup, SetupInput,
-    ToolCallInput, failure_type,
+    failure_type,
 };
 use crate::events::{EventLog, unix_ms};
 use crate::tools;
+
+/// The output of a call that was interrupted before it finished.
+const ABORTED: &str = "aborted by user";
 
 /// Model calls per turn before the turn is stopped (Codex's default).
 pub const MAX_ITERATIONS: u32 = 50;
@@ -68,6 +75,24 @@ pub struct AgentWorkflow {
     /// Turns run by this run; a run rolls over only after doing some work, so
     /// a tiny budget cannot make it roll over forever.
     turns_this_run: u32,
+    /// Persistent settings: the session's defaults plus overrides.
+    settings: TurnSettings,
+    /// The running turn's own settings, on top of `settings`.
+    turn_context: Option<ContextPatch>,
+    /// The running turn applies approvals and the workflow-handled tools
+    /// (false only while replaying turns recorded before they existed).
+    approvals: bool,
+    /// Requests waiting for an answer, oldest first.
+    requests: Vec<PendingRequest>,
+    /// Accepted answers the waiting call has not taken yet.
+    answers: BTreeMap<String, Answer>,
+    /// Recently ended requests and why they ended, so a late answer gets a
+    /// precise rejection.
+    ended_requests: VecDeque<(String, String)>,
+    /// Approval keys answered with `approved_for_session`.
+    approved_for_session: BTreeSet<ApprovalKey>,
+    /// Command prefixes allowed by exec-policy amendments.
+    allowed_prefixes: Vec<Vec<String>>,
 }
 
 enum TurnEnd {
@@ -85,7 +110,18 @@ impl AgentWorkflow {
         } else {
             EventLog::resume(input.retained_events, carried.events_first, carried.events)
         };
+        let settings = carried
+            .settings
+            .unwrap_or_else(|| initial_settings(&input));
         Self {
+            settings,
+            turn_context: None,
+            approvals: false,
+            requests: Vec::new(),
+            answers: BTreeMap::new(),
+            ended_requests: VecDeque::new(),
+            approved_for_session: carried.approved_for_session,
+            allowed_prefixes: carried.allowed_prefixes,
             last_activity_ms: carried.last_activity_ms.max(input.created_at_ms),
             input,
             head: carried.head,
@@ -111,7 +147,7 @@ impl AgentWorkflow {
             if s.runs == 0 {
                 let msg = Msg::SessionConfigured(pb::SessionConfigured {
                     session_id: s.input.session_id.clone(),
-                    model: s.input.model.clone(),
+                    model: s.settings.model.clone(),
                     cwd: s.input.cwd.clone(),
                 });
                 s.emit(now, "", msg);
@@ -190,6 +226,32 @@ impl AgentWorkflow {
         }
     }
 
+    #[update_validator(respond)]
+    pub fn validate_respond(
+        &self,
+        _ctx: &WorkflowContextView,
+        r: &Response,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        approvals::validate(self, r).map_err(Into::into)
+    }
+
+    /// Answers a pending request; the waiting call takes the answer.
+    #[update(name = "respond")]
+    pub fn respond(&mut self, _ctx: &mut SyncWorkflowContext<Self>, r: Response) {
+        self.answers.insert(r.request_id, r.answer);
+    }
+
+    /// Changes the persistent settings, from the next model call on.
+    #[update(name = "override_context")]
+    pub fn override_context(
+        &mut self,
+        _ctx: &mut SyncWorkflowContext<Self>,
+        patch: ContextPatch,
+    ) -> TurnSettings {
+        self.settings = self.settings.with(&patch);
+        self.settings.clone()
+    }
+
     #[query(name = "events")]
     pub fn events(&self, _ctx: &WorkflowContextView, q: EventsQuery) -> EventsPage {
         self.log.page(q, self.status == RunStatus::Closed)
@@ -200,7 +262,7 @@ impl AgentWorkflow {
         SessionState {
             session_id: self.input.session_id.clone(),
             status: self.status,
-            model: self.input.model.clone(),
+            model: self.settings.model.clone(),
             cwd: self.input.cwd.clone(),
             created_at_ms: self.input.created_at_ms,
             last_activity_ms: self.last_activity_ms,
@@ -209,7 +271,22 @@ impl AgentWorkflow {
             queued_turns: self.inbox.len() as u32,
             total_usage: self.usage,
             runs: self.runs,
+            settings: self.settings.clone(),
+            pending_requests: self.requests.clone(),
         }
+    }
+}
+
+/// A new session's settings: the defaults, the session's model, then the
+/// settings it was created with.
+fn initial_settings(input: &SessionInput) -> TurnSettings {
+    let base = TurnSettings {
+        model: input.model.clone(),
+        ..TurnSettings::default()
+    };
+    match &input.context {
+        Some(patch) => base.with(patch),
+        None => base,
     }
 }
 
@@ -242,6 +319,9 @@ impl AgentWorkflow {
                 runs: self.runs + 1,
                 shutdown_requested: self.shutdown_requested,
                 setup: self.setup.clone(),
+                settings: Some(self.settings.clone()),
+                approved_for_session: self.approved_for_session.clone(),
+                allowed_prefixes: self.allowed_prefixes.clone(),
             }),
             ..self.input.clone()
         })
@@ -249,6 +329,18 @@ impl AgentWorkflow {
 
     fn emit(&mut self, ctx_time: Option<std::time::SystemTime>, turn_id: &str, msg: Msg) {
         self.log.push(ctx_time, turn_id, msg);
+    }
+
+    /// The settings for the next model or tool call.
+    fn effective(&self) -> TurnSettings {
+        match &self.turn_context {
+            Some(patch) => self.settings.with(patch),
+            None => self.settings.clone(),
+        }
+    }
+
+    fn turn_interrupted(&self) -> bool {
+        self.turn_cancel.as_ref().is_some_and(|t| t.is_cancelled())
     }
 }
 
@@ -324,8 +416,11 @@ fn inline_output(call_id: &str, output: &str, custom: bool) -> AppendItem {
 async fn run_turn(ctx: &mut WorkflowContext<AgentWorkflow>, turn: UserTurn) -> WorkflowResult<()> {
     let cancel = WorkflowCancellationToken::new();
     let turn_id = turn.turn_id.clone();
+    let approvals = ctx.patched(PATCH_APPROVALS);
     let now = ctx.workflow_time();
     ctx.state_mut(|s| {
+        s.approvals = approvals;
+        s.turn_context = turn.context.clone();
         s.status = RunStatus::Running;
         s.turn_cancel = Some(cancel.clone());
         s.last_activity_ms = unix_ms(now);
@@ -373,6 +468,7 @@ async fn run_turn(ctx: &mut WorkflowContext<AgentWorkflow>, turn: UserTurn) -> W
         s.emit(now, &turn_id, msg);
         s.status = RunStatus::Idle;
         s.turn_cancel = None;
+        s.turn_context = None;
         s.turns_completed += 1;
         s.turns_this_run += 1;
         s.last_activity_ms = unix_ms(now);
@@ -390,6 +486,10 @@ fn to_pb(u: &Usage) -> pb::TokenUsage {
         total_tokens: u.total_tokens,
     }
 }
+
+/// Patch marker: turns recorded before it ran every tool call without
+/// approvals, sandbox settings or the workflow-handled tools.
+const PATCH_APPROVALS: &str = "approvals-v1";
 
 /// Patch marker: sessions started before it offer only the built-in `shell`
 /// tool and send no project context (see docs/workflow-evolution.md).
@@ -448,21 +548,32 @@ async fn sample_until_done(
         }
     }
     for _ in 0..MAX_ITERATIONS {
-        let input = ctx.state(|s| ModelCallInput {
-            session_id: s.input.session_id.clone(),
-            turn_id: turn_id.to_string(),
-            model: s.input.model.clone(),
-            head: s.head.clone(),
-            append: s.pending.clone(),
-            tools: match &s.setup {
+        let input = ctx.state(|s| {
+            let settings = s.effective();
+            let mut offered = match &s.setup {
                 Some(setup) => setup.tools.clone(),
                 None => tools::legacy_tools(),
-            },
-            parallel_tool_calls: false,
-            ephemeral_items: developer_items(&s.input.developer_instructions)
-                .into_iter()
-                .chain(s.setup.iter().flat_map(|x| x.context_items.clone()))
-                .collect(),
+            };
+            if s.approvals {
+                offered.extend(tools::workflow_tools(&s.input.dynamic_tools));
+                offered.sort_by(|a, b| a.name.cmp(&b.name));
+            }
+            ModelCallInput {
+                session_id: s.input.session_id.clone(),
+                turn_id: turn_id.to_string(),
+                model: settings.model,
+                head: s.head.clone(),
+                append: s.pending.clone(),
+                tools: offered,
+                parallel_tool_calls: false,
+                ephemeral_items: developer_items(&s.input.developer_instructions)
+                    .into_iter()
+                    .chain(s.setup.iter().flat_map(|x| x.context_items.clone()))
+                    .collect(),
+                reasoning_effort: settings.reasoning_effort,
+                reasoning_summary: settings.reasoning_summary,
+                personality: settings.personality,
+            }
         });
         let result = ctx
             .execute_activity(KeelActivities::model_call, input, model_options(cancel))
@@ -543,7 +654,13 @@ async fn sample_until_done(
                 });
                 continue;
             }
-            run_tool_call(ctx, turn_id, cancel, call_id, name, arguments, custom).await;
+            let call = tool_calls::Call {
+                call_id,
+                name,
+                arguments,
+                custom,
+            };
+            tool_calls::run(ctx, turn_id, cancel, call).await;
         }
         if cancel.is_cancelled() {
             return TurnEnd::Interrupted;
@@ -564,96 +681,6 @@ async fn sample_until_done(
     });
     *last_agent_message = message;
     TurnEnd::Completed
-}
-
-/// Runs one tool call; whatever happens, the call gets exactly one output.
-async fn run_tool_call(
-    ctx: &mut WorkflowContext<AgentWorkflow>,
-    turn_id: &str,
-    cancel: &WorkflowCancellationToken,
-    call_id: String,
-    name: String,
-    arguments: String,
-    custom: bool,
-) {
-    let cwd = ctx.state(|s| match &s.setup {
-        Some(setup) if !setup.cwd.is_empty() => setup.cwd.clone(),
-        _ => s.input.cwd.clone(),
-    });
-    let is_shell = tools::SHELL_TOOLS.contains(&name.as_str());
-    let argv = if is_shell {
-        tools::shell_argv(&arguments)
-    } else {
-        None
-    };
-    let now = ctx.workflow_time();
-    if let Some(command) = &argv {
-        ctx.state_mut(|s| {
-            s.emit(
-                now,
-                turn_id,
-                Msg::ExecCommandBegin(pb::ExecCommandBegin {
-                    call_id: call_id.clone(),
-                    command: command.clone(),
-                    cwd: cwd.clone(),
-                }),
-            )
-        });
-    }
-    let input = ToolCallInput {
-        session_id: ctx.state(|s| s.input.session_id.clone()),
-        call_id: call_id.clone(),
-        name,
-        arguments,
-        cwd: cwd.clone(),
-        custom,
-    };
-    let result = ctx
-        .execute_activity(KeelActivities::run_tool, input, tool_options(cancel))
-        .await;
-    let now = ctx.workflow_time();
-    let (item, end) = match result {
-        Ok(out) => {
-            let end = out.command.as_ref().map(|c| pb::ExecCommandEnd {
-                call_id: call_id.clone(),
-                command: c.command.clone(),
-                cwd: c.cwd.clone(),
-                exit_code: c.exit_code,
-                duration_ms: c.duration_ms,
-                aggregated_output: c.aggregated_output.clone(),
-                formatted_output: out.output_preview.clone(),
-                status: if out.success {
-                    pb::ExecCommandStatus::Completed
-                } else {
-                    pb::ExecCommandStatus::Failed
-                } as i32,
-            });
-            (AppendItem::Digest(out.output_digest), end)
-        }
-        Err(e) => {
-            let text = match &e {
-                ActivityExecutionError::Cancelled(_) => "aborted by user".to_string(),
-                other => format!("execution error: {}", failure_message(other).0),
-            };
-            let end = argv.clone().map(|command| pb::ExecCommandEnd {
-                call_id: call_id.clone(),
-                command,
-                cwd: cwd.clone(),
-                exit_code: -1,
-                duration_ms: 0,
-                aggregated_output: String::new(),
-                formatted_output: text.clone(),
-                status: pb::ExecCommandStatus::Failed as i32,
-            });
-            (inline_output(&call_id, &text, custom), end)
-        }
-    };
-    ctx.state_mut(|s| {
-        s.pending.push(item);
-        if let Some(end) = end {
-            s.emit(now, turn_id, Msg::ExecCommandEnd(end));
-        }
-    });
 }
 
 /// Developer instructions as a per-call (never stored) developer message.

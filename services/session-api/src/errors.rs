@@ -1,6 +1,8 @@
 //! Temporal client errors → gRPC statuses a user can act on.
 
-use temporalio_client::errors::{WorkflowInteractionError, WorkflowQueryError, WorkflowStartError};
+use temporalio_client::errors::{
+    WorkflowInteractionError, WorkflowQueryError, WorkflowStartError, WorkflowUpdateError,
+};
 use tonic::{Code, Status};
 
 pub fn unavailable(what: &str, e: impl std::fmt::Display) -> Status {
@@ -48,6 +50,17 @@ pub fn query(what: &str, e: WorkflowQueryError) -> Option<Status> {
         WorkflowQueryError::NotFound(_) => None,
         WorkflowQueryError::Rpc(s) => Some(rpc(what, &s)),
         other => Some(Status::internal(format!("{what}: {other}"))),
+    }
+}
+
+/// `None` means "not found". A rejected update is the workflow saying the
+/// change does not apply to the session's current state.
+pub fn update(e: WorkflowUpdateError) -> Option<Status> {
+    match e {
+        WorkflowUpdateError::NotFound(_) => None,
+        WorkflowUpdateError::Failed(failure) => Some(Status::failed_precondition(failure.message)),
+        WorkflowUpdateError::Rpc(s) => Some(rpc("cannot update the session", &s)),
+        other => Some(Status::internal(format!("cannot update the session: {other}"))),
     }
 }
 

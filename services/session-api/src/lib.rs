@@ -6,7 +6,9 @@ mod errors;
 mod events;
 mod hub;
 mod live;
+mod requests;
 mod service;
+mod settings;
 
 pub use live::LiveApi;
 pub use service::{SessionApi, SessionLimits};

@@ -8,13 +8,14 @@ use keel_blobstore::BlobStore;
 use keel_proto::v1 as pb;
 use keel_proto::v1::session_service_server::SessionService;
 use keel_workflow_api::{
-    self as api, InterruptSignal, RunStatus, SessionInput, SessionState, SessionWorkflow,
-    ShutdownSignal, StateQuery, UserTurn, UserTurnSignal,
+    self as api, InterruptSignal, OverrideContextUpdate, RespondUpdate, RunStatus, SessionInput,
+    SessionState, SessionWorkflow, ShutdownSignal, StateQuery, UserTurn, UserTurnSignal,
 };
 use serde_json::json;
 use temporalio_client::{
-    Client, WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowHandle, WorkflowQueryOptions,
-    WorkflowSignalOptions, WorkflowStartOptions, grpc::WorkflowService,
+    Client, WorkflowDescribeOptions, WorkflowExecuteUpdateOptions, WorkflowExecutionStatus,
+    WorkflowHandle, WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
+    grpc::WorkflowService,
 };
 use temporalio_common::protos::temporal::api::workflowservice::v1::ListWorkflowExecutionsRequest;
 use tonic::{Request, Response, Status};
@@ -22,6 +23,7 @@ use tonic::{Request, Response, Status};
 use crate::errors;
 use crate::events;
 use crate::hub::Hub;
+use crate::{requests, settings};
 
 const MAX_ID_LEN: usize = 64;
 const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -104,6 +106,36 @@ impl SessionApi {
                 None => Err(self.missing_or_closed(session_id).await),
             },
         }
+    }
+
+    async fn update<U>(&self, session_id: &str, update: U, input: U::Input) -> Result<U::Output, Status>
+    where
+        U: temporalio_common::UpdateDefinition<Workflow = SessionWorkflow>,
+        U::Input: Send,
+        U::Output: 'static,
+    {
+        match self
+            .handle(session_id)
+            .execute_update(update, input, WorkflowExecuteUpdateOptions::default())
+            .await
+        {
+            Ok(out) => Ok(out),
+            Err(e) => match errors::update(e) {
+                Some(status) => Err(status),
+                None => Err(self.missing_or_closed(session_id).await),
+            },
+        }
+    }
+
+    /// The session's state, FAILED_PRECONDITION when it is closed.
+    async fn open_state(&self, session_id: &str) -> Result<SessionState, Status> {
+        let (state, wf) = self.state(session_id).await?;
+        if status_of(state.status, wf) != pb::SessionStatus::Idle
+            && status_of(state.status, wf) != pb::SessionStatus::Running
+        {
+            return Err(errors::closed(session_id));
+        }
+        Ok(state)
     }
 
     pub(crate) async fn state(
@@ -220,6 +252,25 @@ fn session_from_state(s: &SessionState, wf: WorkflowExecutionStatus) -> pb::Sess
         total_token_usage: Some(usage(&s.total_usage)),
         workflow_id: api::workflow_id(&s.session_id),
         history_rollovers: s.runs,
+        context: Some(settings::to_wire(&s.settings)),
+        pending_requests: s
+            .pending_requests
+            .iter()
+            .map(|p| pb::PendingRequest {
+                request_id: p.request_id.clone(),
+                turn_id: p.turn_id.clone(),
+                kind: pending_kind(p.kind) as i32,
+            })
+            .collect(),
+    }
+}
+
+fn pending_kind(kind: api::RequestKind) -> pb::PendingRequestKind {
+    match kind {
+        api::RequestKind::ExecApproval => pb::PendingRequestKind::ExecApproval,
+        api::RequestKind::PatchApproval => pb::PendingRequestKind::PatchApproval,
+        api::RequestKind::UserInput => pb::PendingRequestKind::UserInput,
+        api::RequestKind::DynamicTool => pb::PendingRequestKind::DynamicTool,
     }
 }
 
@@ -244,9 +295,13 @@ impl SessionService for SessionApi {
                 req.cwd
             )));
         }
+        let context = settings::patch(req.context)?;
+        let dynamic_tools = settings::dynamic_tools(req.dynamic_tools)?;
         let input = SessionInput {
             session_id: session_id.clone(),
             model: req.model,
+            context,
+            dynamic_tools,
             cwd: req.cwd,
             developer_instructions: req.developer_instructions,
             created_at_ms: now_ms(),
@@ -262,10 +317,21 @@ impl SessionService for SessionApi {
             .await
             .map_err(|e| errors::start(&session_id, e))?;
         tracing::info!(%session_id, "session created");
+        let settings = {
+            let base = api::TurnSettings {
+                model: input.model.clone(),
+                ..Default::default()
+            };
+            match &input.context {
+                Some(patch) => base.with(patch),
+                None => base,
+            }
+        };
         let state = SessionState {
             session_id,
             status: RunStatus::Idle,
-            model: input.model,
+            model: settings.model.clone(),
+            settings,
             cwd: input.cwd,
             created_at_ms: input.created_at_ms,
             last_activity_ms: input.created_at_ms,
@@ -285,6 +351,7 @@ impl SessionService for SessionApi {
         if req.text.trim().is_empty() {
             return Err(Status::invalid_argument("text must not be empty"));
         }
+        let context = settings::patch(req.context)?;
         let turn_id = if req.turn_id.is_empty() {
             uuid::Uuid::new_v4().to_string()
         } else {
@@ -308,6 +375,7 @@ impl SessionService for SessionApi {
             item_digest,
             text_preview,
             text_truncated,
+            context,
         };
         self.signal(
             &req.session_id,
@@ -456,5 +524,38 @@ impl SessionService for SessionApi {
             other => other?,
         }
         Ok(Response::new(pb::CloseSessionResponse {}))
+    }
+
+    async fn override_turn_context(
+        &self,
+        request: Request<pb::OverrideTurnContextRequest>,
+    ) -> Result<Response<pb::OverrideTurnContextResponse>, Status> {
+        let req = request.into_inner();
+        required_session_id(&req.session_id)?;
+        let patch = settings::patch(req.context)?.unwrap_or_default();
+        let settings = self
+            .update(&req.session_id, OverrideContextUpdate, patch)
+            .await?;
+        Ok(Response::new(pb::OverrideTurnContextResponse {
+            context: Some(settings::to_wire(&settings)),
+        }))
+    }
+
+    async fn respond(
+        &self,
+        request: Request<pb::RespondRequest>,
+    ) -> Result<Response<pb::RespondResponse>, Status> {
+        let req = request.into_inner();
+        required_session_id(&req.session_id)?;
+        if req.request_id.is_empty() {
+            return Err(Status::invalid_argument("request_id is required"));
+        }
+        let state = self.open_state(&req.session_id).await?;
+        let pending = requests::find(&state.pending_requests, &req.session_id, &req.request_id)?;
+        let answer = requests::answer(&self.blobs, pending, req.answer).await?;
+        let response = requests::response(req.request_id.clone(), answer);
+        self.update(&req.session_id, RespondUpdate, response).await?;
+        tracing::info!(session_id = %req.session_id, request_id = %req.request_id, "request answered");
+        Ok(Response::new(pb::RespondResponse {}))
     }
 }

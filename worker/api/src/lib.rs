@@ -8,9 +8,15 @@
 #[cfg(feature = "client")]
 pub mod client;
 
+use std::collections::{BTreeMap, BTreeSet};
+
+pub use keel_policy::{
+    ApprovalKey, ApprovalPolicy, ExecPolicyAmendment, ReviewDecision, SandboxMode,
+};
 use serde::{Deserialize, Serialize};
 use temporalio_common::{
-    HasWorkflowDefinition, QueryDefinition, SignalDefinition, WorkflowDefinition,
+    HasWorkflowDefinition, QueryDefinition, SignalDefinition, UpdateDefinition,
+    WorkflowDefinition,
 };
 
 /// Workflow type name of a session.
@@ -72,6 +78,178 @@ pub struct SessionInput {
     /// State carried from the previous run; `None` for a new session.
     #[serde(default)]
     pub carried: Option<Carried>,
+    /// The session's starting settings (`model` above wins when this has
+    /// none). `None` for sessions created before settings existed.
+    #[serde(default)]
+    pub context: Option<ContextPatch>,
+    /// Client-implemented tools offered to the model.
+    #[serde(default)]
+    pub dynamic_tools: Vec<DynamicToolDecl>,
+}
+
+/// A sandbox policy (Codex `SandboxPolicy`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SandboxSettings {
+    pub mode: SandboxMode,
+    #[serde(default)]
+    pub writable_roots: Vec<String>,
+    #[serde(default)]
+    pub network_access: bool,
+    #[serde(default)]
+    pub exclude_tmpdir_env_var: bool,
+    #[serde(default)]
+    pub exclude_slash_tmp: bool,
+}
+
+impl SandboxSettings {
+    /// No sandbox: what an approved escalation runs under.
+    pub fn full_access() -> Self {
+        Self {
+            mode: SandboxMode::DangerFullAccess,
+            ..Self::default()
+        }
+    }
+}
+
+/// The settings in force for a model call and its tool calls. Empty
+/// strings mean "the model-proxy's configured default".
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TurnSettings {
+    pub approval_policy: ApprovalPolicy,
+    pub sandbox: SandboxSettings,
+    pub model: String,
+    pub reasoning_effort: String,
+    pub reasoning_summary: String,
+    pub personality: String,
+}
+
+impl Default for TurnSettings {
+    fn default() -> Self {
+        Self {
+            approval_policy: ApprovalPolicy::OnRequest,
+            sandbox: SandboxSettings {
+                mode: SandboxMode::WorkspaceWrite,
+                ..SandboxSettings::default()
+            },
+            model: String::new(),
+            reasoning_effort: String::new(),
+            reasoning_summary: String::new(),
+            personality: String::new(),
+        }
+    }
+}
+
+impl TurnSettings {
+    /// These settings with `patch` applied on top.
+    pub fn with(&self, patch: &ContextPatch) -> Self {
+        let pick = |new: &Option<String>, old: &String| new.clone().unwrap_or_else(|| old.clone());
+        Self {
+            approval_policy: patch.approval_policy.unwrap_or(self.approval_policy),
+            sandbox: patch.sandbox.clone().unwrap_or_else(|| self.sandbox.clone()),
+            model: pick(&patch.model, &self.model),
+            reasoning_effort: pick(&patch.reasoning_effort, &self.reasoning_effort),
+            reasoning_summary: pick(&patch.reasoning_summary, &self.reasoning_summary),
+            personality: pick(&patch.personality, &self.personality),
+        }
+    }
+}
+
+/// A change of settings; `None` keeps the value in force.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContextPatch {
+    #[serde(default)]
+    pub approval_policy: Option<ApprovalPolicy>,
+    #[serde(default)]
+    pub sandbox: Option<SandboxSettings>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub reasoning_effort: Option<String>,
+    #[serde(default)]
+    pub reasoning_summary: Option<String>,
+    #[serde(default)]
+    pub personality: Option<String>,
+}
+
+impl ContextPatch {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// A client-implemented tool, as declared at session start.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DynamicToolDecl {
+    #[serde(default)]
+    pub namespace: String,
+    pub name: String,
+    pub description: String,
+    /// JSON Schema text.
+    pub input_schema: String,
+}
+
+impl DynamicToolDecl {
+    /// The function name the model sees.
+    pub fn model_name(&self) -> String {
+        if self.namespace.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}__{}", self.namespace, self.name)
+        }
+    }
+}
+
+/// What a pending request waits for.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    ExecApproval,
+    PatchApproval,
+    UserInput,
+    DynamicTool,
+}
+
+/// A request waiting for a person or a client.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingRequest {
+    pub request_id: String,
+    pub turn_id: String,
+    pub kind: RequestKind,
+}
+
+/// The answer to a pending request (update `respond`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Response {
+    pub request_id: String,
+    pub answer: Answer,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    /// For approvals.
+    Review(ReviewDecision),
+    /// For `request_user_input`: answers per question id.
+    UserInput(BTreeMap<String, Vec<String>>),
+    /// For a dynamic tool: the output item, already stored.
+    DynamicTool {
+        output_digest: String,
+        success: bool,
+    },
+}
+
+impl Answer {
+    /// Whether this answer fits a request of `kind`.
+    pub fn fits(&self, kind: RequestKind) -> bool {
+        matches!(
+            (self, kind),
+            (
+                Answer::Review(_),
+                RequestKind::ExecApproval | RequestKind::PatchApproval
+            ) | (Answer::UserInput(_), RequestKind::UserInput)
+                | (Answer::DynamicTool { .. }, RequestKind::DynamicTool)
+        )
+    }
 }
 
 /// A conversation item to append before the next model call: stored already,
@@ -127,6 +305,15 @@ pub struct Carried {
     pub shutdown_requested: bool,
     #[serde(default)]
     pub setup: Option<SessionSetup>,
+    /// The persistent settings (session defaults plus overrides).
+    #[serde(default)]
+    pub settings: Option<TurnSettings>,
+    /// Keys approved "for the session".
+    #[serde(default)]
+    pub approved_for_session: BTreeSet<ApprovalKey>,
+    /// Command prefixes allowed by exec-policy amendments.
+    #[serde(default)]
+    pub allowed_prefixes: Vec<Vec<String>>,
 }
 
 /// Why a session workflow ended.
@@ -146,6 +333,9 @@ pub struct UserTurn {
     pub text_preview: String,
     #[serde(default)]
     pub text_truncated: bool,
+    /// Settings for this turn only.
+    #[serde(default)]
+    pub context: Option<ContextPatch>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -222,6 +412,12 @@ pub struct SessionState {
     /// History rollovers (continue-as-new) so far.
     #[serde(default)]
     pub runs: u32,
+    /// The persistent settings.
+    #[serde(default)]
+    pub settings: TurnSettings,
+    /// Requests waiting for an answer, oldest first.
+    #[serde(default)]
+    pub pending_requests: Vec<PendingRequest>,
 }
 
 macro_rules! definition {
@@ -231,6 +427,18 @@ macro_rules! definition {
         impl SignalDefinition for $name {
             type Workflow = SessionWorkflow;
             type Input = $input;
+            fn name(&self) -> &str {
+                $wire
+            }
+        }
+    };
+    ($(#[$m:meta])* $name:ident, update $wire:literal, $input:ty => $output:ty) => {
+        $(#[$m])*
+        pub struct $name;
+        impl UpdateDefinition for $name {
+            type Workflow = SessionWorkflow;
+            type Input = $input;
+            type Output = $output;
             fn name(&self) -> &str {
                 $wire
             }
@@ -277,6 +485,13 @@ definition!(
 definition!(
     /// Read the event log.
     EventsQueryDef, query "events", EventsQuery => EventsPage);
+definition!(
+    /// Answer a pending request. Rejected (nothing recorded) when the
+    /// request is not pending or the answer does not fit it.
+    RespondUpdate, update "respond", Response => ());
+definition!(
+    /// Change the persistent settings; returns them.
+    OverrideContextUpdate, update "override_context", ContextPatch => TurnSettings);
 definition!(
     /// Read the session's state.
     StateQuery, query "state", () => SessionState);

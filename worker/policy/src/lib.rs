@@ -40,7 +40,7 @@ pub mod safety;
 mod shell;
 
 pub use decision::{
-    AdditionalPermissions, ApprovalKey, ApprovalPolicy, CommandDecision, CommandDecisionInput,
+    AdditionalPermissions, ApprovalKey, ApprovalPolicy, ApprovalSubject, ExecPolicyAmendment, CommandDecision, CommandDecisionInput,
     DenialDecision, PatchChange, PatchDecision, PatchDecisionInput, ReviewDecision, ReviewOutcome,
     SandboxDenialInput, SandboxMode, SandboxPermissions, WritableRoot, decide_after_sandbox_denial,
     decide_command, decide_patch, is_sandbox_denial, resolve_review, tool_requires_approval,

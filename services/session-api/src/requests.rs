@@ -1,0 +1,241 @@
+//! Answers to pending requests (Respond): checked against the session's
+//! pending requests for a precise error, turned into the workflow's answer
+//! (a dynamic tool's output goes to the blob store first, so history holds
+//! only its digest), and delivered as a validated workflow update — the
+//! workflow is the authority, so a racing second answer is rejected there.
+
+use keel_blobstore::BlobStore;
+use keel_proto::v1 as pb;
+use keel_workflow_api::{
+    Answer, ExecPolicyAmendment, PendingRequest, RequestKind, Response, ReviewDecision,
+};
+use serde_json::json;
+use tonic::Status;
+
+/// Total bytes of a user-input answer.
+const MAX_USER_INPUT_BYTES: usize = 64 * 1024;
+/// Total bytes of a dynamic tool's result.
+const MAX_DYNAMIC_RESULT_BYTES: usize = 4 * 1024 * 1024;
+
+/// The request `id` among the pending ones, or FAILED_PRECONDITION.
+pub fn find<'a>(
+    pending: &'a [PendingRequest],
+    session_id: &str,
+    id: &str,
+) -> Result<&'a PendingRequest, Status> {
+    pending.iter().find(|p| p.request_id == id).ok_or_else(|| {
+        Status::failed_precondition(format!(
+            "request {id:?} is not pending in session {session_id:?}: it is unknown, already answered, or its turn ended"
+        ))
+    })
+}
+
+/// The workflow's answer for `answer`, which must fit `request`.
+pub async fn answer(
+    blobs: &BlobStore,
+    request: &PendingRequest,
+    answer: Option<pb::respond_request::Answer>,
+) -> Result<Answer, Status> {
+    use pb::respond_request::Answer as A;
+    let id = &request.request_id;
+    let answer = answer.ok_or_else(|| {
+        Status::invalid_argument("an answer is required: decision, user_input or dynamic_tool")
+    })?;
+    let mismatch = |given: &str| {
+        Status::invalid_argument(format!(
+            "request {id:?} is {}; {given} does not answer it",
+            kind_name(request.kind)
+        ))
+    };
+    match (answer, request.kind) {
+        (A::Decision(d), RequestKind::ExecApproval | RequestKind::PatchApproval) => {
+            Ok(Answer::Review(decision(d, request.kind)?))
+        }
+        (A::UserInput(u), RequestKind::UserInput) => {
+            let size: usize = u
+                .answers
+                .iter()
+                .map(|(k, v)| k.len() + v.answers.iter().map(String::len).sum::<usize>())
+                .sum();
+            if size > MAX_USER_INPUT_BYTES {
+                return Err(Status::invalid_argument(format!(
+                    "user_input: the answers exceed {MAX_USER_INPUT_BYTES} bytes"
+                )));
+            }
+            Ok(Answer::UserInput(
+                u.answers.into_iter().map(|(k, v)| (k, v.answers)).collect(),
+            ))
+        }
+        (A::DynamicTool(r), RequestKind::DynamicTool) => {
+            let item = dynamic_output_item(id, &r)?;
+            let output_digest = blobs
+                .put_json(&item)
+                .await
+                .map_err(|e| Status::unavailable(format!("cannot store the tool result: {e}")))?;
+            Ok(Answer::DynamicTool {
+                output_digest,
+                success: r.success,
+            })
+        }
+        (A::Decision(_), _) => Err(mismatch("a decision")),
+        (A::UserInput(_), _) => Err(mismatch("user_input")),
+        (A::DynamicTool(_), _) => Err(mismatch("dynamic_tool")),
+    }
+}
+
+fn kind_name(kind: RequestKind) -> &'static str {
+    match kind {
+        RequestKind::ExecApproval => "a command approval",
+        RequestKind::PatchApproval => "a patch approval",
+        RequestKind::UserInput => "a question to the user",
+        RequestKind::DynamicTool => "a dynamic tool call",
+    }
+}
+
+fn decision(d: pb::ReviewDecision, kind: RequestKind) -> Result<ReviewDecision, Status> {
+    use pb::ReviewDecisionKind as K;
+    Ok(match K::try_from(d.kind) {
+        Ok(K::Approved) => ReviewDecision::Approved,
+        Ok(K::ApprovedForSession) => ReviewDecision::ApprovedForSession,
+        Ok(K::Denied) => ReviewDecision::Denied,
+        Ok(K::Abort) => ReviewDecision::Abort,
+        Ok(K::ApprovedExecpolicyAmendment) => {
+            if kind != RequestKind::ExecApproval {
+                return Err(Status::invalid_argument(
+                    "decision: an exec-policy amendment applies to command approvals only",
+                ));
+            }
+            if d.execpolicy_amendment.is_empty() || d.execpolicy_amendment[0].is_empty() {
+                return Err(Status::invalid_argument(
+                    "decision.execpolicy_amendment: the command prefix to allow is required",
+                ));
+            }
+            ReviewDecision::ApprovedExecpolicyAmendment {
+                proposed_execpolicy_amendment: ExecPolicyAmendment {
+                    command: d.execpolicy_amendment,
+                },
+            }
+        }
+        Ok(K::Unspecified) | Err(_) => {
+            return Err(Status::invalid_argument(
+                "decision.kind is required: APPROVED, APPROVED_FOR_SESSION, APPROVED_EXECPOLICY_AMENDMENT, DENIED or ABORT",
+            ));
+        }
+    })
+}
+
+/// The `function_call_output` a dynamic tool's result becomes: plain text
+/// when it is one text, else Responses API content items.
+fn dynamic_output_item(call_id: &str, r: &pb::DynamicToolResult) -> Result<serde_json::Value, Status> {
+    use pb::dynamic_tool_content::Kind;
+    let size: usize = r
+        .content
+        .iter()
+        .map(|c| match &c.kind {
+            Some(Kind::Text(t)) | Some(Kind::ImageUrl(t)) => t.len(),
+            None => 0,
+        })
+        .sum();
+    if size > MAX_DYNAMIC_RESULT_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "dynamic_tool: the result exceeds {MAX_DYNAMIC_RESULT_BYTES} bytes"
+        )));
+    }
+    let output = match r.content.as_slice() {
+        [] => json!(""),
+        [
+            pb::DynamicToolContent {
+                kind: Some(Kind::Text(t)),
+            },
+        ] => json!(t),
+        items => {
+            let mut parts = Vec::with_capacity(items.len());
+            for c in items {
+                parts.push(match &c.kind {
+                    Some(Kind::Text(t)) => json!({"type": "input_text", "text": t}),
+                    Some(Kind::ImageUrl(u)) => json!({"type": "input_image", "image_url": u}),
+                    None => {
+                        return Err(Status::invalid_argument(
+                            "dynamic_tool.content: every item needs text or image_url",
+                        ));
+                    }
+                });
+            }
+            json!(parts)
+        }
+    };
+    Ok(json!({"type": "function_call_output", "call_id": call_id, "output": output}))
+}
+
+/// The update's input.
+pub fn response(request_id: String, answer: Answer) -> Response {
+    Response { request_id, answer }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(kind: RequestKind) -> PendingRequest {
+        PendingRequest {
+            request_id: "call_1".into(),
+            turn_id: "t".into(),
+            kind,
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_must_fit_the_request() {
+        let blobs = BlobStore::open("memory://").unwrap();
+        let decision = pb::respond_request::Answer::Decision(pb::ReviewDecision {
+            kind: pb::ReviewDecisionKind::Approved as i32,
+            execpolicy_amendment: vec![],
+        });
+        let ok = answer(&blobs, &pending(RequestKind::ExecApproval), Some(decision.clone()))
+            .await
+            .unwrap();
+        assert_eq!(ok, Answer::Review(ReviewDecision::Approved));
+        let err = answer(&blobs, &pending(RequestKind::UserInput), Some(decision))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("a question to the user"), "{err}");
+        let amend = pb::respond_request::Answer::Decision(pb::ReviewDecision {
+            kind: pb::ReviewDecisionKind::ApprovedExecpolicyAmendment as i32,
+            execpolicy_amendment: vec![],
+        });
+        let err = answer(&blobs, &pending(RequestKind::ExecApproval), Some(amend))
+            .await
+            .unwrap_err();
+        assert!(err.message().contains("execpolicy_amendment"), "{err}");
+        let missing = answer(&blobs, &pending(RequestKind::ExecApproval), None).await;
+        assert!(missing.is_err());
+    }
+
+    #[tokio::test]
+    async fn dynamic_results_are_stored() {
+        let blobs = BlobStore::open("memory://").unwrap();
+        let result = pb::respond_request::Answer::DynamicTool(pb::DynamicToolResult {
+            content: vec![pb::DynamicToolContent {
+                kind: Some(pb::dynamic_tool_content::Kind::Text("42".into())),
+            }],
+            success: true,
+        });
+        let a = answer(&blobs, &pending(RequestKind::DynamicTool), Some(result))
+            .await
+            .unwrap();
+        let Answer::DynamicTool {
+            output_digest,
+            success,
+        } = a
+        else {
+            panic!("not a dynamic answer")
+        };
+        assert!(success);
+        let item: serde_json::Value = blobs.get_json(&output_digest).await.unwrap();
+        assert_eq!(
+            item,
+            json!({"type": "function_call_output", "call_id": "call_1", "output": "42"})
+        );
+    }
+}

@@ -1,0 +1,274 @@
+//! Turn settings and client tools between the wire and the workflow
+//! contract, validated here so a bad value is an INVALID_ARGUMENT naming the
+//! field instead of a surprise later in the session.
+
+use keel_proto::v1 as pb;
+use keel_workflow_api::{
+    ApprovalPolicy, ContextPatch, DynamicToolDecl, SandboxMode, SandboxSettings, TurnSettings,
+};
+use tonic::Status;
+
+const EFFORTS: &[&str] = &["", "none", "minimal", "low", "medium", "high", "xhigh"];
+const SUMMARIES: &[&str] = &["", "auto", "concise", "detailed", "none"];
+const PERSONALITIES: &[&str] = &["", "none", "friendly", "pragmatic"];
+const MAX_MODEL_LEN: usize = 128;
+
+/// Names the model already knows; a client tool may not take them.
+const RESERVED_TOOL_NAMES: &[&str] = &[
+    "apply_patch",
+    "container.exec",
+    "exec_command",
+    "grep_files",
+    "list_dir",
+    "read_file",
+    "request_user_input",
+    "shell",
+    "shell_command",
+    "update_plan",
+    "view_image",
+    "write_stdin",
+];
+const MAX_DYNAMIC_TOOLS: usize = 64;
+const MAX_TOOL_NAME_LEN: usize = 64;
+const MAX_TOOL_DESCRIPTION_LEN: usize = 4 * 1024;
+const MAX_TOOL_SCHEMA_LEN: usize = 16 * 1024;
+
+/// A wire TurnContext as a patch; `None` when nothing is set.
+pub fn patch(ctx: Option<pb::TurnContext>) -> Result<Option<ContextPatch>, Status> {
+    let Some(ctx) = ctx else {
+        return Ok(None);
+    };
+    let approval_policy = approval_policy(ctx.approval_policy)?;
+    let sandbox = match ctx.sandbox {
+        Some(s) => sandbox(s)?,
+        None => None,
+    };
+    if let Some(model) = &ctx.model
+        && (model.len() > MAX_MODEL_LEN || model.chars().any(char::is_control))
+    {
+        return Err(Status::invalid_argument(format!(
+            "context.model {model:?} is invalid: at most {MAX_MODEL_LEN} printable characters"
+        )));
+    }
+    one_of("context.reasoning_effort", &ctx.reasoning_effort, EFFORTS)?;
+    one_of("context.reasoning_summary", &ctx.reasoning_summary, SUMMARIES)?;
+    one_of("context.personality", &ctx.personality, PERSONALITIES)?;
+    let patch = ContextPatch {
+        approval_policy,
+        sandbox,
+        model: ctx.model,
+        reasoning_effort: ctx.reasoning_effort,
+        reasoning_summary: ctx.reasoning_summary,
+        personality: ctx.personality,
+    };
+    Ok((!patch.is_empty()).then_some(patch))
+}
+
+fn one_of(field: &str, value: &Option<String>, allowed: &[&str]) -> Result<(), Status> {
+    match value {
+        Some(v) if !allowed.contains(&v.as_str()) => Err(Status::invalid_argument(format!(
+            "{field} {v:?} is not one of {}",
+            allowed[1..].join(", ")
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn approval_policy(raw: i32) -> Result<Option<ApprovalPolicy>, Status> {
+    use pb::ApprovalPolicy as P;
+    Ok(match P::try_from(raw) {
+        Ok(P::Unspecified) => None,
+        Ok(P::Untrusted) => Some(ApprovalPolicy::Untrusted),
+        Ok(P::OnFailure) => Some(ApprovalPolicy::OnFailure),
+        Ok(P::OnRequest) => Some(ApprovalPolicy::OnRequest),
+        Ok(P::Never) => Some(ApprovalPolicy::Never),
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "context.approval_policy {raw} is not a known ApprovalPolicy"
+            )));
+        }
+    })
+}
+
+fn sandbox(s: pb::SandboxPolicy) -> Result<Option<SandboxSettings>, Status> {
+    use pb::SandboxMode as M;
+    let mode = match M::try_from(s.mode) {
+        Ok(M::Unspecified) => return Ok(None),
+        Ok(M::ReadOnly) => SandboxMode::ReadOnly,
+        Ok(M::WorkspaceWrite) => SandboxMode::WorkspaceWrite,
+        Ok(M::DangerFullAccess) => SandboxMode::DangerFullAccess,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "context.sandbox.mode {} is not a known SandboxMode",
+                s.mode
+            )));
+        }
+    };
+    if let Some(bad) = s.writable_roots.iter().find(|r| !r.starts_with('/')) {
+        return Err(Status::invalid_argument(format!(
+            "context.sandbox.writable_roots: {bad:?} must be an absolute path"
+        )));
+    }
+    Ok(Some(SandboxSettings {
+        mode,
+        writable_roots: s.writable_roots,
+        network_access: s.network_access,
+        exclude_tmpdir_env_var: s.exclude_tmpdir_env_var,
+        exclude_slash_tmp: s.exclude_slash_tmp,
+    }))
+}
+
+/// Settings in force, for GetSession and OverrideTurnContext.
+pub fn to_wire(s: &TurnSettings) -> pb::TurnContext {
+    let policy = match s.approval_policy {
+        ApprovalPolicy::Untrusted => pb::ApprovalPolicy::Untrusted,
+        ApprovalPolicy::OnFailure => pb::ApprovalPolicy::OnFailure,
+        ApprovalPolicy::OnRequest => pb::ApprovalPolicy::OnRequest,
+        ApprovalPolicy::Never => pb::ApprovalPolicy::Never,
+    };
+    let mode = match s.sandbox.mode {
+        SandboxMode::ReadOnly => pb::SandboxMode::ReadOnly,
+        SandboxMode::WorkspaceWrite => pb::SandboxMode::WorkspaceWrite,
+        SandboxMode::DangerFullAccess => pb::SandboxMode::DangerFullAccess,
+    };
+    pb::TurnContext {
+        approval_policy: policy as i32,
+        sandbox: Some(pb::SandboxPolicy {
+            mode: mode as i32,
+            writable_roots: s.sandbox.writable_roots.clone(),
+            network_access: s.sandbox.network_access,
+            exclude_tmpdir_env_var: s.sandbox.exclude_tmpdir_env_var,
+            exclude_slash_tmp: s.sandbox.exclude_slash_tmp,
+        }),
+        model: Some(s.model.clone()),
+        reasoning_effort: Some(s.reasoning_effort.clone()),
+        reasoning_summary: Some(s.reasoning_summary.clone()),
+        personality: Some(s.personality.clone()),
+    }
+}
+
+/// Validates the client's tools.
+pub fn dynamic_tools(tools: Vec<pb::DynamicTool>) -> Result<Vec<DynamicToolDecl>, Status> {
+    if tools.len() > MAX_DYNAMIC_TOOLS {
+        return Err(Status::invalid_argument(format!(
+            "dynamic_tools: at most {MAX_DYNAMIC_TOOLS} tools"
+        )));
+    }
+    let mut out: Vec<DynamicToolDecl> = Vec::with_capacity(tools.len());
+    for t in tools {
+        let decl = DynamicToolDecl {
+            namespace: t.namespace,
+            name: t.name,
+            description: t.description,
+            input_schema: t.input_schema_json,
+        };
+        let name = decl.model_name();
+        let valid_part = |p: &str| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if !valid_part(&decl.name)
+            || !(decl.namespace.is_empty() || valid_part(&decl.namespace))
+            || name.len() > MAX_TOOL_NAME_LEN
+        {
+            return Err(Status::invalid_argument(format!(
+                "dynamic_tools: {name:?} is not a valid tool name (letters, digits, '_' and '-', at most {MAX_TOOL_NAME_LEN} characters with the namespace)"
+            )));
+        }
+        if RESERVED_TOOL_NAMES.contains(&name.as_str()) || out.iter().any(|o| o.model_name() == name)
+        {
+            return Err(Status::invalid_argument(format!(
+                "dynamic_tools: {name:?} is already taken by another tool"
+            )));
+        }
+        if decl.description.len() > MAX_TOOL_DESCRIPTION_LEN
+            || decl.input_schema.len() > MAX_TOOL_SCHEMA_LEN
+        {
+            return Err(Status::invalid_argument(format!(
+                "dynamic_tools: {name:?} is too large (description at most {MAX_TOOL_DESCRIPTION_LEN} bytes, schema at most {MAX_TOOL_SCHEMA_LEN})"
+            )));
+        }
+        match serde_json::from_str::<serde_json::Value>(&decl.input_schema) {
+            Ok(v) if v.is_object() => {}
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "dynamic_tools: {name:?} input_schema_json must be a JSON object (a JSON Schema)"
+                )));
+            }
+        }
+        out.push(decl);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_context_is_no_patch() {
+        assert_eq!(patch(Some(pb::TurnContext::default())).unwrap(), None);
+        assert_eq!(patch(None).unwrap(), None);
+    }
+
+    #[test]
+    fn values_are_checked() {
+        let bad = pb::TurnContext {
+            reasoning_effort: Some("extreme".into()),
+            ..Default::default()
+        };
+        let err = patch(Some(bad)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("context.reasoning_effort"));
+        let relative = pb::TurnContext {
+            sandbox: Some(pb::SandboxPolicy {
+                mode: pb::SandboxMode::WorkspaceWrite as i32,
+                writable_roots: vec!["rel".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(patch(Some(relative)).is_err());
+        let policy = pb::TurnContext {
+            approval_policy: 99,
+            ..Default::default()
+        };
+        assert!(patch(Some(policy)).is_err());
+    }
+
+    #[test]
+    fn patch_and_wire_roundtrip() {
+        let ctx = pb::TurnContext {
+            approval_policy: pb::ApprovalPolicy::Never as i32,
+            model: Some("m2".into()),
+            reasoning_effort: Some("high".into()),
+            ..Default::default()
+        };
+        let p = patch(Some(ctx)).unwrap().unwrap();
+        let s = TurnSettings::default().with(&p);
+        let wire = to_wire(&s);
+        assert_eq!(wire.approval_policy, pb::ApprovalPolicy::Never as i32);
+        assert_eq!(wire.model.as_deref(), Some("m2"));
+        assert_eq!(wire.reasoning_effort.as_deref(), Some("high"));
+        assert_eq!(
+            wire.sandbox.unwrap().mode,
+            pb::SandboxMode::WorkspaceWrite as i32
+        );
+    }
+
+    #[test]
+    fn dynamic_tools_are_checked() {
+        let tool = |name: &str, schema: &str| pb::DynamicTool {
+            namespace: String::new(),
+            name: name.into(),
+            description: "d".into(),
+            input_schema_json: schema.into(),
+        };
+        assert!(dynamic_tools(vec![tool("lookup", "{}")]).is_ok());
+        assert!(dynamic_tools(vec![tool("shell", "{}")]).is_err());
+        assert!(dynamic_tools(vec![tool("a b", "{}")]).is_err());
+        assert!(dynamic_tools(vec![tool("x", "[]")]).is_err());
+        assert!(dynamic_tools(vec![tool("x", "{}"), tool("x", "{}")]).is_err());
+    }
+}
