@@ -45,6 +45,7 @@ pub async fn send(
             session_id: session_id.into(),
             text: text.into(),
             turn_id: turn_id.into(),
+            ..Default::default()
         })
         .await?;
     Ok(())
@@ -66,4 +67,38 @@ pub async fn follow(
         })
         .await?
         .into_inner())
+}
+
+/// How long a test waits for the next event before giving up.
+pub const EVENT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The next durable event of a followed stream (deltas and gaps skipped).
+pub async fn next_event(
+    stream: &mut Streaming<pb::StreamEventsResponse>,
+) -> anyhow::Result<pb::Event> {
+    loop {
+        let msg = tokio::time::timeout(EVENT_WAIT, stream.message())
+            .await
+            .context("no event within the timeout")??
+            .context("the event stream ended")?;
+        if let Some(pb::stream_events_response::Kind::Event(e)) = msg.kind {
+            return Ok(e);
+        }
+    }
+}
+
+/// Reads events until one matches `pick`; returns the events before it and
+/// what `pick` extracted.
+pub async fn until<T>(
+    stream: &mut Streaming<pb::StreamEventsResponse>,
+    mut pick: impl FnMut(&pb::Event) -> Option<T>,
+) -> anyhow::Result<(Vec<pb::Event>, T)> {
+    let mut seen = Vec::new();
+    loop {
+        let event = next_event(stream).await?;
+        if let Some(found) = pick(&event) {
+            return Ok((seen, found));
+        }
+        seen.push(event);
+    }
 }

@@ -55,6 +55,7 @@ async fn session_rolls_over_and_carries_everything() {
                 session_id: sid.clone(),
                 text: format!("question {i}"),
                 turn_id: format!("turn-{i}"),
+                ..Default::default()
             })
             .await
             .unwrap();

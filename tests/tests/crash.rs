@@ -53,6 +53,7 @@ async fn send(client: &mut SessionServiceClient<Channel>, sid: &str, turn_id: &s
         session_id: sid.into(),
         text: text.into(),
         turn_id: turn_id.into(),
+        ..Default::default()
     };
     tokio::time::timeout(WAIT, async {
         loop {

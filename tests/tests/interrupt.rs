@@ -74,6 +74,7 @@ async fn interrupt_kills_the_running_command_and_the_next_turn_works() {
             session_id: sid.clone(),
             text: "sleep for a while".into(),
             turn_id: "turn-1".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -121,6 +122,7 @@ async fn interrupt_kills_the_running_command_and_the_next_turn_works() {
             session_id: sid.clone(),
             text: "are you there?".into(),
             turn_id: "turn-2".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

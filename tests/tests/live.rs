@@ -125,6 +125,7 @@ async fn watchers_see_text_while_the_model_writes() {
             session_id: sid.clone(),
             text: "talk".into(),
             turn_id: "turn-1".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -171,6 +171,7 @@ async fn a_client_behind_the_retained_window_gets_a_gap() {
                 session_id: sid.clone(),
                 text: format!("question {i}"),
                 turn_id: format!("turn-{i}"),
+                ..Default::default()
             })
             .await
             .unwrap();

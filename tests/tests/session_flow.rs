@@ -141,6 +141,7 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
             session_id: sid.clone(),
             text: "run echo hello".into(),
             turn_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -228,6 +229,7 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
             session_id: sid.clone(),
             text: "and now?".into(),
             turn_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -368,6 +370,7 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
             session_id: sid.clone(),
             text: "hello?".into(),
             turn_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -116,6 +116,7 @@ async fn apply_patch_read_file_grep_files_and_project_context() {
             session_id: sid.clone(),
             text: "add notes".into(),
             turn_id: "turn-1".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

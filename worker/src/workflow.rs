@@ -30,8 +30,7 @@ use temporalio_sdk::{
 };
 
 use crate::activities::{
-    AppendItem, KeelActivities, ModelCallInput, OutputItem, SessionSetup, SetupInput,
-    failure_type,
+    AppendItem, KeelActivities, ModelCallInput, OutputItem, SessionSetup, SetupInput, failure_type,
 };
 use crate::events::{EventLog, unix_ms};
 use crate::tools;
@@ -110,16 +109,14 @@ impl AgentWorkflow {
         } else {
             EventLog::resume(input.retained_events, carried.events_first, carried.events)
         };
-        let settings = carried
-            .settings
-            .unwrap_or_else(|| initial_settings(&input));
+        let settings = carried.settings.unwrap_or_else(|| initial_settings(&input));
         Self {
             settings,
             turn_context: None,
             approvals: false,
             requests: Vec::new(),
             answers: BTreeMap::new(),
-            ended_requests: VecDeque::new(),
+            ended_requests: carried.ended_requests.into(),
             approved_for_session: carried.approved_for_session,
             allowed_prefixes: carried.allowed_prefixes,
             last_activity_ms: carried.last_activity_ms.max(input.created_at_ms),
@@ -322,6 +319,7 @@ impl AgentWorkflow {
                 settings: Some(self.settings.clone()),
                 approved_for_session: self.approved_for_session.clone(),
                 allowed_prefixes: self.allowed_prefixes.clone(),
+                ended_requests: self.ended_requests.iter().cloned().collect(),
             }),
             ..self.input.clone()
         })

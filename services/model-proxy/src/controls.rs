@@ -92,6 +92,15 @@ wire_enum!(
     }
 );
 
+wire_enum!(
+    /// `personality`: the tone section of the base instructions.
+    Personality {
+        None => "none",
+        Friendly => "friendly",
+        Pragmatic => "pragmatic",
+    }
+);
+
 impl ServiceTier {
     /// The value the vendor understands.
     pub fn wire_value(self) -> &'static str {
@@ -109,6 +118,7 @@ pub struct CallDefaults {
     pub reasoning_summary: Option<ReasoningSummary>,
     pub verbosity: Option<Verbosity>,
     pub service_tier: Option<ServiceTier>,
+    pub personality: Option<Personality>,
 }
 
 /// The controls in force for one call.
@@ -120,6 +130,7 @@ pub struct CallControls {
     pub service_tier: Option<ServiceTier>,
     /// The final answer's JSON Schema.
     pub output_schema: Option<Value>,
+    pub personality: Option<Personality>,
 }
 
 /// The raw request fields, as strings (empty = use the default).
@@ -130,6 +141,7 @@ pub struct RequestedControls<'a> {
     pub verbosity: &'a str,
     pub service_tier: &'a str,
     pub final_output_json_schema: &'a str,
+    pub personality: &'a str,
 }
 
 impl CallControls {
@@ -147,6 +159,7 @@ impl CallControls {
             verbosity: pick("verbosity", req.verbosity)?.or(defaults.verbosity),
             service_tier: pick("service_tier", req.service_tier)?.or(defaults.service_tier),
             output_schema: schema(req.final_output_json_schema)?,
+            personality: pick("personality", req.personality)?.or(defaults.personality),
         })
     }
 

@@ -215,6 +215,7 @@ impl Inner {
                 verbosity: &req.verbosity,
                 service_tier: &req.service_tier,
                 final_output_json_schema: &req.final_output_json_schema,
+                personality: &req.personality,
             },
             &self.config.defaults,
         )?;
@@ -248,7 +249,7 @@ impl Inner {
             session_id: req.session_id.clone(),
             model: model.to_string(),
             instructions: if req.instructions.is_empty() {
-                crate::prompt::BASE_INSTRUCTIONS.to_string()
+                crate::prompt::base_instructions(controls.personality)
             } else {
                 req.instructions
             },

@@ -55,12 +55,17 @@ pub fn query(what: &str, e: WorkflowQueryError) -> Option<Status> {
 
 /// `None` means "not found". A rejected update is the workflow saying the
 /// change does not apply to the session's current state.
-pub fn update(e: WorkflowUpdateError) -> Option<Status> {
+pub fn update(session_id: &str, e: WorkflowUpdateError) -> Option<Status> {
     match e {
         WorkflowUpdateError::NotFound(_) => None,
-        WorkflowUpdateError::Failed(failure) => Some(Status::failed_precondition(failure.message)),
+        WorkflowUpdateError::Failed(failure) => Some(Status::failed_precondition(format!(
+            "session {session_id:?}: {}",
+            failure.message
+        ))),
         WorkflowUpdateError::Rpc(s) => Some(rpc("cannot update the session", &s)),
-        other => Some(Status::internal(format!("cannot update the session: {other}"))),
+        other => Some(Status::internal(format!(
+            "cannot update the session: {other}"
+        ))),
     }
 }
 

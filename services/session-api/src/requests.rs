@@ -17,16 +17,23 @@ const MAX_USER_INPUT_BYTES: usize = 64 * 1024;
 /// Total bytes of a dynamic tool's result.
 const MAX_DYNAMIC_RESULT_BYTES: usize = 4 * 1024 * 1024;
 
-/// The request `id` among the pending ones, or FAILED_PRECONDITION.
-pub fn find<'a>(
-    pending: &'a [PendingRequest],
-    session_id: &str,
-    id: &str,
-) -> Result<&'a PendingRequest, Status> {
-    pending.iter().find(|p| p.request_id == id).ok_or_else(|| {
-        Status::failed_precondition(format!(
-            "request {id:?} is not pending in session {session_id:?}: it is unknown, already answered, or its turn ended"
-        ))
+/// An answer for a request that is not pending (any more): nothing is
+/// stored, and the workflow's validator rejects it with the precise reason
+/// (already answered, interrupted, unknown).
+pub fn unchecked(answer: Option<pb::respond_request::Answer>) -> Result<Answer, Status> {
+    use pb::respond_request::Answer as A;
+    Ok(match answer {
+        None => {
+            return Err(Status::invalid_argument(
+                "an answer is required: decision, user_input or dynamic_tool",
+            ));
+        }
+        Some(A::Decision(_)) => Answer::Review(ReviewDecision::Denied),
+        Some(A::UserInput(_)) => Answer::UserInput(Default::default()),
+        Some(A::DynamicTool(r)) => Answer::DynamicTool {
+            output_digest: String::new(),
+            success: r.success,
+        },
     })
 }
 
@@ -126,7 +133,10 @@ fn decision(d: pb::ReviewDecision, kind: RequestKind) -> Result<ReviewDecision, 
 
 /// The `function_call_output` a dynamic tool's result becomes: plain text
 /// when it is one text, else Responses API content items.
-fn dynamic_output_item(call_id: &str, r: &pb::DynamicToolResult) -> Result<serde_json::Value, Status> {
+fn dynamic_output_item(
+    call_id: &str,
+    r: &pb::DynamicToolResult,
+) -> Result<serde_json::Value, Status> {
     use pb::dynamic_tool_content::Kind;
     let size: usize = r
         .content
@@ -191,9 +201,13 @@ mod tests {
             kind: pb::ReviewDecisionKind::Approved as i32,
             execpolicy_amendment: vec![],
         });
-        let ok = answer(&blobs, &pending(RequestKind::ExecApproval), Some(decision.clone()))
-            .await
-            .unwrap();
+        let ok = answer(
+            &blobs,
+            &pending(RequestKind::ExecApproval),
+            Some(decision.clone()),
+        )
+        .await
+        .unwrap();
         assert_eq!(ok, Answer::Review(ReviewDecision::Approved));
         let err = answer(&blobs, &pending(RequestKind::UserInput), Some(decision))
             .await

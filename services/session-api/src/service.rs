@@ -108,7 +108,12 @@ impl SessionApi {
         }
     }
 
-    async fn update<U>(&self, session_id: &str, update: U, input: U::Input) -> Result<U::Output, Status>
+    async fn update<U>(
+        &self,
+        session_id: &str,
+        update: U,
+        input: U::Input,
+    ) -> Result<U::Output, Status>
     where
         U: temporalio_common::UpdateDefinition<Workflow = SessionWorkflow>,
         U::Input: Send,
@@ -120,7 +125,7 @@ impl SessionApi {
             .await
         {
             Ok(out) => Ok(out),
-            Err(e) => match errors::update(e) {
+            Err(e) => match errors::update(session_id, e) {
                 Some(status) => Err(status),
                 None => Err(self.missing_or_closed(session_id).await),
             },
@@ -551,10 +556,17 @@ impl SessionService for SessionApi {
             return Err(Status::invalid_argument("request_id is required"));
         }
         let state = self.open_state(&req.session_id).await?;
-        let pending = requests::find(&state.pending_requests, &req.session_id, &req.request_id)?;
-        let answer = requests::answer(&self.blobs, pending, req.answer).await?;
+        let pending = state
+            .pending_requests
+            .iter()
+            .find(|p| p.request_id == req.request_id);
+        let answer = match pending {
+            Some(pending) => requests::answer(&self.blobs, pending, req.answer).await?,
+            None => requests::unchecked(req.answer)?,
+        };
         let response = requests::response(req.request_id.clone(), answer);
-        self.update(&req.session_id, RespondUpdate, response).await?;
+        self.update(&req.session_id, RespondUpdate, response)
+            .await?;
         tracing::info!(session_id = %req.session_id, request_id = %req.request_id, "request answered");
         Ok(Response::new(pb::RespondResponse {}))
     }

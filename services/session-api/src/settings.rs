@@ -51,7 +51,11 @@ pub fn patch(ctx: Option<pb::TurnContext>) -> Result<Option<ContextPatch>, Statu
         )));
     }
     one_of("context.reasoning_effort", &ctx.reasoning_effort, EFFORTS)?;
-    one_of("context.reasoning_summary", &ctx.reasoning_summary, SUMMARIES)?;
+    one_of(
+        "context.reasoning_summary",
+        &ctx.reasoning_summary,
+        SUMMARIES,
+    )?;
     one_of("context.personality", &ctx.personality, PERSONALITIES)?;
     let patch = ContextPatch {
         approval_policy,
@@ -176,7 +180,8 @@ pub fn dynamic_tools(tools: Vec<pb::DynamicTool>) -> Result<Vec<DynamicToolDecl>
                 "dynamic_tools: {name:?} is not a valid tool name (letters, digits, '_' and '-', at most {MAX_TOOL_NAME_LEN} characters with the namespace)"
             )));
         }
-        if RESERVED_TOOL_NAMES.contains(&name.as_str()) || out.iter().any(|o| o.model_name() == name)
+        if RESERVED_TOOL_NAMES.contains(&name.as_str())
+            || out.iter().any(|o| o.model_name() == name)
         {
             return Err(Status::invalid_argument(format!(
                 "dynamic_tools: {name:?} is already taken by another tool"

@@ -15,8 +15,7 @@ pub use keel_policy::{
 };
 use serde::{Deserialize, Serialize};
 use temporalio_common::{
-    HasWorkflowDefinition, QueryDefinition, SignalDefinition, UpdateDefinition,
-    WorkflowDefinition,
+    HasWorkflowDefinition, QueryDefinition, SignalDefinition, UpdateDefinition, WorkflowDefinition,
 };
 
 /// Workflow type name of a session.
@@ -145,7 +144,10 @@ impl TurnSettings {
         let pick = |new: &Option<String>, old: &String| new.clone().unwrap_or_else(|| old.clone());
         Self {
             approval_policy: patch.approval_policy.unwrap_or(self.approval_policy),
-            sandbox: patch.sandbox.clone().unwrap_or_else(|| self.sandbox.clone()),
+            sandbox: patch
+                .sandbox
+                .clone()
+                .unwrap_or_else(|| self.sandbox.clone()),
             model: pick(&patch.model, &self.model),
             reasoning_effort: pick(&patch.reasoning_effort, &self.reasoning_effort),
             reasoning_summary: pick(&patch.reasoning_summary, &self.reasoning_summary),
@@ -314,6 +316,10 @@ pub struct Carried {
     /// Command prefixes allowed by exec-policy amendments.
     #[serde(default)]
     pub allowed_prefixes: Vec<Vec<String>>,
+    /// Recently ended requests and why (bounded), so a late answer after a
+    /// rollover still gets a precise rejection.
+    #[serde(default)]
+    pub ended_requests: Vec<(String, String)>,
 }
 
 /// Why a session workflow ended.

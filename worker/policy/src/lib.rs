@@ -40,10 +40,11 @@ pub mod safety;
 mod shell;
 
 pub use decision::{
-    AdditionalPermissions, ApprovalKey, ApprovalPolicy, ApprovalSubject, ExecPolicyAmendment, CommandDecision, CommandDecisionInput,
-    DenialDecision, PatchChange, PatchDecision, PatchDecisionInput, ReviewDecision, ReviewOutcome,
-    SandboxDenialInput, SandboxMode, SandboxPermissions, WritableRoot, decide_after_sandbox_denial,
-    decide_command, decide_patch, is_sandbox_denial, resolve_review, tool_requires_approval,
+    AdditionalPermissions, ApprovalKey, ApprovalPolicy, ApprovalSubject, CommandDecision,
+    CommandDecisionInput, DenialDecision, ExecPolicyAmendment, PatchChange, PatchDecision,
+    PatchDecisionInput, ReviewDecision, ReviewOutcome, SandboxDenialInput, SandboxMode,
+    SandboxPermissions, WritableRoot, decide_after_sandbox_denial, decide_command, decide_patch,
+    is_sandbox_denial, resolve_review, tool_requires_approval,
 };
 pub use execpolicy::{Rules, RulesError, amendment_rule_text};
 pub use safety::{ParsedCommand, Safety, classify, parse_command};

@@ -20,8 +20,8 @@ use temporalio_sdk::{ActivityExecutionError, WorkflowCancellationToken, Workflow
 use super::approvals::{self, Approval};
 use super::{ABORTED, AgentWorkflow, failure_message, inline_output, tool_options};
 use crate::activities::{
-    AppendItem, KeelActivities, PatchChangeKind, PatchFileChange, PatchReviewInput,
-    ToolCallInput, ToolCallOutput,
+    AppendItem, KeelActivities, PatchChangeKind, PatchFileChange, PatchReviewInput, ToolCallInput,
+    ToolCallOutput,
 };
 use crate::tools;
 
@@ -51,7 +51,9 @@ pub(super) async fn run(
     });
     if !approvals {
         let argv = shell_argv(&call);
-        let item = execute(ctx, turn_id, cancel, &call, argv, None, 0).await.item;
+        let item = execute(ctx, turn_id, cancel, &call, argv, None, 0)
+            .await
+            .item;
         return push(ctx, item);
     }
     let item = match (call.name.as_str(), dynamic) {
@@ -286,8 +288,15 @@ async fn command(
         } => {
             let event = exec_request(call, &argv, &cwd, reason, proposed_amendment.clone());
             let subject = ApprovalSubject::Command;
-            match approvals::approve(ctx, turn_id, &call.call_id, subject, vec![approval_key], event)
-                .await
+            match approvals::approve(
+                ctx,
+                turn_id,
+                &call.call_id,
+                subject,
+                vec![approval_key],
+                event,
+            )
+            .await
             {
                 Approval::Run => (sandboxed, true, proposed_amendment),
                 Approval::Rejected(text) => return declined(ctx, turn_id, call, &argv, &text),
@@ -300,7 +309,16 @@ async fn command(
         SandboxSettings::full_access()
     };
     let argv_event = Some(argv.clone());
-    let first = execute(ctx, turn_id, cancel, call, argv_event.clone(), Some(sandbox), 0).await;
+    let first = execute(
+        ctx,
+        turn_id,
+        cancel,
+        call,
+        argv_event.clone(),
+        Some(sandbox),
+        0,
+    )
+    .await;
     let denied = sandboxed && first.output.as_ref().is_some_and(|o| o.sandbox_denied);
     if !denied || cancel.is_cancelled() {
         return first.item;
@@ -425,7 +443,9 @@ async fn patch(
         // The tool-runner gives the model the same error text, and writes
         // nothing.
         let sandbox = Some(settings.sandbox);
-        return execute(ctx, turn_id, cancel, call, None, sandbox, 0).await.item;
+        return execute(ctx, turn_id, cancel, call, None, sandbox, 0)
+            .await
+            .item;
     }
     let changes: Vec<PatchChange> = review.changes.iter().map(policy_change).collect();
     let decision = decide_patch(&PatchDecisionInput {
@@ -563,7 +583,13 @@ fn update_plan(ctx: &mut WorkflowContext<AgentWorkflow>, turn_id: &str, call: &C
         );
         return inline_output(&call.call_id, &text, call.custom);
     }
-    if args.plan.iter().filter(|s| s.status == "in_progress").count() > 1 {
+    if args
+        .plan
+        .iter()
+        .filter(|s| s.status == "in_progress")
+        .count()
+        > 1
+    {
         let text = "failed to parse function arguments: at most one step can be in_progress";
         return inline_output(&call.call_id, text, call.custom);
     }

@@ -14,7 +14,9 @@ use super::{
     ApiKey, Config, DEFAULT_MODEL, DEFAULT_PROVIDER, Limits, MAX_RETRIES_CAP, Provider,
     RetryTiming, WireApi,
 };
-use crate::controls::{CallDefaults, ReasoningEffort, ReasoningSummary, ServiceTier, Verbosity};
+use crate::controls::{
+    CallDefaults, Personality, ReasoningEffort, ReasoningSummary, ServiceTier, Verbosity,
+};
 
 /// A lookup of one environment variable; blank values count as unset.
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -58,6 +60,7 @@ struct ConfigToml {
     model_reasoning_summary: Option<ReasoningSummary>,
     model_verbosity: Option<Verbosity>,
     service_tier: Option<ServiceTier>,
+    personality: Option<Personality>,
     openai_base_url: Option<String>,
     profile: Option<String>,
     profiles: BTreeMap<String, ProfileToml>,
@@ -73,6 +76,7 @@ struct ProfileToml {
     model_reasoning_summary: Option<ReasoningSummary>,
     model_verbosity: Option<Verbosity>,
     service_tier: Option<ServiceTier>,
+    personality: Option<Personality>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -240,6 +244,7 @@ fn resolve(
                 .or(file.model_reasoning_summary),
             verbosity: profile.model_verbosity.or(file.model_verbosity),
             service_tier: profile.service_tier.or(file.service_tier),
+            personality: profile.personality.or(file.personality),
         },
         limits: Limits::default(),
         retry: RetryTiming::default(),
