@@ -164,3 +164,106 @@ async fn session_rolls_over_and_carries_everything() {
         .await
         .unwrap();
 }
+
+/// Compact: the model gets a summarisation request without tools, the session
+/// continues from the recent user messages plus the summary, and its history
+/// rolls over.
+#[tokio::test(flavor = "multi_thread")]
+async fn compact_replaces_the_conversation_with_a_summary() {
+    let fake = FakeModel::start(vec![
+        Scripted::assistant("noted"),
+        Scripted::assistant("sure"),
+        Scripted::assistant("The user's code word is PELICAN; nothing else is pending."),
+        Scripted::assistant("PELICAN"),
+    ])
+    .await
+    .unwrap();
+    let stack = {
+        let opts = StackOptions::new(fake.base_url());
+        tokio::task::spawn_blocking(move || Stack::start(opts))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let mut client = session::connect(&stack.session_api).await.unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let sid = session::create(&mut client, Some(workspace.path()))
+        .await
+        .unwrap();
+    let mut events = session::follow(&mut client, &sid, 0, false).await.unwrap();
+    let turn_done = |e: &pb::Event| matches!(e.msg, Some(Msg::TurnComplete(_))).then_some(());
+    session::send(&mut client, &sid, "t1", "remember the code word PELICAN")
+        .await
+        .unwrap();
+    session::until(&mut events, turn_done).await.unwrap();
+    session::send(&mut client, &sid, "t2", "and be brief")
+        .await
+        .unwrap();
+    session::until(&mut events, turn_done).await.unwrap();
+
+    client
+        .compact(pb::CompactRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+    let (_, compacted) = session::until(&mut events, |e| match &e.msg {
+        Some(Msg::ContextCompacted(c)) => Some(c.clone()),
+        Some(Msg::Error(err)) => panic!("compaction failed: {err:?}"),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert!(compacted.summary.contains("PELICAN"), "{compacted:?}");
+    let requests = fake.wait_for_requests(3, WAIT).await.unwrap();
+    let summarise = &requests[2];
+    assert!(
+        summarise.tool_names().is_empty(),
+        "tools offered to the summariser"
+    );
+    let last = summarise.input().last().unwrap();
+    assert!(
+        last["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("hand-off note"),
+        "{last}"
+    );
+
+    session::send(&mut client, &sid, "t3", "what was the code word?")
+        .await
+        .unwrap();
+    session::until(&mut events, turn_done).await.unwrap();
+    let after = &fake.wait_for_requests(4, WAIT).await.unwrap()[3];
+    let texts: Vec<(String, String)> = after
+        .conversation()
+        .iter()
+        .map(|i| {
+            (
+                i["role"].as_str().unwrap_or_default().to_string(),
+                i["content"][0]["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(texts.len(), 4, "{texts:#?}");
+    assert!(texts.iter().all(|(role, _)| role == "user"), "{texts:#?}");
+    assert_eq!(texts[0].1, "remember the code word PELICAN");
+    assert_eq!(texts[1].1, "and be brief");
+    assert!(texts[2].1.contains("hand-off note follows"), "{texts:#?}");
+    assert!(texts[2].1.contains("code word is PELICAN"), "{texts:#?}");
+    assert_eq!(texts[3].1, "what was the code word?");
+    let session = client
+        .get_session(pb::GetSessionRequest { session_id: sid })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert!(
+        session.history_rollovers >= 1,
+        "no rollover after compaction"
+    );
+}

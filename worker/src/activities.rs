@@ -67,6 +67,9 @@ pub struct ModelCallInput {
     pub reasoning_summary: String,
     #[serde(default)]
     pub personality: String,
+    /// Summarise the conversation into a new one instead of continuing it.
+    #[serde(default)]
+    pub compact: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -297,6 +300,7 @@ impl KeelActivities {
             reasoning_effort: input.reasoning_effort,
             reasoning_summary: input.reasoning_summary,
             personality: input.personality,
+            compact: input.compact,
             ..Default::default()
         };
         let mut client = self.model.clone();

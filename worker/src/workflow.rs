@@ -9,6 +9,7 @@
 //! sessions: gate such changes with `ctx.patched(..)` (see docs/).
 
 mod approvals;
+mod compact;
 mod tool_calls;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -92,6 +93,11 @@ pub struct AgentWorkflow {
     approved_for_session: BTreeSet<ApprovalKey>,
     /// Command prefixes allowed by exec-policy amendments.
     allowed_prefixes: Vec<Vec<String>>,
+    /// A Compact request waits for the turns before it.
+    compact_requested: bool,
+    /// Roll over at the next turn boundary whatever the budget says (after a
+    /// compaction, so the new run starts from the short conversation).
+    rollover_requested: bool,
 }
 
 enum TurnEnd {
@@ -119,6 +125,8 @@ impl AgentWorkflow {
             ended_requests: carried.ended_requests.into(),
             approved_for_session: carried.approved_for_session,
             allowed_prefixes: carried.allowed_prefixes,
+            compact_requested: carried.compact_requested,
+            rollover_requested: false,
             last_activity_ms: carried.last_activity_ms.max(input.created_at_ms),
             input,
             head: carried.head,
@@ -157,8 +165,14 @@ impl AgentWorkflow {
             if let Some(next) = ctx.state(|s| s.next_run_input(history, suggested)) {
                 ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
             }
-            ctx.wait_condition(|s| !s.inbox.is_empty() || s.shutdown_requested)
-                .await?;
+            ctx.wait_condition(|s| {
+                !s.inbox.is_empty() || s.shutdown_requested || s.compact_requested
+            })
+            .await?;
+            if ctx.state(|s| s.compact_requested && !s.shutdown_requested) {
+                compact::run(ctx).await;
+                continue;
+            }
             let next = ctx.state_mut(|s| {
                 if s.shutdown_requested {
                     None
@@ -212,6 +226,13 @@ impl AgentWorkflow {
     pub fn interrupt(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _input: ()) {
         if let Some(token) = &self.turn_cancel {
             token.cancel_with_reason("interrupted");
+        }
+    }
+
+    #[signal(name = "compact")]
+    pub fn compact(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _input: ()) {
+        if !self.shutdown_requested {
+            self.compact_requested = true;
         }
     }
 
@@ -297,7 +318,7 @@ impl AgentWorkflow {
         };
         if self.shutdown_requested
             || self.turns_this_run == 0
-            || !(suggested || history_length >= budget)
+            || !(suggested || history_length >= budget || self.rollover_requested)
         {
             return None;
         }
@@ -320,6 +341,7 @@ impl AgentWorkflow {
                 approved_for_session: self.approved_for_session.clone(),
                 allowed_prefixes: self.allowed_prefixes.clone(),
                 ended_requests: self.ended_requests.iter().cloned().collect(),
+                compact_requested: self.compact_requested,
             }),
             ..self.input.clone()
         })
@@ -571,6 +593,7 @@ async fn sample_until_done(
                 reasoning_effort: settings.reasoning_effort,
                 reasoning_summary: settings.reasoning_summary,
                 personality: settings.personality,
+                compact: false,
             }
         });
         let result = ctx

@@ -9,6 +9,7 @@
 mod call;
 pub mod capacity;
 mod chat;
+mod compact;
 pub mod config;
 pub mod controls;
 pub mod error;

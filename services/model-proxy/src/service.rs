@@ -25,6 +25,7 @@ use tracing::Instrument as _;
 
 use crate::call::{Call, Sampled, Sender, send};
 use crate::capacity::{Capacity, Limiter};
+use crate::compact;
 use crate::config::{Config, Provider};
 use crate::controls::{CallControls, RequestedControls};
 use crate::error::ProxyError;
@@ -219,7 +220,12 @@ impl Inner {
             },
             &self.config.defaults,
         )?;
-        let tools = parse_tools(&req.tools)?;
+        // A compaction summarises; it must not call tools.
+        let tools = if req.compact {
+            Vec::new()
+        } else {
+            parse_tools(&req.tools)?
+        };
         let mut input = Vec::new();
         for (i, json) in req.ephemeral_items_json.iter().enumerate() {
             let item = items::parse_item(json, &format!("ephemeral_items_json[{i}]"))?;
@@ -237,7 +243,16 @@ impl Inner {
         let appended = self.store_appends(conversation.append).await?;
         let mut digests = conversation::item_digests(&self.blobs, head).await?;
         digests.extend(appended.iter().cloned());
-        input.extend(self.load_items(&digests).await?);
+        let loaded = self.load_items(&digests).await?;
+        let kept = if req.compact {
+            compact::kept_user_messages(&digests, &loaded)
+        } else {
+            Vec::new()
+        };
+        input.extend(loaded);
+        if req.compact {
+            input.push(compact::prompt_item());
+        }
         tracing::info!(
             wire_api = route.provider.wire_api.as_str(),
             items = digests.len(),
@@ -272,6 +287,22 @@ impl Inner {
             started,
         };
         let sampled = call.run(body, tx).await?;
+        if req.compact {
+            let summary = compact::summary_text(&self.blobs, &sampled).await?;
+            let summary_item = compact::summary_item(&summary);
+            let mut items = kept;
+            items.push(self.blobs.put_json(&summary_item).await?);
+            let new_head = conversation::append(&self.blobs, None, items).await?;
+            return self
+                .announce(
+                    new_head.unwrap_or_default(),
+                    sampled,
+                    provider_id,
+                    model,
+                    tx,
+                )
+                .await;
+        }
         self.complete(head, appended, sampled, provider_id, model, tx)
             .await
     }
@@ -287,19 +318,31 @@ impl Inner {
         model: &str,
         tx: &Sender,
     ) -> Result<(), ProxyError> {
+        let new_items = appended
+            .into_iter()
+            .chain(sampled.outputs.iter().map(|(d, _)| d.clone()))
+            .collect();
+        let head = conversation::append(&self.blobs, head, new_items)
+            .await?
+            .unwrap_or_default();
+        self.announce(head, sampled, provider_id, model, tx).await
+    }
+
+    /// Announces the output items and `completed` with the new `head`.
+    async fn announce(
+        &self,
+        head: String,
+        sampled: Sampled,
+        provider_id: &str,
+        model: &str,
+        tx: &Sender,
+    ) -> Result<(), ProxyError> {
         let Sampled {
             response_id,
             model: answered_by,
             usage,
             outputs,
         } = sampled;
-        let new_items = appended
-            .into_iter()
-            .chain(outputs.iter().map(|(d, _)| d.clone()))
-            .collect();
-        let head = conversation::append(&self.blobs, head, new_items)
-            .await?
-            .unwrap_or_default();
         tracing::info!(
             response_id,
             outputs = outputs.len(),

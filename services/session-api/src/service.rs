@@ -8,8 +8,9 @@ use keel_blobstore::BlobStore;
 use keel_proto::v1 as pb;
 use keel_proto::v1::session_service_server::SessionService;
 use keel_workflow_api::{
-    self as api, InterruptSignal, OverrideContextUpdate, RespondUpdate, RunStatus, SessionInput,
-    SessionState, SessionWorkflow, ShutdownSignal, StateQuery, UserTurn, UserTurnSignal,
+    self as api, CompactSignal, InterruptSignal, OverrideContextUpdate, RespondUpdate, RunStatus,
+    SessionInput, SessionState, SessionWorkflow, ShutdownSignal, StateQuery, UserTurn,
+    UserTurnSignal,
 };
 use serde_json::json;
 use temporalio_client::{
@@ -529,6 +530,17 @@ impl SessionService for SessionApi {
             other => other?,
         }
         Ok(Response::new(pb::CloseSessionResponse {}))
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactRequest>,
+    ) -> Result<Response<pb::CompactResponse>, Status> {
+        let req = request.into_inner();
+        required_session_id(&req.session_id)?;
+        self.signal(&req.session_id, CompactSignal, (), "cannot compact")
+            .await?;
+        Ok(Response::new(pb::CompactResponse {}))
     }
 
     async fn override_turn_context(

@@ -12,8 +12,10 @@
 //! * [`tools`] parses a model tool call and turns it into one output, and
 //!   defines the tools' Responses API specs;
 //! * [`context`] gathers AGENTS.md, the environment context and git facts;
-//! * [`calls`] makes every tool call happen once per (session id, call id):
-//!   the execution registry and the on-disk journal;
+//! * [`calls`] makes every tool call happen once per (session id, call id,
+//!   attempt): the execution registry and the on-disk journal;
+//! * [`sandbox`] confines commands (Landlock, seccomp, read-only binds) and
+//!   the tool-runner's own writes to a call's sandbox policy;
 //! * [`service`] is the `keel.v1.ToolService` gRPC surface.
 
 pub mod calls;
@@ -21,6 +23,7 @@ pub mod context;
 pub mod exec;
 pub mod format;
 pub mod patch;
+pub mod sandbox;
 pub mod service;
 pub mod tools;
 pub mod workspace;

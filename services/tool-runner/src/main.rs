@@ -1,6 +1,8 @@
 //! `keel-tool-runner`: serves `keel.v1.ToolService`, running the agent's
 //! tool calls on the session's workspace; `keel-tool-runner apply-patch`
-//! applies a patch from stdin the way the `apply_patch` tool does.
+//! applies a patch from stdin the way the `apply_patch` tool does. The
+//! hidden `keel-tool-runner sandbox-exec` is the sandbox helper the
+//! tool-runner starts sandboxed commands through.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -15,9 +17,13 @@ use keel_tool_runner::calls::{Journal, lock_state_dir};
 use keel_tool_runner::exec::Executor;
 use keel_tool_runner::format::TruncationPolicy;
 use keel_tool_runner::patch::{PatchResult, apply_patch};
+use keel_tool_runner::sandbox::{
+    self, SandboxMode, SandboxPolicy, SandboxSettings, status::SandboxStatus,
+};
 use keel_tool_runner::tools::apply_patch::{Layout, patch_outcome};
 use keel_tool_runner::workspace::Workspace;
 use keel_tool_runner::{SERVICE_NAME, ToolRunner, ToolRunnerConfig};
+use nix::sys::resource::{Resource, setrlimit};
 use tonic::service::Routes;
 
 #[derive(Debug, Parser)]
@@ -71,6 +77,26 @@ struct ServeOptions {
         value_parser = clap::value_parser!(u64).range(1..=24 * 365 * 10)
     )]
     journal_retention_hours: u64,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+#[derive(Debug, Args)]
+struct SandboxArgs {
+    /// The sandbox of calls that set none: read-only, workspace-write or
+    /// danger-full-access.
+    #[arg(long, env = "KEEL_DEFAULT_SANDBOX", default_value = "workspace-write")]
+    default_sandbox: SandboxMode,
+    /// Refuse (FAILED_PRECONDITION) restricted commands this host cannot
+    /// confine, instead of running them with whatever it can enforce. The
+    /// variable takes 1/0, true/false, yes/no, on/off.
+    #[arg(
+        long,
+        env = "KEEL_REQUIRE_SANDBOX",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    require_sandbox: bool,
 }
 
 /// How often the journal is pruned.
@@ -128,6 +154,11 @@ impl WorkspaceArgs {
 }
 
 fn main() -> anyhow::Result<ExitCode> {
+    // Before anything else, and before any thread exists: the helper enters
+    // namespaces and installs seccomp, which need a single thread.
+    if let Some(code) = sandbox::helper::dispatch() {
+        return Ok(code);
+    }
     let cli = Cli::parse();
     match cli.command {
         Some(Command::ApplyPatch(args)) => apply_patch_command(&args),
@@ -172,8 +203,15 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
         "tool-call journal opened"
     );
 
+    // No command needs to dump core, and a core file could hold what the
+    // command read; children inherit the limit.
+    if let Err(err) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
+        tracing::warn!(error = %err, "cannot disable core dumps");
+    }
+    let (executor, sandbox) = sandbox_settings(&args.sandbox)?;
     let runner = ToolRunner::new(ToolRunnerConfig {
-        executor: Executor::from_process_env(),
+        executor,
+        sandbox,
         blobs,
         default_cwd,
         workspace,
@@ -205,6 +243,29 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
     }
     served?;
     Ok(())
+}
+
+/// The executor with this binary as its sandbox helper, and the sandbox
+/// settings with what the host enforces (probed and logged now).
+fn sandbox_settings(args: &SandboxArgs) -> anyhow::Result<(Executor, SandboxSettings)> {
+    let helper = std::env::current_exe().context("cannot find the tool-runner's own binary")?;
+    let status = SandboxStatus::probe(&helper);
+    let complete =
+        status.filesystem_enforced && status.network_enforced && status.protected_paths_enforced;
+    if complete {
+        tracing::info!(mechanism = %status.mechanism, default_sandbox = %args.default_sandbox, require_sandbox = args.require_sandbox, "sandbox enforced");
+    } else if args.require_sandbox {
+        tracing::warn!(mechanism = %status.mechanism, detail = %status.detail, default_sandbox = %args.default_sandbox, "sandbox incomplete: restricted commands it cannot confine are refused (--require-sandbox)");
+    } else {
+        tracing::warn!(mechanism = %status.mechanism, detail = %status.detail, default_sandbox = %args.default_sandbox, "sandbox incomplete: restricted commands run with what this host enforces; pass --require-sandbox to refuse them");
+    }
+    let executor = Executor::from_process_env().with_sandbox_helper(helper);
+    let settings = SandboxSettings {
+        default_policy: SandboxPolicy::new(args.default_sandbox),
+        require: args.require_sandbox,
+        status,
+    };
+    Ok((executor, settings))
 }
 
 /// `tool-runner-state` next to a `file://` blob store's directory; for

@@ -15,7 +15,8 @@ use keel_proto::v1::tool_service_server::ToolService;
 use keel_proto::v1::{
     ApplyPatchFormat, CancelToolCallRequest, CancelToolCallResponse, CloseToolSessionRequest,
     CloseToolSessionResponse, ExecRequest, ExecResponse, GetProjectContextRequest,
-    GetProjectContextResponse, GitInfo, ListToolsRequest, ListToolsResponse, RunToolRequest,
+    GetProjectContextResponse, GetSandboxStatusRequest, GetSandboxStatusResponse, GitInfo,
+    ListToolsRequest, ListToolsResponse, ReviewPatchRequest, ReviewPatchResponse, RunToolRequest,
     RunToolResponse, ShellToolKind, ToolSpec,
 };
 use tonic::{Request, Response, Status};
@@ -26,9 +27,11 @@ use crate::context::{self, AgentsMdOptions, EnvironmentFacts, agents_md_message_
 use crate::exec::registry::ProcessRegistry;
 use crate::exec::{DEFAULT_TIMEOUT, ExecError, ExecSpec, Executor};
 use crate::format::TruncationPolicy;
+use crate::sandbox::{CallSandbox, SandboxPolicy, SandboxSettings};
 use crate::tools::specs::{ApplyPatchTool, ShellTool, ToolOptions, tool_specs};
 use crate::workspace::{Workspace, WorkspaceError};
 
+mod review;
 mod run;
 
 /// The name grpc.health.v1 reports SERVING.
@@ -56,6 +59,9 @@ pub struct ToolRunnerConfig {
     pub journal: Journal,
     /// How long finished calls are remembered.
     pub journal_retention: Duration,
+    /// The default sandbox, whether it is required, and what this host
+    /// enforces.
+    pub sandbox: SandboxSettings,
 }
 
 /// The gRPC service; cheap to clone.
@@ -79,6 +85,7 @@ struct Inner {
     journal_retention: Duration,
     /// The calls running (or remembered only in memory), by key.
     executions: Executions,
+    sandbox: SandboxSettings,
 }
 
 impl ToolRunner {
@@ -105,6 +112,7 @@ impl ToolRunner {
                 journal: config.journal,
                 journal_retention: config.journal_retention,
                 executions: Executions::default(),
+                sandbox: config.sandbox,
             }),
         }
     }
@@ -154,6 +162,25 @@ impl ToolRunner {
         left
     }
 
+    /// A request's sandbox policy; the default when it sets none.
+    fn sandbox_policy(
+        &self,
+        policy: Option<&keel_proto::v1::SandboxPolicy>,
+    ) -> Result<SandboxPolicy, Status> {
+        SandboxPolicy::from_proto(policy, &self.inner.sandbox.default_policy)
+            .map_err(|err| Status::invalid_argument(err.to_string()))
+    }
+
+    /// One call's sandbox in its (canonical) cwd.
+    fn call_sandbox(&self, policy: SandboxPolicy, cwd: &Path) -> CallSandbox {
+        let tmpdir = self
+            .inner
+            .executor
+            .inherited_var("TMPDIR")
+            .map(PathBuf::from);
+        CallSandbox::new(policy, cwd, tmpdir.as_deref(), self.inner.sandbox.require)
+    }
+
     /// The session cwd (canonical) for a request's `cwd`.
     fn session_cwd(&self, cwd: &str) -> Result<PathBuf, WorkspaceError> {
         self.inner
@@ -181,11 +208,19 @@ impl ToolService for ToolRunner {
             0 => DEFAULT_TIMEOUT,
             ms => Duration::from_millis(ms),
         };
+        // The raw primitive runs under the default sandbox, with its workdir
+        // as the cwd.
+        let policy = inner.sandbox.default_policy.clone();
+        if let Some(refusal) = inner.sandbox.refusal(&policy) {
+            return Err(Status::failed_precondition(refusal));
+        }
+        let sandbox = self.call_sandbox(policy, &cwd).confinement();
         let spec = ExecSpec {
             argv: req.argv,
             cwd,
             timeout,
             env: req.env,
+            sandbox,
         };
         let out = self.inner.executor.run(&spec).await.map_err(exec_status)?;
         tracing::info!(argv = ?spec.argv, exit_code = out.exit_code, duration_ms = out.duration.as_millis(), "exec");
@@ -208,6 +243,15 @@ impl ToolService for ToolRunner {
         if req.tool_name.is_empty() {
             return Err(Status::invalid_argument("tool_name must not be empty"));
         }
+        let policy = self.sandbox_policy(req.sandbox.as_ref())?;
+        // Only commands need the platform sandbox; the tool-runner checks
+        // its own file writes itself.
+        if is_command_tool(&req.tool_name)
+            && let Some(refusal) = self.inner.sandbox.refusal(&policy)
+        {
+            tracing::warn!(session_id = %req.session_id, call_id = %req.call_id, tool = %req.tool_name, "{refusal}");
+            return Err(Status::failed_precondition(refusal));
+        }
         self.run_tool_once(req).await.map(Response::new)
     }
 
@@ -217,9 +261,15 @@ impl ToolService for ToolRunner {
     ) -> Result<Response<CancelToolCallResponse>, Status> {
         let req = request.into_inner();
         check_key(&req.session_id, &req.call_id)?;
-        let was_running = self
-            .cancel_call(&CallKey::new(&req.session_id, &req.call_id))
-            .await?;
+        // The latest attempt of the call: after an approved re-run, that is
+        // the one that may still be running.
+        let attempt = self
+            .inner
+            .executions
+            .latest_attempt(&req.session_id, &req.call_id)
+            .unwrap_or(0);
+        let key = CallKey::new(&req.session_id, &req.call_id).with_attempt(attempt);
+        let was_running = self.cancel_call(&key).await?;
         tracing::info!(
             session_id = %req.session_id,
             call_id = %req.call_id,
@@ -313,6 +363,25 @@ impl ToolService for ToolRunner {
             agents_md_paths,
         }))
     }
+
+    async fn review_patch(
+        &self,
+        request: Request<ReviewPatchRequest>,
+    ) -> Result<Response<ReviewPatchResponse>, Status> {
+        self.review(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_sandbox_status(
+        &self,
+        _request: Request<GetSandboxStatusRequest>,
+    ) -> Result<Response<GetSandboxStatusResponse>, Status> {
+        Ok(Response::new(self.inner.sandbox.status.to_proto()))
+    }
+}
+
+/// The tools that start commands, which the platform sandbox confines.
+fn is_command_tool(tool_name: &str) -> bool {
+    crate::calls::is_shell_family(tool_name)
 }
 
 /// A call id is required; NUL is refused in both ids so that the journal's
@@ -404,6 +473,7 @@ fn exec_status(err: ExecError) -> Status {
             _ => Status::internal(message),
         },
         ExecError::Wait { .. } => Status::internal(message),
+        ExecError::NoSandboxHelper { .. } => Status::failed_precondition(message),
     }
 }
 

@@ -98,6 +98,7 @@ async fn serves_exec_and_run_tool() {
             arguments: r#"{"command":["pwd"]}"#.into(),
             cwd: String::new(),
             custom: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -125,6 +126,7 @@ fn shell_call(call_id: &str, script: &str) -> RunToolRequest {
             .to_string(),
         cwd: String::new(),
         custom: false,
+        ..Default::default()
     }
 }
 

@@ -320,6 +320,9 @@ pub struct Carried {
     /// rollover still gets a precise rejection.
     #[serde(default)]
     pub ended_requests: Vec<(String, String)>,
+    /// A Compact request not yet served.
+    #[serde(default)]
+    pub compact_requested: bool,
 }
 
 /// Why a session workflow ended.
@@ -485,6 +488,9 @@ definition!(
 definition!(
     /// Abort the running turn.
     InterruptSignal, signal "interrupt", ());
+definition!(
+    /// Compact the conversation once the turns before are done.
+    CompactSignal, signal "compact", ());
 definition!(
     /// Close the session.
     ShutdownSignal, signal "shutdown", ());

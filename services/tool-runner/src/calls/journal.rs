@@ -77,6 +77,7 @@ pub struct StartedRecord<'a> {
     pub session_id: &'a str,
     pub call_id: &'a str,
     pub tool_name: &'a str,
+    pub attempt: u32,
     pub started_at_unix_ms: u64,
     pub tool_runner_pid: u32,
 }
@@ -336,6 +337,7 @@ mod tests {
             success: true,
             output_preview: preview.into(),
             command: None,
+            sandbox_denied: false,
         }
     }
 
@@ -344,6 +346,7 @@ mod tests {
             session_id: "s",
             call_id: "c",
             tool_name: "shell",
+            attempt: 0,
             started_at_unix_ms: 1,
             tool_runner_pid: 1,
         }

@@ -45,28 +45,44 @@ use sha2::{Digest as _, Sha256};
 
 pub use journal::{Journal, JournalEntry, JournalError, StateDirLock, lock_state_dir};
 
-/// What makes two RunTool requests the same call.
+/// What makes two RunTool requests the same call: the ids, and which
+/// execution of the call it is (`attempt`: 0 first, 1 for the re-run the
+/// user approved after a sandbox denial).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CallKey {
     pub session_id: String,
     pub call_id: String,
+    pub attempt: u32,
 }
 
 impl CallKey {
+    /// The first attempt of a call.
     pub fn new(session_id: &str, call_id: &str) -> Self {
         Self {
             session_id: session_id.to_string(),
             call_id: call_id.to_string(),
+            attempt: 0,
         }
     }
 
-    /// `sha256(session_id \0 call_id)` in hex: the journal's name for the
-    /// key. RunTool refuses ids containing NUL, so this is unambiguous.
+    pub fn with_attempt(self, attempt: u32) -> Self {
+        Self { attempt, ..self }
+    }
+
+    /// The journal's name for the key, in hex: `sha256(session_id \0
+    /// call_id)` for attempt 0 — the name from before attempts existed, so
+    /// old journals keep answering — and `sha256(session_id \0 call_id \0
+    /// attempt)` (decimal) for later attempts. RunTool refuses ids
+    /// containing NUL, so neither form is ambiguous.
     pub fn digest(&self) -> String {
         let mut hasher = Sha256::new();
         hasher.update(self.session_id.as_bytes());
         hasher.update([0]);
         hasher.update(self.call_id.as_bytes());
+        if self.attempt > 0 {
+            hasher.update([0]);
+            hasher.update(self.attempt.to_string().as_bytes());
+        }
         hex::encode(hasher.finalize())
     }
 }
@@ -111,10 +127,18 @@ mod tests {
         let b = CallKey::new("a", "bc").digest();
         assert_ne!(a, b);
         assert_eq!(a.len(), 64);
-        // sha256("s\0c")
+        // sha256("s\0c"): attempt 0 keeps the journal's old names.
         assert_eq!(
             CallKey::new("s", "c").digest(),
             hex::encode(Sha256::digest(b"s\0c"))
+        );
+        assert_eq!(
+            CallKey::new("s", "c").with_attempt(1).digest(),
+            hex::encode(Sha256::digest(b"s\0c\x001"))
+        );
+        assert_ne!(
+            CallKey::new("s", "c").with_attempt(1).digest(),
+            CallKey::new("s", "c").with_attempt(2).digest()
         );
     }
 

@@ -238,6 +238,15 @@ impl Executions {
         }
     }
 
+    /// The highest attempt of the call known in memory, if any.
+    pub fn latest_attempt(&self, session_id: &str, call_id: &str) -> Option<u32> {
+        self.entries()
+            .keys()
+            .filter(|key| key.session_id == session_id && key.call_id == call_id)
+            .map(|key| key.attempt)
+            .max()
+    }
+
     /// The key's execution, if any.
     pub fn get(&self, key: &CallKey) -> Option<Arc<Execution>> {
         self.entries().get(key).cloned()

@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::time::Instant;
 
+use crate::sandbox::Confinement;
 pub use env::{inheritable, is_secret_name};
 use spawn::Spawned;
 pub use spawn::StdinMode;
@@ -48,6 +49,8 @@ pub struct ExecSpec {
     /// Set on top of the inherited (secret-free) environment. The caller chose
     /// these, so they are passed even when named like secrets.
     pub env: HashMap<String, String>,
+    /// The sandbox to run in; `None` runs the command directly.
+    pub sandbox: Option<Confinement>,
 }
 
 /// How a command ended.
@@ -75,6 +78,10 @@ pub enum ExecError {
         program: String,
         source: std::io::Error,
     },
+    #[error(
+        "cannot run {program:?} sandboxed: this tool-runner has no sandbox helper (keel-tool-runner sandbox-exec)"
+    )]
+    NoSandboxHelper { program: String },
     #[error("waiting for {program:?} failed: {source}")]
     Wait {
         program: String,
@@ -87,7 +94,7 @@ impl ExecError {
     pub fn io_error(&self) -> Option<&std::io::Error> {
         match self {
             Self::Spawn { source, .. } | Self::Wait { source, .. } => Some(source),
-            Self::EmptyArgv | Self::InvalidEnvName(_) => None,
+            Self::EmptyArgv | Self::InvalidEnvName(_) | Self::NoSandboxHelper { .. } => None,
         }
     }
 }
@@ -96,6 +103,10 @@ impl ExecError {
 #[derive(Debug, Clone)]
 pub struct Executor {
     base_env: Vec<(OsString, OsString)>,
+    /// The binary whose `sandbox-exec` subcommand confines sandboxed
+    /// commands (the tool-runner's own); without one, sandboxed commands
+    /// cannot start.
+    sandbox_helper: Option<PathBuf>,
 }
 
 impl Executor {
@@ -109,7 +120,18 @@ impl Executor {
     pub fn with_inherited_env(vars: impl IntoIterator<Item = (OsString, OsString)>) -> Self {
         Self {
             base_env: inheritable(vars),
+            sandbox_helper: None,
         }
+    }
+
+    /// Confines sandboxed commands through `helper sandbox-exec`.
+    pub fn with_sandbox_helper(mut self, helper: PathBuf) -> Self {
+        self.sandbox_helper = Some(helper);
+        self
+    }
+
+    pub fn sandbox_helper(&self) -> Option<&std::path::Path> {
+        self.sandbox_helper.as_deref()
     }
 
     /// Runs `spec` to completion. Dropping the returned future kills the
@@ -120,7 +142,13 @@ impl Executor {
         let Spawned {
             mut child,
             mut group,
-        } = self.spawn(&spec.argv, &spec.cwd, &spec.env, StdinMode::Null)?;
+        } = self.spawn(
+            &spec.argv,
+            &spec.cwd,
+            &spec.env,
+            StdinMode::Null,
+            spec.sandbox.as_ref(),
+        )?;
 
         let mut stdout = child.stdout.take();
         let mut stderr = child.stderr.take();

@@ -138,7 +138,9 @@ mod tests {
     fn sleeper() -> Arc<LongRunningProcess> {
         let executor = Executor::with_inherited_env(std::env::vars_os());
         let argv = vec!["sleep".to_string(), "30".to_string()];
-        Arc::new(LongRunningProcess::start(&executor, argv, &std::env::temp_dir(), false).unwrap())
+        Arc::new(
+            LongRunningProcess::start(&executor, argv, &std::env::temp_dir(), false, None).unwrap(),
+        )
     }
 
     #[tokio::test]

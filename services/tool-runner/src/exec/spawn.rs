@@ -1,16 +1,22 @@
 //! The one place the tool-runner starts a process. Everything that runs a
 //! command — `shell`, `shell_command`, `exec_command`, Exec — comes through
-//! [`Executor::spawn`], so confinement (the sandbox, to come) wraps here:
-//! it can rewrite the argv or add restrictions before the process exists.
+//! [`Executor::spawn`], so confinement wraps here: a sandboxed command is
+//! started as `<helper> sandbox-exec --policy … -- argv` (see
+//! [`crate::sandbox::helper`]), which confines itself and then becomes the
+//! command, keeping its pid, process group and pipes.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use tokio::process::{Child, Command};
 
 use super::group::ProcessGroup;
 use super::{ExecError, Executor};
+use crate::sandbox::{Confinement, NETWORK_DISABLED_ENV, helper};
 
 /// What the process gets as stdin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,24 +38,55 @@ pub(crate) struct Spawned {
 
 impl Executor {
     /// Starts `argv` in `cwd` with the inherited (secret-free) environment
-    /// plus `env`.
+    /// plus `env`, confined by `sandbox` when given.
     pub(crate) fn spawn(
         &self,
         argv: &[String],
         cwd: &Path,
         env: &HashMap<String, String>,
         stdin: StdinMode,
+        sandbox: Option<&Confinement>,
     ) -> Result<Spawned, ExecError> {
         let (program, args) = argv.split_first().ok_or(ExecError::EmptyArgv)?;
         if let Some(bad) = env.keys().find(|k| k.is_empty() || k.contains(['=', '\0'])) {
             return Err(ExecError::InvalidEnvName(bad.clone()));
         }
-        let child = Command::new(program)
-            .args(args)
+        let spawn_error = |source| ExecError::Spawn {
+            program: program.clone(),
+            source,
+        };
+        let mut command = match sandbox {
+            None => {
+                let mut command = Command::new(program);
+                command.args(args);
+                command
+            }
+            Some(confinement) => {
+                let helper =
+                    self.sandbox_helper
+                        .as_deref()
+                        .ok_or_else(|| ExecError::NoSandboxHelper {
+                            program: program.clone(),
+                        })?;
+                // The helper executes the command only after confining
+                // itself, when it can no longer report a spawn error the
+                // way a direct spawn does: look the program up here.
+                self.find_program(program, cwd, env).map_err(spawn_error)?;
+                let wrapped = helper::wrap_argv(helper, confinement, argv);
+                let mut command = Command::new(&wrapped[0]);
+                command.args(&wrapped[1..]);
+                command
+            }
+        };
+        command
             .current_dir(cwd)
             .env_clear()
             .envs(self.base_env.iter().map(|(k, v)| (k, v)))
-            .envs(env)
+            .envs(env);
+        if sandbox.is_some_and(|c| c.restrict_network) {
+            command.env(NETWORK_DISABLED_ENV, "1");
+        }
+        let child = command
             .stdin(match stdin {
                 StdinMode::Null => Stdio::null(),
                 StdinMode::Piped => Stdio::piped(),
@@ -61,10 +98,7 @@ impl Executor {
             // reap it if the owner is dropped mid-run.
             .kill_on_drop(true)
             .spawn()
-            .map_err(|source| ExecError::Spawn {
-                program: program.clone(),
-                source,
-            })?;
+            .map_err(spawn_error)?;
         let group = ProcessGroup::new(child.id());
         Ok(Spawned { child, group })
     }
@@ -76,4 +110,43 @@ impl Executor {
             .find(|(k, _)| k == name)
             .and_then(|(_, v)| v.to_str().map(str::to_string))
     }
+
+    /// Where `program` would be executed from, as `execvp` looks it up:
+    /// a name with a slash is taken from `cwd`, anything else searched on
+    /// the command's PATH. NotFound as a direct spawn would report it.
+    fn find_program(
+        &self,
+        program: &str,
+        cwd: &Path,
+        env: &HashMap<String, String>,
+    ) -> io::Result<PathBuf> {
+        let is_executable = |path: &Path| {
+            path.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        };
+        if program.contains('/') {
+            let path = cwd.join(program);
+            return if path.exists() {
+                Ok(path)
+            } else {
+                Err(not_found())
+            };
+        }
+        let path: Option<OsString> = env.get("PATH").map(OsString::from).or_else(|| {
+            self.base_env
+                .iter()
+                .find(|(k, _)| k == "PATH")
+                .map(|(_, v)| v.clone())
+        });
+        let path = path.unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+        std::env::split_paths(&path)
+            .map(|dir| cwd.join(dir).join(program))
+            .find(|candidate| is_executable(candidate))
+            .ok_or_else(not_found)
+    }
+}
+
+/// ENOENT as the OS reports it, so the text matches a direct spawn's.
+fn not_found() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOENT)
 }

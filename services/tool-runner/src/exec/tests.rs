@@ -12,6 +12,7 @@ fn spec(argv: &[&str], cwd: &Path) -> ExecSpec {
         cwd: cwd.to_path_buf(),
         timeout: DEFAULT_TIMEOUT,
         env: HashMap::new(),
+        sandbox: None,
     }
 }
 

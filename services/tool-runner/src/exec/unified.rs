@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use super::group::ProcessGroup;
 use super::spawn::{Spawned, StdinMode};
 use super::{ExecError, Executor, IO_DRAIN_TIMEOUT, READ_CHUNK_BYTES, exit_code, read_chunk};
+use crate::sandbox::Confinement;
 
 /// Output kept between two calls (Codex keeps 1 MiB). Beyond it the middle
 /// is dropped: the start and the latest output matter most.
@@ -50,6 +51,8 @@ pub struct LongRunningProcess {
     pump: JoinHandle<()>,
     pub command: Vec<String>,
     pub cwd: PathBuf,
+    /// It runs in the sandbox, so a failure may be a sandbox denial.
+    pub sandboxed: bool,
 }
 
 #[derive(Debug)]
@@ -87,6 +90,7 @@ impl LongRunningProcess {
         argv: Vec<String>,
         cwd: &Path,
         tty: bool,
+        sandbox: Option<&Confinement>,
     ) -> Result<Self, ExecError> {
         let stdin_mode = if tty {
             StdinMode::Piped
@@ -94,7 +98,7 @@ impl LongRunningProcess {
             StdinMode::Null
         };
         let Spawned { mut child, group } =
-            executor.spawn(&argv, cwd, &HashMap::new(), stdin_mode)?;
+            executor.spawn(&argv, cwd, &HashMap::new(), stdin_mode, sandbox)?;
         let stdin = child.stdin.take();
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
@@ -108,6 +112,7 @@ impl LongRunningProcess {
             pump,
             command: argv,
             cwd: cwd.to_path_buf(),
+            sandboxed: sandbox.is_some(),
         })
     }
 
@@ -265,7 +270,7 @@ mod tests {
 
     fn sh(script: &str, tty: bool) -> LongRunningProcess {
         let argv = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
-        LongRunningProcess::start(&executor(), argv, &std::env::temp_dir(), tty).unwrap()
+        LongRunningProcess::start(&executor(), argv, &std::env::temp_dir(), tty, None).unwrap()
     }
 
     fn soon(ms: u64) -> Instant {

@@ -71,8 +71,24 @@ pub enum Change {
         path: PathBuf,
         shown: String,
         move_to: Option<PathBuf>,
+        /// What the file held before this hunk (for ReviewPatch's diff).
+        original: String,
         contents: String,
     },
+}
+
+impl Change {
+    /// The paths the change writes or removes.
+    pub fn written_paths(&self) -> Vec<&Path> {
+        match self {
+            Self::Add { path, .. } | Self::Delete { path, .. } => vec![path],
+            Self::Update { path, move_to, .. } => {
+                let mut paths = vec![path.as_path()];
+                paths.extend(move_to.as_deref());
+                paths
+            }
+        }
+    }
 }
 
 /// The files a successful patch touched, as the patch spells them.
@@ -174,6 +190,7 @@ pub fn plan(hunks: &[Hunk], cwd: &Path, workspace: &Workspace) -> Result<Vec<Cha
                     path,
                     shown,
                     move_to,
+                    original,
                     contents,
                 });
             }
@@ -210,6 +227,7 @@ pub fn execute(changes: &[Change]) -> Result<Affected, WriteError> {
                 shown,
                 move_to,
                 contents,
+                ..
             } => {
                 let target = move_to.as_ref().unwrap_or(path);
                 create_parent(target)?;

@@ -30,7 +30,7 @@ impl ToolRunner {
         &self,
         req: RunToolRequest,
     ) -> Result<RunToolResponse, Status> {
-        let key = CallKey::new(&req.session_id, &req.call_id);
+        let key = CallKey::new(&req.session_id, &req.call_id).with_attempt(req.attempt);
         let digest = request_digest(&req);
         loop {
             let (exec, role) = self.inner.executions.begin(&key, &digest);
@@ -118,6 +118,7 @@ impl ToolRunner {
                     session_id: &req.session_id,
                     call_id: &req.call_id,
                     tool_name: &req.tool_name,
+                    attempt: req.attempt,
                     started_at_unix_ms: unix_ms(SystemTime::now()),
                     tool_runner_pid: std::process::id(),
                 };
@@ -154,7 +155,14 @@ impl ToolRunner {
             call_id = %req.call_id,
             tool = %req.tool_name,
             custom = req.custom,
+            attempt = req.attempt,
+            sandbox = req
+                .sandbox
+                .as_ref()
+                .and_then(|s| keel_proto::v1::SandboxMode::try_from(s.mode).ok())
+                .map_or("default", |mode| mode.as_str_name()),
             success = outcome.success,
+            sandbox_denied = outcome.sandbox_denied,
             aborted = exec.was_aborted(),
             exit_code = outcome.command.as_ref().map(|c| c.exit_code),
             "tool call"
@@ -165,8 +173,14 @@ impl ToolRunner {
     /// The tool call itself.
     async fn execute(&self, req: &RunToolRequest) -> ToolOutcome {
         let inner = &self.inner;
+        // Validated by RunTool before the call was registered.
+        let policy = match self.sandbox_policy(req.sandbox.as_ref()) {
+            Ok(policy) => policy,
+            Err(status) => return ToolOutcome::failure(status.message().to_string()),
+        };
         match self.session_cwd(&req.cwd) {
             Ok(cwd) => {
+                let sandbox = self.call_sandbox(policy, &cwd);
                 let ctx = ToolContext {
                     executor: &inner.executor,
                     policy: inner.policy,
@@ -175,6 +189,7 @@ impl ToolRunner {
                     session_id: &req.session_id,
                     cwd: &cwd,
                     user_shell: &inner.user_shell,
+                    sandbox: &sandbox,
                 };
                 let call = ToolCall {
                     name: &req.tool_name,
@@ -336,6 +351,12 @@ fn request_digest(req: &RunToolRequest) -> String {
         hasher.update([0]);
     }
     hasher.update([u8::from(req.custom)]);
+    hasher.update(
+        req.sandbox
+            .as_ref()
+            .map(prost::Message::encode_to_vec)
+            .unwrap_or_default(),
+    );
     hex::encode(hasher.finalize())
 }
 
@@ -372,6 +393,7 @@ fn output_item(
             running: c.process_id.is_some(),
             process_id: c.process_id.unwrap_or_default(),
         }),
+        sandbox_denied: outcome.sandbox_denied,
     };
     (item, response)
 }

@@ -46,6 +46,7 @@ fn runner_on(
         workspace,
         journal: Journal::open(state_dir).unwrap(),
         journal_retention: DEFAULT_JOURNAL_RETENTION,
+        sandbox: SandboxSettings::disabled(),
     })
 }
 
@@ -66,6 +67,7 @@ fn tool_req(call_id: &str, tool: &str, args: &str, cwd: &str) -> Request<RunTool
         arguments: args.into(),
         cwd: cwd.into(),
         custom: false,
+        ..Default::default()
     })
 }
 
@@ -337,6 +339,7 @@ async fn run_tool_outside_the_workspace_is_an_output() {
             arguments: "*** Begin Patch\n*** Add File: link/x.txt\n+x\n*** End Patch".into(),
             cwd: String::new(),
             custom: true,
+            ..Default::default()
         }))
         .await
         .unwrap()
@@ -365,6 +368,7 @@ async fn custom_calls_store_a_custom_tool_call_output() {
             arguments: "*** Begin Patch\n*** Add File: a.txt\n+a\n*** End Patch".into(),
             cwd: String::new(),
             custom: true,
+            ..Default::default()
         }))
         .await
         .unwrap()

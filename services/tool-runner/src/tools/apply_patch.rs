@@ -14,8 +14,10 @@ use super::{ToolContext, ToolOutcome, parse_arguments};
 use crate::format::{
     FormatError, TruncationPolicy, freeform_shell_output, structured_shell_output,
 };
+use crate::patch::apply::Change;
 use crate::patch::parser::{Hunk, parse_patch};
-use crate::patch::{PatchResult, apply_hunks};
+use crate::patch::{PatchResult, apply_hunks, verify};
+use crate::workspace::Workspace;
 
 /// Which exec layout a successful (or I/O-failed) patch is reported in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +68,26 @@ async fn run_text(ctx: &ToolContext<'_>, patch: &str, layout: Layout) -> ToolOut
     }
 }
 
+/// What a call's patch would change, without writing anything (for
+/// ReviewPatch); `Err` is the text RunTool would answer the model with.
+/// `arguments` as in RunTool: the raw patch when `custom`, else the JSON
+/// form.
+pub fn review(
+    arguments: &str,
+    custom: bool,
+    cwd: &Path,
+    workspace: &Workspace,
+) -> Result<Vec<Change>, String> {
+    let patch = if custom {
+        arguments.to_string()
+    } else {
+        parse_arguments::<ApplyPatchParams>(arguments)?.input
+    };
+    let hunks =
+        parse_patch(&patch).map_err(|err| format!("apply_patch verification failed: {err}"))?;
+    verify(&hunks, cwd, workspace).map_err(|refused| refused.text().to_string())
+}
+
 /// Applies parsed hunks in `cwd` (or `workdir` relative to it, the `cd` of
 /// `cd DIR && apply_patch`).
 pub async fn run_hunks(
@@ -83,9 +105,11 @@ pub async fn run_hunks(
         },
     };
     let workspace = ctx.workspace.clone();
+    let sandbox = ctx.sandbox.clone();
     let start = Instant::now();
     // File I/O, possibly on many files: off the async threads.
-    let result = tokio::task::spawn_blocking(move || apply_hunks(&hunks, &cwd, &workspace)).await;
+    let result =
+        tokio::task::spawn_blocking(move || apply_hunks(&hunks, &cwd, &workspace, &sandbox)).await;
     let result = match result {
         Ok(result) => result,
         Err(err) => return ToolOutcome::failure(format!("execution error: {err}")),
@@ -102,6 +126,12 @@ pub fn patch_outcome(
 ) -> ToolOutcome {
     let (body, exit_code) = match result {
         PatchResult::Refused { text } => return ToolOutcome::failure(text),
+        PatchResult::Denied { text } => {
+            return ToolOutcome {
+                sandbox_denied: true,
+                ..ToolOutcome::failure(text)
+            };
+        }
         PatchResult::Applied { summary } => (summary, 0),
         // Codex's apply_patch process prints the error and exits 1.
         PatchResult::Failed { message } => (format!("{message}\n"), 1),

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use crate::exec::Executor;
 use crate::exec::registry::ProcessRegistry;
 use crate::format::TruncationPolicy;
+use crate::sandbox::CallSandbox;
 use crate::workspace::Workspace;
 
 /// What a tool call runs with.
@@ -36,6 +37,9 @@ pub struct ToolContext<'a> {
     pub cwd: &'a Path,
     /// The user's shell for `shell_command` and `exec_command`.
     pub user_shell: &'a str,
+    /// The call's sandbox: commands run confined by it, and apply_patch
+    /// writes only what it allows.
+    pub sandbox: &'a CallSandbox,
 }
 
 /// One call as the model made it.
@@ -61,6 +65,9 @@ pub struct ToolOutcome {
     pub success: bool,
     /// Set when a command ran.
     pub command: Option<CommandRecord>,
+    /// The call ran sandboxed and the sandbox refused it (Codex's denial
+    /// rule, or apply_patch writing where the sandbox does not allow).
+    pub sandbox_denied: bool,
 }
 
 impl ToolOutcome {
@@ -70,6 +77,7 @@ impl ToolOutcome {
             items: None,
             success: false,
             command: None,
+            sandbox_denied: false,
         }
     }
 
@@ -79,6 +87,7 @@ impl ToolOutcome {
             items: None,
             success: true,
             command: None,
+            sandbox_denied: false,
         }
     }
 }

@@ -13,6 +13,7 @@ use super::apply_patch::{self, Layout};
 use super::{CommandRecord, ToolContext, ToolOutcome, resolve_workdir};
 use crate::exec::{DEFAULT_TIMEOUT, ExecError, ExecSpec};
 use crate::patch::invocation::{IMPLICIT_INVOCATION, Invocation, classify};
+use crate::sandbox::denial::is_sandbox_denial;
 
 /// `shell` / `container.exec` arguments (Codex's `ShellToolCallParams`).
 /// Unknown fields are ignored, as in Codex.
@@ -167,6 +168,7 @@ pub async fn run(ctx: &ToolContext<'_>, call: ShellCall, layout: Layout) -> Tool
             .timeout_ms
             .map_or(DEFAULT_TIMEOUT, Duration::from_millis),
         env: call.env,
+        sandbox: ctx.sandbox.confinement(),
     };
     let out = match ctx.executor.run(&spec).await {
         Ok(out) => out,
@@ -189,10 +191,17 @@ pub async fn run(ctx: &ToolContext<'_>, call: ShellCall, layout: Layout) -> Tool
         Ok(text) => text,
         Err(err) => return ToolOutcome::failure(format!("execution error: {err}")),
     };
+    let sandbox_denied = spec.sandbox.is_some()
+        && is_sandbox_denial(
+            out.exit_code,
+            out.timed_out,
+            &[&out.stdout, &out.stderr, &record.aggregated_output],
+        );
     ToolOutcome {
         text,
         items: None,
         success: out.exit_code == 0 && !out.timed_out,
+        sandbox_denied,
         command: Some(record),
     }
 }

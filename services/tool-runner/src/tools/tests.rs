@@ -13,6 +13,7 @@ pub(crate) struct Harness {
     pub executor: Executor,
     pub workspace: Workspace,
     pub processes: ProcessRegistry,
+    pub sandbox: CallSandbox,
 }
 
 impl Harness {
@@ -23,6 +24,7 @@ impl Harness {
             workspace: Workspace::restricted(std::slice::from_ref(&root)).unwrap(),
             executor: Executor::with_inherited_env(std::env::vars_os()),
             processes: ProcessRegistry::default(),
+            sandbox: CallSandbox::unrestricted(),
             root,
             _tmp: tmp,
         }
@@ -37,6 +39,7 @@ impl Harness {
             session_id: "s1",
             cwd: &self.root,
             user_shell: "sh",
+            sandbox: &self.sandbox,
         }
     }
 

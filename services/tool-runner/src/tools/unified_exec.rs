@@ -17,6 +17,7 @@ use super::{
 use crate::exec::unified::{Collected, LongRunningProcess};
 use crate::format::{UnifiedExecOutput, new_chunk_id};
 use crate::patch::invocation::{IMPLICIT_INVOCATION, Invocation, classify};
+use crate::sandbox::denial::is_sandbox_denial;
 
 /// `exec_command`'s default and bounds for `yield_time_ms`.
 const EXEC_YIELD_DEFAULT_MS: u64 = 10_000;
@@ -121,7 +122,13 @@ pub async fn run_exec_command(ctx: &ToolContext<'_>, arguments: &str) -> ToolOut
         ))
     };
     let start = Instant::now();
-    let process = match LongRunningProcess::start(ctx.executor, argv.clone(), &cwd, params.tty) {
+    let process = match LongRunningProcess::start(
+        ctx.executor,
+        argv.clone(),
+        &cwd,
+        params.tty,
+        ctx.sandbox.confinement().as_ref(),
+    ) {
         Ok(process) => Arc::new(process),
         Err(err) => {
             let message = err
@@ -233,10 +240,15 @@ fn finish(
         max_output_tokens,
     }
     .render(ctx.policy);
+    let sandbox_denied = process.sandboxed
+        && collected
+            .exit_code
+            .is_some_and(|code| is_sandbox_denial(code, false, &[&collected.output]));
     ToolOutcome {
         text,
         items: None,
         success: true,
+        sandbox_denied,
         command: Some(CommandRecord {
             command: process.command.clone(),
             cwd: process.cwd.clone(),

@@ -117,6 +117,7 @@ pub async fn run(ctx: &ToolContext<'_>, arguments: &str) -> ToolOutcome {
         items: Some(vec![item]),
         success: true,
         command: None,
+        sandbox_denied: false,
     }
 }
 

@@ -333,6 +333,7 @@ async fn a_call_cut_by_a_restart_is_not_run_again() {
                 session_id: "s1",
                 call_id: "k",
                 tool_name: "shell",
+                attempt: 0,
                 started_at_unix_ms: unix_ms(SystemTime::now()),
                 tool_runner_pid: 1,
             },

@@ -1,0 +1,87 @@
+//! Compact: the model-proxy summarises the conversation into a new, short
+//! one (the recent user messages plus the summary); the session continues
+//! from it and rolls its history over at once.
+
+use keel_proto::v1 as pb;
+use keel_workflow_api::RunStatus;
+use pb::event::Msg;
+use temporalio_sdk::{ActivityExecutionError, WorkflowCancellationToken, WorkflowContext};
+
+use super::{AgentWorkflow, developer_items, failure_message, model_options, upsert_memo};
+use crate::activities::{KeelActivities, ModelCallInput, OutputItem};
+use crate::events::unix_ms;
+
+/// Serves a Compact request. Interruptible like a turn.
+pub(super) async fn run(ctx: &mut WorkflowContext<AgentWorkflow>) {
+    let cancel = WorkflowCancellationToken::new();
+    let now = ctx.workflow_time();
+    ctx.state_mut(|s| {
+        s.compact_requested = false;
+        s.status = RunStatus::Running;
+        s.turn_cancel = Some(cancel.clone());
+        s.last_activity_ms = unix_ms(now);
+    });
+    upsert_memo(ctx, RunStatus::Running);
+    let input = ctx.state(|s| {
+        let settings = s.effective();
+        ModelCallInput {
+            session_id: s.input.session_id.clone(),
+            turn_id: String::new(),
+            model: settings.model,
+            head: s.head.clone(),
+            append: s.pending.clone(),
+            tools: Vec::new(),
+            parallel_tool_calls: false,
+            ephemeral_items: developer_items(&s.input.developer_instructions)
+                .into_iter()
+                .chain(s.setup.iter().flat_map(|x| x.context_items.clone()))
+                .collect(),
+            reasoning_effort: settings.reasoning_effort,
+            reasoning_summary: settings.reasoning_summary,
+            personality: settings.personality,
+            compact: true,
+        }
+    });
+    let result = ctx
+        .execute_activity(KeelActivities::model_call, input, model_options(&cancel))
+        .await;
+    let now = ctx.workflow_time();
+    ctx.state_mut(|s| {
+        let msg = match result {
+            Ok(out) => {
+                s.head = Some(out.head.clone());
+                s.pending.clear();
+                s.usage.add(&out.usage);
+                // The next run starts from the short conversation.
+                s.rollover_requested = true;
+                s.turns_this_run += 1;
+                let summary = out
+                    .items
+                    .iter()
+                    .find_map(|i| match i {
+                        OutputItem::Message { role, text, .. } if role == "assistant" => {
+                            Some(text.clone())
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                Msg::ContextCompacted(pb::ContextCompacted { summary })
+            }
+            Err(ActivityExecutionError::Cancelled(_)) => Msg::Warning(pb::Warning {
+                message: "compaction interrupted; the conversation is unchanged".into(),
+            }),
+            Err(e) => {
+                let (message, class) = failure_message(&e);
+                Msg::Error(pb::ErrorEvent {
+                    message: format!("cannot compact the conversation: {message}"),
+                    codex_error_info: class,
+                })
+            }
+        };
+        s.emit(now, "", msg);
+        s.status = RunStatus::Idle;
+        s.turn_cancel = None;
+        s.last_activity_ms = unix_ms(now);
+    });
+    upsert_memo(ctx, RunStatus::Idle);
+}
