@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use keel_e2e::fake_model::{FakeModel, RecordedRequest, Scripted};
+use keel_e2e::fake_model::{FakeModel, RecordedRequest, Scripted, sse};
 use keel_e2e::history;
 use keel_e2e::session::{self, Client, EVENT_WAIT, until};
 use keel_e2e::stack::{Stack, StackOptions};
@@ -652,4 +652,133 @@ async fn turn_settings_reach_the_model() {
     )
     .await
     .unwrap();
+}
+
+fn patch_call(call_id: &str, patch: &str) -> Scripted {
+    Scripted::Events(vec![
+        sse::created(),
+        sse::output_item_done(json!({
+            "type": "custom_tool_call", "id": format!("ctc_{call_id}"), "call_id": call_id,
+            "name": "apply_patch", "input": patch,
+        })),
+        sse::completed(&format!("r_{call_id}"), 10, 5),
+    ])
+}
+
+/// Patches: inside the workspace they apply without asking; a patch that
+/// writes outside it asks with the per-file changes and applies once
+/// approved. On-failure: a command the sandbox denies asks to re-run
+/// without the sandbox, and the approved re-run does the work.
+#[tokio::test(flavor = "multi_thread")]
+async fn patch_approval_and_sandbox_denial_rerun() {
+    // Outside every writable root: not under the workspace, /tmp or $TMPDIR.
+    let outside = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let outside = outside.path().canonicalize().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().canonicalize().unwrap();
+    std::fs::write(ws.join("inside.txt"), "alpha\nbeta\n").unwrap();
+    let outside_file = outside.join("new.txt");
+    let inside_patch = "*** Begin Patch\n*** Add File: notes.txt\n+in the workspace\n*** End Patch";
+    let mixed_patch = format!(
+        "*** Begin Patch\n*** Update File: inside.txt\n@@\n alpha\n-beta\n+gamma\n*** Add File: {}\n+outside\n*** End Patch",
+        outside_file.display()
+    );
+    let denied_target = outside.join("rerun.txt");
+    let write_outside = format!("echo rerun > {}", denied_target.display());
+    let script = vec![
+        patch_call("p_inside", inside_patch),
+        patch_call("p_mixed", &mixed_patch),
+        Scripted::assistant("patched"),
+        shell("c_fail", &["bash", "-c", &write_outside]),
+        Scripted::assistant("written"),
+    ];
+    let (fake, _stack, mut client) = start(script, 0).await;
+
+    let (sid, mut events) = open(&mut client, &ws, policy(pb::ApprovalPolicy::OnRequest)).await;
+    session::send(&mut client, &sid, "t1", "patch things")
+        .await
+        .unwrap();
+    let (seen, req) = until(&mut events, |e| match &e.msg {
+        Some(Msg::ApplyPatchApprovalRequest(r)) => Some(r.clone()),
+        Some(Msg::TurnComplete(_)) => panic!("the patch outside was not asked: {e:?}"),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    // The patch inside the workspace applied without a question.
+    let begin = seen
+        .iter()
+        .find_map(|e| match &e.msg {
+            Some(Msg::PatchApplyBegin(b)) => Some(b.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(begin.call_id, "p_inside");
+    assert!(begin.auto_approved);
+    assert_eq!(
+        std::fs::read_to_string(ws.join("notes.txt")).unwrap(),
+        "in the workspace\n"
+    );
+    // The question shows every file with its change.
+    assert_eq!(req.call_id, "p_mixed");
+    assert_eq!(req.changes.len(), 2, "{req:?}");
+    let update = req
+        .changes
+        .iter()
+        .find(|c| c.path == ws.join("inside.txt").display().to_string())
+        .unwrap();
+    let Some(pb::file_change::Kind::Update(u)) = &update.kind else {
+        panic!("not an update: {update:?}")
+    };
+    assert!(
+        u.unified_diff.contains("-beta") && u.unified_diff.contains("+gamma"),
+        "{u:?}"
+    );
+    let add = req
+        .changes
+        .iter()
+        .find(|c| c.path == outside_file.display().to_string())
+        .unwrap();
+    assert!(matches!(&add.kind, Some(pb::file_change::Kind::Add(a)) if a.content == "outside\n"));
+    assert!(!outside_file.exists(), "applied before approval");
+    respond(&mut client, &sid, "p_mixed", decision(K::Approved))
+        .await
+        .unwrap();
+    let (seen, _) = turn_end(&mut events).await;
+    let end = seen
+        .iter()
+        .find_map(|e| match &e.msg {
+            Some(Msg::PatchApplyEnd(p)) if p.call_id == "p_mixed" => Some(p.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(end.success, "{end:?}");
+    assert_eq!(std::fs::read_to_string(&outside_file).unwrap(), "outside\n");
+    assert_eq!(
+        std::fs::read_to_string(ws.join("inside.txt")).unwrap(),
+        "alpha\ngamma\n"
+    );
+
+    // On-failure: denied by the sandbox, asked, re-run without it.
+    let (sid, mut events) = open(&mut client, &ws, policy(pb::ApprovalPolicy::OnFailure)).await;
+    session::send(&mut client, &sid, "t1", "write outside")
+        .await
+        .unwrap();
+    let (seen, req) = exec_request(&mut events).await;
+    let first = ends_in(&seen);
+    assert_eq!(first.len(), 1, "the sandboxed attempt ran once: {seen:#?}");
+    assert_ne!(first[0].exit_code, 0);
+    assert!(!denied_target.exists(), "the sandbox let the write through");
+    assert_eq!(req.call_id, "c_fail");
+    assert_eq!(req.reason, "command failed; retry without sandbox?");
+    respond(&mut client, &sid, "c_fail", decision(K::Approved))
+        .await
+        .unwrap();
+    let (seen, _) = turn_end(&mut events).await;
+    let rerun = ends_in(&seen);
+    assert_eq!(rerun.len(), 1);
+    assert_eq!(rerun[0].exit_code, 0, "{:?}", rerun[0]);
+    assert_eq!(std::fs::read_to_string(&denied_target).unwrap(), "rerun\n");
+    let told = output_for(&fake, "c_fail");
+    assert!(told.contains("\"exit_code\":0"), "{told}");
 }
