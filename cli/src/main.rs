@@ -7,11 +7,15 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+mod ask;
 mod client;
+mod control;
 mod policy;
 mod render;
+mod respond;
 mod run;
 mod sessions;
+mod settings;
 mod stack;
 mod state;
 
@@ -64,16 +68,19 @@ enum Command {
         json: bool,
     },
     /// Send a prompt to a new (or --session) session and show the turn.
+    ///
+    /// The settings flags set a new session's settings, or, with --session,
+    /// this turn's only (`keel override` changes them for good). Approval
+    /// requests and questions are asked on the terminal when stdin is one.
     Run {
         /// Continue this session instead of creating one.
         #[arg(long, value_name = "ID")]
         session: Option<String>,
-        /// Model for a new session (default: the model-proxy's).
-        #[arg(long, value_name = "MODEL")]
-        model: Option<String>,
         /// Working directory for a new session's tools (default: the current directory).
         #[arg(long, value_name = "DIR")]
         cwd: Option<PathBuf>,
+        #[command(flatten)]
+        settings: settings::TurnFlags,
         /// Print each event as one JSON object per line.
         #[arg(long)]
         json: bool,
@@ -87,6 +94,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List a session's requests waiting for an answer.
+    Pending(control::PendingArgs),
+    /// Approve a pending command or patch.
+    Approve(respond::ApproveArgs),
+    /// Deny a pending command or patch.
+    Deny(respond::DenyArgs),
+    /// Answer a pending question of the agent.
+    Answer(respond::AnswerArgs),
+    /// Change a session's settings for the rest of the session and print them.
+    Override(control::OverrideArgs),
+    /// Abort a session's running turn, if any.
+    Interrupt { session: String },
+    /// Summarise a session's conversation so far and continue from the
+    /// summary (runs after the current turn).
+    Compact { session: String },
     /// Check commands against Keel's approval rules, offline.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -142,22 +164,29 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Run {
             session,
-            model,
             cwd,
+            settings,
             json,
             prompt,
         } => {
             let target = resolve_target(cli.global.addr.as_deref(), &state)?;
             let options = run::RunOptions {
                 session,
-                model,
                 cwd,
+                settings,
                 json,
                 prompt,
             };
             run::run(target, options).await
         }
         Command::Sessions { json } => sessions::show(connect().await?, json).await,
+        Command::Pending(args) => control::pending(connect().await?, args).await,
+        Command::Approve(args) => respond::approve(connect().await?, args).await,
+        Command::Deny(args) => respond::deny(connect().await?, args).await,
+        Command::Answer(args) => respond::answer(connect().await?, args).await,
+        Command::Override(args) => control::override_context(connect().await?, args).await,
+        Command::Interrupt { session } => control::interrupt(connect().await?, session).await,
+        Command::Compact { session } => control::compact(connect().await?, session).await,
         // Answered in `main` before the runtime starts.
         Command::Policy(_) => Ok(()),
     }
@@ -211,6 +240,64 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
         assert!(Cli::try_parse_from(["keel", "run"]).is_err());
+    }
+
+    #[test]
+    fn run_settings_flags() {
+        let cli = Cli::try_parse_from([
+            "keel",
+            "run",
+            "--approval-policy",
+            "never",
+            "--sandbox",
+            "read-only",
+            "--model",
+            "m",
+            "--effort",
+            "low",
+            "--summary",
+            "auto",
+            "--personality",
+            "friendly",
+            "go",
+        ])
+        .unwrap();
+        let Command::Run { settings, .. } = cli.command else {
+            panic!("not run");
+        };
+        let context = settings.to_context().unwrap();
+        assert_eq!(context.model.as_deref(), Some("m"));
+        assert_eq!(context.personality.as_deref(), Some("friendly"));
+        assert!(Cli::try_parse_from(["keel", "run", "--sandbox", "none", "go"]).is_err());
+    }
+
+    #[test]
+    fn request_commands() {
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once(&"keel").chain(args));
+        assert!(parse(&["approve", "s", "c1"]).is_ok());
+        assert!(parse(&["approve", "s", "c1", "--for-session"]).is_ok());
+        assert!(parse(&["approve", "s", "c1", "--amendment", "rm", "-rf"]).is_ok());
+        assert!(
+            parse(&["approve", "s", "c1", "--for-session", "--amendment", "rm"]).is_err(),
+            "one kind of approval"
+        );
+        assert!(
+            parse(&["approve", "s"]).is_err(),
+            "the request id is required"
+        );
+        assert!(parse(&["deny", "s", "c1", "--abort"]).is_ok());
+        assert!(parse(&["answer", "s", "q1", "--answer", "lang=Rust"]).is_ok());
+        assert!(
+            parse(&["answer", "s", "q1"]).is_err(),
+            "an answer is required"
+        );
+        assert!(parse(&["answer", "s", "q1", "--answer", "Rust"]).is_err());
+        assert!(parse(&["pending", "s", "--json"]).is_ok());
+        assert!(parse(&["override", "s"]).is_ok());
+        assert!(parse(&["override", "s", "--approval-policy", "untrusted", "--json"]).is_ok());
+        assert!(parse(&["interrupt", "s"]).is_ok());
+        assert!(parse(&["interrupt"]).is_err());
+        assert!(parse(&["compact", "s"]).is_ok());
     }
 
     #[test]

@@ -14,6 +14,8 @@ use keel_proto::v1::{
 };
 use serde_json::{Value, json};
 
+pub mod requests;
+
 /// Prints a line on stdout; a closed stdout is not worth a panic.
 pub fn say(line: impl Display) {
     let _ = writeln!(io::stdout().lock(), "{line}");
@@ -49,6 +51,9 @@ impl Style {
     }
     fn yellow(self, text: &str) -> String {
         self.paint("33", text)
+    }
+    fn green(self, text: &str) -> String {
+        self.paint("32", text)
     }
 }
 
@@ -154,6 +159,20 @@ impl<O: Write, E: Write> HumanRenderer<O, E> {
                 )?;
             }
             Msg::ShutdownComplete(_) => writeln!(self.err, "{}", e.dim("session closed"))?,
+            Msg::ContextCompacted(_) => {
+                writeln!(self.err, "{}", e.dim("context compacted into a summary"))?;
+            }
+            Msg::ExecApprovalRequest(_)
+            | Msg::ApplyPatchApprovalRequest(_)
+            | Msg::PatchApplyBegin(_)
+            | Msg::PatchApplyEnd(_)
+            | Msg::RequestUserInput(_)
+            | Msg::DynamicToolCallRequest(_)
+            | Msg::DynamicToolCallResponse(_)
+            | Msg::PlanUpdate(_)
+            | Msg::RequestResolved(_) => {
+                requests::human(msg, &mut self.out, o, &mut self.err, e)?;
+            }
             Msg::SessionConfigured(_)
             | Msg::TurnStarted(_)
             | Msg::UserMessage(_)
@@ -261,6 +280,16 @@ pub fn event_type(msg: &Msg) -> &'static str {
         Msg::Error(_) => "error",
         Msg::ShutdownComplete(_) => "shutdown_complete",
         Msg::Warning(_) => "warning",
+        Msg::ExecApprovalRequest(_) => "exec_approval_request",
+        Msg::ApplyPatchApprovalRequest(_) => "apply_patch_approval_request",
+        Msg::PatchApplyBegin(_) => "patch_apply_begin",
+        Msg::PatchApplyEnd(_) => "patch_apply_end",
+        Msg::RequestUserInput(_) => "request_user_input",
+        Msg::DynamicToolCallRequest(_) => "dynamic_tool_call_request",
+        Msg::DynamicToolCallResponse(_) => "dynamic_tool_call_response",
+        Msg::PlanUpdate(_) => "plan_update",
+        Msg::RequestResolved(_) => "request_resolved",
+        Msg::ContextCompacted(_) => "context_compacted",
     }
 }
 
@@ -315,6 +344,16 @@ fn msg_fields(msg: &Msg) -> Value {
         Msg::TurnAborted(m) => json!({"reason": abort_reason_name(m.reason)}),
         Msg::Error(m) => json!({"message": m.message, "codex_error_info": m.codex_error_info}),
         Msg::Warning(m) => json!({"message": m.message}),
+        Msg::ContextCompacted(m) => json!({"summary": m.summary}),
+        Msg::ExecApprovalRequest(_)
+        | Msg::ApplyPatchApprovalRequest(_)
+        | Msg::PatchApplyBegin(_)
+        | Msg::PatchApplyEnd(_)
+        | Msg::RequestUserInput(_)
+        | Msg::DynamicToolCallRequest(_)
+        | Msg::DynamicToolCallResponse(_)
+        | Msg::PlanUpdate(_)
+        | Msg::RequestResolved(_) => requests::fields(msg).unwrap_or_else(|| json!({})),
     }
 }
 
@@ -337,7 +376,7 @@ fn usage_json(usage: &TokenUsage) -> Value {
 }
 
 /// A proto enum's value name without its prefix, in snake_case.
-fn enum_name(name: Option<&'static str>, prefix: &str) -> String {
+pub(crate) fn enum_name(name: Option<&'static str>, prefix: &str) -> String {
     name.map(|n| n.strip_prefix(prefix).unwrap_or(n).to_ascii_lowercase())
         .unwrap_or_else(|| "unknown".to_string())
 }
@@ -685,6 +724,19 @@ mod tests {
             }),
         );
         assert_eq!(event_json(&aborted)["reason"], "budget_limited");
+        let compacted = event(
+            7,
+            Msg::ContextCompacted(keel_proto::v1::ContextCompacted {
+                summary: "So far: tests pass.".to_string(),
+            }),
+        );
+        let v = event_json(&compacted);
+        assert_eq!(v["type"], "context_compacted");
+        assert_eq!(v["summary"], "So far: tests pass.");
+        assert_eq!(
+            render(&[compacted]).1,
+            "context compacted into a summary\nnote: events 1..4 are no longer retained\n"
+        );
         let unknown = Event {
             offset: 7,
             ..Default::default()

@@ -1,5 +1,10 @@
 //! `keel run`: send one user turn and show what the agent does until the turn
 //! ends. The session lives on in the server; `--session` continues it.
+//!
+//! Requests of the turn (approvals, questions) are asked on the terminal
+//! when stdin is one; otherwise `keel run` prints how to answer them with
+//! `keel approve` / `deny` / `answer` and keeps following, since another
+//! client may answer.
 
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -9,26 +14,35 @@ use keel_proto::v1::event::Msg;
 use keel_proto::v1::stream_events_response::Kind;
 use keel_proto::v1::{
     CreateSessionRequest, Event, GetSessionRequest, InterruptRequest, SendUserTurnRequest, Session,
-    SessionStatus, StreamEventsRequest,
+    SessionStatus, StreamEventsRequest, StreamEventsResponse,
 };
 use tokio::signal::unix::{SignalKind, signal};
-use tonic::Code;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tonic::{Code, Status, Streaming};
 
+use crate::ask::{self, Asker, Step};
 use crate::client::{SessionApi, Target};
 use crate::render::{HumanRenderer, JsonRenderer, Renderer, Style, abort_reason_name, note};
+use crate::respond::{how_to_answer, respond};
+use crate::settings::TurnFlags;
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub session: Option<String>,
-    pub model: Option<String>,
     pub cwd: Option<PathBuf>,
+    /// For a new session, its starting settings; with `--session`, this
+    /// turn's.
+    pub settings: TurnFlags,
     pub json: bool,
     /// The words of the prompt; a single "-" reads it from stdin.
     pub prompt: Vec<String>,
 }
 
 pub async fn run(target: Target, options: RunOptions) -> Result<()> {
+    let from_stdin = options.prompt.len() == 1 && options.prompt[0] == "-";
     let prompt = read_prompt(&options.prompt)?;
+    // Asking needs a person at a terminal, and a stdin the prompt did not use.
+    let interactive = !from_stdin && io::stdin().is_terminal();
     let out = io::stdout();
     let err = io::stderr();
     let color = std::env::var_os("NO_COLOR").is_none();
@@ -43,8 +57,38 @@ pub async fn run(target: Target, options: RunOptions) -> Result<()> {
         };
         Renderer::Human(HumanRenderer::new(out, out_style, err, err_style))
     };
-    let api = SessionApi::connect(target).await?;
-    run_turn(api, &options, prompt, renderer).await
+    let mut api = SessionApi::connect(target).await?;
+    let session = open_session(&mut api, &options).await?;
+    let session_id = session.session_id.clone();
+    note(format_args!("session: {session_id}"));
+    // A new session got the settings when it was created; an existing one
+    // gets them for this turn only.
+    let context = match options.session {
+        Some(_) => options.settings.to_context(),
+        None => None,
+    };
+    let turn_id = send_turn(&mut api, &session_id, prompt, context).await?;
+    let stream = api
+        .client
+        .stream_events(StreamEventsRequest {
+            session_id: session_id.clone(),
+            after_offset: session.last_event_offset,
+            follow: true,
+            live_deltas: renderer.wants_deltas(),
+        })
+        .await
+        .map_err(|status| api.error("StreamEvents", &status))?
+        .into_inner();
+    let watch = Watch {
+        api,
+        session_id,
+        turn: Turn::new(turn_id),
+        renderer,
+        asker: interactive.then(Asker::default),
+        lines: interactive.then(ask::stdin_lines),
+        prompt_open: false,
+    };
+    watch.follow(stream).await
 }
 
 /// Joins the prompt's words; "-" alone means stdin.
@@ -64,24 +108,19 @@ fn read_prompt(words: &[String]) -> Result<String> {
     Ok(prompt)
 }
 
-/// The turn's life on the wire: open or create the session, queue the turn,
-/// follow the event stream until the turn ends.
-async fn run_turn<O: Write, E: Write>(
-    mut api: SessionApi,
-    options: &RunOptions,
-    prompt: String,
-    mut renderer: Renderer<O, E>,
-) -> Result<()> {
-    let session = open_session(&mut api, options).await?;
-    let session_id = session.session_id.clone();
-    note(format_args!("session: {session_id}"));
-
+async fn send_turn(
+    api: &mut SessionApi,
+    session_id: &str,
+    text: String,
+    context: Option<keel_proto::v1::TurnContext>,
+) -> Result<String> {
     let turn_id = api
         .client
         .send_user_turn(SendUserTurnRequest {
-            session_id: session_id.clone(),
-            text: prompt,
+            session_id: session_id.to_string(),
+            text,
             turn_id: String::new(),
+            context,
         })
         .await
         .map_err(|status| match status.code() {
@@ -89,6 +128,7 @@ async fn run_turn<O: Write, E: Write>(
                 "session {session_id} accepts no more turns: {} (start a new one without --session)",
                 status.message()
             ),
+            Code::InvalidArgument => anyhow!("the turn was refused: {}", status.message()),
             _ => api.error("SendUserTurn", &status),
         })?
         .into_inner()
@@ -96,68 +136,195 @@ async fn run_turn<O: Write, E: Write>(
     if turn_id.is_empty() {
         bail!("session-api at {} returned no turn id", api.target.display);
     }
+    Ok(turn_id)
+}
 
-    let mut stream = api
-        .client
-        .stream_events(StreamEventsRequest {
-            session_id: session_id.clone(),
-            after_offset: session.last_event_offset,
-            follow: true,
-            live_deltas: renderer.wants_deltas(),
-        })
-        .await
-        .map_err(|status| api.error("StreamEvents", &status))?
-        .into_inner();
+/// What woke the watch loop.
+enum Happened {
+    Stream(Result<Option<StreamEventsResponse>, Status>),
+    Line(Option<String>),
+    Interrupt,
+}
 
-    let mut turn = Turn::new(turn_id.clone());
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
-    let mut interrupted = false;
-    loop {
-        tokio::select! {
-            message = stream.message() => {
-                let response = match message {
-                    Ok(Some(response)) => response,
-                    Ok(None) => bail!(
-                        "the event stream ended before turn {turn_id} finished \
-                         (it may still be running: keel run --session {session_id} ...)"
-                    ),
-                    Err(status) => return Err(api.error("StreamEvents", &status)),
-                };
-                match response.kind {
-                    Some(Kind::Event(event)) => {
-                        if !turn.concerns(&event) {
-                            continue;
-                        }
-                        renderer.event(&event).context("cannot write the output")?;
-                        match turn.observe(&event) {
-                            Progress::Running => {}
-                            Progress::Completed => return Ok(()),
-                            Progress::Failed(why) => bail!(why),
-                        }
+/// Following one turn: its events, the person's answers, Ctrl-C.
+struct Watch<O, E> {
+    api: SessionApi,
+    session_id: String,
+    turn: Turn,
+    renderer: Renderer<O, E>,
+    /// Present when requests are asked on the terminal.
+    asker: Option<Asker>,
+    lines: Option<UnboundedReceiver<String>>,
+    /// A prompt is on stderr, waiting for its line.
+    prompt_open: bool,
+}
+
+impl<O: Write, E: Write> Watch<O, E> {
+    async fn follow(mut self, mut stream: Streaming<StreamEventsResponse>) -> Result<()> {
+        let turn_id = self.turn.id.clone();
+        let session_id = self.session_id.clone();
+        let mut sigint = signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
+        let mut interrupted = false;
+        loop {
+            let asking = self.asker.as_ref().is_some_and(Asker::asking);
+            let happened = tokio::select! {
+                message = stream.message() => Happened::Stream(message),
+                line = next_line(&mut self.lines), if asking => Happened::Line(line),
+                _ = sigint.recv() => Happened::Interrupt,
+            };
+            match happened {
+                Happened::Stream(Ok(Some(response))) => match response.kind {
+                    Some(Kind::Event(event)) => match self.event(event)? {
+                        Progress::Running => {}
+                        Progress::Completed => return Ok(()),
+                        Progress::Failed(why) => bail!(why),
+                    },
+                    Some(Kind::Gap(gap)) => {
+                        self.renderer.gap(&gap).context("cannot write the output")?
                     }
-                    Some(Kind::Gap(gap)) => renderer.gap(&gap).context("cannot write the output")?,
-                    Some(Kind::Delta(delta)) if delta.turn_id == turn_id => {
-                        renderer.delta(&delta).context("cannot write the output")?
+                    Some(Kind::Delta(delta)) if delta.turn_id == turn_id => self
+                        .renderer
+                        .delta(&delta)
+                        .context("cannot write the output")?,
+                    Some(Kind::Delta(_)) | None => {}
+                },
+                Happened::Stream(Ok(None)) => bail!(
+                    "the event stream ended before turn {turn_id} finished \
+                     (it may still be running: keel run --session {session_id} ...)"
+                ),
+                Happened::Stream(Err(status)) => {
+                    return Err(self.api.error("StreamEvents", &status));
+                }
+                Happened::Line(line) => self.line(line).await,
+                Happened::Interrupt => {
+                    self.close_prompt();
+                    if interrupted {
+                        bail!(
+                            "stopped watching; turn {turn_id} of session {session_id} may still be running"
+                        );
                     }
-                    Some(Kind::Delta(_)) => {}
-                    None => {}
-                }
-            }
-            _ = sigint.recv() => {
-                if interrupted {
-                    bail!("stopped watching; turn {turn_id} of session {session_id} may still be running");
-                }
-                interrupted = true;
-                note("interrupting the turn (Ctrl-C again to stop watching)");
-                let mut client = api.client.clone();
-                if let Err(status) = client
-                    .interrupt(InterruptRequest { session_id: session_id.clone() })
-                    .await
-                {
-                    note(format_args!("{:#}", api.error("Interrupt", &status)));
+                    interrupted = true;
+                    note("interrupting the turn (Ctrl-C again to stop watching)");
+                    let request = InterruptRequest {
+                        session_id: session_id.clone(),
+                    };
+                    if let Err(status) = self.api.client.interrupt(request).await {
+                        note(format_args!("{:#}", self.api.error("Interrupt", &status)));
+                    }
                 }
             }
         }
+    }
+
+    fn event(&mut self, event: Event) -> Result<Progress> {
+        if !self.turn.concerns(&event) {
+            return Ok(Progress::Running);
+        }
+        let Some(msg) = &event.msg else {
+            return Ok(Progress::Running);
+        };
+        if !silent(msg) {
+            self.close_prompt();
+        }
+        self.renderer
+            .event(&event)
+            .context("cannot write the output")?;
+        let hint = how_to_answer(&self.session_id, msg);
+        match (&mut self.asker, msg) {
+            (Some(asker), Msg::RequestResolved(r)) => {
+                asker.resolved(&r.call_id);
+            }
+            (Some(asker), msg) if ask::askable(msg) => {
+                // Lines typed before anything was asked must not answer it.
+                if !asker.asking()
+                    && let Some(lines) = &mut self.lines
+                {
+                    while lines.try_recv().is_ok() {}
+                }
+                asker.offer(msg);
+            }
+            _ => {
+                if let Some(hint) = hint {
+                    note(hint);
+                }
+            }
+        }
+        let progress = self.turn.observe(&event);
+        if progress == Progress::Running {
+            self.open_prompt();
+        }
+        Ok(progress)
+    }
+
+    async fn line(&mut self, line: Option<String>) {
+        // The person's Enter ended the prompt's line.
+        self.prompt_open = false;
+        let Some(line) = line else {
+            self.asker = None;
+            self.lines = None;
+            note(format_args!(
+                "stdin closed: answer the pending requests with keel approve / deny / answer \
+                 (see keel pending {})",
+                self.session_id
+            ));
+            return;
+        };
+        let Some(step) = self.asker.as_mut().and_then(|a| a.input(&line)) else {
+            return;
+        };
+        match step {
+            Step::Prompt(prompt) => self.show_prompt(&prompt),
+            Step::Answer {
+                request_id, answer, ..
+            } => {
+                let sent = respond(&mut self.api, &self.session_id, &request_id, answer).await;
+                if let Err(e) = sent {
+                    note(format_args!("keel: {e:#}"));
+                }
+                self.open_prompt();
+            }
+        }
+    }
+
+    /// Shows the current request's prompt unless it is already shown.
+    fn open_prompt(&mut self) {
+        if self.prompt_open {
+            return;
+        }
+        if let Some(prompt) = self.asker.as_ref().and_then(Asker::prompt) {
+            self.show_prompt(&prompt);
+        }
+    }
+
+    fn show_prompt(&mut self, prompt: &str) {
+        let mut err = io::stderr().lock();
+        let _ = err.write_all(prompt.as_bytes());
+        let _ = err.flush();
+        self.prompt_open = true;
+    }
+
+    /// Ends the prompt's line so other output does not run into it; the
+    /// prompt is shown again afterwards.
+    fn close_prompt(&mut self) {
+        if self.prompt_open {
+            let _ = writeln!(io::stderr().lock());
+            self.prompt_open = false;
+        }
+    }
+}
+
+/// Events that print nothing for a person, so an open prompt stays as it is.
+fn silent(msg: &Msg) -> bool {
+    matches!(
+        msg,
+        Msg::TokenCount(_) | Msg::TurnStarted(_) | Msg::SessionConfigured(_) | Msg::UserMessage(_)
+    )
+}
+
+async fn next_line(lines: &mut Option<UnboundedReceiver<String>>) -> Option<String> {
+    match lines {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -178,18 +345,25 @@ async fn open_session(api: &mut SessionApi, options: &RunOptions) -> Result<Sess
             api.client
                 .create_session(CreateSessionRequest {
                     session_id: String::new(),
-                    model: options.model.clone().unwrap_or_default(),
+                    model: options.settings.model.clone().unwrap_or_default(),
                     cwd,
                     developer_instructions: String::new(),
+                    context: options.settings.to_context(),
+                    dynamic_tools: Vec::new(),
                 })
                 .await
-                .map_err(|status| api.error("CreateSession", &status))?
+                .map_err(|status| match status.code() {
+                    Code::InvalidArgument => {
+                        anyhow!("the session was refused: {}", status.message())
+                    }
+                    _ => api.error("CreateSession", &status),
+                })?
                 .into_inner()
                 .session
         }
         Some(id) => {
-            if options.model.is_some() || options.cwd.is_some() {
-                note("note: --model and --cwd only apply to new sessions; ignored with --session");
+            if options.cwd.is_some() {
+                note("note: --cwd only applies to new sessions; ignored with --session");
             }
             let response = api
                 .client
@@ -272,22 +446,9 @@ impl Turn {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::pin::Pin;
-    use std::sync::{Arc, Mutex};
-
-    use futures::Stream;
-    use keel_proto::v1::session_service_server::{SessionService, SessionServiceServer};
-    use keel_proto::v1::{
-        AgentMessage, CloseSessionRequest, CloseSessionResponse, CreateSessionResponse, ErrorEvent,
-        ExecCommandBegin, ExecCommandEnd, GetSessionResponse, InterruptResponse,
-        ListSessionsRequest, ListSessionsResponse, SendUserTurnResponse, ShutdownComplete,
-        StreamEventsResponse, TurnAborted, TurnComplete, TurnStarted,
-    };
-    use tonic::{Request, Response, Status};
+    use keel_proto::v1::{ErrorEvent, ShutdownComplete, TurnAborted, TurnComplete, TurnStarted};
 
     use super::*;
-    use crate::client::resolve_target;
-    use crate::state::StateDir;
 
     fn ev(offset: u64, turn: &str, msg: Msg) -> Event {
         Event {
@@ -339,292 +500,5 @@ mod tests {
         );
         assert!(read_prompt(&[]).is_err());
         assert!(read_prompt(&["  ".to_string()]).is_err());
-    }
-
-    /// A session-api that plays a fixed script of events for every turn.
-    #[derive(Clone, Default)]
-    struct FakeApi {
-        script: Vec<Msg>,
-        /// What CreateSession received.
-        created: Arc<Mutex<Vec<CreateSessionRequest>>>,
-        /// Whether the stream ends after the script instead of staying open.
-        end_early: bool,
-    }
-
-    fn session(id: &str) -> Session {
-        Session {
-            session_id: id.to_string(),
-            status: SessionStatus::Idle as i32,
-            last_event_offset: 1,
-            ..Default::default()
-        }
-    }
-
-    #[tonic::async_trait]
-    impl SessionService for FakeApi {
-        async fn create_session(
-            &self,
-            request: Request<CreateSessionRequest>,
-        ) -> Result<Response<CreateSessionResponse>, Status> {
-            self.created.lock().unwrap().push(request.into_inner());
-            Ok(Response::new(CreateSessionResponse {
-                session: Some(session("s1")),
-            }))
-        }
-        async fn send_user_turn(
-            &self,
-            request: Request<SendUserTurnRequest>,
-        ) -> Result<Response<SendUserTurnResponse>, Status> {
-            if request.into_inner().session_id != "s1" {
-                return Err(Status::not_found("no such session"));
-            }
-            Ok(Response::new(SendUserTurnResponse {
-                turn_id: "turn-1".to_string(),
-            }))
-        }
-        type StreamEventsStream =
-            Pin<Box<dyn Stream<Item = Result<StreamEventsResponse, Status>> + Send>>;
-        async fn stream_events(
-            &self,
-            request: Request<StreamEventsRequest>,
-        ) -> Result<Response<Self::StreamEventsStream>, Status> {
-            let request = request.into_inner();
-            assert_eq!(request.after_offset, 1);
-            assert!(request.follow);
-            // An event of an earlier turn, then ours.
-            let mut events = vec![ev(
-                2,
-                "turn-0",
-                Msg::AgentMessage(AgentMessage {
-                    message: "old turn".to_string(),
-                    truncated: false,
-                }),
-            )];
-            for (i, msg) in self.script.iter().enumerate() {
-                events.push(ev(3 + i as u64, "turn-1", msg.clone()));
-            }
-            let items: Vec<Result<StreamEventsResponse, Status>> = events
-                .into_iter()
-                .map(|e| {
-                    Ok(StreamEventsResponse {
-                        kind: Some(Kind::Event(e)),
-                    })
-                })
-                .collect();
-            let stream = futures::stream::iter(items);
-            if self.end_early {
-                Ok(Response::new(Box::pin(stream)))
-            } else {
-                Ok(Response::new(Box::pin(
-                    stream.chain(futures::stream::pending()),
-                )))
-            }
-        }
-        async fn get_session(
-            &self,
-            request: Request<GetSessionRequest>,
-        ) -> Result<Response<GetSessionResponse>, Status> {
-            match request.into_inner().session_id.as_str() {
-                "s1" => Ok(Response::new(GetSessionResponse {
-                    session: Some(session("s1")),
-                })),
-                _ => Err(Status::not_found("no such session")),
-            }
-        }
-        async fn list_sessions(
-            &self,
-            _request: Request<ListSessionsRequest>,
-        ) -> Result<Response<ListSessionsResponse>, Status> {
-            Ok(Response::new(ListSessionsResponse::default()))
-        }
-        async fn interrupt(
-            &self,
-            _request: Request<InterruptRequest>,
-        ) -> Result<Response<InterruptResponse>, Status> {
-            Ok(Response::new(InterruptResponse {}))
-        }
-        async fn close_session(
-            &self,
-            _request: Request<CloseSessionRequest>,
-        ) -> Result<Response<CloseSessionResponse>, Status> {
-            Ok(Response::new(CloseSessionResponse {}))
-        }
-    }
-
-    use futures::StreamExt;
-
-    async fn serve(api: FakeApi) -> Target {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let incoming = tonic::transport::server::TcpIncoming::from(listener);
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(SessionServiceServer::new(api))
-                .serve_with_incoming(incoming),
-        );
-        let state = StateDir::resolve(Some(std::path::Path::new("/nonexistent"))).unwrap();
-        resolve_target(Some(&addr.to_string()), &state).unwrap()
-    }
-
-    fn echo_script() -> Vec<Msg> {
-        let command = vec!["echo".to_string(), "hello".to_string()];
-        vec![
-            Msg::TurnStarted(TurnStarted {}),
-            Msg::ExecCommandBegin(ExecCommandBegin {
-                call_id: "c1".to_string(),
-                command: command.clone(),
-                cwd: "/w".to_string(),
-            }),
-            Msg::ExecCommandEnd(ExecCommandEnd {
-                call_id: "c1".to_string(),
-                command,
-                aggregated_output: "hello\n".to_string(),
-                ..Default::default()
-            }),
-            Msg::AgentMessage(AgentMessage {
-                message: "It printed hello.".to_string(),
-                truncated: false,
-            }),
-            Msg::TurnComplete(TurnComplete {
-                last_agent_message: "It printed hello.".to_string(),
-            }),
-        ]
-    }
-
-    async fn run_with(api: FakeApi, options: RunOptions) -> (Result<()>, String, String) {
-        let target = serve(api).await;
-        let client = SessionApi::connect(target).await.unwrap();
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let result = {
-            let renderer = if options.json {
-                Renderer::Json(JsonRenderer::new(&mut out))
-            } else {
-                let style = Style { color: false };
-                Renderer::Human(HumanRenderer::new(&mut out, style, &mut err, style))
-            };
-            run_turn(client, &options, "run echo hello".to_string(), renderer).await
-        };
-        (
-            result,
-            String::from_utf8(out).unwrap(),
-            String::from_utf8(err).unwrap(),
-        )
-    }
-
-    #[tokio::test]
-    async fn a_turn_renders_until_it_completes() {
-        let api = FakeApi {
-            script: echo_script(),
-            ..Default::default()
-        };
-        let created = api.created.clone();
-        let options = RunOptions {
-            model: Some("gpt-test".to_string()),
-            cwd: Some(PathBuf::from("rel/dir")),
-            ..Default::default()
-        };
-        let (result, out, _err) = run_with(api, options).await;
-        result.unwrap();
-        assert_eq!(out, "$ echo hello\nhello\nIt printed hello.\n");
-        let created = created.lock().unwrap();
-        assert_eq!(created[0].model, "gpt-test");
-        assert!(created[0].cwd.starts_with('/'), "{}", created[0].cwd);
-        assert!(created[0].cwd.ends_with("rel/dir"), "{}", created[0].cwd);
-    }
-
-    #[tokio::test]
-    async fn json_output_is_one_object_per_line() {
-        let api = FakeApi {
-            script: echo_script(),
-            ..Default::default()
-        };
-        let options = RunOptions {
-            session: Some("s1".to_string()),
-            json: true,
-            ..Default::default()
-        };
-        let (result, out, _err) = run_with(api, options).await;
-        result.unwrap();
-        let types: Vec<String> = out
-            .lines()
-            .map(|line| {
-                let v: serde_json::Value = serde_json::from_str(line).unwrap();
-                assert_eq!(v["turn_id"], "turn-1");
-                v["type"].as_str().unwrap().to_string()
-            })
-            .collect();
-        assert_eq!(
-            types,
-            [
-                "turn_started",
-                "exec_command_begin",
-                "exec_command_end",
-                "agent_message",
-                "turn_complete"
-            ]
-        );
-    }
-
-    #[tokio::test]
-    async fn an_error_event_fails_the_run() {
-        let api = FakeApi {
-            script: vec![
-                Msg::TurnStarted(TurnStarted {}),
-                Msg::Error(ErrorEvent {
-                    message: "unauthorized".to_string(),
-                    codex_error_info: "unauthorized".to_string(),
-                }),
-                Msg::TurnComplete(TurnComplete::default()),
-            ],
-            ..Default::default()
-        };
-        let (result, _out, err) = run_with(api, RunOptions::default()).await;
-        assert_eq!(
-            result.unwrap_err().to_string(),
-            "the turn failed: unauthorized"
-        );
-        assert!(err.contains("error: unauthorized"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn an_aborted_turn_fails_the_run() {
-        let api = FakeApi {
-            script: vec![Msg::TurnAborted(TurnAborted { reason: 1 })],
-            ..Default::default()
-        };
-        let (result, _, _) = run_with(api, RunOptions::default()).await;
-        assert_eq!(
-            result.unwrap_err().to_string(),
-            "the turn was aborted (interrupted)"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_stream_that_ends_early_fails_the_run() {
-        let api = FakeApi {
-            script: vec![Msg::TurnStarted(TurnStarted {})],
-            end_early: true,
-            ..Default::default()
-        };
-        let (result, _, _) = run_with(api, RunOptions::default()).await;
-        let err = result.unwrap_err().to_string();
-        assert!(
-            err.starts_with("the event stream ended before turn turn-1 finished"),
-            "{err}"
-        );
-    }
-
-    #[tokio::test]
-    async fn an_unknown_session_is_a_clear_error() {
-        let options = RunOptions {
-            session: Some("nope".to_string()),
-            ..Default::default()
-        };
-        let (result, _, _) = run_with(FakeApi::default(), options).await;
-        let err = result.unwrap_err().to_string();
-        assert!(
-            err.starts_with("no session \"nope\" at session-api"),
-            "{err}"
-        );
     }
 }

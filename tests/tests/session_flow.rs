@@ -192,7 +192,8 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
     assert_eq!(done.last_agent_message, "The command printed hello.");
 
     let requests = fake.wait_for_requests(2, WAIT).await.unwrap();
-    // Tools come from the tool-runner, sorted by name.
+    // Tools come from the tool-runner, plus the ones the workflow answers
+    // itself, sorted by name.
     assert_eq!(
         requests[0].tool_names(),
         [
@@ -200,7 +201,9 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
             "grep_files",
             "list_dir",
             "read_file",
-            "shell"
+            "request_user_input",
+            "shell",
+            "update_plan"
         ]
     );
     let instructions = requests[0].body["instructions"]

@@ -4,7 +4,10 @@
 //! retried write is harmless and a read can be cached forever.
 //!
 //! Backed by `object_store`: a local directory (`file:///path`) by default,
-//! `memory://` for tests; cloud stores are a feature flag away.
+//! `memory://` for tests, and object storage for production — `s3://bucket`,
+//! `gs://bucket` and `az://container` (also the longer URL forms
+//! object_store accepts), configured from the environment the way each
+//! cloud's SDK is (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
 
 use std::sync::Arc;
 
@@ -31,6 +34,13 @@ pub enum BlobError {
     Store(#[from] object_store::Error),
 }
 
+/// Object stores speak HTTPS through reqwest with rustls; Keel builds rustls
+/// with ring only, which must be installed as the process default once.
+fn install_tls_provider() {
+    // Already installed (by this or another component) is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A handle to the store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct BlobStore {
@@ -38,7 +48,9 @@ pub struct BlobStore {
 }
 
 impl BlobStore {
-    /// Opens `file:///abs/dir` (created if missing) or `memory://`.
+    /// Opens `file:///abs/dir` (created if missing), `memory://`, or an
+    /// object store URL (`s3://`, `gs://`, `az://`, …) with credentials and
+    /// region from the environment. Nothing is contacted until first use.
     pub fn open(url: &str) -> Result<Self, BlobError> {
         let invalid = |reason: String| BlobError::InvalidUrl {
             url: url.to_string(),
@@ -58,9 +70,36 @@ impl BlobStore {
                 )
             }
             "memory" => Arc::new(object_store::memory::InMemory::new()),
+            "s3" | "s3a" => {
+                install_tls_provider();
+                Arc::new(
+                    object_store::aws::AmazonS3Builder::from_env()
+                        .with_url(url)
+                        .build()
+                        .map_err(|e| invalid(e.to_string()))?,
+                )
+            }
+            "gs" => {
+                install_tls_provider();
+                Arc::new(
+                    object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                        .with_url(url)
+                        .build()
+                        .map_err(|e| invalid(e.to_string()))?,
+                )
+            }
+            "az" | "adl" | "azure" | "abfs" | "abfss" => {
+                install_tls_provider();
+                Arc::new(
+                    object_store::azure::MicrosoftAzureBuilder::from_env()
+                        .with_url(url)
+                        .build()
+                        .map_err(|e| invalid(e.to_string()))?,
+                )
+            }
             other => {
                 return Err(invalid(format!(
-                    "unsupported scheme {other:?} (use file:// or memory://)"
+                    "unsupported scheme {other:?} (use file://, memory://, s3://, gs:// or az://)"
                 )));
             }
         };
@@ -145,6 +184,19 @@ mod tests {
         // Reopened store sees the blob.
         let again = BlobStore::open(&url).unwrap();
         assert_eq!(&again.get(&d).await.unwrap()[..], b"hello");
+    }
+
+    #[test]
+    fn object_store_urls_open_without_contacting_the_cloud() {
+        // Buckets named in the URL; credentials and region would come from
+        // the environment and are only needed on first use.
+        assert!(BlobStore::open("s3://keel-blobs").is_ok());
+        assert!(BlobStore::open("gs://keel-blobs").is_ok());
+        // Azure needs an account; without one the error says so.
+        let err = BlobStore::open("az://keel-blobs").unwrap_err().to_string();
+        assert!(err.contains("az://keel-blobs"), "{err}");
+        let err = BlobStore::open("ftp://x").unwrap_err().to_string();
+        assert!(err.contains("s3://"), "{err}");
     }
 
     #[tokio::test]

@@ -141,7 +141,10 @@ pub(super) async fn ask(
         let why = match &answer {
             Some(Answer::Review(d)) => format!(
                 "it was already answered ({})",
-                pb_decision(d).as_str_name().to_lowercase()
+                pb_decision(d)
+                    .as_str_name()
+                    .trim_start_matches("REVIEW_DECISION_KIND_")
+                    .to_lowercase()
             ),
             Some(_) => "it was already answered".to_string(),
             None => "its turn was interrupted before it was answered".to_string(),

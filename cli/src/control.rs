@@ -1,0 +1,302 @@
+//! `keel pending`, `keel override` and `keel interrupt`: looking at and
+//! steering a session from outside the terminal that runs its turn.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use anyhow::{Context, Result, anyhow};
+use clap::Args;
+use keel_proto::v1::event::Msg;
+use keel_proto::v1::stream_events_response::Kind;
+use keel_proto::v1::{
+    CompactRequest, Event, GetSessionRequest, InterruptRequest, OverrideTurnContextRequest,
+    PendingRequest, StreamEventsRequest,
+};
+use serde_json::{Value, json};
+
+use crate::client::SessionApi;
+use crate::render::requests::request_kind_name;
+use crate::render::{event_json, note, shell_join};
+use crate::respond::session_error;
+use crate::settings::{TurnFlags, context_json, context_table};
+
+#[derive(Debug, Args)]
+pub struct PendingArgs {
+    session: String,
+    /// Print a JSON array (each entry with the request's event) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct OverrideArgs {
+    session: String,
+    #[command(flatten)]
+    flags: TurnFlags,
+    /// Print the resulting settings as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn write_out(text: &str) -> Result<()> {
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .context("cannot write the output")
+}
+
+pub async fn pending(mut api: SessionApi, args: PendingArgs) -> Result<()> {
+    let id = &args.session;
+    let session = api
+        .client
+        .get_session(GetSessionRequest {
+            session_id: id.clone(),
+        })
+        .await
+        .map_err(|status| session_error(&api, "GetSession", id, &status))?
+        .into_inner()
+        .session
+        .ok_or_else(|| anyhow!("session-api at {} returned no session", api.target.display))?;
+    let requests = session.pending_requests;
+    let events = if requests.is_empty() {
+        HashMap::new()
+    } else {
+        request_events(&mut api, id, &requests).await?
+    };
+    let text = if args.json {
+        format!("{}\n", pending_json(&requests, &events))
+    } else {
+        pending_table(&requests, &events)
+    };
+    write_out(&text)
+}
+
+/// The retained events that asked the pending requests, by request id: what
+/// a person needs to decide (the command, the diff, the questions).
+async fn request_events(
+    api: &mut SessionApi,
+    session_id: &str,
+    requests: &[PendingRequest],
+) -> Result<HashMap<String, Event>> {
+    let mut stream = api
+        .client
+        .stream_events(StreamEventsRequest {
+            session_id: session_id.to_string(),
+            after_offset: 0,
+            follow: false,
+            live_deltas: false,
+        })
+        .await
+        .map_err(|status| session_error(api, "StreamEvents", session_id, &status))?
+        .into_inner();
+    let mut found = HashMap::new();
+    while let Some(response) = stream
+        .message()
+        .await
+        .map_err(|status| api.error("StreamEvents", &status))?
+    {
+        let Some(Kind::Event(event)) = response.kind else {
+            continue;
+        };
+        if let Some(call_id) = event.msg.as_ref().and_then(request_id)
+            && requests.iter().any(|r| r.request_id == call_id)
+        {
+            found.insert(call_id.to_string(), event);
+        }
+    }
+    Ok(found)
+}
+
+fn request_id(msg: &Msg) -> Option<&str> {
+    match msg {
+        Msg::ExecApprovalRequest(r) => Some(&r.call_id),
+        Msg::ApplyPatchApprovalRequest(r) => Some(&r.call_id),
+        Msg::RequestUserInput(r) => Some(&r.call_id),
+        Msg::DynamicToolCallRequest(r) => Some(&r.call_id),
+        _ => None,
+    }
+}
+
+fn kind(request: &PendingRequest) -> String {
+    request_kind_name(request.kind).unwrap_or_else(|| "unknown".to_string())
+}
+
+pub fn pending_json(requests: &[PendingRequest], events: &HashMap<String, Event>) -> Value {
+    Value::Array(
+        requests
+            .iter()
+            .map(|r| {
+                json!({
+                    "request_id": r.request_id,
+                    "turn_id": r.turn_id,
+                    "kind": kind(r),
+                    "event": events.get(&r.request_id).map(event_json),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// One line on what a request asks.
+fn summary(event: Option<&Event>) -> String {
+    match event.and_then(|e| e.msg.as_ref()) {
+        Some(Msg::ExecApprovalRequest(r)) => format!("$ {}", shell_join(&r.command)),
+        Some(Msg::ApplyPatchApprovalRequest(r)) => {
+            let paths: Vec<&str> = r.changes.iter().map(|c| c.path.as_str()).collect();
+            format!("patch: {}", paths.join(", "))
+        }
+        Some(Msg::RequestUserInput(r)) => {
+            let ids: Vec<&str> = r.questions.iter().map(|q| q.id.as_str()).collect();
+            format!("questions: {}", ids.join(", "))
+        }
+        Some(Msg::DynamicToolCallRequest(r)) => format!("tool: {} {}", r.tool, r.arguments),
+        _ => "-".to_string(),
+    }
+}
+
+pub fn pending_table(requests: &[PendingRequest], events: &HashMap<String, Event>) -> String {
+    if requests.is_empty() {
+        return "no pending requests\n".to_string();
+    }
+    let mut rows = vec![[
+        "REQUEST".to_string(),
+        "TURN".to_string(),
+        "KIND".to_string(),
+        "WHAT".to_string(),
+    ]];
+    for r in requests {
+        rows.push([
+            r.request_id.clone(),
+            r.turn_id.clone(),
+            kind(r),
+            summary(events.get(&r.request_id)),
+        ]);
+    }
+    let mut widths = [0usize; 3];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    rows.iter()
+        .map(|row| {
+            let line = format!(
+                "{:<w0$}  {:<w1$}  {:<w2$}  {}",
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2]
+            );
+            format!("{}\n", line.trim_end())
+        })
+        .collect()
+}
+
+/// Changes the session's settings for every later model and tool call, and
+/// prints the settings in force after the change (with no flag: as they are).
+pub async fn override_context(mut api: SessionApi, args: OverrideArgs) -> Result<()> {
+    let id = &args.session;
+    let context = api
+        .client
+        .override_turn_context(OverrideTurnContextRequest {
+            session_id: id.clone(),
+            context: args.flags.to_context(),
+        })
+        .await
+        .map_err(|status| session_error(&api, "OverrideTurnContext", id, &status))?
+        .into_inner()
+        .context
+        .unwrap_or_default();
+    let text = if args.json {
+        format!("{}\n", context_json(&context))
+    } else {
+        context_table(&context)
+    };
+    write_out(&text)
+}
+
+pub async fn interrupt(mut api: SessionApi, session: String) -> Result<()> {
+    api.client
+        .interrupt(InterruptRequest {
+            session_id: session.clone(),
+        })
+        .await
+        .map_err(|status| session_error(&api, "Interrupt", &session, &status))?;
+    note(format_args!(
+        "interrupted the running turn of {session}, if any"
+    ));
+    Ok(())
+}
+
+pub async fn compact(mut api: SessionApi, session: String) -> Result<()> {
+    api.client
+        .compact(CompactRequest {
+            session_id: session.clone(),
+        })
+        .await
+        .map_err(|status| session_error(&api, "Compact", &session, &status))?;
+    note(format_args!(
+        "compaction of {session} queued; `context_compacted` reports it"
+    ));
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use keel_proto::v1::{ExecApprovalRequest, PendingRequestKind};
+
+    fn requests() -> (Vec<PendingRequest>, HashMap<String, Event>) {
+        let requests = vec![
+            PendingRequest {
+                request_id: "call_rm".into(),
+                turn_id: "t1".into(),
+                kind: PendingRequestKind::ExecApproval as i32,
+            },
+            PendingRequest {
+                request_id: "q".into(),
+                turn_id: "t1".into(),
+                kind: PendingRequestKind::UserInput as i32,
+            },
+        ];
+        let event = Event {
+            offset: 5,
+            turn_id: "t1".into(),
+            time: None,
+            msg: Some(Msg::ExecApprovalRequest(ExecApprovalRequest {
+                call_id: "call_rm".into(),
+                command: vec!["rm".into(), "-rf".into(), "x".into()],
+                ..Default::default()
+            })),
+        };
+        (requests, HashMap::from([("call_rm".to_string(), event)]))
+    }
+
+    #[test]
+    fn pending_as_a_table() {
+        let (requests, events) = requests();
+        assert_eq!(
+            pending_table(&requests, &events),
+            "REQUEST  TURN  KIND           WHAT\n\
+             call_rm  t1    exec_approval  $ rm -rf x\n\
+             q        t1    user_input     -\n"
+        );
+        assert_eq!(pending_table(&[], &events), "no pending requests\n");
+    }
+
+    #[test]
+    fn pending_as_json() {
+        let (requests, events) = requests();
+        let v = pending_json(&requests, &events);
+        assert_eq!(v[0]["request_id"], "call_rm");
+        assert_eq!(v[0]["kind"], "exec_approval");
+        assert_eq!(v[0]["event"]["type"], "exec_approval_request");
+        assert_eq!(v[0]["event"]["command"], json!(["rm", "-rf", "x"]));
+        assert_eq!(v[1]["kind"], "user_input");
+        assert_eq!(v[1]["event"], Value::Null);
+        assert_eq!(pending_json(&[], &events), json!([]));
+    }
+}

@@ -1,0 +1,292 @@
+//! `keel approve`, `keel deny` and `keel answer`: answering a session's
+//! pending request from a script or another terminal, and the Respond call
+//! that `keel run` also uses for answers typed at its prompt.
+
+use anyhow::{Result, anyhow, bail};
+use clap::Args;
+use keel_proto::v1::event::Msg;
+use keel_proto::v1::respond_request::Answer;
+use keel_proto::v1::{
+    QuestionAnswer, RespondRequest, ReviewDecision, ReviewDecisionKind, UserInputAnswer,
+};
+use tonic::Code;
+
+use crate::client::SessionApi;
+use crate::render::{note, shell_join};
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The session.
+    session: String,
+    /// The request: the `call_id` of its event (see `keel pending`).
+    request_id: String,
+    /// Also approve the same command (or, for a patch, the same files) for
+    /// the rest of the session.
+    #[arg(long, conflicts_with = "amendment")]
+    for_session: bool,
+    /// Also allow every command starting with these words for the rest of
+    /// the session (usually the request's proposed amendment). Comes last:
+    /// every word after it belongs to the prefix.
+    #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "WORD")]
+    amendment: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DenyArgs {
+    session: String,
+    request_id: String,
+    /// Also end the turn (without it, the model is told and goes on).
+    #[arg(long)]
+    abort: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AnswerArgs {
+    session: String,
+    request_id: String,
+    /// An answer to question QID; repeat for more questions, or for more
+    /// answers to the same one.
+    #[arg(long = "answer", required = true, value_name = "QID=TEXT", value_parser = parse_answer)]
+    answers: Vec<(String, String)>,
+}
+
+fn parse_answer(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((id, text)) if !id.trim().is_empty() => Ok((id.trim().to_string(), text.to_string())),
+        _ => Err(format!("{raw:?} is not QID=TEXT")),
+    }
+}
+
+pub async fn approve(mut api: SessionApi, args: ApproveArgs) -> Result<()> {
+    let kind = if !args.amendment.is_empty() {
+        ReviewDecisionKind::ApprovedExecpolicyAmendment
+    } else if args.for_session {
+        ReviewDecisionKind::ApprovedForSession
+    } else {
+        ReviewDecisionKind::Approved
+    };
+    let answer = Answer::Decision(ReviewDecision {
+        kind: kind as i32,
+        execpolicy_amendment: args.amendment,
+    });
+    respond(&mut api, &args.session, &args.request_id, answer).await?;
+    note(format_args!("approved {}", args.request_id));
+    Ok(())
+}
+
+pub async fn deny(mut api: SessionApi, args: DenyArgs) -> Result<()> {
+    let kind = if args.abort {
+        ReviewDecisionKind::Abort
+    } else {
+        ReviewDecisionKind::Denied
+    };
+    let answer = Answer::Decision(ReviewDecision {
+        kind: kind as i32,
+        execpolicy_amendment: Vec::new(),
+    });
+    respond(&mut api, &args.session, &args.request_id, answer).await?;
+    let what = if args.abort {
+        "denied (turn aborted)"
+    } else {
+        "denied"
+    };
+    note(format_args!("{what} {}", args.request_id));
+    Ok(())
+}
+
+pub async fn answer(mut api: SessionApi, args: AnswerArgs) -> Result<()> {
+    respond(
+        &mut api,
+        &args.session,
+        &args.request_id,
+        user_input(args.answers),
+    )
+    .await?;
+    note(format_args!("answered {}", args.request_id));
+    Ok(())
+}
+
+/// Groups `QID=TEXT` pairs by question, keeping their order.
+fn user_input(pairs: Vec<(String, String)>) -> Answer {
+    let mut answers = std::collections::HashMap::<String, QuestionAnswer>::new();
+    for (id, text) in pairs {
+        answers.entry(id).or_default().answers.push(text);
+    }
+    Answer::UserInput(UserInputAnswer { answers })
+}
+
+/// Calls Respond; a request that is not pending (unknown, already answered,
+/// or its turn ended) and an answer that does not fit are one-line errors.
+pub async fn respond(
+    api: &mut SessionApi,
+    session_id: &str,
+    request_id: &str,
+    answer: Answer,
+) -> Result<()> {
+    if request_id.trim().is_empty() {
+        bail!("the request id is empty (see `keel pending {session_id}`)");
+    }
+    let request = RespondRequest {
+        session_id: session_id.to_string(),
+        request_id: request_id.to_string(),
+        answer: Some(answer),
+    };
+    match api.client.respond(request).await {
+        Ok(_) => Ok(()),
+        // The server's message names the request and why it is not pending.
+        Err(status) if status.code() == Code::FailedPrecondition => {
+            Err(anyhow!("{}", status.message()))
+        }
+        Err(status) if status.code() == Code::InvalidArgument => Err(anyhow!(
+            "cannot answer request {request_id:?} that way: {}",
+            status.message()
+        )),
+        Err(status) => Err(session_error(api, "Respond", session_id, &status)),
+    }
+}
+
+/// An RPC error about a session, with NOT_FOUND spelled out.
+pub fn session_error(
+    api: &SessionApi,
+    rpc: &str,
+    session_id: &str,
+    status: &tonic::Status,
+) -> anyhow::Error {
+    match status.code() {
+        Code::NotFound => anyhow!(
+            "no session {session_id:?} at session-api {} (list them with `keel sessions`)",
+            api.target.display
+        ),
+        _ => api.error(rpc, status),
+    }
+}
+
+/// How to answer a request from another terminal or a script; `None` for
+/// messages that are not requests.
+pub fn how_to_answer(session_id: &str, msg: &Msg) -> Option<String> {
+    let s = session_id;
+    Some(match msg {
+        Msg::ExecApprovalRequest(r) => {
+            let id = &r.call_id;
+            let amendment = if r.proposed_execpolicy_amendment.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " | --amendment {}",
+                    shell_join(&r.proposed_execpolicy_amendment)
+                )
+            };
+            format!(
+                "answer with: keel approve {s} {id} [--for-session{amendment}], \
+                 or keel deny {s} {id} [--abort]"
+            )
+        }
+        Msg::ApplyPatchApprovalRequest(r) => {
+            let id = &r.call_id;
+            format!(
+                "answer with: keel approve {s} {id} [--for-session], \
+                 or keel deny {s} {id} [--abort]"
+            )
+        }
+        Msg::RequestUserInput(r) => {
+            let flags: Vec<String> = r
+                .questions
+                .iter()
+                .map(|q| format!("--answer {}=TEXT", q.id))
+                .collect();
+            format!(
+                "answer with: keel answer {s} {} {}",
+                r.call_id,
+                flags.join(" ")
+            )
+        }
+        Msg::DynamicToolCallRequest(r) => format!(
+            "waiting for the client that provides {} to answer call {} (keel cannot)",
+            r.tool, r.call_id
+        ),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use keel_proto::v1::{
+        ApplyPatchApprovalRequest, DynamicToolCallRequest, ExecApprovalRequest, RequestUserInput,
+        UserInputQuestion,
+    };
+
+    #[test]
+    fn answers_parse_and_group() {
+        assert_eq!(
+            parse_answer("lang=Rust, please").unwrap(),
+            ("lang".to_string(), "Rust, please".to_string())
+        );
+        assert_eq!(
+            parse_answer("x=a=b").unwrap(),
+            ("x".to_string(), "a=b".to_string())
+        );
+        assert_eq!(parse_answer("x=").unwrap().1, "");
+        assert!(parse_answer("=text").is_err());
+        assert!(parse_answer("no-equals").is_err());
+        let Answer::UserInput(u) = user_input(vec![
+            ("a".into(), "1".into()),
+            ("b".into(), "2".into()),
+            ("a".into(), "3".into()),
+        ]) else {
+            panic!("not user input");
+        };
+        assert_eq!(u.answers["a"].answers, ["1", "3"]);
+        assert_eq!(u.answers["b"].answers, ["2"]);
+    }
+
+    #[test]
+    fn hints_name_the_commands() {
+        let exec = Msg::ExecApprovalRequest(ExecApprovalRequest {
+            call_id: "c1".into(),
+            proposed_execpolicy_amendment: vec!["rm".into(), "-rf".into()],
+            ..Default::default()
+        });
+        assert_eq!(
+            how_to_answer("s1", &exec).unwrap(),
+            "answer with: keel approve s1 c1 [--for-session | --amendment rm -rf], \
+             or keel deny s1 c1 [--abort]"
+        );
+        let patch = Msg::ApplyPatchApprovalRequest(ApplyPatchApprovalRequest {
+            call_id: "p1".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            how_to_answer("s1", &patch).unwrap(),
+            "answer with: keel approve s1 p1 [--for-session], or keel deny s1 p1 [--abort]"
+        );
+        let input = Msg::RequestUserInput(RequestUserInput {
+            call_id: "q1".into(),
+            questions: vec![
+                UserInputQuestion {
+                    id: "lang".into(),
+                    ..Default::default()
+                },
+                UserInputQuestion {
+                    id: "db".into(),
+                    ..Default::default()
+                },
+            ],
+        });
+        assert_eq!(
+            how_to_answer("s1", &input).unwrap(),
+            "answer with: keel answer s1 q1 --answer lang=TEXT --answer db=TEXT"
+        );
+        let tool = Msg::DynamicToolCallRequest(DynamicToolCallRequest {
+            call_id: "d1".into(),
+            tool: "lookup".into(),
+            ..Default::default()
+        });
+        assert!(how_to_answer("s1", &tool).unwrap().contains("lookup"));
+        assert_eq!(
+            how_to_answer("s1", &Msg::TurnStarted(Default::default())),
+            None
+        );
+    }
+}
