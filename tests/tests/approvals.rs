@@ -782,3 +782,65 @@ async fn patch_approval_and_sandbox_denial_rerun() {
     let told = output_for(&fake, "c_fail");
     assert!(told.contains("\"exit_code\":0"), "{told}");
 }
+
+/// Escalation: the model asks to run outside the sandbox with a
+/// justification; the person sees it as the reason, and the approved command
+/// runs unsandboxed. A policy override to `never` then refuses, without
+/// asking, both a dangerous command and another escalation.
+#[tokio::test(flavor = "multi_thread")]
+async fn escalation_request_and_policy_override() {
+    let outside = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let target = outside.path().canonicalize().unwrap().join("esc.txt");
+    let escalate = |call_id: &str| {
+        let args = json!({
+            "command": ["bash", "-c", format!("echo esc > {}", target.display())],
+            "sandbox_permissions": "require_escalated",
+            "justification": "needs to write the shared cache",
+        });
+        Scripted::tool_call(call_id, "shell", &args.to_string())
+    };
+    let script = vec![
+        escalate("c_esc"),
+        Scripted::assistant("escalated"),
+        shell("c_rm", &["rm", "-rf", "victim"]),
+        escalate("c_esc2"),
+        Scripted::assistant("refused twice"),
+    ];
+    let (fake, _stack, mut client) = start(script, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().canonicalize().unwrap();
+    std::fs::create_dir(ws.join("victim")).unwrap();
+
+    let (sid, mut events) = open(&mut client, &ws, pb::TurnContext::default()).await;
+    session::send(&mut client, &sid, "t1", "write the cache")
+        .await
+        .unwrap();
+    let (_, req) = exec_request(&mut events).await;
+    assert_eq!(req.reason, "needs to write the shared cache");
+    respond(&mut client, &sid, "c_esc", decision(K::Approved))
+        .await
+        .unwrap();
+    turn_end(&mut events).await;
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "esc\n");
+
+    client
+        .override_turn_context(pb::OverrideTurnContextRequest {
+            session_id: sid.clone(),
+            context: Some(policy(pb::ApprovalPolicy::Never)),
+        })
+        .await
+        .unwrap();
+    std::fs::remove_file(&target).unwrap();
+    session::send(&mut client, &sid, "t2", "try again")
+        .await
+        .unwrap();
+    let (seen, _) = turn_end(&mut events).await;
+    assert_eq!(requests_in(&seen), 0, "asked under never");
+    assert!(ws.join("victim").exists());
+    assert!(!target.exists());
+    assert!(output_for(&fake, "c_rm").contains("rejected: blocked by policy"));
+    assert_eq!(
+        output_for(&fake, "c_esc2"),
+        "approval policy is Never; reject command — you should not ask for escalated permissions if the approval policy is Never"
+    );
+}
