@@ -30,6 +30,12 @@ struct Args {
     /// model deltas to; none: clients see text only when each item is done.
     #[arg(long, env = "KEEL_SESSION_API_ADDRS", value_delimiter = ',')]
     session_api: Vec<String>,
+    /// How long a session's next workflow task waits for the worker that has
+    /// the session cached before any worker may take it. Short, so a crashed
+    /// worker delays its sessions by about this much; longer means fewer
+    /// history replays on a busy cluster.
+    #[arg(long, env = "KEEL_STICKY_TIMEOUT_MS", default_value_t = 2000)]
+    sticky_timeout_ms: u64,
     /// mcp-broker address, host:port (not used yet).
     #[arg(long, env = "KEEL_MCP_BROKER_ADDR")]
     mcp_broker: Option<String>,
@@ -52,6 +58,9 @@ async fn main() -> anyhow::Result<()> {
     let options = WorkerOptions::new(args.task_queue.clone())
         .register_workflow::<AgentWorkflow>()?
         .register_activities(activities)
+        .sticky_queue_schedule_to_start_timeout(std::time::Duration::from_millis(
+            args.sticky_timeout_ms,
+        ))
         .build();
     let runtime = Runtime::from_current_tokio(Default::default())?;
     let mut worker = Worker::new(&runtime, client, options)?;
