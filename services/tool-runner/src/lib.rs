@@ -3,8 +3,9 @@
 //!
 //! * [`exec`] starts commands (in one place, [`exec::Executor::spawn`]):
 //!   run-to-completion with timeout and output caps, or long-running for
-//!   unified exec, in their own process groups with a secret-free
-//!   environment;
+//!   unified exec, in their own process groups (recorded, so that a
+//!   restart kills what a crash left running) with the operator's
+//!   environment policy (secrets dropped by default);
 //! * [`workspace`] decides which paths may be touched;
 //! * [`format`] holds Codex's truncation and output layouts, as pure
 //!   functions;

@@ -14,7 +14,8 @@ use clap::{Args, Parser, Subcommand};
 use keel_blobstore::BlobStore;
 use keel_proto::v1::tool_service_server::ToolServiceServer;
 use keel_tool_runner::calls::{Journal, lock_state_dir};
-use keel_tool_runner::exec::Executor;
+use keel_tool_runner::exec::orphans::ProcessRecords;
+use keel_tool_runner::exec::{EnvInherit, EnvPattern, EnvPolicy, Executor};
 use keel_tool_runner::format::TruncationPolicy;
 use keel_tool_runner::patch::{PatchResult, apply_patch};
 use keel_tool_runner::sandbox::{
@@ -79,6 +80,73 @@ struct ServeOptions {
     journal_retention_hours: u64,
     #[command(flatten)]
     sandbox: SandboxArgs,
+    #[command(flatten)]
+    env: EnvArgs,
+}
+
+/// Codex's `shell_environment_policy` for every command: inherit, drop
+/// secrets (unless told not to), exclude, set, include only — in that
+/// order. Set by the operator; a request cannot change it.
+#[derive(Debug, Args)]
+struct EnvArgs {
+    /// Which of the tool-runner's own variables commands inherit: all,
+    /// core (HOME, LOGNAME, PATH, SHELL, USER, USERNAME, TMPDIR, TEMP, TMP)
+    /// or none.
+    #[arg(long, env = "KEEL_ENV_INHERIT", default_value = "all")]
+    env_inherit: EnvInherit,
+    /// Also pass variables named like secrets (*KEY*, *SECRET*, *TOKEN*,
+    /// *PASSWORD*, case-insensitive), which are dropped by default. The
+    /// variable takes 1/0, true/false, yes/no, on/off.
+    #[arg(
+        long,
+        env = "KEEL_ENV_IGNORE_DEFAULT_EXCLUDES",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    env_ignore_default_excludes: bool,
+    /// Drop variables whose name matches this glob (case-insensitive, `*`
+    /// and `?`); repeatable, or comma-separated.
+    #[arg(
+        long = "env-exclude",
+        env = "KEEL_ENV_EXCLUDE",
+        value_name = "PATTERN",
+        value_delimiter = ','
+    )]
+    env_exclude: Vec<String>,
+    /// Set this variable for every command; repeatable. (No environment
+    /// variable: values may hold any character.)
+    #[arg(long = "env-set", value_name = "NAME=VALUE")]
+    env_set: Vec<String>,
+    /// Keep only variables whose name matches one of these globs, after
+    /// the steps above; repeatable, or comma-separated.
+    #[arg(
+        long = "env-include-only",
+        env = "KEEL_ENV_INCLUDE_ONLY",
+        value_name = "PATTERN",
+        value_delimiter = ','
+    )]
+    env_include_only: Vec<String>,
+}
+
+impl EnvArgs {
+    fn policy(&self) -> anyhow::Result<EnvPolicy> {
+        let patterns = |list: &[String]| {
+            list.iter()
+                .map(|p| EnvPattern::new(p))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let mut policy = EnvPolicy {
+            inherit: self.env_inherit,
+            ignore_default_excludes: self.env_ignore_default_excludes,
+            exclude: patterns(&self.env_exclude)?,
+            set: Vec::new(),
+            include_only: patterns(&self.env_include_only)?,
+        };
+        for assignment in &self.env_set {
+            policy.push_set(assignment)?;
+        }
+        Ok(policy)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +242,7 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
     keel_server::init_tracing(args.serve.log_format);
     let blob_url = args.blob_url.context("--blob-url is required")?;
     let blobs = BlobStore::open(&blob_url)?;
+    let env_policy = args.env.policy()?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     // A relative --default-cwd is taken from where the tool-runner started, so
     // every command gets an absolute workdir.
@@ -196,6 +265,19 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
     };
     let _lock = lock_state_dir(&state_dir)?;
     let journal = Journal::open(&state_dir)?;
+    // Holding the lock, before any command starts: what a previous
+    // tool-runner on this directory left running is killed now.
+    let records = ProcessRecords::new(journal.dir());
+    match records.reap_orphans() {
+        Ok(report) if report.killed > 0 => tracing::warn!(
+            killed = report.killed,
+            "killed commands a previous tool-runner left running; their calls report the loss"
+        ),
+        Ok(_) => {}
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot look for commands a previous tool-runner left running");
+        }
+    }
     let journal_retention = Duration::from_secs(args.journal_retention_hours * 3600);
     tracing::info!(
         state_dir = %state_dir.display(),
@@ -208,7 +290,17 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
     if let Err(err) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
         tracing::warn!(error = %err, "cannot disable core dumps");
     }
-    let (executor, sandbox) = sandbox_settings(&args.sandbox)?;
+    tracing::info!(
+        inherit = %env_policy.inherit,
+        ignore_default_excludes = env_policy.ignore_default_excludes,
+        exclude = ?env_policy.exclude.iter().map(EnvPattern::as_str).collect::<Vec<_>>(),
+        // Names only: a value may be a credential the operator passes on.
+        set = ?env_policy.set.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+        include_only = ?env_policy.include_only.iter().map(EnvPattern::as_str).collect::<Vec<_>>(),
+        "command environment policy"
+    );
+    let (executor, sandbox) = sandbox_settings(&args.sandbox, &env_policy)?;
+    let executor = executor.with_process_records(records);
     let runner = ToolRunner::new(ToolRunnerConfig {
         executor,
         sandbox,
@@ -247,7 +339,10 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
 
 /// The executor with this binary as its sandbox helper, and the sandbox
 /// settings with what the host enforces (probed and logged now).
-fn sandbox_settings(args: &SandboxArgs) -> anyhow::Result<(Executor, SandboxSettings)> {
+fn sandbox_settings(
+    args: &SandboxArgs,
+    env_policy: &EnvPolicy,
+) -> anyhow::Result<(Executor, SandboxSettings)> {
     let helper = std::env::current_exe().context("cannot find the tool-runner's own binary")?;
     let status = SandboxStatus::probe(&helper);
     let complete =
@@ -259,7 +354,8 @@ fn sandbox_settings(args: &SandboxArgs) -> anyhow::Result<(Executor, SandboxSett
     } else {
         tracing::warn!(mechanism = %status.mechanism, detail = %status.detail, default_sandbox = %args.default_sandbox, "sandbox incomplete: restricted commands run with what this host enforces; pass --require-sandbox to refuse them");
     }
-    let executor = Executor::from_process_env().with_sandbox_helper(helper);
+    let executor =
+        Executor::with_env_policy(std::env::vars_os(), env_policy).with_sandbox_helper(helper);
     let settings = SandboxSettings {
         default_policy: SandboxPolicy::new(args.default_sandbox),
         require: args.require_sandbox,

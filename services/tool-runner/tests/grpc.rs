@@ -26,8 +26,23 @@ async fn start(dir: &Path) -> Server {
 /// Starts the binary on `dir` (blobs in `dir/blobs`, default cwd `dir`),
 /// reporting its address in `dir/<addr_name>`.
 async fn start_with(dir: &Path, addr_name: &str, extra: &[&str]) -> Server {
+    start_configured(dir, addr_name, extra, |command| {
+        command.env_remove("KEEL_TOOL_RUNNER_STATE_DIR");
+    })
+    .await
+}
+
+/// [`start_with`], with the command adjusted (e.g. its environment) first.
+async fn start_configured(
+    dir: &Path,
+    addr_name: &str,
+    extra: &[&str],
+    configure: impl FnOnce(&mut Command),
+) -> Server {
     let addr_file = dir.join(addr_name);
-    let child = Command::new(env!("CARGO_BIN_EXE_keel-tool-runner"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keel-tool-runner"));
+    configure(&mut command);
+    let child = command
         .arg("--addr-file")
         .arg(&addr_file)
         .arg("--blob-url")
@@ -35,7 +50,6 @@ async fn start_with(dir: &Path, addr_name: &str, extra: &[&str]) -> Server {
         .arg("--default-cwd")
         .arg(dir)
         .args(extra)
-        .env_remove("KEEL_TOOL_RUNNER_STATE_DIR")
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -185,43 +199,84 @@ async fn cancel_tool_call_kills_the_command_and_records_the_abort() {
     server.child.kill().await.unwrap();
 }
 
+fn journal_names(state: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(state.join("calls"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
 #[tokio::test]
-async fn a_command_cut_by_a_restart_is_not_run_again() {
+async fn a_command_cut_by_a_restart_is_killed_and_not_run_again() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let state_arg = ["--state-dir", state.to_str().unwrap()];
     let mut first = start_with(dir.path(), "addr-1", &state_arg).await;
     let marker = dir.path().join("marker");
     let pid_file = dir.path().join("pid");
-    // The shell leads the command's process group.
+    // The shell leads the command's process group; `sleep` is in it too.
     let script = format!(
-        "echo $$ > {pid}.tmp && mv {pid}.tmp {pid}; echo ran >> {marker}; sleep 30",
+        "sleep 60 & echo $$ $! > {pid}.tmp && mv {pid}.tmp {pid}; echo ran >> {marker}; wait",
         pid = pid_file.display(),
         marker = marker.display()
     );
     let mut client = first.client.clone();
     let request = shell_call("call_r", &script);
     let call = tokio::spawn(async move { client.run_tool(request).await });
-    let pgid: i32 = wait_for_file(&pid_file, Duration::from_secs(10))
+    let pids: Vec<i32> = wait_for_file(&pid_file, Duration::from_secs(10))
         .await
-        .parse()
-        .unwrap();
+        .split_whitespace()
+        .map(|pid| pid.parse().unwrap())
+        .collect();
+    let [leader, sleeper] = pids[..] else {
+        panic!("{pids:?}")
+    };
     wait_for_file(&marker, Duration::from_secs(10)).await;
+    // The group's record is written just after the spawn; a crash before
+    // it is outside the guarantee, so wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !journal_names(&state)
+        .iter()
+        .any(|n| n.ends_with(".process"))
+    {
+        assert!(Instant::now() < deadline, "the command was never recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
-    // SIGKILL mid-command: no chance to record anything.
+    // SIGKILL mid-command: no chance to record or kill anything.
     first.child.kill().await.unwrap();
     assert!(
         call.await.unwrap().is_err(),
         "the call died with the server"
     );
-    let journal: Vec<String> = std::fs::read_dir(state.join("calls"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(journal.len(), 1, "{journal:?}");
-    assert!(journal[0].ends_with(".started"), "{journal:?}");
+    let journal = journal_names(&state);
+    assert_eq!(journal.len(), 2, "{journal:?}");
+    assert!(
+        journal.iter().any(|n| n.ends_with(".started")),
+        "{journal:?}"
+    );
+    assert!(
+        journal
+            .iter()
+            .any(|n| n.starts_with(&format!("{leader}-")) && n.ends_with(".process")),
+        "the command's process group is recorded: {journal:?}"
+    );
+    assert!(
+        !is_dead(leader) && !is_dead(sleeper),
+        "the command outlived its tool-runner"
+    );
 
+    // The restarted tool-runner kills the orphaned group before it serves.
     let mut second = start_with(dir.path(), "addr-2", &state_arg).await;
+    wait_dead(leader).await;
+    wait_dead(sleeper).await;
+    let journal = journal_names(&state);
+    assert!(
+        journal.iter().all(|n| !n.ends_with(".process")),
+        "{journal:?}"
+    );
     let resp = second
         .client
         .run_tool(shell_call("call_r", &script))
@@ -255,13 +310,81 @@ async fn a_command_cut_by_a_restart_is_not_run_again() {
         .into_inner();
     assert_eq!(again, resp);
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "ran\n");
-
     second.child.kill().await.unwrap();
-    // The orphaned command outlived the first tool-runner; end it.
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pgid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+}
+
+#[tokio::test]
+async fn commands_see_the_configured_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = std::env::var("PATH").unwrap();
+    let mut server = start_configured(
+        dir.path(),
+        "addr",
+        &[
+            "--default-sandbox",
+            "danger-full-access",
+            "--env-inherit",
+            "core",
+            "--env-set",
+            "HOME=/elsewhere",
+            "--env-set",
+            "GREETING=hello",
+            "--env-set",
+            "DROPPED=x",
+            "--env-include-only",
+            "PATH,home",
+            "--env-include-only",
+            "USER",
+            "--env-include-only",
+            "GREET*",
+        ],
+        |command| {
+            command
+                .env_clear()
+                .env("PATH", &path)
+                .env("HOME", "/home/tester")
+                .env("USER", "tester")
+                .env("LOGNAME", "tester")
+                .env("SHELL", "/bin/sh")
+                .env("LANG", "C.UTF-8")
+                .env("MY_API_KEY", "sk-secret")
+                // The environment form: comma-separated.
+                .env("KEEL_ENV_EXCLUDE", "logname,sh*");
+        },
+    )
+    .await;
+    let resp = server
+        .client
+        .run_tool(RunToolRequest {
+            session_id: "s".into(),
+            call_id: "call_env".into(),
+            tool_name: "shell".into(),
+            arguments: r#"{"command":["env"]}"#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.success, "{}", resp.output_preview);
+    let mut seen: Vec<String> = resp
+        .command
+        .unwrap()
+        .aggregated_output
+        .lines()
+        .map(str::to_string)
+        .collect();
+    seen.sort();
+    // core: PATH HOME USER LOGNAME SHELL; exclude: LOGNAME SHELL; set: HOME
+    // GREETING DROPPED; include only: PATH HOME USER GREETING.
+    let mut expected = vec![
+        "GREETING=hello".to_string(),
+        "HOME=/elsewhere".to_string(),
+        format!("PATH={path}"),
+        "USER=tester".to_string(),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected);
+    server.child.kill().await.unwrap();
 }
 
 #[tokio::test]

@@ -8,6 +8,10 @@
 //! * `cancelled`: a tombstone left by CancelToolCall for a key the
 //!   tool-runner had not seen, so that a RunTool arriving later runs nothing.
 //!
+//! The directory also holds `<pgid>-<start ticks>.process` records, one per
+//! live process group, which [`crate::exec::orphans`] owns (they are not
+//! pruned by age: they go with their process group, or at startup).
+//!
 //! Every write goes to a temporary file that is synced and renamed into
 //! place, then the directory is synced: a reader sees a whole file or none,
 //! also after a crash. Entries older than the retention are pruned by

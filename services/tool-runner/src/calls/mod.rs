@@ -25,8 +25,11 @@
 //! ([`restarted_text`]) and records it as the call's result. Across a
 //! restart a call therefore runs at most once, and its output may be lost;
 //! running it twice would be worse (a second `git commit`, a second
-//! migration). The command itself may even go on running after the
-//! tool-runner died: it is in its own process group, which nobody kills.
+//! migration). The command itself would go on running after the
+//! tool-runner died (it is in its own process group), so every process
+//! group started is recorded next to the journal, and the restarted
+//! tool-runner kills the ones still running before it serves
+//! ([`crate::exec::orphans`]).
 //!
 //! A call finished before the restart keeps its recorded response, for
 //! `--journal-retention-hours` (72 by default). A retry arriving later than

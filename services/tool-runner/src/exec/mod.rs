@@ -5,6 +5,8 @@
 
 mod env;
 mod group;
+pub mod orphans;
+mod procfs;
 pub mod registry;
 mod spawn;
 pub mod unified;
@@ -14,13 +16,17 @@ use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::time::Instant;
 
 use crate::sandbox::Confinement;
-pub use env::{inheritable, is_secret_name};
+pub use env::{
+    CORE_VARS, EnvInherit, EnvPattern, EnvPolicy, EnvPolicyError, inheritable, is_secret_name,
+};
+use orphans::{ProcessOwner, ProcessRecords};
 use spawn::Spawned;
 pub use spawn::StdinMode;
 
@@ -99,14 +105,20 @@ impl ExecError {
     }
 }
 
-/// Runs commands with a fixed inherited environment; cheap to clone.
+/// Runs commands with a fixed environment (the operator's
+/// [`EnvPolicy`] applied once, at startup); cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Executor {
-    base_env: Vec<(OsString, OsString)>,
+    base_env: Arc<[(OsString, OsString)]>,
     /// The binary whose `sandbox-exec` subcommand confines sandboxed
     /// commands (the tool-runner's own); without one, sandboxed commands
     /// cannot start.
     sandbox_helper: Option<PathBuf>,
+    /// Where every process group started is recorded, so that a restart
+    /// can kill what a crash left running.
+    records: Option<ProcessRecords>,
+    /// The call this executor runs commands for (see [`Executor::owned_by`]).
+    owner: Option<Arc<ProcessOwner>>,
 }
 
 impl Executor {
@@ -118,9 +130,35 @@ impl Executor {
     /// Inherits `vars`, minus secrets. Tests use this instead of mutating the
     /// process environment.
     pub fn with_inherited_env(vars: impl IntoIterator<Item = (OsString, OsString)>) -> Self {
+        Self::with_env_policy(vars, &EnvPolicy::default())
+    }
+
+    /// Commands start from `policy` applied to `vars` (the tool-runner's
+    /// own environment).
+    pub fn with_env_policy(
+        vars: impl IntoIterator<Item = (OsString, OsString)>,
+        policy: &EnvPolicy,
+    ) -> Self {
         Self {
-            base_env: inheritable(vars),
+            base_env: policy.apply(vars).into(),
             sandbox_helper: None,
+            records: None,
+            owner: None,
+        }
+    }
+
+    /// Records every process group started in `records`.
+    pub fn with_process_records(mut self, records: ProcessRecords) -> Self {
+        self.records = Some(records);
+        self
+    }
+
+    /// This executor for one tool call: the records of what it starts name
+    /// the call.
+    pub fn owned_by(&self, owner: ProcessOwner) -> Self {
+        Self {
+            owner: Some(Arc::new(owner)),
+            ..self.clone()
         }
     }
 

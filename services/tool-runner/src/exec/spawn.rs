@@ -37,8 +37,10 @@ pub(crate) struct Spawned {
 }
 
 impl Executor {
-    /// Starts `argv` in `cwd` with the inherited (secret-free) environment
-    /// plus `env`, confined by `sandbox` when given.
+    /// Starts `argv` in `cwd` with the policy's environment plus `env`,
+    /// confined by `sandbox` when given. The caller's `env` and the
+    /// sandbox's variable come after the policy, so `include_only` does not
+    /// filter them (as in Codex, where the policy builds the base).
     pub(crate) fn spawn(
         &self,
         argv: &[String],
@@ -99,7 +101,13 @@ impl Executor {
             .kill_on_drop(true)
             .spawn()
             .map_err(spawn_error)?;
-        let group = ProcessGroup::new(child.id());
+        let mut group = ProcessGroup::new(child.id());
+        // Right after the spawn, before anything awaits: the window in which
+        // a tool-runner crash leaves the command unrecorded stays tiny. A
+        // small write to a local directory, so done in place.
+        if let (Some(records), Some(pgid)) = (&self.records, group.id()) {
+            group.set_record(records.record(pgid, program, self.owner.as_deref()));
+        }
         Ok(Spawned { child, group })
     }
 

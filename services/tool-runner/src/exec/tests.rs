@@ -262,3 +262,33 @@ async fn spawn_failures_are_typed() {
     let err = executor().run(&bad_env).await.unwrap_err();
     assert!(matches!(err, ExecError::InvalidEnvName(_)), "{err:?}");
 }
+
+/// Every group has a process record while it runs, and none after.
+#[tokio::test]
+async fn groups_are_recorded_while_they_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = orphans::ProcessRecords::new(dir.path());
+    let executor = executor().with_process_records(records);
+    // The record is written just after the spawn, so the command may run
+    // before it exists: it waits (bounded) for it.
+    let script = format!(
+        "i=0; while [ -z \"$(ls {dir})\" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done; echo $$; ls {dir}",
+        dir = dir.path().display()
+    );
+    let out = executor.run(&sh(&script)).await.unwrap();
+    let (pid, listed) = out.stdout.split_once('\n').unwrap();
+    assert!(
+        listed.starts_with(&format!("{pid}-")) && listed.trim_end().ends_with(".process"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+    let argv = vec!["sleep".to_string(), "30".to_string()];
+    let process =
+        unified::LongRunningProcess::start(&executor, argv, &std::env::temp_dir(), false, None)
+            .unwrap();
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    drop(process);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

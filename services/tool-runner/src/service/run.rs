@@ -15,6 +15,7 @@ use super::{DISPLAY_LIMIT_BYTES, ToolRunner, millis};
 use crate::calls::journal::{StartedRecord, unix_ms};
 use crate::calls::registry::{CancelTarget, Execution, Outcome, Role, Unstored};
 use crate::calls::{CallKey, JournalEntry, aborted_text, restarted_text};
+use crate::exec::orphans::ProcessOwner;
 use crate::format::cut_at_char_boundary;
 use crate::tools::{self, ToolCall, ToolContext, ToolOutcome};
 
@@ -181,8 +182,16 @@ impl ToolRunner {
         match self.session_cwd(&req.cwd) {
             Ok(cwd) => {
                 let sandbox = self.call_sandbox(policy, &cwd);
+                // Process records name the call, for the log of a restart
+                // that kills what it left running.
+                let executor = inner.executor.owned_by(ProcessOwner {
+                    session_id: req.session_id.clone(),
+                    call_id: req.call_id.clone(),
+                    attempt: req.attempt,
+                    tool_name: req.tool_name.clone(),
+                });
                 let ctx = ToolContext {
-                    executor: &inner.executor,
+                    executor: &executor,
                     policy: inner.policy,
                     workspace: &inner.workspace,
                     processes: &inner.processes,

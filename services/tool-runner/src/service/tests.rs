@@ -39,12 +39,14 @@ fn runner_on(
     default_cwd: &Path,
     workspace: Workspace,
 ) -> ToolRunner {
+    let journal = Journal::open(state_dir).unwrap();
+    let records = crate::exec::orphans::ProcessRecords::new(journal.dir());
     ToolRunner::new(ToolRunnerConfig {
-        executor: Executor::with_inherited_env(std::env::vars_os()),
+        executor: Executor::with_inherited_env(std::env::vars_os()).with_process_records(records),
         blobs: blobs.clone(),
         default_cwd: std::fs::canonicalize(default_cwd).unwrap(),
         workspace,
-        journal: Journal::open(state_dir).unwrap(),
+        journal,
         journal_retention: DEFAULT_JOURNAL_RETENTION,
         sandbox: SandboxSettings::disabled(),
     })

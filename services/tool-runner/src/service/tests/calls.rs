@@ -266,6 +266,65 @@ async fn cancelling_exec_command_kills_the_process_it_started() {
     );
 }
 
+/// The process records in the journal directory.
+fn process_records(fx: &Fixture) -> Vec<serde_json::Value> {
+    std::fs::read_dir(fx.state.path().join(crate::calls::journal::CALLS_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|ext| ext == "process"))
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect()
+}
+
+/// An exec_command process outlives its call (whose journal entry is then
+/// finished); its process record stays until it goes, so a restart after a
+/// crash would kill it like any command cut mid-call.
+#[tokio::test]
+async fn a_process_outliving_its_call_stays_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = runner(dir.path());
+    let args =
+        r#"{"cmd":"echo $$ > pid; exec sleep 30","shell":"sh","login":false,"yield_time_ms":300}"#;
+    let resp = call(&fx.runner, tool_req("e", "exec_command", args, "")).await;
+    assert!(resp.command.as_ref().is_some_and(|c| c.running), "{resp:?}");
+    let pid: i64 = std::fs::read_to_string(dir.path().join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let records = process_records(&fx);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["pgid"], pid);
+    assert_eq!(records[0]["owner"]["call_id"], "e");
+    assert_eq!(records[0]["owner"]["tool_name"], "exec_command");
+
+    // What a restart does with the record: the group is killed.
+    let report = crate::exec::orphans::ProcessRecords::new(
+        &fx.state.path().join(crate::calls::journal::CALLS_DIR),
+    )
+    .reap_orphans()
+    .unwrap();
+    assert_eq!(report.killed, 1);
+    let pid = i32::try_from(pid).unwrap();
+    until("the process to die", || is_dead(pid)).await;
+    assert!(process_records(&fx).is_empty());
+
+    // Without a crash, the record goes with the process.
+    call(&fx.runner, tool_req("f", "exec_command", args, "")).await;
+    assert_eq!(process_records(&fx).len(), 1);
+    fx.runner
+        .close_tool_session(Request::new(CloseToolSessionRequest {
+            session_id: "s1".into(),
+        }))
+        .await
+        .unwrap();
+    assert!(process_records(&fx).is_empty());
+    // A command run to completion leaves none either.
+    let resp = call(&fx.runner, script_req("k", "echo done", dir.path())).await;
+    assert!(resp.success, "{}", resp.output_preview);
+    assert!(process_records(&fx).is_empty());
+}
+
 #[tokio::test]
 async fn close_session_cancels_the_sessions_calls() {
     let dir = tempfile::tempdir().unwrap();
