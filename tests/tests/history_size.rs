@@ -30,3 +30,71 @@ async fn model_call_payloads_do_not_grow_with_the_conversation() {
         "result grew: {small:?} -> {large:?}"
     );
 }
+
+/// A big tool call — here a 256 KiB patch — reaches the tool-runner through
+/// the blob store: the file is written whole, while no activity puts more
+/// than a small, fixed amount in history.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_patch_stays_out_of_history() {
+    use keel_e2e::fake_model::{FakeModel, Scripted, sse};
+    use keel_e2e::stack::{Stack, StackOptions};
+    use keel_e2e::{history, session};
+    use keel_proto::v1 as pb;
+    use serde_json::json;
+
+    let line = "0123456789abcdef".repeat(4);
+    let lines = 256 * 1024 / (line.len() + 1);
+    let body: String = (0..lines).map(|_| format!("+{line}\n")).collect();
+    let patch = format!("*** Begin Patch\n*** Add File: big.txt\n{body}*** End Patch");
+    let fake = FakeModel::start(vec![
+        Scripted::Events(vec![
+            sse::created(),
+            sse::output_item_done(json!({
+                "type": "custom_tool_call", "id": "ctc_big", "call_id": "call_big",
+                "name": "apply_patch", "input": patch,
+            })),
+            sse::completed("r1", 10, 5),
+        ]),
+        Scripted::assistant("written"),
+    ])
+    .await
+    .unwrap();
+    let stack = {
+        let opts = StackOptions::new(fake.base_url());
+        tokio::task::spawn_blocking(move || Stack::start(opts))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let mut client = session::connect(&stack.session_api).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sid = session::create(&mut client, Some(dir.path()))
+        .await
+        .unwrap();
+    let mut events = session::follow(&mut client, &sid, 0, false).await.unwrap();
+    session::send(&mut client, &sid, "t1", "write a big file")
+        .await
+        .unwrap();
+    session::until(&mut events, |e| {
+        matches!(e.msg, Some(pb::event::Msg::TurnComplete(_))).then_some(())
+    })
+    .await
+    .unwrap();
+    let written = std::fs::read_to_string(dir.path().join("big.txt")).unwrap();
+    assert_eq!(written.len(), lines * (line.len() + 1));
+
+    let temporal = history::temporal_client(&stack.temporal_address)
+        .await
+        .unwrap();
+    let json = history::history_json(&temporal, &sid).await.unwrap();
+    let payloads = history::activity_payloads(&json).unwrap();
+    assert!(payloads.iter().any(|p| p.activity_type == "run_tool"));
+    for p in &payloads {
+        let total = p.input_bytes + p.result_bytes;
+        assert!(
+            total <= 2 * MAX_MODEL_CALL_PAYLOAD_BYTES,
+            "{} put {total} bytes in history: {p:?}",
+            p.activity_type
+        );
+    }
+}

@@ -85,14 +85,20 @@ pub enum OutputItem {
         digest: String,
         call_id: String,
         name: String,
+        /// Cut at 16 KiB; the whole call is the stored item.
         arguments: String,
+        #[serde(default)]
+        arguments_truncated: bool,
     },
     /// A freeform (custom tool) call; `input` is the raw text.
     CustomToolCall {
         digest: String,
         call_id: String,
         name: String,
+        /// Cut at 16 KiB; the whole call is the stored item.
         input: String,
+        #[serde(default)]
+        input_truncated: bool,
     },
     Reasoning {
         digest: String,
@@ -128,6 +134,9 @@ pub struct ToolCallInput {
     /// 0, or 1 for the re-run after an approved sandbox denial.
     #[serde(default)]
     pub attempt: u32,
+    /// The stored call item, for a call too big to pass as `arguments`.
+    #[serde(default)]
+    pub call_item_digest: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -156,6 +165,9 @@ pub struct PatchReviewInput {
     pub arguments: String,
     pub custom: bool,
     pub sandbox: SandboxSettings,
+    /// The stored call item, for a patch too big to pass as `arguments`.
+    #[serde(default)]
+    pub call_item_digest: Option<String>,
 }
 
 /// One file of a patch, for approval requests and patch events.
@@ -422,6 +434,7 @@ impl KeelActivities {
                     arguments: input.arguments,
                     custom: input.custom,
                     sandbox: Some(sandbox_policy(&input.sandbox)),
+                    call_item_digest: input.call_item_digest.unwrap_or_default(),
                 })
                 .await
                 .map_err(status_failure)?
@@ -468,6 +481,7 @@ impl KeelActivities {
                     custom: input.custom,
                     sandbox: input.sandbox.as_ref().map(sandbox_policy),
                     attempt: input.attempt,
+                    call_item_digest: input.call_item_digest.unwrap_or_default(),
                 })
                 .await
                 .map_err(status_failure)?
@@ -603,12 +617,14 @@ fn output_item(done: pb::OutputItemDone) -> Option<OutputItem> {
             call_id: f.call_id,
             name: f.name,
             arguments: f.arguments,
+            arguments_truncated: f.arguments_truncated,
         },
         Item::CustomToolCall(c) => OutputItem::CustomToolCall {
             digest,
             call_id: c.call_id,
             name: c.name,
             input: c.input,
+            input_truncated: c.input_truncated,
         },
         Item::Reasoning(r) => OutputItem::Reasoning {
             digest,

@@ -649,17 +649,33 @@ async fn sample_until_done(
                         }),
                     ),
                     OutputItem::FunctionCall {
+                        digest,
                         call_id,
                         name,
                         arguments,
-                        ..
-                    } => calls.push((call_id.clone(), name.clone(), arguments.clone(), false)),
+                        arguments_truncated,
+                    } => calls.push(tool_calls::Call {
+                        call_id: call_id.clone(),
+                        name: name.clone(),
+                        arguments: arguments.clone(),
+                        custom: false,
+                        item_digest: digest.clone(),
+                        truncated: *arguments_truncated,
+                    }),
                     OutputItem::CustomToolCall {
+                        digest,
                         call_id,
                         name,
                         input,
-                        ..
-                    } => calls.push((call_id.clone(), name.clone(), input.clone(), true)),
+                        input_truncated,
+                    } => calls.push(tool_calls::Call {
+                        call_id: call_id.clone(),
+                        name: name.clone(),
+                        arguments: input.clone(),
+                        custom: true,
+                        item_digest: digest.clone(),
+                        truncated: *input_truncated,
+                    }),
                     _ => {}
                 }
             }
@@ -667,20 +683,14 @@ async fn sample_until_done(
         if calls.is_empty() {
             return TurnEnd::Completed;
         }
-        for (call_id, name, arguments, custom) in calls {
+        for call in calls {
             if cancel.is_cancelled() {
                 ctx.state_mut(|s| {
                     s.pending
-                        .push(inline_output(&call_id, "aborted by user", custom))
+                        .push(inline_output(&call.call_id, ABORTED, call.custom))
                 });
                 continue;
             }
-            let call = tool_calls::Call {
-                call_id,
-                name,
-                arguments,
-                custom,
-            };
             tool_calls::run(ctx, turn_id, cancel, call).await;
         }
         if cancel.is_cancelled() {

@@ -114,7 +114,7 @@ mod tests {
 
     #[test]
     fn the_budget_keeps_the_newest() {
-        let big = "x".repeat(KEPT_USER_TEXT_BYTES - 10);
+        let big = "x".repeat(KEPT_USER_TEXT_BYTES - 5);
         let items = vec![
             user_message("old one"),
             user_message(&big),

@@ -206,6 +206,7 @@ mod tests {
             reasoning_summary: Some(ReasoningSummary::Auto),
             verbosity: None,
             service_tier: Some(ServiceTier::Flex),
+            personality: Some(Personality::Friendly),
         };
         let c = CallControls::resolve(
             RequestedControls {

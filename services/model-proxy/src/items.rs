@@ -55,20 +55,29 @@ pub fn summarize(item: &Map<String, Value>) -> Item {
                 truncated,
             })
         }
-        "function_call" => Item::FunctionCall(FunctionCallItem {
-            call_id: text("call_id"),
-            name: text("name"),
-            arguments: match item.get("arguments") {
+        "function_call" => {
+            let full = match item.get("arguments") {
                 Some(Value::String(s)) => s.clone(),
                 Some(other) => other.to_string(),
                 None => String::new(),
-            },
-        }),
-        "custom_tool_call" => Item::CustomToolCall(CustomToolCallItem {
-            call_id: text("call_id"),
-            name: text("name"),
-            input: text("input"),
-        }),
+            };
+            let (arguments, arguments_truncated) = cut(full, MESSAGE_TEXT_LIMIT);
+            Item::FunctionCall(FunctionCallItem {
+                call_id: text("call_id"),
+                name: text("name"),
+                arguments,
+                arguments_truncated,
+            })
+        }
+        "custom_tool_call" => {
+            let (input, input_truncated) = cut(text("input"), MESSAGE_TEXT_LIMIT);
+            Item::CustomToolCall(CustomToolCallItem {
+                call_id: text("call_id"),
+                name: text("name"),
+                input,
+                input_truncated,
+            })
+        }
         "reasoning" => Item::Reasoning(ReasoningItem {
             summary_text: parts(item, "summary")
                 .filter_map(|p| p.get("text").and_then(Value::as_str))
@@ -179,6 +188,7 @@ mod tests {
                 call_id: "p".into(),
                 name: "apply_patch".into(),
                 input: "*** Begin Patch\n*** End Patch".into(),
+                input_truncated: false,
             })
         );
         let call = obj(
@@ -197,6 +207,27 @@ mod tests {
                 r#type: "web_search_call".into()
             })
         );
+    }
+
+    #[test]
+    fn big_call_arguments_are_cut_and_flagged() {
+        let big = "x".repeat(MESSAGE_TEXT_LIMIT + 10);
+        let call = obj(
+            json!({"type": "function_call", "call_id": "c", "name": "shell",
+            "arguments": big}),
+        );
+        let Item::FunctionCall(f) = summarize(&call) else {
+            panic!("not a function call")
+        };
+        assert!(f.arguments_truncated);
+        assert_eq!(f.arguments.len(), MESSAGE_TEXT_LIMIT);
+        let custom = obj(json!({"type": "custom_tool_call", "call_id": "c",
+            "name": "apply_patch", "input": "small"}));
+        let Item::CustomToolCall(c) = summarize(&custom) else {
+            panic!("not a custom call")
+        };
+        assert!(!c.input_truncated);
+        assert_eq!(c.input, "small");
     }
 
     #[test]

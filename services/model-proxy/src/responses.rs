@@ -239,6 +239,7 @@ mod tests {
             verbosity: Some(Verbosity::Low),
             service_tier: Some(ServiceTier::Fast),
             output_schema: Some(json!({"type": "object"})),
+            personality: None,
         })))
         .unwrap();
         assert_eq!(

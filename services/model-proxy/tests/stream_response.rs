@@ -208,6 +208,7 @@ async fn function_call_items_are_summarised() {
             call_id: "call_1".into(),
             name: "shell".into(),
             arguments: args.into(),
+            arguments_truncated: false,
         })
     );
     let stored: Value = h.blobs.get_json(d).await.unwrap();
@@ -531,6 +532,7 @@ async fn custom_tools_pass_through_and_their_calls_are_summarised() {
             call_id: "call_p".into(),
             name: "apply_patch".into(),
             input: patch.into(),
+            input_truncated: false,
         })
     );
     let stored: Value = h.blobs.get_json(digest).await.unwrap();

@@ -238,10 +238,14 @@ impl ToolService for ToolRunner {
         &self,
         request: Request<RunToolRequest>,
     ) -> Result<Response<RunToolResponse>, Status> {
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         check_key(&req.session_id, &req.call_id)?;
         if req.tool_name.is_empty() {
             return Err(Status::invalid_argument("tool_name must not be empty"));
+        }
+        if !req.call_item_digest.is_empty() {
+            req.arguments = self.stored_arguments(&req.call_item_digest).await?;
+            req.call_item_digest.clear();
         }
         let policy = self.sandbox_policy(req.sandbox.as_ref())?;
         // Only commands need the platform sandbox; the tool-runner checks
@@ -368,7 +372,12 @@ impl ToolService for ToolRunner {
         &self,
         request: Request<ReviewPatchRequest>,
     ) -> Result<Response<ReviewPatchResponse>, Status> {
-        self.review(request.into_inner()).await.map(Response::new)
+        let mut req = request.into_inner();
+        if !req.call_item_digest.is_empty() {
+            req.arguments = self.stored_arguments(&req.call_item_digest).await?;
+            req.call_item_digest.clear();
+        }
+        self.review(req).await.map(Response::new)
     }
 
     async fn get_sandbox_status(
@@ -479,6 +488,39 @@ fn exec_status(err: ExecError) -> Status {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl ToolRunner {
+    /// The arguments of a stored `function_call` (its `arguments`) or
+    /// `custom_tool_call` (its `input`) item.
+    async fn stored_arguments(&self, digest: &str) -> Result<String, Status> {
+        let item: serde_json::Value =
+            self.inner
+                .blobs
+                .get_json(digest)
+                .await
+                .map_err(|e| match e {
+                    keel_blobstore::BlobError::InvalidDigest(_)
+                    | keel_blobstore::BlobError::NotFound(_) => {
+                        Status::invalid_argument(format!("call_item_digest: {e}"))
+                    }
+                    other => Status::unavailable(format!("cannot read the call item: {other}")),
+                })?;
+        let field = match item.get("type").and_then(serde_json::Value::as_str) {
+            Some("function_call") => "arguments",
+            Some("custom_tool_call") => "input",
+            _ => {
+                return Err(Status::invalid_argument(
+                    "call_item_digest must name a function_call or custom_tool_call item",
+                ));
+            }
+        };
+        Ok(match item.get(field) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -108,6 +108,7 @@ impl Env {
                 custom: tool == "apply_patch",
                 sandbox: Some(sandbox),
                 attempt,
+                call_item_digest: String::new(),
             })
             .await
             .unwrap()
@@ -547,6 +548,7 @@ async fn review_patch_describes_each_change() {
             arguments: patch.into(),
             custom: true,
             sandbox: Some(workspace_write()),
+            call_item_digest: String::new(),
         })
         .await
         .unwrap()
@@ -608,6 +610,7 @@ async fn review_patch_reports_what_run_tool_would_say() {
         arguments: arguments.into(),
         custom,
         sandbox: None,
+        call_item_digest: String::new(),
     };
     let bad = "*** Begin Patch\n*** Frobnicate File: x\n*** End Patch";
     let resp = env

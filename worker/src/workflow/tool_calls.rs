@@ -29,9 +29,33 @@ use crate::tools;
 pub(super) struct Call {
     pub call_id: String,
     pub name: String,
+    /// Cut at 16 KiB when `truncated`.
     pub arguments: String,
     pub custom: bool,
+    /// The stored call item: how a call too big for history reaches the
+    /// tool-runner.
+    pub item_digest: String,
+    pub truncated: bool,
 }
+
+impl Call {
+    /// What the tool-runner needs to find the arguments.
+    fn arguments_for_runner(&self) -> (String, Option<String>) {
+        if self.truncated {
+            (String::new(), Some(self.item_digest.clone()))
+        } else {
+            (self.arguments.clone(), None)
+        }
+    }
+}
+
+/// Names of the tools that run a command the approval rules must judge.
+fn is_command_tool(name: &str) -> bool {
+    tools::SHELL_TOOLS.contains(&name) || matches!(name, "shell_command" | "exec_command")
+}
+
+/// The output of a workflow-handled call whose arguments were too big.
+const ARGUMENTS_TOO_LARGE: &str = "failed to parse function arguments: the arguments exceed 16 KiB";
 
 /// Runs `call` and appends its output to the conversation.
 pub(super) async fn run(
@@ -56,7 +80,15 @@ pub(super) async fn run(
             .item;
         return push(ctx, item);
     }
+    let workflow_tool =
+        dynamic.is_some() || matches!(call.name.as_str(), "update_plan" | "request_user_input");
     let item = match (call.name.as_str(), dynamic) {
+        _ if call.truncated && workflow_tool => {
+            inline_output(&call.call_id, ARGUMENTS_TOO_LARGE, call.custom)
+        }
+        _ if call.truncated && is_command_tool(&call.name) => {
+            oversized_command(ctx, turn_id, cancel, &call).await
+        }
         (_, Some(decl)) => dynamic_tool(ctx, turn_id, &call, &decl.namespace, &decl.name).await,
         ("update_plan", _) => update_plan(ctx, turn_id, &call),
         ("request_user_input", _) => request_user_input(ctx, turn_id, &call).await,
@@ -127,15 +159,17 @@ async fn execute(
             )
         });
     }
+    let (arguments, call_item_digest) = call.arguments_for_runner();
     let input = ToolCallInput {
         session_id: ctx.state(|s| s.input.session_id.clone()),
         call_id: call.call_id.clone(),
         name: call.name.clone(),
-        arguments: call.arguments.clone(),
+        arguments,
         cwd: cwd.clone(),
         custom: call.custom,
         sandbox,
         attempt,
+        call_item_digest,
     };
     let result = ctx
         .execute_activity(KeelActivities::run_tool, input, tool_options(cancel))
@@ -357,6 +391,37 @@ async fn command(
     }
 }
 
+/// A command whose arguments are too big to keep in history: the rules
+/// cannot judge what they cannot see, so a person decides (under `never`
+/// it is refused). Approved, it runs in the session's sandbox.
+async fn oversized_command(
+    ctx: &mut WorkflowContext<AgentWorkflow>,
+    turn_id: &str,
+    cancel: &WorkflowCancellationToken,
+    call: &Call,
+) -> AppendItem {
+    let (settings, cwd) = ctx.state(|s| (s.effective(), cwd(s)));
+    let shown = vec![format!("{} …", call.arguments)];
+    if settings.approval_policy == keel_policy::ApprovalPolicy::Never {
+        let text = "command rejected: its arguments exceed 16 KiB, too long to check under approval policy never";
+        return declined(ctx, turn_id, call, &shown, text);
+    }
+    let reason = Some(
+        "the command's arguments exceed 16 KiB; Keel cannot check it automatically".to_string(),
+    );
+    let event = exec_request(call, &shown, &cwd, reason, None);
+    let subject = ApprovalSubject::Command;
+    match approvals::approve(ctx, turn_id, &call.call_id, subject, Vec::new(), event).await {
+        Approval::Run => {
+            let sandbox = Some(settings.sandbox);
+            execute(ctx, turn_id, cancel, call, None, sandbox, 0)
+                .await
+                .item
+        }
+        Approval::Rejected(text) => declined(ctx, turn_id, call, &shown, &text),
+    }
+}
+
 fn exec_request(
     call: &Call,
     argv: &[String],
@@ -420,11 +485,13 @@ async fn patch(
 ) -> AppendItem {
     let (settings, approved, cwd) =
         ctx.state(|s| (s.effective(), s.approved_for_session.clone(), cwd(s)));
+    let (arguments, call_item_digest) = call.arguments_for_runner();
     let input = PatchReviewInput {
         cwd,
-        arguments: call.arguments.clone(),
+        arguments,
         custom: call.custom,
         sandbox: settings.sandbox.clone(),
+        call_item_digest,
     };
     let review = match ctx
         .execute_activity(KeelActivities::review_patch, input, tool_options(cancel))
