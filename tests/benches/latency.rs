@@ -49,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let fake = FakeModel::start(script).await?;
     let opts = StackOptions::new(fake.base_url());
-    let stack = tokio::task::spawn_blocking(move || Stack::start(opts)).await??;
+    let stack = Stack::launch(opts).await?;
     let mut client = session::connect(&stack.session_api).await?;
     let sid = session::create(&mut client, None).await?;
     let mut stream = session::follow(&mut client, &sid, 0, true).await?;

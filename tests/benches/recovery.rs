@@ -41,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let fake = FakeModel::start(script).await?;
     let opts = StackOptions::new(fake.base_url());
-    let mut stack = tokio::task::spawn_blocking(move || Stack::start(opts)).await??;
+    let mut stack = Stack::launch(opts).await?;
     let mut client = session::connect(&stack.session_api).await?;
     let sid = session::create(&mut client, None).await?;
     let mut events = session::follow(&mut client, &sid, 0, false).await?;

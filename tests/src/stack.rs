@@ -127,6 +127,12 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// [`Stack::start`] from async code (starting blocks while it waits for
+    /// every process to come up).
+    pub async fn launch(options: StackOptions) -> anyhow::Result<Stack> {
+        tokio::task::spawn_blocking(move || Stack::start(options)).await?
+    }
+
     pub fn start(options: StackOptions) -> anyhow::Result<Stack> {
         let dir = tempfile::tempdir()?;
         let blob_url = format!("file://{}", dir.path().join("blobs").display());

@@ -29,10 +29,7 @@ async fn start(script: Vec<Scripted>, history_event_budget: u32) -> (FakeModel, 
     let fake = FakeModel::start(script).await.unwrap();
     let mut opts = StackOptions::new(fake.base_url());
     opts.history_event_budget = history_event_budget;
-    let stack = tokio::task::spawn_blocking(move || Stack::start(opts))
-        .await
-        .unwrap()
-        .unwrap();
+    let stack = Stack::launch(opts).await.unwrap();
     let client = session::connect(&stack.session_api).await.unwrap();
     (fake, stack, client)
 }

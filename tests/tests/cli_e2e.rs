@@ -525,7 +525,7 @@ async fn approvals_from_the_command_line() -> anyhow::Result<()> {
     ])
     .await?;
     let options = StackOptions::new(fake.base_url());
-    let stack = tokio::task::spawn_blocking(move || Stack::start(options)).await??;
+    let stack = Stack::launch(options).await?;
     let keel = Keel {
         exe: bin("keel")?,
         state: tempfile::tempdir()?,

@@ -29,10 +29,7 @@ async fn session_rolls_over_and_carries_everything() {
     .unwrap();
     let mut opts = StackOptions::new(fake.base_url());
     opts.history_event_budget = 1;
-    let stack = tokio::task::spawn_blocking(move || Stack::start(opts))
-        .await
-        .unwrap()
-        .unwrap();
+    let stack = Stack::launch(opts).await.unwrap();
     let mut client = session::connect(&stack.session_api).await.unwrap();
     let workspace = tempfile::tempdir().unwrap();
     let sid = session::create(&mut client, Some(workspace.path()))
@@ -180,10 +177,7 @@ async fn compact_replaces_the_conversation_with_a_summary() {
     .unwrap();
     let stack = {
         let opts = StackOptions::new(fake.base_url());
-        tokio::task::spawn_blocking(move || Stack::start(opts))
-            .await
-            .unwrap()
-            .unwrap()
+        Stack::launch(opts).await.unwrap()
     };
     let mut client = session::connect(&stack.session_api).await.unwrap();
     let workspace = tempfile::tempdir().unwrap();

@@ -22,10 +22,7 @@ async fn start(script: Vec<Scripted>, temporal_db: bool) -> (FakeModel, Stack) {
     let fake = FakeModel::start(script).await.unwrap();
     let mut opts = StackOptions::new(fake.base_url());
     opts.temporal_db = temporal_db;
-    let stack = tokio::task::spawn_blocking(move || Stack::start(opts))
-        .await
-        .unwrap()
-        .unwrap();
+    let stack = Stack::launch(opts).await.unwrap();
     (fake, stack)
 }
 
@@ -195,6 +192,17 @@ async fn worker_killed_during_a_model_call_and_while_idle() {
             "user: question 2"
         ]
     );
+
+    // A session whose model call was retried after a worker crash, for the
+    // replay tests.
+    c.close_session(pb::CloseSessionRequest {
+        session_id: sid.clone(),
+    })
+    .await
+    .unwrap();
+    keel_e2e::history::record_closed(&stack.temporal_address, &sid, "worker_crash_closed")
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -61,10 +61,7 @@ async fn a_large_patch_stays_out_of_history() {
     .unwrap();
     let stack = {
         let opts = StackOptions::new(fake.base_url());
-        tokio::task::spawn_blocking(move || Stack::start(opts))
-            .await
-            .unwrap()
-            .unwrap()
+        Stack::launch(opts).await.unwrap()
     };
     let mut client = session::connect(&stack.session_api).await.unwrap();
     let dir = tempfile::tempdir().unwrap();

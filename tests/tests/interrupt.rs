@@ -51,10 +51,7 @@ async fn interrupt_kills_the_running_command_and_the_next_turn_works() {
     .await
     .unwrap();
     let opts = StackOptions::new(fake.base_url());
-    let stack = tokio::task::spawn_blocking(move || Stack::start(opts))
-        .await
-        .unwrap()
-        .unwrap();
+    let stack = Stack::launch(opts).await.unwrap();
     let mut client = session::connect(&stack.session_api).await.unwrap();
     let sid = session::create(&mut client, Some(workspace.path()))
         .await

@@ -95,10 +95,7 @@ async fn watchers_see_text_while_the_model_writes() {
             .unwrap(),
     );
     let opts = StackOptions::new(fake.base_url());
-    let stack = tokio::task::spawn_blocking(move || Stack::start(opts))
-        .await
-        .unwrap()
-        .unwrap();
+    let stack = Stack::launch(opts).await.unwrap();
     let mut client = session::connect(&stack.session_api).await.unwrap();
     let sid = session::create(&mut client, None).await.unwrap();
     let mut ready = Vec::new();

@@ -30,10 +30,7 @@ async fn fatal_model_errors_become_error_events_and_the_session_goes_on() {
     .unwrap();
     let stack = {
         let opts = StackOptions::new(fake.base_url());
-        tokio::task::spawn_blocking(move || Stack::start(opts))
-            .await
-            .unwrap()
-            .unwrap()
+        Stack::launch(opts).await.unwrap()
     };
     let mut client = session::connect(&stack.session_api).await.unwrap();
     let sid = session::create(&mut client, None).await.unwrap();

@@ -90,10 +90,7 @@ async fn services_v1alpha(addr: &str) -> Vec<String> {
 async fn every_server_serves_health_and_reflection() {
     let fake = FakeModel::start(vec![]).await.unwrap();
     let opts = StackOptions::new(fake.base_url());
-    let stack = tokio::task::spawn_blocking(move || Stack::start(opts))
-        .await
-        .unwrap()
-        .unwrap();
+    let stack = Stack::launch(opts).await.unwrap();
     let servers: [(&String, &[&str]); 5] = [
         (
             &stack.session_api,
@@ -159,10 +156,7 @@ async fn a_client_behind_the_retained_window_gets_a_gap() {
     .unwrap();
     let mut opts = StackOptions::new(fake.base_url());
     opts.retained_events = 16;
-    let stack = tokio::task::spawn_blocking(move || Stack::start(opts))
-        .await
-        .unwrap()
-        .unwrap();
+    let stack = Stack::launch(opts).await.unwrap();
     let mut client = SessionServiceClient::new(channel(&stack.session_api).await);
     let sid = session::create(&mut client, None).await.unwrap();
     for i in 0..turns {

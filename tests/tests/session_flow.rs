@@ -115,10 +115,7 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
     .unwrap();
     let mut opts = StackOptions::new(fake.base_url());
     opts.api_key = KEY.into();
-    let stack = tokio::task::spawn_blocking(move || Stack::start(opts))
-        .await
-        .unwrap()
-        .unwrap();
+    let stack = Stack::launch(opts).await.unwrap();
     let workspace = tempfile::tempdir().unwrap();
     let mut client = SessionServiceClient::new(channel(&stack.session_api).await);
 

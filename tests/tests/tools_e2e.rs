@@ -95,10 +95,7 @@ async fn apply_patch_read_file_grep_files_and_project_context() {
     .await
     .unwrap();
     let opts = StackOptions::new(fake.base_url());
-    let stack = tokio::task::spawn_blocking(move || Stack::start(opts))
-        .await
-        .unwrap()
-        .unwrap();
+    let stack = Stack::launch(opts).await.unwrap();
     let mut client = session::connect(&stack.session_api).await.unwrap();
     let sid = session::create(&mut client, Some(&sub)).await.unwrap();
     let mut stream = client

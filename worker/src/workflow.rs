@@ -364,6 +364,12 @@ impl AgentWorkflow {
     }
 }
 
+/// Records `msg` in the event log at the current workflow time.
+fn emit(ctx: &mut WorkflowContext<AgentWorkflow>, turn_id: &str, msg: Msg) {
+    let now = ctx.workflow_time();
+    ctx.state_mut(|s| s.emit(now, turn_id, msg));
+}
+
 fn upsert_memo(ctx: &WorkflowContext<AgentWorkflow>, status: RunStatus) {
     let last = ctx.state(|s| s.last_activity_ms);
     if let Err(e) = ctx.upsert_memo([
@@ -553,17 +559,14 @@ async fn sample_until_done(
         Ok(true) => {}
         Ok(false) => return TurnEnd::Interrupted,
         Err((message, class)) => {
-            let now = ctx.workflow_time();
-            ctx.state_mut(|s| {
-                s.emit(
-                    now,
-                    turn_id,
-                    Msg::Error(pb::ErrorEvent {
-                        message: format!("cannot prepare the session: {message}"),
-                        codex_error_info: class,
-                    }),
-                )
-            });
+            emit(
+                ctx,
+                turn_id,
+                Msg::Error(pb::ErrorEvent {
+                    message: format!("cannot prepare the session: {message}"),
+                    codex_error_info: class,
+                }),
+            );
             return TurnEnd::Completed;
         }
     }
@@ -699,17 +702,14 @@ async fn sample_until_done(
     }
     let message =
         format!("Maximum iterations ({MAX_ITERATIONS}) reached. Send another message to continue.");
-    let now = ctx.workflow_time();
-    ctx.state_mut(|s| {
-        s.emit(
-            now,
-            turn_id,
-            Msg::AgentMessage(pb::AgentMessage {
-                message: message.clone(),
-                truncated: false,
-            }),
-        )
-    });
+    emit(
+        ctx,
+        turn_id,
+        Msg::AgentMessage(pb::AgentMessage {
+            message: message.clone(),
+            truncated: false,
+        }),
+    );
     *last_agent_message = message;
     TurnEnd::Completed
 }

@@ -18,7 +18,7 @@ use serde_json::json;
 use temporalio_sdk::{ActivityExecutionError, WorkflowCancellationToken, WorkflowContext};
 
 use super::approvals::{self, Approval};
-use super::{ABORTED, AgentWorkflow, failure_message, inline_output, tool_options};
+use super::{ABORTED, AgentWorkflow, emit, failure_message, inline_output, tool_options};
 use crate::activities::{
     AppendItem, KeelActivities, PatchChangeKind, PatchFileChange, PatchReviewInput, ToolCallInput,
     ToolCallOutput,
@@ -556,35 +556,29 @@ async fn patch(
             }
         }
     };
-    let now = ctx.workflow_time();
-    ctx.state_mut(|s| {
-        s.emit(
-            now,
-            turn_id,
-            Msg::PatchApplyBegin(pb::PatchApplyBegin {
-                call_id: call.call_id.clone(),
-                auto_approved,
-                changes: shown,
-            }),
-        )
-    });
+    emit(
+        ctx,
+        turn_id,
+        Msg::PatchApplyBegin(pb::PatchApplyBegin {
+            call_id: call.call_id.clone(),
+            auto_approved,
+            changes: shown,
+        }),
+    );
     let executed = execute(ctx, turn_id, cancel, call, None, Some(sandbox), 0).await;
     let (output, success) = match &executed.output {
         Some(o) => (o.output_preview.clone(), o.success),
         None => (ABORTED.to_string(), false),
     };
-    let now = ctx.workflow_time();
-    ctx.state_mut(|s| {
-        s.emit(
-            now,
-            turn_id,
-            Msg::PatchApplyEnd(pb::PatchApplyEnd {
-                call_id: call.call_id.clone(),
-                output,
-                success,
-            }),
-        )
-    });
+    emit(
+        ctx,
+        turn_id,
+        Msg::PatchApplyEnd(pb::PatchApplyEnd {
+            call_id: call.call_id.clone(),
+            output,
+            success,
+        }),
+    );
     executed.item
 }
 
@@ -660,24 +654,21 @@ fn update_plan(ctx: &mut WorkflowContext<AgentWorkflow>, turn_id: &str, call: &C
         let text = "failed to parse function arguments: at most one step can be in_progress";
         return inline_output(&call.call_id, text, call.custom);
     }
-    let now = ctx.workflow_time();
-    ctx.state_mut(|s| {
-        s.emit(
-            now,
-            turn_id,
-            Msg::PlanUpdate(pb::PlanUpdate {
-                explanation: args.explanation.unwrap_or_default(),
-                plan: args
-                    .plan
-                    .into_iter()
-                    .map(|p| pb::PlanItem {
-                        step: p.step,
-                        status: p.status,
-                    })
-                    .collect(),
-            }),
-        )
-    });
+    emit(
+        ctx,
+        turn_id,
+        Msg::PlanUpdate(pb::PlanUpdate {
+            explanation: args.explanation.unwrap_or_default(),
+            plan: args
+                .plan
+                .into_iter()
+                .map(|p| pb::PlanItem {
+                    step: p.step,
+                    status: p.status,
+                })
+                .collect(),
+        }),
+    );
     inline_output(&call.call_id, "Plan updated", call.custom)
 }
 
@@ -772,17 +763,14 @@ async fn dynamic_tool(
             output_digest,
             success,
         }) => {
-            let now = ctx.workflow_time();
-            ctx.state_mut(|s| {
-                s.emit(
-                    now,
-                    turn_id,
-                    Msg::DynamicToolCallResponse(pb::DynamicToolCallResponse {
-                        call_id: call.call_id.clone(),
-                        success,
-                    }),
-                )
-            });
+            emit(
+                ctx,
+                turn_id,
+                Msg::DynamicToolCallResponse(pb::DynamicToolCallResponse {
+                    call_id: call.call_id.clone(),
+                    success,
+                }),
+            );
             AppendItem::Digest(output_digest)
         }
         _ => inline_output(&call.call_id, ABORTED, call.custom),
