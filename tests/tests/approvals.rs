@@ -651,6 +651,19 @@ async fn turn_settings_reach_the_model() {
     .unwrap();
 }
 
+/// `p` with a workspace-write sandbox whose only writable root is the cwd.
+fn no_tmp(p: pb::ApprovalPolicy) -> pb::TurnContext {
+    pb::TurnContext {
+        sandbox: Some(pb::SandboxPolicy {
+            mode: pb::SandboxMode::WorkspaceWrite as i32,
+            exclude_slash_tmp: true,
+            exclude_tmpdir_env_var: true,
+            ..Default::default()
+        }),
+        ..policy(p)
+    }
+}
+
 fn patch_call(call_id: &str, patch: &str) -> Scripted {
     Scripted::Events(vec![
         sse::created(),
@@ -668,8 +681,9 @@ fn patch_call(call_id: &str, patch: &str) -> Scripted {
 /// without the sandbox, and the approved re-run does the work.
 #[tokio::test(flavor = "multi_thread")]
 async fn patch_approval_and_sandbox_denial_rerun() {
-    // Outside every writable root: not under the workspace, /tmp or $TMPDIR.
-    let outside = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // Outside every writable root: the sessions below do not get /tmp or
+    // $TMPDIR, so another temporary directory is out of bounds.
+    let outside = tempfile::tempdir().unwrap();
     let outside = outside.path().canonicalize().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ws = dir.path().canonicalize().unwrap();
@@ -691,7 +705,7 @@ async fn patch_approval_and_sandbox_denial_rerun() {
     ];
     let (fake, _stack, mut client) = start(script, 0).await;
 
-    let (sid, mut events) = open(&mut client, &ws, policy(pb::ApprovalPolicy::OnRequest)).await;
+    let (sid, mut events) = open(&mut client, &ws, no_tmp(pb::ApprovalPolicy::OnRequest)).await;
     session::send(&mut client, &sid, "t1", "patch things")
         .await
         .unwrap();
@@ -757,7 +771,7 @@ async fn patch_approval_and_sandbox_denial_rerun() {
     );
 
     // On-failure: denied by the sandbox, asked, re-run without it.
-    let (sid, mut events) = open(&mut client, &ws, policy(pb::ApprovalPolicy::OnFailure)).await;
+    let (sid, mut events) = open(&mut client, &ws, no_tmp(pb::ApprovalPolicy::OnFailure)).await;
     session::send(&mut client, &sid, "t1", "write outside")
         .await
         .unwrap();
@@ -786,7 +800,7 @@ async fn patch_approval_and_sandbox_denial_rerun() {
 /// asking, both a dangerous command and another escalation.
 #[tokio::test(flavor = "multi_thread")]
 async fn escalation_request_and_policy_override() {
-    let outside = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let outside = tempfile::tempdir().unwrap();
     let target = outside.path().canonicalize().unwrap().join("esc.txt");
     let escalate = |call_id: &str| {
         let args = json!({
