@@ -699,3 +699,154 @@ fn approvals(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `keel run` at a terminal asks the person and sends the answers: util-linux
+/// `script` gives it a pseudo-terminal, and the test types what a person
+/// would, once the prompt is on the screen.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_asks_at_a_terminal() -> anyhow::Result<()> {
+    let questions = json!({"questions": [{
+        "id": "lang", "header": "Language", "question": "Which language?",
+        "options": [
+            {"label": "Rust", "description": "fast"},
+            {"label": "Go", "description": "simple"}
+        ]
+    }]})
+    .to_string();
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call("call_rm", "shell", r#"{"command":["rm","-rf","victim"]}"#),
+        Scripted::assistant("Removed victim."),
+        Scripted::tool_call("call_ask", "request_user_input", &questions),
+        Scripted::assistant("Go it is."),
+    ])
+    .await?;
+    let stack = Stack::launch(StackOptions::new(fake.base_url())).await?;
+    let keel = Keel {
+        exe: bin("keel")?,
+        state: tempfile::tempdir()?,
+        workspace: tempfile::tempdir()?,
+        temporal_address: stack.temporal_address.clone(),
+        model_url: fake.base_url(),
+        addr: Some(stack.session_api.clone()),
+    };
+    tokio::task::spawn_blocking(move || at_a_terminal(&keel, &fake)).await?
+}
+
+/// `keel ARGS` on a pseudo-terminal; what it shows, and its stdin.
+struct Terminal {
+    child: std::process::Child,
+    screen: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Terminal {
+    fn open(keel: &Keel, args: &[&str]) -> anyhow::Result<Terminal> {
+        use std::io::Read as _;
+        let inner = keel.command(args);
+        let quote =
+            |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"));
+        let line = std::iter::once(quote(inner.get_program()))
+            .chain(inner.get_args().map(quote))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut cmd = Command::new("script");
+        cmd.args(["-q", "-e", "-c", &line, "/dev/null"]);
+        for (name, value) in inner.get_envs() {
+            match value {
+                Some(v) => cmd.env(name, v),
+                None => cmd.env_remove(name),
+            };
+        }
+        if let Some(dir) = inner.get_current_dir() {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot run util-linux `script`")?;
+        let mut out = child.stdout.take().context("no stdout")?;
+        let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = std::sync::Arc::clone(&screen);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Ok(Terminal { child, screen })
+    }
+
+    fn screen(&self) -> String {
+        self.screen.lock().unwrap().clone()
+    }
+
+    /// Waits until `text` is on the screen, then types `keys`.
+    fn answer(&mut self, text: &str, keys: &str) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        wait_for(
+            &format!("{text:?} on the terminal"),
+            PENDING_TIMEOUT,
+            || self.screen().contains(text).then_some(()),
+        )
+        .with_context(|| format!("the terminal shows:\n{}", self.screen()))?;
+        let stdin = self.child.stdin.as_mut().context("no stdin")?;
+        stdin.write_all(keys.as_bytes())?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    fn finish(mut self) -> anyhow::Result<String> {
+        let status = wait_for("keel run to finish", COMMAND_TIMEOUT, || {
+            self.child.try_wait().ok().flatten()
+        })
+        .with_context(|| format!("the terminal shows:\n{}", self.screen()))?;
+        let screen = self.screen();
+        ensure!(status.success(), "keel run failed ({status}):\n{screen}");
+        Ok(screen)
+    }
+}
+
+fn at_a_terminal(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
+    let victim = keel.workspace.path().join("victim");
+    std::fs::create_dir_all(&victim)?;
+    let mut term = Terminal::open(
+        keel,
+        &["run", "--approval-policy", "on-request", "remove victim"],
+    )?;
+    term.answer("run it? y = yes", "")?;
+    ensure!(victim.exists(), "ran before the person answered");
+    let shown = term.screen();
+    ensure!(
+        shown.contains("rm -rf victim"),
+        "the command is not shown:\n{shown}"
+    );
+    term.answer("run it? y = yes", "y\n")?;
+    let screen = term.finish()?;
+    ensure!(
+        !victim.exists(),
+        "the approved command did not run:\n{screen}"
+    );
+    ensure!(screen.contains("Removed victim."), "{screen}");
+
+    let mut term = Terminal::open(keel, &["run", "ask me something"])?;
+    term.answer("[lang] answer 1-2", "2\n")?;
+    let screen = term.finish()?;
+    ensure!(screen.contains("Go it is."), "{screen}");
+    let sent = fake
+        .requests()
+        .iter()
+        .find_map(|r| r.function_call_output("call_ask"))
+        .context("the answer never reached the model")?;
+    let sent: Value = serde_json::from_str(&sent)?;
+    ensure!(
+        sent == json!({"answers": {"lang": {"answers": ["Go"]}}}),
+        "the model got {sent}"
+    );
+    Ok(())
+}
