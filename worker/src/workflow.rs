@@ -10,6 +10,8 @@
 
 mod approvals;
 mod compact;
+mod own_tools;
+mod patch;
 mod tool_calls;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};

@@ -1,28 +1,24 @@
-//! One model tool call, start to output: the approval decision (Codex's
-//! §5 tables, computed here from durable state), the sandbox to run under,
-//! the run on the tool-runner, the on-failure retry after a sandbox denial,
-//! and the tools the workflow itself answers (`update_plan`,
-//! `request_user_input`, client tools). Whatever happens, the call gets
-//! exactly one output.
+//! One model tool call, start to output: the dispatch, the approval
+//! decision for commands (Codex's §5 tables, computed here from durable
+//! state), the sandbox to run under, the run on the tool-runner and the
+//! on-failure retry after a sandbox denial. Patches are in `patch`, the
+//! tools the workflow answers itself in `own_tools`. Whatever happens, the
+//! call gets exactly one output.
 
 use keel_policy::{
-    ApprovalSubject, CommandDecision, CommandDecisionInput, DenialDecision, PatchChange,
-    PatchDecision, PatchDecisionInput, Rules, SandboxDenialInput, SandboxPermissions,
-    decide_after_sandbox_denial, decide_command, decide_patch,
+    ApprovalSubject, CommandDecision, CommandDecisionInput, DenialDecision, Rules,
+    SandboxDenialInput, SandboxPermissions, decide_after_sandbox_denial, decide_command,
 };
 use keel_proto::v1 as pb;
-use keel_workflow_api::{Answer, RequestKind, SandboxSettings};
+use keel_workflow_api::SandboxSettings;
 use pb::event::Msg;
 use serde::Deserialize;
-use serde_json::json;
 use temporalio_sdk::{ActivityExecutionError, WorkflowCancellationToken, WorkflowContext};
 
 use super::approvals::{self, Approval};
-use super::{ABORTED, AgentWorkflow, emit, failure_message, inline_output, tool_options};
-use crate::activities::{
-    AppendItem, KeelActivities, PatchChangeKind, PatchFileChange, PatchReviewInput, ToolCallInput,
-    ToolCallOutput,
-};
+use super::{ABORTED, AgentWorkflow, failure_message, inline_output, tool_options};
+use super::{own_tools, patch};
+use crate::activities::{AppendItem, KeelActivities, ToolCallInput, ToolCallOutput};
 use crate::tools;
 
 /// A tool call as the model made it.
@@ -40,7 +36,7 @@ pub(super) struct Call {
 
 impl Call {
     /// What the tool-runner needs to find the arguments.
-    fn arguments_for_runner(&self) -> (String, Option<String>) {
+    pub(super) fn arguments_for_runner(&self) -> (String, Option<String>) {
         if self.truncated {
             (String::new(), Some(self.item_digest.clone()))
         } else {
@@ -89,10 +85,12 @@ pub(super) async fn run(
         _ if call.truncated && is_command_tool(&call.name) => {
             oversized_command(ctx, turn_id, cancel, &call).await
         }
-        (_, Some(decl)) => dynamic_tool(ctx, turn_id, &call, &decl.namespace, &decl.name).await,
-        ("update_plan", _) => update_plan(ctx, turn_id, &call),
-        ("request_user_input", _) => request_user_input(ctx, turn_id, &call).await,
-        ("apply_patch", _) => patch(ctx, turn_id, cancel, &call).await,
+        (_, Some(decl)) => {
+            own_tools::dynamic_tool(ctx, turn_id, &call, &decl.namespace, &decl.name).await
+        }
+        ("update_plan", _) => own_tools::update_plan(ctx, turn_id, &call),
+        ("request_user_input", _) => own_tools::request_user_input(ctx, turn_id, &call).await,
+        ("apply_patch", _) => patch::patch(ctx, turn_id, cancel, &call).await,
         _ => match tools::command_argv(&call.name, &call.arguments) {
             Some(argv) => command(ctx, turn_id, cancel, &call, argv).await,
             None => {
@@ -120,7 +118,7 @@ fn shell_argv(call: &Call) -> Option<Vec<String>> {
     }
 }
 
-fn cwd(s: &AgentWorkflow) -> String {
+pub(super) fn cwd(s: &AgentWorkflow) -> String {
     match &s.setup {
         Some(setup) if !setup.cwd.is_empty() => setup.cwd.clone(),
         _ => s.input.cwd.clone(),
@@ -128,14 +126,14 @@ fn cwd(s: &AgentWorkflow) -> String {
 }
 
 /// What one run on the tool-runner produced.
-struct Executed {
-    item: AppendItem,
-    output: Option<ToolCallOutput>,
+pub(super) struct Executed {
+    pub item: AppendItem,
+    pub output: Option<ToolCallOutput>,
 }
 
 /// Runs the call on the tool-runner under `sandbox`, with exec events when
 /// `argv` is known.
-async fn execute(
+pub(super) async fn execute(
     ctx: &mut WorkflowContext<AgentWorkflow>,
     turn_id: &str,
     cancel: &WorkflowCancellationToken,
@@ -472,308 +470,6 @@ fn parsed_command(p: keel_policy::ParsedCommand) -> pb::ParsedCommand {
             ..base("search", cmd)
         },
         P::Unknown { cmd } => base("unknown", cmd),
-    }
-}
-
-/// An apply_patch call: review it on the tool-runner, decide (§5.5), maybe
-/// ask with the per-file changes, then apply.
-async fn patch(
-    ctx: &mut WorkflowContext<AgentWorkflow>,
-    turn_id: &str,
-    cancel: &WorkflowCancellationToken,
-    call: &Call,
-) -> AppendItem {
-    let (settings, approved, cwd) =
-        ctx.state(|s| (s.effective(), s.approved_for_session.clone(), cwd(s)));
-    let (arguments, call_item_digest) = call.arguments_for_runner();
-    let input = PatchReviewInput {
-        cwd,
-        arguments,
-        custom: call.custom,
-        sandbox: settings.sandbox.clone(),
-        call_item_digest,
-    };
-    let review = match ctx
-        .execute_activity(KeelActivities::review_patch, input, tool_options(cancel))
-        .await
-    {
-        Ok(review) => review,
-        Err(ActivityExecutionError::Cancelled(_)) => {
-            return inline_output(&call.call_id, ABORTED, call.custom);
-        }
-        Err(e) => {
-            let text = format!("execution error: {}", failure_message(&e).0);
-            return inline_output(&call.call_id, &text, call.custom);
-        }
-    };
-    if !review.error.is_empty() {
-        // The tool-runner gives the model the same error text, and writes
-        // nothing.
-        let sandbox = Some(settings.sandbox);
-        return execute(ctx, turn_id, cancel, call, None, sandbox, 0)
-            .await
-            .item;
-    }
-    let changes: Vec<PatchChange> = review.changes.iter().map(policy_change).collect();
-    let decision = decide_patch(&PatchDecisionInput {
-        approval_policy: settings.approval_policy,
-        sandbox_mode: settings.sandbox.mode,
-        cwd: &review.cwd,
-        writable_roots: &review.writable_roots,
-        changes: &changes,
-        platform_sandbox_available: review.platform_sandbox_available,
-        approved_for_session: &approved,
-    });
-    let shown: Vec<pb::FileChange> = review.changes.iter().map(file_change).collect();
-    let (sandbox, auto_approved) = match decision {
-        PatchDecision::Reject { text, .. } => {
-            return inline_output(&call.call_id, &text, call.custom);
-        }
-        PatchDecision::Apply { sandboxed, .. } => {
-            let sandbox = if sandboxed {
-                settings.sandbox.clone()
-            } else {
-                SandboxSettings::full_access()
-            };
-            (sandbox, true)
-        }
-        PatchDecision::Ask { approval_keys } => {
-            let event = Msg::ApplyPatchApprovalRequest(pb::ApplyPatchApprovalRequest {
-                call_id: call.call_id.clone(),
-                changes: shown.clone(),
-                reason: String::new(),
-            });
-            let subject = ApprovalSubject::Patch;
-            match approvals::approve(ctx, turn_id, &call.call_id, subject, approval_keys, event)
-                .await
-            {
-                // Once approved, the patch applies even outside the
-                // writable roots (§5.5).
-                Approval::Run => (SandboxSettings::full_access(), false),
-                Approval::Rejected(text) => {
-                    return inline_output(&call.call_id, &text, call.custom);
-                }
-            }
-        }
-    };
-    emit(
-        ctx,
-        turn_id,
-        Msg::PatchApplyBegin(pb::PatchApplyBegin {
-            call_id: call.call_id.clone(),
-            auto_approved,
-            changes: shown,
-        }),
-    );
-    let executed = execute(ctx, turn_id, cancel, call, None, Some(sandbox), 0).await;
-    let (output, success) = match &executed.output {
-        Some(o) => (o.output_preview.clone(), o.success),
-        None => (ABORTED.to_string(), false),
-    };
-    emit(
-        ctx,
-        turn_id,
-        Msg::PatchApplyEnd(pb::PatchApplyEnd {
-            call_id: call.call_id.clone(),
-            output,
-            success,
-        }),
-    );
-    executed.item
-}
-
-fn policy_change(c: &PatchFileChange) -> PatchChange {
-    let path = c.path.clone();
-    match c.kind {
-        PatchChangeKind::Add => PatchChange::Add { path },
-        PatchChangeKind::Delete => PatchChange::Delete { path },
-        PatchChangeKind::Update => PatchChange::Update {
-            path,
-            move_path: c.move_path.clone(),
-        },
-    }
-}
-
-fn file_change(c: &PatchFileChange) -> pb::FileChange {
-    use pb::file_change::Kind;
-    let (content, truncated) = (c.text.clone(), c.truncated);
-    pb::FileChange {
-        path: c.path.clone(),
-        kind: Some(match c.kind {
-            PatchChangeKind::Add => Kind::Add(pb::AddFile { content, truncated }),
-            PatchChangeKind::Delete => Kind::Delete(pb::DeleteFile { content, truncated }),
-            PatchChangeKind::Update => Kind::Update(pb::UpdateFile {
-                unified_diff: content,
-                move_path: c.move_path.clone().unwrap_or_default(),
-                truncated,
-            }),
-        }),
-    }
-}
-
-fn parse_error(call: &Call, e: &serde_json::Error) -> AppendItem {
-    let text = format!("failed to parse function arguments: {e}");
-    inline_output(&call.call_id, &text, call.custom)
-}
-
-/// `update_plan` (§2.12): a plan event; the model gets "Plan updated".
-fn update_plan(ctx: &mut WorkflowContext<AgentWorkflow>, turn_id: &str, call: &Call) -> AppendItem {
-    #[derive(Deserialize)]
-    struct Step {
-        step: String,
-        status: String,
-    }
-    #[derive(Deserialize)]
-    struct Args {
-        #[serde(default)]
-        explanation: Option<String>,
-        plan: Vec<Step>,
-    }
-    let args: Args = match serde_json::from_str(&call.arguments) {
-        Ok(a) => a,
-        Err(e) => return parse_error(call, &e),
-    };
-    if let Some(bad) = args
-        .plan
-        .iter()
-        .find(|s| !["pending", "in_progress", "completed"].contains(&s.status.as_str()))
-    {
-        let text = format!(
-            "failed to parse function arguments: unknown status {:?} (expected pending, in_progress or completed)",
-            bad.status
-        );
-        return inline_output(&call.call_id, &text, call.custom);
-    }
-    if args
-        .plan
-        .iter()
-        .filter(|s| s.status == "in_progress")
-        .count()
-        > 1
-    {
-        let text = "failed to parse function arguments: at most one step can be in_progress";
-        return inline_output(&call.call_id, text, call.custom);
-    }
-    emit(
-        ctx,
-        turn_id,
-        Msg::PlanUpdate(pb::PlanUpdate {
-            explanation: args.explanation.unwrap_or_default(),
-            plan: args
-                .plan
-                .into_iter()
-                .map(|p| pb::PlanItem {
-                    step: p.step,
-                    status: p.status,
-                })
-                .collect(),
-        }),
-    );
-    inline_output(&call.call_id, "Plan updated", call.custom)
-}
-
-/// `request_user_input` (§2.13): the questions go to the client; the answers
-/// are the output.
-async fn request_user_input(
-    ctx: &mut WorkflowContext<AgentWorkflow>,
-    turn_id: &str,
-    call: &Call,
-) -> AppendItem {
-    #[derive(Deserialize)]
-    struct Choice {
-        label: String,
-        description: String,
-    }
-    #[derive(Deserialize)]
-    struct Question {
-        id: String,
-        header: String,
-        question: String,
-        options: Vec<Choice>,
-    }
-    #[derive(Deserialize)]
-    struct Args {
-        questions: Vec<Question>,
-    }
-    let args: Args = match serde_json::from_str(&call.arguments) {
-        Ok(a) => a,
-        Err(e) => return parse_error(call, &e),
-    };
-    if args.questions.is_empty() || args.questions.len() > 3 {
-        let text = "failed to parse function arguments: questions must hold 1 to 3 questions";
-        return inline_output(&call.call_id, text, call.custom);
-    }
-    let event = Msg::RequestUserInput(pb::RequestUserInput {
-        call_id: call.call_id.clone(),
-        questions: args
-            .questions
-            .into_iter()
-            .map(|q| pb::UserInputQuestion {
-                id: q.id,
-                header: q.header,
-                question: q.question,
-                options: q
-                    .options
-                    .into_iter()
-                    .map(|o| pb::UserInputOption {
-                        label: o.label,
-                        description: o.description,
-                    })
-                    .collect(),
-                is_other: true,
-            })
-            .collect(),
-    });
-    let kind = RequestKind::UserInput;
-    match approvals::ask(ctx, turn_id, &call.call_id, kind, event).await {
-        Some(Answer::UserInput(answers)) => {
-            let answers: serde_json::Map<String, serde_json::Value> = answers
-                .into_iter()
-                .map(|(id, a)| (id, json!({ "answers": a })))
-                .collect();
-            let text = json!({ "answers": answers }).to_string();
-            inline_output(&call.call_id, &text, call.custom)
-        }
-        _ => inline_output(
-            &call.call_id,
-            "request_user_input was cancelled before receiving a response",
-            call.custom,
-        ),
-    }
-}
-
-/// A client tool (§2.17): the call goes to the client; its stored result
-/// is the output.
-async fn dynamic_tool(
-    ctx: &mut WorkflowContext<AgentWorkflow>,
-    turn_id: &str,
-    call: &Call,
-    namespace: &str,
-    tool: &str,
-) -> AppendItem {
-    let event = Msg::DynamicToolCallRequest(pb::DynamicToolCallRequest {
-        call_id: call.call_id.clone(),
-        namespace: namespace.to_string(),
-        tool: tool.to_string(),
-        arguments: call.arguments.clone(),
-    });
-    let kind = RequestKind::DynamicTool;
-    match approvals::ask(ctx, turn_id, &call.call_id, kind, event).await {
-        Some(Answer::DynamicTool {
-            output_digest,
-            success,
-        }) => {
-            emit(
-                ctx,
-                turn_id,
-                Msg::DynamicToolCallResponse(pb::DynamicToolCallResponse {
-                    call_id: call.call_id.clone(),
-                    success,
-                }),
-            );
-            AppendItem::Digest(output_digest)
-        }
-        _ => inline_output(&call.call_id, ABORTED, call.custom),
     }
 }
 

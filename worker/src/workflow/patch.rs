@@ -1,0 +1,153 @@
+//! apply_patch under approvals: the tool-runner reviews the patch (per-file
+//! changes with diffs, the writable roots), Codex's §5.5 decides, a person
+//! may be asked with the changes, then the patch is applied — sandboxed, or
+//! anywhere once approved.
+
+use keel_policy::{ApprovalSubject, PatchChange, PatchDecision, PatchDecisionInput, decide_patch};
+use keel_proto::v1 as pb;
+use keel_workflow_api::SandboxSettings;
+use pb::event::Msg;
+use temporalio_sdk::{ActivityExecutionError, WorkflowCancellationToken, WorkflowContext};
+
+use super::approvals::{self, Approval};
+use super::tool_calls::{Call, cwd, execute};
+use super::{ABORTED, AgentWorkflow, emit, failure_message, inline_output, tool_options};
+use crate::activities::{
+    AppendItem, KeelActivities, PatchChangeKind, PatchFileChange, PatchReviewInput,
+};
+
+/// An apply_patch call: review it on the tool-runner, decide (§5.5), maybe
+/// ask with the per-file changes, then apply.
+pub(super) async fn patch(
+    ctx: &mut WorkflowContext<AgentWorkflow>,
+    turn_id: &str,
+    cancel: &WorkflowCancellationToken,
+    call: &Call,
+) -> AppendItem {
+    let (settings, approved, cwd) =
+        ctx.state(|s| (s.effective(), s.approved_for_session.clone(), cwd(s)));
+    let (arguments, call_item_digest) = call.arguments_for_runner();
+    let input = PatchReviewInput {
+        cwd,
+        arguments,
+        custom: call.custom,
+        sandbox: settings.sandbox.clone(),
+        call_item_digest,
+    };
+    let review = match ctx
+        .execute_activity(KeelActivities::review_patch, input, tool_options(cancel))
+        .await
+    {
+        Ok(review) => review,
+        Err(ActivityExecutionError::Cancelled(_)) => {
+            return inline_output(&call.call_id, ABORTED, call.custom);
+        }
+        Err(e) => {
+            let text = format!("execution error: {}", failure_message(&e).0);
+            return inline_output(&call.call_id, &text, call.custom);
+        }
+    };
+    if !review.error.is_empty() {
+        // The tool-runner gives the model the same error text, and writes
+        // nothing.
+        let sandbox = Some(settings.sandbox);
+        return execute(ctx, turn_id, cancel, call, None, sandbox, 0)
+            .await
+            .item;
+    }
+    let changes: Vec<PatchChange> = review.changes.iter().map(policy_change).collect();
+    let decision = decide_patch(&PatchDecisionInput {
+        approval_policy: settings.approval_policy,
+        sandbox_mode: settings.sandbox.mode,
+        cwd: &review.cwd,
+        writable_roots: &review.writable_roots,
+        changes: &changes,
+        platform_sandbox_available: review.platform_sandbox_available,
+        approved_for_session: &approved,
+    });
+    let shown: Vec<pb::FileChange> = review.changes.iter().map(file_change).collect();
+    let (sandbox, auto_approved) = match decision {
+        PatchDecision::Reject { text, .. } => {
+            return inline_output(&call.call_id, &text, call.custom);
+        }
+        PatchDecision::Apply { sandboxed, .. } => {
+            let sandbox = if sandboxed {
+                settings.sandbox.clone()
+            } else {
+                SandboxSettings::full_access()
+            };
+            (sandbox, true)
+        }
+        PatchDecision::Ask { approval_keys } => {
+            let event = Msg::ApplyPatchApprovalRequest(pb::ApplyPatchApprovalRequest {
+                call_id: call.call_id.clone(),
+                changes: shown.clone(),
+                reason: String::new(),
+            });
+            let subject = ApprovalSubject::Patch;
+            match approvals::approve(ctx, turn_id, &call.call_id, subject, approval_keys, event)
+                .await
+            {
+                // Once approved, the patch applies even outside the
+                // writable roots (§5.5).
+                Approval::Run => (SandboxSettings::full_access(), false),
+                Approval::Rejected(text) => {
+                    return inline_output(&call.call_id, &text, call.custom);
+                }
+            }
+        }
+    };
+    emit(
+        ctx,
+        turn_id,
+        Msg::PatchApplyBegin(pb::PatchApplyBegin {
+            call_id: call.call_id.clone(),
+            auto_approved,
+            changes: shown,
+        }),
+    );
+    let executed = execute(ctx, turn_id, cancel, call, None, Some(sandbox), 0).await;
+    let (output, success) = match &executed.output {
+        Some(o) => (o.output_preview.clone(), o.success),
+        None => (ABORTED.to_string(), false),
+    };
+    emit(
+        ctx,
+        turn_id,
+        Msg::PatchApplyEnd(pb::PatchApplyEnd {
+            call_id: call.call_id.clone(),
+            output,
+            success,
+        }),
+    );
+    executed.item
+}
+
+fn policy_change(c: &PatchFileChange) -> PatchChange {
+    let path = c.path.clone();
+    match c.kind {
+        PatchChangeKind::Add => PatchChange::Add { path },
+        PatchChangeKind::Delete => PatchChange::Delete { path },
+        PatchChangeKind::Update => PatchChange::Update {
+            path,
+            move_path: c.move_path.clone(),
+        },
+    }
+}
+
+fn file_change(c: &PatchFileChange) -> pb::FileChange {
+    use pb::file_change::Kind;
+    let (content, truncated) = (c.text.clone(), c.truncated);
+    pb::FileChange {
+        path: c.path.clone(),
+        kind: Some(match c.kind {
+            PatchChangeKind::Add => Kind::Add(pb::AddFile { content, truncated }),
+            PatchChangeKind::Delete => Kind::Delete(pb::DeleteFile { content, truncated }),
+            PatchChangeKind::Update => Kind::Update(pb::UpdateFile {
+                unified_diff: content,
+                move_path: c.move_path.clone().unwrap_or_default(),
+                truncated,
+            }),
+        }),
+    }
+}
