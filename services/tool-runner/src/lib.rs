@@ -5,7 +5,7 @@
 //!   run-to-completion with timeout and output caps, or long-running for
 //!   unified exec, in their own process groups (recorded, so that a
 //!   restart kills what a crash left running) with the operator's
-//!   environment policy (secrets dropped by default);
+//!   environment policy (secrets dropped by default) and resource limits;
 //! * [`workspace`] decides which paths may be touched;
 //! * [`format`] holds Codex's truncation and output layouts, as pure
 //!   functions;

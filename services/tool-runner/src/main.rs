@@ -14,8 +14,9 @@ use clap::{Args, Parser, Subcommand};
 use keel_blobstore::BlobStore;
 use keel_proto::v1::tool_service_server::ToolServiceServer;
 use keel_tool_runner::calls::{Journal, lock_state_dir};
+use keel_tool_runner::exec::limits::MIB;
 use keel_tool_runner::exec::orphans::ProcessRecords;
-use keel_tool_runner::exec::{EnvInherit, EnvPattern, EnvPolicy, Executor};
+use keel_tool_runner::exec::{EnvInherit, EnvPattern, EnvPolicy, Executor, ResourceLimits};
 use keel_tool_runner::format::TruncationPolicy;
 use keel_tool_runner::patch::{PatchResult, apply_patch};
 use keel_tool_runner::sandbox::{
@@ -82,6 +83,80 @@ struct ServeOptions {
     sandbox: SandboxArgs,
     #[command(flatten)]
     env: EnvArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// The largest size flag, in MiB: anything above would overflow the byte
+/// count or mean "unlimited" (RLIM_INFINITY).
+const MAX_MIB: u64 = u64::MAX / MIB;
+
+/// Resource limits (rlimits) for every command the tool-runner starts,
+/// sandboxed or not. Each is off (inherited from the tool-runner) unless
+/// set; RLIMIT_CORE is always 0. Set: commands start through the
+/// `sandbox-exec` helper, which applies them before executing the command.
+#[derive(Debug, Args)]
+struct LimitArgs {
+    /// RLIMIT_CPU: CPU seconds per process; SIGXCPU at the limit, SIGKILL
+    /// a second later.
+    #[arg(
+        long,
+        env = "KEEL_RLIMIT_CPU_SECS",
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..u64::MAX)
+    )]
+    rlimit_cpu_secs: Option<u64>,
+    /// RLIMIT_AS: virtual memory per process, in MiB; allocations beyond it
+    /// fail (ENOMEM).
+    #[arg(
+        long,
+        env = "KEEL_RLIMIT_AS_MB",
+        value_name = "MIB",
+        value_parser = clap::value_parser!(u64).range(1..MAX_MIB)
+    )]
+    rlimit_as_mb: Option<u64>,
+    /// RLIMIT_NOFILE: open file descriptors per process; opening more fails
+    /// (EMFILE).
+    #[arg(
+        long,
+        env = "KEEL_RLIMIT_NOFILE",
+        value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..u64::MAX)
+    )]
+    rlimit_nofile: Option<u64>,
+    /// RLIMIT_NPROC: processes (threads) of the tool-runner's user, counted
+    /// over all of that user's processes — the tool-runner's own threads
+    /// and other commands included — not per command; fork fails (EAGAIN)
+    /// beyond it. Root is exempt. Meaningful with a dedicated user.
+    #[arg(
+        long,
+        env = "KEEL_RLIMIT_NPROC",
+        value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..u64::MAX)
+    )]
+    rlimit_nproc: Option<u64>,
+    /// RLIMIT_FSIZE: the largest file a process may write, in MiB; writing
+    /// beyond it raises SIGXFSZ ("File size limit exceeded").
+    #[arg(
+        long,
+        env = "KEEL_RLIMIT_FSIZE_MB",
+        value_name = "MIB",
+        value_parser = clap::value_parser!(u64).range(1..MAX_MIB)
+    )]
+    rlimit_fsize_mb: Option<u64>,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> ResourceLimits {
+        ResourceLimits {
+            cpu_secs: self.rlimit_cpu_secs,
+            // The ranges keep these from overflowing.
+            address_space_bytes: self.rlimit_as_mb.map(|mb| mb.saturating_mul(MIB)),
+            open_files: self.rlimit_nofile,
+            processes: self.rlimit_nproc,
+            file_size_bytes: self.rlimit_fsize_mb.map(|mb| mb.saturating_mul(MIB)),
+        }
+    }
 }
 
 /// Codex's `shell_environment_policy` for every command: inherit, drop
@@ -299,8 +374,12 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
         include_only = ?env_policy.include_only.iter().map(EnvPattern::as_str).collect::<Vec<_>>(),
         "command environment policy"
     );
+    let limits = args.limits.limits();
+    log_limits(&limits);
     let (executor, sandbox) = sandbox_settings(&args.sandbox, &env_policy)?;
-    let executor = executor.with_process_records(records);
+    let executor = executor
+        .with_process_records(records)
+        .with_resource_limits(limits);
     let runner = ToolRunner::new(ToolRunnerConfig {
         executor,
         sandbox,
@@ -335,6 +414,20 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
     }
     served?;
     Ok(())
+}
+
+/// Logs the commands' resource limits, and warns about those the
+/// tool-runner's own hard limits keep lower (commands inherit those).
+fn log_limits(limits: &ResourceLimits) {
+    tracing::info!(limits = %limits, "command resource limits (core=0 always)");
+    for lowered in limits.lowered_by_current_limits() {
+        tracing::warn!(
+            resource = lowered.resource,
+            configured = lowered.configured,
+            effective = lowered.effective,
+            "a command resource limit is above the tool-runner's own hard limit; commands get the lower one"
+        );
+    }
 }
 
 /// The executor with this binary as its sandbox helper, and the sandbox
@@ -413,4 +506,82 @@ fn apply_patch_command(args: &ApplyPatchArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let mut argv = vec!["keel-tool-runner", "--blob-url", "memory://"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+    }
+
+    fn limits(args: &[&str]) -> ResourceLimits {
+        parse(args).unwrap().serve.limits.limits()
+    }
+
+    #[test]
+    fn no_limit_flags_mean_no_limits() {
+        // Unless the environment running the tests sets KEEL_RLIMIT_*.
+        if std::env::vars().any(|(name, _)| name.starts_with("KEEL_RLIMIT_")) {
+            return;
+        }
+        assert!(limits(&[]).is_empty());
+    }
+
+    #[test]
+    fn limit_flags_parse_into_limits() {
+        let got = limits(&[
+            "--rlimit-cpu-secs",
+            "10",
+            "--rlimit-as-mb",
+            "2048",
+            "--rlimit-nofile",
+            "256",
+            "--rlimit-nproc",
+            "64",
+            "--rlimit-fsize-mb",
+            "1",
+        ]);
+        assert_eq!(
+            got,
+            ResourceLimits {
+                cpu_secs: Some(10),
+                address_space_bytes: Some(2048 * MIB),
+                open_files: Some(256),
+                processes: Some(64),
+                file_size_bytes: Some(MIB),
+            }
+        );
+        let one = limits(&["--rlimit-fsize-mb=5"]);
+        assert_eq!(one.file_size_bytes, Some(5 * MIB));
+        assert_eq!(one.cpu_secs, None);
+    }
+
+    #[test]
+    fn bad_limit_values_are_refused() {
+        for bad in [
+            &["--rlimit-cpu-secs", "0"][..],
+            &["--rlimit-cpu-secs", "-1"][..],
+            &["--rlimit-cpu-secs", "ten"][..],
+            &["--rlimit-as-mb", "0"][..],
+            &["--rlimit-fsize-mb", "1.5"][..],
+            &["--rlimit-nofile", "0"][..],
+            &["--rlimit-nproc", ""][..],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+        // Large enough to overflow the byte count.
+        let overflow = (MAX_MIB + 1).to_string();
+        assert!(parse(&["--rlimit-as-mb", &overflow]).is_err());
+        let largest = (MAX_MIB - 1).to_string();
+        assert_eq!(
+            limits(&["--rlimit-fsize-mb", &largest]).file_size_bytes,
+            Some((MAX_MIB - 1) * MIB)
+        );
+    }
 }

@@ -482,7 +482,9 @@ fn exec_status(err: ExecError) -> Status {
             _ => Status::internal(message),
         },
         ExecError::Wait { .. } => Status::internal(message),
-        ExecError::NoSandboxHelper { .. } => Status::failed_precondition(message),
+        ExecError::NoSandboxHelper { .. } | ExecError::NoLimitsHelper { .. } => {
+            Status::failed_precondition(message)
+        }
     }
 }
 

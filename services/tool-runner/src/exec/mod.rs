@@ -5,6 +5,7 @@
 
 mod env;
 mod group;
+pub mod limits;
 pub mod orphans;
 mod procfs;
 pub mod registry;
@@ -26,6 +27,7 @@ use crate::sandbox::Confinement;
 pub use env::{
     CORE_VARS, EnvInherit, EnvPattern, EnvPolicy, EnvPolicyError, inheritable, is_secret_name,
 };
+pub use limits::ResourceLimits;
 use orphans::{ProcessOwner, ProcessRecords};
 use spawn::Spawned;
 pub use spawn::StdinMode;
@@ -88,6 +90,10 @@ pub enum ExecError {
         "cannot run {program:?} sandboxed: this tool-runner has no sandbox helper (keel-tool-runner sandbox-exec)"
     )]
     NoSandboxHelper { program: String },
+    #[error(
+        "cannot run {program:?} under the configured resource limits: this tool-runner has no helper (keel-tool-runner sandbox-exec)"
+    )]
+    NoLimitsHelper { program: String },
     #[error("waiting for {program:?} failed: {source}")]
     Wait {
         program: String,
@@ -100,7 +106,10 @@ impl ExecError {
     pub fn io_error(&self) -> Option<&std::io::Error> {
         match self {
             Self::Spawn { source, .. } | Self::Wait { source, .. } => Some(source),
-            Self::EmptyArgv | Self::InvalidEnvName(_) | Self::NoSandboxHelper { .. } => None,
+            Self::EmptyArgv
+            | Self::InvalidEnvName(_)
+            | Self::NoSandboxHelper { .. }
+            | Self::NoLimitsHelper { .. } => None,
         }
     }
 }
@@ -114,6 +123,9 @@ pub struct Executor {
     /// commands (the tool-runner's own); without one, sandboxed commands
     /// cannot start.
     sandbox_helper: Option<PathBuf>,
+    /// The operator's rlimits for every command; when any is set, even
+    /// unsandboxed commands start through the helper, which applies them.
+    limits: ResourceLimits,
     /// Where every process group started is recorded, so that a restart
     /// can kill what a crash left running.
     records: Option<ProcessRecords>,
@@ -142,6 +154,7 @@ impl Executor {
         Self {
             base_env: policy.apply(vars).into(),
             sandbox_helper: None,
+            limits: ResourceLimits::default(),
             records: None,
             owner: None,
         }
@@ -166,6 +179,17 @@ impl Executor {
     pub fn with_sandbox_helper(mut self, helper: PathBuf) -> Self {
         self.sandbox_helper = Some(helper);
         self
+    }
+
+    /// Starts every command under `limits` (through the helper when any is
+    /// set, so this needs [`Executor::with_sandbox_helper`] too).
+    pub fn with_resource_limits(mut self, limits: ResourceLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn resource_limits(&self) -> &ResourceLimits {
+        &self.limits
     }
 
     pub fn sandbox_helper(&self) -> Option<&std::path::Path> {

@@ -1,9 +1,11 @@
 //! The one place the tool-runner starts a process. Everything that runs a
 //! command — `shell`, `shell_command`, `exec_command`, Exec — comes through
-//! [`Executor::spawn`], so confinement wraps here: a sandboxed command is
-//! started as `<helper> sandbox-exec --policy … -- argv` (see
-//! [`crate::sandbox::helper`]), which confines itself and then becomes the
-//! command, keeping its pid, process group and pipes.
+//! [`Executor::spawn`], so confinement and resource limits wrap here: a
+//! sandboxed command, or any command when the operator set rlimits, is
+//! started as `<helper> sandbox-exec [--limits …] [--policy …] -- argv`
+//! (see [`crate::sandbox::helper`]), which confines itself, applies the
+//! limits and then becomes the command, keeping its pid, process group and
+//! pipes. Without either, the command is spawned directly.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -57,28 +59,32 @@ impl Executor {
             program: program.clone(),
             source,
         };
-        let mut command = match sandbox {
-            None => {
-                let mut command = Command::new(program);
-                command.args(args);
-                command
-            }
-            Some(confinement) => {
-                let helper =
-                    self.sandbox_helper
-                        .as_deref()
-                        .ok_or_else(|| ExecError::NoSandboxHelper {
-                            program: program.clone(),
-                        })?;
-                // The helper executes the command only after confining
-                // itself, when it can no longer report a spawn error the
-                // way a direct spawn does: look the program up here.
-                self.find_program(program, cwd, env).map_err(spawn_error)?;
-                let wrapped = helper::wrap_argv(helper, confinement, argv);
-                let mut command = Command::new(&wrapped[0]);
-                command.args(&wrapped[1..]);
-                command
-            }
+        // The helper confines sandboxed commands and applies the limits;
+        // a command that needs neither is started directly (the fast path).
+        let mut command = if sandbox.is_none() && self.limits.is_empty() {
+            let mut command = Command::new(program);
+            command.args(args);
+            command
+        } else {
+            let helper = self.sandbox_helper.as_deref().ok_or_else(|| {
+                if sandbox.is_some() {
+                    ExecError::NoSandboxHelper {
+                        program: program.clone(),
+                    }
+                } else {
+                    ExecError::NoLimitsHelper {
+                        program: program.clone(),
+                    }
+                }
+            })?;
+            // The helper executes the command only after confining itself,
+            // when it can no longer report a spawn error the way a direct
+            // spawn does: look the program up here.
+            self.find_program(program, cwd, env).map_err(spawn_error)?;
+            let wrapped = helper::wrap_argv(helper, sandbox, &self.limits, argv);
+            let mut command = Command::new(&wrapped[0]);
+            command.args(&wrapped[1..]);
+            command
         };
         command
             .current_dir(cwd)

@@ -1,21 +1,28 @@
-//! The child side of the sandbox: `keel-tool-runner sandbox-exec --policy
-//! JSON -- PROGRAM ARGS...`. The tool-runner starts sandboxed commands
-//! through its own binary under this hidden subcommand; the helper confines
-//! itself and then `execve`s the command, which keeps the pid, the process
-//! group and the pipes, and inherits every restriction. In order:
+//! The child side of the sandbox: `keel-tool-runner sandbox-exec [--limits
+//! JSON] [--policy JSON] -- PROGRAM ARGS...`. The tool-runner starts
+//! sandboxed commands — and, when the operator configured resource limits,
+//! unsandboxed ones too — through its own binary under this hidden
+//! subcommand; the helper confines itself and then `execve`s the command,
+//! which keeps the pid, the process group and the pipes, and inherits every
+//! restriction. In order:
 //!
-//! 1. `no_new_privs`, and RLIMIT_CORE 0 (no core files of the workspace's
-//!    secrets);
+//! 1. with a `--policy`: `no_new_privs`, and RLIMIT_CORE 0 (no core files
+//!    of the workspace's secrets);
 //! 2. read-only binds of the protected paths in a mount namespace
 //!    ([`super::mounts`]);
 //! 3. Landlock: the whole filesystem readable and executable, only the
 //!    writable roots (and `/dev/null`) writable;
-//! 4. seccomp ([`super::seccomp`]).
+//! 4. seccomp ([`super::seccomp`]);
+//! 5. the `--limits` ([`ResourceLimits`]), last, so that the confinement
+//!    above never runs short of descriptors or memory. Without a policy
+//!    this is all the helper does (danger-full-access: no `no_new_privs`).
 //!
 //! A restriction the host cannot apply is skipped unless the policy says
 //! `require` (the tool-runner's `--require-sandbox`); the tool-runner knows
 //! from [`probe`] at startup what is skipped and reports it. Errors are
-//! printed with the word "sandbox", so Codex's denial rule recognises them.
+//! printed with the word "sandbox", so Codex's denial rule recognises them
+//! — except a resource limit that cannot be set, which is no sandbox
+//! denial and is not worded as one.
 //!
 //! `keel-tool-runner sandbox-exec --probe` applies a read-only confinement
 //! to itself, checks that a TCP socket is refused, and prints a
@@ -34,10 +41,12 @@ use nix::sys::resource::{Resource, setrlimit};
 use serde::{Deserialize, Serialize};
 
 use super::{Confinement, mounts, seccomp};
+use crate::exec::limits::{LimitError, ResourceLimits};
 
 /// The hidden subcommand.
 pub const SUBCOMMAND: &str = "sandbox-exec";
 const POLICY_FLAG: &str = "--policy";
+const LIMITS_FLAG: &str = "--limits";
 const PROBE_FLAG: &str = "--probe";
 /// The access rights handled: ABI 5 (Linux 6.10) covers writes, truncation,
 /// renames across directories and device ioctls; older kernels get what
@@ -52,10 +61,16 @@ const EXIT_NOT_FOUND: u8 = 127;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HelperError {
-    #[error("usage: keel-tool-runner sandbox-exec (--probe | --policy JSON -- PROGRAM [ARGS...])")]
+    #[error(
+        "usage: keel-tool-runner sandbox-exec (--probe | [--limits JSON] [--policy JSON] -- PROGRAM [ARGS...])"
+    )]
     Usage,
     #[error("invalid sandbox policy: {0}")]
     Policy(serde_json::Error),
+    #[error("invalid resource limits: {0}")]
+    Limits(serde_json::Error),
+    #[error(transparent)]
+    SetLimit(#[from] LimitError),
     #[error("cannot set no_new_privs: {0}")]
     NoNewPrivs(nix::Error),
     #[error("landlock: {0}")]
@@ -84,18 +99,31 @@ pub struct ProbeReport {
     pub network_refused: bool,
 }
 
-/// The argv that runs `argv` confined by `confinement` through `helper`.
-pub fn wrap_argv(helper: &Path, confinement: &Confinement, argv: &[String]) -> Vec<OsString> {
-    // Serialising plain data cannot fail; an empty policy would be refused
-    // by the helper rather than run unconfined.
-    let policy = serde_json::to_string(confinement).unwrap_or_default();
-    let mut out: Vec<OsString> = vec![
-        helper.as_os_str().to_os_string(),
-        SUBCOMMAND.into(),
-        POLICY_FLAG.into(),
-        policy.into(),
-        "--".into(),
-    ];
+/// The argv that runs `argv` through `helper`: confined by `confinement`
+/// when given, under `limits` when any is set.
+pub fn wrap_argv(
+    helper: &Path,
+    confinement: Option<&Confinement>,
+    limits: &ResourceLimits,
+    argv: &[String],
+) -> Vec<OsString> {
+    let mut out: Vec<OsString> = vec![helper.as_os_str().to_os_string(), SUBCOMMAND.into()];
+    if !limits.is_empty() {
+        // Serialising plain data cannot fail; an empty text would be refused
+        // by the helper rather than run without the limits.
+        out.push(LIMITS_FLAG.into());
+        out.push(serde_json::to_string(limits).unwrap_or_default().into());
+    }
+    if let Some(confinement) = confinement {
+        // Likewise: never an unconfined run for a serialisation error.
+        out.push(POLICY_FLAG.into());
+        out.push(
+            serde_json::to_string(confinement)
+                .unwrap_or_default()
+                .into(),
+        );
+    }
+    out.push("--".into());
     out.extend(argv.iter().map(OsString::from));
     out
 }
@@ -110,6 +138,11 @@ pub fn dispatch() -> Option<ExitCode> {
     }
     Some(match run(&args[1..]) {
         Ok(code) => code,
+        Err(err @ (HelperError::SetLimit(_) | HelperError::Limits(_))) => {
+            // Not a sandbox failure: no "sandbox" in the text.
+            eprintln!("keel-tool-runner: {err}");
+            ExitCode::from(EXIT_CANNOT_EXECUTE)
+        }
         Err(err) => {
             eprintln!("keel-tool-runner sandbox-exec: cannot set up the sandbox: {err}");
             ExitCode::from(EXIT_CANNOT_EXECUTE)
@@ -117,22 +150,86 @@ pub fn dispatch() -> Option<ExitCode> {
     })
 }
 
+/// What the helper was asked to do.
+#[derive(Debug, PartialEq, Eq)]
+enum Invocation<'a> {
+    Probe,
+    Exec {
+        confinement: Option<Confinement>,
+        limits: ResourceLimits,
+        program: &'a OsString,
+        args: &'a [OsString],
+    },
+}
+
+fn parse(args: &[OsString]) -> Result<Invocation<'_>, HelperError> {
+    if let [flag] = args
+        && flag == PROBE_FLAG
+    {
+        return Ok(Invocation::Probe);
+    }
+    let mut confinement = None;
+    let mut limits = None;
+    let mut rest = args;
+    loop {
+        match rest {
+            [dash, argv @ ..] if dash == "--" => {
+                let (program, args) = argv.split_first().ok_or(HelperError::Usage)?;
+                return Ok(Invocation::Exec {
+                    confinement,
+                    limits: limits.unwrap_or_default(),
+                    program,
+                    args,
+                });
+            }
+            [flag, value, tail @ ..] if flag == POLICY_FLAG && confinement.is_none() => {
+                let value = value.to_str().ok_or(HelperError::Usage)?;
+                confinement = Some(serde_json::from_str(value).map_err(HelperError::Policy)?);
+                rest = tail;
+            }
+            [flag, value, tail @ ..] if flag == LIMITS_FLAG && limits.is_none() => {
+                let value = value.to_str().ok_or(HelperError::Usage)?;
+                limits = Some(serde_json::from_str(value).map_err(HelperError::Limits)?);
+                rest = tail;
+            }
+            _ => return Err(HelperError::Usage),
+        }
+    }
+}
+
 fn run(args: &[OsString]) -> Result<ExitCode, HelperError> {
-    match args {
-        [flag] if flag == PROBE_FLAG => {
+    match parse(args)? {
+        Invocation::Probe => {
             let report = probe();
             println!("{}", serde_json::to_string(&report).unwrap_or_default());
             Ok(ExitCode::SUCCESS)
         }
-        [flag, policy, dash, argv @ ..] if flag == POLICY_FLAG && dash == "--" => {
-            let (program, rest) = argv.split_first().ok_or(HelperError::Usage)?;
-            let policy = policy.to_str().ok_or(HelperError::Usage)?;
-            let confinement: Confinement =
-                serde_json::from_str(policy).map_err(HelperError::Policy)?;
-            confine(&confinement)?;
-            let err = std::process::Command::new(program).args(rest).exec();
+        Invocation::Exec {
+            confinement,
+            limits,
+            program,
+            args,
+        } => {
+            match &confinement {
+                Some(confinement) => {
+                    confine(confinement)?;
+                }
+                // Unsandboxed, here only for the limits: the tool-runner's
+                // RLIMIT_CORE 0 is inherited already; set it again anyway.
+                None => {
+                    let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
+                }
+            }
+            limits.apply()?;
+            let err = std::process::Command::new(program).args(args).exec();
+            // "sandbox" only when there is one to blame.
+            let who = if confinement.is_some() {
+                "keel-tool-runner sandbox-exec"
+            } else {
+                "keel-tool-runner"
+            };
             eprintln!(
-                "keel-tool-runner sandbox-exec: cannot execute {}: {err}",
+                "{who}: cannot execute {}: {err}",
                 Path::new(program).display()
             );
             Ok(ExitCode::from(
@@ -143,7 +240,6 @@ fn run(args: &[OsString]) -> Result<ExitCode, HelperError> {
                 },
             ))
         }
-        _ => Err(HelperError::Usage),
     }
 }
 
@@ -258,4 +354,101 @@ fn probe() -> ProbeReport {
     report.network_refused = std::net::TcpListener::bind("127.0.0.1:0").is_err()
         && std::net::UdpSocket::bind("127.0.0.1:0").is_err();
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::limits::MIB;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    fn confinement() -> Confinement {
+        Confinement {
+            writable: Vec::new(),
+            restrict_network: true,
+            require: false,
+        }
+    }
+
+    fn limits() -> ResourceLimits {
+        ResourceLimits {
+            file_size_bytes: Some(MIB),
+            ..ResourceLimits::default()
+        }
+    }
+
+    fn argv() -> Vec<String> {
+        vec!["sh".to_string(), "-c".to_string(), "true".to_string()]
+    }
+
+    #[test]
+    fn wrapped_argv_parses_back() {
+        let helper = Path::new("/bin/keel-tool-runner");
+        for (confinement, limits) in [
+            (Some(confinement()), ResourceLimits::default()),
+            (None, limits()),
+            (Some(confinement()), limits()),
+            (None, ResourceLimits::default()),
+        ] {
+            let wrapped = wrap_argv(helper, confinement.as_ref(), &limits, &argv());
+            assert_eq!(wrapped[0], "/bin/keel-tool-runner");
+            assert_eq!(wrapped[1], SUBCOMMAND);
+            assert_eq!(
+                wrapped.iter().any(|arg| arg == LIMITS_FLAG),
+                !limits.is_empty()
+            );
+            assert_eq!(
+                wrapped.iter().any(|arg| arg == POLICY_FLAG),
+                confinement.is_some()
+            );
+            let Invocation::Exec {
+                confinement: parsed,
+                limits: parsed_limits,
+                program,
+                args,
+            } = parse(&wrapped[2..]).unwrap()
+            else {
+                panic!("not an exec: {wrapped:?}");
+            };
+            assert_eq!(parsed, confinement);
+            assert_eq!(parsed_limits, limits);
+            assert_eq!(program, "sh");
+            assert_eq!(args, os(&["-c", "true"]));
+        }
+    }
+
+    #[test]
+    fn bad_invocations_are_refused() {
+        assert_eq!(parse(&os(&["--probe"])).unwrap(), Invocation::Probe);
+        for bad in [
+            &[][..],
+            &["--"][..],
+            &["--policy"][..],
+            &["--policy", "{}", "--", "sh"][..],
+            &["--limits", "nope", "--", "sh"][..],
+            &["--limits", "{}", "--limits", "{}", "--", "sh"][..],
+            &["--frobnicate", "--", "sh"][..],
+            &["--limits", "{}", "sh"][..],
+        ] {
+            assert!(parse(&os(bad)).is_err(), "{bad:?} parsed");
+        }
+        // An unknown limit name is an error, not silently unlimited.
+        assert!(matches!(
+            parse(&os(&["--limits", r#"{"cpu_sec":1}"#, "--", "sh"])),
+            Err(HelperError::Limits(_))
+        ));
+    }
+
+    #[test]
+    fn a_limit_error_is_not_worded_as_a_sandbox_denial() {
+        let err = HelperError::SetLimit(LimitError::Set {
+            resource: "RLIMIT_FSIZE",
+            value: 1,
+            source: nix::Error::EINVAL,
+        });
+        assert!(!err.to_string().to_lowercase().contains("sandbox"));
+    }
 }

@@ -18,7 +18,9 @@
 //! * [`denial`] is Codex's rule for telling a sandbox denial from an
 //!   ordinary failure.
 //!
-//! danger-full-access runs commands directly, with no helper at all.
+//! danger-full-access runs commands directly, with no helper — unless the
+//! operator set resource limits ([`crate::exec::limits`]), which the helper
+//! applies to every command, confined or not.
 
 pub mod denial;
 pub mod helper;
