@@ -4,6 +4,10 @@
 // Test helpers may panic: a panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::wait_for_file;
+
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -59,22 +63,6 @@ async fn start_configured(
         .await
         .unwrap();
     Server { child, client }
-}
-
-/// Polls (bounded) for a file another process writes atomically.
-async fn wait_for_file(path: &Path, limit: Duration) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            return text.trim().to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn is_dead(pid: i32) -> bool {

@@ -10,7 +10,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::wait_for_file;
+
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -21,7 +25,6 @@ use keel_proto::v1::{
     RunToolResponse, SandboxMode, SandboxPolicy,
 };
 use tokio::process::{Child, Command};
-use tokio::time::Instant;
 use tonic::transport::Channel;
 
 /// A tool-runner on `base` (workspace root), with the session cwd
@@ -135,21 +138,6 @@ fn mode(mode: SandboxMode) -> SandboxPolicy {
     SandboxPolicy {
         mode: mode.into(),
         ..Default::default()
-    }
-}
-
-async fn wait_for_file(path: &Path, limit: Duration) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            return text.trim().to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
