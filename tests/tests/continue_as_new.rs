@@ -35,16 +35,7 @@ async fn session_rolls_over_and_carries_everything() {
     let sid = session::create(&mut client, Some(workspace.path()))
         .await
         .unwrap();
-    let mut stream = client
-        .stream_events(pb::StreamEventsRequest {
-            session_id: sid.clone(),
-            after_offset: 0,
-            follow: true,
-            live_deltas: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = session::follow(&mut client, &sid, 0, false).await.unwrap();
     // All four turns at once: three of them wait in the queue across rollovers.
     for i in 1..=4 {
         client

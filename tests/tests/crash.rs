@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use keel_e2e::fake_model::{FakeModel, Scripted, sse};
+use keel_e2e::session;
 use keel_e2e::stack::{Stack, StackOptions};
 use keel_proto::v1 as pb;
 use keel_proto::v1::session_service_client::SessionServiceClient;
@@ -252,16 +253,7 @@ async fn session_api_killed_while_a_client_streams() {
     let sid = new_session(&mut c).await;
     send(&mut c, &sid, "turn-1", "go").await;
     // Read until the command has ended, then kill session-api under the stream.
-    let mut stream = c
-        .stream_events(pb::StreamEventsRequest {
-            session_id: sid.clone(),
-            after_offset: 0,
-            follow: true,
-            live_deltas: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = session::follow(&mut c, &sid, 0, false).await.unwrap();
     let mut seen = Vec::new();
     while let Some(m) = stream.message().await.unwrap() {
         let Some(pb::stream_events_response::Kind::Event(e)) = m.kind else {

@@ -25,18 +25,6 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-async fn next_event(stream: &mut tonic::Streaming<pb::StreamEventsResponse>) -> pb::Event {
-    let msg = tokio::time::timeout(WAIT, stream.message())
-        .await
-        .expect("an event within the timeout")
-        .unwrap()
-        .expect("stream still open");
-    match msg.kind {
-        Some(pb::stream_events_response::Kind::Event(e)) => e,
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn interrupt_kills_the_running_command_and_the_next_turn_works() {
     let workspace = tempfile::tempdir().unwrap();
@@ -56,16 +44,7 @@ async fn interrupt_kills_the_running_command_and_the_next_turn_works() {
     let sid = session::create(&mut client, Some(workspace.path()))
         .await
         .unwrap();
-    let mut events = client
-        .stream_events(pb::StreamEventsRequest {
-            session_id: sid.clone(),
-            after_offset: 0,
-            follow: true,
-            live_deltas: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = session::follow(&mut client, &sid, 0, false).await.unwrap();
     client
         .send_user_turn(pb::SendUserTurnRequest {
             session_id: sid.clone(),
@@ -77,7 +56,7 @@ async fn interrupt_kills_the_running_command_and_the_next_turn_works() {
         .unwrap();
     loop {
         if matches!(
-            next_event(&mut events).await.msg,
+            session::next_event(&mut events).await.unwrap().msg,
             Some(Msg::ExecCommandBegin(_))
         ) {
             break;
@@ -96,7 +75,7 @@ async fn interrupt_kills_the_running_command_and_the_next_turn_works() {
         .await
         .unwrap();
     let aborted = loop {
-        let e = next_event(&mut events).await;
+        let e = session::next_event(&mut events).await.unwrap();
         match &e.msg {
             Some(Msg::TurnAborted(a)) => break *a,
             Some(Msg::TurnComplete(_)) => panic!("turn completed instead of aborting: {e:?}"),
@@ -124,7 +103,7 @@ async fn interrupt_kills_the_running_command_and_the_next_turn_works() {
         .await
         .unwrap();
     let done = loop {
-        let e = next_event(&mut events).await;
+        let e = session::next_event(&mut events).await.unwrap();
         if let Some(Msg::TurnComplete(c)) = e.msg {
             assert_eq!(e.turn_id, "turn-2");
             break c;

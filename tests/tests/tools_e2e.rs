@@ -98,16 +98,7 @@ async fn apply_patch_read_file_grep_files_and_project_context() {
     let stack = Stack::launch(opts).await.unwrap();
     let mut client = session::connect(&stack.session_api).await.unwrap();
     let sid = session::create(&mut client, Some(&sub)).await.unwrap();
-    let mut stream = client
-        .stream_events(pb::StreamEventsRequest {
-            session_id: sid.clone(),
-            after_offset: 0,
-            follow: true,
-            live_deltas: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = session::follow(&mut client, &sid, 0, false).await.unwrap();
     client
         .send_user_turn(pb::SendUserTurnRequest {
             session_id: sid.clone(),

@@ -117,7 +117,9 @@ impl AgentWorkflow {
         } else {
             EventLog::resume(input.retained_events, carried.events_first, carried.events)
         };
-        let settings = carried.settings.unwrap_or_else(|| initial_settings(&input));
+        let settings = carried
+            .settings
+            .unwrap_or_else(|| TurnSettings::initial(&input.model, input.context.as_ref()));
         Self {
             settings,
             turn_context: None,
@@ -297,19 +299,6 @@ impl AgentWorkflow {
     }
 }
 
-/// A new session's settings: the defaults, the session's model, then the
-/// settings it was created with.
-fn initial_settings(input: &SessionInput) -> TurnSettings {
-    let base = TurnSettings {
-        model: input.model.clone(),
-        ..TurnSettings::default()
-    };
-    match &input.context {
-        Some(patch) => base.with(patch),
-        None => base,
-    }
-}
-
 impl AgentWorkflow {
     /// The next run's input when this run should continue-as-new now: at a
     /// turn boundary, when Temporal suggests it or the budget is spent.
@@ -358,6 +347,42 @@ impl AgentWorkflow {
         match &self.turn_context {
             Some(patch) => self.settings.with(patch),
             None => self.settings.clone(),
+        }
+    }
+
+    /// The next model call: the conversation head and pending items, the
+    /// tools on offer (none for a compaction) and the per-call context.
+    fn model_call_input(&self, turn_id: &str, compact: bool) -> ModelCallInput {
+        let settings = self.effective();
+        let tools = if compact {
+            Vec::new()
+        } else {
+            let mut offered = match &self.setup {
+                Some(setup) => setup.tools.clone(),
+                None => tools::legacy_tools(),
+            };
+            if self.approvals {
+                offered.extend(tools::workflow_tools(&self.input.dynamic_tools));
+                offered.sort_by(|a, b| a.name.cmp(&b.name));
+            }
+            offered
+        };
+        ModelCallInput {
+            session_id: self.input.session_id.clone(),
+            turn_id: turn_id.to_string(),
+            model: settings.model,
+            head: self.head.clone(),
+            append: self.pending.clone(),
+            tools,
+            parallel_tool_calls: false,
+            ephemeral_items: developer_items(&self.input.developer_instructions)
+                .into_iter()
+                .chain(self.setup.iter().flat_map(|x| x.context_items.clone()))
+                .collect(),
+            reasoning_effort: settings.reasoning_effort,
+            reasoning_summary: settings.reasoning_summary,
+            personality: settings.personality,
+            compact,
         }
     }
 
@@ -573,34 +598,7 @@ async fn sample_until_done(
         }
     }
     for _ in 0..MAX_ITERATIONS {
-        let input = ctx.state(|s| {
-            let settings = s.effective();
-            let mut offered = match &s.setup {
-                Some(setup) => setup.tools.clone(),
-                None => tools::legacy_tools(),
-            };
-            if s.approvals {
-                offered.extend(tools::workflow_tools(&s.input.dynamic_tools));
-                offered.sort_by(|a, b| a.name.cmp(&b.name));
-            }
-            ModelCallInput {
-                session_id: s.input.session_id.clone(),
-                turn_id: turn_id.to_string(),
-                model: settings.model,
-                head: s.head.clone(),
-                append: s.pending.clone(),
-                tools: offered,
-                parallel_tool_calls: false,
-                ephemeral_items: developer_items(&s.input.developer_instructions)
-                    .into_iter()
-                    .chain(s.setup.iter().flat_map(|x| x.context_items.clone()))
-                    .collect(),
-                reasoning_effort: settings.reasoning_effort,
-                reasoning_summary: settings.reasoning_summary,
-                personality: settings.personality,
-                compact: false,
-            }
-        });
+        let input = ctx.state(|s| s.model_call_input(turn_id, false));
         let result = ctx
             .execute_activity(KeelActivities::model_call, input, model_options(cancel))
             .await;

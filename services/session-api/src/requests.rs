@@ -6,9 +6,7 @@
 
 use keel_blobstore::BlobStore;
 use keel_proto::v1 as pb;
-use keel_workflow_api::{
-    Answer, ExecPolicyAmendment, PendingRequest, RequestKind, Response, ReviewDecision,
-};
+use keel_workflow_api::{Answer, ExecPolicyAmendment, RequestKind, ReviewDecision};
 use serde_json::json;
 use tonic::Status;
 
@@ -17,48 +15,24 @@ const MAX_USER_INPUT_BYTES: usize = 64 * 1024;
 /// Total bytes of a dynamic tool's result.
 const MAX_DYNAMIC_RESULT_BYTES: usize = 4 * 1024 * 1024;
 
-/// An answer for a request that is not pending (any more): nothing is
-/// stored, and the workflow's validator rejects it with the precise reason
-/// (already answered, interrupted, unknown).
-pub fn unchecked(answer: Option<pb::respond_request::Answer>) -> Result<Answer, Status> {
-    use pb::respond_request::Answer as A;
-    Ok(match answer {
-        None => {
-            return Err(Status::invalid_argument(
-                "an answer is required: decision, user_input or dynamic_tool",
-            ));
-        }
-        Some(A::Decision(_)) => Answer::Review(ReviewDecision::Denied),
-        Some(A::UserInput(_)) => Answer::UserInput(Default::default()),
-        Some(A::DynamicTool(r)) => Answer::DynamicTool {
-            output_digest: String::new(),
-            success: r.success,
-        },
-    })
-}
-
-/// The workflow's answer for `answer`, which must fit `request`.
+/// The workflow's answer for request `id`. When the request is pending its
+/// `kind` is known and the answer must fit it; when it is not (any more),
+/// the answer is converted all the same and the workflow's validator
+/// rejects it with the precise reason (already answered, interrupted,
+/// unknown) — or accepts it, should the request have become pending since.
 pub async fn answer(
     blobs: &BlobStore,
-    request: &PendingRequest,
+    id: &str,
+    kind: Option<RequestKind>,
     answer: Option<pb::respond_request::Answer>,
 ) -> Result<Answer, Status> {
     use pb::respond_request::Answer as A;
-    let id = &request.request_id;
     let answer = answer.ok_or_else(|| {
         Status::invalid_argument("an answer is required: decision, user_input or dynamic_tool")
     })?;
-    let mismatch = |given: &str| {
-        Status::invalid_argument(format!(
-            "request {id:?} is {}; {given} does not answer it",
-            kind_name(request.kind)
-        ))
-    };
-    match (answer, request.kind) {
-        (A::Decision(d), RequestKind::ExecApproval | RequestKind::PatchApproval) => {
-            Ok(Answer::Review(decision(d, request.kind)?))
-        }
-        (A::UserInput(u), RequestKind::UserInput) => {
+    let converted = match answer {
+        A::Decision(d) => Answer::Review(decision(d, kind)?),
+        A::UserInput(u) => {
             let size: usize = u
                 .answers
                 .iter()
@@ -69,37 +43,30 @@ pub async fn answer(
                     "user_input: the answers exceed {MAX_USER_INPUT_BYTES} bytes"
                 )));
             }
-            Ok(Answer::UserInput(
-                u.answers.into_iter().map(|(k, v)| (k, v.answers)).collect(),
-            ))
+            Answer::UserInput(u.answers.into_iter().map(|(k, v)| (k, v.answers)).collect())
         }
-        (A::DynamicTool(r), RequestKind::DynamicTool) => {
+        A::DynamicTool(r) => {
             let item = dynamic_output_item(id, &r)?;
             let output_digest = blobs
                 .put_json(&item)
                 .await
                 .map_err(|e| Status::unavailable(format!("cannot store the tool result: {e}")))?;
-            Ok(Answer::DynamicTool {
+            Answer::DynamicTool {
                 output_digest,
                 success: r.success,
-            })
+            }
         }
-        (A::Decision(_), _) => Err(mismatch("a decision")),
-        (A::UserInput(_), _) => Err(mismatch("user_input")),
-        (A::DynamicTool(_), _) => Err(mismatch("dynamic_tool")),
-    }
-}
-
-fn kind_name(kind: RequestKind) -> &'static str {
+    };
     match kind {
-        RequestKind::ExecApproval => "a command approval",
-        RequestKind::PatchApproval => "a patch approval",
-        RequestKind::UserInput => "a question to the user",
-        RequestKind::DynamicTool => "a dynamic tool call",
+        Some(kind) if !converted.fits(kind) => Err(Status::invalid_argument(format!(
+            "request {id:?} is {}; the answer given does not fit it",
+            kind.describe()
+        ))),
+        _ => Ok(converted),
     }
 }
 
-fn decision(d: pb::ReviewDecision, kind: RequestKind) -> Result<ReviewDecision, Status> {
+fn decision(d: pb::ReviewDecision, kind: Option<RequestKind>) -> Result<ReviewDecision, Status> {
     use pb::ReviewDecisionKind as K;
     Ok(match K::try_from(d.kind) {
         Ok(K::Approved) => ReviewDecision::Approved,
@@ -107,7 +74,7 @@ fn decision(d: pb::ReviewDecision, kind: RequestKind) -> Result<ReviewDecision, 
         Ok(K::Denied) => ReviewDecision::Denied,
         Ok(K::Abort) => ReviewDecision::Abort,
         Ok(K::ApprovedExecpolicyAmendment) => {
-            if kind != RequestKind::ExecApproval {
+            if kind.is_some_and(|k| k != RequestKind::ExecApproval) {
                 return Err(Status::invalid_argument(
                     "decision: an exec-policy amendment applies to command approvals only",
                 ));
@@ -177,21 +144,12 @@ fn dynamic_output_item(
     Ok(json!({"type": "function_call_output", "call_id": call_id, "output": output}))
 }
 
-/// The update's input.
-pub fn response(request_id: String, answer: Answer) -> Response {
-    Response { request_id, answer }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn pending(kind: RequestKind) -> PendingRequest {
-        PendingRequest {
-            request_id: "call_1".into(),
-            turn_id: "t".into(),
-            kind,
-        }
+    fn pending(kind: RequestKind) -> Option<RequestKind> {
+        Some(kind)
     }
 
     #[tokio::test]
@@ -203,26 +161,37 @@ mod tests {
         });
         let ok = answer(
             &blobs,
-            &pending(RequestKind::ExecApproval),
+            "call_1",
+            pending(RequestKind::ExecApproval),
             Some(decision.clone()),
         )
         .await
         .unwrap();
         assert_eq!(ok, Answer::Review(ReviewDecision::Approved));
-        let err = answer(&blobs, &pending(RequestKind::UserInput), Some(decision))
-            .await
-            .unwrap_err();
+        let err = answer(
+            &blobs,
+            "call_1",
+            pending(RequestKind::UserInput),
+            Some(decision),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().contains("a question to the user"), "{err}");
         let amend = pb::respond_request::Answer::Decision(pb::ReviewDecision {
             kind: pb::ReviewDecisionKind::ApprovedExecpolicyAmendment as i32,
             execpolicy_amendment: vec![],
         });
-        let err = answer(&blobs, &pending(RequestKind::ExecApproval), Some(amend))
-            .await
-            .unwrap_err();
+        let err = answer(
+            &blobs,
+            "call_1",
+            pending(RequestKind::ExecApproval),
+            Some(amend),
+        )
+        .await
+        .unwrap_err();
         assert!(err.message().contains("execpolicy_amendment"), "{err}");
-        let missing = answer(&blobs, &pending(RequestKind::ExecApproval), None).await;
+        let missing = answer(&blobs, "call_1", pending(RequestKind::ExecApproval), None).await;
         assert!(missing.is_err());
     }
 
@@ -235,9 +204,14 @@ mod tests {
             }],
             success: true,
         });
-        let a = answer(&blobs, &pending(RequestKind::DynamicTool), Some(result))
-            .await
-            .unwrap();
+        let a = answer(
+            &blobs,
+            "call_1",
+            pending(RequestKind::DynamicTool),
+            Some(result),
+        )
+        .await
+        .unwrap();
         let Answer::DynamicTool {
             output_digest,
             success,

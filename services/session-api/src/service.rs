@@ -323,16 +323,7 @@ impl SessionService for SessionApi {
             .await
             .map_err(|e| errors::start(&session_id, e))?;
         tracing::info!(%session_id, "session created");
-        let settings = {
-            let base = api::TurnSettings {
-                model: input.model.clone(),
-                ..Default::default()
-            };
-            match &input.context {
-                Some(patch) => base.with(patch),
-                None => base,
-            }
-        };
+        let settings = api::TurnSettings::initial(&input.model, input.context.as_ref());
         let state = SessionState {
             session_id,
             status: RunStatus::Idle,
@@ -568,15 +559,16 @@ impl SessionService for SessionApi {
             return Err(Status::invalid_argument("request_id is required"));
         }
         let state = self.open_state(&req.session_id).await?;
-        let pending = state
+        let kind = state
             .pending_requests
             .iter()
-            .find(|p| p.request_id == req.request_id);
-        let answer = match pending {
-            Some(pending) => requests::answer(&self.blobs, pending, req.answer).await?,
-            None => requests::unchecked(req.answer)?,
+            .find(|p| p.request_id == req.request_id)
+            .map(|p| p.kind);
+        let answer = requests::answer(&self.blobs, &req.request_id, kind, req.answer).await?;
+        let response = api::Response {
+            request_id: req.request_id.clone(),
+            answer,
         };
-        let response = requests::response(req.request_id.clone(), answer);
         self.update(&req.session_id, RespondUpdate, response)
             .await?;
         tracing::info!(session_id = %req.session_id, request_id = %req.request_id, "request answered");

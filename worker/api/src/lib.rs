@@ -139,6 +139,19 @@ impl Default for TurnSettings {
 }
 
 impl TurnSettings {
+    /// A new session's settings: the defaults, the session's `model`, then
+    /// the settings it was created with.
+    pub fn initial(model: &str, context: Option<&ContextPatch>) -> Self {
+        let base = Self {
+            model: model.to_string(),
+            ..Self::default()
+        };
+        match context {
+            Some(patch) => base.with(patch),
+            None => base,
+        }
+    }
+
     /// These settings with `patch` applied on top.
     pub fn with(&self, patch: &ContextPatch) -> Self {
         let pick = |new: &Option<String>, old: &String| new.clone().unwrap_or_else(|| old.clone());
@@ -209,6 +222,18 @@ pub enum RequestKind {
     PatchApproval,
     UserInput,
     DynamicTool,
+}
+
+impl RequestKind {
+    /// What the request is, for messages: "a command approval", ….
+    pub fn describe(self) -> &'static str {
+        match self {
+            RequestKind::ExecApproval => "a command approval",
+            RequestKind::PatchApproval => "a patch approval",
+            RequestKind::UserInput => "a question to the user",
+            RequestKind::DynamicTool => "a dynamic tool call",
+        }
+    }
 }
 
 /// A request waiting for a person or a client.

@@ -47,7 +47,7 @@ pub(super) fn validate(s: &AgentWorkflow, r: &Response) -> Result<(), RejectedAn
     if s.answers.contains_key(&r.request_id) {
         return Err(RejectedAnswer::AlreadyAnswered { id });
     }
-    let kind = kind_name(request.kind);
+    let kind = request.kind.describe();
     if !r.answer.fits(request.kind) {
         return Err(RejectedAnswer::DoesNotFit {
             id,
@@ -68,15 +68,6 @@ pub(super) fn validate(s: &AgentWorkflow, r: &Response) -> Result<(), RejectedAn
         });
     }
     Ok(())
-}
-
-fn kind_name(kind: RequestKind) -> &'static str {
-    match kind {
-        RequestKind::ExecApproval => "a command approval",
-        RequestKind::PatchApproval => "a patch approval",
-        RequestKind::UserInput => "a question to the user",
-        RequestKind::DynamicTool => "a dynamic tool call",
-    }
 }
 
 pub(super) fn pb_kind(kind: RequestKind) -> pb::PendingRequestKind {

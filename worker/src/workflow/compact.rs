@@ -7,8 +7,8 @@ use keel_workflow_api::RunStatus;
 use pb::event::Msg;
 use temporalio_sdk::{ActivityExecutionError, WorkflowCancellationToken, WorkflowContext};
 
-use super::{AgentWorkflow, developer_items, failure_message, model_options, upsert_memo};
-use crate::activities::{KeelActivities, ModelCallInput, OutputItem};
+use super::{AgentWorkflow, failure_message, model_options, upsert_memo};
+use crate::activities::{KeelActivities, OutputItem};
 use crate::events::unix_ms;
 
 /// Serves a Compact request. Interruptible like a turn.
@@ -22,26 +22,7 @@ pub(super) async fn run(ctx: &mut WorkflowContext<AgentWorkflow>) {
         s.last_activity_ms = unix_ms(now);
     });
     upsert_memo(ctx, RunStatus::Running);
-    let input = ctx.state(|s| {
-        let settings = s.effective();
-        ModelCallInput {
-            session_id: s.input.session_id.clone(),
-            turn_id: String::new(),
-            model: settings.model,
-            head: s.head.clone(),
-            append: s.pending.clone(),
-            tools: Vec::new(),
-            parallel_tool_calls: false,
-            ephemeral_items: developer_items(&s.input.developer_instructions)
-                .into_iter()
-                .chain(s.setup.iter().flat_map(|x| x.context_items.clone()))
-                .collect(),
-            reasoning_effort: settings.reasoning_effort,
-            reasoning_summary: settings.reasoning_summary,
-            personality: settings.personality,
-            compact: true,
-        }
-    });
+    let input = ctx.state(|s| s.model_call_input("", true));
     let result = ctx
         .execute_activity(KeelActivities::model_call, input, model_options(&cancel))
         .await;

@@ -28,9 +28,7 @@ mod mounts;
 mod seccomp;
 pub mod status;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use keel_proto::v1 as proto;
 use serde::{Deserialize, Serialize};
@@ -48,51 +46,14 @@ pub const NETWORK_DISABLED_ENV: &str = "CODEX_SANDBOX_NETWORK_DISABLED";
 pub enum SandboxError {
     #[error("unknown sandbox mode {0}")]
     UnknownMode(i32),
-    #[error(
-        "unknown sandbox mode {0:?}; expected read-only, workspace-write or danger-full-access"
-    )]
-    UnknownModeName(String),
     #[error("writable root {0:?} must be an absolute path")]
     RelativeRoot(String),
 }
 
 /// Codex's sandbox modes (external-sandbox is not offered).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SandboxMode {
-    ReadOnly,
-    WorkspaceWrite,
-    DangerFullAccess,
-}
-
-impl SandboxMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ReadOnly => "read-only",
-            Self::WorkspaceWrite => "workspace-write",
-            Self::DangerFullAccess => "danger-full-access",
-        }
-    }
-}
-
-impl fmt::Display for SandboxMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for SandboxMode {
-    type Err = SandboxError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "read-only" => Ok(Self::ReadOnly),
-            "workspace-write" => Ok(Self::WorkspaceWrite),
-            "danger-full-access" => Ok(Self::DangerFullAccess),
-            other => Err(SandboxError::UnknownModeName(other.to_string())),
-        }
-    }
-}
+/// The modes, with Codex's spellings: the same type the workflow's
+/// decisions use.
+pub use keel_policy::SandboxMode;
 
 /// A call's sandbox (Codex's `SandboxPolicy`). The workspace-write options
 /// mean nothing under the other modes.
