@@ -102,3 +102,15 @@ pub async fn until<T>(
         seen.push(event);
     }
 }
+
+/// The session's current state (GetSession).
+pub async fn get(client: &mut Client, session_id: &str) -> anyhow::Result<pb::Session> {
+    client
+        .get_session(pb::GetSessionRequest {
+            session_id: session_id.into(),
+        })
+        .await?
+        .into_inner()
+        .session
+        .context("GetSession returned no session")
+}

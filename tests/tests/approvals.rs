@@ -140,16 +140,7 @@ fn output_for(fake: &FakeModel, call_id: &str) -> String {
 }
 
 async fn pending(client: &mut Client, sid: &str) -> Vec<pb::PendingRequest> {
-    client
-        .get_session(pb::GetSessionRequest {
-            session_id: sid.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
-        .pending_requests
+    session::get(client, sid).await.unwrap().pending_requests
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -288,14 +279,8 @@ async fn command_approvals_over_grpc() {
     let (seen, _) = turn_end(&mut events).await;
     assert_eq!(requests_in(&seen), 0, "asked again after the rollover");
     assert!(!ws.join("a.txt").exists());
-    let rollovers = client
-        .get_session(pb::GetSessionRequest {
-            session_id: sid.clone(),
-        })
+    let rollovers = session::get(&mut client, &sid)
         .await
-        .unwrap()
-        .into_inner()
-        .session
         .unwrap()
         .history_rollovers;
     assert!(rollovers >= 1, "the history never rolled over");
@@ -620,15 +605,7 @@ async fn turn_settings_reach_the_model() {
     let requests = fake.wait_for_requests(5, EVENT_WAIT).await.unwrap();
     assert_eq!(requests[3].body["model"], "model-from-now-on");
     assert_eq!(requests[4].body["model"], "model-mid-turn");
-    let session = client
-        .get_session(pb::GetSessionRequest {
-            session_id: sid.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+    let session = session::get(&mut client, &sid).await.unwrap();
     assert_eq!(session.model, "model-mid-turn");
     assert_eq!(
         session.context.unwrap().personality.as_deref(),

@@ -89,15 +89,7 @@ async fn session_rolls_over_and_carries_everything() {
         .count();
     assert_eq!(configured, 1, "a rollover is invisible to clients");
 
-    let session = client
-        .get_session(pb::GetSessionRequest {
-            session_id: sid.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+    let session = session::get(&mut client, &sid).await.unwrap();
     assert!(session.history_rollovers >= 3, "{session:?}");
     assert_eq!(session.turns_completed, 4);
     let usage = session.total_token_usage.unwrap();
@@ -240,13 +232,7 @@ async fn compact_replaces_the_conversation_with_a_summary() {
     assert!(texts[2].1.contains("hand-off note follows"), "{texts:#?}");
     assert!(texts[2].1.contains("code word is PELICAN"), "{texts:#?}");
     assert_eq!(texts[3].1, "what was the code word?");
-    let session = client
-        .get_session(pb::GetSessionRequest { session_id: sid })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+    let session = session::get(&mut client, &sid).await.unwrap();
     assert!(
         session.history_rollovers >= 1,
         "no rollover after compaction"

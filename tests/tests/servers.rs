@@ -175,15 +175,7 @@ async fn a_client_behind_the_retained_window_gets_a_gap() {
     let newest = 1 + 5 * turns as u64;
     tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            let s = client
-                .get_session(pb::GetSessionRequest {
-                    session_id: sid.clone(),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .session
-                .unwrap();
+            let s = session::get(&mut client, &sid).await.unwrap();
             if s.turns_completed == turns as u64 {
                 return;
             }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use keel_e2e::fake_model::{FakeModel, Scripted};
 use keel_e2e::history;
+use keel_e2e::session;
 use keel_e2e::stack::{Stack, StackOptions};
 use keel_proto::v1 as pb;
 use keel_proto::v1::session_service_client::SessionServiceClient;
@@ -286,15 +287,7 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
     assert_eq!(err.code(), tonic::Code::OutOfRange);
 
     // GetSession and ListSessions.
-    let got = client
-        .get_session(pb::GetSessionRequest {
-            session_id: sid.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+    let got = session::get(&mut client, &sid).await.unwrap();
     assert_eq!(got.turns_completed, 2);
     assert_eq!(got.status, pb::SessionStatus::Idle as i32);
     assert_eq!(got.last_event_offset, newest);
