@@ -52,11 +52,21 @@ impl BlobStore {
     /// object store URL (`s3://`, `gs://`, `az://`, …) with credentials and
     /// region from the environment. Nothing is contacted until first use.
     pub fn open(url: &str) -> Result<Self, BlobError> {
+        Self::open_with_options(url, &[])
+    }
+
+    /// [`open`](Self::open), with object store settings that win over the
+    /// environment: object_store's config keys, e.g. `("aws_endpoint",
+    /// "http://127.0.0.1:9000")` or `("aws_allow_http", "true")`.
+    pub fn open_with_options(url: &str, options: &[(&str, &str)]) -> Result<Self, BlobError> {
         let invalid = |reason: String| BlobError::InvalidUrl {
             url: url.to_string(),
             reason,
         };
         let parsed = url::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+        if !options.is_empty() && matches!(parsed.scheme(), "file" | "memory") {
+            return Err(invalid("options apply to object stores only".into()));
+        }
         let inner: Arc<dyn ObjectStore> = match parsed.scheme() {
             "file" => {
                 let dir = parsed
@@ -72,30 +82,27 @@ impl BlobStore {
             "memory" => Arc::new(object_store::memory::InMemory::new()),
             "s3" | "s3a" => {
                 install_tls_provider();
-                Arc::new(
-                    object_store::aws::AmazonS3Builder::from_env()
-                        .with_url(url)
-                        .build()
-                        .map_err(|e| invalid(e.to_string()))?,
-                )
+                let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url);
+                for (key, value) in options {
+                    b = b.with_config(key.parse().map_err(|e| invalid(format!("{e}")))?, *value);
+                }
+                Arc::new(b.build().map_err(|e| invalid(e.to_string()))?)
             }
             "gs" => {
                 install_tls_provider();
-                Arc::new(
-                    object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                        .with_url(url)
-                        .build()
-                        .map_err(|e| invalid(e.to_string()))?,
-                )
+                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(url);
+                for (key, value) in options {
+                    b = b.with_config(key.parse().map_err(|e| invalid(format!("{e}")))?, *value);
+                }
+                Arc::new(b.build().map_err(|e| invalid(e.to_string()))?)
             }
             "az" | "adl" | "azure" | "abfs" | "abfss" => {
                 install_tls_provider();
-                Arc::new(
-                    object_store::azure::MicrosoftAzureBuilder::from_env()
-                        .with_url(url)
-                        .build()
-                        .map_err(|e| invalid(e.to_string()))?,
-                )
+                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url);
+                for (key, value) in options {
+                    b = b.with_config(key.parse().map_err(|e| invalid(format!("{e}")))?, *value);
+                }
+                Arc::new(b.build().map_err(|e| invalid(e.to_string()))?)
             }
             other => {
                 return Err(invalid(format!(
