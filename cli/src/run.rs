@@ -349,7 +349,7 @@ async fn open_session(api: &mut SessionApi, options: &RunOptions) -> Result<Sess
                     cwd,
                     developer_instructions: String::new(),
                     context: options.settings.to_context(),
-                    dynamic_tools: Vec::new(),
+                    ..Default::default()
                 })
                 .await
                 .map_err(|status| match status.code() {

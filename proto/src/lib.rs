@@ -1,6 +1,8 @@
 //! Keel's gRPC contracts. The `.proto` files under `keel/v1/` are the source of
 //! truth and their comments are the API documentation.
 
+pub mod invocation;
+
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic)]
     tonic::include_proto!("keel.v1");

@@ -44,6 +44,9 @@ pub use keel_workflow_api::{SessionSetup, ToolSpec};
 pub struct SetupInput {
     pub session_id: String,
     pub cwd: String,
+    /// `keel.v1.ShellToolKind`; 0: `shell`.
+    #[serde(default)]
+    pub shell_tool: i32,
 }
 
 pub use keel_workflow_api::AppendItem;
@@ -137,6 +140,13 @@ pub struct ToolCallInput {
     /// The stored call item, for a call too big to pass as `arguments`.
     #[serde(default)]
     pub call_item_digest: Option<String>,
+    /// What a command-family call runs, as the workflow decided on it; the
+    /// tool-runner refuses the call if its arguments say otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation: Option<keel_tool_model::Invocation>,
+    /// The user's shell the invocation was read with.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user_shell: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -387,7 +397,12 @@ impl KeelActivities {
             let tools = client
                 .list_tools(pb::ListToolsRequest {
                     apply_patch_format: pb::ApplyPatchFormat::Freeform as i32,
-                    shell_tool: pb::ShellToolKind::Shell as i32,
+                    // Unset means `shell` for sessions (for ListTools it
+                    // would mean unified exec).
+                    shell_tool: match input.shell_tool {
+                        0 => pb::ShellToolKind::Shell as i32,
+                        kind => kind,
+                    },
                     include_approval_parameters: true,
                     ..Default::default()
                 })
@@ -413,6 +428,7 @@ impl KeelActivities {
                     .collect(),
                 context_items: crate::context::context_items(&context),
                 cwd: context.cwd,
+                user_shell: context.user_shell,
             })
         };
         with_heartbeats(&ctx, call).await
@@ -482,6 +498,8 @@ impl KeelActivities {
                     sandbox: input.sandbox.as_ref().map(sandbox_policy),
                     attempt: input.attempt,
                     call_item_digest: input.call_item_digest.unwrap_or_default(),
+                    invocation: input.invocation.as_ref().map(Into::into),
+                    user_shell: input.user_shell,
                 })
                 .await
                 .map_err(status_failure)?

@@ -1,14 +1,12 @@
-//! Tool names the workflow knows, and the built-in spec older sessions use;
-//! current sessions get their tool specs from the tool-runner (ListTools).
+//! The specs of the tools the workflow answers itself, and the built-in
+//! spec older sessions use; current sessions get the other tools' specs from
+//! the tool-runner (ListTools).
 
 use serde_json::json;
 
 use keel_workflow_api::DynamicToolDecl;
 
 use crate::activities::ToolSpec;
-
-/// Names the dispatcher accepts as argv shell calls, so old transcripts replay.
-pub const SHELL_TOOLS: &[&str] = &["shell", "container.exec"];
 
 /// The argv `shell` tool (Codex `shell_type = default`).
 pub fn shell() -> ToolSpec {
@@ -61,40 +59,6 @@ pub fn shell() -> ToolSpec {
 /// (before the `session-setup-v1` patch): the argv `shell` tool only.
 pub fn legacy_tools() -> Vec<ToolSpec> {
     vec![shell()]
-}
-
-/// The argv of a shell-like call, for events; `None` when the arguments do not
-/// parse (the tool-runner reports that to the model).
-pub fn shell_argv(arguments: &str) -> Option<Vec<String>> {
-    #[derive(serde::Deserialize)]
-    struct Args {
-        command: Vec<String>,
-    }
-    serde_json::from_str::<Args>(arguments)
-        .ok()
-        .map(|a| a.command)
-}
-
-/// The argv a command tool would run, for the approval decision: the argv
-/// of `shell`, or `[bash, -lc, script]` for the string tools (Codex keys
-/// and classifies them that way). `None` for other tools, or arguments
-/// that do not parse (the tool-runner reports those to the model).
-pub fn command_argv(name: &str, arguments: &str) -> Option<Vec<String>> {
-    #[derive(serde::Deserialize)]
-    struct Script {
-        command: String,
-    }
-    #[derive(serde::Deserialize)]
-    struct Exec {
-        cmd: String,
-    }
-    let script = match name {
-        n if SHELL_TOOLS.contains(&n) => return shell_argv(arguments),
-        "shell_command" => serde_json::from_str::<Script>(arguments).ok()?.command,
-        "exec_command" => serde_json::from_str::<Exec>(arguments).ok()?.cmd,
-        _ => return None,
-    };
-    Some(vec!["bash".into(), "-lc".into(), script])
 }
 
 /// The tools the workflow answers itself: `update_plan`,
@@ -216,20 +180,6 @@ mod tests {
     }
 
     #[test]
-    fn string_commands_are_bash_scripts() {
-        assert_eq!(
-            command_argv("shell_command", r#"{"command":"ls -la"}"#),
-            Some(vec!["bash".into(), "-lc".into(), "ls -la".into()])
-        );
-        assert_eq!(
-            command_argv("exec_command", r#"{"cmd":"cargo test"}"#),
-            Some(vec!["bash".into(), "-lc".into(), "cargo test".into()])
-        );
-        assert_eq!(command_argv("read_file", r#"{"path":"x"}"#), None);
-        assert_eq!(command_argv("shell_command", r#"{"cmd":"x"}"#), None);
-    }
-
-    #[test]
     fn dynamic_tools_become_function_tools() {
         let decl = DynamicToolDecl {
             namespace: "crm".into(),
@@ -242,14 +192,5 @@ mod tests {
         assert_eq!(names, ["update_plan", "request_user_input", "crm__lookup"]);
         let v: serde_json::Value = serde_json::from_str(&specs[2].json).unwrap();
         assert_eq!(v["parameters"]["properties"]["q"]["type"], "string");
-    }
-
-    #[test]
-    fn argv_parsing() {
-        assert_eq!(
-            shell_argv(r#"{"command":["echo","hi"]}"#),
-            Some(vec!["echo".to_string(), "hi".to_string()])
-        );
-        assert_eq!(shell_argv(r#"{"command":"echo"}"#), None);
     }
 }

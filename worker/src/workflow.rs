@@ -10,6 +10,7 @@
 
 mod approvals;
 mod compact;
+mod legacy;
 mod own_tools;
 mod patch;
 mod tool_calls;
@@ -84,6 +85,10 @@ pub struct AgentWorkflow {
     /// The running turn applies approvals and the workflow-handled tools
     /// (false only while replaying turns recorded before they existed).
     approvals: bool,
+    /// The running turn reads tool calls through the tool model: offered
+    /// tools only, decisions on exactly what runs (false only while
+    /// replaying turns recorded before it).
+    tool_model: bool,
     /// Requests waiting for an answer, oldest first.
     requests: Vec<PendingRequest>,
     /// Accepted answers the waiting call has not taken yet.
@@ -124,6 +129,7 @@ impl AgentWorkflow {
             settings,
             turn_context: None,
             approvals: false,
+            tool_model: false,
             requests: Vec::new(),
             answers: BTreeMap::new(),
             ended_requests: carried.ended_requests.into(),
@@ -357,15 +363,7 @@ impl AgentWorkflow {
         let tools = if compact {
             Vec::new()
         } else {
-            let mut offered = match &self.setup {
-                Some(setup) => setup.tools.clone(),
-                None => tools::legacy_tools(),
-            };
-            if self.approvals {
-                offered.extend(tools::workflow_tools(&self.input.dynamic_tools));
-                offered.sort_by(|a, b| a.name.cmp(&b.name));
-            }
-            offered
+            self.offered_tools()
         };
         ModelCallInput {
             session_id: self.input.session_id.clone(),
@@ -384,6 +382,20 @@ impl AgentWorkflow {
             personality: settings.personality,
             compact,
         }
+    }
+
+    /// The tools offered to the model: the tool-runner's, then (with
+    /// approvals) the ones the workflow answers, sorted by name.
+    fn offered_tools(&self) -> Vec<keel_workflow_api::ToolSpec> {
+        let mut offered = match &self.setup {
+            Some(setup) => setup.tools.clone(),
+            None => tools::legacy_tools(),
+        };
+        if self.approvals {
+            offered.extend(tools::workflow_tools(&self.input.dynamic_tools));
+            offered.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        offered
     }
 
     fn turn_interrupted(&self) -> bool {
@@ -470,9 +482,11 @@ async fn run_turn(ctx: &mut WorkflowContext<AgentWorkflow>, turn: UserTurn) -> W
     let cancel = WorkflowCancellationToken::new();
     let turn_id = turn.turn_id.clone();
     let approvals = ctx.patched(PATCH_APPROVALS);
+    let tool_model = ctx.patched(PATCH_TOOL_MODEL);
     let now = ctx.workflow_time();
     ctx.state_mut(|s| {
         s.approvals = approvals;
+        s.tool_model = tool_model;
         s.turn_context = turn.context.clone();
         s.status = RunStatus::Running;
         s.turn_cancel = Some(cancel.clone());
@@ -544,6 +558,12 @@ fn to_pb(u: &Usage) -> pb::TokenUsage {
 /// approvals, sandbox settings or the workflow-handled tools.
 const PATCH_APPROVALS: &str = "approvals-v1";
 
+/// Patch marker: turns recorded before it dispatched any tool the
+/// tool-runner knew and read command arguments with the workflow's own
+/// code (see `workflow/legacy.rs`); from it on, calls are read by the tool
+/// model and only offered tools run.
+const PATCH_TOOL_MODEL: &str = "tool-model-v1";
+
 /// Patch marker: sessions started before it offer only the built-in `shell`
 /// tool and send no project context (see docs/workflow-evolution.md).
 const PATCH_SESSION_SETUP: &str = "session-setup-v1";
@@ -560,6 +580,7 @@ async fn ensure_setup(
     let input = ctx.state(|s| SetupInput {
         session_id: s.input.session_id.clone(),
         cwd: s.input.cwd.clone(),
+        shell_tool: s.input.shell_tool,
     });
     match ctx
         .execute_activity(KeelActivities::prepare_session, input, tool_options(cancel))

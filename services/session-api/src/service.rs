@@ -303,11 +303,18 @@ impl SessionService for SessionApi {
         }
         let context = settings::patch(req.context)?;
         let dynamic_tools = settings::dynamic_tools(req.dynamic_tools)?;
+        if pb::ShellToolKind::try_from(req.shell_tool).is_err() {
+            return Err(Status::invalid_argument(format!(
+                "shell_tool: unknown ShellToolKind {}",
+                req.shell_tool
+            )));
+        }
         let input = SessionInput {
             session_id: session_id.clone(),
             model: req.model,
             context,
             dynamic_tools,
+            shell_tool: req.shell_tool,
             cwd: req.cwd,
             developer_instructions: req.developer_instructions,
             created_at_ms: now_ms(),

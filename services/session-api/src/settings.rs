@@ -14,20 +14,6 @@ const PERSONALITIES: &[&str] = &["", "none", "friendly", "pragmatic"];
 const MAX_MODEL_LEN: usize = 128;
 
 /// Names the model already knows; a client tool may not take them.
-const RESERVED_TOOL_NAMES: &[&str] = &[
-    "apply_patch",
-    "container.exec",
-    "exec_command",
-    "grep_files",
-    "list_dir",
-    "read_file",
-    "request_user_input",
-    "shell",
-    "shell_command",
-    "update_plan",
-    "view_image",
-    "write_stdin",
-];
 const MAX_DYNAMIC_TOOLS: usize = 64;
 const MAX_TOOL_NAME_LEN: usize = 64;
 const MAX_TOOL_DESCRIPTION_LEN: usize = 4 * 1024;
@@ -180,9 +166,10 @@ pub fn dynamic_tools(tools: Vec<pb::DynamicTool>) -> Result<Vec<DynamicToolDecl>
                 "dynamic_tools: {name:?} is not a valid tool name (letters, digits, '_' and '-', at most {MAX_TOOL_NAME_LEN} characters with the namespace)"
             )));
         }
-        if RESERVED_TOOL_NAMES.contains(&name.as_str())
-            || out.iter().any(|o| o.model_name() == name)
-        {
+        // Keel's own tool names stay Keel's: a client's tool must not
+        // shadow (or be mistaken for) a command or file tool.
+        let reserved = keel_tool_model::family(&name) != keel_tool_model::Family::Other;
+        if reserved || out.iter().any(|o| o.model_name() == name) {
             return Err(Status::invalid_argument(format!(
                 "dynamic_tools: {name:?} is already taken by another tool"
             )));
@@ -271,7 +258,15 @@ mod tests {
             input_schema_json: schema.into(),
         };
         assert!(dynamic_tools(vec![tool("lookup", "{}")]).is_ok());
-        assert!(dynamic_tools(vec![tool("shell", "{}")]).is_err());
+        for keels in [
+            "shell",
+            "local_shell",
+            "exec_command",
+            "read_file",
+            "update_plan",
+        ] {
+            assert!(dynamic_tools(vec![tool(keels, "{}")]).is_err(), "{keels}");
+        }
         assert!(dynamic_tools(vec![tool("a b", "{}")]).is_err());
         assert!(dynamic_tools(vec![tool("x", "[]")]).is_err());
         assert!(dynamic_tools(vec![tool("x", "{}"), tool("x", "{}")]).is_err());

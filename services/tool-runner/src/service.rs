@@ -365,6 +365,7 @@ impl ToolService for ToolRunner {
             }),
             environment_context: gathered.environment_context,
             agents_md_paths,
+            user_shell: inner.user_shell.clone(),
         }))
     }
 

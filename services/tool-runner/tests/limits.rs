@@ -131,6 +131,7 @@ impl Env {
                 sandbox: Some(sandbox),
                 attempt: 0,
                 call_item_digest: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -112,6 +112,7 @@ impl Env {
                 sandbox: Some(sandbox),
                 attempt,
                 call_item_digest: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap()

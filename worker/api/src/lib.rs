@@ -84,6 +84,10 @@ pub struct SessionInput {
     /// Client-implemented tools offered to the model.
     #[serde(default)]
     pub dynamic_tools: Vec<DynamicToolDecl>,
+    /// The shell tool offered (`keel.v1.ShellToolKind` as a number);
+    /// 0 (unset): `shell`.
+    #[serde(default)]
+    pub shell_tool: i32,
 }
 
 /// A sandbox policy (Codex `SandboxPolicy`).
@@ -307,6 +311,11 @@ pub struct SessionSetup {
     pub context_items: Vec<String>,
     /// The canonical working directory.
     pub cwd: String,
+    /// The tool-runner's user shell, which `shell_command` and
+    /// `exec_command` scripts run with; empty in setups recorded before it
+    /// was reported.
+    #[serde(default)]
+    pub user_shell: String,
 }
 
 /// What a session carries into its next run. Everything here is bounded: the

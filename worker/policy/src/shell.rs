@@ -43,9 +43,17 @@ const HEREDOC_ATTACHMENTS: &[&str] = &[
     "redirected_statement",
 ];
 
+/// Directories a shell named by absolute path must be in to count as the
+/// system's shell.
+const SYSTEM_BIN_DIRS: &[&str] = &["/bin", "/usr/bin", "/usr/local/bin", "/opt/homebrew/bin"];
+
 /// The script of `[bash|zsh|sh, -lc|-c, script]`, the only shape Codex reads
-/// as a shell invocation. The shell is recognised by file name (so
-/// `/bin/bash` counts), the flag must be exactly `-lc` or `-c`.
+/// as a shell invocation. The flag must be exactly `-lc` or `-c`. The shell
+/// is recognised by file name, as Codex does, but only as a bare name (found
+/// on PATH) or an absolute path in a system directory (`/bin/bash`,
+/// `/usr/bin/zsh`): a model may choose the shell (`exec_command`'s `shell`),
+/// and `./bash` or `/tmp/bash` is whatever the model wrote there, not a shell
+/// whose script the rules can judge.
 pub(crate) fn shell_script(argv: &[String]) -> Option<&str> {
     let [shell, flag, script] = argv else {
         return None;
@@ -53,8 +61,16 @@ pub(crate) fn shell_script(argv: &[String]) -> Option<&str> {
     if !matches!(flag.as_str(), "-lc" | "-c") {
         return None;
     }
-    let stem = Path::new(shell).file_stem()?.to_str()?;
-    matches!(stem, "bash" | "zsh" | "sh").then_some(script.as_str())
+    let path = Path::new(shell);
+    let trusted_location = if shell.contains('/') {
+        path.parent()
+            .and_then(Path::to_str)
+            .is_some_and(|dir| SYSTEM_BIN_DIRS.contains(&dir))
+    } else {
+        true
+    };
+    let stem = path.file_stem()?.to_str()?;
+    (trusted_location && matches!(stem, "bash" | "zsh" | "sh")).then_some(script.as_str())
 }
 
 /// The plain commands of a shell invocation, or `None` when `argv` is not a
@@ -349,6 +365,24 @@ mod tests {
         assert_eq!(shell_script(&argv(&["bash", "-x", "ls"])), None);
         assert_eq!(shell_script(&argv(&["python3", "-c", "ls"])), None);
         assert_eq!(shell_script(&argv(&["fish", "-c", "ls"])), None);
+        assert_eq!(
+            shell_script(&argv(&["/usr/bin/bash", "-c", "ls"])),
+            Some("ls")
+        );
+        // A "shell" the model may have written is not judged as one.
+        for planted in [
+            "./bash",
+            "bin/bash",
+            "/tmp/bash",
+            "/work/repo/sh",
+            "/bin/../tmp/bash",
+        ] {
+            assert_eq!(
+                shell_script(&argv(&[planted, "-lc", "ls"])),
+                None,
+                "{planted}"
+            );
+        }
     }
 
     #[test]

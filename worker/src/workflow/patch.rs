@@ -1,39 +1,81 @@
 //! apply_patch under approvals: the tool-runner reviews the patch (per-file
-//! changes with diffs, the writable roots), Codex's §5.5 decides, a person
-//! may be asked with the changes, then the patch is applied — sandboxed, or
-//! anywhere once approved.
+//! changes with diffs, the writable roots), Codex's patch safety (Codex:
+//! `codex-rs/core/src/safety.rs`) decides, a person may be asked with the
+//! changes, then the patch is applied — sandboxed, or anywhere once
+//! approved. Patches that arrive through a shell tool (`apply_patch <<'EOF'`)
+//! take the same path.
 
 use keel_policy::{ApprovalSubject, PatchChange, PatchDecision, PatchDecisionInput, decide_patch};
 use keel_proto::v1 as pb;
+use keel_tool_model::{Invocation, PatchInvocation};
 use keel_workflow_api::SandboxSettings;
 use pb::event::Msg;
 use temporalio_sdk::{ActivityExecutionError, WorkflowCancellationToken, WorkflowContext};
 
 use super::approvals::{self, Approval};
-use super::tool_calls::{Call, cwd, execute};
+use super::tool_calls::{Call, Run, execute};
 use super::{ABORTED, AgentWorkflow, emit, failure_message, inline_output, tool_options};
 use crate::activities::{
     AppendItem, KeelActivities, PatchChangeKind, PatchFileChange, PatchReviewInput,
 };
 
-/// An apply_patch call: review it on the tool-runner, decide (§5.5), maybe
-/// ask with the per-file changes, then apply.
+/// Where a patch comes from.
+pub(super) struct PatchSource {
+    /// Directory the patch's relative paths are resolved against.
+    cwd: String,
+    /// As ReviewPatch takes it: the raw patch when `custom`, else the JSON
+    /// arguments of the apply_patch function.
+    arguments: String,
+    custom: bool,
+    /// The stored call, for a patch too big to pass as `arguments`.
+    call_item_digest: Option<String>,
+    /// For a patch from a shell tool: what the tool-runner runs.
+    invocation: Option<Invocation>,
+}
+
+impl PatchSource {
+    /// An `apply_patch` tool call in the session directory `cwd`.
+    pub(super) fn tool(call: &Call, cwd: String) -> Self {
+        let (arguments, call_item_digest) = call.arguments_for_runner();
+        Self {
+            cwd,
+            arguments,
+            custom: call.custom,
+            call_item_digest,
+            invocation: None,
+        }
+    }
+
+    /// A patch a shell-tool call carried.
+    pub(super) fn shell(patch: PatchInvocation) -> Self {
+        Self {
+            cwd: patch.cwd.clone(),
+            arguments: patch.patch.clone(),
+            custom: true,
+            call_item_digest: None,
+            invocation: Some(Invocation::Patch(patch)),
+        }
+    }
+}
+
+/// A patch: review it on the tool-runner, decide, maybe ask with the
+/// per-file changes, then apply.
 pub(super) async fn patch(
     ctx: &mut WorkflowContext<AgentWorkflow>,
     turn_id: &str,
     cancel: &WorkflowCancellationToken,
     call: &Call,
+    source: PatchSource,
 ) -> AppendItem {
-    let (settings, approved, cwd) =
-        ctx.state(|s| (s.effective(), s.approved_for_session.clone(), cwd(s)));
-    let (arguments, call_item_digest) = call.arguments_for_runner();
+    let (settings, approved) = ctx.state(|s| (s.effective(), s.approved_for_session.clone()));
     let input = PatchReviewInput {
-        cwd,
-        arguments,
-        custom: call.custom,
+        cwd: source.cwd,
+        arguments: source.arguments,
+        custom: source.custom,
         sandbox: settings.sandbox.clone(),
-        call_item_digest,
+        call_item_digest: source.call_item_digest,
     };
+    let invocation = source.invocation.as_ref();
     let review = match ctx
         .execute_activity(KeelActivities::review_patch, input, tool_options(cancel))
         .await
@@ -50,10 +92,12 @@ pub(super) async fn patch(
     if !review.error.is_empty() {
         // The tool-runner gives the model the same error text, and writes
         // nothing.
-        let sandbox = Some(settings.sandbox);
-        return execute(ctx, turn_id, cancel, call, None, sandbox, 0)
-            .await
-            .item;
+        let run = Run {
+            sandbox: Some(settings.sandbox),
+            invocation,
+            ..Run::default()
+        };
+        return execute(ctx, turn_id, cancel, call, run).await.item;
     }
     let changes: Vec<PatchChange> = review.changes.iter().map(policy_change).collect();
     let decision = decide_patch(&PatchDecisionInput {
@@ -106,7 +150,12 @@ pub(super) async fn patch(
             changes: shown,
         }),
     );
-    let executed = execute(ctx, turn_id, cancel, call, None, Some(sandbox), 0).await;
+    let run = Run {
+        sandbox: Some(sandbox),
+        invocation,
+        ..Run::default()
+    };
+    let executed = execute(ctx, turn_id, cancel, call, run).await;
     let (output, success) = match &executed.output {
         Some(o) => (o.output_preview.clone(), o.success),
         None => (ABORTED.to_string(), false),

@@ -1,25 +1,30 @@
-//! One model tool call, start to output: the dispatch, the approval
-//! decision for commands (Codex's §5 tables, computed here from durable
-//! state), the sandbox to run under, the run on the tool-runner and the
+//! One model tool call, start to output. The call is read by the tool model
+//! (crate keel-tool-model), the same code the tool-runner reads it with:
+//! a tool the session did not offer runs nothing; a command-family call
+//! becomes the invocation it runs, and the approval decision (Codex:
+//! `codex-rs/core/src/tools/orchestrator.rs`) judges exactly that — argv,
+//! working directory, environment — before the tool-runner is told to run
+//! exactly that. Then the sandbox to run under, the run, and the
 //! on-failure retry after a sandbox denial. Patches are in `patch`, the
-//! tools the workflow answers itself in `own_tools`. Whatever happens, the
+//! tools the workflow answers itself in `own_tools`, and the dispatch of
+//! turns recorded before the tool model in `legacy`. Whatever happens, the
 //! call gets exactly one output.
 
 use keel_policy::{
     ApprovalSubject, CommandDecision, CommandDecisionInput, DenialDecision, Rules,
-    SandboxDenialInput, SandboxPermissions, decide_after_sandbox_denial, decide_command,
+    SandboxDenialInput, decide_after_sandbox_denial, decide_command,
 };
 use keel_proto::v1 as pb;
-use keel_workflow_api::SandboxSettings;
+use keel_tool_model::{Escalation, Family, Invocation, Offered, family, parse_call};
+use keel_workflow_api::{DynamicToolDecl, SandboxSettings};
 use pb::event::Msg;
-use serde::Deserialize;
 use temporalio_sdk::{ActivityExecutionError, WorkflowCancellationToken, WorkflowContext};
 
 use super::approvals::{self, Approval};
+use super::patch::PatchSource;
 use super::{ABORTED, AgentWorkflow, failure_message, inline_output, tool_options};
-use super::{own_tools, patch};
+use super::{legacy, own_tools, patch};
 use crate::activities::{AppendItem, KeelActivities, ToolCallInput, ToolCallOutput};
-use crate::tools;
 
 /// A tool call as the model made it.
 pub(super) struct Call {
@@ -45,13 +50,11 @@ impl Call {
     }
 }
 
-/// Names of the tools that run a command the approval rules must judge.
-fn is_command_tool(name: &str) -> bool {
-    tools::SHELL_TOOLS.contains(&name) || matches!(name, "shell_command" | "exec_command")
-}
-
 /// The output of a workflow-handled call whose arguments were too big.
 const ARGUMENTS_TOO_LARGE: &str = "failed to parse function arguments: the arguments exceed 16 KiB";
+
+/// The user's shell for sessions whose setup did not report one.
+const FALLBACK_USER_SHELL: &str = "/bin/bash";
 
 /// Runs `call` and appends its output to the conversation.
 pub(super) async fn run(
@@ -60,61 +63,113 @@ pub(super) async fn run(
     cancel: &WorkflowCancellationToken,
     call: Call,
 ) {
-    let (approvals, dynamic) = ctx.state(|s| {
+    let (approvals, tool_model, dynamic) = ctx.state(|s| {
         let dynamic = s
             .input
             .dynamic_tools
             .iter()
             .find(|t| t.model_name() == call.name)
             .cloned();
-        (s.approvals, dynamic)
+        (s.approvals, s.tool_model, dynamic)
     });
-    if !approvals {
-        let argv = shell_argv(&call);
-        let item = execute(ctx, turn_id, cancel, &call, argv, None, 0)
-            .await
-            .item;
-        return push(ctx, item);
-    }
-    let workflow_tool =
-        dynamic.is_some() || matches!(call.name.as_str(), "update_plan" | "request_user_input");
-    let item = match (call.name.as_str(), dynamic) {
-        _ if call.truncated && workflow_tool => {
-            inline_output(&call.call_id, ARGUMENTS_TOO_LARGE, call.custom)
-        }
-        _ if call.truncated && is_command_tool(&call.name) => {
-            oversized_command(ctx, turn_id, cancel, &call).await
-        }
-        (_, Some(decl)) => {
-            own_tools::dynamic_tool(ctx, turn_id, &call, &decl.namespace, &decl.name).await
-        }
-        ("update_plan", _) => own_tools::update_plan(ctx, turn_id, &call),
-        ("request_user_input", _) => own_tools::request_user_input(ctx, turn_id, &call).await,
-        ("apply_patch", _) => patch::patch(ctx, turn_id, cancel, &call).await,
-        _ => match tools::command_argv(&call.name, &call.arguments) {
-            Some(argv) => command(ctx, turn_id, cancel, &call, argv).await,
-            None => {
-                let sandbox = ctx.state(|s| s.effective().sandbox);
-                let argv = shell_argv(&call);
-                execute(ctx, turn_id, cancel, &call, argv, Some(sandbox), 0)
-                    .await
-                    .item
-            }
-        },
+    let item = if !approvals {
+        legacy::unapproved(ctx, turn_id, cancel, &call).await
+    } else if !tool_model {
+        legacy::dispatch(ctx, turn_id, cancel, &call, dynamic).await
+    } else {
+        dispatch(ctx, turn_id, cancel, &call, dynamic).await
     };
-    push(ctx, item);
-}
-
-fn push(ctx: &mut WorkflowContext<AgentWorkflow>, item: AppendItem) {
     ctx.state_mut(|s| s.pending.push(item));
 }
 
-/// The argv shown in exec events (argv shell tools only).
-fn shell_argv(call: &Call) -> Option<Vec<String>> {
-    if tools::SHELL_TOOLS.contains(&call.name.as_str()) {
-        tools::shell_argv(&call.arguments)
-    } else {
-        None
+/// The call through the tool model.
+async fn dispatch(
+    ctx: &mut WorkflowContext<AgentWorkflow>,
+    turn_id: &str,
+    cancel: &WorkflowCancellationToken,
+    call: &Call,
+    dynamic: Option<DynamicToolDecl>,
+) -> AppendItem {
+    let offered = ctx.state(|s| {
+        let specs = s.offered_tools();
+        Offered::from_specs(specs.iter().map(|t| (t.name.as_str(), t.json.as_str())))
+    });
+    if let Err(text) = offered.check(&call.name, call.custom) {
+        return inline_output(&call.call_id, &text, call.custom);
+    }
+    if let Some(decl) = dynamic {
+        if call.truncated {
+            return inline_output(&call.call_id, ARGUMENTS_TOO_LARGE, call.custom);
+        }
+        return own_tools::dynamic_tool(ctx, turn_id, call, &decl.namespace, &decl.name).await;
+    }
+    match family(&call.name) {
+        Family::Workflow if call.truncated => {
+            inline_output(&call.call_id, ARGUMENTS_TOO_LARGE, call.custom)
+        }
+        Family::Workflow if call.name == keel_tool_model::names::UPDATE_PLAN => {
+            own_tools::update_plan(ctx, turn_id, call)
+        }
+        Family::Workflow => own_tools::request_user_input(ctx, turn_id, call).await,
+        Family::ApplyPatch => {
+            let source = ctx.state(|s| PatchSource::tool(call, cwd(s)));
+            patch::patch(ctx, turn_id, cancel, call, source).await
+        }
+        Family::Command | Family::WriteStdin if call.truncated => {
+            oversized_command(ctx, turn_id, cancel, call).await
+        }
+        Family::Command | Family::WriteStdin => {
+            let (cwd, user_shell) = ctx.state(|s| (cwd(s), user_shell(s)));
+            match parse_call(&call.name, &call.arguments, &cwd, &user_shell) {
+                None => inline_output(
+                    &call.call_id,
+                    &format!("unsupported call: {}", call.name),
+                    call.custom,
+                ),
+                Some(Err(text)) => inline_output(&call.call_id, &text, call.custom),
+                Some(Ok(parsed)) => match parsed.invocation {
+                    Invocation::Command(command) => {
+                        let subject = Subject {
+                            argv: command.judged_argv(),
+                            cwd: command.cwd.clone(),
+                            escalation: parsed.escalation,
+                            invocation: Some(Invocation::Command(command)),
+                        };
+                        run_command(ctx, turn_id, cancel, call, subject).await
+                    }
+                    Invocation::Patch(shell_patch) => {
+                        let source = PatchSource::shell(shell_patch);
+                        patch::patch(ctx, turn_id, cancel, call, source).await
+                    }
+                    // Reaches only processes of this session, which the
+                    // command decision started.
+                    invocation @ Invocation::WriteStdin(_) => {
+                        let sandbox = ctx.state(|s| s.effective().sandbox);
+                        let run = Run {
+                            sandbox: Some(sandbox),
+                            invocation: Some(&invocation),
+                            ..Run::default()
+                        };
+                        execute(ctx, turn_id, cancel, call, run).await.item
+                    }
+                },
+            }
+        }
+        // Read-only tools run in the session's sandbox.
+        Family::File => {
+            let sandbox = ctx.state(|s| s.effective().sandbox);
+            let run = Run {
+                sandbox: Some(sandbox),
+                ..Run::default()
+            };
+            execute(ctx, turn_id, cancel, call, run).await.item
+        }
+        // Offered, but no tool Keel runs (e.g. a hosted tool).
+        Family::Other => inline_output(
+            &call.call_id,
+            &format!("unsupported call: {}", call.name),
+            call.custom,
+        ),
     }
 }
 
@@ -125,49 +180,80 @@ pub(super) fn cwd(s: &AgentWorkflow) -> String {
     }
 }
 
+fn user_shell(s: &AgentWorkflow) -> String {
+    match &s.setup {
+        Some(setup) if !setup.user_shell.is_empty() => setup.user_shell.clone(),
+        _ => FALLBACK_USER_SHELL.to_string(),
+    }
+}
+
 /// What one run on the tool-runner produced.
 pub(super) struct Executed {
     pub item: AppendItem,
     pub output: Option<ToolCallOutput>,
 }
 
-/// Runs the call on the tool-runner under `sandbox`, with exec events when
-/// `argv` is known.
+/// How [`execute`] runs a call.
+#[derive(Default)]
+pub(super) struct Run<'a> {
+    /// The command shown in exec events; no events without it.
+    pub shown: Option<Shown>,
+    /// `None`: the tool-runner's default sandbox.
+    pub sandbox: Option<SandboxSettings>,
+    /// 0, or 1 for the re-run after a sandbox denial.
+    pub attempt: u32,
+    /// What the tool-runner must run (command-family calls).
+    pub invocation: Option<&'a Invocation>,
+}
+
+/// A command as clients are shown it.
+#[derive(Clone)]
+pub(super) struct Shown {
+    pub argv: Vec<String>,
+    pub cwd: String,
+}
+
+/// Runs the call on the tool-runner, with exec events when `run.shown` is
+/// set.
 pub(super) async fn execute(
     ctx: &mut WorkflowContext<AgentWorkflow>,
     turn_id: &str,
     cancel: &WorkflowCancellationToken,
     call: &Call,
-    argv: Option<Vec<String>>,
-    sandbox: Option<SandboxSettings>,
-    attempt: u32,
+    run: Run<'_>,
 ) -> Executed {
-    let cwd = ctx.state(cwd);
+    let session_cwd = ctx.state(cwd);
     let now = ctx.workflow_time();
-    if let Some(command) = &argv {
+    if let Some(shown) = &run.shown {
         ctx.state_mut(|s| {
             s.emit(
                 now,
                 turn_id,
                 Msg::ExecCommandBegin(pb::ExecCommandBegin {
                     call_id: call.call_id.clone(),
-                    command: command.clone(),
-                    cwd: cwd.clone(),
+                    command: shown.argv.clone(),
+                    cwd: shown.cwd.clone(),
                 }),
             )
         });
     }
     let (arguments, call_item_digest) = call.arguments_for_runner();
+    let user_shell = match run.invocation {
+        Some(_) => ctx.state(user_shell),
+        None => String::new(),
+    };
     let input = ToolCallInput {
         session_id: ctx.state(|s| s.input.session_id.clone()),
         call_id: call.call_id.clone(),
         name: call.name.clone(),
         arguments,
-        cwd: cwd.clone(),
+        cwd: session_cwd,
         custom: call.custom,
-        sandbox,
-        attempt,
+        sandbox: run.sandbox,
+        attempt: run.attempt,
         call_item_digest,
+        invocation: run.invocation.cloned(),
+        user_shell,
     };
     let result = ctx
         .execute_activity(KeelActivities::run_tool, input, tool_options(cancel))
@@ -200,10 +286,10 @@ pub(super) async fn execute(
                 ActivityExecutionError::Cancelled(_) => ABORTED.to_string(),
                 other => format!("execution error: {}", failure_message(other).0),
             };
-            let end = argv.clone().map(|command| pb::ExecCommandEnd {
+            let end = run.shown.as_ref().map(|shown| pb::ExecCommandEnd {
                 call_id: call.call_id.clone(),
-                command,
-                cwd: cwd.clone(),
+                command: shown.argv.clone(),
+                cwd: shown.cwd.clone(),
                 exit_code: -1,
                 duration_ms: 0,
                 aggregated_output: String::new(),
@@ -229,19 +315,18 @@ fn declined(
     ctx: &mut WorkflowContext<AgentWorkflow>,
     turn_id: &str,
     call: &Call,
-    argv: &[String],
+    shown: &Shown,
     text: &str,
 ) -> AppendItem {
     let now = ctx.workflow_time();
     ctx.state_mut(|s| {
-        let cwd = cwd(s);
         s.emit(
             now,
             turn_id,
             Msg::ExecCommandBegin(pb::ExecCommandBegin {
                 call_id: call.call_id.clone(),
-                command: argv.to_vec(),
-                cwd: cwd.clone(),
+                command: shown.argv.clone(),
+                cwd: shown.cwd.clone(),
             }),
         );
         s.emit(
@@ -249,8 +334,8 @@ fn declined(
             turn_id,
             Msg::ExecCommandEnd(pb::ExecCommandEnd {
                 call_id: call.call_id.clone(),
-                command: argv.to_vec(),
-                cwd,
+                command: shown.argv.clone(),
+                cwd: shown.cwd.clone(),
                 exit_code: -1,
                 duration_ms: 0,
                 aggregated_output: String::new(),
@@ -262,50 +347,58 @@ fn declined(
     inline_output(&call.call_id, text, call.custom)
 }
 
-/// The approval parameters of a command call (§2.5).
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct ApprovalArgs {
-    sandbox_permissions: SandboxPermissions,
-    justification: Option<String>,
-    prefix_rule: Option<Vec<String>>,
+/// A command as the decision sees it.
+pub(super) struct Subject {
+    /// What the rules judge and a person is shown: the invocation's argv,
+    /// preceded by `env NAME=VALUE…` when it sets variables.
+    pub argv: Vec<String>,
+    /// Where it runs (part of the approved-for-session key).
+    pub cwd: String,
+    pub escalation: Escalation,
+    /// What the tool-runner runs; `None` only for turns recorded before the
+    /// tool model, which the tool-runner read itself.
+    pub invocation: Option<Invocation>,
 }
 
 /// A command: decide, maybe ask, run sandboxed or not, and after a sandbox
 /// denial maybe ask again and re-run without the sandbox.
-async fn command(
+pub(super) async fn run_command(
     ctx: &mut WorkflowContext<AgentWorkflow>,
     turn_id: &str,
     cancel: &WorkflowCancellationToken,
     call: &Call,
-    argv: Vec<String>,
+    subject: Subject,
 ) -> AppendItem {
-    let args: ApprovalArgs = serde_json::from_str(&call.arguments).unwrap_or_default();
-    let (settings, rules, approved, cwd) = ctx.state(|s| {
-        (
-            s.effective(),
-            s.rules(),
-            s.approved_for_session.clone(),
-            cwd(s),
-        )
-    });
-    let key = keel_policy::decision::approval_key(&argv, &cwd, args.sandbox_permissions, None);
+    let (settings, rules, approved) =
+        ctx.state(|s| (s.effective(), s.rules(), s.approved_for_session.clone()));
+    let Subject {
+        argv,
+        cwd,
+        escalation,
+        invocation,
+    } = subject;
+    let shown = Shown {
+        argv: argv.clone(),
+        cwd: cwd.clone(),
+    };
+    let key =
+        keel_policy::decision::approval_key(&argv, &cwd, escalation.sandbox_permissions, None);
     let decision = decide_command(&CommandDecisionInput {
         argv: &argv,
         cwd: &cwd,
         approval_policy: settings.approval_policy,
         sandbox_mode: settings.sandbox.mode,
-        sandbox_permissions: args.sandbox_permissions,
+        sandbox_permissions: escalation.sandbox_permissions,
         additional_permissions: None,
-        justification: args.justification.as_deref(),
-        prefix_rule: args.prefix_rule.as_deref(),
+        justification: escalation.justification.as_deref(),
+        prefix_rule: escalation.prefix_rule.as_deref(),
         rules: &rules,
         approved_for_session: &approved,
     });
     let (sandboxed, already_approved, amendment) = match decision {
-        CommandDecision::Reject { text } => return declined(ctx, turn_id, call, &argv, &text),
+        CommandDecision::Reject { text } => return declined(ctx, turn_id, call, &shown, &text),
         CommandDecision::Forbid { reason } => {
-            return declined(ctx, turn_id, call, &argv, &reason);
+            return declined(ctx, turn_id, call, &shown, &reason);
         }
         CommandDecision::Allow {
             sandboxed,
@@ -318,7 +411,7 @@ async fn command(
             approval_key,
             sandboxed,
         } => {
-            let event = exec_request(call, &argv, &cwd, reason, proposed_amendment.clone());
+            let event = exec_request(call, &shown, reason, proposed_amendment.clone());
             let subject = ApprovalSubject::Command;
             match approvals::approve(
                 ctx,
@@ -331,7 +424,7 @@ async fn command(
             .await
             {
                 Approval::Run => (sandboxed, true, proposed_amendment),
-                Approval::Rejected(text) => return declined(ctx, turn_id, call, &argv, &text),
+                Approval::Rejected(text) => return declined(ctx, turn_id, call, &shown, &text),
             }
         }
     };
@@ -340,15 +433,17 @@ async fn command(
     } else {
         SandboxSettings::full_access()
     };
-    let argv_event = Some(argv.clone());
     let first = execute(
         ctx,
         turn_id,
         cancel,
         call,
-        argv_event.clone(),
-        Some(sandbox),
-        0,
+        Run {
+            shown: Some(shown.clone()),
+            sandbox: Some(sandbox),
+            attempt: 0,
+            invocation: invocation.as_ref(),
+        },
     )
     .await;
     let denied = sandboxed && first.output.as_ref().is_some_and(|o| o.sandbox_denied);
@@ -363,26 +458,23 @@ async fn command(
         approved_for_session: &approved,
         proposed_amendment: amendment.as_deref(),
     });
-    let full = Some(SandboxSettings::full_access());
+    let rerun = Run {
+        shown: Some(shown.clone()),
+        sandbox: Some(SandboxSettings::full_access()),
+        attempt: 1,
+        invocation: invocation.as_ref(),
+    };
     match next {
         DenialDecision::ReturnToModel => first.item,
-        DenialDecision::RerunUnsandboxed => {
-            execute(ctx, turn_id, cancel, call, argv_event, full, 1)
-                .await
-                .item
-        }
+        DenialDecision::RerunUnsandboxed => execute(ctx, turn_id, cancel, call, rerun).await.item,
         DenialDecision::Prompt {
             reason,
             proposed_amendment,
         } => {
-            let event = exec_request(call, &argv, &cwd, Some(reason), proposed_amendment);
+            let event = exec_request(call, &shown, Some(reason), proposed_amendment);
             let subject = ApprovalSubject::Command;
             match approvals::approve(ctx, turn_id, &call.call_id, subject, vec![key], event).await {
-                Approval::Run => {
-                    execute(ctx, turn_id, cancel, call, argv_event, full, 1)
-                        .await
-                        .item
-                }
+                Approval::Run => execute(ctx, turn_id, cancel, call, rerun).await.item,
                 Approval::Rejected(text) => inline_output(&call.call_id, &text, call.custom),
             }
         }
@@ -391,15 +483,19 @@ async fn command(
 
 /// A command whose arguments are too big to keep in history: the rules
 /// cannot judge what they cannot see, so a person decides (under `never`
-/// it is refused). Approved, it runs in the session's sandbox.
-async fn oversized_command(
+/// it is refused). Approved, the tool-runner reads the whole stored call —
+/// the approval names it by digest — and runs it in the session's sandbox.
+pub(super) async fn oversized_command(
     ctx: &mut WorkflowContext<AgentWorkflow>,
     turn_id: &str,
     cancel: &WorkflowCancellationToken,
     call: &Call,
 ) -> AppendItem {
     let (settings, cwd) = ctx.state(|s| (s.effective(), cwd(s)));
-    let shown = vec![format!("{} …", call.arguments)];
+    let shown = Shown {
+        argv: vec![format!("{} …", call.arguments)],
+        cwd,
+    };
     if settings.approval_policy == keel_policy::ApprovalPolicy::Never {
         let text = "command rejected: its arguments exceed 16 KiB, too long to check under approval policy never";
         return declined(ctx, turn_id, call, &shown, text);
@@ -407,14 +503,15 @@ async fn oversized_command(
     let reason = Some(
         "the command's arguments exceed 16 KiB; Keel cannot check it automatically".to_string(),
     );
-    let event = exec_request(call, &shown, &cwd, reason, None);
+    let event = exec_request(call, &shown, reason, None);
     let subject = ApprovalSubject::Command;
     match approvals::approve(ctx, turn_id, &call.call_id, subject, Vec::new(), event).await {
         Approval::Run => {
-            let sandbox = Some(settings.sandbox);
-            execute(ctx, turn_id, cancel, call, None, sandbox, 0)
-                .await
-                .item
+            let run = Run {
+                sandbox: Some(settings.sandbox),
+                ..Run::default()
+            };
+            execute(ctx, turn_id, cancel, call, run).await.item
         }
         Approval::Rejected(text) => declined(ctx, turn_id, call, &shown, &text),
     }
@@ -422,8 +519,7 @@ async fn oversized_command(
 
 fn exec_request(
     call: &Call,
-    argv: &[String],
-    cwd: &str,
+    shown: &Shown,
     reason: Option<String>,
     amendment: Option<Vec<String>>,
 ) -> Msg {
@@ -435,11 +531,11 @@ fn exec_request(
     available.extend([K::Denied, K::Abort]);
     Msg::ExecApprovalRequest(pb::ExecApprovalRequest {
         call_id: call.call_id.clone(),
-        command: argv.to_vec(),
-        cwd: cwd.to_string(),
+        command: shown.argv.clone(),
+        cwd: shown.cwd.clone(),
         reason: reason.unwrap_or_default(),
         proposed_execpolicy_amendment: amendment.unwrap_or_default(),
-        parsed_cmd: keel_policy::parse_command(argv)
+        parsed_cmd: keel_policy::parse_command(&shown.argv)
             .into_iter()
             .map(parsed_command)
             .collect(),

@@ -2,15 +2,13 @@
 //! `apply_patch` tool, patches arriving through shell tools, and the
 //! `keel-tool-runner apply-patch` command line.
 //!
-//! * [`parser`] turns the text into hunks;
-//! * [`seek`] finds a chunk's lines in a file (the four matching passes);
-//! * [`apply`] verifies every hunk, then writes;
-//! * [`invocation`] recognises `apply_patch` run through a shell.
+//! * [`parser`], [`seek`] and [`invocation`] are the pure parts, from the
+//!   `keel-apply-patch` crate (text to hunks, line matching, recognising
+//!   `apply_patch` run through a shell);
+//! * [`apply`] verifies every hunk against the files, then writes.
 
 pub mod apply;
-pub mod invocation;
-pub mod parser;
-pub mod seek;
+pub use keel_apply_patch::{invocation, parser, seek};
 
 use std::path::Path;
 

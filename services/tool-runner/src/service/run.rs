@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use keel_blobstore::BlobError;
 use keel_proto::v1::{CommandRun, RunToolRequest, RunToolResponse};
+use keel_tool_model::Invocation;
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 use tonic::Status;
@@ -31,6 +32,7 @@ impl ToolRunner {
         &self,
         req: RunToolRequest,
     ) -> Result<RunToolResponse, Status> {
+        self.check_invocation(&req)?;
         let key = CallKey::new(&req.session_id, &req.call_id).with_attempt(req.attempt);
         let digest = request_digest(&req);
         loop {
@@ -69,6 +71,43 @@ impl ToolRunner {
                 Outcome::Failed(status) => return Err(status),
                 Outcome::Retry => {}
             }
+        }
+    }
+
+    /// A request that carries an invocation must carry the one its tool
+    /// and arguments yield here: what the caller decided on is what runs.
+    /// A mismatch (a caller built from another version of the tool model,
+    /// or one that edited the invocation) runs nothing.
+    fn check_invocation(&self, req: &RunToolRequest) -> Result<(), Status> {
+        let Some(wire) = &req.invocation else {
+            return Ok(());
+        };
+        let expected =
+            Invocation::try_from(wire).map_err(|err| Status::invalid_argument(err.to_string()))?;
+        let user_shell = self.user_shell_for(req);
+        let mismatch = |why: String| {
+            tracing::warn!(session_id = %req.session_id, call_id = %req.call_id, tool = %req.tool_name, "{why}");
+            Err(Status::failed_precondition(format!(
+                "the call's invocation does not match its arguments, so nothing ran: {why}"
+            )))
+        };
+        match keel_tool_model::parse_call(&req.tool_name, &req.arguments, &req.cwd, user_shell) {
+            None => mismatch(format!("{} is not a command tool", req.tool_name)),
+            Some(Err(text)) => mismatch(format!("the arguments do not parse ({text})")),
+            Some(Ok(parsed)) if parsed.invocation != expected => mismatch(format!(
+                "the arguments yield {:?}, the request carries {expected:?}",
+                parsed.invocation
+            )),
+            Some(Ok(_)) => Ok(()),
+        }
+    }
+
+    /// The user's shell a request's scripts run with.
+    fn user_shell_for<'a>(&'a self, req: &'a RunToolRequest) -> &'a str {
+        if req.user_shell.is_empty() {
+            &self.inner.user_shell
+        } else {
+            &req.user_shell
         }
     }
 
@@ -197,13 +236,19 @@ impl ToolRunner {
                     processes: &inner.processes,
                     session_id: &req.session_id,
                     cwd: &cwd,
-                    user_shell: &inner.user_shell,
+                    user_shell: self.user_shell_for(req),
                     sandbox: &sandbox,
                 };
+                // Checked by check_invocation before the call was registered.
+                let invocation = req
+                    .invocation
+                    .as_ref()
+                    .and_then(|wire| Invocation::try_from(wire).ok());
                 let call = ToolCall {
                     name: &req.tool_name,
                     arguments: &req.arguments,
                     custom: req.custom,
+                    invocation: invocation.as_ref(),
                 };
                 tools::run_tool(&ctx, call).await
             }
@@ -355,7 +400,7 @@ impl Drop for Unfinished<'_> {
 /// Identifies what a request asks for, to notice a retry that differs.
 fn request_digest(req: &RunToolRequest) -> String {
     let mut hasher = Sha256::new();
-    for part in [&req.tool_name, &req.arguments, &req.cwd] {
+    for part in [&req.tool_name, &req.arguments, &req.cwd, &req.user_shell] {
         hasher.update(part.as_bytes());
         hasher.update([0]);
     }

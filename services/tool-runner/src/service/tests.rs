@@ -588,3 +588,69 @@ async fn project_context() {
         assert_eq!(err.code(), code, "{cwd}: {err:?}");
     }
 }
+
+/// What the caller decided on must be what the arguments say: a request
+/// whose invocation differs runs nothing; the matching one runs exactly it.
+#[tokio::test]
+async fn a_carried_invocation_must_match_the_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = std::fs::canonicalize(dir.path()).unwrap();
+    let cwd = cwd.to_str().unwrap();
+    let fx = runner(dir.path());
+    let args = r#"{"cmd":"touch made","shell":"/bin/sh","yield_time_ms":5000}"#;
+    let real = keel_tool_model::parse_call("exec_command", args, cwd, "/bin/bash")
+        .unwrap()
+        .unwrap()
+        .invocation;
+    let keel_tool_model::Invocation::Command(command) = &real else {
+        panic!("not a command: {real:?}");
+    };
+    assert_eq!(command.argv, ["/bin/sh", "-lc", "touch made"]);
+    let mut forged = command.clone();
+    forged.argv = vec!["bash".into(), "-lc".into(), "true".into()];
+    let request = |call_id: &str, invocation: &keel_tool_model::Invocation| {
+        let mut req = tool_req(call_id, "exec_command", args, cwd);
+        req.get_mut().invocation = Some(invocation.into());
+        req.get_mut().user_shell = "/bin/bash".into();
+        req
+    };
+
+    let err = fx
+        .runner
+        .run_tool(request(
+            "forged",
+            &keel_tool_model::Invocation::Command(forged),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("nothing ran"), "{}", err.message());
+    assert!(!dir.path().join("made").exists());
+
+    // Decided with bash as the user's shell, sent saying zsh: another
+    // command, refused.
+    let plain = r#"{"cmd":"touch made"}"#;
+    let with_bash = keel_tool_model::parse_call("exec_command", plain, cwd, "/bin/bash")
+        .unwrap()
+        .unwrap()
+        .invocation;
+    let mut other_shell = request("shell", &with_bash);
+    other_shell.get_mut().arguments = plain.into();
+    other_shell.get_mut().user_shell = "/bin/zsh".into();
+    let err = fx.runner.run_tool(other_shell).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(!dir.path().join("made").exists());
+
+    let resp = fx
+        .runner
+        .run_tool(request("real", &real))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.success, "{}", resp.output_preview);
+    assert_eq!(
+        resp.command.unwrap().command,
+        ["/bin/sh", "-lc", "touch made"]
+    );
+    assert!(dir.path().join("made").exists());
+}

@@ -2,7 +2,10 @@
 //! output the model gets back. Every failure a model can cause (bad
 //! arguments, an unknown tool, a command that cannot start, a path outside
 //! the workspace) is an output with `success: false`, never an RPC error:
-//! each call must get exactly one output (codex-compat §1, §1.1).
+//! each call must get exactly one output (Codex:
+//! `codex-rs/core/src/tools/router.rs`). Command-family calls are read by
+//! the tool model (crate keel-tool-model), the same code the workflow
+//! decides with, and run as the [`Invocation`] it yields.
 
 pub mod apply_patch;
 pub mod grep;
@@ -16,6 +19,7 @@ pub mod view_image;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use keel_tool_model::{Family, Invocation, family, parse_call};
 use serde::de::DeserializeOwned;
 
 use crate::exec::Executor;
@@ -50,6 +54,9 @@ pub struct ToolCall<'a> {
     pub arguments: &'a str,
     /// The model sent a `custom_tool_call`.
     pub custom: bool,
+    /// What a command-family call runs, as its caller decided on it; `None`
+    /// reads it from `arguments` here.
+    pub invocation: Option<&'a Invocation>,
 }
 
 /// What a tool call produced.
@@ -114,18 +121,26 @@ pub async fn run_tool(ctx: &ToolContext<'_>, call: ToolCall<'_>) -> ToolOutcome 
         };
     }
     let args = call.arguments;
-    match call.name {
-        "shell" | "container.exec" => shell::run_shell(ctx, args).await,
-        "local_shell" => shell::run_local_shell(ctx, args).await,
-        "shell_command" => shell::run_shell_command(ctx, args).await,
-        "exec_command" => unified_exec::run_exec_command(ctx, args).await,
-        "write_stdin" => unified_exec::run_write_stdin(ctx, args).await,
-        "apply_patch" => apply_patch::run_json(ctx, args).await,
-        "read_file" => read_file::run(ctx, args).await,
-        "list_dir" => list_dir::run(ctx, args).await,
-        "grep_files" => grep::run(ctx, args).await,
-        "view_image" => view_image::run(ctx, args).await,
-        other => ToolOutcome::failure(format!("unsupported call: {other}")),
+    match family(call.name) {
+        Family::Command | Family::WriteStdin => {
+            if let Some(invocation) = call.invocation {
+                return shell::run_invocation(ctx, invocation).await;
+            }
+            let cwd = ctx.cwd.to_string_lossy();
+            match parse_call(call.name, args, &cwd, ctx.user_shell) {
+                Some(Ok(parsed)) => shell::run_invocation(ctx, &parsed.invocation).await,
+                Some(Err(text)) => ToolOutcome::failure(text),
+                None => ToolOutcome::failure(format!("unsupported call: {}", call.name)),
+            }
+        }
+        _ => match call.name {
+            "apply_patch" => apply_patch::run_json(ctx, args).await,
+            "read_file" => read_file::run(ctx, args).await,
+            "list_dir" => list_dir::run(ctx, args).await,
+            "grep_files" => grep::run(ctx, args).await,
+            "view_image" => view_image::run(ctx, args).await,
+            other => ToolOutcome::failure(format!("unsupported call: {other}")),
+        },
     }
 }
 
@@ -133,24 +148,6 @@ pub async fn run_tool(ctx: &ToolContext<'_>, call: ToolCall<'_>) -> ToolOutcome 
 pub(crate) fn parse_arguments<T: DeserializeOwned>(arguments: &str) -> Result<T, String> {
     serde_json::from_str(arguments)
         .map_err(|err| format!("failed to parse function arguments: {err}"))
-}
-
-/// The directory a command runs in: the session cwd, or `workdir` resolved
-/// against it. `Err` is the text for the model when the directory is outside
-/// the workspace. A directory that does not exist is passed through so that
-/// the spawn reports it the way Codex does.
-pub(crate) fn resolve_workdir(
-    ctx: &ToolContext<'_>,
-    workdir: Option<&str>,
-) -> Result<PathBuf, String> {
-    match workdir.filter(|dir| !dir.is_empty()) {
-        None => Ok(ctx.cwd.to_path_buf()),
-        Some(dir) => match ctx.workspace.resolve_existing(ctx.cwd, Path::new(dir)) {
-            Ok(path) => Ok(path),
-            Err(err) if err.is_not_found() => Ok(ctx.cwd.join(dir)),
-            Err(err) => Err(err.to_string()),
-        },
-    }
 }
 
 /// `argv` joined for display, quoting words a shell would split.

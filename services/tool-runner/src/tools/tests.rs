@@ -50,6 +50,7 @@ impl Harness {
                 name,
                 arguments,
                 custom: false,
+                invocation: None,
             },
         )
         .await
@@ -62,6 +63,7 @@ impl Harness {
                 name,
                 arguments: input,
                 custom: true,
+                invocation: None,
             },
         )
         .await
@@ -440,6 +442,7 @@ async fn sessions_cannot_reach_each_others_processes() {
         name: "write_stdin",
         arguments: &args,
         custom: false,
+        invocation: None,
     };
     let out = run_tool(&other, call).await;
     assert_eq!(

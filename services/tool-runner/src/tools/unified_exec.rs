@@ -1,22 +1,19 @@
 //! Unified exec: `exec_command` starts a command and waits up to
 //! `yield_time_ms` for it; if it is still running, the model gets a session
-//! id and continues with `write_stdin` (codex-compat §2.1–§2.2). The output
-//! is always sent with `success: true`; the exit code is in the text.
+//! id and continues with `write_stdin` (Codex:
+//! `codex-rs/core/src/unified_exec/`). The output is always sent with
+//! `success: true`; the exit code is in the text.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use keel_tool_model::WriteStdinInvocation;
 use tokio::time::Instant;
 
-use super::apply_patch::{self, Layout};
-use super::shell::{SandboxPermissions, shell_argv};
-use super::{
-    CommandRecord, ToolContext, ToolOutcome, parse_arguments, resolve_workdir, shlex_join,
-};
+use super::{CommandRecord, ToolContext, ToolOutcome, shlex_join};
 use crate::exec::unified::{Collected, LongRunningProcess};
 use crate::format::{UnifiedExecOutput, new_chunk_id};
-use crate::patch::invocation::{IMPLICIT_INVOCATION, Invocation, classify};
 use crate::sandbox::denial::is_sandbox_denial;
 
 /// `exec_command`'s default and bounds for `yield_time_ms`.
@@ -32,32 +29,6 @@ const MAX_EMPTY_POLL_MS: u64 = 300_000;
 /// Told to the model when it runs apply_patch through exec_command (Codex
 /// sends it as a separate message; Keel appends it to the one output).
 pub const APPLY_PATCH_VIA_EXEC_WARNING: &str = "Warning: apply_patch was requested via exec_command. Use the apply_patch tool instead of exec_command.";
-
-#[derive(Debug, Deserialize, PartialEq)]
-pub struct ExecCommandParams {
-    pub cmd: String,
-    pub workdir: Option<String>,
-    pub shell: Option<String>,
-    #[serde(default)]
-    pub tty: bool,
-    pub yield_time_ms: Option<u64>,
-    pub max_output_tokens: Option<usize>,
-    pub login: Option<bool>,
-    pub sandbox_permissions: Option<SandboxPermissions>,
-    pub justification: Option<String>,
-    pub prefix_rule: Option<Vec<String>>,
-    pub additional_permissions: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Deserialize, PartialEq)]
-pub struct WriteStdinParams {
-    /// The process id; the model is trained on the name `session_id`.
-    pub session_id: i32,
-    #[serde(default)]
-    pub chars: String,
-    pub yield_time_ms: Option<u64>,
-    pub max_output_tokens: Option<usize>,
-}
 
 /// `exec_command`'s wait: default 10 s, clamped to 250 ms..=30 s.
 pub fn exec_yield(requested: Option<u64>) -> Duration {
@@ -77,44 +48,21 @@ pub fn write_yield(requested: Option<u64>, chars: &str) -> Duration {
     Duration::from_millis(ms)
 }
 
-pub async fn run_exec_command(ctx: &ToolContext<'_>, arguments: &str) -> ToolOutcome {
-    let params: ExecCommandParams = match parse_arguments(arguments) {
-        Ok(params) => params,
-        Err(text) => return ToolOutcome::failure(text),
-    };
-    let cwd = match resolve_workdir(ctx, params.workdir.as_deref()) {
-        Ok(cwd) => cwd,
-        Err(text) => return ToolOutcome::failure(text),
-    };
-    let shell = params.shell.as_deref().unwrap_or(ctx.user_shell);
-    let argv = shell_argv(shell, params.login.unwrap_or(true), &params.cmd);
+/// A `max_output_tokens` from the wire as a count (saturating).
+pub(crate) fn token_count(tokens: u64) -> usize {
+    usize::try_from(tokens).unwrap_or(usize::MAX)
+}
 
-    match classify(&argv) {
-        Invocation::NotPatch => {}
-        Invocation::Implicit => {
-            return ToolOutcome::failure(format!(
-                "apply_patch verification failed: {IMPLICIT_INVOCATION}"
-            ));
-        }
-        Invocation::Invalid(err) => {
-            return ToolOutcome::failure(format!("apply_patch verification failed: {err}"));
-        }
-        Invocation::Patch { hunks, workdir } => {
-            let patched =
-                apply_patch::run_hunks(ctx, hunks, &cwd, workdir.as_deref(), Layout::Freeform)
-                    .await;
-            // Codex answers with the patch's own output in this layout, with
-            // no chunk id, and a separate warning message.
-            let text = UnifiedExecOutput {
-                output: &format!("{}\n\n{APPLY_PATCH_VIA_EXEC_WARNING}", patched.text),
-                max_output_tokens: params.max_output_tokens,
-                ..Default::default()
-            }
-            .render(ctx.policy);
-            return ToolOutcome { text, ..patched };
-        }
-    }
-
+/// `exec_command`: starts `argv` in `cwd` and waits for it up to the yield
+/// time; a process still running stays registered for `write_stdin`.
+pub async fn start(
+    ctx: &ToolContext<'_>,
+    argv: Vec<String>,
+    cwd: &Path,
+    tty: bool,
+    yield_time_ms: Option<u64>,
+    max_output_tokens: Option<u64>,
+) -> ToolOutcome {
     let display = shlex_join(&argv);
     let failed = |message: String| {
         ToolOutcome::failure(format!(
@@ -125,8 +73,8 @@ pub async fn run_exec_command(ctx: &ToolContext<'_>, arguments: &str) -> ToolOut
     let process = match LongRunningProcess::start(
         ctx.executor,
         argv.clone(),
-        &cwd,
-        params.tty,
+        cwd,
+        tty,
         ctx.sandbox.confinement().as_ref(),
     ) {
         Ok(process) => Arc::new(process),
@@ -150,9 +98,7 @@ pub async fn run_exec_command(ctx: &ToolContext<'_>, arguments: &str) -> ToolOut
         process_id,
         armed: true,
     };
-    let collected = process
-        .collect(start + exec_yield(params.yield_time_ms))
-        .await;
+    let collected = process.collect(start + exec_yield(yield_time_ms)).await;
     unregister.disarm();
     finish(
         ctx,
@@ -160,36 +106,33 @@ pub async fn run_exec_command(ctx: &ToolContext<'_>, arguments: &str) -> ToolOut
         process_id,
         collected,
         start,
-        params.max_output_tokens,
+        max_output_tokens,
     )
 }
 
-pub async fn run_write_stdin(ctx: &ToolContext<'_>, arguments: &str) -> ToolOutcome {
-    let params: WriteStdinParams = match parse_arguments(arguments) {
-        Ok(params) => params,
-        Err(text) => return ToolOutcome::failure(text),
-    };
-    let Some(process) = ctx.processes.get(ctx.session_id, params.session_id) else {
+/// `write_stdin`: writes to (or polls) a process of the same session.
+pub async fn write_stdin(ctx: &ToolContext<'_>, input: &WriteStdinInvocation) -> ToolOutcome {
+    let Some(process) = ctx.processes.get(ctx.session_id, input.process_id) else {
         return ToolOutcome::failure(format!(
             "write_stdin failed: Unknown process id {}",
-            params.session_id
+            input.process_id
         ));
     };
     let start = Instant::now();
-    if !params.chars.is_empty()
-        && let Err(err) = process.write_stdin(&params.chars).await
+    if !input.chars.is_empty()
+        && let Err(err) = process.write_stdin(&input.chars).await
     {
         return ToolOutcome::failure(format!("write_stdin failed: {err}"));
     }
-    let deadline = start + write_yield(params.yield_time_ms, &params.chars);
+    let deadline = start + write_yield(input.yield_time_ms, &input.chars);
     let collected = process.collect(deadline).await;
     finish(
         ctx,
         &process,
-        params.session_id,
+        input.process_id,
         collected,
         start,
-        params.max_output_tokens,
+        input.max_output_tokens,
     )
 }
 
@@ -224,7 +167,7 @@ fn finish(
     process_id: i32,
     collected: Collected,
     start: Instant,
-    max_output_tokens: Option<usize>,
+    max_output_tokens: Option<u64>,
 ) -> ToolOutcome {
     let running = collected.exit_code.is_none();
     if !running {
@@ -237,7 +180,7 @@ fn finish(
         exit_code: collected.exit_code,
         process_id: running.then_some(process_id),
         output: &collected.output,
-        max_output_tokens,
+        max_output_tokens: max_output_tokens.map(token_count),
     }
     .render(ctx.policy);
     let sandbox_denied = process.sandboxed
@@ -280,56 +223,6 @@ mod tests {
         assert_eq!(
             write_yield(Some(10_000_000), ""),
             Duration::from_millis(300_000)
-        );
-    }
-
-    #[test]
-    fn parses_exec_command() {
-        let p: ExecCommandParams = parse_arguments(
-            r#"{"cmd":"ls","workdir":"w","shell":"/bin/zsh","tty":true,"yield_time_ms":5,
-                "max_output_tokens":7,"login":false,"sandbox_permissions":"use_default"}"#,
-        )
-        .unwrap();
-        assert_eq!(p.cmd, "ls");
-        assert_eq!(p.workdir.as_deref(), Some("w"));
-        assert_eq!(p.shell.as_deref(), Some("/bin/zsh"));
-        assert!(p.tty);
-        assert_eq!(
-            (p.yield_time_ms, p.max_output_tokens, p.login),
-            (Some(5), Some(7), Some(false))
-        );
-        let p: ExecCommandParams = parse_arguments(r#"{"cmd":"ls"}"#).unwrap();
-        assert!(!p.tty && p.workdir.is_none() && p.login.is_none());
-        assert_eq!(
-            parse_arguments::<ExecCommandParams>(r#"{"command":"ls"}"#).unwrap_err(),
-            "failed to parse function arguments: missing field `cmd` at line 1 column 16"
-        );
-    }
-
-    #[test]
-    fn parses_write_stdin() {
-        let p: WriteStdinParams = parse_arguments(r#"{"session_id":1234}"#).unwrap();
-        assert_eq!(
-            p,
-            WriteStdinParams {
-                session_id: 1234,
-                chars: String::new(),
-                yield_time_ms: None,
-                max_output_tokens: None
-            }
-        );
-        let p: WriteStdinParams = parse_arguments(
-            r#"{"session_id":1,"chars":"q\n","yield_time_ms":9,"max_output_tokens":3}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            (p.chars.as_str(), p.yield_time_ms, p.max_output_tokens),
-            ("q\n", Some(9), Some(3))
-        );
-        let err = parse_arguments::<WriteStdinParams>(r#"{"session_id":"x"}"#).unwrap_err();
-        assert!(
-            err.starts_with("failed to parse function arguments: invalid type: string"),
-            "{err}"
         );
     }
 }

@@ -186,28 +186,9 @@ pub struct ParseError {
     expected: &'static str,
 }
 
-/// The model's `sandbox_permissions` argument (§2.5).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum SandboxPermissions {
-    /// Run under the turn's sandbox.
-    #[default]
-    UseDefault,
-    /// Run outside the sandbox (after approval).
-    RequireEscalated,
-    /// Run in the sandbox with `additional_permissions` (after approval).
-    WithAdditionalPermissions,
-}
-
-impl SandboxPermissions {
-    /// Whether the model asked for more than the sandbox gives: both
-    /// escalations count for §2.5 and for row 3c of §5.3.
-    pub fn requests_escalation(self) -> bool {
-        !matches!(self, Self::UseDefault)
-    }
-}
+/// The model's `sandbox_permissions` argument: the tool model's type, so
+/// the workflow decides on what the tool-runner will read.
+pub use keel_tool_model::SandboxPermissions;
 
 /// The model's `additional_permissions` argument (feature-gated upstream):
 /// `{network:{enabled}, file_system:{read:[abs], write:[abs]}}`. Part of the

@@ -1,4 +1,5 @@
-//! Finds a chunk's lines in a file (codex-compat §6.4). Four passes, each
+//! Finds a chunk's lines in a file (Codex:
+//! `codex-rs/apply-patch/src/seek_sequence.rs`). Four passes, each
 //! looser than the last, so a patch whose context differs from the file
 //! only in trailing spaces, indentation or typographic punctuation still
 //! applies — but an exact match always wins over a fuzzy one further up.

@@ -1,7 +1,8 @@
-//! Parses the apply_patch envelope (codex-compat §6.1–§6.3) into hunks. Pure:
+//! Parses the apply_patch envelope (Codex:
+//! `codex-rs/apply-patch/src/parser.rs`) into hunks. Pure:
 //! nothing here looks at the filesystem.
 //!
-//! The parser is deliberately lenient in exactly Codex's ways (§6.2), because
+//! The parser is deliberately lenient in exactly Codex's ways, because
 //! models are trained against that parser: a stricter one would reject
 //! patches Codex accepts, a looser one would apply patches Codex rejects.
 
@@ -14,7 +15,8 @@ const MOVE_TO: &str = "*** Move to: ";
 const END_OF_FILE: &str = "*** End of File";
 const CONTEXT_MARKER: &str = "@@ ";
 const EMPTY_CONTEXT_MARKER: &str = "@@";
-/// Heredoc openers a model sometimes leaves around the patch (§6.2 item 4).
+/// Heredoc openers a model sometimes leaves around the patch (Codex
+/// accepts them in lenient mode).
 const HEREDOC_OPENERS: [&str; 3] = ["<<EOF", "<<'EOF'", "<<\"EOF\""];
 
 /// One file operation.

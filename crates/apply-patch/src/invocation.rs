@@ -1,4 +1,5 @@
-//! Recognises apply_patch arriving through a shell tool (codex-compat §6.6).
+//! Recognises apply_patch arriving through a shell tool (Codex:
+//! `codex-rs/apply-patch/src/invocation.rs`).
 //! Models trained on older Codex still write `apply_patch <<'EOF' … EOF`; such
 //! a command must edit files through the patch code (with its workspace
 //! checks and output texts), not run as a program that does not exist here.
@@ -17,8 +18,10 @@ const APPLY_PATCH_COMMANDS: [&str; 2] = ["apply_patch", "applypatch"];
 pub enum Invocation {
     /// An ordinary command.
     NotPatch,
-    /// An apply_patch call; `workdir` is the `cd` target, if any.
+    /// An apply_patch call: the patch text, its hunks, and the `cd`
+    /// target, if any.
     Patch {
+        body: String,
         hunks: Vec<Hunk>,
         workdir: Option<String>,
     },
@@ -59,7 +62,11 @@ pub fn classify(argv: &[String]) -> Invocation {
 
 fn parsed(body: &str, workdir: Option<String>) -> Invocation {
     match parse_patch(body) {
-        Ok(hunks) => Invocation::Patch { hunks, workdir },
+        Ok(hunks) => Invocation::Patch {
+            body: body.to_string(),
+            hunks,
+            workdir,
+        },
         Err(err) => Invocation::Invalid(err),
     }
 }
@@ -179,7 +186,7 @@ mod tests {
     }
 
     fn is_patch(inv: &Invocation, workdir: Option<&str>) -> bool {
-        matches!(inv, Invocation::Patch { hunks, workdir: w } if hunks.len() == 1 && w.as_deref() == workdir)
+        matches!(inv, Invocation::Patch { hunks, workdir: w, .. } if hunks.len() == 1 && w.as_deref() == workdir)
     }
 
     #[test]

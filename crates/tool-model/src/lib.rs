@@ -1,0 +1,43 @@
+//! The model's tools, described once for every part of Keel that handles a
+//! tool call: the workflow decides on a call (approval, sandbox) and the
+//! tool-runner runs it, and both read the call through this crate, so what
+//! was approved is exactly what runs.
+//!
+//! * [`names`]: the tool names, and which [`Family`] each belongs to;
+//! * [`Offered`]: the tools a session offers; a call of anything else gets
+//!   Codex's unsupported-call text and runs nothing;
+//! * [`parse_call`]: a command-family call (`shell`, `container.exec`,
+//!   `local_shell`, `shell_command`, `exec_command`, `write_stdin`) as the
+//!   [`Invocation`] it runs — argv, working directory, environment, how it
+//!   runs and is rendered — plus the approval parameters the model sent
+//!   ([`Escalation`]). A command that is really an `apply_patch` call
+//!   becomes a [`PatchInvocation`], which goes through the patch decision;
+//! * [`env`]: the variables a call may never set.
+//!
+//! Everything here is a pure function of its arguments (no filesystem,
+//! clock or environment), so the workflow can call it deterministically.
+//! Types that reach workflow history ([`Invocation`] and what it holds)
+//! are serialised with serde: never rename a field or variant.
+
+pub mod env;
+mod invocation;
+pub mod names;
+mod offered;
+mod params;
+mod path;
+
+pub use invocation::{
+    CommandInvocation, Escalation, Invocation, Layout, ParsedCall, PatchInvocation, PatchOutput,
+    RunMode, SandboxPermissions, WriteStdinInvocation, parse_call,
+};
+pub use names::{Family, family};
+pub use offered::{Offered, ToolForm};
+pub use params::{
+    ExecCommandParams, LocalShellAction, ShellCommandParams, ShellParams, WriteStdinParams,
+};
+pub use path::resolve_dir;
+
+/// The text a model gets for arguments that do not fit the tool's schema.
+pub fn parse_error(err: impl std::fmt::Display) -> String {
+    format!("failed to parse function arguments: {err}")
+}

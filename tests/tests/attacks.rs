@@ -1,0 +1,368 @@
+//! The scripted model as an attacker: each test is a hole a hostile model
+//! (a prompt injection is enough) found in Keel, tried through a real
+//! session — a real stack, the fake model scripted to attack, a client
+//! answering — and the defence that closes it. docs/security.md maps each
+//! threat to its test.
+//!
+//! One stack per test; scenarios inside a test run one after another (the
+//! fake model's script is consumed in order).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+use std::path::Path;
+
+use keel_e2e::fake_model::{FakeModel, Scripted, sse};
+use keel_e2e::session::{self, Client, until};
+use keel_e2e::stack::{Stack, StackOptions};
+use keel_proto::v1 as pb;
+use pb::ReviewDecisionKind as K;
+use pb::event::Msg;
+use serde_json::json;
+use tonic::Streaming;
+
+type Events = Streaming<pb::StreamEventsResponse>;
+
+fn call(call_id: &str, name: &str, args: serde_json::Value) -> Scripted {
+    Scripted::tool_call(call_id, name, &args.to_string())
+}
+
+async fn start(script: Vec<Scripted>) -> (FakeModel, Stack, Client) {
+    let fake = FakeModel::start(script).await.unwrap();
+    let stack = Stack::launch(StackOptions::new(fake.base_url()))
+        .await
+        .unwrap();
+    let client = session::connect(&stack.session_api).await.unwrap();
+    (fake, stack, client)
+}
+
+/// A session in `cwd` under `policy`, offering `shell_tool`, followed.
+async fn open(
+    client: &mut Client,
+    cwd: &Path,
+    policy: pb::ApprovalPolicy,
+    shell_tool: pb::ShellToolKind,
+) -> (String, Events) {
+    let sid = client
+        .create_session(pb::CreateSessionRequest {
+            cwd: cwd.display().to_string(),
+            context: Some(pb::TurnContext {
+                approval_policy: policy as i32,
+                ..Default::default()
+            }),
+            shell_tool: shell_tool as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .session_id;
+    let events = session::follow(client, &sid, 0, false).await.unwrap();
+    (sid, events)
+}
+
+/// Events up to the end of the turn; panics if it asks for anything.
+async fn unasked_turn(events: &mut Events) -> Vec<pb::Event> {
+    let (seen, end) = until(events, |e| match &e.msg {
+        Some(Msg::ExecApprovalRequest(_) | Msg::ApplyPatchApprovalRequest(_)) => {
+            panic!("the turn asked: {e:?}")
+        }
+        Some(Msg::TurnComplete(_) | Msg::TurnAborted(_)) => Some(e.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert!(matches!(end.msg, Some(Msg::TurnComplete(_))), "{end:?}");
+    seen
+}
+
+fn output_for(fake: &FakeModel, call_id: &str) -> String {
+    fake.requests()
+        .iter()
+        .rev()
+        .find_map(|r| r.function_call_output(call_id))
+        .unwrap_or_else(|| panic!("no output for {call_id} was sent to the model"))
+}
+
+async fn respond(client: &mut Client, sid: &str, id: &str, kind: K) {
+    client
+        .respond(pb::RespondRequest {
+            session_id: sid.into(),
+            request_id: id.into(),
+            answer: Some(pb::respond_request::Answer::Decision(pb::ReviewDecision {
+                kind: kind as i32,
+                execpolicy_amendment: vec![],
+            })),
+        })
+        .await
+        .unwrap();
+}
+
+fn exec_events(events: &[pb::Event]) -> usize {
+    events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.msg,
+                Some(Msg::ExecCommandBegin(_) | Msg::ExecCommandEnd(_))
+            )
+        })
+        .count()
+}
+
+/// Hole 1: tools the session never offered ran without a decision — a
+/// `local_shell` call ran `touch` under `untrusted` without asking. Now a
+/// call of anything not offered gets Codex's unsupported-call text and runs
+/// nothing, whatever the tool-runner could run.
+#[tokio::test(flavor = "multi_thread")]
+async fn tools_that_were_not_offered_run_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().canonicalize().unwrap();
+    let target = |name: &str| ws.join(name).display().to_string();
+    let custom_shell = Scripted::Events(vec![
+        sse::created(),
+        sse::output_item_done(json!({
+            "type": "custom_tool_call", "id": "ctc_1", "call_id": "c_custom",
+            "name": "shell", "input": format!("touch {}", target("custom")),
+        })),
+        sse::completed("resp_custom", 10, 5),
+    ]);
+    let script = vec![
+        call(
+            "c_local",
+            "local_shell",
+            json!({"command": ["touch", target("local")]}),
+        ),
+        call(
+            "c_exec",
+            "exec_command",
+            json!({"cmd": format!("touch {}", target("exec")), "shell": "/bin/sh"}),
+        ),
+        call(
+            "c_script",
+            "shell_command",
+            json!({"command": format!("touch {}", target("script"))}),
+        ),
+        call(
+            "c_stdin",
+            "write_stdin",
+            json!({"session_id": 1, "chars": "x"}),
+        ),
+        call("c_view", "view_image", json!({"path": target("any.png")})),
+        custom_shell,
+        Scripted::assistant("done"),
+    ];
+    let (fake, _stack, mut client) = start(script).await;
+    let (sid, mut events) = open(
+        &mut client,
+        &ws,
+        pb::ApprovalPolicy::Untrusted,
+        pb::ShellToolKind::Shell,
+    )
+    .await;
+    session::send(&mut client, &sid, "t1", "go").await.unwrap();
+    let seen = unasked_turn(&mut events).await;
+
+    for (call_id, name) in [
+        ("c_local", "local_shell"),
+        ("c_exec", "exec_command"),
+        ("c_script", "shell_command"),
+        ("c_stdin", "write_stdin"),
+        ("c_view", "view_image"),
+    ] {
+        assert_eq!(
+            output_for(&fake, call_id),
+            format!("unsupported call: {name}")
+        );
+    }
+    assert_eq!(
+        output_for(&fake, "c_custom"),
+        "unsupported custom tool call: shell"
+    );
+    assert_eq!(exec_events(&seen), 0, "{seen:?}");
+    for name in ["local", "exec", "script", "custom"] {
+        assert!(!ws.join(name).exists(), "{name}: an unoffered tool ran");
+    }
+}
+
+/// Hole 2: the command decided on was not the command run —
+/// `exec_command {"cmd":"true","shell":"./evil.sh"}` was judged as `bash
+/// -lc true` (known safe, no question) and the tool-runner ran `./evil.sh
+/// -lc true`. Now the workflow decides on the invocation the tool model
+/// reads from the call, shows it, and the tool-runner runs exactly it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_command_decided_on_is_the_command_that_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().canonicalize().unwrap();
+    let marker = ws.join("evil-ran");
+    let evil = ws.join("evil.sh");
+    std::fs::write(&evil, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
+    std::fs::set_permissions(&evil, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // A "bash" of the model's own, named so that a file-name check takes it
+    // for the shell.
+    std::fs::copy(&evil, ws.join("bash")).unwrap();
+    std::fs::create_dir(ws.join("sub")).unwrap();
+    let script = vec![
+        // exec_command with a shell of the model's choosing: asked, showing
+        // that shell; denied, it does not run.
+        call(
+            "c_evil",
+            "exec_command",
+            json!({"cmd": "true", "shell": "./evil.sh"}),
+        ),
+        call(
+            "c_planted",
+            "exec_command",
+            json!({"cmd": "true", "shell": "./bash"}),
+        ),
+        // The same script with the user's shell is known safe: not asked.
+        call("c_true", "exec_command", json!({"cmd": "true"})),
+        Scripted::assistant("done"),
+        // shell_command: `login` and `workdir` are part of what is shown
+        // and of what runs.
+        call(
+            "c_pwd",
+            "shell_command",
+            json!({"command": "pwd", "login": false, "workdir": "sub/../sub"}),
+        ),
+        Scripted::assistant("done"),
+    ];
+    let (fake, _stack, mut client) = start(script).await;
+
+    let (sid, mut events) = open(
+        &mut client,
+        &ws,
+        pb::ApprovalPolicy::Untrusted,
+        pb::ShellToolKind::ExecCommand,
+    )
+    .await;
+    session::send(&mut client, &sid, "t1", "go").await.unwrap();
+    let (_, request) = until(&mut events, |e| match &e.msg {
+        Some(Msg::ExecApprovalRequest(r)) => Some(r.clone()),
+        Some(Msg::TurnComplete(_)) => panic!("ran ./evil.sh without asking"),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(request.call_id, "c_evil");
+    assert_eq!(request.command, ["./evil.sh", "-lc", "true"]);
+    assert_eq!(request.cwd, ws.display().to_string());
+    assert!(!marker.exists(), "ran before the answer");
+    respond(&mut client, &sid, "c_evil", K::Denied).await;
+    let (_, request) = until(&mut events, |e| match &e.msg {
+        Some(Msg::ExecApprovalRequest(r)) => Some(r.clone()),
+        Some(Msg::TurnComplete(_)) => panic!("ran ./bash without asking"),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(request.call_id, "c_planted");
+    assert_eq!(request.command, ["./bash", "-lc", "true"]);
+    respond(&mut client, &sid, "c_planted", K::Denied).await;
+    let seen = unasked_turn(&mut events).await;
+    assert!(!marker.exists(), "a denied command ran");
+    assert_eq!(output_for(&fake, "c_evil"), "exec command rejected by user");
+    assert_eq!(
+        output_for(&fake, "c_planted"),
+        "exec command rejected by user"
+    );
+    // The known-safe one ran, as shown.
+    let begin = seen
+        .iter()
+        .find_map(|e| match &e.msg {
+            Some(Msg::ExecCommandBegin(b)) if b.call_id == "c_true" => Some(b.clone()),
+            _ => None,
+        })
+        .expect("c_true began");
+    assert_eq!(begin.command[1..], ["-lc", "true"]);
+    let end = seen
+        .iter()
+        .find_map(|e| match &e.msg {
+            Some(Msg::ExecCommandEnd(end)) if end.call_id == "c_true" => Some(end.clone()),
+            _ => None,
+        })
+        .expect("c_true ended");
+    assert_eq!(end.command, begin.command, "ran something else than shown");
+    assert_eq!(end.exit_code, 0);
+
+    let (sid, mut events) = open(
+        &mut client,
+        &ws,
+        pb::ApprovalPolicy::Untrusted,
+        pb::ShellToolKind::ShellCommand,
+    )
+    .await;
+    session::send(&mut client, &sid, "t1", "where")
+        .await
+        .unwrap();
+    let seen = unasked_turn(&mut events).await;
+    let sub = ws.join("sub").display().to_string();
+    let (begin, end) = (
+        seen.iter()
+            .find_map(|e| match &e.msg {
+                Some(Msg::ExecCommandBegin(b)) => Some(b.clone()),
+                _ => None,
+            })
+            .unwrap(),
+        seen.iter()
+            .find_map(|e| match &e.msg {
+                Some(Msg::ExecCommandEnd(e)) => Some(e.clone()),
+                _ => None,
+            })
+            .unwrap(),
+    );
+    assert_eq!(begin.command[1..], ["-c", "pwd"], "login: false is shown");
+    assert_eq!(begin.cwd, sub);
+    assert_eq!(end.command, begin.command);
+    assert_eq!(end.cwd, sub);
+    assert!(output_for(&fake, "c_pwd").contains(&sub));
+}
+
+/// A patch smuggled through a shell tool (`apply_patch` as the command) is
+/// a patch: under `untrusted` it is put to the patch decision with its
+/// diff, and denied it writes nothing — it is not an exec approval of a
+/// program called apply_patch that the tool-runner then turns into writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_patch_through_a_shell_tool_is_decided_as_a_patch() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().canonicalize().unwrap();
+    let patch = "*** Begin Patch\n*** Add File: planted.txt\n+planted\n*** End Patch";
+    let script = vec![
+        call(
+            "c_patch",
+            "shell",
+            json!({"command": ["apply_patch", patch]}),
+        ),
+        Scripted::assistant("done"),
+    ];
+    let (fake, _stack, mut client) = start(script).await;
+    let (sid, mut events) = open(
+        &mut client,
+        &ws,
+        pb::ApprovalPolicy::Untrusted,
+        pb::ShellToolKind::Shell,
+    )
+    .await;
+    session::send(&mut client, &sid, "t1", "go").await.unwrap();
+    let (_, request) = until(&mut events, |e| match &e.msg {
+        Some(Msg::ApplyPatchApprovalRequest(r)) => Some(r.clone()),
+        Some(Msg::ExecApprovalRequest(r)) => panic!("asked as a command: {r:?}"),
+        Some(Msg::TurnComplete(_)) => panic!("the patch was not put to a person"),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(request.changes.len(), 1);
+    assert_eq!(
+        request.changes[0].path,
+        ws.join("planted.txt").display().to_string()
+    );
+    respond(&mut client, &sid, "c_patch", K::Denied).await;
+    unasked_turn(&mut events).await;
+    assert!(
+        !ws.join("planted.txt").exists(),
+        "a denied patch was written"
+    );
+    assert_eq!(output_for(&fake, "c_patch"), "patch rejected by user");
+}
