@@ -366,3 +366,77 @@ async fn a_patch_through_a_shell_tool_is_decided_as_a_patch() {
     );
     assert_eq!(output_for(&fake, "c_patch"), "patch rejected by user");
 }
+
+/// Hole 3, outside the sandbox: a process of the same user (a command run
+/// unsandboxed, any neighbour) could read the model-proxy's environment —
+/// its API key — from `/proc/<pid>/environ`. Every Keel process makes
+/// itself non-dumpable, which takes that away from everyone without
+/// CAP_SYS_PTRACE. Run as an unprivileged user (root may read anything),
+/// so the test needs root to switch users (`setpriv`), and says so when it
+/// cannot.
+#[tokio::test(flavor = "multi_thread")]
+async fn keel_processes_hide_their_environment_from_their_own_user() {
+    let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
+    if !root || which("setpriv").is_none() {
+        eprintln!("skipped: needs root and setpriv (util-linux) to run the services as nobody");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let secret = "sk-keel-environ-secret-0123456789";
+    for (name, args) in [
+        (
+            "keel-model-proxy",
+            vec!["--blob-url", "memory://", "--config", "/dev/null"],
+        ),
+        ("keel-mcp-broker", vec![]),
+        ("keel-tool-runner", vec!["--blob-url", "memory://"]),
+    ] {
+        let addr_file = dir.path().join(format!("{name}.addr"));
+        let mut child = tokio::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(keel_e2e::stack::bin(name).unwrap())
+            .args(&args)
+            .arg("--addr-file")
+            .arg(&addr_file)
+            .current_dir(dir.path())
+            .env("OPENAI_API_KEY", secret)
+            .env("KEEL_TEST_SECRET", secret)
+            .env_remove("KEEL_TOOL_RUNNER_STATE_DIR")
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        keel_e2e::stack::wait_for(
+            &format!("{name} to listen"),
+            std::time::Duration::from_secs(30),
+            || addr_file.exists().then_some(()),
+        )
+        .unwrap();
+        let pid = child.id().unwrap();
+        // setpriv executes the service in place: the pid is the service's.
+        let read = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(["cat", &format!("/proc/{pid}/environ")])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&read.stdout);
+        assert!(
+            !out.contains(secret),
+            "{name}: its own user read the secret from /proc/{pid}/environ"
+        );
+        assert!(!read.status.success(), "{name}: environ was readable");
+        let err = String::from_utf8_lossy(&read.stderr);
+        assert!(err.contains("Permission denied"), "{name}: {err}");
+        child.kill().await.unwrap();
+    }
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+}

@@ -45,6 +45,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     keel_server::init_tracing(args.serve.log_format);
+    keel_server::protect_process();
 
     let client = keel_workflow_api::client::connect(
         &args.temporal_address,

@@ -25,6 +25,9 @@ pub enum BlobError {
     InvalidDigest(String),
     #[error("blob {0} not found")]
     NotFound(String),
+    /// The stored bytes are not the blob: something rewrote the store.
+    #[error("blob {digest} is corrupt: its content hashes to {actual}")]
+    Corrupt { digest: String, actual: String },
     #[error("blob {digest} is not valid JSON for its type: {source}")]
     Decode {
         digest: String,
@@ -74,9 +77,12 @@ impl BlobStore {
                     .map_err(|()| invalid("not an absolute local path".into()))?;
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| invalid(format!("cannot create {}: {e}", dir.display())))?;
+                // Durable once `put` returns: the workflow records the
+                // digest in history right after.
                 Arc::new(
                     object_store::local::LocalFileSystem::new_with_prefix(&dir)
-                        .map_err(|e| invalid(e.to_string()))?,
+                        .map_err(|e| invalid(e.to_string()))?
+                        .with_fsync(true),
                 )
             }
             "memory" => Arc::new(object_store::memory::InMemory::new()),
@@ -123,13 +129,26 @@ impl BlobStore {
         Ok(digest)
     }
 
+    /// The blob named `digest`. Its bytes are hashed again before they are
+    /// returned: a store rewritten behind Keel's back (a file edited in a
+    /// `file://` directory, a tampered object) is an error, never content.
     pub async fn get(&self, digest: &str) -> Result<Bytes, BlobError> {
         validate_digest(digest)?;
-        match self.inner.get(&object_path(digest)).await {
-            Ok(r) => Ok(r.bytes().await?),
-            Err(object_store::Error::NotFound { .. }) => Err(BlobError::NotFound(digest.into())),
-            Err(e) => Err(e.into()),
+        let bytes = match self.inner.get(&object_path(digest)).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(BlobError::NotFound(digest.into()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let actual = hex::encode(Sha256::digest(&bytes));
+        if actual != digest {
+            return Err(BlobError::Corrupt {
+                digest: digest.into(),
+                actual,
+            });
         }
+        Ok(bytes)
     }
 
     pub async fn put_json<T: serde::Serialize + ?Sized>(&self, v: &T) -> Result<String, BlobError> {
@@ -191,6 +210,24 @@ mod tests {
         // Reopened store sees the blob.
         let again = BlobStore::open(&url).unwrap();
         assert_eq!(&again.get(&d).await.unwrap()[..], b"hello");
+    }
+
+    #[tokio::test]
+    async fn a_rewritten_blob_is_an_error_not_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().join("blobs").display());
+        let store = BlobStore::open(&url).unwrap();
+        let d = store.put(&br#"{"output":"ok"}"#[..]).await.unwrap();
+        let file = dir.path().join("blobs/sha256").join(&d[..2]).join(&d);
+        std::fs::write(&file, br#"{"output":"forged"}"#).unwrap();
+        match store.get(&d).await {
+            Err(BlobError::Corrupt { digest, actual }) => {
+                assert_eq!(digest, d);
+                assert_ne!(actual, d);
+            }
+            other => panic!("a forged blob was read: {other:?}"),
+        }
+        assert!(store.get_json::<serde_json::Value>(&d).await.is_err());
     }
 
     #[test]

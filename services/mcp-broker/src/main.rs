@@ -43,6 +43,7 @@ impl McpBrokerService for Broker {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     keel_server::init_tracing(args.serve.log_format);
+    keel_server::protect_process();
     let routes = tonic::service::Routes::new(McpBrokerServiceServer::new(Broker));
     keel_server::serve(&args.serve, routes, &["keel.v1.McpBrokerService"]).await?;
     Ok(())

@@ -31,6 +31,9 @@ pub enum ProxyError {
     NotASegment { digest: String, reason: String },
     #[error("blob store error: {0}")]
     BlobStore(String),
+    /// Retrying cannot help: the stored bytes were rewritten.
+    #[error("{0}")]
+    BlobCorrupt(String),
     #[error("the client went away")]
     ClientGone,
     #[error("cannot set up the model-proxy: {0}")]
@@ -142,6 +145,7 @@ impl ProxyError {
             Self::AtCapacity { .. } => "capacity",
             Self::BlobNotFound(_) | Self::NotFound { .. } => "not_found",
             Self::BlobStore(_) => "blob_store",
+            Self::BlobCorrupt(_) => "blob_corrupt",
             Self::ClientGone => "cancelled",
             Self::Setup(_) => "internal",
             Self::RateLimited { .. } | Self::RetryTooFarAway { .. } => "rate_limited",
@@ -182,6 +186,7 @@ impl ProxyError {
             Self::UsageNotIncluded(_) => Code::PermissionDenied,
             Self::ClientGone => Code::Cancelled,
             Self::Setup(_) => Code::Internal,
+            Self::BlobCorrupt(_) => Code::DataLoss,
             Self::BlobStore(_)
             | Self::ServerError { .. }
             | Self::Transport(_)
@@ -233,6 +238,7 @@ impl From<BlobError> for ProxyError {
                 digest,
                 reason: source.to_string(),
             },
+            corrupt @ BlobError::Corrupt { .. } => Self::BlobCorrupt(corrupt.to_string()),
             other => Self::BlobStore(other.to_string()),
         }
     }

@@ -67,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     keel_server::init_tracing(args.serve.log_format);
+    keel_server::protect_process();
 
     let overrides = Overrides {
         config_file: args.config.clone(),

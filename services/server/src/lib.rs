@@ -9,8 +9,10 @@ use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
+mod hardening;
 mod logging;
 
+pub use hardening::protect_process;
 pub use logging::{LogFormat, init_tracing};
 
 /// Flags and environment shared by every Keel server.

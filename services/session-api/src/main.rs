@@ -41,6 +41,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     keel_server::init_tracing(args.serve.log_format);
+    keel_server::protect_process();
     let blobs = keel_blobstore::BlobStore::open(&args.blob_url)?;
     let client = keel_workflow_api::client::connect(
         &args.temporal_address,

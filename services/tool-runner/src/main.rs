@@ -315,6 +315,7 @@ fn main() -> anyhow::Result<ExitCode> {
 
 async fn serve(args: ServeOptions) -> anyhow::Result<()> {
     keel_server::init_tracing(args.serve.log_format);
+    keel_server::protect_process();
     let blob_url = args.blob_url.context("--blob-url is required")?;
     let blobs = BlobStore::open(&blob_url)?;
     let env_policy = args.env.policy()?;

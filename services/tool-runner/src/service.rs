@@ -323,6 +323,19 @@ impl ToolService for ToolRunner {
             req.cwd.clone()
         };
         let cwd = checked_dir(&inner.workspace, &inner.default_cwd, "cwd", &cwd, false)?;
+        for (field, names) in [
+            ("fallback_filenames", &req.fallback_filenames),
+            ("project_root_markers", &req.project_root_markers),
+        ] {
+            if let Some(bad) = names
+                .iter()
+                .find(|name| !context::agents_md::is_plain_name(name))
+            {
+                return Err(Status::invalid_argument(format!(
+                    "{field}: {bad:?} is not a plain file name (no '/', '.' or '..')"
+                )));
+            }
+        }
         let options = AgentsMdOptions {
             max_bytes: match req.project_doc_max_bytes {
                 0 => context::agents_md::DEFAULT_MAX_BYTES,
@@ -506,6 +519,9 @@ impl ToolRunner {
                     keel_blobstore::BlobError::InvalidDigest(_)
                     | keel_blobstore::BlobError::NotFound(_) => {
                         Status::invalid_argument(format!("call_item_digest: {e}"))
+                    }
+                    corrupt @ keel_blobstore::BlobError::Corrupt { .. } => {
+                        Status::data_loss(format!("cannot read the call item: {corrupt}"))
                     }
                     other => Status::unavailable(format!("cannot read the call item: {other}")),
                 })?;

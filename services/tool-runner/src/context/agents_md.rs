@@ -1,8 +1,17 @@
-//! AGENTS.md discovery (codex-compat §7.1): from the project root down to
-//! the cwd, one instructions file per directory, within a total byte budget.
-//! Global instructions (`$CODEX_HOME`) are the workflow's business.
+//! AGENTS.md discovery (Codex: `codex-rs/core/src/project_doc.rs`): from
+//! the project root down to the cwd, one instructions file per directory,
+//! within a total byte budget. Global instructions (`$CODEX_HOME`) are the
+//! workflow's business.
+//!
+//! The project is the model's to write, so what is read stays in it:
+//! file and marker names are plain names (no `/`, no `..`), an
+//! instructions file that is a symlink is followed only to a file inside
+//! the directories the walk covers, and only regular files are read (a
+//! FIFO named AGENTS.md would otherwise hang the read).
 
+use std::fs::OpenOptions;
 use std::io::Read as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 /// Codex's default `project_doc_max_bytes`.
@@ -39,6 +48,12 @@ pub struct ProjectDoc {
     pub paths: Vec<PathBuf>,
 }
 
+/// Whether `name` is a plain file name: not empty, not `.` or `..`, no `/`
+/// and no NUL. Names of instructions files and root markers must be.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
 /// The user message text Codex wraps the instructions in.
 pub fn agents_md_message_text(cwd: &Path, text: &str) -> String {
     format!(
@@ -53,11 +68,12 @@ pub fn discover(cwd: &Path, options: &AgentsMdOptions) -> Option<ProjectDoc> {
     let mut remaining = options.max_bytes;
     let mut texts = Vec::new();
     let mut paths = Vec::new();
-    for path in candidate_files(cwd, options) {
+    let (scope, candidates) = candidate_files(cwd, options);
+    for path in candidates {
         if remaining == 0 {
             break;
         }
-        let Ok(file) = std::fs::File::open(&path) else {
+        let Some(file) = open_within(&path, scope) else {
             continue;
         };
         let mut data = Vec::new();
@@ -79,9 +95,32 @@ pub fn discover(cwd: &Path, options: &AgentsMdOptions) -> Option<ProjectDoc> {
     })
 }
 
-/// The first instructions file of each directory from the project root down
-/// to `cwd`.
-fn candidate_files(cwd: &Path, options: &AgentsMdOptions) -> Vec<PathBuf> {
+/// Opens the instructions file `path` for reading if it is a regular file
+/// inside `scope`, following a symlink only to such a file. The file
+/// opened is the resolved one, opened without following a symlink at its
+/// end, and checked again once open.
+fn open_within(path: &Path, scope: &Path) -> Option<std::fs::File> {
+    let resolved = std::fs::canonicalize(path).ok()?;
+    if !resolved.starts_with(scope) {
+        tracing::warn!(
+            path = %path.display(),
+            target = %resolved.display(),
+            "an instructions file links out of the project; not read"
+        );
+        return None;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&resolved)
+        .ok()?;
+    file.metadata().ok()?.is_file().then_some(file)
+}
+
+/// The directory the instructions must stay in, and the first
+/// instructions file of each directory from the project root down to
+/// `cwd`.
+fn candidate_files<'a>(cwd: &'a Path, options: &AgentsMdOptions) -> (&'a Path, Vec<PathBuf>) {
     let root = project_root(cwd, &options.root_markers);
     // `cwd` and its ancestors up to the root, then reversed: root first.
     let mut dirs: Vec<&Path> = cwd
@@ -97,9 +136,11 @@ fn candidate_files(cwd: &Path, options: &AgentsMdOptions) -> Vec<PathBuf> {
         .iter()
         .copied()
         .chain(options.fallback_filenames.iter().map(String::as_str))
-        .filter(|name| !name.is_empty())
+        .filter(|name| is_plain_name(name))
         .collect();
-    dirs.iter()
+    let scope = root.unwrap_or(cwd);
+    let files = dirs
+        .iter()
         .filter_map(|dir| {
             names.iter().find_map(|name| {
                 let candidate = dir.join(name);
@@ -108,7 +149,8 @@ fn candidate_files(cwd: &Path, options: &AgentsMdOptions) -> Vec<PathBuf> {
                 (meta.is_file() || meta.file_type().is_symlink()).then_some(candidate)
             })
         })
-        .collect()
+        .collect();
+    (scope, files)
 }
 
 /// The nearest ancestor of `cwd` (itself included) holding a marker.
@@ -119,6 +161,7 @@ fn project_root<'a>(cwd: &'a Path, markers: &[String]) -> Option<&'a Path> {
     cwd.ancestors().find(|dir| {
         markers
             .iter()
+            .filter(|marker| is_plain_name(marker))
             .any(|marker| std::fs::symlink_metadata(dir.join(marker)).is_ok())
     })
 }
@@ -241,6 +284,50 @@ mod tests {
         assert_eq!(doc.text, "linked");
         assert_eq!(doc.paths, vec![t.root.join("a/AGENTS.md")]);
         fs::remove_file(t.root.join("a/AGENTS.md")).unwrap();
+        assert_eq!(text(&t.root.join("a"), &AgentsMdOptions::default()), None);
+    }
+
+    #[test]
+    fn nothing_is_read_from_outside_the_project() {
+        let t = tree();
+        fs::create_dir(t.root.join(".git")).unwrap();
+        let outside = t.root.parent().unwrap().join("secret.txt");
+        fs::write(&outside, "OPENAI_API_KEY=sk-secret").unwrap();
+        // A symlink out of the project is not followed.
+        std::os::unix::fs::symlink(&outside, t.root.join("AGENTS.md")).unwrap();
+        std::os::unix::fs::symlink("/proc/self/environ", t.root.join("a/AGENTS.md")).unwrap();
+        assert_eq!(text(&t.root.join("a"), &AgentsMdOptions::default()), None);
+        // Names with a path in them are not names.
+        let sneaky = AgentsMdOptions {
+            fallback_filenames: vec![
+                "../secret.txt".into(),
+                outside.display().to_string(),
+                "..".into(),
+            ],
+            ..Default::default()
+        };
+        fs::remove_file(t.root.join("AGENTS.md")).unwrap();
+        assert_eq!(text(&t.root, &sneaky), None);
+        let markers = AgentsMdOptions {
+            root_markers: vec!["../secret.txt".into()],
+            ..Default::default()
+        };
+        assert_eq!(project_root(&t.root.join("a"), &markers.root_markers), None);
+        for bad in ["", ".", "..", "a/b", "/abs", "x\0y"] {
+            assert!(!is_plain_name(bad), "{bad:?}");
+        }
+        assert!(is_plain_name("CLAUDE.md"));
+    }
+
+    #[test]
+    fn a_fifo_named_agents_md_is_skipped_not_waited_for() {
+        let t = tree();
+        let fifo = t.root.join("a/AGENTS.md");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|status| status.success()) {
+            eprintln!("skipped: mkfifo is not available");
+            return;
+        }
         assert_eq!(text(&t.root.join("a"), &AgentsMdOptions::default()), None);
     }
 

@@ -587,6 +587,25 @@ async fn project_context() {
             .unwrap_err();
         assert_eq!(err.code(), code, "{cwd}: {err:?}");
     }
+
+    // Names are names, not paths out of the project.
+    for (fallback, marker) in [("../secret", ".git"), ("AGENTS.md", "/etc"), ("..", ".git")] {
+        let err = runner
+            .get_project_context(Request::new(GetProjectContextRequest {
+                cwd: "sub".into(),
+                fallback_filenames: vec![fallback.into()],
+                project_root_markers: vec![marker.into()],
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "{fallback} {marker}: {err:?}"
+        );
+        assert!(err.message().contains("plain file name"), "{err:?}");
+    }
 }
 
 /// What the caller decided on must be what the arguments say: a request
