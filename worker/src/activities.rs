@@ -167,6 +167,9 @@ pub struct ToolCallOutput {
     /// The sandbox refused what the call tried to do.
     #[serde(default)]
     pub sandbox_denied: bool,
+    /// Nothing ran: the host cannot enforce the call's sandbox.
+    #[serde(default)]
+    pub sandbox_unavailable: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -516,6 +519,7 @@ impl KeelActivities {
                     aggregated_output: c.aggregated_output,
                 }),
                 sandbox_denied: r.sandbox_denied,
+                sandbox_unavailable: r.sandbox_unavailable,
             })
         };
         // An interrupt must kill the command, not just stop waiting for it:

@@ -44,7 +44,7 @@ pub use decision::{
     CommandDecisionInput, DenialDecision, ExecPolicyAmendment, PatchChange, PatchDecision,
     PatchDecisionInput, ReviewDecision, ReviewOutcome, SandboxDenialInput, SandboxMode,
     SandboxPermissions, WritableRoot, decide_after_sandbox_denial, decide_command, decide_patch,
-    is_sandbox_denial, resolve_review, tool_requires_approval,
+    decide_when_sandbox_unavailable, is_sandbox_denial, resolve_review, tool_requires_approval,
 };
 pub use execpolicy::{Rules, RulesError, amendment_rule_text};
 pub use safety::{ParsedCommand, Safety, classify, parse_command};

@@ -13,6 +13,7 @@
 use keel_policy::{
     ApprovalSubject, CommandDecision, CommandDecisionInput, DenialDecision, Rules,
     SandboxDenialInput, decide_after_sandbox_denial, decide_command,
+    decide_when_sandbox_unavailable,
 };
 use keel_proto::v1 as pb;
 use keel_tool_model::{Escalation, Family, Invocation, Offered, family, parse_call};
@@ -446,18 +447,31 @@ pub(super) async fn run_command(
         },
     )
     .await;
-    let denied = sandboxed && first.output.as_ref().is_some_and(|o| o.sandbox_denied);
-    if !denied || cancel.is_cancelled() {
+    let (denied, unavailable) = match &first.output {
+        Some(o) if sandboxed => (o.sandbox_denied, o.sandbox_unavailable),
+        _ => (false, false),
+    };
+    if !(denied || unavailable) || cancel.is_cancelled() {
         return first.item;
     }
-    let approved = ctx.state(|s| s.approved_for_session.clone());
-    let next = decide_after_sandbox_denial(&SandboxDenialInput {
-        approval_policy: settings.approval_policy,
-        already_approved,
-        approval_key: &key,
-        approved_for_session: &approved,
-        proposed_amendment: amendment.as_deref(),
-    });
+    let next = if unavailable {
+        // Nothing ran; running it at all now means running it unconfined.
+        let why = first
+            .output
+            .as_ref()
+            .map(|o| o.output_preview.clone())
+            .unwrap_or_default();
+        decide_when_sandbox_unavailable(settings.approval_policy, &why)
+    } else {
+        let approved = ctx.state(|s| s.approved_for_session.clone());
+        decide_after_sandbox_denial(&SandboxDenialInput {
+            approval_policy: settings.approval_policy,
+            already_approved,
+            approval_key: &key,
+            approved_for_session: &approved,
+            proposed_amendment: amendment.as_deref(),
+        })
+    };
     let rerun = Run {
         shown: Some(shown.clone()),
         sandbox: Some(SandboxSettings::full_access()),

@@ -95,3 +95,49 @@ pub fn decide_after_sandbox_denial(input: &SandboxDenialInput<'_>) -> DenialDeci
         proposed_amendment: input.proposed_amendment.map(<[String]>::to_vec),
     }
 }
+
+/// When the tool-runner could not run a call because its host cannot
+/// enforce the sandbox (a restricted call is never run under a partial
+/// sandbox): under `never` the refusal goes to the model; under every other
+/// policy a person is asked whether to run it without the sandbox — every
+/// time, since approving a command (or its session key) approved it in the
+/// sandbox, not outside it. `why` is the tool-runner's text.
+pub fn decide_when_sandbox_unavailable(
+    approval_policy: ApprovalPolicy,
+    why: &str,
+) -> DenialDecision {
+    if approval_policy == ApprovalPolicy::Never {
+        return DenialDecision::ReturnToModel;
+    }
+    DenialDecision::Prompt {
+        reason: format!("{why}; run it without the sandbox?"),
+        proposed_amendment: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unenforceable_sandbox_is_put_to_a_person_except_under_never() {
+        let why = "the workspace-write sandbox cannot be enforced on this host (landlock missing)";
+        assert_eq!(
+            decide_when_sandbox_unavailable(ApprovalPolicy::Never, why),
+            DenialDecision::ReturnToModel
+        );
+        for policy in [
+            ApprovalPolicy::Untrusted,
+            ApprovalPolicy::OnFailure,
+            ApprovalPolicy::OnRequest,
+        ] {
+            match decide_when_sandbox_unavailable(policy, why) {
+                DenialDecision::Prompt {
+                    reason,
+                    proposed_amendment: None,
+                } => assert!(reason.starts_with(why) && reason.ends_with("without the sandbox?")),
+                other => panic!("{policy:?}: {other:?}"),
+            }
+        }
+    }
+}

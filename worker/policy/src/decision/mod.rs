@@ -15,7 +15,8 @@ use thiserror::Error;
 
 pub use command::{CommandDecision, CommandDecisionInput, decide_command};
 pub use denial::{
-    DenialDecision, SandboxDenialInput, decide_after_sandbox_denial, is_sandbox_denial,
+    DenialDecision, SandboxDenialInput, decide_after_sandbox_denial,
+    decide_when_sandbox_unavailable, is_sandbox_denial,
 };
 pub use key::{ApprovalKey, approval_key, canonicalize_command_for_approval};
 pub use patch::{
