@@ -17,6 +17,7 @@ use crate::format::{
 use crate::patch::apply::Change;
 use crate::patch::parser::{Hunk, parse_patch};
 use crate::patch::{PatchResult, apply_hunks, verify};
+use crate::sandbox::CallSandbox;
 use crate::workspace::Workspace;
 
 /// Which exec layout a successful (or I/O-failed) patch is reported in.
@@ -72,11 +73,14 @@ async fn run_text(ctx: &ToolContext<'_>, patch: &str, layout: Layout) -> ToolOut
 /// ReviewPatch); `Err` is the text RunTool would answer the model with.
 /// `arguments` as in RunTool: the raw patch when `custom`, else the JSON
 /// form.
+/// Under a sandboxed `sandbox`, a hunk naming a hidden path is refused
+/// before any file is read.
 pub fn review(
     arguments: &str,
     custom: bool,
     cwd: &Path,
     workspace: &Workspace,
+    sandbox: &CallSandbox,
 ) -> Result<Vec<Change>, String> {
     let patch = if custom {
         arguments.to_string()
@@ -85,6 +89,7 @@ pub fn review(
     };
     let hunks =
         parse_patch(&patch).map_err(|err| format!("apply_patch verification failed: {err}"))?;
+    hidden_paths_untouched(sandbox, &hunks, cwd)?;
     verify(&hunks, cwd, workspace).map_err(|refused| refused.text().to_string())
 }
 
@@ -104,6 +109,15 @@ pub async fn run_hunks(
             Err(err) => return ToolOutcome::failure(format!("patch rejected: {err}")),
         },
     };
+    // Before anything is read: a sandboxed patch must not read (its
+    // verification would tell what a file holds) or write a hidden path —
+    // the tool-runner's state, the blob store, Codex's home.
+    if let Err(text) = hidden_paths_untouched(ctx.sandbox, &hunks, &cwd) {
+        return ToolOutcome {
+            sandbox_denied: true,
+            ..ToolOutcome::failure(text)
+        };
+    }
     let workspace = ctx.workspace.clone();
     let sandbox = ctx.sandbox.clone();
     let start = Instant::now();
@@ -115,6 +129,22 @@ pub async fn run_hunks(
         Err(err) => return ToolOutcome::failure(format!("execution error: {err}")),
     };
     patch_outcome(result, start.elapsed(), layout, ctx.policy)
+}
+
+/// `Err` (the model's text) when a hunk of a sandboxed call names a path
+/// inside a hidden one.
+fn hidden_paths_untouched(sandbox: &CallSandbox, hunks: &[Hunk], cwd: &Path) -> Result<(), String> {
+    for hunk in hunks {
+        sandbox.check_visible(cwd, Path::new(hunk.path()))?;
+        if let Hunk::Update {
+            move_path: Some(dest),
+            ..
+        } = hunk
+        {
+            sandbox.check_visible(cwd, Path::new(dest))?;
+        }
+    }
+    Ok(())
 }
 
 /// The model's answer for a patch result.
