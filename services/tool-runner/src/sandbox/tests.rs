@@ -208,7 +208,8 @@ fn a_complete_host_refuses_nothing() {
 /// off.
 #[test]
 fn enforcement_is_required_by_default() {
-    let parts: [(&str, fn(&mut helper::ProbeReport)); 7] = [
+    type Break = fn(&mut helper::ProbeReport);
+    let parts: [(&str, Break); 7] = [
         ("filesystem restrictions", |r| r.landlock_enforced = false),
         ("protected paths", |r| r.mounts_enforced = false),
         ("hidden paths", |r| r.hidden_enforced = false),
@@ -271,14 +272,20 @@ fn hidden_paths_are_checked_for_the_cwd_and_patches() {
         hidden_paths: vec![state.clone(), base.join("missing")],
         ..settings(&full_report(), false)
     };
-    assert_eq!(settings.existing_hidden_paths(), [state.clone()]);
+    assert_eq!(
+        settings.existing_hidden_paths(),
+        std::slice::from_ref(&state)
+    );
     settings.check_cwd(&cwd).unwrap();
     let err = settings.check_cwd(&state.join("sub")).unwrap_err();
     assert!(err.contains("lies inside"), "{err}");
 
     let sandbox = CallSandbox::new(workspace_write(), &cwd, None, true)
         .with_hidden(settings.existing_hidden_paths());
-    assert_eq!(sandbox.confinement().unwrap().hidden, [state.clone()]);
+    assert_eq!(
+        sandbox.confinement().unwrap().hidden,
+        std::slice::from_ref(&state)
+    );
     let err = sandbox
         .check_write(&cwd, Path::new("state/123-4.process"))
         .unwrap_err();
