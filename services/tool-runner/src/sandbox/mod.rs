@@ -6,15 +6,23 @@
 //!   `$TMPDIR` and the configured roots, each minus its protected `.git`,
 //!   `.agents` and `.codex` — one computation for the commands' sandbox, the
 //!   file tools' checks and ReviewPatch;
+//! * hidden paths ([`SandboxSettings::hidden_paths`]: the tool-runner's
+//!   state, a `file://` blob store, Codex's home, `--hide-path`s) are masked
+//!   for everything sandboxed, and refused to sandboxed patches;
 //! * [`CallSandbox`] is one call's resolved sandbox: the write check the
 //!   tool-runner applies to its own file writes (apply_patch), and the
-//!   [`Confinement`] that commands are started under;
-//! * [`helper`] is the child side: `keel-tool-runner sandbox-exec` applies
-//!   the confinement to itself (read-only binds for protected paths in a
-//!   mount namespace, Landlock, seccomp, `no_new_privs`) and then executes
-//!   the command. A re-exec helper rather than a `pre_exec` hook, because
-//!   the workspace denies `unsafe` (Codex does the same);
-//! * [`status`] probes at startup what this host can enforce;
+//!   [`Confinement`] that commands and the reading file tools run under;
+//! * [`helper`] is the child side: `keel-tool-runner sandbox-exec`, started
+//!   with a clean environment, enters a PID namespace and forks
+//!   ([`init`]); PID 1 builds the command's view of the filesystem
+//!   ([`mounts`]: protected paths read-only, hidden paths masked, a
+//!   minimal `/dev`, its own `/proc`), applies Landlock, drops capabilities
+//!   ([`caps`]) and installs seccomp ([`seccomp`]), then runs the command —
+//!   or a [`job`] of tool code. A re-exec helper rather than a `pre_exec`
+//!   hook, because the workspace denies `unsafe` (Codex does the same);
+//! * [`status`] probes at startup what this host enforces ([`probe`]);
+//!   a restricted call it cannot fully enforce is refused unless the
+//!   operator passed `--insecure-partial-sandbox`;
 //! * [`denial`] is Codex's rule for telling a sandbox denial from an
 //!   ordinary failure.
 //!
