@@ -949,10 +949,12 @@ async fn hidden_paths_cannot_be_read_or_written() {
         "--blob-url",
         "file://{cwd}/blobs",
         "--hide-path",
-        "{cwd}/private:{cwd}/token.txt",
+        "{cwd}/private:{cwd}/token.txt:{cwd}/deep/er/hidden",
     ])
     .await;
     let cwd = env.cwd.clone();
+    std::fs::create_dir_all(cwd.join("deep/er/hidden")).unwrap();
+    std::fs::write(cwd.join("deep/er/hidden/secret"), "d33p\n").unwrap();
     std::fs::create_dir(cwd.join("private")).unwrap();
     std::fs::write(cwd.join("private/secret"), "s3cr3t\n").unwrap();
     std::fs::write(cwd.join("token.txt"), "t0k3n\n").unwrap();
@@ -977,7 +979,8 @@ async fn hidden_paths_cannot_be_read_or_written() {
     let script = "ls -A state blobs private; cat private/secret token.txt; \
                   echo '{\"pgid\":1,\"leader_start_ticks\":1}' > state/calls/1-1.process; \
                   echo x > state/x; echo x > blobs/x; echo x > private/x; echo x > token.txt; \
-                  rm -rf state blobs private; mv state moved; echo end";
+                  rm -rf state blobs private; mv state moved; \
+                  mv deep moved-deep; mv deep/er moved-er; echo end";
     for (id, policy) in [
         ("ws", workspace_write()),
         ("ro", mode(SandboxMode::ReadOnly)),
@@ -1015,6 +1018,17 @@ async fn hidden_paths_cannot_be_read_or_written() {
         "t0k3n\n"
     );
     assert!(!cwd.join("private/x").exists() && !cwd.join("moved").exists());
+    // A directory holding a hidden path cannot be moved away either (a
+    // command could put a look-alike in its place for later calls): the
+    // rename fails (EBUSY, or EXDEV where `mv` then copies what it can see
+    // — the empty mask — and cannot remove the original).
+    assert!(cwd.join("deep/er/hidden/secret").exists());
+    assert!(!cwd.join("moved-deep").exists(), "{:?}", walk(&cwd));
+    assert!(
+        !cwd.join("moved-er/hidden/secret").exists(),
+        "{:?}",
+        walk(&cwd)
+    );
     // apply_patch (which the tool-runner applies itself) refuses them too.
     let patch = "*** Begin Patch\n*** Add File: state/calls/2-2.process\n+{}\n*** End Patch";
     let resp = env

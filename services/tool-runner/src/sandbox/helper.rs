@@ -489,9 +489,20 @@ pub(super) fn confine(
                 .iter()
                 .flat_map(|root| root.read_only_subpaths.iter().map(PathBuf::as_path))
                 .collect();
+            let roots: Vec<&Path> = confinement
+                .writable
+                .iter()
+                .map(|root| root.root.as_path())
+                .collect();
+            let held: Vec<&Path> = protected
+                .iter()
+                .copied()
+                .chain(confinement.hidden.iter().map(PathBuf::as_path))
+                .collect();
             step(
                 require,
-                mounts::protect(&protected),
+                mounts::pin(&mounts::pinned_ancestors(&held, &roots))
+                    .and_then(|()| mounts::protect(&protected)),
                 &mut report.mounts_enforced,
                 &mut report.mounts_detail,
             )?;

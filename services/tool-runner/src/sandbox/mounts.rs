@@ -3,7 +3,9 @@
 //! bubblewrap pipeline does (codex-rs/linux-sandbox/src/bwrap.rs: `--ro-bind`
 //! of `.git`/`.codex` inside writable roots, `--dev /dev`, `--proc /proc`):
 //!
-//! 1. every mount made private, so nothing done here reaches the host;
+//! 1. every mount made private, so nothing done here reaches the host, and
+//!    the directories inside writable roots that hold a protected or hidden
+//!    path pinned in place ([`pin`]);
 //! 2. read-only binds of the protected paths inside writable roots (`.git`,
 //!    `.agents`, `.codex`): Landlock only ever adds rights down a tree, so a
 //!    writable cwd would make its `.git` writable too; the bind takes the
@@ -100,6 +102,50 @@ pub(super) fn map_ids(uid: Uid, gid: Gid) -> Result<(), MountError> {
 
 fn write_id_file(path: &'static str, text: &str) -> Result<(), MountError> {
     std::fs::write(path, text).map_err(|source| MountError::IdMap { path, source })
+}
+
+/// Pins `dirs` (existing directories) in place: each is bound onto itself,
+/// with what is mounted below it, so that it becomes a mount point, which
+/// `rename` refuses (EBUSY). Without this, a command could rename a
+/// writable directory that holds a hidden or protected path and put its
+/// own in its place, for the tool-runner (and later calls) to trust.
+pub(super) fn pin(dirs: &[PathBuf]) -> Result<(), MountError> {
+    for dir in dirs {
+        if !std::fs::symlink_metadata(dir).is_ok_and(|meta| meta.is_dir()) {
+            continue;
+        }
+        mount(
+            Some(dir),
+            dir,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|source| MountError::Bind {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// The directories to [`pin`]: every ancestor of a path in `held` that a
+/// writable root (`roots`) would let a command rename — one strictly
+/// inside a root — outermost first.
+pub(super) fn pinned_ancestors(held: &[&Path], roots: &[&Path]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for path in held {
+        for ancestor in path.ancestors().skip(1) {
+            let movable = roots
+                .iter()
+                .any(|root| ancestor.starts_with(root) && ancestor != *root);
+            if movable && !out.iter().any(|known| known == ancestor) {
+                out.push(ancestor.to_path_buf());
+            }
+        }
+    }
+    out.sort_by_key(|dir| dir.components().count());
+    out
 }
 
 /// Binds each existing path in `paths` read-only onto itself.
@@ -299,4 +345,24 @@ fn locked_flags(path: &Path) -> nix::Result<MsFlags> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ancestors_a_command_could_rename_are_pinned() {
+        let roots = [Path::new("/tmp"), Path::new("/tmp/w/cwd")];
+        let held = [
+            Path::new("/tmp/w/cwd/a/b/state"),
+            Path::new("/tmp/w/cwd/.git"),
+            Path::new("/srv/blobs"),
+        ];
+        assert_eq!(
+            pinned_ancestors(&held, &roots),
+            ["/tmp/w", "/tmp/w/cwd", "/tmp/w/cwd/a", "/tmp/w/cwd/a/b"].map(PathBuf::from)
+        );
+        assert!(pinned_ancestors(&held, &[]).is_empty());
+    }
 }
