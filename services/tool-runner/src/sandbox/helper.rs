@@ -417,6 +417,10 @@ fn run(args: &[OsString]) -> Result<ExitCode, HelperError> {
             let namespaces = init::enter(confinement.require)?;
             // PID 1 from here on.
             confine(&confinement, &namespaces)?;
+            // PID 1 stays visible to the command: its memory is not to be
+            // read or written through /proc/1/mem (the command's own
+            // `execve` makes the command dumpable again).
+            let _ = nix::sys::prctl::set_dumpable(false);
             limits.apply()?;
             match target {
                 Target::Command { program, args } => {
