@@ -1357,3 +1357,41 @@ fn isolated(status: &GetSandboxStatusResponse) -> bool {
     }
     status.processes_isolated
 }
+
+/// Sandboxed patches are written by the confined helper, the patch's
+/// changes going through its stdin: a 256 KiB file (twice the kernel's
+/// limit for one argument) is written whole, and an approved unsandboxed
+/// patch writes its own directories.
+#[tokio::test]
+async fn patches_are_written_confined_whatever_their_size() {
+    let mut env = Env::start(&[]).await;
+    if !filesystem_enforced(&env.status) {
+        return;
+    }
+    let line = "x".repeat(1023);
+    let body: String = (0..256).map(|_| format!("+{line}\n")).collect();
+    let patch = format!("*** Begin Patch\n*** Add File: big.txt\n{body}*** End Patch");
+    assert!(patch.len() > 256 * 1024);
+    let resp = env
+        .run("big", 0, "apply_patch", &patch, workspace_write())
+        .await;
+    assert!(resp.success, "{}", resp.output_preview);
+    let written = std::fs::read_to_string(env.cwd.join("big.txt")).unwrap();
+    assert_eq!(written.len(), 256 * 1024);
+    let outside = env.outside.join("approved.txt");
+    let patch = format!(
+        "*** Begin Patch\n*** Add File: {}\n+ok\n*** End Patch",
+        outside.display()
+    );
+    let resp = env
+        .run(
+            "approved",
+            1,
+            "apply_patch",
+            &patch,
+            mode(SandboxMode::DangerFullAccess),
+        )
+        .await;
+    assert!(resp.success, "{}", resp.output_preview);
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "ok\n");
+}

@@ -1,6 +1,7 @@
 //! The jobs a confined helper runs in-process (`keel-tool-runner
 //! sandbox-exec --policy P --job`): tool code that must see the filesystem
-//! and the processes exactly as a sandboxed command does. Each job is a
+//! and the processes exactly as a sandboxed command does, and patches that
+//! must write only where the sandbox allows. Each job is a
 //! plain struct of its tool's module implementing [`ConfinedJob`]; [`Job`]
 //! is what travels on the helper's stdin. The tool-runner side is
 //! [`crate::exec::Executor::run_job`].
@@ -8,6 +9,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::tools::apply_patch::ApplyPatchJob;
 use crate::tools::grep::GrepJob;
 use crate::tools::list_dir::ListDirJob;
 use crate::tools::read_file::ReadFileJob;
@@ -32,6 +34,7 @@ pub enum Job {
     ListDir(ListDirJob),
     GrepFiles(GrepJob),
     ViewImage(ViewImageJob),
+    ApplyPatch(ApplyPatchJob),
 }
 
 impl Job {
@@ -47,6 +50,7 @@ impl Job {
             Self::ListDir(job) => output(job),
             Self::GrepFiles(job) => output(job),
             Self::ViewImage(job) => output(job),
+            Self::ApplyPatch(job) => output(job),
         }
     }
 }

@@ -409,22 +409,28 @@ impl CallSandbox {
         })
     }
 
-    /// The confinement for writing exactly `dirs` (a patch the user
-    /// approved outside the policy's roots): those directories writable,
-    /// minus their protected paths, the hidden paths masked, no network.
+    /// The confinement for writing exactly under `dirs` (an unsandboxed
+    /// patch, which the user approved: the directories it writes, as they
+    /// are now): those directories writable — protected paths included, the
+    /// user approved — the hidden paths masked, no network. Best effort:
+    /// on a host that enforces less, what it enforces only narrows an
+    /// unsandboxed write.
     pub fn confinement_writing(&self, dirs: &[PathBuf]) -> Confinement {
         let mut writable: Vec<WritableRoot> = Vec::new();
         for dir in dirs {
             if writable.iter().any(|root| root.root == *dir) {
                 continue;
             }
-            writable.push(WritableRoot::new(dir.clone(), false));
+            writable.push(WritableRoot {
+                root: dir.clone(),
+                read_only_subpaths: Vec::new(),
+            });
         }
         Confinement {
             writable,
             hidden: self.hidden.clone(),
             restrict_network: true,
-            require: self.require,
+            require: false,
         }
     }
 
