@@ -230,16 +230,39 @@ struct SandboxArgs {
     /// danger-full-access.
     #[arg(long, env = "KEEL_DEFAULT_SANDBOX", default_value = "workspace-write")]
     default_sandbox: SandboxMode,
-    /// Refuse (FAILED_PRECONDITION) restricted commands this host cannot
-    /// confine, instead of running them with whatever it can enforce. The
-    /// variable takes 1/0, true/false, yes/no, on/off.
+    /// INSECURE: run restricted calls with whatever this host can enforce
+    /// instead of refusing those it cannot fully confine (the default
+    /// refuses them: RunTool answers `sandbox_unavailable`). The variable
+    /// takes 1/0, true/false, yes/no, on/off.
+    #[arg(
+        long,
+        env = "KEEL_INSECURE_PARTIAL_SANDBOX",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    insecure_partial_sandbox: bool,
+    /// Formerly made enforcement required; it is now the default, and the
+    /// flag is accepted and ignored.
     #[arg(
         long,
         env = "KEEL_REQUIRE_SANDBOX",
+        hide = true,
         action = clap::ArgAction::SetTrue,
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     require_sandbox: bool,
+    /// A directory or file sandboxed commands and file tools can neither
+    /// read nor write (an empty read-only one is mounted in its place);
+    /// repeatable. Added to the tool-runner's state directory, a `file://`
+    /// blob store's directory and Codex's home, which are always hidden.
+    /// Paths that do not exist are skipped.
+    #[arg(
+        long = "hide-path",
+        env = "KEEL_HIDE_PATHS",
+        value_name = "PATH",
+        value_delimiter = ':'
+    )]
+    hide_paths: Vec<PathBuf>,
 }
 
 /// How often the journal is pruned.
@@ -377,7 +400,11 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
     );
     let limits = args.limits.limits();
     log_limits(&limits);
-    let (executor, sandbox) = sandbox_settings(&args.sandbox, &env_policy)?;
+    let hidden = hidden_paths(&args.sandbox, &cwd, &state_dir, &blob_url);
+    let (executor, sandbox) = sandbox_settings(&args.sandbox, &env_policy, hidden)?;
+    if let Err(why) = sandbox.check_cwd(&default_cwd) {
+        tracing::warn!("--default-cwd cannot be used by calls: {why}");
+    }
     let executor = executor
         .with_process_records(records)
         .with_resource_limits(limits);
@@ -431,40 +458,85 @@ fn log_limits(limits: &ResourceLimits) {
     }
 }
 
+/// What sandboxed commands and file tools cannot see: the tool-runner's
+/// state directory (journal, process records), a `file://` blob store's
+/// directory, Codex's home (`$CODEX_HOME`, else `$HOME/.codex`: auth.json,
+/// config.toml) and the operator's `--hide-path`s, absolute.
+fn hidden_paths(args: &SandboxArgs, cwd: &Path, state_dir: &Path, blob_url: &str) -> Vec<PathBuf> {
+    let mut paths = vec![state_dir.to_path_buf()];
+    paths.extend(file_blob_dir(blob_url));
+    let codex_home = std::env::var_os("CODEX_HOME")
+        .filter(|home| !home.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".codex")));
+    paths.extend(codex_home);
+    paths.extend(args.hide_paths.iter().cloned());
+    let mut out: Vec<PathBuf> = Vec::new();
+    for path in paths {
+        let path = cwd.join(path);
+        // Canonical where it exists already; checked again at each call.
+        let path = std::fs::canonicalize(&path).unwrap_or(path);
+        if !out.contains(&path) {
+            out.push(path);
+        }
+    }
+    out
+}
+
 /// The executor with this binary as its sandbox helper, and the sandbox
 /// settings with what the host enforces (probed and logged now).
 fn sandbox_settings(
     args: &SandboxArgs,
     env_policy: &EnvPolicy,
+    hidden_paths: Vec<PathBuf>,
 ) -> anyhow::Result<(Executor, SandboxSettings)> {
     let helper = std::env::current_exe().context("cannot find the tool-runner's own binary")?;
-    let status = SandboxStatus::probe(&helper);
-    let complete =
-        status.filesystem_enforced && status.network_enforced && status.protected_paths_enforced;
-    if complete {
-        tracing::info!(mechanism = %status.mechanism, default_sandbox = %args.default_sandbox, require_sandbox = args.require_sandbox, "sandbox enforced");
-    } else if args.require_sandbox {
-        tracing::warn!(mechanism = %status.mechanism, detail = %status.detail, default_sandbox = %args.default_sandbox, "sandbox incomplete: restricted commands it cannot confine are refused (--require-sandbox)");
+    let status = SandboxStatus::probe(&helper, &std::env::temp_dir());
+    if args.require_sandbox {
+        tracing::info!(
+            "--require-sandbox (KEEL_REQUIRE_SANDBOX) is the default now and has no effect"
+        );
+    }
+    let hidden = hidden_paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>();
+    if status.complete() {
+        tracing::info!(mechanism = %status.mechanism, default_sandbox = %args.default_sandbox, hidden_paths = ?hidden, "sandbox enforced");
+    } else if args.insecure_partial_sandbox {
+        tracing::warn!(
+            mechanism = %status.mechanism,
+            not_enforced = %status.detail(),
+            default_sandbox = %args.default_sandbox,
+            "INSECURE: --insecure-partial-sandbox: restricted calls run although this host does not enforce everything their sandbox promises; not enforced: {}",
+            status.detail()
+        );
     } else {
-        tracing::warn!(mechanism = %status.mechanism, detail = %status.detail, default_sandbox = %args.default_sandbox, "sandbox incomplete: restricted commands run with what this host enforces; pass --require-sandbox to refuse them");
+        tracing::warn!(mechanism = %status.mechanism, detail = %status.detail(), default_sandbox = %args.default_sandbox, "sandbox incomplete: restricted calls this host cannot fully confine are refused (sandbox_unavailable); --insecure-partial-sandbox runs them anyway");
     }
     let executor =
         Executor::with_env_policy(std::env::vars_os(), env_policy).with_sandbox_helper(helper);
     let settings = SandboxSettings {
         default_policy: SandboxPolicy::new(args.default_sandbox),
-        require: args.require_sandbox,
+        allow_partial: args.insecure_partial_sandbox,
+        hidden_paths,
         status,
     };
     Ok((executor, settings))
 }
 
+/// The directory of a `file://` blob store.
+fn file_blob_dir(blob_url: &str) -> Option<PathBuf> {
+    url::Url::parse(blob_url)
+        .ok()
+        .filter(|url| url.scheme() == "file")
+        .and_then(|url| url.to_file_path().ok())
+}
+
 /// `tool-runner-state` next to a `file://` blob store's directory; for
 /// another store, a new temporary directory.
 fn default_state_dir(blob_url: &str) -> anyhow::Result<PathBuf> {
-    let blob_dir = url::Url::parse(blob_url)
-        .ok()
-        .filter(|url| url.scheme() == "file")
-        .and_then(|url| url.to_file_path().ok());
+    let blob_dir = file_blob_dir(blob_url);
     if let Some(parent) = blob_dir.as_deref().and_then(Path::parent) {
         return Ok(parent.join(STATE_DIR_NAME));
     }

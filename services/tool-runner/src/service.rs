@@ -171,21 +171,59 @@ impl ToolRunner {
             .map_err(|err| Status::invalid_argument(err.to_string()))
     }
 
-    /// One call's sandbox in its (canonical) cwd.
+    /// One call's sandbox in its (canonical) cwd, with the hidden paths
+    /// that exist now.
     fn call_sandbox(&self, policy: SandboxPolicy, cwd: &Path) -> CallSandbox {
         let tmpdir = self
             .inner
             .executor
             .inherited_var("TMPDIR")
             .map(PathBuf::from);
-        CallSandbox::new(policy, cwd, tmpdir.as_deref(), self.inner.sandbox.require)
+        let settings = &self.inner.sandbox;
+        CallSandbox::new(policy, cwd, tmpdir.as_deref(), settings.require())
+            .with_hidden(settings.existing_hidden_paths())
     }
 
-    /// The session cwd (canonical) for a request's `cwd`.
-    fn session_cwd(&self, cwd: &str) -> Result<PathBuf, WorkspaceError> {
-        self.inner
+    /// The session cwd (canonical) for a request's `cwd`: inside the
+    /// workspace, and not inside a hidden path (its commands could not see
+    /// it). `Err` is the text for the model.
+    fn session_cwd(&self, cwd: &str) -> Result<PathBuf, String> {
+        let cwd = self
+            .inner
             .workspace
             .resolve_existing(&self.inner.default_cwd, Path::new(cwd))
+            .map_err(|err: WorkspaceError| err.to_string())?;
+        self.inner.sandbox.check_cwd(&cwd)?;
+        Ok(cwd)
+    }
+
+    /// RunTool's answer to a call whose sandbox this host cannot enforce:
+    /// not an error, but an output the model (or, first, the user asked
+    /// whether to run it unsandboxed) gets, flagged `sandbox_unavailable`.
+    /// Nothing ran, so nothing is journaled: a retry is refused the same
+    /// way, and an approved re-run comes as another attempt.
+    async fn sandbox_unavailable(
+        &self,
+        req: &RunToolRequest,
+        text: String,
+    ) -> Result<RunToolResponse, Status> {
+        let item = serde_json::json!({
+            "type": if req.custom { "custom_tool_call_output" } else { "function_call_output" },
+            "call_id": req.call_id,
+            "output": text,
+        });
+        let digest = self.inner.blobs.put_json(&item).await.map_err(|err| {
+            Status::unavailable(format!("cannot store the tool output item: {err}"))
+        })?;
+        Ok(RunToolResponse {
+            output_item_digest: digest,
+            success: false,
+            output_preview: crate::format::cut_at_char_boundary(&text, DISPLAY_LIMIT_BYTES)
+                .to_string(),
+            command: None,
+            sandbox_denied: false,
+            sandbox_unavailable: true,
+        })
     }
 }
 
@@ -213,6 +251,12 @@ impl ToolService for ToolRunner {
         let policy = inner.sandbox.default_policy.clone();
         if let Some(refusal) = inner.sandbox.refusal(&policy) {
             return Err(Status::failed_precondition(refusal));
+        }
+        if policy.is_sandboxed() {
+            inner
+                .sandbox
+                .check_cwd(&cwd)
+                .map_err(Status::failed_precondition)?;
         }
         let sandbox = self.call_sandbox(policy, &cwd).confinement();
         let spec = ExecSpec {
@@ -248,13 +292,17 @@ impl ToolService for ToolRunner {
             req.call_item_digest.clear();
         }
         let policy = self.sandbox_policy(req.sandbox.as_ref())?;
-        // Only commands need the platform sandbox; the tool-runner checks
-        // its own file writes itself.
-        if is_command_tool(&req.tool_name)
+        // Commands and the file tools run confined; apply_patch writes only
+        // where the tool-runner's own check allows (and never into a
+        // hidden path), so it is not refused here.
+        if runs_confined(&req.tool_name)
             && let Some(refusal) = self.inner.sandbox.refusal(&policy)
         {
             tracing::warn!(session_id = %req.session_id, call_id = %req.call_id, tool = %req.tool_name, "{refusal}");
-            return Err(Status::failed_precondition(refusal));
+            return self
+                .sandbox_unavailable(&req, refusal)
+                .await
+                .map(Response::new);
         }
         self.run_tool_once(req).await.map(Response::new)
     }
@@ -398,13 +446,22 @@ impl ToolService for ToolRunner {
         &self,
         _request: Request<GetSandboxStatusRequest>,
     ) -> Result<Response<GetSandboxStatusResponse>, Status> {
-        Ok(Response::new(self.inner.sandbox.status.to_proto()))
+        let sandbox = &self.inner.sandbox;
+        Ok(Response::new(
+            sandbox.status.to_proto(&sandbox.hidden_paths),
+        ))
     }
 }
 
-/// The tools that start commands, which the platform sandbox confines.
-fn is_command_tool(tool_name: &str) -> bool {
+/// The tools that run inside the platform sandbox under a sandboxed
+/// policy: those that start commands, and the file tools that read
+/// (`read_file`, `list_dir`, `grep_files`, `view_image`).
+fn runs_confined(tool_name: &str) -> bool {
     crate::calls::is_shell_family(tool_name)
+        || matches!(
+            tool_name,
+            "read_file" | "list_dir" | "grep_files" | "view_image"
+        )
 }
 
 /// A call id is required; NUL is refused in both ids so that the journal's
@@ -488,7 +545,9 @@ fn checked_dir(
 fn exec_status(err: ExecError) -> Status {
     let message = err.to_string();
     match &err {
-        ExecError::EmptyArgv | ExecError::InvalidEnvName(_) => Status::invalid_argument(message),
+        ExecError::EmptyArgv | ExecError::InvalidEnvName(_) | ExecError::RefusedEnvVar { .. } => {
+            Status::invalid_argument(message)
+        }
         ExecError::Spawn { source, .. } => match source.kind() {
             ErrorKind::NotFound => Status::not_found(message),
             ErrorKind::PermissionDenied => Status::failed_precondition(message),

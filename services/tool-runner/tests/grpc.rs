@@ -13,7 +13,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use keel_proto::v1::tool_service_client::ToolServiceClient;
-use keel_proto::v1::{CancelToolCallRequest, ExecRequest, RunToolRequest};
+use keel_proto::v1::{
+    CancelToolCallRequest, ExecRequest, RunToolRequest, SandboxMode, SandboxPolicy,
+};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tonic::transport::Channel;
@@ -119,8 +121,16 @@ async fn serves_exec_and_run_tool() {
     server.child.kill().await.unwrap();
 }
 
+/// A `shell` call under danger-full-access: these tests follow the
+/// command's processes by the pids it prints (`$$`, `$!`), and a sandboxed
+/// command only knows its pids inside a PID namespace of its own (its
+/// cancellation and background processes are tested in tests/sandbox.rs).
 fn shell_call(call_id: &str, script: &str) -> RunToolRequest {
     RunToolRequest {
+        sandbox: Some(SandboxPolicy {
+            mode: SandboxMode::DangerFullAccess.into(),
+            ..Default::default()
+        }),
         session_id: "s".into(),
         call_id: call_id.into(),
         tool_name: "shell".into(),

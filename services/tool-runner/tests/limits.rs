@@ -26,10 +26,12 @@ const XFSZ_EXIT: i32 = 128 + libc::SIGXFSZ;
 const XCPU_EXIT: i32 = 128 + libc::SIGXCPU;
 /// Configuration that must not leak in from the environment running the
 /// tests.
-const CLEARED_VARS: [&str; 9] = [
+const CLEARED_VARS: [&str; 11] = [
     "KEEL_TOOL_RUNNER_STATE_DIR",
     "KEEL_DEFAULT_SANDBOX",
     "KEEL_REQUIRE_SANDBOX",
+    "KEEL_INSECURE_PARTIAL_SANDBOX",
+    "KEEL_HIDE_PATHS",
     "KEEL_WORKSPACE_ROOTS",
     "KEEL_RLIMIT_CPU_SECS",
     "KEEL_RLIMIT_AS_MB",

@@ -21,8 +21,8 @@ use std::time::Duration;
 use keel_proto::v1::file_change::Kind;
 use keel_proto::v1::tool_service_client::ToolServiceClient;
 use keel_proto::v1::{
-    GetSandboxStatusRequest, GetSandboxStatusResponse, ReviewPatchRequest, RunToolRequest,
-    RunToolResponse, SandboxMode, SandboxPolicy,
+    ExecRequest, GetSandboxStatusRequest, GetSandboxStatusResponse, ReviewPatchRequest,
+    RunToolRequest, RunToolResponse, SandboxMode, SandboxPolicy,
 };
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
@@ -41,6 +41,12 @@ struct Env {
 
 impl Env {
     async fn start(extra: &[&str]) -> Self {
+        Self::start_with(extra, &[]).await
+    }
+
+    /// With `{base}` and `{cwd}` in `extra` replaced by the paths, and
+    /// `vars` set for the tool-runner.
+    async fn start_with(extra: &[&str], vars: &[(&str, &str)]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let base = std::fs::canonicalize(tmp.path()).unwrap();
         let cwd = base.join("cwd");
@@ -49,20 +55,41 @@ impl Env {
         std::fs::write(cwd.join(".git/config"), "[core]\n").unwrap();
         std::fs::create_dir(&outside).unwrap();
         let addr_file = base.join("addr");
-        let child = Command::new(env!("CARGO_BIN_EXE_keel-tool-runner"))
+        let extra: Vec<String> = extra
+            .iter()
+            .map(|arg| {
+                arg.replace("{cwd}", &cwd.display().to_string())
+                    .replace("{base}", &base.display().to_string())
+            })
+            .collect();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keel-tool-runner"));
+        command
             .arg("--addr-file")
             .arg(&addr_file)
-            .arg("--blob-url")
-            .arg(format!("file://{}", base.join("blobs").display()))
             .arg("--default-cwd")
-            .arg(&cwd)
-            .arg("--workspace-root")
-            .arg(&base)
-            .args(extra)
-            .env_remove("KEEL_TOOL_RUNNER_STATE_DIR")
-            .env_remove("KEEL_DEFAULT_SANDBOX")
-            .env_remove("KEEL_REQUIRE_SANDBOX")
-            .env_remove("KEEL_WORKSPACE_ROOTS")
+            .arg(&cwd);
+        if !extra.iter().any(|arg| arg == "--blob-url") {
+            command
+                .arg("--blob-url")
+                .arg(format!("file://{}", base.join("blobs").display()));
+        }
+        if !extra.iter().any(|arg| arg == "--allow-any-workspace") {
+            command.arg("--workspace-root").arg(&base);
+        }
+        for var in [
+            "KEEL_TOOL_RUNNER_STATE_DIR",
+            "KEEL_DEFAULT_SANDBOX",
+            "KEEL_REQUIRE_SANDBOX",
+            "KEEL_INSECURE_PARTIAL_SANDBOX",
+            "KEEL_HIDE_PATHS",
+            "KEEL_WORKSPACE_ROOTS",
+            "KEEL_ALLOW_ANY_WORKSPACE",
+        ] {
+            command.env_remove(var);
+        }
+        let child = command
+            .args(&extra)
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -120,6 +147,15 @@ impl Env {
     }
 }
 
+/// The command's output inside a `shell` response (structured: JSON with
+/// an `output` field), or the preview itself when it is plain text.
+fn output(resp: &RunToolResponse) -> String {
+    serde_json::from_str::<serde_json::Value>(&resp.output_preview)
+        .ok()
+        .and_then(|v| v["output"].as_str().map(str::to_string))
+        .unwrap_or_else(|| resp.output_preview.clone())
+}
+
 fn argv_args(script: &str) -> String {
     serde_json::json!({ "command": ["sh", "-c", script], "timeout_ms": 30_000 }).to_string()
 }
@@ -171,13 +207,21 @@ async fn this_host_reports_full_enforcement() {
     // The machines Keel is built on (and CI) have Landlock, seccomp and
     // mount namespaces (shared notes, environment.md); a laptop may not,
     // and then says why.
-    if env.status.filesystem_enforced && env.status.network_enforced {
+    let status = &env.status;
+    if status.filesystem_enforced && status.network_enforced {
         assert!(
-            env.status.mechanism.contains("landlock abi")
-                && env.status.mechanism.contains("seccomp"),
-            "{:?}",
-            env.status
+            status.mechanism.contains("landlock abi") && status.mechanism.contains("seccomp"),
+            "{status:?}"
         );
+        // Every part is probed for real, and on these machines all hold.
+        assert!(
+            status.protected_paths_enforced
+                && status.processes_isolated
+                && status.hidden_paths_enforced
+                && status.privileges_dropped,
+            "{status:?}"
+        );
+        assert_eq!(status.detail, "", "{status:?}");
     } else {
         assert!(!env.status.detail.is_empty(), "{:?}", env.status);
     }
@@ -669,41 +713,686 @@ async fn review_patch_reports_what_run_tool_would_say() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 }
 
+/// Enforcement is required by default: with the probe unable to run (a
+/// real condition: no writable temporary directory for it), every
+/// restricted call is answered `sandbox_unavailable` instead of running
+/// unconfined; danger-full-access still runs, and so does everything with
+/// `--insecure-partial-sandbox`.
 #[tokio::test]
-async fn require_sandbox_refuses_only_what_cannot_be_enforced() {
-    let mut env = Env::start(&["--require-sandbox", "--default-sandbox", "read-only"]).await;
+async fn a_sandbox_the_host_cannot_enforce_is_refused_by_default() {
+    let no_tmp = [("TMPDIR", "/nonexistent/keel-no-tmp")];
+    let mut env = Env::start_with(&["--default-sandbox", "read-only"], &no_tmp).await;
+    assert!(!env.status.filesystem_enforced, "{:?}", env.status);
+    assert!(!env.status.processes_isolated && !env.status.hidden_paths_enforced);
+    assert!(
+        env.status.detail.contains("probe directory"),
+        "{:?}",
+        env.status
+    );
+    let marker = env.cwd.join("ran");
+    let script = format!("touch {}", marker.display());
+    for (id, policy) in [
+        ("ws", workspace_write()),
+        ("ro", mode(SandboxMode::ReadOnly)),
+    ] {
+        let resp = env.sh(id, &script, policy).await;
+        assert!(!resp.success && resp.sandbox_unavailable, "{resp:?}");
+        assert!(!resp.sandbox_denied);
+        assert!(
+            resp.output_preview.starts_with(&format!(
+                "the {} sandbox cannot be enforced on this host (",
+                if id == "ws" {
+                    "workspace-write"
+                } else {
+                    "read-only"
+                }
+            )),
+            "{}",
+            resp.output_preview
+        );
+        // The model's item says the same.
+        assert!(!resp.output_item_digest.is_empty());
+    }
+    // The default policy (read-only here) is refused too, file tools as
+    // well as commands.
+    let read = serde_json::json!({ "file_path": env.cwd.join(".git/config") }).to_string();
     let resp = env
         .client
         .run_tool(RunToolRequest {
             session_id: "s".into(),
-            call_id: "r".into(),
-            tool_name: "shell".into(),
-            arguments: argv_args("echo x > a.txt"),
+            call_id: "default".into(),
+            tool_name: "read_file".into(),
+            arguments: read,
             cwd: env.cwd.display().to_string(),
             ..Default::default()
         })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.sandbox_unavailable, "{resp:?}");
+    assert!(!marker.exists(), "a refused command ran");
+    // danger-full-access never needs the sandbox.
+    let resp = env
+        .sh("full", &script, mode(SandboxMode::DangerFullAccess))
         .await;
-    if env.status.filesystem_enforced && env.status.network_enforced {
-        // Enforced: the default (read-only) applies and refuses the write.
-        let resp = resp.unwrap().into_inner();
-        assert_denied(&resp, "a write under the default read-only sandbox");
-    } else {
-        let err = resp.unwrap_err();
-        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(resp.success && !resp.sandbox_unavailable, "{resp:?}");
+    assert!(marker.exists());
+    env.child.kill().await.unwrap();
+
+    // The operator can accept a partial sandbox, loudly.
+    let mut env = Env::start_with(&["--insecure-partial-sandbox"], &no_tmp).await;
+    let resp = env.sh("ws", "echo ran", workspace_write()).await;
+    assert!(resp.success && !resp.sandbox_unavailable, "{resp:?}");
+    env.child.kill().await.unwrap();
+}
+
+/// Hole 1: a sandboxed command sees no other process — not the
+/// tool-runner, not its environment — and cannot signal it.
+#[tokio::test]
+async fn commands_cannot_see_or_signal_other_processes() {
+    let secret = "sk-keel-test-secret-0123456789";
+    let mut env = Env::start_with(&[], &[("OPENAI_API_KEY", secret)]).await;
+    if !isolated(&env.status) {
+        return;
+    }
+    let pid = env.child.id().unwrap();
+    for (id, policy) in [
+        ("ws", workspace_write()),
+        ("ro", mode(SandboxMode::ReadOnly)),
+    ] {
+        let script = format!(
+            "echo pids: $(ls /proc | grep -x '[0-9]*' | tr '\\n' ' '); \
+             xargs -0 -n1 < /proc/{pid}/environ; \
+             kill -9 {pid}; echo kill=$?; test -e /proc/{pid} && echo visible; echo pid=$$"
+        );
+        let resp = env.sh(&format!("see-{id}"), &script, policy).await;
+        let out = &output(&resp);
+        assert!(!out.contains(secret), "{id}: the secret leaked: {out}");
+        assert!(out.contains("kill=1"), "{id}: {out}");
+        assert!(!out.contains("visible"), "{id}: {out}");
+        // PID 1 (the helper) and the shell, and whatever the pipeline
+        // started; never the tool-runner.
+        let pids = out
+            .lines()
+            .find_map(|line| line.strip_prefix("pids:"))
+            .unwrap_or_else(|| panic!("{id}: {out}"));
         assert!(
-            err.message().contains("--require-sandbox"),
-            "{}",
-            err.message()
+            !pids.split_whitespace().any(|p| p == pid.to_string()),
+            "{id}: {out}"
+        );
+        assert!(
+            pids.split_whitespace()
+                .all(|p| p.parse::<u32>().is_ok_and(|p| p < 100)),
+            "{id}: {out}"
         );
     }
-    // danger-full-access never needs the sandbox.
+    // Unsandboxed, the same command does see it: the sandbox made the
+    // difference.
     let resp = env
         .sh(
             "full",
-            "echo x > a.txt",
+            &format!("xargs -0 -n1 < /proc/{pid}/environ"),
+            mode(SandboxMode::DangerFullAccess),
+        )
+        .await;
+    assert!(output(&resp).contains(secret), "{}", resp.output_preview);
+    // Alive and serving.
+    assert!(env.child.try_wait().unwrap().is_none());
+    let resp = env.sh("alive", "echo alive", workspace_write()).await;
+    assert!(resp.success, "{}", resp.output_preview);
+}
+
+/// Hole 1 for the file tools: under a sandbox they run confined, so
+/// `read_file` cannot read another process's environment either (with a
+/// workspace that allows any path, so that only the sandbox stands in the
+/// way), nor a hidden path; ordinary files read as before.
+#[tokio::test]
+async fn file_tools_run_confined() {
+    let secret = "sk-keel-test-secret-file-tools";
+    let mut env = Env::start_with(
+        &["--allow-any-workspace", "--hide-path", "{cwd}/private"],
+        &[("OPENAI_API_KEY", secret)],
+    )
+    .await;
+    if !isolated(&env.status) {
+        return;
+    }
+    std::fs::create_dir(env.cwd.join("private")).unwrap();
+    std::fs::write(env.cwd.join("private/key.txt"), format!("{secret}\n")).unwrap();
+    std::fs::write(env.cwd.join("notes.txt"), "hello\nworld\n").unwrap();
+    let pid = env.child.id().unwrap();
+    let read = |path: String| serde_json::json!({ "file_path": path }).to_string();
+    let environ = format!("/proc/{pid}/environ");
+    for (id, policy) in [
+        ("ws", workspace_write()),
+        ("ro", mode(SandboxMode::ReadOnly)),
+    ] {
+        let resp = env
+            .run(
+                &format!("env-{id}"),
+                0,
+                "read_file",
+                &read(environ.clone()),
+                policy.clone(),
+            )
+            .await;
+        assert!(!resp.success, "{id}: {}", resp.output_preview);
+        assert!(!resp.output_preview.contains(secret), "{id}");
+        let hidden = env.cwd.join("private/key.txt").display().to_string();
+        let resp = env
+            .run(
+                &format!("hidden-{id}"),
+                0,
+                "read_file",
+                &read(hidden),
+                policy.clone(),
+            )
+            .await;
+        assert!(
+            !resp.success && !resp.output_preview.contains(secret),
+            "{id}: {}",
+            resp.output_preview
+        );
+        let list = serde_json::json!({ "dir_path": env.cwd.join("private") }).to_string();
+        let resp = env
+            .run(&format!("list-{id}"), 0, "list_dir", &list, policy.clone())
+            .await;
+        assert!(
+            !resp.output_preview.contains("key.txt"),
+            "{id}: {}",
+            resp.output_preview
+        );
+        let grep = serde_json::json!({ "pattern": "sk-keel" }).to_string();
+        let resp = env
+            .run(
+                &format!("grep-{id}"),
+                0,
+                "grep_files",
+                &grep,
+                policy.clone(),
+            )
+            .await;
+        assert_eq!(resp.output_preview, "No matches found.", "{id}");
+        let notes = env.cwd.join("notes.txt").display().to_string();
+        let resp = env
+            .run(&format!("notes-{id}"), 0, "read_file", &read(notes), policy)
+            .await;
+        assert!(resp.success, "{id}: {}", resp.output_preview);
+        assert_eq!(resp.output_preview, "L1: hello\nL2: world");
+    }
+    // Unsandboxed the file tools run in the tool-runner, as before, and
+    // the same read works: the sandbox made the difference.
+    let resp = env
+        .run(
+            "env-full",
+            0,
+            "read_file",
+            &read(environ),
+            mode(SandboxMode::DangerFullAccess),
+        )
+        .await;
+    assert!(
+        resp.success && resp.output_preview.starts_with("L1: "),
+        "{}",
+        resp.output_preview
+    );
+}
+
+/// Hole 3: the tool-runner's state directory, a `file://` blob store and
+/// `--hide-path`s cannot be read or written by a sandboxed command even
+/// inside its writable cwd, so it cannot forge results or plant a
+/// `.process` record for the next start to kill.
+#[tokio::test]
+async fn hidden_paths_cannot_be_read_or_written() {
+    let mut env = Env::start(&[
+        "--state-dir",
+        "{cwd}/state",
+        "--blob-url",
+        "file://{cwd}/blobs",
+        "--hide-path",
+        "{cwd}/private:{cwd}/token.txt:{cwd}/deep/er/hidden",
+    ])
+    .await;
+    let cwd = env.cwd.clone();
+    std::fs::create_dir_all(cwd.join("deep/er/hidden")).unwrap();
+    std::fs::write(cwd.join("deep/er/hidden/secret"), "d33p\n").unwrap();
+    std::fs::create_dir(cwd.join("private")).unwrap();
+    std::fs::write(cwd.join("private/secret"), "s3cr3t\n").unwrap();
+    std::fs::write(cwd.join("token.txt"), "t0k3n\n").unwrap();
+    for path in ["state", "blobs", "private", "token.txt"] {
+        let path = cwd.join(path).display().to_string();
+        assert!(env.status.hidden_paths.contains(&path), "{:?}", env.status);
+    }
+    if !env.status.hidden_paths_enforced {
+        assert!(!env.status.detail.is_empty());
+        return;
+    }
+    // A first call puts something in the blob store and the journal.
+    let resp = env.sh("first", "echo first", workspace_write()).await;
+    assert!(resp.success, "{}", resp.output_preview);
+    let before = |dir: &str| {
+        let mut names: Vec<String> = walk(&cwd.join(dir));
+        names.sort();
+        names
+    };
+    let (state, blobs) = (before("state"), before("blobs"));
+    assert!(!state.is_empty() && !blobs.is_empty());
+    let script = "ls -A state blobs private; cat private/secret token.txt; \
+                  echo '{\"pgid\":1,\"leader_start_ticks\":1}' > state/calls/1-1.process; \
+                  echo x > state/x; echo x > blobs/x; echo x > private/x; echo x > token.txt; \
+                  rm -rf state blobs private; mv state moved; \
+                  mv deep moved-deep; mv deep/er moved-er; echo end";
+    for (id, policy) in [
+        ("ws", workspace_write()),
+        ("ro", mode(SandboxMode::ReadOnly)),
+    ] {
+        let resp = env.sh(id, script, policy).await;
+        let out = &output(&resp);
+        assert!(out.contains("end"), "{id}: {out}");
+        assert!(
+            !out.contains("s3cr3t") && !out.contains("t0k3n"),
+            "{id}: {out}"
+        );
+        // All three list as empty directories.
+        assert!(
+            out.starts_with("blobs:\n\nprivate:\n\nstate:\n"),
+            "{id}: {out}"
+        );
+    }
+    // Nothing the commands tried is there (the journal and the blob store
+    // only grew by the calls' own records and items).
+    for (dir, earlier) in [("state", &state), ("blobs", &blobs)] {
+        let now = before(dir);
+        assert!(earlier.iter().all(|p| now.contains(p)), "{dir}: {now:?}");
+        assert!(
+            now.iter()
+                .all(|p| !p.ends_with(".process") && !p.ends_with("/x")),
+            "{dir}: {now:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(cwd.join("private/secret")).unwrap(),
+        "s3cr3t\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(cwd.join("token.txt")).unwrap(),
+        "t0k3n\n"
+    );
+    assert!(!cwd.join("private/x").exists() && !cwd.join("moved").exists());
+    // A directory holding a hidden path cannot be moved away either (a
+    // command could put a look-alike in its place for later calls): the
+    // rename fails (EBUSY, or EXDEV where `mv` then copies what it can see
+    // — the empty mask — and cannot remove the original).
+    assert!(cwd.join("deep/er/hidden/secret").exists());
+    assert!(!cwd.join("moved-deep").exists(), "{:?}", walk(&cwd));
+    assert!(
+        !cwd.join("moved-er/hidden/secret").exists(),
+        "{:?}",
+        walk(&cwd)
+    );
+    // apply_patch (which the tool-runner applies itself) refuses them too.
+    let patch = "*** Begin Patch\n*** Add File: state/calls/2-2.process\n+{}\n*** End Patch";
+    let resp = env
+        .run("p", 0, "apply_patch", patch, workspace_write())
+        .await;
+    assert!(
+        !resp.success && resp.sandbox_denied,
+        "{}",
+        resp.output_preview
+    );
+    assert!(!cwd.join("state/calls/2-2.process").exists());
+    let patch = "*** Begin Patch\n*** Delete File: private/secret\n*** End Patch";
+    let review = env
+        .client
+        .review_patch(ReviewPatchRequest {
+            cwd: cwd.display().to_string(),
+            arguments: patch.into(),
+            custom: true,
+            sandbox: Some(workspace_write()),
+            call_item_digest: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(review.changes.is_empty(), "{review:?}");
+    assert!(review.error.contains("cannot see"), "{}", review.error);
+    // A session cwd inside a hidden path is refused, clearly.
+    let resp = env
+        .client
+        .run_tool(RunToolRequest {
+            session_id: "s".into(),
+            call_id: "inside".into(),
+            tool_name: "shell".into(),
+            arguments: argv_args("ls"),
+            cwd: cwd.join("private").display().to_string(),
+            sandbox: Some(workspace_write()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!resp.success);
+    assert!(
+        resp.output_preview.contains("hides"),
+        "{}",
+        resp.output_preview
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        out.push(path.display().to_string());
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+    }
+    out
+}
+
+/// Hole 2: a loader variable in the request's environment is refused, and
+/// nothing starts — the helper least of all.
+#[tokio::test]
+async fn loader_variables_from_a_request_are_refused() {
+    let mut env = Env::start(&[]).await;
+    let Some(library) = preload_library(&env.cwd, &env.outside) else {
+        return;
+    };
+    for (id, var) in [("pre", "LD_PRELOAD"), ("audit", "LD_AUDIT")] {
+        let args = serde_json::json!({
+            "type": "exec",
+            "command": ["sh", "-c", "echo ran"],
+            "env": { var: library.display().to_string() },
+        })
+        .to_string();
+        let resp = env
+            .run(id, 0, "local_shell", &args, workspace_write())
+            .await;
+        assert!(!resp.success, "{}", resp.output_preview);
+        assert!(
+            resp.output_preview.contains(var) && resp.output_preview.contains("cannot be set"),
+            "{}",
+            resp.output_preview
+        );
+        assert!(!resp.output_preview.contains("ran"));
+    }
+    let err = env
+        .client
+        .exec(ExecRequest {
+            argv: vec!["true".into()],
+            workdir: env.cwd.display().to_string(),
+            timeout_ms: 0,
+            env: [("LD_PRELOAD".to_string(), library.display().to_string())].into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("LD_PRELOAD"), "{}", err.message());
+    assert_eq!(std::fs::read_dir(&env.outside).unwrap().count(), 0);
+}
+
+/// Hole 2: an `LD_PRELOAD` the operator's environment names (here a
+/// library planted in the workspace) reaches only the command, after
+/// confinement: the helper starts with a clean environment, so the
+/// library's constructor never runs unconfined.
+#[tokio::test]
+async fn an_operator_preload_runs_only_inside_the_sandbox() {
+    let tmp = tempfile::tempdir().unwrap();
+    let staging = std::fs::canonicalize(tmp.path()).unwrap();
+    // Built before the tool-runner starts, in a directory of its own, then
+    // named by the operator's --env-set.
+    let outside = staging.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let Some(library) = preload_library(&staging, &outside) else {
+        return;
+    };
+    let set = format!("LD_PRELOAD={}", library.display());
+    let mut env = Env::start(&["--env-set", &set]).await;
+    if !filesystem_enforced(&env.status) {
+        return;
+    }
+    let resp = env.sh("pre", "echo command ran", workspace_write()).await;
+    assert!(resp.success, "{}", resp.output_preview);
+    // The constructor ran in the command (so the library did load) and
+    // was refused the write there.
+    assert!(
+        resp.output_preview.contains("keel-preload: denied"),
+        "{}",
+        resp.output_preview
+    );
+    assert!(
+        !resp.output_preview.contains("keel-preload: wrote"),
+        "{}",
+        resp.output_preview
+    );
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "the library ran unconfined"
+    );
+}
+
+/// A shared library whose constructor tries to create a file in `outside`
+/// and says on stderr whether it could; `None` (with the reason printed)
+/// when there is no C compiler.
+fn preload_library(dir: &std::path::Path, outside: &std::path::Path) -> Option<PathBuf> {
+    let source = dir.join("preload.c");
+    let library = dir.join("libpreload.so");
+    std::fs::write(
+        &source,
+        format!(
+            r#"#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+__attribute__((constructor)) static void keel_preload(void) {{
+    char path[4096];
+    snprintf(path, sizeof path, "{}/marker-%d", (int)getpid());
+    int fd = open(path, O_CREAT | O_WRONLY, 0644);
+    if (fd >= 0) {{ close(fd); fprintf(stderr, "keel-preload: wrote %s\n", path); }}
+    else {{ fprintf(stderr, "keel-preload: denied\n"); }}
+}}
+"#,
+            outside.display()
+        ),
+    )
+    .unwrap();
+    let built = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .status();
+    match built {
+        Ok(status) if status.success() => Some(library),
+        other => {
+            eprintln!("SKIPPED: cannot build a preload library with cc: {other:?}");
+            None
+        }
+    }
+}
+
+/// Hole 4: no disks in `/dev`, capabilities cut down to the kept set, and
+/// the kernel-module calls refused, for a command running as root.
+#[tokio::test]
+async fn devices_capabilities_and_kernel_calls_are_restricted() {
+    let mut env = Env::start(&[]).await;
+    if !env.status.privileges_dropped {
+        assert!(env.status.detail.contains("devices"), "{:?}", env.status);
+        return;
+    }
+    let block = std::fs::read_dir("/dev")
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| {
+            use std::os::unix::fs::FileTypeExt as _;
+            e.file_type().is_ok_and(|t| t.is_block_device())
+        })
+        .map(|e| e.path().display().to_string());
+    let script = format!(
+        "echo dev: $(ls /dev | tr '\\n' ' '); grep Cap /proc/self/status; {} echo end",
+        block
+            .as_deref()
+            .map(|dev| format!(
+                "test -e {dev} && echo BLOCK; head -c1 {dev} >/dev/null && echo READ;"
+            ))
+            .unwrap_or_default()
+    );
+    let resp = env.sh("dev", &script, workspace_write()).await;
+    let out = &output(&resp);
+    assert!(
+        out.contains("end") && !out.contains("BLOCK") && !out.contains("READ"),
+        "{out}"
+    );
+    let devices: Vec<&str> = out
+        .lines()
+        .find_map(|line| line.strip_prefix("dev:"))
+        .unwrap_or_else(|| panic!("{out}"))
+        .split_whitespace()
+        .collect();
+    for name in &devices {
+        assert!(
+            [
+                "fd", "full", "null", "random", "shm", "stderr", "stdin", "stdout", "tty",
+                "urandom", "zero"
+            ]
+            .contains(name),
+            "{name} in /dev: {out}"
+        );
+    }
+    // CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID.
+    let kept: u64 = 0xfb;
+    for field in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        let value = out
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{field}:")))
+            .map(|hex| u64::from_str_radix(hex.trim(), 16).unwrap())
+            .unwrap_or_else(|| panic!("no {field}: {out}"));
+        let allowed = if matches!(field, "CapInh" | "CapAmb") {
+            0
+        } else {
+            kept
+        };
+        assert_eq!(value & !allowed, 0, "{field} {value:x}: {out}");
+    }
+    // init_module and finit_module, through a tiny C program.
+    let source = env.cwd.join("modprobe.c");
+    std::fs::write(
+        &source,
+        "#include <errno.h>\n#include <stdio.h>\n#include <sys/syscall.h>\n#include <unistd.h>\n\
+         int main(void) {\n\
+           long a = syscall(SYS_init_module, 0, 0, \"\"); int ea = errno;\n\
+           long b = syscall(SYS_finit_module, -1, \"\", 0); int eb = errno;\n\
+           printf(\"init=%ld/%d finit=%ld/%d\\n\", a, ea, b, eb);\n\
+           return 0;\n}\n",
+    )
+    .unwrap();
+    let probe = env.cwd.join("modprobe");
+    let built = std::process::Command::new("cc")
+        .arg("-o")
+        .arg(&probe)
+        .arg(&source)
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: the init_module check needs cc");
+        return;
+    }
+    let resp = env.sh("mod", "./modprobe", workspace_write()).await;
+    assert!(
+        resp.output_preview
+            .contains(&format!("init=-1/{0} finit=-1/{0}", libc::EPERM)),
+        "{}",
+        resp.output_preview
+    );
+}
+
+/// A command's background processes die with it, even one that left the
+/// process group (`setsid`): PID 1 of its namespace exits with the command
+/// and the kernel kills the rest.
+#[tokio::test]
+async fn background_processes_do_not_survive_their_call() {
+    let mut env = Env::start(&[]).await;
+    if !isolated(&env.status) {
+        return;
+    }
+    let seconds = 900_000 + std::process::id() % 10_000;
+    let script = format!(
+        "sleep {seconds} & setsid sleep {} & echo started",
+        seconds + 1
+    );
+    let resp = env.sh("bg", &script, workspace_write()).await;
+    assert!(resp.success, "{}", resp.output_preview);
+    for n in [seconds, seconds + 1] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while sleeping(n) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sleep {n} survived its call"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Whether a `sleep <seconds>` runs anywhere on the host.
+fn sleeping(seconds: u32) -> bool {
+    let wanted = format!("sleep\0{seconds}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|entry| {
+            std::fs::read(entry.path().join("cmdline"))
+                .is_ok_and(|cmdline| cmdline == wanted.as_bytes())
+        })
+}
+
+/// True when commands run in a PID namespace of their own; otherwise
+/// asserts that the status explains why, so that the caller can skip the
+/// kernel checks knowingly (such a host refuses sandboxed calls).
+fn isolated(status: &GetSandboxStatusResponse) -> bool {
+    if !status.processes_isolated {
+        assert!(
+            status.detail.contains("other processes"),
+            "no isolation and no reason: {status:?}"
+        );
+        eprintln!("processes not isolated here: {}", status.detail);
+    }
+    status.processes_isolated
+}
+
+/// Sandboxed patches are written by the confined helper, the patch's
+/// changes going through its stdin: a 256 KiB file (twice the kernel's
+/// limit for one argument) is written whole, and an approved unsandboxed
+/// patch writes its own directories.
+#[tokio::test]
+async fn patches_are_written_confined_whatever_their_size() {
+    let mut env = Env::start(&[]).await;
+    if !filesystem_enforced(&env.status) {
+        return;
+    }
+    let line = "x".repeat(1023);
+    let body: String = (0..256).map(|_| format!("+{line}\n")).collect();
+    let patch = format!("*** Begin Patch\n*** Add File: big.txt\n{body}*** End Patch");
+    assert!(patch.len() > 256 * 1024);
+    let resp = env
+        .run("big", 0, "apply_patch", &patch, workspace_write())
+        .await;
+    assert!(resp.success, "{}", resp.output_preview);
+    let written = std::fs::read_to_string(env.cwd.join("big.txt")).unwrap();
+    assert_eq!(written.len(), 256 * 1024);
+    let outside = env.outside.join("approved.txt");
+    let patch = format!(
+        "*** Begin Patch\n*** Add File: {}\n+ok\n*** End Patch",
+        outside.display()
+    );
+    let resp = env
+        .run(
+            "approved",
+            1,
+            "apply_patch",
+            &patch,
             mode(SandboxMode::DangerFullAccess),
         )
         .await;
     assert!(resp.success, "{}", resp.output_preview);
-    env.child.kill().await.unwrap();
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "ok\n");
 }

@@ -342,6 +342,7 @@ mod tests {
             output_preview: preview.into(),
             command: None,
             sandbox_denied: false,
+            ..Default::default()
         }
     }
 

@@ -5,6 +5,7 @@
 
 mod env;
 mod group;
+pub mod job;
 pub mod limits;
 pub mod orphans;
 mod procfs;
@@ -26,6 +27,7 @@ use tokio::time::Instant;
 use crate::sandbox::Confinement;
 pub use env::{
     CORE_VARS, EnvInherit, EnvPattern, EnvPolicy, EnvPolicyError, inheritable, is_secret_name,
+    refused_env_var,
 };
 pub use limits::ResourceLimits;
 use orphans::{ProcessOwner, ProcessRecords};
@@ -81,6 +83,9 @@ pub enum ExecError {
     EmptyArgv,
     #[error("invalid environment variable name {0:?}")]
     InvalidEnvName(String),
+    /// A loader variable in the request's environment ([`refused_env_var`]).
+    #[error("the environment variable {name} cannot be set by a tool call: {reason}")]
+    RefusedEnvVar { name: String, reason: &'static str },
     #[error("cannot start {program:?}: {source}")]
     Spawn {
         program: String,
@@ -108,6 +113,7 @@ impl ExecError {
             Self::Spawn { source, .. } | Self::Wait { source, .. } => Some(source),
             Self::EmptyArgv
             | Self::InvalidEnvName(_)
+            | Self::RefusedEnvVar { .. }
             | Self::NoSandboxHelper { .. }
             | Self::NoLimitsHelper { .. } => None,
         }

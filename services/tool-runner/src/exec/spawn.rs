@@ -1,14 +1,16 @@
 //! The one place the tool-runner starts a process. Everything that runs a
 //! command — `shell`, `shell_command`, `exec_command`, Exec — comes through
-//! [`Executor::spawn`], so confinement and resource limits wrap here: a
+//! [`Executor::spawn`], and every confined file-tool job through
+//! [`Executor::spawn_job`], so confinement and resource limits wrap here: a
 //! sandboxed command, or any command when the operator set rlimits, is
 //! started as `<helper> sandbox-exec [--limits …] [--policy …] -- argv`
-//! (see [`crate::sandbox::helper`]), which confines itself, applies the
-//! limits and then becomes the command, keeping its pid, process group and
-//! pipes. Without either, the command is spawned directly.
+//! (see [`crate::sandbox::helper`]). The helper itself starts with a clean,
+//! fixed environment; the command's environment reaches it as data
+//! ([`helper::helper_env`]) and is applied only to the command. Without a
+//! helper to go through, the command is spawned directly.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use std::process::Stdio;
 
 use tokio::process::{Child, Command};
 
+use super::env::refused_env_var;
 use super::group::ProcessGroup;
 use super::{ExecError, Executor};
 use crate::sandbox::{Confinement, NETWORK_DISABLED_ENV, helper};
@@ -42,7 +45,10 @@ impl Executor {
     /// Starts `argv` in `cwd` with the policy's environment plus `env`,
     /// confined by `sandbox` when given. The caller's `env` and the
     /// sandbox's variable come after the policy, so `include_only` does not
-    /// filter them (as in Codex, where the policy builds the base).
+    /// filter them (as in Codex, where the policy builds the base). `env`
+    /// comes from the request: a loader variable in it is refused
+    /// ([`refused_env_var`]); the operator's base environment is not
+    /// checked.
     pub(crate) fn spawn(
         &self,
         argv: &[String],
@@ -55,15 +61,24 @@ impl Executor {
         if let Some(bad) = env.keys().find(|k| k.is_empty() || k.contains(['=', '\0'])) {
             return Err(ExecError::InvalidEnvName(bad.clone()));
         }
-        let spawn_error = |source| ExecError::Spawn {
-            program: program.clone(),
-            source,
-        };
+        if let Some((name, reason)) = env
+            .keys()
+            .find_map(|name| refused_env_var(name).map(|reason| (name, reason)))
+        {
+            return Err(ExecError::RefusedEnvVar {
+                name: name.clone(),
+                reason,
+            });
+        }
+        let command_env = self.command_env(env, sandbox.is_some_and(|c| c.restrict_network));
         // The helper confines sandboxed commands and applies the limits;
         // a command that needs neither is started directly (the fast path).
-        let mut command = if sandbox.is_none() && self.limits.is_empty() {
+        let command = if sandbox.is_none() && self.limits.is_empty() {
             let mut command = Command::new(program);
-            command.args(args);
+            command
+                .args(args)
+                .env_clear()
+                .envs(command_env.iter().map(|(k, v)| (k, v)));
             command
         } else {
             let helper = self.sandbox_helper.as_deref().ok_or_else(|| {
@@ -77,28 +92,62 @@ impl Executor {
                     }
                 }
             })?;
-            // The helper executes the command only after confining itself,
+            // The helper starts the command only after confining itself,
             // when it can no longer report a spawn error the way a direct
             // spawn does: look the program up here.
-            self.find_program(program, cwd, env).map_err(spawn_error)?;
+            self.find_program(program, cwd, env)
+                .map_err(|source| ExecError::Spawn {
+                    program: program.clone(),
+                    source,
+                })?;
             let wrapped = helper::wrap_argv(helper, sandbox, &self.limits, argv);
             let mut command = Command::new(&wrapped[0]);
-            command.args(&wrapped[1..]);
+            command
+                .args(&wrapped[1..])
+                .env_clear()
+                .envs(helper::helper_env(&command_env));
             command
         };
-        command
-            .current_dir(cwd)
-            .env_clear()
-            .envs(self.base_env.iter().map(|(k, v)| (k, v)))
-            .envs(env);
-        if sandbox.is_some_and(|c| c.restrict_network) {
-            command.env(NETWORK_DISABLED_ENV, "1");
-        }
+        let stdin = match stdin {
+            StdinMode::Null => Stdio::null(),
+            StdinMode::Piped => Stdio::piped(),
+        };
+        self.start(command, cwd, stdin, program)
+    }
+
+    /// Starts the helper for a confined job (`sandbox-exec --policy …
+    /// --job`) in `cwd`, stdin piped for the job. It needs no environment:
+    /// the job runs inside the helper, not as a program.
+    pub(crate) fn spawn_job(
+        &self,
+        label: &str,
+        cwd: &Path,
+        sandbox: &Confinement,
+    ) -> Result<Spawned, ExecError> {
+        let helper = self
+            .sandbox_helper
+            .as_deref()
+            .ok_or_else(|| ExecError::NoSandboxHelper {
+                program: label.to_string(),
+            })?;
+        let wrapped = helper::job_argv(helper, sandbox);
+        let mut command = Command::new(&wrapped[0]);
+        command.args(&wrapped[1..]).env_clear();
+        self.start(command, cwd, Stdio::piped(), label)
+    }
+
+    /// Spawns `command` in `cwd` in a process group of its own, stdout and
+    /// stderr piped, and records the group.
+    fn start(
+        &self,
+        mut command: Command,
+        cwd: &Path,
+        stdin: Stdio,
+        program: &str,
+    ) -> Result<Spawned, ExecError> {
         let child = command
-            .stdin(match stdin {
-                StdinMode::Null => Stdio::null(),
-                StdinMode::Piped => Stdio::piped(),
-            })
+            .current_dir(cwd)
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -106,7 +155,10 @@ impl Executor {
             // reap it if the owner is dropped mid-run.
             .kill_on_drop(true)
             .spawn()
-            .map_err(spawn_error)?;
+            .map_err(|source| ExecError::Spawn {
+                program: program.to_string(),
+                source,
+            })?;
         let mut group = ProcessGroup::new(child.id());
         // Right after the spawn, before anything awaits: the window in which
         // a tool-runner crash leaves the command unrecorded stays tiny. A
@@ -115,6 +167,27 @@ impl Executor {
             group.set_record(records.record(pgid, program, self.owner.as_deref()));
         }
         Ok(Spawned { child, group })
+    }
+
+    /// The command's environment: the policy's, then `env` over it, then
+    /// Codex's network variable when the sandbox turns the network off.
+    fn command_env(
+        &self,
+        env: &HashMap<String, String>,
+        network_disabled: bool,
+    ) -> Vec<(OsString, OsString)> {
+        let mut out: Vec<(OsString, OsString)> = self.base_env.to_vec();
+        let mut set = |name: &OsStr, value: &OsStr| match out.iter_mut().find(|(k, _)| k == name) {
+            Some(slot) => slot.1 = value.to_os_string(),
+            None => out.push((name.to_os_string(), value.to_os_string())),
+        };
+        for (name, value) in env {
+            set(OsStr::new(name), OsStr::new(value));
+        }
+        if network_disabled {
+            set(OsStr::new(NETWORK_DISABLED_ENV), OsStr::new("1"));
+        }
+        out
     }
 
     /// The value of an inherited variable, e.g. the user's `SHELL`.

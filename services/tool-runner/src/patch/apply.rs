@@ -13,6 +13,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use super::parser::{Chunk, Hunk};
 use super::seek::seek_sequence;
 use crate::workspace::{Workspace, WorkspaceError};
@@ -55,8 +57,9 @@ impl WriteError {
 }
 
 /// One verified change, with absolute paths to act on and the patch's own
-/// spelling for the summary.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// spelling for the summary. Serialisable: a sandboxed call's changes are
+/// written by a confined helper ([`crate::tools::apply_patch`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
     Add {
         path: PathBuf,
@@ -92,7 +95,7 @@ impl Change {
 }
 
 /// The files a successful patch touched, as the patch spells them.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Affected {
     pub added: Vec<String>,
     pub modified: Vec<String>,

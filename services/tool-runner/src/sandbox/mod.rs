@@ -6,15 +6,23 @@
 //!   `$TMPDIR` and the configured roots, each minus its protected `.git`,
 //!   `.agents` and `.codex` — one computation for the commands' sandbox, the
 //!   file tools' checks and ReviewPatch;
+//! * hidden paths ([`SandboxSettings::hidden_paths`]: the tool-runner's
+//!   state, a `file://` blob store, Codex's home, `--hide-path`s) are masked
+//!   for everything sandboxed, and refused to sandboxed patches;
 //! * [`CallSandbox`] is one call's resolved sandbox: the write check the
 //!   tool-runner applies to its own file writes (apply_patch), and the
-//!   [`Confinement`] that commands are started under;
-//! * [`helper`] is the child side: `keel-tool-runner sandbox-exec` applies
-//!   the confinement to itself (read-only binds for protected paths in a
-//!   mount namespace, Landlock, seccomp, `no_new_privs`) and then executes
-//!   the command. A re-exec helper rather than a `pre_exec` hook, because
-//!   the workspace denies `unsafe` (Codex does the same);
-//! * [`status`] probes at startup what this host can enforce;
+//!   [`Confinement`] that commands and the reading file tools run under;
+//! * [`helper`] is the child side: `keel-tool-runner sandbox-exec`, started
+//!   with a clean environment, enters a PID namespace and forks
+//!   ([`init`]); PID 1 builds the command's view of the filesystem
+//!   ([`mounts`]: protected paths read-only, hidden paths masked, a
+//!   minimal `/dev`, its own `/proc`), applies Landlock, drops capabilities
+//!   ([`caps`]) and installs seccomp ([`seccomp`]), then runs the command —
+//!   or a [`job`] of tool code. A re-exec helper rather than a `pre_exec`
+//!   hook, because the workspace denies `unsafe` (Codex does the same);
+//! * [`status`] probes at startup what this host enforces ([`probe`]);
+//!   a restricted call it cannot fully enforce is refused unless the
+//!   operator passed `--insecure-partial-sandbox`;
 //! * [`denial`] is Codex's rule for telling a sandbox denial from an
 //!   ordinary failure.
 //!
@@ -22,9 +30,13 @@
 //! operator set resource limits ([`crate::exec::limits`]), which the helper
 //! applies to every command, confined or not.
 
+mod caps;
 pub mod denial;
 pub mod helper;
+mod init;
+pub mod job;
 mod mounts;
+mod probe;
 mod seccomp;
 pub mod status;
 
@@ -182,7 +194,7 @@ impl WritableRoot {
     /// gitdir a `.git` file points to), `.agents` if present, `.codex` if
     /// present — for the cwd even when missing, so the agent cannot create
     /// its own config.
-    fn new(root: PathBuf, is_cwd: bool) -> Self {
+    pub(crate) fn new(root: PathBuf, is_cwd: bool) -> Self {
         let mut read_only = Vec::new();
         let git = root.join(GIT);
         if git.is_dir() {
@@ -246,35 +258,86 @@ fn gitdir_of(git_file: &Path, root: &Path) -> Option<PathBuf> {
 pub struct SandboxSettings {
     /// For calls that set none (`--default-sandbox`).
     pub default_policy: SandboxPolicy,
-    /// Refuse restricted commands this host cannot confine
-    /// (`--require-sandbox`) instead of running them with what it can.
-    pub require: bool,
+    /// Run restricted calls with whatever this host enforces instead of
+    /// refusing them (`--insecure-partial-sandbox`). Off by default: a
+    /// restricted call is refused unless every restriction of its policy is
+    /// enforced here.
+    pub allow_partial: bool,
+    /// What sandboxed commands and file tools can neither read nor write
+    /// (absolute; [`SandboxSettings::hidden_paths`] tells why).
+    pub hidden_paths: Vec<PathBuf>,
     /// What this host enforces.
     pub status: status::SandboxStatus,
 }
 
 impl SandboxSettings {
     /// No sandbox: calls without a policy run with full access, and a
-    /// restricted call's commands cannot start (no helper). For tests of
-    /// everything but the sandbox.
+    /// restricted call is refused. For tests of everything but the sandbox.
     pub fn disabled() -> Self {
         Self {
             default_policy: SandboxPolicy::new(SandboxMode::DangerFullAccess),
-            require: false,
+            allow_partial: false,
+            hidden_paths: Vec::new(),
             status: status::SandboxStatus::unavailable("no sandbox helper is configured"),
         }
     }
 
     /// Why a call under `policy` must not run here, if it must not: the
-    /// host cannot enforce the policy and the sandbox is required.
+    /// host cannot enforce everything the policy restricts, and the
+    /// operator did not accept a partial sandbox. The text is the model's
+    /// (and the user's) answer.
     pub fn refusal(&self, policy: &SandboxPolicy) -> Option<String> {
-        (self.require && policy.is_sandboxed() && !self.status.enforces(policy)).then(|| {
+        (!self.allow_partial && policy.is_sandboxed() && !self.status.enforces(policy)).then(|| {
             format!(
-                "the {} sandbox cannot be enforced on this host ({}), and the tool-runner runs with --require-sandbox",
-                policy.mode, self.status.detail
+                "the {} sandbox cannot be enforced on this host ({})",
+                policy.mode,
+                self.status.missing_for(policy)
             )
         })
     }
+
+    /// Whether confinement failures must stop a command (the default)
+    /// rather than let it run with what took.
+    pub fn require(&self) -> bool {
+        !self.allow_partial
+    }
+
+    /// The paths that exist now among the hidden ones, canonical: what a
+    /// call's confinement masks.
+    pub fn existing_hidden_paths(&self) -> Vec<PathBuf> {
+        existing_canonical(&self.hidden_paths)
+    }
+
+    /// Why `cwd` (canonical) cannot be a session's working directory: it
+    /// lies inside a hidden path, so its own commands could not see it.
+    pub fn check_cwd(&self, cwd: &Path) -> Result<(), String> {
+        match self
+            .existing_hidden_paths()
+            .into_iter()
+            .find(|hidden| cwd.starts_with(hidden))
+        {
+            Some(hidden) => Err(format!(
+                "the working directory {} lies inside {}, which the sandbox hides from commands and file tools (the tool-runner's state, the blob store, Codex's home or a --hide-path)",
+                cwd.display(),
+                hidden.display()
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The canonical form of each path of `paths` that exists, without
+/// duplicates; paths that do not exist are skipped.
+pub fn existing_canonical(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for path in paths {
+        if let Ok(path) = std::fs::canonicalize(path)
+            && !out.contains(&path)
+        {
+            out.push(path);
+        }
+    }
+    out
 }
 
 /// What a sandboxed command is confined to; handed to the helper as JSON.
@@ -282,6 +345,10 @@ impl SandboxSettings {
 pub struct Confinement {
     /// Writable roots (empty: nothing is writable, read-only mode).
     pub writable: Vec<WritableRoot>,
+    /// Directories and files masked by empty read-only ones: the command
+    /// can neither read nor write what they hold. Canonical, existing.
+    #[serde(default)]
+    pub hidden: Vec<PathBuf>,
     /// Block non-AF_UNIX sockets and socket calls.
     pub restrict_network: bool,
     /// Fail rather than run when a restriction cannot be applied.
@@ -293,6 +360,7 @@ pub struct Confinement {
 pub struct CallSandbox {
     pub policy: SandboxPolicy,
     roots: Vec<WritableRoot>,
+    hidden: Vec<PathBuf>,
     require: bool,
 }
 
@@ -304,8 +372,16 @@ impl CallSandbox {
         Self {
             policy,
             roots,
+            hidden: Vec::new(),
             require,
         }
+    }
+
+    /// Also masks `hidden` (canonical, existing) from the call's commands
+    /// and file tools.
+    pub fn with_hidden(mut self, hidden: Vec<PathBuf>) -> Self {
+        self.hidden = hidden;
+        self
     }
 
     /// No sandbox (danger-full-access).
@@ -313,6 +389,7 @@ impl CallSandbox {
         Self {
             policy: SandboxPolicy::new(SandboxMode::DangerFullAccess),
             roots: Vec::new(),
+            hidden: Vec::new(),
             require: false,
         }
     }
@@ -321,13 +398,70 @@ impl CallSandbox {
         &self.roots
     }
 
-    /// What commands are started under; `None` runs them directly.
+    /// What commands (and confined file tools) are started under; `None`
+    /// runs them directly.
     pub fn confinement(&self) -> Option<Confinement> {
         self.policy.is_sandboxed().then(|| Confinement {
             writable: self.roots.clone(),
+            hidden: self.hidden.clone(),
             restrict_network: self.policy.restricts_network(),
             require: self.require,
         })
+    }
+
+    /// The confinement for writing exactly under `dirs` (an unsandboxed
+    /// patch, which the user approved: the directories it writes, as they
+    /// are now): those directories writable — protected paths included, the
+    /// user approved — the hidden paths masked, no network. Best effort:
+    /// on a host that enforces less, what it enforces only narrows an
+    /// unsandboxed write.
+    pub fn confinement_writing(&self, dirs: &[PathBuf]) -> Confinement {
+        let mut writable: Vec<WritableRoot> = Vec::new();
+        for dir in dirs {
+            if writable.iter().any(|root| root.root == *dir) {
+                continue;
+            }
+            writable.push(WritableRoot {
+                root: dir.clone(),
+                read_only_subpaths: Vec::new(),
+            });
+        }
+        Confinement {
+            writable,
+            hidden: self.hidden.clone(),
+            restrict_network: true,
+            require: false,
+        }
+    }
+
+    /// Whether the tool-runner may touch `path` (relative to `cwd`) for a
+    /// sandboxed call at all: not inside a hidden path. Symlinks and `..`
+    /// are resolved first (a path that does not resolve is checked as
+    /// written); unsandboxed calls are not checked.
+    pub fn check_visible(&self, cwd: &Path, path: &Path) -> Result<(), String> {
+        if !self.policy.is_sandboxed() {
+            return Ok(());
+        }
+        let resolved = Workspace::any()
+            .resolve_for_write(cwd, path)
+            .unwrap_or_else(|_| cwd.join(path));
+        self.check_not_hidden(&resolved)
+    }
+
+    fn check_not_hidden(&self, resolved: &Path) -> Result<(), String> {
+        match self
+            .hidden
+            .iter()
+            .find(|hidden| resolved.starts_with(hidden))
+        {
+            Some(hidden) => Err(format!(
+                "patch rejected: {} is blocked by the {} sandbox: it lies inside {}, which sandboxed tools cannot see",
+                resolved.display(),
+                self.policy.mode,
+                hidden.display()
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Whether the tool-runner may write `path` (relative to `cwd`) for the
@@ -343,6 +477,7 @@ impl CallSandbox {
             .map_err(|err| {
                 format!("patch rejected: the sandbox cannot allow writing there: {err}")
             })?;
+        self.check_not_hidden(&resolved)?;
         if self.policy.mode == SandboxMode::ReadOnly {
             return Err(format!(
                 "patch rejected: writing {} is blocked by the read-only sandbox",

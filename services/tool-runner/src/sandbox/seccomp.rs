@@ -1,9 +1,10 @@
-//! The seccomp filter of sandboxed commands (codex-compat §5.2): `ptrace`
-//! and `io_uring_*` always fail with EPERM (ptrace could reach outside the
-//! sandbox's view, io_uring bypasses the syscall filter); with the network
-//! off, every socket call fails with EPERM and `socket`/`socketpair` work
-//! only for AF_UNIX, so local IPC keeps working. A filter, once installed,
-//! stays for the process and everything it executes.
+//! The seccomp filter of sandboxed commands (codex-compat §5.2): with the
+//! network off, every socket call fails with EPERM and `socket`/`socketpair`
+//! work only for AF_UNIX, so local IPC keeps working; and, whatever the
+//! network, the calls in [`ALWAYS_DENIED`] fail with EPERM — those that
+//! reach past what Landlock, the namespaces and the dropped capabilities
+//! cover. A filter, once installed, stays for the process and everything
+//! it executes.
 
 use std::collections::BTreeMap;
 
@@ -22,12 +23,69 @@ pub enum SeccompError {
     Install(#[from] seccompiler::Error),
 }
 
-/// Always refused.
-const ALWAYS_DENIED: [libc::c_long; 4] = [
+/// Always refused, by group. Most also need a capability the command no
+/// longer has ([`super::caps`]); the filter refuses them again, so that a
+/// capability regained some other way (a user namespace of its own) buys
+/// nothing.
+const ALWAYS_DENIED: &[libc::c_long] = &[
+    // Another process's memory and execution (Codex denies ptrace; the
+    // PID namespace limits the reach, the filter closes it).
     libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    // io_uring performs its operations outside this filter's view.
     libc::SYS_io_uring_setup,
     libc::SYS_io_uring_enter,
     libc::SYS_io_uring_register,
+    // Kernel code: loading and removing modules, replacing the kernel.
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
+    libc::SYS_kexec_load,
+    libc::SYS_kexec_file_load,
+    libc::SYS_reboot,
+    // Opening a file by handle skips every path check, Landlock's and the
+    // mounts' (the "shocker" container escape).
+    libc::SYS_open_by_handle_at,
+    // Kernel attack surface an ordinary command never needs: eBPF programs,
+    // perf events (kernel addresses, side channels), userfaultfd (the
+    // classic race-widening exploit primitive), the kernel log.
+    libc::SYS_bpf,
+    libc::SYS_perf_event_open,
+    libc::SYS_userfaultfd,
+    libc::SYS_syslog,
+    // Kernel keyrings are not namespaced: keys of the host's users.
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    // Host-wide state: swap, the clock, process accounting, quotas.
+    libc::SYS_swapon,
+    libc::SYS_swapoff,
+    libc::SYS_settimeofday,
+    libc::SYS_clock_settime,
+    libc::SYS_clock_adjtime,
+    libc::SYS_adjtimex,
+    libc::SYS_acct,
+    libc::SYS_quotactl,
+    libc::SYS_quotactl_fd,
+    // The mount table: Landlock already forbids changing it, and the
+    // command's view (read-only binds, hidden paths, /dev, /proc) must stay
+    // as built.
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_pivot_root,
+    libc::SYS_move_mount,
+    libc::SYS_open_tree,
+    libc::SYS_fsopen,
+    libc::SYS_fsconfig,
+    libc::SYS_fsmount,
+    libc::SYS_fspick,
+    libc::SYS_mount_setattr,
+    // Raw I/O ports (x86 only).
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_iopl,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_ioperm,
 ];
 
 /// Refused with the network off. `recvfrom` stays allowed: tools such as
@@ -54,7 +112,7 @@ fn filter(restrict_network: bool) -> Result<BpfProgram, SeccompError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     // An empty rule list matches every call of that syscall.
     for syscall in ALWAYS_DENIED {
-        rules.insert(syscall, Vec::new());
+        rules.insert(*syscall, Vec::new());
     }
     if restrict_network {
         for syscall in NETWORK_DENIED {
@@ -80,8 +138,8 @@ fn filter(restrict_network: bool) -> Result<BpfProgram, SeccompError> {
     Ok(filter.try_into()?)
 }
 
-/// Installs the filter on the calling (single-threaded) process. Sets
-/// `no_new_privs`, which seccomp needs without CAP_SYS_ADMIN.
+/// Installs the filter on the calling (single-threaded) process, which has
+/// set `no_new_privs` already (seccomp needs it without CAP_SYS_ADMIN).
 pub(super) fn install(restrict_network: bool) -> Result<(), SeccompError> {
     let program = filter(restrict_network)?;
     seccompiler::apply_filter(&program)?;

@@ -161,55 +161,141 @@ fn the_write_check_resolves_links_and_dot_dot() {
     assert_eq!(confinement.writable.len(), 1);
 }
 
-#[test]
-fn require_refuses_what_the_host_cannot_enforce() {
-    let full = helper::ProbeReport {
+fn full_report() -> helper::ProbeReport {
+    helper::ProbeReport {
         landlock_abi: 7,
         landlock_enforced: true,
         mounts_enforced: true,
+        hidden_enforced: true,
+        processes_isolated: true,
+        devices_minimal: true,
+        capabilities_dropped: true,
         seccomp_enforced: true,
         network_refused: true,
         ..Default::default()
-    };
-    let status = status::SandboxStatus::from_report(&full);
-    assert!(status.filesystem_enforced && status.network_enforced);
-    assert_eq!(status.mechanism, "landlock abi 7, mount namespace, seccomp");
-    assert_eq!(status.detail, "");
+    }
+}
 
-    let no_landlock = helper::ProbeReport {
-        landlock_enforced: false,
-        landlock_detail: "landlock abi 0: writes are not confined".into(),
-        ..full
-    };
-    let status = status::SandboxStatus::from_report(&no_landlock);
-    assert!(!status.filesystem_enforced && status.network_enforced);
-    assert!(
-        status
-            .detail
-            .contains("filesystem restrictions are not enforced")
-    );
-    let settings = SandboxSettings {
+fn settings(report: &helper::ProbeReport, allow_partial: bool) -> SandboxSettings {
+    SandboxSettings {
         default_policy: SandboxPolicy::new(SandboxMode::WorkspaceWrite),
-        require: true,
-        status,
-    };
+        allow_partial,
+        hidden_paths: Vec::new(),
+        status: status::SandboxStatus::from_report(report),
+    }
+}
+
+#[test]
+fn a_complete_host_refuses_nothing() {
+    let status = status::SandboxStatus::from_report(&full_report());
+    assert!(status.complete());
+    assert!(status.filesystem_enforced && status.network_enforced);
+    assert!(status.protected_paths_enforced && status.processes_isolated);
+    assert!(status.hidden_paths_enforced && status.privileges_dropped);
+    assert_eq!(
+        status.mechanism,
+        "landlock abi 7, mount namespace, hidden paths, pid namespace, minimal /dev, reduced capabilities, seccomp"
+    );
+    assert_eq!(status.detail(), "");
+    let settings = settings(&full_report(), false);
+    for mode in [SandboxMode::ReadOnly, SandboxMode::WorkspaceWrite] {
+        assert!(settings.refusal(&SandboxPolicy::new(mode)).is_none());
+    }
+}
+
+/// Every part of the sandbox counts: a sandboxed call is refused by
+/// default when any is missing, the network only when the policy turns it
+/// off.
+#[test]
+fn enforcement_is_required_by_default() {
+    type Break = fn(&mut helper::ProbeReport);
+    let parts: [(&str, Break); 7] = [
+        ("filesystem restrictions", |r| r.landlock_enforced = false),
+        ("protected paths", |r| r.mounts_enforced = false),
+        ("hidden paths", |r| r.hidden_enforced = false),
+        ("other processes", |r| r.processes_isolated = false),
+        ("minimal /dev", |r| r.devices_minimal = false),
+        ("capabilities", |r| r.capabilities_dropped = false),
+        ("seccomp", |r| r.seccomp_enforced = false),
+    ];
+    for (what, break_it) in parts {
+        let mut report = full_report();
+        break_it(&mut report);
+        let strict = settings(&report, false);
+        for mode in [SandboxMode::ReadOnly, SandboxMode::WorkspaceWrite] {
+            let refusal = strict
+                .refusal(&SandboxPolicy::new(mode))
+                .unwrap_or_else(|| panic!("{what} missing, {mode} not refused"));
+            assert!(
+                refusal.starts_with(&format!(
+                    "the {mode} sandbox cannot be enforced on this host ("
+                )),
+                "{refusal}"
+            );
+            assert!(refusal.contains(what), "{what}: {refusal}");
+        }
+        assert!(
+            strict
+                .refusal(&SandboxPolicy::new(SandboxMode::DangerFullAccess))
+                .is_none()
+        );
+        // The insecure mode runs it anyway.
+        assert!(
+            settings(&report, true)
+                .refusal(&SandboxPolicy::new(SandboxMode::ReadOnly))
+                .is_none()
+        );
+    }
+
+    let mut report = full_report();
+    report.network_refused = false;
+    let settings = settings(&report, false);
     let refusal = settings
         .refusal(&SandboxPolicy::new(SandboxMode::ReadOnly))
         .unwrap();
-    assert!(refusal.contains("--require-sandbox"), "{refusal}");
-    assert!(refusal.contains("read-only"), "{refusal}");
-    assert!(
-        settings
-            .refusal(&SandboxPolicy::new(SandboxMode::DangerFullAccess))
-            .is_none()
-    );
-    let lenient = SandboxSettings {
-        require: false,
-        ..settings
+    assert!(refusal.contains("network"), "{refusal}");
+    let with_network = SandboxPolicy {
+        network_access: true,
+        ..SandboxPolicy::new(SandboxMode::WorkspaceWrite)
     };
-    assert!(
-        lenient
-            .refusal(&SandboxPolicy::new(SandboxMode::ReadOnly))
-            .is_none()
+    assert!(settings.refusal(&with_network).is_none());
+}
+
+#[test]
+fn hidden_paths_are_checked_for_the_cwd_and_patches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = fs::canonicalize(tmp.path()).unwrap();
+    let cwd = base.join("cwd");
+    let state = cwd.join("state");
+    fs::create_dir_all(&state).unwrap();
+    let settings = SandboxSettings {
+        hidden_paths: vec![state.clone(), base.join("missing")],
+        ..settings(&full_report(), false)
+    };
+    assert_eq!(
+        settings.existing_hidden_paths(),
+        std::slice::from_ref(&state)
     );
+    settings.check_cwd(&cwd).unwrap();
+    let err = settings.check_cwd(&state.join("sub")).unwrap_err();
+    assert!(err.contains("lies inside"), "{err}");
+
+    let sandbox = CallSandbox::new(workspace_write(), &cwd, None, true)
+        .with_hidden(settings.existing_hidden_paths());
+    assert_eq!(
+        sandbox.confinement().unwrap().hidden,
+        std::slice::from_ref(&state)
+    );
+    let err = sandbox
+        .check_write(&cwd, Path::new("state/123-4.process"))
+        .unwrap_err();
+    assert!(err.contains("sandboxed tools cannot see"), "{err}");
+    let err = sandbox
+        .check_visible(&cwd, Path::new("state/journal"))
+        .unwrap_err();
+    assert!(err.starts_with("patch rejected: "), "{err}");
+    sandbox.check_write(&cwd, Path::new("src/a.rs")).unwrap();
+    CallSandbox::unrestricted()
+        .check_visible(&cwd, Path::new("state/x"))
+        .unwrap();
 }

@@ -29,18 +29,21 @@ impl ToolRunner {
         let inner = &self.inner;
         let cwd = checked_dir(&inner.workspace, &inner.default_cwd, "cwd", &req.cwd, true)?;
         let policy = self.sandbox_policy(req.sandbox.as_ref())?;
-        let writable_roots = self
-            .call_sandbox(policy, &cwd)
-            .roots()
-            .iter()
-            .map(|root| root.to_proto())
-            .collect();
+        let sandbox = self.call_sandbox(policy, &cwd);
+        let writable_roots = sandbox.roots().iter().map(|root| root.to_proto()).collect();
         let workspace = inner.workspace.clone();
         let review_cwd = cwd.clone();
-        // Reads every file the patch touches: off the async threads.
+        // Reads every file the patch touches: off the async threads. Under a
+        // sandboxed policy nothing inside a hidden path is read or shown.
         let reviewed = tokio::task::spawn_blocking(move || {
-            review(&req.arguments, req.custom, &review_cwd, &workspace)
-                .map(|changes| changes.iter().map(file_change).collect::<Vec<_>>())
+            review(
+                &req.arguments,
+                req.custom,
+                &review_cwd,
+                &workspace,
+                &sandbox,
+            )
+            .map(|changes| changes.iter().map(file_change).collect::<Vec<_>>())
         })
         .await
         .map_err(|err| Status::internal(format!("cannot review the patch: {err}")))?;

@@ -448,6 +448,7 @@ fn output_item(
             process_id: c.process_id.unwrap_or_default(),
         }),
         sandbox_denied: outcome.sandbox_denied,
+        sandbox_unavailable: false,
     };
     (item, response)
 }

@@ -5,18 +5,20 @@
 //! `shell_command`, structured for the JSON tool and `shell` — as Codex runs
 //! apply_patch as a command; refusals are plain text.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ToolContext, ToolOutcome, parse_arguments};
 use crate::format::{
     FormatError, TruncationPolicy, freeform_shell_output, structured_shell_output,
 };
-use crate::patch::apply::Change;
+use crate::patch::apply::{Affected, Change, execute};
 use crate::patch::parser::{Hunk, parse_patch};
-use crate::patch::{PatchResult, apply_hunks, verify};
+use crate::patch::{PatchResult, verify};
+use crate::sandbox::job::{ConfinedJob, Job};
+use crate::sandbox::{CallSandbox, Confinement};
 use crate::workspace::Workspace;
 
 /// Which exec layout a successful (or I/O-failed) patch is reported in.
@@ -72,11 +74,14 @@ async fn run_text(ctx: &ToolContext<'_>, patch: &str, layout: Layout) -> ToolOut
 /// ReviewPatch); `Err` is the text RunTool would answer the model with.
 /// `arguments` as in RunTool: the raw patch when `custom`, else the JSON
 /// form.
+/// Under a sandboxed `sandbox`, a hunk naming a hidden path is refused
+/// before any file is read.
 pub fn review(
     arguments: &str,
     custom: bool,
     cwd: &Path,
     workspace: &Workspace,
+    sandbox: &CallSandbox,
 ) -> Result<Vec<Change>, String> {
     let patch = if custom {
         arguments.to_string()
@@ -85,6 +90,7 @@ pub fn review(
     };
     let hunks =
         parse_patch(&patch).map_err(|err| format!("apply_patch verification failed: {err}"))?;
+    hidden_paths_untouched(sandbox, &hunks, cwd)?;
     verify(&hunks, cwd, workspace).map_err(|refused| refused.text().to_string())
 }
 
@@ -104,17 +110,134 @@ pub async fn run_hunks(
             Err(err) => return ToolOutcome::failure(format!("patch rejected: {err}")),
         },
     };
+    // Before anything is read: a sandboxed patch must not read (its
+    // verification would tell what a file holds) or write a hidden path —
+    // the tool-runner's state, the blob store, Codex's home.
+    if let Err(text) = hidden_paths_untouched(ctx.sandbox, &hunks, &cwd) {
+        return ToolOutcome {
+            sandbox_denied: true,
+            ..ToolOutcome::failure(text)
+        };
+    }
     let workspace = ctx.workspace.clone();
     let sandbox = ctx.sandbox.clone();
     let start = Instant::now();
-    // File I/O, possibly on many files: off the async threads.
-    let result =
-        tokio::task::spawn_blocking(move || apply_hunks(&hunks, &cwd, &workspace, &sandbox)).await;
-    let result = match result {
-        Ok(result) => result,
+    // Verification reads every file the patch touches: off the async
+    // threads.
+    let plan_cwd = cwd.clone();
+    let planned =
+        tokio::task::spawn_blocking(move || plan(&hunks, &plan_cwd, &workspace, &sandbox)).await;
+    let changes = match planned {
+        Ok(Ok(changes)) => changes,
+        Ok(Err(result)) => return patch_outcome(result, start.elapsed(), layout, ctx.policy),
         Err(err) => return ToolOutcome::failure(format!("execution error: {err}")),
     };
+    // The writes happen confined: under the call's sandbox, or — for an
+    // unsandboxed (approved) patch — with exactly the directories it
+    // writes writable, so that a symlink a background command swaps in
+    // after the checks cannot send a write elsewhere.
+    let job = ApplyPatchJob { changes };
+    let written = match write_confinement(ctx, &job.changes) {
+        Some(confinement) => ctx
+            .executor
+            .run_job("apply_patch", job, &cwd, &confinement)
+            .await
+            .map_err(|err| format!("execution error: {err}")),
+        None => tokio::task::spawn_blocking(move || job.run())
+            .await
+            .map_err(|err| format!("execution error: {err}")),
+    };
+    let result = match written {
+        Ok(Ok(affected)) => PatchResult::Applied {
+            summary: affected.summary(),
+        },
+        Ok(Err(message)) => PatchResult::Failed { message },
+        Err(text) => return ToolOutcome::failure(text),
+    };
     patch_outcome(result, start.elapsed(), layout, ctx.policy)
+}
+
+/// Verifies the hunks and checks every path they write against the
+/// sandbox; `Err` is the refusal. Nothing is written.
+fn plan(
+    hunks: &[Hunk],
+    cwd: &Path,
+    workspace: &Workspace,
+    sandbox: &CallSandbox,
+) -> Result<Vec<Change>, PatchResult> {
+    let changes = verify(hunks, cwd, workspace)?;
+    // After verification, as Codex's sandboxed apply_patch process would
+    // fail only when it writes.
+    for change in &changes {
+        for path in change.written_paths() {
+            sandbox
+                .check_write(cwd, path)
+                .map_err(|text| PatchResult::Denied { text })?;
+        }
+    }
+    Ok(changes)
+}
+
+/// Where a patch's writes are confined: the call's confinement when it is
+/// sandboxed; else, when the tool-runner has a helper, the directories the
+/// patch writes (the nearest existing one for each path); else nowhere
+/// (the writes happen in the tool-runner, as in tests without a helper).
+fn write_confinement(ctx: &ToolContext<'_>, changes: &[Change]) -> Option<Confinement> {
+    if let Some(confinement) = ctx.sandbox.confinement() {
+        return Some(confinement);
+    }
+    ctx.executor.sandbox_helper()?;
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for change in changes {
+        for path in change.written_paths() {
+            let existing = path
+                .parent()
+                .into_iter()
+                .flat_map(Path::ancestors)
+                .find_map(|dir| std::fs::canonicalize(dir).ok());
+            if let Some(dir) = existing
+                && !dirs.contains(&dir)
+            {
+                dirs.push(dir);
+            }
+        }
+    }
+    Some(ctx.sandbox.confinement_writing(&dirs))
+}
+
+/// Writes verified changes (inside the confined helper).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApplyPatchJob {
+    changes: Vec<Change>,
+}
+
+impl ConfinedJob for ApplyPatchJob {
+    /// What was written, or Codex's text for where writing stopped.
+    type Output = Result<Affected, String>;
+
+    fn run(self) -> Self::Output {
+        execute(&self.changes).map_err(|err| err.to_string())
+    }
+
+    fn into_job(self) -> Job {
+        Job::ApplyPatch(self)
+    }
+}
+
+/// `Err` (the model's text) when a hunk of a sandboxed call names a path
+/// inside a hidden one.
+fn hidden_paths_untouched(sandbox: &CallSandbox, hunks: &[Hunk], cwd: &Path) -> Result<(), String> {
+    for hunk in hunks {
+        sandbox.check_visible(cwd, Path::new(hunk.path()))?;
+        if let Hunk::Update {
+            move_path: Some(dest),
+            ..
+        } = hunk
+        {
+            sandbox.check_visible(cwd, Path::new(dest))?;
+        }
+    }
+    Ok(())
 }
 
 /// The model's answer for a patch result.

@@ -12,9 +12,10 @@ use grep_regex::RegexMatcherBuilder;
 use grep_searcher::{BinaryDetection, Searcher, SearcherBuilder, Sink, SinkMatch};
 use ignore::WalkBuilder;
 use ignore::overrides::OverrideBuilder;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ToolContext, ToolOutcome, parse_arguments};
+use crate::sandbox::job::{ConfinedJob, Job};
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 2000;
@@ -70,10 +71,23 @@ pub async fn run(ctx: &ToolContext<'_>, arguments: &str) -> ToolOutcome {
         .map(str::trim)
         .filter(|glob| !glob.is_empty())
         .map(str::to_string);
-    let deadline = Instant::now() + SEARCH_TIMEOUT;
-    let searched =
-        tokio::task::spawn_blocking(move || search(&pattern, include.as_deref(), &root, deadline))
-            .await;
+    let job = GrepJob {
+        pattern,
+        include,
+        root,
+    };
+    // Under a sandbox the search happens confined, seeing what a sandboxed
+    // command would: no other process's /proc, no hidden path.
+    let searched = match ctx.sandbox.confinement() {
+        Some(confinement) => ctx
+            .executor
+            .run_job("grep_files", job, ctx.cwd, &confinement)
+            .await
+            .map_err(|err| err.to_string()),
+        None => tokio::task::spawn_blocking(move || job.run())
+            .await
+            .map_err(|err| err.to_string()),
+    };
     match searched {
         Ok(Ok(mut found)) if !found.is_empty() => {
             found.truncate(limit);
@@ -90,7 +104,29 @@ pub async fn run(ctx: &ToolContext<'_>, arguments: &str) -> ToolOutcome {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
+/// Searches under a root, newest match first, for up to
+/// [`SEARCH_TIMEOUT`] from when the job starts.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GrepJob {
+    pattern: String,
+    include: Option<String>,
+    root: PathBuf,
+}
+
+impl ConfinedJob for GrepJob {
+    type Output = Result<Vec<String>, SearchError>;
+
+    fn run(self) -> Self::Output {
+        let deadline = Instant::now() + SEARCH_TIMEOUT;
+        search(&self.pattern, self.include.as_deref(), &self.root, deadline)
+    }
+
+    fn into_job(self) -> Job {
+        Job::GrepFiles(self)
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SearchError {
     TimedOut,
     /// A bad pattern or glob: what rg would print on stderr.

@@ -6,9 +6,10 @@ use std::collections::VecDeque;
 use std::fs::FileType;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ToolContext, ToolOutcome, parse_arguments};
+use crate::sandbox::job::{ConfinedJob, Job};
 
 const MAX_NAME_BYTES: usize = 500;
 const INDENT_SPACES: usize = 2;
@@ -58,18 +59,52 @@ pub async fn run(ctx: &ToolContext<'_>, arguments: &str) -> ToolOutcome {
         // Let the listing report a missing directory the way Codex words it.
         Err(_) => path.clone(),
     };
-    let listed = tokio::task::spawn_blocking(move || {
-        list(&resolved, params.offset, params.limit, params.depth)
-    })
-    .await;
+    let job = ListDirJob {
+        path: resolved,
+        offset: params.offset,
+        limit: params.limit,
+        depth: params.depth,
+    };
+    // Under a sandbox the listing happens confined, seeing what a
+    // sandboxed command would: no other process's /proc, no hidden path.
+    let listed = match ctx.sandbox.confinement() {
+        Some(confinement) => ctx
+            .executor
+            .run_job("list_dir", job, ctx.cwd, &confinement)
+            .await
+            .map_err(|err| format!("failed to read directory: {err}")),
+        None => tokio::task::spawn_blocking(move || job.run())
+            .await
+            .map_err(|err| format!("failed to read directory: {err}")),
+    };
     match listed {
         Ok(Ok(entries)) => {
             let mut lines = vec![format!("Absolute path: {}", path.display())];
             lines.extend(entries);
             ToolOutcome::success(lines.join("\n"))
         }
-        Ok(Err(text)) => ToolOutcome::failure(text),
-        Err(err) => ToolOutcome::failure(format!("failed to read directory: {err}")),
+        Ok(Err(text)) | Err(text) => ToolOutcome::failure(text),
+    }
+}
+
+/// Lists a directory breadth-first.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ListDirJob {
+    path: PathBuf,
+    offset: usize,
+    limit: usize,
+    depth: usize,
+}
+
+impl ConfinedJob for ListDirJob {
+    type Output = Result<Vec<String>, String>;
+
+    fn run(self) -> Self::Output {
+        list(&self.path, self.offset, self.limit, self.depth)
+    }
+
+    fn into_job(self) -> Job {
+        Job::ListDir(self)
     }
 }
 

@@ -3,11 +3,12 @@
 //! anchor line — a structural read without a language parser.
 
 use std::collections::VecDeque;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ToolContext, ToolOutcome, parse_arguments};
+use crate::sandbox::job::{ConfinedJob, Job};
 
 /// Lines are cut to this many bytes (at a character boundary).
 const MAX_LINE_BYTES: usize = 500;
@@ -16,7 +17,7 @@ const TAB_WIDTH: usize = 4;
 /// Lines starting with these count as comments (headers of a block).
 const COMMENT_PREFIXES: [&str; 3] = ["#", "//", "--"];
 
-#[derive(Debug, Deserialize, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, PartialEq)]
 pub struct ReadFileParams {
     pub file_path: String,
     #[serde(default = "one")]
@@ -28,7 +29,7 @@ pub struct ReadFileParams {
     pub indentation: Option<IndentationParams>,
 }
 
-#[derive(Debug, Deserialize, PartialEq, Eq, Clone, Copy, Default)]
+#[derive(Debug, Deserialize, Serialize, PartialEq, Eq, Clone, Copy, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ReadMode {
     #[default]
@@ -36,7 +37,7 @@ pub enum ReadMode {
     Indentation,
 }
 
-#[derive(Debug, Deserialize, PartialEq, Eq, Clone)]
+#[derive(Debug, Deserialize, Serialize, PartialEq, Eq, Clone)]
 pub struct IndentationParams {
     pub anchor_line: Option<usize>,
     /// How many enclosing levels to include; 0 = all.
@@ -96,20 +97,51 @@ async fn read(ctx: &ToolContext<'_>, arguments: &str) -> Result<String, String> 
         // Let the read report a missing file the way Codex words it.
         Err(_) => path.to_path_buf(),
     };
-    let bytes = tokio::fs::read(&path)
-        .await
-        .map_err(|err| format!("failed to read file: {err}"))?;
-    let lines = split_lines(&bytes);
-    let collected = match params.mode {
-        ReadMode::Slice => slice(&lines, params.offset, params.limit)?,
-        ReadMode::Indentation => indentation_block(
-            &lines,
-            params.offset,
-            params.limit,
-            &params.indentation.unwrap_or_default(),
-        )?,
-    };
-    Ok(collected.join("\n"))
+    let job = ReadFileJob { path, params };
+    // Under a sandbox the read happens confined, seeing what a sandboxed
+    // command would: no other process's /proc, no hidden path.
+    match ctx.sandbox.confinement() {
+        Some(confinement) => ctx
+            .executor
+            .run_job("read_file", job, ctx.cwd, &confinement)
+            .await
+            .map_err(|err| format!("failed to read file: {err}"))?,
+        None => tokio::task::spawn_blocking(move || job.run())
+            .await
+            .map_err(|err| format!("failed to read file: {err}"))?,
+    }
+}
+
+/// Reads a file and renders the requested lines.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReadFileJob {
+    path: PathBuf,
+    params: ReadFileParams,
+}
+
+impl ConfinedJob for ReadFileJob {
+    type Output = Result<String, String>;
+
+    fn run(self) -> Self::Output {
+        let bytes =
+            std::fs::read(&self.path).map_err(|err| format!("failed to read file: {err}"))?;
+        let lines = split_lines(&bytes);
+        let params = self.params;
+        let collected = match params.mode {
+            ReadMode::Slice => slice(&lines, params.offset, params.limit)?,
+            ReadMode::Indentation => indentation_block(
+                &lines,
+                params.offset,
+                params.limit,
+                &params.indentation.unwrap_or_default(),
+            )?,
+        };
+        Ok(collected.join("\n"))
+    }
+
+    fn into_job(self) -> Job {
+        Job::ReadFile(self)
+    }
 }
 
 /// One line of the file.

@@ -5,14 +5,15 @@
 //! as they are.
 
 use std::io::Cursor;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use image::{GenericImageView as _, ImageFormat, ImageReader, Limits};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{ToolContext, ToolOutcome, parse_arguments};
+use crate::sandbox::job::{ConfinedJob, Job};
 
 /// Longest side after resizing.
 pub const MAX_SIDE: u32 = 2048;
@@ -76,48 +77,83 @@ pub async fn run(ctx: &ToolContext<'_>, arguments: &str) -> ToolOutcome {
         Err(err) if err.is_denied() => return ToolOutcome::failure(err.to_string()),
         _ => {}
     }
-    let metadata = match std::fs::metadata(&path) {
-        Ok(metadata) => metadata,
-        Err(err) => {
-            return ToolOutcome::failure(format!(
-                "unable to locate image at `{}`: {err}",
-                path.display()
-            ));
-        }
+    let job = ViewImageJob { path, original };
+    // Under a sandbox the image is read confined, seeing what a sandboxed
+    // command would: no other process's /proc, no hidden path.
+    let loaded = match ctx.sandbox.confinement() {
+        Some(confinement) => ctx
+            .executor
+            .run_job("view_image", job, ctx.cwd, &confinement)
+            .await
+            .map_err(|err| format!("execution error: {err}")),
+        None => tokio::task::spawn_blocking(move || job.run())
+            .await
+            .map_err(|err| format!("execution error: {err}")),
     };
-    if !metadata.is_file() {
-        return ToolOutcome::failure(format!("image path `{}` is not a file", path.display()));
-    }
-    let load_path = path.clone();
-    let loaded = tokio::task::spawn_blocking(move || load_for_prompt(&load_path, original)).await;
     let image = match loaded {
         Ok(Ok(image)) => image,
-        Ok(Err(err)) => {
-            return ToolOutcome::failure(format!(
-                "unable to process image at `{}`: {err}",
-                path.display()
-            ));
-        }
-        Err(err) => return ToolOutcome::failure(format!("execution error: {err}")),
+        Ok(Err(text)) | Err(text) => return ToolOutcome::failure(text),
     };
     let detail = if original { "original" } else { "high" };
     let item = json!({
         "type": "input_image",
-        "image_url": image.data_url(),
+        "image_url": image.data_url,
         "detail": detail,
     });
     ToolOutcome {
         text: format!(
             "[image {} {}x{}, {} bytes, detail {detail}]",
-            image.mime,
-            image.width,
-            image.height,
-            image.bytes.len()
+            image.mime, image.width, image.height, image.bytes
         ),
         items: Some(vec![item]),
         success: true,
         command: None,
         sandbox_denied: false,
+    }
+}
+
+/// Reads an image and makes it ready for the model.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ViewImageJob {
+    path: PathBuf,
+    original: bool,
+}
+
+/// A [`ViewImageJob`]'s image: what the output item and its description
+/// need.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PromptImage {
+    mime: String,
+    data_url: String,
+    width: u32,
+    height: u32,
+    /// The encoded image's size.
+    bytes: usize,
+}
+
+impl ConfinedJob for ViewImageJob {
+    type Output = Result<PromptImage, String>;
+
+    fn run(self) -> Self::Output {
+        let path = self.path;
+        let metadata = std::fs::metadata(&path)
+            .map_err(|err| format!("unable to locate image at `{}`: {err}", path.display()))?;
+        if !metadata.is_file() {
+            return Err(format!("image path `{}` is not a file", path.display()));
+        }
+        let image = load_for_prompt(&path, self.original)
+            .map_err(|err| format!("unable to process image at `{}`: {err}", path.display()))?;
+        Ok(PromptImage {
+            mime: image.mime.to_string(),
+            data_url: image.data_url(),
+            width: image.width,
+            height: image.height,
+            bytes: image.bytes.len(),
+        })
+    }
+
+    fn into_job(self) -> Job {
+        Job::ViewImage(self)
     }
 }
 
