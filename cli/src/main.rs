@@ -58,6 +58,16 @@ enum Command {
         /// Seconds to wait for each component to become healthy.
         #[arg(long, default_value_t = 30, value_name = "SECS")]
         timeout: u64,
+        /// A directory sessions may work in (their `--cwd` and below);
+        /// repeatable. Default: your home directory. Applies when the
+        /// tool-runner starts (`keel down` first to change it).
+        #[arg(
+            long = "workspace-root",
+            env = "KEEL_WORKSPACE_ROOTS",
+            value_name = "DIR",
+            value_delimiter = ':'
+        )]
+        workspace_roots: Vec<PathBuf>,
     },
     /// Stop what `keel up` started.
     Down,
@@ -148,7 +158,17 @@ async fn dispatch(cli: Cli) -> Result<()> {
         SessionApi::connect(target).await
     };
     match cli.command {
-        Command::Up { timeout } => stack().up(Duration::from_secs(timeout.max(1))).await,
+        Command::Up {
+            timeout,
+            workspace_roots,
+        } => {
+            let cwd = std::env::current_dir().context("cannot read the current directory")?;
+            let roots = workspace_roots.iter().map(|root| cwd.join(root)).collect();
+            stack()
+                .with_workspace_roots(roots)
+                .up(Duration::from_secs(timeout.max(1)))
+                .await
+        }
         Command::Down => stack().down().await,
         Command::Status { json } => {
             let statuses = stack().status().await;
@@ -316,7 +336,7 @@ mod tests {
         assert_eq!(cli.global.temporal_address.as_deref(), Some("127.0.0.1:2"));
         assert!(matches!(cli.command, Command::Status { json: true }));
         let cli = Cli::try_parse_from(["keel", "up", "--timeout", "5"]).unwrap();
-        assert!(matches!(cli.command, Command::Up { timeout: 5 }));
+        assert!(matches!(cli.command, Command::Up { timeout: 5, .. }));
     }
 
     #[test]

@@ -137,6 +137,9 @@ pub struct Stack {
     state: StateDir,
     /// `--temporal-address` / `TEMPORAL_ADDRESS`, when given.
     temporal_flag: Option<String>,
+    /// The directories sessions may work in (the tool-runner's
+    /// `--workspace-root`s); empty: the user's home.
+    workspace_roots: Vec<PathBuf>,
 }
 
 impl Stack {
@@ -147,6 +150,27 @@ impl Stack {
         Self {
             state,
             temporal_flag,
+            workspace_roots: Vec::new(),
+        }
+    }
+
+    /// Sessions started by this stack may work in `roots` (and below) only.
+    pub fn with_workspace_roots(mut self, roots: Vec<PathBuf>) -> Self {
+        self.workspace_roots = roots;
+        self
+    }
+
+    /// The workspace roots to give the tool-runner: the configured ones,
+    /// else the user's home, else the current directory.
+    fn workspace_roots(&self) -> Result<Vec<PathBuf>> {
+        if !self.workspace_roots.is_empty() {
+            return Ok(self.workspace_roots.clone());
+        }
+        match std::env::var_os("HOME").filter(|home| !home.is_empty()) {
+            Some(home) => Ok(vec![PathBuf::from(home)]),
+            None => Ok(vec![
+                std::env::current_dir().context("cannot read the current directory")?,
+            ]),
         }
     }
 
@@ -174,6 +198,9 @@ impl Stack {
                 .ensure_service(*component, &bin_dir, &addrs, timeout, &mut started)
                 .await?;
             addrs.insert(*component, addr);
+        }
+        if let Some(addr) = addrs.get(&Component::ToolRunner) {
+            report_sandbox(addr).await;
         }
         if let Some(addr) = addrs.get(&Component::SessionApi) {
             say(format_args!(
@@ -383,12 +410,17 @@ impl Stack {
             Component::ModelProxy => {
                 args.extend(["--blob-url".to_string(), blob_url]);
             }
-            // A local stack serves the user's own directories (`keel run --cwd`).
+            // A local stack serves the user's own directories (`keel run
+            // --cwd`) under the workspace roots, and hides everything of
+            // Keel's (database, logs, blobs, journal) from what it runs.
             Component::ToolRunner => {
+                args.extend(["--blob-url".to_string(), blob_url]);
+                for root in self.workspace_roots()? {
+                    args.extend(["--workspace-root".to_string(), root.display().to_string()]);
+                }
                 args.extend([
-                    "--blob-url".to_string(),
-                    blob_url,
-                    "--allow-any-workspace".to_string(),
+                    "--hide-path".to_string(),
+                    self.state.root().display().to_string(),
                 ]);
             }
             Component::McpBroker => {}
@@ -670,6 +702,52 @@ fn local_bind_ip(host: &str) -> Option<String> {
     }
     let ip: IpAddr = host.parse().ok()?;
     ip.is_loopback().then(|| ip.to_string())
+}
+
+/// Says once, loudly, when the tool-runner cannot enforce the sandbox on
+/// this host: sessions will then be asked before each command runs
+/// unconfined (or refused under `never`), and the operator should know why.
+async fn report_sandbox(addr: &str) {
+    use keel_proto::v1::GetSandboxStatusRequest;
+    use keel_proto::v1::tool_service_client::ToolServiceClient;
+    let status = async {
+        let channel = Channel::from_shared(format!("http://{}", strip_scheme(addr)))
+            .ok()?
+            .connect()
+            .await
+            .ok()?;
+        ToolServiceClient::new(channel)
+            .get_sandbox_status(GetSandboxStatusRequest {})
+            .await
+            .ok()
+            .map(tonic::Response::into_inner)
+    };
+    match tokio::time::timeout(Duration::from_secs(10), status).await {
+        Ok(Some(status)) if sandbox_complete(&status) => say(format_args!(
+            "{:<12} sandbox enforced ({})",
+            Component::ToolRunner.name(),
+            status.mechanism
+        )),
+        Ok(Some(status)) => eprintln!(
+            "\n!!! WARNING: this host cannot enforce Keel's sandbox ({}).\n\
+             !!! Missing: {}\n\
+             !!! Sandboxed commands and file tools will not run here: each one is put to you\n\
+             !!! as \"run it without the sandbox?\" (refused under --approval-policy never).\n",
+            status.mechanism, status.detail
+        ),
+        _ => eprintln!(
+            "\n!!! WARNING: cannot ask the tool-runner at {addr} what sandbox it enforces.\n"
+        ),
+    }
+}
+
+fn sandbox_complete(status: &keel_proto::v1::GetSandboxStatusResponse) -> bool {
+    status.filesystem_enforced
+        && status.network_enforced
+        && status.protected_paths_enforced
+        && status.processes_isolated
+        && status.hidden_paths_enforced
+        && status.privileges_dropped
 }
 
 /// True when grpc.health.v1 Check for the whole server says SERVING.

@@ -99,6 +99,8 @@ pub struct StackOptions {
     pub temporal_db: bool,
     /// session-api `--history-event-budget` (0: default).
     pub history_event_budget: u32,
+    /// Extra environment for the tool-runner.
+    pub tool_runner_env: Vec<(String, String)>,
 }
 
 impl StackOptions {
@@ -110,6 +112,7 @@ impl StackOptions {
             retained_events: 2048,
             temporal_db: false,
             history_event_budget: 0,
+            tool_runner_env: Vec::new(),
         }
     }
 }
@@ -160,10 +163,15 @@ impl Stack {
                 ("KEEL_CONFIG", "/dev/null"),
             ],
         )?;
+        let tool_runner_env: Vec<(&str, &str)> = options
+            .tool_runner_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         stack.tool_runner = stack.start_service(
             "keel-tool-runner",
             &["--blob-url", &blob_url, "--allow-any-workspace"],
-            &[],
+            &tool_runner_env,
         )?;
         stack.mcp_broker = stack.start_service("keel-mcp-broker", &[], &[])?;
         let (temporal, model_proxy, tool_runner, mcp_broker) = (
@@ -339,7 +347,7 @@ impl Stack {
         result.map_err(|e| self.explain(e, name))
     }
 
-    fn proc(&self, name: &str) -> anyhow::Result<&Proc> {
+    pub fn proc(&self, name: &str) -> anyhow::Result<&Proc> {
         self.procs
             .iter()
             .find(|p| p.name == name)

@@ -407,6 +407,8 @@ async fn keel_processes_hide_their_environment_from_their_own_user() {
             .env("OPENAI_API_KEY", secret)
             .env("KEEL_TEST_SECRET", secret)
             .env_remove("KEEL_TOOL_RUNNER_STATE_DIR")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
@@ -439,4 +441,294 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join(program))
         .find(|path| path.is_file())
+}
+
+/// The next approval request of a command; panics if the turn ends first.
+async fn exec_request(events: &mut Events) -> pb::ExecApprovalRequest {
+    until(events, |e| match &e.msg {
+        Some(Msg::ExecApprovalRequest(r)) => Some(r.clone()),
+        Some(Msg::TurnComplete(_)) => panic!("ran or refused without asking: {e:?}"),
+        _ => None,
+    })
+    .await
+    .unwrap()
+    .1
+}
+
+fn pid_of(stack: &Stack, name: &str) -> u32 {
+    stack.proc(name).unwrap().pid()
+}
+
+/// Every request body the fake model received, as text.
+fn everything_the_model_saw(fake: &FakeModel) -> String {
+    fake.requests()
+        .iter()
+        .map(|r| r.body.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Holes 3, 5 and 6: the API key reached the model — a sandboxed command
+/// printed `/proc/<model-proxy pid>/environ`, and `read_file` read it too;
+/// sandboxed commands could signal Keel's processes; and with Keel's state
+/// inside a writable root a command could rewrite blobs, forge journal
+/// results and plant process records. Now sandboxed commands and file tools
+/// run in a PID namespace of their own (no other process is visible or
+/// reachable) with Keel's state directories masked, and blob reads verify
+/// their digest. The session works in the stack's own directory, so the
+/// blob store and the tool-runner's state lie inside its writable root.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_and_keel_state_are_out_of_the_models_reach() {
+    let fake = FakeModel::start(vec![]).await.unwrap();
+    let stack = Stack::launch(StackOptions::new(fake.base_url()))
+        .await
+        .unwrap();
+    let key = stack.options.api_key.clone();
+    let proxy = pid_of(&stack, "keel-model-proxy");
+    let runner = pid_of(&stack, "keel-tool-runner");
+    let ws = stack.dir.path().canonicalize().unwrap();
+    let bash = |script: String| json!({"command": ["bash", "-lc", script]});
+    for scripted in [
+        call(
+            "c_environ",
+            "shell",
+            bash(format!(
+                "xargs -0 -n1 < /proc/{proxy}/environ; cat /proc/{runner}/environ; \
+                 grep -a OPENAI_API_KEY /proc/*/environ; ls /proc | grep -c '^[0-9]'"
+            )),
+        ),
+        call(
+            "c_read",
+            "read_file",
+            json!({"file_path": format!("/proc/{proxy}/environ")}),
+        ),
+        call(
+            "c_kill",
+            "shell",
+            bash(format!("kill -9 {proxy} {runner}; echo kill=$?")),
+        ),
+        call(
+            "c_state",
+            "shell",
+            bash(
+                "for f in blobs/sha256/*/*; do echo forged > \"$f\"; done; \
+                 touch tool-runner-state/calls/1-1.process; \
+                 echo files=$(find blobs tool-runner-state -type f | wc -l)"
+                    .into(),
+            ),
+        ),
+        call(
+            "c_list",
+            "list_dir",
+            json!({"dir_path": ws.join("blobs").display().to_string()}),
+        ),
+        Scripted::assistant("done"),
+    ] {
+        fake.push(scripted);
+    }
+    let mut client = session::connect(&stack.session_api).await.unwrap();
+    let (sid, mut events) = open(
+        &mut client,
+        &ws,
+        pb::ApprovalPolicy::OnRequest,
+        pb::ShellToolKind::Shell,
+    )
+    .await;
+    session::send(&mut client, &sid, "t1", "look around")
+        .await
+        .unwrap();
+    unasked_turn(&mut events).await;
+
+    let seen = everything_the_model_saw(&fake);
+    assert!(!seen.contains(&key), "the API key reached the model");
+    // Only the model-proxy's environment has the model settings.
+    let environ = output_for(&fake, "c_environ");
+    assert!(!environ.contains("OPENAI_BASE_URL"), "{environ}");
+    let read = output_for(&fake, "c_read");
+    assert!(!read.contains("OPENAI_BASE_URL"), "{read}");
+    let kill = output_for(&fake, "c_kill");
+    assert!(!kill.contains("kill=0"), "{kill}");
+    // Both are alive: the model-proxy answered the turn's last call.
+    for pid in [proxy, runner] {
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+    // Nothing of Keel's state was seen, written or planted.
+    let state = output_for(&fake, "c_state");
+    assert!(state.contains("files=0"), "{state}");
+    assert!(!ws.join("tool-runner-state/calls/1-1.process").exists());
+    let mut blobs = 0;
+    for entry in walk(&ws.join("blobs")) {
+        blobs += 1;
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !bytes.starts_with(b"forged"),
+            "{} was rewritten",
+            entry.display()
+        );
+    }
+    assert!(blobs > 0, "the store holds the conversation");
+    let listed = output_for(&fake, "c_list");
+    assert!(!listed.contains("sha256"), "{listed}");
+    // The blobs are intact: the conversation reads back whole.
+    session::send(&mut client, &sid, "t2", "still there?")
+        .await
+        .unwrap();
+    fake.push(Scripted::assistant("yes"));
+    unasked_turn(&mut events).await;
+    let last = fake.requests().last().unwrap().clone();
+    assert!(
+        last.body.to_string().contains("look around"),
+        "the conversation lost its start"
+    );
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// Hole 9: project instructions followed symlinks out of the project, so a
+/// repository could pull any readable file (a key, another project's
+/// secrets) into the model's context. Now an instructions file is read only
+/// if it resolves inside the project.
+#[tokio::test(flavor = "multi_thread")]
+async fn project_instructions_cannot_pull_in_files_from_outside() {
+    let outside = tempfile::tempdir().unwrap();
+    let secret = "TOP-SECRET-deploy-token-5150";
+    let secret_file = outside.path().join("credentials");
+    std::fs::write(&secret_file, secret).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().canonicalize().unwrap();
+    std::fs::create_dir(ws.join(".git")).unwrap();
+    std::os::unix::fs::symlink(&secret_file, ws.join("AGENTS.md")).unwrap();
+    std::fs::create_dir(ws.join("sub")).unwrap();
+    std::fs::write(ws.join("sub/AGENTS.md"), "Use tabs.").unwrap();
+    let (fake, _stack, mut client) = start(vec![Scripted::assistant("ok")]).await;
+    let (sid, mut events) = open(
+        &mut client,
+        &ws.join("sub"),
+        pb::ApprovalPolicy::OnRequest,
+        pb::ShellToolKind::Shell,
+    )
+    .await;
+    session::send(&mut client, &sid, "t1", "hi").await.unwrap();
+    unasked_turn(&mut events).await;
+    let seen = everything_the_model_saw(&fake);
+    assert!(
+        seen.contains("Use tabs."),
+        "the project's own instructions are sent"
+    );
+    assert!(
+        !seen.contains(secret),
+        "a file outside the project reached the model"
+    );
+}
+
+/// Hole 7: a host that could not enforce the sandbox ran commands
+/// unconfined, silently. Now the tool-runner refuses a call it cannot
+/// confine, and the workflow puts it to a person as "run it without the
+/// sandbox?" — refused under `never`, and run unconfined only when a person
+/// says so. The host is made unable to enforce for real: the tool-runner's
+/// probe cannot start with its TMPDIR missing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandbox_the_host_cannot_enforce_is_never_skipped_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().canonicalize().unwrap();
+    let touch = |call_id: &str, name: &str| {
+        call(
+            call_id,
+            "shell",
+            json!({"command": ["touch", ws.join(name).display().to_string()]}),
+        )
+    };
+    let script = vec![
+        touch("c_denied", "denied"),
+        Scripted::assistant("not run"),
+        touch("c_approved", "approved"),
+        Scripted::assistant("ran"),
+        touch("c_never", "never"),
+        Scripted::assistant("refused"),
+    ];
+    let fake = FakeModel::start(script).await.unwrap();
+    let mut options = StackOptions::new(fake.base_url());
+    options.tool_runner_env = vec![(
+        "TMPDIR".into(),
+        ws.join("no-such-dir").display().to_string(),
+    )];
+    let stack = Stack::launch(options).await.unwrap();
+    let mut client = session::connect(&stack.session_api).await.unwrap();
+
+    let mut status = keel_proto::v1::tool_service_client::ToolServiceClient::connect(format!(
+        "http://{}",
+        stack.tool_runner
+    ))
+    .await
+    .unwrap();
+    let status = status
+        .get_sandbox_status(pb::GetSandboxStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!status.filesystem_enforced, "{status:?}");
+
+    for (call_id, name, answer) in [
+        ("c_denied", "denied", K::Denied),
+        ("c_approved", "approved", K::Approved),
+    ] {
+        let (sid, mut events) = open(
+            &mut client,
+            &ws,
+            pb::ApprovalPolicy::OnRequest,
+            pb::ShellToolKind::Shell,
+        )
+        .await;
+        session::send(&mut client, &sid, "t1", "touch")
+            .await
+            .unwrap();
+        let request = exec_request(&mut events).await;
+        assert_eq!(request.call_id, call_id);
+        assert!(
+            request.reason.contains("cannot be enforced on this host")
+                && request.reason.ends_with("without the sandbox?"),
+            "{request:?}"
+        );
+        assert!(!ws.join(name).exists(), "ran before the answer");
+        respond(&mut client, &sid, call_id, answer).await;
+        unasked_turn(&mut events).await;
+        assert_eq!(ws.join(name).exists(), answer == K::Approved, "{name}");
+    }
+    assert_eq!(
+        output_for(&fake, "c_denied"),
+        "exec command rejected by user"
+    );
+
+    let (sid, mut events) = open(
+        &mut client,
+        &ws,
+        pb::ApprovalPolicy::Never,
+        pb::ShellToolKind::Shell,
+    )
+    .await;
+    session::send(&mut client, &sid, "t1", "touch")
+        .await
+        .unwrap();
+    unasked_turn(&mut events).await;
+    assert!(!ws.join("never").exists());
+    let refused = output_for(&fake, "c_never");
+    assert!(
+        refused.contains("cannot be enforced on this host"),
+        "{refused}"
+    );
 }

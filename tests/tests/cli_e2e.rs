@@ -85,6 +85,8 @@ impl Keel {
             .env("NO_COLOR", "1")
             // Hermetic: never a developer's ~/.codex/config.toml.
             .env("KEEL_CONFIG", "/dev/null")
+            // Sessions work in the test's directory, not the home directory.
+            .env("KEEL_WORKSPACE_ROOTS", self.workspace.path())
             .env_remove("KEEL_ADDR")
             .env_remove("KEEL_STATE_DIR");
         cmd

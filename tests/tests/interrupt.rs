@@ -14,6 +14,21 @@ use pb::event::Msg;
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// The host pid of the process whose argv is exactly `argv`. (A sandboxed
+/// command runs in a PID namespace of its own: the pid it sees as `$$` is
+/// not the host's.)
+fn find_process(argv: &[&str]) -> Option<u32> {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
+        let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        (cmdline == wanted).then_some(pid)
+    })
+}
+
 /// True while `pid` exists and is not a zombie.
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -28,8 +43,9 @@ fn alive(pid: u32) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn interrupt_kills_the_running_command_and_the_next_turn_works() {
     let workspace = tempfile::tempdir().unwrap();
-    let pidfile = workspace.path().join("sleep.pid");
-    let script = format!("echo $$ > {}; exec sleep 60", pidfile.display());
+    // A duration no other process on the machine sleeps for, to find it by.
+    let duration = format!("60.{}", std::process::id());
+    let script = format!("exec sleep {duration}");
     let args =
         serde_json::json!({"command": ["sh", "-c", script], "timeout_ms": 120000}).to_string();
     let fake = FakeModel::start(vec![
@@ -63,7 +79,7 @@ async fn interrupt_kills_the_running_command_and_the_next_turn_works() {
         }
     }
     let pid: u32 = wait_for("the command to start", WAIT, || {
-        std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+        find_process(&["sleep", &duration])
     })
     .unwrap();
     assert!(alive(pid));

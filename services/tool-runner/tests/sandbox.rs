@@ -985,6 +985,11 @@ async fn hidden_paths_cannot_be_read_or_written() {
     for (id, policy) in [
         ("ws", workspace_write()),
         ("ro", mode(SandboxMode::ReadOnly)),
+        // With /tmp writable, the cwd (a temporary directory) is a
+        // directory strictly inside a writable root, so it is pinned: the
+        // command must see it through the pin and the masks, not the
+        // directory underneath that it entered before they were mounted.
+        ("ws-tmp", mode(SandboxMode::WorkspaceWrite)),
     ] {
         let resp = env.sh(id, script, policy).await;
         let out = &output(&resp);

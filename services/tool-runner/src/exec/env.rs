@@ -186,56 +186,9 @@ pub fn is_secret_name(name: &str) -> bool {
     SECRET_NAME_PARTS.iter().any(|part| upper.contains(part))
 }
 
-/// Variables the dynamic loader reads: all of `LD_*`.
-const LOADER_PREFIX: &str = "LD_";
-
-/// glibc's list of variables it drops for setuid programs, past `LD_*`
-/// (`UNSECURE_ENVVARS` in glibc's sysdeps/generic/unsecvars.h): each can
-/// make a program load code (GCONV_PATH's gconv modules, GLIBC_TUNABLES),
-/// read files (HOSTALIASES, LOCPATH, NLSPATH, RESOLV_HOST_CONF, TZDIR, …)
-/// or write them (MALLOC_TRACE) of the caller's choice. TMPDIR is on that
-/// list too but names nothing loaded or trusted, and commands need it.
-const GLIBC_UNSECURE_VARS: [&str; 19] = [
-    "GCONV_PATH",
-    "GETCONF_DIR",
-    "GLIBC_TUNABLES",
-    "HOSTALIASES",
-    "LOCALDOMAIN",
-    "LOCPATH",
-    "MALLOC_ARENA_MAX",
-    "MALLOC_ARENA_TEST",
-    "MALLOC_MMAP_MAX_",
-    "MALLOC_MMAP_THRESHOLD_",
-    "MALLOC_PERTURB_",
-    "MALLOC_TOP_PAD_",
-    "MALLOC_TRACE",
-    "MALLOC_TRIM_THRESHOLD_",
-    "NIS_PATH",
-    "NLSPATH",
-    "RESOLV_HOST_CONF",
-    "RES_OPTIONS",
-    "TZDIR",
-];
-
-/// Why a variable named `name` must not come from a request (the model's
-/// `local_shell.env`, `Exec.env`), if it must not: the loader's variables
-/// and glibc's unsecure ones let whoever sets them run code of their choice
-/// in every program the command starts. The operator's own environment
-/// policy may still set them. Names are compared exactly, as the loader
-/// does.
-pub fn refused_env_var(name: &str) -> Option<&'static str> {
-    if name.starts_with(LOADER_PREFIX) {
-        Some(
-            "the dynamic loader reads LD_* variables, which can load code of the caller's choice into every program",
-        )
-    } else if GLIBC_UNSECURE_VARS.contains(&name) {
-        Some(
-            "glibc distrusts it (sysdeps/generic/unsecvars.h): it can make a program load code or read files of the caller's choice",
-        )
-    } else {
-        None
-    }
-}
+/// Why a request may not set a variable (the loader's and glibc's
+/// unsecure ones): the tool model's list, shared with the workflow.
+pub use keel_tool_model::env::refused_env_var;
 
 /// The inherited variables minus secrets: the default policy.
 pub fn inheritable(
@@ -276,35 +229,6 @@ mod tests {
             ("github_token", "t"),
             ("CARGO_HOME", "/cargo"),
         ])
-    }
-
-    #[test]
-    fn loader_and_unsecure_variables_are_refused() {
-        for name in [
-            "LD_PRELOAD",
-            "LD_AUDIT",
-            "LD_LIBRARY_PATH",
-            "LD_ANYTHING_NEW",
-            "GCONV_PATH",
-            "GLIBC_TUNABLES",
-            "MALLOC_TRACE",
-            "NLSPATH",
-            "RES_OPTIONS",
-            "TZDIR",
-        ] {
-            assert!(refused_env_var(name).is_some(), "{name} should be refused");
-        }
-        for name in [
-            "PATH",
-            "HOME",
-            "TMPDIR",
-            "TZ",
-            "LANG",
-            "ld_preload",
-            "OLD_PRELOAD",
-        ] {
-            assert_eq!(refused_env_var(name), None, "{name} should be allowed");
-        }
     }
 
     #[test]

@@ -121,6 +121,8 @@ pub enum HelperError {
     Mounts(#[from] mounts::MountError),
     #[error("the processes of the command are not isolated: {0}")]
     Processes(String),
+    #[error("cannot enter the working directory through the sandbox's mounts: {0}")]
+    WorkingDirectory(std::io::Error),
     #[error("landlock: {0}")]
     Landlock(#[from] landlock::RulesetError),
     #[error("landlock is not enforced on this kernel ({0})")]
@@ -556,6 +558,13 @@ pub(super) fn confine(
     }
     if require && !report.processes_isolated {
         return Err(HelperError::Processes(report.processes_detail));
+    }
+    // The working directory was entered before the mounts above, so it
+    // still names the directory underneath them: relative paths would
+    // reach what the pins, masks and read-only binds cover (a hidden blob
+    // store inside the cwd). Enter it again by path, through them.
+    if let Ok(cwd) = std::env::current_dir() {
+        std::env::set_current_dir(&cwd).map_err(HelperError::WorkingDirectory)?;
     }
 
     let roots: Vec<&Path> = confinement
