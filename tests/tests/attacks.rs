@@ -228,7 +228,7 @@ async fn the_command_decided_on_is_the_command_that_runs() {
         ),
         Scripted::assistant("done"),
     ];
-    let (fake, _stack, mut client) = start(script).await;
+    let (fake, stack, mut client) = start(script).await;
 
     let (sid, mut events) = open(
         &mut client,
@@ -285,6 +285,16 @@ async fn the_command_decided_on_is_the_command_that_runs() {
         .expect("c_true ended");
     assert_eq!(end.command, begin.command, "ran something else than shown");
     assert_eq!(end.exit_code, 0);
+    // The turn decided through the tool model, for the replay tests.
+    client
+        .close_session(pb::CloseSessionRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+    keel_e2e::history::record_closed(&stack.temporal_address, &sid, "tool_model_closed")
+        .await
+        .unwrap();
 
     let (sid, mut events) = open(
         &mut client,
@@ -708,6 +718,22 @@ async fn a_sandbox_the_host_cannot_enforce_is_never_skipped_silently() {
         respond(&mut client, &sid, call_id, answer).await;
         unasked_turn(&mut events).await;
         assert_eq!(ws.join(name).exists(), answer == K::Approved, "{name}");
+        if answer == K::Approved {
+            // Asked and re-run unconfined as attempt 1, for the replay tests.
+            client
+                .close_session(pb::CloseSessionRequest {
+                    session_id: sid.clone(),
+                })
+                .await
+                .unwrap();
+            keel_e2e::history::record_closed(
+                &stack.temporal_address,
+                &sid,
+                "sandbox_unavailable_closed",
+            )
+            .await
+            .unwrap();
+        }
     }
     assert_eq!(
         output_for(&fake, "c_denied"),
