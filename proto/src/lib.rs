@@ -1,6 +1,7 @@
 //! Keel's gRPC contracts. The `.proto` files under `keel/v1/` are the source of
 //! truth and their comments are the API documentation.
 
+pub mod errors;
 pub mod invocation;
 
 pub mod v1 {

@@ -614,6 +614,25 @@ async fn with_heartbeats_and_cancel<T>(
     }
 }
 
+/// The Codex error class (`codex_error_info`) of a service's failure
+/// class (`keel.v1.ErrorInfo.class`; the model-proxy's are listed in its
+/// `ProxyError::class`).
+fn codex_class(class: &str) -> &'static str {
+    match class {
+        "unauthenticated" => failure_type::UNAUTHORIZED,
+        "invalid_request" | "not_found" => failure_type::BAD_REQUEST,
+        "context_window_exceeded" => failure_type::CONTEXT_WINDOW_EXCEEDED,
+        "rate_limited" | "quota_exceeded" | "usage_limit_reached" | "usage_not_included" => {
+            failure_type::USAGE_LIMIT_EXCEEDED
+        }
+        "capacity" | "overloaded" => failure_type::SERVER_OVERLOADED,
+        "transport" | "server_error" | "stream" | "stream_closed" | "idle_timeout"
+        | "incomplete" | "response_failed" => failure_type::CONNECTION_FAILED,
+        "internal" | "blob_store" | "blob_corrupt" => failure_type::INTERNAL,
+        _ => failure_type::OTHER,
+    }
+}
+
 fn usage(u: pb::TokenUsage) -> Usage {
     Usage {
         input_tokens: u.input_tokens,
@@ -659,11 +678,29 @@ fn output_item(done: pb::OutputItemDone) -> Option<OutputItem> {
     })
 }
 
-/// Maps a service's gRPC status to an activity failure: transient codes are
-/// retried by Temporal, everything else fails fast with the service's message
-/// and a Codex error class as the failure type.
+/// Maps a service's gRPC status to an activity failure: what may succeed
+/// later is retried by Temporal (after the wait the service asked for),
+/// everything else fails fast with the service's message and a Codex error
+/// class as the failure type. A status carrying a `keel.v1.ErrorInfo` is
+/// read from it; one without (from outside Keel, or a transport failure)
+/// is judged by its code.
 pub fn status_failure(s: tonic::Status) -> ActivityError {
     use tonic::Code;
+    let message = if s.message().is_empty() {
+        format!("{:?}", s.code())
+    } else {
+        s.message().to_string()
+    };
+    if let Some(info) = pb::ErrorInfo::from_status(&s) {
+        let failure = ApplicationFailure::builder(message)
+            .type_name(codex_class(&info.class).to_string())
+            .non_retryable(!info.retryable);
+        let failure = match info.retry_after().filter(|_| info.retryable) {
+            Some(wait) => failure.next_retry_delay(wait).build(),
+            None => failure.build(),
+        };
+        return ActivityError::application(failure);
+    }
     let (kind, retryable) = match s.code() {
         Code::Unavailable | Code::Unknown | Code::Aborted | Code::DeadlineExceeded => {
             (failure_type::CONNECTION_FAILED, true)
@@ -677,15 +714,64 @@ pub fn status_failure(s: tonic::Status) -> ActivityError {
         Code::ResourceExhausted => (failure_type::USAGE_LIMIT_EXCEEDED, false),
         _ => (failure_type::OTHER, false),
     };
-    let message = if s.message().is_empty() {
-        format!("{:?}", s.code())
-    } else {
-        s.message().to_string()
-    };
     ActivityError::application(
         ApplicationFailure::builder(message)
             .type_name(kind.to_string())
             .non_retryable(!retryable)
             .build(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn failure(s: tonic::Status) -> (String, bool, Option<Duration>) {
+        let ActivityError::Application(f) = status_failure(s) else {
+            panic!("not an application failure");
+        };
+        (
+            f.type_name().unwrap_or_default().to_string(),
+            f.is_non_retryable(),
+            f.next_retry_delay(),
+        )
+    }
+
+    /// The service's class and retryability decide, not the code:
+    /// RESOURCE_EXHAUSTED is a retry later when the model-proxy is at
+    /// capacity, and the end of the turn when a rate limit outlasted its
+    /// retries.
+    #[test]
+    fn error_info_decides_over_the_code() {
+        use tonic::Code;
+        let capacity = pb::ErrorInfo::new("capacity", true)
+            .with_retry_after(Some(Duration::from_secs(2)))
+            .into_status(Code::ResourceExhausted, "busy");
+        assert_eq!(
+            failure(capacity),
+            (
+                failure_type::SERVER_OVERLOADED.to_string(),
+                false,
+                Some(Duration::from_secs(2))
+            )
+        );
+        let limited = pb::ErrorInfo::new("rate_limited", false)
+            .with_retry_after(Some(Duration::from_secs(60)))
+            .into_status(Code::ResourceExhausted, "rate limited");
+        assert_eq!(
+            failure(limited),
+            (failure_type::USAGE_LIMIT_EXCEEDED.to_string(), true, None)
+        );
+        // Without an ErrorInfo, the code decides.
+        assert_eq!(
+            failure(tonic::Status::unavailable("down")),
+            (failure_type::CONNECTION_FAILED.to_string(), false, None)
+        );
+        assert_eq!(
+            failure(tonic::Status::resource_exhausted("quota")),
+            (failure_type::USAGE_LIMIT_EXCEEDED.to_string(), true, None)
+        );
+    }
 }

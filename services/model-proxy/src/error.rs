@@ -203,8 +203,28 @@ impl ProxyError {
     /// The gRPC status the worker sees. UNAVAILABLE marks what is worth
     /// retrying later; a rate limit that outlasted the proxy's retries is
     /// RESOURCE_EXHAUSTED, so the workflow stops instead of hammering.
+    ///
+    /// The status carries a [`keel_proto::v1::ErrorInfo`]: the class of
+    /// [`Self::class`], whether the same call may succeed later (the proxy
+    /// could not reach or use the model API, or was at capacity — not a
+    /// rate limit it already waited out), and the wait the model API asked
+    /// for, when it named one.
     pub fn into_status(self) -> Status {
-        Status::new(self.code(), self.to_string())
+        let retryable =
+            matches!(self.code(), Code::Unavailable) || matches!(self, Self::AtCapacity { .. });
+        let info = keel_proto::v1::ErrorInfo::new(self.class(), retryable)
+            .with_retry_after(self.retry_after());
+        info.into_status(self.code(), self.to_string())
+    }
+
+    /// The wait the model API asked for before a retry.
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } => *retry_after,
+            Self::RetryTooFarAway { wait, .. } => Some(*wait),
+            Self::RetriesExhausted { last, .. } => last.retry_after(),
+            _ => None,
+        }
     }
 
     /// Maps an error code from `response.failed`, a stream error chunk or an
@@ -314,6 +334,46 @@ mod tests {
         let rate = ProxyError::from_code("rate_limit_exceeded", "r".into()).into_status();
         assert_eq!(quota.code(), rate.code());
         assert_ne!(quota.message(), rate.message());
+    }
+
+    /// The class and retryability travel in the status: capacity is worth
+    /// retrying later, a rate limit the proxy already waited out is not,
+    /// though both are RESOURCE_EXHAUSTED.
+    #[test]
+    fn statuses_carry_their_class_and_retryability() {
+        use keel_proto::v1::ErrorInfo;
+        let info = |e: ProxyError| {
+            let status = e.into_status();
+            (status.code(), ErrorInfo::from_status(&status).unwrap())
+        };
+        let (code, capacity) = info(ProxyError::AtCapacity {
+            provider: "openai".into(),
+        });
+        assert_eq!(code, Code::ResourceExhausted);
+        assert_eq!(
+            (capacity.class.as_str(), capacity.retryable),
+            ("capacity", true)
+        );
+        let (code, spent) = info(ProxyError::RetriesExhausted {
+            retries: 5,
+            last: Box::new(ProxyError::from_code(
+                "rate_limit_exceeded",
+                "try again in 2s".into(),
+            )),
+        });
+        assert_eq!(code, Code::ResourceExhausted);
+        assert_eq!(
+            (spent.class.as_str(), spent.retryable),
+            ("rate_limited", false)
+        );
+        assert_eq!(spent.retry_after(), Some(Duration::from_secs(2)));
+        let (_, cut) = info(ProxyError::StreamClosed);
+        assert_eq!((cut.class.as_str(), cut.retryable), ("stream_closed", true));
+        let (_, key) = info(ProxyError::InvalidApiKey);
+        assert_eq!(
+            (key.class.as_str(), key.retryable),
+            ("unauthenticated", false)
+        );
     }
 
     #[test]
