@@ -22,7 +22,7 @@ pub const MAX_LOG_BYTES: usize = 1024 * 1024;
 /// Encoded bytes per query answer (gRPC messages are capped at 4 MiB).
 pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventLog {
     /// How many events to keep.
     retain: usize,

@@ -10,19 +10,20 @@
 
 mod approvals;
 mod compact;
+mod durable;
 mod legacy;
 mod own_tools;
 mod patch;
 mod tool_calls;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use keel_proto::v1 as pb;
 use keel_workflow_api::{
-    Answer, ApprovalKey, Carried, ContextPatch, EventsPage, EventsQuery, MEMO_LAST_ACTIVITY_MS,
-    MEMO_STATUS, PendingRequest, Response, RunStatus, SessionInput, SessionOutcome, SessionState,
-    TurnSettings, Usage, UserTurn,
+    Answer, ContextPatch, EventsPage, EventsQuery, MEMO_LAST_ACTIVITY_MS, MEMO_STATUS,
+    PendingRequest, Response, RunStatus, SessionInput, SessionOutcome, SessionState, TurnSettings,
+    Usage, UserTurn,
 };
 use pb::event::Msg;
 use serde_json::json;
@@ -34,10 +35,11 @@ use temporalio_sdk::{
 };
 
 use crate::activities::{
-    AppendItem, KeelActivities, ModelCallInput, OutputItem, SessionSetup, SetupInput, failure_type,
+    AppendItem, KeelActivities, ModelCallInput, OutputItem, SetupInput, failure_type,
 };
-use crate::events::{EventLog, unix_ms};
+use crate::events::unix_ms;
 use crate::tools;
+use durable::Durable;
 
 /// The output of a call that was interrupted before it finished.
 const ABORTED: &str = "aborted by user";
@@ -57,30 +59,15 @@ const REMEMBERED_TURN_IDS: usize = 256;
 #[workflow]
 pub struct AgentWorkflow {
     input: SessionInput,
-    /// Digest of the conversation's newest segment.
-    head: Option<String>,
-    /// Items to append before the next model call.
-    pending: Vec<AppendItem>,
-    inbox: VecDeque<UserTurn>,
-    recent_turn_ids: VecDeque<String>,
-    log: EventLog,
+    /// Everything that survives continue-as-new, as one value.
+    durable: Durable,
     status: RunStatus,
-    shutdown_requested: bool,
     /// Cancels the running turn's activities; `None` while idle.
     turn_cancel: Option<WorkflowCancellationToken>,
-    turns_completed: u64,
-    usage: Usage,
-    last_activity_ms: u64,
-    /// Runs before this one (continue-as-new count).
-    runs: u32,
-    /// Tools and project context, fetched once per session.
-    setup: Option<SessionSetup>,
     /// Turns run by this run; a run rolls over only after doing some work, so
     /// a tiny budget cannot make it roll over forever.
     turns_this_run: u32,
-    /// Persistent settings: the session's defaults plus overrides.
-    settings: TurnSettings,
-    /// The running turn's own settings, on top of `settings`.
+    /// The running turn's own settings, on top of the persistent ones.
     turn_context: Option<ContextPatch>,
     /// The running turn applies approvals and the workflow-handled tools
     /// (false only while replaying turns recorded before they existed).
@@ -93,15 +80,6 @@ pub struct AgentWorkflow {
     requests: Vec<PendingRequest>,
     /// Accepted answers the waiting call has not taken yet.
     answers: BTreeMap<String, Answer>,
-    /// Recently ended requests and why they ended, so a late answer gets a
-    /// precise rejection.
-    ended_requests: VecDeque<(String, String)>,
-    /// Approval keys answered with `approved_for_session`.
-    approved_for_session: BTreeSet<ApprovalKey>,
-    /// Command prefixes allowed by exec-policy amendments.
-    allowed_prefixes: Vec<Vec<String>>,
-    /// A Compact request waits for the turns before it.
-    compact_requested: bool,
     /// Roll over at the next turn boundary whatever the budget says (after a
     /// compaction, so the new run starts from the short conversation).
     rollover_requested: bool,
@@ -116,42 +94,21 @@ enum TurnEnd {
 impl AgentWorkflow {
     #[init]
     pub fn new(_ctx: &WorkflowContextView, mut input: SessionInput) -> Self {
-        let carried = input.carried.take().unwrap_or_default();
-        let log = if carried.runs == 0 && carried.events.is_empty() {
-            EventLog::new(input.retained_events)
-        } else {
-            EventLog::resume(input.retained_events, carried.events_first, carried.events)
-        };
-        let settings = carried
-            .settings
-            .unwrap_or_else(|| TurnSettings::initial(&input.model, input.context.as_ref()));
+        let durable = Durable::resume(&input);
+        // Carried into `durable`; kept out of the input the next run gets.
+        input.carried = None;
         Self {
-            settings,
+            input,
+            durable,
+            status: RunStatus::Idle,
+            turn_cancel: None,
+            turns_this_run: 0,
             turn_context: None,
             approvals: false,
             tool_model: false,
             requests: Vec::new(),
             answers: BTreeMap::new(),
-            ended_requests: carried.ended_requests.into(),
-            approved_for_session: carried.approved_for_session,
-            allowed_prefixes: carried.allowed_prefixes,
-            compact_requested: carried.compact_requested,
             rollover_requested: false,
-            last_activity_ms: carried.last_activity_ms.max(input.created_at_ms),
-            input,
-            head: carried.head,
-            pending: carried.pending,
-            inbox: carried.inbox.into(),
-            recent_turn_ids: carried.recent_turn_ids.into(),
-            log,
-            status: RunStatus::Idle,
-            shutdown_requested: carried.shutdown_requested,
-            turn_cancel: None,
-            turns_completed: carried.turns_completed,
-            usage: carried.usage,
-            runs: carried.runs,
-            setup: carried.setup,
-            turns_this_run: 0,
         }
     }
 
@@ -159,10 +116,10 @@ impl AgentWorkflow {
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<SessionOutcome> {
         let now = ctx.workflow_time();
         ctx.state_mut(|s| {
-            if s.runs == 0 {
+            if s.durable.runs == 0 {
                 let msg = Msg::SessionConfigured(pb::SessionConfigured {
                     session_id: s.input.session_id.clone(),
-                    model: s.settings.model.clone(),
+                    model: s.durable.settings.model.clone(),
                     cwd: s.input.cwd.clone(),
                 });
                 s.emit(now, "", msg);
@@ -176,18 +133,20 @@ impl AgentWorkflow {
                 ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
             }
             ctx.wait_condition(|s| {
-                !s.inbox.is_empty() || s.shutdown_requested || s.compact_requested
+                !s.durable.inbox.is_empty()
+                    || s.durable.shutdown_requested
+                    || s.durable.compact_requested
             })
             .await?;
-            if ctx.state(|s| s.compact_requested && !s.shutdown_requested) {
+            if ctx.state(|s| s.durable.compact_requested && !s.durable.shutdown_requested) {
                 compact::run(ctx).await;
                 continue;
             }
             let next = ctx.state_mut(|s| {
-                if s.shutdown_requested {
+                if s.durable.shutdown_requested {
                     None
                 } else {
-                    s.inbox.pop_front()
+                    s.durable.inbox.pop_front()
                 }
             });
             match next {
@@ -197,10 +156,10 @@ impl AgentWorkflow {
         }
         let now = ctx.workflow_time();
         let outcome = ctx.state_mut(|s| {
-            if !s.inbox.is_empty() {
-                let n = s.inbox.len();
-                s.inbox.clear();
-                s.log.push(
+            if !s.durable.inbox.is_empty() {
+                let n = s.durable.inbox.len();
+                s.durable.inbox.clear();
+                s.durable.log.push(
                     now,
                     "",
                     Msg::Warning(pb::Warning {
@@ -209,11 +168,12 @@ impl AgentWorkflow {
                 );
             }
             s.status = RunStatus::Closed;
-            s.log
+            s.durable
+                .log
                 .push(now, "", Msg::ShutdownComplete(pb::ShutdownComplete {}));
             SessionOutcome {
-                turns_completed: s.turns_completed,
-                total_usage: s.usage,
+                turns_completed: s.durable.turns_completed,
+                total_usage: s.durable.usage,
             }
         });
         upsert_memo(ctx, RunStatus::Closed);
@@ -222,14 +182,14 @@ impl AgentWorkflow {
 
     #[signal(name = "user_turn")]
     pub fn user_turn(&mut self, _ctx: &mut SyncWorkflowContext<Self>, turn: UserTurn) {
-        if self.shutdown_requested || self.recent_turn_ids.contains(&turn.turn_id) {
+        if self.durable.shutdown_requested || self.durable.recent_turn_ids.contains(&turn.turn_id) {
             return;
         }
-        self.recent_turn_ids.push_back(turn.turn_id.clone());
-        if self.recent_turn_ids.len() > REMEMBERED_TURN_IDS {
-            self.recent_turn_ids.pop_front();
+        self.durable.recent_turn_ids.push_back(turn.turn_id.clone());
+        if self.durable.recent_turn_ids.len() > REMEMBERED_TURN_IDS {
+            self.durable.recent_turn_ids.pop_front();
         }
-        self.inbox.push_back(turn);
+        self.durable.inbox.push_back(turn);
     }
 
     #[signal(name = "interrupt")]
@@ -241,14 +201,14 @@ impl AgentWorkflow {
 
     #[signal(name = "compact")]
     pub fn compact(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _input: ()) {
-        if !self.shutdown_requested {
-            self.compact_requested = true;
+        if !self.durable.shutdown_requested {
+            self.durable.compact_requested = true;
         }
     }
 
     #[signal(name = "shutdown")]
     pub fn shutdown(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _input: ()) {
-        self.shutdown_requested = true;
+        self.durable.shutdown_requested = true;
         if let Some(token) = &self.turn_cancel {
             token.cancel_with_reason("shutdown");
         }
@@ -276,13 +236,13 @@ impl AgentWorkflow {
         _ctx: &mut SyncWorkflowContext<Self>,
         patch: ContextPatch,
     ) -> TurnSettings {
-        self.settings = self.settings.with(&patch);
-        self.settings.clone()
+        self.durable.settings = self.durable.settings.with(&patch);
+        self.durable.settings.clone()
     }
 
     #[query(name = "events")]
     pub fn events(&self, _ctx: &WorkflowContextView, q: EventsQuery) -> EventsPage {
-        self.log.page(q, self.status == RunStatus::Closed)
+        self.durable.log.page(q, self.status == RunStatus::Closed)
     }
 
     #[query(name = "state")]
@@ -290,16 +250,16 @@ impl AgentWorkflow {
         SessionState {
             session_id: self.input.session_id.clone(),
             status: self.status,
-            model: self.settings.model.clone(),
+            model: self.durable.settings.model.clone(),
             cwd: self.input.cwd.clone(),
             created_at_ms: self.input.created_at_ms,
-            last_activity_ms: self.last_activity_ms,
-            last_event_offset: self.log.last_offset(),
-            turns_completed: self.turns_completed,
-            queued_turns: self.inbox.len() as u32,
-            total_usage: self.usage,
-            runs: self.runs,
-            settings: self.settings.clone(),
+            last_activity_ms: self.durable.last_activity_ms,
+            last_event_offset: self.durable.log.last_offset(),
+            turns_completed: self.durable.turns_completed,
+            queued_turns: self.durable.inbox.len() as u32,
+            total_usage: self.durable.usage,
+            runs: self.durable.runs,
+            settings: self.durable.settings.clone(),
             pending_requests: self.requests.clone(),
         }
     }
@@ -313,46 +273,27 @@ impl AgentWorkflow {
             0 => DEFAULT_HISTORY_EVENT_BUDGET,
             n => n,
         };
-        if self.shutdown_requested
+        if self.durable.shutdown_requested
             || self.turns_this_run == 0
             || !(suggested || history_length >= budget || self.rollover_requested)
         {
             return None;
         }
-        let (events_first, events) = self.log.carry();
         Some(SessionInput {
-            carried: Some(Carried {
-                head: self.head.clone(),
-                pending: self.pending.clone(),
-                inbox: self.inbox.iter().cloned().collect(),
-                recent_turn_ids: self.recent_turn_ids.iter().cloned().collect(),
-                events_first,
-                events,
-                turns_completed: self.turns_completed,
-                usage: self.usage,
-                last_activity_ms: self.last_activity_ms,
-                runs: self.runs + 1,
-                shutdown_requested: self.shutdown_requested,
-                setup: self.setup.clone(),
-                settings: Some(self.settings.clone()),
-                approved_for_session: self.approved_for_session.clone(),
-                allowed_prefixes: self.allowed_prefixes.clone(),
-                ended_requests: self.ended_requests.iter().cloned().collect(),
-                compact_requested: self.compact_requested,
-            }),
+            carried: Some(self.durable.carry()),
             ..self.input.clone()
         })
     }
 
     fn emit(&mut self, ctx_time: Option<std::time::SystemTime>, turn_id: &str, msg: Msg) {
-        self.log.push(ctx_time, turn_id, msg);
+        self.durable.log.push(ctx_time, turn_id, msg);
     }
 
     /// The settings for the next model or tool call.
     fn effective(&self) -> TurnSettings {
         match &self.turn_context {
-            Some(patch) => self.settings.with(patch),
-            None => self.settings.clone(),
+            Some(patch) => self.durable.settings.with(patch),
+            None => self.durable.settings.clone(),
         }
     }
 
@@ -369,13 +310,18 @@ impl AgentWorkflow {
             session_id: self.input.session_id.clone(),
             turn_id: turn_id.to_string(),
             model: settings.model,
-            head: self.head.clone(),
-            append: self.pending.clone(),
+            head: self.durable.head.clone(),
+            append: self.durable.pending.clone(),
             tools,
             parallel_tool_calls: false,
             ephemeral_items: developer_items(&self.input.developer_instructions)
                 .into_iter()
-                .chain(self.setup.iter().flat_map(|x| x.context_items.clone()))
+                .chain(
+                    self.durable
+                        .setup
+                        .iter()
+                        .flat_map(|x| x.context_items.clone()),
+                )
                 .collect(),
             reasoning_effort: settings.reasoning_effort,
             reasoning_summary: settings.reasoning_summary,
@@ -387,7 +333,7 @@ impl AgentWorkflow {
     /// The tools offered to the model: the tool-runner's, then (with
     /// approvals) the ones the workflow answers, sorted by name.
     fn offered_tools(&self) -> Vec<keel_workflow_api::ToolSpec> {
-        let mut offered = match &self.setup {
+        let mut offered = match &self.durable.setup {
             Some(setup) => setup.tools.clone(),
             None => tools::legacy_tools(),
         };
@@ -410,7 +356,7 @@ fn emit(ctx: &mut WorkflowContext<AgentWorkflow>, turn_id: &str, msg: Msg) {
 }
 
 fn upsert_memo(ctx: &WorkflowContext<AgentWorkflow>, status: RunStatus) {
-    let last = ctx.state(|s| s.last_activity_ms);
+    let last = ctx.state(|s| s.durable.last_activity_ms);
     if let Err(e) = ctx.upsert_memo([
         (
             MEMO_STATUS,
@@ -490,8 +436,10 @@ async fn run_turn(ctx: &mut WorkflowContext<AgentWorkflow>, turn: UserTurn) -> W
         s.turn_context = turn.context.clone();
         s.status = RunStatus::Running;
         s.turn_cancel = Some(cancel.clone());
-        s.last_activity_ms = unix_ms(now);
-        s.pending.push(AppendItem::Digest(turn.item_digest.clone()));
+        s.durable.last_activity_ms = unix_ms(now);
+        s.durable
+            .pending
+            .push(AppendItem::Digest(turn.item_digest.clone()));
         s.emit(now, &turn_id, Msg::TurnStarted(pb::TurnStarted {}));
         s.emit(
             now,
@@ -517,12 +465,12 @@ async fn run_turn(ctx: &mut WorkflowContext<AgentWorkflow>, turn: UserTurn) -> W
 
     let now = ctx.workflow_time();
     ctx.state_mut(|s| {
-        s.usage.add(&turn_usage);
+        s.durable.usage.add(&turn_usage);
         s.emit(
             now,
             &turn_id,
             Msg::TokenCount(pb::TokenCount {
-                total_token_usage: Some(to_pb(&s.usage)),
+                total_token_usage: Some(to_pb(&s.durable.usage)),
                 last_token_usage: Some(to_pb(&turn_usage)),
             }),
         );
@@ -536,9 +484,9 @@ async fn run_turn(ctx: &mut WorkflowContext<AgentWorkflow>, turn: UserTurn) -> W
         s.status = RunStatus::Idle;
         s.turn_cancel = None;
         s.turn_context = None;
-        s.turns_completed += 1;
+        s.durable.turns_completed += 1;
         s.turns_this_run += 1;
-        s.last_activity_ms = unix_ms(now);
+        s.durable.last_activity_ms = unix_ms(now);
     });
     upsert_memo(ctx, RunStatus::Idle);
     Ok(())
@@ -574,7 +522,7 @@ async fn ensure_setup(
     ctx: &mut WorkflowContext<AgentWorkflow>,
     cancel: &WorkflowCancellationToken,
 ) -> Result<bool, (String, String)> {
-    if ctx.state(|s| s.setup.is_some()) || !ctx.patched(PATCH_SESSION_SETUP) {
+    if ctx.state(|s| s.durable.setup.is_some()) || !ctx.patched(PATCH_SESSION_SETUP) {
         return Ok(true);
     }
     let input = ctx.state(|s| SetupInput {
@@ -587,7 +535,7 @@ async fn ensure_setup(
         .await
     {
         Ok(setup) => {
-            ctx.state_mut(|s| s.setup = Some(setup));
+            ctx.state_mut(|s| s.durable.setup = Some(setup));
             Ok(true)
         }
         Err(ActivityExecutionError::Cancelled(_)) => Ok(false),
@@ -645,8 +593,8 @@ async fn sample_until_done(
         turn_usage.add(&output.usage);
         let mut calls = Vec::new();
         ctx.state_mut(|s| {
-            s.head = Some(output.head.clone());
-            s.pending.clear();
+            s.durable.head = Some(output.head.clone());
+            s.durable.pending.clear();
             for item in &output.items {
                 match item {
                     OutputItem::Message {
@@ -710,7 +658,8 @@ async fn sample_until_done(
         for call in calls {
             if cancel.is_cancelled() {
                 ctx.state_mut(|s| {
-                    s.pending
+                    s.durable
+                        .pending
                         .push(inline_output(&call.call_id, ABORTED, call.custom))
                 });
                 continue;

@@ -37,6 +37,7 @@ pub(super) fn validate(s: &AgentWorkflow, r: &Response) -> Result<(), RejectedAn
     let id = r.request_id.clone();
     let Some(request) = s.requests.iter().find(|q| q.request_id == r.request_id) else {
         let why = s
+            .durable
             .ended_requests
             .iter()
             .find(|(ended, _)| *ended == r.request_id)
@@ -140,9 +141,11 @@ pub(super) async fn ask(
             Some(_) => "it was already answered".to_string(),
             None => "its turn was interrupted before it was answered".to_string(),
         };
-        s.ended_requests.push_back((request_id.to_string(), why));
-        if s.ended_requests.len() > REMEMBERED_ENDED_REQUESTS {
-            s.ended_requests.pop_front();
+        s.durable
+            .ended_requests
+            .push_back((request_id.to_string(), why));
+        if s.durable.ended_requests.len() > REMEMBERED_ENDED_REQUESTS {
+            s.durable.ended_requests.pop_front();
         }
         s.emit(
             now,
@@ -186,10 +189,10 @@ pub(super) async fn approve(
     let outcome = resolve_review(subject, &decision);
     ctx.state_mut(|s| {
         if outcome.remember_for_session {
-            s.approved_for_session.extend(keys);
+            s.durable.approved_for_session.extend(keys);
         }
         if let Some(prefix) = outcome.allow_prefix.clone() {
-            s.allowed_prefixes.push(prefix);
+            s.durable.allowed_prefixes.push(prefix);
         }
         if outcome.abort_turn
             && let Some(token) = &s.turn_cancel

@@ -16,10 +16,10 @@ pub(super) async fn run(ctx: &mut WorkflowContext<AgentWorkflow>) {
     let cancel = WorkflowCancellationToken::new();
     let now = ctx.workflow_time();
     ctx.state_mut(|s| {
-        s.compact_requested = false;
+        s.durable.compact_requested = false;
         s.status = RunStatus::Running;
         s.turn_cancel = Some(cancel.clone());
-        s.last_activity_ms = unix_ms(now);
+        s.durable.last_activity_ms = unix_ms(now);
     });
     upsert_memo(ctx, RunStatus::Running);
     let input = ctx.state(|s| s.model_call_input("", true));
@@ -30,9 +30,9 @@ pub(super) async fn run(ctx: &mut WorkflowContext<AgentWorkflow>) {
     ctx.state_mut(|s| {
         let msg = match result {
             Ok(out) => {
-                s.head = Some(out.head.clone());
-                s.pending.clear();
-                s.usage.add(&out.usage);
+                s.durable.head = Some(out.head.clone());
+                s.durable.pending.clear();
+                s.durable.usage.add(&out.usage);
                 // The next run starts from the short conversation.
                 s.rollover_requested = true;
                 s.turns_this_run += 1;
@@ -62,7 +62,7 @@ pub(super) async fn run(ctx: &mut WorkflowContext<AgentWorkflow>) {
         s.emit(now, "", msg);
         s.status = RunStatus::Idle;
         s.turn_cancel = None;
-        s.last_activity_ms = unix_ms(now);
+        s.durable.last_activity_ms = unix_ms(now);
     });
     upsert_memo(ctx, RunStatus::Idle);
 }

@@ -67,7 +67,8 @@ pub(super) async fn patch(
     call: &Call,
     source: PatchSource,
 ) -> AppendItem {
-    let (settings, approved) = ctx.state(|s| (s.effective(), s.approved_for_session.clone()));
+    let (settings, approved) =
+        ctx.state(|s| (s.effective(), s.durable.approved_for_session.clone()));
     let input = PatchReviewInput {
         cwd: source.cwd,
         arguments: source.arguments,

@@ -80,7 +80,7 @@ pub(super) async fn run(
     } else {
         dispatch(ctx, turn_id, cancel, &call, dynamic).await
     };
-    ctx.state_mut(|s| s.pending.push(item));
+    ctx.state_mut(|s| s.durable.pending.push(item));
 }
 
 /// The call through the tool model.
@@ -175,14 +175,14 @@ async fn dispatch(
 }
 
 pub(super) fn cwd(s: &AgentWorkflow) -> String {
-    match &s.setup {
+    match &s.durable.setup {
         Some(setup) if !setup.cwd.is_empty() => setup.cwd.clone(),
         _ => s.input.cwd.clone(),
     }
 }
 
 fn user_shell(s: &AgentWorkflow) -> String {
-    match &s.setup {
+    match &s.durable.setup {
         Some(setup) if !setup.user_shell.is_empty() => setup.user_shell.clone(),
         _ => FALLBACK_USER_SHELL.to_string(),
     }
@@ -370,8 +370,13 @@ pub(super) async fn run_command(
     call: &Call,
     subject: Subject,
 ) -> AppendItem {
-    let (settings, rules, approved) =
-        ctx.state(|s| (s.effective(), s.rules(), s.approved_for_session.clone()));
+    let (settings, rules, approved) = ctx.state(|s| {
+        (
+            s.effective(),
+            s.rules(),
+            s.durable.approved_for_session.clone(),
+        )
+    });
     let Subject {
         argv,
         cwd,
@@ -463,7 +468,7 @@ pub(super) async fn run_command(
             .unwrap_or_default();
         decide_when_sandbox_unavailable(settings.approval_policy, &why)
     } else {
-        let approved = ctx.state(|s| s.approved_for_session.clone());
+        let approved = ctx.state(|s| s.durable.approved_for_session.clone());
         decide_after_sandbox_denial(&SandboxDenialInput {
             approval_policy: settings.approval_policy,
             already_approved,
@@ -587,7 +592,7 @@ impl AgentWorkflow {
     /// The exec-policy rules in force: the session's amendments.
     fn rules(&self) -> Rules {
         let mut rules = Rules::default();
-        for prefix in &self.allowed_prefixes {
+        for prefix in &self.durable.allowed_prefixes {
             // An empty prefix was never accepted; nothing to add.
             let _ = rules.add_allow_prefix(prefix);
         }

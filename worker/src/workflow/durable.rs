@@ -1,0 +1,240 @@
+//! What a session carries from one run to the next. The workflow holds it
+//! as one value, [`Durable`], and continue-as-new hands it on as the wire
+//! type [`Carried`] (part of workflow history). Both conversions destructure
+//! every field, so a field added to either type does not compile until it
+//! is carried — nothing resets silently at a rollover.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use keel_workflow_api::{
+    ApprovalKey, Carried, SessionInput, SessionSetup, TurnSettings, Usage, UserTurn,
+};
+
+use crate::activities::AppendItem;
+use crate::events::EventLog;
+
+/// The state that survives continue-as-new.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Durable {
+    /// Digest of the conversation's newest segment.
+    pub(super) head: Option<String>,
+    /// Items to append before the next model call.
+    pub(super) pending: Vec<AppendItem>,
+    /// Turns waiting to run, in order.
+    pub(super) inbox: VecDeque<UserTurn>,
+    /// Turn ids remembered for de-duplicating retried SendUserTurn calls.
+    pub(super) recent_turn_ids: VecDeque<String>,
+    /// The session's events, replayable by offset.
+    pub(super) log: EventLog,
+    pub(super) turns_completed: u64,
+    pub(super) usage: Usage,
+    pub(super) last_activity_ms: u64,
+    /// Runs before this one (continue-as-new count).
+    pub(super) runs: u32,
+    pub(super) shutdown_requested: bool,
+    /// Tools and project context, fetched once per session.
+    pub(super) setup: Option<SessionSetup>,
+    /// Persistent settings: the session's defaults plus overrides.
+    pub(super) settings: TurnSettings,
+    /// Approval keys answered with `approved_for_session`.
+    pub(super) approved_for_session: BTreeSet<ApprovalKey>,
+    /// Command prefixes allowed by exec-policy amendments.
+    pub(super) allowed_prefixes: Vec<Vec<String>>,
+    /// Recently ended requests and why they ended, so a late answer gets a
+    /// precise rejection.
+    pub(super) ended_requests: VecDeque<(String, String)>,
+    /// A Compact request waits for the turns before it.
+    pub(super) compact_requested: bool,
+}
+
+impl Durable {
+    /// The state of a run started with `input`: a new session's, or what
+    /// the previous run carried.
+    pub(super) fn resume(input: &SessionInput) -> Self {
+        let Carried {
+            head,
+            pending,
+            inbox,
+            recent_turn_ids,
+            events_first,
+            events,
+            turns_completed,
+            usage,
+            last_activity_ms,
+            runs,
+            shutdown_requested,
+            setup,
+            settings,
+            approved_for_session,
+            allowed_prefixes,
+            ended_requests,
+            compact_requested,
+        } = input.carried.clone().unwrap_or_default();
+        let log = if runs == 0 && events.is_empty() {
+            EventLog::new(input.retained_events)
+        } else {
+            EventLog::resume(input.retained_events, events_first, events)
+        };
+        Self {
+            head,
+            pending,
+            inbox: inbox.into(),
+            recent_turn_ids: recent_turn_ids.into(),
+            log,
+            turns_completed,
+            usage,
+            last_activity_ms: last_activity_ms.max(input.created_at_ms),
+            runs,
+            shutdown_requested,
+            setup,
+            // Runs recorded before settings were carried start from the
+            // session's own.
+            settings: settings
+                .unwrap_or_else(|| TurnSettings::initial(&input.model, input.context.as_ref())),
+            approved_for_session,
+            allowed_prefixes,
+            ended_requests: ended_requests.into(),
+            compact_requested,
+        }
+    }
+
+    /// What the next run starts from: everything, with one more run
+    /// counted.
+    pub(super) fn carry(&self) -> Carried {
+        let Self {
+            head,
+            pending,
+            inbox,
+            recent_turn_ids,
+            log,
+            turns_completed,
+            usage,
+            last_activity_ms,
+            runs,
+            shutdown_requested,
+            setup,
+            settings,
+            approved_for_session,
+            allowed_prefixes,
+            ended_requests,
+            compact_requested,
+        } = self;
+        let (events_first, events) = log.carry();
+        Carried {
+            head: head.clone(),
+            pending: pending.clone(),
+            inbox: inbox.iter().cloned().collect(),
+            recent_turn_ids: recent_turn_ids.iter().cloned().collect(),
+            events_first,
+            events,
+            turns_completed: *turns_completed,
+            usage: *usage,
+            last_activity_ms: *last_activity_ms,
+            runs: runs + 1,
+            shutdown_requested: *shutdown_requested,
+            setup: setup.clone(),
+            settings: Some(settings.clone()),
+            approved_for_session: approved_for_session.clone(),
+            allowed_prefixes: allowed_prefixes.clone(),
+            ended_requests: ended_requests.iter().cloned().collect(),
+            compact_requested: *compact_requested,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_workflow_api::{ApprovalPolicy, SandboxMode, SandboxSettings, ToolSpec};
+
+    use super::*;
+
+    /// Every field set to something that is not its default. Written
+    /// without `..Default::default()`: a new field of `Carried` must be
+    /// added here, and so rolled over in this test.
+    fn everything() -> Carried {
+        Carried {
+            head: Some("a".repeat(64)),
+            pending: vec![
+                AppendItem::Digest("b".repeat(64)),
+                AppendItem::Inline(r#"{"type":"function_call_output"}"#.into()),
+            ],
+            inbox: vec![UserTurn {
+                turn_id: "queued".into(),
+                item_digest: "c".repeat(64),
+                text_preview: "next".into(),
+                ..Default::default()
+            }],
+            recent_turn_ids: vec!["t1".into(), "queued".into()],
+            events_first: 41,
+            events: vec!["ZXZlbnQ=".into(), "YW5vdGhlcg==".into()],
+            turns_completed: 7,
+            usage: Usage {
+                input_tokens: 10,
+                cached_input_tokens: 2,
+                output_tokens: 3,
+                reasoning_output_tokens: 1,
+                total_tokens: 13,
+            },
+            last_activity_ms: 1_800_000_000_000,
+            runs: 2,
+            shutdown_requested: true,
+            setup: Some(SessionSetup {
+                tools: vec![ToolSpec {
+                    name: "shell".into(),
+                    json: "{}".into(),
+                }],
+                context_items: vec!["{}".into()],
+                cwd: "/w".into(),
+                user_shell: "/bin/zsh".into(),
+            }),
+            settings: Some(TurnSettings {
+                model: "m".into(),
+                approval_policy: ApprovalPolicy::Never,
+                sandbox: SandboxSettings {
+                    mode: SandboxMode::ReadOnly,
+                    ..SandboxSettings::default()
+                },
+                ..TurnSettings::default()
+            }),
+            approved_for_session: BTreeSet::from([keel_policy::decision::approval_key(
+                &["rm".into(), "-rf".into(), "x".into()],
+                "/w",
+                keel_policy::SandboxPermissions::UseDefault,
+                None,
+            )]),
+            allowed_prefixes: vec![vec!["git".into(), "status".into()]],
+            ended_requests: vec![("call".into(), "aborted".into())],
+            compact_requested: true,
+        }
+    }
+
+    #[test]
+    fn every_field_survives_a_rollover() {
+        let carried = everything();
+        let input = SessionInput {
+            carried: Some(carried.clone()),
+            ..SessionInput::default()
+        };
+        let next = Durable::resume(&input).carry();
+        assert_eq!(
+            next,
+            Carried {
+                runs: carried.runs + 1,
+                ..carried
+            }
+        );
+    }
+
+    #[test]
+    fn a_new_session_starts_from_its_own_settings() {
+        let input = SessionInput {
+            model: "from-create".into(),
+            created_at_ms: 5,
+            ..SessionInput::default()
+        };
+        let durable = Durable::resume(&input);
+        assert_eq!(durable.settings.model, "from-create");
+        assert_eq!((durable.runs, durable.last_activity_ms), (0, 5));
+        assert_eq!(durable.carry().runs, 1);
+    }
+}
