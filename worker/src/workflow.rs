@@ -9,6 +9,8 @@
 //! sessions: gate such changes with `ctx.patched(..)` (see docs/).
 
 mod approvals;
+mod call;
+mod command;
 mod compact;
 mod durable;
 mod legacy;
@@ -626,7 +628,7 @@ async fn sample_until_done(
                         name,
                         arguments,
                         arguments_truncated,
-                    } => calls.push(tool_calls::Call {
+                    } => calls.push(call::Call {
                         call_id: call_id.clone(),
                         name: name.clone(),
                         arguments: arguments.clone(),
@@ -640,7 +642,7 @@ async fn sample_until_done(
                         name,
                         input,
                         input_truncated,
-                    } => calls.push(tool_calls::Call {
+                    } => calls.push(call::Call {
                         call_id: call_id.clone(),
                         name: name.clone(),
                         arguments: input.clone(),
@@ -664,7 +666,11 @@ async fn sample_until_done(
                 });
                 continue;
             }
-            tool_calls::run(ctx, turn_id, cancel, call).await;
+            let turn = call::Turn {
+                id: turn_id,
+                cancel,
+            };
+            tool_calls::run(ctx, turn, call).await;
         }
         if cancel.is_cancelled() {
             return TurnEnd::Interrupted;

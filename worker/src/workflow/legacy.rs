@@ -10,24 +10,21 @@
 use keel_tool_model::{Escalation, SandboxPermissions};
 use keel_workflow_api::DynamicToolDecl;
 use serde::Deserialize;
-use temporalio_sdk::{WorkflowCancellationToken, WorkflowContext};
+use temporalio_sdk::WorkflowContext;
 
+use super::call::{ARGUMENTS_TOO_LARGE, Call, Run, Shown, Turn, cwd, execute};
+use super::command::{self, Subject};
 use super::patch::{self, PatchSource};
-use super::tool_calls::{self, Call, Run, Shown, Subject, cwd, execute};
 use super::{AgentWorkflow, inline_output, own_tools};
 use crate::activities::AppendItem;
 
 /// The names the old dispatch ran as argv shell calls.
 const SHELL_TOOLS: &[&str] = &["shell", "container.exec"];
 
-/// The output of a workflow-handled call whose arguments were too big.
-const ARGUMENTS_TOO_LARGE: &str = "failed to parse function arguments: the arguments exceed 16 KiB";
-
 /// A turn recorded before approvals: every call ran without a decision.
 pub(super) async fn unapproved(
     ctx: &mut WorkflowContext<AgentWorkflow>,
-    turn_id: &str,
-    cancel: &WorkflowCancellationToken,
+    turn: Turn<'_>,
     call: &Call,
 ) -> AppendItem {
     let shown = shown_argv(call, ctx.state(cwd));
@@ -35,14 +32,13 @@ pub(super) async fn unapproved(
         shown,
         ..Run::default()
     };
-    execute(ctx, turn_id, cancel, call, run).await.item
+    execute(ctx, turn, call, run).await.item
 }
 
 /// A turn recorded with approvals but before the tool model.
 pub(super) async fn dispatch(
     ctx: &mut WorkflowContext<AgentWorkflow>,
-    turn_id: &str,
-    cancel: &WorkflowCancellationToken,
+    turn: Turn<'_>,
     call: &Call,
     dynamic: Option<DynamicToolDecl>,
 ) -> AppendItem {
@@ -53,16 +49,16 @@ pub(super) async fn dispatch(
             inline_output(&call.call_id, ARGUMENTS_TOO_LARGE, call.custom)
         }
         _ if call.truncated && is_command_tool(&call.name) => {
-            tool_calls::oversized_command(ctx, turn_id, cancel, call).await
+            command::oversized_command(ctx, turn, call).await
         }
         (_, Some(decl)) => {
-            own_tools::dynamic_tool(ctx, turn_id, call, &decl.namespace, &decl.name).await
+            own_tools::dynamic_tool(ctx, turn.id, call, &decl.namespace, &decl.name).await
         }
-        ("update_plan", _) => own_tools::update_plan(ctx, turn_id, call),
-        ("request_user_input", _) => own_tools::request_user_input(ctx, turn_id, call).await,
+        ("update_plan", _) => own_tools::update_plan(ctx, turn.id, call),
+        ("request_user_input", _) => own_tools::request_user_input(ctx, turn.id, call).await,
         ("apply_patch", _) => {
             let source = ctx.state(|s| PatchSource::tool(call, cwd(s)));
-            patch::patch(ctx, turn_id, cancel, call, source).await
+            patch::patch(ctx, turn, call, source).await
         }
         _ => match command_argv(&call.name, &call.arguments) {
             Some(argv) => {
@@ -72,7 +68,7 @@ pub(super) async fn dispatch(
                     escalation: escalation(&call.arguments),
                     invocation: None,
                 };
-                tool_calls::run_command(ctx, turn_id, cancel, call, subject).await
+                command::run_command(ctx, turn, call, subject).await
             }
             None => {
                 let (sandbox, cwd) = ctx.state(|s| (s.effective().sandbox, cwd(s)));
@@ -81,7 +77,7 @@ pub(super) async fn dispatch(
                     sandbox: Some(sandbox),
                     ..Run::default()
                 };
-                execute(ctx, turn_id, cancel, call, run).await.item
+                execute(ctx, turn, call, run).await.item
             }
         },
     }

@@ -11,7 +11,7 @@ use serde_json::json;
 use temporalio_sdk::WorkflowContext;
 
 use super::approvals;
-use super::tool_calls::Call;
+use super::call::Call;
 use super::{ABORTED, AgentWorkflow, emit, inline_output};
 use crate::activities::AppendItem;
 

@@ -10,10 +10,10 @@ use keel_proto::v1 as pb;
 use keel_tool_model::{Invocation, PatchInvocation};
 use keel_workflow_api::SandboxSettings;
 use pb::event::Msg;
-use temporalio_sdk::{ActivityExecutionError, WorkflowCancellationToken, WorkflowContext};
+use temporalio_sdk::{ActivityExecutionError, WorkflowContext};
 
 use super::approvals::{self, Approval};
-use super::tool_calls::{Call, Run, execute};
+use super::call::{Call, Run, Turn, execute};
 use super::{ABORTED, AgentWorkflow, emit, failure_message, inline_output, tool_options};
 use crate::activities::{
     AppendItem, KeelActivities, PatchChangeKind, PatchFileChange, PatchReviewInput,
@@ -62,8 +62,7 @@ impl PatchSource {
 /// per-file changes, then apply.
 pub(super) async fn patch(
     ctx: &mut WorkflowContext<AgentWorkflow>,
-    turn_id: &str,
-    cancel: &WorkflowCancellationToken,
+    turn: Turn<'_>,
     call: &Call,
     source: PatchSource,
 ) -> AppendItem {
@@ -78,7 +77,11 @@ pub(super) async fn patch(
     };
     let invocation = source.invocation.as_ref();
     let review = match ctx
-        .execute_activity(KeelActivities::review_patch, input, tool_options(cancel))
+        .execute_activity(
+            KeelActivities::review_patch,
+            input,
+            tool_options(turn.cancel),
+        )
         .await
     {
         Ok(review) => review,
@@ -98,7 +101,7 @@ pub(super) async fn patch(
             invocation,
             ..Run::default()
         };
-        return execute(ctx, turn_id, cancel, call, run).await.item;
+        return execute(ctx, turn, call, run).await.item;
     }
     let changes: Vec<PatchChange> = review.changes.iter().map(policy_change).collect();
     let decision = decide_patch(&PatchDecisionInput {
@@ -130,7 +133,7 @@ pub(super) async fn patch(
                 reason: String::new(),
             });
             let subject = ApprovalSubject::Patch;
-            match approvals::approve(ctx, turn_id, &call.call_id, subject, approval_keys, event)
+            match approvals::approve(ctx, turn.id, &call.call_id, subject, approval_keys, event)
                 .await
             {
                 // Once approved, the patch applies even outside the
@@ -144,7 +147,7 @@ pub(super) async fn patch(
     };
     emit(
         ctx,
-        turn_id,
+        turn.id,
         Msg::PatchApplyBegin(pb::PatchApplyBegin {
             call_id: call.call_id.clone(),
             auto_approved,
@@ -156,14 +159,14 @@ pub(super) async fn patch(
         invocation,
         ..Run::default()
     };
-    let executed = execute(ctx, turn_id, cancel, call, run).await;
+    let executed = execute(ctx, turn, call, run).await;
     let (output, success) = match &executed.output {
         Some(o) => (o.output_preview.clone(), o.success),
         None => (ABORTED.to_string(), false),
     };
     emit(
         ctx,
-        turn_id,
+        turn.id,
         Msg::PatchApplyEnd(pb::PatchApplyEnd {
             call_id: call.call_id.clone(),
             output,
