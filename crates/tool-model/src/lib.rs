@@ -25,6 +25,7 @@ pub mod names;
 mod offered;
 mod params;
 mod path;
+mod settings;
 
 pub use invocation::{
     CommandInvocation, Escalation, Invocation, Layout, ParsedCall, PatchInvocation, PatchOutput,
@@ -36,6 +37,7 @@ pub use params::{
     ExecCommandParams, LocalShellAction, ShellCommandParams, ShellParams, WriteStdinParams,
 };
 pub use path::resolve_dir;
+pub use settings::{ApprovalPolicy, SandboxMode, SettingParseError};
 
 /// The text a model gets for arguments that do not fit the tool's schema.
 pub fn parse_error(err: impl std::fmt::Display) -> String {

@@ -65,7 +65,7 @@ pub enum SandboxError {
 /// Codex's sandbox modes (external-sandbox is not offered).
 /// The modes, with Codex's spellings: the same type the workflow's
 /// decisions use.
-pub use keel_policy::SandboxMode;
+pub use keel_tool_model::SandboxMode;
 
 /// A call's sandbox (Codex's `SandboxPolicy`). The workspace-write options
 /// mean nothing under the other modes.

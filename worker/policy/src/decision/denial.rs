@@ -84,7 +84,7 @@ pub enum DenialDecision {
 /// was already approved; `on-request` and `never` return the denial to the
 /// model.
 pub fn decide_after_sandbox_denial(input: &SandboxDenialInput<'_>) -> DenialDecision {
-    if !input.approval_policy.asks_after_denial() {
+    if !super::asks_after_denial(input.approval_policy) {
         return DenialDecision::ReturnToModel;
     }
     if input.already_approved || input.approved_for_session.contains(input.approval_key) {
