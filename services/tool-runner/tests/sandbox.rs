@@ -1401,3 +1401,51 @@ async fn patches_are_written_confined_whatever_their_size() {
     assert!(resp.success, "{}", resp.output_preview);
     assert_eq!(std::fs::read_to_string(&outside).unwrap(), "ok\n");
 }
+
+/// GetProjectContext reads the project unconfined, and what it finds goes
+/// into the model's context (`<git_info>`, the AGENTS.md text). A
+/// sandboxed command must not be able to point those reads at a hidden
+/// file: a `.git/HEAD` it plants (`ref: /path/to/secret`, whose "commit"
+/// was the file's whole text; a `gitdir:` into a hidden directory), or an
+/// AGENTS.md symlink to a hidden file inside the project.
+#[tokio::test]
+async fn the_project_context_reads_nothing_hidden() {
+    let mut env = Env::start(&["--hide-path", "{cwd}/private:{base}/outside/token.txt"]).await;
+    if !env.status.hidden_paths_enforced {
+        assert!(!env.status.detail.is_empty());
+        return;
+    }
+    let cwd = env.cwd.clone();
+    std::fs::create_dir(cwd.join("private")).unwrap();
+    std::fs::write(cwd.join("private/secret"), "s3cr3t-agents\n").unwrap();
+    std::fs::write(cwd.join("private/HEAD"), "s3cr3t-head\n").unwrap();
+    let token = env.outside.join("token.txt");
+    std::fs::write(&token, "t0k3n-ref\n").unwrap();
+    // Plain sandboxed commands: no approval is needed for any of this.
+    let script = format!(
+        "mkdir -p sub/.git wt && printf 'ref: {}\\n' > sub/.git/HEAD && \
+         printf 'gitdir: {}\\n' > wt/.git && \
+         ln -s private/secret AGENTS.md && ln -s ../private/secret sub/AGENTS.md && echo planted",
+        token.display(),
+        cwd.join("private").display()
+    );
+    let resp = env.sh("plant", &script, workspace_write()).await;
+    assert!(output(&resp).contains("planted"), "{}", resp.output_preview);
+    let mut leaks = Vec::new();
+    for dir in [cwd.clone(), cwd.join("sub"), cwd.join("wt")] {
+        let context = env
+            .client
+            .get_project_context(keel_proto::v1::GetProjectContextRequest {
+                cwd: dir.display().to_string(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let shown = format!("{context:?}");
+        if shown.contains("s3cr3t") || shown.contains("t0k3n") {
+            leaks.push(shown);
+        }
+    }
+    assert!(leaks.is_empty(), "{leaks:#?}");
+}
