@@ -47,6 +47,21 @@ impl Env {
     /// With `{base}` and `{cwd}` in `extra` replaced by the paths, and
     /// `vars` set for the tool-runner.
     async fn start_with(extra: &[&str], vars: &[(&str, &str)]) -> Self {
+        Self::launch(extra, vars, None).await
+    }
+
+    /// A tool-runner whose controlling terminal is `terminal` (a pty's
+    /// subsidiary side), as one started by `keel up` from a shell has that
+    /// shell's terminal.
+    async fn start_on_terminal(terminal: std::os::fd::OwnedFd) -> Self {
+        Self::launch(&[], &[], Some(terminal)).await
+    }
+
+    async fn launch(
+        extra: &[&str],
+        vars: &[(&str, &str)],
+        terminal: Option<std::os::fd::OwnedFd>,
+    ) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let base = std::fs::canonicalize(tmp.path()).unwrap();
         let cwd = base.join("cwd");
@@ -87,13 +102,16 @@ impl Env {
         ] {
             command.env_remove(var);
         }
-        let child = command
+        command
             .args(&extra)
             .envs(vars.iter().copied())
             .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+            .kill_on_drop(true);
+        if let Some(terminal) = terminal {
+            command.stdin(Stdio::from(terminal));
+            with_controlling_terminal(&mut command);
+        }
+        let child = command.spawn().unwrap();
         let addr = wait_for_file(&addr_file, Duration::from_secs(30)).await;
         let mut client = ToolServiceClient::connect(format!("http://{addr}"))
             .await
@@ -1448,4 +1466,84 @@ async fn the_project_context_reads_nothing_hidden() {
         }
     }
     assert!(leaks.is_empty(), "{leaks:#?}");
+}
+
+/// Makes the child a session leader with its stdin (a terminal) as its
+/// controlling terminal.
+#[allow(unsafe_code)]
+fn with_controlling_terminal(command: &mut Command) {
+    // SAFETY: between fork and exec the child calls only setsid(2) and
+    // ioctl(2), both async-signal-safe, and touches no memory of the
+    // parent's threads.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A new pseudo-terminal: (main side, subsidiary side).
+#[allow(unsafe_code)]
+fn open_pty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd as _;
+    let (mut main, mut sub) = (-1, -1);
+    // SAFETY: openpty writes two descriptors into the integers given and
+    // reads nothing else (null name, termios and winsize).
+    let rc = unsafe {
+        libc::openpty(
+            &mut main,
+            &mut sub,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and are owned by nobody else.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(main),
+            std::os::fd::OwnedFd::from_raw_fd(sub),
+        )
+    }
+}
+
+/// The terminal the tool-runner was started from is no way out: a
+/// sandboxed command that could open it (`/dev/tty`, its controlling
+/// terminal inherited through the tool-runner) could push input into the
+/// user's shell with TIOCSTI, read what the user types, or change the
+/// terminal's settings. Sandboxed commands run in a session of their own,
+/// without a controlling terminal (bubblewrap's `--new-session`, which
+/// Codex's Linux sandbox passes).
+#[tokio::test]
+async fn sandboxed_commands_have_no_controlling_terminal() {
+    let (_main, sub) = open_pty();
+    let mut env = Env::start_on_terminal(sub).await;
+    if !isolated(&env.status) {
+        return;
+    }
+    let script = "if (exec 3<>/dev/tty) 2>/dev/null; then echo tty=open; else echo tty=none; fi; \
+                  echo sid=$(cut -d' ' -f6 /proc/self/stat) tty_nr=$(cut -d' ' -f7 /proc/self/stat)";
+    for (id, policy) in [
+        ("ws", workspace_write()),
+        ("ro", mode(SandboxMode::ReadOnly)),
+    ] {
+        let resp = env.sh(id, script, policy).await;
+        let out = output(&resp);
+        assert!(out.contains("tty=none"), "{id}: {out}");
+        assert!(out.contains("tty_nr=0"), "{id}: {out}");
+    }
+    let args =
+        serde_json::json!({ "cmd": script, "yield_time_ms": 5_000, "tty": true }).to_string();
+    let resp = env
+        .run("u", 0, "exec_command", &args, workspace_write())
+        .await;
+    assert!(
+        resp.output_preview.contains("tty=none"),
+        "{}",
+        resp.output_preview
+    );
 }

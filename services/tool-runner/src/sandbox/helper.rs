@@ -18,7 +18,8 @@
 //! 1. `no_new_privs`, and RLIMIT_CORE 0 (no core files of the workspace's
 //!    secrets);
 //! 2. a new PID namespace and a fork ([`super::init`]): the child is PID 1
-//!    of the namespace and does the rest, the parent waits;
+//!    of the namespace, in a new session without a controlling terminal,
+//!    and does the rest, the parent waits;
 //! 3. the command's view of the filesystem ([`super::mounts`]): a mount
 //!    namespace with the protected paths read-only, the hidden paths
 //!    masked, a minimal `/dev` and a new `/proc`;
@@ -117,6 +118,8 @@ pub enum HelperError {
     PidNamespace(String),
     #[error("cannot fork: {0}")]
     Fork(nix::Error),
+    #[error("{0}")]
+    Session(String),
     #[error(transparent)]
     Mounts(#[from] mounts::MountError),
     #[error("the processes of the command are not isolated: {0}")]

@@ -11,14 +11,25 @@
 //! as a plain waiter, and exits with PID 1's status (128+N when a signal N
 //! killed it), so the tool-runner sees the command's status as before.
 //!
+//! PID 1 then leaves the helper's session for one of its own (`setsid`),
+//! as bubblewrap's `--new-session` does (Codex's Linux sandbox passes it):
+//! a session has at most one controlling terminal, and a new one has none.
+//! Otherwise the command would inherit the tool-runner's — the terminal of
+//! the shell that ran `keel up` — and `/dev/tty` would reach it: TIOCSTI
+//! pushes input into that shell (which then runs it, unsandboxed), and the
+//! terminal's settings and the user's keystrokes are there for the taking
+//! (CVE-2017-5226 for bubblewrap without `--new-session`).
+//!
 //! PID 1 runs the command as a child, reaps every process orphaned inside
 //! the namespace while it waits (it is their init), and exits with the
 //! command's status. When PID 1 exits the kernel kills whatever is left in
 //! the namespace: a command's background processes (`sleep 100 &`) do not
 //! outlive its call — bubblewrap's behaviour with `--unshare-pid` too. The
-//! tool-runner's process-group SIGKILL still reaches the helper, PID 1 and
-//! the command (they stay in the helper's process group), and PID 1 dies
-//! with its parent (PR_SET_PDEATHSIG).
+//! tool-runner's process-group SIGKILL reaches the helper's waiter; PID 1,
+//! in a session (and so a process group) of its own, dies with it
+//! (PR_SET_PDEATHSIG, set before it leaves the group, so that a kill in
+//! between still finds it in the group), and the kernel then kills every
+//! process left in the namespace.
 //!
 //! The fork (rather than a second exec of the helper binary, which becomes
 //! PID 1 just as well without `unsafe`) costs a fraction of a millisecond
@@ -96,8 +107,17 @@ pub(super) fn enter(require: bool) -> Result<Namespaces, HelperError> {
     match forked.map_err(HelperError::Fork)? {
         ForkResult::Child => {
             // Should the waiter be killed alone, PID 1 (and with it the
-            // whole namespace) follows.
-            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+            // whole namespace) follows. Before the setsid below: until then
+            // the group kill reaches PID 1 directly.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|err| {
+                HelperError::Session(format!("cannot set PR_SET_PDEATHSIG: {err}"))
+            })?;
+            // No controlling terminal: see the module's notes. PID 1 is not
+            // a process group leader (its group is the helper's), so this
+            // cannot fail with EPERM.
+            nix::unistd::setsid().map_err(|err| {
+                HelperError::Session(format!("cannot start a new session: {err}"))
+            })?;
             Ok(namespaces)
         }
         ForkResult::Parent { child } => std::process::exit(wait_for(child)),
