@@ -1547,3 +1547,66 @@ async fn sandboxed_commands_have_no_controlling_terminal() {
         resp.output_preview
     );
 }
+
+/// apply_patch verifies a patch by reading the files it updates — in the
+/// tool-runner, unconfined — after checking that none lies in a hidden
+/// path. A background command that swaps a file for a symlink to a hidden
+/// file between the check and the read had the hidden file's text read,
+/// and an update with a move wrote it to a file of the workspace (a pure
+/// addition needs no knowledge of the text). The read itself must refuse
+/// what the sandbox hides.
+#[tokio::test]
+async fn a_symlink_swapped_in_during_a_patch_reveals_nothing_hidden() {
+    let mut env = Env::start(&["--hide-path", "{base}/outside/token.txt"]).await;
+    if !env.status.hidden_paths_enforced {
+        assert!(!env.status.detail.is_empty());
+        return;
+    }
+    let token = env.outside.join("token.txt");
+    std::fs::write(&token, "t0k3n\n").unwrap();
+    // Left running by exec_command: x is a plain file, then a symlink to
+    // the hidden token, over and over.
+    let swapper = format!(
+        "exec perl -e 'while (1) {{ open(my $f, \">\", \"x.f\"); print $f \"decoy\\n\"; close($f); \
+         rename(\"x.f\", \"x\"); symlink(\"{}\", \"x.l\"); rename(\"x.l\", \"x\"); }}'",
+        token.display()
+    );
+    let args = serde_json::json!({ "cmd": swapper, "yield_time_ms": 250 }).to_string();
+    let resp = env
+        .run("swapper", 0, "exec_command", &args, workspace_write())
+        .await;
+    assert!(
+        resp.output_preview.contains("Process running"),
+        "{}",
+        resp.output_preview
+    );
+    // Hunks after the update widen the windows between the check before
+    // the read, the read and the checks of the written paths after it.
+    let mut patch =
+        String::from("*** Begin Patch\n*** Update File: x\n*** Move to: leak.txt\n@@\n+added\n");
+    for i in 0..200 {
+        patch.push_str(&format!("*** Add File: pad/{i}.txt\n+pad\n"));
+    }
+    patch.push_str("*** End Patch");
+    let leak = env.cwd.join("leak.txt");
+    let mut applied = 0;
+    // Before the fix the text leaked within 20 to 60 attempts here.
+    for attempt in 0..300 {
+        let resp = env
+            .run(
+                &format!("p{attempt}"),
+                0,
+                "apply_patch",
+                &patch,
+                workspace_write(),
+            )
+            .await;
+        if resp.success {
+            applied += 1;
+        }
+        let leaked = std::fs::read_to_string(&leak).unwrap_or_default();
+        assert!(!leaked.contains("t0k3n"), "attempt {attempt}: {leaked:?}");
+    }
+    // The race was run: some patches applied to the decoy.
+    assert!(applied > 0);
+}

@@ -8,7 +8,6 @@ pub mod git;
 
 use std::fs::{File, OpenOptions};
 use std::io::Read as _;
-use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
@@ -68,7 +67,7 @@ pub(crate) fn open_visible(path: &Path, hidden: &[PathBuf], no_follow: bool) -> 
     if !file.metadata().ok()?.is_file() {
         return None;
     }
-    let real_path = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()?;
+    let real_path = crate::workspace::opened_path(&file).ok()?;
     if let Some(inside) = hidden.iter().find(|hidden| real_path.starts_with(hidden)) {
         tracing::warn!(
             path = %path.display(),
