@@ -37,6 +37,8 @@ struct Env {
     child: Child,
     client: ToolServiceClient<Channel>,
     status: GetSandboxStatusResponse,
+    /// The tool-runner's gRPC address (host:port).
+    addr: String,
 }
 
 impl Env {
@@ -128,6 +130,7 @@ impl Env {
             child,
             client,
             status,
+            addr,
         }
     }
 
@@ -1609,4 +1612,51 @@ async fn a_symlink_swapped_in_during_a_patch_reveals_nothing_hidden() {
     }
     // The race was run: some patches applied to the decoy.
     assert!(applied > 0);
+}
+
+/// With the network on (workspace-write with `network_access`), a
+/// sandboxed command shares the host's network namespace, loopback
+/// included, and Keel's services listen there without authentication: it
+/// can ask the tool-runner itself to run anything under
+/// danger-full-access — no sandbox, no approval. (The same reaches
+/// Temporal's frontend and the session API, where approvals are given.)
+#[tokio::test]
+#[ignore = "open: a networked sandboxed command reaches Keel's unauthenticated gRPC services on loopback; needs authenticated services or a network namespace with outbound-only access (see the review report)"]
+async fn a_networked_command_cannot_ask_the_tool_runner_for_an_unsandboxed_run() {
+    use prost::Message as _;
+    let mut env = Env::start(&[]).await;
+    if !filesystem_enforced(&env.status) {
+        return;
+    }
+    let escaped = env.outside.join("escaped");
+    let request = RunToolRequest {
+        session_id: "escape".into(),
+        call_id: "escape".into(),
+        tool_name: "shell".into(),
+        arguments: argv_args(&format!("echo pwned > {}", escaped.display())),
+        cwd: env.cwd.display().to_string(),
+        sandbox: Some(mode(SandboxMode::DangerFullAccess)),
+        ..Default::default()
+    };
+    // A gRPC message: uncompressed flag, big-endian length, the protobuf.
+    let body = request.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(&body);
+    std::fs::write(env.cwd.join("req.bin"), frame).unwrap();
+    let script = format!(
+        "curl -s -o /dev/null --http2-prior-knowledge -H 'content-type: application/grpc' \
+         -H 'te: trailers' --data-binary @req.bin http://{}/keel.v1.ToolService/RunTool; echo rc=$?",
+        env.addr
+    );
+    let with_network = SandboxPolicy {
+        network_access: true,
+        ..workspace_write()
+    };
+    let resp = env.sh("net", &script, with_network).await;
+    assert!(
+        !escaped.exists(),
+        "a sandboxed command ran an unsandboxed one through the tool-runner's own API: {}",
+        output(&resp)
+    );
 }
