@@ -15,6 +15,8 @@
 //!
 //! With a `--policy`, in order:
 //!
+//! 0. every inherited descriptor but 0, 1 and 2 marked close-on-exec
+//!    ([`init::close_inherited_descriptors`]): the command gets none;
 //! 1. `no_new_privs`, and RLIMIT_CORE 0 (no core files of the workspace's
 //!    secrets);
 //! 2. a new PID namespace and a fork ([`super::init`]): the child is PID 1
@@ -120,6 +122,8 @@ pub enum HelperError {
     Fork(nix::Error),
     #[error("{0}")]
     Session(String),
+    #[error("cannot keep inherited descriptors from the command: {0}")]
+    Descriptors(std::io::Error),
     #[error(transparent)]
     Mounts(#[from] mounts::MountError),
     #[error("the processes of the command are not isolated: {0}")]
@@ -418,6 +422,11 @@ fn run(args: &[OsString]) -> Result<ExitCode, HelperError> {
                 Target::Command { .. } => command_env()?,
                 Target::Job => Vec::new(),
             };
+            match init::close_inherited_descriptors() {
+                Ok(()) => {}
+                Err(err) if confinement.require => return Err(err),
+                Err(err) => eprintln!("keel-tool-runner sandbox-exec: {err}"),
+            }
             set_no_new_privs()?;
             let namespaces = init::enter(confinement.require)?;
             // PID 1 from here on.

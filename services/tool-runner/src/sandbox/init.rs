@@ -124,6 +124,35 @@ pub(super) fn enter(require: bool) -> Result<Namespaces, HelperError> {
     }
 }
 
+/// Marks every descriptor but stdin, stdout and stderr close-on-exec, so
+/// that none reaches the command. The helper opens none of its own before
+/// this; what it finds open came from the tool-runner's own parent (a
+/// shell, a supervisor) without close-on-exec and passed through the
+/// tool-runner to every command it starts. A sandboxed command must not
+/// get them: a descriptor of a directory the sandbox hides leads past the
+/// mask (`/proc/self/fd/N/…` reaches the directory itself, and Landlock
+/// lets everything be read). Flags only (CLOSE_RANGE_CLOEXEC, Linux 5.11,
+/// older than any kernel whose Landlock can confine writes): no
+/// descriptor this process might own is closed under it.
+pub(super) fn close_inherited_descriptors() -> Result<(), HelperError> {
+    // SAFETY: close_range(2) takes no pointer and, with
+    // CLOSE_RANGE_CLOEXEC, closes nothing: it sets FD_CLOEXEC on the
+    // descriptors from 3 up, which affects only a later execve.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::close_range(
+            3,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(HelperError::Descriptors(std::io::Error::last_os_error()))
+    }
+}
+
 /// Waits for `child` and returns its status as an exit code.
 fn wait_for(child: Pid) -> i32 {
     loop {
