@@ -1735,3 +1735,31 @@ async fn inherited_descriptors_do_not_reach_sandboxed_commands() {
         assert_eq!(fds, ["0", "1", "2", "3"], "{id}: {out}");
     }
 }
+
+/// The cwd's `.codex` is protected "even when missing, so the agent cannot
+/// create its own config" (WritableRoot::new): apply_patch refuses to
+/// create it, but the read-only binds cover only paths that exist, so a
+/// sandboxed command creates it (Codex's project config: approval policy,
+/// sandbox mode, MCP servers that run commands, for the next Codex or Keel
+/// session that honours project config).
+#[tokio::test]
+#[ignore = "open: a missing protected path cannot be bound read-only without creating it on the host; see the review report"]
+async fn a_missing_protected_path_cannot_be_created_by_a_command() {
+    let mut env = Env::start(&[]).await;
+    if !filesystem_enforced(&env.status) {
+        return;
+    }
+    assert!(!env.cwd.join(".codex").exists());
+    let resp = env
+        .sh(
+            "codex",
+            "mkdir .codex && echo 'approval_policy = \"never\"' > .codex/config.toml",
+            workspace_write(),
+        )
+        .await;
+    assert!(
+        !env.cwd.join(".codex/config.toml").exists(),
+        "created: {}",
+        output(&resp)
+    );
+}
