@@ -1763,3 +1763,43 @@ async fn a_missing_protected_path_cannot_be_created_by_a_command() {
         output(&resp)
     );
 }
+
+/// With the network off, every socket call but `socket(AF_UNIX)` is
+/// refused — except `sendmsg`, which programs need on their socketpairs
+/// and which seccomp cannot tell apart from a datagram sent to any named
+/// socket of the host. Abstract sockets (no file, no permission check:
+/// containerd's shims, D-Bus, X11 listen there) are out of a sandboxed
+/// command's reach all the same (Landlock's abstract-socket scope).
+#[tokio::test]
+async fn the_network_off_reaches_no_abstract_socket() {
+    use std::os::linux::net::SocketAddrExt as _;
+    let mut env = Env::start(&[]).await;
+    if !env.status.network_enforced || !filesystem_enforced(&env.status) {
+        return;
+    }
+    let Some(python) = ["/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).exists())
+    else {
+        eprintln!("skipped: no python3 to send a datagram with");
+        return;
+    };
+    let name = format!("keel-sandbox-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let listener = std::os::unix::net::UnixDatagram::bind_addr(&addr).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let script = format!(
+        "{python} -c 'import socket\n\
+         c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         try:\n    c.sendmsg([b\"escaped\"], [], 0, \"\\0{name}\"); print(\"sent\")\n\
+         except OSError as e:\n    print(\"refused\", e)'"
+    );
+    let resp = env.sh("abstract", &script, workspace_write()).await;
+    let out = output(&resp);
+    assert!(out.contains("refused"), "{out}");
+    let mut buf = [0u8; 64];
+    assert!(
+        listener.recv(&mut buf).is_err(),
+        "a datagram arrived: {out}"
+    );
+}

@@ -62,7 +62,7 @@ use std::process::ExitCode;
 use base64::Engine as _;
 use landlock::{
     ABI, Access, AccessFs, LandlockStatus, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
-    path_beneath_rules,
+    Scope, path_beneath_rules,
 };
 use nix::sys::resource::{Resource, setrlimit};
 use serde::{Deserialize, Serialize};
@@ -584,7 +584,7 @@ pub(super) fn confine(
         .iter()
         .map(|root| root.root.as_path())
         .collect();
-    match restrict_filesystem(&roots) {
+    match restrict_filesystem(&roots, confinement.restrict_network) {
         Ok((abi, status)) => {
             report.landlock_abi = abi;
             report.landlock_enforced =
@@ -615,14 +615,25 @@ pub(super) fn confine(
 }
 
 /// Landlock: read and execute everywhere, write only under `writable` and
-/// the writable devices. Returns the ABI in effect and the ruleset's status.
-fn restrict_filesystem(writable: &[&Path]) -> Result<(u32, RulesetStatus), HelperError> {
+/// the writable devices. With the network off, also no abstract unix
+/// socket of the host (ABI 6, Linux 6.12; best effort below): the seccomp
+/// filter cannot refuse `sendmsg`, which socketpairs need, so a datagram
+/// to any named socket would otherwise get out, and abstract ones have no
+/// file whose permissions or mounts could stop it. Returns the ABI in
+/// effect and the ruleset's status.
+fn restrict_filesystem(
+    writable: &[&Path],
+    restrict_network: bool,
+) -> Result<(u32, RulesetStatus), HelperError> {
     let devices: Vec<&str> = WRITABLE_DEVICES
         .into_iter()
         .filter(|path| Path::new(path).exists())
         .collect();
-    let status = Ruleset::default()
-        .handle_access(AccessFs::from_all(TARGET_ABI))?
+    let mut ruleset = Ruleset::default().handle_access(AccessFs::from_all(TARGET_ABI))?;
+    if restrict_network {
+        ruleset = ruleset.scope(Scope::AbstractUnixSocket)?;
+    }
+    let status = ruleset
         .create()?
         .add_rules(path_beneath_rules(["/"], AccessFs::from_read(TARGET_ABI)))?
         // Writing to /dev/null discards; commands do it all the time.
