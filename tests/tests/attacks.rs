@@ -872,3 +872,42 @@ async fn the_project_context_is_no_way_past_the_sandbox() {
         "a hidden file reached the model as a git commit"
     );
 }
+
+/// A command call whose arguments exceed 16 KiB is put to a person, who is
+/// shown the first 16 KiB of its JSON — and what runs is whatever the rest
+/// says: padding first (a long `justification`), the command after it.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "open: the approval of an oversized command shows the start of its arguments, not the command that runs; needs the tool-runner to read the stored call for the question (see the review report)"]
+async fn an_oversized_command_is_shown_as_what_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().canonicalize().unwrap();
+    let pwned = ws.join("pwned");
+    let arguments = format!(
+        r#"{{"justification": "{}", "command": ["touch", "{}"]}}"#,
+        "Running the unit tests. ".repeat(800),
+        pwned.display()
+    );
+    assert!(arguments.len() > 16 * 1024);
+    let script = vec![
+        Scripted::tool_call("c_big", "shell", &arguments),
+        Scripted::assistant("done"),
+    ];
+    let (_fake, _stack, mut client) = start(script).await;
+    let (sid, mut events) = open(
+        &mut client,
+        &ws,
+        pb::ApprovalPolicy::OnRequest,
+        pb::ShellToolKind::Shell,
+    )
+    .await;
+    session::send(&mut client, &sid, "t1", "go").await.unwrap();
+    let request = exec_request(&mut events).await;
+    let shown = request.command.join(" ");
+    respond(&mut client, &sid, "c_big", K::Denied).await;
+    unasked_turn(&mut events).await;
+    assert!(
+        shown.contains("touch"),
+        "the person was not shown the command that runs: {}…",
+        &shown[..200]
+    );
+}
