@@ -1803,3 +1803,54 @@ async fn the_network_off_reaches_no_abstract_socket() {
         "a datagram arrived: {out}"
     );
 }
+
+/// System V IPC objects (message queues, semaphores, shared memory) belong
+/// to an IPC namespace, not to the filesystem: in the host's, a sandboxed
+/// command could read and write those of every process of its user
+/// (messages consumed, shared memory attached). Sandboxed commands get an
+/// IPC namespace of their own (bubblewrap's `--unshare-ipc`).
+#[tokio::test]
+async fn host_ipc_objects_are_out_of_reach() {
+    let mut env = Env::start(&[]).await;
+    if !isolated(&env.status) {
+        return;
+    }
+    let Ok(made) = std::process::Command::new("ipcmk")
+        .args(["-M", "4096", "-p", "0600"])
+        .output()
+    else {
+        eprintln!("skipped: ipcmk is not available");
+        return;
+    };
+    let text = String::from_utf8_lossy(&made.stdout).to_string();
+    let id: String = text.chars().filter(char::is_ascii_digit).collect();
+    assert!(made.status.success() && !id.is_empty(), "{text}");
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ipcrm")
+                .args(["-m", &self.0])
+                .status();
+        }
+    }
+    let _remove = Remove(id.clone());
+    // The host sees it.
+    let host = std::process::Command::new("ipcs")
+        .args(["-m", "-i", &id])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&host.stdout).contains(&format!("shmid={id}")),
+        "{host:?}"
+    );
+    let script = format!("ipcs -m -i {id} 2>&1; echo end");
+    for (id_, policy) in [
+        ("ws", workspace_write()),
+        ("ro", mode(SandboxMode::ReadOnly)),
+    ] {
+        let resp = env.sh(id_, &script, policy).await;
+        let out = output(&resp);
+        assert!(out.contains("end"), "{id_}: {out}");
+        assert!(!out.contains(&format!("shmid={id}")), "{id_}: {out}");
+    }
+}

@@ -19,7 +19,7 @@
 //!    ([`init::close_inherited_descriptors`]): the command gets none;
 //! 1. `no_new_privs`, and RLIMIT_CORE 0 (no core files of the workspace's
 //!    secrets);
-//! 2. a new PID namespace and a fork ([`super::init`]): the child is PID 1
+//! 2. new PID and IPC namespaces and a fork ([`super::init`]): the child is PID 1
 //!    of the namespace, in a new session without a controlling terminal,
 //!    and does the rest, the parent waits;
 //! 3. the command's view of the filesystem ([`super::mounts`]): a mount

@@ -3,9 +3,10 @@
 //! `--unshare-pid` does in Codex's Linux sandbox
 //! (codex-rs/linux-sandbox/src/bwrap.rs).
 //!
-//! The helper `unshare`s a new PID namespace (and, when it is not root, a
-//! user namespace to own it, mapping its own ids), then forks. The child is
-//! PID 1 of the new namespace: it sees and can signal only the processes
+//! The helper `unshare`s a new PID namespace and a new IPC namespace (and,
+//! when it is not root, a user namespace to own them, mapping its own
+//! ids), then forks. The child is PID 1 of the new namespace: it sees and
+//! can signal only the processes
 //! started inside, never the tool-runner, the model proxy or anything else
 //! on the host. The parent stays outside, in the host's mount namespace,
 //! as a plain waiter, and exits with PID 1's status (128+N when a signal N
@@ -66,10 +67,16 @@ pub(super) struct Namespaces {
     pub in_user_namespace: bool,
 }
 
-/// Enters a new PID namespace and forks. Returns in the child, PID 1 of
-/// the namespace; the parent waits for it and exits with its status,
-/// never returning. Without `require`, a PID namespace that cannot be had
-/// is reported and the fork happens anyway.
+/// Enters a new PID namespace — and a new IPC namespace with it — and
+/// forks. Returns in the child, PID 1 of the namespace; the parent waits
+/// for it and exits with its status, never returning. Without `require`,
+/// namespaces that cannot be had are reported and the fork happens anyway.
+///
+/// The IPC namespace (bubblewrap's `--unshare-ipc`): System V message
+/// queues, semaphores and shared memory, and POSIX message queues, are
+/// named by key or id, not by path, so neither the mounts nor Landlock
+/// stand between a command and those of every other process of its user
+/// on the host. PID 1 and the command get an empty set of their own.
 ///
 /// Must be called while the process is single-threaded.
 pub(super) fn enter(require: bool) -> Result<Namespaces, HelperError> {
@@ -77,12 +84,12 @@ pub(super) fn enter(require: bool) -> Result<Namespaces, HelperError> {
     let (uid, gid) = (Uid::effective(), Gid::effective());
     let mut namespaces = Namespaces::default();
     let flags = if root {
-        CloneFlags::CLONE_NEWPID
+        CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC
     } else {
-        CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWPID
+        CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC
     };
     let entered = unshare(flags)
-        .map_err(|err| format!("cannot create a PID namespace: {err}"))
+        .map_err(|err| format!("cannot create PID and IPC namespaces: {err}"))
         .and_then(|()| {
             if root {
                 Ok(())
