@@ -1854,3 +1854,55 @@ async fn host_ipc_objects_are_out_of_reach() {
         assert!(!out.contains(&format!("shmid={id}")), "{id_}: {out}");
     }
 }
+
+/// Files a sandboxed command writes stay on the host after it: a
+/// set-user-ID (or set-group-ID) executable it made there would run with
+/// the ids of the command's user — root, or the user Keel runs as — for
+/// any local user who starts it. Ownership alone lets a process set those
+/// bits on its own files (no capability is involved), so the sandbox
+/// refuses every call that would set them.
+#[tokio::test]
+async fn sandboxed_commands_make_no_set_id_files() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut env = Env::start(&[]).await;
+    if !filesystem_enforced(&env.status) {
+        return;
+    }
+    let python = ["/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).exists());
+    let mut script = String::from(
+        "cp /bin/sh suid; chmod u+s suid; chmod 4755 suid; \
+         cp /bin/sh sgid; chmod g+s sgid; \
+         cp /bin/sh mode; chmod 6755 mode; ",
+    );
+    if let Some(python) = python {
+        script.push_str(&format!(
+            "{python} -c 'import os\nfor name, flags in ((\"created\", os.O_CREAT | os.O_WRONLY), (\"node\", None)):\n    try:\n        if flags is None:\n            os.mknod(name, 0o104755)\n        else:\n            os.close(os.open(name, flags, 0o4755))\n    except OSError as e:\n        print(name, e)'; "
+        ));
+    }
+    script.push_str("ls -l; echo end");
+    let resp = env.sh("setid", &script, workspace_write()).await;
+    let out = output(&resp);
+    assert!(out.contains("end"), "{out}");
+    for name in ["suid", "sgid", "mode", "created", "node"] {
+        let path = env.cwd.join(name);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        assert_eq!(
+            meta.permissions().mode() & 0o6000,
+            0,
+            "{name} has a set-id bit: {out}"
+        );
+    }
+    // Ordinary modes still work.
+    let resp = env
+        .sh(
+            "modes",
+            "touch f && chmod 755 f && chmod +x f && echo ok",
+            workspace_write(),
+        )
+        .await;
+    assert!(output(&resp).contains("ok"), "{}", resp.output_preview);
+}
