@@ -1607,9 +1607,12 @@ async fn a_symlink_swapped_in_during_a_patch_reveals_nothing_hidden() {
     let token = env.outside.join("token.txt");
     std::fs::write(&token, "t0k3n\n").unwrap();
     // Left running by exec_command: x is a plain file, then a symlink to
-    // the hidden token, over and over.
+    // the hidden token, over and over — for two minutes at most, should
+    // the test stop before it closes the session (the tool-runner killed
+    // under it does not take its commands along).
     let swapper = format!(
-        "exec perl -e 'while (1) {{ open(my $f, \">\", \"x.f\"); print $f \"decoy\\n\"; close($f); \
+        "exec perl -e 'my $end = time + 120; while (time < $end) {{ \
+         open(my $f, \">\", \"x.f\"); print $f \"decoy\\n\"; close($f); \
          rename(\"x.f\", \"x\"); symlink(\"{}\", \"x.l\"); rename(\"x.l\", \"x\"); }}'",
         token.display()
     );
@@ -1649,11 +1652,25 @@ async fn a_symlink_swapped_in_during_a_patch_reveals_nothing_hidden() {
         applied += usize::from(resp.success);
         refused_at_read += usize::from(resp.output_preview.contains("sandbox hides"));
         let leaked = std::fs::read_to_string(&leak).unwrap_or_default();
-        assert!(!leaked.contains("t0k3n"), "attempt {attempt}: {leaked:?}");
+        if leaked.contains("t0k3n") {
+            close_session(&mut env).await;
+            panic!("attempt {attempt}: {leaked:?}");
+        }
     }
+    close_session(&mut env).await;
     eprintln!(
         "300 attempts: {applied} applied to the decoy, {refused_at_read} refused at the read"
     );
+}
+
+/// Ends the tests' session "s": its exec_command processes are killed.
+async fn close_session(env: &mut Env) {
+    env.client
+        .close_tool_session(keel_proto::v1::CloseToolSessionRequest {
+            session_id: "s".into(),
+        })
+        .await
+        .unwrap();
 }
 
 /// With the network on (workspace-write with `network_access`), a
