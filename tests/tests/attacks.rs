@@ -758,3 +758,182 @@ async fn a_sandbox_the_host_cannot_enforce_is_never_skipped_silently() {
         "{refused}"
     );
 }
+
+/// A known-safe command is run without asking under `untrusted`; the
+/// safety rules judged the words of the parse tree, in which a backslash
+/// stays, while bash removes it: `find . -name victim \-delete` was a
+/// harmless `find` to the rules and deleted unasked (`\-exec` ran any
+/// program the same way). Now a script with a backslash outside single
+/// quotes is no plain script: the user is asked.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_escaped_option_does_not_make_a_command_known_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().canonicalize().unwrap();
+    let victim = ws.join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let script = vec![
+        call(
+            "c_find",
+            "shell_command",
+            json!({"command": "find . -name victim \\-delete"}),
+        ),
+        Scripted::assistant("done"),
+    ];
+    let (fake, _stack, mut client) = start(script).await;
+    // workspace-write: run unasked, the command would succeed.
+    let sid = client
+        .create_session(pb::CreateSessionRequest {
+            cwd: ws.display().to_string(),
+            context: Some(pb::TurnContext {
+                approval_policy: pb::ApprovalPolicy::Untrusted as i32,
+                sandbox: Some(pb::SandboxPolicy {
+                    mode: pb::SandboxMode::WorkspaceWrite as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            shell_tool: pb::ShellToolKind::ShellCommand as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .session_id;
+    let mut events = session::follow(&mut client, &sid, 0, false).await.unwrap();
+    session::send(&mut client, &sid, "t1", "go").await.unwrap();
+    // Asked first: nothing began before the question.
+    let (seen, request) = until(&mut events, |e| match &e.msg {
+        Some(Msg::ExecApprovalRequest(r)) => Some(r.clone()),
+        Some(Msg::TurnComplete(_)) => panic!("ran without asking: {e:?}"),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(exec_events(&seen), 0, "ran before asking: {seen:?}");
+    assert_eq!(request.call_id, "c_find");
+    assert!(victim.exists(), "ran before the answer");
+    respond(&mut client, &sid, "c_find", K::Denied).await;
+    unasked_turn(&mut events).await;
+    assert!(victim.exists(), "a denied command ran");
+    assert_eq!(output_for(&fake, "c_find"), "exec command rejected by user");
+}
+
+/// The project context (AGENTS.md, `<git_info>`) is read by the
+/// tool-runner itself, unconfined, and sent to the model. A sandboxed
+/// command — no approval needed — planted a `.git/HEAD` saying `ref:
+/// /path/to/secret` (whose "commit" was the file's text) and an AGENTS.md
+/// symlink to a file the sandbox hides; the next session in the project
+/// had both secrets in its context. Now only git-shaped data comes out
+/// (ref names, object ids) and nothing inside a hidden path is read.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_project_context_is_no_way_past_the_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().canonicalize().unwrap();
+    let ws = base.join("ws");
+    let private = ws.join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    let instructions_secret = "TOP-SECRET-agents-7431";
+    std::fs::write(private.join("credentials"), instructions_secret).unwrap();
+    let vault = base.join("vault");
+    std::fs::create_dir(&vault).unwrap();
+    let ref_secret = "TOP-SECRET-ref-9902";
+    std::fs::write(vault.join("token"), ref_secret).unwrap();
+    let fake = FakeModel::start(vec![]).await.unwrap();
+    let mut options = StackOptions::new(fake.base_url());
+    options.tool_runner_env.push((
+        "KEEL_HIDE_PATHS".into(),
+        format!("{}:{}", private.display(), vault.display()),
+    ));
+    let stack = Stack::launch(options).await.unwrap();
+    let plant = format!(
+        "mkdir -p .git && printf 'ref: {}\\n' > .git/HEAD && ln -s private/credentials AGENTS.md \
+         && cat AGENTS.md .git/HEAD",
+        vault.join("token").display()
+    );
+    for scripted in [
+        call(
+            "c_plant",
+            "shell",
+            json!({"command": ["bash", "-lc", plant]}),
+        ),
+        Scripted::assistant("planted"),
+        Scripted::assistant("hello"),
+    ] {
+        fake.push(scripted);
+    }
+    let mut client = session::connect(&stack.session_api).await.unwrap();
+    let (sid, mut events) = open(
+        &mut client,
+        &ws,
+        pb::ApprovalPolicy::OnRequest,
+        pb::ShellToolKind::Shell,
+    )
+    .await;
+    session::send(&mut client, &sid, "t1", "plant")
+        .await
+        .unwrap();
+    unasked_turn(&mut events).await;
+    // The sandbox hid the credentials from the command itself.
+    assert!(!output_for(&fake, "c_plant").contains(instructions_secret));
+    assert!(ws.join(".git/HEAD").exists() && ws.join("AGENTS.md").exists());
+    // A new session in the same project reads its context.
+    let (sid, mut events) = open(
+        &mut client,
+        &ws,
+        pb::ApprovalPolicy::OnRequest,
+        pb::ShellToolKind::Shell,
+    )
+    .await;
+    session::send(&mut client, &sid, "t1", "hi").await.unwrap();
+    unasked_turn(&mut events).await;
+    let seen = everything_the_model_saw(&fake);
+    assert!(
+        !seen.contains(instructions_secret),
+        "a hidden file reached the model as project instructions"
+    );
+    assert!(
+        !seen.contains(ref_secret),
+        "a hidden file reached the model as a git commit"
+    );
+}
+
+/// A command call whose arguments exceed 16 KiB is put to a person, who is
+/// shown the first 16 KiB of its JSON — and what runs is whatever the rest
+/// says: padding first (a long `justification`), the command after it.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "open: the approval of an oversized command shows the start of its arguments, not the command that runs; needs the tool-runner to read the stored call for the question (see the review report)"]
+async fn an_oversized_command_is_shown_as_what_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().canonicalize().unwrap();
+    let pwned = ws.join("pwned");
+    let arguments = format!(
+        r#"{{"justification": "{}", "command": ["touch", "{}"]}}"#,
+        "Running the unit tests. ".repeat(800),
+        pwned.display()
+    );
+    assert!(arguments.len() > 16 * 1024);
+    let script = vec![
+        Scripted::tool_call("c_big", "shell", &arguments),
+        Scripted::assistant("done"),
+    ];
+    let (_fake, _stack, mut client) = start(script).await;
+    let (sid, mut events) = open(
+        &mut client,
+        &ws,
+        pb::ApprovalPolicy::OnRequest,
+        pb::ShellToolKind::Shell,
+    )
+    .await;
+    session::send(&mut client, &sid, "t1", "go").await.unwrap();
+    let request = exec_request(&mut events).await;
+    let shown = request.command.join(" ");
+    respond(&mut client, &sid, "c_big", K::Denied).await;
+    unasked_turn(&mut events).await;
+    assert!(
+        shown.contains("touch"),
+        "the person was not shown the command that runs: {}…",
+        &shown[..200]
+    );
+}

@@ -400,10 +400,13 @@ impl ToolService for ToolRunner {
         };
         let facts = self.inner.environment.clone();
         let gather_cwd = cwd.clone();
-        let gathered =
-            tokio::task::spawn_blocking(move || context::gather(&gather_cwd, &options, &facts))
-                .await
-                .map_err(|e| Status::internal(format!("cannot read the project context: {e}")))?;
+        // What the sandbox hides stays out of the model's context too.
+        let hidden = inner.sandbox.existing_hidden_paths();
+        let gathered = tokio::task::spawn_blocking(move || {
+            context::gather(&gather_cwd, &options, &facts, &hidden)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("cannot read the project context: {e}")))?;
         let (agents_md, agents_md_message_text, agents_md_paths) = match gathered.doc {
             Some(doc) => (
                 doc.text.clone(),

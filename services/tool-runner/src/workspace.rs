@@ -8,6 +8,7 @@
 //! the tool-runner itself reads and writes, and where commands start.
 
 use std::io::ErrorKind;
+use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +179,14 @@ impl Workspace {
             format!("allowed roots: {}", names.join(", "))
         }
     }
+}
+
+/// Where an open file really is: its canonical path as the kernel names
+/// it (`/proc/self/fd/N`). A check made on this path holds for what is
+/// read from `file`, whatever a symlink or a rename changes afterwards —
+/// unlike a check on a path resolved before the open.
+pub fn opened_path(file: &std::fs::File) -> std::io::Result<PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 
 #[cfg(test)]

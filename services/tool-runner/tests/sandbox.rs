@@ -37,6 +37,8 @@ struct Env {
     child: Child,
     client: ToolServiceClient<Channel>,
     status: GetSandboxStatusResponse,
+    /// The tool-runner's gRPC address (host:port).
+    addr: String,
 }
 
 impl Env {
@@ -47,6 +49,32 @@ impl Env {
     /// With `{base}` and `{cwd}` in `extra` replaced by the paths, and
     /// `vars` set for the tool-runner.
     async fn start_with(extra: &[&str], vars: &[(&str, &str)]) -> Self {
+        Self::launch(extra, vars, None, None).await
+    }
+
+    /// A tool-runner whose controlling terminal is `terminal` (a pty's
+    /// subsidiary side), as one started by `keel up` from a shell has that
+    /// shell's terminal.
+    async fn start_on_terminal(terminal: std::os::fd::OwnedFd) -> Self {
+        Self::launch(&[], &[], Some(terminal), None).await
+    }
+
+    /// A tool-runner that inherits `open` as descriptor [`INHERITED_FD`]
+    /// (no close-on-exec), as one started by a parent that leaks a
+    /// descriptor does; `extra` as for [`Env::start`].
+    async fn start_inheriting(
+        extra: &[&str],
+        open: impl FnOnce(&std::path::Path) -> std::fs::File,
+    ) -> Self {
+        Self::launch(extra, &[], None, Some(Box::new(open))).await
+    }
+
+    async fn launch(
+        extra: &[&str],
+        vars: &[(&str, &str)],
+        terminal: Option<std::os::fd::OwnedFd>,
+        inherit: Option<OpenInherited<'_>>,
+    ) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let base = std::fs::canonicalize(tmp.path()).unwrap();
         let cwd = base.join("cwd");
@@ -87,13 +115,22 @@ impl Env {
         ] {
             command.env_remove(var);
         }
-        let child = command
+        command
             .args(&extra)
             .envs(vars.iter().copied())
             .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+            .kill_on_drop(true);
+        if let Some(terminal) = terminal {
+            command.stdin(Stdio::from(terminal));
+            with_controlling_terminal(&mut command);
+        }
+        // Kept open until the child has started.
+        let inherited = inherit.map(|open| open(&base));
+        if let Some(file) = &inherited {
+            with_inherited_fd(&mut command, std::os::fd::AsRawFd::as_raw_fd(file));
+        }
+        let child = command.spawn().unwrap();
+        drop(inherited);
         let addr = wait_for_file(&addr_file, Duration::from_secs(30)).await;
         let mut client = ToolServiceClient::connect(format!("http://{addr}"))
             .await
@@ -110,6 +147,7 @@ impl Env {
             child,
             client,
             status,
+            addr,
         }
     }
 
@@ -1400,4 +1438,488 @@ async fn patches_are_written_confined_whatever_their_size() {
         .await;
     assert!(resp.success, "{}", resp.output_preview);
     assert_eq!(std::fs::read_to_string(&outside).unwrap(), "ok\n");
+}
+
+/// GetProjectContext reads the project unconfined, and what it finds goes
+/// into the model's context (`<git_info>`, the AGENTS.md text). A
+/// sandboxed command must not be able to point those reads at a hidden
+/// file: a `.git/HEAD` it plants (`ref: /path/to/secret`, whose "commit"
+/// was the file's whole text; a `gitdir:` into a hidden directory), or an
+/// AGENTS.md symlink to a hidden file inside the project.
+#[tokio::test]
+async fn the_project_context_reads_nothing_hidden() {
+    let mut env = Env::start(&["--hide-path", "{cwd}/private:{base}/outside/token.txt"]).await;
+    if !env.status.hidden_paths_enforced {
+        assert!(!env.status.detail.is_empty());
+        return;
+    }
+    let cwd = env.cwd.clone();
+    std::fs::create_dir(cwd.join("private")).unwrap();
+    std::fs::write(cwd.join("private/secret"), "s3cr3t-agents\n").unwrap();
+    std::fs::write(cwd.join("private/HEAD"), "s3cr3t-head\n").unwrap();
+    let token = env.outside.join("token.txt");
+    std::fs::write(&token, "t0k3n-ref\n").unwrap();
+    // Plain sandboxed commands: no approval is needed for any of this.
+    let script = format!(
+        "mkdir -p sub/.git wt && printf 'ref: {}\\n' > sub/.git/HEAD && \
+         printf 'gitdir: {}\\n' > wt/.git && \
+         ln -s private/secret AGENTS.md && ln -s ../private/secret sub/AGENTS.md && echo planted",
+        token.display(),
+        cwd.join("private").display()
+    );
+    let resp = env.sh("plant", &script, workspace_write()).await;
+    assert!(output(&resp).contains("planted"), "{}", resp.output_preview);
+    let mut leaks = Vec::new();
+    for dir in [cwd.clone(), cwd.join("sub"), cwd.join("wt")] {
+        let context = env
+            .client
+            .get_project_context(keel_proto::v1::GetProjectContextRequest {
+                cwd: dir.display().to_string(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let shown = format!("{context:?}");
+        if shown.contains("s3cr3t") || shown.contains("t0k3n") {
+            leaks.push(shown);
+        }
+    }
+    assert!(leaks.is_empty(), "{leaks:#?}");
+}
+
+/// Makes the child a session leader with its stdin (a terminal) as its
+/// controlling terminal.
+#[allow(unsafe_code)]
+fn with_controlling_terminal(command: &mut Command) {
+    // SAFETY: between fork and exec the child calls only setsid(2) and
+    // ioctl(2), both async-signal-safe, and touches no memory of the
+    // parent's threads.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Opens, in the test's base directory, what the tool-runner inherits.
+type OpenInherited<'a> = Box<dyn FnOnce(&std::path::Path) -> std::fs::File + 'a>;
+
+/// The descriptor number [`Env::start_inheriting`] passes on.
+const INHERITED_FD: i32 = 7;
+
+/// Makes the child inherit `fd` as [`INHERITED_FD`], without close-on-exec.
+#[allow(unsafe_code)]
+fn with_inherited_fd(command: &mut Command, fd: i32) {
+    // SAFETY: between fork and exec the child calls only dup2(2), which is
+    // async-signal-safe (dup2 leaves the new descriptor without
+    // FD_CLOEXEC).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(fd, INHERITED_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A new pseudo-terminal: (main side, subsidiary side).
+#[allow(unsafe_code)]
+fn open_pty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd as _;
+    let (mut main, mut sub) = (-1, -1);
+    // SAFETY: openpty writes two descriptors into the integers given and
+    // reads nothing else (null name, termios and winsize).
+    let rc = unsafe {
+        libc::openpty(
+            &mut main,
+            &mut sub,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and are owned by nobody else.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(main),
+            std::os::fd::OwnedFd::from_raw_fd(sub),
+        )
+    }
+}
+
+/// The terminal the tool-runner was started from is no way out: a
+/// sandboxed command that could open it (`/dev/tty`, its controlling
+/// terminal inherited through the tool-runner) could push input into the
+/// user's shell with TIOCSTI, read what the user types, or change the
+/// terminal's settings. Sandboxed commands run in a session of their own,
+/// without a controlling terminal (bubblewrap's `--new-session`, which
+/// Codex's Linux sandbox passes).
+#[tokio::test]
+async fn sandboxed_commands_have_no_controlling_terminal() {
+    let (_main, sub) = open_pty();
+    let mut env = Env::start_on_terminal(sub).await;
+    if !isolated(&env.status) {
+        return;
+    }
+    let script = "if (exec 3<>/dev/tty) 2>/dev/null; then echo tty=open; else echo tty=none; fi; \
+                  echo sid=$(cut -d' ' -f6 /proc/self/stat) tty_nr=$(cut -d' ' -f7 /proc/self/stat)";
+    for (id, policy) in [
+        ("ws", workspace_write()),
+        ("ro", mode(SandboxMode::ReadOnly)),
+    ] {
+        let resp = env.sh(id, script, policy).await;
+        let out = output(&resp);
+        assert!(out.contains("tty=none"), "{id}: {out}");
+        assert!(out.contains("tty_nr=0"), "{id}: {out}");
+    }
+    let args =
+        serde_json::json!({ "cmd": script, "yield_time_ms": 5_000, "tty": true }).to_string();
+    let resp = env
+        .run("u", 0, "exec_command", &args, workspace_write())
+        .await;
+    assert!(
+        resp.output_preview.contains("tty=none"),
+        "{}",
+        resp.output_preview
+    );
+}
+
+/// apply_patch verifies a patch by reading the files it updates — in the
+/// tool-runner, unconfined — after checking that none lies in a hidden
+/// path. A background command that swaps a file for a symlink to a hidden
+/// file between the check and the read had the hidden file's text read,
+/// and an update with a move wrote it to a file of the workspace (a pure
+/// addition needs no knowledge of the text). The read itself must refuse
+/// what the sandbox hides.
+#[tokio::test]
+async fn a_symlink_swapped_in_during_a_patch_reveals_nothing_hidden() {
+    let mut env = Env::start(&["--hide-path", "{base}/outside/token.txt"]).await;
+    if !env.status.hidden_paths_enforced {
+        assert!(!env.status.detail.is_empty());
+        return;
+    }
+    let token = env.outside.join("token.txt");
+    std::fs::write(&token, "t0k3n\n").unwrap();
+    // Left running by exec_command: x is a plain file, then a symlink to
+    // the hidden token, over and over — for two minutes at most, should
+    // the test stop before it closes the session (the tool-runner killed
+    // under it does not take its commands along).
+    let swapper = format!(
+        "exec perl -e 'my $end = time + 120; while (time < $end) {{ \
+         open(my $f, \">\", \"x.f\"); print $f \"decoy\\n\"; close($f); \
+         rename(\"x.f\", \"x\"); symlink(\"{}\", \"x.l\"); rename(\"x.l\", \"x\"); }}'",
+        token.display()
+    );
+    let args = serde_json::json!({ "cmd": swapper, "yield_time_ms": 250 }).to_string();
+    let resp = env
+        .run("swapper", 0, "exec_command", &args, workspace_write())
+        .await;
+    assert!(
+        resp.output_preview.contains("Process running"),
+        "{}",
+        resp.output_preview
+    );
+    // Hunks after the update widen the windows between the check before
+    // the read, the read and the checks of the written paths after it.
+    let mut patch =
+        String::from("*** Begin Patch\n*** Update File: x\n*** Move to: leak.txt\n@@\n+added\n");
+    for i in 0..200 {
+        patch.push_str(&format!("*** Add File: pad/{i}.txt\n+pad\n"));
+    }
+    patch.push_str("*** End Patch");
+    let leak = env.cwd.join("leak.txt");
+    // Before the fix the text leaked within 20 to 60 attempts here. Each
+    // attempt either meets the link at the path check (refused), reads the
+    // decoy (applied), or — the race won — meets the link only at the read,
+    // which must refuse it.
+    let (mut applied, mut refused_at_read) = (0, 0);
+    for attempt in 0..300 {
+        let resp = env
+            .run(
+                &format!("p{attempt}"),
+                0,
+                "apply_patch",
+                &patch,
+                workspace_write(),
+            )
+            .await;
+        applied += usize::from(resp.success);
+        refused_at_read += usize::from(resp.output_preview.contains("sandbox hides"));
+        let leaked = std::fs::read_to_string(&leak).unwrap_or_default();
+        if leaked.contains("t0k3n") {
+            close_session(&mut env).await;
+            panic!("attempt {attempt}: {leaked:?}");
+        }
+    }
+    close_session(&mut env).await;
+    eprintln!(
+        "300 attempts: {applied} applied to the decoy, {refused_at_read} refused at the read"
+    );
+}
+
+/// Ends the tests' session "s": its exec_command processes are killed.
+async fn close_session(env: &mut Env) {
+    env.client
+        .close_tool_session(keel_proto::v1::CloseToolSessionRequest {
+            session_id: "s".into(),
+        })
+        .await
+        .unwrap();
+}
+
+/// With the network on (workspace-write with `network_access`), a
+/// sandboxed command shares the host's network namespace, loopback
+/// included, and Keel's services listen there without authentication: it
+/// can ask the tool-runner itself to run anything under
+/// danger-full-access — no sandbox, no approval. (The same reaches
+/// Temporal's frontend and the session API, where approvals are given.)
+#[tokio::test]
+#[ignore = "open: a networked sandboxed command reaches Keel's unauthenticated gRPC services on loopback; needs authenticated services or a network namespace with outbound-only access (see the review report)"]
+async fn a_networked_command_cannot_ask_the_tool_runner_for_an_unsandboxed_run() {
+    use prost::Message as _;
+    let mut env = Env::start(&[]).await;
+    if !filesystem_enforced(&env.status) {
+        return;
+    }
+    let escaped = env.outside.join("escaped");
+    let request = RunToolRequest {
+        session_id: "escape".into(),
+        call_id: "escape".into(),
+        tool_name: "shell".into(),
+        arguments: argv_args(&format!("echo pwned > {}", escaped.display())),
+        cwd: env.cwd.display().to_string(),
+        sandbox: Some(mode(SandboxMode::DangerFullAccess)),
+        ..Default::default()
+    };
+    // A gRPC message: uncompressed flag, big-endian length, the protobuf.
+    let body = request.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(&body);
+    std::fs::write(env.cwd.join("req.bin"), frame).unwrap();
+    let script = format!(
+        "curl -s -o /dev/null --http2-prior-knowledge -H 'content-type: application/grpc' \
+         -H 'te: trailers' --data-binary @req.bin http://{}/keel.v1.ToolService/RunTool; echo rc=$?",
+        env.addr
+    );
+    let with_network = SandboxPolicy {
+        network_access: true,
+        ..workspace_write()
+    };
+    let resp = env.sh("net", &script, with_network).await;
+    assert!(
+        !escaped.exists(),
+        "a sandboxed command ran an unsandboxed one through the tool-runner's own API: {}",
+        output(&resp)
+    );
+}
+
+/// Descriptors the tool-runner inherited (from whatever started it) do not
+/// reach sandboxed commands: one open on a hidden directory would walk
+/// past its mask (`/proc/self/fd/N/…` leads to the directory itself, and
+/// Landlock lets everything be read).
+#[tokio::test]
+async fn inherited_descriptors_do_not_reach_sandboxed_commands() {
+    let mut env = Env::start_inheriting(&["--hide-path", "{base}/private"], |base| {
+        let private = base.join("private");
+        std::fs::create_dir(&private).unwrap();
+        std::fs::write(private.join("secret"), "s3cr3t\n").unwrap();
+        std::fs::File::open(&private).unwrap()
+    })
+    .await;
+    if !env.status.hidden_paths_enforced {
+        assert!(!env.status.detail.is_empty());
+        return;
+    }
+    let script =
+        format!("ls /proc/self/fd; cat /proc/self/fd/{INHERITED_FD}/secret 2>/dev/null; echo end");
+    for (id, policy) in [
+        ("ws", workspace_write()),
+        ("ro", mode(SandboxMode::ReadOnly)),
+    ] {
+        let resp = env.sh(id, &script, policy).await;
+        let out = output(&resp);
+        assert!(out.contains("end"), "{id}: {out}");
+        assert!(!out.contains("s3cr3t"), "{id}: {out}");
+        // stdin, stdout, stderr and the `ls`'s own directory: nothing else.
+        let fds: Vec<&str> = out.lines().take_while(|line| *line != "end").collect();
+        assert_eq!(fds, ["0", "1", "2", "3"], "{id}: {out}");
+    }
+}
+
+/// The cwd's `.codex` is protected "even when missing, so the agent cannot
+/// create its own config" (WritableRoot::new): apply_patch refuses to
+/// create it, but the read-only binds cover only paths that exist, so a
+/// sandboxed command creates it (Codex's project config: approval policy,
+/// sandbox mode, MCP servers that run commands, for the next Codex or Keel
+/// session that honours project config).
+#[tokio::test]
+#[ignore = "open: a missing protected path cannot be bound read-only without creating it on the host; see the review report"]
+async fn a_missing_protected_path_cannot_be_created_by_a_command() {
+    let mut env = Env::start(&[]).await;
+    if !filesystem_enforced(&env.status) {
+        return;
+    }
+    assert!(!env.cwd.join(".codex").exists());
+    let resp = env
+        .sh(
+            "codex",
+            "mkdir .codex && echo 'approval_policy = \"never\"' > .codex/config.toml",
+            workspace_write(),
+        )
+        .await;
+    assert!(
+        !env.cwd.join(".codex/config.toml").exists(),
+        "created: {}",
+        output(&resp)
+    );
+}
+
+/// With the network off, every socket call but `socket(AF_UNIX)` is
+/// refused — except `sendmsg`, which programs need on their socketpairs
+/// and which seccomp cannot tell apart from a datagram sent to any named
+/// socket of the host. Abstract sockets (no file, no permission check:
+/// containerd's shims, D-Bus, X11 listen there) are out of a sandboxed
+/// command's reach all the same (Landlock's abstract-socket scope).
+#[tokio::test]
+async fn the_network_off_reaches_no_abstract_socket() {
+    use std::os::linux::net::SocketAddrExt as _;
+    let mut env = Env::start(&[]).await;
+    if !env.status.network_enforced || !filesystem_enforced(&env.status) {
+        return;
+    }
+    let Some(python) = ["/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).exists())
+    else {
+        eprintln!("skipped: no python3 to send a datagram with");
+        return;
+    };
+    let name = format!("keel-sandbox-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let listener = std::os::unix::net::UnixDatagram::bind_addr(&addr).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let script = format!(
+        "{python} -c 'import socket\n\
+         c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         try:\n    c.sendmsg([b\"escaped\"], [], 0, \"\\0{name}\"); print(\"sent\")\n\
+         except OSError as e:\n    print(\"refused\", e)'"
+    );
+    let resp = env.sh("abstract", &script, workspace_write()).await;
+    let out = output(&resp);
+    assert!(out.contains("refused"), "{out}");
+    let mut buf = [0u8; 64];
+    assert!(
+        listener.recv(&mut buf).is_err(),
+        "a datagram arrived: {out}"
+    );
+}
+
+/// System V IPC objects (message queues, semaphores, shared memory) belong
+/// to an IPC namespace, not to the filesystem: in the host's, a sandboxed
+/// command could read and write those of every process of its user
+/// (messages consumed, shared memory attached). Sandboxed commands get an
+/// IPC namespace of their own (bubblewrap's `--unshare-ipc`).
+#[tokio::test]
+async fn host_ipc_objects_are_out_of_reach() {
+    let mut env = Env::start(&[]).await;
+    if !isolated(&env.status) {
+        return;
+    }
+    let Ok(made) = std::process::Command::new("ipcmk")
+        .args(["-M", "4096", "-p", "0600"])
+        .output()
+    else {
+        eprintln!("skipped: ipcmk is not available");
+        return;
+    };
+    let text = String::from_utf8_lossy(&made.stdout).to_string();
+    let id: String = text.chars().filter(char::is_ascii_digit).collect();
+    assert!(made.status.success() && !id.is_empty(), "{text}");
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ipcrm")
+                .args(["-m", &self.0])
+                .status();
+        }
+    }
+    let _remove = Remove(id.clone());
+    // The host sees it.
+    let host = std::process::Command::new("ipcs")
+        .args(["-m", "-i", &id])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&host.stdout).contains(&format!("shmid={id}")),
+        "{host:?}"
+    );
+    let script = format!("ipcs -m -i {id} 2>&1; echo end");
+    for (id_, policy) in [
+        ("ws", workspace_write()),
+        ("ro", mode(SandboxMode::ReadOnly)),
+    ] {
+        let resp = env.sh(id_, &script, policy).await;
+        let out = output(&resp);
+        assert!(out.contains("end"), "{id_}: {out}");
+        assert!(!out.contains(&format!("shmid={id}")), "{id_}: {out}");
+    }
+}
+
+/// Files a sandboxed command writes stay on the host after it: a
+/// set-user-ID (or set-group-ID) executable it made there would run with
+/// the ids of the command's user — root, or the user Keel runs as — for
+/// any local user who starts it. Ownership alone lets a process set those
+/// bits on its own files (no capability is involved), so the sandbox
+/// refuses every call that would set them.
+#[tokio::test]
+async fn sandboxed_commands_make_no_set_id_files() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut env = Env::start(&[]).await;
+    if !filesystem_enforced(&env.status) {
+        return;
+    }
+    let python = ["/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).exists());
+    let mut script = String::from(
+        "cp /bin/sh suid; chmod u+s suid; chmod 4755 suid; \
+         cp /bin/sh sgid; chmod g+s sgid; \
+         cp /bin/sh mode; chmod 6755 mode; ",
+    );
+    if let Some(python) = python {
+        script.push_str(&format!(
+            "{python} -c 'import os\nfor name, flags in ((\"created\", os.O_CREAT | os.O_WRONLY), (\"node\", None)):\n    try:\n        if flags is None:\n            os.mknod(name, 0o104755)\n        else:\n            os.close(os.open(name, flags, 0o4755))\n    except OSError as e:\n        print(name, e)'; "
+        ));
+    }
+    script.push_str("ls -l; echo end");
+    let resp = env.sh("setid", &script, workspace_write()).await;
+    let out = output(&resp);
+    assert!(out.contains("end"), "{out}");
+    for name in ["suid", "sgid", "mode", "created", "node"] {
+        let path = env.cwd.join(name);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        assert_eq!(
+            meta.permissions().mode() & 0o6000,
+            0,
+            "{name} has a set-id bit: {out}"
+        );
+    }
+    // Ordinary modes still work.
+    let resp = env
+        .sh(
+            "modes",
+            "touch f && chmod 755 f && chmod +x f && echo ok",
+            workspace_write(),
+        )
+        .await;
+    assert!(output(&resp).contains("ok"), "{}", resp.output_preview);
 }

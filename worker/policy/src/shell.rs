@@ -32,14 +32,16 @@ const PLAIN_KINDS: &[&str] = &[
 const PLAIN_TOKENS: &[&str] = &["&&", "||", ";", "|", "\"", "'"];
 
 /// Node kinds that may hang off the single command of a heredoc script
-/// (§4.4): they attach input or output to the command without changing its
-/// argv.
+/// (§4.4): they attach input to the command without changing its argv. A
+/// file redirect is not one of them (Codex's current
+/// `parse_shell_lc_single_command_prefix` refuses it too): the prefix may
+/// match an allow rule, which runs the command without the sandbox, and
+/// `X <<EOF > ~/.bashrc` would then write wherever the model chose.
 const HEREDOC_ATTACHMENTS: &[&str] = &[
     "heredoc_body",
     "simple_heredoc_body",
     "heredoc_redirect",
     "herestring_redirect",
-    "file_redirect",
     "redirected_statement",
 ];
 
@@ -82,6 +84,13 @@ pub(crate) fn plain_commands(argv: &[String]) -> Option<Vec<Vec<String>>> {
 
 /// The argv vectors of a script made only of plain commands joined by `&&`,
 /// `||`, `;` and `|`, in source order.
+///
+/// A backslash outside single quotes makes a script not plain (a Keel
+/// addition to Codex's rules): bash removes it — and a backslash-newline
+/// altogether, inside double quotes too — before the program sees its
+/// arguments, while the parse tree's words keep it (or split there). The
+/// words would not be what runs: `find . \-delete` is `find . -delete`
+/// to bash, and no known-safe check or rule could see the `-delete`.
 pub(crate) fn parse_plain_script(script: &str) -> Option<Vec<Vec<String>>> {
     let tree = parse(script)?;
     let root = tree.root_node();
@@ -89,6 +98,7 @@ pub(crate) fn parse_plain_script(script: &str) -> Option<Vec<Vec<String>>> {
         return None;
     }
     let mut commands = Vec::new();
+    let mut single_quoted = Vec::new();
     let mut stack = vec![root];
     while let Some(node) = stack.pop() {
         let kind = node.kind();
@@ -99,11 +109,20 @@ pub(crate) fn parse_plain_script(script: &str) -> Option<Vec<Vec<String>>> {
             if kind == "command" {
                 commands.push(node);
             }
+            if kind == "raw_string" {
+                single_quoted.push(node.byte_range());
+            }
         } else if !(PLAIN_TOKENS.contains(&kind) || kind.trim().is_empty()) {
             return None;
         }
         let mut cursor = node.walk();
         stack.extend(node.children(&mut cursor));
+    }
+    let escaped = script
+        .match_indices('\\')
+        .any(|(at, _)| !single_quoted.iter().any(|quoted| quoted.contains(&at)));
+    if escaped {
+        return None;
     }
     // The walk is depth-first through a stack; restore source order.
     commands.sort_by_key(Node::start_byte);
@@ -117,15 +136,26 @@ pub(crate) fn parse_plain_script(script: &str) -> Option<Vec<Vec<String>>> {
 /// `["cat"]` for `cat <<EOF > out.txt …`. Used only to match exec-policy
 /// rules: it never makes a command known-safe.
 ///
-/// The script must contain a heredoc, exactly one command, that command
-/// must sit directly in the program (no subshell, loop or list around it)
-/// and its words must be bare literals. Leading `VAR=value` assignments are
-/// rejected: they could change which program runs (`PATH=…`).
+/// The script must contain a heredoc and no file redirect, exactly one
+/// command, that command must sit directly in the program (no subshell,
+/// loop or list around it) and its words must be bare literals. Leading
+/// `VAR=value` assignments are rejected: they could change which program
+/// runs (`PATH=…`). So is a backslash before the heredoc's body (its
+/// command line), for the reason [`parse_plain_script`] gives; the body
+/// itself is the command's input, backslashes and all.
 pub(crate) fn heredoc_command_prefix(argv: &[String]) -> Option<Vec<String>> {
     let script = shell_script(argv)?;
     let tree = parse(script)?;
     let root = tree.root_node();
-    if root.has_error() || !has_descendant(root, "heredoc_redirect") {
+    if root.has_error()
+        || !has_descendant(root, "heredoc_redirect")
+        || has_descendant(root, "file_redirect")
+    {
+        return None;
+    }
+    let body_start =
+        first_start(root, &["heredoc_body", "simple_heredoc_body"]).unwrap_or(script.len());
+    if script.get(..body_start)?.contains('\\') {
         return None;
     }
     let command = single_command(root)?;
@@ -260,6 +290,20 @@ fn has_descendant(root: Node<'_>, kind: &str) -> bool {
         stack.extend(node.named_children(&mut cursor));
     }
     false
+}
+
+/// Where the first node of one of `kinds` starts, if any.
+fn first_start(root: Node<'_>, kinds: &[&str]) -> Option<usize> {
+    let mut first = None;
+    let mut stack = vec![root];
+    while let Some(node) = stack.pop() {
+        if kinds.contains(&node.kind()) {
+            first = Some(first.map_or(node.start_byte(), |at: usize| at.min(node.start_byte())));
+        }
+        let mut cursor = node.walk();
+        stack.extend(node.named_children(&mut cursor));
+    }
+    first
 }
 
 fn single_command(root: Node<'_>) -> Option<Node<'_>> {
@@ -398,14 +442,18 @@ mod tests {
             prefix("python3 script.py --n 3 <<'PY'\nx\nPY").unwrap(),
             argv(&["python3", "script.py", "--n", "3"])
         );
+        // A body with backslashes is the command's input, nothing more.
         assert_eq!(
-            prefix("cat <<EOF > out.txt\nx\nEOF").unwrap(),
-            argv(&["cat"])
+            prefix("python3 - <<'PY'\nprint('a\\nb')\nPY").unwrap(),
+            argv(&["python3"])
         );
-        assert_eq!(
-            prefix("cat > out.txt <<EOF\nx\nEOF").unwrap(),
-            argv(&["cat"])
-        );
+        // A file redirect writes where the script says: no prefix (an
+        // allow rule would run it without the sandbox), nor a backslash in
+        // the command line.
+        assert_eq!(prefix("cat <<EOF > out.txt\nx\nEOF"), None);
+        assert_eq!(prefix("cat > out.txt <<EOF\nx\nEOF"), None);
+        assert_eq!(prefix("cat <<EOF 2>&1\nx\nEOF"), None);
+        assert_eq!(prefix("c\\at <<EOF\nx\nEOF"), None);
         // No heredoc, two commands, a substitution, an assignment, a subshell.
         assert_eq!(prefix("cat > out.txt"), None);
         assert_eq!(prefix("cat <<< hi"), None);

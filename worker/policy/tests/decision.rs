@@ -221,12 +221,22 @@ fn forbidden_texts() {
 
 #[test]
 fn heredoc_scripts_match_rules_by_their_prefix_only() {
-    let script = bash("cat <<EOF > notes.txt\nhello\nEOF");
+    let script = bash("cat <<EOF\nhello\nEOF");
     // An allow rule for `cat` covers it (and bypasses the sandbox)…
     assert_eq!(
         allow(call(script.clone()).rules(RULES).decide()),
         (false, None)
     );
+    // …but not with a file redirect: the rule would send the command's
+    // output, unsandboxed, wherever the script says.
+    for redirected in [
+        "cat <<EOF > notes.txt\nhello\nEOF",
+        "cargo test <<EOF > /home/u/.bashrc\nx\nEOF",
+        "cargo test > /home/u/.ssh/authorized_keys <<EOF\nx\nEOF",
+    ] {
+        let (sandboxed, _) = allow(call(bash(redirected)).rules(RULES).decide());
+        assert!(sandboxed, "{redirected:?}");
+    }
     // …but it is never known-safe by itself, and never proposes an amendment.
     assert_eq!(
         prompt(call(script.clone()).policy("untrusted").decide()),

@@ -391,3 +391,31 @@ fn parsed_cmd_serialises_like_codex() {
     .unwrap();
     assert_eq!(json["type"], "list_files");
 }
+
+/// Bash removes a backslash outside single quotes (and a backslash-newline
+/// altogether) before the program sees its arguments; the words of the
+/// parse tree still hold them. `\-delete` is `-delete` to `find`, and
+/// a script whose words differ from what runs cannot be judged safe.
+#[test]
+fn backslashes_outside_single_quotes_make_a_script_unknown() {
+    for script in [
+        r"find . \-delete",
+        r"find . -name x \-exec touch /tmp/pwned +",
+        r"find . -\delete",
+        r"find . -del\ete",
+        "find . -\\\ndelete",
+        "find . \"-de\\\nlete\"",
+        r"rg \--pre=sh x",
+        r"rg --p\re=sh x",
+        r"git log \--output=/tmp/x",
+        r"git \-c core.pager=sh log",
+        r"base64 \-o /tmp/x y",
+        r"sed -n 1p \-i x",
+        r"ls && find . \-delete",
+    ] {
+        assert!(!is_known_safe(&bash(script)), "{script:?}");
+    }
+    // Inside single quotes a backslash is an ordinary character.
+    assert!(is_known_safe(&bash(r"grep -n 'a\.b' file.txt")));
+    assert!(is_known_safe(&bash(r"echo 'C:\dir'")));
+}

@@ -6,13 +6,15 @@
 //! The project is the model's to write, so what is read stays in it:
 //! file and marker names are plain names (no `/`, no `..`), an
 //! instructions file that is a symlink is followed only to a file inside
-//! the directories the walk covers, and only regular files are read (a
-//! FIFO named AGENTS.md would otherwise hang the read).
+//! the directories the walk covers and outside every hidden path (a link
+//! to the blob store or Codex's home inside the project would otherwise
+//! put what the sandbox hides into the model's context), and only regular
+//! files are read (a FIFO named AGENTS.md would otherwise hang the read).
 
-use std::fs::OpenOptions;
 use std::io::Read as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+
+use super::open_visible;
 
 /// Codex's default `project_doc_max_bytes`.
 pub const DEFAULT_MAX_BYTES: u64 = 32 * 1024;
@@ -63,8 +65,8 @@ pub fn agents_md_message_text(cwd: &Path, text: &str) -> String {
 }
 
 /// Finds and reads the instructions for `cwd` (canonical); `None` when there
-/// are none (or all are blank).
-pub fn discover(cwd: &Path, options: &AgentsMdOptions) -> Option<ProjectDoc> {
+/// are none (or all are blank). Nothing inside `hidden` (canonical) is read.
+pub fn discover(cwd: &Path, options: &AgentsMdOptions, hidden: &[PathBuf]) -> Option<ProjectDoc> {
     let mut remaining = options.max_bytes;
     let mut texts = Vec::new();
     let mut paths = Vec::new();
@@ -73,7 +75,7 @@ pub fn discover(cwd: &Path, options: &AgentsMdOptions) -> Option<ProjectDoc> {
         if remaining == 0 {
             break;
         }
-        let Some(file) = open_within(&path, scope) else {
+        let Some(file) = open_within(&path, scope, hidden) else {
             continue;
         };
         let mut data = Vec::new();
@@ -96,25 +98,30 @@ pub fn discover(cwd: &Path, options: &AgentsMdOptions) -> Option<ProjectDoc> {
 }
 
 /// Opens the instructions file `path` for reading if it is a regular file
-/// inside `scope`, following a symlink only to such a file. The file
-/// opened is the resolved one, opened without following a symlink at its
-/// end, and checked again once open.
-fn open_within(path: &Path, scope: &Path) -> Option<std::fs::File> {
+/// inside `scope` and outside `hidden`, following a symlink only to such a
+/// file. The file opened is the resolved one, opened without following a
+/// symlink at its end, and checked again once open, by where the opened
+/// file really is (a directory swapped for a link in between cannot send
+/// the read elsewhere).
+fn open_within(path: &Path, scope: &Path, hidden: &[PathBuf]) -> Option<std::fs::File> {
     let resolved = std::fs::canonicalize(path).ok()?;
-    if !resolved.starts_with(scope) {
+    let outside = |target: &Path| {
         tracing::warn!(
             path = %path.display(),
-            target = %resolved.display(),
+            target = %target.display(),
             "an instructions file links out of the project; not read"
         );
+    };
+    if !resolved.starts_with(scope) {
+        outside(&resolved);
         return None;
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&resolved)
-        .ok()?;
-    file.metadata().ok()?.is_file().then_some(file)
+    let opened = open_visible(&resolved, hidden, true)?;
+    if !opened.real_path.starts_with(scope) {
+        outside(&opened.real_path);
+        return None;
+    }
+    Some(opened.file)
 }
 
 /// The directory the instructions must stay in, and the first
@@ -185,7 +192,7 @@ mod tests {
     }
 
     fn text(cwd: &Path, options: &AgentsMdOptions) -> Option<String> {
-        discover(cwd, options).map(|doc| doc.text)
+        discover(cwd, options, &[]).map(|doc| doc.text)
     }
 
     #[test]
@@ -197,7 +204,7 @@ mod tests {
         fs::write(t.root.join("a/b/AGENTS.md"), "b").unwrap();
         // Above the root: never read.
         fs::write(t.root.parent().unwrap().join("AGENTS.md"), "outside").unwrap();
-        let doc = discover(&t.root.join("a/b"), &AgentsMdOptions::default()).unwrap();
+        let doc = discover(&t.root.join("a/b"), &AgentsMdOptions::default(), &[]).unwrap();
         assert_eq!(doc.text, "root\n\na\n\nb");
         assert_eq!(doc.paths[0], t.root.join("AGENTS.md"));
         // A .git file (worktree) marks the root too.
@@ -280,7 +287,7 @@ mod tests {
         fs::write(t.root.join("AGENTS.md"), "  \n\t\n").unwrap();
         fs::write(t.root.join("shared.md"), "linked").unwrap();
         std::os::unix::fs::symlink(t.root.join("shared.md"), t.root.join("a/AGENTS.md")).unwrap();
-        let doc = discover(&t.root.join("a"), &AgentsMdOptions::default()).unwrap();
+        let doc = discover(&t.root.join("a"), &AgentsMdOptions::default(), &[]).unwrap();
         assert_eq!(doc.text, "linked");
         assert_eq!(doc.paths, vec![t.root.join("a/AGENTS.md")]);
         fs::remove_file(t.root.join("a/AGENTS.md")).unwrap();
@@ -317,6 +324,23 @@ mod tests {
             assert!(!is_plain_name(bad), "{bad:?}");
         }
         assert!(is_plain_name("CLAUDE.md"));
+    }
+
+    #[test]
+    fn nothing_is_read_from_a_hidden_path_inside_the_project() {
+        let t = tree();
+        fs::create_dir(t.root.join(".git")).unwrap();
+        let hidden = t.root.join("blobs");
+        fs::create_dir(&hidden).unwrap();
+        fs::write(hidden.join("item"), "sk-hidden").unwrap();
+        std::os::unix::fs::symlink("blobs/item", t.root.join("AGENTS.md")).unwrap();
+        std::os::unix::fs::symlink("../../blobs/item", t.root.join("a/b/AGENTS.md")).unwrap();
+        let cwd = t.root.join("a/b");
+        assert_eq!(
+            text(&cwd, &AgentsMdOptions::default()).unwrap(),
+            "sk-hidden\n\nsk-hidden"
+        );
+        assert_eq!(discover(&cwd, &AgentsMdOptions::default(), &[hidden]), None);
     }
 
     #[test]

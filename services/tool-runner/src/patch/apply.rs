@@ -11,13 +11,16 @@
 //!    same, and a rollback could fail for the same reason).
 
 use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::{ErrorKind, Read as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::parser::{Chunk, Hunk};
 use super::seek::seek_sequence;
-use crate::workspace::{Workspace, WorkspaceError};
+use crate::workspace::{Workspace, WorkspaceError, opened_path};
 
 /// Why a patch cannot be applied; nothing was written.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +125,13 @@ impl Affected {
 
 /// Verifies `hunks` against the files under `cwd` (relative paths resolve
 /// against it; absolute ones are kept) and returns the changes to make.
-pub fn plan(hunks: &[Hunk], cwd: &Path, workspace: &Workspace) -> Result<Vec<Change>, VerifyError> {
+/// No file inside `hidden` (canonical) is read: see [`read_original`].
+pub fn plan(
+    hunks: &[Hunk],
+    cwd: &Path,
+    workspace: &Workspace,
+    hidden: &[PathBuf],
+) -> Result<Vec<Change>, VerifyError> {
     // What earlier hunks did to a path: Some(contents) or None (deleted).
     let mut overlay: HashMap<PathBuf, Option<String>> = HashMap::new();
     let mut changes = Vec::with_capacity(hunks.len());
@@ -168,7 +177,7 @@ pub fn plan(hunks: &[Hunk], cwd: &Path, workspace: &Workspace) -> Result<Vec<Cha
                             source: std::io::Error::from(std::io::ErrorKind::NotFound),
                         });
                     }
-                    None => std::fs::read_to_string(&path).map_err(|source| {
+                    None => read_original(&path, hidden).map_err(|source| {
                         VerifyError::ReadForUpdate {
                             path: display.clone(),
                             source,
@@ -200,6 +209,43 @@ pub fn plan(hunks: &[Hunk], cwd: &Path, workspace: &Workspace) -> Result<Vec<Cha
         }
     }
     Ok(changes)
+}
+
+/// The text of the file an update starts from — read by the tool-runner
+/// itself, unconfined, from a workspace the model writes to. Whether the
+/// file lies in a hidden path is decided on the file opened, not on the
+/// path: a check of the path beforehand (the caller's) can be raced by a
+/// command that swaps the file for a symlink into a hidden path between
+/// the check and the read, and the text read goes into the patch's
+/// result. Only a regular file is read (`O_NONBLOCK`: a FIFO is refused,
+/// never waited on); a directory fails the read as it always did (EISDIR).
+pub fn read_original(path: &Path, hidden: &[PathBuf]) -> std::io::Result<String> {
+    let mut text = String::new();
+    open_original(path, hidden)?.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Opens a file of the patch for reading, as [`read_original`] reads it.
+pub fn open_original(path: &Path, hidden: &[PathBuf]) -> std::io::Result<std::fs::File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !(kind.is_file() || kind.is_dir()) {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let real = opened_path(&file)?;
+    if hidden.iter().any(|hidden| real.starts_with(hidden)) {
+        return Err(std::io::Error::new(
+            ErrorKind::PermissionDenied,
+            "it leads into a path the sandbox hides",
+        ));
+    }
+    Ok(file)
 }
 
 /// Writes the changes in order. Stops at the first failure, leaving what

@@ -10,7 +10,7 @@
 pub mod apply;
 pub use keel_apply_patch::{invocation, parser, seek};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::sandbox::CallSandbox;
 use crate::workspace::Workspace;
@@ -61,7 +61,7 @@ pub fn apply_hunks(
     workspace: &Workspace,
     sandbox: &CallSandbox,
 ) -> PatchResult {
-    let changes = match verify(hunks, cwd, workspace) {
+    let changes = match verify(hunks, cwd, workspace, sandbox.hidden_from_reads()) {
         Ok(changes) => changes,
         Err(refused) => return refused,
     };
@@ -86,18 +86,20 @@ pub fn apply_hunks(
 
 /// Checks parsed hunks against the workspace and the files without writing
 /// anything; `Err` is the refusal ([`PatchResult::Refused`]) the model
-/// would get. ReviewPatch shares it with the tool.
+/// would get. ReviewPatch shares it with the tool. No file inside `hidden`
+/// is read ([`apply::read_original`]).
 pub fn verify(
     hunks: &[parser::Hunk],
     cwd: &Path,
     workspace: &Workspace,
+    hidden: &[PathBuf],
 ) -> Result<Vec<apply::Change>, PatchResult> {
     if hunks.is_empty() {
         return Err(PatchResult::Refused {
             text: "patch rejected: empty patch".to_string(),
         });
     }
-    match apply::plan(hunks, cwd, workspace) {
+    match apply::plan(hunks, cwd, workspace, hidden) {
         Ok(changes) => Ok(changes),
         // Outside the workspace is a refusal, like Codex's safety check,
         // not a malformed patch.

@@ -15,10 +15,13 @@
 //!
 //! With a `--policy`, in order:
 //!
+//! 0. every inherited descriptor but 0, 1 and 2 marked close-on-exec
+//!    ([`init::close_inherited_descriptors`]): the command gets none;
 //! 1. `no_new_privs`, and RLIMIT_CORE 0 (no core files of the workspace's
 //!    secrets);
-//! 2. a new PID namespace and a fork ([`super::init`]): the child is PID 1
-//!    of the namespace and does the rest, the parent waits;
+//! 2. new PID and IPC namespaces and a fork ([`super::init`]): the child is PID 1
+//!    of the namespace, in a new session without a controlling terminal,
+//!    and does the rest, the parent waits;
 //! 3. the command's view of the filesystem ([`super::mounts`]): a mount
 //!    namespace with the protected paths read-only, the hidden paths
 //!    masked, a minimal `/dev` and a new `/proc`;
@@ -59,7 +62,7 @@ use std::process::ExitCode;
 use base64::Engine as _;
 use landlock::{
     ABI, Access, AccessFs, LandlockStatus, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
-    path_beneath_rules,
+    Scope, path_beneath_rules,
 };
 use nix::sys::resource::{Resource, setrlimit};
 use serde::{Deserialize, Serialize};
@@ -117,6 +120,10 @@ pub enum HelperError {
     PidNamespace(String),
     #[error("cannot fork: {0}")]
     Fork(nix::Error),
+    #[error("{0}")]
+    Session(String),
+    #[error("cannot keep inherited descriptors from the command: {0}")]
+    Descriptors(std::io::Error),
     #[error(transparent)]
     Mounts(#[from] mounts::MountError),
     #[error("the processes of the command are not isolated: {0}")]
@@ -415,6 +422,11 @@ fn run(args: &[OsString]) -> Result<ExitCode, HelperError> {
                 Target::Command { .. } => command_env()?,
                 Target::Job => Vec::new(),
             };
+            match init::close_inherited_descriptors() {
+                Ok(()) => {}
+                Err(err) if confinement.require => return Err(err),
+                Err(err) => eprintln!("keel-tool-runner sandbox-exec: {err}"),
+            }
             set_no_new_privs()?;
             let namespaces = init::enter(confinement.require)?;
             // PID 1 from here on.
@@ -572,7 +584,7 @@ pub(super) fn confine(
         .iter()
         .map(|root| root.root.as_path())
         .collect();
-    match restrict_filesystem(&roots) {
+    match restrict_filesystem(&roots, confinement.restrict_network) {
         Ok((abi, status)) => {
             report.landlock_abi = abi;
             report.landlock_enforced =
@@ -603,14 +615,25 @@ pub(super) fn confine(
 }
 
 /// Landlock: read and execute everywhere, write only under `writable` and
-/// the writable devices. Returns the ABI in effect and the ruleset's status.
-fn restrict_filesystem(writable: &[&Path]) -> Result<(u32, RulesetStatus), HelperError> {
+/// the writable devices. With the network off, also no abstract unix
+/// socket of the host (ABI 6, Linux 6.12; best effort below): the seccomp
+/// filter cannot refuse `sendmsg`, which socketpairs need, so a datagram
+/// to any named socket would otherwise get out, and abstract ones have no
+/// file whose permissions or mounts could stop it. Returns the ABI in
+/// effect and the ruleset's status.
+fn restrict_filesystem(
+    writable: &[&Path],
+    restrict_network: bool,
+) -> Result<(u32, RulesetStatus), HelperError> {
     let devices: Vec<&str> = WRITABLE_DEVICES
         .into_iter()
         .filter(|path| Path::new(path).exists())
         .collect();
-    let status = Ruleset::default()
-        .handle_access(AccessFs::from_all(TARGET_ABI))?
+    let mut ruleset = Ruleset::default().handle_access(AccessFs::from_all(TARGET_ABI))?;
+    if restrict_network {
+        ruleset = ruleset.scope(Scope::AbstractUnixSocket)?;
+    }
+    let status = ruleset
         .create()?
         .add_rules(path_beneath_rules(["/"], AccessFs::from_read(TARGET_ABI)))?
         // Writing to /dev/null discards; commands do it all the time.

@@ -3,22 +3,34 @@
 //! `--unshare-pid` does in Codex's Linux sandbox
 //! (codex-rs/linux-sandbox/src/bwrap.rs).
 //!
-//! The helper `unshare`s a new PID namespace (and, when it is not root, a
-//! user namespace to own it, mapping its own ids), then forks. The child is
-//! PID 1 of the new namespace: it sees and can signal only the processes
+//! The helper `unshare`s a new PID namespace and a new IPC namespace (and,
+//! when it is not root, a user namespace to own them, mapping its own
+//! ids), then forks. The child is PID 1 of the new namespace: it sees and
+//! can signal only the processes
 //! started inside, never the tool-runner, the model proxy or anything else
 //! on the host. The parent stays outside, in the host's mount namespace,
 //! as a plain waiter, and exits with PID 1's status (128+N when a signal N
 //! killed it), so the tool-runner sees the command's status as before.
+//!
+//! PID 1 then leaves the helper's session for one of its own (`setsid`),
+//! as bubblewrap's `--new-session` does (Codex's Linux sandbox passes it):
+//! a session has at most one controlling terminal, and a new one has none.
+//! Otherwise the command would inherit the tool-runner's — the terminal of
+//! the shell that ran `keel up` — and `/dev/tty` would reach it: TIOCSTI
+//! pushes input into that shell (which then runs it, unsandboxed), and the
+//! terminal's settings and the user's keystrokes are there for the taking
+//! (CVE-2017-5226 for bubblewrap without `--new-session`).
 //!
 //! PID 1 runs the command as a child, reaps every process orphaned inside
 //! the namespace while it waits (it is their init), and exits with the
 //! command's status. When PID 1 exits the kernel kills whatever is left in
 //! the namespace: a command's background processes (`sleep 100 &`) do not
 //! outlive its call — bubblewrap's behaviour with `--unshare-pid` too. The
-//! tool-runner's process-group SIGKILL still reaches the helper, PID 1 and
-//! the command (they stay in the helper's process group), and PID 1 dies
-//! with its parent (PR_SET_PDEATHSIG).
+//! tool-runner's process-group SIGKILL reaches the helper's waiter; PID 1,
+//! in a session (and so a process group) of its own, dies with it
+//! (PR_SET_PDEATHSIG, set before it leaves the group, so that a kill in
+//! between still finds it in the group), and the kernel then kills every
+//! process left in the namespace.
 //!
 //! The fork (rather than a second exec of the helper binary, which becomes
 //! PID 1 just as well without `unsafe`) costs a fraction of a millisecond
@@ -55,10 +67,16 @@ pub(super) struct Namespaces {
     pub in_user_namespace: bool,
 }
 
-/// Enters a new PID namespace and forks. Returns in the child, PID 1 of
-/// the namespace; the parent waits for it and exits with its status,
-/// never returning. Without `require`, a PID namespace that cannot be had
-/// is reported and the fork happens anyway.
+/// Enters a new PID namespace — and a new IPC namespace with it — and
+/// forks. Returns in the child, PID 1 of the namespace; the parent waits
+/// for it and exits with its status, never returning. Without `require`,
+/// namespaces that cannot be had are reported and the fork happens anyway.
+///
+/// The IPC namespace (bubblewrap's `--unshare-ipc`): System V message
+/// queues, semaphores and shared memory, and POSIX message queues, are
+/// named by key or id, not by path, so neither the mounts nor Landlock
+/// stand between a command and those of every other process of its user
+/// on the host. PID 1 and the command get an empty set of their own.
 ///
 /// Must be called while the process is single-threaded.
 pub(super) fn enter(require: bool) -> Result<Namespaces, HelperError> {
@@ -66,12 +84,12 @@ pub(super) fn enter(require: bool) -> Result<Namespaces, HelperError> {
     let (uid, gid) = (Uid::effective(), Gid::effective());
     let mut namespaces = Namespaces::default();
     let flags = if root {
-        CloneFlags::CLONE_NEWPID
+        CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC
     } else {
-        CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWPID
+        CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC
     };
     let entered = unshare(flags)
-        .map_err(|err| format!("cannot create a PID namespace: {err}"))
+        .map_err(|err| format!("cannot create PID and IPC namespaces: {err}"))
         .and_then(|()| {
             if root {
                 Ok(())
@@ -96,11 +114,49 @@ pub(super) fn enter(require: bool) -> Result<Namespaces, HelperError> {
     match forked.map_err(HelperError::Fork)? {
         ForkResult::Child => {
             // Should the waiter be killed alone, PID 1 (and with it the
-            // whole namespace) follows.
-            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+            // whole namespace) follows. Before the setsid below: until then
+            // the group kill reaches PID 1 directly.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|err| {
+                HelperError::Session(format!("cannot set PR_SET_PDEATHSIG: {err}"))
+            })?;
+            // No controlling terminal: see the module's notes. PID 1 is not
+            // a process group leader (its group is the helper's), so this
+            // cannot fail with EPERM.
+            nix::unistd::setsid().map_err(|err| {
+                HelperError::Session(format!("cannot start a new session: {err}"))
+            })?;
             Ok(namespaces)
         }
         ForkResult::Parent { child } => std::process::exit(wait_for(child)),
+    }
+}
+
+/// Marks every descriptor but stdin, stdout and stderr close-on-exec, so
+/// that none reaches the command. The helper opens none of its own before
+/// this; what it finds open came from the tool-runner's own parent (a
+/// shell, a supervisor) without close-on-exec and passed through the
+/// tool-runner to every command it starts. A sandboxed command must not
+/// get them: a descriptor of a directory the sandbox hides leads past the
+/// mask (`/proc/self/fd/N/…` reaches the directory itself, and Landlock
+/// lets everything be read). Flags only (CLOSE_RANGE_CLOEXEC, Linux 5.11,
+/// older than any kernel whose Landlock can confine writes): no
+/// descriptor this process might own is closed under it.
+pub(super) fn close_inherited_descriptors() -> Result<(), HelperError> {
+    // SAFETY: close_range(2) takes no pointer and, with
+    // CLOSE_RANGE_CLOEXEC, closes nothing: it sets FD_CLOEXEC on the
+    // descriptors from 3 up, which affects only a later execve.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::close_range(
+            3,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(HelperError::Descriptors(std::io::Error::last_os_error()))
     }
 }
 

@@ -398,6 +398,16 @@ impl CallSandbox {
         &self.roots
     }
 
+    /// What the tool-runner must not read on a sandboxed call's behalf
+    /// (a patch's files): the hidden paths; nothing for an unsandboxed one.
+    pub fn hidden_from_reads(&self) -> &[PathBuf] {
+        if self.policy.is_sandboxed() {
+            &self.hidden
+        } else {
+            &[]
+        }
+    }
+
     /// What commands (and confined file tools) are started under; `None`
     /// runs them directly.
     pub fn confinement(&self) -> Option<Confinement> {

@@ -3,8 +3,9 @@
 //! work only for AF_UNIX, so local IPC keeps working; and, whatever the
 //! network, the calls in [`ALWAYS_DENIED`] fail with EPERM — those that
 //! reach past what Landlock, the namespaces and the dropped capabilities
-//! cover. A filter, once installed, stays for the process and everything
-//! it executes.
+//! cover — and so does any mode with a set-id bit ([`MODE_SETTING`]). A
+//! filter, once installed, stays for the process and everything it
+//! executes.
 
 use std::collections::BTreeMap;
 
@@ -88,6 +89,37 @@ const ALWAYS_DENIED: &[libc::c_long] = &[
     libc::SYS_ioperm,
 ];
 
+/// The mode bits that make an executable run with its owner's or its
+/// group's ids.
+const SET_ID_BITS: [u64; 2] = [libc::S_ISUID as u64, libc::S_ISGID as u64];
+
+/// `fchmodat2` (Linux 6.6): the same number on every architecture
+/// (asm-generic), not yet named by libc for all of them.
+const SYS_FCHMODAT2: libc::c_long = 452;
+
+/// The calls that set a file's mode, with the index of the mode argument.
+/// A command owns what it creates, and an owner needs no capability to
+/// set the set-user-ID or set-group-ID bit of its own file; such a file
+/// outlives the command on the host, where it would run with the ids of
+/// the command's user (root, or the user Keel runs as) for any local user.
+/// So a mode with either bit fails with EPERM, whatever the call. `mkdir`
+/// is not among them: those bits on a directory run nothing.
+const MODE_SETTING: &[(libc::c_long, u8)] = &[
+    (libc::SYS_fchmod, 1),
+    (libc::SYS_fchmodat, 2),
+    (SYS_FCHMODAT2, 2),
+    (libc::SYS_openat, 3),
+    (libc::SYS_mknodat, 2),
+    #[cfg(target_arch = "x86_64")]
+    (libc::SYS_chmod, 1),
+    #[cfg(target_arch = "x86_64")]
+    (libc::SYS_open, 2),
+    #[cfg(target_arch = "x86_64")]
+    (libc::SYS_creat, 1),
+    #[cfg(target_arch = "x86_64")]
+    (libc::SYS_mknod, 1),
+];
+
 /// Refused with the network off. `recvfrom` stays allowed: tools such as
 /// cargo talk to their children over socketpairs with it (Codex's note).
 const NETWORK_DENIED: [libc::c_long; 13] = [
@@ -114,6 +146,21 @@ fn filter(restrict_network: bool) -> Result<BpfProgram, SeccompError> {
     for syscall in ALWAYS_DENIED {
         rules.insert(*syscall, Vec::new());
     }
+    // Rules in a list are alternatives: either bit set in the mode.
+    for (syscall, mode_arg) in MODE_SETTING {
+        let set_id = SET_ID_BITS
+            .iter()
+            .map(|bit| {
+                SeccompRule::new(vec![SeccompCondition::new(
+                    *mode_arg,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::MaskedEq(*bit),
+                    *bit,
+                )?])
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        rules.insert(*syscall, set_id);
+    }
     if restrict_network {
         for syscall in NETWORK_DENIED {
             rules.insert(syscall, Vec::new());
@@ -138,10 +185,29 @@ fn filter(restrict_network: bool) -> Result<BpfProgram, SeccompError> {
     Ok(filter.try_into()?)
 }
 
-/// Installs the filter on the calling (single-threaded) process, which has
-/// set `no_new_privs` already (seccomp needs it without CAP_SYS_ADMIN).
+/// `openat2` takes its mode in a structure, which a filter cannot read: it
+/// fails with ENOSYS, as on a kernel without it, and callers fall back to
+/// `openat`, whose mode the main filter checks.
+fn without_openat2() -> Result<BpfProgram, SeccompError> {
+    let arch = TargetArch::try_from(std::env::consts::ARCH)
+        .map_err(|_| SeccompError::Arch(std::env::consts::ARCH))?;
+    let rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::from([(libc::SYS_openat2, Vec::new())]);
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )?;
+    Ok(filter.try_into()?)
+}
+
+/// Installs the filters on the calling (single-threaded) process, which
+/// has set `no_new_privs` already (seccomp needs it without
+/// CAP_SYS_ADMIN).
 pub(super) fn install(restrict_network: bool) -> Result<(), SeccompError> {
     let program = filter(restrict_network)?;
+    let openat2 = without_openat2()?;
+    seccompiler::apply_filter(&openat2)?;
     seccompiler::apply_filter(&program)?;
     Ok(())
 }
@@ -154,5 +220,6 @@ mod tests {
     fn filters_build_for_this_architecture() {
         assert!(!filter(false).unwrap().is_empty());
         assert!(filter(true).unwrap().len() > filter(false).unwrap().len());
+        assert!(!without_openat2().unwrap().is_empty());
     }
 }

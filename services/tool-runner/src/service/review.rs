@@ -6,6 +6,9 @@
 //! update's unified diff (computed from the in-memory result of applying
 //! its chunks) and move destination.
 
+use std::io::Read as _;
+use std::path::PathBuf;
+
 use keel_proto::v1::file_change::Kind;
 use keel_proto::v1::{
     AddFile, DeleteFile, FileChange, ReviewPatchRequest, ReviewPatchResponse, UpdateFile,
@@ -15,7 +18,7 @@ use tonic::Status;
 
 use super::{DISPLAY_LIMIT_BYTES, ToolRunner, checked_dir};
 use crate::format::cut_at_char_boundary;
-use crate::patch::apply::Change;
+use crate::patch::apply::{Change, open_original};
 use crate::tools::apply_patch::review;
 
 /// Context lines around each change in an update's diff (Codex's).
@@ -43,7 +46,12 @@ impl ToolRunner {
                 &workspace,
                 &sandbox,
             )
-            .map(|changes| changes.iter().map(file_change).collect::<Vec<_>>())
+            .map(|changes| {
+                changes
+                    .iter()
+                    .map(|change| file_change(change, sandbox.hidden_from_reads()))
+                    .collect::<Vec<_>>()
+            })
         })
         .await
         .map_err(|err| Status::internal(format!("cannot review the patch: {err}")))?;
@@ -61,7 +69,9 @@ impl ToolRunner {
     }
 }
 
-fn file_change(change: &Change) -> FileChange {
+/// `change` as shown to a person; a file to delete shows its content,
+/// read as verification reads (nothing inside `hidden`).
+fn file_change(change: &Change, hidden: &[PathBuf]) -> FileChange {
     let (path, kind) = match change {
         Change::Add { path, contents, .. } => {
             let (content, truncated) = cut(contents);
@@ -69,7 +79,13 @@ fn file_change(change: &Change) -> FileChange {
         }
         Change::Delete { path, .. } => {
             // Verified to exist; a file that cannot be read shows empty.
-            let bytes = std::fs::read(path).unwrap_or_default();
+            let mut bytes = Vec::new();
+            if open_original(path, hidden)
+                .and_then(|mut file| file.read_to_end(&mut bytes))
+                .is_err()
+            {
+                bytes.clear();
+            }
             let (content, truncated) = cut(&String::from_utf8_lossy(&bytes));
             (path, Kind::Delete(DeleteFile { content, truncated }))
         }

@@ -91,7 +91,8 @@ pub fn review(
     let hunks =
         parse_patch(&patch).map_err(|err| format!("apply_patch verification failed: {err}"))?;
     hidden_paths_untouched(sandbox, &hunks, cwd)?;
-    verify(&hunks, cwd, workspace).map_err(|refused| refused.text().to_string())
+    verify(&hunks, cwd, workspace, sandbox.hidden_from_reads())
+        .map_err(|refused| refused.text().to_string())
 }
 
 /// Applies parsed hunks in `cwd` (or `workdir` relative to it, the `cd` of
@@ -165,7 +166,9 @@ fn plan(
     workspace: &Workspace,
     sandbox: &CallSandbox,
 ) -> Result<Vec<Change>, PatchResult> {
-    let changes = verify(hunks, cwd, workspace)?;
+    // The hidden-path check above was made on the paths; verification
+    // reads the files, which may have been swapped for links since.
+    let changes = verify(hunks, cwd, workspace, sandbox.hidden_from_reads())?;
     // After verification, as Codex's sandboxed apply_patch process would
     // fail only when it writes.
     for change in &changes {

@@ -359,3 +359,44 @@ fn absolute_paths_inside_are_honoured() {
         applied(&format!("Success. Updated the following files:\nA {abs}\n"))
     );
 }
+
+#[test]
+fn an_update_reads_nothing_hidden_and_no_fifo() {
+    let d = dir();
+    d.write("hidden/secret", "sk-secret\n");
+    let hidden = vec![d.path.join("hidden")];
+    std::os::unix::fs::symlink(d.path.join("hidden/secret"), d.path.join("x")).unwrap();
+    let hunks = parse_patch(
+        "*** Begin Patch\n*** Update File: x\n*** Move to: leak.txt\n@@\n+added\n*** End Patch",
+    )
+    .unwrap();
+    // Unsandboxed, the link is followed (as before).
+    let changes = plan(&hunks, &d.path, &d.ws, &[]).unwrap();
+    assert!(
+        matches!(&changes[0], Change::Update { contents, .. } if contents == "sk-secret\nadded\n")
+    );
+    // Sandboxed, the file opened is checked, whatever checked the path.
+    let err = plan(&hunks, &d.path, &d.ws, &hidden).unwrap_err();
+    assert!(
+        err.to_string().starts_with(&format!(
+            "Failed to read file to update {}: it leads into a path the sandbox hides",
+            d.abs("x")
+        )),
+        "{err}"
+    );
+    // A FIFO is refused at once (a read would wait for a writer forever).
+    let fifo = d.path.join("fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|status| status.success()) {
+        let hunks =
+            parse_patch("*** Begin Patch\n*** Update File: fifo\n@@\n+x\n*** End Patch").unwrap();
+        let err = plan(&hunks, &d.path, &d.ws, &[]).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+    // A directory fails as it always did.
+    fs::create_dir(d.path.join("dir")).unwrap();
+    let hunks =
+        parse_patch("*** Begin Patch\n*** Update File: dir\n@@\n+x\n*** End Patch").unwrap();
+    let err = plan(&hunks, &d.path, &d.ws, &[]).unwrap_err();
+    assert!(err.to_string().contains("Is a directory"), "{err}");
+}
