@@ -899,12 +899,13 @@ async fn the_project_context_is_no_way_past_the_sandbox() {
     );
 }
 
-/// A command call whose arguments exceed 16 KiB is put to a person, who is
-/// shown the first 16 KiB of its JSON — and what runs is whatever the rest
-/// says: padding first (a long `justification`), the command after it.
+/// A command call whose arguments exceed 16 KiB was put to a person, who
+/// was shown the first 16 KiB of its JSON — and what ran was whatever the
+/// rest said: padding first (a long `justification`), the command after it.
+/// Now such a call is refused under every policy: what cannot be shown
+/// whole is not decided on.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "open: the approval of an oversized command shows the start of its arguments, not the command that runs; needs the tool-runner to read the stored call for the question (see the review report)"]
-async fn an_oversized_command_is_shown_as_what_runs() {
+async fn an_oversized_command_is_refused_not_shown_in_part() {
     let dir = tempfile::tempdir().unwrap();
     let ws = dir.path().canonicalize().unwrap();
     let pwned = ws.join("pwned");
@@ -918,7 +919,7 @@ async fn an_oversized_command_is_shown_as_what_runs() {
         Scripted::tool_call("c_big", "shell", &arguments),
         Scripted::assistant("done"),
     ];
-    let (_fake, _stack, mut client) = start(script).await;
+    let (fake, _stack, mut client) = start(script).await;
     let (sid, mut events) = open(
         &mut client,
         &ws,
@@ -927,13 +928,16 @@ async fn an_oversized_command_is_shown_as_what_runs() {
     )
     .await;
     session::send(&mut client, &sid, "t1", "go").await.unwrap();
-    let request = exec_request(&mut events).await;
-    let shown = request.command.join(" ");
-    respond(&mut client, &sid, "c_big", K::Denied).await;
-    unasked_turn(&mut events).await;
+    let seen = unasked_turn(&mut events).await;
+    assert!(!pwned.exists(), "the oversized command ran");
+    let refused = output_for(&fake, "c_big");
     assert!(
-        shown.contains("touch"),
-        "the person was not shown the command that runs: {}…",
-        &shown[..200]
+        refused.starts_with("command rejected: its arguments exceed 16 KiB"),
+        "{refused}"
     );
+    let declined = seen.iter().any(|e| {
+        matches!(&e.msg, Some(Msg::ExecCommandEnd(end))
+            if end.call_id == "c_big" && end.status == pb::ExecCommandStatus::Declined as i32)
+    });
+    assert!(declined, "no declined end for the refused call");
 }

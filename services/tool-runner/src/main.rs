@@ -469,6 +469,9 @@ fn hidden_paths(args: &SandboxArgs, cwd: &Path, state_dir: &Path, blob_url: &str
         .filter(|home| !home.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".codex")));
+    if let Some(home) = &codex_home {
+        ensure_hidden_dir(home);
+    }
     paths.extend(codex_home);
     paths.extend(args.hide_paths.iter().cloned());
     let mut out: Vec<PathBuf> = Vec::new();
@@ -481,6 +484,32 @@ fn hidden_paths(args: &SandboxArgs, cwd: &Path, state_dir: &Path, blob_url: &str
         }
     }
     out
+}
+
+/// Creates Codex's home, empty and private, when it does not exist: a
+/// hidden path is masked only where something exists to mask, and a
+/// sandboxed command working in the home directory could otherwise create
+/// `~/.codex/config.toml` — which the model-proxy reads, base URL and all.
+fn ensure_hidden_dir(dir: &Path) {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if std::fs::symlink_metadata(dir).is_ok() {
+        return;
+    }
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => tracing::info!(
+            path = %dir.display(),
+            "created Codex's home (empty) so that sandboxed commands cannot create it"
+        ),
+        Err(err) => tracing::warn!(
+            path = %dir.display(),
+            error = %err,
+            "cannot create Codex's home: a sandboxed command working above it could create it and plant a configuration"
+        ),
+    }
 }
 
 /// The executor with this binary as its sandbox helper, and the sandbox

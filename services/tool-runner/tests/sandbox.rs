@@ -46,8 +46,8 @@ impl Env {
         Self::start_with(extra, &[]).await
     }
 
-    /// With `{base}` and `{cwd}` in `extra` replaced by the paths, and
-    /// `vars` set for the tool-runner.
+    /// With `{base}` and `{cwd}` in `extra` (and in the values of `vars`)
+    /// replaced by the paths, and `vars` set for the tool-runner.
     async fn start_with(extra: &[&str], vars: &[(&str, &str)]) -> Self {
         Self::launch(extra, vars, None, None).await
     }
@@ -115,9 +115,18 @@ impl Env {
         ] {
             command.env_remove(var);
         }
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(name, value)| {
+                let value = value
+                    .replace("{cwd}", &cwd.display().to_string())
+                    .replace("{base}", &base.display().to_string());
+                (name.to_string(), value)
+            })
+            .collect();
         command
             .args(&extra)
-            .envs(vars.iter().copied())
+            .envs(vars.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .kill_on_drop(true);
         if let Some(terminal) = terminal {
@@ -1760,7 +1769,6 @@ async fn inherited_descriptors_do_not_reach_sandboxed_commands() {
 /// sandbox mode, MCP servers that run commands, for the next Codex or Keel
 /// session that honours project config).
 #[tokio::test]
-#[ignore = "open: a missing protected path cannot be bound read-only without creating it on the host; see the review report"]
 async fn a_missing_protected_path_cannot_be_created_by_a_command() {
     let mut env = Env::start(&[]).await;
     if !filesystem_enforced(&env.status) {
@@ -1777,6 +1785,39 @@ async fn a_missing_protected_path_cannot_be_created_by_a_command() {
     assert!(
         !env.cwd.join(".codex/config.toml").exists(),
         "created: {}",
+        output(&resp)
+    );
+    // It is there, empty, so that it could be bound read-only.
+    assert!(env.cwd.join(".codex").is_dir());
+    assert_eq!(
+        std::fs::read_dir(env.cwd.join(".codex")).unwrap().count(),
+        0
+    );
+}
+
+/// Codex's home is hidden — but only something that exists can be masked.
+/// Were it missing inside a writable root, a command could create it and
+/// plant `config.toml` (a base URL of its choosing, for the model-proxy and
+/// its key). The tool-runner creates it, empty and private, at startup.
+#[tokio::test]
+async fn a_missing_codex_home_cannot_be_planted() {
+    let mut env = Env::start_with(&[], &[("CODEX_HOME", "{cwd}/codex-home")]).await;
+    if !env.status.hidden_paths_enforced {
+        return;
+    }
+    let home = env.cwd.join("codex-home");
+    assert!(home.is_dir(), "not created at startup");
+    let resp = env
+        .sh(
+            "plant",
+            "mkdir -p codex-home; echo 'openai_base_url = \"http://evil\"' > codex-home/config.toml; echo end",
+            workspace_write(),
+        )
+        .await;
+    assert!(output(&resp).contains("end"), "{}", output(&resp));
+    assert!(
+        !home.join("config.toml").exists(),
+        "planted: {}",
         output(&resp)
     );
 }

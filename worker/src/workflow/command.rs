@@ -170,7 +170,26 @@ pub(super) async fn run_command(
     }
 }
 
-/// A command whose arguments are too big to keep in history: the rules
+/// The output of a command call whose arguments are too big to keep in
+/// history, and so to show a person or check.
+pub(super) const OVERSIZED_COMMAND: &str = "command rejected: its arguments exceed 16 KiB, too long to show for approval or to check; write large inputs to a file with apply_patch and run a shorter command";
+
+/// A command whose arguments exceed what history keeps (16 KiB): refused,
+/// under every policy — neither the rules nor a person would see what runs.
+pub(super) fn refuse_oversized(
+    ctx: &mut WorkflowContext<AgentWorkflow>,
+    turn: Turn<'_>,
+    call: &Call,
+) -> AppendItem {
+    let shown = Shown {
+        argv: vec![format!("{} …", call.arguments)],
+        cwd: ctx.state(cwd),
+    };
+    declined(ctx, turn, call, &shown, OVERSIZED_COMMAND)
+}
+
+/// A command whose arguments are too big to keep in history, in turns
+/// recorded before the tool model (`legacy`): the rules
 /// cannot judge what they cannot see, so a person decides (under `never`
 /// it is refused). Approved, the tool-runner reads the whole stored call —
 /// the approval names it by digest — and runs it in the session's sandbox.

@@ -74,8 +74,11 @@ async fn dispatch(
             let source = ctx.state(|s| PatchSource::tool(call, cwd(s)));
             patch::patch(ctx, turn, call, source).await
         }
+        // What cannot be shown whole cannot be decided on: a person asked
+        // would see the start of the arguments, and what runs is whatever
+        // follows it.
         Family::Command | Family::WriteStdin if call.truncated => {
-            command::oversized_command(ctx, turn, call).await
+            command::refuse_oversized(ctx, turn, call)
         }
         Family::Command | Family::WriteStdin => {
             let (cwd, user_shell) = ctx.state(|s| (cwd(s), user_shell(s)));

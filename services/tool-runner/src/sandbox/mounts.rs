@@ -42,6 +42,8 @@ const DEV_LINKS: [(&str, &str); 4] = [
     ("stdout", "/proc/self/fd/1"),
     ("stderr", "/proc/self/fd/2"),
 ];
+/// The protected path created when missing.
+const CODEX_DIR: &str = ".codex";
 /// Where the staging tmpfs goes while the new `/dev` is built.
 const STAGING: &str = "/proc";
 
@@ -58,6 +60,11 @@ pub enum MountError {
     Private(nix::Error),
     #[error("cannot bind {path} read-only: {source}")]
     Bind { path: PathBuf, source: nix::Error },
+    #[error("cannot create {path} to protect it: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot hide {path}: {source}")]
     Hide { path: PathBuf, source: nix::Error },
     #[error("cannot build the minimal /dev ({step}): {source}")]
@@ -149,10 +156,22 @@ pub(super) fn pinned_ancestors(held: &[&Path], roots: &[&Path]) -> Vec<PathBuf> 
 }
 
 /// Binds each existing path in `paths` read-only onto itself.
+///
+/// A missing `.codex` (protected in the cwd even when missing, so that a
+/// command cannot write its own Codex configuration) is created first, as
+/// an empty directory: a bind needs something to bind onto, and this
+/// mount namespace shares the host's filesystem. The other protected paths
+/// are listed only when they exist.
 pub(super) fn protect(paths: &[&Path]) -> Result<(), MountError> {
     for path in paths {
         if std::fs::symlink_metadata(path).is_err() {
-            continue;
+            if path.file_name().is_none_or(|name| name != CODEX_DIR) {
+                continue;
+            }
+            std::fs::create_dir(path).map_err(|source| MountError::Create {
+                path: path.to_path_buf(),
+                source,
+            })?;
         }
         bind_read_only(path, path).map_err(|source| MountError::Bind {
             path: path.to_path_buf(),
