@@ -33,6 +33,23 @@ pub async fn create(client: &mut Client, cwd: Option<&Path>) -> anyhow::Result<S
     Ok(session.session_id)
 }
 
+/// Creates the session `request` describes and follows its events from
+/// the start.
+pub async fn open(
+    client: &mut Client,
+    request: pb::CreateSessionRequest,
+) -> anyhow::Result<(String, Streaming<pb::StreamEventsResponse>)> {
+    let sid = client
+        .create_session(request)
+        .await?
+        .into_inner()
+        .session
+        .context("CreateSession returned no session")?
+        .session_id;
+    let events = follow(client, &sid, 0, false).await?;
+    Ok((sid, events))
+}
+
 /// Queues a turn with a chosen turn id.
 pub async fn send(
     client: &mut Client,

@@ -45,21 +45,13 @@ async fn open_with_tools(
     context: pb::TurnContext,
     dynamic_tools: Vec<pb::DynamicTool>,
 ) -> (String, Events) {
-    let sid = client
-        .create_session(pb::CreateSessionRequest {
-            cwd: cwd.display().to_string(),
-            context: Some(context),
-            dynamic_tools,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
-        .session_id;
-    let events = session::follow(client, &sid, 0, false).await.unwrap();
-    (sid, events)
+    let request = pb::CreateSessionRequest {
+        cwd: cwd.display().to_string(),
+        context: Some(context),
+        dynamic_tools,
+        ..Default::default()
+    };
+    session::open(client, request).await.unwrap()
 }
 
 fn policy(p: pb::ApprovalPolicy) -> pb::TurnContext {

@@ -42,24 +42,16 @@ async fn open(
     policy: pb::ApprovalPolicy,
     shell_tool: pb::ShellToolKind,
 ) -> (String, Events) {
-    let sid = client
-        .create_session(pb::CreateSessionRequest {
-            cwd: cwd.display().to_string(),
-            context: Some(pb::TurnContext {
-                approval_policy: policy as i32,
-                ..Default::default()
-            }),
-            shell_tool: shell_tool as i32,
+    let request = pb::CreateSessionRequest {
+        cwd: cwd.display().to_string(),
+        context: Some(pb::TurnContext {
+            approval_policy: policy as i32,
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
-        .session_id;
-    let events = session::follow(client, &sid, 0, false).await.unwrap();
-    (sid, events)
+        }),
+        shell_tool: shell_tool as i32,
+        ..Default::default()
+    };
+    session::open(client, request).await.unwrap()
 }
 
 /// Events up to the end of the turn; panics if it asks for anything.

@@ -93,6 +93,36 @@ pub(super) struct Shown {
     pub cwd: String,
 }
 
+impl Shown {
+    fn begin(&self, call_id: &str) -> Msg {
+        Msg::ExecCommandBegin(pb::ExecCommandBegin {
+            call_id: call_id.to_string(),
+            command: self.argv.clone(),
+            cwd: self.cwd.clone(),
+        })
+    }
+
+    /// The end of a command that did not run, or whose run never reported
+    /// back.
+    fn ended_without_running(
+        &self,
+        call_id: &str,
+        text: &str,
+        status: pb::ExecCommandStatus,
+    ) -> Msg {
+        Msg::ExecCommandEnd(pb::ExecCommandEnd {
+            call_id: call_id.to_string(),
+            command: self.argv.clone(),
+            cwd: self.cwd.clone(),
+            exit_code: -1,
+            duration_ms: 0,
+            aggregated_output: String::new(),
+            formatted_output: text.to_string(),
+            status: status as i32,
+        })
+    }
+}
+
 /// Runs the call on the tool-runner, with exec events when `run.shown` is
 /// set.
 pub(super) async fn execute(
@@ -104,17 +134,7 @@ pub(super) async fn execute(
     let session_cwd = ctx.state(cwd);
     let now = ctx.workflow_time();
     if let Some(shown) = &run.shown {
-        ctx.state_mut(|s| {
-            s.emit(
-                now,
-                turn.id,
-                Msg::ExecCommandBegin(pb::ExecCommandBegin {
-                    call_id: call.call_id.clone(),
-                    command: shown.argv.clone(),
-                    cwd: shown.cwd.clone(),
-                }),
-            )
-        });
+        ctx.state_mut(|s| s.emit(now, turn.id, shown.begin(&call.call_id)));
     }
     let (arguments, call_item_digest) = call.arguments_for_runner();
     let user_shell = match run.invocation {
@@ -140,19 +160,21 @@ pub(super) async fn execute(
     let now = ctx.workflow_time();
     let (executed, end) = match result {
         Ok(out) => {
-            let end = out.command.as_ref().map(|c| pb::ExecCommandEnd {
-                call_id: call.call_id.clone(),
-                command: c.command.clone(),
-                cwd: c.cwd.clone(),
-                exit_code: c.exit_code,
-                duration_ms: c.duration_ms,
-                aggregated_output: c.aggregated_output.clone(),
-                formatted_output: out.output_preview.clone(),
-                status: if out.success {
-                    pb::ExecCommandStatus::Completed
-                } else {
-                    pb::ExecCommandStatus::Failed
-                } as i32,
+            let end = out.command.as_ref().map(|c| {
+                Msg::ExecCommandEnd(pb::ExecCommandEnd {
+                    call_id: call.call_id.clone(),
+                    command: c.command.clone(),
+                    cwd: c.cwd.clone(),
+                    exit_code: c.exit_code,
+                    duration_ms: c.duration_ms,
+                    aggregated_output: c.aggregated_output.clone(),
+                    formatted_output: out.output_preview.clone(),
+                    status: if out.success {
+                        pb::ExecCommandStatus::Completed
+                    } else {
+                        pb::ExecCommandStatus::Failed
+                    } as i32,
+                })
             });
             let executed = Executed {
                 item: AppendItem::Digest(out.output_digest.clone()),
@@ -165,16 +187,11 @@ pub(super) async fn execute(
                 ActivityExecutionError::Cancelled(_) => ABORTED.to_string(),
                 other => format!("execution error: {}", failure_message(other).0),
             };
-            let end = run.shown.as_ref().map(|shown| pb::ExecCommandEnd {
-                call_id: call.call_id.clone(),
-                command: shown.argv.clone(),
-                cwd: shown.cwd.clone(),
-                exit_code: -1,
-                duration_ms: 0,
-                aggregated_output: String::new(),
-                formatted_output: text.clone(),
-                status: pb::ExecCommandStatus::Failed as i32,
-            });
+            let failed = pb::ExecCommandStatus::Failed;
+            let end = run
+                .shown
+                .as_ref()
+                .map(|shown| shown.ended_without_running(&call.call_id, &text, failed));
             let executed = Executed {
                 item: inline_output(&call.call_id, &text, call.custom),
                 output: None,
@@ -183,7 +200,7 @@ pub(super) async fn execute(
         }
     };
     if let Some(end) = end {
-        ctx.state_mut(|s| s.emit(now, turn.id, Msg::ExecCommandEnd(end)));
+        ctx.state_mut(|s| s.emit(now, turn.id, end));
     }
     executed
 }
@@ -198,29 +215,13 @@ pub(super) fn declined(
     text: &str,
 ) -> AppendItem {
     let now = ctx.workflow_time();
+    let declined = pb::ExecCommandStatus::Declined;
     ctx.state_mut(|s| {
+        s.emit(now, turn.id, shown.begin(&call.call_id));
         s.emit(
             now,
             turn.id,
-            Msg::ExecCommandBegin(pb::ExecCommandBegin {
-                call_id: call.call_id.clone(),
-                command: shown.argv.clone(),
-                cwd: shown.cwd.clone(),
-            }),
-        );
-        s.emit(
-            now,
-            turn.id,
-            Msg::ExecCommandEnd(pb::ExecCommandEnd {
-                call_id: call.call_id.clone(),
-                command: shown.argv.clone(),
-                cwd: shown.cwd.clone(),
-                exit_code: -1,
-                duration_ms: 0,
-                aggregated_output: String::new(),
-                formatted_output: text.to_string(),
-                status: pb::ExecCommandStatus::Declined as i32,
-            }),
+            shown.ended_without_running(&call.call_id, text, declined),
         );
     });
     inline_output(&call.call_id, text, call.custom)
