@@ -1,4 +1,4 @@
-//! The per-call context Codex sends before the conversation (§7.3 of the
+//! The per-call context Codex sends before the conversation (Codex: `codex-rs/core/src/codex.rs`, of the
 //! compatibility notes): one user message with the AGENTS.md block and the
 //! environment context. Keel adds the git facts the tool-runner found.
 

@@ -149,7 +149,7 @@ pub struct WriteStdinInvocation {
     pub max_output_tokens: Option<u64>,
 }
 
-/// The approval parameters of a command call (Codex's §2.5 arguments:
+/// The approval parameters of a command call (Codex's, `codex-rs/core/src/tools/handlers/shell.rs`:
 /// `sandbox_permissions`, `justification`, `prefix_rule`). The workflow's
 /// decision reads them; nothing of them reaches the tool-runner.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -47,7 +47,8 @@ impl ApprovalPolicy {
     }
 
     /// The name Codex's `{:?}` prints, which is what reaches the model in
-    /// the §2.5 escalation rejection.
+    /// the escalation rejection
+    /// (`codex-rs/core/src/tools/handlers/shell.rs`).
     pub fn codex_debug_name(self) -> &'static str {
         match self {
             Self::Untrusted => "UnlessTrusted",

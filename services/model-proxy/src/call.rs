@@ -1,5 +1,5 @@
 //! One model call against one provider: attempts with Codex's stream-level
-//! retries (§9.3), deltas forwarded as they arrive, output items stored in
+//! retries (Codex: `codex-rs/core/src/client.rs`), deltas forwarded as they arrive, output items stored in
 //! the blob store as they finish. What a call returns is only ever the items
 //! of one attempt that completed; a failed attempt's stored items are
 //! orphans nothing refers to.

@@ -1,4 +1,4 @@
-//! Chat Completions (`wire_api = "chat"`, §9.5), kept by Keel for servers
+//! Chat Completions (`wire_api = "chat"`, Codex's `codex-rs/core/src/chat_completions.rs`), kept by Keel for servers
 //! that do not speak the Responses API (Ollama, vLLM, most proxies). The
 //! conversation stays in Responses API items; this module translates both
 //! ways at the edge.

@@ -1,5 +1,5 @@
 //! Every way a model call can fail, whether the proxy retries it (Codex's
-//! policy, §9.3), and the one place each becomes a gRPC status. The worker
+//! policy, Codex's `codex-rs/core/src/client.rs`), and the one place each becomes a gRPC status. The worker
 //! retries UNAVAILABLE (and INTERNAL) and fails fast on every other code.
 
 use std::time::Duration;
@@ -228,7 +228,7 @@ impl ProxyError {
     }
 
     /// Maps an error code from `response.failed`, a stream error chunk or an
-    /// HTTP error body (§9.2–9.3).
+    /// HTTP error body (Codex: `codex-rs/codex-api/src/sse/responses.rs`, `codex-rs/core/src/client.rs`).
     pub fn from_code(code: &str, message: String) -> Self {
         match code {
             "context_length_exceeded" => Self::ContextWindowExceeded(message),

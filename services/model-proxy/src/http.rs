@@ -144,7 +144,7 @@ fn headers(out: &Outgoing<'_>) -> Result<HeaderMap, ProxyError> {
     Ok(headers)
 }
 
-/// The error for a non-2xx answer (§9.3), with the vendor's message when
+/// The error for a non-2xx answer (Codex: `codex-rs/core/src/client.rs`), with the vendor's message when
 /// its body is the usual `{"error":{"message","code"}}`, else an excerpt.
 pub(crate) fn status_error(
     status: u16,

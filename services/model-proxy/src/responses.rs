@@ -1,5 +1,5 @@
-//! The Responses API: the request body (§9.1) and its Server-Sent Events
-//! turned into [`ResponseEvent`]s (§9.2).
+//! The Responses API: the request body (Codex: `codex-rs/core/src/client.rs`) and its Server-Sent Events
+//! turned into [`ResponseEvent`]s (Codex: `codex-rs/codex-api/src/sse/responses.rs`).
 
 use keel_proto::v1::TokenUsage;
 use serde::Serialize;

@@ -1,4 +1,4 @@
-//! Retry timing (§9.3): exponential backoff with jitter, and the delays
+//! Retry timing (Codex: `codex-rs/core/src/client.rs`): exponential backoff with jitter, and the delays
 //! servers ask for in `Retry-After` headers and "try again in …" messages.
 
 use std::collections::hash_map::RandomState;

@@ -1,4 +1,4 @@
-//! Providers with `wire_api = "chat"` (§9.5): the request on the wire, the
+//! Providers with `wire_api = "chat"` (Codex: `codex-rs/core/src/chat_completions.rs`): the request on the wire, the
 //! streamed chunks assembled into Responses API items, and failures.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

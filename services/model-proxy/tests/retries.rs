@@ -1,4 +1,4 @@
-//! Failures inside the proxy (§9.3): what is retried, how, what the client
+//! Failures inside the proxy (Codex: `codex-rs/core/src/client.rs`): what is retried, how, what the client
 //! sees while it is, and what fails fast.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -1,5 +1,7 @@
 //! Codex's command-safety, exec-policy and approval rules, as a pure
-//! library for Keel's workflow (spec: `codex-compat.md` §2.5, §4, §5, §10).
+//! library for Keel's workflow (Codex:
+//! `codex-rs/shell-command/src/command_safety/`, `codex-rs/execpolicy/`,
+//! `codex-rs/core/src/tools/orchestrator.rs`, `codex-rs/core/src/safety.rs`).
 //!
 //! # Determinism
 //!
@@ -13,14 +15,14 @@
 //!
 //! # Map
 //!
-//! * [`safety`]: [`classify`] an argv as safe / dangerous / unknown (§4.1–4.3)
+//! * [`safety`]: [`classify`] an argv as safe / dangerous / unknown (Codex: `codex-rs/shell-command/src/command_safety/`, `codex-rs/shell-command/src/bash.rs`)
 //!   and [`parse_command`] it into `parsed_cmd` summaries for events.
 //! * [`execpolicy`]: parse `.rules` text into [`Rules`], match argv, and
-//!   write amendments (§4.5).
-//! * [`decision`]: [`decide_command`] (§2.5, §5.3, §5.4),
-//!   [`decide_after_sandbox_denial`] and [`is_sandbox_denial`] (§5.4),
-//!   [`decide_patch`] (§5.5), [`tool_requires_approval`] for other tools
-//!   (§5.4), and [`resolve_review`] for the user's answer (§10.3).
+//!   write amendments (Codex: `codex-rs/execpolicy/`).
+//! * [`decision`]: [`decide_command`] (Codex: `codex-rs/core/src/tools/handlers/shell.rs`, `codex-rs/core/src/exec_policy.rs`, `codex-rs/core/src/tools/orchestrator.rs`),
+//!   [`decide_after_sandbox_denial`] and [`is_sandbox_denial`] (Codex: `codex-rs/core/src/tools/orchestrator.rs`),
+//!   [`decide_patch`] (Codex: `codex-rs/core/src/safety.rs`), [`tool_requires_approval`] for other tools
+//!   (Codex: `codex-rs/core/src/tools/orchestrator.rs`), and [`resolve_review`] for the user's answer (Codex: `codex-rs/protocol/src/protocol.rs`).
 //!
 //! # A command call, end to end
 //!

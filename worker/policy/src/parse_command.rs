@@ -1,6 +1,7 @@
 //! `parsed_cmd`: a short, human-readable summary of what a command does, for
-//! `exec_approval_request` and `exec_command_begin` events (Codex compat
-//! §10.2). It is display metadata only — no decision depends on it.
+//! `exec_approval_request` and `exec_command_begin` events (Codex:
+//! `codex-rs/protocol/src/protocol.rs`). It is display metadata only — no
+//! decision depends on it.
 
 use serde::{Deserialize, Serialize};
 

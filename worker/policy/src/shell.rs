@@ -1,4 +1,4 @@
-//! Reading `bash -lc <script>` invocations (Codex compat §4.3, §4.4).
+//! Reading `bash -lc <script>` invocations (Codex: `codex-rs/shell-command/src/bash.rs`).
 //!
 //! Scripts are parsed with tree-sitter-bash, the grammar Codex uses, so that
 //! "is this a plain word-only script?" has the same answer here as there.
@@ -9,7 +9,7 @@ use std::path::Path;
 
 use tree_sitter::{Node, Parser, Tree};
 
-/// Named node kinds a plain script may contain (§4.3). Anything else —
+/// Named node kinds a plain script may contain (Codex: `codex-rs/shell-command/src/bash.rs`). Anything else —
 /// substitutions, expansions, redirections, subshells, assignments,
 /// comments, control flow — rejects the whole script.
 const PLAIN_KINDS: &[&str] = &[
@@ -32,7 +32,7 @@ const PLAIN_KINDS: &[&str] = &[
 const PLAIN_TOKENS: &[&str] = &["&&", "||", ";", "|", "\"", "'"];
 
 /// Node kinds that may hang off the single command of a heredoc script
-/// (§4.4): they attach input to the command without changing its argv. A
+/// (Codex: `codex-rs/shell-command/src/bash.rs`): they attach input to the command without changing its argv. A
 /// file redirect is not one of them (Codex's current
 /// `parse_shell_lc_single_command_prefix` refuses it too): the prefix may
 /// match an allow rule, which runs the command without the sandbox, and
@@ -76,7 +76,7 @@ pub(crate) fn shell_script(argv: &[String]) -> Option<&str> {
 }
 
 /// The plain commands of a shell invocation, or `None` when `argv` is not a
-/// shell invocation or its script is not plain (§4.3). An empty script gives
+/// shell invocation or its script is not plain (Codex: `codex-rs/shell-command/src/bash.rs`). An empty script gives
 /// `Some(vec![])`; callers treat that as "not parsed".
 pub(crate) fn plain_commands(argv: &[String]) -> Option<Vec<Vec<String>>> {
     parse_plain_script(shell_script(argv)?)
@@ -132,7 +132,7 @@ pub(crate) fn parse_plain_script(script: &str) -> Option<Vec<Vec<String>>> {
         .collect()
 }
 
-/// The literal words of the one command in a heredoc script (§4.4), e.g.
+/// The literal words of the one command in a heredoc script (Codex: `codex-rs/shell-command/src/bash.rs`), e.g.
 /// `["cat"]` for `cat <<EOF > out.txt …`. Used only to match exec-policy
 /// rules: it never makes a command known-safe.
 ///

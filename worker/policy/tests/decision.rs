@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Rules in decisions, amendments, approved-for-session keys, sandbox
-//! denials and review answers (codex-compat §4.5, §5.3–5.4, §10.3).
+//! denials and review answers (Codex: `codex-rs/execpolicy/`, `codex-rs/core/src/exec_policy.rs`, `codex-rs/core/src/tools/orchestrator.rs`, `codex-rs/protocol/src/protocol.rs`).
 
 use std::collections::BTreeSet;
 

@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! Every row of the §5.3 decision table, with the §2.5 escalation check and
-//! the §5.4 sandbox choice: policy × safe/dangerous/unknown × escalation ×
+//! Every row of the Codex's `codex-rs/core/src/exec_policy.rs` decision table, with the Codex's `codex-rs/core/src/tools/handlers/shell.rs` escalation check and
+//! the Codex's `codex-rs/core/src/tools/orchestrator.rs` sandbox choice: policy × safe/dangerous/unknown × escalation ×
 //! sandbox mode, for plain argv and for `bash -lc` scripts.
 
 use std::collections::BTreeSet;
@@ -16,7 +16,7 @@ fn argv(items: &[&str]) -> Vec<String> {
 
 /// Expected outcome, compactly: `A` allow in the sandbox, `a` allow
 /// without it, `P` prompt then run sandboxed, `p` prompt then run
-/// unsandboxed, `F` forbid, `R` reject (§2.5).
+/// unsandboxed, `F` forbid, `R` reject (Codex: `codex-rs/core/src/tools/handlers/shell.rs`).
 type Row = (&'static str, &'static str, &'static str, [char; 3]);
 
 /// Columns: read-only, workspace-write, danger-full-access.

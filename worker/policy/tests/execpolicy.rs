@@ -1,5 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! `.rules` parsing, matching and amendments (codex-compat §4.5).
+//! `.rules` parsing, matching and amendments (Codex: `codex-rs/execpolicy/`).
 
 use keel_policy::execpolicy::{AmendError, PatternToken, RuleDecision, RuleMatch};
 use keel_policy::{Rules, amendment_rule_text};

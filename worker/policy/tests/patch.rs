@@ -1,5 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! Patch safety (codex-compat §5.5).
+//! Patch safety (Codex: `codex-rs/core/src/safety.rs`).
 
 use std::collections::BTreeSet;
 

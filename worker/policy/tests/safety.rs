@@ -1,5 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! Command safety (codex-compat §4.1–4.3) and `parsed_cmd` summaries.
+//! Command safety (Codex: `codex-rs/shell-command/src/command_safety/`, `codex-rs/shell-command/src/bash.rs`) and `parsed_cmd` summaries.
 
 use keel_policy::safety::{is_dangerous, is_known_safe};
 use keel_policy::{ParsedCommand, Safety, classify, parse_command};
@@ -240,7 +240,7 @@ fn not_dangerous() {
     ] {
         assert!(!is_dangerous(&argv(items)), "{items:?}");
     }
-    // Not a plain script: unknown, not dangerous (§4.2 reads plain scripts only).
+    // Not a plain script: unknown, not dangerous (Codex: `codex-rs/shell-command/src/command_safety/`, reads plain scripts only).
     assert_eq!(classify(&bash("rm -rf \"$X\"")), Safety::Unknown);
     assert_eq!(classify(&bash("echo 'rm -rf /'")), Safety::Safe);
 }

@@ -20,7 +20,7 @@ fn parse_error(call: &Call, e: &serde_json::Error) -> AppendItem {
     inline_output(&call.call_id, &text, call.custom)
 }
 
-/// `update_plan` (§2.12): a plan event; the model gets "Plan updated".
+/// `update_plan` (Codex: `codex-rs/core/src/tools/handlers/plan.rs`): a plan event; the model gets "Plan updated".
 pub(super) fn update_plan(
     ctx: &mut WorkflowContext<AgentWorkflow>,
     turn_id: &str,
@@ -80,7 +80,7 @@ pub(super) fn update_plan(
     inline_output(&call.call_id, "Plan updated", call.custom)
 }
 
-/// `request_user_input` (§2.13): the questions go to the client; the answers
+/// `request_user_input` (Codex: `codex-rs/core/src/tools/handlers/request_user_input.rs`): the questions go to the client; the answers
 /// are the output.
 pub(super) async fn request_user_input(
     ctx: &mut WorkflowContext<AgentWorkflow>,
@@ -150,7 +150,7 @@ pub(super) async fn request_user_input(
     }
 }
 
-/// A client tool (§2.17): the call goes to the client; its stored result
+/// A client tool (Codex: `codex-rs/core/src/tools/handlers/dynamic.rs`): the call goes to the client; its stored result
 /// is the output.
 pub(super) async fn dynamic_tool(
     ctx: &mut WorkflowContext<AgentWorkflow>,

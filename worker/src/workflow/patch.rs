@@ -137,7 +137,7 @@ pub(super) async fn patch(
                 .await
             {
                 // Once approved, the patch applies even outside the
-                // writable roots (§5.5).
+                // writable roots (Codex: `codex-rs/core/src/safety.rs`).
                 Approval::Run => (SandboxSettings::full_access(), false),
                 Approval::Rejected(text) => {
                     return inline_output(&call.call_id, &text, call.custom);

@@ -1,4 +1,4 @@
-//! Stored Responses API items as a Chat Completions request (§9.5): the
+//! Stored Responses API items as a Chat Completions request (Codex: `codex-rs/core/src/chat_completions.rs`): the
 //! instructions as the system message, tool calls grouped into one
 //! assistant message, tool outputs as `tool` messages, images as
 //! `image_url` parts, and the reasoning a chat server returned attached to

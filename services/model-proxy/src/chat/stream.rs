@@ -1,4 +1,4 @@
-//! A Chat Completions stream assembled into Responses API events (§9.5):
+//! A Chat Completions stream assembled into Responses API events (Codex: `codex-rs/core/src/chat_completions.rs`):
 //! `delta.content` and `delta.reasoning` stream as deltas, `delta.tool_calls`
 //! fragments merge by index (or id), and at the end the reasoning, the
 //! message and the calls are emitted as Responses API items, then

@@ -1,4 +1,4 @@
-//! Codex's config.toml, as far as model access goes (§8): the model, the
+//! Codex's config.toml, as far as model access goes (Codex: `codex-rs/core/src/config/`): the model, the
 //! provider, profiles and `[model_providers.<id>]`. Every other key is
 //! ignored, because Codex has many the proxy has no use for. Environment
 //! lookups go through a function so tests never touch the real environment.

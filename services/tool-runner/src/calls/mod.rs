@@ -98,7 +98,7 @@ pub fn is_shell_family(tool_name: &str) -> bool {
     )
 }
 
-/// Codex's output for a call interrupted after `elapsed` (codex-compat §1.1).
+/// Codex's output for a call interrupted after `elapsed` (Codex: `codex-rs/core/src/tools/router.rs`).
 pub fn aborted_text(tool_name: &str, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f32();
     if is_shell_family(tool_name) {

@@ -1,4 +1,4 @@
-//! The `<environment_context>` block (codex-compat §7.2).
+//! The `<environment_context>` block (Codex: `codex-rs/core/src/context/environment_context.rs`).
 
 use std::path::Path;
 

@@ -1,5 +1,5 @@
 //! What the model is told about the project before the first turn
-//! (codex-compat §7.1–§7.2): the AGENTS.md instructions, the
+//! (Codex: `codex-rs/core/src/agents_md.rs`, `codex-rs/core/src/context/environment_context.rs`): the AGENTS.md instructions, the
 //! `<environment_context>` block, and git facts for clients.
 
 pub mod agents_md;

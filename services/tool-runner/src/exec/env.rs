@@ -1,5 +1,5 @@
 //! The environment commands start with: Codex's `shell_environment_policy`
-//! (codex-compat §8), configured by the operator on the tool-runner, never
+//! (Codex: `codex-rs/core/src/config/`), configured by the operator on the tool-runner, never
 //! by the caller. The steps run in Codex's order:
 //!
 //! 1. `inherit`: all of the tool-runner's variables, the core ones

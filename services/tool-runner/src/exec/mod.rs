@@ -1,5 +1,5 @@
 //! Runs one command to completion, the way Codex's `shell` tool does
-//! (codex-compat §2.6): its own process group, stdin from /dev/null, stdout and
+//! (Codex: `codex-rs/core/src/tools/mod.rs`): its own process group, stdin from /dev/null, stdout and
 //! stderr read concurrently and interleaved in read order, each kept up to
 //! 1 MiB, and on timeout the whole group killed with exit code 124.
 

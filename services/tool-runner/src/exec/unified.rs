@@ -1,5 +1,5 @@
 //! A long-running process for unified exec (`exec_command` / `write_stdin`,
-//! codex-compat §2.1–§2.2): it keeps running between tool calls, a
+//! Codex's `codex-rs/core/src/unified_exec/`): it keeps running between tool calls, a
 //! background task collects its output, and each call takes what arrived
 //! since the previous one.
 //!

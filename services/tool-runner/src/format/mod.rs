@@ -1,5 +1,5 @@
-//! What the model reads: Codex's truncation (codex-compat §2.16), its shell
-//! output layouts (§2.6) and the unified exec layout (§2.1). Pure functions,
+//! What the model reads: Codex's truncation (Codex: `codex-rs/utils/output-truncation/src/lib.rs`), its shell
+//! output layouts (Codex: `codex-rs/core/src/tools/mod.rs`) and the unified exec layout (Codex: `codex-rs/core/src/unified_exec/`). Pure functions,
 //! so the exact texts are unit-tested.
 
 mod shell;

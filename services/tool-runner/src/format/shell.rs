@@ -1,5 +1,5 @@
 //! The two layouts Codex gives shell-like tool outputs
-//! (`codex-rs/core/src/tools/mod.rs`, codex-compat §2.6).
+//! (`codex-rs/core/src/tools/mod.rs`).
 
 use std::time::Duration;
 

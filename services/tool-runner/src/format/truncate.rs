@@ -25,7 +25,8 @@ impl Default for TruncationPolicy {
 }
 
 impl TruncationPolicy {
-    /// The byte budget B of codex-compat §2.16.
+    /// The byte budget B of Codex's truncation
+    /// (`codex-rs/utils/output-truncation/src/lib.rs`).
     pub fn byte_budget(self) -> usize {
         match self {
             Self::Tokens(n) => n.saturating_mul(APPROX_BYTES_PER_TOKEN),

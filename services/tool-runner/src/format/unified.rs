@@ -1,5 +1,5 @@
 //! The unified exec output layout (`exec_command` / `write_stdin`,
-//! codex-compat §2.1):
+//! Codex's `codex-rs/core/src/unified_exec/`):
 //!
 //! ```text
 //! Chunk ID: <6 hex>                        (if any)

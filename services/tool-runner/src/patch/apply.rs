@@ -1,4 +1,4 @@
-//! Turns parsed hunks into file changes (codex-compat §6.4–§6.5), in two
+//! Turns parsed hunks into file changes (Codex: `codex-rs/apply-patch/src/`), in two
 //! steps, as Codex's tool path does:
 //!
 //! 1. [`plan`] verifies the whole patch before anything is written: every

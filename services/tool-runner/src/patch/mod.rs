@@ -1,4 +1,4 @@
-//! apply_patch: Codex's file-editing format (codex-compat §6), shared by the
+//! apply_patch: Codex's file-editing format (Codex: `codex-rs/apply-patch/src/`), shared by the
 //! `apply_patch` tool, patches arriving through shell tools, and the
 //! `keel-tool-runner apply-patch` command line.
 //!

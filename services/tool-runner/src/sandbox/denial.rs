@@ -1,4 +1,4 @@
-//! Codex's rule for a sandbox denial (codex-compat §5.4 step 3): the call
+//! Codex's rule for a sandbox denial (Codex: `codex-rs/core/src/tools/orchestrator.rs`, step 3): the call
 //! ran sandboxed, exited non-zero, and either its output carries one of the
 //! words a refused operation prints, or seccomp killed it (128+SIGSYS).
 //! Exit codes 2, 126 and 127 without those words are ordinary failures.

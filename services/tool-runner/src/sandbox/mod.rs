@@ -1,4 +1,4 @@
-//! The sandbox: what commands and file tools may touch (codex-compat §5.2).
+//! The sandbox: what commands and file tools may touch (Codex: `codex-rs/protocol/src/protocol.rs`).
 //!
 //! * [`SandboxPolicy`] is a call's mode and options, from the request or the
 //!   tool-runner's `--default-sandbox`;

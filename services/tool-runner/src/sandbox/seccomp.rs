@@ -1,4 +1,4 @@
-//! The seccomp filter of sandboxed commands (codex-compat §5.2): with the
+//! The seccomp filter of sandboxed commands (Codex: `codex-rs/protocol/src/protocol.rs`): with the
 //! network off, every socket call fails with EPERM and `socket`/`socketpair`
 //! work only for AF_UNIX, so local IPC keeps working; and, whatever the
 //! network, the calls in [`ALWAYS_DENIED`] fail with EPERM — those that

@@ -1,5 +1,5 @@
 //! ReviewPatch: what an apply_patch call would change, per file, for a
-//! person (or the workflow's patch-safety rule, codex-compat §5.5) to decide
+//! person (or the workflow's patch-safety rule, Codex's `codex-rs/core/src/safety.rs`) to decide
 //! on before anything is written. It parses and verifies exactly as RunTool
 //! does (same workspace checks, same error texts), then describes each
 //! change: an added file's content, a deleted file's current content, an

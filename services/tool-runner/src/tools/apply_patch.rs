@@ -1,4 +1,4 @@
-//! The `apply_patch` tool (codex-compat §2.7): the freeform custom tool (raw
+//! The `apply_patch` tool (Codex: `codex-rs/core/src/tools/handlers/apply_patch.rs`): the freeform custom tool (raw
 //! patch text) and the JSON function (`{"input": …}`, alias `patch`), plus
 //! patches intercepted from shell tools. Success is reported in the exec
 //! layout of the tool that carried it — freeform for the custom tool and

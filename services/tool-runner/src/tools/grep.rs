@@ -1,4 +1,4 @@
-//! `grep_files` (codex-compat §2.10): the files whose contents match a
+//! `grep_files` (Codex: `codex-rs/core/src/tools/handlers/grep_files.rs`): the files whose contents match a
 //! regex, newest first — what `rg --files-with-matches --sortr=modified
 //! --regexp PATTERN --no-messages [--glob INCLUDE] -- PATH` prints, done
 //! in-process with ripgrep's own crates (`ignore` for the walk: .gitignore,

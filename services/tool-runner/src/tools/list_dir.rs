@@ -1,4 +1,4 @@
-//! `list_dir` (codex-compat §2.9): a breadth-first listing, sorted by
+//! `list_dir` (Codex: `codex-rs/core/src/tools/handlers/list_dir.rs`): a breadth-first listing, sorted by
 //! relative path, indented by depth, with type suffixes. Symlinks are listed,
 //! never followed, so the listing cannot wander out of the workspace.
 

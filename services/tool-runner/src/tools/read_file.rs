@@ -1,4 +1,4 @@
-//! `read_file` (codex-compat §2.8, the last upstream definition): numbered
+//! `read_file` (Codex: `codex-rs/core/src/tools/handlers/read_file.rs`, the last upstream definition): numbered
 //! lines of a file, either a plain slice or the indentation block around an
 //! anchor line — a structural read without a language parser.
 

@@ -1,5 +1,6 @@
-//! The Responses API definitions of the tools RunTool serves (codex-compat
-//! §1, §2): the one place their names, descriptions and schemas live.
+//! The Responses API definitions of the tools RunTool serves (Codex:
+//! `codex-rs/tools/src/`): the one place their names, descriptions and
+//! schemas live.
 //! Function tools have `strict: false` and `additionalProperties: false` on
 //! every object; the freeform apply_patch is a custom tool with a lark
 //! grammar.
@@ -333,7 +334,7 @@ fn shell_command(options: &ToolOptions) -> Tool {
     )
 }
 
-/// The freeform apply_patch grammar (codex-compat §6.1), in the lark dialect
+/// The freeform apply_patch grammar (Codex: `codex-rs/apply-patch/src/`), in the lark dialect
 /// the Responses API constrains custom tool input with.
 pub const APPLY_PATCH_LARK_GRAMMAR: &str = r#"start: begin_patch hunk+ end_patch
 begin_patch: "*** Begin Patch" LF

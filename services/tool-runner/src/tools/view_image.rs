@@ -1,4 +1,4 @@
-//! `view_image` (codex-compat §2.11): puts a local image in front of the
+//! `view_image` (Codex: `codex-rs/core/src/tools/handlers/view_image.rs`): puts a local image in front of the
 //! model. The output is a content-item array with a data URL, not text —
 //! that is how the image reaches the model. Images are resized to fit
 //! 2048×2048 unless `detail: "original"`; PNG and JPEG within bounds are sent

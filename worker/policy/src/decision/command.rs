@@ -1,6 +1,7 @@
-//! The decision for one command call: §2.5 escalation check, exec-policy
-//! rules (§4.5), the heuristics for unmatched commands (§5.3) and the
-//! approval half of the orchestration (§5.4 steps 1–2).
+//! The decision for one command call: the escalation check
+//! (`codex-rs/core/src/tools/handlers/shell.rs`), exec-policy
+//! rules (Codex: `codex-rs/execpolicy/`), the heuristics for unmatched commands (Codex: `codex-rs/core/src/exec_policy.rs`) and the
+//! approval half of the orchestration (Codex: `codex-rs/core/src/tools/orchestrator.rs`, steps 1–2).
 
 use std::collections::BTreeSet;
 
@@ -128,7 +129,7 @@ pub enum CommandDecision {
         /// The tool output for the model.
         reason: String,
     },
-    /// Refused before any rule is consulted (§2.5).
+    /// Refused before any rule is consulted (Codex: `codex-rs/core/src/tools/handlers/shell.rs`).
     Reject {
         /// The tool output for the model.
         text: String,
@@ -141,7 +142,7 @@ struct Heuristics {
     policy: ApprovalPolicy,
     mode: SandboxMode,
     permissions: SandboxPermissions,
-    /// The command came from the heredoc fallback (§4.4).
+    /// The command came from the heredoc fallback (Codex: `codex-rs/shell-command/src/bash.rs`).
     heredoc: bool,
 }
 
@@ -276,7 +277,7 @@ fn judge(rules: &Rules, commands: &[Vec<String>], heuristics: Heuristics) -> Vec
         .collect()
 }
 
-/// §5.3, one parsed command that no rule matched.
+/// Codex's `codex-rs/core/src/exec_policy.rs`, one parsed command that no rule matched.
 fn unmatched_decision(command: &[String], h: Heuristics) -> RuleDecision {
     if !h.heredoc && is_known_safe(command) {
         return RuleDecision::Allow;

@@ -1,4 +1,4 @@
-//! After a sandboxed run failed (Codex compat §5.4 steps 3–4).
+//! After a sandboxed run failed (Codex: `codex-rs/core/src/tools/orchestrator.rs`, steps 3–4).
 
 use std::collections::BTreeSet;
 
@@ -23,7 +23,7 @@ const DENIAL_WORDS: &[&str] = &[
 /// 128 + SIGSYS: the exit status of a process killed by a seccomp filter.
 const SIGSYS_EXIT: i32 = 128 + 31;
 
-/// Whether a finished run is a sandbox *denial* (§5.4 step 3): a sandbox
+/// Whether a finished run is a sandbox *denial* (Codex: `codex-rs/core/src/tools/orchestrator.rs`, step 3): a sandbox
 /// was active, the exit code is non-zero, and the output names the sandbox
 /// (case-insensitively) or the process died of SIGSYS. Other failures —
 /// exit 2, 126, 127 without those words — are the command's own.
@@ -79,7 +79,7 @@ pub enum DenialDecision {
     },
 }
 
-/// §5.4 step 4: `untrusted` and `on-failure` may re-run a denied command
+/// Codex's `codex-rs/core/src/tools/orchestrator.rs` step 4: `untrusted` and `on-failure` may re-run a denied command
 /// without the sandbox, asking first unless this call (or its session key)
 /// was already approved; `on-request` and `never` return the denial to the
 /// model.

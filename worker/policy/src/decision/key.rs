@@ -1,5 +1,5 @@
-//! What "approved for session" remembers (Codex compat §5.4 step 1,
-//! §10.3). The workflow keeps a durable `BTreeSet<ApprovalKey>`.
+//! What "approved for session" remembers (Codex:
+//! `codex-rs/core/src/tools/orchestrator.rs`, step 1). The workflow keeps a durable `BTreeSet<ApprovalKey>`.
 
 use serde::{Deserialize, Serialize};
 

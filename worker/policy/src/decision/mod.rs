@@ -1,4 +1,4 @@
-//! Approval decisions (Codex compat §2.5, §5, §10.3): whether a command or
+//! Approval decisions (Codex: `codex-rs/core/src/tools/handlers/shell.rs`, `codex-rs/core/src/tools/orchestrator.rs`, `codex-rs/protocol/src/protocol.rs`): whether a command or
 //! patch runs, runs in the sandbox, asks the user first, or is refused.
 
 mod command;
@@ -29,7 +29,7 @@ pub use review::{
 pub use keel_tool_model::{ApprovalPolicy, SandboxMode};
 
 /// Whether a sandbox denial may turn into "retry without the sandbox?"
-/// (§5.4 step 4).
+/// (Codex: `codex-rs/core/src/tools/orchestrator.rs`, step 4).
 pub(crate) fn asks_after_denial(policy: ApprovalPolicy) -> bool {
     matches!(
         policy,
@@ -37,7 +37,7 @@ pub(crate) fn asks_after_denial(policy: ApprovalPolicy) -> bool {
     )
 }
 
-/// §5.4 step 1 for a tool without a rule of its own (commands and patches
+/// Codex's `codex-rs/core/src/tools/orchestrator.rs` step 1 for a tool without a rule of its own (commands and patches
 /// have theirs): whether a call must be approved before it runs. Never
 /// under `never` and `on-failure`, under `on-request` only when the
 /// filesystem is restricted, always under `untrusted`.

@@ -1,4 +1,4 @@
-//! Patch safety (Codex compat §5.5, `assess_patch_safety`).
+//! Patch safety (Codex: `codex-rs/core/src/safety.rs`, `assess_patch_safety`).
 
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
@@ -92,7 +92,7 @@ pub struct RootFacts {
 }
 
 impl WritableRoot {
-    /// A root with Codex's protected subpaths (§5.2): `.git` (and the gitdir
+    /// A root with Codex's protected subpaths (Codex: `codex-rs/protocol/src/protocol.rs`): `.git` (and the gitdir
     /// a `.git` file points to), `.agents` if present, and `.codex` if
     /// present — always for the cwd's root.
     pub fn protected(root: &str, facts: &RootFacts, is_cwd: bool) -> Self {
@@ -192,7 +192,7 @@ pub fn patch_approval_keys(cwd: &str, changes: &[PatchChange]) -> Vec<ApprovalKe
         .collect()
 }
 
-/// Decides an `apply_patch` call per §5.5. Pure: writability is judged
+/// Decides an `apply_patch` call as Codex's `codex-rs/core/src/safety.rs` does. Pure: writability is judged
 /// lexically against the roots the caller supplies.
 pub fn decide_patch(input: &PatchDecisionInput<'_>) -> PatchDecision {
     if input.changes.is_empty() {

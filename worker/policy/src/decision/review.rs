@@ -1,4 +1,4 @@
-//! The user's answer to an approval request (Codex compat §10.1, §10.3).
+//! The user's answer to an approval request (Codex: `codex-rs/protocol/src/protocol.rs`).
 
 use serde::{Deserialize, Serialize};
 

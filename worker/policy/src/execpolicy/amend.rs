@@ -1,5 +1,5 @@
 //! Amendments: the rule text that `approved_execpolicy_amendment` appends
-//! to `default.rules` (Codex compat §4.5, §10.3).
+//! to `default.rules` (Codex: `codex-rs/execpolicy/`, `codex-rs/protocol/src/protocol.rs`).
 
 use thiserror::Error;
 

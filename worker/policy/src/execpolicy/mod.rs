@@ -1,4 +1,4 @@
-//! Exec-policy rules (Codex compat §4.5): Codex's `.rules` files, parsed
+//! Exec-policy rules (Codex: `codex-rs/execpolicy/`): Codex's `.rules` files, parsed
 //! from text the caller has already loaded, and matched against argv.
 //!
 //! The supported language is what the spec shows and nothing more:

@@ -1,4 +1,4 @@
-//! The dangerous list (Codex compat §4.2). It is deliberately short: it
+//! The dangerous list (Codex: `codex-rs/shell-command/src/command_safety/`). It is deliberately short: it
 //! only decides between prompting and running in the sandbox, and under
 //! `never` between running and refusing.
 

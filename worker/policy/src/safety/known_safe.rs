@@ -1,4 +1,4 @@
-//! The known-safe list and its special rules (Codex compat §4.1).
+//! The known-safe list and its special rules (Codex: `codex-rs/shell-command/src/command_safety/`).
 
 use super::executable_name;
 

@@ -1,4 +1,4 @@
-//! Command safety (Codex compat §4.1–§4.3): which commands are known to be
+//! Command safety (Codex: `codex-rs/shell-command/src/command_safety/`, `codex-rs/shell-command/src/bash.rs`): which commands are known to be
 //! read-only, which look dangerous, and a display summary of what a command
 //! does.
 
@@ -17,9 +17,9 @@ pub use crate::parse_command::{ParsedCommand, parse_command};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Safety {
-    /// On Codex's known-safe list (§4.1): read-only, runs without asking.
+    /// On Codex's known-safe list (Codex: `codex-rs/shell-command/src/command_safety/`): read-only, runs without asking.
     Safe,
-    /// On Codex's dangerous list (§4.2), e.g. `rm -rf`.
+    /// On Codex's dangerous list (Codex: `codex-rs/shell-command/src/command_safety/`), e.g. `rm -rf`.
     Dangerous,
     /// Neither: the approval policy and the sandbox decide.
     Unknown,
@@ -49,7 +49,7 @@ pub fn classify(argv: &[String]) -> Safety {
     }
 }
 
-/// Codex's `is_known_safe_command` (§4.1): argv[0] (by file name) is on the
+/// Codex's `is_known_safe_command` (Codex: `codex-rs/shell-command/src/command_safety/`): argv[0] (by file name) is on the
 /// allow-list and passes its special rule, or argv is a
 /// `bash|zsh|sh -lc|-c` script whose every plain command is.
 pub fn is_known_safe(argv: &[String]) -> bool {
@@ -63,7 +63,7 @@ pub fn is_known_safe(argv: &[String]) -> bool {
     )
 }
 
-/// Codex's `command_might_be_dangerous` (§4.2): a forced `rm`, `sudo` of a
+/// Codex's `command_might_be_dangerous` (Codex: `codex-rs/shell-command/src/command_safety/`): a forced `rm`, `sudo` of a
 /// dangerous command, or a plain script containing one.
 pub fn is_dangerous(argv: &[String]) -> bool {
     dangerous::is_dangerous(argv)
