@@ -4,7 +4,7 @@
 //!
 //! Run: `cargo build --workspace --bins && KEEL_BIN_DIR=$PWD/target/debug cargo bench -p keel-e2e --bench history_size`
 
-use keel_e2e::measure::model_call_payloads_at;
+use keel_test_support::measure::model_call_payloads_at;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

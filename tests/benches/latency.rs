@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use keel_e2e::fake_model::{FakeModel, Scripted, sse};
-use keel_e2e::session;
-use keel_e2e::stack::{Stack, StackOptions};
 use keel_proto::v1 as pb;
+use keel_test_support::fake_model::{FakeModel, Scripted, sse};
+use keel_test_support::session;
+use keel_test_support::stack::{Stack, StackOptions};
 use pb::event::Msg;
 use pb::stream_events_response::Kind;
 

@@ -1,9 +1,4 @@
-//! Test support for Keel's end-to-end tests: a scripted fake of the OpenAI
-//! Responses API ([`fake_model`]) that the model-proxy can be pointed at, and a
-//! whole Keel stack as real processes ([`stack`]).
-
-pub mod fake_model;
-pub mod history;
-pub mod measure;
-pub mod session;
-pub mod stack;
+//! Keel's end-to-end tests (`tests/`) and benchmarks (`benches/`): real
+//! Temporal dev servers, every Keel process and the scripted fake model, on
+//! free loopback ports. What they run on is in `keel-test-support`; this
+//! crate has no code of its own.

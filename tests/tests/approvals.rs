@@ -9,11 +9,11 @@
 
 use std::path::Path;
 
-use keel_e2e::fake_model::{FakeModel, RecordedRequest, Scripted, sse};
-use keel_e2e::history;
-use keel_e2e::session::{self, Client, EVENT_WAIT, until};
-use keel_e2e::stack::{Stack, StackOptions};
 use keel_proto::v1 as pb;
+use keel_test_support::fake_model::{FakeModel, RecordedRequest, Scripted, sse};
+use keel_test_support::history;
+use keel_test_support::session::{self, Client, EVENT_WAIT, until};
+use keel_test_support::stack::{Stack, StackOptions};
 use pb::ReviewDecisionKind as K;
 use pb::event::Msg;
 use serde_json::json;

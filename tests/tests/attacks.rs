@@ -11,10 +11,10 @@
 
 use std::path::Path;
 
-use keel_e2e::fake_model::{FakeModel, Scripted, sse};
-use keel_e2e::session::{self, Client, until};
-use keel_e2e::stack::{Stack, StackOptions};
 use keel_proto::v1 as pb;
+use keel_test_support::fake_model::{FakeModel, Scripted, sse};
+use keel_test_support::session::{self, Client, until};
+use keel_test_support::stack::{Stack, StackOptions};
 use pb::ReviewDecisionKind as K;
 use pb::event::Msg;
 use serde_json::json;
@@ -284,7 +284,7 @@ async fn the_command_decided_on_is_the_command_that_runs() {
         })
         .await
         .unwrap();
-    keel_e2e::history::record_closed(&stack.temporal_address, &sid, "tool_model_closed")
+    keel_test_support::history::record_closed(&stack.temporal_address, &sid, "tool_model_closed")
         .await
         .unwrap();
 
@@ -401,7 +401,7 @@ async fn keel_processes_hide_their_environment_from_their_own_user() {
         let addr_file = dir.path().join(format!("{name}.addr"));
         let mut child = tokio::process::Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(keel_e2e::stack::bin(name).unwrap())
+            .arg(keel_test_support::stack::bin(name).unwrap())
             .args(&args)
             .arg("--addr-file")
             .arg(&addr_file)
@@ -414,7 +414,7 @@ async fn keel_processes_hide_their_environment_from_their_own_user() {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        keel_e2e::stack::wait_for(
+        keel_test_support::stack::wait_for(
             &format!("{name} to listen"),
             std::time::Duration::from_secs(30),
             || addr_file.exists().then_some(()),
@@ -718,7 +718,7 @@ async fn a_sandbox_the_host_cannot_enforce_is_never_skipped_silently() {
                 })
                 .await
                 .unwrap();
-            keel_e2e::history::record_closed(
+            keel_test_support::history::record_closed(
                 &stack.temporal_address,
                 &sid,
                 "sandbox_unavailable_closed",

@@ -19,8 +19,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use keel_e2e::fake_model::{FakeModel, Scripted};
-use keel_e2e::stack::{Stack, StackOptions, bin, free_port, wait_for};
+use keel_test_support::fake_model::{FakeModel, Scripted};
+use keel_test_support::stack::{Stack, StackOptions, bin, free_port, wait_for};
 use serde_json::{Value, json};
 
 const KEY: &str = "sk-keel-cli-e2e-RECOGNISABLE-9b3e71";

@@ -8,11 +8,11 @@
 
 use std::time::Duration;
 
-use keel_e2e::fake_model::{FakeModel, Scripted, sse};
-use keel_e2e::session;
-use keel_e2e::stack::{Stack, StackOptions};
 use keel_proto::v1 as pb;
 use keel_proto::v1::session_service_client::SessionServiceClient;
+use keel_test_support::fake_model::{FakeModel, Scripted, sse};
+use keel_test_support::session;
+use keel_test_support::stack::{Stack, StackOptions};
 use pb::event::Msg;
 use serde_json::Value;
 use tonic::transport::Channel;
@@ -201,7 +201,7 @@ async fn worker_killed_during_a_model_call_and_while_idle() {
     })
     .await
     .unwrap();
-    keel_e2e::history::record_closed(&stack.temporal_address, &sid, "worker_crash_closed")
+    keel_test_support::history::record_closed(&stack.temporal_address, &sid, "worker_crash_closed")
         .await
         .unwrap();
 }
@@ -344,13 +344,13 @@ async fn kill_during_command(component: &str, secs: u32, answer: &str) -> String
     )
     .await;
     let mut c = client(&stack.session_api).await;
-    let sid = keel_e2e::session::create(&mut c, Some(workspace.path()))
+    let sid = keel_test_support::session::create(&mut c, Some(workspace.path()))
         .await
         .unwrap();
     send(&mut c, &sid, "turn-1", "do it once").await;
     let path = workspace.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
-        keel_e2e::stack::wait_for("the command to start", WAIT, || {
+        keel_test_support::stack::wait_for("the command to start", WAIT, || {
             (effects(&path) == 1).then_some(())
         })
     })

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-use keel_e2e::measure::model_call_payloads_at;
+use keel_test_support::measure::model_call_payloads_at;
 
 /// Upper bound for a model call's history payloads (input plus result),
 /// whatever the conversation's length: digests, the per-call context and
@@ -36,10 +36,10 @@ async fn model_call_payloads_do_not_grow_with_the_conversation() {
 /// than a small, fixed amount in history.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_patch_stays_out_of_history() {
-    use keel_e2e::fake_model::{FakeModel, Scripted, sse};
-    use keel_e2e::stack::{Stack, StackOptions};
-    use keel_e2e::{history, session};
     use keel_proto::v1 as pb;
+    use keel_test_support::fake_model::{FakeModel, Scripted, sse};
+    use keel_test_support::stack::{Stack, StackOptions};
+    use keel_test_support::{history, session};
     use serde_json::json;
 
     let line = "0123456789abcdef".repeat(4);

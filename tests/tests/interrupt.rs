@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use keel_e2e::fake_model::{FakeModel, Scripted};
-use keel_e2e::session;
-use keel_e2e::stack::{Stack, StackOptions, wait_for};
 use keel_proto::v1 as pb;
+use keel_test_support::fake_model::{FakeModel, Scripted};
+use keel_test_support::session;
+use keel_test_support::stack::{Stack, StackOptions, wait_for};
 use pb::event::Msg;
 
 const WAIT: Duration = Duration::from_secs(60);

@@ -4,10 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-use keel_e2e::fake_model::{FakeModel, Scripted};
-use keel_e2e::session;
-use keel_e2e::stack::{Stack, StackOptions};
 use keel_proto::v1 as pb;
+use keel_test_support::fake_model::{FakeModel, Scripted};
+use keel_test_support::session;
+use keel_test_support::stack::{Stack, StackOptions};
 use pb::event::Msg;
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,11 +7,11 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use keel_e2e::fake_model::{FakeModel, Scripted};
-use keel_e2e::session;
-use keel_e2e::stack::{Stack, StackOptions};
 use keel_proto::v1 as pb;
 use keel_proto::v1::session_service_client::SessionServiceClient;
+use keel_test_support::fake_model::{FakeModel, Scripted};
+use keel_test_support::session;
+use keel_test_support::stack::{Stack, StackOptions};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;

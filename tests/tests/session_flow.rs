@@ -8,12 +8,12 @@
 
 use std::time::Duration;
 
-use keel_e2e::fake_model::{FakeModel, Scripted};
-use keel_e2e::history;
-use keel_e2e::session;
-use keel_e2e::stack::{Stack, StackOptions};
 use keel_proto::v1 as pb;
 use keel_proto::v1::session_service_client::SessionServiceClient;
+use keel_test_support::fake_model::{FakeModel, Scripted};
+use keel_test_support::history;
+use keel_test_support::session;
+use keel_test_support::stack::{Stack, StackOptions};
 use pb::event::Msg;
 use serde_json::Value;
 use tonic::transport::Channel;

@@ -8,11 +8,11 @@
 use std::process::Command;
 use std::time::Duration;
 
-use keel_e2e::fake_model::{FakeModel, Scripted, sse};
-use keel_e2e::history;
-use keel_e2e::session;
-use keel_e2e::stack::{Stack, StackOptions};
 use keel_proto::v1 as pb;
+use keel_test_support::fake_model::{FakeModel, Scripted, sse};
+use keel_test_support::history;
+use keel_test_support::session;
+use keel_test_support::stack::{Stack, StackOptions};
 use pb::event::Msg;
 use serde_json::json;
 

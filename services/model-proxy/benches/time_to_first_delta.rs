@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use keel_blobstore::{BlobStore, conversation};
-use keel_e2e::fake_model::{FakeModel, Scripted};
 use keel_model_proxy::{ApiKey, Config, ModelProxy};
 use keel_proto::v1::model_service_client::ModelServiceClient;
 use keel_proto::v1::stream_response_response::Event;
 use keel_proto::v1::{ConversationInput, ItemInput, StreamResponseRequest, item_input};
+use keel_test_support::fake_model::{FakeModel, Scripted};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;

@@ -8,10 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use keel_e2e::fake_model::{Scripted, sse};
 use keel_model_proxy::Metrics;
 use keel_model_proxy::config::Limits;
 use keel_proto::v1::stream_response_response::Event;
+use keel_test_support::fake_model::{Scripted, sse};
 use tonic::Code;
 
 /// Waits until the metrics text contains `line`.

@@ -7,11 +7,11 @@ mod common;
 
 use common::*;
 use keel_blobstore::conversation;
-use keel_e2e::fake_model::Scripted;
-use keel_e2e::fake_model::sse::{self, chat};
 use keel_proto::v1::output_item_done::Item;
 use keel_proto::v1::stream_response_response::Event;
 use keel_proto::v1::{FunctionCallItem, MessageItem, ReasoningItem, TokenUsage, ToolSpec};
+use keel_test_support::fake_model::Scripted;
+use keel_test_support::fake_model::sse::{self, chat};
 use serde_json::{Value, json};
 use tonic::Code;
 

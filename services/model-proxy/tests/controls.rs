@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use keel_e2e::fake_model::{Scripted, sse};
 use keel_model_proxy::config::{self, Overrides, RetryTiming};
 use keel_model_proxy::controls::ReasoningEffort;
+use keel_test_support::fake_model::{Scripted, sse};
 use serde_json::json;
 use tonic::Code;
 

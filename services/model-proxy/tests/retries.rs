@@ -9,10 +9,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
 use keel_blobstore::conversation;
-use keel_e2e::fake_model::{Scripted, sse};
 use keel_proto::v1::MessageItem;
 use keel_proto::v1::output_item_done::Item;
 use keel_proto::v1::stream_response_response::Event;
+use keel_test_support::fake_model::{Scripted, sse};
 use serde_json::Value;
 use tonic::Code;
 

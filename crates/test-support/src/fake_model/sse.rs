@@ -2,7 +2,7 @@
 //! response reads like the stream it produces:
 //!
 //! ```
-//! use keel_e2e::fake_model::{Scripted, sse};
+//! use keel_test_support::fake_model::{Scripted, sse};
 //! let turn = Scripted::Events(vec![
 //!     sse::created(),
 //!     sse::function_call("call_1", "shell", r#"{"command":["echo","hello"]}"#),

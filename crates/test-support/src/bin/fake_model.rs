@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use keel_e2e::fake_model::{FakeModel, RecordedRequest, parse_script};
+use keel_test_support::fake_model::{FakeModel, RecordedRequest, parse_script};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -2,7 +2,7 @@
 //! per chunk, ending with [`done`]:
 //!
 //! ```
-//! use keel_e2e::fake_model::{Scripted, sse::chat};
+//! use keel_test_support::fake_model::{Scripted, sse::chat};
 //! let turn = Scripted::Events(vec![
 //!     chat::text("Hel"),
 //!     chat::text("lo"),
