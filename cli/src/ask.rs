@@ -45,7 +45,7 @@ impl Request {
 
 /// Whether `msg` is a request the terminal can answer (a client tool call
 /// is not: only the client that provides the tool can).
-pub fn askable(msg: &Msg) -> bool {
+pub(crate) fn askable(msg: &Msg) -> bool {
     match msg {
         Msg::ExecApprovalRequest(_) | Msg::ApplyPatchApprovalRequest(_) => true,
         Msg::RequestUserInput(r) => !r.questions.is_empty(),
@@ -55,7 +55,7 @@ pub fn askable(msg: &Msg) -> bool {
 
 /// What a typed line leads to.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Ask (again, or the next question) with this prompt.
     Prompt(String),
     /// Send this answer; then ask `next` if another request waits.
@@ -69,13 +69,13 @@ pub enum Step {
 /// The requests waiting for the person at the terminal; the first is the
 /// one being asked.
 #[derive(Debug, Default)]
-pub struct Asker {
+pub(crate) struct Asker {
     queue: VecDeque<Request>,
 }
 
 impl Asker {
     /// Takes a request event; returns the prompt when it is asked at once.
-    pub fn offer(&mut self, msg: &Msg) -> Option<String> {
+    pub(crate) fn offer(&mut self, msg: &Msg) -> Option<String> {
         let request = match msg {
             Msg::ExecApprovalRequest(r) => Request::Exec(r.clone()),
             Msg::ApplyPatchApprovalRequest(r) => Request::Patch(r.clone()),
@@ -94,18 +94,18 @@ impl Asker {
 
     /// A request was answered elsewhere, or ended with its turn: stop asking
     /// it. Returns the next prompt when it was the one being asked.
-    pub fn resolved(&mut self, call_id: &str) -> Option<String> {
+    pub(crate) fn resolved(&mut self, call_id: &str) -> Option<String> {
         let position = self.queue.iter().position(|q| q.id() == call_id)?;
         self.queue.remove(position);
         if position == 0 { self.prompt() } else { None }
     }
 
-    pub fn asking(&self) -> bool {
+    pub(crate) fn asking(&self) -> bool {
         !self.queue.is_empty()
     }
 
     /// The prompt for what is being asked now.
-    pub fn prompt(&self) -> Option<String> {
+    pub(crate) fn prompt(&self) -> Option<String> {
         Some(match self.queue.front()? {
             Request::Exec(r) => {
                 let mut choices = vec!["y = yes".to_string(), "a = yes for this session".into()];
@@ -136,7 +136,7 @@ impl Asker {
     }
 
     /// Interprets a typed line for the request being asked.
-    pub fn input(&mut self, line: &str) -> Option<Step> {
+    pub(crate) fn input(&mut self, line: &str) -> Option<Step> {
         let again = |asker: &Self, why: &str| {
             asker
                 .prompt()
@@ -233,7 +233,7 @@ fn decision(line: &str) -> Option<K> {
 /// Lines typed on stdin, read by a plain thread (a blocking read cannot be
 /// cancelled, and a tokio blocking task would hold up the runtime's exit).
 /// The channel closes at end of input.
-pub fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
+pub(crate) fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
     let (tx, rx) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {

@@ -12,7 +12,7 @@ use crate::state::StateDir;
 
 /// Where the session-api is, as given and as a URL tonic can dial.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     /// For messages: `host:port` (or the URL the user gave).
     pub display: String,
     pub url: String,
@@ -21,7 +21,7 @@ pub struct Target {
 }
 
 /// `--addr` / `KEEL_ADDR` when given, else the local stack's session-api.
-pub fn resolve_target(flag: Option<&str>, state: &StateDir) -> Result<Target> {
+pub(crate) fn resolve_target(flag: Option<&str>, state: &StateDir) -> Result<Target> {
     if let Some(addr) = flag.map(str::trim).filter(|a| !a.is_empty()) {
         return parse_target(addr, false);
     }
@@ -63,13 +63,13 @@ fn parse_target(addr: &str, local: bool) -> Result<Target> {
 }
 
 /// A connected session-api client.
-pub struct SessionApi {
+pub(crate) struct SessionApi {
     pub client: SessionServiceClient<Channel>,
     pub target: Target,
 }
 
 impl SessionApi {
-    pub async fn connect(target: Target) -> Result<Self> {
+    pub(crate) async fn connect(target: Target) -> Result<Self> {
         let endpoint = Endpoint::from_shared(target.url.clone())
             .map_err(|e| anyhow!("invalid address {}: {e}", target.display))?
             .connect_timeout(Duration::from_secs(5))
@@ -93,12 +93,12 @@ impl SessionApi {
     }
 
     /// A user-facing error for a failed call.
-    pub fn error(&self, rpc: &str, status: &Status) -> anyhow::Error {
+    pub(crate) fn error(&self, rpc: &str, status: &Status) -> anyhow::Error {
         rpc_error(&self.target.display, rpc, status)
     }
 }
 
-pub fn rpc_error(addr: &str, rpc: &str, status: &Status) -> anyhow::Error {
+pub(crate) fn rpc_error(addr: &str, rpc: &str, status: &Status) -> anyhow::Error {
     let message = if status.message().is_empty() {
         status.code().description().to_string()
     } else {
@@ -140,7 +140,7 @@ fn code_name(code: Code) -> &'static str {
 
 /// "outer: inner: innermost", without repeating a cause that the outer
 /// message already contains.
-pub fn error_chain(error: &dyn StdError) -> String {
+pub(crate) fn error_chain(error: &dyn StdError) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

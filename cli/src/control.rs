@@ -21,7 +21,7 @@ use crate::respond::session_error;
 use crate::settings::{TurnFlags, context_json, context_table};
 
 #[derive(Debug, Args)]
-pub struct PendingArgs {
+pub(crate) struct PendingArgs {
     session: String,
     /// Print a JSON array (each entry with the request's event) instead of a table.
     #[arg(long)]
@@ -29,7 +29,7 @@ pub struct PendingArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct OverrideArgs {
+pub(crate) struct OverrideArgs {
     session: String,
     #[command(flatten)]
     flags: TurnFlags,
@@ -44,7 +44,7 @@ fn write_out(text: &str) -> Result<()> {
         .context("cannot write the output")
 }
 
-pub async fn pending(mut api: SessionApi, args: PendingArgs) -> Result<()> {
+pub(crate) async fn pending(mut api: SessionApi, args: PendingArgs) -> Result<()> {
     let id = &args.session;
     let session = api
         .client
@@ -120,7 +120,7 @@ fn kind(request: &PendingRequest) -> String {
     request_kind_name(request.kind).unwrap_or_else(|| "unknown".to_string())
 }
 
-pub fn pending_json(requests: &[PendingRequest], events: &HashMap<String, Event>) -> Value {
+pub(crate) fn pending_json(requests: &[PendingRequest], events: &HashMap<String, Event>) -> Value {
     Value::Array(
         requests
             .iter()
@@ -153,7 +153,10 @@ fn summary(event: Option<&Event>) -> String {
     }
 }
 
-pub fn pending_table(requests: &[PendingRequest], events: &HashMap<String, Event>) -> String {
+pub(crate) fn pending_table(
+    requests: &[PendingRequest],
+    events: &HashMap<String, Event>,
+) -> String {
     if requests.is_empty() {
         return "no pending requests\n".to_string();
     }
@@ -196,7 +199,7 @@ pub fn pending_table(requests: &[PendingRequest], events: &HashMap<String, Event
 
 /// Changes the session's settings for every later model and tool call, and
 /// prints the settings in force after the change (with no flag: as they are).
-pub async fn override_context(mut api: SessionApi, args: OverrideArgs) -> Result<()> {
+pub(crate) async fn override_context(mut api: SessionApi, args: OverrideArgs) -> Result<()> {
     let id = &args.session;
     let context = api
         .client
@@ -217,7 +220,7 @@ pub async fn override_context(mut api: SessionApi, args: OverrideArgs) -> Result
     write_out(&text)
 }
 
-pub async fn interrupt(mut api: SessionApi, session: String) -> Result<()> {
+pub(crate) async fn interrupt(mut api: SessionApi, session: String) -> Result<()> {
     api.client
         .interrupt(InterruptRequest {
             session_id: session.clone(),
@@ -230,7 +233,7 @@ pub async fn interrupt(mut api: SessionApi, session: String) -> Result<()> {
     Ok(())
 }
 
-pub async fn compact(mut api: SessionApi, session: String) -> Result<()> {
+pub(crate) async fn compact(mut api: SessionApi, session: String) -> Result<()> {
     api.client
         .compact(CompactRequest {
             session_id: session.clone(),

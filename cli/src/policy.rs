@@ -17,13 +17,13 @@ use crate::render;
 const BAD_RULES: u8 = 2;
 
 #[derive(Debug, Subcommand)]
-pub enum PolicyCommand {
+pub(crate) enum PolicyCommand {
     /// Print {"safety", "decision"[, "reason"]} for a command as one JSON object.
     Check(CheckArgs),
 }
 
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// untrusted, on-failure, on-request or never.
     #[arg(long, value_name = "POLICY", default_value = "on-request")]
     approval_policy: ApprovalPolicy,
@@ -39,7 +39,7 @@ pub struct CheckArgs {
 }
 
 /// Runs a policy subcommand; synchronous and offline.
-pub fn run(command: &PolicyCommand) -> ExitCode {
+pub(crate) fn run(command: &PolicyCommand) -> ExitCode {
     match command {
         PolicyCommand::Check(args) => check(args),
     }

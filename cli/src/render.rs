@@ -14,21 +14,21 @@ use keel_proto::v1::{
 };
 use serde_json::{Value, json};
 
-pub mod requests;
+pub(crate) mod requests;
 
 /// Prints a line on stdout; a closed stdout is not worth a panic.
-pub fn say(line: impl Display) {
+pub(crate) fn say(line: impl Display) {
     let _ = writeln!(io::stdout().lock(), "{line}");
 }
 
 /// Prints a line on stderr.
-pub fn note(line: impl Display) {
+pub(crate) fn note(line: impl Display) {
     let _ = writeln!(io::stderr().lock(), "{line}");
 }
 
 /// ANSI styling, used only when the stream is a terminal.
 #[derive(Debug, Clone, Copy)]
-pub struct Style {
+pub(crate) struct Style {
     pub color: bool,
 }
 
@@ -58,7 +58,7 @@ impl Style {
 }
 
 /// Renders events for a person: `out` gets messages and commands, `err` the rest.
-pub struct HumanRenderer<O, E> {
+pub(crate) struct HumanRenderer<O, E> {
     out: O,
     err: E,
     out_style: Style,
@@ -69,7 +69,7 @@ pub struct HumanRenderer<O, E> {
 }
 
 impl<O: Write, E: Write> HumanRenderer<O, E> {
-    pub fn new(out: O, out_style: Style, err: E, err_style: Style) -> Self {
+    pub(crate) fn new(out: O, out_style: Style, err: E, err_style: Style) -> Self {
         Self {
             out,
             err,
@@ -80,7 +80,7 @@ impl<O: Write, E: Write> HumanRenderer<O, E> {
     }
 
     /// Prints assistant text as the model writes it.
-    pub fn delta(&mut self, delta: &LiveDelta) -> io::Result<()> {
+    pub(crate) fn delta(&mut self, delta: &LiveDelta) -> io::Result<()> {
         if delta.kind != LiveDeltaKind::AgentMessage as i32 {
             return Ok(());
         }
@@ -89,7 +89,7 @@ impl<O: Write, E: Write> HumanRenderer<O, E> {
         self.out.flush()
     }
 
-    pub fn event(&mut self, event: &Event) -> io::Result<()> {
+    pub(crate) fn event(&mut self, event: &Event) -> io::Result<()> {
         let (o, e) = (self.out_style, self.err_style);
         let Some(msg) = &event.msg else {
             return Ok(());
@@ -183,7 +183,7 @@ impl<O: Write, E: Write> HumanRenderer<O, E> {
         self.err.flush()
     }
 
-    pub fn gap(&mut self, gap: &EventGap) -> io::Result<()> {
+    pub(crate) fn gap(&mut self, gap: &EventGap) -> io::Result<()> {
         writeln!(
             self.err,
             "{}",
@@ -197,41 +197,41 @@ impl<O: Write, E: Write> HumanRenderer<O, E> {
 }
 
 /// Renders one JSON object per line.
-pub struct JsonRenderer<O> {
+pub(crate) struct JsonRenderer<O> {
     out: O,
 }
 
 impl<O: Write> JsonRenderer<O> {
-    pub fn new(out: O) -> Self {
+    pub(crate) fn new(out: O) -> Self {
         Self { out }
     }
 
-    pub fn event(&mut self, event: &Event) -> io::Result<()> {
+    pub(crate) fn event(&mut self, event: &Event) -> io::Result<()> {
         writeln!(self.out, "{}", event_json(event))?;
         self.out.flush()
     }
 
-    pub fn gap(&mut self, gap: &EventGap) -> io::Result<()> {
+    pub(crate) fn gap(&mut self, gap: &EventGap) -> io::Result<()> {
         writeln!(self.out, "{}", gap_json(gap))?;
         self.out.flush()
     }
 }
 
 /// Either renderer, chosen by `--json`.
-pub enum Renderer<O, E> {
+pub(crate) enum Renderer<O, E> {
     Human(HumanRenderer<O, E>),
     Json(JsonRenderer<O>),
 }
 
 impl<O: Write, E: Write> Renderer<O, E> {
-    pub fn event(&mut self, event: &Event) -> io::Result<()> {
+    pub(crate) fn event(&mut self, event: &Event) -> io::Result<()> {
         match self {
             Renderer::Human(r) => r.event(event),
             Renderer::Json(r) => r.event(event),
         }
     }
 
-    pub fn gap(&mut self, gap: &EventGap) -> io::Result<()> {
+    pub(crate) fn gap(&mut self, gap: &EventGap) -> io::Result<()> {
         match self {
             Renderer::Human(r) => r.gap(gap),
             Renderer::Json(r) => r.gap(gap),
@@ -240,14 +240,14 @@ impl<O: Write, E: Write> Renderer<O, E> {
 
     /// Live deltas are shown by the human renderer only; JSON output stays
     /// the durable event log.
-    pub fn delta(&mut self, delta: &LiveDelta) -> io::Result<()> {
+    pub(crate) fn delta(&mut self, delta: &LiveDelta) -> io::Result<()> {
         match self {
             Renderer::Human(r) => r.delta(delta),
             Renderer::Json(_) => Ok(()),
         }
     }
 
-    pub fn wants_deltas(&self) -> bool {
+    pub(crate) fn wants_deltas(&self) -> bool {
         matches!(self, Renderer::Human(_))
     }
 }
@@ -265,7 +265,7 @@ fn write_block(out: &mut impl Write, text: &str) -> io::Result<()> {
 }
 
 /// The Codex `type` of an event: the name of its `msg` oneof field.
-pub fn event_type(msg: &Msg) -> &'static str {
+pub(crate) fn event_type(msg: &Msg) -> &'static str {
     match msg {
         Msg::SessionConfigured(_) => "session_configured",
         Msg::TurnStarted(_) => "turn_started",
@@ -295,7 +295,7 @@ pub fn event_type(msg: &Msg) -> &'static str {
 
 /// `{"offset":..,"turn_id":..,"time":..,"type":..,<the message's fields>}`.
 /// An event whose message this build does not know has type "unknown".
-pub fn event_json(event: &Event) -> Value {
+pub(crate) fn event_json(event: &Event) -> Value {
     let mut object = serde_json::Map::new();
     object.insert("offset".into(), json!(event.offset));
     object.insert("turn_id".into(), json!(event.turn_id));
@@ -357,7 +357,7 @@ fn msg_fields(msg: &Msg) -> Value {
     }
 }
 
-pub fn gap_json(gap: &EventGap) -> Value {
+pub(crate) fn gap_json(gap: &EventGap) -> Value {
     json!({
         "type": "gap",
         "after_offset": gap.after_offset,
@@ -381,7 +381,7 @@ pub(crate) fn enum_name(name: Option<&'static str>, prefix: &str) -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-pub fn exec_status_name(value: i32) -> String {
+pub(crate) fn exec_status_name(value: i32) -> String {
     enum_name(
         ExecCommandStatus::try_from(value)
             .ok()
@@ -390,7 +390,7 @@ pub fn exec_status_name(value: i32) -> String {
     )
 }
 
-pub fn abort_reason_name(value: i32) -> String {
+pub(crate) fn abort_reason_name(value: i32) -> String {
     enum_name(
         TurnAbortReason::try_from(value)
             .ok()
@@ -399,7 +399,7 @@ pub fn abort_reason_name(value: i32) -> String {
     )
 }
 
-pub fn session_status_name(value: i32) -> String {
+pub(crate) fn session_status_name(value: i32) -> String {
     enum_name(
         SessionStatus::try_from(value).ok().map(|s| s.as_str_name()),
         "SESSION_STATUS_",
@@ -407,12 +407,12 @@ pub fn session_status_name(value: i32) -> String {
 }
 
 /// RFC 3339 in UTC with milliseconds; None for an out-of-range timestamp.
-pub fn timestamp_rfc3339(ts: &prost_types::Timestamp) -> Option<String> {
+pub(crate) fn timestamp_rfc3339(ts: &prost_types::Timestamp) -> Option<String> {
     to_datetime(ts).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 /// Local time, to the second, for tables.
-pub fn timestamp_local(ts: &prost_types::Timestamp) -> Option<String> {
+pub(crate) fn timestamp_local(ts: &prost_types::Timestamp) -> Option<String> {
     to_datetime(ts).map(|t| {
         t.with_timezone(&chrono::Local)
             .format("%Y-%m-%d %H:%M:%S")
@@ -426,7 +426,7 @@ fn to_datetime(ts: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::U
 }
 
 /// Joins argv so that a POSIX shell would split it back the same way.
-pub fn shell_join(args: &[String]) -> String {
+pub(crate) fn shell_join(args: &[String]) -> String {
     args.iter()
         .map(|arg| shell_quote(arg))
         .collect::<Vec<_>>()

@@ -15,7 +15,7 @@ use crate::client::SessionApi;
 use crate::render::{note, shell_join};
 
 #[derive(Debug, Args)]
-pub struct ApproveArgs {
+pub(crate) struct ApproveArgs {
     /// The session.
     session: String,
     /// The request: the `call_id` of its event (see `keel pending`).
@@ -32,7 +32,7 @@ pub struct ApproveArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct DenyArgs {
+pub(crate) struct DenyArgs {
     session: String,
     request_id: String,
     /// Also end the turn (without it, the model is told and goes on).
@@ -41,7 +41,7 @@ pub struct DenyArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct AnswerArgs {
+pub(crate) struct AnswerArgs {
     session: String,
     request_id: String,
     /// An answer to question QID; repeat for more questions, or for more
@@ -57,7 +57,7 @@ fn parse_answer(raw: &str) -> Result<(String, String), String> {
     }
 }
 
-pub async fn approve(mut api: SessionApi, args: ApproveArgs) -> Result<()> {
+pub(crate) async fn approve(mut api: SessionApi, args: ApproveArgs) -> Result<()> {
     let kind = if !args.amendment.is_empty() {
         ReviewDecisionKind::ApprovedExecpolicyAmendment
     } else if args.for_session {
@@ -74,7 +74,7 @@ pub async fn approve(mut api: SessionApi, args: ApproveArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn deny(mut api: SessionApi, args: DenyArgs) -> Result<()> {
+pub(crate) async fn deny(mut api: SessionApi, args: DenyArgs) -> Result<()> {
     let kind = if args.abort {
         ReviewDecisionKind::Abort
     } else {
@@ -94,7 +94,7 @@ pub async fn deny(mut api: SessionApi, args: DenyArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn answer(mut api: SessionApi, args: AnswerArgs) -> Result<()> {
+pub(crate) async fn answer(mut api: SessionApi, args: AnswerArgs) -> Result<()> {
     respond(
         &mut api,
         &args.session,
@@ -117,7 +117,7 @@ fn user_input(pairs: Vec<(String, String)>) -> Answer {
 
 /// Calls Respond; a request that is not pending (unknown, already answered,
 /// or its turn ended) and an answer that does not fit are one-line errors.
-pub async fn respond(
+pub(crate) async fn respond(
     api: &mut SessionApi,
     session_id: &str,
     request_id: &str,
@@ -146,7 +146,7 @@ pub async fn respond(
 }
 
 /// An RPC error about a session, with NOT_FOUND spelled out.
-pub fn session_error(
+pub(crate) fn session_error(
     api: &SessionApi,
     rpc: &str,
     session_id: &str,
@@ -163,7 +163,7 @@ pub fn session_error(
 
 /// How to answer a request from another terminal or a script; `None` for
 /// messages that are not requests.
-pub fn how_to_answer(session_id: &str, msg: &Msg) -> Option<String> {
+pub(crate) fn how_to_answer(session_id: &str, msg: &Msg) -> Option<String> {
     let s = session_id;
     Some(match msg {
         Msg::ExecApprovalRequest(r) => {

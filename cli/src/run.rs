@@ -27,7 +27,7 @@ use crate::respond::{how_to_answer, respond};
 use crate::settings::TurnFlags;
 
 #[derive(Debug, Clone, Default)]
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     pub session: Option<String>,
     pub cwd: Option<PathBuf>,
     /// For a new session, its starting settings; with `--session`, this
@@ -38,7 +38,7 @@ pub struct RunOptions {
     pub prompt: Vec<String>,
 }
 
-pub async fn run(target: Target, options: RunOptions) -> Result<()> {
+pub(crate) async fn run(target: Target, options: RunOptions) -> Result<()> {
     let from_stdin = options.prompt.len() == 1 && options.prompt[0] == "-";
     let prompt = read_prompt(&options.prompt)?;
     // Asking needs a person at a terminal, and a stdin the prompt did not use.

@@ -11,7 +11,7 @@ const PAGE_SIZE: u32 = 200;
 /// A server that keeps handing out pages is a bug; stop rather than loop.
 const MAX_PAGES: usize = 10_000;
 
-pub async fn list(mut api: SessionApi) -> Result<Vec<Session>> {
+pub(crate) async fn list(mut api: SessionApi) -> Result<Vec<Session>> {
     let mut sessions = Vec::new();
     let mut page_token = String::new();
     for _ in 0..MAX_PAGES {
@@ -36,7 +36,7 @@ pub async fn list(mut api: SessionApi) -> Result<Vec<Session>> {
     bail!("ListSessions returned more than {MAX_PAGES} pages")
 }
 
-pub fn to_json(sessions: &[Session]) -> Value {
+pub(crate) fn to_json(sessions: &[Session]) -> Value {
     Value::Array(
         sessions
             .iter()
@@ -52,7 +52,7 @@ pub fn to_json(sessions: &[Session]) -> Value {
     )
 }
 
-pub fn to_table(sessions: &[Session]) -> String {
+pub(crate) fn to_table(sessions: &[Session]) -> String {
     if sessions.is_empty() {
         return "no sessions yet: start one with `keel run \"...\"`\n".to_string();
     }
@@ -99,7 +99,7 @@ pub fn to_table(sessions: &[Session]) -> String {
 }
 
 /// Prints the list as a table or a JSON array.
-pub async fn show(api: SessionApi, as_json: bool) -> Result<()> {
+pub(crate) async fn show(api: SessionApi, as_json: bool) -> Result<()> {
     let sessions = list(api).await?;
     let text = if as_json {
         format!("{}\n", to_json(&sessions))

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::render::enum_name;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PolicyArg {
+pub(crate) enum PolicyArg {
     Untrusted,
     OnFailure,
     OnRequest,
@@ -21,14 +21,14 @@ pub enum PolicyArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SandboxArg {
+pub(crate) enum SandboxArg {
     ReadOnly,
     WorkspaceWrite,
     DangerFullAccess,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum EffortArg {
+pub(crate) enum EffortArg {
     None,
     Minimal,
     Low,
@@ -39,7 +39,7 @@ pub enum EffortArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SummaryArg {
+pub(crate) enum SummaryArg {
     Auto,
     Concise,
     Detailed,
@@ -48,7 +48,7 @@ pub enum SummaryArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PersonalityArg {
+pub(crate) enum PersonalityArg {
     None,
     Friendly,
     Pragmatic,
@@ -57,7 +57,7 @@ pub enum PersonalityArg {
 
 /// The settings flags; each one left out keeps the setting in force.
 #[derive(Debug, Clone, Default, Args)]
-pub struct TurnFlags {
+pub(crate) struct TurnFlags {
     /// When to ask before acting.
     #[arg(long, value_name = "POLICY")]
     pub approval_policy: Option<PolicyArg>,
@@ -81,7 +81,7 @@ pub struct TurnFlags {
 impl TurnFlags {
     /// The wire context; `None` when no flag was given, so a request without
     /// settings stays exactly what it was before settings existed.
-    pub fn to_context(&self) -> Option<TurnContext> {
+    pub(crate) fn to_context(&self) -> Option<TurnContext> {
         let context = TurnContext {
             approval_policy: self.approval_policy.map_or(0, |p| policy(p) as i32),
             sandbox: self.sandbox.map(|mode| SandboxPolicy {
@@ -128,7 +128,7 @@ fn wire_name(value: impl ValueEnum) -> String {
 }
 
 /// `on-request`, as the flag spells it.
-pub fn policy_name(value: i32) -> String {
+pub(crate) fn policy_name(value: i32) -> String {
     let name = ApprovalPolicy::try_from(value)
         .ok()
         .map(|p| p.as_str_name());
@@ -136,14 +136,14 @@ pub fn policy_name(value: i32) -> String {
 }
 
 /// `workspace-write`, as the flag spells it.
-pub fn sandbox_name(value: i32) -> String {
+pub(crate) fn sandbox_name(value: i32) -> String {
     let name = SandboxMode::try_from(value).ok().map(|m| m.as_str_name());
     enum_name(name, "SANDBOX_MODE_").replace('_', "-")
 }
 
 /// The context as one JSON object, with the flags' spellings; unset fields
 /// are null, and an empty string (the configured default) stays "".
-pub fn context_json(context: &TurnContext) -> Value {
+pub(crate) fn context_json(context: &TurnContext) -> Value {
     let sandbox = context.sandbox.as_ref().map(|s| {
         json!({
             "mode": sandbox_name(s.mode),
@@ -164,7 +164,7 @@ pub fn context_json(context: &TurnContext) -> Value {
 }
 
 /// The context as an aligned two-column table.
-pub fn context_table(context: &TurnContext) -> String {
+pub(crate) fn context_table(context: &TurnContext) -> String {
     let text = |v: &Option<String>| match v.as_deref() {
         None => "-".to_string(),
         Some("") => "(default)".to_string(),

@@ -25,7 +25,7 @@ use crate::render::say;
 use crate::state::{StateDir, remove_file, write_atomic};
 
 /// Where Temporal is expected when nothing says otherwise.
-pub const DEFAULT_TEMPORAL_ADDRESS: &str = "127.0.0.1:7233";
+pub(crate) const DEFAULT_TEMPORAL_ADDRESS: &str = "127.0.0.1:7233";
 /// Only the model-proxy talks to model vendors, so only it sees these.
 const MODEL_ENV: [&str; 3] = ["OPENAI_API_KEY", "OPENAI_BASE_URL", "KEEL_MODEL"];
 const NAMESPACE: &str = "default";
@@ -39,7 +39,7 @@ const LOG_TAIL_LINES: usize = 20;
 const LOG_HEADER: &str = "=== keel up ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Component {
+pub(crate) enum Component {
     Temporal,
     ModelProxy,
     ToolRunner,
@@ -50,7 +50,7 @@ pub enum Component {
 
 impl Component {
     /// Dependencies first; `keel down` goes the other way.
-    pub const START_ORDER: [Component; 6] = [
+    pub(crate) const START_ORDER: [Component; 6] = [
         Component::Temporal,
         Component::ModelProxy,
         Component::ToolRunner,
@@ -60,7 +60,7 @@ impl Component {
     ];
 
     /// The order `keel status` lists them in: what a user talks to first.
-    pub const STATUS_ORDER: [Component; 6] = [
+    pub(crate) const STATUS_ORDER: [Component; 6] = [
         Component::Temporal,
         Component::SessionApi,
         Component::ModelProxy,
@@ -69,7 +69,7 @@ impl Component {
         Component::Worker,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Component::Temporal => "temporal",
             Component::ModelProxy => "model-proxy",
@@ -114,7 +114,7 @@ impl Component {
 
 /// One component as `keel status` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ComponentStatus {
+pub(crate) struct ComponentStatus {
     pub component: Component,
     pub address: Option<String>,
     pub pid: Option<i32>,
@@ -122,7 +122,7 @@ pub struct ComponentStatus {
 }
 
 /// The whole stack's status, in [`Component::STATUS_ORDER`].
-pub fn status_json(statuses: &[ComponentStatus]) -> serde_json::Value {
+pub(crate) fn status_json(statuses: &[ComponentStatus]) -> serde_json::Value {
     let mut map = serde_json::Map::new();
     for s in statuses {
         map.insert(
@@ -133,7 +133,7 @@ pub fn status_json(statuses: &[ComponentStatus]) -> serde_json::Value {
     serde_json::Value::Object(map)
 }
 
-pub struct Stack {
+pub(crate) struct Stack {
     state: StateDir,
     /// `--temporal-address` / `TEMPORAL_ADDRESS`, when given.
     temporal_flag: Option<String>,
@@ -143,7 +143,7 @@ pub struct Stack {
 }
 
 impl Stack {
-    pub fn new(state: StateDir, temporal_flag: Option<String>) -> Self {
+    pub(crate) fn new(state: StateDir, temporal_flag: Option<String>) -> Self {
         let temporal_flag = temporal_flag
             .map(|a| a.trim().to_string())
             .filter(|a| !a.is_empty());
@@ -155,7 +155,7 @@ impl Stack {
     }
 
     /// Sessions started by this stack may work in `roots` (and below) only.
-    pub fn with_workspace_roots(mut self, roots: Vec<PathBuf>) -> Self {
+    pub(crate) fn with_workspace_roots(mut self, roots: Vec<PathBuf>) -> Self {
         self.workspace_roots = roots;
         self
     }
@@ -175,7 +175,7 @@ impl Stack {
     }
 
     /// The flag when given, else what the last `keel up` used, else the default.
-    pub fn temporal_address(&self) -> String {
+    pub(crate) fn temporal_address(&self) -> String {
         self.temporal_flag
             .clone()
             .or_else(|| self.state.read_addr(Component::Temporal.name()))
@@ -184,7 +184,7 @@ impl Stack {
     }
 
     /// Starts whatever is not running and healthy, in dependency order.
-    pub async fn up(&self, timeout: Duration) -> Result<()> {
+    pub(crate) async fn up(&self, timeout: Duration) -> Result<()> {
         self.state.create_dirs()?;
         let _lock = self.state.lock()?;
         let bin_dir = binary_dir()?;
@@ -542,7 +542,7 @@ impl Stack {
     }
 
     /// Stops every component `keel up` started, last started first.
-    pub async fn down(&self) -> Result<()> {
+    pub(crate) async fn down(&self) -> Result<()> {
         if !self.state.run_dir().is_dir() {
             say("nothing was running");
             return Ok(());
@@ -570,7 +570,7 @@ impl Stack {
     }
 
     /// Probes every component; never fails.
-    pub async fn status(&self) -> Vec<ComponentStatus> {
+    pub(crate) async fn status(&self) -> Vec<ComponentStatus> {
         let probes = Component::STATUS_ORDER.map(|component| async move {
             let pid = self.live_pid(component);
             let (address, healthy) = if component == Component::Temporal {
@@ -599,7 +599,7 @@ impl Stack {
 }
 
 /// A readable table of [`Stack::status`].
-pub fn status_table(statuses: &[ComponentStatus]) -> String {
+pub(crate) fn status_table(statuses: &[ComponentStatus]) -> String {
     let mut rows = vec![[
         "COMPONENT".to_string(),
         "STATE".to_string(),
@@ -679,7 +679,7 @@ fn find_on_path(program: &str) -> Option<PathBuf> {
 }
 
 /// `http://host:port` and `host:port` both mean `host:port`.
-pub fn strip_scheme(addr: &str) -> &str {
+pub(crate) fn strip_scheme(addr: &str) -> &str {
     let addr = addr.trim().trim_end_matches('/');
     addr.strip_prefix("http://")
         .or_else(|| addr.strip_prefix("https://"))
@@ -751,14 +751,14 @@ fn sandbox_complete(status: &keel_proto::v1::GetSandboxStatusResponse) -> bool {
 }
 
 /// True when grpc.health.v1 Check for the whole server says SERVING.
-pub async fn grpc_healthy(addr: &str, timeout: Duration) -> bool {
+pub(crate) async fn grpc_healthy(addr: &str, timeout: Duration) -> bool {
     serving(addr, "", timeout).await
 }
 
 /// True when Temporal's frontend answers: its health check reports the
 /// WorkflowService SERVING. (A bare TCP connect is not enough: a proxy in
 /// the way accepts connections for servers that are not there.)
-pub async fn temporal_answers(addr: &str, timeout: Duration) -> bool {
+pub(crate) async fn temporal_answers(addr: &str, timeout: Duration) -> bool {
     serving(addr, TEMPORAL_HEALTH_SERVICE, timeout).await
 }
 

@@ -15,14 +15,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 #[derive(Debug, Clone)]
-pub struct StateDir {
+pub(crate) struct StateDir {
     root: PathBuf,
 }
 
 impl StateDir {
     /// `--state-dir` / `KEEL_STATE_DIR` when given, else `~/.keel`. The result
     /// is absolute, because it ends up in `file://` URLs handed to the services.
-    pub fn resolve(flag: Option<&Path>) -> Result<Self> {
+    pub(crate) fn resolve(flag: Option<&Path>) -> Result<Self> {
         let root = match flag {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
             _ => match std::env::var_os("HOME") {
@@ -41,45 +41,45 @@ impl StateDir {
         Ok(Self { root })
     }
 
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
-    pub fn run_dir(&self) -> PathBuf {
+    pub(crate) fn run_dir(&self) -> PathBuf {
         self.root.join("run")
     }
 
-    pub fn logs_dir(&self) -> PathBuf {
+    pub(crate) fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
     }
 
-    pub fn blobs_dir(&self) -> PathBuf {
+    pub(crate) fn blobs_dir(&self) -> PathBuf {
         self.root.join("blobs")
     }
 
-    pub fn temporal_db(&self) -> PathBuf {
+    pub(crate) fn temporal_db(&self) -> PathBuf {
         self.root.join("temporal.db")
     }
 
-    pub fn pid_file(&self, component: &str) -> PathBuf {
+    pub(crate) fn pid_file(&self, component: &str) -> PathBuf {
         self.run_dir().join(format!("{component}.pid"))
     }
 
-    pub fn addr_file(&self, component: &str) -> PathBuf {
+    pub(crate) fn addr_file(&self, component: &str) -> PathBuf {
         self.run_dir().join(format!("{component}.addr"))
     }
 
-    pub fn log_file(&self, component: &str) -> PathBuf {
+    pub(crate) fn log_file(&self, component: &str) -> PathBuf {
         self.logs_dir().join(format!("{component}.log"))
     }
 
     /// The blob store URL every service is given.
-    pub fn blob_url(&self) -> String {
+    pub(crate) fn blob_url(&self) -> String {
         format!("file://{}", self.blobs_dir().display())
     }
 
     /// Creates the directories `keel up` writes to.
-    pub fn create_dirs(&self) -> Result<()> {
+    pub(crate) fn create_dirs(&self) -> Result<()> {
         for dir in [self.run_dir(), self.logs_dir(), self.blobs_dir()] {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -89,7 +89,7 @@ impl StateDir {
 
     /// Takes the stack lock, so two `keel up`/`keel down` never interleave.
     /// Released when the returned file is dropped.
-    pub fn lock(&self) -> Result<File> {
+    pub(crate) fn lock(&self) -> Result<File> {
         let path = self.run_dir().join("lock");
         std::fs::create_dir_all(self.run_dir())
             .with_context(|| format!("cannot create {}", self.run_dir().display()))?;
@@ -117,12 +117,12 @@ impl StateDir {
     }
 
     /// The address a component wrote, if its file exists and is not empty.
-    pub fn read_addr(&self, component: &str) -> Option<String> {
+    pub(crate) fn read_addr(&self, component: &str) -> Option<String> {
         read_trimmed(&self.addr_file(component))
     }
 
     /// The pid `keel up` recorded for a component, if any.
-    pub fn read_pid(&self, component: &str) -> Option<i32> {
+    pub(crate) fn read_pid(&self, component: &str) -> Option<i32> {
         read_trimmed(&self.pid_file(component))?
             .parse()
             .ok()
@@ -137,14 +137,14 @@ fn read_trimmed(path: &Path) -> Option<String> {
 }
 
 /// Writes `contents` so that a reader never sees a partial file.
-pub fn write_atomic(path: &Path, contents: &str) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, contents: &str) -> Result<()> {
     let tmp = path.with_extension("keel-tmp");
     std::fs::write(&tmp, contents).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Removes a file; a file that is already gone is fine.
-pub fn remove_file(path: &Path) -> Result<()> {
+pub(crate) fn remove_file(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use super::{Style, enum_name, shell_join, write_block};
 
 /// `approved_for_session`; `None` for unspecified or unknown values.
-pub fn decision_name(value: i32) -> Option<String> {
+pub(crate) fn decision_name(value: i32) -> Option<String> {
     match ReviewDecisionKind::try_from(value) {
         Ok(ReviewDecisionKind::Unspecified) | Err(_) => None,
         Ok(kind) => Some(enum_name(Some(kind.as_str_name()), "REVIEW_DECISION_KIND_")),
@@ -38,7 +38,7 @@ pub fn decision_name(value: i32) -> Option<String> {
 }
 
 /// `exec_approval`; `None` for unspecified or unknown values.
-pub fn request_kind_name(value: i32) -> Option<String> {
+pub(crate) fn request_kind_name(value: i32) -> Option<String> {
     match PendingRequestKind::try_from(value) {
         Ok(PendingRequestKind::Unspecified) | Err(_) => None,
         Ok(kind) => Some(enum_name(Some(kind.as_str_name()), "PENDING_REQUEST_KIND_")),
@@ -53,7 +53,7 @@ fn non_empty(text: &str) -> Value {
     }
 }
 
-pub fn changes_json(changes: &[FileChange]) -> Value {
+pub(crate) fn changes_json(changes: &[FileChange]) -> Value {
     let map = changes
         .iter()
         .map(|c| {
@@ -79,7 +79,7 @@ pub fn changes_json(changes: &[FileChange]) -> Value {
 }
 
 /// The JSON fields of a request-related message; `None` for other messages.
-pub fn fields(msg: &Msg) -> Option<Value> {
+pub(crate) fn fields(msg: &Msg) -> Option<Value> {
     Some(match msg {
         Msg::ExecApprovalRequest(m) => json!({
             "call_id": m.call_id,
@@ -152,7 +152,7 @@ pub fn fields(msg: &Msg) -> Option<Value> {
 }
 
 /// Writes a request-related message for a person; false for other messages.
-pub fn human<O: Write, E: Write>(
+pub(crate) fn human<O: Write, E: Write>(
     msg: &Msg,
     out: &mut O,
     o: Style,

@@ -27,10 +27,10 @@ use crate::retry::backoff;
 use crate::sse::SseReader;
 use crate::wire::{EventStream, ResponseEvent};
 
-pub type Sender = mpsc::Sender<Result<StreamResponseResponse, Status>>;
+pub(crate) type Sender = mpsc::Sender<Result<StreamResponseResponse, Status>>;
 
 /// Everything one call needs, borrowed from the service.
-pub struct Call<'a> {
+pub(crate) struct Call<'a> {
     pub config: &'a Config,
     pub provider: &'a Provider,
     pub url: &'a Url,
@@ -44,7 +44,7 @@ pub struct Call<'a> {
 
 /// A completed response: its stored output items, in order.
 #[derive(Debug)]
-pub struct Sampled {
+pub(crate) struct Sampled {
     pub response_id: String,
     pub model: Option<String>,
     pub usage: TokenUsage,
@@ -54,7 +54,7 @@ pub struct Sampled {
 impl Call<'_> {
     /// Samples until an attempt completes, retrying what is worth retrying up
     /// to the provider's `stream_max_retries` with a `stream_error` each time.
-    pub async fn run(&self, body: Bytes, tx: &Sender) -> Result<Sampled, ProxyError> {
+    pub(crate) async fn run(&self, body: Bytes, tx: &Sender) -> Result<Sampled, ProxyError> {
         let max = self.provider.stream_max_retries;
         let mut retries = 0;
         let mut first_byte_seen = false;
@@ -198,7 +198,7 @@ impl Call<'_> {
 }
 
 /// Sends one event; `ClientGone` when nobody listens any more.
-pub async fn send(tx: &Sender, event: Event) -> Result<(), ProxyError> {
+pub(crate) async fn send(tx: &Sender, event: Event) -> Result<(), ProxyError> {
     tx.send(Ok(StreamResponseResponse { event: Some(event) }))
         .await
         .map_err(|_| ProxyError::ClientGone)

@@ -6,5 +6,5 @@
 mod request;
 mod stream;
 
-pub use request::ChatRequest;
-pub use stream::ChatStream;
+pub(crate) use request::ChatRequest;
+pub(crate) use stream::ChatStream;

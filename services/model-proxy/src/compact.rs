@@ -17,18 +17,18 @@ results), decisions made and why, open problems, and the concrete next steps. Be
 concise; use short bullet points. Do not call tools.";
 
 /// Put before the summary in the new conversation.
-pub const SUMMARY_PREFIX: &str = "Another assistant worked on this session before you; the \
+pub(crate) const SUMMARY_PREFIX: &str = "Another assistant worked on this session before you; the \
 conversation was compacted. Their hand-off note follows; continue from it.";
 
 /// User-message text kept verbatim, newest first, until this budget
 /// (about 20 000 tokens, Codex's budget).
 const KEPT_USER_TEXT_BYTES: usize = 80_000;
 
-pub fn prompt_item() -> Value {
+pub(crate) fn prompt_item() -> Value {
     user_message(PROMPT)
 }
 
-pub fn summary_item(summary: &str) -> Value {
+pub(crate) fn summary_item(summary: &str) -> Value {
     user_message(&format!("{SUMMARY_PREFIX}\n\n{summary}"))
 }
 
@@ -53,7 +53,7 @@ fn text_of(item: &Value) -> String {
 /// The digests of the user messages to keep: the newest ones within the
 /// budget, oldest first. Earlier summaries are not kept (the new summary
 /// covers them).
-pub fn kept_user_messages(digests: &[String], items: &[Value]) -> Vec<String> {
+pub(crate) fn kept_user_messages(digests: &[String], items: &[Value]) -> Vec<String> {
     let mut budget = KEPT_USER_TEXT_BYTES;
     let mut kept = Vec::new();
     for (digest, item) in digests.iter().zip(items).rev() {
@@ -78,7 +78,10 @@ pub fn kept_user_messages(digests: &[String], items: &[Value]) -> Vec<String> {
 
 /// The assistant text of the sampled response, read back in full from the
 /// blob store (the announced items carry only a display cut).
-pub async fn summary_text(blobs: &BlobStore, sampled: &Sampled) -> Result<String, ProxyError> {
+pub(crate) async fn summary_text(
+    blobs: &BlobStore,
+    sampled: &Sampled,
+) -> Result<String, ProxyError> {
     let mut parts = Vec::new();
     for (digest, _) in &sampled.outputs {
         let item: Value = blobs.get_json(digest).await?;

@@ -8,10 +8,10 @@ use serde_json::{Map, Value};
 use crate::error::ProxyError;
 
 /// Longest message text sent in a summary; the stored item keeps all of it.
-pub const MESSAGE_TEXT_LIMIT: usize = 16 * 1024;
+pub(crate) const MESSAGE_TEXT_LIMIT: usize = 16 * 1024;
 
 /// Parses an item a caller supplied: a JSON object with a string `type`.
-pub fn parse_item(json: &str, what: &str) -> Result<Map<String, Value>, ProxyError> {
+pub(crate) fn parse_item(json: &str, what: &str) -> Result<Map<String, Value>, ProxyError> {
     let invalid = |reason: String| ProxyError::InvalidRequest(format!("{what}: {reason}"));
     match serde_json::from_str::<Value>(json) {
         Ok(Value::Object(item)) if item.get("type").is_some_and(Value::is_string) => Ok(item),
@@ -24,13 +24,13 @@ pub fn parse_item(json: &str, what: &str) -> Result<Map<String, Value>, ProxyErr
 
 /// Drops the vendor's item id: with `store: false` an id refers to nothing,
 /// and Codex never sends one back.
-pub fn strip_id(mut item: Map<String, Value>) -> Map<String, Value> {
+pub(crate) fn strip_id(mut item: Map<String, Value>) -> Map<String, Value> {
     item.remove("id");
     item
 }
 
 /// What the worker needs from an output item without fetching it.
-pub fn summarize(item: &Map<String, Value>) -> Item {
+pub(crate) fn summarize(item: &Map<String, Value>) -> Item {
     let text = |key: &str| {
         item.get(key)
             .and_then(Value::as_str)

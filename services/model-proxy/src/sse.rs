@@ -10,7 +10,7 @@ use futures::{Stream, StreamExt as _};
 use crate::error::ProxyError;
 use crate::http::error_chain;
 
-pub use eventsource_stream::Event as SseEvent;
+pub(crate) use eventsource_stream::Event as SseEvent;
 
 type Events = Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send>>;
 

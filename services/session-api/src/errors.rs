@@ -5,7 +5,7 @@ use temporalio_client::errors::{
 };
 use tonic::{Code, Status};
 
-pub fn unavailable(what: &str, e: impl std::fmt::Display) -> Status {
+pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!(
         "{what}: Temporal is unreachable or failing ({e}); retry later"
     ))
@@ -23,7 +23,7 @@ fn rpc(what: &str, s: &Status) -> Status {
     }
 }
 
-pub fn start(session_id: &str, e: WorkflowStartError) -> Status {
+pub(crate) fn start(session_id: &str, e: WorkflowStartError) -> Status {
     match e {
         WorkflowStartError::AlreadyStarted { .. } => {
             Status::already_exists(format!("session {session_id:?} already exists"))
@@ -37,7 +37,7 @@ pub fn start(session_id: &str, e: WorkflowStartError) -> Status {
 }
 
 /// `None` means "not found": the caller decides between NOT_FOUND and closed.
-pub fn interaction(what: &str, e: WorkflowInteractionError) -> Option<Status> {
+pub(crate) fn interaction(what: &str, e: WorkflowInteractionError) -> Option<Status> {
     match e {
         WorkflowInteractionError::NotFound(_) => None,
         WorkflowInteractionError::Rpc(s) => Some(rpc(what, &s)),
@@ -45,7 +45,7 @@ pub fn interaction(what: &str, e: WorkflowInteractionError) -> Option<Status> {
     }
 }
 
-pub fn query(what: &str, e: WorkflowQueryError) -> Option<Status> {
+pub(crate) fn query(what: &str, e: WorkflowQueryError) -> Option<Status> {
     match e {
         WorkflowQueryError::NotFound(_) => None,
         WorkflowQueryError::Rpc(s) => Some(rpc(what, &s)),
@@ -55,7 +55,7 @@ pub fn query(what: &str, e: WorkflowQueryError) -> Option<Status> {
 
 /// `None` means "not found". A rejected update is the workflow saying the
 /// change does not apply to the session's current state.
-pub fn update(session_id: &str, e: WorkflowUpdateError) -> Option<Status> {
+pub(crate) fn update(session_id: &str, e: WorkflowUpdateError) -> Option<Status> {
     match e {
         WorkflowUpdateError::NotFound(_) => None,
         WorkflowUpdateError::Failed(failure) => Some(Status::failed_precondition(format!(
@@ -69,11 +69,11 @@ pub fn update(session_id: &str, e: WorkflowUpdateError) -> Option<Status> {
     }
 }
 
-pub fn not_found(session_id: &str) -> Status {
+pub(crate) fn not_found(session_id: &str) -> Status {
     Status::not_found(format!("session {session_id:?} not found"))
 }
 
-pub fn closed(session_id: &str) -> Status {
+pub(crate) fn closed(session_id: &str) -> Status {
     Status::failed_precondition(format!(
         "session {session_id:?} is closed; create a new session"
     ))

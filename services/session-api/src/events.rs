@@ -19,7 +19,7 @@ use crate::service::SessionApi;
 
 type Response = pb::StreamEventsResponse;
 
-pub fn decode_page(page: EventsPage) -> Result<Vec<pb::Event>, Status> {
+pub(crate) fn decode_page(page: EventsPage) -> Result<Vec<pb::Event>, Status> {
     page.events.iter().map(|e| decode(e)).collect()
 }
 
@@ -90,7 +90,7 @@ enum Next {
     Progress,
 }
 
-pub fn stream(
+pub(crate) fn stream(
     api: SessionApi,
     session_id: String,
     mut after: u64,

@@ -17,16 +17,16 @@ use tokio::sync::{Notify, broadcast, watch};
 use crate::events::decode_page;
 
 /// Poll back-off bounds; a live delta (the model is writing) resets it.
-pub const POLL_MIN: Duration = Duration::from_millis(50);
-pub const POLL_MAX: Duration = Duration::from_millis(500);
+pub(crate) const POLL_MIN: Duration = Duration::from_millis(50);
+pub(crate) const POLL_MAX: Duration = Duration::from_millis(500);
 /// Events per query answer.
-pub const PAGE: u32 = 256;
+pub(crate) const PAGE: u32 = 256;
 /// Broadcast buffer; a watcher that falls further behind catches up by query.
 const BUFFER: usize = 1024;
 
 type Handle = WorkflowHandle<Client, keel_workflow_api::SessionWorkflow>;
 
-pub struct Feed {
+pub(crate) struct Feed {
     pub events: broadcast::Sender<Arc<pb::Event>>,
     pub live: broadcast::Sender<pb::LiveDelta>,
     /// Newest offset broadcast so far, and whether the session has closed.
@@ -35,7 +35,7 @@ pub struct Feed {
 }
 
 #[derive(Default)]
-pub struct Hub {
+pub(crate) struct Hub {
     feeds: Mutex<HashMap<String, Weak<Feed>>>,
 }
 
@@ -43,7 +43,7 @@ impl Hub {
     /// The session's feed, starting its poller if nobody watches it yet.
     /// Hold the `Arc` while watching; the poller stops after the last one
     /// is dropped.
-    pub fn watch(
+    pub(crate) fn watch(
         self: &Arc<Self>,
         session_id: &str,
         handle: Handle,
@@ -71,7 +71,7 @@ impl Hub {
 
     /// Delivers a live delta to the session's watchers; false when nobody
     /// watches the session.
-    pub fn publish(&self, session_id: &str, delta: pb::LiveDelta) -> bool {
+    pub(crate) fn publish(&self, session_id: &str, delta: pb::LiveDelta) -> bool {
         let feed = {
             let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
             feeds.get(session_id).and_then(Weak::upgrade)
@@ -87,7 +87,7 @@ impl Hub {
     }
 }
 
-pub async fn query(handle: &Handle, after: u64) -> Result<EventsPage, WorkflowQueryError> {
+pub(crate) async fn query(handle: &Handle, after: u64) -> Result<EventsPage, WorkflowQueryError> {
     handle
         .query(
             EventsQueryDef,

@@ -20,7 +20,7 @@ const MAX_DYNAMIC_RESULT_BYTES: usize = 4 * 1024 * 1024;
 /// the answer is converted all the same and the workflow's validator
 /// rejects it with the precise reason (already answered, interrupted,
 /// unknown) — or accepts it, should the request have become pending since.
-pub async fn answer(
+pub(crate) async fn answer(
     blobs: &BlobStore,
     id: &str,
     kind: Option<RequestKind>,

@@ -20,7 +20,7 @@ const MAX_TOOL_DESCRIPTION_LEN: usize = 4 * 1024;
 const MAX_TOOL_SCHEMA_LEN: usize = 16 * 1024;
 
 /// A wire TurnContext as a patch; `None` when nothing is set.
-pub fn patch(ctx: Option<pb::TurnContext>) -> Result<Option<ContextPatch>, Status> {
+pub(crate) fn patch(ctx: Option<pb::TurnContext>) -> Result<Option<ContextPatch>, Status> {
     let Some(ctx) = ctx else {
         return Ok(None);
     };
@@ -109,7 +109,7 @@ fn sandbox(s: pb::SandboxPolicy) -> Result<Option<SandboxSettings>, Status> {
 }
 
 /// Settings in force, for GetSession and OverrideTurnContext.
-pub fn to_wire(s: &TurnSettings) -> pb::TurnContext {
+pub(crate) fn to_wire(s: &TurnSettings) -> pb::TurnContext {
     let policy = match s.approval_policy {
         ApprovalPolicy::Untrusted => pb::ApprovalPolicy::Untrusted,
         ApprovalPolicy::OnFailure => pb::ApprovalPolicy::OnFailure,
@@ -138,7 +138,7 @@ pub fn to_wire(s: &TurnSettings) -> pb::TurnContext {
 }
 
 /// Validates the client's tools.
-pub fn dynamic_tools(tools: Vec<pb::DynamicTool>) -> Result<Vec<DynamicToolDecl>, Status> {
+pub(crate) fn dynamic_tools(tools: Vec<pb::DynamicTool>) -> Result<Vec<DynamicToolDecl>, Status> {
     if tools.len() > MAX_DYNAMIC_TOOLS {
         return Err(Status::invalid_argument(format!(
             "dynamic_tools: at most {MAX_DYNAMIC_TOOLS} tools"

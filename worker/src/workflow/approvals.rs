@@ -18,7 +18,7 @@ const REMEMBERED_ENDED_REQUESTS: usize = 256;
 
 /// Why an answer is rejected; the message names the request and the cause.
 #[derive(Debug, thiserror::Error)]
-pub enum RejectedAnswer {
+pub(super) enum RejectedAnswer {
     #[error("request {id:?} is not pending: {why}")]
     NotPending { id: String, why: String },
     #[error("request {id:?} already has an answer")]

@@ -13,7 +13,7 @@ use crate::error::ProxyError;
 use crate::wire::Prompt;
 
 #[derive(Debug, Serialize)]
-pub struct ChatRequest {
+pub(crate) struct ChatRequest {
     pub model: String,
     pub messages: Vec<Value>,
     pub stream: bool,
@@ -36,7 +36,7 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
-    pub fn new(p: Prompt) -> Result<Self, ProxyError> {
+    pub(crate) fn new(p: Prompt) -> Result<Self, ProxyError> {
         let tools = tools(&p.tools)?;
         let has_tools = !tools.is_empty();
         let c = &p.controls;
@@ -107,7 +107,7 @@ fn str_field(item: &Value, key: &str) -> String {
 }
 
 /// The chat messages for `input`, after the system message.
-pub fn messages(instructions: &str, input: &[Value]) -> Vec<Value> {
+pub(super) fn messages(instructions: &str, input: &[Value]) -> Vec<Value> {
     let reasoning = reasoning_anchors(input);
     let mut messages = vec![json!({"role": "system", "content": instructions})];
     let mut last_assistant_text: Option<String> = None;

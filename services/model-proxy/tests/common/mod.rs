@@ -21,10 +21,10 @@ use tonic::Status;
 use tonic::transport::Channel;
 use tonic::transport::server::TcpIncoming;
 
-pub const KEY: &str = "sk-test-SECRET-4242";
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const KEY: &str = "sk-test-SECRET-4242";
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-pub struct Harness {
+pub(crate) struct Harness {
     pub fake: FakeModel,
     pub blobs: BlobStore,
     pub blob_dir: PathBuf,
@@ -34,9 +34,9 @@ pub struct Harness {
 }
 
 /// Changes a configuration, given the fake's base URL.
-pub type Configure = Box<dyn FnOnce(&mut Config, &str)>;
+pub(crate) type Configure = Box<dyn FnOnce(&mut Config, &str)>;
 
-pub struct Setup {
+pub(crate) struct Setup {
     pub key: Option<&'static str>,
     pub idle_timeout: Duration,
     pub base_url: Option<String>,
@@ -66,7 +66,7 @@ impl Default for Setup {
 
 impl Setup {
     /// Every failure surfaces at once.
-    pub fn no_retries() -> Self {
+    pub(crate) fn no_retries() -> Self {
         Self {
             request_max_retries: 0,
             stream_max_retries: 0,
@@ -74,7 +74,7 @@ impl Setup {
         }
     }
 
-    pub fn chat() -> Self {
+    pub(crate) fn chat() -> Self {
         Self {
             wire_api: WireApi::Chat,
             ..Self::default()
@@ -82,11 +82,11 @@ impl Setup {
     }
 }
 
-pub async fn harness(script: Vec<Scripted>) -> Harness {
+pub(crate) async fn harness(script: Vec<Scripted>) -> Harness {
     harness_with(script, Setup::default()).await
 }
 
-pub async fn harness_with(script: Vec<Scripted>, setup: Setup) -> Harness {
+pub(crate) async fn harness_with(script: Vec<Scripted>, setup: Setup) -> Harness {
     let fake = FakeModel::start(script).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let blob_dir = tmp.path().join("blobs");
@@ -130,24 +130,27 @@ pub async fn harness_with(script: Vec<Scripted>, setup: Setup) -> Harness {
 
 impl Harness {
     /// Every event of one call, then the error that ended it (if any).
-    pub async fn call(&mut self, req: StreamResponseRequest) -> (Vec<Event>, Option<Status>) {
+    pub(crate) async fn call(
+        &mut self,
+        req: StreamResponseRequest,
+    ) -> (Vec<Event>, Option<Status>) {
         call_on(&mut self.client, req).await
     }
 
-    pub async fn call_ok(&mut self, req: StreamResponseRequest) -> Vec<Event> {
+    pub(crate) async fn call_ok(&mut self, req: StreamResponseRequest) -> Vec<Event> {
         let (events, err) = self.call(req).await;
         assert!(err.is_none(), "{err:?}\n{events:#?}");
         events
     }
 
-    pub async fn call_err(&mut self, req: StreamResponseRequest) -> Status {
+    pub(crate) async fn call_err(&mut self, req: StreamResponseRequest) -> Status {
         let (_, err) = self.call(req).await;
         err.expect("the call must fail")
     }
 
     /// Every conversation segment in the store (a segment names `prev`).
     /// The store must hold something, so an empty walk cannot pass vacuously.
-    pub fn segments(&self) -> Vec<Value> {
+    pub(crate) fn segments(&self) -> Vec<Value> {
         fn walk(dir: &Path, out: &mut Vec<Value>) {
             for entry in std::fs::read_dir(dir).unwrap().flatten() {
                 let path = entry.path();
@@ -169,7 +172,7 @@ impl Harness {
 }
 
 /// Every event of one call on `client`, then the error that ended it.
-pub async fn call_on(
+pub(crate) async fn call_on(
     client: &mut ModelServiceClient<Channel>,
     req: StreamResponseRequest,
 ) -> (Vec<Event>, Option<Status>) {
@@ -191,7 +194,7 @@ pub async fn call_on(
     .expect("the call must finish")
 }
 
-pub fn request(append: Vec<ItemInput>) -> StreamResponseRequest {
+pub(crate) fn request(append: Vec<ItemInput>) -> StreamResponseRequest {
     StreamResponseRequest {
         session_id: "sess-1".into(),
         instructions: "You are a coding agent.".into(),
@@ -203,23 +206,23 @@ pub fn request(append: Vec<ItemInput>) -> StreamResponseRequest {
     }
 }
 
-pub fn user_message(text: &str) -> Value {
+pub(crate) fn user_message(text: &str) -> Value {
     json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]})
 }
 
-pub fn inline(item: &Value) -> ItemInput {
+pub(crate) fn inline(item: &Value) -> ItemInput {
     ItemInput {
         kind: Some(item_input::Kind::InlineJson(item.to_string())),
     }
 }
 
-pub fn digest(d: &str) -> ItemInput {
+pub(crate) fn digest(d: &str) -> ItemInput {
     ItemInput {
         kind: Some(item_input::Kind::Digest(d.into())),
     }
 }
 
-pub fn item_done(event: &Event) -> (&str, &Item) {
+pub(crate) fn item_done(event: &Event) -> (&str, &Item) {
     match event {
         Event::OutputItemDone(done) => (&done.digest, done.item.as_ref().unwrap()),
         other => panic!("expected output_item_done, got {other:?}"),
@@ -227,7 +230,7 @@ pub fn item_done(event: &Event) -> (&str, &Item) {
 }
 
 /// The items of the `output_item_done` events, in order.
-pub fn items(events: &[Event]) -> Vec<&Item> {
+pub(crate) fn items(events: &[Event]) -> Vec<&Item> {
     events
         .iter()
         .filter_map(|e| match e {
@@ -238,7 +241,7 @@ pub fn items(events: &[Event]) -> Vec<&Item> {
 }
 
 /// The `stream_error` events.
-pub fn stream_errors(events: &[Event]) -> Vec<(String, u32)> {
+pub(crate) fn stream_errors(events: &[Event]) -> Vec<(String, u32)> {
     events
         .iter()
         .filter_map(|e| match e {
@@ -248,7 +251,7 @@ pub fn stream_errors(events: &[Event]) -> Vec<(String, u32)> {
         .collect()
 }
 
-pub fn completed(events: &[Event]) -> &keel_proto::v1::ResponseCompleted {
+pub(crate) fn completed(events: &[Event]) -> &keel_proto::v1::ResponseCompleted {
     match events.last() {
         Some(Event::Completed(c)) => c,
         other => panic!("the last event must be completed, got {other:?}"),

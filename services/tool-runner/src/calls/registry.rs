@@ -105,7 +105,7 @@ impl Execution {
     }
 
     /// Resolves once the call is cancelled.
-    pub async fn cancelled(&self) {
+    pub(crate) async fn cancelled(&self) {
         let mut rx = self.cancel.subscribe();
         if rx.wait_for(|cancelled| *cancelled).await.is_err() {
             // The sender lives as long as `self`; never reached.
@@ -114,21 +114,21 @@ impl Execution {
     }
 
     #[cfg(test)]
-    pub fn is_cancelled(&self) -> bool {
+    pub(crate) fn is_cancelled(&self) -> bool {
         *self.cancel.borrow()
     }
 
     /// Notes that the cancellation stopped the tool.
-    pub fn mark_aborted(&self) {
+    pub(crate) fn mark_aborted(&self) {
         self.aborted.store(true, Ordering::SeqCst);
     }
 
-    pub fn was_aborted(&self) -> bool {
+    pub(crate) fn was_aborted(&self) -> bool {
         self.aborted.load(Ordering::SeqCst)
     }
 
     /// Publishes the outcome to every waiter, present and future.
-    pub fn finish(&self, outcome: Outcome) {
+    pub(crate) fn finish(&self, outcome: Outcome) {
         *self
             .finished_at
             .lock()
@@ -138,14 +138,14 @@ impl Execution {
 
     /// Waits for the outcome as a RunTool caller (counted in
     /// [`Execution::waiters`]).
-    pub async fn wait(&self) -> Outcome {
+    pub(crate) async fn wait(&self) -> Outcome {
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let _counted = Decrement(&self.waiters);
         self.wait_done().await
     }
 
     /// Waits for the outcome.
-    pub async fn wait_done(&self) -> Outcome {
+    pub(crate) async fn wait_done(&self) -> Outcome {
         let mut rx = self.state.subscribe();
         match rx.wait_for(|state| !matches!(state, State::Running)).await {
             Ok(state) => match &*state {
@@ -157,7 +157,7 @@ impl Execution {
         }
     }
 
-    pub fn waiters(&self) -> usize {
+    pub(crate) fn waiters(&self) -> usize {
         self.waiters.load(Ordering::SeqCst)
     }
 
@@ -188,7 +188,7 @@ impl Executions {
     }
 
     /// Joins the key's execution, or registers a new one.
-    pub fn begin(&self, key: &CallKey, request_digest: &str) -> (Arc<Execution>, Role) {
+    pub(crate) fn begin(&self, key: &CallKey, request_digest: &str) -> (Arc<Execution>, Role) {
         let mut entries = self.entries();
         if let Some(exec) = entries.get(key) {
             let unstored = match &*exec.state.borrow() {
@@ -213,7 +213,7 @@ impl Executions {
 
     /// Cancels the key's running execution, or holds the key with a
     /// cancelled placeholder when there is none.
-    pub fn begin_cancel(&self, key: &CallKey) -> CancelTarget {
+    pub(crate) fn begin_cancel(&self, key: &CallKey) -> CancelTarget {
         let mut entries = self.entries();
         if let Some(exec) = entries.get(key) {
             if !exec.is_running() {
@@ -228,7 +228,7 @@ impl Executions {
     }
 
     /// Forgets `exec` (if it still holds its key).
-    pub fn remove(&self, exec: &Arc<Execution>) {
+    pub(crate) fn remove(&self, exec: &Arc<Execution>) {
         let mut entries = self.entries();
         if entries
             .get(&exec.key)
@@ -239,7 +239,7 @@ impl Executions {
     }
 
     /// The highest attempt of the call known in memory, if any.
-    pub fn latest_attempt(&self, session_id: &str, call_id: &str) -> Option<u32> {
+    pub(crate) fn latest_attempt(&self, session_id: &str, call_id: &str) -> Option<u32> {
         self.entries()
             .keys()
             .filter(|key| key.session_id == session_id && key.call_id == call_id)
@@ -248,12 +248,12 @@ impl Executions {
     }
 
     /// The key's execution, if any.
-    pub fn get(&self, key: &CallKey) -> Option<Arc<Execution>> {
+    pub(crate) fn get(&self, key: &CallKey) -> Option<Arc<Execution>> {
         self.entries().get(key).cloned()
     }
 
     /// The running executions, of one session or of all.
-    pub fn running(&self, session_id: Option<&str>) -> Vec<Arc<Execution>> {
+    pub(crate) fn running(&self, session_id: Option<&str>) -> Vec<Arc<Execution>> {
         self.entries()
             .values()
             .filter(|exec| session_id.is_none_or(|s| exec.key.session_id == s))
@@ -263,7 +263,7 @@ impl Executions {
     }
 
     /// Cancels the running executions of `session_id` and returns them.
-    pub fn cancel_session(&self, session_id: &str) -> Vec<Arc<Execution>> {
+    pub(crate) fn cancel_session(&self, session_id: &str) -> Vec<Arc<Execution>> {
         let running = self.running(Some(session_id));
         for exec in &running {
             exec.cancel.send_replace(true);
@@ -272,7 +272,7 @@ impl Executions {
     }
 
     /// Drops outcomes kept only in memory that are older than `retention`.
-    pub fn prune(&self, retention: Duration) -> usize {
+    pub(crate) fn prune(&self, retention: Duration) -> usize {
         let Some(cutoff) = Instant::now().checked_sub(retention) else {
             return 0;
         };
@@ -283,7 +283,7 @@ impl Executions {
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries().len()
     }
 }

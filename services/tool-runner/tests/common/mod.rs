@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 /// Polls (bounded) for a file another process writes atomically; returns
 /// its trimmed text.
-pub async fn wait_for_file(path: &Path, limit: Duration) -> String {
+pub(crate) async fn wait_for_file(path: &Path, limit: Duration) -> String {
     let deadline = Instant::now() + limit;
     loop {
         if let Ok(text) = std::fs::read_to_string(path) {
