@@ -13,13 +13,8 @@ struct Args {
     /// Health endpoint (grpc.health.v1).
     #[command(flatten)]
     serve: keel_server::ServeArgs,
-    /// Temporal frontend, host:port.
-    #[arg(long, env = "TEMPORAL_ADDRESS", default_value = "127.0.0.1:7233")]
-    temporal_address: String,
-    #[arg(long, env = "TEMPORAL_NAMESPACE", default_value = "default")]
-    namespace: String,
-    #[arg(long, env = "KEEL_TASK_QUEUE", default_value = keel_workflow_api::DEFAULT_TASK_QUEUE)]
-    task_queue: String,
+    #[command(flatten)]
+    temporal: keel_workflow_api::client::TemporalArgs,
     /// model-proxy address, host:port.
     #[arg(long, env = "KEEL_MODEL_PROXY_ADDR")]
     model_proxy: String,
@@ -47,16 +42,16 @@ async fn main() -> anyhow::Result<()> {
     keel_server::init_tracing(args.serve.log_format);
     keel_server::protect_process();
 
-    let client = keel_workflow_api::client::connect(
-        &args.temporal_address,
-        &args.namespace,
-        format!("keel-worker@{}", std::process::id()),
-        Duration::from_secs(60),
-    )
-    .await?;
+    let client = args
+        .temporal
+        .connect(
+            format!("keel-worker@{}", std::process::id()),
+            Duration::from_secs(60),
+        )
+        .await?;
 
     let activities = KeelActivities::new(&args.model_proxy, &args.tool_runner, &args.session_api)?;
-    let options = WorkerOptions::new(args.task_queue.clone())
+    let options = WorkerOptions::new(args.temporal.task_queue.clone())
         .register_workflow::<AgentWorkflow>()?
         .register_activities(activities)
         .sticky_queue_schedule_to_start_timeout(std::time::Duration::from_millis(
@@ -72,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
         let serve = args.serve.clone();
         async move { keel_server::serve(&serve, tonic::service::Routes::default(), &[]).await }
     });
-    tracing::info!(task_queue = %args.task_queue, "worker polling");
+    tracing::info!(task_queue = %args.temporal.task_queue, "worker polling");
     let run = worker.run();
     tokio::pin!(run);
     tokio::select! {

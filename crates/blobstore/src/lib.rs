@@ -37,6 +37,25 @@ pub enum BlobError {
     Store(#[from] object_store::Error),
 }
 
+/// The `--blob-url` flag every process that shares the store takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BlobStoreArgs {
+    /// The content-addressed blob store session-api, model-proxy and
+    /// tool-runner share: `file:///abs/dir` (created if missing),
+    /// `s3://bucket[/prefix]`, `gs://bucket`, `az://container` (credentials
+    /// and region from the cloud's usual environment), or `memory://`
+    /// (tests; not shared between processes).
+    #[arg(long = "blob-url", env = "KEEL_BLOB_URL", value_name = "URL")]
+    pub blob_url: String,
+}
+
+impl BlobStoreArgs {
+    /// Opens the store (see [`BlobStore::open`]).
+    pub fn open(&self) -> Result<BlobStore, BlobError> {
+        BlobStore::open(&self.blob_url)
+    }
+}
+
 /// Object stores speak HTTPS through reqwest with rustls; Keel builds rustls
 /// with ring only, which must be installed as the process default once.
 fn install_tls_provider() {

@@ -17,6 +17,32 @@ pub enum ConnectError {
     },
 }
 
+/// Where the session workflows live: the flags (and variables) of every
+/// process that talks to Temporal.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TemporalArgs {
+    /// Temporal frontend: host:port, or a URL.
+    #[arg(long, env = "TEMPORAL_ADDRESS", default_value = "127.0.0.1:7233")]
+    pub temporal_address: String,
+    /// Temporal namespace of the sessions.
+    #[arg(long, env = "TEMPORAL_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Task queue of the session workflows and their activities.
+    #[arg(long, env = "KEEL_TASK_QUEUE", default_value = crate::DEFAULT_TASK_QUEUE)]
+    pub task_queue: String,
+}
+
+impl TemporalArgs {
+    /// Connects as `identity` (see [`connect`]).
+    pub async fn connect(
+        &self,
+        identity: String,
+        patience: Duration,
+    ) -> Result<Client, ConnectError> {
+        connect(&self.temporal_address, &self.namespace, identity, patience).await
+    }
+}
+
 /// Connects to `address` (`host:port` or a URL), retrying with back-off for
 /// up to `patience`: in a fresh stack, or across a Temporal restart, the
 /// server may still be starting.

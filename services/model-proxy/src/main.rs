@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use keel_blobstore::BlobStore;
 use keel_model_proxy::config::{self, Limits, Overrides};
 use keel_model_proxy::{ApiKey, Metrics, ModelProxy, SERVICE_NAME};
 use tonic::service::Routes;
@@ -42,9 +41,8 @@ struct Args {
     /// else gpt-5-codex).
     #[arg(long, env = "KEEL_MODEL")]
     model: Option<String>,
-    /// The blob store: `file:///abs/dir` or `memory://`.
-    #[arg(long, env = "KEEL_BLOB_URL")]
-    blob_url: String,
+    #[command(flatten)]
+    blobs: keel_blobstore::BlobStoreArgs,
     /// Longest wait for a vendor's response headers or next SSE bytes, for
     /// every provider (default: each provider's `stream_idle_timeout_ms`).
     #[arg(long, env = "KEEL_STREAM_IDLE_TIMEOUT_MS")]
@@ -103,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!(provider = %config.default_provider, model = %config.default_model, "model-proxy configured");
 
-    let blobs = BlobStore::open(&args.blob_url)?;
+    let blobs = args.blobs.open()?;
     let metrics = Arc::new(Metrics::new().context("cannot set up metrics")?);
     if let Some(addr) = args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)

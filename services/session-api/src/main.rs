@@ -17,17 +17,10 @@ use keel_session_api::{LiveApi, SessionApi, SessionLimits};
 struct Args {
     #[command(flatten)]
     serve: keel_server::ServeArgs,
-    /// Temporal frontend, host:port.
-    #[arg(long, env = "TEMPORAL_ADDRESS", default_value = "127.0.0.1:7233")]
-    temporal_address: String,
-    #[arg(long, env = "TEMPORAL_NAMESPACE", default_value = "default")]
-    namespace: String,
-    /// Task queue the Keel workers poll.
-    #[arg(long, env = "KEEL_TASK_QUEUE", default_value = keel_workflow_api::DEFAULT_TASK_QUEUE)]
-    task_queue: String,
-    /// Blob store for user messages: file:///dir or memory:// (tests).
-    #[arg(long, env = "KEEL_BLOB_URL")]
-    blob_url: String,
+    #[command(flatten)]
+    temporal: keel_workflow_api::client::TemporalArgs,
+    #[command(flatten)]
+    blobs: keel_blobstore::BlobStoreArgs,
     /// Events each new session keeps for replay; clients further behind get a gap.
     #[arg(long, env = "KEEL_RETAINED_EVENTS", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(16..=100_000))]
     retained_events: u32,
@@ -42,19 +35,19 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     keel_server::init_tracing(args.serve.log_format);
     keel_server::protect_process();
-    let blobs = keel_blobstore::BlobStore::open(&args.blob_url)?;
-    let client = keel_workflow_api::client::connect(
-        &args.temporal_address,
-        &args.namespace,
-        format!("keel-session-api@{}", std::process::id()),
-        Duration::from_secs(60),
-    )
-    .await?;
+    let blobs = args.blobs.open()?;
+    let client = args
+        .temporal
+        .connect(
+            format!("keel-session-api@{}", std::process::id()),
+            Duration::from_secs(60),
+        )
+        .await?;
     let api = SessionApi::new(
         client,
         blobs,
-        args.task_queue,
-        args.namespace,
+        args.temporal.task_queue,
+        args.temporal.namespace,
         SessionLimits {
             retained_events: args.retained_events,
             history_event_budget: args.history_event_budget,

@@ -54,8 +54,12 @@ enum Command {
 struct ServeOptions {
     #[command(flatten)]
     serve: keel_server::ServeArgs,
-    /// The blob store for tool output items: `file:///abs/dir` or `memory://`.
-    #[arg(long, env = "KEEL_BLOB_URL", required = true)]
+    /// The blob store session-api, model-proxy and tool-runner share (see
+    /// keel_blobstore::BlobStoreArgs; an Option here only because the
+    /// `apply-patch` subcommand needs none): `file:///abs/dir`,
+    /// `s3://bucket[/prefix]`, `gs://bucket`, `az://container`, or
+    /// `memory://` (tests).
+    #[arg(long, env = "KEEL_BLOB_URL", value_name = "URL", required = true)]
     blob_url: Option<String>,
     /// Working directory for calls whose request names none. Defaults to the
     /// tool-runner's own current directory.
