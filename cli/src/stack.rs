@@ -27,90 +27,28 @@ use crate::state::{StateDir, remove_file, write_atomic};
 /// Where Temporal is expected when nothing says otherwise.
 pub(crate) const DEFAULT_TEMPORAL_ADDRESS: &str = "127.0.0.1:7233";
 /// Only the model-proxy talks to model vendors, so only it sees these.
-const MODEL_ENV: [&str; 3] = ["OPENAI_API_KEY", "OPENAI_BASE_URL", "KEEL_MODEL"];
-const NAMESPACE: &str = "default";
+use keel_stack::MODEL_ENV;
+use keel_stack::{DEFAULT_NAMESPACE as NAMESPACE, DEFAULT_TASK_QUEUE as TASK_QUEUE};
 /// What Temporal's frontend reports in grpc.health.v1.
 const TEMPORAL_HEALTH_SERVICE: &str = "temporal.api.workflowservice.v1.WorkflowService";
-const TASK_QUEUE: &str = "keel-agent";
 const POLL: Duration = Duration::from_millis(100);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 const LOG_TAIL_LINES: usize = 20;
 /// Starts the line `keel up` writes to a log before each start.
 const LOG_HEADER: &str = "=== keel up ";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Component {
-    Temporal,
-    ModelProxy,
-    ToolRunner,
-    McpBroker,
-    Worker,
-    SessionApi,
-}
+/// The stack's components (one description for `keel up` and the tests).
+pub(crate) use keel_stack::Component;
 
-impl Component {
-    /// Dependencies first; `keel down` goes the other way.
-    pub(crate) const START_ORDER: [Component; 6] = [
-        Component::Temporal,
-        Component::ModelProxy,
-        Component::ToolRunner,
-        Component::McpBroker,
-        Component::SessionApi,
-        Component::Worker,
-    ];
-
-    /// The order `keel status` lists them in: what a user talks to first.
-    pub(crate) const STATUS_ORDER: [Component; 6] = [
-        Component::Temporal,
-        Component::SessionApi,
-        Component::ModelProxy,
-        Component::ToolRunner,
-        Component::McpBroker,
-        Component::Worker,
-    ];
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Component::Temporal => "temporal",
-            Component::ModelProxy => "model-proxy",
-            Component::ToolRunner => "tool-runner",
-            Component::McpBroker => "mcp-broker",
-            Component::Worker => "worker",
-            Component::SessionApi => "session-api",
-        }
-    }
-
-    /// The executable's file name.
-    fn program(self) -> &'static str {
-        match self {
-            Component::Temporal => "temporal",
-            Component::ModelProxy => "keel-model-proxy",
-            Component::ToolRunner => "keel-tool-runner",
-            Component::McpBroker => "keel-mcp-broker",
-            Component::Worker => "keel-worker",
-            Component::SessionApi => "keel-session-api",
-        }
-    }
-
-    /// Components whose address this one is given at start-up: when one of
-    /// them is (re)started, this one must be restarted too.
-    fn dependencies(self) -> &'static [Component] {
-        match self {
-            Component::Temporal
-            | Component::ModelProxy
-            | Component::ToolRunner
-            | Component::McpBroker => &[],
-            Component::Worker => &[
-                Component::Temporal,
-                Component::ModelProxy,
-                Component::ToolRunner,
-                Component::McpBroker,
-                Component::SessionApi,
-            ],
-            Component::SessionApi => &[Component::Temporal],
-        }
-    }
-}
+/// The order `keel status` lists them in: what a user talks to first.
+pub(crate) const STATUS_ORDER: [Component; 6] = [
+    Component::Temporal,
+    Component::SessionApi,
+    Component::ModelProxy,
+    Component::ToolRunner,
+    Component::McpBroker,
+    Component::Worker,
+];
 
 /// One component as `keel status` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +59,7 @@ pub(crate) struct ComponentStatus {
     pub healthy: bool,
 }
 
-/// The whole stack's status, in [`Component::STATUS_ORDER`].
+/// The whole stack's status, in [`STATUS_ORDER`].
 pub(crate) fn status_json(statuses: &[ComponentStatus]) -> serde_json::Value {
     let mut map = serde_json::Map::new();
     for s in statuses {
@@ -266,21 +204,14 @@ impl Stack {
             )
         })?;
         let db = self.state.temporal_db();
-        let args = vec![
-            "server".to_string(),
-            "start-dev".to_string(),
-            "--headless".to_string(),
-            "--ip".to_string(),
+        let args = keel_stack::TemporalDev {
             ip,
-            "--port".to_string(),
-            port.to_string(),
-            "--log-level".to_string(),
-            "error".to_string(),
-            "--db-filename".to_string(),
-            db.display().to_string(),
-            "--dynamic-config-value".to_string(),
-            "history.transferProcessorMaxPollRPS=1000".to_string(),
-        ];
+            port,
+            http_port: None,
+            metrics_port: None,
+            db: Some(db),
+        }
+        .args();
         let mut child = self.spawn(component, &temporal, &args)?;
         let deadline = Instant::now() + timeout;
         loop {
@@ -386,72 +317,25 @@ impl Stack {
         Ok(addr)
     }
 
+    /// A local stack serves the user's own directories (`keel run --cwd`)
+    /// under the workspace roots, and hides everything of Keel's (database,
+    /// logs, blobs, journal) from what it runs.
     fn service_args(
         &self,
         component: Component,
         addrs: &HashMap<Component, String>,
     ) -> Result<Vec<String>> {
-        let name = component.name();
-        let addr_of = |dep: Component| {
-            addrs
-                .get(&dep)
-                .cloned()
-                .ok_or_else(|| anyhow!("{} has no address yet", dep.name()))
+        let layout = keel_stack::Layout {
+            blob_url: self.state.blob_url(),
+            namespace: NAMESPACE.to_string(),
+            task_queue: TASK_QUEUE.to_string(),
+            workspaces: keel_stack::Workspaces::Roots(self.workspace_roots()?),
+            hide_paths: vec![self.state.root().to_path_buf()],
+            retained_events: None,
+            history_event_budget: None,
         };
-        let mut args = vec![
-            "--listen".to_string(),
-            "127.0.0.1:0".to_string(),
-            "--addr-file".to_string(),
-            self.state.addr_file(name).display().to_string(),
-        ];
-        let blob_url = self.state.blob_url();
-        match component {
-            Component::Temporal => bail!("temporal is not a Keel service"),
-            Component::ModelProxy => {
-                args.extend(["--blob-url".to_string(), blob_url]);
-            }
-            // A local stack serves the user's own directories (`keel run
-            // --cwd`) under the workspace roots, and hides everything of
-            // Keel's (database, logs, blobs, journal) from what it runs.
-            Component::ToolRunner => {
-                args.extend(["--blob-url".to_string(), blob_url]);
-                for root in self.workspace_roots()? {
-                    args.extend(["--workspace-root".to_string(), root.display().to_string()]);
-                }
-                args.extend([
-                    "--hide-path".to_string(),
-                    self.state.root().display().to_string(),
-                ]);
-            }
-            Component::McpBroker => {}
-            Component::Worker => args.extend([
-                "--temporal-address".to_string(),
-                addr_of(Component::Temporal)?,
-                "--namespace".to_string(),
-                NAMESPACE.to_string(),
-                "--task-queue".to_string(),
-                TASK_QUEUE.to_string(),
-                "--model-proxy".to_string(),
-                addr_of(Component::ModelProxy)?,
-                "--tool-runner".to_string(),
-                addr_of(Component::ToolRunner)?,
-                "--mcp-broker".to_string(),
-                addr_of(Component::McpBroker)?,
-                "--session-api".to_string(),
-                addr_of(Component::SessionApi)?,
-            ]),
-            Component::SessionApi => args.extend([
-                "--temporal-address".to_string(),
-                addr_of(Component::Temporal)?,
-                "--namespace".to_string(),
-                NAMESPACE.to_string(),
-                "--task-queue".to_string(),
-                TASK_QUEUE.to_string(),
-                "--blob-url".to_string(),
-                blob_url,
-            ]),
-        }
-        Ok(args)
+        let addr_file = self.state.addr_file(component.name());
+        Ok(layout.service_args(component, &addr_file, |dep| addrs.get(&dep).cloned())?)
     }
 
     /// Starts a component detached from this process: its own process group
@@ -571,7 +455,7 @@ impl Stack {
 
     /// Probes every component; never fails.
     pub(crate) async fn status(&self) -> Vec<ComponentStatus> {
-        let probes = Component::STATUS_ORDER.map(|component| async move {
+        let probes = STATUS_ORDER.map(|component| async move {
             let pid = self.live_pid(component);
             let (address, healthy) = if component == Component::Temporal {
                 let addr = self.temporal_address();

@@ -151,68 +151,44 @@ impl Stack {
             options: options.clone(),
         };
         stack.temporal_address = stack.start_temporal()?;
-
-        stack.model_proxy = stack.start_service(
-            "keel-model-proxy",
-            &["--blob-url", &blob_url],
-            &[
-                ("OPENAI_BASE_URL", options.model_base_url.as_str()),
-                ("OPENAI_API_KEY", options.api_key.as_str()),
-                ("KEEL_MODEL", options.model.as_str()),
-                // Hermetic: never a developer's ~/.codex/config.toml.
-                ("KEEL_CONFIG", "/dev/null"),
-            ],
-        )?;
+        let layout = keel_stack::Layout {
+            blob_url,
+            namespace: keel_stack::DEFAULT_NAMESPACE.to_string(),
+            task_queue: keel_stack::DEFAULT_TASK_QUEUE.to_string(),
+            // Tests work in temporary directories anywhere.
+            workspaces: keel_stack::Workspaces::Any,
+            hide_paths: Vec::new(),
+            retained_events: Some(options.retained_events),
+            history_event_budget: Some(options.history_event_budget),
+        };
+        let model_env = [
+            ("OPENAI_BASE_URL", options.model_base_url.as_str()),
+            ("OPENAI_API_KEY", options.api_key.as_str()),
+            ("KEEL_MODEL", options.model.as_str()),
+            // Hermetic: never a developer's ~/.codex/config.toml.
+            ("KEEL_CONFIG", "/dev/null"),
+        ];
         let tool_runner_env: Vec<(&str, &str)> = options
             .tool_runner_env
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        stack.tool_runner = stack.start_service(
-            "keel-tool-runner",
-            &["--blob-url", &blob_url, "--allow-any-workspace"],
-            &tool_runner_env,
-        )?;
-        stack.mcp_broker = stack.start_service("keel-mcp-broker", &[], &[])?;
-        let (temporal, model_proxy, tool_runner, mcp_broker) = (
-            stack.temporal_address.clone(),
-            stack.model_proxy.clone(),
-            stack.tool_runner.clone(),
-            stack.mcp_broker.clone(),
-        );
-        let retained = options.retained_events.to_string();
-        let budget = options.history_event_budget.to_string();
-        stack.session_api = stack.start_service(
-            "keel-session-api",
-            &[
-                "--temporal-address",
-                &temporal,
-                "--blob-url",
-                &blob_url,
-                "--retained-events",
-                &retained,
-                "--history-event-budget",
-                &budget,
-            ],
-            &[],
-        )?;
-        let session_api = stack.session_api.clone();
-        stack.worker = stack.start_service(
-            "keel-worker",
-            &[
-                "--temporal-address",
-                &temporal,
-                "--model-proxy",
-                &model_proxy,
-                "--tool-runner",
-                &tool_runner,
-                "--mcp-broker",
-                &mcp_broker,
-                "--session-api",
-                &session_api,
-            ],
-            &[],
-        )?;
+        for component in &keel_stack::Component::START_ORDER[1..] {
+            let env: &[(&str, &str)] = match component {
+                keel_stack::Component::ModelProxy => &model_env,
+                keel_stack::Component::ToolRunner => &tool_runner_env,
+                _ => &[],
+            };
+            let addr = stack.start_service(&layout, *component, env)?;
+            match component {
+                keel_stack::Component::ModelProxy => stack.model_proxy = addr,
+                keel_stack::Component::ToolRunner => stack.tool_runner = addr,
+                keel_stack::Component::McpBroker => stack.mcp_broker = addr,
+                keel_stack::Component::SessionApi => stack.session_api = addr,
+                keel_stack::Component::Worker => stack.worker = addr,
+                keel_stack::Component::Temporal => {}
+            }
+        }
         Ok(stack)
     }
 
@@ -248,10 +224,10 @@ impl Stack {
         Ok(())
     }
 
-    /// Starts the Temporal dev server. Its ports are chosen before it binds
-    /// them, so another process may take one in between (the tests run in
+    /// Starts the Temporal dev server. Its port is chosen before it binds
+    /// it, so another process may take it in between (the tests run in
     /// parallel): a server that exits during start-up is started again on
-    /// other ports, a few times.
+    /// another port, a few times.
     fn start_temporal(&mut self) -> anyhow::Result<String> {
         const ATTEMPTS: usize = 4;
         let mut failure = None;
@@ -273,32 +249,19 @@ impl Stack {
 
     fn try_start_temporal(&mut self) -> anyhow::Result<String> {
         let port = free_port()?;
-        let mut args: Vec<String> = [
-            "server",
-            "start-dev",
-            "--headless",
-            "--ip",
-            "127.0.0.1",
-            "--log-level",
-            "error",
-            "--dynamic-config-value",
-            "history.transferProcessorMaxPollRPS=1000",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend([
-            "--port".into(),
-            port.to_string(),
-            "--http-port".into(),
-            free_port()?.to_string(),
-            "--metrics-port".into(),
-            free_port()?.to_string(),
-        ]);
-        if self.options.temporal_db {
-            args.push("--db-filename".into());
-            args.push(self.dir.path().join("temporal.db").display().to_string());
+        let args = keel_stack::TemporalDev {
+            ip: "127.0.0.1".to_string(),
+            port,
+            // The Temporal CLI picks free ones itself: no race with other
+            // tests for ports chosen here.
+            http_port: None,
+            metrics_port: None,
+            db: self
+                .options
+                .temporal_db
+                .then(|| self.dir.path().join("temporal.db")),
         }
+        .args();
         let spec = Spec {
             program: PathBuf::from("temporal"),
             args,
@@ -331,24 +294,20 @@ impl Stack {
         }
     }
 
-    /// Starts a Keel binary on a free port and waits for its address file.
+    /// Starts a Keel service on a free port, with the flags `layout` gives
+    /// it, and waits for its address file.
     fn start_service(
         &mut self,
-        name: &str,
-        args: &[&str],
+        layout: &keel_stack::Layout,
+        component: keel_stack::Component,
         env: &[(&str, &str)],
     ) -> anyhow::Result<String> {
+        let name = component.program();
         let addr_file = self.dir.path().join(format!("{name}.addr"));
-        let mut all: Vec<String> = vec![
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--addr-file".into(),
-            addr_file.display().to_string(),
-        ];
-        all.extend(args.iter().map(|s| s.to_string()));
+        let args = layout.service_args(component, &addr_file, |dep| self.address(dep))?;
         let spec = Spec {
             program: bin(name)?,
-            args: all,
+            args,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -357,6 +316,19 @@ impl Stack {
         };
         self.spawn(name, spec)?;
         self.wait_ready(name)
+    }
+
+    /// The address of a component started already.
+    fn address(&self, component: keel_stack::Component) -> Option<String> {
+        let addr = match component {
+            keel_stack::Component::Temporal => &self.temporal_address,
+            keel_stack::Component::ModelProxy => &self.model_proxy,
+            keel_stack::Component::ToolRunner => &self.tool_runner,
+            keel_stack::Component::McpBroker => &self.mcp_broker,
+            keel_stack::Component::SessionApi => &self.session_api,
+            keel_stack::Component::Worker => &self.worker,
+        };
+        (!addr.is_empty()).then(|| addr.clone())
     }
 
     /// Waits until `name` serves: its address file for Keel servers, a TCP

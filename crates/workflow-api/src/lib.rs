@@ -21,7 +21,7 @@ use temporalio_common::{
 /// Workflow type name of a session.
 pub const WORKFLOW_TYPE: &str = "AgentWorkflow";
 /// Task queue of the session workflow and its activities, unless configured.
-pub const DEFAULT_TASK_QUEUE: &str = "keel-agent";
+pub use keel_stack::DEFAULT_TASK_QUEUE;
 /// Prefix of every session's workflow id.
 pub const WORKFLOW_ID_PREFIX: &str = "keel-session-";
 /// Texts longer than this (bytes) are cut in events and summaries; the model

@@ -1,0 +1,349 @@
+//! A Keel stack, described once for everything that starts one — `keel up`
+//! (detached processes with pid files) and the end-to-end tests (child
+//! processes of the test): the components, the order they start in, whose
+//! address each is given, and the flags each gets. The launchers keep only
+//! what differs between them: how a process is started, watched and
+//! stopped.
+
+use std::path::{Path, PathBuf};
+
+/// The Temporal namespace of sessions when nothing says otherwise.
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// The task queue of the session workflows and their activities when
+/// nothing says otherwise.
+pub const DEFAULT_TASK_QUEUE: &str = "keel-agent";
+
+/// The variables only the model-proxy may see: a launcher removes them from
+/// every other process's environment.
+pub const MODEL_ENV: [&str; 3] = ["OPENAI_API_KEY", "OPENAI_BASE_URL", "KEEL_MODEL"];
+
+/// One process of a stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Component {
+    Temporal,
+    ModelProxy,
+    ToolRunner,
+    McpBroker,
+    Worker,
+    SessionApi,
+}
+
+impl Component {
+    /// Dependencies first; stopping goes the other way.
+    pub const START_ORDER: [Component; 6] = [
+        Component::Temporal,
+        Component::ModelProxy,
+        Component::ToolRunner,
+        Component::McpBroker,
+        Component::SessionApi,
+        Component::Worker,
+    ];
+
+    /// Its short name (file names, status tables).
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Temporal => "temporal",
+            Component::ModelProxy => "model-proxy",
+            Component::ToolRunner => "tool-runner",
+            Component::McpBroker => "mcp-broker",
+            Component::Worker => "worker",
+            Component::SessionApi => "session-api",
+        }
+    }
+
+    /// The executable's file name.
+    pub fn program(self) -> &'static str {
+        match self {
+            Component::Temporal => "temporal",
+            Component::ModelProxy => "keel-model-proxy",
+            Component::ToolRunner => "keel-tool-runner",
+            Component::McpBroker => "keel-mcp-broker",
+            Component::Worker => "keel-worker",
+            Component::SessionApi => "keel-session-api",
+        }
+    }
+
+    /// Components whose address this one is given at start-up: when one of
+    /// them is (re)started, this one must be restarted too.
+    pub fn dependencies(self) -> &'static [Component] {
+        match self {
+            Component::Temporal
+            | Component::ModelProxy
+            | Component::ToolRunner
+            | Component::McpBroker => &[],
+            Component::Worker => &[
+                Component::Temporal,
+                Component::ModelProxy,
+                Component::ToolRunner,
+                Component::McpBroker,
+                Component::SessionApi,
+            ],
+            Component::SessionApi => &[Component::Temporal],
+        }
+    }
+}
+
+/// Which directories sessions may work in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Workspaces {
+    /// These directories and below (`--workspace-root`).
+    Roots(Vec<PathBuf>),
+    /// Any directory (`--allow-any-workspace`): for tests whose sessions
+    /// work in temporary directories anywhere.
+    Any,
+}
+
+/// What a stack's services share and how they are set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The blob store session-api, model-proxy and tool-runner share.
+    pub blob_url: String,
+    pub namespace: String,
+    pub task_queue: String,
+    pub workspaces: Workspaces,
+    /// Hidden from sandboxed commands besides the tool-runner's own state.
+    pub hide_paths: Vec<PathBuf>,
+    /// session-api `--retained-events`; `None`: its default.
+    pub retained_events: Option<u32>,
+    /// session-api `--history-event-budget`; `None`: its default.
+    pub history_event_budget: Option<u32>,
+}
+
+/// A component started before its dependencies have addresses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    #[error("{component} needs the address of {missing}, which has none yet")]
+    MissingAddress {
+        component: &'static str,
+        missing: &'static str,
+    },
+    #[error("temporal is not a Keel service (start it with temporal_dev_server_args)")]
+    NotAService,
+}
+
+impl Layout {
+    /// The flags of Keel service `component`, serving on a free loopback
+    /// port and writing its address to `addr_file`; `address` gives the
+    /// address of each component started before it.
+    pub fn service_args(
+        &self,
+        component: Component,
+        addr_file: &Path,
+        address: impl Fn(Component) -> Option<String>,
+    ) -> Result<Vec<String>, LayoutError> {
+        let addr_of = |dep: Component| {
+            address(dep).ok_or(LayoutError::MissingAddress {
+                component: component.name(),
+                missing: dep.name(),
+            })
+        };
+        let mut args = vec![
+            "--listen".to_string(),
+            "127.0.0.1:0".to_string(),
+            "--addr-file".to_string(),
+            addr_file.display().to_string(),
+        ];
+        let blob = ["--blob-url".to_string(), self.blob_url.clone()];
+        let temporal = |args: &mut Vec<String>| -> Result<(), LayoutError> {
+            args.extend([
+                "--temporal-address".to_string(),
+                addr_of(Component::Temporal)?,
+                "--namespace".to_string(),
+                self.namespace.clone(),
+                "--task-queue".to_string(),
+                self.task_queue.clone(),
+            ]);
+            Ok(())
+        };
+        match component {
+            Component::Temporal => return Err(LayoutError::NotAService),
+            Component::ModelProxy => args.extend(blob),
+            Component::ToolRunner => {
+                args.extend(blob);
+                match &self.workspaces {
+                    Workspaces::Any => args.push("--allow-any-workspace".to_string()),
+                    Workspaces::Roots(roots) => {
+                        for root in roots {
+                            args.extend([
+                                "--workspace-root".to_string(),
+                                root.display().to_string(),
+                            ]);
+                        }
+                    }
+                }
+                for path in &self.hide_paths {
+                    args.extend(["--hide-path".to_string(), path.display().to_string()]);
+                }
+            }
+            Component::McpBroker => {}
+            Component::SessionApi => {
+                temporal(&mut args)?;
+                args.extend(blob);
+                if let Some(n) = self.retained_events {
+                    args.extend(["--retained-events".to_string(), n.to_string()]);
+                }
+                if let Some(n) = self.history_event_budget {
+                    args.extend(["--history-event-budget".to_string(), n.to_string()]);
+                }
+            }
+            Component::Worker => {
+                temporal(&mut args)?;
+                args.extend([
+                    "--model-proxy".to_string(),
+                    addr_of(Component::ModelProxy)?,
+                    "--tool-runner".to_string(),
+                    addr_of(Component::ToolRunner)?,
+                    "--mcp-broker".to_string(),
+                    addr_of(Component::McpBroker)?,
+                    "--session-api".to_string(),
+                    addr_of(Component::SessionApi)?,
+                ]);
+            }
+        }
+        Ok(args)
+    }
+}
+
+/// Where a Temporal dev server listens and keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemporalDev {
+    pub ip: String,
+    pub port: u16,
+    /// Its HTTP API and metrics ports; `None`: free ports the Temporal CLI
+    /// picks itself.
+    pub http_port: Option<u16>,
+    pub metrics_port: Option<u16>,
+    /// A SQLite file that keeps sessions across restarts; `None`: memory.
+    pub db: Option<PathBuf>,
+}
+
+impl TemporalDev {
+    /// `temporal server start-dev` and its flags. Transfer tasks are polled
+    /// at up to 1000/s (the default of 1 s under light load delays every
+    /// workflow task of a session by up to that much).
+    pub fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "server",
+            "start-dev",
+            "--headless",
+            "--log-level",
+            "error",
+            "--dynamic-config-value",
+            "history.transferProcessorMaxPollRPS=1000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(["--ip".to_string(), self.ip.clone()]);
+        args.extend(["--port".to_string(), self.port.to_string()]);
+        if let Some(port) = self.http_port {
+            args.extend(["--http-port".to_string(), port.to_string()]);
+        }
+        if let Some(port) = self.metrics_port {
+            args.extend(["--metrics-port".to_string(), port.to_string()]);
+        }
+        if let Some(db) = &self.db {
+            args.extend(["--db-filename".to_string(), db.display().to_string()]);
+        }
+        args
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(workspaces: Workspaces) -> Layout {
+        Layout {
+            blob_url: "file:///s/blobs".into(),
+            namespace: "default".into(),
+            task_queue: "keel-agent".into(),
+            workspaces,
+            hide_paths: vec![PathBuf::from("/s")],
+            retained_events: Some(64),
+            history_event_budget: None,
+        }
+    }
+
+    #[test]
+    fn every_service_gets_its_flags_and_its_dependencies_addresses() {
+        let addrs = |c: Component| Some(format!("{}:1", c.name()));
+        let l = layout(Workspaces::Roots(vec![PathBuf::from("/home/u")]));
+        let runner = l
+            .service_args(Component::ToolRunner, Path::new("/s/tr.addr"), addrs)
+            .unwrap();
+        assert_eq!(
+            runner,
+            [
+                "--listen",
+                "127.0.0.1:0",
+                "--addr-file",
+                "/s/tr.addr",
+                "--blob-url",
+                "file:///s/blobs",
+                "--workspace-root",
+                "/home/u",
+                "--hide-path",
+                "/s"
+            ]
+        );
+        let worker = l
+            .service_args(Component::Worker, Path::new("/w"), addrs)
+            .unwrap()
+            .join(" ");
+        for part in [
+            "--temporal-address temporal:1",
+            "--task-queue keel-agent",
+            "--model-proxy model-proxy:1",
+            "--session-api session-api:1",
+        ] {
+            assert!(worker.contains(part), "{worker}");
+        }
+        let api = l
+            .service_args(Component::SessionApi, Path::new("/a"), addrs)
+            .unwrap()
+            .join(" ");
+        assert!(api.contains("--retained-events 64") && !api.contains("--history-event-budget"));
+        let any = layout(Workspaces::Any)
+            .service_args(Component::ToolRunner, Path::new("/t"), addrs)
+            .unwrap();
+        assert!(any.contains(&"--allow-any-workspace".to_string()));
+    }
+
+    #[test]
+    fn a_missing_dependency_is_named() {
+        let l = layout(Workspaces::Any);
+        let err = l
+            .service_args(Component::Worker, Path::new("/w"), |c| {
+                (c == Component::Temporal).then(|| "t:1".to_string())
+            })
+            .unwrap_err();
+        assert_eq!(
+            err,
+            LayoutError::MissingAddress {
+                component: "worker",
+                missing: "model-proxy"
+            }
+        );
+        assert_eq!(
+            l.service_args(Component::Temporal, Path::new("/t"), |_| None),
+            Err(LayoutError::NotAService)
+        );
+    }
+
+    #[test]
+    fn temporal_dev_server_flags() {
+        let args = TemporalDev {
+            ip: "127.0.0.1".into(),
+            port: 7233,
+            http_port: None,
+            metrics_port: Some(9),
+            db: Some(PathBuf::from("/s/t.db")),
+        }
+        .args()
+        .join(" ");
+        assert!(args.starts_with("server start-dev --headless"), "{args}");
+        assert!(args.contains("--port 7233") && args.contains("--metrics-port 9"));
+        assert!(args.contains("--db-filename /s/t.db") && !args.contains("--http-port"));
+    }
+}
