@@ -19,6 +19,7 @@
 //! Types that reach workflow history ([`Invocation`] and what it holds)
 //! are serialised with serde: never rename a field or variant.
 
+mod denial;
 pub mod env;
 mod invocation;
 pub mod names;
@@ -27,6 +28,7 @@ mod params;
 mod path;
 mod settings;
 
+pub use denial::is_sandbox_denial;
 pub use invocation::{
     CommandInvocation, Escalation, Invocation, Layout, ParsedCall, PatchInvocation, PatchOutput,
     RunMode, SandboxPermissions, WriteStdinInvocation, parse_call,

@@ -9,24 +9,10 @@ use super::{ApprovalKey, ApprovalPolicy};
 /// The question Codex asks before re-running without the sandbox.
 const RETRY_REASON: &str = "command failed; retry without sandbox?";
 
-/// Words in the output that mark a failure as the sandbox's doing.
-const DENIAL_WORDS: &[&str] = &[
-    "operation not permitted",
-    "permission denied",
-    "read-only file system",
-    "seccomp",
-    "sandbox",
-    "landlock",
-    "failed to write file",
-];
-
-/// 128 + SIGSYS: the exit status of a process killed by a seccomp filter.
-const SIGSYS_EXIT: i32 = 128 + 31;
-
-/// Whether a finished run is a sandbox *denial* (Codex: `codex-rs/core/src/tools/orchestrator.rs`, step 3): a sandbox
-/// was active, the exit code is non-zero, and the output names the sandbox
-/// (case-insensitively) or the process died of SIGSYS. Other failures —
-/// exit 2, 126, 127 without those words — are the command's own.
+/// Whether a finished run is a sandbox *denial*: a sandbox was active and
+/// Codex's rule (the tool model's [`keel_tool_model::is_sandbox_denial`])
+/// says the failure was the sandbox's doing. Other failures — exit 2, 126,
+/// 127 without the denial words — are the command's own.
 pub fn is_sandbox_denial(
     sandboxed: bool,
     exit_code: i32,
@@ -34,14 +20,7 @@ pub fn is_sandbox_denial(
     stderr: &str,
     aggregated: &str,
 ) -> bool {
-    if !sandboxed || exit_code == 0 {
-        return false;
-    }
-    let names_sandbox = [stdout, stderr, aggregated].iter().any(|text| {
-        let lower = text.to_lowercase();
-        DENIAL_WORDS.iter().any(|word| lower.contains(word))
-    });
-    names_sandbox || exit_code == SIGSYS_EXIT
+    sandboxed && keel_tool_model::is_sandbox_denial(exit_code, false, &[stdout, stderr, aggregated])
 }
 
 /// Everything [`decide_after_sandbox_denial`] needs.
