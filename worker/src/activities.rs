@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_proto::v1 as pb;
-use keel_proto::v1::live_service_client::LiveServiceClient;
 use keel_proto::v1::model_service_client::ModelServiceClient;
 use keel_proto::v1::tool_service_client::ToolServiceClient;
 use keel_workflow_api::{SandboxMode, SandboxSettings, Usage};
@@ -14,17 +13,14 @@ use serde::{Deserialize, Serialize};
 use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
+
+use crate::session_apis::SessionApis;
 
 /// How often a running activity tells Temporal it is alive. Cancellation
 /// (an interrupt) reaches the activity in a heartbeat's answer, so this and the
 /// workflow's heartbeat timeout bound how fast an interrupted command dies.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
-
-/// Deltas buffered per session-api before newer ones are dropped.
-const LIVE_BUFFER: usize = 256;
 
 /// Activity failure type names; the workflow maps them to Codex error classes.
 pub mod failure_type {
@@ -73,6 +69,10 @@ pub struct ModelCallInput {
     /// Summarise the conversation into a new one instead of continuing it.
     #[serde(default)]
     pub compact: bool,
+    /// The session log's newest offset when the call was scheduled; sent
+    /// with each live delta (`LiveDelta.events_before`).
+    #[serde(default)]
+    pub events_before: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -222,8 +222,8 @@ const PATCH_REVIEW_TEXT_BUDGET: usize = 64 * 1024;
 pub struct KeelActivities {
     model: ModelServiceClient<Channel>,
     tools: ToolServiceClient<Channel>,
-    /// session-api instances to publish live deltas to (best effort).
-    live: Vec<LiveServiceClient<Channel>>,
+    /// session-api replicas to publish live deltas to (best effort).
+    live: SessionApis,
 }
 
 /// A service address that is not a valid URI.
@@ -238,34 +238,13 @@ impl KeelActivities {
     pub fn new(
         model_proxy: &str,
         tool_runner: &str,
-        session_apis: &[String],
+        session_apis: SessionApis,
     ) -> Result<Self, AddressError> {
         Ok(Self {
             model: ModelServiceClient::new(lazy_channel(model_proxy)?),
             tools: ToolServiceClient::new(lazy_channel(tool_runner)?),
-            live: session_apis
-                .iter()
-                .map(|a| lazy_channel(a).map(LiveServiceClient::new))
-                .collect::<Result<_, _>>()?,
+            live: session_apis,
         })
-    }
-
-    /// Opens one best-effort delta stream per session-api for a model call.
-    /// Deltas are dropped, never waited for, when a stream is slow or down.
-    fn live_publishers(&self) -> Vec<mpsc::Sender<pb::PublishRequest>> {
-        self.live
-            .iter()
-            .map(|client| {
-                let (tx, rx) = mpsc::channel(LIVE_BUFFER);
-                let mut client = client.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = client.publish(ReceiverStream::new(rx)).await {
-                        tracing::debug!(error = %e, "live deltas not delivered");
-                    }
-                });
-                tx
-            })
-            .collect()
     }
 }
 
@@ -329,8 +308,9 @@ impl KeelActivities {
             ..Default::default()
         };
         let mut client = self.model.clone();
-        let live = self.live_publishers();
+        let live = self.live.live_publishers();
         let (session_id, turn_id) = (request.session_id.clone(), input.turn_id);
+        let events_before = input.events_before;
         let publish = move |delta: pb::LiveDelta| {
             for tx in &live {
                 let _ = tx.try_send(pb::PublishRequest {
@@ -369,6 +349,7 @@ impl KeelActivities {
                         kind: pb::LiveDeltaKind::AgentMessage as i32,
                         delta: d.delta,
                         summary_index: 0,
+                        events_before,
                     }),
                     Some(Event::ReasoningSummaryDelta(d)) => publish(pb::LiveDelta {
                         turn_id: turn_id.clone(),
@@ -376,6 +357,7 @@ impl KeelActivities {
                         kind: pb::LiveDeltaKind::ReasoningSummary as i32,
                         delta: d.delta,
                         summary_index: d.summary_index,
+                        events_before,
                     }),
                     Some(_) | None => {}
                 }

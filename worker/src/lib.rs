@@ -5,5 +5,7 @@
 pub mod activities;
 pub mod context;
 pub mod events;
+pub mod notices;
+pub mod session_apis;
 pub mod tools;
 pub mod workflow;

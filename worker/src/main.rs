@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use keel_worker::activities::KeelActivities;
+use keel_worker::notices::NoticeInterceptor;
+use keel_worker::session_apis::SessionApis;
 use keel_worker::workflow::AgentWorkflow;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
@@ -21,10 +23,17 @@ struct Args {
     /// tool-runner address, host:port.
     #[arg(long, env = "KEEL_TOOL_RUNNER_ADDR")]
     tool_runner: String,
-    /// session-api addresses (host:port, comma-separated) to publish live
-    /// model deltas to; none: clients see text only when each item is done.
+    /// session-api names (host:port or http(s)://host:port, comma-separated).
+    /// Every address a name resolves to is a replica (a headless Kubernetes
+    /// service names them all); each gets the live model deltas and a notice
+    /// whenever a session's events change. None: clients see events only when
+    /// session-api reads them for another reason (a new stream, a gap).
     #[arg(long, env = "KEEL_SESSION_API_ADDRS", value_delimiter = ',')]
     session_api: Vec<String>,
+    /// How often the session-api names are resolved again, so replicas that
+    /// start or stop are found.
+    #[arg(long, env = "KEEL_SESSION_API_REFRESH_MS", default_value_t = 2000)]
+    session_api_refresh_ms: u64,
     /// How long a session's next workflow task waits for the worker that has
     /// the session cached before any worker may take it. Short, so a crashed
     /// worker delays its sessions by about this much; longer means fewer
@@ -50,10 +59,21 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
 
-    let activities = KeelActivities::new(&args.model_proxy, &args.tool_runner, &args.session_api)?;
+    let session_apis = SessionApis::new(&args.session_api)?;
+    if session_apis.is_empty() {
+        tracing::warn!(
+            "no --session-api: clients will not see live deltas, and new events only when they reconnect"
+        );
+    }
+    session_apis
+        .keep_resolving(Duration::from_millis(args.session_api_refresh_ms.max(100)))
+        .await;
+    let activities =
+        KeelActivities::new(&args.model_proxy, &args.tool_runner, session_apis.clone())?;
     let options = WorkerOptions::new(args.temporal.task_queue.clone())
         .register_workflow::<AgentWorkflow>()?
         .register_activities(activities)
+        .worker_interceptor(NoticeInterceptor::new(session_apis))
         .sticky_queue_schedule_to_start_timeout(std::time::Duration::from_millis(
             args.sticky_timeout_ms,
         ))

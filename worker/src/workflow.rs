@@ -85,6 +85,9 @@ pub struct AgentWorkflow {
     /// Roll over at the next turn boundary whatever the budget says (after a
     /// compaction, so the new run starts from the short conversation).
     rollover_requested: bool,
+    /// This run's id, to tell session-api about new events (see
+    /// [`crate::notices`]).
+    run_id: String,
 }
 
 enum TurnEnd {
@@ -95,7 +98,7 @@ enum TurnEnd {
 #[workflow_methods]
 impl AgentWorkflow {
     #[init]
-    pub fn new(_ctx: &WorkflowContextView, mut input: SessionInput) -> Self {
+    pub fn new(ctx: &WorkflowContextView, mut input: SessionInput) -> Self {
         let durable = Durable::resume(&input);
         // Carried into `durable`; kept out of the input the next run gets.
         input.carried = None;
@@ -111,6 +114,7 @@ impl AgentWorkflow {
             requests: Vec::new(),
             answers: BTreeMap::new(),
             rollover_requested: false,
+            run_id: ctx.run_id().to_string(),
         }
     }
 
@@ -161,7 +165,7 @@ impl AgentWorkflow {
             if !s.durable.inbox.is_empty() {
                 let n = s.durable.inbox.len();
                 s.durable.inbox.clear();
-                s.durable.log.push(
+                s.emit(
                     now,
                     "",
                     Msg::Warning(pb::Warning {
@@ -170,9 +174,7 @@ impl AgentWorkflow {
                 );
             }
             s.status = RunStatus::Closed;
-            s.durable
-                .log
-                .push(now, "", Msg::ShutdownComplete(pb::ShutdownComplete {}));
+            s.emit(now, "", Msg::ShutdownComplete(pb::ShutdownComplete {}));
             SessionOutcome {
                 turns_completed: s.durable.turns_completed,
                 total_usage: s.durable.usage,
@@ -288,7 +290,8 @@ impl AgentWorkflow {
     }
 
     fn emit(&mut self, ctx_time: Option<std::time::SystemTime>, turn_id: &str, msg: Msg) {
-        self.durable.log.push(ctx_time, turn_id, msg);
+        let offset = self.durable.log.push(ctx_time, turn_id, msg);
+        crate::notices::record(&self.run_id, &self.input.session_id, offset);
     }
 
     /// The settings for the next model or tool call.
@@ -329,6 +332,7 @@ impl AgentWorkflow {
             reasoning_summary: settings.reasoning_summary,
             personality: settings.personality,
             compact,
+            events_before: self.durable.log.last_offset(),
         }
     }
 

@@ -1,9 +1,12 @@
 //! StreamEvents: replays the retained events after the client's offset by
-//! query, then follows the session's shared feed. A client asking for offsets
+//! query, then follows the session's shared feed. Live deltas wait until the
+//! durable events their model call follows are out. A client asking for offsets
 //! the session no longer retains gets an explicit gap, never silent loss; a
 //! client that falls behind the feed's buffer catches up by query.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use futures::Stream;
@@ -12,9 +15,10 @@ use keel_workflow_api::EventsPage;
 use prost::Message as _;
 use temporalio_client::errors::WorkflowQueryError;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
 use tonic::Status;
 
-use crate::hub::{self, POLL_MAX};
+use crate::hub::{self, RETRY};
 use crate::service::SessionApi;
 
 type Response = pb::StreamEventsResponse;
@@ -59,7 +63,7 @@ async fn catch_up(
             Err(e) if retry => {
                 // A worker restart or a Temporal hiccup: keep the stream.
                 tracing::warn!(%session_id, error = %e, "reading events failed; retrying");
-                tokio::time::sleep(POLL_MAX).await;
+                tokio::time::sleep(RETRY).await;
                 continue;
             }
             Err(e) => return Err(Status::unavailable(format!("cannot read events: {e}"))),
@@ -83,11 +87,25 @@ async fn catch_up(
     }
 }
 
+/// How long a delta may wait for the durable events before it (see
+/// `LiveDelta.events_before`) to arrive by notice before the stream reads
+/// them itself.
+const DELTA_HOLD: Duration = Duration::from_millis(500);
+/// Deltas held back per stream; past it the oldest are dropped (deltas are
+/// best effort, the durable item carries the whole text).
+const MAX_HELD_DELTAS: usize = 4096;
+
 enum Next {
     Event(Arc<pb::Event>),
     Delta(pb::LiveDelta),
     CatchUp,
     Progress,
+}
+
+fn delta(d: pb::LiveDelta) -> Response {
+    Response {
+        kind: Some(pb::stream_events_response::Kind::Delta(d)),
+    }
 }
 
 pub(crate) fn stream(
@@ -114,11 +132,18 @@ pub(crate) fn stream(
         if closed {
             return;
         }
-        // The item the last delta belonged to: the first delta of a new item
-        // waits until the durable events before it are out, so a client never
-        // sees the model's next answer before the command output it answers.
-        let mut delta_item = String::new();
+        // Deltas whose durable events have not gone out yet, oldest first,
+        // and when the oldest stops waiting for the feed.
+        let mut held: VecDeque<pb::LiveDelta> = VecDeque::new();
+        let mut hold_until = Instant::now();
         loop {
+            while held.front().is_some_and(|d| d.events_before <= after) {
+                if let Some(d) = held.pop_front() {
+                    yield delta(d);
+                }
+                hold_until = Instant::now() + DELTA_HOLD;
+            }
+            let holding = !held.is_empty();
             let next = tokio::select! {
                 r = events.recv() => match r {
                     Ok(e) => Next::Event(e),
@@ -133,6 +158,7 @@ pub(crate) fn stream(
                     Ok(()) => Next::Progress,
                     Err(_) => Next::CatchUp,
                 },
+                _ = tokio::time::sleep_until(hold_until), if holding => Next::CatchUp,
             };
             match next {
                 Next::Event(e) if e.offset <= after => {}
@@ -141,20 +167,17 @@ pub(crate) fn stream(
                     yield event((*e).clone());
                 }
                 Next::Delta(d) => {
-                    if d.item_id != delta_item {
-                        delta_item = d.item_id.clone();
-                        let (caught, closed) = catch_up(&api, &session_id, &mut after, true).await?;
-                        for r in caught {
-                            yield r;
-                        }
-                        if closed {
-                            return;
-                        }
+                    if held.is_empty() {
+                        hold_until = Instant::now() + DELTA_HOLD;
                     }
-                    yield Response { kind: Some(pb::stream_events_response::Kind::Delta(d)) };
+                    if held.len() >= MAX_HELD_DELTAS {
+                        held.pop_front();
+                    }
+                    held.push_back(d);
                 }
                 Next::Progress if !progress.borrow_and_update().1 => {}
-                // A hole in the broadcast, or the session closed: read the log.
+                // A hole in the broadcast, the session closed, or deltas
+                // waited too long: read the log.
                 Next::Event(_) | Next::CatchUp | Next::Progress => {
                     let (caught, closed) = catch_up(&api, &session_id, &mut after, true).await?;
                     for r in caught {
@@ -162,6 +185,10 @@ pub(crate) fn stream(
                     }
                     if closed {
                         return;
+                    }
+                    // Whatever the deltas waited for is out (or gone).
+                    while let Some(d) = held.pop_front() {
+                        yield delta(d);
                     }
                 }
             }

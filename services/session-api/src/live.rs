@@ -1,5 +1,6 @@
-//! LiveService: workers publish the model's deltas here while it streams;
-//! they go straight to the session's watchers, never through history.
+//! LiveService: workers publish the model's deltas here while it streams
+//! (they go straight to the session's watchers, never through history) and
+//! notices that sessions' event logs grew (the session's feed reads them).
 
 use futures::StreamExt;
 use keel_proto::v1 as pb;
@@ -35,5 +36,20 @@ impl LiveService for LiveApi {
             }
         }
         Ok(Response::new(pb::PublishResponse { delivered }))
+    }
+
+    async fn notify(
+        &self,
+        request: Request<pb::NotifyRequest>,
+    ) -> Result<Response<pb::NotifyResponse>, Status> {
+        let watched = request
+            .into_inner()
+            .notices
+            .iter()
+            .filter(|n| self.api.hub().notice(&n.session_id, n.last_offset))
+            .count();
+        Ok(Response::new(pb::NotifyResponse {
+            watched: u32::try_from(watched).unwrap_or(u32::MAX),
+        }))
     }
 }
