@@ -280,6 +280,71 @@ async fn session_api_killed_while_a_client_streams() {
     assert_eq!(agent_messages(&seen), [words.concat()]);
 }
 
+/// session-api is killed and restarted while a turn of many steps is still
+/// appending events: the worker's notices reach the new process (nothing
+/// polls), and the client, resuming from its last offset, gets every event
+/// once, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn session_api_restarted_while_events_are_pushed() {
+    const STEPS: usize = 8;
+    let pace = Duration::from_millis(100);
+    let mut script: Vec<Scripted> = (0..STEPS)
+        .map(|i| {
+            Scripted::paced(
+                vec![
+                    sse::created(),
+                    sse::function_call(
+                        &format!("call_{i}"),
+                        "shell",
+                        &format!(r#"{{"command":["echo","step-{i}"]}}"#),
+                    ),
+                    sse::completed(&format!("r{i}"), 10, 5),
+                ],
+                pace,
+            )
+        })
+        .collect();
+    script.push(Scripted::assistant("done"));
+    let (_fake, mut stack) = start(script, false).await;
+    let addr = stack.session_api.clone();
+    let mut c = client(&addr).await;
+    let sid = new_session(&mut c).await;
+    send(&mut c, &sid, "turn-1", "go").await;
+    let mut stream = session::follow(&mut c, &sid, 0, false).await.unwrap();
+    let mut seen = Vec::new();
+    let mut ends = 0;
+    while let Some(m) = stream.message().await.unwrap() {
+        let Some(pb::stream_events_response::Kind::Event(e)) = m.kind else {
+            panic!("gap")
+        };
+        ends += usize::from(matches!(e.msg, Some(Msg::ExecCommandEnd(_))));
+        seen.push(e);
+        if ends == 2 {
+            break;
+        }
+    }
+    stack.kill("keel-session-api").unwrap();
+    while let Ok(Some(m)) = stream.message().await {
+        if let Some(pb::stream_events_response::Kind::Event(e)) = m.kind {
+            seen.push(e);
+        }
+    }
+    stack.restart("keel-session-api").unwrap();
+    let last = seen.last().unwrap().offset;
+    seen.extend(follow_turn(&addr, &sid, last, "turn-1").await);
+    assert_dense(&seen, 0);
+    let outputs: Vec<String> = seen
+        .iter()
+        .filter_map(|e| match &e.msg {
+            Some(Msg::ExecCommandEnd(end)) => Some(end.aggregated_output.trim().to_string()),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<String> = (0..STEPS).map(|i| format!("step-{i}")).collect();
+    assert_eq!(outputs, expected);
+    assert_eq!(agent_messages(&seen), ["done"]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn temporal_restart_keeps_the_session() {
     let (fake, mut stack) = start(
