@@ -210,6 +210,9 @@ impl Stack {
             http_port: None,
             metrics_port: None,
             db: Some(db),
+            sqlite_pragmas: keel_stack::DURABLE_SQLITE_PRAGMAS
+                .map(String::from)
+                .to_vec(),
         }
         .args();
         let mut child = self.spawn(component, &temporal, &args)?;

@@ -138,3 +138,75 @@ pub async fn record_closed(
         .context("the session workflow did not complete")?;
     record(&client, session_id, name).await
 }
+
+/// When things happened in a workflow history, by the server's clock: for
+/// timing benchmarks.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    pub started: Option<std::time::SystemTime>,
+    pub closed: Option<std::time::SystemTime>,
+    /// `(signal name, time)` in order.
+    pub signals: Vec<(String, std::time::SystemTime)>,
+    /// Every `WorkflowTaskStarted`, in order.
+    pub task_started: Vec<std::time::SystemTime>,
+    /// Every `WorkflowTaskCompleted` (the commit of a workflow task), in order.
+    pub task_completed: Vec<std::time::SystemTime>,
+}
+
+impl Timeline {
+    /// When the workflow task that ran at workflow time `t` (an event's
+    /// `time`: its task's start) was committed.
+    pub fn committed_at(&self, t: std::time::SystemTime) -> Option<std::time::SystemTime> {
+        self.task_completed.iter().copied().find(|c| *c >= t)
+    }
+}
+
+fn event_time(v: &serde_json::Value) -> Option<std::time::SystemTime> {
+    use std::time::{Duration, UNIX_EPOCH};
+    let (secs, nanos) = match v {
+        serde_json::Value::String(s) => {
+            let ts = prost_types::Timestamp::from_str(s).ok()?;
+            (ts.seconds, ts.nanos)
+        }
+        serde_json::Value::Object(m) => (
+            m.get("seconds")
+                .and_then(|s| s.as_i64().or_else(|| s.as_str()?.parse().ok()))?,
+            m.get("nanos").and_then(|n| n.as_i64()).unwrap_or(0) as i32,
+        ),
+        _ => return None,
+    };
+    Some(
+        UNIX_EPOCH
+            + Duration::from_secs(u64::try_from(secs).ok()?)
+            + Duration::from_nanos(u64::try_from(nanos).ok()?),
+    )
+}
+
+/// The timeline of a history fetched with [`history_json`].
+pub fn timeline(history_json: &[u8]) -> anyhow::Result<Timeline> {
+    let value: serde_json::Value = serde_json::from_slice(history_json)?;
+    let mut t = Timeline::default();
+    for event in value["events"].as_array().into_iter().flatten() {
+        let time = event_time(&event["event_time"]).context("event without a time")?;
+        let attrs = event["attributes"]
+            .as_object()
+            .context("event without attributes")?;
+        let Some((kind, a)) = attrs.iter().next() else {
+            continue;
+        };
+        match kind.as_str() {
+            "WorkflowExecutionStartedEventAttributes" => t.started = Some(time),
+            "WorkflowExecutionCompletedEventAttributes"
+            | "WorkflowExecutionFailedEventAttributes"
+            | "WorkflowExecutionContinuedAsNewEventAttributes" => t.closed = Some(time),
+            "WorkflowExecutionSignaledEventAttributes" => t.signals.push((
+                a["signal_name"].as_str().unwrap_or_default().to_string(),
+                time,
+            )),
+            "WorkflowTaskStartedEventAttributes" => t.task_started.push(time),
+            "WorkflowTaskCompletedEventAttributes" => t.task_completed.push(time),
+            _ => {}
+        }
+    }
+    Ok(t)
+}

@@ -97,6 +97,8 @@ pub struct StackOptions {
     pub retained_events: u32,
     /// Persist Temporal to SQLite in the stack's dir (for restart tests).
     pub temporal_db: bool,
+    /// SQLite settings with `temporal_db`; by default `keel up`'s.
+    pub sqlite_pragmas: Vec<String>,
     /// session-api `--history-event-budget` (0: default).
     pub history_event_budget: u32,
     /// Extra environment for the tool-runner.
@@ -111,6 +113,9 @@ impl StackOptions {
             model: "test-model".into(),
             retained_events: 2048,
             temporal_db: false,
+            sqlite_pragmas: keel_stack::DURABLE_SQLITE_PRAGMAS
+                .map(String::from)
+                .to_vec(),
             history_event_budget: 0,
             tool_runner_env: Vec::new(),
         }
@@ -260,6 +265,7 @@ impl Stack {
                 .options
                 .temporal_db
                 .then(|| self.dir.path().join("temporal.db")),
+            sqlite_pragmas: self.options.sqlite_pragmas.clone(),
         }
         .args();
         let spec = Spec {
