@@ -498,6 +498,7 @@ mod tests {
             kind: LiveDeltaKind::AgentMessage as i32,
             delta: text.into(),
             summary_index: 0,
+            events_before: 2,
         };
         let message = |text: &str| {
             event(

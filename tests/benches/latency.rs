@@ -1,17 +1,20 @@
 //! Event latency as a client sees it: a live delta from the moment the fake
-//! model API writes it to the moment a watching gRPC client receives it, and
-//! a durable `agent_message` from the model's `response.completed` to the
-//! client. Prints p50 and p99.
+//! model API writes it to the moment a watching gRPC client receives it, a
+//! durable `agent_message` from the model's `response.completed` to the
+//! client, and every durable event from the commit of the workflow task that
+//! emitted it (by Temporal's history timestamps) to the client. Also the
+//! first output as `keel run` sees it: from `CreateSession` to the session's
+//! first event, and from `SendUserTurn` to `turn_started`. Prints p50 and p99.
 //!
-//! Run: `cargo build --workspace --bins && KEEL_BIN_DIR=$PWD/target/debug cargo bench -p keel-e2e --bench latency`
+//! Run: `cargo build --release --workspace --bins && KEEL_BIN_DIR=$PWD/target/release cargo bench -p keel-e2e --bench latency`
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use keel_proto::v1 as pb;
 use keel_test_support::fake_model::{FakeModel, Scripted, sse};
-use keel_test_support::session;
 use keel_test_support::stack::{Stack, StackOptions};
+use keel_test_support::{history, session};
 use pb::event::Msg;
 use pb::stream_events_response::Kind;
 
@@ -51,11 +54,16 @@ async fn main() -> anyhow::Result<()> {
     let opts = StackOptions::new(fake.base_url());
     let stack = Stack::launch(opts).await?;
     let mut client = session::connect(&stack.session_api).await?;
+    let created = Instant::now();
     let sid = session::create(&mut client, None).await?;
     let mut stream = session::follow(&mut client, &sid, 0, true).await?;
+    let mut first_event = Vec::new();
+    let mut turn_started = Vec::new();
+    let mut received: Vec<(pb::Event, SystemTime)> = Vec::new();
     let mut delta_seen: HashMap<String, Instant> = HashMap::new();
     let mut message_seen: HashMap<String, Instant> = HashMap::new();
     for t in 0..TURNS {
+        let sent_at = Instant::now();
         session::send(
             &mut client,
             &sid,
@@ -69,13 +77,22 @@ async fn main() -> anyhow::Result<()> {
                 Some(Kind::Delta(d)) => {
                     delta_seen.insert(d.delta, now);
                 }
-                Some(Kind::Event(e)) => match e.msg {
-                    Some(Msg::AgentMessage(a)) => {
-                        message_seen.insert(a.message, now);
+                Some(Kind::Event(e)) => {
+                    if first_event.is_empty() {
+                        first_event.push(now.duration_since(created));
                     }
-                    Some(Msg::TurnComplete(_)) if e.turn_id == format!("turn-{t}") => break,
-                    _ => {}
-                },
+                    if matches!(e.msg, Some(Msg::TurnStarted(_))) {
+                        turn_started.push(now.duration_since(sent_at));
+                    }
+                    received.push((e.clone(), SystemTime::now()));
+                    match e.msg {
+                        Some(Msg::AgentMessage(a)) => {
+                            message_seen.insert(a.message, now);
+                        }
+                        Some(Msg::TurnComplete(_)) if e.turn_id == format!("turn-{t}") => break,
+                        _ => {}
+                    }
+                }
                 _ => {}
             }
         }
@@ -108,5 +125,19 @@ async fn main() -> anyhow::Result<()> {
     println!("{TURNS} turns × {DELTAS} deltas, {PACE:?} apart, one watching client");
     report("live delta (fake writes → client)", deltas);
     report("durable agent_message (completed → client)", durable);
+    let temporal = history::temporal_client(&stack.temporal_address).await?;
+    let timeline = history::timeline(&history::history_json(&temporal, &sid).await?)?;
+    let after_commit: Vec<Duration> = received
+        .iter()
+        .filter_map(|(e, at)| {
+            let t = e.time.as_ref()?;
+            let emitted = SystemTime::UNIX_EPOCH
+                + Duration::new(u64::try_from(t.seconds).ok()?, u32::try_from(t.nanos).ok()?);
+            at.duration_since(timeline.committed_at(emitted)?).ok()
+        })
+        .collect();
+    report("durable events (task committed → client)", after_commit);
+    report("first output (CreateSession → 1st event)", first_event);
+    report("turn_started (SendUserTurn → client)", turn_started);
     Ok(())
 }

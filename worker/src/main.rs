@@ -77,6 +77,10 @@ async fn main() -> anyhow::Result<()> {
         .sticky_queue_schedule_to_start_timeout(std::time::Duration::from_millis(
             args.sticky_timeout_ms,
         ))
+        // Heartbeats reach Temporal within a second, well inside the
+        // workflow's 3 s heartbeat timeout (the default throttle, 0.8 of the
+        // timeout, would leave 0.6 s).
+        .max_heartbeat_throttle_interval(Duration::from_secs(1))
         .build();
     let runtime = Runtime::from_current_tokio(Default::default())?;
     let mut worker = Worker::new(&runtime, client, options)?;

@@ -49,9 +49,10 @@ const ABORTED: &str = "aborted by user";
 /// Model calls per turn before the turn is stopped (Codex's default).
 pub const MAX_ITERATIONS: u32 = 50;
 /// Heartbeat timeout of every activity: a worker that dies mid-activity is
-/// noticed this fast, and the SDK sends heartbeats (which carry cancellation
-/// back) at 0.8 of it.
-const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
+/// noticed this fast. Activities heartbeat every second and the worker sends
+/// them on at most every second (`max_heartbeat_throttle_interval`), so a
+/// live activity has 2 s of slack.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Continue-as-new at a turn boundary once a run's history has this many
 /// events (Temporal warns at 10 240 and terminates at 51 200).
 pub const DEFAULT_HISTORY_EVENT_BUDGET: u32 = 8_000;
@@ -380,11 +381,13 @@ fn model_options(cancel: &WorkflowCancellationToken) -> ActivityOptions {
         .heartbeat_timeout(HEARTBEAT_TIMEOUT)
         .cancellation_token(cancel.clone())
         .retry_policy(
+            // 0.5 s first (a model call cut by a dead worker starts again
+            // soon), then 1, 2, 4, 8, 16 s: the same 30 s window as before.
             RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
+                .initial_interval(Duration::from_millis(500))
                 .backoff_coefficient(2.0)
                 .maximum_interval(Duration::from_secs(30))
-                .maximum_attempts(6)
+                .maximum_attempts(7)
                 .build(),
         )
         .summary("model call")
