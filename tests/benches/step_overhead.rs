@@ -279,7 +279,7 @@ struct Floor {
 impl Floor {
     /// Runs the floor workflow; returns the client's wall time and the
     /// workflow's own time (start to close, by history).
-    async fn run(&mut self, steps: usize) -> anyhow::Result<(Duration, f64)> {
+    async fn run(&mut self, steps: usize) -> anyhow::Result<(Duration, f64, history::Timeline)> {
         self.runs += 1;
         let id = format!("floor-{}-{}", std::process::id(), self.runs);
         let start = Instant::now();
@@ -311,7 +311,7 @@ impl Floor {
             t.closed.context("floor not closed")?,
             t.started.context("floor not started")?,
         );
-        Ok((wall, own))
+        Ok((wall, own, t))
     }
 }
 
@@ -330,6 +330,25 @@ fn cpu_all(stack: &Stack) -> BTreeMap<&'static str, Duration> {
         .collect();
     m.insert("bench (floor worker)", cpu(std::process::id()));
     m
+}
+
+/// Where a multi-step turn's time went, per activity kind (median over
+/// activities): the activity's own run, and its dispatch (schedule to start).
+fn breakdown(t: &history::Timeline, s: &mut Samples, side: &str) {
+    for a in &t.activities {
+        let kind = if a.activity_type.contains("model") {
+            "model"
+        } else if a.activity_type.contains("tool") {
+            "tool"
+        } else {
+            continue;
+        };
+        let (Some(started), Some(closed)) = (a.started, a.closed) else {
+            continue;
+        };
+        s.add(&format!("{side} {kind} run"), since(closed, started));
+        s.add(&format!("{side} queue"), since(started, a.scheduled));
+    }
 }
 
 fn add_cpu(
@@ -393,9 +412,10 @@ async fn measure(label: &str, db: bool, pragmas: Vec<String>) -> anyhow::Result<
         // Multi-step turns: ms per step inside the workflow.
         script(&fake, STEPS);
         let before = cpu_all(&keel.stack);
-        let (_, own) = floor.run(STEPS).await?;
+        let (_, own, timeline) = floor.run(STEPS).await?;
         add_cpu(&mut s, "floor", &before, &cpu_all(&keel.stack), STEPS);
         s.add("floor step", own / STEPS as f64);
+        breakdown(&timeline, &mut s, "floor");
 
         let (sid, mut stream) = keel.session().await?;
         script(&fake, STEPS);
@@ -404,6 +424,7 @@ async fn measure(label: &str, db: bool, pragmas: Vec<String>) -> anyhow::Result<
         add_cpu(&mut s, "keel", &before, &cpu_all(&keel.stack), STEPS);
         let (timeline, own) = keel.workflow_turn(&sid).await?;
         s.add("keel step", own / STEPS as f64);
+        breakdown(&timeline, &mut s, "keel");
         for (e, at) in &events {
             let Some(emitted) = e.time.as_ref().and_then(|t| {
                 SystemTime::UNIX_EPOCH.checked_add(Duration::new(
@@ -421,7 +442,7 @@ async fn measure(label: &str, db: bool, pragmas: Vec<String>) -> anyhow::Result<
         // One-step turns as a client sees them.
         for _ in 0..SHORT_TURNS {
             script(&fake, 1);
-            let (wall, own) = floor.run(1).await?;
+            let (wall, own, _) = floor.run(1).await?;
             s.add("floor turn wall", ms(wall));
             s.add("floor turn own", own);
 
@@ -446,6 +467,17 @@ async fn measure(label: &str, db: bool, pragmas: Vec<String>) -> anyhow::Result<
         "per step inside the workflow (median of {ROUNDS} x {STEPS}-step turns): floor {fs:.1} ms, keel {ks:.1} ms, keel/floor {:.2}",
         ks / fs
     );
+    for side in ["floor", "keel"] {
+        let step = s.median(&format!("{side} step"));
+        let model = s.median(&format!("{side} model run"));
+        let tool = s.median(&format!("{side} tool run"));
+        let queue = s.median(&format!("{side} queue"));
+        println!(
+            "  {side} step: model activity {model:.1} ms, tool activity {tool:.1} ms, activity dispatch {:.1} ms, workflow tasks and the rest {:.1} ms",
+            2.0 * queue,
+            step - model - tool - 2.0 * queue
+        );
+    }
     let (fw, fo) = (s.median("floor turn wall"), s.median("floor turn own"));
     let (kw, ko) = (s.median("keel turn wall"), s.median("keel turn own"));
     println!(

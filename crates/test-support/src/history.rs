@@ -151,6 +151,17 @@ pub struct Timeline {
     pub task_started: Vec<std::time::SystemTime>,
     /// Every `WorkflowTaskCompleted` (the commit of a workflow task), in order.
     pub task_completed: Vec<std::time::SystemTime>,
+    /// Every activity, in schedule order.
+    pub activities: Vec<ActivityTimes>,
+}
+
+/// One activity's schedule, start (of the last attempt) and close.
+#[derive(Debug, Clone)]
+pub struct ActivityTimes {
+    pub activity_type: String,
+    pub scheduled: std::time::SystemTime,
+    pub started: Option<std::time::SystemTime>,
+    pub closed: Option<std::time::SystemTime>,
 }
 
 impl Timeline {
@@ -186,6 +197,7 @@ fn event_time(v: &serde_json::Value) -> Option<std::time::SystemTime> {
 pub fn timeline(history_json: &[u8]) -> anyhow::Result<Timeline> {
     let value: serde_json::Value = serde_json::from_slice(history_json)?;
     let mut t = Timeline::default();
+    let mut scheduled_ids: Vec<u64> = Vec::new();
     for event in value["events"].as_array().into_iter().flatten() {
         let time = event_time(&event["event_time"]).context("event without a time")?;
         let attrs = event["attributes"]
@@ -204,6 +216,33 @@ pub fn timeline(history_json: &[u8]) -> anyhow::Result<Timeline> {
                 time,
             )),
             "WorkflowTaskStartedEventAttributes" => t.task_started.push(time),
+            "ActivityTaskScheduledEventAttributes" => {
+                scheduled_ids.push(event["event_id"].as_u64().unwrap_or_default());
+                t.activities.push(ActivityTimes {
+                    activity_type: a["activity_type"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    scheduled: time,
+                    started: None,
+                    closed: None,
+                });
+            }
+            "ActivityTaskStartedEventAttributes" => {
+                let id = a["scheduled_event_id"].as_u64().unwrap_or_default();
+                if let Some(i) = scheduled_ids.iter().position(|s| *s == id) {
+                    t.activities[i].started = Some(time);
+                }
+            }
+            "ActivityTaskCompletedEventAttributes"
+            | "ActivityTaskFailedEventAttributes"
+            | "ActivityTaskTimedOutEventAttributes"
+            | "ActivityTaskCanceledEventAttributes" => {
+                let id = a["scheduled_event_id"].as_u64().unwrap_or_default();
+                if let Some(i) = scheduled_ids.iter().position(|s| *s == id) {
+                    t.activities[i].closed = Some(time);
+                }
+            }
             "WorkflowTaskCompletedEventAttributes" => t.task_completed.push(time),
             _ => {}
         }
