@@ -152,3 +152,66 @@ async fn watchers_see_text_while_the_model_writes() {
     assert!(text.contains("word7"), "the final message summary is there");
     assert!(!text.contains("msg_live"), "no delta in history");
 }
+
+/// Two session-api replicas. A client on the second one follows a session
+/// that is driven through the first: nothing polls, so every event reaches it
+/// only because the worker notifies every replica. The model's text arrives
+/// live, and never before the output of the command it follows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_on_another_replica_sees_every_event_pushed() {
+    let words: Vec<String> = (0..10).map(|i| format!("w{i} ")).collect();
+    let mut answer = vec![sse::created()];
+    answer.extend(words.iter().map(|w| sse::text_delta("m1", w)));
+    answer.push(sse::message("m1", &words.concat()));
+    answer.push(sse::completed("r2", 10, 5));
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call("call_1", "shell", r#"{"command":["echo","out"]}"#),
+        Scripted::paced(answer, Duration::from_millis(20)),
+    ])
+    .await
+    .unwrap();
+    let mut opts = StackOptions::new(fake.base_url());
+    opts.session_api_replicas = 2;
+    let stack = Stack::launch(opts).await.unwrap();
+    assert_eq!(stack.session_apis.len(), 2);
+    let mut first = session::connect(&stack.session_apis[0]).await.unwrap();
+    let mut second = session::connect(&stack.session_apis[1]).await.unwrap();
+    let sid = session::create(&mut first, None).await.unwrap();
+    // Follow on the second replica before the turn exists.
+    let mut stream = session::follow(&mut second, &sid, 0, true).await.unwrap();
+    session::send(&mut first, &sid, "turn-1", "go")
+        .await
+        .unwrap();
+
+    let mut offsets = Vec::new();
+    let mut command_done = false;
+    let mut deltas = String::new();
+    tokio::time::timeout(WAIT, async {
+        while let Some(m) = stream.message().await.unwrap() {
+            match m.kind {
+                Some(Kind::Event(e)) => {
+                    offsets.push(e.offset);
+                    match e.msg {
+                        Some(Msg::ExecCommandEnd(end)) => {
+                            assert_eq!(end.aggregated_output.trim(), "out");
+                            command_done = true;
+                        }
+                        Some(Msg::TurnComplete(_)) => return,
+                        _ => {}
+                    }
+                }
+                Some(Kind::Delta(d)) => {
+                    assert!(command_done, "a delta before the command's output: {d:?}");
+                    deltas.push_str(&d.delta);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        panic!("stream ended before the turn completed");
+    })
+    .await
+    .expect("the second replica saw the turn complete");
+    let expected: Vec<u64> = (1..=offsets.len() as u64).collect();
+    assert_eq!(offsets, expected, "every event once, in order");
+    assert_eq!(deltas, words.concat(), "the model's text arrived live");
+}

@@ -103,6 +103,8 @@ pub struct StackOptions {
     pub history_event_budget: u32,
     /// Extra environment for the tool-runner.
     pub tool_runner_env: Vec<(String, String)>,
+    /// session-api processes (at least 1); the worker is given all of them.
+    pub session_api_replicas: usize,
 }
 
 impl StackOptions {
@@ -118,6 +120,7 @@ impl StackOptions {
                 .to_vec(),
             history_event_budget: 0,
             tool_runner_env: Vec::new(),
+            session_api_replicas: 1,
         }
     }
 }
@@ -126,6 +129,9 @@ pub struct Stack {
     pub dir: tempfile::TempDir,
     pub temporal_address: String,
     pub session_api: String,
+    /// Every session-api replica, `session_api` first; the extra ones run as
+    /// `keel-session-api-2`, `keel-session-api-3`, ….
+    pub session_apis: Vec<String>,
     pub model_proxy: String,
     pub tool_runner: String,
     pub mcp_broker: String,
@@ -147,6 +153,7 @@ impl Stack {
         let mut stack = Stack {
             temporal_address: String::new(),
             session_api: String::new(),
+            session_apis: Vec::new(),
             model_proxy: String::new(),
             tool_runner: String::new(),
             mcp_broker: String::new(),
@@ -189,7 +196,15 @@ impl Stack {
                 keel_stack::Component::ModelProxy => stack.model_proxy = addr,
                 keel_stack::Component::ToolRunner => stack.tool_runner = addr,
                 keel_stack::Component::McpBroker => stack.mcp_broker = addr,
-                keel_stack::Component::SessionApi => stack.session_api = addr,
+                keel_stack::Component::SessionApi => {
+                    stack.session_api = addr.clone();
+                    stack.session_apis.push(addr);
+                    for n in 2..=options.session_api_replicas {
+                        let name = format!("keel-session-api-{n}");
+                        let addr = stack.start_service_as(&name, &layout, *component, env)?;
+                        stack.session_apis.push(addr);
+                    }
+                }
                 keel_stack::Component::Worker => stack.worker = addr,
                 keel_stack::Component::Temporal => {}
             }
@@ -308,11 +323,21 @@ impl Stack {
         component: keel_stack::Component,
         env: &[(&str, &str)],
     ) -> anyhow::Result<String> {
-        let name = component.program();
+        self.start_service_as(component.program(), layout, component, env)
+    }
+
+    /// [`Stack::start_service`] under another process name (a replica).
+    fn start_service_as(
+        &mut self,
+        name: &str,
+        layout: &keel_stack::Layout,
+        component: keel_stack::Component,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<String> {
         let addr_file = self.dir.path().join(format!("{name}.addr"));
         let args = layout.service_args(component, &addr_file, |dep| self.address(dep))?;
         let spec = Spec {
-            program: bin(name)?,
+            program: bin(component.program())?,
             args,
             env: env
                 .iter()
@@ -331,7 +356,10 @@ impl Stack {
             keel_stack::Component::ModelProxy => &self.model_proxy,
             keel_stack::Component::ToolRunner => &self.tool_runner,
             keel_stack::Component::McpBroker => &self.mcp_broker,
-            keel_stack::Component::SessionApi => &self.session_api,
+            // The worker, the one service that needs it, gets every replica.
+            keel_stack::Component::SessionApi => {
+                return Some(self.session_apis.join(",")).filter(|a| !a.is_empty());
+            }
             keel_stack::Component::Worker => &self.worker,
         };
         (!addr.is_empty()).then(|| addr.clone())

@@ -26,7 +26,7 @@ pub(crate) const RETRY: Duration = Duration::from_millis(500);
 /// Events per query answer.
 pub(crate) const PAGE: u32 = 256;
 /// Broadcast buffer; a watcher that falls further behind catches up by query.
-const BUFFER: usize = 1024;
+const BUFFER: usize = 256;
 
 type Handle = WorkflowHandle<Client, keel_workflow_api::SessionWorkflow>;
 
