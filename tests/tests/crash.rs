@@ -172,6 +172,13 @@ async fn worker_killed_during_a_model_call_and_while_idle() {
     let events = follow_turn(&stack.session_api, &sid, 0, "turn-1").await;
     assert_dense(&events, 0);
     assert_eq!(agent_messages(&events), ["answer 1"]);
+    // The restarted worker failed its dead predecessor's model call at once
+    // instead of waiting for the heartbeat timeout.
+    let log = stack.proc("keel-worker").unwrap().log_text();
+    assert!(
+        log.contains("a dead worker of this host left running") && log.contains("calls=1"),
+        "{log}"
+    );
 
     // Idle: the worker is down when the turn arrives.
     stack.kill("keel-worker").unwrap();

@@ -6,6 +6,7 @@ pub mod activities;
 pub mod context;
 pub mod events;
 pub mod notices;
+pub mod orphans;
 pub mod session_apis;
 pub mod tools;
 pub mod workflow;

@@ -51,13 +51,19 @@ async fn main() -> anyhow::Result<()> {
     keel_server::init_tracing(args.serve.log_format);
     keel_server::protect_process();
 
+    let identity = keel_worker::orphans::identity();
     let client = args
         .temporal
-        .connect(
-            format!("keel-worker@{}", std::process::id()),
-            Duration::from_secs(60),
-        )
+        .connect(identity.clone(), Duration::from_secs(60))
         .await?;
+    // Calls a crashed predecessor on this host left running are retried now
+    // rather than after their heartbeat timeout.
+    tokio::spawn(keel_worker::orphans::recover(
+        client.clone(),
+        args.temporal.namespace.clone(),
+        args.temporal.task_queue.clone(),
+        identity.clone(),
+    ));
 
     let session_apis = SessionApis::new(&args.session_api)?;
     if session_apis.is_empty() {
