@@ -67,16 +67,23 @@ pub(crate) async fn run(target: Target, options: RunOptions) -> Result<()> {
         Some(_) => options.settings.to_context(),
         None => None,
     };
-    let turn_id = send_turn(&mut api, &session_id, prompt, context).await?;
-    let stream = api
-        .client
-        .stream_events(StreamEventsRequest {
+    // The turn id is chosen here, so a SendUserTurn retried after a lost
+    // answer cannot start the turn twice (the session drops a repeated id).
+    // The stream opens while the turn is sent: one round trip fewer before
+    // the first event.
+    let turn_id = uuid::Uuid::new_v4().to_string();
+    let mut streams = api.client.clone();
+    let (sent, stream) = tokio::join!(
+        send_turn(&mut api, &session_id, prompt, &turn_id, context),
+        streams.stream_events(StreamEventsRequest {
             session_id: session_id.clone(),
             after_offset: session.last_event_offset,
             follow: true,
             live_deltas: renderer.wants_deltas(),
-        })
-        .await
+        }),
+    );
+    sent?;
+    let stream = stream
         .map_err(|status| api.error("StreamEvents", &status))?
         .into_inner();
     let watch = Watch {
@@ -108,35 +115,43 @@ fn read_prompt(words: &[String]) -> Result<String> {
     Ok(prompt)
 }
 
+/// Sends the turn, again with the same id while session-api is unreachable
+/// (a few times, briefly): the session ignores a turn id it has seen.
 async fn send_turn(
     api: &mut SessionApi,
     session_id: &str,
     text: String,
+    turn_id: &str,
     context: Option<keel_proto::v1::TurnContext>,
-) -> Result<String> {
-    let turn_id = api
-        .client
-        .send_user_turn(SendUserTurnRequest {
-            session_id: session_id.to_string(),
-            text,
-            turn_id: String::new(),
-            context,
-        })
-        .await
-        .map_err(|status| match status.code() {
+) -> Result<()> {
+    let request = SendUserTurnRequest {
+        session_id: session_id.to_string(),
+        text,
+        turn_id: turn_id.to_string(),
+        context,
+    };
+    let mut delay = std::time::Duration::from_millis(200);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let status = match api.client.send_user_turn(request.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(status) => status,
+        };
+        if status.code() == Code::Unavailable && attempts < 4 {
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+            continue;
+        }
+        return Err(match status.code() {
             Code::FailedPrecondition => anyhow!(
                 "session {session_id} accepts no more turns: {} (start a new one without --session)",
                 status.message()
             ),
             Code::InvalidArgument => anyhow!("the turn was refused: {}", status.message()),
             _ => api.error("SendUserTurn", &status),
-        })?
-        .into_inner()
-        .turn_id;
-    if turn_id.is_empty() {
-        bail!("session-api at {} returned no turn id", api.target.display);
+        });
     }
-    Ok(turn_id)
 }
 
 /// What woke the watch loop.
