@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use keel_test_support::fake_model::FakeModel;
+use keel_test_support::measure::{cpu_time as cpu, rss_mib};
 use keel_test_support::session;
 use keel_test_support::stack::{Stack, StackOptions};
 
@@ -28,29 +29,6 @@ const PROCS: [&str; 6] = [
     "keel-tool-runner",
     "keel-mcp-broker",
 ];
-
-/// CPU time of a process and its reaped children, in clock ticks of 10 ms.
-fn cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let ticks: u64 = after_name
-        .split_whitespace()
-        .skip(11)
-        .take(4)
-        .filter_map(|f| f.parse::<u64>().ok())
-        .sum();
-    Duration::from_millis(ticks * 10)
-}
-
-/// Resident memory in MiB (VmRSS).
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

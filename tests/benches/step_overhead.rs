@@ -30,6 +30,7 @@ use anyhow::{Context, bail};
 use keel_proto::v1 as pb;
 use keel_test_support::fake_model::{FakeModel, Scripted, sse};
 use keel_test_support::history;
+use keel_test_support::measure::cpu_time as cpu;
 use keel_test_support::session;
 use keel_test_support::stack::{Stack, StackOptions};
 use pb::event::Msg;
@@ -141,20 +142,6 @@ impl FloorWorkflow {
 }
 
 // ---- measurement ----------------------------------------------------------
-
-/// CPU time of a process and its reaped children (/proc/PID/stat fields
-/// 14-17, in clock ticks of 10 ms).
-fn cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let ticks: u64 = after_name
-        .split_whitespace()
-        .skip(11)
-        .take(4)
-        .filter_map(|f| f.parse::<u64>().ok())
-        .sum();
-    Duration::from_millis(ticks * 10)
-}
 
 #[derive(Default)]
 struct Samples(BTreeMap<String, Vec<f64>>);

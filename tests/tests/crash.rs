@@ -118,6 +118,43 @@ async fn follow_turn(addr: &str, sid: &str, after: u64, turn_id: &str) -> Vec<pb
     events
 }
 
+/// Follows `turn_id` from the start until `commands_done` commands have
+/// ended, kills session-api under the stream (keeping what was in flight),
+/// restarts it, and follows the rest of the turn from the last offset seen.
+async fn restart_session_api_mid_turn(
+    stack: &mut Stack,
+    sid: &str,
+    turn_id: &str,
+    commands_done: usize,
+) -> Vec<pb::Event> {
+    let addr = stack.session_api.clone();
+    let mut c = client(&addr).await;
+    let mut stream = session::follow(&mut c, sid, 0, false).await.unwrap();
+    let mut seen = Vec::new();
+    let mut ends = 0;
+    while let Some(m) = stream.message().await.unwrap() {
+        let Some(pb::stream_events_response::Kind::Event(e)) = m.kind else {
+            panic!("gap")
+        };
+        ends += usize::from(matches!(e.msg, Some(Msg::ExecCommandEnd(_))));
+        seen.push(e);
+        if ends == commands_done {
+            break;
+        }
+    }
+    stack.kill("keel-session-api").unwrap();
+    // The stream breaks with the server; events already in flight still count.
+    while let Ok(Some(m)) = stream.message().await {
+        if let Some(pb::stream_events_response::Kind::Event(e)) = m.kind {
+            seen.push(e);
+        }
+    }
+    stack.restart("keel-session-api").unwrap();
+    let last = seen.last().unwrap().offset;
+    seen.extend(follow_turn(&addr, sid, last, turn_id).await);
+    seen
+}
+
 fn assert_dense(events: &[pb::Event], after: u64) {
     let offsets: Vec<u64> = events.iter().map(|e| e.offset).collect();
     let expected: Vec<u64> = (after + 1..=after + events.len() as u64).collect();
@@ -259,30 +296,8 @@ async fn session_api_killed_while_a_client_streams() {
     let mut c = client(&addr).await;
     let sid = new_session(&mut c).await;
     send(&mut c, &sid, "turn-1", "go").await;
-    // Read until the command has ended, then kill session-api under the stream.
-    let mut stream = session::follow(&mut c, &sid, 0, false).await.unwrap();
-    let mut seen = Vec::new();
-    while let Some(m) = stream.message().await.unwrap() {
-        let Some(pb::stream_events_response::Kind::Event(e)) = m.kind else {
-            panic!("gap")
-        };
-        let done = matches!(e.msg, Some(Msg::ExecCommandEnd(_)));
-        seen.push(e);
-        if done {
-            break;
-        }
-    }
-    stack.kill("keel-session-api").unwrap();
-    // The stream breaks with the server; events already in flight still count.
-    while let Ok(Some(m)) = stream.message().await {
-        if let Some(pb::stream_events_response::Kind::Event(e)) = m.kind {
-            seen.push(e);
-        }
-    }
-    stack.restart("keel-session-api").unwrap();
-    let last = seen.last().unwrap().offset;
-    let rest = follow_turn(&addr, &sid, last, "turn-1").await;
-    seen.extend(rest);
+    // Kill session-api under the stream once the command has ended.
+    let seen = restart_session_api_mid_turn(&mut stack, &sid, "turn-1", 1).await;
     assert_dense(&seen, 0);
     assert_eq!(agent_messages(&seen), [words.concat()]);
 }
@@ -317,28 +332,7 @@ async fn session_api_restarted_while_events_are_pushed() {
     let mut c = client(&addr).await;
     let sid = new_session(&mut c).await;
     send(&mut c, &sid, "turn-1", "go").await;
-    let mut stream = session::follow(&mut c, &sid, 0, false).await.unwrap();
-    let mut seen = Vec::new();
-    let mut ends = 0;
-    while let Some(m) = stream.message().await.unwrap() {
-        let Some(pb::stream_events_response::Kind::Event(e)) = m.kind else {
-            panic!("gap")
-        };
-        ends += usize::from(matches!(e.msg, Some(Msg::ExecCommandEnd(_))));
-        seen.push(e);
-        if ends == 2 {
-            break;
-        }
-    }
-    stack.kill("keel-session-api").unwrap();
-    while let Ok(Some(m)) = stream.message().await {
-        if let Some(pb::stream_events_response::Kind::Event(e)) = m.kind {
-            seen.push(e);
-        }
-    }
-    stack.restart("keel-session-api").unwrap();
-    let last = seen.last().unwrap().offset;
-    seen.extend(follow_turn(&addr, &sid, last, "turn-1").await);
+    let seen = restart_session_api_mid_turn(&mut stack, &sid, "turn-1", 2).await;
     assert_dense(&seen, 0);
     let outputs: Vec<String> = seen
         .iter()
