@@ -76,6 +76,10 @@ pub(crate) struct TurnFlags {
     /// Personality; `default` goes back to the configured one.
     #[arg(long, value_name = "PERSONALITY")]
     pub personality: Option<PersonalityArg>,
+    /// Model calls per turn before the turn stops; 0: no limit (the
+    /// default).
+    #[arg(long, value_name = "N")]
+    pub max_iterations: Option<u32>,
 }
 
 impl TurnFlags {
@@ -92,6 +96,7 @@ impl TurnFlags {
             reasoning_effort: self.effort.map(wire_name),
             reasoning_summary: self.summary.map(wire_name),
             personality: self.personality.map(wire_name),
+            max_iterations: self.max_iterations,
         };
         (context != TurnContext::default()).then_some(context)
     }
@@ -160,6 +165,7 @@ pub(crate) fn context_json(context: &TurnContext) -> Value {
         "reasoning_effort": context.reasoning_effort,
         "reasoning_summary": context.reasoning_summary,
         "personality": context.personality,
+        "max_iterations": context.max_iterations,
     })
 }
 
@@ -189,6 +195,14 @@ pub(crate) fn context_table(context: &TurnContext) -> String {
         ("reasoning effort", text(&context.reasoning_effort)),
         ("reasoning summary", text(&context.reasoning_summary)),
         ("personality", text(&context.personality)),
+        (
+            "max iterations",
+            match context.max_iterations {
+                None => "-".to_string(),
+                Some(0) => "no limit".to_string(),
+                Some(n) => n.to_string(),
+            },
+        ),
     ];
     rows.iter()
         .map(|(name, value)| format!("{name:<18} {value}\n"))
@@ -231,6 +245,8 @@ mod tests {
             "detailed",
             "--personality",
             "pragmatic",
+            "--max-iterations",
+            "200",
         ])
         .unwrap();
         assert_eq!(
@@ -245,6 +261,7 @@ mod tests {
                 reasoning_effort: Some("xhigh".into()),
                 reasoning_summary: Some("detailed".into()),
                 personality: Some("pragmatic".into()),
+                max_iterations: Some(200),
             }
         );
     }
@@ -315,6 +332,7 @@ mod tests {
             reasoning_effort: Some(String::new()),
             reasoning_summary: Some("auto".into()),
             personality: None,
+            max_iterations: Some(0),
         };
         assert_eq!(
             context_table(&ctx),
@@ -323,7 +341,8 @@ mod tests {
              model              m\n\
              reasoning effort   (default)\n\
              reasoning summary  auto\n\
-             personality        -\n"
+             personality        -\n\
+             max iterations     no limit\n"
         );
         let v = context_json(&ctx);
         assert_eq!(v["approval_policy"], "on-request");

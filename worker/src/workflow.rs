@@ -46,8 +46,9 @@ use durable::Durable;
 /// The output of a call that was interrupted before it finished.
 const ABORTED: &str = "aborted by user";
 
-/// Model calls per turn before the turn is stopped (Codex's default).
-pub const MAX_ITERATIONS: u32 = 50;
+/// Model calls per turn before the turn was stopped in turns that started
+/// before the `max_iterations` setting existed (patch `iteration-cap-v1`).
+pub const LEGACY_MAX_ITERATIONS: u32 = 50;
 /// Heartbeat timeout of every activity: a worker that dies mid-activity is
 /// noticed this fast. Activities heartbeat every second and the worker sends
 /// them on at most every second (`max_heartbeat_throttle_interval`), so a
@@ -79,6 +80,10 @@ pub struct AgentWorkflow {
     /// tools only, decisions on exactly what runs (false only while
     /// replaying turns recorded before it).
     tool_model: bool,
+    /// The running turn stops after the `max_iterations` setting rather
+    /// than after [`LEGACY_MAX_ITERATIONS`] (false only while replaying turns
+    /// recorded before the setting).
+    iteration_setting: bool,
     /// Requests waiting for an answer, oldest first.
     requests: Vec<PendingRequest>,
     /// Accepted answers the waiting call has not taken yet.
@@ -112,6 +117,7 @@ impl AgentWorkflow {
             turn_context: None,
             approvals: false,
             tool_model: false,
+            iteration_setting: false,
             requests: Vec::new(),
             answers: BTreeMap::new(),
             rollover_requested: false,
@@ -438,8 +444,10 @@ async fn run_turn(ctx: &mut WorkflowContext<AgentWorkflow>, turn: UserTurn) -> W
     let turn_id = turn.turn_id.clone();
     let approvals = ctx.patched(PATCH_APPROVALS);
     let tool_model = ctx.patched(PATCH_TOOL_MODEL);
+    let iteration_setting = ctx.patched(PATCH_ITERATION_CAP);
     let now = ctx.workflow_time();
     ctx.state_mut(|s| {
+        s.iteration_setting = iteration_setting;
         s.approvals = approvals;
         s.tool_model = tool_model;
         s.turn_context = turn.context.clone();
@@ -520,6 +528,9 @@ const PATCH_APPROVALS: &str = "approvals-v1";
 /// code (see `workflow/legacy.rs`); from it on, calls are read by the tool
 /// model and only offered tools run.
 const PATCH_TOOL_MODEL: &str = "tool-model-v1";
+/// Turns started with this marker stop after the `max_iterations` setting
+/// (none by default) instead of after 50 model calls.
+const PATCH_ITERATION_CAP: &str = "iteration-cap-v1";
 
 /// Patch marker: sessions started before it offer only the built-in `shell`
 /// tool and send no project context (see docs/workflow-evolution.md).
@@ -575,7 +586,17 @@ async fn sample_until_done(
             return TurnEnd::Completed;
         }
     }
-    for _ in 0..MAX_ITERATIONS {
+    // `None`: no limit.
+    let cap = ctx.state(
+        |s| match (s.iteration_setting, s.effective().max_iterations) {
+            (false, _) => Some(LEGACY_MAX_ITERATIONS),
+            (true, 0) => None,
+            (true, n) => Some(n),
+        },
+    );
+    let mut calls: u32 = 0;
+    while cap.is_none_or(|cap| calls < cap) {
+        calls += 1;
         let input = ctx.state(|s| s.model_call_input(turn_id, false));
         let result = ctx
             .execute_activity(KeelActivities::model_call, input, model_options(cancel))
@@ -683,8 +704,14 @@ async fn sample_until_done(
             return TurnEnd::Interrupted;
         }
     }
-    let message =
-        format!("Maximum iterations ({MAX_ITERATIONS}) reached. Send another message to continue.");
+    let message = match ctx.state(|s| s.iteration_setting) {
+        true => format!(
+            "Maximum iterations ({calls}) reached (the max_iterations setting). Send another message to continue."
+        ),
+        false => format!(
+            "Maximum iterations ({LEGACY_MAX_ITERATIONS}) reached. Send another message to continue."
+        ),
+    };
     emit(
         ctx,
         turn_id,

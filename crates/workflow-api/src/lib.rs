@@ -124,6 +124,10 @@ pub struct TurnSettings {
     pub reasoning_effort: String,
     pub reasoning_summary: String,
     pub personality: String,
+    /// Model calls per turn before the turn stops; 0: no limit (Codex has
+    /// none).
+    #[serde(default)]
+    pub max_iterations: u32,
 }
 
 impl Default for TurnSettings {
@@ -138,6 +142,7 @@ impl Default for TurnSettings {
             reasoning_effort: String::new(),
             reasoning_summary: String::new(),
             personality: String::new(),
+            max_iterations: 0,
         }
     }
 }
@@ -169,6 +174,7 @@ impl TurnSettings {
             reasoning_effort: pick(&patch.reasoning_effort, &self.reasoning_effort),
             reasoning_summary: pick(&patch.reasoning_summary, &self.reasoning_summary),
             personality: pick(&patch.personality, &self.personality),
+            max_iterations: patch.max_iterations.unwrap_or(self.max_iterations),
         }
     }
 }
@@ -188,6 +194,8 @@ pub struct ContextPatch {
     pub reasoning_summary: Option<String>,
     #[serde(default)]
     pub personality: Option<String>,
+    #[serde(default)]
+    pub max_iterations: Option<u32>,
 }
 
 impl ContextPatch {

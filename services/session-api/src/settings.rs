@@ -50,6 +50,7 @@ pub(crate) fn patch(ctx: Option<pb::TurnContext>) -> Result<Option<ContextPatch>
         reasoning_effort: ctx.reasoning_effort,
         reasoning_summary: ctx.reasoning_summary,
         personality: ctx.personality,
+        max_iterations: ctx.max_iterations,
     };
     Ok((!patch.is_empty()).then_some(patch))
 }
@@ -134,6 +135,7 @@ pub(crate) fn to_wire(s: &TurnSettings) -> pb::TurnContext {
         reasoning_effort: Some(s.reasoning_effort.clone()),
         reasoning_summary: Some(s.reasoning_summary.clone()),
         personality: Some(s.personality.clone()),
+        max_iterations: Some(s.max_iterations),
     }
 }
 
