@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use keel_proto::v1::event::Msg;
 use keel_proto::v1::stream_events_response::Kind;
 use keel_proto::v1::{
     CompactRequest, Event, GetSessionRequest, InterruptRequest, OverrideTurnContextRequest,
-    PendingRequest, StreamEventsRequest,
+    PendingRequest, SteerTurnRequest, StreamEventsRequest,
 };
 use serde_json::{Value, json};
 
@@ -231,6 +231,88 @@ pub(crate) async fn interrupt(mut api: SessionApi, session: String) -> Result<()
         "interrupted the running turn of {session}, if any"
     ));
     Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct SteerArgs {
+    /// The session.
+    pub session: String,
+    /// The message.
+    #[arg(required = true, num_args = 1..)]
+    pub text: Vec<String>,
+    /// The turn to steer (default: the session's running turn).
+    #[arg(long)]
+    pub turn: Option<String>,
+    /// When the turn is no longer running, queue the message as a new turn
+    /// instead of failing.
+    #[arg(long)]
+    pub queue: bool,
+}
+
+pub(crate) async fn steer(mut api: SessionApi, args: SteerArgs) -> Result<()> {
+    let session = args.session;
+    let turn = match args.turn {
+        Some(turn) => turn,
+        None => running_turn(&mut api, &session).await?.unwrap_or_default(),
+    };
+    if turn.is_empty() && !args.queue {
+        bail!(
+            "session {session} has no running turn to steer (send a new turn with keel run --session, or pass --queue)"
+        );
+    }
+    let answer = api
+        .client
+        .steer_turn(SteerTurnRequest {
+            session_id: session.clone(),
+            text: args.text.join(" "),
+            // No running turn and --queue: a turn id no turn has, so the
+            // message is queued.
+            expected_turn_id: if turn.is_empty() { "none".into() } else { turn },
+            queue_if_not_running: args.queue,
+        })
+        .await
+        .map_err(|status| session_error(&api, "SteerTurn", &session, &status))?
+        .into_inner();
+    if answer.queued {
+        note(format_args!(
+            "the turn had ended; queued as turn {}",
+            answer.turn_id
+        ));
+    } else {
+        note(format_args!("steered turn {}", answer.turn_id));
+    }
+    Ok(())
+}
+
+/// The id of the session's running turn: the newest `turn_started` without
+/// a `turn_complete` or `turn_aborted` after it, among the retained events.
+async fn running_turn(api: &mut SessionApi, session: &str) -> Result<Option<String>> {
+    let mut stream = api
+        .client
+        .stream_events(StreamEventsRequest {
+            session_id: session.to_string(),
+            after_offset: 0,
+            follow: false,
+            live_deltas: false,
+        })
+        .await
+        .map_err(|status| session_error(api, "StreamEvents", session, &status))?
+        .into_inner();
+    let mut running = None;
+    while let Some(m) = stream
+        .message()
+        .await
+        .map_err(|status| session_error(api, "StreamEvents", session, &status))?
+    {
+        if let Some(Kind::Event(e)) = m.kind {
+            match e.msg {
+                Some(Msg::TurnStarted(_)) => running = Some(e.turn_id),
+                Some(Msg::TurnComplete(_) | Msg::TurnAborted(_)) => running = None,
+                _ => {}
+            }
+        }
+    }
+    Ok(running)
 }
 
 pub(crate) async fn compact(mut api: SessionApi, session: String) -> Result<()> {

@@ -114,6 +114,9 @@ enum Command {
     Answer(respond::AnswerArgs),
     /// Change a session's settings for the rest of the session and print them.
     Override(control::OverrideArgs),
+    /// Add a message to a session's running turn: the model sees it at its
+    /// next call and the turn goes on (Codex's steering).
+    Steer(control::SteerArgs),
     /// Abort a session's running turn, if any.
     Interrupt { session: String },
     /// Summarise a session's conversation so far and continue from the
@@ -205,6 +208,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Deny(args) => respond::deny(connect().await?, args).await,
         Command::Answer(args) => respond::answer(connect().await?, args).await,
         Command::Override(args) => control::override_context(connect().await?, args).await,
+        Command::Steer(args) => control::steer(connect().await?, args).await,
         Command::Interrupt { session } => control::interrupt(connect().await?, session).await,
         Command::Compact { session } => control::compact(connect().await?, session).await,
         // Answered in `main` before the runtime starts.
@@ -229,6 +233,25 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn steer_arguments() {
+        let cli =
+            Cli::try_parse_from(["keel", "steer", "abc", "also", "check", "x", "--queue"]).unwrap();
+        match cli.command {
+            Command::Steer(args) => {
+                assert_eq!(args.session, "abc");
+                assert_eq!(args.text, ["also", "check", "x"]);
+                assert!(args.queue);
+                assert_eq!(args.turn, None);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["keel", "steer", "abc"]).is_err(),
+            "text is required"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! How long a turn may run: no hidden cap on model calls (Codex has none),
-//! and a `max_iterations` setting, per session or per turn, that stops a
-//! turn after N model calls with a message naming the setting.
+//! Turns as Codex users know them: no hidden cap on model calls (a
+//! `max_iterations` setting, per session or per turn, stops a turn after N
+//! calls with a message naming it), and steering — a message sent while a
+//! turn runs joins it, and the model sees it at its next call.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
@@ -138,4 +139,199 @@ async fn max_iterations_per_session_and_per_turn() {
     )
     .await
     .unwrap();
+}
+
+/// A command that runs until the test creates `go` in the session's
+/// directory: a turn that is surely still running while the test steers.
+fn waiting_command(call_id: &str) -> Scripted {
+    Scripted::tool_call(
+        call_id,
+        "shell",
+        r#"{"command":["bash","-c","while [ ! -e go ]; do sleep 0.02; done; echo released"]}"#,
+    )
+}
+
+async fn wait_for_command_start(stream: &mut tonic::Streaming<pb::StreamEventsResponse>) {
+    session::until(stream, |e| {
+        matches!(e.msg, Some(Msg::ExecCommandBegin(_))).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+fn steer(sid: &str, turn_id: &str, text: &str, queue: bool) -> pb::SteerTurnRequest {
+    pb::SteerTurnRequest {
+        session_id: sid.into(),
+        text: text.into(),
+        expected_turn_id: turn_id.into(),
+        queue_if_not_running: queue,
+    }
+}
+
+/// The texts of the user messages in a model request's input, in order,
+/// with the item types around them.
+fn input_kinds(request: &keel_test_support::fake_model::RecordedRequest) -> Vec<String> {
+    request
+        .conversation()
+        .iter()
+        .map(|i| match i["type"].as_str().unwrap_or("") {
+            "message" => format!(
+                "{}: {}",
+                i["role"].as_str().unwrap_or(""),
+                i["content"][0]["text"].as_str().unwrap_or("")
+            ),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_steer_during_a_command_reaches_the_model_in_the_same_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeModel::start(vec![
+        waiting_command("call_wait"),
+        Scripted::assistant("steered answer"),
+        Scripted::assistant("second turn answer"),
+    ])
+    .await
+    .unwrap();
+    let stack = Stack::launch(StackOptions::new(fake.base_url()))
+        .await
+        .unwrap();
+    let mut client = session::connect(&stack.session_api).await.unwrap();
+    let (sid, mut stream) = session::open(
+        &mut client,
+        pb::CreateSessionRequest {
+            cwd: dir.path().display().to_string(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    session::send(&mut client, &sid, "t1", "run the slow thing")
+        .await
+        .unwrap();
+    wait_for_command_start(&mut stream).await;
+    let answer = client
+        .steer_turn(steer(&sid, "t1", "also say hello", false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((answer.turn_id.as_str(), answer.queued), ("t1", false));
+    std::fs::write(dir.path().join("go"), "").unwrap();
+
+    let (events, ()) = session::until(&mut stream, |e| {
+        (e.turn_id == "t1" && matches!(e.msg, Some(Msg::TurnComplete(_)))).then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(
+        events.iter().any(|e| e.turn_id == "t1"
+            && matches!(&e.msg, Some(Msg::UserMessage(m)) if m.message == "also say hello")),
+        "{events:#?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e.msg, Some(Msg::TurnStarted(_)))),
+        "no new turn: {events:#?}"
+    );
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 2, "one turn, two model calls");
+    let second = input_kinds(&requests[1]);
+    assert_eq!(
+        &second[second.len() - 3..],
+        [
+            "function_call",
+            "function_call_output",
+            "user: also say hello"
+        ],
+        "{second:?}"
+    );
+
+    // The turn has ended: a steer for it is refused, or queued when asked.
+    let refused = client
+        .steer_turn(steer(&sid, "t1", "too late", false))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains("not running"), "{refused:?}");
+    let queued = client
+        .steer_turn(steer(&sid, "t1", "then this", true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(queued.queued);
+    assert_ne!(queued.turn_id, "t1");
+    let (_, ()) = session::until(&mut stream, |e| {
+        (e.turn_id == queued.turn_id && matches!(e.msg, Some(Msg::TurnComplete(_)))).then_some(())
+    })
+    .await
+    .unwrap();
+    let third = input_kinds(&fake.requests()[2]);
+    assert_eq!(third.last().map(String::as_str), Some("user: then this"));
+
+    // A session with a steered turn and a queued one, for the replay tests.
+    client
+        .close_session(pb::CloseSessionRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+    keel_test_support::history::record_closed(&stack.temporal_address, &sid, "steer_closed")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_right_after_a_steer_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeModel::start(vec![
+        waiting_command("call_wait"),
+        Scripted::assistant("done"),
+    ])
+    .await
+    .unwrap();
+    let mut stack = Stack::launch(StackOptions::new(fake.base_url()))
+        .await
+        .unwrap();
+    let mut client = session::connect(&stack.session_api).await.unwrap();
+    let (sid, mut stream) = session::open(
+        &mut client,
+        pb::CreateSessionRequest {
+            cwd: dir.path().display().to_string(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    session::send(&mut client, &sid, "t1", "go").await.unwrap();
+    wait_for_command_start(&mut stream).await;
+    client
+        .steer_turn(steer(&sid, "t1", "remember this", false))
+        .await
+        .unwrap();
+    stack.kill("keel-worker").unwrap();
+    stack.restart("keel-worker").unwrap();
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let (_, ()) = session::until(&mut stream, |e| {
+        (e.turn_id == "t1" && matches!(e.msg, Some(Msg::TurnComplete(_)))).then_some(())
+    })
+    .await
+    .unwrap();
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 2);
+    let second = input_kinds(&requests[1]);
+    assert_eq!(
+        second.last().map(String::as_str),
+        Some("user: remember this")
+    );
+    assert_eq!(
+        second
+            .iter()
+            .filter(|k| *k == "function_call_output")
+            .count(),
+        1,
+        "the command ran once: {second:?}"
+    );
 }

@@ -24,8 +24,8 @@ use std::time::Duration;
 use keel_proto::v1 as pb;
 use keel_workflow_api::{
     Answer, ContextPatch, EventsPage, EventsQuery, MEMO_LAST_ACTIVITY_MS, MEMO_STATUS,
-    PendingRequest, Response, RunStatus, SessionInput, SessionOutcome, SessionState, TurnSettings,
-    Usage, UserTurn,
+    PendingRequest, Response, RunStatus, SessionInput, SessionOutcome, SessionState, Steer,
+    TurnSettings, Usage, UserTurn,
 };
 use pb::event::Msg;
 use serde_json::json;
@@ -94,6 +94,12 @@ pub struct AgentWorkflow {
     /// This run's id, to tell session-api about new events (see
     /// [`crate::notices`]).
     run_id: String,
+    /// The running turn's id; `None` while idle.
+    running_turn: Option<String>,
+    /// Messages steered into the running turn that no model call has sent
+    /// yet. They follow `durable.pending` (the outputs of the calls before
+    /// them); a turn that ends with some left hands them to the next turn.
+    steered: Vec<AppendItem>,
 }
 
 enum TurnEnd {
@@ -122,6 +128,8 @@ impl AgentWorkflow {
             answers: BTreeMap::new(),
             rollover_requested: false,
             run_id: ctx.run_id().to_string(),
+            running_turn: None,
+            steered: Vec::new(),
         }
     }
 
@@ -251,6 +259,43 @@ impl AgentWorkflow {
         self.durable.settings.clone()
     }
 
+    #[update_validator(steer)]
+    pub fn validate_steer(
+        &self,
+        _ctx: &WorkflowContextView,
+        steer: &Steer,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        match &self.running_turn {
+            Some(running) if *running == steer.expected_turn_id => Ok(()),
+            Some(running) => Err(format!(
+                "turn {:?} is not running (turn {running:?} is)",
+                steer.expected_turn_id
+            )
+            .into()),
+            None => Err(format!(
+                "turn {:?} is not running (no turn is)",
+                steer.expected_turn_id
+            )
+            .into()),
+        }
+    }
+
+    /// Adds a message to the running turn: the model sees it at its next
+    /// call (Codex's `turn/steer`).
+    #[update(name = "steer")]
+    pub fn steer(&mut self, ctx: &mut SyncWorkflowContext<Self>, steer: Steer) {
+        let now = ctx.workflow_time();
+        self.steered.push(AppendItem::Digest(steer.item_digest));
+        self.emit(
+            now,
+            &steer.expected_turn_id,
+            Msg::UserMessage(pb::UserMessage {
+                message: steer.text_preview,
+                truncated: steer.text_truncated,
+            }),
+        );
+    }
+
     #[query(name = "events")]
     pub fn events(&self, _ctx: &WorkflowContextView, q: EventsQuery) -> EventsPage {
         self.durable.log.page(q, self.status == RunStatus::Closed)
@@ -323,7 +368,13 @@ impl AgentWorkflow {
             turn_id: turn_id.to_string(),
             model: settings.model,
             head: self.durable.head.clone(),
-            append: self.durable.pending.clone(),
+            append: self
+                .durable
+                .pending
+                .iter()
+                .chain(&self.steered)
+                .cloned()
+                .collect(),
             tools,
             parallel_tool_calls: false,
             ephemeral_items: developer_items(&self.input.developer_instructions)
@@ -448,6 +499,7 @@ async fn run_turn(ctx: &mut WorkflowContext<AgentWorkflow>, turn: UserTurn) -> W
     let now = ctx.workflow_time();
     ctx.state_mut(|s| {
         s.iteration_setting = iteration_setting;
+        s.running_turn = Some(turn_id.clone());
         s.approvals = approvals;
         s.tool_model = tool_model;
         s.turn_context = turn.context.clone();
@@ -498,6 +550,11 @@ async fn run_turn(ctx: &mut WorkflowContext<AgentWorkflow>, turn: UserTurn) -> W
             }),
         };
         s.emit(now, &turn_id, msg);
+        s.running_turn = None;
+        // Steered messages no call sent (the turn was interrupted or
+        // failed) go with the next turn's first call.
+        let steered = std::mem::take(&mut s.steered);
+        s.durable.pending.extend(steered);
         s.status = RunStatus::Idle;
         s.turn_cancel = None;
         s.turn_context = None;
@@ -594,10 +651,15 @@ async fn sample_until_done(
             (true, n) => Some(n),
         },
     );
-    let mut calls: u32 = 0;
-    while cap.is_none_or(|cap| calls < cap) {
-        calls += 1;
-        let input = ctx.state(|s| s.model_call_input(turn_id, false));
+    let mut model_calls: u32 = 0;
+    while cap.is_none_or(|cap| model_calls < cap) {
+        model_calls += 1;
+        let (input, sent) = ctx.state(|s| {
+            (
+                s.model_call_input(turn_id, false),
+                (s.durable.pending.len(), s.steered.len()),
+            )
+        });
         let result = ctx
             .execute_activity(KeelActivities::model_call, input, model_options(cancel))
             .await;
@@ -624,7 +686,12 @@ async fn sample_until_done(
         let mut calls = Vec::new();
         ctx.state_mut(|s| {
             s.durable.head = Some(output.head.clone());
-            s.durable.pending.clear();
+            // What this call sent is now in the conversation; messages
+            // steered in meanwhile wait for the next call.
+            s.durable
+                .pending
+                .drain(..sent.0.min(s.durable.pending.len()));
+            s.steered.drain(..sent.1.min(s.steered.len()));
             for item in &output.items {
                 match item {
                     OutputItem::Message {
@@ -683,7 +750,12 @@ async fn sample_until_done(
             }
         });
         if calls.is_empty() {
-            return TurnEnd::Completed;
+            // A message steered in while the model answered gets its answer
+            // in this turn.
+            if ctx.state(|s| s.steered.is_empty()) {
+                return TurnEnd::Completed;
+            }
+            continue;
         }
         for call in calls {
             if cancel.is_cancelled() {
@@ -706,7 +778,7 @@ async fn sample_until_done(
     }
     let message = match ctx.state(|s| s.iteration_setting) {
         true => format!(
-            "Maximum iterations ({calls}) reached (the max_iterations setting). Send another message to continue."
+            "Maximum iterations ({model_calls}) reached (the max_iterations setting). Send another message to continue."
         ),
         false => format!(
             "Maximum iterations ({LEGACY_MAX_ITERATIONS}) reached. Send another message to continue."

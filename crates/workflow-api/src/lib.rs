@@ -389,6 +389,21 @@ pub struct UserTurn {
     pub context: Option<ContextPatch>,
 }
 
+/// A message that joins the running turn (update `steer`): the model sees it
+/// at its next call, after the outputs of the calls before it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Steer {
+    /// The turn the client means; a steer for a turn that is not running is
+    /// rejected.
+    pub expected_turn_id: String,
+    /// Digest of the stored Responses API `message` item.
+    pub item_digest: String,
+    /// The message text for the event log, cut to [`INLINE_TEXT_LIMIT`].
+    pub text_preview: String,
+    #[serde(default)]
+    pub text_truncated: bool,
+}
+
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Usage {
     pub input_tokens: u64,
@@ -546,6 +561,10 @@ definition!(
 definition!(
     /// Change the persistent settings; returns them.
     OverrideContextUpdate, update "override_context", ContextPatch => TurnSettings);
+definition!(
+    /// Add a message to the running turn; rejected when that turn is not
+    /// running.
+    SteerUpdate, update "steer", Steer => ());
 definition!(
     /// Read the session's state.
     StateQuery, query "state", () => SessionState);

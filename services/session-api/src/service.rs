@@ -9,14 +9,14 @@ use keel_proto::v1 as pb;
 use keel_proto::v1::session_service_server::SessionService;
 use keel_workflow_api::{
     self as api, CompactSignal, InterruptSignal, OverrideContextUpdate, RespondUpdate, RunStatus,
-    SessionInput, SessionState, SessionWorkflow, ShutdownSignal, StateQuery, UserTurn,
-    UserTurnSignal,
+    SessionInput, SessionState, SessionWorkflow, ShutdownSignal, StateQuery, Steer, SteerUpdate,
+    UserTurn, UserTurnSignal,
 };
 use serde_json::json;
 use temporalio_client::{
     Client, WorkflowDescribeOptions, WorkflowExecuteUpdateOptions, WorkflowExecutionStatus,
     WorkflowHandle, WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
-    grpc::WorkflowService,
+    errors::WorkflowUpdateError, grpc::WorkflowService,
 };
 use temporalio_common::protos::temporal::api::workflowservice::v1::ListWorkflowExecutionsRequest;
 use tonic::{Request, Response, Status};
@@ -131,6 +131,23 @@ impl SessionApi {
                 None => Err(self.missing_or_closed(session_id).await),
             },
         }
+    }
+
+    /// Stores a user message as a Responses API `message` item; returns its
+    /// digest (what history carries) and the preview the event log shows.
+    async fn store_message(&self, text: &str) -> Result<(String, String, bool), Status> {
+        let item = json!({
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": text}],
+        });
+        let digest = self
+            .blobs
+            .put_json(&item)
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot store the message: {e}")))?;
+        let (preview, truncated) = api::cut_text(text, api::INLINE_TEXT_LIMIT);
+        Ok((digest, preview, truncated))
     }
 
     /// The session's state, FAILED_PRECONDITION when it is closed.
@@ -362,18 +379,7 @@ impl SessionService for SessionApi {
             validate_id("turn_id", &req.turn_id)?;
             req.turn_id
         };
-        // The message goes to the blob store; history carries its digest.
-        let item = json!({
-            "type": "message",
-            "role": "user",
-            "content": [{"type": "input_text", "text": req.text}],
-        });
-        let item_digest = self
-            .blobs
-            .put_json(&item)
-            .await
-            .map_err(|e| Status::unavailable(format!("cannot store the message: {e}")))?;
-        let (text_preview, text_truncated) = api::cut_text(&req.text, api::INLINE_TEXT_LIMIT);
+        let (item_digest, text_preview, text_truncated) = self.store_message(&req.text).await?;
         let turn = UserTurn {
             turn_id: turn_id.clone(),
             item_digest,
@@ -389,6 +395,75 @@ impl SessionService for SessionApi {
         )
         .await?;
         Ok(Response::new(pb::SendUserTurnResponse { turn_id }))
+    }
+
+    async fn steer_turn(
+        &self,
+        request: Request<pb::SteerTurnRequest>,
+    ) -> Result<Response<pb::SteerTurnResponse>, Status> {
+        let req = request.into_inner();
+        required_session_id(&req.session_id)?;
+        if req.text.trim().is_empty() {
+            return Err(Status::invalid_argument("text must not be empty"));
+        }
+        if req.expected_turn_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "expected_turn_id must name the turn to steer",
+            ));
+        }
+        validate_id("expected_turn_id", &req.expected_turn_id)?;
+        let (item_digest, text_preview, text_truncated) = self.store_message(&req.text).await?;
+        let steer = Steer {
+            expected_turn_id: req.expected_turn_id.clone(),
+            item_digest: item_digest.clone(),
+            text_preview: text_preview.clone(),
+            text_truncated,
+        };
+        let refusal = match self
+            .handle(&req.session_id)
+            .execute_update(SteerUpdate, steer, WorkflowExecuteUpdateOptions::default())
+            .await
+        {
+            Ok(()) => {
+                return Ok(Response::new(pb::SteerTurnResponse {
+                    turn_id: req.expected_turn_id,
+                    queued: false,
+                }));
+            }
+            // The workflow refused: that turn is not running.
+            Err(WorkflowUpdateError::Failed(failure)) => failure.message,
+            Err(e) => {
+                return Err(match errors::update(&req.session_id, e) {
+                    Some(status) => status,
+                    None => self.missing_or_closed(&req.session_id).await,
+                });
+            }
+        };
+        if !req.queue_if_not_running {
+            return Err(Status::failed_precondition(format!(
+                "session {:?}: {refusal}; send it as a new turn (SendUserTurn) or set queue_if_not_running",
+                req.session_id
+            )));
+        }
+        let turn_id = uuid::Uuid::new_v4().to_string();
+        let turn = UserTurn {
+            turn_id: turn_id.clone(),
+            item_digest,
+            text_preview,
+            text_truncated,
+            context: None,
+        };
+        self.signal(
+            &req.session_id,
+            UserTurnSignal,
+            turn,
+            "cannot queue the turn",
+        )
+        .await?;
+        Ok(Response::new(pb::SteerTurnResponse {
+            turn_id,
+            queued: true,
+        }))
     }
 
     type StreamEventsStream = EventStream;
