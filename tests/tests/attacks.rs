@@ -712,13 +712,8 @@ async fn a_sandbox_the_host_cannot_enforce_is_never_skipped_silently() {
         assert_eq!(ws.join(name).exists(), answer == K::Approved, "{name}");
         if answer == K::Approved {
             // Asked and re-run unconfined as attempt 1, for the replay tests.
-            client
-                .close_session(pb::CloseSessionRequest {
-                    session_id: sid.clone(),
-                })
-                .await
-                .unwrap();
-            keel_test_support::history::record_closed(
+            keel_test_support::history::close_and_record(
+                &mut client,
                 &stack.temporal_address,
                 &sid,
                 "sandbox_unavailable_closed",

@@ -48,18 +48,33 @@ async fn finish_turn(
     (commands, messages)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_turn_of_120_tool_calls_completes_without_a_cap() {
-    let mut script = tool_calls(120);
-    script.push(Scripted::assistant("all 120 done"));
+/// A stack whose model follows `script`, and a session created with
+/// `request`, followed from its start.
+async fn started(
+    script: Vec<Scripted>,
+    request: pb::CreateSessionRequest,
+) -> (
+    FakeModel,
+    Stack,
+    session::Client,
+    String,
+    tonic::Streaming<pb::StreamEventsResponse>,
+) {
     let fake = FakeModel::start(script).await.unwrap();
     let stack = Stack::launch(StackOptions::new(fake.base_url()))
         .await
         .unwrap();
     let mut client = session::connect(&stack.session_api).await.unwrap();
-    let (sid, mut stream) = session::open(&mut client, pb::CreateSessionRequest::default())
-        .await
-        .unwrap();
+    let (sid, stream) = session::open(&mut client, request).await.unwrap();
+    (fake, stack, client, sid, stream)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_turn_of_120_tool_calls_completes_without_a_cap() {
+    let mut script = tool_calls(120);
+    script.push(Scripted::assistant("all 120 done"));
+    let (fake, _stack, mut client, sid, mut stream) =
+        started(script, pb::CreateSessionRequest::default()).await;
     session::send(&mut client, &sid, "long", "refactor everything")
         .await
         .unwrap();
@@ -73,13 +88,8 @@ async fn a_turn_of_120_tool_calls_completes_without_a_cap() {
 async fn max_iterations_per_session_and_per_turn() {
     let mut script = tool_calls(5);
     script.push(Scripted::assistant("finished"));
-    let fake = FakeModel::start(script).await.unwrap();
-    let stack = Stack::launch(StackOptions::new(fake.base_url()))
-        .await
-        .unwrap();
-    let mut client = session::connect(&stack.session_api).await.unwrap();
-    let (sid, mut stream) = session::open(
-        &mut client,
+    let (fake, stack, mut client, sid, mut stream) = started(
+        script,
         pb::CreateSessionRequest {
             context: Some(pb::TurnContext {
                 max_iterations: Some(3),
@@ -88,8 +98,7 @@ async fn max_iterations_per_session_and_per_turn() {
             ..Default::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     let settings = session::get(&mut client, &sid).await.unwrap().context;
     assert_eq!(settings.and_then(|s| s.max_iterations), Some(3));
 
@@ -126,13 +135,8 @@ async fn max_iterations_per_session_and_per_turn() {
     assert_eq!(fake.requests().len(), 6);
 
     // A session with a capped and an uncapped turn, for the replay tests.
-    client
-        .close_session(pb::CloseSessionRequest {
-            session_id: sid.clone(),
-        })
-        .await
-        .unwrap();
-    keel_test_support::history::record_closed(
+    keel_test_support::history::close_and_record(
+        &mut client,
         &stack.temporal_address,
         &sid,
         "iteration_cap_closed",
@@ -151,12 +155,46 @@ fn waiting_command(call_id: &str) -> Scripted {
     )
 }
 
-async fn wait_for_command_start(stream: &mut tonic::Streaming<pb::StreamEventsResponse>) {
-    session::until(stream, |e| {
+/// A session in a temporary directory whose turn `t1` runs
+/// [`waiting_command`] (already started), then the model answers with
+/// `then`.
+struct Steering {
+    dir: tempfile::TempDir,
+    fake: FakeModel,
+    stack: Stack,
+    client: session::Client,
+    sid: String,
+    stream: tonic::Streaming<pb::StreamEventsResponse>,
+}
+
+async fn steering(then: Vec<Scripted>) -> Steering {
+    let dir = tempfile::tempdir().unwrap();
+    let mut script = vec![waiting_command("call_wait")];
+    script.extend(then);
+    let (fake, stack, mut client, sid, mut stream) = started(
+        script,
+        pb::CreateSessionRequest {
+            cwd: dir.path().display().to_string(),
+            ..Default::default()
+        },
+    )
+    .await;
+    session::send(&mut client, &sid, "t1", "run the slow thing")
+        .await
+        .unwrap();
+    session::until(&mut stream, |e| {
         matches!(e.msg, Some(Msg::ExecCommandBegin(_))).then_some(())
     })
     .await
     .unwrap();
+    Steering {
+        dir,
+        fake,
+        stack,
+        client,
+        sid,
+        stream,
+    }
 }
 
 fn steer(sid: &str, turn_id: &str, text: &str, queue: bool) -> pb::SteerTurnRequest {
@@ -187,31 +225,18 @@ fn input_kinds(request: &keel_test_support::fake_model::RecordedRequest) -> Vec<
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_steer_during_a_command_reaches_the_model_in_the_same_turn() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeModel::start(vec![
-        waiting_command("call_wait"),
+    let Steering {
+        dir,
+        fake,
+        stack,
+        mut client,
+        sid,
+        mut stream,
+    } = steering(vec![
         Scripted::assistant("steered answer"),
         Scripted::assistant("second turn answer"),
     ])
-    .await
-    .unwrap();
-    let stack = Stack::launch(StackOptions::new(fake.base_url()))
-        .await
-        .unwrap();
-    let mut client = session::connect(&stack.session_api).await.unwrap();
-    let (sid, mut stream) = session::open(
-        &mut client,
-        pb::CreateSessionRequest {
-            cwd: dir.path().display().to_string(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    session::send(&mut client, &sid, "t1", "run the slow thing")
-        .await
-        .unwrap();
-    wait_for_command_start(&mut stream).await;
+    .await;
     let answer = client
         .steer_turn(steer(&sid, "t1", "also say hello", false))
         .await
@@ -272,41 +297,26 @@ async fn a_steer_during_a_command_reaches_the_model_in_the_same_turn() {
     assert_eq!(third.last().map(String::as_str), Some("user: then this"));
 
     // A session with a steered turn and a queued one, for the replay tests.
-    client
-        .close_session(pb::CloseSessionRequest {
-            session_id: sid.clone(),
-        })
-        .await
-        .unwrap();
-    keel_test_support::history::record_closed(&stack.temporal_address, &sid, "steer_closed")
-        .await
-        .unwrap();
+    keel_test_support::history::close_and_record(
+        &mut client,
+        &stack.temporal_address,
+        &sid,
+        "steer_closed",
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_right_after_a_steer_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = FakeModel::start(vec![
-        waiting_command("call_wait"),
-        Scripted::assistant("done"),
-    ])
-    .await
-    .unwrap();
-    let mut stack = Stack::launch(StackOptions::new(fake.base_url()))
-        .await
-        .unwrap();
-    let mut client = session::connect(&stack.session_api).await.unwrap();
-    let (sid, mut stream) = session::open(
-        &mut client,
-        pb::CreateSessionRequest {
-            cwd: dir.path().display().to_string(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    session::send(&mut client, &sid, "t1", "go").await.unwrap();
-    wait_for_command_start(&mut stream).await;
+    let Steering {
+        dir,
+        fake,
+        mut stack,
+        mut client,
+        sid,
+        mut stream,
+    } = steering(vec![Scripted::assistant("done")]).await;
     client
         .steer_turn(steer(&sid, "t1", "remember this", false))
         .await

@@ -249,3 +249,19 @@ pub fn timeline(history_json: &[u8]) -> anyhow::Result<Timeline> {
     }
     Ok(t)
 }
+
+/// Closes the session, then (with `KEEL_RECORD_HISTORIES`) records its
+/// history as `name` for the replay tests (see [`record_closed`]).
+pub async fn close_and_record(
+    client: &mut crate::session::Client,
+    temporal_address: &str,
+    session_id: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    client
+        .close_session(keel_proto::v1::CloseSessionRequest {
+            session_id: session_id.to_string(),
+        })
+        .await?;
+    record_closed(temporal_address, session_id, name).await
+}
