@@ -357,24 +357,48 @@ async fn open_session(api: &mut SessionApi, options: &RunOptions) -> Result<Sess
                 .to_str()
                 .ok_or_else(|| anyhow!("the directory {} is not valid UTF-8", cwd.display()))?
                 .to_string();
-            api.client
-                .create_session(CreateSessionRequest {
-                    session_id: String::new(),
-                    model: options.settings.model.clone().unwrap_or_default(),
-                    cwd,
-                    developer_instructions: String::new(),
-                    context: options.settings.to_context(),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|status| match status.code() {
-                    Code::InvalidArgument => {
-                        anyhow!("the session was refused: {}", status.message())
+            // The id is chosen here, so a CreateSession retried after a lost
+            // answer finds the session it made instead of making another.
+            let request = CreateSessionRequest {
+                session_id: uuid::Uuid::new_v4().to_string(),
+                model: options.settings.model.clone().unwrap_or_default(),
+                cwd,
+                developer_instructions: String::new(),
+                context: options.settings.to_context(),
+                ..Default::default()
+            };
+            let mut delay = std::time::Duration::from_millis(200);
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match api.client.create_session(request.clone()).await {
+                    Ok(response) => break response.into_inner().session,
+                    Err(status) if status.code() == Code::Unavailable && attempt < 4 => {
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
                     }
-                    _ => api.error("CreateSession", &status),
-                })?
-                .into_inner()
-                .session
+                    // An earlier attempt made it before its answer was lost.
+                    Err(status) if status.code() == Code::AlreadyExists && attempt > 1 => {
+                        break api
+                            .client
+                            .get_session(GetSessionRequest {
+                                session_id: request.session_id.clone(),
+                            })
+                            .await
+                            .map_err(|status| api.error("GetSession", &status))?
+                            .into_inner()
+                            .session;
+                    }
+                    Err(status) => {
+                        return Err(match status.code() {
+                            Code::InvalidArgument => {
+                                anyhow!("the session was refused: {}", status.message())
+                            }
+                            _ => api.error("CreateSession", &status),
+                        });
+                    }
+                }
+            }
         }
         Some(id) => {
             if options.cwd.is_some() {
