@@ -34,6 +34,8 @@ const TEMPORAL_HEALTH_SERVICE: &str = "temporal.api.workflowservice.v1.WorkflowS
 const POLL: Duration = Duration::from_millis(100);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 const LOG_TAIL_LINES: usize = 20;
+/// Starts of the Temporal dev server before keel up gives up on it.
+const TEMPORAL_START_ATTEMPTS: u32 = 3;
 /// Starts the line `keel up` writes to a log before each start.
 const LOG_HEADER: &str = "=== keel up ";
 
@@ -217,8 +219,20 @@ impl Stack {
         .args();
         let mut child = self.spawn(component, &temporal, &args)?;
         let deadline = Instant::now() + timeout;
+        let mut attempts = 1;
         loop {
             if let Some(status) = child.try_wait()? {
+                // The dev server also binds ports of its own choosing, which
+                // another program can take first: try again, a few times.
+                if attempts < TEMPORAL_START_ATTEMPTS && Instant::now() < deadline {
+                    say(format_args!(
+                        "{:<12} exited during start-up ({status}); starting it again",
+                        component.name()
+                    ));
+                    attempts += 1;
+                    child = self.spawn(component, &temporal, &args)?;
+                    continue;
+                }
                 self.forget(component)?;
                 return Err(
                     self.start_failure(component, &format!("exited during start-up ({status})"))
@@ -408,6 +422,16 @@ impl Stack {
         let log_path = self.state.log_file(component.name());
         let tail = log_tail(&log_path, LOG_TAIL_LINES);
         let mut message = format!("{} {what}", component.name());
+        // A Go panic's cause is its first line, far above the stack's tail.
+        if let Some(panic) = std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("panic:"))
+            .filter(|l| !tail.contains(*l))
+        {
+            message.push_str(&format!("; {}", panic.trim()));
+        }
         if tail.trim().is_empty() {
             message.push_str(&format!("; its log {} is empty", log_path.display()));
         } else {

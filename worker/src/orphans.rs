@@ -14,6 +14,8 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use temporalio_client::Client;
 use temporalio_client::grpc::WorkflowService;
 use temporalio_common::protos::temporal::api::common::v1::WorkflowExecution;
@@ -25,6 +27,9 @@ use temporalio_common::protos::temporal::api::workflowservice::v1::{
     DescribeWorkflowExecutionRequest, ListWorkflowExecutionsRequest, ResetStickyTaskQueueRequest,
     RespondActivityTaskFailedByIdRequest,
 };
+
+/// Sessions described at once while looking for a dead worker's calls.
+const DESCRIBE_CONCURRENCY: usize = 16;
 
 /// The failure type of an activity failed for its dead worker; retryable.
 pub const WORKER_RESTARTED: &str = "worker_restarted";
@@ -77,9 +82,9 @@ fn is_dead_predecessor(other: &str, own: &str) -> bool {
 }
 
 /// Fails the started activities of this host's dead workers and resets the
-/// sticky queues of their sessions. Only sessions whose memo says a turn is
-/// running are described (idle sessions have nothing started). Errors are
-/// logged: the heartbeat timeout still recovers everything, only later.
+/// sticky queues of their sessions. Every running session of the task queue
+/// is described once, a few at a time. Errors are logged: the heartbeat
+/// timeout still recovers everything, only later.
 pub async fn recover(client: Client, namespace: String, task_queue: String, own: String) {
     let mut service = client.clone();
     let mut next_page_token = Vec::new();
@@ -107,18 +112,23 @@ pub async fn recover(client: Client, namespace: String, task_queue: String, own:
                 return;
             }
         };
-        for info in &page.executions {
-            let running = info
-                .memo
-                .as_ref()
-                .and_then(|m| m.fields.get(keel_workflow_api::MEMO_STATUS))
-                .and_then(|p| serde_json::from_slice::<String>(&p.data).ok())
-                .is_some_and(|status| status == "running");
-            let Some(execution) = info.execution.clone().filter(|_| running) else {
-                continue;
-            };
-            recovered += recover_one(&mut service, &namespace, execution, &own).await;
-        }
+        // Every running session is described (strongly consistent), not
+        // only those whose memo says a turn runs: visibility lags, and a
+        // turn that started just before the crash may not show yet.
+        let executions: Vec<WorkflowExecution> = page
+            .executions
+            .iter()
+            .filter_map(|info| info.execution.clone())
+            .collect();
+        recovered += futures::stream::iter(executions)
+            .map(|execution| {
+                let mut service = service.clone();
+                let (namespace, own) = (namespace.clone(), own.clone());
+                async move { recover_one(&mut service, &namespace, execution, &own).await }
+            })
+            .buffer_unordered(DESCRIBE_CONCURRENCY)
+            .fold(0, |n, m| async move { n + m })
+            .await;
         if page.next_page_token.is_empty() {
             break;
         }
