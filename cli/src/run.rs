@@ -130,27 +130,43 @@ async fn send_turn(
         turn_id: turn_id.to_string(),
         context,
     };
+    let (result, _) = while_unavailable(|| {
+        let (mut client, request) = (api.client.clone(), request.clone());
+        async move { client.send_user_turn(request).await }
+    })
+    .await;
+    let Err(status) = result else {
+        return Ok(());
+    };
+    Err(match status.code() {
+        Code::FailedPrecondition => anyhow!(
+            "session {session_id} accepts no more turns: {} (start a new one without --session)",
+            status.message()
+        ),
+        Code::InvalidArgument => anyhow!("the turn was refused: {}", status.message()),
+        _ => api.error("SendUserTurn", &status),
+    })
+}
+
+/// Calls `call` (the same request each time) again while session-api is
+/// UNAVAILABLE, a few times, briefly. Returns the last result and how many
+/// calls were made.
+async fn while_unavailable<T, F, Fut>(mut call: F) -> (Result<T, Status>, u32)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
     let mut delay = std::time::Duration::from_millis(200);
-    let mut attempts = 0;
+    let mut attempts = 1;
     loop {
-        attempts += 1;
-        let status = match api.client.send_user_turn(request.clone()).await {
-            Ok(_) => return Ok(()),
-            Err(status) => status,
-        };
-        if status.code() == Code::Unavailable && attempts < 4 {
-            tokio::time::sleep(delay).await;
-            delay *= 2;
-            continue;
+        match call().await {
+            Err(status) if status.code() == Code::Unavailable && attempts < 4 => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempts += 1;
+            }
+            result => return (result, attempts),
         }
-        return Err(match status.code() {
-            Code::FailedPrecondition => anyhow!(
-                "session {session_id} accepts no more turns: {} (start a new one without --session)",
-                status.message()
-            ),
-            Code::InvalidArgument => anyhow!("the turn was refused: {}", status.message()),
-            _ => api.error("SendUserTurn", &status),
-        });
     }
 }
 
@@ -367,36 +383,30 @@ async fn open_session(api: &mut SessionApi, options: &RunOptions) -> Result<Sess
                 context: options.settings.to_context(),
                 ..Default::default()
             };
-            let mut delay = std::time::Duration::from_millis(200);
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                match api.client.create_session(request.clone()).await {
-                    Ok(response) => break response.into_inner().session,
-                    Err(status) if status.code() == Code::Unavailable && attempt < 4 => {
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
-                    }
-                    // An earlier attempt made it before its answer was lost.
-                    Err(status) if status.code() == Code::AlreadyExists && attempt > 1 => {
-                        break api
-                            .client
-                            .get_session(GetSessionRequest {
-                                session_id: request.session_id.clone(),
-                            })
-                            .await
-                            .map_err(|status| api.error("GetSession", &status))?
-                            .into_inner()
-                            .session;
-                    }
-                    Err(status) => {
-                        return Err(match status.code() {
-                            Code::InvalidArgument => {
-                                anyhow!("the session was refused: {}", status.message())
-                            }
-                            _ => api.error("CreateSession", &status),
-                        });
-                    }
+            let call = || {
+                let (mut client, request) = (api.client.clone(), request.clone());
+                async move { client.create_session(request).await }
+            };
+            match while_unavailable(call).await {
+                (Ok(response), _) => response.into_inner().session,
+                // An earlier attempt made it before its answer was lost.
+                (Err(status), attempts) if status.code() == Code::AlreadyExists && attempts > 1 => {
+                    api.client
+                        .get_session(GetSessionRequest {
+                            session_id: request.session_id.clone(),
+                        })
+                        .await
+                        .map_err(|status| api.error("GetSession", &status))?
+                        .into_inner()
+                        .session
+                }
+                (Err(status), _) => {
+                    return Err(match status.code() {
+                        Code::InvalidArgument => {
+                            anyhow!("the session was refused: {}", status.message())
+                        }
+                        _ => api.error("CreateSession", &status),
+                    });
                 }
             }
         }

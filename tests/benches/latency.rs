@@ -130,9 +130,7 @@ async fn main() -> anyhow::Result<()> {
     let after_commit: Vec<Duration> = received
         .iter()
         .filter_map(|(e, at)| {
-            let t = e.time.as_ref()?;
-            let emitted = SystemTime::UNIX_EPOCH
-                + Duration::new(u64::try_from(t.seconds).ok()?, u32::try_from(t.nanos).ok()?);
+            let emitted = history::keel_event_time(e)?;
             at.duration_since(timeline.committed_at(emitted)?).ok()
         })
         .collect();

@@ -151,12 +151,7 @@ impl Samples {
         self.0.entry(key.to_string()).or_default().push(v);
     }
     fn median(&self, key: &str) -> f64 {
-        let mut v = self.0.get(key).cloned().unwrap_or_default();
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+        self.pct(key, 0.5)
     }
     fn pct(&self, key: &str, p: f64) -> f64 {
         let mut v = self.0.get(key).cloned().unwrap_or_default();
@@ -413,12 +408,7 @@ async fn measure(label: &str, db: bool, pragmas: Vec<String>) -> anyhow::Result<
         s.add("keel step", own / STEPS as f64);
         breakdown(&timeline, &mut s, "keel");
         for (e, at) in &events {
-            let Some(emitted) = e.time.as_ref().and_then(|t| {
-                SystemTime::UNIX_EPOCH.checked_add(Duration::new(
-                    u64::try_from(t.seconds).ok()?,
-                    u32::try_from(t.nanos).ok()?,
-                ))
-            }) else {
+            let Some(emitted) = history::keel_event_time(e) else {
                 continue;
             };
             if let Some(committed) = timeline.committed_at(emitted) {

@@ -212,8 +212,14 @@ async fn recover_one(
                 execution: Some(execution.clone()),
             }),
         );
-        if let Err(e) = tokio::time::timeout(Duration::from_secs(5), reset).await {
-            tracing::debug!(workflow_id = %execution.workflow_id, error = %e, "cannot reset the sticky queue");
+        match tokio::time::timeout(Duration::from_secs(5), reset).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(workflow_id = %execution.workflow_id, error = %e, "cannot reset the sticky queue")
+            }
+            Err(_) => {
+                tracing::debug!(workflow_id = %execution.workflow_id, "resetting the sticky queue timed out")
+            }
         }
     }
     failed

@@ -175,7 +175,8 @@ pub struct SessionApis {
 #[derive(Default)]
 struct Inner {
     targets: Vec<Target>,
-    replicas: RwLock<BTreeMap<String, Arc<Replica>>>,
+    /// By (index of the configured name, address).
+    replicas: RwLock<BTreeMap<(usize, SocketAddr), Arc<Replica>>>,
 }
 
 impl SessionApis {
@@ -202,7 +203,7 @@ impl SessionApis {
     /// addresses get a client, vanished ones are dropped. A name that does
     /// not resolve keeps the replicas it had.
     pub async fn resolve(&self) {
-        for target in &self.inner.targets {
+        for (index, target) in self.inner.targets.iter().enumerate() {
             let addrs: BTreeSet<SocketAddr> = match tokio::net::lookup_host(&target.host_port).await
             {
                 Ok(addrs) => addrs.collect(),
@@ -211,29 +212,23 @@ impl SessionApis {
                     continue;
                 }
             };
-            let prefix = format!("{}://{}|", target.scheme, target.host_port);
-            let urls: BTreeSet<String> = addrs
-                .iter()
-                .map(|a| format!("{prefix}{}://{a}", target.scheme))
-                .collect();
             let mut replicas = self
                 .inner
                 .replicas
                 .write()
                 .unwrap_or_else(|p| p.into_inner());
-            replicas.retain(|k, _| !k.starts_with(&prefix) || urls.contains(k));
-            for key in urls {
-                if replicas.contains_key(&key) {
+            replicas.retain(|(t, addr), _| *t != index || addrs.contains(addr));
+            for addr in addrs {
+                if replicas.contains_key(&(index, addr)) {
                     continue;
                 }
-                let url = key[prefix.len()..].to_string();
-                match Endpoint::from_shared(url) {
+                match Endpoint::from_shared(format!("{}://{addr}", target.scheme)) {
                     Ok(endpoint) => {
-                        tracing::info!(replica = %&key[prefix.len()..], "session-api replica found");
+                        tracing::info!(replica = %addr, name = %target.host_port, "session-api replica found");
                         let endpoint = endpoint
                             .connect_timeout(Duration::from_secs(5))
                             .tcp_nodelay(true);
-                        replicas.insert(key, Arc::new(Replica::new(endpoint)));
+                        replicas.insert((index, addr), Arc::new(Replica::new(endpoint)));
                     }
                     Err(e) => tracing::warn!(error = %e, "invalid session-api replica address"),
                 }

@@ -172,6 +172,15 @@ impl Timeline {
     }
 }
 
+/// A Keel event's `time` (its workflow task's start), as a `SystemTime`.
+pub fn keel_event_time(e: &keel_proto::v1::Event) -> Option<std::time::SystemTime> {
+    let t = e.time.as_ref()?;
+    std::time::UNIX_EPOCH.checked_add(std::time::Duration::new(
+        u64::try_from(t.seconds).ok()?,
+        u32::try_from(t.nanos).ok()?,
+    ))
+}
+
 fn event_time(v: &serde_json::Value) -> Option<std::time::SystemTime> {
     use std::time::{Duration, UNIX_EPOCH};
     let (secs, nanos) = match v {
