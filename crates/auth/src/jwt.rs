@@ -228,13 +228,13 @@ impl JwtVerifier {
                 None => "the JWT names no key id (kid) and the JWKS holds more than one key".into(),
             })
         })?;
-        if let Some(alg) = jwk.common.key_algorithm {
-            if !same_algorithm(alg, header.alg) {
-                return Err(reject(format!(
-                    "the JWT's algorithm {:?} is not its key's ({alg:?})",
-                    header.alg
-                )));
-            }
+        if let Some(alg) = jwk.common.key_algorithm
+            && !same_algorithm(alg, header.alg)
+        {
+            return Err(reject(format!(
+                "the JWT's algorithm {:?} is not its key's ({alg:?})",
+                header.alg
+            )));
         }
         let key = DecodingKey::from_jwk(jwk)
             .map_err(|e| reject(format!("the JWKS key cannot verify JWTs: {e}")))?;
