@@ -3,8 +3,11 @@
 use std::error::Error as StdError;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow, bail};
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow, bail};
 use keel_proto::v1::session_service_client::SessionServiceClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -18,10 +21,44 @@ pub(crate) struct Target {
     pub url: String,
     /// True when the address came from the local stack's state directory.
     pub local: bool,
+    /// The bearer token sent on every call.
+    pub token: Option<String>,
 }
 
-/// `--addr` / `KEEL_ADDR` when given, else the local stack's session-api.
-pub(crate) fn resolve_target(flag: Option<&str>, state: &StateDir) -> Result<Target> {
+/// The environment variable holding a bearer token (preferred to a flag,
+/// which other local users could read in the process list).
+pub(crate) const TOKEN_ENV: &str = "KEEL_TOKEN";
+
+/// `--addr` / `KEEL_ADDR` when given, else the local stack's session-api;
+/// with the token from `KEEL_TOKEN`, else `token_file`, else (for the local
+/// stack) the token `keel up` made.
+pub(crate) fn resolve_target(
+    flag: Option<&str>,
+    token_file: Option<&Path>,
+    state: &StateDir,
+) -> Result<Target> {
+    let mut target = address(flag, state)?;
+    target.token = match (
+        std::env::var(TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.trim().is_empty()),
+        token_file,
+    ) {
+        (Some(token), _) => Some(token.trim().to_string()),
+        (None, Some(file)) => Some(
+            keel_auth::read_token(file)
+                .with_context(|| format!("cannot read the token file {}", file.display()))?,
+        ),
+        (None, None) if target.local => keel_auth::read_token(&state.client_token_file()).ok(),
+        (None, None) => None,
+    };
+    if let Some(token) = &target.token {
+        keel_auth::Bearer::new(token).map_err(|e| anyhow!("{e}"))?;
+    }
+    Ok(target)
+}
+
+fn address(flag: Option<&str>, state: &StateDir) -> Result<Target> {
     if let Some(addr) = flag.map(str::trim).filter(|a| !a.is_empty()) {
         return parse_target(addr, false);
     }
@@ -59,12 +96,13 @@ fn parse_target(addr: &str, local: bool) -> Result<Target> {
         display: host_port.to_string(),
         url,
         local,
+        token: None,
     })
 }
 
 /// A connected session-api client.
 pub(crate) struct SessionApi {
-    pub client: SessionServiceClient<Channel>,
+    pub client: SessionServiceClient<InterceptedService<Channel, keel_auth::Bearer>>,
     pub target: Target,
 }
 
@@ -86,8 +124,12 @@ impl SessionApi {
                 error_chain(&e)
             )
         })?;
+        let bearer = match &target.token {
+            Some(token) => keel_auth::Bearer::new(token).map_err(|e| anyhow!("{e}"))?,
+            None => keel_auth::Bearer::none(),
+        };
         Ok(Self {
-            client: SessionServiceClient::new(channel),
+            client: SessionServiceClient::with_interceptor(channel, bearer),
             target,
         })
     }
@@ -111,6 +153,9 @@ pub(crate) fn rpc_error(addr: &str, rpc: &str, status: &Status) -> anyhow::Error
         }
         Code::Unimplemented => anyhow!(
             "the server at {addr} does not implement {rpc}: is it a Keel session-api? ({message})"
+        ),
+        Code::Unauthenticated => anyhow!(
+            "session-api at {addr} refused the credentials: {message} (set {TOKEN_ENV} or pass --token-file; `keel up` makes one for the local stack)"
         ),
         code => anyhow!("{rpc} failed ({}): {message}", code_name(code)),
     }
@@ -158,7 +203,6 @@ pub(crate) fn error_chain(error: &dyn StdError) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     #[test]
     fn targets() {
@@ -178,20 +222,33 @@ mod tests {
     fn no_local_stack_is_a_clear_error() {
         let dir = std::env::temp_dir().join(format!("keel-client-{}", std::process::id()));
         let state = StateDir::resolve(Some(&dir)).unwrap();
-        let err = resolve_target(None, &state).unwrap_err().to_string();
+        let err = resolve_target(None, None, &state).unwrap_err().to_string();
         assert!(
             err.starts_with(
                 "no local Keel stack is running: start one with `keel up`, or pass --addr"
             ),
             "{err}"
         );
-        let t = resolve_target(Some("  127.0.0.1:9 "), &state).unwrap();
+        let t = resolve_target(Some("  127.0.0.1:9 "), None, &state).unwrap();
         assert!(!t.local);
         state.create_dirs().unwrap();
         std::fs::write(state.addr_file("session-api"), "127.0.0.1:4242\n").unwrap();
-        let t = resolve_target(Some(""), &state).unwrap();
+        let t = resolve_target(Some(""), None, &state).unwrap();
         assert_eq!(t.display, "127.0.0.1:4242");
         assert!(t.local);
+        assert_eq!(t.token, None, "no token made yet");
+        std::fs::write(state.client_token_file(), "keel_local\n").unwrap();
+        let t = resolve_target(None, None, &state).unwrap();
+        assert_eq!(t.token.as_deref(), Some("keel_local"));
+        // A remote address never gets the local stack's token.
+        let t = resolve_target(Some("10.0.0.1:9"), None, &state).unwrap();
+        assert_eq!(t.token, None);
+        let file = dir.join("remote.token");
+        std::fs::write(&file, " keel_remote \n").unwrap();
+        let t = resolve_target(Some("10.0.0.1:9"), Some(&file), &state).unwrap();
+        assert_eq!(t.token.as_deref(), Some("keel_remote"));
+        std::fs::write(&file, "two words").unwrap();
+        assert!(resolve_target(Some("10.0.0.1:9"), Some(&file), &state).is_err());
         std::fs::remove_dir_all(Path::new(&dir)).unwrap();
     }
 

@@ -41,6 +41,11 @@ struct Global {
     /// The session-api to talk to (host:port or http://host:port); default: the local stack's.
     #[arg(long, global = true, env = "KEEL_ADDR", value_name = "ADDR")]
     addr: Option<String>,
+    /// A file holding the bearer token for session-api. The KEEL_TOKEN
+    /// environment variable wins over it; for the local stack the default
+    /// is the token `keel up` made.
+    #[arg(long, global = true, env = "KEEL_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// The Temporal frontend (default 127.0.0.1:7233, or what `keel up` last used).
     #[arg(
         long,
@@ -157,7 +162,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
     let state = StateDir::resolve(cli.global.state_dir.as_deref())?;
     let stack = || Stack::new(state.clone(), cli.global.temporal_address.clone());
     let connect = || async {
-        let target = resolve_target(cli.global.addr.as_deref(), &state)?;
+        let target = resolve_target(
+            cli.global.addr.as_deref(),
+            cli.global.token_file.as_deref(),
+            &state,
+        )?;
         SessionApi::connect(target).await
     };
     match cli.command {
@@ -192,7 +201,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
             json,
             prompt,
         } => {
-            let target = resolve_target(cli.global.addr.as_deref(), &state)?;
+            let target = resolve_target(
+                cli.global.addr.as_deref(),
+                cli.global.token_file.as_deref(),
+                &state,
+            )?;
             let options = run::RunOptions {
                 session,
                 cwd,

@@ -22,7 +22,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::render::say;
-use crate::state::{StateDir, remove_file, write_atomic};
+use crate::state::{StateDir, remove_file, write_atomic, write_private};
 
 /// Where Temporal is expected when nothing says otherwise.
 pub(crate) const DEFAULT_TEMPORAL_ADDRESS: &str = "127.0.0.1:7233";
@@ -131,18 +131,28 @@ impl Stack {
         let mut started = HashSet::new();
         let mut addrs = HashMap::new();
 
+        self.ensure_client_token()?;
         let temporal = self.ensure_temporal(timeout, &mut started).await?;
         addrs.insert(Component::Temporal, temporal);
+        let mut session_api = None;
         for component in &Component::START_ORDER[1..] {
             let addr = self
                 .ensure_service(*component, &bin_dir, &addrs, timeout, &mut started)
                 .await?;
-            addrs.insert(*component, addr);
+            if *component == Component::SessionApi {
+                // Services that depend on session-api (the worker) reach
+                // its internal listener.
+                session_api = Some(addr);
+                let internal = self.internal_address(timeout).await?;
+                addrs.insert(*component, internal);
+            } else {
+                addrs.insert(*component, addr);
+            }
         }
         if let Some(addr) = addrs.get(&Component::ToolRunner) {
             report_sandbox(addr).await;
         }
-        if let Some(addr) = addrs.get(&Component::SessionApi) {
+        if let Some(addr) = &session_api {
             say(format_args!(
                 "\nKeel is up: session-api at {addr} (state in {}).\nTry: keel run \"say hello\"",
                 self.state.root().display()
@@ -295,6 +305,7 @@ impl Stack {
         // Never read an address a previous run left behind.
         remove_file(&self.state.pid_file(name))?;
         remove_file(&self.state.addr_file(name))?;
+        remove_file(&keel_stack::internal_addr_file(&self.state.addr_file(name)))?;
 
         let program = bin_dir.join(component.program());
         if !program.is_file() {
@@ -334,6 +345,56 @@ impl Stack {
         Ok(addr)
     }
 
+    /// Makes sure the local user has a token session-api accepts: a token
+    /// in `client.token` (readable by the user only) whose digest is in the
+    /// stack's token file. The local stack's tenant is the default one, so
+    /// sessions made before authentication stay reachable.
+    fn ensure_client_token(&self) -> Result<()> {
+        let client = self.state.client_token_file();
+        let tokens = self.state.tokens_file();
+        if let Ok(token) = keel_auth::read_token(&client)
+            && keel_auth::TokenStore::open(&tokens)
+                .ok()
+                .and_then(|store| store.lookup(&token))
+                .is_some()
+        {
+            return Ok(());
+        }
+        let principal = std::env::var("USER")
+            .ok()
+            .filter(|u| keel_auth::validate_principal(u).is_ok())
+            .unwrap_or_else(|| "local".to_string());
+        let token = keel_auth::append_token(&tokens, &principal, keel_auth::DEFAULT_TENANT)?;
+        write_private(&client, &token)?;
+        say(format_args!(
+            "{:<12} made a token for {principal} in {}",
+            "auth",
+            client.display()
+        ));
+        Ok(())
+    }
+
+    /// session-api's internal listener, once it has written its address.
+    async fn internal_address(&self, timeout: Duration) -> Result<String> {
+        let file =
+            keel_stack::internal_addr_file(&self.state.addr_file(Component::SessionApi.name()));
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(addr) = std::fs::read_to_string(&file)
+                && !addr.trim().is_empty()
+            {
+                return Ok(addr.trim().to_string());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "session-api did not write its internal address to {} within {timeout:?}",
+                    file.display()
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// A local stack serves the user's own directories (`keel run --cwd`)
     /// under the workspace roots, and hides everything of Keel's (database,
     /// logs, blobs, journal) from what it runs.
@@ -350,6 +411,7 @@ impl Stack {
             hide_paths: vec![self.state.root().to_path_buf()],
             retained_events: None,
             history_event_budget: None,
+            client_auth: keel_stack::ClientAuth::TokensFile(self.state.tokens_file()),
         };
         let addr_file = self.state.addr_file(component.name());
         Ok(layout.service_args(component, &addr_file, |dep| addrs.get(&dep).cloned())?)

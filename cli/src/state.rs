@@ -69,6 +69,16 @@ impl StateDir {
         self.run_dir().join(format!("{component}.addr"))
     }
 
+    /// session-api's token file (hashed tokens).
+    pub(crate) fn tokens_file(&self) -> PathBuf {
+        self.root.join("tokens.toml")
+    }
+
+    /// The local user's token for the local stack (readable by them only).
+    pub(crate) fn client_token_file(&self) -> PathBuf {
+        self.root.join("client.token")
+    }
+
     pub(crate) fn log_file(&self, component: &str) -> PathBuf {
         self.logs_dir().join(format!("{component}.log"))
     }
@@ -140,6 +150,25 @@ fn read_trimmed(path: &Path) -> Option<String> {
 pub(crate) fn write_atomic(path: &Path, contents: &str) -> Result<()> {
     let tmp = path.with_extension("keel-tmp");
     std::fs::write(&tmp, contents).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes a secret: readable and writable by the owner only, replaced
+/// atomically.
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("keel-tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(contents.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 

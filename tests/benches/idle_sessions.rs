@@ -36,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
     let stack = Stack::launch(StackOptions::new(fake.base_url())).await?;
 
     let created = Instant::now();
-    let client = session::connect(&stack.session_api).await?;
+    let client = stack.connect().await?;
     let ids: Vec<String> = futures::stream::iter(0..SESSIONS)
         .map(|_| {
             let mut c = client.clone();
@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
     // One watching stream per session, drained in the background.
     let mut watchers = Vec::new();
     for chunk in ids.chunks(STREAMS_PER_CONNECTION) {
-        let mut c = session::connect(&stack.session_api).await?;
+        let mut c = stack.connect().await?;
         for sid in chunk {
             let mut stream = session::follow(&mut c, sid, 0, true).await?;
             watchers.push(tokio::spawn(async move {

@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
     let fake = FakeModel::start(script).await?;
     let opts = StackOptions::new(fake.base_url());
     let stack = Stack::launch(opts).await?;
-    let mut client = session::connect(&stack.session_api).await?;
+    let mut client = stack.connect().await?;
     let created = Instant::now();
     let sid = session::create(&mut client, None).await?;
     let mut stream = session::follow(&mut client, &sid, 0, true).await?;

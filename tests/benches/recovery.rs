@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
     let fake = FakeModel::start(script).await?;
     let opts = StackOptions::new(fake.base_url());
     let mut stack = Stack::launch(opts).await?;
-    let mut client = session::connect(&stack.session_api).await?;
+    let mut client = stack.connect().await?;
     let sid = session::create(&mut client, None).await?;
     let mut events = session::follow(&mut client, &sid, 0, false).await?;
     let (mut from_kill, mut from_restart, mut moved) = (Vec::new(), Vec::new(), Vec::new());

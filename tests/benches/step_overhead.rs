@@ -373,7 +373,7 @@ async fn measure(label: &str, db: bool, pragmas: Vec<String>) -> anyhow::Result<
 
     let mut keel = Keel {
         turns: 0,
-        client: session::connect(&stack.session_api).await?,
+        client: stack.connect().await?,
         temporal: temporal.clone(),
         stack,
     };

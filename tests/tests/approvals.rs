@@ -30,7 +30,7 @@ async fn start(script: Vec<Scripted>, history_event_budget: u32) -> (FakeModel, 
     let mut opts = StackOptions::new(fake.base_url());
     opts.history_event_budget = history_event_budget;
     let stack = Stack::launch(opts).await.unwrap();
-    let client = session::connect(&stack.session_api).await.unwrap();
+    let client = stack.connect().await.unwrap();
     (fake, stack, client)
 }
 

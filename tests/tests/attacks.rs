@@ -31,7 +31,7 @@ async fn start(script: Vec<Scripted>) -> (FakeModel, Stack, Client) {
     let stack = Stack::launch(StackOptions::new(fake.base_url()))
         .await
         .unwrap();
-    let client = session::connect(&stack.session_api).await.unwrap();
+    let client = stack.connect().await.unwrap();
     (fake, stack, client)
 }
 
@@ -528,7 +528,7 @@ async fn secrets_and_keel_state_are_out_of_the_models_reach() {
     ] {
         fake.push(scripted);
     }
-    let mut client = session::connect(&stack.session_api).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
     let (sid, mut events) = open(
         &mut client,
         &ws,
@@ -670,7 +670,7 @@ async fn a_sandbox_the_host_cannot_enforce_is_never_skipped_silently() {
         ws.join("no-such-dir").display().to_string(),
     )];
     let stack = Stack::launch(options).await.unwrap();
-    let mut client = session::connect(&stack.session_api).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
 
     let mut status = keel_proto::v1::tool_service_client::ToolServiceClient::connect(format!(
         "http://{}",
@@ -850,7 +850,7 @@ async fn the_project_context_is_no_way_past_the_sandbox() {
     ] {
         fake.push(scripted);
     }
-    let mut client = session::connect(&stack.session_api).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
     let (sid, mut events) = open(
         &mut client,
         &ws,

@@ -30,7 +30,7 @@ async fn session_rolls_over_and_carries_everything() {
     let mut opts = StackOptions::new(fake.base_url());
     opts.history_event_budget = 1;
     let stack = Stack::launch(opts).await.unwrap();
-    let mut client = session::connect(&stack.session_api).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
     let workspace = tempfile::tempdir().unwrap();
     let sid = session::create(&mut client, Some(workspace.path()))
         .await
@@ -162,7 +162,7 @@ async fn compact_replaces_the_conversation_with_a_summary() {
         let opts = StackOptions::new(fake.base_url());
         Stack::launch(opts).await.unwrap()
     };
-    let mut client = session::connect(&stack.session_api).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
     let workspace = tempfile::tempdir().unwrap();
     let sid = session::create(&mut client, Some(workspace.path()))
         .await

@@ -12,6 +12,7 @@ use keel_proto::v1 as pb;
 use keel_proto::v1::session_service_client::SessionServiceClient;
 use keel_test_support::fake_model::{FakeModel, Scripted, sse};
 use keel_test_support::session;
+use keel_test_support::session::Client;
 use keel_test_support::stack::{Stack, StackOptions};
 use pb::event::Msg;
 use serde_json::Value;
@@ -27,14 +28,31 @@ async fn start(script: Vec<Scripted>, temporal_db: bool) -> (FakeModel, Stack) {
     (fake, stack)
 }
 
-async fn client(addr: &str) -> SessionServiceClient<Channel> {
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_lazy();
-    SessionServiceClient::new(channel)
+/// Where a client reaches session-api, and its token.
+#[derive(Clone)]
+struct Door {
+    addr: String,
+    token: String,
 }
 
-async fn new_session(client: &mut SessionServiceClient<Channel>) -> String {
+impl Door {
+    fn of(stack: &Stack) -> Self {
+        Self {
+            addr: stack.session_api.clone(),
+            token: stack.token.clone(),
+        }
+    }
+}
+
+/// A client that connects on first use (session-api may be down).
+async fn client(door: &Door) -> Client {
+    let channel = Channel::from_shared(format!("http://{}", door.addr))
+        .unwrap()
+        .connect_lazy();
+    SessionServiceClient::with_interceptor(channel, keel_auth::Bearer::new(&door.token).unwrap())
+}
+
+async fn new_session(client: &mut Client) -> String {
     client
         .create_session(pb::CreateSessionRequest::default())
         .await
@@ -46,7 +64,7 @@ async fn new_session(client: &mut SessionServiceClient<Channel>) -> String {
 }
 
 /// Sends a turn, retrying while session-api or Temporal is coming back.
-async fn send(client: &mut SessionServiceClient<Channel>, sid: &str, turn_id: &str, text: &str) {
+async fn send(client: &mut Client, sid: &str, turn_id: &str, text: &str) {
     let req = pb::SendUserTurnRequest {
         session_id: sid.into(),
         text: text.into(),
@@ -77,7 +95,7 @@ async fn send(client: &mut SessionServiceClient<Channel>, sid: &str, turn_id: &s
 
 /// Follows events after `after` until `turn_id` ends, reconnecting (from the
 /// last offset seen) whenever the stream breaks.
-async fn follow_turn(addr: &str, sid: &str, after: u64, turn_id: &str) -> Vec<pb::Event> {
+async fn follow_turn(addr: &Door, sid: &str, after: u64, turn_id: &str) -> Vec<pb::Event> {
     let mut events: Vec<pb::Event> = Vec::new();
     let mut last = after;
     tokio::time::timeout(WAIT, async {
@@ -127,7 +145,7 @@ async fn restart_session_api_mid_turn(
     turn_id: &str,
     commands_done: usize,
 ) -> Vec<pb::Event> {
-    let addr = stack.session_api.clone();
+    let addr = Door::of(stack);
     let mut c = client(&addr).await;
     let mut stream = session::follow(&mut c, sid, 0, false).await.unwrap();
     let mut seen = Vec::new();
@@ -200,13 +218,13 @@ async fn worker_killed_during_a_model_call_and_while_idle() {
         false,
     )
     .await;
-    let mut c = client(&stack.session_api).await;
+    let mut c = client(&Door::of(&stack)).await;
     let sid = new_session(&mut c).await;
     send(&mut c, &sid, "turn-1", "question 1").await;
     fake.wait_for_requests(1, WAIT).await.unwrap();
     stack.kill("keel-worker").unwrap();
     stack.restart("keel-worker").unwrap();
-    let events = follow_turn(&stack.session_api, &sid, 0, "turn-1").await;
+    let events = follow_turn(&Door::of(&stack), &sid, 0, "turn-1").await;
     assert_dense(&events, 0);
     assert_eq!(agent_messages(&events), ["answer 1"]);
     // The restarted worker failed its dead predecessor's model call at once
@@ -222,7 +240,7 @@ async fn worker_killed_during_a_model_call_and_while_idle() {
     let last = events.last().unwrap().offset;
     send(&mut c, &sid, "turn-2", "question 2").await;
     stack.restart("keel-worker").unwrap();
-    let events2 = follow_turn(&stack.session_api, &sid, last, "turn-2").await;
+    let events2 = follow_turn(&Door::of(&stack), &sid, last, "turn-2").await;
     assert_dense(&events2, last);
     assert_eq!(agent_messages(&events2), ["answer 2"]);
 
@@ -260,13 +278,13 @@ async fn model_proxy_killed_during_a_stream() {
         false,
     )
     .await;
-    let mut c = client(&stack.session_api).await;
+    let mut c = client(&Door::of(&stack)).await;
     let sid = new_session(&mut c).await;
     send(&mut c, &sid, "turn-1", "question").await;
     fake.wait_for_requests(1, WAIT).await.unwrap();
     stack.kill("keel-model-proxy").unwrap();
     stack.restart("keel-model-proxy").unwrap();
-    let events = follow_turn(&stack.session_api, &sid, 0, "turn-1").await;
+    let events = follow_turn(&Door::of(&stack), &sid, 0, "turn-1").await;
     assert_dense(&events, 0);
     assert_eq!(agent_messages(&events), ["answer after the crash"]);
     let requests = fake.wait_for_requests(2, WAIT).await.unwrap();
@@ -292,7 +310,7 @@ async fn session_api_killed_while_a_client_streams() {
         false,
     )
     .await;
-    let addr = stack.session_api.clone();
+    let addr = Door::of(&stack);
     let mut c = client(&addr).await;
     let sid = new_session(&mut c).await;
     send(&mut c, &sid, "turn-1", "go").await;
@@ -328,7 +346,7 @@ async fn session_api_restarted_while_events_are_pushed() {
         .collect();
     script.push(Scripted::assistant("done"));
     let (_fake, mut stack) = start(script, false).await;
-    let addr = stack.session_api.clone();
+    let addr = Door::of(&stack);
     let mut c = client(&addr).await;
     let sid = new_session(&mut c).await;
     send(&mut c, &sid, "turn-1", "go").await;
@@ -353,7 +371,7 @@ async fn temporal_restart_keeps_the_session() {
         true,
     )
     .await;
-    let addr = stack.session_api.clone();
+    let addr = Door::of(&stack);
     let mut c = client(&addr).await;
     let sid = new_session(&mut c).await;
     send(&mut c, &sid, "turn-1", "one").await;
@@ -409,7 +427,7 @@ async fn kill_during_command(component: &str, secs: u32, answer: &str) -> String
         false,
     )
     .await;
-    let mut c = client(&stack.session_api).await;
+    let mut c = client(&Door::of(&stack)).await;
     let sid = keel_test_support::session::create(&mut c, Some(workspace.path()))
         .await
         .unwrap();
@@ -425,7 +443,7 @@ async fn kill_during_command(component: &str, secs: u32, answer: &str) -> String
     .unwrap();
     stack.kill(component).unwrap();
     stack.restart(component).unwrap();
-    let events = follow_turn(&stack.session_api, &sid, 0, "turn-1").await;
+    let events = follow_turn(&Door::of(&stack), &sid, 0, "turn-1").await;
     assert_dense(&events, 0);
     assert_eq!(agent_messages(&events), [answer]);
     assert_eq!(effects(workspace.path()), 1, "the command ran exactly once");

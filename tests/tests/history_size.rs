@@ -63,7 +63,7 @@ async fn a_large_patch_stays_out_of_history() {
         let opts = StackOptions::new(fake.base_url());
         Stack::launch(opts).await.unwrap()
     };
-    let mut client = session::connect(&stack.session_api).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let sid = session::create(&mut client, Some(dir.path()))
         .await

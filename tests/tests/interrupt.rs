@@ -56,7 +56,7 @@ async fn interrupt_kills_the_running_command_and_the_next_turn_works() {
     .unwrap();
     let opts = StackOptions::new(fake.base_url());
     let stack = Stack::launch(opts).await.unwrap();
-    let mut client = session::connect(&stack.session_api).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
     let sid = session::create(&mut client, Some(workspace.path()))
         .await
         .unwrap();

@@ -29,6 +29,7 @@ struct Seen {
 
 async fn watch(
     addr: String,
+    token: String,
     sid: String,
     live: bool,
     fake_streams_closed: impl Fn() -> usize + Send + 'static,
@@ -40,7 +41,8 @@ async fn watch(
         .connect()
         .await
         .unwrap();
-    let mut client = SessionServiceClient::new(channel);
+    let mut client =
+        SessionServiceClient::with_interceptor(channel, keel_auth::Bearer::new(&token).unwrap());
     let mut stream = client
         .stream_events(pb::StreamEventsRequest {
             session_id: sid,
@@ -96,7 +98,7 @@ async fn watchers_see_text_while_the_model_writes() {
     );
     let opts = StackOptions::new(fake.base_url());
     let stack = Stack::launch(opts).await.unwrap();
-    let mut client = session::connect(&stack.session_api).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
     let sid = session::create(&mut client, None).await.unwrap();
     let mut ready = Vec::new();
     let watchers: Vec<_> = [true, true, false]
@@ -107,6 +109,7 @@ async fn watchers_see_text_while_the_model_writes() {
             ready.push(rx);
             tokio::spawn(watch(
                 stack.session_api.clone(),
+                stack.token.clone(),
                 sid.clone(),
                 live,
                 move || fake.closed_streams(),
@@ -174,8 +177,8 @@ async fn a_client_on_another_replica_sees_every_event_pushed() {
     opts.session_api_replicas = 2;
     let stack = Stack::launch(opts).await.unwrap();
     assert_eq!(stack.session_apis.len(), 2);
-    let mut first = session::connect(&stack.session_apis[0]).await.unwrap();
-    let mut second = session::connect(&stack.session_apis[1]).await.unwrap();
+    let mut first = stack.connect_to(&stack.session_apis[0]).await.unwrap();
+    let mut second = stack.connect_to(&stack.session_apis[1]).await.unwrap();
     let sid = session::create(&mut first, None).await.unwrap();
     // Follow on the second replica before the turn exists.
     let mut stream = session::follow(&mut second, &sid, 0, true).await.unwrap();

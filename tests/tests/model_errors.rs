@@ -32,7 +32,7 @@ async fn fatal_model_errors_become_error_events_and_the_session_goes_on() {
         let opts = StackOptions::new(fake.base_url());
         Stack::launch(opts).await.unwrap()
     };
-    let mut client = session::connect(&stack.session_api).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
     let sid = session::create(&mut client, None).await.unwrap();
     let mut events = session::follow(&mut client, &sid, 0, false).await.unwrap();
     let cases = [

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use keel_proto::v1 as pb;
-use keel_proto::v1::session_service_client::SessionServiceClient;
 use keel_test_support::fake_model::{FakeModel, Scripted};
 use keel_test_support::session;
 use keel_test_support::stack::{Stack, StackOptions};
@@ -91,11 +90,10 @@ async fn every_server_serves_health_and_reflection() {
     let fake = FakeModel::start(vec![]).await.unwrap();
     let opts = StackOptions::new(fake.base_url());
     let stack = Stack::launch(opts).await.unwrap();
-    let servers: [(&String, &[&str]); 5] = [
-        (
-            &stack.session_api,
-            &["keel.v1.LiveService", "keel.v1.SessionService"],
-        ),
+    let servers: [(&String, &[&str]); 6] = [
+        // Clients' port, and the internal one workers publish to.
+        (&stack.session_api, &["keel.v1.SessionService"]),
+        (&stack.session_apis_internal[0], &["keel.v1.LiveService"]),
         (&stack.model_proxy, &["keel.v1.ModelService"]),
         (&stack.tool_runner, &["keel.v1.ToolService"]),
         (&stack.mcp_broker, &["keel.v1.McpBrokerService"]),
@@ -157,7 +155,7 @@ async fn a_client_behind_the_retained_window_gets_a_gap() {
     let mut opts = StackOptions::new(fake.base_url());
     opts.retained_events = 16;
     let stack = Stack::launch(opts).await.unwrap();
-    let mut client = SessionServiceClient::new(channel(&stack.session_api).await);
+    let mut client = stack.connect().await.unwrap();
     let sid = session::create(&mut client, None).await.unwrap();
     for i in 0..turns {
         client

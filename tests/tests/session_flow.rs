@@ -9,29 +9,19 @@
 use std::time::Duration;
 
 use keel_proto::v1 as pb;
-use keel_proto::v1::session_service_client::SessionServiceClient;
 use keel_test_support::fake_model::{FakeModel, Scripted};
 use keel_test_support::history;
 use keel_test_support::session;
 use keel_test_support::stack::{Stack, StackOptions};
 use pb::event::Msg;
 use serde_json::Value;
-use tonic::transport::Channel;
 
 const KEY: &str = "sk-keel-e2e-RECOGNISABLE-4f1d2c";
 const WAIT: Duration = Duration::from_secs(60);
 
-async fn channel(addr: &str) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
 /// Follows the session's events after `after` until the turn `turn_id` ends.
 async fn events_until_turn_end(
-    client: &mut SessionServiceClient<Channel>,
+    client: &mut keel_test_support::session::Client,
     session_id: &str,
     after: u64,
     turn_id: &str,
@@ -71,7 +61,7 @@ async fn events_until_turn_end(
 }
 
 async fn replay(
-    client: &mut SessionServiceClient<Channel>,
+    client: &mut keel_test_support::session::Client,
     session_id: &str,
     after: u64,
 ) -> Vec<pb::StreamEventsResponse> {
@@ -118,7 +108,7 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
     opts.api_key = KEY.into();
     let stack = Stack::launch(opts).await.unwrap();
     let workspace = tempfile::tempdir().unwrap();
-    let mut client = SessionServiceClient::new(channel(&stack.session_api).await);
+    let mut client = stack.connect().await.unwrap();
 
     let session = client
         .create_session(pb::CreateSessionRequest {
@@ -131,7 +121,7 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
         .session
         .unwrap();
     let sid = session.session_id.clone();
-    assert_eq!(session.workflow_id, format!("keel-session-{sid}"));
+    assert_eq!(session.workflow_id, stack.workflow_id(&sid));
 
     // Turn 1: the model calls shell, the tool-runner runs it, the model answers.
     let turn1 = client
@@ -351,7 +341,7 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
         }))
     ));
     temporal
-        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(format!("keel-session-{sid}"))
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(stack.workflow_id(&sid))
         .get_result(Default::default())
         .await
         .expect("the session workflow completes after close");

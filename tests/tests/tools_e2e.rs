@@ -96,7 +96,7 @@ async fn apply_patch_read_file_grep_files_and_project_context() {
     .unwrap();
     let opts = StackOptions::new(fake.base_url());
     let stack = Stack::launch(opts).await.unwrap();
-    let mut client = session::connect(&stack.session_api).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
     let sid = session::create(&mut client, Some(&sub)).await.unwrap();
     let mut stream = session::follow(&mut client, &sid, 0, false).await.unwrap();
     client

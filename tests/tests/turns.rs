@@ -64,7 +64,7 @@ async fn started(
     let stack = Stack::launch(StackOptions::new(fake.base_url()))
         .await
         .unwrap();
-    let mut client = session::connect(&stack.session_api).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
     let (sid, stream) = session::open(&mut client, request).await.unwrap();
     (fake, stack, client, sid, stream)
 }

@@ -23,9 +23,9 @@ use std::time::Duration;
 
 use keel_proto::v1 as pb;
 use keel_workflow_api::{
-    Answer, ContextPatch, EventsPage, EventsQuery, MEMO_LAST_ACTIVITY_MS, MEMO_STATUS,
-    PendingRequest, Response, RunStatus, SessionInput, SessionOutcome, SessionState, Steer,
-    TurnSettings, Usage, UserTurn,
+    ContextPatch, EventsPage, EventsQuery, MEMO_LAST_ACTIVITY_MS, MEMO_STATUS, PendingRequest,
+    Response, RunStatus, SessionInput, SessionOutcome, SessionState, Steer, TurnSettings, Usage,
+    UserTurn,
 };
 use pb::event::Msg;
 use serde_json::json;
@@ -87,7 +87,7 @@ pub struct AgentWorkflow {
     /// Requests waiting for an answer, oldest first.
     requests: Vec<PendingRequest>,
     /// Accepted answers the waiting call has not taken yet.
-    answers: BTreeMap<String, Answer>,
+    answers: BTreeMap<String, Response>,
     /// Roll over at the next turn boundary whatever the budget says (after a
     /// compaction, so the new run starts from the short conversation).
     rollover_requested: bool,
@@ -139,7 +139,10 @@ impl AgentWorkflow {
         ctx.state_mut(|s| {
             if s.durable.runs == 0 {
                 let msg = Msg::SessionConfigured(pb::SessionConfigured {
-                    session_id: s.input.session_id.clone(),
+                    // The id the client knows (the key without its tenant).
+                    session_id: keel_workflow_api::split_session_key(&s.input.session_id)
+                        .1
+                        .to_string(),
                     model: s.durable.settings.model.clone(),
                     cwd: s.input.cwd.clone(),
                 });
@@ -245,7 +248,7 @@ impl AgentWorkflow {
     /// Answers a pending request; the waiting call takes the answer.
     #[update(name = "respond")]
     pub fn respond(&mut self, _ctx: &mut SyncWorkflowContext<Self>, r: Response) {
-        self.answers.insert(r.request_id, r.answer);
+        self.answers.insert(r.request_id.clone(), r);
     }
 
     /// Changes the persistent settings, from the next model call on.
@@ -317,6 +320,7 @@ impl AgentWorkflow {
             runs: self.durable.runs,
             settings: self.durable.settings.clone(),
             pending_requests: self.requests.clone(),
+            owner: self.input.owner.clone(),
         }
     }
 }

@@ -146,6 +146,7 @@ pub(crate) fn fields(msg: &Msg) -> Option<Value> {
             "call_id": m.call_id,
             "kind": request_kind_name(m.kind),
             "decision": decision_name(m.decision),
+            "answered_by": non_empty(&m.answered_by),
         }),
         _ => return None,
     })
@@ -185,7 +186,12 @@ pub(crate) fn human<O: Write, E: Write>(
                 Some(decision) => decision.replace('_', " "),
                 None => "answered".to_string(),
             };
-            writeln!(err, "{}", e.dim(&format!("[{}] {what}", m.call_id)))?;
+            let by = if m.answered_by.is_empty() {
+                String::new()
+            } else {
+                format!(" by {}", m.answered_by)
+            };
+            writeln!(err, "{}", e.dim(&format!("[{}] {what}{by}", m.call_id)))?;
         }
         Msg::PatchApplyBegin(m) => {
             for change in &m.changes {

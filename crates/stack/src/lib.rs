@@ -107,6 +107,23 @@ pub struct Layout {
     pub retained_events: Option<u32>,
     /// session-api `--history-event-budget`; `None`: its default.
     pub history_event_budget: Option<u32>,
+    /// How session-api authenticates its clients.
+    pub client_auth: ClientAuth,
+}
+
+/// How session-api authenticates its clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Bearer tokens from this token file (`--tokens-file`).
+    TokensFile(PathBuf),
+    /// Nobody is asked (`--insecure-no-auth`).
+    InsecureNoAuth,
+}
+
+/// Where session-api writes the address of its internal listener
+/// (LiveService, for workers) when its client address goes to `addr_file`.
+pub fn internal_addr_file(addr_file: &Path) -> PathBuf {
+    addr_file.with_extension("internal.addr")
 }
 
 /// A component started before its dependencies have addresses.
@@ -124,7 +141,8 @@ pub enum LayoutError {
 impl Layout {
     /// The flags of Keel service `component`, serving on a free loopback
     /// port and writing its address to `addr_file`; `address` gives the
-    /// address of each component started before it.
+    /// address of each component started before it (for session-api, the
+    /// address of its internal listener, which is what the worker needs).
     pub fn service_args(
         &self,
         component: Component,
@@ -179,6 +197,18 @@ impl Layout {
             Component::SessionApi => {
                 temporal(&mut args)?;
                 args.extend(blob);
+                args.extend([
+                    "--internal-listen".to_string(),
+                    "127.0.0.1:0".to_string(),
+                    "--internal-addr-file".to_string(),
+                    internal_addr_file(addr_file).display().to_string(),
+                ]);
+                match &self.client_auth {
+                    ClientAuth::TokensFile(path) => {
+                        args.extend(["--tokens-file".to_string(), path.display().to_string()]);
+                    }
+                    ClientAuth::InsecureNoAuth => args.push("--insecure-no-auth".to_string()),
+                }
                 if let Some(n) = self.retained_events {
                     args.extend(["--retained-events".to_string(), n.to_string()]);
                 }
@@ -195,6 +225,7 @@ impl Layout {
                     addr_of(Component::ToolRunner)?,
                     "--mcp-broker".to_string(),
                     addr_of(Component::McpBroker)?,
+                    // session-api's internal listener (LiveService).
                     "--session-api".to_string(),
                     addr_of(Component::SessionApi)?,
                 ]);
@@ -280,6 +311,7 @@ mod tests {
             hide_paths: vec![PathBuf::from("/s")],
             retained_events: Some(64),
             history_event_budget: None,
+            client_auth: ClientAuth::TokensFile(PathBuf::from("/s/tokens.toml")),
         }
     }
 
@@ -322,6 +354,18 @@ mod tests {
             .unwrap()
             .join(" ");
         assert!(api.contains("--retained-events 64") && !api.contains("--history-event-budget"));
+        assert!(
+            api.contains("--internal-listen 127.0.0.1:0 --internal-addr-file /a.internal.addr")
+                && api.contains("--tokens-file /s/tokens.toml")
+                && !api.contains("insecure"),
+            "{api}"
+        );
+        let mut open = l.clone();
+        open.client_auth = ClientAuth::InsecureNoAuth;
+        let api = open
+            .service_args(Component::SessionApi, Path::new("/a"), addrs)
+            .unwrap();
+        assert!(api.contains(&"--insecure-no-auth".to_string()));
         let any = layout(Workspaces::Any)
             .service_args(Component::ToolRunner, Path::new("/t"), addrs)
             .unwrap();

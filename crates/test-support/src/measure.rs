@@ -34,7 +34,7 @@ pub async fn model_call_payloads_at(items: usize) -> anyhow::Result<ActivityPayl
         FakeModel::start(vec![Scripted::Events(events), Scripted::assistant("done")]).await?;
     let opts = StackOptions::new(fake.base_url());
     let stack = tokio::task::spawn_blocking(move || Stack::start(opts)).await??;
-    let mut client = session::connect(&stack.session_api).await?;
+    let mut client = stack.connect().await?;
     let sid = session::create(&mut client, None).await?;
     for (turn, text) in [("turn-1", "write a lot"), ("turn-2", "thanks")] {
         session::send(&mut client, &sid, turn, text).await?;

@@ -6,17 +6,23 @@ use anyhow::Context;
 use keel_proto::v1 as pb;
 use keel_proto::v1::session_service_client::SessionServiceClient;
 use tonic::Streaming;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-pub type Client = SessionServiceClient<Channel>;
+pub type Client = SessionServiceClient<InterceptedService<Channel, keel_auth::Bearer>>;
 
-/// Connects to session-api at `host:port`.
-pub async fn connect(addr: &str) -> anyhow::Result<Client> {
+/// Connects to session-api at `host:port`, sending `token` on every call
+/// (`None`: no credentials).
+pub async fn connect(addr: &str, token: Option<&str>) -> anyhow::Result<Client> {
     let channel = Channel::from_shared(format!("http://{addr}"))?
         .connect()
         .await
         .with_context(|| format!("cannot connect to session-api at {addr}"))?;
-    Ok(SessionServiceClient::new(channel))
+    let bearer = match token {
+        Some(token) => keel_auth::Bearer::new(token)?,
+        None => keel_auth::Bearer::none(),
+    };
+    Ok(SessionServiceClient::with_interceptor(channel, bearer))
 }
 
 /// Creates a session working in `cwd` (the tool-runner's default if `None`).

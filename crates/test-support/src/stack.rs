@@ -105,7 +105,20 @@ pub struct StackOptions {
     pub tool_runner_env: Vec<(String, String)>,
     /// session-api processes (at least 1); the worker is given all of them.
     pub session_api_replicas: usize,
+    /// Run session-api with `--insecure-no-auth` instead of the stack's
+    /// token file.
+    pub insecure_no_auth: bool,
+    /// Extra session-api flags (e.g. a JWT issuer).
+    pub session_api_args: Vec<String>,
 }
+
+/// The tenant and principal of [`Stack::token`]. Not the default tenant, so
+/// that tests exercise tenant-qualified session keys.
+pub const TENANT: &str = "test";
+pub const PRINCIPAL: &str = "tester";
+/// The tenant and principal of [`Stack::other_token`].
+pub const OTHER_TENANT: &str = "other";
+pub const OTHER_PRINCIPAL: &str = "intruder";
 
 impl StackOptions {
     pub fn new(model_base_url: impl Into<String>) -> Self {
@@ -121,6 +134,8 @@ impl StackOptions {
             history_event_budget: 0,
             tool_runner_env: Vec::new(),
             session_api_replicas: 1,
+            insecure_no_auth: false,
+            session_api_args: Vec::new(),
         }
     }
 }
@@ -132,6 +147,13 @@ pub struct Stack {
     /// Every session-api replica, `session_api` first; the extra ones run as
     /// `keel-session-api-2`, `keel-session-api-3`, ….
     pub session_apis: Vec<String>,
+    /// Each replica's internal (LiveService) address, in the same order.
+    pub session_apis_internal: Vec<String>,
+    /// session-api's token file, and a token of [`TENANT`] and one of
+    /// [`OTHER_TENANT`] in it.
+    pub tokens_file: PathBuf,
+    pub token: String,
+    pub other_token: String,
     pub model_proxy: String,
     pub tool_runner: String,
     pub mcp_broker: String,
@@ -150,10 +172,17 @@ impl Stack {
     pub fn start(options: StackOptions) -> anyhow::Result<Stack> {
         let dir = tempfile::tempdir()?;
         let blob_url = format!("file://{}", dir.path().join("blobs").display());
+        let tokens_file = dir.path().join("tokens.toml");
+        let token = keel_auth::append_token(&tokens_file, PRINCIPAL, TENANT)?;
+        let other_token = keel_auth::append_token(&tokens_file, OTHER_PRINCIPAL, OTHER_TENANT)?;
         let mut stack = Stack {
             temporal_address: String::new(),
             session_api: String::new(),
             session_apis: Vec::new(),
+            session_apis_internal: Vec::new(),
+            tokens_file,
+            token,
+            other_token,
             model_proxy: String::new(),
             tool_runner: String::new(),
             mcp_broker: String::new(),
@@ -172,6 +201,11 @@ impl Stack {
             hide_paths: Vec::new(),
             retained_events: Some(options.retained_events),
             history_event_budget: Some(options.history_event_budget),
+            client_auth: if options.insecure_no_auth {
+                keel_stack::ClientAuth::InsecureNoAuth
+            } else {
+                keel_stack::ClientAuth::TokensFile(stack.tokens_file.clone())
+            },
         };
         let model_env = [
             ("OPENAI_BASE_URL", options.model_base_url.as_str()),
@@ -199,10 +233,16 @@ impl Stack {
                 keel_stack::Component::SessionApi => {
                     stack.session_api = addr.clone();
                     stack.session_apis.push(addr);
+                    stack
+                        .session_apis_internal
+                        .push(stack.internal_address(component.program())?);
                     for n in 2..=options.session_api_replicas {
                         let name = format!("keel-session-api-{n}");
                         let addr = stack.start_service_as(&name, &layout, *component, env)?;
                         stack.session_apis.push(addr);
+                        stack
+                            .session_apis_internal
+                            .push(stack.internal_address(&name)?);
                     }
                 }
                 keel_stack::Component::Worker => stack.worker = addr,
@@ -335,7 +375,10 @@ impl Stack {
         env: &[(&str, &str)],
     ) -> anyhow::Result<String> {
         let addr_file = self.dir.path().join(format!("{name}.addr"));
-        let args = layout.service_args(component, &addr_file, |dep| self.address(dep))?;
+        let mut args = layout.service_args(component, &addr_file, |dep| self.address(dep))?;
+        if component == keel_stack::Component::SessionApi {
+            args.extend(self.options.session_api_args.iter().cloned());
+        }
         let spec = Spec {
             program: bin(component.program())?,
             args,
@@ -356,13 +399,48 @@ impl Stack {
             keel_stack::Component::ModelProxy => &self.model_proxy,
             keel_stack::Component::ToolRunner => &self.tool_runner,
             keel_stack::Component::McpBroker => &self.mcp_broker,
-            // The worker, the one service that needs it, gets every replica.
+            // The worker, the one service that needs it, gets every
+            // replica's internal listener.
             keel_stack::Component::SessionApi => {
-                return Some(self.session_apis.join(",")).filter(|a| !a.is_empty());
+                return Some(self.session_apis_internal.join(",")).filter(|a| !a.is_empty());
             }
             keel_stack::Component::Worker => &self.worker,
         };
         (!addr.is_empty()).then(|| addr.clone())
+    }
+
+    /// The internal listener's address of session-api process `name`.
+    fn internal_address(&self, name: &str) -> anyhow::Result<String> {
+        let file = keel_stack::internal_addr_file(&self.dir.path().join(format!("{name}.addr")));
+        wait_for(
+            &format!("{name}'s internal listener"),
+            Duration::from_secs(30),
+            || {
+                std::fs::read_to_string(&file)
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            },
+        )
+        .map_err(|e| self.explain(e, name))
+    }
+
+    /// A session-api client of [`TENANT`], connected to the first replica.
+    pub async fn connect(&self) -> anyhow::Result<crate::session::Client> {
+        crate::session::connect(&self.session_api, Some(&self.token)).await
+    }
+
+    /// A session-api client of [`TENANT`], connected to `addr`.
+    pub async fn connect_to(&self, addr: &str) -> anyhow::Result<crate::session::Client> {
+        crate::session::connect(addr, Some(&self.token)).await
+    }
+
+    /// The workflow id of [`TENANT`]'s session `session_id`.
+    pub fn workflow_id(&self, session_id: &str) -> String {
+        if self.options.insecure_no_auth {
+            format!("keel-session-{session_id}")
+        } else {
+            format!("keel-session.{TENANT}.{session_id}")
+        }
     }
 
     /// Waits until `name` serves: its address file for Keel servers, a TCP
@@ -425,11 +503,17 @@ impl Stack {
             .with_context(|| format!("no process named {name}"))?;
         let old = self.procs.remove(i);
         let mut spec = old.spec.clone();
-        if let Some(file) = &spec.addr_file {
-            // Keep the address clients and other components know.
-            let addr = std::fs::read_to_string(file)?;
-            std::fs::remove_file(file)?;
-            if let Some(pos) = spec.args.iter().position(|a| a == "--listen") {
+        // Keep the addresses clients and other components know.
+        for (file_flag, listen_flag) in [
+            ("--addr-file", "--listen"),
+            ("--internal-addr-file", "--internal-listen"),
+        ] {
+            let Some(file) = flag_value(&spec.args, file_flag).map(PathBuf::from) else {
+                continue;
+            };
+            let addr = std::fs::read_to_string(&file)?;
+            std::fs::remove_file(&file)?;
+            if let Some(pos) = spec.args.iter().position(|a| a == listen_flag) {
                 spec.args[pos + 1] = addr;
             }
         }
@@ -461,6 +545,10 @@ impl Stack {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    args.iter().skip_while(|a| *a != flag).nth(1).cloned()
 }
 
 fn kill(mut p: Proc) -> std::io::Result<()> {

@@ -22,8 +22,12 @@ use temporalio_common::{
 pub const WORKFLOW_TYPE: &str = "AgentWorkflow";
 /// Task queue of the session workflow and its activities, unless configured.
 pub use keel_stack::DEFAULT_TASK_QUEUE;
-/// Prefix of every session's workflow id.
+/// Prefix of the workflow ids of the default tenant's sessions:
+/// `keel-session-<id>` (the ids sessions had before tenants existed).
 pub const WORKFLOW_ID_PREFIX: &str = "keel-session-";
+/// Prefix of the workflow ids of other tenants' sessions:
+/// `keel-session.<tenant>.<id>`.
+pub const TENANT_WORKFLOW_ID_PREFIX: &str = "keel-session.";
 /// Texts longer than this (bytes) are cut in events and summaries; the model
 /// always gets the whole text from the blob store.
 pub const INLINE_TEXT_LIMIT: usize = 16 * 1024;
@@ -31,14 +35,49 @@ pub const INLINE_TEXT_LIMIT: usize = 16 * 1024;
 pub const MEMO_STATUS: &str = "keel_status";
 pub const MEMO_LAST_ACTIVITY_MS: &str = "keel_last_activity_ms";
 
-/// The workflow id of a session: stable, so the id is all a client needs.
-pub fn workflow_id(session_id: &str) -> String {
-    format!("{WORKFLOW_ID_PREFIX}{session_id}")
+/// A session's key: its id qualified by its tenant (`<tenant>.<id>`), or
+/// the bare id for the default tenant (`None`). Session ids cannot contain
+/// `.`, so keys are unique across tenants; the workflow, the worker and the
+/// services below session-api know sessions only by key.
+pub fn session_key(tenant: Option<&str>, session_id: &str) -> String {
+    match tenant {
+        Some(tenant) => format!("{tenant}.{session_id}"),
+        None => session_id.to_string(),
+    }
 }
 
-/// The inverse of [`workflow_id`].
-pub fn session_id(workflow_id: &str) -> Option<&str> {
-    workflow_id.strip_prefix(WORKFLOW_ID_PREFIX)
+/// The inverse of [`session_key`]: the tenant (`None`: the default one) and
+/// the session id.
+pub fn split_session_key(key: &str) -> (Option<&str>, &str) {
+    match key.split_once('.') {
+        Some((tenant, id)) => (Some(tenant), id),
+        None => (None, key),
+    }
+}
+
+/// The workflow id of the session with key `session_key`: stable, so the
+/// key is all session-api needs.
+pub fn workflow_id(session_key: &str) -> String {
+    match split_session_key(session_key) {
+        (Some(_), _) => format!("{TENANT_WORKFLOW_ID_PREFIX}{session_key}"),
+        (None, _) => format!("{WORKFLOW_ID_PREFIX}{session_key}"),
+    }
+}
+
+/// The inverse of [`workflow_id`]: the session key.
+pub fn session_key_of(workflow_id: &str) -> Option<&str> {
+    workflow_id
+        .strip_prefix(WORKFLOW_ID_PREFIX)
+        .or_else(|| workflow_id.strip_prefix(TENANT_WORKFLOW_ID_PREFIX))
+}
+
+/// The prefix shared by the workflow ids of one tenant's sessions, and of no
+/// other tenant's (for listing a tenant's sessions).
+pub fn tenant_workflow_id_prefix(tenant: Option<&str>) -> String {
+    match tenant {
+        Some(tenant) => format!("{TENANT_WORKFLOW_ID_PREFIX}{tenant}."),
+        None => WORKFLOW_ID_PREFIX.to_string(),
+    }
 }
 
 /// Cuts `s` to at most `limit` bytes at a character boundary; true when cut.
@@ -88,6 +127,10 @@ pub struct SessionInput {
     /// 0 (unset): `shell`.
     #[serde(default)]
     pub shell_tool: i32,
+    /// The principal who created the session; empty for sessions created
+    /// before session-api authenticated its callers.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
 }
 
 /// A sandbox policy (Codex `SandboxPolicy`).
@@ -261,6 +304,10 @@ pub struct PendingRequest {
 pub struct Response {
     pub request_id: String,
     pub answer: Answer,
+    /// The principal who answered; empty in answers sent before session-api
+    /// authenticated its callers.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub answered_by: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -484,6 +531,10 @@ pub struct SessionState {
     /// Requests waiting for an answer, oldest first.
     #[serde(default)]
     pub pending_requests: Vec<PendingRequest>,
+    /// The principal who created the session (empty: created before
+    /// authentication).
+    #[serde(default)]
+    pub owner: String,
 }
 
 macro_rules! definition {
@@ -575,8 +626,23 @@ mod tests {
 
     #[test]
     fn ids_roundtrip() {
-        assert_eq!(session_id(&workflow_id("abc")), Some("abc"));
-        assert_eq!(session_id("other"), None);
+        assert_eq!(session_key_of(&workflow_id("abc")), Some("abc"));
+        let key = session_key(Some("acme"), "abc");
+        assert_eq!(key, "acme.abc");
+        assert_eq!(workflow_id(&key), "keel-session.acme.abc");
+        assert_eq!(session_key_of(&workflow_id(&key)), Some("acme.abc"));
+        assert_eq!(split_session_key(&key), (Some("acme"), "abc"));
+        assert_eq!(split_session_key("abc"), (None, "abc"));
+        assert_eq!(session_key(None, "abc"), "abc");
+        // Each tenant's prefix matches its own workflow ids only.
+        let default = tenant_workflow_id_prefix(None);
+        let acme = tenant_workflow_id_prefix(Some("acme"));
+        assert!(
+            workflow_id("abc").starts_with(&default) && !workflow_id(&key).starts_with(&default)
+        );
+        assert!(workflow_id(&key).starts_with(&acme));
+        assert!(!workflow_id("acme-x.abc").starts_with(&acme));
+        assert_eq!(session_key_of("other"), None);
     }
 
     #[test]

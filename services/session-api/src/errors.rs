@@ -23,7 +23,13 @@ fn rpc(what: &str, s: &Status) -> Status {
     }
 }
 
-pub(crate) fn start(session_id: &str, e: WorkflowStartError) -> Status {
+/// The id a client knows a session by, from its key.
+fn shown(session_key: &str) -> &str {
+    keel_workflow_api::split_session_key(session_key).1
+}
+
+pub(crate) fn start(session_key: &str, e: WorkflowStartError) -> Status {
+    let session_id = shown(session_key);
     match e {
         WorkflowStartError::AlreadyStarted { .. } => {
             Status::already_exists(format!("session {session_id:?} already exists"))
@@ -55,7 +61,8 @@ pub(crate) fn query(what: &str, e: WorkflowQueryError) -> Option<Status> {
 
 /// `None` means "not found". A rejected update is the workflow saying the
 /// change does not apply to the session's current state.
-pub(crate) fn update(session_id: &str, e: WorkflowUpdateError) -> Option<Status> {
+pub(crate) fn update(session_key: &str, e: WorkflowUpdateError) -> Option<Status> {
+    let session_id = shown(session_key);
     match e {
         WorkflowUpdateError::NotFound(_) => None,
         WorkflowUpdateError::Failed(failure) => Some(Status::failed_precondition(format!(
@@ -69,11 +76,13 @@ pub(crate) fn update(session_id: &str, e: WorkflowUpdateError) -> Option<Status>
     }
 }
 
-pub(crate) fn not_found(session_id: &str) -> Status {
+pub(crate) fn not_found(session_key: &str) -> Status {
+    let session_id = shown(session_key);
     Status::not_found(format!("session {session_id:?} not found"))
 }
 
-pub(crate) fn closed(session_id: &str) -> Status {
+pub(crate) fn closed(session_key: &str) -> Status {
+    let session_id = shown(session_key);
     Status::failed_precondition(format!(
         "session {session_id:?} is closed; create a new session"
     ))

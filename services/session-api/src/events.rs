@@ -56,9 +56,7 @@ async fn catch_up(
         let page = match hub::query(&handle, *after).await {
             Ok(page) => page,
             Err(WorkflowQueryError::NotFound(_)) => {
-                return Err(Status::not_found(format!(
-                    "session {session_id:?} not found"
-                )));
+                return Err(crate::errors::not_found(session_id));
             }
             Err(e) if retry => {
                 // A worker restart or a Temporal hiccup: keep the stream.

@@ -18,6 +18,17 @@ struct Args {
     #[command(flatten)]
     serve: keel_server::ServeArgs,
     #[command(flatten)]
+    auth: keel_auth::AuthArgs,
+    /// Address of the internal listener, which serves LiveService (workers
+    /// publish deltas and notices there) and never clients. Port 0 picks a
+    /// free port (see --internal-addr-file). Keep it off the clients'
+    /// network.
+    #[arg(long, env = "KEEL_INTERNAL_LISTEN", default_value = "127.0.0.1:0")]
+    internal_listen: std::net::SocketAddr,
+    /// Once listening, write the internal listener's address to this file.
+    #[arg(long, env = "KEEL_INTERNAL_ADDR_FILE")]
+    internal_addr_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
     temporal: keel_workflow_api::client::TemporalArgs,
     #[command(flatten)]
     blobs: keel_blobstore::BlobStoreArgs,
@@ -35,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     keel_server::init_tracing(args.serve.log_format);
     keel_server::protect_process();
+    let auth = args.auth.authenticator().await?;
     let blobs = args.blobs.open()?;
     let client = args
         .temporal
@@ -53,13 +65,20 @@ async fn main() -> anyhow::Result<()> {
             history_event_budget: args.history_event_budget,
         },
     );
-    let routes = tonic::service::Routes::new(SessionServiceServer::new(api.clone()))
-        .add_service(LiveServiceServer::new(LiveApi::new(api)));
-    keel_server::serve(
-        &args.serve,
-        routes,
-        &["keel.v1.SessionService", "keel.v1.LiveService"],
-    )
-    .await?;
+    // Clients: every SessionService call is authenticated first.
+    let clients = tonic::service::Routes::new(keel_auth::RequireAuth::new(
+        SessionServiceServer::new(api.clone()),
+        auth,
+    ));
+    let internal = tonic::service::Routes::new(LiveServiceServer::new(LiveApi::new(api)));
+    let internal_args = keel_server::ServeArgs {
+        listen: args.internal_listen,
+        addr_file: args.internal_addr_file.clone(),
+        log_format: args.serve.log_format,
+    };
+    tokio::try_join!(
+        keel_server::serve(&args.serve, clients, &["keel.v1.SessionService"]),
+        keel_server::serve(&internal_args, internal, &["keel.v1.LiveService"]),
+    )?;
     Ok(())
 }

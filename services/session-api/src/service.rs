@@ -209,6 +209,14 @@ fn validate_id(field: &str, id: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// The key of the caller's session `session_id` (see
+/// [`api::session_key`]): the caller's tenant is part of it, so no call can
+/// reach another tenant's session.
+fn session_key(caller: &keel_auth::Caller, session_id: &str) -> String {
+    let tenant = (caller.tenant != keel_auth::DEFAULT_TENANT).then_some(caller.tenant.as_str());
+    api::session_key(tenant, session_id)
+}
+
 fn required_session_id(id: &str) -> Result<(), Status> {
     if id.is_empty() {
         return Err(Status::invalid_argument("session_id is required"));
@@ -263,7 +271,8 @@ fn status_of(run: RunStatus, wf: WorkflowExecutionStatus) -> pb::SessionStatus {
 
 fn session_from_state(s: &SessionState, wf: WorkflowExecutionStatus) -> pb::Session {
     pb::Session {
-        session_id: s.session_id.clone(),
+        session_id: api::split_session_key(&s.session_id).1.to_string(),
+        owner: s.owner.clone(),
         status: status_of(s.status, wf) as i32,
         created_at: timestamp_ms(s.created_at_ms),
         last_activity_at: timestamp_ms(s.last_activity_ms),
@@ -305,6 +314,7 @@ impl SessionService for SessionApi {
         &self,
         request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
+        let caller = keel_auth::caller(&request)?;
         let req = request.into_inner();
         let session_id = if req.session_id.is_empty() {
             uuid::Uuid::new_v4().to_string()
@@ -312,6 +322,7 @@ impl SessionService for SessionApi {
             validate_id("session_id", &req.session_id)?;
             req.session_id
         };
+        let key = session_key(&caller, &session_id);
         if !req.cwd.is_empty() && !req.cwd.starts_with('/') {
             return Err(Status::invalid_argument(format!(
                 "cwd {:?} must be an absolute path",
@@ -327,7 +338,7 @@ impl SessionService for SessionApi {
             )));
         }
         let input = SessionInput {
-            session_id: session_id.clone(),
+            session_id: key.clone(),
             model: req.model,
             context,
             dynamic_tools,
@@ -338,18 +349,19 @@ impl SessionService for SessionApi {
             retained_events: self.limits.retained_events,
             history_event_budget: self.limits.history_event_budget,
             carried: None,
+            owner: caller.principal.clone(),
         };
         let options =
-            WorkflowStartOptions::new(self.task_queue.clone(), api::workflow_id(&session_id))
-                .build();
+            WorkflowStartOptions::new(self.task_queue.clone(), api::workflow_id(&key)).build();
         self.client
             .start_workflow(SessionWorkflow, input.clone(), options)
             .await
-            .map_err(|e| errors::start(&session_id, e))?;
-        tracing::info!(%session_id, "session created");
+            .map_err(|e| errors::start(&key, e))?;
+        tracing::info!(session = %key, principal = %caller.principal, "session created");
         let settings = api::TurnSettings::initial(&input.model, input.context.as_ref());
         let state = SessionState {
-            session_id,
+            session_id: key,
+            owner: caller.principal,
             status: RunStatus::Idle,
             model: settings.model.clone(),
             settings,
@@ -367,8 +379,10 @@ impl SessionService for SessionApi {
         &self,
         request: Request<pb::SendUserTurnRequest>,
     ) -> Result<Response<pb::SendUserTurnResponse>, Status> {
+        let caller = keel_auth::caller(&request)?;
         let req = request.into_inner();
         required_session_id(&req.session_id)?;
+        let key = session_key(&caller, &req.session_id);
         if req.text.trim().is_empty() {
             return Err(Status::invalid_argument("text must not be empty"));
         }
@@ -387,13 +401,8 @@ impl SessionService for SessionApi {
             text_truncated,
             context,
         };
-        self.signal(
-            &req.session_id,
-            UserTurnSignal,
-            turn,
-            "cannot send the turn",
-        )
-        .await?;
+        self.signal(&key, UserTurnSignal, turn, "cannot send the turn")
+            .await?;
         Ok(Response::new(pb::SendUserTurnResponse { turn_id }))
     }
 
@@ -401,8 +410,10 @@ impl SessionService for SessionApi {
         &self,
         request: Request<pb::SteerTurnRequest>,
     ) -> Result<Response<pb::SteerTurnResponse>, Status> {
+        let caller = keel_auth::caller(&request)?;
         let req = request.into_inner();
         required_session_id(&req.session_id)?;
+        let key = session_key(&caller, &req.session_id);
         if req.text.trim().is_empty() {
             return Err(Status::invalid_argument("text must not be empty"));
         }
@@ -420,7 +431,7 @@ impl SessionService for SessionApi {
             text_truncated,
         };
         let refusal = match self
-            .handle(&req.session_id)
+            .handle(&key)
             .execute_update(SteerUpdate, steer, WorkflowExecuteUpdateOptions::default())
             .await
         {
@@ -433,9 +444,9 @@ impl SessionService for SessionApi {
             // The workflow refused: that turn is not running.
             Err(WorkflowUpdateError::Failed(failure)) => failure.message,
             Err(e) => {
-                return Err(match errors::update(&req.session_id, e) {
+                return Err(match errors::update(&key, e) {
                     Some(status) => status,
-                    None => self.missing_or_closed(&req.session_id).await,
+                    None => self.missing_or_closed(&key).await,
                 });
             }
         };
@@ -453,13 +464,8 @@ impl SessionService for SessionApi {
             text_truncated,
             context: None,
         };
-        self.signal(
-            &req.session_id,
-            UserTurnSignal,
-            turn,
-            "cannot queue the turn",
-        )
-        .await?;
+        self.signal(&key, UserTurnSignal, turn, "cannot queue the turn")
+            .await?;
         Ok(Response::new(pb::SteerTurnResponse {
             turn_id,
             queued: true,
@@ -472,10 +478,12 @@ impl SessionService for SessionApi {
         &self,
         request: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        let caller = keel_auth::caller(&request)?;
         let req = request.into_inner();
         required_session_id(&req.session_id)?;
+        let key = session_key(&caller, &req.session_id);
         // Fail fast on an unknown session or a future offset.
-        let (state, _) = self.state(&req.session_id).await?;
+        let (state, _) = self.state(&key).await?;
         if req.after_offset > state.last_event_offset {
             return Err(Status::out_of_range(format!(
                 "after_offset {} is beyond the newest event ({})",
@@ -484,7 +492,7 @@ impl SessionService for SessionApi {
         }
         let stream = events::stream(
             self.clone(),
-            req.session_id,
+            key,
             req.after_offset,
             req.follow,
             req.live_deltas,
@@ -496,9 +504,11 @@ impl SessionService for SessionApi {
         &self,
         request: Request<pb::GetSessionRequest>,
     ) -> Result<Response<pb::GetSessionResponse>, Status> {
+        let caller = keel_auth::caller(&request)?;
         let req = request.into_inner();
         required_session_id(&req.session_id)?;
-        let (state, wf) = self.state(&req.session_id).await?;
+        let key = session_key(&caller, &req.session_id);
+        let (state, wf) = self.state(&key).await?;
         Ok(Response::new(pb::GetSessionResponse {
             session: Some(session_from_state(&state, wf)),
         }))
@@ -508,7 +518,9 @@ impl SessionService for SessionApi {
         &self,
         request: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let caller = keel_auth::caller(&request)?;
         let req = request.into_inner();
+        let tenant = (caller.tenant != keel_auth::DEFAULT_TENANT).then_some(caller.tenant.as_str());
         let page_size = match req.page_size {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
@@ -520,7 +532,12 @@ impl SessionService for SessionApi {
             namespace: self.namespace.clone(),
             page_size: page_size as i32,
             next_page_token,
-            query: format!("WorkflowType = '{}'", api::WORKFLOW_TYPE),
+            // Tenant names and the prefixes are [a-z0-9_.-]: nothing to escape.
+            query: format!(
+                "WorkflowType = '{}' AND WorkflowId STARTS_WITH '{}'",
+                api::WORKFLOW_TYPE,
+                api::tenant_workflow_id_prefix(tenant)
+            ),
         };
         let mut client = self.client.clone();
         let resp = WorkflowService::list_workflow_executions(
@@ -535,7 +552,12 @@ impl SessionService for SessionApi {
             .into_iter()
             .filter_map(|info| {
                 let workflow_id = info.execution.as_ref()?.workflow_id.clone();
-                let session_id = api::session_id(&workflow_id)?.to_string();
+                let (owner, session_id) =
+                    api::split_session_key(api::session_key_of(&workflow_id)?);
+                if owner != tenant {
+                    return None;
+                }
+                let session_id = session_id.to_string();
                 let memo = |key: &str| {
                     info.memo
                         .as_ref()
@@ -576,9 +598,11 @@ impl SessionService for SessionApi {
         &self,
         request: Request<pb::InterruptRequest>,
     ) -> Result<Response<pb::InterruptResponse>, Status> {
+        let caller = keel_auth::caller(&request)?;
         let req = request.into_inner();
         required_session_id(&req.session_id)?;
-        self.signal(&req.session_id, InterruptSignal, (), "cannot interrupt")
+        let key = session_key(&caller, &req.session_id);
+        self.signal(&key, InterruptSignal, (), "cannot interrupt")
             .await?;
         Ok(Response::new(pb::InterruptResponse {}))
     }
@@ -587,15 +611,12 @@ impl SessionService for SessionApi {
         &self,
         request: Request<pb::CloseSessionRequest>,
     ) -> Result<Response<pb::CloseSessionResponse>, Status> {
+        let caller = keel_auth::caller(&request)?;
         let req = request.into_inner();
         required_session_id(&req.session_id)?;
+        let key = session_key(&caller, &req.session_id);
         match self
-            .signal(
-                &req.session_id,
-                ShutdownSignal,
-                (),
-                "cannot close the session",
-            )
+            .signal(&key, ShutdownSignal, (), "cannot close the session")
             .await
         {
             // Closing a closed session is a no-op.
@@ -609,9 +630,11 @@ impl SessionService for SessionApi {
         &self,
         request: Request<pb::CompactRequest>,
     ) -> Result<Response<pb::CompactResponse>, Status> {
+        let caller = keel_auth::caller(&request)?;
         let req = request.into_inner();
         required_session_id(&req.session_id)?;
-        self.signal(&req.session_id, CompactSignal, (), "cannot compact")
+        let key = session_key(&caller, &req.session_id);
+        self.signal(&key, CompactSignal, (), "cannot compact")
             .await?;
         Ok(Response::new(pb::CompactResponse {}))
     }
@@ -620,12 +643,12 @@ impl SessionService for SessionApi {
         &self,
         request: Request<pb::OverrideTurnContextRequest>,
     ) -> Result<Response<pb::OverrideTurnContextResponse>, Status> {
+        let caller = keel_auth::caller(&request)?;
         let req = request.into_inner();
         required_session_id(&req.session_id)?;
+        let key = session_key(&caller, &req.session_id);
         let patch = settings::patch(req.context)?.unwrap_or_default();
-        let settings = self
-            .update(&req.session_id, OverrideContextUpdate, patch)
-            .await?;
+        let settings = self.update(&key, OverrideContextUpdate, patch).await?;
         Ok(Response::new(pb::OverrideTurnContextResponse {
             context: Some(settings::to_wire(&settings)),
         }))
@@ -635,12 +658,14 @@ impl SessionService for SessionApi {
         &self,
         request: Request<pb::RespondRequest>,
     ) -> Result<Response<pb::RespondResponse>, Status> {
+        let caller = keel_auth::caller(&request)?;
         let req = request.into_inner();
         required_session_id(&req.session_id)?;
+        let key = session_key(&caller, &req.session_id);
         if req.request_id.is_empty() {
             return Err(Status::invalid_argument("request_id is required"));
         }
-        let state = self.open_state(&req.session_id).await?;
+        let state = self.open_state(&key).await?;
         let kind = state
             .pending_requests
             .iter()
@@ -650,10 +675,10 @@ impl SessionService for SessionApi {
         let response = api::Response {
             request_id: req.request_id.clone(),
             answer,
+            answered_by: caller.principal.clone(),
         };
-        self.update(&req.session_id, RespondUpdate, response)
-            .await?;
-        tracing::info!(session_id = %req.session_id, request_id = %req.request_id, "request answered");
+        self.update(&key, RespondUpdate, response).await?;
+        tracing::info!(session = %key, principal = %caller.principal, request_id = %req.request_id, "request answered");
         Ok(Response::new(pb::RespondResponse {}))
     }
 }

@@ -121,8 +121,13 @@ pub(super) async fn ask(
     let now = ctx.workflow_time();
     ctx.state_mut(|s| {
         s.requests.retain(|q| q.request_id != request_id);
-        let answer = s.answers.remove(request_id);
-        let answer = answer.filter(|_| waited.is_ok() && !s.turn_interrupted());
+        let response = s.answers.remove(request_id);
+        let response = response.filter(|_| waited.is_ok() && !s.turn_interrupted());
+        let answered_by = response
+            .as_ref()
+            .map(|r| r.answered_by.clone())
+            .unwrap_or_default();
+        let answer = response.map(|r| r.answer);
         let decision = match (&answer, kind) {
             (Some(Answer::Review(d)), _) => pb_decision(d),
             (None, RequestKind::ExecApproval | RequestKind::PatchApproval) => {
@@ -154,6 +159,7 @@ pub(super) async fn ask(
                 call_id: request_id.to_string(),
                 kind: pb_kind(kind) as i32,
                 decision: decision as i32,
+                answered_by,
             }),
         );
         answer

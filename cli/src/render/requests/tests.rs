@@ -228,16 +228,19 @@ fn plan_and_resolution_json() {
         call_id: "c1".into(),
         kind: PendingRequestKind::ExecApproval as i32,
         decision: ReviewDecisionKind::ApprovedForSession as i32,
+        answered_by: "alice".into(),
     });
     assert_eq!(
         event_json(&event(resolved)),
         json!({"offset": 9, "turn_id": "t1", "time": null, "type": "request_resolved",
-               "call_id": "c1", "kind": "exec_approval", "decision": "approved_for_session"})
+               "call_id": "c1", "kind": "exec_approval", "decision": "approved_for_session",
+               "answered_by": "alice"})
     );
     let answered = Msg::RequestResolved(RequestResolved {
         call_id: "q1".into(),
         kind: PendingRequestKind::UserInput as i32,
         decision: 0,
+        answered_by: String::new(),
     });
     let v = event_json(&event(answered));
     assert_eq!(v["kind"], "user_input");
@@ -358,8 +361,9 @@ fn patches_plans_and_resolutions_for_a_person() {
         call_id: "c1".into(),
         kind: PendingRequestKind::ExecApproval as i32,
         decision: ReviewDecisionKind::ApprovedForSession as i32,
+        answered_by: "alice".into(),
     });
-    assert_eq!(render(resolved).1, "[c1] approved for session\n");
+    assert_eq!(render(resolved).1, "[c1] approved for session by alice\n");
     let call = Msg::DynamicToolCallRequest(DynamicToolCallRequest {
         call_id: "d1".into(),
         namespace: "crm".into(),
