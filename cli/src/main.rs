@@ -130,6 +130,46 @@ enum Command {
     /// Check commands against Keel's approval rules, offline.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Manage a session-api token file (offline).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Add a new bearer token to a token file (created if missing, mode
+    /// 0600) and print it. Only its SHA-256 is stored: this is the one time
+    /// the token is shown. session-api picks it up within a second.
+    Create {
+        /// The token file session-api reads (--tokens-file).
+        #[arg(long, value_name = "FILE")]
+        tokens_file: PathBuf,
+        /// Who the token speaks for (recorded on what it does).
+        #[arg(long)]
+        principal: String,
+        /// Whose sessions the token reaches.
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+fn token(command: &TokenCommand) -> ExitCode {
+    match command {
+        TokenCommand::Create {
+            tokens_file,
+            principal,
+            tenant,
+        } => match keel_auth::append_token(tokens_file, principal, tenant) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                render::note(format_args!("keel: {e}"));
+                ExitCode::FAILURE
+            }
+        },
+    }
 }
 
 fn main() -> ExitCode {
@@ -137,6 +177,9 @@ fn main() -> ExitCode {
     // Offline and synchronous: no state directory, runtime or stack needed.
     if let Command::Policy(command) = &cli.command {
         return policy::run(command);
+    }
+    if let Command::Token(command) = &cli.command {
+        return token(command);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -225,7 +268,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Interrupt { session } => control::interrupt(connect().await?, session).await,
         Command::Compact { session } => control::compact(connect().await?, session).await,
         // Answered in `main` before the runtime starts.
-        Command::Policy(_) => Ok(()),
+        Command::Policy(_) | Command::Token(_) => Ok(()),
     }
 }
 

@@ -1157,7 +1157,9 @@ mod tests {
             format!(
                 "--listen 127.0.0.1:0 --addr-file {root}/run/session-api.addr \
                  --temporal-address 127.0.0.1:7233 --namespace default --task-queue keel-agent \
-                 --blob-url file://{root}/blobs"
+                 --blob-url file://{root}/blobs \
+                 --internal-listen 127.0.0.1:0 --internal-addr-file {root}/run/session-api.internal.addr \
+                 --tokens-file {root}/tokens.toml"
             )
         );
         let proxy = stack

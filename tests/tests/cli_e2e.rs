@@ -66,6 +66,8 @@ struct Keel {
     model_url: String,
     /// A session-api to talk to instead of the local stack's (`--addr`).
     addr: Option<String>,
+    /// The token for `addr` (`KEEL_TOKEN`).
+    token: Option<String>,
 }
 
 impl Keel {
@@ -88,7 +90,12 @@ impl Keel {
             // Sessions work in the test's directory, not the home directory.
             .env("KEEL_WORKSPACE_ROOTS", self.workspace.path())
             .env_remove("KEEL_ADDR")
-            .env_remove("KEEL_STATE_DIR");
+            .env_remove("KEEL_STATE_DIR")
+            .env_remove("KEEL_TOKEN")
+            .env_remove("KEEL_TOKEN_FILE");
+        if let Some(token) = &self.token {
+            cmd.env("KEEL_TOKEN", token);
+        }
         cmd
     }
 
@@ -213,6 +220,7 @@ async fn keel_up_run_down() -> anyhow::Result<()> {
         temporal_address: format!("127.0.0.1:{}", free_port()?),
         model_url: fake.base_url(),
         addr: None,
+        token: None,
     };
     // The commands block; the fake model keeps serving on the runtime.
     tokio::task::spawn_blocking(move || scenario(&keel, &fake)).await?
@@ -283,6 +291,24 @@ fn scenario(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
         run.stdout, run.stderr
     );
     let session = session_id(&run.stderr)?;
+
+    // That went through with the token `keel up` made for this user, kept
+    // private; a wrong token is refused with a way out.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let token_file = keel.state.path().join("client.token");
+        let mode = std::fs::metadata(&token_file)?.permissions().mode();
+        ensure!(mode & 0o777 == 0o600, "client.token has mode {mode:o}");
+        let mut cmd = keel.command(&["sessions"]);
+        let out = cmd.env("KEEL_TOKEN", "keel_not_a_real_token").output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success()
+                && stderr.contains("refused the credentials")
+                && stderr.contains("KEEL_TOKEN"),
+            "a wrong token: {stderr}"
+        );
+    }
 
     let requests = tokio::runtime::Handle::current()
         .block_on(fake.wait_for_requests(2, Duration::from_secs(10)))?;
@@ -535,6 +561,7 @@ async fn approvals_from_the_command_line() -> anyhow::Result<()> {
         temporal_address: stack.temporal_address.clone(),
         model_url: fake.base_url(),
         addr: Some(stack.session_api.clone()),
+        token: Some(stack.token.clone()),
     };
     tokio::task::spawn_blocking(move || {
         approvals(&keel, &fake).map_err(|e| {
@@ -730,6 +757,7 @@ async fn run_asks_at_a_terminal() -> anyhow::Result<()> {
         temporal_address: stack.temporal_address.clone(),
         model_url: fake.base_url(),
         addr: Some(stack.session_api.clone()),
+        token: Some(stack.token.clone()),
     };
     tokio::task::spawn_blocking(move || at_a_terminal(&keel, &fake)).await?
 }
