@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -132,6 +133,7 @@ impl Stack {
         let mut addrs = HashMap::new();
 
         self.ensure_client_token()?;
+        keel_stack::LocalPki::ensure(&self.state.tls_dir())?;
         let temporal = self.ensure_temporal(timeout, &mut started).await?;
         addrs.insert(Component::Temporal, temporal);
         let mut session_api = None;
@@ -150,7 +152,7 @@ impl Stack {
             }
         }
         if let Some(addr) = addrs.get(&Component::ToolRunner) {
-            report_sandbox(addr).await;
+            report_sandbox(addr, self.peer_tls(Component::ToolRunner).as_ref()).await;
         }
         if let Some(addr) = &session_api {
             say(format_args!(
@@ -284,7 +286,14 @@ impl Stack {
         if let Some(pid) = self.live_pid(component) {
             let addr = self.state.read_addr(name);
             let healthy = match &addr {
-                Some(addr) => grpc_healthy(addr, Duration::from_secs(2)).await,
+                Some(addr) => {
+                    grpc_healthy_as(
+                        addr,
+                        Duration::from_secs(2),
+                        self.peer_tls(component).as_ref(),
+                    )
+                    .await
+                }
                 None => false,
             };
             match (healthy, addr, restarted_dependency) {
@@ -327,7 +336,12 @@ impl Stack {
                         .start_failure(component, &format!("exited during start-up ({status})")));
                 }
                 if let Some(addr) = self.state.read_addr(name)
-                    && grpc_healthy(&addr, Duration::from_secs(1)).await
+                    && grpc_healthy_as(
+                        &addr,
+                        Duration::from_secs(1),
+                        self.peer_tls(component).as_ref(),
+                    )
+                    .await
                 {
                     break addr;
                 }
@@ -412,6 +426,7 @@ impl Stack {
             retained_events: None,
             history_event_budget: None,
             client_auth: keel_stack::ClientAuth::TokensFile(self.state.tokens_file()),
+            tls: Some(keel_stack::LocalPki::in_dir(&self.state.tls_dir())),
         };
         let addr_file = self.state.addr_file(component.name());
         Ok(layout.service_args(component, &addr_file, |dep| addrs.get(&dep).cloned())?)
@@ -473,6 +488,22 @@ impl Stack {
             }
         }
         command
+    }
+
+    /// How `keel` itself reaches `component` for health and status: with
+    /// the worker's certificate for the services that require one.
+    fn peer_tls(&self, component: Component) -> Option<Arc<keel_server::ClientTls>> {
+        if !matches!(
+            component,
+            Component::ModelProxy | Component::ToolRunner | Component::McpBroker
+        ) {
+            return None;
+        }
+        let pki = keel_stack::LocalPki::in_dir(&self.state.tls_dir());
+        keel_server::PeerTlsArgs::with_files(&pki.worker_cert, &pki.worker_key, &pki.ca)
+            .client()
+            .ok()
+            .flatten()
     }
 
     fn forget(&self, component: Component) -> Result<()> {
@@ -553,8 +584,9 @@ impl Stack {
             } else {
                 match self.state.read_addr(component.name()) {
                     Some(addr) => {
-                        let healthy =
-                            pid.is_some() && grpc_healthy(&addr, Duration::from_secs(2)).await;
+                        let tls = self.peer_tls(component);
+                        let healthy = pid.is_some()
+                            && grpc_healthy_as(&addr, Duration::from_secs(2), tls.as_ref()).await;
                         (Some(addr), healthy)
                     }
                     None => (None, false),
@@ -680,15 +712,11 @@ fn local_bind_ip(host: &str) -> Option<String> {
 /// Says once, loudly, when the tool-runner cannot enforce the sandbox on
 /// this host: sessions will then be asked before each command runs
 /// unconfined (or refused under `never`), and the operator should know why.
-async fn report_sandbox(addr: &str) {
+async fn report_sandbox(addr: &str, tls: Option<&Arc<keel_server::ClientTls>>) {
     use keel_proto::v1::GetSandboxStatusRequest;
     use keel_proto::v1::tool_service_client::ToolServiceClient;
     let status = async {
-        let channel = Channel::from_shared(format!("http://{}", strip_scheme(addr)))
-            .ok()?
-            .connect()
-            .await
-            .ok()?;
+        let channel = keel_server::ClientTls::lazy_channel(tls, strip_scheme(addr), None).ok()?;
         ToolServiceClient::new(channel)
             .get_sandbox_status(GetSandboxStatusRequest {})
             .await
@@ -724,26 +752,45 @@ fn sandbox_complete(status: &keel_proto::v1::GetSandboxStatusResponse) -> bool {
 }
 
 /// True when grpc.health.v1 Check for the whole server says SERVING.
+#[cfg(test)]
 pub(crate) async fn grpc_healthy(addr: &str, timeout: Duration) -> bool {
-    serving(addr, "", timeout).await
+    serving(addr, "", timeout, None).await
+}
+
+/// [`grpc_healthy`], over mutual TLS when `tls` is set.
+async fn grpc_healthy_as(
+    addr: &str,
+    timeout: Duration,
+    tls: Option<&Arc<keel_server::ClientTls>>,
+) -> bool {
+    serving(addr, "", timeout, tls).await
 }
 
 /// True when Temporal's frontend answers: its health check reports the
 /// WorkflowService SERVING. (A bare TCP connect is not enough: a proxy in
 /// the way accepts connections for servers that are not there.)
 pub(crate) async fn temporal_answers(addr: &str, timeout: Duration) -> bool {
-    serving(addr, TEMPORAL_HEALTH_SERVICE, timeout).await
+    serving(addr, TEMPORAL_HEALTH_SERVICE, timeout, None).await
 }
 
 /// Whether grpc.health.v1 Check for `service` at `addr` says SERVING
 /// within `timeout`.
-async fn serving(addr: &str, service: &str, timeout: Duration) -> bool {
-    let Ok(endpoint) = Channel::from_shared(format!("http://{}", strip_scheme(addr))) else {
-        return false;
-    };
-    let endpoint = endpoint.connect_timeout(timeout).timeout(timeout);
+async fn serving(
+    addr: &str,
+    service: &str,
+    timeout: Duration,
+    tls: Option<&Arc<keel_server::ClientTls>>,
+) -> bool {
     let check = async {
-        let channel = endpoint.connect().await.ok()?;
+        let channel = match tls {
+            Some(_) => keel_server::ClientTls::lazy_channel(tls, strip_scheme(addr), None).ok()?,
+            None => Channel::from_shared(format!("http://{}", strip_scheme(addr)))
+                .ok()?
+                .connect_timeout(timeout)
+                .connect()
+                .await
+                .ok()?,
+        };
         let response = HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: service.to_string(),
@@ -1145,7 +1192,8 @@ mod tests {
                 "--listen 127.0.0.1:0 --addr-file {root}/run/worker.addr \
                  --temporal-address 127.0.0.1:7233 --namespace default --task-queue keel-agent \
                  --model-proxy 127.0.0.1:1001 --tool-runner 127.0.0.1:1002 --mcp-broker 127.0.0.1:1003 \
-                 --session-api 127.0.0.1:1004"
+                 --session-api 127.0.0.1:1004 \
+                 --tls-cert {root}/tls/worker.pem --tls-key {root}/tls/worker.key --tls-ca {root}/tls/ca.pem"
             )
         );
         let api = stack
@@ -1159,7 +1207,8 @@ mod tests {
                  --temporal-address 127.0.0.1:7233 --namespace default --task-queue keel-agent \
                  --blob-url file://{root}/blobs \
                  --internal-listen 127.0.0.1:0 --internal-addr-file {root}/run/session-api.internal.addr \
-                 --tokens-file {root}/tokens.toml"
+                 --tokens-file {root}/tokens.toml \
+                 --tls-cert {root}/tls/server.pem --tls-key {root}/tls/server.key --tls-ca {root}/tls/ca.pem"
             )
         );
         let proxy = stack
@@ -1170,7 +1219,8 @@ mod tests {
             proxy,
             format!(
                 "--listen 127.0.0.1:0 --addr-file {root}/run/model-proxy.addr \
-                 --blob-url file://{root}/blobs"
+                 --blob-url file://{root}/blobs \
+                 --tls-cert {root}/tls/server.pem --tls-key {root}/tls/server.key --tls-ca {root}/tls/ca.pem"
             )
         );
         let broker = stack
@@ -1179,7 +1229,10 @@ mod tests {
             .join(" ");
         assert_eq!(
             broker,
-            format!("--listen 127.0.0.1:0 --addr-file {root}/run/mcp-broker.addr")
+            format!(
+                "--listen 127.0.0.1:0 --addr-file {root}/run/mcp-broker.addr \
+                 --tls-cert {root}/tls/server.pem --tls-key {root}/tls/server.key --tls-ca {root}/tls/ca.pem"
+            )
         );
         assert!(
             stack

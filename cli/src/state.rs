@@ -69,6 +69,11 @@ impl StateDir {
         self.run_dir().join(format!("{component}.addr"))
     }
 
+    /// The local CA and the services' certificates (mutual TLS).
+    pub(crate) fn tls_dir(&self) -> PathBuf {
+        self.root.join("tls")
+    }
+
     /// session-api's token file (hashed tokens).
     pub(crate) fn tokens_file(&self) -> PathBuf {
         self.root.join("tokens.toml")

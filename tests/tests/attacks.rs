@@ -393,10 +393,19 @@ async fn keel_processes_hide_their_environment_from_their_own_user() {
     for (name, args) in [
         (
             "keel-model-proxy",
-            vec!["--blob-url", "memory://", "--config", "/dev/null"],
+            vec![
+                "--blob-url",
+                "memory://",
+                "--config",
+                "/dev/null",
+                "--insecure-plaintext",
+            ],
         ),
-        ("keel-mcp-broker", vec![]),
-        ("keel-tool-runner", vec!["--blob-url", "memory://"]),
+        ("keel-mcp-broker", vec!["--insecure-plaintext"]),
+        (
+            "keel-tool-runner",
+            vec!["--blob-url", "memory://", "--insecure-plaintext"],
+        ),
     ] {
         let addr_file = dir.path().join(format!("{name}.addr"));
         let mut child = tokio::process::Command::new("setpriv")
@@ -672,12 +681,9 @@ async fn a_sandbox_the_host_cannot_enforce_is_never_skipped_silently() {
     let stack = Stack::launch(options).await.unwrap();
     let mut client = stack.connect().await.unwrap();
 
-    let mut status = keel_proto::v1::tool_service_client::ToolServiceClient::connect(format!(
-        "http://{}",
-        stack.tool_runner
-    ))
-    .await
-    .unwrap();
+    let mut status = keel_proto::v1::tool_service_client::ToolServiceClient::new(
+        stack.worker_channel(&stack.tool_runner).unwrap(),
+    );
     let status = status
         .get_sandbox_status(pb::GetSandboxStatusRequest {})
         .await

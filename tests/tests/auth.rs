@@ -426,11 +426,19 @@ async fn live_service_is_served_only_on_the_internal_listener() {
         .unwrap();
     let err = public.notify(notice.clone()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
-    let mut internal =
-        LiveServiceClient::connect(format!("http://{}", stack.session_apis_internal[0]))
-            .await
-            .unwrap();
-    internal.notify(notice).await.unwrap();
+    // The internal listener answers the worker's certificate only.
+    let internal = &stack.session_apis_internal[0];
+    let mut plain = LiveServiceClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{internal}"))
+            .unwrap()
+            .connect_lazy(),
+    );
+    assert!(
+        plain.notify(notice.clone()).await.is_err(),
+        "a plaintext client reached LiveService"
+    );
+    let mut worker = LiveServiceClient::new(stack.worker_channel(internal).unwrap());
+    worker.notify(notice).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

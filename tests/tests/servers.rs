@@ -24,8 +24,8 @@ async fn channel(addr: &str) -> Channel {
         .unwrap()
 }
 
-async fn serving(addr: &str, service: &str) -> ServingStatus {
-    let mut health = HealthClient::new(channel(addr).await);
+async fn serving(ch: &Channel, addr: &str, service: &str) -> ServingStatus {
+    let mut health = HealthClient::new(ch.clone());
     let status = health
         .check(HealthCheckRequest {
             service: service.into(),
@@ -37,12 +37,12 @@ async fn serving(addr: &str, service: &str) -> ServingStatus {
     ServingStatus::try_from(status).unwrap()
 }
 
-async fn services_v1(addr: &str) -> Vec<String> {
+async fn services_v1(ch: &Channel) -> Vec<String> {
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let mut client = ServerReflectionClient::new(channel(addr).await);
+    let mut client = ServerReflectionClient::new(ch.clone());
     let req = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -61,12 +61,12 @@ async fn services_v1(addr: &str) -> Vec<String> {
     }
 }
 
-async fn services_v1alpha(addr: &str) -> Vec<String> {
+async fn services_v1alpha(ch: &Channel) -> Vec<String> {
     use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
     use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-    let mut client = ServerReflectionClient::new(channel(addr).await);
+    let mut client = ServerReflectionClient::new(ch.clone());
     let req = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -90,19 +90,41 @@ async fn every_server_serves_health_and_reflection() {
     let fake = FakeModel::start(vec![]).await.unwrap();
     let opts = StackOptions::new(fake.base_url());
     let stack = Stack::launch(opts).await.unwrap();
-    let servers: [(&String, &[&str]); 6] = [
+    // The third field: served over mutual TLS, for the worker only.
+    let servers: [(&String, &[&str], bool); 6] = [
         // Clients' port, and the internal one workers publish to.
-        (&stack.session_api, &["keel.v1.SessionService"]),
-        (&stack.session_apis_internal[0], &["keel.v1.LiveService"]),
-        (&stack.model_proxy, &["keel.v1.ModelService"]),
-        (&stack.tool_runner, &["keel.v1.ToolService"]),
-        (&stack.mcp_broker, &["keel.v1.McpBrokerService"]),
-        (&stack.worker, &[]),
+        (&stack.session_api, &["keel.v1.SessionService"], false),
+        (
+            &stack.session_apis_internal[0],
+            &["keel.v1.LiveService"],
+            true,
+        ),
+        (&stack.model_proxy, &["keel.v1.ModelService"], true),
+        (&stack.tool_runner, &["keel.v1.ToolService"], true),
+        (&stack.mcp_broker, &["keel.v1.McpBrokerService"], true),
+        (&stack.worker, &[], false),
     ];
-    for (addr, services) in servers {
-        assert_eq!(serving(addr, "").await, ServingStatus::Serving, "{addr}");
-        let v1 = services_v1(addr).await;
-        let v1alpha = services_v1alpha(addr).await;
+    for (addr, services, mutual_tls) in servers {
+        let ch = if mutual_tls {
+            // Without the worker's certificate: no answer at all.
+            let plain = Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect_lazy();
+            let refused = HealthClient::new(plain)
+                .check(HealthCheckRequest::default())
+                .await;
+            assert!(refused.is_err(), "{addr} answered a plaintext client");
+            stack.worker_channel(addr).unwrap()
+        } else {
+            channel(addr).await
+        };
+        assert_eq!(
+            serving(&ch, addr, "").await,
+            ServingStatus::Serving,
+            "{addr}"
+        );
+        let v1 = services_v1(&ch).await;
+        let v1alpha = services_v1alpha(&ch).await;
         assert!(v1.contains(&"grpc.health.v1.Health".to_string()), "{v1:?}");
         assert!(
             v1.contains(&"grpc.reflection.v1.ServerReflection".to_string()),
@@ -125,7 +147,7 @@ async fn every_server_serves_health_and_reflection() {
         assert_eq!(keel(&v1), services.to_vec(), "{addr} lists {v1:?}");
         for service in services {
             assert_eq!(
-                serving(addr, service).await,
+                serving(&ch, addr, service).await,
                 ServingStatus::Serving,
                 "{service}"
             );
@@ -133,7 +155,7 @@ async fn every_server_serves_health_and_reflection() {
     }
     // The broker's RPCs are declared but not implemented yet: UNIMPLEMENTED.
     let mut broker = pb::mcp_broker_service_client::McpBrokerServiceClient::new(
-        channel(&stack.mcp_broker).await,
+        stack.worker_channel(&stack.mcp_broker).unwrap(),
     );
     let err = broker
         .list_mcp_tools(pb::ListMcpToolsRequest::default())

@@ -231,38 +231,35 @@ pub struct KeelActivities {
 #[error("invalid service address {addr:?}: {source}")]
 pub struct AddressError {
     addr: String,
-    source: tonic::codegen::http::uri::InvalidUri,
+    source: tonic::transport::Error,
 }
 
 impl KeelActivities {
+    /// Clients of the model-proxy and tool-runner (over mutual TLS when
+    /// `tls` is set), and the session-api replicas.
     pub fn new(
         model_proxy: &str,
         tool_runner: &str,
         session_apis: SessionApis,
+        tls: Option<&Arc<keel_server::ClientTls>>,
     ) -> Result<Self, AddressError> {
         Ok(Self {
-            model: ModelServiceClient::new(lazy_channel(model_proxy)?),
-            tools: ToolServiceClient::new(lazy_channel(tool_runner)?),
+            model: ModelServiceClient::new(lazy_channel(model_proxy, tls)?),
+            tools: ToolServiceClient::new(lazy_channel(tool_runner, tls)?),
             live: session_apis,
         })
     }
 }
 
 /// `host:port` or a URL, to a channel that connects on first use.
-pub fn lazy_channel(addr: &str) -> Result<Channel, AddressError> {
-    let url = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let endpoint = Channel::from_shared(url).map_err(|source| AddressError {
+pub fn lazy_channel(
+    addr: &str,
+    tls: Option<&Arc<keel_server::ClientTls>>,
+) -> Result<Channel, AddressError> {
+    keel_server::ClientTls::lazy_channel(tls, addr, None).map_err(|source| AddressError {
         addr: addr.to_string(),
         source,
-    })?;
-    Ok(endpoint
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect_lazy())
+    })
 }
 
 #[activities]

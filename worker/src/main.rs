@@ -40,6 +40,11 @@ struct Args {
     /// history replays on a busy cluster.
     #[arg(long, env = "KEEL_STICKY_TIMEOUT_MS", default_value_t = 2000)]
     sticky_timeout_ms: u64,
+    /// Mutual TLS to the model-proxy, tool-runner, mcp-broker and
+    /// session-api's internal listeners: this worker's certificate (naming
+    /// `keel-worker`) and the CA their certificates chain to.
+    #[command(flatten)]
+    tls: keel_server::PeerTlsArgs,
     /// mcp-broker address, host:port (not used yet).
     #[arg(long, env = "KEEL_MCP_BROKER_ADDR")]
     mcp_broker: Option<String>,
@@ -65,7 +70,8 @@ async fn main() -> anyhow::Result<()> {
         identity.clone(),
     ));
 
-    let session_apis = SessionApis::new(&args.session_api)?;
+    let tls = args.tls.client()?;
+    let session_apis = SessionApis::new(&args.session_api, tls.clone())?;
     if session_apis.is_empty() {
         tracing::warn!(
             "no --session-api: clients will not see live deltas, and new events only when they reconnect"
@@ -74,8 +80,12 @@ async fn main() -> anyhow::Result<()> {
     session_apis
         .keep_resolving(Duration::from_millis(args.session_api_refresh_ms.max(100)))
         .await;
-    let activities =
-        KeelActivities::new(&args.model_proxy, &args.tool_runner, session_apis.clone())?;
+    let activities = KeelActivities::new(
+        &args.model_proxy,
+        &args.tool_runner,
+        session_apis.clone(),
+        tls.as_ref(),
+    )?;
     let options = WorkerOptions::new(args.temporal.task_queue.clone())
         .register_workflow::<AgentWorkflow>()?
         .register_activities(activities)

@@ -81,8 +81,8 @@ impl Drop for Replica {
 }
 
 impl Replica {
-    fn new(endpoint: Endpoint) -> Self {
-        let client = LiveServiceClient::new(endpoint.connect_lazy());
+    fn new(channel: Channel) -> Self {
+        let client = LiveServiceClient::new(channel);
         let queue = Arc::new(Queue::default());
         let sender = tokio::spawn(send_notices(client.clone(), queue.clone())).abort_handle();
         Self {
@@ -175,6 +175,8 @@ pub struct SessionApis {
 #[derive(Default)]
 struct Inner {
     targets: Vec<Target>,
+    /// Mutual TLS to the replicas' internal listeners, when configured.
+    tls: Option<Arc<keel_server::ClientTls>>,
     /// By (index of the configured name, address).
     replicas: RwLock<BTreeMap<(usize, SocketAddr), Arc<Replica>>>,
 }
@@ -182,7 +184,10 @@ struct Inner {
 impl SessionApis {
     /// Checks the addresses; nothing is resolved or connected until
     /// [`SessionApis::resolve`] runs (see [`SessionApis::keep_resolving`]).
-    pub fn new(addrs: &[String]) -> Result<Self, AddressError> {
+    pub fn new(
+        addrs: &[String],
+        tls: Option<Arc<keel_server::ClientTls>>,
+    ) -> Result<Self, AddressError> {
         let targets = addrs
             .iter()
             .map(|a| Target::parse(a))
@@ -190,6 +195,7 @@ impl SessionApis {
         Ok(Self {
             inner: Arc::new(Inner {
                 targets,
+                tls,
                 replicas: RwLock::new(BTreeMap::new()),
             }),
         })
@@ -222,13 +228,27 @@ impl SessionApis {
                 if replicas.contains_key(&(index, addr)) {
                     continue;
                 }
-                match Endpoint::from_shared(format!("{}://{addr}", target.scheme)) {
-                    Ok(endpoint) => {
+                let channel = match &self.inner.tls {
+                    // The certificate names the configured host, not the
+                    // address it resolved to.
+                    Some(tls) => {
+                        let host = target.host_port.rsplit_once(':').map(|(host, _)| {
+                            host.trim_start_matches('[')
+                                .trim_end_matches(']')
+                                .to_string()
+                        });
+                        keel_server::ClientTls::lazy_channel(Some(tls), &addr.to_string(), host)
+                    }
+                    None => Endpoint::from_shared(format!("{}://{addr}", target.scheme)).map(|e| {
+                        e.connect_timeout(Duration::from_secs(5))
+                            .tcp_nodelay(true)
+                            .connect_lazy()
+                    }),
+                };
+                match channel {
+                    Ok(channel) => {
                         tracing::info!(replica = %addr, name = %target.host_port, "session-api replica found");
-                        let endpoint = endpoint
-                            .connect_timeout(Duration::from_secs(5))
-                            .tcp_nodelay(true);
-                        replicas.insert((index, addr), Arc::new(Replica::new(endpoint)));
+                        replicas.insert((index, addr), Arc::new(Replica::new(channel)));
                     }
                     Err(e) => tracing::warn!(error = %e, "invalid session-api replica address"),
                 }
@@ -327,8 +347,11 @@ mod tests {
 
     #[tokio::test]
     async fn resolves_every_address_of_a_name() {
-        let apis =
-            SessionApis::new(&["127.0.0.1:9".to_string(), "localhost:9".to_string()]).unwrap();
+        let apis = SessionApis::new(
+            &["127.0.0.1:9".to_string(), "localhost:9".to_string()],
+            None,
+        )
+        .unwrap();
         apis.resolve().await;
         // 127.0.0.1 once for the literal, and at least one address for localhost.
         assert!(apis.replica_count() >= 2, "{}", apis.replica_count());

@@ -4,16 +4,20 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
 mod hardening;
 mod logging;
+pub mod tls;
 
 pub use hardening::protect_process;
 pub use logging::{LogFormat, init_tracing};
+pub use tls::{ClientTls, PeerTlsArgs, ServerTls, TlsError};
 
 /// Flags and environment shared by every Keel server.
 #[derive(Debug, Clone, clap::Args)]
@@ -45,6 +49,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Serves `routes` plus health and reflection until SIGTERM or SIGINT, then
@@ -56,6 +62,18 @@ pub async fn serve(
     args: &ServeArgs,
     routes: Routes,
     service_names: &[&str],
+) -> Result<(), ServeError> {
+    serve_with(args, routes, service_names, None).await
+}
+
+/// [`serve`], over mutual TLS when `tls` is set: a connection whose
+/// handshake fails (no client certificate, one from another CA, one without
+/// an allowed name) is dropped before any call.
+pub async fn serve_with(
+    args: &ServeArgs,
+    routes: Routes,
+    service_names: &[&str],
+    tls: Option<Arc<ServerTls>>,
 ) -> Result<(), ServeError> {
     let listener = TcpListener::bind(args.listen)
         .await
@@ -103,22 +121,70 @@ pub async fn serve(
     tracing::info!(addr = %local, "listening");
 
     let names: Vec<String> = service_names.iter().map(|s| s.to_string()).collect();
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, async move {
-            shutdown_signal().await;
-            tracing::info!("shutdown signal received, draining");
-            // Tell load balancers first, so no new calls arrive while draining.
-            for name in names.iter().chain(std::iter::once(&String::new())) {
-                health
-                    .set_service_status(name, tonic_health::ServingStatus::NotServing)
-                    .await;
-            }
-        })
-        .await?;
+    let shutdown = async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received, draining");
+        // Tell load balancers first, so no new calls arrive while draining.
+        for name in names.iter().chain(std::iter::once(&String::new())) {
+            health
+                .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+    };
+    let server = tonic::transport::Server::builder().add_routes(routes);
+    match tls {
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            server
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?;
+        }
+        Some(tls) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            let accept = tokio::spawn(accept_tls(listener, tls, tx));
+            let served = server
+                .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown)
+                .await;
+            accept.abort();
+            served?;
+        }
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+type TlsConnection = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// Accepts connections and hands each to the server once its handshake
+/// completed (handshakes run concurrently, so a slow or silent peer holds
+/// up no one).
+async fn accept_tls(
+    listener: TcpListener,
+    tls: Arc<ServerTls>,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<TlsConnection>>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                let (tls, tx) = (tls.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tls.accept(tcp).await {
+                        Ok(stream) => {
+                            let _ = tx.send(Ok(stream)).await;
+                        }
+                        Err(e) => {
+                            tracing::info!(%peer, error = %e, "connection refused: TLS handshake failed");
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot accept a connection");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// Writes atomically, so a reader never sees a half-written address.

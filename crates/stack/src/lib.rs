@@ -7,6 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod pki;
+pub use pki::LocalPki;
+
 /// The Temporal namespace of sessions when nothing says otherwise.
 pub const DEFAULT_NAMESPACE: &str = "default";
 /// The task queue of the session workflows and their activities when
@@ -109,6 +112,9 @@ pub struct Layout {
     pub history_event_budget: Option<u32>,
     /// How session-api authenticates its clients.
     pub client_auth: ClientAuth,
+    /// Mutual TLS between the services with these certificates; `None`:
+    /// plaintext (`--insecure-plaintext`).
+    pub tls: Option<LocalPki>,
 }
 
 /// How session-api authenticates its clients.
@@ -162,6 +168,12 @@ impl Layout {
             addr_file.display().to_string(),
         ];
         let blob = ["--blob-url".to_string(), self.blob_url.clone()];
+        // What a server presents to the worker, and what the worker presents.
+        let tls = |args: &mut Vec<String>, worker: bool| match &self.tls {
+            Some(pki) if worker => args.extend(pki.worker_args()),
+            Some(pki) => args.extend(pki.server_args()),
+            None => args.push("--insecure-plaintext".to_string()),
+        };
         let temporal = |args: &mut Vec<String>| -> Result<(), LayoutError> {
             args.extend([
                 "--temporal-address".to_string(),
@@ -175,9 +187,13 @@ impl Layout {
         };
         match component {
             Component::Temporal => return Err(LayoutError::NotAService),
-            Component::ModelProxy => args.extend(blob),
+            Component::ModelProxy => {
+                args.extend(blob);
+                tls(&mut args, false);
+            }
             Component::ToolRunner => {
                 args.extend(blob);
+                tls(&mut args, false);
                 match &self.workspaces {
                     Workspaces::Any => args.push("--allow-any-workspace".to_string()),
                     Workspaces::Roots(roots) => {
@@ -193,7 +209,7 @@ impl Layout {
                     args.extend(["--hide-path".to_string(), path.display().to_string()]);
                 }
             }
-            Component::McpBroker => {}
+            Component::McpBroker => tls(&mut args, false),
             Component::SessionApi => {
                 temporal(&mut args)?;
                 args.extend(blob);
@@ -209,6 +225,8 @@ impl Layout {
                     }
                     ClientAuth::InsecureNoAuth => args.push("--insecure-no-auth".to_string()),
                 }
+                // Its internal listener's.
+                tls(&mut args, false);
                 if let Some(n) = self.retained_events {
                     args.extend(["--retained-events".to_string(), n.to_string()]);
                 }
@@ -229,6 +247,7 @@ impl Layout {
                     "--session-api".to_string(),
                     addr_of(Component::SessionApi)?,
                 ]);
+                tls(&mut args, true);
             }
         }
         Ok(args)
@@ -312,6 +331,7 @@ mod tests {
             retained_events: Some(64),
             history_event_budget: None,
             client_auth: ClientAuth::TokensFile(PathBuf::from("/s/tokens.toml")),
+            tls: Some(LocalPki::in_dir(Path::new("/s/tls"))),
         }
     }
 
@@ -331,6 +351,12 @@ mod tests {
                 "/s/tr.addr",
                 "--blob-url",
                 "file:///s/blobs",
+                "--tls-cert",
+                "/s/tls/server.pem",
+                "--tls-key",
+                "/s/tls/server.key",
+                "--tls-ca",
+                "/s/tls/ca.pem",
                 "--workspace-root",
                 "/home/u",
                 "--hide-path",
@@ -346,6 +372,7 @@ mod tests {
             "--task-queue keel-agent",
             "--model-proxy model-proxy:1",
             "--session-api session-api:1",
+            "--tls-cert /s/tls/worker.pem --tls-key /s/tls/worker.key --tls-ca /s/tls/ca.pem",
         ] {
             assert!(worker.contains(part), "{worker}");
         }
@@ -360,12 +387,31 @@ mod tests {
                 && !api.contains("insecure"),
             "{api}"
         );
+        assert!(api.contains("--tls-cert /s/tls/server.pem"), "{api}");
         let mut open = l.clone();
         open.client_auth = ClientAuth::InsecureNoAuth;
+        open.tls = None;
         let api = open
             .service_args(Component::SessionApi, Path::new("/a"), addrs)
             .unwrap();
         assert!(api.contains(&"--insecure-no-auth".to_string()));
+        for component in [
+            Component::Worker,
+            Component::ToolRunner,
+            Component::ModelProxy,
+            Component::McpBroker,
+            Component::SessionApi,
+        ] {
+            let args = open
+                .service_args(component, Path::new("/a"), addrs)
+                .unwrap();
+            assert!(
+                args.contains(&"--insecure-plaintext".to_string()),
+                "{}",
+                component.name()
+            );
+            assert!(!args.iter().any(|a| a.starts_with("--tls")));
+        }
         let any = layout(Workspaces::Any)
             .service_args(Component::ToolRunner, Path::new("/t"), addrs)
             .unwrap();

@@ -110,6 +110,9 @@ pub struct StackOptions {
     pub insecure_no_auth: bool,
     /// Extra session-api flags (e.g. a JWT issuer).
     pub session_api_args: Vec<String>,
+    /// Services talk plaintext (`--insecure-plaintext`) instead of mutual
+    /// TLS with the stack's own CA.
+    pub insecure_plaintext: bool,
 }
 
 /// The tenant and principal of [`Stack::token`]. Not the default tenant, so
@@ -136,6 +139,7 @@ impl StackOptions {
             session_api_replicas: 1,
             insecure_no_auth: false,
             session_api_args: Vec::new(),
+            insecure_plaintext: false,
         }
     }
 }
@@ -154,6 +158,8 @@ pub struct Stack {
     pub tokens_file: PathBuf,
     pub token: String,
     pub other_token: String,
+    /// The stack's CA and certificates (`None` with `insecure_plaintext`).
+    pub pki: Option<keel_stack::LocalPki>,
     pub model_proxy: String,
     pub tool_runner: String,
     pub mcp_broker: String,
@@ -183,6 +189,7 @@ impl Stack {
             tokens_file,
             token,
             other_token,
+            pki: None,
             model_proxy: String::new(),
             tool_runner: String::new(),
             mcp_broker: String::new(),
@@ -192,13 +199,29 @@ impl Stack {
             options: options.clone(),
         };
         stack.temporal_address = stack.start_temporal()?;
+        if !options.insecure_plaintext {
+            stack.pki = Some(keel_stack::LocalPki::ensure(&stack.dir.path().join("tls"))?);
+        }
         let layout = keel_stack::Layout {
             blob_url,
             namespace: keel_stack::DEFAULT_NAMESPACE.to_string(),
             task_queue: keel_stack::DEFAULT_TASK_QUEUE.to_string(),
             // Tests work in temporary directories anywhere.
             workspaces: keel_stack::Workspaces::Any,
-            hide_paths: Vec::new(),
+            // What a model must not read, as `keel up` hides its state
+            // directory: the worker's certificate and the token file (and
+            // what a test hides through KEEL_HIDE_PATHS, which the flags
+            // would otherwise override).
+            hide_paths: [stack.dir.path().join("tls"), stack.tokens_file.clone()]
+                .into_iter()
+                .chain(
+                    options
+                        .tool_runner_env
+                        .iter()
+                        .filter(|(k, _)| k == "KEEL_HIDE_PATHS")
+                        .flat_map(|(_, v)| v.split(':').map(PathBuf::from)),
+                )
+                .collect(),
             retained_events: Some(options.retained_events),
             history_event_budget: Some(options.history_event_budget),
             client_auth: if options.insecure_no_auth {
@@ -206,6 +229,7 @@ impl Stack {
             } else {
                 keel_stack::ClientAuth::TokensFile(stack.tokens_file.clone())
             },
+            tls: stack.pki.clone(),
         };
         let model_env = [
             ("OPENAI_BASE_URL", options.model_base_url.as_str()),
@@ -217,6 +241,7 @@ impl Stack {
         let tool_runner_env: Vec<(&str, &str)> = options
             .tool_runner_env
             .iter()
+            .filter(|(k, _)| k != "KEEL_HIDE_PATHS")
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         for component in &keel_stack::Component::START_ORDER[1..] {
@@ -432,6 +457,24 @@ impl Stack {
     /// A session-api client of [`TENANT`], connected to `addr`.
     pub async fn connect_to(&self, addr: &str) -> anyhow::Result<crate::session::Client> {
         crate::session::connect(addr, Some(&self.token)).await
+    }
+
+    /// A channel to one of the stack's services that require the worker's
+    /// certificate (tool-runner, model-proxy, mcp-broker, session-api's
+    /// internal listener), presenting it.
+    pub fn worker_channel(&self, addr: &str) -> anyhow::Result<tonic::transport::Channel> {
+        let tls = match &self.pki {
+            Some(pki) => {
+                keel_server::PeerTlsArgs::with_files(&pki.worker_cert, &pki.worker_key, &pki.ca)
+                    .client()?
+            }
+            None => None,
+        };
+        Ok(keel_server::ClientTls::lazy_channel(
+            tls.as_ref(),
+            addr,
+            None,
+        )?)
     }
 
     /// The workflow id of [`TENANT`]'s session `session_id`.

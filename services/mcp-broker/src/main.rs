@@ -12,6 +12,8 @@ use tonic::{Request, Response, Status};
 struct Args {
     #[command(flatten)]
     serve: keel_server::ServeArgs,
+    #[command(flatten)]
+    tls: keel_server::PeerTlsArgs,
 }
 
 struct Broker;
@@ -44,7 +46,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     keel_server::init_tracing(args.serve.log_format);
     keel_server::protect_process();
+    let tls = args.tls.server("the mcp-broker")?;
     let routes = tonic::service::Routes::new(McpBrokerServiceServer::new(Broker));
-    keel_server::serve(&args.serve, routes, &["keel.v1.McpBrokerService"]).await?;
+    keel_server::serve_with(&args.serve, routes, &["keel.v1.McpBrokerService"], tls).await?;
     Ok(())
 }

@@ -20,6 +20,10 @@ use tonic::service::Routes;
 struct Args {
     #[command(flatten)]
     serve: keel_server::ServeArgs,
+    /// Mutual TLS: only the worker (a client certificate naming
+    /// `keel-worker`, by default) may spend the model keys.
+    #[command(flatten)]
+    tls: keel_server::PeerTlsArgs,
     /// Codex's config.toml to read (default: $CODEX_HOME/config.toml, else
     /// ~/.codex/config.toml, where a missing file means defaults).
     #[arg(long, env = "KEEL_CONFIG")]
@@ -66,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     keel_server::init_tracing(args.serve.log_format);
     keel_server::protect_process();
+    let tls = args.tls.server("the model-proxy")?;
 
     let overrides = Overrides {
         config_file: args.config.clone(),
@@ -118,6 +123,6 @@ async fn main() -> anyhow::Result<()> {
     let proxy = ModelProxy::with_metrics(config, blobs, metrics)
         .context("cannot set up the model-proxy")?;
     let routes = Routes::new(proxy.into_server());
-    keel_server::serve(&args.serve, routes, &[SERVICE_NAME]).await?;
+    keel_server::serve_with(&args.serve, routes, &[SERVICE_NAME], tls).await?;
     Ok(())
 }

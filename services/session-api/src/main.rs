@@ -28,6 +28,10 @@ struct Args {
     /// Once listening, write the internal listener's address to this file.
     #[arg(long, env = "KEEL_INTERNAL_ADDR_FILE")]
     internal_addr_file: Option<std::path::PathBuf>,
+    /// Mutual TLS on the internal listener: only workers (a client
+    /// certificate naming `keel-worker`, by default) may publish.
+    #[command(flatten)]
+    tls: keel_server::PeerTlsArgs,
     #[command(flatten)]
     temporal: keel_workflow_api::client::TemporalArgs,
     #[command(flatten)]
@@ -47,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
     keel_server::init_tracing(args.serve.log_format);
     keel_server::protect_process();
     let auth = args.auth.authenticator().await?;
+    let internal_tls = args.tls.server("session-api's internal listener")?;
     let blobs = args.blobs.open()?;
     let client = args
         .temporal
@@ -78,7 +83,12 @@ async fn main() -> anyhow::Result<()> {
     };
     tokio::try_join!(
         keel_server::serve(&args.serve, clients, &["keel.v1.SessionService"]),
-        keel_server::serve(&internal_args, internal, &["keel.v1.LiveService"]),
+        keel_server::serve_with(
+            &internal_args,
+            internal,
+            &["keel.v1.LiveService"],
+            internal_tls
+        ),
     )?;
     Ok(())
 }

@@ -54,6 +54,10 @@ enum Command {
 struct ServeOptions {
     #[command(flatten)]
     serve: keel_server::ServeArgs,
+    /// Mutual TLS: only the worker (a client certificate naming
+    /// `keel-worker`, by default) may run tools.
+    #[command(flatten)]
+    tls: keel_server::PeerTlsArgs,
     /// The blob store session-api, model-proxy and tool-runner share (see
     /// keel_blobstore::BlobStoreArgs; an Option here only because the
     /// `apply-patch` subcommand needs none): `file:///abs/dir`,
@@ -343,6 +347,7 @@ fn main() -> anyhow::Result<ExitCode> {
 async fn serve(args: ServeOptions) -> anyhow::Result<()> {
     keel_server::init_tracing(args.serve.log_format);
     keel_server::protect_process();
+    let tls = args.tls.server("the tool-runner")?;
     let blob_url = args.blob_url.context("--blob-url is required")?;
     let blobs = BlobStore::open(&blob_url)?;
     let env_policy = args.env.policy()?;
@@ -435,7 +440,7 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
         }
     });
     let routes = Routes::new(ToolServiceServer::new(runner.clone()));
-    let served = keel_server::serve(&args.serve, routes, &[SERVICE_NAME]).await;
+    let served = keel_server::serve_with(&args.serve, routes, &[SERVICE_NAME], tls).await;
     pruning.abort();
     let left = runner.finish_running_calls(SHUTDOWN_GRACE).await;
     if left > 0 {

@@ -46,9 +46,11 @@ async fn start_configured(
     configure: impl FnOnce(&mut Command),
 ) -> Server {
     let addr_file = dir.join(addr_name);
+    let pki = keel_stack::LocalPki::ensure(&dir.join("tls")).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_keel-tool-runner"));
     configure(&mut command);
     let child = command
+        .args(pki.server_args())
         .arg("--addr-file")
         .arg(&addr_file)
         .arg("--blob-url")
@@ -61,9 +63,11 @@ async fn start_configured(
         .spawn()
         .unwrap();
     let addr = wait_for_file(&addr_file, Duration::from_secs(30)).await;
-    let client = ToolServiceClient::connect(format!("http://{addr}"))
-        .await
+    let tls = keel_server::PeerTlsArgs::with_files(&pki.worker_cert, &pki.worker_key, &pki.ca)
+        .client()
         .unwrap();
+    let channel = keel_server::ClientTls::lazy_channel(tls.as_ref(), &addr, None).unwrap();
+    let client = ToolServiceClient::new(channel);
     Server { child, client }
 }
 
@@ -404,6 +408,7 @@ async fn a_second_tool_runner_cannot_share_the_state_dir() {
         .arg(&state)
         .arg("--listen")
         .arg("127.0.0.1:0")
+        .arg("--insecure-plaintext")
         .env_remove("KEEL_TOOL_RUNNER_STATE_DIR")
         .output()
         .unwrap();

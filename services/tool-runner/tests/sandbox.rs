@@ -27,6 +27,14 @@ use keel_proto::v1::{
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
+/// A channel to a tool-runner, presenting the worker's certificate.
+fn worker_channel(pki: &keel_stack::LocalPki, addr: &str) -> tonic::transport::Channel {
+    let tls = keel_server::PeerTlsArgs::with_files(&pki.worker_cert, &pki.worker_key, &pki.ca)
+        .client()
+        .unwrap();
+    keel_server::ClientTls::lazy_channel(tls.as_ref(), addr, None).unwrap()
+}
+
 /// A tool-runner on `base` (workspace root), with the session cwd
 /// `base/cwd` (a git repository's working tree) and `base/outside`, which
 /// the workspace allows but no sandbox root includes.
@@ -90,12 +98,18 @@ impl Env {
                     .replace("{base}", &base.display().to_string())
             })
             .collect();
+        // Mutual TLS as in a real stack; the certificates hidden from
+        // commands, as `keel up` hides its state directory.
+        let pki = keel_stack::LocalPki::ensure(&base.join("tls")).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_keel-tool-runner"));
         command
             .arg("--addr-file")
             .arg(&addr_file)
             .arg("--default-cwd")
-            .arg(&cwd);
+            .arg(&cwd)
+            .args(pki.server_args())
+            .arg("--hide-path")
+            .arg(base.join("tls"));
         if !extra.iter().any(|arg| arg == "--blob-url") {
             command
                 .arg("--blob-url")
@@ -141,9 +155,7 @@ impl Env {
         let child = command.spawn().unwrap();
         drop(inherited);
         let addr = wait_for_file(&addr_file, Duration::from_secs(30)).await;
-        let mut client = ToolServiceClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
+        let mut client = ToolServiceClient::new(worker_channel(&pki, &addr));
         let status = client
             .get_sandbox_status(GetSandboxStatusRequest {})
             .await
@@ -1684,12 +1696,12 @@ async fn close_session(env: &mut Env) {
 
 /// With the network on (workspace-write with `network_access`), a
 /// sandboxed command shares the host's network namespace, loopback
-/// included, and Keel's services listen there without authentication: it
-/// can ask the tool-runner itself to run anything under
-/// danger-full-access — no sandbox, no approval. (The same reaches
-/// Temporal's frontend and the session API, where approvals are given.)
+/// included, and reaches the tool-runner's port. It must not get it to run
+/// anything (here: under danger-full-access, no sandbox, no approval): the
+/// port speaks only mutual TLS and wants the worker's certificate, which is
+/// hidden from commands. Tried in plaintext, over TLS without a
+/// certificate, and with the worker's certificate files by path.
 #[tokio::test]
-#[ignore = "open: a networked sandboxed command reaches Keel's unauthenticated gRPC services on loopback; needs authenticated services or a network namespace with outbound-only access (see the review report)"]
 async fn a_networked_command_cannot_ask_the_tool_runner_for_an_unsandboxed_run() {
     use prost::Message as _;
     let mut env = Env::start(&[]).await;
@@ -1712,21 +1724,37 @@ async fn a_networked_command_cannot_ask_the_tool_runner_for_an_unsandboxed_run()
     frame.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
     frame.extend_from_slice(&body);
     std::fs::write(env.cwd.join("req.bin"), frame).unwrap();
+    let tls = env.cwd.parent().unwrap().join("tls");
+    let grpc = "-s -o /dev/null -H 'content-type: application/grpc' -H 'te: trailers' --data-binary @req.bin";
+    let path = "keel.v1.ToolService/RunTool";
+    let addr = &env.addr;
     let script = format!(
-        "curl -s -o /dev/null --http2-prior-knowledge -H 'content-type: application/grpc' \
-         -H 'te: trailers' --data-binary @req.bin http://{}/keel.v1.ToolService/RunTool; echo rc=$?",
-        env.addr
+        "curl {grpc} --http2-prior-knowledge http://{addr}/{path}; echo plain=$?; \
+         curl {grpc} --http2 -k https://{addr}/{path}; echo nocert=$?; \
+         curl {grpc} --http2 -k --cert {cert} --key {key} https://{addr}/{path}; echo cert=$?; \
+         cat {key} >/dev/null 2>&1; echo read=$?",
+        cert = tls.join("worker.pem").display(),
+        key = tls.join("worker.key").display(),
     );
     let with_network = SandboxPolicy {
         network_access: true,
         ..workspace_write()
     };
     let resp = env.sh("net", &script, with_network).await;
+    let out = output(&resp);
+    eprintln!("{out}");
     assert!(
         !escaped.exists(),
-        "a sandboxed command ran an unsandboxed one through the tool-runner's own API: {}",
-        output(&resp)
+        "a sandboxed command ran an unsandboxed one through the tool-runner's own API: {out}"
     );
+    // Each attempt failed (a curl error, not an HTTP answer), and the key
+    // was not readable.
+    for attempt in ["plain", "nocert", "cert", "read"] {
+        assert!(
+            out.contains(&format!("{attempt}=")) && !out.contains(&format!("{attempt}=0")),
+            "{attempt}: {out}"
+        );
+    }
 }
 
 /// Descriptors the tool-runner inherited (from whatever started it) do not
