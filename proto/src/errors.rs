@@ -12,6 +12,20 @@ use crate::v1;
 
 /// The `Any` type URL of [`v1::ErrorInfo`].
 pub const ERROR_INFO_TYPE_URL: &str = "type.googleapis.com/keel.v1.ErrorInfo";
+/// The `Any` type URL of the standard `google.rpc.RetryInfo`.
+pub const RETRY_INFO_TYPE_URL: &str = "type.googleapis.com/google.rpc.RetryInfo";
+
+/// The wait a status's standard `google.rpc.RetryInfo` asks for, if any.
+pub fn retry_info(status: &Status) -> Option<Duration> {
+    let details = tonic_types::pb::Status::decode(status.details()).ok()?;
+    details
+        .details
+        .iter()
+        .find(|any| any.type_url == RETRY_INFO_TYPE_URL)
+        .and_then(|any| tonic_types::pb::RetryInfo::decode(any.value.as_slice()).ok())
+        .and_then(|info| info.retry_delay)
+        .and_then(|wait| Duration::try_from(wait).ok())
+}
 
 impl v1::ErrorInfo {
     /// A failure of class `class`.
@@ -41,16 +55,28 @@ impl v1::ErrorInfo {
             .and_then(|wait| Duration::try_from(wait).ok())
     }
 
-    /// A status with `code` and `message` carrying this info.
+    /// A status with `code` and `message` carrying this info, and, when it
+    /// names a wait, the standard `google.rpc.RetryInfo` as well (which
+    /// generic gRPC clients and proxies understand).
     pub fn into_status(self, code: Code, message: impl Into<String>) -> Status {
         let message = message.into();
+        let mut details = vec![prost_types::Any {
+            type_url: ERROR_INFO_TYPE_URL.to_string(),
+            value: self.encode_to_vec(),
+        }];
+        if let Some(wait) = self.retry_after {
+            details.push(prost_types::Any {
+                type_url: RETRY_INFO_TYPE_URL.to_string(),
+                value: tonic_types::pb::RetryInfo {
+                    retry_delay: Some(wait),
+                }
+                .encode_to_vec(),
+            });
+        }
         let details = tonic_types::pb::Status {
             code: code as i32,
             message: message.clone(),
-            details: vec![prost_types::Any {
-                type_url: ERROR_INFO_TYPE_URL.to_string(),
-                value: self.encode_to_vec(),
-            }],
+            details,
         };
         Status::with_details(code, message, details.encode_to_vec().into())
     }
@@ -88,7 +114,12 @@ mod tests {
         status.add_header(&mut trailers).unwrap();
         let received = Status::from_header_map(&trailers).unwrap();
         assert_eq!(v1::ErrorInfo::from_status(&received), Some(info));
+        // The standard RetryInfo rides along for generic clients.
+        assert_eq!(retry_info(&received), Some(Duration::from_millis(1500)));
         let plain = Status::new(Code::Unavailable, "no details");
         assert_eq!(v1::ErrorInfo::from_status(&plain), None);
+        assert_eq!(retry_info(&plain), None);
+        let no_wait = v1::ErrorInfo::new("x", false).into_status(Code::Internal, "x");
+        assert_eq!(retry_info(&no_wait), None);
     }
 }

@@ -5,10 +5,12 @@
 mod errors;
 mod events;
 mod hub;
+mod limits;
 mod live;
 mod requests;
 mod service;
 mod settings;
 
+pub use limits::TenantLimits;
 pub use live::LiveApi;
 pub use service::{SessionApi, SessionLimits};

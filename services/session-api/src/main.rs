@@ -19,6 +19,8 @@ struct Args {
     serve: keel_server::ServeArgs,
     #[command(flatten)]
     auth: keel_auth::AuthArgs,
+    #[command(flatten)]
+    tenant_limits: keel_session_api::TenantLimits,
     /// Address of the internal listener, which serves LiveService (workers
     /// publish deltas and notices there) and never clients. Port 0 picks a
     /// free port (see --internal-addr-file). Keep it off the clients'
@@ -69,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
             retained_events: args.retained_events,
             history_event_budget: args.history_event_budget,
         },
+        args.tenant_limits,
     );
     // Clients: every SessionService call is authenticated first.
     let clients = tonic::service::Routes::new(keel_auth::RequireAuth::new(

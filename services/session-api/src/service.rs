@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use keel_blobstore::BlobStore;
 use keel_proto::v1 as pb;
 use keel_proto::v1::session_service_server::SessionService;
@@ -18,12 +18,15 @@ use temporalio_client::{
     WorkflowHandle, WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
     errors::WorkflowUpdateError, grpc::WorkflowService,
 };
-use temporalio_common::protos::temporal::api::workflowservice::v1::ListWorkflowExecutionsRequest;
+use temporalio_common::protos::temporal::api::workflowservice::v1::{
+    CountWorkflowExecutionsRequest, ListWorkflowExecutionsRequest,
+};
 use tonic::{Request, Response, Status};
 
 use crate::errors;
 use crate::events;
 use crate::hub::Hub;
+use crate::limits::{Limiter, TenantLimits};
 use crate::{requests, settings};
 
 const MAX_ID_LEN: usize = 64;
@@ -38,6 +41,7 @@ pub struct SessionApi {
     task_queue: String,
     namespace: String,
     limits: SessionLimits,
+    tenants: Arc<Limiter>,
 }
 
 /// Per-session limits session-api gives every new session.
@@ -56,6 +60,7 @@ impl SessionApi {
         task_queue: String,
         namespace: String,
         limits: SessionLimits,
+        tenant_limits: TenantLimits,
     ) -> Self {
         Self {
             hub: Arc::new(Hub::default()),
@@ -64,7 +69,41 @@ impl SessionApi {
             task_queue,
             namespace,
             limits,
+            tenants: Arc::new(Limiter::new(tenant_limits)),
         }
+    }
+
+    /// Refuses a new session when the caller's tenant has as many open
+    /// sessions as it may (as far as Temporal's visibility store knows).
+    async fn check_open_sessions(&self, caller: &keel_auth::Caller) -> Result<(), Status> {
+        let tenant = tenant_of(caller);
+        let request = CountWorkflowExecutionsRequest {
+            namespace: self.namespace.clone(),
+            query: format!(
+                "WorkflowType = '{}' AND WorkflowId STARTS_WITH '{}' AND ExecutionStatus = 'Running'",
+                api::WORKFLOW_TYPE,
+                api::tenant_workflow_id_prefix(tenant)
+            ),
+        };
+        let mut client = self.client.clone();
+        let open = WorkflowService::count_workflow_executions(
+            &mut client,
+            tonic::IntoRequest::into_request(request),
+        )
+        .await
+        .map_err(|s| errors::unavailable("cannot count the open sessions", s))?
+        .into_inner()
+        .count;
+        let max = self.tenants.limits().tenant_max_open_sessions;
+        if open >= i64::from(max) {
+            return Err(crate::limits::exhausted(
+                &caller.tenant,
+                format!("{open} sessions are open (at most {max}); close some (CloseSession)"),
+                "--tenant-max-open-sessions",
+                None,
+            ));
+        }
+        Ok(())
     }
 
     fn handle(&self, session_id: &str) -> WorkflowHandle<Client, SessionWorkflow> {
@@ -213,8 +252,13 @@ fn validate_id(field: &str, id: &str) -> Result<(), Status> {
 /// [`api::session_key`]): the caller's tenant is part of it, so no call can
 /// reach another tenant's session.
 fn session_key(caller: &keel_auth::Caller, session_id: &str) -> String {
-    let tenant = (caller.tenant != keel_auth::DEFAULT_TENANT).then_some(caller.tenant.as_str());
-    api::session_key(tenant, session_id)
+    api::session_key(tenant_of(caller), session_id)
+}
+
+/// The caller's tenant as the workflow contract names it (`None`: the
+/// default tenant).
+fn tenant_of(caller: &keel_auth::Caller) -> Option<&str> {
+    (caller.tenant != keel_auth::DEFAULT_TENANT).then_some(caller.tenant.as_str())
 }
 
 fn required_session_id(id: &str) -> Result<(), Status> {
@@ -351,6 +395,7 @@ impl SessionService for SessionApi {
             carried: None,
             owner: caller.principal.clone(),
         };
+        self.check_open_sessions(&caller).await?;
         let options =
             WorkflowStartOptions::new(self.task_queue.clone(), api::workflow_id(&key)).build();
         self.client
@@ -387,6 +432,7 @@ impl SessionService for SessionApi {
             return Err(Status::invalid_argument("text must not be empty"));
         }
         let context = settings::patch(req.context)?;
+        self.tenants.take_turn(&caller.tenant)?;
         let turn_id = if req.turn_id.is_empty() {
             uuid::Uuid::new_v4().to_string()
         } else {
@@ -423,6 +469,7 @@ impl SessionService for SessionApi {
             ));
         }
         validate_id("expected_turn_id", &req.expected_turn_id)?;
+        self.tenants.take_turn(&caller.tenant)?;
         let (item_digest, text_preview, text_truncated) = self.store_message(&req.text).await?;
         let steer = Steer {
             expected_turn_id: req.expected_turn_id.clone(),
@@ -490,13 +537,19 @@ impl SessionService for SessionApi {
                 req.after_offset, state.last_event_offset
             )));
         }
+        let slot = self.tenants.open_stream(&caller.tenant)?;
         let stream = events::stream(
             self.clone(),
             key,
             req.after_offset,
             req.follow,
             req.live_deltas,
-        );
+        )
+        // The tenant's stream is counted until the client goes away.
+        .map(move |item| {
+            let _open = &slot;
+            item
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -520,7 +573,7 @@ impl SessionService for SessionApi {
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let caller = keel_auth::caller(&request)?;
         let req = request.into_inner();
-        let tenant = (caller.tenant != keel_auth::DEFAULT_TENANT).then_some(caller.tenant.as_str());
+        let tenant = tenant_of(&caller);
         let page_size = match req.page_size {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
@@ -539,13 +592,32 @@ impl SessionService for SessionApi {
                 api::tenant_workflow_id_prefix(tenant)
             ),
         };
+        let paging = !list.next_page_token.is_empty();
+        let mut request = tonic::IntoRequest::into_request(list);
+        if paging {
+            // A made-up token fails with UNKNOWN, which the Temporal client
+            // would retry for seconds: answer at once instead.
+            request.extensions_mut().insert(
+                temporalio_client::request_extensions::NoRetryOnMatching {
+                    predicate: |s| s.code() == tonic::Code::Unknown,
+                },
+            );
+        }
         let mut client = self.client.clone();
-        let resp = WorkflowService::list_workflow_executions(
-            &mut client,
-            tonic::IntoRequest::into_request(list),
-        )
+        let resp = WorkflowService::list_workflow_executions(&mut client, request)
         .await
-        .map_err(|s| errors::unavailable("cannot list sessions", s))?
+        .map_err(|s| match s.code() {
+            // Temporal refuses a page token it cannot read (one that was
+            // never issued, or made up) with an unspecific error.
+            code if paging
+                && !matches!(code, tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) =>
+            {
+                Status::invalid_argument(
+                    "page_token is not one this server issued (or it expired); list again without it",
+                )
+            }
+            _ => errors::unavailable("cannot list sessions", s),
+        })?
         .into_inner();
         let sessions = resp
             .executions

@@ -1,0 +1,140 @@
+//! Per-tenant limits on session-api: over a limit, a call gets
+//! RESOURCE_EXHAUSTED naming the limit, with RetryInfo when waiting helps;
+//! other tenants are not affected.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+use std::time::{Duration, Instant};
+
+use keel_proto::v1 as pb;
+use keel_test_support::fake_model::{FakeModel, Scripted};
+use keel_test_support::session::{self, Client};
+use keel_test_support::stack::{Stack, StackOptions};
+use tonic::Code;
+
+async fn open_sessions(client: &mut Client) -> usize {
+    client
+        .list_sessions(pb::ListSessionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions
+        .iter()
+        .filter(|s| s.status != pb::SessionStatus::Closed as i32)
+        .count()
+}
+
+/// Waits until `f` holds (Temporal's visibility store lags a little).
+async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_over_its_limits_is_told_so_and_others_go_on() {
+    let fake = FakeModel::start(
+        (0..3)
+            .map(|i| Scripted::assistant(&format!("a{i}")))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let mut options = StackOptions::new(fake.base_url());
+    options.session_api_args = [
+        "--tenant-turns-per-minute",
+        "2",
+        "--tenant-max-streams",
+        "2",
+        "--tenant-max-open-sessions",
+        "2",
+    ]
+    .map(String::from)
+    .to_vec();
+    let stack = Stack::launch(options).await.unwrap();
+    let mut mine = stack.connect().await.unwrap();
+    let mut theirs = session::connect(&stack.session_api, Some(&stack.other_token))
+        .await
+        .unwrap();
+
+    // Open sessions.
+    let first = session::create(&mut mine, None).await.unwrap();
+    let second = session::create(&mut mine, None).await.unwrap();
+    until("both sessions to be visible", async || {
+        open_sessions(&mut mine).await == 2
+    })
+    .await;
+    let refused = mine
+        .create_session(pb::CreateSessionRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("--tenant-max-open-sessions"),
+        "{refused:?}"
+    );
+    let info = pb::ErrorInfo::from_status(&refused).unwrap();
+    assert_eq!(info.class, "tenant_limit");
+    assert_eq!(info.details["limit"], "tenant-max-open-sessions");
+    let other_session = session::create(&mut theirs, None).await.unwrap();
+
+    // Turns per minute: two, then a wait of about 30 s.
+    session::send(&mut mine, &first, "t1", "one").await.unwrap();
+    session::send(&mut mine, &second, "t2", "two")
+        .await
+        .unwrap();
+    let refused = mine
+        .send_user_turn(pb::SendUserTurnRequest {
+            session_id: first.clone(),
+            text: "three".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("--tenant-turns-per-minute"));
+    let wait = keel_proto::errors::retry_info(&refused).expect("RetryInfo");
+    assert!(
+        wait > Duration::from_secs(20) && wait <= Duration::from_secs(30),
+        "{wait:?}"
+    );
+    session::send(&mut theirs, &other_session, "t1", "theirs")
+        .await
+        .unwrap();
+
+    // Open streams: two, then refused until one closes.
+    let one = session::follow(&mut mine, &first, 0, false).await.unwrap();
+    let _two = session::follow(&mut mine, &second, 0, false).await.unwrap();
+    let refused = session::follow(&mut mine, &first, 0, false)
+        .await
+        .err()
+        .unwrap();
+    let refused = refused.downcast::<tonic::Status>().unwrap();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(refused.message().contains("--tenant-max-streams"));
+    assert!(
+        session::follow(&mut theirs, &other_session, 0, false)
+            .await
+            .is_ok()
+    );
+    drop(one);
+    until("a stream slot to free up", async || {
+        session::follow(&mut mine, &first, 0, false).await.is_ok()
+    })
+    .await;
+
+    // Closing a session makes room for a new one.
+    mine.close_session(pb::CloseSessionRequest {
+        session_id: second.clone(),
+    })
+    .await
+    .unwrap();
+    until("room for a new session", async || {
+        mine.create_session(pb::CreateSessionRequest::default())
+            .await
+            .is_ok()
+    })
+    .await;
+}
