@@ -136,3 +136,81 @@ async fn interrupt_kills_the_running_command_and_the_next_turn_works() {
     assert_eq!(outputs[0]["call_id"], "call_sleep");
     assert_eq!(outputs[0]["output"], "aborted by user");
 }
+
+/// A session's `exec_command` processes outlive their turn (the model
+/// talks to them with `write_stdin`), but not the session: closing it kills
+/// them.
+#[tokio::test(flavor = "multi_thread")]
+async fn closing_a_session_kills_its_background_processes() {
+    let workspace = tempfile::tempdir().unwrap();
+    let duration = format!("61.{}", std::process::id());
+    let args = serde_json::json!({"cmd": format!("exec sleep {duration}"), "yield_time_ms": 250})
+        .to_string();
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call("call_bg", "exec_command", &args),
+        Scripted::assistant("It runs in the background."),
+    ])
+    .await
+    .unwrap();
+    let stack = Stack::launch(StackOptions::new(fake.base_url()))
+        .await
+        .unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let (sid, mut events) = session::open(
+        &mut client,
+        pb::CreateSessionRequest {
+            cwd: workspace.path().display().to_string(),
+            shell_tool: pb::ShellToolKind::ExecCommand as i32,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    session::send(&mut client, &sid, "turn-1", "start it")
+        .await
+        .unwrap();
+    session::until(&mut events, |e| {
+        matches!(e.msg, Some(Msg::TurnComplete(_))).then_some(())
+    })
+    .await
+    .unwrap();
+    let pid: u32 = tokio::task::spawn_blocking({
+        let duration = duration.clone();
+        move || {
+            wait_for("the background process", WAIT, || {
+                find_process(&["sleep", &duration])
+            })
+        }
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(alive(pid), "it outlives its turn");
+
+    client
+        .close_session(pb::CloseSessionRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+    session::until(&mut events, |e| {
+        matches!(e.msg, Some(Msg::ShutdownComplete(_))).then_some(())
+    })
+    .await
+    .unwrap();
+    tokio::task::spawn_blocking(move || {
+        wait_for("the closed session's process to die", WAIT, || {
+            (!alive(pid)).then_some(())
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    keel_test_support::history::record_closed(
+        &stack.temporal_address,
+        &sid,
+        "close_tool_session_closed",
+    )
+    .await
+    .unwrap();
+}

@@ -416,6 +416,25 @@ impl KeelActivities {
         with_heartbeats(&ctx, call).await
     }
 
+    /// Ends the session's tool-runner state when the session closes: its
+    /// `exec_command` processes are killed.
+    #[activity(name = "close_tool_session")]
+    pub async fn close_tool_session(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        session_id: String,
+    ) -> Result<(), ActivityError> {
+        let mut client = self.tools.clone();
+        let call = async move {
+            client
+                .close_tool_session(pb::CloseToolSessionRequest { session_id })
+                .await
+                .map_err(status_failure)?;
+            Ok(())
+        };
+        with_heartbeats(&ctx, call).await
+    }
+
     /// What an apply_patch call would change, for the patch-safety decision
     /// and the approval request.
     #[activity(name = "review_patch")]

@@ -178,6 +178,18 @@ impl AgentWorkflow {
                 None => break,
             }
         }
+        if ctx.patched(PATCH_CLOSE_TOOL_SESSION) {
+            // Best effort: the session closes whatever the tool-runner says
+            // (a tool-runner restart kills its processes anyway).
+            let session_id = ctx.state(|s| s.input.session_id.clone());
+            let _ = ctx
+                .execute_activity(
+                    KeelActivities::close_tool_session,
+                    session_id,
+                    close_options(),
+                )
+                .await;
+        }
         let now = ctx.workflow_time();
         let outcome = ctx.state_mut(|s| {
             if !s.durable.inbox.is_empty() {
@@ -471,6 +483,19 @@ fn tool_options(cancel: &WorkflowCancellationToken) -> ActivityOptions {
         .build()
 }
 
+/// Closing the session's tool-runner state: short, a few attempts.
+fn close_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .maximum_attempts(3)
+                .build(),
+        )
+        .summary("close tool session")
+        .build()
+}
+
 /// A failed activity's user-facing message and Codex error class.
 fn failure_message(e: &ActivityExecutionError) -> (String, String) {
     use temporalio_common::error::IncomingError;
@@ -592,6 +617,10 @@ const PATCH_TOOL_MODEL: &str = "tool-model-v1";
 /// Turns started with this marker stop after the `max_iterations` setting
 /// (none by default) instead of after 50 model calls.
 const PATCH_ITERATION_CAP: &str = "iteration-cap-v1";
+
+/// Patch marker: sessions closed by code before it did not end their
+/// tool-runner state (`exec_command` processes lived on until pruned).
+const PATCH_CLOSE_TOOL_SESSION: &str = "close-tool-session-v1";
 
 /// Patch marker: sessions started before it offer only the built-in `shell`
 /// tool and send no project context (see docs/workflow-evolution.md).

@@ -12,6 +12,9 @@ use super::unified::LongRunningProcess;
 /// At most this many processes live at once, across sessions (Codex's
 /// limit per session; a shared tool-runner uses it as a global bound).
 pub const MAX_PROCESSES: usize = 64;
+/// At most this many of them belong to one session, so that one session
+/// cannot take every slot: its least recently used process makes room.
+pub const MAX_PROCESSES_PER_SESSION: usize = 16;
 
 /// Process ids are drawn from this range, like Codex's, so a model cannot
 /// guess another call's id from its own.
@@ -41,8 +44,9 @@ impl ProcessRegistry {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers a process and returns its id. When the registry is full,
-    /// the session's least recently used process is killed to make room; a
+    /// Registers a process and returns its id. When the session has
+    /// [`MAX_PROCESSES_PER_SESSION`] processes, or the registry is full, the
+    /// session's least recently used process is killed to make room; a
     /// session cannot push out another session's processes.
     pub fn insert(
         &self,
@@ -50,7 +54,8 @@ impl ProcessRegistry {
         process: Arc<LongRunningProcess>,
     ) -> Result<i32, RegistryError> {
         let mut entries = self.entries();
-        if entries.len() >= MAX_PROCESSES {
+        let own = entries.keys().filter(|(s, _)| s == session).count();
+        if own >= MAX_PROCESSES_PER_SESSION || entries.len() >= MAX_PROCESSES {
             let oldest = entries
                 .iter()
                 .filter(|((s, _), _)| s == session)
@@ -166,21 +171,42 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_registry_prunes_the_sessions_oldest() {
+    async fn a_session_over_its_quota_prunes_its_own_oldest() {
         let registry = ProcessRegistry::default();
         let first = registry.insert("a", sleeper()).unwrap();
-        for _ in 1..MAX_PROCESSES {
+        for _ in 1..MAX_PROCESSES_PER_SESSION {
             registry.insert("a", sleeper()).unwrap();
+        }
+        let other = registry.insert("b", sleeper()).unwrap();
+        registry.insert("a", sleeper()).unwrap();
+        assert_eq!(registry.len(), MAX_PROCESSES_PER_SESSION + 1);
+        assert!(registry.get("a", first).is_none(), "the oldest was pruned");
+        assert!(registry.get("b", other).is_some(), "not another session's");
+        registry.close_session("a");
+        registry.close_session("b");
+        assert!(registry.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_registry_refuses_a_session_with_nothing_to_prune() {
+        let registry = ProcessRegistry::default();
+        let sessions = MAX_PROCESSES / MAX_PROCESSES_PER_SESSION;
+        for s in 0..sessions {
+            for _ in 0..MAX_PROCESSES_PER_SESSION {
+                registry.insert(&format!("s{s}"), sleeper()).unwrap();
+            }
         }
         assert_eq!(registry.len(), MAX_PROCESSES);
         assert!(matches!(
-            registry.insert("b", sleeper()),
+            registry.insert("late", sleeper()),
             Err(RegistryError::Full)
         ));
-        registry.insert("a", sleeper()).unwrap();
+        // A session that has processes makes room from its own.
+        registry.insert("s0", sleeper()).unwrap();
         assert_eq!(registry.len(), MAX_PROCESSES);
-        assert!(registry.get("a", first).is_none(), "the oldest was pruned");
-        registry.close_session("a");
+        for s in 0..sessions {
+            registry.close_session(&format!("s{s}"));
+        }
         assert!(registry.is_empty());
     }
 }
