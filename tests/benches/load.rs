@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures::StreamExt;
 use keel_proto::v1 as pb;
 use keel_test_support::fake_model::{FakeModel, Scripted};
 use keel_test_support::measure::cpu_time;
