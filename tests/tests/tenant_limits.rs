@@ -138,3 +138,69 @@ async fn a_tenant_over_its_limits_is_told_so_and_others_go_on() {
     })
     .await;
 }
+
+/// Inputs past their limits are refused before anything is stored or
+/// started, with a message naming the limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_inputs_are_refused_naming_the_limit() {
+    let fake = FakeModel::start(vec![]).await.unwrap();
+    let stack = Stack::launch(StackOptions::new(fake.base_url()))
+        .await
+        .unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let refused = |r: Result<tonic::Response<pb::CreateSessionResponse>, tonic::Status>| {
+        let status = r.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        status.message().to_string()
+    };
+    let too_many_instructions = client
+        .create_session(pb::CreateSessionRequest {
+            developer_instructions: "x".repeat(32 * 1024 + 1),
+            ..Default::default()
+        })
+        .await;
+    assert!(refused(too_many_instructions).contains("at most 32768"));
+    let long_cwd = client
+        .create_session(pb::CreateSessionRequest {
+            cwd: format!("/{}", "d".repeat(5000)),
+            ..Default::default()
+        })
+        .await;
+    assert!(refused(long_cwd).contains("at most 4096 bytes"));
+    let model = client
+        .create_session(pb::CreateSessionRequest {
+            model: "m".repeat(200),
+            ..Default::default()
+        })
+        .await;
+    assert!(refused(model).contains("at most 128"));
+
+    let sid = session::create(&mut client, None).await.unwrap();
+    let text = client
+        .send_user_turn(pb::SendUserTurnRequest {
+            session_id: sid.clone(),
+            text: "t".repeat(1024 * 1024 + 1),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(text.code(), Code::InvalidArgument);
+    assert!(text.message().contains("at most 1048576"), "{text:?}");
+    // Past the request size limit, tonic refuses the message itself.
+    let huge = client
+        .send_user_turn(pb::SendUserTurnRequest {
+            session_id: sid.clone(),
+            text: "t".repeat(5 * 1024 * 1024),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(huge.code(), Code::OutOfRange, "{huge:?}");
+    assert!(
+        huge.message().contains("the limit is: 4194304 bytes"),
+        "{huge:?}"
+    );
+    // None of it reached the session.
+    let state = session::get(&mut client, &sid).await.unwrap();
+    assert_eq!(state.queued_turns + state.turns_completed as u32, 0);
+}

@@ -47,7 +47,9 @@ async fn main() -> anyhow::Result<()> {
     keel_server::init_tracing(args.serve.log_format);
     keel_server::protect_process();
     let tls = args.tls.server("the mcp-broker")?;
-    let routes = tonic::service::Routes::new(McpBrokerServiceServer::new(Broker));
+    let routes = tonic::service::Routes::new(
+        McpBrokerServiceServer::new(Broker).max_decoding_message_size(4 * 1024 * 1024),
+    );
     keel_server::serve_with(&args.serve, routes, &["keel.v1.McpBrokerService"], tls).await?;
     Ok(())
 }

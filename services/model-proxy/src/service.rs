@@ -110,8 +110,12 @@ impl ModelProxy {
         Arc::clone(&self.inner.metrics)
     }
 
+    /// The gRPC service. Requests carry the instructions, tool specs and
+    /// ephemeral items (an image the model viewed travels inline, resized to
+    /// at most 2048 px a side), so the decoding limit is well above tonic's
+    /// 4 MiB default.
     pub fn into_server(self) -> ModelServiceServer<Self> {
-        ModelServiceServer::new(self)
+        ModelServiceServer::new(self).max_decoding_message_size(32 * 1024 * 1024)
     }
 }
 

@@ -13,4 +13,4 @@ mod settings;
 
 pub use limits::TenantLimits;
 pub use live::LiveApi;
-pub use service::{SessionApi, SessionLimits};
+pub use service::{MAX_REQUEST_BYTES, SessionApi, SessionLimits};

@@ -75,10 +75,14 @@ async fn main() -> anyhow::Result<()> {
     );
     // Clients: every SessionService call is authenticated first.
     let clients = tonic::service::Routes::new(keel_auth::RequireAuth::new(
-        SessionServiceServer::new(api.clone()),
+        SessionServiceServer::new(api.clone())
+            .max_decoding_message_size(keel_session_api::MAX_REQUEST_BYTES),
         auth,
     ));
-    let internal = tonic::service::Routes::new(LiveServiceServer::new(LiveApi::new(api)));
+    // Live deltas and notices are small.
+    let internal = tonic::service::Routes::new(
+        LiveServiceServer::new(LiveApi::new(api)).max_decoding_message_size(1024 * 1024),
+    );
     let internal_args = keel_server::ServeArgs {
         listen: args.internal_listen,
         addr_file: args.internal_addr_file.clone(),

@@ -12,6 +12,9 @@ use tonic::Status;
 
 /// Total bytes of a user-input answer.
 const MAX_USER_INPUT_BYTES: usize = 64 * 1024;
+/// An exec-policy amendment is a command prefix: a few words.
+const MAX_AMENDMENT_WORDS: usize = 64;
+const MAX_AMENDMENT_BYTES: usize = 8 * 1024;
 /// Total bytes of a dynamic tool's result.
 const MAX_DYNAMIC_RESULT_BYTES: usize = 4 * 1024 * 1024;
 
@@ -78,6 +81,17 @@ fn decision(d: pb::ReviewDecision, kind: Option<RequestKind>) -> Result<ReviewDe
                 return Err(Status::invalid_argument(
                     "decision: an exec-policy amendment applies to command approvals only",
                 ));
+            }
+            if d.execpolicy_amendment.len() > MAX_AMENDMENT_WORDS
+                || d.execpolicy_amendment
+                    .iter()
+                    .map(String::len)
+                    .sum::<usize>()
+                    > MAX_AMENDMENT_BYTES
+            {
+                return Err(Status::invalid_argument(format!(
+                    "decision.execpolicy_amendment: at most {MAX_AMENDMENT_WORDS} words and {MAX_AMENDMENT_BYTES} bytes"
+                )));
             }
             if d.execpolicy_amendment.is_empty() || d.execpolicy_amendment[0].is_empty() {
                 return Err(Status::invalid_argument(
@@ -150,6 +164,23 @@ mod tests {
 
     fn pending(kind: RequestKind) -> Option<RequestKind> {
         Some(kind)
+    }
+
+    #[test]
+    fn amendments_are_a_few_words() {
+        let amend = |words: Vec<String>| {
+            decision(
+                pb::ReviewDecision {
+                    kind: pb::ReviewDecisionKind::ApprovedExecpolicyAmendment as i32,
+                    execpolicy_amendment: words,
+                },
+                pending(RequestKind::ExecApproval),
+            )
+        };
+        assert!(amend(vec!["git".into(), "status".into()]).is_ok());
+        let many = amend((0..=MAX_AMENDMENT_WORDS).map(|i| i.to_string()).collect());
+        assert!(many.unwrap_err().message().contains("at most"));
+        assert!(amend(vec!["x".repeat(MAX_AMENDMENT_BYTES + 1)]).is_err());
     }
 
     #[tokio::test]

@@ -30,6 +30,26 @@ use crate::limits::{Limiter, TenantLimits};
 use crate::{requests, settings};
 
 const MAX_ID_LEN: usize = 64;
+/// A user message (SendUserTurn, SteerTurn); the model gets it whole, from
+/// the blob store.
+const MAX_TEXT_BYTES: usize = 1024 * 1024;
+/// Developer instructions travel in the session's workflow input (history).
+const MAX_DEVELOPER_INSTRUCTIONS_BYTES: usize = 32 * 1024;
+/// The largest request session-api decodes.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+fn check_text(text: &str) -> Result<(), Status> {
+    if text.trim().is_empty() {
+        return Err(Status::invalid_argument("text must not be empty"));
+    }
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "text is {} bytes; at most {MAX_TEXT_BYTES}",
+            text.len()
+        )));
+    }
+    Ok(())
+}
 const DEFAULT_PAGE_SIZE: u32 = 50;
 const MAX_PAGE_SIZE: u32 = 500;
 
@@ -367,6 +387,19 @@ impl SessionService for SessionApi {
             req.session_id
         };
         let key = session_key(&caller, &session_id);
+        if req.cwd.len() > settings::MAX_PATH_LEN || req.cwd.contains('\0') {
+            return Err(Status::invalid_argument(format!(
+                "cwd is not a path (at most {} bytes, no NUL)",
+                settings::MAX_PATH_LEN
+            )));
+        }
+        if req.developer_instructions.len() > MAX_DEVELOPER_INSTRUCTIONS_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "developer_instructions is {} bytes; at most {MAX_DEVELOPER_INSTRUCTIONS_BYTES}",
+                req.developer_instructions.len()
+            )));
+        }
+        settings::check_model("model", &req.model)?;
         if !req.cwd.is_empty() && !req.cwd.starts_with('/') {
             return Err(Status::invalid_argument(format!(
                 "cwd {:?} must be an absolute path",
@@ -428,9 +461,7 @@ impl SessionService for SessionApi {
         let req = request.into_inner();
         required_session_id(&req.session_id)?;
         let key = session_key(&caller, &req.session_id);
-        if req.text.trim().is_empty() {
-            return Err(Status::invalid_argument("text must not be empty"));
-        }
+        check_text(&req.text)?;
         let context = settings::patch(req.context)?;
         self.tenants.take_turn(&caller.tenant)?;
         let turn_id = if req.turn_id.is_empty() {
@@ -460,9 +491,7 @@ impl SessionService for SessionApi {
         let req = request.into_inner();
         required_session_id(&req.session_id)?;
         let key = session_key(&caller, &req.session_id);
-        if req.text.trim().is_empty() {
-            return Err(Status::invalid_argument("text must not be empty"));
-        }
+        check_text(&req.text)?;
         if req.expected_turn_id.is_empty() {
             return Err(Status::invalid_argument(
                 "expected_turn_id must name the turn to steer",

@@ -15,9 +15,24 @@ const MAX_MODEL_LEN: usize = 128;
 
 /// Names the model already knows; a client tool may not take them.
 const MAX_DYNAMIC_TOOLS: usize = 64;
+/// Writable roots a sandbox policy may name, and the longest path anywhere
+/// (Linux's PATH_MAX).
+const MAX_WRITABLE_ROOTS: usize = 64;
+pub(crate) const MAX_PATH_LEN: usize = 4096;
 const MAX_TOOL_NAME_LEN: usize = 64;
 const MAX_TOOL_DESCRIPTION_LEN: usize = 4 * 1024;
 const MAX_TOOL_SCHEMA_LEN: usize = 16 * 1024;
+
+/// A model slug: at most [`MAX_MODEL_LEN`] printable characters.
+pub(crate) fn check_model(field: &str, model: &str) -> Result<(), Status> {
+    if model.len() > MAX_MODEL_LEN || model.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(format!(
+            "{field} {:?} is invalid: at most {MAX_MODEL_LEN} printable characters",
+            api_cut(model)
+        )));
+    }
+    Ok(())
+}
 
 /// A wire TurnContext as a patch; `None` when nothing is set.
 pub(crate) fn patch(ctx: Option<pb::TurnContext>) -> Result<Option<ContextPatch>, Status> {
@@ -29,12 +44,8 @@ pub(crate) fn patch(ctx: Option<pb::TurnContext>) -> Result<Option<ContextPatch>
         Some(s) => sandbox(s)?,
         None => None,
     };
-    if let Some(model) = &ctx.model
-        && (model.len() > MAX_MODEL_LEN || model.chars().any(char::is_control))
-    {
-        return Err(Status::invalid_argument(format!(
-            "context.model {model:?} is invalid: at most {MAX_MODEL_LEN} printable characters"
-        )));
+    if let Some(model) = &ctx.model {
+        check_model("context.model", model)?;
     }
     one_of("context.reasoning_effort", &ctx.reasoning_effort, EFFORTS)?;
     one_of(
@@ -95,6 +106,21 @@ fn sandbox(s: pb::SandboxPolicy) -> Result<Option<SandboxSettings>, Status> {
             )));
         }
     };
+    if s.writable_roots.len() > MAX_WRITABLE_ROOTS {
+        return Err(Status::invalid_argument(format!(
+            "context.sandbox.writable_roots: at most {MAX_WRITABLE_ROOTS} roots"
+        )));
+    }
+    if let Some(bad) = s
+        .writable_roots
+        .iter()
+        .find(|r| r.len() > MAX_PATH_LEN || r.contains('\0'))
+    {
+        return Err(Status::invalid_argument(format!(
+            "context.sandbox.writable_roots: {:?}… is not a path (at most {MAX_PATH_LEN} bytes, no NUL)",
+            api_cut(bad)
+        )));
+    }
     if let Some(bad) = s.writable_roots.iter().find(|r| !r.starts_with('/')) {
         return Err(Status::invalid_argument(format!(
             "context.sandbox.writable_roots: {bad:?} must be an absolute path"
@@ -196,6 +222,11 @@ pub(crate) fn dynamic_tools(tools: Vec<pb::DynamicTool>) -> Result<Vec<DynamicTo
     Ok(out)
 }
 
+/// The start of a long value, for an error message.
+fn api_cut(s: &str) -> String {
+    keel_workflow_api::cut_text(s, 64).0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +260,31 @@ mod tests {
             ..Default::default()
         };
         assert!(patch(Some(policy)).is_err());
+        let roots = |roots: Vec<String>| pb::TurnContext {
+            sandbox: Some(pb::SandboxPolicy {
+                mode: pb::SandboxMode::WorkspaceWrite as i32,
+                writable_roots: roots,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let many: Vec<String> = (0..=MAX_WRITABLE_ROOTS).map(|i| format!("/r{i}")).collect();
+        let err = patch(Some(roots(many))).unwrap_err();
+        assert!(err.message().contains("at most 64 roots"), "{err:?}");
+        let long = format!("/{}", "a".repeat(MAX_PATH_LEN));
+        let err = patch(Some(roots(vec![long]))).unwrap_err();
+        assert!(err.message().contains("is not a path"), "{err:?}");
+        assert!(
+            err.message().len() < 300,
+            "the message quotes only the start"
+        );
+        assert!(patch(Some(roots(vec!["/a\0b".into()]))).is_err());
+        let model = pb::TurnContext {
+            model: Some("m".repeat(MAX_MODEL_LEN + 1)),
+            ..Default::default()
+        };
+        assert!(patch(Some(model)).is_err());
+        assert!(check_model("model", "gpt-5.1-codex").is_ok());
     }
 
     #[test]

@@ -439,7 +439,11 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
             }
         }
     });
-    let routes = Routes::new(ToolServiceServer::new(runner.clone()));
+    // The largest request is a patch or a command the model wrote: far below
+    // this.
+    let routes = Routes::new(
+        ToolServiceServer::new(runner.clone()).max_decoding_message_size(16 * 1024 * 1024),
+    );
     let served = keel_server::serve_with(&args.serve, routes, &[SERVICE_NAME], tls).await;
     pruning.abort();
     let left = runner.finish_running_calls(SHUTDOWN_GRACE).await;
