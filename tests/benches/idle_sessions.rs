@@ -12,7 +12,7 @@ use futures::StreamExt;
 use keel_test_support::fake_model::FakeModel;
 use keel_test_support::measure::{cpu_time as cpu, rss_mib};
 use keel_test_support::session;
-use keel_test_support::stack::{Stack, StackOptions};
+use keel_test_support::stack::{PROCESSES, Stack, StackOptions};
 
 const SESSIONS: usize = 1000;
 /// Streams per HTTP/2 connection (servers cap concurrent streams).
@@ -20,15 +20,6 @@ const STREAMS_PER_CONNECTION: usize = 100;
 const CREATE_CONCURRENCY: usize = 16;
 const SETTLE: Duration = Duration::from_secs(5);
 const WINDOW: Duration = Duration::from_secs(20);
-
-const PROCS: [&str; 6] = [
-    "temporal",
-    "keel-session-api",
-    "keel-worker",
-    "keel-model-proxy",
-    "keel-tool-runner",
-    "keel-mcp-broker",
-];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -69,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|p| (*p, stack.pid(p).map(rss_mib).unwrap_or(f64::NAN)))
         .collect();
 
-    let pids: Vec<(&str, u32)> = PROCS
+    let pids: Vec<(&str, u32)> = PROCESSES
         .iter()
         .filter_map(|p| stack.pid(p).ok().map(|pid| (*p, pid)))
         .collect();

@@ -17,21 +17,12 @@ use keel_proto::v1 as pb;
 use keel_test_support::fake_model::{FakeModel, Scripted};
 use keel_test_support::measure::cpu_time;
 use keel_test_support::session::{self, Client};
-use keel_test_support::stack::{Stack, StackOptions};
+use keel_test_support::stack::{PROCESSES, Stack, StackOptions};
 use pb::event::Msg;
 
 const TENANTS: usize = 10;
 const SESSIONS_PER_TENANT: usize = 10;
 const TURNS: usize = 10;
-
-const PROCS: [&str; 6] = [
-    "temporal",
-    "keel-session-api",
-    "keel-worker",
-    "keel-model-proxy",
-    "keel-tool-runner",
-    "keel-mcp-broker",
-];
 
 /// Calls `f` until it is not refused by a limit, waiting as told.
 async fn patiently<T, F, Fut>(refusals: &AtomicUsize, mut f: F) -> Result<T, tonic::Status>
@@ -146,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
         clients.push(client);
     }
 
-    let pids: Vec<(&str, u32)> = PROCS
+    let pids: Vec<(&str, u32)> = PROCESSES
         .iter()
         .filter_map(|p| stack.pid(p).ok().map(|pid| (*p, pid)))
         .collect();

@@ -115,6 +115,16 @@ pub struct StackOptions {
     pub insecure_plaintext: bool,
 }
 
+/// The names of a stack's processes (for [`Stack::pid`]), Temporal first.
+pub const PROCESSES: [&str; 6] = [
+    "temporal",
+    "keel-session-api",
+    "keel-worker",
+    "keel-model-proxy",
+    "keel-tool-runner",
+    "keel-mcp-broker",
+];
+
 /// The tenant and principal of [`Stack::token`]. Not the default tenant, so
 /// that tests exercise tenant-qualified session keys.
 pub const TENANT: &str = "test";
