@@ -25,7 +25,7 @@ use crate::calls::registry::Executions;
 use crate::calls::{CallKey, Journal, JournalError};
 use crate::context::{self, AgentsMdOptions, EnvironmentFacts, agents_md_message_text};
 use crate::exec::registry::ProcessRegistry;
-use crate::exec::{DEFAULT_TIMEOUT, ExecError, ExecSpec, Executor};
+use crate::exec::{ExecError, ExecSpec, Executor};
 use crate::format::TruncationPolicy;
 use crate::sandbox::{CallSandbox, SandboxPolicy, SandboxSettings};
 use crate::tools::specs::{ApplyPatchTool, ShellTool, ToolOptions, tool_specs};
@@ -242,10 +242,7 @@ impl ToolService for ToolRunner {
             &req.workdir,
             true,
         )?;
-        let timeout = match req.timeout_ms {
-            0 => DEFAULT_TIMEOUT,
-            ms => Duration::from_millis(ms),
-        };
+        let timeout = crate::exec::timeout_for((req.timeout_ms != 0).then_some(req.timeout_ms));
         // The raw primitive runs under the default sandbox, with its workdir
         // as the cwd.
         let policy = inner.sandbox.default_policy.clone();

@@ -36,6 +36,17 @@ pub use spawn::StdinMode;
 
 /// Codex's default command timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10_000);
+/// The longest a command may run, whatever `timeout_ms` asks: well inside
+/// the worker's one-hour bound on a tool call, which would otherwise cut
+/// the call and run it again.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(50 * 60);
+
+/// The timeout for a requested `timeout_ms` (none: the default), at most
+/// [`MAX_TIMEOUT`].
+pub fn timeout_for(ms: Option<u64>) -> Duration {
+    ms.map_or(DEFAULT_TIMEOUT, Duration::from_millis)
+        .min(MAX_TIMEOUT)
+}
 /// Output kept per stream; the rest is read (so the command never blocks on a
 /// full pipe) and dropped.
 pub const STREAM_CAP_BYTES: usize = 1024 * 1024;

@@ -292,3 +292,10 @@ async fn groups_are_recorded_while_they_run() {
     drop(process);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn a_requested_timeout_is_capped() {
+    assert_eq!(super::timeout_for(None), DEFAULT_TIMEOUT);
+    assert_eq!(super::timeout_for(Some(1500)), Duration::from_millis(1500));
+    assert_eq!(super::timeout_for(Some(u64::MAX)), super::MAX_TIMEOUT);
+}

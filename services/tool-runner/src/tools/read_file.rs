@@ -3,6 +3,7 @@
 //! anchor line — a structural read without a language parser.
 
 use std::collections::VecDeque;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,9 @@ use crate::sandbox::job::{ConfinedJob, Job};
 
 /// Lines are cut to this many bytes (at a character boundary).
 const MAX_LINE_BYTES: usize = 500;
+/// read_file reads at most this much of a file (its lines beyond are out of
+/// reach), so a huge file cannot exhaust the tool-runner's memory.
+pub const MAX_READ_BYTES: u64 = 32 * 1024 * 1024;
 /// A tab counts as this many columns of indentation.
 const TAB_WIDTH: usize = 4;
 /// Lines starting with these count as comments (headers of a block).
@@ -123,12 +127,42 @@ impl ConfinedJob for ReadFileJob {
     type Output = Result<String, String>;
 
     fn run(self) -> Self::Output {
-        let bytes =
-            std::fs::read(&self.path).map_err(|err| format!("failed to read file: {err}"))?;
+        use std::io::Read as _;
+        let failed = |err: std::io::Error| format!("failed to read file: {err}");
+        // Opening a FIFO for reading would wait for a writer; a device
+        // (`/dev/zero`) never ends. Only regular files are read.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.path)
+            .map_err(failed)?;
+        let size = file.metadata().map_err(failed)?;
+        if size.is_dir() {
+            // As a plain read reports it (Codex's text).
+            return Err(failed(std::io::Error::from_raw_os_error(libc::EISDIR)));
+        }
+        if !size.is_file() {
+            return Err("failed to read file: not a regular file".to_string());
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_READ_BYTES)
+            .read_to_end(&mut bytes)
+            .map_err(failed)?;
+        let cut = size.len() > MAX_READ_BYTES;
         let lines = split_lines(&bytes);
         let params = self.params;
         let collected = match params.mode {
-            ReadMode::Slice => slice(&lines, params.offset, params.limit)?,
+            ReadMode::Slice => slice(&lines, params.offset, params.limit).map_err(|e| {
+                if cut {
+                    format!(
+                        "{e}: read_file reads the first {} MiB of this {}-byte file",
+                        MAX_READ_BYTES / (1024 * 1024),
+                        size.len()
+                    )
+                } else {
+                    e
+                }
+            })?,
             ReadMode::Indentation => indentation_block(
                 &lines,
                 params.offset,

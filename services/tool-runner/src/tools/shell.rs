@@ -13,7 +13,7 @@ use keel_tool_model::{CommandInvocation, Invocation, PatchInvocation, PatchOutpu
 
 use super::apply_patch::{self, Layout};
 use super::{CommandRecord, ToolContext, ToolOutcome, unified_exec};
-use crate::exec::{DEFAULT_TIMEOUT, ExecError, ExecSpec};
+use crate::exec::{ExecError, ExecSpec};
 use crate::format::UnifiedExecOutput;
 use crate::patch::parser::parse_patch;
 use crate::sandbox::denial::is_sandbox_denial;
@@ -45,7 +45,7 @@ async fn run_command(ctx: &ToolContext<'_>, command: &CommandInvocation) -> Tool
                 keel_tool_model::Layout::Structured => Layout::Structured,
                 keel_tool_model::Layout::Freeform => Layout::Freeform,
             };
-            let timeout = timeout_ms.map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+            let timeout = crate::exec::timeout_for(timeout_ms);
             let env = command.env.clone().into_iter().collect();
             run_complete(ctx, command.argv.clone(), cwd, env, timeout, layout).await
         }

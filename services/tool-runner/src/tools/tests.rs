@@ -668,6 +668,56 @@ async fn read_file_outputs() {
     }
 }
 
+/// A FIFO would block the read waiting for a writer and a device would
+/// never end: neither is read. A huge file is read up to the cap.
+#[tokio::test]
+async fn read_file_reads_regular_files_and_only_so_much_of_them() {
+    let h = Harness::new();
+    let fifo = h.root.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // (A device such as /dev/zero takes the same path: not a regular file.)
+    for path in [fifo.clone()] {
+        let args = serde_json::json!({"file_path": path});
+        let out = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            h.call("read_file", &args.to_string()),
+        )
+        .await
+        .expect("read_file returned");
+        assert_eq!(
+            (out.text.as_str(), out.success),
+            ("failed to read file: not a regular file", false),
+            "{}",
+            path.display()
+        );
+    }
+    let args = serde_json::json!({"file_path": h.root});
+    let out = h.call("read_file", &args.to_string()).await;
+    assert_eq!(
+        out.text,
+        "failed to read file: Is a directory (os error 21)"
+    );
+    // A sparse file past the cap: its first lines read, later ones out of reach.
+    let big = h.write("big.log", "first\nsecond\n");
+    let file = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
+    file.set_len(super::read_file::MAX_READ_BYTES * 2).unwrap();
+    let args = serde_json::json!({"file_path": big, "limit": 2});
+    let out = h.call("read_file", &args.to_string()).await;
+    assert_eq!(
+        (out.text.as_str(), out.success),
+        ("L1: first\nL2: second", true)
+    );
+    let args = serde_json::json!({"file_path": big, "offset": 999_999_999});
+    let out = h.call("read_file", &args.to_string()).await;
+    assert!(!out.success);
+    assert!(
+        out.text
+            .starts_with("offset exceeds file length: read_file reads the first 32 MiB"),
+        "{}",
+        out.text
+    );
+}
+
 #[tokio::test]
 async fn list_dir_outputs() {
     let h = Harness::new();
