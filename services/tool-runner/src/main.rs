@@ -58,6 +58,10 @@ struct ServeOptions {
     /// `keel-worker`, by default) may run tools.
     #[command(flatten)]
     tls: keel_server::PeerTlsArgs,
+    /// Kill an `exec_command` process nobody has written to or read from
+    /// for this many seconds (0: never).
+    #[arg(long, env = "KEEL_EXEC_IDLE_TIMEOUT_SECS", default_value_t = 1800)]
+    exec_idle_timeout_secs: u64,
     /// The blob store session-api, model-proxy and tool-runner share (see
     /// keel_blobstore::BlobStoreArgs; an Option here only because the
     /// `apply-patch` subcommand needs none): `file:///abs/dir`,
@@ -273,6 +277,9 @@ struct SandboxArgs {
     hide_paths: Vec<PathBuf>,
 }
 
+/// How often idle processes are looked for.
+const REAP_EVERY: Duration = Duration::from_secs(60);
+
 /// How often the journal is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// At shutdown, how long calls that nobody waits for may take to finish and
@@ -348,6 +355,7 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
     keel_server::init_tracing(args.serve.log_format);
     keel_server::protect_process();
     let tls = args.tls.server("the tool-runner")?;
+    let exec_idle_timeout_secs = args.exec_idle_timeout_secs;
     let blob_url = args.blob_url.context("--blob-url is required")?;
     let blobs = BlobStore::open(&blob_url)?;
     let env_policy = args.env.policy()?;
@@ -426,6 +434,17 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
         journal,
         journal_retention,
     });
+    let idle = Duration::from_secs(exec_idle_timeout_secs);
+    let reaping = (idle > Duration::ZERO).then(|| {
+        let reaper = runner.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(REAP_EVERY);
+            loop {
+                every.tick().await;
+                reaper.reap_idle_processes(idle);
+            }
+        })
+    });
     let pruner = runner.clone();
     let pruning = tokio::spawn(async move {
         // The first tick is immediate: pruning at startup.
@@ -446,6 +465,9 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
     );
     let served = keel_server::serve_with(&args.serve, routes, &[SERVICE_NAME], tls).await;
     pruning.abort();
+    if let Some(reaping) = reaping {
+        reaping.abort();
+    }
     let left = runner.finish_running_calls(SHUTDOWN_GRACE).await;
     if left > 0 {
         tracing::warn!(

@@ -145,6 +145,11 @@ impl ToolRunner {
         Ok(in_memory + on_disk)
     }
 
+    /// Kills the `exec_command` processes nobody has used for `idle`.
+    pub fn reap_idle_processes(&self, idle: Duration) -> usize {
+        self.inner.processes.reap_idle(idle)
+    }
+
     /// Waits up to `grace` for the running calls to finish (at shutdown, so
     /// that calls nobody waits for any more still record their results);
     /// returns how many are still running.

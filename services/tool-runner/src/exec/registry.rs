@@ -120,6 +120,28 @@ impl ProcessRegistry {
         removed.len()
     }
 
+    /// Kills and forgets every process nobody has used for `idle`; returns
+    /// how many.
+    pub fn reap_idle(&self, idle: std::time::Duration) -> usize {
+        let now = Instant::now();
+        let removed: Vec<((String, i32), Entry)> = {
+            let mut entries = self.entries();
+            let keys: Vec<(String, i32)> = entries
+                .iter()
+                .filter(|(_, e)| now.saturating_duration_since(e.last_used) >= idle)
+                .map(|(key, _)| key.clone())
+                .collect();
+            keys.into_iter()
+                .filter_map(|key| entries.remove(&key).map(|e| (key, e)))
+                .collect()
+        };
+        for ((session, id), entry) in &removed {
+            tracing::info!(session, process_id = id, "reaped an idle process");
+            entry.process.kill();
+        }
+        removed.len()
+    }
+
     pub fn len(&self) -> usize {
         self.entries().len()
     }
@@ -168,6 +190,26 @@ mod tests {
             .await;
         assert!(got.exit_code.is_some(), "the closed process is dead");
         assert_eq!(registry.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_processes_are_reaped() {
+        let registry = ProcessRegistry::default();
+        let idle = registry.insert("a", sleeper()).unwrap();
+        let busy = registry.insert("a", sleeper()).unwrap();
+        tokio::time::advance(std::time::Duration::from_secs(20 * 60)).await;
+        assert!(
+            registry.get("a", busy).is_some(),
+            "used: its idle time restarts"
+        );
+        tokio::time::advance(std::time::Duration::from_secs(11 * 60)).await;
+        assert_eq!(
+            registry.reap_idle(std::time::Duration::from_secs(30 * 60)),
+            1
+        );
+        assert!(registry.get("a", idle).is_none());
+        assert!(registry.get("a", busy).is_some());
+        registry.close_session("a");
     }
 
     #[tokio::test]
