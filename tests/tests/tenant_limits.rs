@@ -204,3 +204,83 @@ async fn oversized_inputs_are_refused_naming_the_limit() {
     let state = session::get(&mut client, &sid).await.unwrap();
     assert_eq!(state.queued_turns + state.turns_completed as u32, 0);
 }
+
+/// A session's queue of waiting turns is bounded: past it SendUserTurn is
+/// refused (nothing stored or queued), and once the queue drains turns are
+/// taken again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_turn_queue_refuses_more_turns() {
+    let workspace = tempfile::tempdir().unwrap();
+    let sleep = serde_json::json!({"command": ["sleep", "600"], "timeout_ms": 600000}).to_string();
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call("c_sleep", "shell", &sleep),
+        Scripted::assistant("second"),
+        Scripted::assistant("third"),
+        Scripted::assistant("fourth"),
+    ])
+    .await
+    .unwrap();
+    let mut options = StackOptions::new(fake.base_url());
+    options.session_api_args = ["--max-queued-turns", "2"].map(String::from).to_vec();
+    let stack = Stack::launch(options).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let sid = session::create(&mut client, Some(workspace.path()))
+        .await
+        .unwrap();
+    let mut events = session::follow(&mut client, &sid, 0, false).await.unwrap();
+    session::send(&mut client, &sid, "t1", "sleep")
+        .await
+        .unwrap();
+    session::until(&mut events, |e| {
+        matches!(e.msg, Some(pb::event::Msg::ExecCommandBegin(_))).then_some(())
+    })
+    .await
+    .unwrap();
+    session::send(&mut client, &sid, "t2", "two").await.unwrap();
+    session::send(&mut client, &sid, "t3", "three")
+        .await
+        .unwrap();
+    let refused = client
+        .send_user_turn(pb::SendUserTurnRequest {
+            session_id: sid.clone(),
+            text: "four".into(),
+            turn_id: "t4".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("--max-queued-turns"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        session::get(&mut client, &sid).await.unwrap().queued_turns,
+        2
+    );
+
+    // The running turn ends; the queue drains; a new turn is taken.
+    client
+        .interrupt(pb::InterruptRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+    session::until(&mut events, |e| {
+        (e.turn_id == "t3" && matches!(e.msg, Some(pb::event::Msg::TurnComplete(_)))).then_some(())
+    })
+    .await
+    .unwrap();
+    session::send(&mut client, &sid, "t4", "four")
+        .await
+        .unwrap();
+    let (_, done) = session::until(&mut events, |e| match &e.msg {
+        Some(pb::event::Msg::TurnComplete(c)) if e.turn_id == "t4" => {
+            Some(c.last_agent_message.clone())
+        }
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(done, "fourth");
+}
