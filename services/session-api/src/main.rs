@@ -45,10 +45,6 @@ struct Args {
     /// boundary after this many events; 0 for the default (8000).
     #[arg(long, env = "KEEL_HISTORY_EVENT_BUDGET", default_value_t = 0)]
     history_event_budget: u32,
-    /// User turns a session may have waiting behind its running one; past
-    /// it SendUserTurn answers RESOURCE_EXHAUSTED. 0: no limit.
-    #[arg(long, env = "KEEL_MAX_QUEUED_TURNS", default_value_t = 64)]
-    max_queued_turns: u32,
 }
 
 #[tokio::main]
@@ -74,7 +70,6 @@ async fn main() -> anyhow::Result<()> {
         SessionLimits {
             retained_events: args.retained_events,
             history_event_budget: args.history_event_budget,
-            max_queued_turns: args.max_queued_turns,
         },
         args.tenant_limits,
     );

@@ -71,9 +71,6 @@ pub struct SessionLimits {
     pub retained_events: u32,
     /// Continue-as-new after this many history events (0: the default).
     pub history_event_budget: u32,
-    /// User turns a session may have waiting behind its running one (0:
-    /// no limit).
-    pub max_queued_turns: u32,
 }
 
 impl SessionApi {
@@ -210,29 +207,6 @@ impl SessionApi {
             .map_err(|e| Status::unavailable(format!("cannot store the message: {e}")))?;
         let (preview, truncated) = api::cut_text(text, api::INLINE_TEXT_LIMIT);
         Ok((digest, preview, truncated))
-    }
-
-    /// Refuses a new turn for a session whose queue is full (or that is
-    /// closed, or missing) before anything is stored.
-    async fn check_queue(&self, key: &str) -> Result<(), Status> {
-        let max = self.limits.max_queued_turns;
-        if max == 0 {
-            return Ok(());
-        }
-        let state = self.open_state(key).await?;
-        if state.queued_turns >= max {
-            return Err(pb::ErrorInfo::new("queue_full", true)
-                .with_detail("limit", "max-queued-turns")
-                .into_status(
-                    tonic::Code::ResourceExhausted,
-                    format!(
-                        "session {:?} has {} turns waiting (at most {max}, session-api --max-queued-turns); wait for them, or Interrupt",
-                        api::split_session_key(key).1,
-                        state.queued_turns
-                    ),
-                ));
-        }
-        Ok(())
     }
 
     /// The session's state, FAILED_PRECONDITION when it is closed.
@@ -490,7 +464,6 @@ impl SessionService for SessionApi {
         check_text(&req.text)?;
         let context = settings::patch(req.context)?;
         self.tenants.take_turn(&caller.tenant)?;
-        self.check_queue(&key).await?;
         let turn_id = if req.turn_id.is_empty() {
             uuid::Uuid::new_v4().to_string()
         } else {
@@ -559,7 +532,6 @@ impl SessionService for SessionApi {
                 req.session_id
             )));
         }
-        self.check_queue(&key).await?;
         let turn_id = uuid::Uuid::new_v4().to_string();
         let turn = UserTurn {
             turn_id: turn_id.clone(),
