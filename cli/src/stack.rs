@@ -328,6 +328,8 @@ impl Stack {
         let args = self.service_args(component, addrs)?;
         let mut child = self.spawn(component, &program, &args)?;
         let deadline = Instant::now() + timeout;
+        // Read the certificates once, not at every poll.
+        let tls = self.peer_tls(component);
         let addr =
             loop {
                 if let Some(status) = child.try_wait()? {
@@ -336,12 +338,7 @@ impl Stack {
                         .start_failure(component, &format!("exited during start-up ({status})")));
                 }
                 if let Some(addr) = self.state.read_addr(name)
-                    && grpc_healthy_as(
-                        &addr,
-                        Duration::from_secs(1),
-                        self.peer_tls(component).as_ref(),
-                    )
-                    .await
+                    && grpc_healthy_as(&addr, Duration::from_secs(1), tls.as_ref()).await
                 {
                     break addr;
                 }

@@ -18,15 +18,10 @@ pub async fn temporal_client(address: &str) -> anyhow::Result<Client> {
     )?)
 }
 
-/// The workflow id of the test stack's tenant's session `session_id`.
-fn workflow_id(session_id: &str) -> String {
-    format!("keel-session.{}.{session_id}", crate::stack::TENANT)
-}
-
 /// The JSON history of the session's latest workflow run.
 pub async fn history_json(client: &Client, session_id: &str) -> anyhow::Result<Vec<u8>> {
     Ok(client
-        .get_workflow_handle::<UntypedWorkflow>(workflow_id(session_id))
+        .get_workflow_handle::<UntypedWorkflow>(crate::stack::tenant_workflow_id(session_id))
         .fetch_history(Default::default())
         .to_json()
         .await?)
@@ -137,7 +132,7 @@ pub async fn record_closed(
 ) -> anyhow::Result<()> {
     let client = temporal_client(temporal_address).await?;
     client
-        .get_workflow_handle::<UntypedWorkflow>(workflow_id(session_id))
+        .get_workflow_handle::<UntypedWorkflow>(crate::stack::tenant_workflow_id(session_id))
         .get_result(Default::default())
         .await
         .context("the session workflow did not complete")?;

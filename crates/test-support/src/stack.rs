@@ -125,6 +125,12 @@ pub const PROCESSES: [&str; 6] = [
     "keel-mcp-broker",
 ];
 
+/// The workflow id of [`TENANT`]'s session `session_id` (see
+/// `keel_workflow_api::workflow_id`).
+pub fn tenant_workflow_id(session_id: &str) -> String {
+    format!("keel-session.{TENANT}.{session_id}")
+}
+
 /// The tenant and principal of [`Stack::token`]. Not the default tenant, so
 /// that tests exercise tenant-qualified session keys.
 pub const TENANT: &str = "test";
@@ -492,7 +498,7 @@ impl Stack {
         if self.options.insecure_no_auth {
             format!("keel-session-{session_id}")
         } else {
-            format!("keel-session.{TENANT}.{session_id}")
+            tenant_workflow_id(session_id)
         }
     }
 
