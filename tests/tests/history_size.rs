@@ -95,3 +95,117 @@ async fn a_large_patch_stays_out_of_history() {
         );
     }
 }
+
+/// A session's fixed call prefix — the tools, the developer instructions
+/// and AGENTS.md — stays out of history: session-api stores the developer
+/// instructions and the workflow carries their digest; the first model call
+/// sends the tools and project context for the model-proxy to store, later
+/// calls name them by digest. Every request to the model still gets all of
+/// it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_call_prefix_is_in_history_once() {
+    use keel_proto::v1 as pb;
+    use keel_test_support::fake_model::{FakeModel, Scripted};
+    use keel_test_support::stack::{Stack, StackOptions};
+    use keel_test_support::{history, session};
+
+    const DEV_MARKER: &str = "DEVELOPER-INSTRUCTIONS-MARKER";
+    const AGENTS_MARKER: &str = "AGENTS-MD-MARKER";
+    let developer_instructions = format!("{DEV_MARKER} {}", "Be careful. ".repeat(2000));
+    let agents = format!("{AGENTS_MARKER} {}", "Use tabs. ".repeat(1500));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("AGENTS.md"), &agents).unwrap();
+    let echo = serde_json::json!({"command": ["echo", "hi"]}).to_string();
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call("c1", "shell", &echo),
+        Scripted::assistant("one"),
+        Scripted::assistant("two"),
+    ])
+    .await
+    .unwrap();
+    let stack = Stack::launch(StackOptions::new(fake.base_url()))
+        .await
+        .unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let sid = client
+        .create_session(pb::CreateSessionRequest {
+            cwd: dir.path().to_str().unwrap().into(),
+            developer_instructions: developer_instructions.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .session_id;
+    let mut events = session::follow(&mut client, &sid, 0, false).await.unwrap();
+    for turn in ["t1", "t2"] {
+        session::send(&mut client, &sid, turn, "go").await.unwrap();
+        session::until(&mut events, |e| {
+            (e.turn_id == turn && matches!(e.msg, Some(pb::event::Msg::TurnComplete(_))))
+                .then_some(())
+        })
+        .await
+        .unwrap();
+    }
+
+    let requests = fake
+        .wait_for_requests(3, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(requests.len(), 3);
+    for (i, r) in requests.iter().enumerate() {
+        let body = r.body.to_string();
+        assert!(
+            body.contains(&developer_instructions),
+            "request {i} lacks the developer instructions"
+        );
+        assert!(body.contains(AGENTS_MARKER), "request {i} lacks AGENTS.md");
+        assert!(
+            r.tool_names().contains(&"shell".to_string()),
+            "request {i}: {:?}",
+            r.tool_names()
+        );
+    }
+
+    let temporal = history::temporal_client(&stack.temporal_address)
+        .await
+        .unwrap();
+    let json = history::history_json(&temporal, &sid).await.unwrap();
+    let text = history::decoded_text(&json).unwrap();
+    assert!(
+        !text.contains(DEV_MARKER),
+        "the developer instructions are in history"
+    );
+    // Once in the setup's result, once in the first model call.
+    assert_eq!(
+        text.matches(AGENTS_MARKER).count(),
+        2,
+        "AGENTS.md in history"
+    );
+    let calls: Vec<_> = history::activity_payloads(&json)
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.activity_type == "model_call")
+        .collect();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(calls[0].input_bytes > agents.len(), "{calls:?}");
+    for later in &calls[1..] {
+        assert!(
+            later.input_bytes < 4096,
+            "a later call repeats the prefix: {calls:?}"
+        );
+    }
+
+    // A session that went through patch call-prefix-v1, for replay tests.
+    client
+        .close_session(pb::CloseSessionRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+    history::record_closed(&stack.temporal_address, &sid, "call_prefix_closed")
+        .await
+        .unwrap();
+}

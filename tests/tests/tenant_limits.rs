@@ -204,3 +204,155 @@ async fn oversized_inputs_are_refused_naming_the_limit() {
     let state = session::get(&mut client, &sid).await.unwrap();
     assert_eq!(state.queued_turns + state.turns_completed as u32, 0);
 }
+
+/// A session whose running turn is busy, with `--max-queued-turns 2`.
+async fn busy_session(
+    fake: &FakeModel,
+    workspace: &std::path::Path,
+) -> (
+    Stack,
+    Client,
+    String,
+    tonic::Streaming<pb::StreamEventsResponse>,
+) {
+    let mut options = StackOptions::new(fake.base_url());
+    options.session_api_args = ["--max-queued-turns", "2"].map(String::from).to_vec();
+    let stack = Stack::launch(options).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let sid = session::create(&mut client, Some(workspace)).await.unwrap();
+    let mut events = session::follow(&mut client, &sid, 0, false).await.unwrap();
+    session::send(&mut client, &sid, "t1", "sleep")
+        .await
+        .unwrap();
+    session::until(&mut events, |e| {
+        matches!(e.msg, Some(pb::event::Msg::ExecCommandBegin(_))).then_some(())
+    })
+    .await
+    .unwrap();
+    (stack, client, sid, events)
+}
+
+fn sleeper() -> Scripted {
+    let sleep = serde_json::json!({"command": ["sleep", "600"], "timeout_ms": 600000}).to_string();
+    Scripted::tool_call("c_sleep", "shell", &sleep)
+}
+
+/// A session's queue of waiting turns is bounded: once it is full,
+/// SendUserTurn is refused with RESOURCE_EXHAUSTED naming the limit
+/// (nothing queued), and once the queue drains turns are taken again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_turn_queue_refuses_more_turns() {
+    let workspace = tempfile::tempdir().unwrap();
+    let fake = FakeModel::start(vec![
+        sleeper(),
+        Scripted::assistant("second"),
+        Scripted::assistant("third"),
+        Scripted::assistant("fourth"),
+    ])
+    .await
+    .unwrap();
+    let (stack, mut client, sid, mut events) = busy_session(&fake, workspace.path()).await;
+    session::send(&mut client, &sid, "t2", "two").await.unwrap();
+    session::send(&mut client, &sid, "t3", "three")
+        .await
+        .unwrap();
+    // The workflow has taken both (and marked its queue full).
+    until("two queued turns", async || {
+        session::get(&mut client, &sid).await.unwrap().queued_turns == 2
+    })
+    .await;
+    let refused = client
+        .send_user_turn(pb::SendUserTurnRequest {
+            session_id: sid.clone(),
+            text: "four".into(),
+            turn_id: "t4".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("--max-queued-turns"),
+        "{refused:?}"
+    );
+    let info = pb::ErrorInfo::from_status(&refused).unwrap();
+    assert_eq!(info.class, "queue_full");
+    // A queuing SteerTurn is refused the same way.
+    let refused = client
+        .steer_turn(pb::SteerTurnRequest {
+            session_id: sid.clone(),
+            text: "five".into(),
+            expected_turn_id: "not-running".into(),
+            queue_if_not_running: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(
+        session::get(&mut client, &sid).await.unwrap().queued_turns,
+        2
+    );
+
+    // The running turn ends; the queue drains; a new turn is taken.
+    client
+        .interrupt(pb::InterruptRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+    session::until(&mut events, |e| {
+        (e.turn_id == "t3" && matches!(e.msg, Some(pb::event::Msg::TurnComplete(_)))).then_some(())
+    })
+    .await
+    .unwrap();
+    session::send(&mut client, &sid, "t4", "four")
+        .await
+        .unwrap();
+    let (_, done) = session::until(&mut events, |e| match &e.msg {
+        Some(pb::event::Msg::TurnComplete(c)) if e.turn_id == "t4" => {
+            Some(c.last_agent_message.clone())
+        }
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(done, "fourth");
+    drop(stack);
+}
+
+/// Turns sent while no worker runs cannot be checked against the queue by
+/// session-api; the workflow enforces the limit when the worker is back:
+/// the turn past it is not queued, and an `error` event under its id says
+/// why.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_workflow_refuses_turns_past_the_limit_that_got_through() {
+    let workspace = tempfile::tempdir().unwrap();
+    let fake = FakeModel::start(vec![sleeper()]).await.unwrap();
+    let (mut stack, mut client, sid, mut events) = busy_session(&fake, workspace.path()).await;
+    stack.kill("keel-worker").unwrap();
+    for (turn, text) in [("t2", "two"), ("t3", "three"), ("t4", "four")] {
+        session::send(&mut client, &sid, turn, text).await.unwrap();
+    }
+    stack.restart("keel-worker").unwrap();
+    let (_, error) = session::until(&mut events, |e| match &e.msg {
+        Some(pb::event::Msg::Error(err)) if e.turn_id == "t4" => Some(err.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(error.codex_error_info, "queue_full");
+    assert!(error.message.contains("--max-queued-turns"), "{error:?}");
+    assert_eq!(
+        session::get(&mut client, &sid).await.unwrap().queued_turns,
+        2
+    );
+    client
+        .close_session(pb::CloseSessionRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+    keel_test_support::history::record_closed(&stack.temporal_address, &sid, "queue_full_closed")
+        .await
+        .unwrap();
+}

@@ -32,6 +32,10 @@ pub mod failure_type {
     pub const CONNECTION_FAILED: &str = "http_connection_failed";
     pub const INTERNAL: &str = "internal_server_error";
     pub const OTHER: &str = "other";
+    /// Keel's own: the model-proxy does not hold the call prefix the call
+    /// named (see `ModelCallInput::prefix_digest`); the workflow sends it
+    /// again. Never shown to a client unless that fails too.
+    pub const PREFIX_MISSING: &str = "prefix_missing";
 }
 
 pub use keel_workflow_api::{SessionSetup, ToolSpec};
@@ -73,6 +77,21 @@ pub struct ModelCallInput {
     /// with each live delta (`LiveDelta.events_before`).
     #[serde(default)]
     pub events_before: u64,
+    /// Stored items sent before `ephemeral_items` (the session's developer
+    /// instructions, stored by session-api).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ephemeral_item_digests: Vec<String>,
+    /// The digest of the call's prefix (`keel.v1.CallPrefix`: tools and
+    /// ephemeral items). Without `store_prefix` the prefix is not sent
+    /// again: `tools` and both ephemeral lists are empty and the model-proxy
+    /// reads them from its blob store, so history does not repeat them at
+    /// every call. Empty: everything inline (compactions, and turns
+    /// recorded before patch `call-prefix-v1`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix_digest: String,
+    /// Store the prefix sent inline under `prefix_digest`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub store_prefix: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -298,6 +317,9 @@ impl KeelActivities {
                 .collect(),
             parallel_tool_calls: input.parallel_tool_calls,
             ephemeral_items_json: input.ephemeral_items,
+            ephemeral_item_digests: input.ephemeral_item_digests,
+            prefix_digest: input.prefix_digest,
+            store_prefix: input.store_prefix,
             reasoning_effort: input.reasoning_effort,
             reasoning_summary: input.reasoning_summary,
             personality: input.personality,
@@ -627,6 +649,7 @@ fn codex_class(class: &str) -> &'static str {
         "transport" | "server_error" | "stream" | "stream_closed" | "idle_timeout"
         | "incomplete" | "response_failed" => failure_type::CONNECTION_FAILED,
         "internal" | "blob_store" | "blob_corrupt" => failure_type::INTERNAL,
+        "prefix_missing" => failure_type::PREFIX_MISSING,
         _ => failure_type::OTHER,
     }
 }

@@ -16,6 +16,7 @@ mod durable;
 mod legacy;
 mod own_tools;
 mod patch;
+mod prefix;
 mod tool_calls;
 
 use std::collections::BTreeMap;
@@ -23,9 +24,9 @@ use std::time::Duration;
 
 use keel_proto::v1 as pb;
 use keel_workflow_api::{
-    ContextPatch, EventsPage, EventsQuery, MEMO_LAST_ACTIVITY_MS, MEMO_STATUS, PendingRequest,
-    Response, RunStatus, SessionInput, SessionOutcome, SessionState, Steer, TurnSettings, Usage,
-    UserTurn,
+    ContextPatch, EventsPage, EventsQuery, MEMO_LAST_ACTIVITY_MS, MEMO_QUEUE_FULL, MEMO_STATUS,
+    PendingRequest, Response, RunStatus, SessionInput, SessionOutcome, SessionState, Steer,
+    TurnSettings, Usage, UserTurn,
 };
 use pb::event::Msg;
 use serde_json::json;
@@ -84,6 +85,10 @@ pub struct AgentWorkflow {
     /// than after [`LEGACY_MAX_ITERATIONS`] (false only while replaying turns
     /// recorded before the setting).
     iteration_setting: bool,
+    /// The running turn's model calls send the call prefix by digest once
+    /// the model-proxy holds it (false only while replaying turns recorded
+    /// before patch `call-prefix-v1`).
+    call_prefix: bool,
     /// Requests waiting for an answer, oldest first.
     requests: Vec<PendingRequest>,
     /// Accepted answers the waiting call has not taken yet.
@@ -124,6 +129,7 @@ impl AgentWorkflow {
             approvals: false,
             tool_model: false,
             iteration_setting: false,
+            call_prefix: false,
             requests: Vec::new(),
             answers: BTreeMap::new(),
             rollover_requested: false,
@@ -166,13 +172,18 @@ impl AgentWorkflow {
                 compact::run(ctx).await;
                 continue;
             }
-            let next = ctx.state_mut(|s| {
+            let (next, was_full) = ctx.state_mut(|s| {
+                let max = s.input.max_queued_turns as usize;
+                let was_full = max > 0 && s.durable.inbox.len() >= max;
                 if s.durable.shutdown_requested {
-                    None
+                    (None, false)
                 } else {
-                    s.durable.inbox.pop_front()
+                    (s.durable.inbox.pop_front(), was_full)
                 }
             });
+            if was_full {
+                set_queue_full_async(ctx, false);
+            }
             match next {
                 Some(turn) => run_turn(ctx, turn).await?,
                 None => break,
@@ -215,8 +226,27 @@ impl AgentWorkflow {
     }
 
     #[signal(name = "user_turn")]
-    pub fn user_turn(&mut self, _ctx: &mut SyncWorkflowContext<Self>, turn: UserTurn) {
+    pub fn user_turn(&mut self, ctx: &mut SyncWorkflowContext<Self>, turn: UserTurn) {
         if self.durable.shutdown_requested || self.durable.recent_turn_ids.contains(&turn.turn_id) {
+            return;
+        }
+        let max = self.input.max_queued_turns as usize;
+        if max > 0 && self.durable.inbox.len() >= max {
+            // Session-api refuses turns while the memo says the queue is
+            // full; this one came anyway (sent before the memo was written,
+            // or while no worker ran). Not remembered: sent again later, it
+            // is queued.
+            let now = ctx.workflow_time();
+            self.emit(
+                now,
+                &turn.turn_id,
+                Msg::Error(pb::ErrorEvent {
+                    message: format!(
+                        "turn not queued: {max} turns are waiting already (the session's limit, session-api --max-queued-turns); send it again once some have run"
+                    ),
+                    codex_error_info: "queue_full".into(),
+                }),
+            );
             return;
         }
         self.durable.recent_turn_ids.push_back(turn.turn_id.clone());
@@ -224,6 +254,9 @@ impl AgentWorkflow {
             self.durable.recent_turn_ids.pop_front();
         }
         self.durable.inbox.push_back(turn);
+        if max > 0 && self.durable.inbox.len() == max {
+            set_queue_full(ctx, true);
+        }
     }
 
     #[signal(name = "interrupt")]
@@ -379,7 +412,7 @@ impl AgentWorkflow {
         } else {
             self.offered_tools()
         };
-        ModelCallInput {
+        let mut input = ModelCallInput {
             session_id: self.input.session_id.clone(),
             turn_id: turn_id.to_string(),
             model: settings.model,
@@ -407,7 +440,19 @@ impl AgentWorkflow {
             personality: settings.personality,
             compact,
             events_before: self.durable.log.last_offset(),
+            ephemeral_item_digests: Some(&self.input.developer_instructions_digest)
+                .filter(|d| !d.is_empty())
+                .cloned()
+                .into_iter()
+                .collect(),
+            prefix_digest: String::new(),
+            store_prefix: false,
+        };
+        // A compaction (rare, and without tools) sends its prefix inline.
+        if self.call_prefix && !compact {
+            prefix::by_reference(&mut input, self.durable.stored_prefix.as_deref());
         }
+        input
     }
 
     /// The tools offered to the model: the tool-runner's, then (with
@@ -445,6 +490,20 @@ fn upsert_memo(ctx: &WorkflowContext<AgentWorkflow>, status: RunStatus) {
         (MEMO_LAST_ACTIVITY_MS, Some(MemoValue::new(last))),
     ]) {
         // Visibility only; a failure here must not fail the session.
+        tracing::warn!(error = %e, "cannot update the session memo");
+    }
+}
+
+/// Tells session-api (through the memo) whether the queue is at its limit.
+fn set_queue_full<W>(ctx: &SyncWorkflowContext<W>, full: bool) {
+    if let Err(e) = ctx.upsert_memo([(MEMO_QUEUE_FULL, Some(MemoValue::new(full)))]) {
+        // A stale memo only costs a turn that the workflow then refuses.
+        tracing::warn!(error = %e, "cannot update the session memo");
+    }
+}
+
+fn set_queue_full_async(ctx: &WorkflowContext<AgentWorkflow>, full: bool) {
+    if let Err(e) = ctx.upsert_memo([(MEMO_QUEUE_FULL, Some(MemoValue::new(full)))]) {
         tracing::warn!(error = %e, "cannot update the session memo");
     }
 }
@@ -525,9 +584,11 @@ async fn run_turn(ctx: &mut WorkflowContext<AgentWorkflow>, turn: UserTurn) -> W
     let approvals = ctx.patched(PATCH_APPROVALS);
     let tool_model = ctx.patched(PATCH_TOOL_MODEL);
     let iteration_setting = ctx.patched(PATCH_ITERATION_CAP);
+    let call_prefix = ctx.patched(PATCH_CALL_PREFIX);
     let now = ctx.workflow_time();
     ctx.state_mut(|s| {
         s.iteration_setting = iteration_setting;
+        s.call_prefix = call_prefix;
         s.running_turn = Some(turn_id.clone());
         s.approvals = approvals;
         s.tool_model = tool_model;
@@ -618,6 +679,10 @@ const PATCH_TOOL_MODEL: &str = "tool-model-v1";
 /// (none by default) instead of after 50 model calls.
 const PATCH_ITERATION_CAP: &str = "iteration-cap-v1";
 
+/// Patch marker: turns recorded before it sent the tools and ephemeral
+/// items inline with every model call (see `workflow/prefix.rs`).
+const PATCH_CALL_PREFIX: &str = "call-prefix-v1";
+
 /// Patch marker: sessions closed by code before it did not end their
 /// tool-runner state (`exec_command` processes lived on until pruned).
 const PATCH_CLOSE_TOOL_SESSION: &str = "close-tool-session-v1";
@@ -685,6 +750,7 @@ async fn sample_until_done(
         },
     );
     let mut model_calls: u32 = 0;
+    let mut prefix_resent = false;
     while cap.is_none_or(|cap| model_calls < cap) {
         model_calls += 1;
         let (input, sent) = ctx.state(|s| {
@@ -693,6 +759,7 @@ async fn sample_until_done(
                 (s.durable.pending.len(), s.steered.len()),
             )
         });
+        let stored = input.store_prefix.then(|| input.prefix_digest.clone());
         let result = ctx
             .execute_activity(KeelActivities::model_call, input, model_options(cancel))
             .await;
@@ -702,6 +769,14 @@ async fn sample_until_done(
             Err(ActivityExecutionError::Cancelled(_)) => return TurnEnd::Interrupted,
             Err(e) => {
                 let (message, class) = failure_message(&e);
+                if class == failure_type::PREFIX_MISSING && !prefix_resent {
+                    // The proxy's blob store lost the prefix: send it again,
+                    // once (the call did not happen).
+                    prefix_resent = true;
+                    model_calls -= 1;
+                    ctx.state_mut(|s| s.durable.stored_prefix = None);
+                    continue;
+                }
                 ctx.state_mut(|s| {
                     s.emit(
                         now,
@@ -718,6 +793,9 @@ async fn sample_until_done(
         turn_usage.add(&output.usage);
         let mut calls = Vec::new();
         ctx.state_mut(|s| {
+            if stored.is_some() {
+                s.durable.stored_prefix = stored;
+            }
             s.durable.head = Some(output.head.clone());
             // What this call sent is now in the conversation; messages
             // steered in meanwhile wait for the next call.

@@ -141,7 +141,7 @@ impl BlobStore {
     /// Stores `bytes` and returns their digest.
     pub async fn put(&self, bytes: impl Into<Bytes>) -> Result<String, BlobError> {
         let bytes: Bytes = bytes.into();
-        let digest = hex::encode(Sha256::digest(&bytes));
+        let digest = digest(&bytes);
         self.inner
             .put(&object_path(&digest), PutPayload::from_bytes(bytes))
             .await?;
@@ -189,6 +189,11 @@ impl BlobStore {
             source,
         })
     }
+}
+
+/// The digest `bytes` are stored under: their SHA-256, in lowercase hex.
+pub fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// Checks that `digest` is a SHA-256 hex digest, so it is safe as a path.

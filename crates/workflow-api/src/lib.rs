@@ -34,6 +34,10 @@ pub const INLINE_TEXT_LIMIT: usize = 16 * 1024;
 /// Memo keys kept current by the workflow, for ListSessions.
 pub const MEMO_STATUS: &str = "keel_status";
 pub const MEMO_LAST_ACTIVITY_MS: &str = "keel_last_activity_ms";
+/// Memo key: `true` while the session's queue of waiting turns is at its
+/// limit (`SessionInput::max_queued_turns`), so session-api refuses new
+/// turns without asking the workflow.
+pub const MEMO_QUEUE_FULL: &str = "keel_queue_full";
 
 /// A session's key: its id qualified by its tenant (`<tenant>.<id>`), or
 /// the bare id for the default tenant (`None`). Session ids cannot contain
@@ -131,6 +135,20 @@ pub struct SessionInput {
     /// before session-api authenticated its callers.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub owner: String,
+    /// The developer instructions as a stored Responses API item (a
+    /// developer message), by digest; empty for none. Sessions created
+    /// before session-api stored them carry `developer_instructions` inline.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub developer_instructions_digest: String,
+    /// User turns that may wait behind the running one; a turn past it is
+    /// not queued (an `error` event says so). 0: no limit (sessions created
+    /// before the limit existed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_queued_turns: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A sandbox policy (Codex `SandboxPolicy`).
@@ -412,6 +430,10 @@ pub struct Carried {
     /// A Compact request not yet served.
     #[serde(default)]
     pub compact_requested: bool,
+    /// The digest of the call prefix the model-proxy holds for this session
+    /// (see the worker's `ModelCallInput::prefix_digest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_prefix: Option<String>,
 }
 
 /// Why a session workflow ended.

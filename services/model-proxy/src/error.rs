@@ -25,6 +25,9 @@ pub enum ProxyError {
     InvalidRequest(String),
     #[error("blob {0} not found")]
     BlobNotFound(String),
+    /// The call named a stored prefix the blob store does not hold.
+    #[error("call prefix {0} is not stored; send the tools and items again with store_prefix")]
+    PrefixMissing(String),
     #[error("invalid blob digest {0:?}: expected 64 lowercase hex characters")]
     InvalidDigest(String),
     #[error("blob {digest} is not a conversation segment: {reason}")]
@@ -144,6 +147,7 @@ impl ProxyError {
             | Self::InvalidPrompt(_) => "invalid_request",
             Self::AtCapacity { .. } => "capacity",
             Self::BlobNotFound(_) | Self::NotFound { .. } => "not_found",
+            Self::PrefixMissing(_) => "prefix_missing",
             Self::BlobStore(_) => "blob_store",
             Self::BlobCorrupt(_) => "blob_corrupt",
             Self::ClientGone => "cancelled",
@@ -177,6 +181,7 @@ impl ProxyError {
             | Self::BadRequest { .. }
             | Self::InvalidPrompt(_) => Code::InvalidArgument,
             Self::BlobNotFound(_) | Self::NotFound { .. } => Code::NotFound,
+            Self::PrefixMissing(_) => Code::FailedPrecondition,
             Self::AtCapacity { .. }
             | Self::RateLimited { .. }
             | Self::RetryTooFarAway { .. }

@@ -13,9 +13,10 @@ use keel_blobstore::{BlobStore, conversation, validate_digest};
 use keel_proto::v1::model_service_server::{ModelService, ModelServiceServer};
 use keel_proto::v1::stream_response_response::Event;
 use keel_proto::v1::{
-    OutputItemDone, ResponseCompleted, StreamResponseRequest, StreamResponseResponse, ToolSpec,
-    item_input,
+    CallPrefix, OutputItemDone, ResponseCompleted, StreamResponseRequest, StreamResponseResponse,
+    ToolSpec, item_input,
 };
+use prost::Message as _;
 use reqwest::Url;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -224,14 +225,18 @@ impl Inner {
             },
             &self.config.defaults,
         )?;
+        let prefix = self.prefix(&req).await?;
         // A compaction summarises; it must not call tools.
         let tools = if req.compact {
             Vec::new()
         } else {
-            parse_tools(&req.tools)?
+            parse_tools(&prefix.tools)?
         };
-        let mut input = Vec::new();
-        for (i, json) in req.ephemeral_items_json.iter().enumerate() {
+        for d in &prefix.ephemeral_item_digests {
+            validate_digest(d)?;
+        }
+        let mut input = self.load_items(&prefix.ephemeral_item_digests).await?;
+        for (i, json) in prefix.ephemeral_items_json.iter().enumerate() {
             let item = items::parse_item(json, &format!("ephemeral_items_json[{i}]"))?;
             input.push(Value::Object(items::strip_id(item)));
         }
@@ -399,6 +404,55 @@ impl Inner {
     }
 
     /// Fetches items in order, a few at a time.
+    /// The call's tools and ephemeral items: sent inline (and stored when
+    /// `store_prefix` asks), or read from the blob store by `prefix_digest`.
+    async fn prefix(&self, req: &StreamResponseRequest) -> Result<CallPrefix, ProxyError> {
+        let inline = CallPrefix {
+            tools: req.tools.clone(),
+            ephemeral_item_digests: req.ephemeral_item_digests.clone(),
+            ephemeral_items_json: req.ephemeral_items_json.clone(),
+        };
+        if req.store_prefix {
+            if req.prefix_digest.is_empty() {
+                return Err(ProxyError::InvalidRequest(
+                    "store_prefix needs the prefix_digest to store the prefix under".into(),
+                ));
+            }
+            let bytes = inline.encode_to_vec();
+            let digest = keel_blobstore::digest(&bytes);
+            if digest != req.prefix_digest {
+                return Err(ProxyError::InvalidRequest(format!(
+                    "prefix_digest {:?} does not match the tools and items sent (their digest is {digest})",
+                    req.prefix_digest
+                )));
+            }
+            self.blobs.put(bytes).await?;
+            return Ok(inline);
+        }
+        if req.prefix_digest.is_empty() {
+            return Ok(inline);
+        }
+        if inline != CallPrefix::default() {
+            return Err(ProxyError::InvalidRequest(
+                "with prefix_digest (and no store_prefix), tools and ephemeral items come from the stored prefix; send none".into(),
+            ));
+        }
+        validate_digest(&req.prefix_digest)?;
+        let bytes = match self.blobs.get(&req.prefix_digest).await {
+            Ok(b) => b,
+            Err(keel_blobstore::BlobError::NotFound(d)) => {
+                return Err(ProxyError::PrefixMissing(d));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        CallPrefix::decode(bytes).map_err(|e| {
+            ProxyError::InvalidRequest(format!(
+                "blob {} is not a call prefix: {e}",
+                req.prefix_digest
+            ))
+        })
+    }
+
     async fn load_items(&self, digests: &[String]) -> Result<Vec<Value>, ProxyError> {
         // Owned values: borrowed ones in `buffered` trip a compiler limitation
         // (`FnOnce` not general enough) once the future is spawned.
@@ -414,7 +468,13 @@ impl Inner {
     /// message in case a vendor echoed one.
     fn status(&self, e: ProxyError) -> Status {
         let status = e.into_status();
-        Status::new(status.code(), self.config.redact(status.message()))
+        let message = self.config.redact(status.message());
+        // Built again rather than copied: the encoded details repeat the
+        // message. The ErrorInfo (what the worker decides retries by) stays.
+        match keel_proto::v1::ErrorInfo::from_status(&status) {
+            Some(info) => info.into_status(status.code(), message),
+            None => Status::new(status.code(), message),
+        }
     }
 }
 

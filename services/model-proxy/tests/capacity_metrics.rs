@@ -71,6 +71,9 @@ async fn over_the_queue_a_call_is_refused_at_once() {
         err.message(),
         "model-proxy is at capacity for provider openai; retry later"
     );
+    // The worker retries by the ErrorInfo, which must cross the wire.
+    let info = keel_proto::v1::ErrorInfo::from_status(&err).expect("an ErrorInfo");
+    assert_eq!((info.class.as_str(), info.retryable), ("capacity", true));
     assert!(events.is_empty());
     assert_eq!(
         h.fake.requests().len(),

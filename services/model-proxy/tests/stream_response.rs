@@ -540,3 +540,88 @@ async fn custom_tools_pass_through_and_their_calls_are_summarised() {
     assert!(stored.get("id").is_none());
     assert_eq!(h.fake.requests()[0].body["tools"], json!([tool]));
 }
+
+/// The call prefix (tools and ephemeral items, stored items among them) is
+/// stored once under its digest and used by digest afterwards; a wrong
+/// digest, a prefix sent twice and an unknown digest are refused precisely.
+#[tokio::test]
+async fn a_stored_call_prefix_is_used_by_digest() {
+    use prost::Message as _;
+    use sha2::{Digest as _, Sha256};
+
+    let mut h = harness(vec![Scripted::assistant("one"), Scripted::assistant("two")]).await;
+    let developer = h
+        .blobs
+        .put_json(&json!({"type": "message", "role": "developer",
+            "content": [{"type": "input_text", "text": "stored instructions"}]}))
+        .await
+        .unwrap();
+    let shell = json!({"type": "function", "name": "shell", "parameters": {"type": "object"}});
+    let prefix = keel_proto::v1::CallPrefix {
+        tools: vec![ToolSpec {
+            name: "shell".into(),
+            json: shell.to_string(),
+        }],
+        ephemeral_item_digests: vec![developer],
+        ephemeral_items_json: vec![user_message("<environment_context/>").to_string()],
+    };
+    let digest = hex::encode(Sha256::digest(prefix.encode_to_vec()));
+    let with_prefix = |req: &mut keel_proto::v1::StreamResponseRequest| {
+        req.tools = prefix.tools.clone();
+        req.ephemeral_item_digests = prefix.ephemeral_item_digests.clone();
+        req.ephemeral_items_json = prefix.ephemeral_items_json.clone();
+    };
+
+    // A digest that does not match what was sent.
+    let mut req = request(vec![inline(&user_message("hi"))]);
+    with_prefix(&mut req);
+    req.store_prefix = true;
+    req.prefix_digest = "0".repeat(64);
+    let (_, err) = h.call(req).await;
+    let err = err.unwrap();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains(&digest), "{err:?}");
+
+    // Not stored yet.
+    let mut req = request(vec![inline(&user_message("hi"))]);
+    req.prefix_digest = digest.clone();
+    let (_, err) = h.call(req).await;
+    let err = err.unwrap();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let info = keel_proto::v1::ErrorInfo::from_status(&err).unwrap();
+    assert_eq!(info.class, "prefix_missing");
+
+    // Stored by the first call, named by the second.
+    let mut req = request(vec![inline(&user_message("first"))]);
+    with_prefix(&mut req);
+    req.store_prefix = true;
+    req.prefix_digest = digest.clone();
+    let (_, err) = h.call(req).await;
+    assert!(err.is_none(), "{err:?}");
+    let mut req = request(vec![inline(&user_message("second"))]);
+    req.prefix_digest = digest.clone();
+    let (_, err) = h.call(req).await;
+    assert!(err.is_none(), "{err:?}");
+
+    // Inline parts beside a stored prefix are ambiguous.
+    let mut req = request(vec![inline(&user_message("third"))]);
+    req.prefix_digest = digest.clone();
+    req.ephemeral_items_json = vec![user_message("extra").to_string()];
+    let (_, err) = h.call(req).await;
+    assert_eq!(err.unwrap().code(), Code::InvalidArgument);
+
+    let reqs = h.fake.wait_for_requests(2, WAIT).await.unwrap();
+    assert_eq!(reqs.len(), 2, "refused calls never reach the model");
+    for sent in &reqs {
+        let texts: Vec<&str> = sent
+            .input()
+            .iter()
+            .map(|i| i["content"][0]["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            texts[..2],
+            ["stored instructions", "<environment_context/>"]
+        );
+        assert_eq!(sent.body["tools"], json!([shell]));
+    }
+}

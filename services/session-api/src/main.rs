@@ -45,6 +45,10 @@ struct Args {
     /// boundary after this many events; 0 for the default (8000).
     #[arg(long, env = "KEEL_HISTORY_EVENT_BUDGET", default_value_t = 0)]
     history_event_budget: u32,
+    /// User turns each new session may have waiting behind its running one;
+    /// past it SendUserTurn answers RESOURCE_EXHAUSTED.
+    #[arg(long, env = "KEEL_MAX_QUEUED_TURNS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    max_queued_turns: u32,
 }
 
 #[tokio::main]
@@ -70,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         SessionLimits {
             retained_events: args.retained_events,
             history_event_budget: args.history_event_budget,
+            max_queued_turns: args.max_queued_turns,
         },
         args.tenant_limits,
     );

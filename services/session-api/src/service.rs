@@ -71,6 +71,9 @@ pub struct SessionLimits {
     pub retained_events: u32,
     /// Continue-as-new after this many history events (0: the default).
     pub history_event_budget: u32,
+    /// User turns a new session may have waiting behind its running one
+    /// (0: no limit).
+    pub max_queued_turns: u32,
 }
 
 impl SessionApi {
@@ -195,18 +198,60 @@ impl SessionApi {
     /// Stores a user message as a Responses API `message` item; returns its
     /// digest (what history carries) and the preview the event log shows.
     async fn store_message(&self, text: &str) -> Result<(String, String, bool), Status> {
-        let item = json!({
-            "type": "message",
-            "role": "user",
-            "content": [{"type": "input_text", "text": text}],
-        });
-        let digest = self
-            .blobs
-            .put_json(&item)
-            .await
-            .map_err(|e| Status::unavailable(format!("cannot store the message: {e}")))?;
+        let digest = self.store_item("user", text).await?;
         let (preview, truncated) = api::cut_text(text, api::INLINE_TEXT_LIMIT);
         Ok((digest, preview, truncated))
+    }
+
+    /// Stores `text` as a Responses API `message` item of `role`; returns
+    /// its digest.
+    async fn store_item(&self, role: &str, text: &str) -> Result<String, Status> {
+        let item = json!({
+            "type": "message",
+            "role": role,
+            "content": [{"type": "input_text", "text": text}],
+        });
+        self.blobs
+            .put_json(&item)
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot store the {role} message: {e}")))
+    }
+
+    /// Refuses a turn while the session's queue of waiting turns is at its
+    /// limit. The workflow keeps a memo flag current, so this is one
+    /// Temporal call and needs no worker; the workflow refuses a turn that
+    /// gets past a stale flag (with an `error` event). Other failures are
+    /// left to the signal that follows, which reports them precisely.
+    async fn check_queue(&self, key: &str) -> Result<(), Status> {
+        let Ok(description) = self
+            .handle(key)
+            .describe(WorkflowDescribeOptions::default())
+            .await
+        else {
+            return Ok(());
+        };
+        let Some(info) = description.raw_description.workflow_execution_info else {
+            return Ok(());
+        };
+        let full = wf_status(info.status) == WorkflowExecutionStatus::Running
+            && info
+                .memo
+                .as_ref()
+                .and_then(|m| m.fields.get(api::MEMO_QUEUE_FULL))
+                .and_then(|p| serde_json::from_slice::<bool>(&p.data).ok())
+                .unwrap_or(false);
+        if full {
+            return Err(pb::ErrorInfo::new("queue_full", true)
+                .with_detail("limit", "max-queued-turns")
+                .into_status(
+                    tonic::Code::ResourceExhausted,
+                    format!(
+                        "session {:?} has as many turns waiting as it may hold (session-api --max-queued-turns); wait for some to run, or Interrupt",
+                        api::split_session_key(key).1
+                    ),
+                ));
+        }
+        Ok(())
     }
 
     /// The session's state, FAILED_PRECONDITION when it is closed.
@@ -414,6 +459,13 @@ impl SessionService for SessionApi {
                 req.shell_tool
             )));
         }
+        // Stored once; the workflow and its history carry the digest.
+        let developer_instructions_digest = if req.developer_instructions.is_empty() {
+            String::new()
+        } else {
+            self.store_item("developer", &req.developer_instructions)
+                .await?
+        };
         let input = SessionInput {
             session_id: key.clone(),
             model: req.model,
@@ -421,7 +473,9 @@ impl SessionService for SessionApi {
             dynamic_tools,
             shell_tool: req.shell_tool,
             cwd: req.cwd,
-            developer_instructions: req.developer_instructions,
+            developer_instructions: String::new(),
+            developer_instructions_digest,
+            max_queued_turns: self.limits.max_queued_turns,
             created_at_ms: now_ms(),
             retained_events: self.limits.retained_events,
             history_event_budget: self.limits.history_event_budget,
@@ -464,6 +518,7 @@ impl SessionService for SessionApi {
         check_text(&req.text)?;
         let context = settings::patch(req.context)?;
         self.tenants.take_turn(&caller.tenant)?;
+        self.check_queue(&key).await?;
         let turn_id = if req.turn_id.is_empty() {
             uuid::Uuid::new_v4().to_string()
         } else {
@@ -532,6 +587,7 @@ impl SessionService for SessionApi {
                 req.session_id
             )));
         }
+        self.check_queue(&key).await?;
         let turn_id = uuid::Uuid::new_v4().to_string();
         let turn = UserTurn {
             turn_id: turn_id.clone(),

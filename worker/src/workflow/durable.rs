@@ -45,6 +45,8 @@ pub(super) struct Durable {
     pub(super) ended_requests: VecDeque<(String, String)>,
     /// A Compact request waits for the turns before it.
     pub(super) compact_requested: bool,
+    /// The call prefix the model-proxy holds, by digest.
+    pub(super) stored_prefix: Option<String>,
 }
 
 impl Durable {
@@ -69,6 +71,7 @@ impl Durable {
             allowed_prefixes,
             ended_requests,
             compact_requested,
+            stored_prefix,
         } = input.carried.clone().unwrap_or_default();
         let log = if runs == 0 && events.is_empty() {
             EventLog::new(input.retained_events)
@@ -95,6 +98,7 @@ impl Durable {
             allowed_prefixes,
             ended_requests: ended_requests.into(),
             compact_requested,
+            stored_prefix,
         }
     }
 
@@ -118,6 +122,7 @@ impl Durable {
             allowed_prefixes,
             ended_requests,
             compact_requested,
+            stored_prefix,
         } = self;
         let (events_first, events) = log.carry();
         Carried {
@@ -138,6 +143,7 @@ impl Durable {
             allowed_prefixes: allowed_prefixes.clone(),
             ended_requests: ended_requests.iter().cloned().collect(),
             compact_requested: *compact_requested,
+            stored_prefix: stored_prefix.clone(),
         }
     }
 }
@@ -205,6 +211,7 @@ mod tests {
             allowed_prefixes: vec![vec!["git".into(), "status".into()]],
             ended_requests: vec![("call".into(), "aborted".into())],
             compact_requested: true,
+            stored_prefix: Some("d".repeat(64)),
         }
     }
 
