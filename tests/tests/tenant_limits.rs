@@ -356,3 +356,34 @@ async fn the_workflow_refuses_turns_past_the_limit_that_got_through() {
         .await
         .unwrap();
 }
+
+/// A call that cannot be answered in time — GetSession, whose state query
+/// needs a worker, while none runs — is answered DEADLINE_EXCEEDED at the
+/// server's deadline (`--request-timeout-secs`) instead of hanging.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_past_its_deadline_is_answered_deadline_exceeded() {
+    let fake = FakeModel::start(vec![]).await.unwrap();
+    let mut options = StackOptions::new(fake.base_url());
+    options.session_api_args = ["--request-timeout-secs", "2"].map(String::from).to_vec();
+    let mut stack = Stack::launch(options).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let sid = session::create(&mut client, None).await.unwrap();
+    session::get(&mut client, &sid).await.unwrap();
+    stack.kill("keel-worker").unwrap();
+    let err = client
+        .get_session(pb::GetSessionRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        err.message().contains("--request-timeout-secs"),
+        "{err:?}"
+    );
+    // Calls that need no worker are answered as before.
+    client
+        .list_sessions(pb::ListSessionsRequest::default())
+        .await
+        .unwrap();
+}

@@ -11,10 +11,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
+mod deadline;
 mod hardening;
 mod logging;
 pub mod tls;
 
+pub use deadline::Deadline;
 pub use hardening::protect_process;
 pub use logging::{LogFormat, init_tracing};
 pub use tls::{ClientTls, PeerTlsArgs, ServerTls, TlsError};
@@ -31,6 +33,20 @@ pub struct ServeArgs {
     /// Log line format.
     #[arg(long, env = "KEEL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Longest a call may take before it is answered DEADLINE_EXCEEDED (a
+    /// streaming call: until its stream starts). Default: the server's own
+    /// (see docs/operations.md).
+    #[arg(long, env = "KEEL_REQUEST_TIMEOUT_SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub request_timeout_secs: Option<u64>,
+}
+
+impl ServeArgs {
+    /// The per-call deadline: the flag's, else the server's `default`.
+    pub fn request_timeout(&self, default: std::time::Duration) -> std::time::Duration {
+        self.request_timeout_secs
+            .map(std::time::Duration::from_secs)
+            .unwrap_or(default)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -47,9 +47,11 @@ async fn main() -> anyhow::Result<()> {
     keel_server::init_tracing(args.serve.log_format);
     keel_server::protect_process();
     let tls = args.tls.server("the mcp-broker")?;
-    let routes = tonic::service::Routes::new(
+    let routes = tonic::service::Routes::new(keel_server::Deadline::new(
         McpBrokerServiceServer::new(Broker).max_decoding_message_size(4 * 1024 * 1024),
-    );
+        args.serve
+            .request_timeout(std::time::Duration::from_secs(600)),
+    ));
     keel_server::serve_with(&args.serve, routes, &["keel.v1.McpBrokerService"], tls).await?;
     Ok(())
 }

@@ -122,7 +122,13 @@ async fn main() -> anyhow::Result<()> {
     }
     let proxy = ModelProxy::with_metrics(config, blobs, metrics)
         .context("cannot set up the model-proxy")?;
-    let routes = Routes::new(proxy.into_server());
+    // StreamResponse answers with its stream at once; the deadline bounds
+    // that, not the model's answer (bounded by the idle timeout and retries).
+    let routes = Routes::new(keel_server::Deadline::new(
+        proxy.into_server(),
+        args.serve
+            .request_timeout(std::time::Duration::from_secs(60)),
+    ));
     keel_server::serve_with(&args.serve, routes, &[SERVICE_NAME], tls).await?;
     Ok(())
 }

@@ -51,6 +51,10 @@ struct Args {
     max_queued_turns: u32,
 }
 
+/// Default per-call deadline: every call is a few Temporal round trips; an
+/// update that waits for a worker is cut here rather than hanging.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -78,11 +82,16 @@ async fn main() -> anyhow::Result<()> {
         },
         args.tenant_limits,
     );
-    // Clients: every SessionService call is authenticated first.
-    let clients = tonic::service::Routes::new(keel_auth::RequireAuth::new(
-        SessionServiceServer::new(api.clone())
-            .max_decoding_message_size(keel_session_api::MAX_REQUEST_BYTES),
-        auth,
+    // Clients: every SessionService call is authenticated first, and
+    // answered within the deadline (a StreamEvents call: until its stream
+    // starts).
+    let clients = tonic::service::Routes::new(keel_server::Deadline::new(
+        keel_auth::RequireAuth::new(
+            SessionServiceServer::new(api.clone())
+                .max_decoding_message_size(keel_session_api::MAX_REQUEST_BYTES),
+            auth,
+        ),
+        args.serve.request_timeout(REQUEST_TIMEOUT),
     ));
     // Live deltas and notices are small.
     let internal = tonic::service::Routes::new(
@@ -92,6 +101,8 @@ async fn main() -> anyhow::Result<()> {
         listen: args.internal_listen,
         addr_file: args.internal_addr_file.clone(),
         log_format: args.serve.log_format,
+        // Publish is a long client stream; Notify answers at once.
+        request_timeout_secs: None,
     };
     tokio::try_join!(
         keel_server::serve(&args.serve, clients, &["keel.v1.SessionService"]),

@@ -460,9 +460,14 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
     });
     // The largest request is a patch or a command the model wrote: far below
     // this.
-    let routes = Routes::new(
+    // A command may run for up to 50 minutes (its timeout_ms cap) inside
+    // the worker's one-hour bound on a tool call; the deadline is just past
+    // that bound.
+    let routes = Routes::new(keel_server::Deadline::new(
         ToolServiceServer::new(runner.clone()).max_decoding_message_size(16 * 1024 * 1024),
-    );
+        args.serve
+            .request_timeout(std::time::Duration::from_secs(3660)),
+    ));
     let served = keel_server::serve_with(&args.serve, routes, &[SERVICE_NAME], tls).await;
     pruning.abort();
     if let Some(reaping) = reaping {

@@ -73,6 +73,7 @@ async fn server(dir: &Path, files: &Files) -> String {
         listen: "127.0.0.1:0".parse().unwrap(),
         addr_file: Some(addr_file.clone()),
         log_format: crate::LogFormat::Text,
+        request_timeout_secs: None,
     };
     tokio::spawn(async move {
         let routes = tonic::service::Routes::default();
