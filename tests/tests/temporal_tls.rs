@@ -181,3 +181,177 @@ async fn sessions_run_through_a_temporal_that_requires_mutual_tls() {
     with_cert.kill().unwrap();
     with_cert.wait().unwrap();
 }
+
+/// A TLS front to `upstream` that lets a gRPC call through only with
+/// `authorization: Bearer <key>`, as Temporal Cloud checks API keys. It
+/// speaks HTTP/2 on both sides, so it sees each call's headers. Returns its
+/// address and a count of refused calls.
+async fn api_key_front(
+    pki: &keel_stack::LocalPki,
+    upstream: String,
+    key: &'static str,
+) -> (String, Arc<AtomicUsize>) {
+    use http_body_util::{Either, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&pki.server_cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let private = PrivateKeyDer::from_pem_file(&pki.server_key).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, private)
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let counter = refused.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (acceptor, upstream, refused) =
+                (acceptor.clone(), upstream.clone(), counter.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                let (sender, connection) = hyper::client::conn::http2::handshake(
+                    TokioExecutor::new(),
+                    TokioIo::new(server),
+                )
+                .await
+                .unwrap();
+                tokio::spawn(connection);
+                let service = hyper::service::service_fn(
+                    move |request: hyper::Request<hyper::body::Incoming>| {
+                        let (mut sender, refused) = (sender.clone(), refused.clone());
+                        async move {
+                            let presented = request
+                                .headers()
+                                .get("authorization")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string);
+                            if presented.as_deref() != Some(&format!("Bearer {key}")) {
+                                refused.fetch_add(1, Ordering::SeqCst);
+                                let denied = hyper::Response::builder()
+                                    .header("content-type", "application/grpc")
+                                    .header("grpc-status", "16")
+                                    .header("grpc-message", "missing or wrong API key")
+                                    .body(Either::Right(Empty::<bytes::Bytes>::new()))
+                                    .unwrap();
+                                return Ok::<_, hyper::Error>(denied);
+                            }
+                            Ok(sender.send_request(request).await?.map(Either::Left))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, refused)
+}
+
+/// Keel reaches a Temporal that checks API keys (Temporal Cloud's way):
+/// with the key in a file it serves and runs sessions; with a wrong key it
+/// never starts serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_run_through_a_temporal_that_requires_an_api_key() {
+    const KEY: &str = "temporal-api-key-for-the-test";
+    let fake = FakeModel::start(vec![Scripted::assistant("with a key")])
+        .await
+        .unwrap();
+    let stack = Stack::launch(StackOptions::new(fake.base_url()))
+        .await
+        .unwrap();
+    let pki = stack.pki.clone().unwrap();
+    let (front, refused) = api_key_front(&pki, stack.temporal_address.clone(), KEY).await;
+    let path = |p: &Path| p.display().to_string();
+    let keys = tempfile::tempdir().unwrap();
+
+    // A wrong key: refused, and this session-api never serves.
+    std::fs::write(keys.path().join("wrong"), "not-the-key\n").unwrap();
+    let wrong_dir = tempfile::tempdir().unwrap();
+    let mut wrong = session_api(
+        &stack,
+        wrong_dir.path(),
+        &front,
+        &[
+            "--temporal-tls-ca".into(),
+            path(&pki.ca),
+            "--temporal-api-key-file".into(),
+            path(&keys.path().join("wrong")),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while refused.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the front never refused a call");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !wrong_dir.path().join("addr").exists(),
+        "served without Temporal"
+    );
+    wrong.kill().unwrap();
+    wrong.wait().unwrap();
+
+    // The right key (with a trailing newline, as files have): it serves, and
+    // a session made through it runs.
+    std::fs::write(keys.path().join("right"), format!("{KEY}\n")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut right = session_api(
+        &stack,
+        dir.path(),
+        &front,
+        &[
+            "--temporal-tls-ca".into(),
+            path(&pki.ca),
+            "--temporal-api-key-file".into(),
+            path(&keys.path().join("right")),
+        ],
+    );
+    let addr_file = dir.path().join("addr");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        if let Ok(addr) = std::fs::read_to_string(&addr_file) {
+            break addr;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the session-api with the key did not start: {}",
+            std::fs::read_to_string(dir.path().join("log.err")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let refused_before = refused.load(Ordering::SeqCst);
+    let mut client = stack.connect_to(&addr).await.unwrap();
+    let sid = session::create(&mut client, None).await.unwrap();
+    session::send(&mut client, &sid, "t1", "hello")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while session::get(&mut client, &sid)
+        .await
+        .unwrap()
+        .turns_completed
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the turn did not complete");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(refused.load(Ordering::SeqCst), refused_before);
+    right.kill().unwrap();
+    right.wait().unwrap();
+}

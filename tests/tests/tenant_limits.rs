@@ -377,10 +377,7 @@ async fn a_call_past_its_deadline_is_answered_deadline_exceeded() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
-    assert!(
-        err.message().contains("--request-timeout-secs"),
-        "{err:?}"
-    );
+    assert!(err.message().contains("--request-timeout-secs"), "{err:?}");
     // Calls that need no worker are answered as before.
     client
         .list_sessions(pb::ListSessionsRequest::default())
