@@ -27,6 +27,6 @@ pub mod patch;
 pub mod sandbox;
 pub mod service;
 pub mod tools;
-pub mod workspace;
+pub use keel_sandbox::workspace;
 
 pub use service::{DEFAULT_JOURNAL_RETENTION, SERVICE_NAME, ToolRunner, ToolRunnerConfig};

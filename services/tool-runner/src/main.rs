@@ -337,7 +337,7 @@ impl WorkspaceArgs {
 fn main() -> anyhow::Result<ExitCode> {
     // Before anything else, and before any thread exists: the helper enters
     // namespaces and installs seccomp, which need a single thread.
-    if let Some(code) = sandbox::helper::dispatch() {
+    if let Some(code) = sandbox::helper::dispatch::<sandbox::job::Job>() {
         return Ok(code);
     }
     let cli = Cli::parse();

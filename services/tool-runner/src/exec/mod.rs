@@ -6,7 +6,7 @@
 mod env;
 mod group;
 pub mod job;
-pub mod limits;
+pub use keel_sandbox::limits;
 pub mod orphans;
 mod procfs;
 pub mod registry;

@@ -1,4 +1,4 @@
-//! The jobs a confined helper runs in-process (`keel-tool-runner
+//! The jobs a confined helper ([`keel_sandbox::helper`]) runs in-process (`keel-tool-runner
 //! sandbox-exec --policy P --job`): tool code that must see the filesystem
 //! and the processes exactly as a sandboxed command does, and patches that
 //! must write only where the sandbox allows. Each job is a
@@ -37,9 +37,9 @@ pub enum Job {
     ApplyPatch(ApplyPatchJob),
 }
 
-impl Job {
+impl keel_sandbox::helper::Job for Job {
     /// Runs the job; its output as JSON.
-    pub fn run(self) -> serde_json::Value {
+    fn run(self) -> serde_json::Value {
         fn output<J: ConfinedJob>(job: J) -> serde_json::Value {
             // Plain data always serialises; `null` would fail the caller's
             // parse rather than pass for a result.

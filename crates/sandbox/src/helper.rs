@@ -33,7 +33,7 @@
 //!    above never runs short of descriptors or memory;
 //! 8. the command, started by PID 1 with exactly its environment — or,
 //!    with `--job`, a job read as JSON from stdin and run by PID 1 itself,
-//!    its result written as JSON to stdout ([`super::job`]).
+//!    its result written as JSON to stdout ([`Job`]).
 //!
 //! Without a policy (danger-full-access, here only for the limits) the
 //! helper applies the limits and `execve`s the command, which keeps the
@@ -69,8 +69,8 @@ use serde::{Deserialize, Serialize};
 
 use super::init::{self, EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, Namespaces};
 use super::mounts::{self, Staging};
-use super::{Confinement, caps, job, probe, seccomp};
-use crate::exec::limits::{LimitError, ResourceLimits};
+use crate::limits::{LimitError, ResourceLimits};
+use crate::{Confinement, caps, probe, seccomp};
 
 /// The hidden subcommand.
 pub const SUBCOMMAND: &str = "sandbox-exec";
@@ -284,15 +284,24 @@ fn decode_env(encoded: &str) -> Result<Vec<(OsString, OsString)>, HelperError> {
         .collect()
 }
 
+/// Work a confined helper runs in-process (`--job`): read as JSON from
+/// stdin by PID 1 once it is confined, its output written as JSON to
+/// stdout. The binary that hosts the helper names its job type in
+/// [`dispatch`].
+pub trait Job: serde::de::DeserializeOwned {
+    fn run(self) -> serde_json::Value;
+}
+
 /// Runs the helper when the process was started as one; `None` otherwise.
 /// Called first thing in `main`, before any thread exists (namespaces,
-/// the fork and seccomp need a single-threaded process).
-pub fn dispatch() -> Option<ExitCode> {
+/// the fork and seccomp need a single-threaded process). `J` is what
+/// `--job` reads.
+pub fn dispatch<J: Job>() -> Option<ExitCode> {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     if args.first().is_none_or(|first| first != SUBCOMMAND) {
         return None;
     }
-    Some(match run(&args[1..]) {
+    Some(match run::<J>(&args[1..]) {
         Ok(code) => code,
         Err(err @ (HelperError::SetLimit(_) | HelperError::Limits(_))) => {
             // Not a sandbox failure: no "sandbox" in the text.
@@ -372,7 +381,7 @@ fn parse(args: &[OsString]) -> Result<Invocation<'_>, HelperError> {
     }
 }
 
-fn run(args: &[OsString]) -> Result<ExitCode, HelperError> {
+fn run<J: Job>(args: &[OsString]) -> Result<ExitCode, HelperError> {
     match parse(args)? {
         Invocation::Probe(dir) => {
             set_no_new_privs()?;
@@ -440,7 +449,7 @@ fn run(args: &[OsString]) -> Result<ExitCode, HelperError> {
                 Target::Command { program, args } => {
                     Ok(exit_code(init::run_command(program, args, &env)))
                 }
-                Target::Job => serve_job().map(|()| ExitCode::SUCCESS),
+                Target::Job => serve_job::<J>().map(|()| ExitCode::SUCCESS),
             }
         }
     }
@@ -454,12 +463,12 @@ fn set_no_new_privs() -> Result<(), HelperError> {
 }
 
 /// Reads one job from stdin, runs it, writes its result to stdout.
-fn serve_job() -> Result<(), HelperError> {
+fn serve_job<J: Job>() -> Result<(), HelperError> {
     let mut input = Vec::new();
     std::io::stdin()
         .read_to_end(&mut input)
         .map_err(|err| HelperError::Job(format!("cannot read the job: {err}")))?;
-    let job: job::Job = serde_json::from_slice(&input)
+    let job: J = serde_json::from_slice(&input)
         .map_err(|err| HelperError::Job(format!("invalid job: {err}")))?;
     let output = job.run();
     let mut stdout = std::io::stdout().lock();
@@ -671,7 +680,7 @@ fn abi_number(abi: ABI) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::limits::MIB;
+    use crate::limits::MIB;
 
     fn os(args: &[&str]) -> Vec<OsString> {
         args.iter().map(OsString::from).collect()

@@ -4,7 +4,7 @@
 //!
 //! The workspace denies `unsafe`, so there is no `pre_exec` hook to set them
 //! between fork and exec: the re-exec helper (`keel-tool-runner
-//! sandbox-exec`, [`crate::sandbox::helper`]) applies them to itself right
+//! sandbox-exec`, [`crate::helper`]) applies them to itself right
 //! before it executes the command, which inherits them. Sandboxed commands
 //! start through the helper anyway; unsandboxed ones go through it only when
 //! a limit is configured, so the direct spawn stays the fast path.
