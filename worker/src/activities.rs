@@ -648,7 +648,15 @@ fn codex_class(class: &str) -> &'static str {
         "capacity" | "overloaded" => failure_type::SERVER_OVERLOADED,
         "transport" | "server_error" | "stream" | "stream_closed" | "idle_timeout"
         | "incomplete" | "response_failed" => failure_type::CONNECTION_FAILED,
-        "internal" | "blob_store" | "blob_corrupt" => failure_type::INTERNAL,
+        // The tool-runner's (its `service/errors.rs`).
+        "outside_workspace"
+        | "invocation_mismatch"
+        | "unusable_directory"
+        | "spawn_failed"
+        | "sandbox_unavailable" => failure_type::BAD_REQUEST,
+        "internal" | "blob_store" | "blob_corrupt" | "journal" | "shutting_down" => {
+            failure_type::INTERNAL
+        }
         "prefix_missing" => failure_type::PREFIX_MISSING,
         _ => failure_type::OTHER,
     }

@@ -31,6 +31,7 @@ use crate::sandbox::{CallSandbox, SandboxPolicy, SandboxSettings};
 use crate::tools::specs::{ApplyPatchTool, ShellTool, ToolOptions, tool_specs};
 use crate::workspace::{Workspace, WorkspaceError};
 
+mod errors;
 mod review;
 mod run;
 
@@ -173,7 +174,7 @@ impl ToolRunner {
         policy: Option<&keel_proto::v1::SandboxPolicy>,
     ) -> Result<SandboxPolicy, Status> {
         SandboxPolicy::from_proto(policy, &self.inner.sandbox.default_policy)
-            .map_err(|err| Status::invalid_argument(err.to_string()))
+            .map_err(|err| errors::invalid(err.to_string()))
     }
 
     /// One call's sandbox in its (canonical) cwd, with the hidden paths
@@ -218,7 +219,7 @@ impl ToolRunner {
             "output": text,
         });
         let digest = self.inner.blobs.put_json(&item).await.map_err(|err| {
-            Status::unavailable(format!("cannot store the tool output item: {err}"))
+            errors::blob_store(format!("cannot store the tool output item: {err}"))
         })?;
         Ok(RunToolResponse {
             output_item_digest: digest,
@@ -237,7 +238,7 @@ impl ToolService for ToolRunner {
     async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
         let req = request.into_inner();
         if req.argv.is_empty() {
-            return Err(Status::invalid_argument("argv must not be empty"));
+            return Err(errors::invalid("argv must not be empty"));
         }
         let inner = &self.inner;
         let cwd = checked_dir(
@@ -252,13 +253,13 @@ impl ToolService for ToolRunner {
         // as the cwd.
         let policy = inner.sandbox.default_policy.clone();
         if let Some(refusal) = inner.sandbox.refusal(&policy) {
-            return Err(Status::failed_precondition(refusal));
+            return Err(errors::sandbox_unavailable(refusal));
         }
         if policy.is_sandboxed() {
             inner
                 .sandbox
                 .check_cwd(&cwd)
-                .map_err(Status::failed_precondition)?;
+                .map_err(errors::unusable_directory)?;
         }
         let sandbox = self.call_sandbox(policy, &cwd).confinement();
         let spec = ExecSpec {
@@ -287,7 +288,7 @@ impl ToolService for ToolRunner {
         let mut req = request.into_inner();
         check_key(&req.session_id, &req.call_id)?;
         if req.tool_name.is_empty() {
-            return Err(Status::invalid_argument("tool_name must not be empty"));
+            return Err(errors::invalid("tool_name must not be empty"));
         }
         if !req.call_item_digest.is_empty() {
             req.arguments = self.stored_arguments(&req.call_item_digest).await?;
@@ -352,7 +353,7 @@ impl ToolService for ToolRunner {
     ) -> Result<Response<CloseToolSessionResponse>, Status> {
         let req = request.into_inner();
         if req.session_id.is_empty() {
-            return Err(Status::invalid_argument("session_id must not be empty"));
+            return Err(errors::invalid("session_id must not be empty"));
         }
         // The calls first: a cancelled exec_command removes its own process.
         let cancelled = self.cancel_session_calls(&req.session_id).await;
@@ -381,7 +382,7 @@ impl ToolService for ToolRunner {
                 .iter()
                 .find(|name| !context::agents_md::is_plain_name(name))
             {
-                return Err(Status::invalid_argument(format!(
+                return Err(errors::invalid(format!(
                     "{field}: {bad:?} is not a plain file name (no '/', '.' or '..')"
                 )));
             }
@@ -408,7 +409,7 @@ impl ToolService for ToolRunner {
             context::gather(&gather_cwd, &options, &facts, &hidden)
         })
         .await
-        .map_err(|e| Status::internal(format!("cannot read the project context: {e}")))?;
+        .map_err(|e| errors::internal(format!("cannot read the project context: {e}")))?;
         let (agents_md, agents_md_message_text, agents_md_paths) = match gathered.doc {
             Some(doc) => (
                 doc.text.clone(),
@@ -473,10 +474,10 @@ fn runs_confined(tool_name: &str) -> bool {
 /// key digest is unambiguous.
 fn check_key(session_id: &str, call_id: &str) -> Result<(), Status> {
     if call_id.is_empty() {
-        return Err(Status::invalid_argument("call_id must not be empty"));
+        return Err(errors::invalid("call_id must not be empty"));
     }
     if session_id.contains('\0') || call_id.contains('\0') {
-        return Err(Status::invalid_argument(
+        return Err(errors::invalid(
             "session_id and call_id must not contain NUL",
         ));
     }
@@ -489,7 +490,7 @@ fn tool_options(req: &ListToolsRequest) -> Result<ToolOptions, Status> {
         Ok(ApplyPatchFormat::Json) => ApplyPatchTool::Json,
         Ok(ApplyPatchFormat::None) => ApplyPatchTool::None,
         Err(_) => {
-            return Err(Status::invalid_argument(format!(
+            return Err(errors::invalid(format!(
                 "unknown apply_patch_format {}",
                 req.apply_patch_format
             )));
@@ -501,7 +502,7 @@ fn tool_options(req: &ListToolsRequest) -> Result<ToolOptions, Status> {
         Ok(ShellToolKind::ShellCommand) => ShellTool::ShellCommand,
         Ok(ShellToolKind::None) => ShellTool::None,
         Err(_) => {
-            return Err(Status::invalid_argument(format!(
+            return Err(errors::invalid(format!(
                 "unknown shell_tool {}",
                 req.shell_tool
             )));
@@ -528,19 +529,19 @@ fn checked_dir(
 ) -> Result<PathBuf, Status> {
     let path = Path::new(dir);
     if dir.is_empty() || (must_be_absolute && !path.is_absolute()) {
-        return Err(Status::invalid_argument(format!(
+        return Err(errors::invalid(format!(
             "{what} must be an absolute path, got {dir:?}"
         )));
     }
     let resolved = workspace
         .resolve_existing(base, path)
         .map_err(|err| match &err {
-            _ if err.is_denied() => Status::permission_denied(err.to_string()),
-            _ if err.is_not_found() => Status::not_found(format!("{what} {dir} does not exist")),
-            _ => Status::failed_precondition(format!("cannot use {what} {dir}: {err}")),
+            _ if err.is_denied() => errors::outside_workspace(err.to_string()),
+            _ if err.is_not_found() => errors::not_found(format!("{what} {dir} does not exist")),
+            _ => errors::unusable_directory(format!("cannot use {what} {dir}: {err}")),
         })?;
     if !resolved.is_dir() {
-        return Err(Status::failed_precondition(format!(
+        return Err(errors::unusable_directory(format!(
             "{what} {dir} is not a directory"
         )));
     }
@@ -551,17 +552,19 @@ fn exec_status(err: ExecError) -> Status {
     let message = err.to_string();
     match &err {
         ExecError::EmptyArgv | ExecError::InvalidEnvName(_) | ExecError::RefusedEnvVar { .. } => {
-            Status::invalid_argument(message)
+            errors::invalid(message)
         }
         ExecError::Spawn { source, .. } => match source.kind() {
-            ErrorKind::NotFound => Status::not_found(message),
-            ErrorKind::PermissionDenied => Status::failed_precondition(message),
-            ErrorKind::InvalidInput => Status::invalid_argument(message),
-            _ => Status::internal(message),
+            ErrorKind::NotFound => errors::spawn_failed(tonic::Code::NotFound, message),
+            ErrorKind::PermissionDenied => {
+                errors::spawn_failed(tonic::Code::FailedPrecondition, message)
+            }
+            ErrorKind::InvalidInput => errors::spawn_failed(tonic::Code::InvalidArgument, message),
+            _ => errors::internal(message),
         },
-        ExecError::Wait { .. } => Status::internal(message),
+        ExecError::Wait { .. } => errors::internal(message),
         ExecError::NoSandboxHelper { .. } | ExecError::NoLimitsHelper { .. } => {
-            Status::failed_precondition(message)
+            errors::sandbox_unavailable(message)
         }
     }
 }
@@ -582,18 +585,18 @@ impl ToolRunner {
                 .map_err(|e| match e {
                     keel_blobstore::BlobError::InvalidDigest(_)
                     | keel_blobstore::BlobError::NotFound(_) => {
-                        Status::invalid_argument(format!("call_item_digest: {e}"))
+                        errors::invalid(format!("call_item_digest: {e}"))
                     }
                     corrupt @ keel_blobstore::BlobError::Corrupt { .. } => {
-                        Status::data_loss(format!("cannot read the call item: {corrupt}"))
+                        errors::blob_corrupt(format!("cannot read the call item: {corrupt}"))
                     }
-                    other => Status::unavailable(format!("cannot read the call item: {other}")),
+                    other => errors::blob_store(format!("cannot read the call item: {other}")),
                 })?;
         let field = match item.get("type").and_then(serde_json::Value::as_str) {
             Some("function_call") => "arguments",
             Some("custom_tool_call") => "input",
             _ => {
-                return Err(Status::invalid_argument(
+                return Err(errors::invalid(
                     "call_item_digest must name a function_call or custom_tool_call item",
                 ));
             }

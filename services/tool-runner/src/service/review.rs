@@ -54,7 +54,7 @@ impl ToolRunner {
             })
         })
         .await
-        .map_err(|err| Status::internal(format!("cannot review the patch: {err}")))?;
+        .map_err(|err| super::errors::internal(format!("cannot review the patch: {err}")))?;
         let (changes, error) = match reviewed {
             Ok(changes) => (changes, String::new()),
             Err(text) => (Vec::new(), text),

@@ -63,7 +63,7 @@ impl ToolRunner {
             match exec.wait().await {
                 Outcome::Response(response) => return Ok(RunToolResponse::clone(&response)),
                 Outcome::Unstored(unstored) => {
-                    return Err(Status::unavailable(format!(
+                    return Err(super::errors::blob_store(format!(
                         "the tool ran but its output item could not be stored ({}); retry the call to store it",
                         unstored.error
                     )));
@@ -83,11 +83,11 @@ impl ToolRunner {
             return Ok(());
         };
         let expected =
-            Invocation::try_from(wire).map_err(|err| Status::invalid_argument(err.to_string()))?;
+            Invocation::try_from(wire).map_err(|err| super::errors::invalid(err.to_string()))?;
         let user_shell = self.user_shell_for(req);
         let mismatch = |why: String| {
             tracing::warn!(session_id = %req.session_id, call_id = %req.call_id, tool = %req.tool_name, "{why}");
-            Err(Status::failed_precondition(format!(
+            Err(super::errors::invocation_mismatch(format!(
                 "the call's invocation does not match its arguments, so nothing ran: {why}"
             )))
         };
@@ -131,7 +131,7 @@ impl ToolRunner {
             Err(err) => {
                 tracing::error!(session_id = %key.session_id, call_id = %key.call_id, error = %err, "cannot read the tool-call journal");
                 return (
-                    Outcome::Failed(Status::unavailable(format!(
+                    Outcome::Failed(super::errors::journal(format!(
                         "cannot read the tool-call journal: {err}"
                     ))),
                     false,
@@ -165,7 +165,7 @@ impl ToolRunner {
                 if let Err(err) = journal.record_started(key, &record).await {
                     tracing::error!(session_id = %key.session_id, call_id = %key.call_id, error = %err, "cannot journal a tool call; not running it");
                     return (
-                        Outcome::Failed(Status::unavailable(format!(
+                        Outcome::Failed(super::errors::journal(format!(
                             "cannot journal the tool call, so it was not run: {err}"
                         ))),
                         false,
@@ -350,7 +350,7 @@ impl ToolRunner {
                 placeholder.finish(Outcome::Retry);
                 self.inner.executions.remove(&placeholder);
                 tombstone.map_err(|err| {
-                    Status::unavailable(format!("cannot journal the cancellation: {err}"))
+                    super::errors::journal(format!("cannot journal the cancellation: {err}"))
                 })?;
                 Ok(false)
             }
@@ -389,9 +389,10 @@ impl Unfinished<'_> {
 impl Drop for Unfinished<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.exec.finish(Outcome::Failed(Status::unavailable(
-                "the tool call stopped before it finished: the tool-runner is shutting down",
-            )));
+            self.exec
+                .finish(Outcome::Failed(super::errors::shutting_down(
+                    "the tool call stopped before it finished: the tool-runner is shutting down",
+                )));
             self.runner.inner.executions.remove(self.exec);
         }
     }

@@ -644,6 +644,11 @@ async fn a_carried_invocation_must_match_the_arguments() {
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("nothing ran"), "{}", err.message());
+    let info = keel_proto::v1::ErrorInfo::from_status(&err).unwrap();
+    assert_eq!(
+        (info.class.as_str(), info.retryable),
+        ("invocation_mismatch", false)
+    );
     assert!(!dir.path().join("made").exists());
 
     // Decided with bash as the user's shell, sent saying zsh: another
