@@ -228,6 +228,10 @@ async fn another_tenants_sessions_are_not_found_and_ids_are_per_tenant() {
             nothing.message().replace("never-used", "ID"),
             "{rpc}"
         );
+        // The machine-readable details tell no more than the message.
+        let info = pb::ErrorInfo::from_status(theirs).unwrap();
+        assert_eq!(info.class, "session_not_found", "{rpc}");
+        assert_eq!(Some(info), pb::ErrorInfo::from_status(nothing), "{rpc}");
     }
     let listed = intruder
         .list_sessions(pb::ListSessionsRequest::default())

@@ -9,7 +9,6 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use tonic::Status;
 use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
 use tonic::codegen::{BoxFuture, Service};
@@ -60,11 +59,16 @@ where
                 Ok(answer) => answer,
                 Err(_) => {
                     tracing::warn!(%path, limit_secs = limit.as_secs_f64(), "call cut at its deadline");
-                    Ok(Status::deadline_exceeded(format!(
-                        "{path} did not answer within {}s (the server's --request-timeout-secs)",
-                        limit.as_secs_f64()
-                    ))
-                    .into_http())
+                    // Retryable: the same call may well be answered in time later.
+                    Ok(keel_proto::v1::ErrorInfo::new("deadline_exceeded", true)
+                        .into_status(
+                            tonic::Code::DeadlineExceeded,
+                            format!(
+                                "{path} did not answer within {}s (the server's --request-timeout-secs)",
+                                limit.as_secs_f64()
+                            ),
+                        )
+                        .into_http())
                 }
             }
         })
@@ -75,6 +79,8 @@ where
 mod tests {
     use std::future::Future;
     use std::pin::Pin;
+
+    use tonic::Status;
 
     use super::*;
 
@@ -117,6 +123,11 @@ mod tests {
         let response = svc.call(request).await.unwrap();
         let status = status(&response);
         assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        let info = keel_proto::v1::ErrorInfo::from_status(&status).unwrap();
+        assert_eq!(
+            (info.class.as_str(), info.retryable),
+            ("deadline_exceeded", true)
+        );
         assert!(status.message().contains("/keel.v1.X/Slow"), "{status:?}");
         assert!(status.message().contains("2s"), "{status:?}");
     }

@@ -1,24 +1,63 @@
-//! Temporal client errors → gRPC statuses a user can act on.
+//! session-api's failures as gRPC statuses a user can act on, each with a
+//! `keel.v1.ErrorInfo` made here: its class (below) and whether the same
+//! call may succeed later. Classes: `invalid_request`, `session_not_found`,
+//! `session_closed`, `already_exists`, `rejected` (the session refused the
+//! change in its current state), `turn_not_running`, `offset_out_of_range`,
+//! `temporal_unavailable` and `temporal_timeout` (retryable), `blob_store`
+//! (retryable), `corrupt_event`, `internal`; and, from their own modules,
+//! `tenant_limit` and `queue_full`.
 
+use keel_proto::v1::ErrorInfo;
 use temporalio_client::errors::{
     WorkflowInteractionError, WorkflowQueryError, WorkflowStartError, WorkflowUpdateError,
 };
 use tonic::{Code, Status};
 
+/// A status of `code` with an ErrorInfo of `class`: retryable when the
+/// code says the service, not the request, failed.
+pub(crate) fn status(code: Code, class: &str, message: impl Into<String>) -> Status {
+    let retryable = matches!(code, Code::Unavailable | Code::DeadlineExceeded);
+    ErrorInfo::new(class, retryable).into_status(code, message)
+}
+
+/// A malformed request; the message names the field and the limit.
+pub(crate) fn invalid(message: impl Into<String>) -> Status {
+    status(Code::InvalidArgument, "invalid_request", message)
+}
+
+/// The blob store could not store or read something.
+pub(crate) fn blob_store(message: impl Into<String>) -> Status {
+    status(Code::Unavailable, "blob_store", message)
+}
+
+pub(crate) fn internal(message: impl Into<String>) -> Status {
+    status(Code::Internal, "internal", message)
+}
+
 pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> Status {
-    Status::unavailable(format!(
-        "{what}: Temporal is unreachable or failing ({e}); retry later"
-    ))
+    status(
+        Code::Unavailable,
+        "temporal_unavailable",
+        format!("{what}: Temporal is unreachable or failing ({e}); retry later"),
+    )
 }
 
 fn rpc(what: &str, s: &Status) -> Status {
     match s.code() {
-        Code::InvalidArgument => Status::invalid_argument(format!("{what}: {}", s.message())),
-        Code::NotFound => Status::not_found(format!("{what}: {}", s.message())),
-        Code::DeadlineExceeded => Status::deadline_exceeded(format!(
-            "{what}: timed out; is a keel-worker running? ({})",
-            s.message()
-        )),
+        Code::InvalidArgument => invalid(format!("{what}: {}", s.message())),
+        Code::NotFound => status(
+            Code::NotFound,
+            "session_not_found",
+            format!("{what}: {}", s.message()),
+        ),
+        Code::DeadlineExceeded => status(
+            Code::DeadlineExceeded,
+            "temporal_timeout",
+            format!(
+                "{what}: timed out; is a keel-worker running? ({})",
+                s.message()
+            ),
+        ),
         _ => unavailable(what, s.message()),
     }
 }
@@ -31,14 +70,10 @@ fn shown(session_key: &str) -> &str {
 pub(crate) fn start(session_key: &str, e: WorkflowStartError) -> Status {
     let session_id = shown(session_key);
     match e {
-        WorkflowStartError::AlreadyStarted { .. } => {
-            Status::already_exists(format!("session {session_id:?} already exists"))
-        }
-        WorkflowStartError::Rpc(s) if s.code() == Code::AlreadyExists => {
-            Status::already_exists(format!("session {session_id:?} already exists"))
-        }
+        WorkflowStartError::AlreadyStarted { .. } => already_exists(session_id),
+        WorkflowStartError::Rpc(s) if s.code() == Code::AlreadyExists => already_exists(session_id),
         WorkflowStartError::Rpc(s) => rpc("cannot create the session", &s),
-        other => Status::internal(format!("cannot create the session: {other}")),
+        other => internal(format!("cannot create the session: {other}")),
     }
 }
 
@@ -47,7 +82,7 @@ pub(crate) fn interaction(what: &str, e: WorkflowInteractionError) -> Option<Sta
     match e {
         WorkflowInteractionError::NotFound(_) => None,
         WorkflowInteractionError::Rpc(s) => Some(rpc(what, &s)),
-        other => Some(Status::internal(format!("{what}: {other}"))),
+        other => Some(internal(format!("{what}: {other}"))),
     }
 }
 
@@ -55,7 +90,7 @@ pub(crate) fn query(what: &str, e: WorkflowQueryError) -> Option<Status> {
     match e {
         WorkflowQueryError::NotFound(_) => None,
         WorkflowQueryError::Rpc(s) => Some(rpc(what, &s)),
-        other => Some(Status::internal(format!("{what}: {other}"))),
+        other => Some(internal(format!("{what}: {other}"))),
     }
 }
 
@@ -65,25 +100,38 @@ pub(crate) fn update(session_key: &str, e: WorkflowUpdateError) -> Option<Status
     let session_id = shown(session_key);
     match e {
         WorkflowUpdateError::NotFound(_) => None,
-        WorkflowUpdateError::Failed(failure) => Some(Status::failed_precondition(format!(
-            "session {session_id:?}: {}",
-            failure.message
-        ))),
+        WorkflowUpdateError::Failed(failure) => Some(status(
+            Code::FailedPrecondition,
+            "rejected",
+            format!("session {session_id:?}: {}", failure.message),
+        )),
         WorkflowUpdateError::Rpc(s) => Some(rpc("cannot update the session", &s)),
-        other => Some(Status::internal(format!(
-            "cannot update the session: {other}"
-        ))),
+        other => Some(internal(format!("cannot update the session: {other}"))),
     }
 }
 
 pub(crate) fn not_found(session_key: &str) -> Status {
     let session_id = shown(session_key);
-    Status::not_found(format!("session {session_id:?} not found"))
+    status(
+        Code::NotFound,
+        "session_not_found",
+        format!("session {session_id:?} not found"),
+    )
 }
 
 pub(crate) fn closed(session_key: &str) -> Status {
     let session_id = shown(session_key);
-    Status::failed_precondition(format!(
-        "session {session_id:?} is closed; create a new session"
-    ))
+    status(
+        Code::FailedPrecondition,
+        "session_closed",
+        format!("session {session_id:?} is closed; create a new session"),
+    )
+}
+
+fn already_exists(session_id: &str) -> Status {
+    status(
+        Code::AlreadyExists,
+        "already_exists",
+        format!("session {session_id:?} already exists"),
+    )
 }

@@ -30,9 +30,20 @@ pub(crate) fn decode_page(page: EventsPage) -> Result<Vec<pb::Event>, Status> {
 fn decode(encoded: &str) -> Result<pb::Event, Status> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(encoded)
-        .map_err(|e| Status::internal(format!("corrupt event in the session log: {e}")))?;
-    pb::Event::decode(bytes.as_slice())
-        .map_err(|e| Status::internal(format!("corrupt event in the session log: {e}")))
+        .map_err(|e| {
+            crate::errors::status(
+                tonic::Code::Internal,
+                "corrupt_event",
+                format!("corrupt event in the session log: {e}"),
+            )
+        })?;
+    pb::Event::decode(bytes.as_slice()).map_err(|e| {
+        crate::errors::status(
+            tonic::Code::Internal,
+            "corrupt_event",
+            format!("corrupt event in the session log: {e}"),
+        )
+    })
 }
 
 fn event(e: pb::Event) -> Response {
@@ -64,7 +75,7 @@ async fn catch_up(
                 tokio::time::sleep(RETRY).await;
                 continue;
             }
-            Err(e) => return Err(Status::unavailable(format!("cannot read events: {e}"))),
+            Err(e) => return Err(crate::errors::unavailable("cannot read events", e)),
         };
         if page.first_retained > *after + 1 {
             out.push(Response {

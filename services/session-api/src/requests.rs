@@ -31,7 +31,7 @@ pub(crate) async fn answer(
 ) -> Result<Answer, Status> {
     use pb::respond_request::Answer as A;
     let answer = answer.ok_or_else(|| {
-        Status::invalid_argument("an answer is required: decision, user_input or dynamic_tool")
+        crate::errors::invalid("an answer is required: decision, user_input or dynamic_tool")
     })?;
     let converted = match answer {
         A::Decision(d) => Answer::Review(decision(d, kind)?),
@@ -42,7 +42,7 @@ pub(crate) async fn answer(
                 .map(|(k, v)| k.len() + v.answers.iter().map(String::len).sum::<usize>())
                 .sum();
             if size > MAX_USER_INPUT_BYTES {
-                return Err(Status::invalid_argument(format!(
+                return Err(crate::errors::invalid(format!(
                     "user_input: the answers exceed {MAX_USER_INPUT_BYTES} bytes"
                 )));
             }
@@ -50,10 +50,9 @@ pub(crate) async fn answer(
         }
         A::DynamicTool(r) => {
             let item = dynamic_output_item(id, &r)?;
-            let output_digest = blobs
-                .put_json(&item)
-                .await
-                .map_err(|e| Status::unavailable(format!("cannot store the tool result: {e}")))?;
+            let output_digest = blobs.put_json(&item).await.map_err(|e| {
+                crate::errors::blob_store(format!("cannot store the tool result: {e}"))
+            })?;
             Answer::DynamicTool {
                 output_digest,
                 success: r.success,
@@ -61,7 +60,7 @@ pub(crate) async fn answer(
         }
     };
     match kind {
-        Some(kind) if !converted.fits(kind) => Err(Status::invalid_argument(format!(
+        Some(kind) if !converted.fits(kind) => Err(crate::errors::invalid(format!(
             "request {id:?} is {}; the answer given does not fit it",
             kind.describe()
         ))),
@@ -78,7 +77,7 @@ fn decision(d: pb::ReviewDecision, kind: Option<RequestKind>) -> Result<ReviewDe
         Ok(K::Abort) => ReviewDecision::Abort,
         Ok(K::ApprovedExecpolicyAmendment) => {
             if kind.is_some_and(|k| k != RequestKind::ExecApproval) {
-                return Err(Status::invalid_argument(
+                return Err(crate::errors::invalid(
                     "decision: an exec-policy amendment applies to command approvals only",
                 ));
             }
@@ -89,12 +88,12 @@ fn decision(d: pb::ReviewDecision, kind: Option<RequestKind>) -> Result<ReviewDe
                     .sum::<usize>()
                     > MAX_AMENDMENT_BYTES
             {
-                return Err(Status::invalid_argument(format!(
+                return Err(crate::errors::invalid(format!(
                     "decision.execpolicy_amendment: at most {MAX_AMENDMENT_WORDS} words and {MAX_AMENDMENT_BYTES} bytes"
                 )));
             }
             if d.execpolicy_amendment.is_empty() || d.execpolicy_amendment[0].is_empty() {
-                return Err(Status::invalid_argument(
+                return Err(crate::errors::invalid(
                     "decision.execpolicy_amendment: the command prefix to allow is required",
                 ));
             }
@@ -105,7 +104,7 @@ fn decision(d: pb::ReviewDecision, kind: Option<RequestKind>) -> Result<ReviewDe
             }
         }
         Ok(K::Unspecified) | Err(_) => {
-            return Err(Status::invalid_argument(
+            return Err(crate::errors::invalid(
                 "decision.kind is required: APPROVED, APPROVED_FOR_SESSION, APPROVED_EXECPOLICY_AMENDMENT, DENIED or ABORT",
             ));
         }
@@ -128,7 +127,7 @@ fn dynamic_output_item(
         })
         .sum();
     if size > MAX_DYNAMIC_RESULT_BYTES {
-        return Err(Status::invalid_argument(format!(
+        return Err(crate::errors::invalid(format!(
             "dynamic_tool: the result exceeds {MAX_DYNAMIC_RESULT_BYTES} bytes"
         )));
     }
@@ -146,7 +145,7 @@ fn dynamic_output_item(
                     Some(Kind::Text(t)) => json!({"type": "input_text", "text": t}),
                     Some(Kind::ImageUrl(u)) => json!({"type": "input_image", "image_url": u}),
                     None => {
-                        return Err(Status::invalid_argument(
+                        return Err(crate::errors::invalid(
                             "dynamic_tool.content: every item needs text or image_url",
                         ));
                     }

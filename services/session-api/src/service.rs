@@ -40,10 +40,10 @@ pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 fn check_text(text: &str) -> Result<(), Status> {
     if text.trim().is_empty() {
-        return Err(Status::invalid_argument("text must not be empty"));
+        return Err(crate::errors::invalid("text must not be empty"));
     }
     if text.len() > MAX_TEXT_BYTES {
-        return Err(Status::invalid_argument(format!(
+        return Err(crate::errors::invalid(format!(
             "text is {} bytes; at most {MAX_TEXT_BYTES}",
             text.len()
         )));
@@ -214,7 +214,7 @@ impl SessionApi {
         self.blobs
             .put_json(&item)
             .await
-            .map_err(|e| Status::unavailable(format!("cannot store the {role} message: {e}")))
+            .map_err(|e| errors::blob_store(format!("cannot store the {role} message: {e}")))
     }
 
     /// Refuses a turn while the session's queue of waiting turns is at its
@@ -306,7 +306,7 @@ fn validate_id(field: &str, id: &str) -> Result<(), Status> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err(Status::invalid_argument(format!(
+        return Err(crate::errors::invalid(format!(
             "{field} {id:?} is invalid: use 1 to {MAX_ID_LEN} letters, digits, '-' or '_'"
         )));
     }
@@ -328,7 +328,7 @@ fn tenant_of(caller: &keel_auth::Caller) -> Option<&str> {
 
 fn required_session_id(id: &str) -> Result<(), Status> {
     if id.is_empty() {
-        return Err(Status::invalid_argument("session_id is required"));
+        return Err(crate::errors::invalid("session_id is required"));
     }
     validate_id("session_id", id)
 }
@@ -433,20 +433,20 @@ impl SessionService for SessionApi {
         };
         let key = session_key(&caller, &session_id);
         if req.cwd.len() > settings::MAX_PATH_LEN || req.cwd.contains('\0') {
-            return Err(Status::invalid_argument(format!(
+            return Err(crate::errors::invalid(format!(
                 "cwd is not a path (at most {} bytes, no NUL)",
                 settings::MAX_PATH_LEN
             )));
         }
         if req.developer_instructions.len() > MAX_DEVELOPER_INSTRUCTIONS_BYTES {
-            return Err(Status::invalid_argument(format!(
+            return Err(crate::errors::invalid(format!(
                 "developer_instructions is {} bytes; at most {MAX_DEVELOPER_INSTRUCTIONS_BYTES}",
                 req.developer_instructions.len()
             )));
         }
         settings::check_model("model", &req.model)?;
         if !req.cwd.is_empty() && !req.cwd.starts_with('/') {
-            return Err(Status::invalid_argument(format!(
+            return Err(crate::errors::invalid(format!(
                 "cwd {:?} must be an absolute path",
                 req.cwd
             )));
@@ -454,7 +454,7 @@ impl SessionService for SessionApi {
         let context = settings::patch(req.context)?;
         let dynamic_tools = settings::dynamic_tools(req.dynamic_tools)?;
         if pb::ShellToolKind::try_from(req.shell_tool).is_err() {
-            return Err(Status::invalid_argument(format!(
+            return Err(crate::errors::invalid(format!(
                 "shell_tool: unknown ShellToolKind {}",
                 req.shell_tool
             )));
@@ -548,7 +548,7 @@ impl SessionService for SessionApi {
         let key = session_key(&caller, &req.session_id);
         check_text(&req.text)?;
         if req.expected_turn_id.is_empty() {
-            return Err(Status::invalid_argument(
+            return Err(crate::errors::invalid(
                 "expected_turn_id must name the turn to steer",
             ));
         }
@@ -582,10 +582,14 @@ impl SessionService for SessionApi {
             }
         };
         if !req.queue_if_not_running {
-            return Err(Status::failed_precondition(format!(
-                "session {:?}: {refusal}; send it as a new turn (SendUserTurn) or set queue_if_not_running",
-                req.session_id
-            )));
+            return Err(errors::status(
+                tonic::Code::FailedPrecondition,
+                "turn_not_running",
+                format!(
+                    "session {:?}: {refusal}; send it as a new turn (SendUserTurn) or set queue_if_not_running",
+                    req.session_id
+                ),
+            ));
         }
         self.check_queue(&key).await?;
         let turn_id = uuid::Uuid::new_v4().to_string();
@@ -617,10 +621,14 @@ impl SessionService for SessionApi {
         // Fail fast on an unknown session or a future offset.
         let (state, _) = self.state(&key).await?;
         if req.after_offset > state.last_event_offset {
-            return Err(Status::out_of_range(format!(
-                "after_offset {} is beyond the newest event ({})",
-                req.after_offset, state.last_event_offset
-            )));
+            return Err(errors::status(
+                tonic::Code::OutOfRange,
+                "offset_out_of_range",
+                format!(
+                    "after_offset {} is beyond the newest event ({})",
+                    req.after_offset, state.last_event_offset
+                ),
+            ));
         }
         let slot = self.tenants.open_stream(&caller.tenant)?;
         let stream = events::stream(
@@ -665,7 +673,7 @@ impl SessionService for SessionApi {
         };
         let next_page_token = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(&req.page_token)
-            .map_err(|_| Status::invalid_argument("page_token is not one this server issued"))?;
+            .map_err(|_| crate::errors::invalid("page_token is not one this server issued"))?;
         let list = ListWorkflowExecutionsRequest {
             namespace: self.namespace.clone(),
             page_size: page_size as i32,
@@ -697,7 +705,7 @@ impl SessionService for SessionApi {
             code if paging
                 && !matches!(code, tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) =>
             {
-                Status::invalid_argument(
+                crate::errors::invalid(
                     "page_token is not one this server issued (or it expired); list again without it",
                 )
             }
@@ -820,7 +828,7 @@ impl SessionService for SessionApi {
         required_session_id(&req.session_id)?;
         let key = session_key(&caller, &req.session_id);
         if req.request_id.is_empty() {
-            return Err(Status::invalid_argument("request_id is required"));
+            return Err(crate::errors::invalid("request_id is required"));
         }
         let state = self.open_state(&key).await?;
         let kind = state

@@ -26,7 +26,7 @@ const MAX_TOOL_SCHEMA_LEN: usize = 16 * 1024;
 /// A model slug: at most [`MAX_MODEL_LEN`] printable characters.
 pub(crate) fn check_model(field: &str, model: &str) -> Result<(), Status> {
     if model.len() > MAX_MODEL_LEN || model.chars().any(char::is_control) {
-        return Err(Status::invalid_argument(format!(
+        return Err(crate::errors::invalid(format!(
             "{field} {:?} is invalid: at most {MAX_MODEL_LEN} printable characters",
             api_cut(model)
         )));
@@ -68,7 +68,7 @@ pub(crate) fn patch(ctx: Option<pb::TurnContext>) -> Result<Option<ContextPatch>
 
 fn one_of(field: &str, value: &Option<String>, allowed: &[&str]) -> Result<(), Status> {
     match value {
-        Some(v) if !allowed.contains(&v.as_str()) => Err(Status::invalid_argument(format!(
+        Some(v) if !allowed.contains(&v.as_str()) => Err(crate::errors::invalid(format!(
             "{field} {v:?} is not one of {}",
             allowed[1..].join(", ")
         ))),
@@ -85,7 +85,7 @@ fn approval_policy(raw: i32) -> Result<Option<ApprovalPolicy>, Status> {
         Ok(P::OnRequest) => Some(ApprovalPolicy::OnRequest),
         Ok(P::Never) => Some(ApprovalPolicy::Never),
         Err(_) => {
-            return Err(Status::invalid_argument(format!(
+            return Err(crate::errors::invalid(format!(
                 "context.approval_policy {raw} is not a known ApprovalPolicy"
             )));
         }
@@ -100,14 +100,14 @@ fn sandbox(s: pb::SandboxPolicy) -> Result<Option<SandboxSettings>, Status> {
         Ok(M::WorkspaceWrite) => SandboxMode::WorkspaceWrite,
         Ok(M::DangerFullAccess) => SandboxMode::DangerFullAccess,
         Err(_) => {
-            return Err(Status::invalid_argument(format!(
+            return Err(crate::errors::invalid(format!(
                 "context.sandbox.mode {} is not a known SandboxMode",
                 s.mode
             )));
         }
     };
     if s.writable_roots.len() > MAX_WRITABLE_ROOTS {
-        return Err(Status::invalid_argument(format!(
+        return Err(crate::errors::invalid(format!(
             "context.sandbox.writable_roots: at most {MAX_WRITABLE_ROOTS} roots"
         )));
     }
@@ -116,13 +116,13 @@ fn sandbox(s: pb::SandboxPolicy) -> Result<Option<SandboxSettings>, Status> {
         .iter()
         .find(|r| r.len() > MAX_PATH_LEN || r.contains('\0'))
     {
-        return Err(Status::invalid_argument(format!(
+        return Err(crate::errors::invalid(format!(
             "context.sandbox.writable_roots: {:?}… is not a path (at most {MAX_PATH_LEN} bytes, no NUL)",
             api_cut(bad)
         )));
     }
     if let Some(bad) = s.writable_roots.iter().find(|r| !r.starts_with('/')) {
-        return Err(Status::invalid_argument(format!(
+        return Err(crate::errors::invalid(format!(
             "context.sandbox.writable_roots: {bad:?} must be an absolute path"
         )));
     }
@@ -168,7 +168,7 @@ pub(crate) fn to_wire(s: &TurnSettings) -> pb::TurnContext {
 /// Validates the client's tools.
 pub(crate) fn dynamic_tools(tools: Vec<pb::DynamicTool>) -> Result<Vec<DynamicToolDecl>, Status> {
     if tools.len() > MAX_DYNAMIC_TOOLS {
-        return Err(Status::invalid_argument(format!(
+        return Err(crate::errors::invalid(format!(
             "dynamic_tools: at most {MAX_DYNAMIC_TOOLS} tools"
         )));
     }
@@ -190,7 +190,7 @@ pub(crate) fn dynamic_tools(tools: Vec<pb::DynamicTool>) -> Result<Vec<DynamicTo
             || !(decl.namespace.is_empty() || valid_part(&decl.namespace))
             || name.len() > MAX_TOOL_NAME_LEN
         {
-            return Err(Status::invalid_argument(format!(
+            return Err(crate::errors::invalid(format!(
                 "dynamic_tools: {name:?} is not a valid tool name (letters, digits, '_' and '-', at most {MAX_TOOL_NAME_LEN} characters with the namespace)"
             )));
         }
@@ -198,21 +198,21 @@ pub(crate) fn dynamic_tools(tools: Vec<pb::DynamicTool>) -> Result<Vec<DynamicTo
         // shadow (or be mistaken for) a command or file tool.
         let reserved = keel_tool_model::family(&name) != keel_tool_model::Family::Other;
         if reserved || out.iter().any(|o| o.model_name() == name) {
-            return Err(Status::invalid_argument(format!(
+            return Err(crate::errors::invalid(format!(
                 "dynamic_tools: {name:?} is already taken by another tool"
             )));
         }
         if decl.description.len() > MAX_TOOL_DESCRIPTION_LEN
             || decl.input_schema.len() > MAX_TOOL_SCHEMA_LEN
         {
-            return Err(Status::invalid_argument(format!(
+            return Err(crate::errors::invalid(format!(
                 "dynamic_tools: {name:?} is too large (description at most {MAX_TOOL_DESCRIPTION_LEN} bytes, schema at most {MAX_TOOL_SCHEMA_LEN})"
             )));
         }
         match serde_json::from_str::<serde_json::Value>(&decl.input_schema) {
             Ok(v) if v.is_object() => {}
             _ => {
-                return Err(Status::invalid_argument(format!(
+                return Err(crate::errors::invalid(format!(
                     "dynamic_tools: {name:?} input_schema_json must be a JSON object (a JSON Schema)"
                 )));
             }
