@@ -152,7 +152,10 @@ async fn oversized_inputs_are_refused_naming_the_limit() {
         let status = r.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
         let info = pb::ErrorInfo::from_status(&status).unwrap();
-        assert_eq!((info.class.as_str(), info.retryable), ("invalid_request", false));
+        assert_eq!(
+            (info.class.as_str(), info.retryable),
+            ("invalid_request", false)
+        );
         status.message().to_string()
     };
     let too_many_instructions = client

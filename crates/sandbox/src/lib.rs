@@ -39,7 +39,8 @@ mod mounts;
 mod probe;
 mod seccomp;
 pub mod status;
-pub mod workspace;
+/// Which directories may be touched (the keel-paths crate).
+pub use keel_paths as workspace;
 
 use std::path::{Path, PathBuf};
 

@@ -1,28 +1,24 @@
 //! `keel-tool-runner`: serves `keel.v1.ToolService`, running the agent's
-//! tool calls on the session's workspace; `keel-tool-runner apply-patch`
-//! applies a patch from stdin the way the `apply_patch` tool does. The
-//! hidden `keel-tool-runner sandbox-exec` is the sandbox helper the
-//! tool-runner starts sandboxed commands through.
+//! tool calls on the session's workspace. The hidden `keel-tool-runner
+//! sandbox-exec` is the sandbox helper the tool-runner starts sandboxed
+//! commands through. (Applying a patch by hand: the `apply-patch` command of
+//! the keel-apply-patch crate.)
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser};
 use keel_blobstore::BlobStore;
 use keel_proto::v1::tool_service_server::ToolServiceServer;
 use keel_tool_runner::calls::{Journal, lock_state_dir};
 use keel_tool_runner::exec::limits::MIB;
 use keel_tool_runner::exec::orphans::ProcessRecords;
 use keel_tool_runner::exec::{EnvInherit, EnvPattern, EnvPolicy, Executor, ResourceLimits};
-use keel_tool_runner::format::TruncationPolicy;
-use keel_tool_runner::patch::{PatchResult, apply_patch};
 use keel_tool_runner::sandbox::{
     self, SandboxMode, SandboxPolicy, SandboxSettings, status::SandboxStatus,
 };
-use keel_tool_runner::tools::apply_patch::{Layout, patch_outcome};
 use keel_tool_runner::workspace::Workspace;
 use keel_tool_runner::{SERVICE_NAME, ToolRunner, ToolRunnerConfig};
 use nix::sys::resource::{Resource, setrlimit};
@@ -32,22 +28,11 @@ use tonic::service::Routes;
 #[command(
     name = "keel-tool-runner",
     version,
-    about = "Keel's tool-runner: runs the agent's commands",
-    // `apply-patch` needs no blob store.
-    subcommand_negates_reqs = true
+    about = "Keel's tool-runner: runs the agent's commands"
 )]
 struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
     #[command(flatten)]
     serve: ServeOptions,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Apply a patch read from stdin in the current directory, print what
-    /// the model would get, and exit non-zero if it did not apply.
-    ApplyPatch(ApplyPatchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -63,12 +48,11 @@ struct ServeOptions {
     #[arg(long, env = "KEEL_EXEC_IDLE_TIMEOUT_SECS", default_value_t = 1800)]
     exec_idle_timeout_secs: u64,
     /// The blob store session-api, model-proxy and tool-runner share (see
-    /// keel_blobstore::BlobStoreArgs; an Option here only because the
-    /// `apply-patch` subcommand needs none): `file:///abs/dir`,
+    /// keel_blobstore::BlobStoreArgs): `file:///abs/dir`,
     /// `s3://bucket[/prefix]`, `gs://bucket`, `az://container`, or
     /// `memory://` (tests).
-    #[arg(long, env = "KEEL_BLOB_URL", value_name = "URL", required = true)]
-    blob_url: Option<String>,
+    #[arg(long, env = "KEEL_BLOB_URL", value_name = "URL")]
+    blob_url: String,
     /// Working directory for calls whose request names none. Defaults to the
     /// tool-runner's own current directory.
     #[arg(long, env = "KEEL_DEFAULT_CWD")]
@@ -289,16 +273,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const STATE_DIR_NAME: &str = "tool-runner-state";
 
 #[derive(Debug, Args)]
-struct ApplyPatchArgs {
-    #[command(flatten)]
-    workspace: WorkspaceArgs,
-}
-
-#[derive(Debug, Args)]
 struct WorkspaceArgs {
     /// A directory whose subtree tools may touch; repeatable. Without any,
-    /// only the default cwd (for apply-patch, the current directory) and its
-    /// subtree.
+    /// only the default cwd and its subtree.
     #[arg(
         long = "workspace-root",
         env = "KEEL_WORKSPACE_ROOTS",
@@ -341,14 +318,9 @@ fn main() -> anyhow::Result<ExitCode> {
         return Ok(code);
     }
     let cli = Cli::parse();
-    match cli.command {
-        Some(Command::ApplyPatch(args)) => apply_patch_command(&args),
-        None => {
-            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            runtime.block_on(serve(cli.serve))?;
-            Ok(ExitCode::SUCCESS)
-        }
-    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    runtime.block_on(serve(cli.serve))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(args: ServeOptions) -> anyhow::Result<()> {
@@ -356,7 +328,7 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
     keel_server::protect_process();
     let tls = args.tls.server("the tool-runner")?;
     let exec_idle_timeout_secs = args.exec_idle_timeout_secs;
-    let blob_url = args.blob_url.context("--blob-url is required")?;
+    let blob_url = args.blob_url;
     let blobs = BlobStore::open(&blob_url)?;
     let env_policy = args.env.policy()?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
@@ -618,36 +590,6 @@ fn default_state_dir(blob_url: &str) -> anyhow::Result<PathBuf> {
         "no --state-dir and no file:// blob store: journaling tool calls in a temporary directory, which a restart does not find again; a call retried across a restart may run twice"
     );
     Ok(dir)
-}
-
-/// The freeform apply_patch tool, from a shell: same parser, checks and
-/// texts.
-fn apply_patch_command(args: &ApplyPatchArgs) -> anyhow::Result<ExitCode> {
-    let mut patch = String::new();
-    std::io::stdin()
-        .read_to_string(&mut patch)
-        .context("cannot read the patch from stdin")?;
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let cwd = std::fs::canonicalize(&cwd).context("cannot resolve the current directory")?;
-    let workspace = args.workspace.workspace(&cwd, &cwd)?;
-    let start = Instant::now();
-    let result = apply_patch(&patch, &cwd, &workspace);
-    let applied = matches!(result, PatchResult::Applied { .. });
-    let outcome = patch_outcome(
-        result,
-        start.elapsed(),
-        Layout::Freeform,
-        TruncationPolicy::default(),
-    );
-    print!("{}", outcome.text);
-    if !outcome.text.ends_with('\n') {
-        println!();
-    }
-    Ok(if applied && outcome.success {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 #[cfg(test)]

@@ -18,9 +18,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::parser::{Chunk, Hunk};
-use super::seek::seek_sequence;
-use crate::workspace::{Workspace, WorkspaceError, opened_path};
+use keel_paths::{Workspace, WorkspaceError, opened_path};
+
+use crate::parser::{Chunk, Hunk};
+use crate::seek::seek_sequence;
 
 /// Why a patch cannot be applied; nothing was written.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +62,7 @@ impl WriteError {
 
 /// One verified change, with absolute paths to act on and the patch's own
 /// spelling for the summary. Serialisable: a sandboxed call's changes are
-/// written by a confined helper ([`crate::tools::apply_patch`]).
+/// written by a confined helper (the tool-runner's apply_patch tool).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
     Add {

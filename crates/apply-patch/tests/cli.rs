@@ -1,5 +1,5 @@
-//! `keel-tool-runner apply-patch` as a real process: the command-line twin
-//! of the apply_patch tool.
+//! `apply-patch` as a real process: Codex's standalone apply_patch, confined
+//! to the current directory unless told otherwise.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,12 +8,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 fn apply_patch(dir: &Path, patch: &str, extra: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keel-tool-runner"))
-        .arg("apply-patch")
+    let mut child = Command::new(env!("CARGO_BIN_EXE_apply-patch"))
         .args(extra)
         .current_dir(dir)
-        .env_remove("KEEL_WORKSPACE_ROOTS")
-        .env_remove("KEEL_ALLOW_ANY_WORKSPACE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -32,19 +29,8 @@ fn stdout(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
-/// The freeform layout with the wall time blanked.
-fn normalised(out: &Output) -> String {
-    stdout(out)
-        .lines()
-        .map(|l| {
-            if l.starts_with("Wall time: ") {
-                "Wall time: X seconds"
-            } else {
-                l
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).unwrap()
 }
 
 #[test]
@@ -56,10 +42,10 @@ fn applies_a_patch_in_the_current_directory() {
     let out = apply_patch(dir.path(), patch, &[]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
-        normalised(&out),
-        "Exit code: 0\nWall time: X seconds\nOutput:\nSuccess. Updated the following files:\nA nested/new.txt\nM modify.txt\nD delete.txt"
+        stdout(&out),
+        "Success. Updated the following files:\nA nested/new.txt\nM modify.txt\nD delete.txt\n"
     );
-    assert!(stdout(&out).ends_with("D delete.txt\n"));
+    assert_eq!(stderr(&out), "");
     assert_eq!(
         std::fs::read_to_string(dir.path().join("nested/new.txt")).unwrap(),
         "created\n"
@@ -80,9 +66,10 @@ fn failures_print_the_model_text_and_exit_non_zero() {
         "*** Begin Patch\n*** Update File: missing.txt\n@@\n-a\n+b\n*** End Patch",
         &[],
     );
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "");
     assert_eq!(
-        stdout(&out),
+        stderr(&out),
         format!(
             "apply_patch verification failed: Failed to read file to update {}: No such file or directory (os error 2)\n",
             cwd.join("missing.txt").display()
@@ -90,12 +77,12 @@ fn failures_print_the_model_text_and_exit_non_zero() {
     );
     let out = apply_patch(dir.path(), "*** Begin Patch\n*** End Patch", &[]);
     assert_eq!(
-        (stdout(&out).as_str(), out.status.success()),
-        ("patch rejected: empty patch\n", false)
+        (stderr(&out).as_str(), out.status.code()),
+        ("patch rejected: empty patch\n", Some(1))
     );
     let out = apply_patch(dir.path(), "garbage", &[]);
     assert_eq!(
-        stdout(&out),
+        stderr(&out),
         "apply_patch verification failed: Invalid patch: The first line of the patch must be '*** Begin Patch'\n"
     );
 }
@@ -109,18 +96,52 @@ fn stays_in_the_current_directory_unless_told_otherwise() {
     let out = apply_patch(&inner, patch, &[]);
     assert!(!out.status.success());
     assert!(
-        stdout(&out).starts_with("patch rejected: access denied: "),
+        stderr(&out).starts_with("patch rejected: access denied: "),
         "{}",
-        stdout(&out)
+        stderr(&out)
     );
     assert!(!dir.path().join("escaped.txt").exists());
 
     let out = apply_patch(&inner, patch, &["--allow-any-workspace"]);
-    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(out.status.success(), "{}", stderr(&out));
     assert!(dir.path().join("escaped.txt").exists());
 
     let root = dir.path().display().to_string();
     let patch = "*** Begin Patch\n*** Add File: ../second.txt\n+x\n*** End Patch";
     let out = apply_patch(&inner, patch, &["--workspace-root", &root]);
-    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn the_patch_may_be_the_argument_and_usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_apply-patch"))
+        .arg("*** Begin Patch\n*** Add File: a.txt\n+a\n*** End Patch")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("a.txt")).unwrap(),
+        "a\n"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_apply-patch"))
+        .args(["one", "two"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("exactly one argument"),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing on stdin.
+    let out = apply_patch(dir.path(), "", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("Usage: apply-patch"),
+        "{}",
+        stderr(&out)
+    );
 }

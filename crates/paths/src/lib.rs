@@ -1,11 +1,13 @@
-//! Which directories the tool-runner may touch. Every path a request or a
-//! tool call names is resolved against the filesystem — canonicalised, so
-//! `..` and symlinks are followed to where they really lead — and only then
-//! compared with the allowed roots. Comparing unresolved paths would let
+//! Which directories may be touched. Every path a request or a tool call
+//! names is resolved against the filesystem — canonicalised, so `..` and
+//! symlinks are followed to where they really lead — and only then compared
+//! with the allowed roots. Comparing unresolved paths would let
 //! `link-to-etc/passwd` or `sub/../../etc` through.
 //!
-//! The sandbox (a later module) confines what commands do; this confines what
-//! the tool-runner itself reads and writes, and where commands start.
+//! The tool-runner confines its own reads and writes and where commands
+//! start with a [`Workspace`]; the sandbox (keel-sandbox) confines what
+//! commands do; apply_patch (keel-apply-patch) resolves every path a patch
+//! names through one.
 
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd as _;

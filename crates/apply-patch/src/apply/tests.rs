@@ -1,8 +1,8 @@
 use std::fs;
 
 use super::*;
-use crate::patch::parser::parse_patch;
-use crate::patch::{PatchResult, apply_patch};
+use crate::parser::parse_patch;
+use crate::{PatchResult, apply_patch};
 
 struct Dir {
     _tmp: tempfile::TempDir,
