@@ -1,0 +1,120 @@
+//! Checks of request fields and conversions between the workflow's types
+//! and the wire's.
+
+use super::*;
+
+pub(super) fn validate_id(field: &str, id: &str) -> Result<(), Status> {
+    if id.is_empty()
+        || id.len() > MAX_ID_LEN
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(crate::errors::invalid(format!(
+            "{field} {id:?} is invalid: use 1 to {MAX_ID_LEN} letters, digits, '-' or '_'"
+        )));
+    }
+    Ok(())
+}
+
+/// The key of the caller's session `session_id` (see
+/// [`api::session_key`]): the caller's tenant is part of it, so no call can
+/// reach another tenant's session.
+pub(super) fn session_key(caller: &keel_auth::Caller, session_id: &str) -> String {
+    api::session_key(tenant_of(caller), session_id)
+}
+
+/// The caller's tenant as the workflow contract names it (`None`: the
+/// default tenant).
+pub(super) fn tenant_of(caller: &keel_auth::Caller) -> Option<&str> {
+    (caller.tenant != keel_auth::DEFAULT_TENANT).then_some(caller.tenant.as_str())
+}
+
+pub(super) fn required_session_id(id: &str) -> Result<(), Status> {
+    if id.is_empty() {
+        return Err(crate::errors::invalid("session_id is required"));
+    }
+    validate_id("session_id", id)
+}
+
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub(super) fn timestamp_ms(ms: u64) -> Option<prost_types::Timestamp> {
+    (ms > 0).then(|| prost_types::Timestamp {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    })
+}
+
+pub(super) fn usage(u: &api::Usage) -> pb::TokenUsage {
+    pb::TokenUsage {
+        input_tokens: u.input_tokens,
+        cached_input_tokens: u.cached_input_tokens,
+        output_tokens: u.output_tokens,
+        reasoning_output_tokens: u.reasoning_output_tokens,
+        total_tokens: u.total_tokens,
+    }
+}
+
+pub(super) fn wf_status(raw: i32) -> WorkflowExecutionStatus {
+    use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus as Raw;
+    Raw::try_from(raw)
+        .map(Into::into)
+        .unwrap_or(WorkflowExecutionStatus::Unknown)
+}
+
+pub(super) fn status_of(run: RunStatus, wf: WorkflowExecutionStatus) -> pb::SessionStatus {
+    match wf {
+        WorkflowExecutionStatus::Running => match run {
+            RunStatus::Idle => pb::SessionStatus::Idle,
+            RunStatus::Running => pb::SessionStatus::Running,
+            RunStatus::Closed => pb::SessionStatus::Closed,
+        },
+        WorkflowExecutionStatus::Completed | WorkflowExecutionStatus::ContinuedAsNew => {
+            pb::SessionStatus::Closed
+        }
+        _ => pb::SessionStatus::Failed,
+    }
+}
+
+pub(super) fn session_from_state(s: &SessionState, wf: WorkflowExecutionStatus) -> pb::Session {
+    pb::Session {
+        session_id: api::split_session_key(&s.session_id).1.to_string(),
+        owner: s.owner.clone(),
+        status: status_of(s.status, wf) as i32,
+        created_at: timestamp_ms(s.created_at_ms),
+        last_activity_at: timestamp_ms(s.last_activity_ms),
+        model: s.model.clone(),
+        cwd: s.cwd.clone(),
+        last_event_offset: s.last_event_offset,
+        turns_completed: s.turns_completed,
+        queued_turns: s.queued_turns,
+        total_token_usage: Some(usage(&s.total_usage)),
+        workflow_id: api::workflow_id(&s.session_id),
+        history_rollovers: s.runs,
+        context: Some(settings::to_wire(&s.settings)),
+        pending_requests: s
+            .pending_requests
+            .iter()
+            .map(|p| pb::PendingRequest {
+                request_id: p.request_id.clone(),
+                turn_id: p.turn_id.clone(),
+                kind: pending_kind(p.kind) as i32,
+            })
+            .collect(),
+    }
+}
+
+pub(super) fn pending_kind(kind: api::RequestKind) -> pb::PendingRequestKind {
+    match kind {
+        api::RequestKind::ExecApproval => pb::PendingRequestKind::ExecApproval,
+        api::RequestKind::PatchApproval => pb::PendingRequestKind::PatchApproval,
+        api::RequestKind::UserInput => pb::PendingRequestKind::UserInput,
+        api::RequestKind::DynamicTool => pb::PendingRequestKind::DynamicTool,
+    }
+}
