@@ -174,27 +174,7 @@ pub(crate) fn pending_table(
             summary(events.get(&r.request_id)),
         ]);
     }
-    let mut widths = [0usize; 3];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row.iter()) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    rows.iter()
-        .map(|row| {
-            let line = format!(
-                "{:<w0$}  {:<w1$}  {:<w2$}  {}",
-                row[0],
-                row[1],
-                row[2],
-                row[3],
-                w0 = widths[0],
-                w1 = widths[1],
-                w2 = widths[2]
-            );
-            format!("{}\n", line.trim_end())
-        })
-        .collect()
+    crate::render::table(&rows)
 }
 
 /// Changes the session's settings for every later model and tool call, and

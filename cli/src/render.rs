@@ -426,6 +426,33 @@ fn to_datetime(ts: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::U
 }
 
 /// Joins argv so that a POSIX shell would split it back the same way.
+/// Rows of four cells (the first the header) as aligned columns two spaces
+/// apart; the last column is not padded, and no line ends in spaces.
+pub(crate) fn table(rows: &[[String; 4]]) -> String {
+    let mut widths = [0usize; 3];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let line = format!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 pub(crate) fn shell_join(args: &[String]) -> String {
     args.iter()
         .map(|arg| shell_quote(arg))

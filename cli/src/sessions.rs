@@ -74,28 +74,7 @@ pub(crate) fn to_table(sessions: &[Session]) -> String {
             when(s.last_activity_at.as_ref()),
         ]);
     }
-    let mut widths = [0usize; 3];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row.iter()) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let line = format!(
-            "{:<w0$}  {:<w1$}  {:<w2$}  {}",
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2]
-        );
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    crate::render::table(&rows)
 }
 
 /// Prints the list as a table or a JSON array.

@@ -79,6 +79,42 @@ fn session_api(
         .unwrap()
 }
 
+/// Waits until the extra session-api started in `dir` serves, then runs
+/// one turn through it; returns its client and the session. The stack's
+/// worker does not notify this session-api of new events, so the turn is
+/// watched through the session's state rather than followed.
+async fn one_turn_through(stack: &Stack, dir: &Path) -> (session::Client, String) {
+    let addr_file = dir.join("addr");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        if let Ok(addr) = std::fs::read_to_string(&addr_file) {
+            break addr;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the session-api did not start: {}",
+            std::fs::read_to_string(dir.join("log.err")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut client = stack.connect_to(&addr).await.unwrap();
+    let sid = session::create(&mut client, None).await.unwrap();
+    session::send(&mut client, &sid, "t1", "hello")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while session::get(&mut client, &sid)
+        .await
+        .unwrap()
+        .turns_completed
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the turn did not complete");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (client, sid)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_run_through_a_temporal_that_requires_mutual_tls() {
     let fake = FakeModel::start(vec![Scripted::assistant("over TLS")])
@@ -128,37 +164,7 @@ async fn sessions_run_through_a_temporal_that_requires_mutual_tls() {
             path(&pki.worker_key),
         ],
     );
-    let addr_file = dir.path().join("addr");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = loop {
-        if let Ok(addr) = std::fs::read_to_string(&addr_file) {
-            break addr;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the TLS session-api did not start: {}",
-            std::fs::read_to_string(dir.path().join("log.err")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    // The stack's worker does not notify this extra session-api of new
-    // events, so the test reads the session's state and log rather than
-    // following it.
-    let mut client = stack.connect_to(&addr).await.unwrap();
-    let sid = session::create(&mut client, None).await.unwrap();
-    session::send(&mut client, &sid, "t1", "hello")
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while session::get(&mut client, &sid)
-        .await
-        .unwrap()
-        .turns_completed
-        == 0
-    {
-        assert!(Instant::now() < deadline, "the turn did not complete");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (mut client, sid) = one_turn_through(&stack, dir.path()).await;
     let mut log = client
         .stream_events(pb::StreamEventsRequest {
             session_id: sid.clone(),
@@ -306,6 +312,7 @@ async fn sessions_run_through_a_temporal_that_requires_an_api_key() {
     );
     wrong.kill().unwrap();
     wrong.wait().unwrap();
+    let refused_before = refused.load(Ordering::SeqCst);
 
     // The right key (with a trailing newline, as files have): it serves, and
     // a session made through it runs.
@@ -322,36 +329,12 @@ async fn sessions_run_through_a_temporal_that_requires_an_api_key() {
             path(&keys.path().join("right")),
         ],
     );
-    let addr_file = dir.path().join("addr");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = loop {
-        if let Ok(addr) = std::fs::read_to_string(&addr_file) {
-            break addr;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the session-api with the key did not start: {}",
-            std::fs::read_to_string(dir.path().join("log.err")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let refused_before = refused.load(Ordering::SeqCst);
-    let mut client = stack.connect_to(&addr).await.unwrap();
-    let sid = session::create(&mut client, None).await.unwrap();
-    session::send(&mut client, &sid, "t1", "hello")
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while session::get(&mut client, &sid)
-        .await
-        .unwrap()
-        .turns_completed
-        == 0
-    {
-        assert!(Instant::now() < deadline, "the turn did not complete");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(refused.load(Ordering::SeqCst), refused_before);
+    one_turn_through(&stack, dir.path()).await;
+    assert_eq!(
+        refused.load(Ordering::SeqCst),
+        refused_before,
+        "a call with the key was refused"
+    );
     right.kill().unwrap();
     right.wait().unwrap();
 }

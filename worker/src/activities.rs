@@ -357,7 +357,7 @@ impl KeelActivities {
                         return Ok(ModelCallOutput {
                             head: c.head,
                             items,
-                            usage: usage(c.usage.unwrap_or_default()),
+                            usage: c.usage.unwrap_or_default().into(),
                             model: c.model,
                         });
                     }
@@ -659,16 +659,6 @@ fn codex_class(class: &str) -> &'static str {
         }
         "prefix_missing" => failure_type::PREFIX_MISSING,
         _ => failure_type::OTHER,
-    }
-}
-
-fn usage(u: pb::TokenUsage) -> Usage {
-    Usage {
-        input_tokens: u.input_tokens,
-        cached_input_tokens: u.cached_input_tokens,
-        output_tokens: u.output_tokens,
-        reasoning_output_tokens: u.reasoning_output_tokens,
-        total_tokens: u.total_tokens,
     }
 }
 

@@ -482,6 +482,31 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
+/// The one conversion each way between history's usage and the wire's.
+impl From<&Usage> for keel_proto::v1::TokenUsage {
+    fn from(u: &Usage) -> Self {
+        Self {
+            input_tokens: u.input_tokens,
+            cached_input_tokens: u.cached_input_tokens,
+            output_tokens: u.output_tokens,
+            reasoning_output_tokens: u.reasoning_output_tokens,
+            total_tokens: u.total_tokens,
+        }
+    }
+}
+
+impl From<keel_proto::v1::TokenUsage> for Usage {
+    fn from(u: keel_proto::v1::TokenUsage) -> Self {
+        Self {
+            input_tokens: u.input_tokens,
+            cached_input_tokens: u.cached_input_tokens,
+            output_tokens: u.output_tokens,
+            reasoning_output_tokens: u.reasoning_output_tokens,
+            total_tokens: u.total_tokens,
+        }
+    }
+}
+
 impl Usage {
     pub fn add(&mut self, o: &Usage) {
         self.input_tokens += o.input_tokens;

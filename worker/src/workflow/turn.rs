@@ -76,8 +76,8 @@ pub(super) async fn run_turn(
             now,
             &turn_id,
             Msg::TokenCount(pb::TokenCount {
-                total_token_usage: Some(to_pb(&s.durable.usage)),
-                last_token_usage: Some(to_pb(&turn_usage)),
+                total_token_usage: Some((&s.durable.usage).into()),
+                last_token_usage: Some((&turn_usage).into()),
             }),
         );
         let msg = match end {
@@ -101,16 +101,6 @@ pub(super) async fn run_turn(
     });
     upsert_memo(ctx, RunStatus::Idle);
     Ok(())
-}
-
-fn to_pb(u: &Usage) -> pb::TokenUsage {
-    pb::TokenUsage {
-        input_tokens: u.input_tokens,
-        cached_input_tokens: u.cached_input_tokens,
-        output_tokens: u.output_tokens,
-        reasoning_output_tokens: u.reasoning_output_tokens,
-        total_tokens: u.total_tokens,
-    }
 }
 
 /// Patch marker: turns recorded before it ran every tool call without

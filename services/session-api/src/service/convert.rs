@@ -51,16 +51,6 @@ pub(super) fn timestamp_ms(ms: u64) -> Option<prost_types::Timestamp> {
     })
 }
 
-pub(super) fn usage(u: &api::Usage) -> pb::TokenUsage {
-    pb::TokenUsage {
-        input_tokens: u.input_tokens,
-        cached_input_tokens: u.cached_input_tokens,
-        output_tokens: u.output_tokens,
-        reasoning_output_tokens: u.reasoning_output_tokens,
-        total_tokens: u.total_tokens,
-    }
-}
-
 pub(super) fn wf_status(raw: i32) -> WorkflowExecutionStatus {
     use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus as Raw;
     Raw::try_from(raw)
@@ -94,7 +84,7 @@ pub(super) fn session_from_state(s: &SessionState, wf: WorkflowExecutionStatus) 
         last_event_offset: s.last_event_offset,
         turns_completed: s.turns_completed,
         queued_turns: s.queued_turns,
-        total_token_usage: Some(usage(&s.total_usage)),
+        total_token_usage: Some((&s.total_usage).into()),
         workflow_id: api::workflow_id(&s.session_id),
         history_rollovers: s.runs,
         context: Some(settings::to_wire(&s.settings)),
