@@ -79,6 +79,26 @@ fn session_api(
         .unwrap()
 }
 
+/// Starts a session-api with `temporal_flags` through `front`, waits until
+/// the front refuses it, checks that it never served, and stops it.
+async fn refused_and_never_serves(
+    stack: &Stack,
+    front: &str,
+    temporal_flags: &[String],
+    refused: &AtomicUsize,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = session_api(stack, dir.path(), front, temporal_flags);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while refused.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the front never refused it");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!dir.path().join("addr").exists(), "served without Temporal");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// Waits until the extra session-api started in `dir` serves, then runs
 /// one turn through it; returns its client and the session. The stack's
 /// worker does not notify this session-api of new events, so the turn is
@@ -129,24 +149,13 @@ async fn sessions_run_through_a_temporal_that_requires_mutual_tls() {
 
     // Without a client certificate: refused at the handshake, so this
     // session-api never gets to serve.
-    let plain_dir = tempfile::tempdir().unwrap();
-    let mut no_cert = session_api(
+    refused_and_never_serves(
         &stack,
-        plain_dir.path(),
         &front,
         &["--temporal-tls-ca".into(), path(&pki.ca)],
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while refused.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the front never saw a handshake");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        !plain_dir.path().join("addr").exists(),
-        "served without Temporal"
-    );
-    no_cert.kill().unwrap();
-    no_cert.wait().unwrap();
+        &refused,
+    )
+    .await;
 
     // With the worker's certificate: it connects, and a session made
     // through it runs (on the stack's worker).
@@ -289,10 +298,8 @@ async fn sessions_run_through_a_temporal_that_requires_an_api_key() {
 
     // A wrong key: refused, and this session-api never serves.
     std::fs::write(keys.path().join("wrong"), "not-the-key\n").unwrap();
-    let wrong_dir = tempfile::tempdir().unwrap();
-    let mut wrong = session_api(
+    refused_and_never_serves(
         &stack,
-        wrong_dir.path(),
         &front,
         &[
             "--temporal-tls-ca".into(),
@@ -300,18 +307,9 @@ async fn sessions_run_through_a_temporal_that_requires_an_api_key() {
             "--temporal-api-key-file".into(),
             path(&keys.path().join("wrong")),
         ],
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while refused.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the front never refused a call");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        !wrong_dir.path().join("addr").exists(),
-        "served without Temporal"
-    );
-    wrong.kill().unwrap();
-    wrong.wait().unwrap();
+        &refused,
+    )
+    .await;
     let refused_before = refused.load(Ordering::SeqCst);
 
     // The right key (with a trailing newline, as files have): it serves, and
