@@ -316,9 +316,14 @@ pub(crate) fn event_json(event: &Event) -> Value {
 
 fn msg_fields(msg: &Msg) -> Value {
     match msg {
-        Msg::SessionConfigured(m) => {
-            json!({"session_id": m.session_id, "model": m.model, "cwd": m.cwd})
-        }
+        Msg::SessionConfigured(m) => json!({
+            "session_id": m.session_id,
+            "model": m.model,
+            "model_provider": m.model_provider,
+            "cwd": m.cwd,
+            "settings": m.context.as_ref().map(crate::settings::context_json),
+            "history_rollovers": m.history_rollovers,
+        }),
         Msg::TurnStarted(_) | Msg::ShutdownComplete(_) => json!({}),
         Msg::UserMessage(m) => json!({"message": m.message, "truncated": m.truncated}),
         Msg::AgentMessage(m) => json!({"message": m.message, "truncated": m.truncated}),

@@ -172,7 +172,8 @@ where
 
 /// What woke the watch loop.
 enum Happened {
-    Stream(Result<Option<StreamEventsResponse>, Status>),
+    /// Boxed: a response is far bigger than the other variants.
+    Stream(Box<Result<Option<StreamEventsResponse>, Status>>),
     Line(Option<String>),
     Interrupt,
 }
@@ -199,33 +200,35 @@ impl<O: Write, E: Write> Watch<O, E> {
         loop {
             let asking = self.asker.as_ref().is_some_and(Asker::asking);
             let happened = tokio::select! {
-                message = stream.message() => Happened::Stream(message),
+                message = stream.message() => Happened::Stream(Box::new(message)),
                 line = next_line(&mut self.lines), if asking => Happened::Line(line),
                 _ = sigint.recv() => Happened::Interrupt,
             };
             match happened {
-                Happened::Stream(Ok(Some(response))) => match response.kind {
-                    Some(Kind::Event(event)) => match self.event(event)? {
-                        Progress::Running => {}
-                        Progress::Completed => return Ok(()),
-                        Progress::Failed(why) => bail!(why),
+                Happened::Stream(message) => match *message {
+                    Ok(Some(response)) => match response.kind {
+                        Some(Kind::Event(event)) => match self.event(event)? {
+                            Progress::Running => {}
+                            Progress::Completed => return Ok(()),
+                            Progress::Failed(why) => bail!(why),
+                        },
+                        Some(Kind::Gap(gap)) => {
+                            self.renderer.gap(&gap).context("cannot write the output")?
+                        }
+                        Some(Kind::Delta(delta)) if delta.turn_id == turn_id => self
+                            .renderer
+                            .delta(&delta)
+                            .context("cannot write the output")?,
+                        Some(Kind::Delta(_)) | None => {}
                     },
-                    Some(Kind::Gap(gap)) => {
-                        self.renderer.gap(&gap).context("cannot write the output")?
-                    }
-                    Some(Kind::Delta(delta)) if delta.turn_id == turn_id => self
-                        .renderer
-                        .delta(&delta)
-                        .context("cannot write the output")?,
-                    Some(Kind::Delta(_)) | None => {}
-                },
-                Happened::Stream(Ok(None)) => bail!(
-                    "the event stream ended before turn {turn_id} finished \
+                    Ok(None) => bail!(
+                        "the event stream ended before turn {turn_id} finished \
                      (it may still be running: keel run --session {session_id} ...)"
-                ),
-                Happened::Stream(Err(status)) => {
-                    return Err(self.api.error("StreamEvents", &status));
-                }
+                    ),
+                    Err(status) => {
+                        return Err(self.api.error("StreamEvents", &status));
+                    }
+                },
                 Happened::Line(line) => self.line(line).await,
                 Happened::Interrupt => {
                     self.close_prompt();

@@ -514,16 +514,22 @@ async fn every_service_answers_hostile_bytes_with_a_status_and_keeps_serving() {
             pb::GetSandboxStatusRequest {},
         ),
     ];
-    let model_methods = vec![Method {
-        path: "/keel.v1.ModelService/StreamResponse",
-        kind: Kind::ServerStream,
-        seed: pb::StreamResponseRequest {
-            session_id: "fuzz".into(),
-            model: "test-model".into(),
-            ..Default::default()
-        }
-        .encode_to_vec(),
-    }];
+    let model_methods = vec![
+        Method {
+            path: "/keel.v1.ModelService/StreamResponse",
+            kind: Kind::ServerStream,
+            seed: pb::StreamResponseRequest {
+                session_id: "fuzz".into(),
+                model: "test-model".into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        },
+        unary(
+            "/keel.v1.ModelService/DescribeDefaults",
+            pb::DescribeDefaultsRequest::default(),
+        ),
+    ];
     let broker_methods = vec![
         unary(
             "/keel.v1.McpBrokerService/ListMcpTools",

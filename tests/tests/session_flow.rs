@@ -370,3 +370,101 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
         .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
 }
+
+/// `session_configured` tells what the session runs with: the model-proxy's
+/// default model and provider filled in where the session names none, and
+/// every setting. An override sends it again with the settings then in
+/// force, and GetSession says the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn session_configured_reports_the_settings_in_force() {
+    let fake = FakeModel::start(vec![]).await.unwrap();
+    let options = StackOptions::new(fake.base_url());
+    let default_model = options.model.clone();
+    let stack = Stack::launch(options).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sid = session::create(&mut client, Some(dir.path()))
+        .await
+        .unwrap();
+    let mut events = session::follow(&mut client, &sid, 0, false).await.unwrap();
+    let first = session::next_event(&mut events).await.unwrap();
+    let Some(Msg::SessionConfigured(configured)) = first.msg else {
+        panic!("the first event is {first:?}")
+    };
+    assert_eq!(first.offset, 1);
+    assert_eq!(configured.session_id, sid);
+    assert_eq!(configured.model, default_model);
+    assert_eq!(configured.model_provider, "openai");
+    assert_eq!(configured.cwd, dir.path().to_str().unwrap());
+    let context = configured.context.unwrap();
+    assert_eq!(context.model.as_deref(), Some(default_model.as_str()));
+    assert_eq!(
+        context.approval_policy,
+        pb::ApprovalPolicy::OnRequest as i32
+    );
+    assert_eq!(
+        context.sandbox.as_ref().unwrap().mode,
+        pb::SandboxMode::WorkspaceWrite as i32
+    );
+
+    let answer = client
+        .override_turn_context(pb::OverrideTurnContextRequest {
+            session_id: sid.clone(),
+            context: Some(pb::TurnContext {
+                approval_policy: pb::ApprovalPolicy::Never as i32,
+                model: Some("other-model".into()),
+                reasoning_effort: Some("high".into()),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .context
+        .unwrap();
+    let (_, again) = session::until(&mut events, |e| match &e.msg {
+        Some(Msg::SessionConfigured(c)) => Some(c.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(again.model, "other-model");
+    assert_eq!(again.model_provider, "openai");
+    let context = again.context.unwrap();
+    assert_eq!(context, answer);
+    assert_eq!(context.approval_policy, pb::ApprovalPolicy::Never as i32);
+    assert_eq!(context.reasoning_effort.as_deref(), Some("high"));
+    let state = session::get(&mut client, &sid).await.unwrap();
+    assert_eq!(
+        (state.model.as_str(), state.model_provider.as_str()),
+        ("other-model", "openai")
+    );
+    assert_eq!(state.context.unwrap(), context);
+
+    // Back to the default: the model-proxy's model, named.
+    client
+        .override_turn_context(pb::OverrideTurnContextRequest {
+            session_id: sid.clone(),
+            context: Some(pb::TurnContext {
+                model: Some(String::new()),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        session::get(&mut client, &sid).await.unwrap().model,
+        default_model
+    );
+
+    // A session that went through both markers, for replay tests.
+    client
+        .close_session(pb::CloseSessionRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+    history::record_closed(&stack.temporal_address, &sid, "session_configured_closed")
+        .await
+        .unwrap();
+}

@@ -38,7 +38,7 @@ pub mod failure_type {
     pub const PREFIX_MISSING: &str = "prefix_missing";
 }
 
-pub use keel_workflow_api::{SessionSetup, ToolSpec};
+pub use keel_workflow_api::{ModelDefaults, SessionSetup, ToolSpec};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SetupInput {
@@ -436,6 +436,23 @@ impl KeelActivities {
             })
         };
         with_heartbeats(&ctx, call).await
+    }
+
+    /// What the model-proxy fills in for settings a session leaves empty,
+    /// read once at the session's start for `session_configured`.
+    #[activity(name = "describe_defaults")]
+    pub async fn describe_defaults(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        _input: (),
+    ) -> Result<ModelDefaults, ActivityError> {
+        let mut client = self.model.clone();
+        let defaults = client
+            .describe_defaults(pb::DescribeDefaultsRequest::default())
+            .await
+            .map_err(status_failure)?
+            .into_inner();
+        Ok(defaults.into())
     }
 
     /// Ends the session's tool-runner state when the session closes: its

@@ -134,20 +134,25 @@ impl AgentWorkflow {
 
     #[run]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<SessionOutcome> {
-        let now = ctx.workflow_time();
-        ctx.state_mut(|s| {
-            if s.durable.runs == 0 {
-                let msg = Msg::SessionConfigured(pb::SessionConfigured {
-                    // The id the client knows (the key without its tenant).
-                    session_id: keel_workflow_api::split_session_key(&s.input.session_id)
-                        .1
-                        .to_string(),
-                    model: s.durable.settings.model.clone(),
-                    cwd: s.input.cwd.clone(),
-                });
-                s.emit(now, "", msg);
+        if ctx.state(|s| s.durable.runs == 0) {
+            let resolved = ctx.patched(PATCH_SESSION_CONFIGURED);
+            if resolved {
+                // Best effort: without the defaults the event shows the
+                // session's own settings, as before.
+                match ctx
+                    .execute_activity(KeelActivities::describe_defaults, (), describe_options())
+                    .await
+                {
+                    Ok(defaults) => ctx.state_mut(|s| s.durable.model_defaults = Some(defaults)),
+                    Err(e) => tracing::warn!(error = %e, "cannot read the model-proxy's defaults"),
+                }
             }
-        });
+            let now = ctx.workflow_time();
+            ctx.state_mut(|s| {
+                let msg = s.session_configured(resolved);
+                s.emit(now, "", msg);
+            });
+        }
         loop {
             // Turn boundary: roll the history over before it grows too long.
             let history = ctx.history_length();
@@ -289,15 +294,23 @@ impl AgentWorkflow {
         self.answers.insert(r.request_id.clone(), r);
     }
 
-    /// Changes the persistent settings, from the next model call on.
+    /// Changes the persistent settings, from the next model call on, and
+    /// reports them (a `session_configured` event; the answer).
     #[update(name = "override_context")]
     pub fn override_context(
         &mut self,
-        _ctx: &mut SyncWorkflowContext<Self>,
+        ctx: &mut SyncWorkflowContext<Self>,
         patch: ContextPatch,
     ) -> TurnSettings {
         self.durable.settings = self.durable.settings.with(&patch);
-        self.durable.settings.clone()
+        if ctx.patched(PATCH_CONFIGURED_ON_OVERRIDE) {
+            let now = ctx.workflow_time();
+            let msg = self.session_configured(true);
+            self.emit(now, "", msg);
+        }
+        self.durable
+            .settings
+            .resolved(self.durable.model_defaults.as_ref())
     }
 
     #[update_validator(steer)]
@@ -359,6 +372,7 @@ impl AgentWorkflow {
             settings: self.durable.settings.clone(),
             pending_requests: self.requests.clone(),
             owner: self.input.owner.clone(),
+            model_defaults: self.durable.model_defaults.clone(),
         }
     }
 }
@@ -386,6 +400,34 @@ impl AgentWorkflow {
     fn emit(&mut self, ctx_time: Option<std::time::SystemTime>, turn_id: &str, msg: Msg) {
         let offset = self.durable.log.push(ctx_time, turn_id, msg);
         crate::notices::record(&self.run_id, &self.input.session_id, offset);
+    }
+
+    /// A `session_configured` event: what the session runs with now (the
+    /// model-proxy's defaults filled in), or — for sessions started before
+    /// patch `session-configured-v1`, replayed — the event as they had it.
+    fn session_configured(&self, resolved: bool) -> Msg {
+        // The id the client knows (the key without its tenant).
+        let session_id = keel_workflow_api::split_session_key(&self.input.session_id)
+            .1
+            .to_string();
+        if !resolved {
+            return Msg::SessionConfigured(pb::SessionConfigured {
+                session_id,
+                model: self.durable.settings.model.clone(),
+                cwd: self.input.cwd.clone(),
+                ..Default::default()
+            });
+        }
+        let defaults = self.durable.model_defaults.as_ref();
+        let settings = self.durable.settings.resolved(defaults);
+        Msg::SessionConfigured(pb::SessionConfigured {
+            session_id,
+            model: settings.model.clone(),
+            cwd: self.input.cwd.clone(),
+            model_provider: defaults.map(|d| d.provider.clone()).unwrap_or_default(),
+            context: Some((&settings).into()),
+            history_rollovers: self.durable.runs,
+        })
     }
 
     /// The settings for the next model or tool call.
@@ -569,6 +611,26 @@ fn inline_output(call_id: &str, output: &str, custom: bool) -> AppendItem {
         "function_call_output"
     };
     AppendItem::Inline(json!({"type": kind, "call_id": call_id, "output": output}).to_string())
+}
+
+/// Patch marker: sessions started before it reported only their own model
+/// and cwd in `session_configured`; from it on, the session reads the
+/// model-proxy's defaults first and reports every setting.
+const PATCH_SESSION_CONFIGURED: &str = "session-configured-v1";
+/// Patch marker: overrides answered before it emitted no event.
+const PATCH_CONFIGURED_ON_OVERRIDE: &str = "configured-on-override-v1";
+
+/// Reading the model-proxy's defaults: short, a few attempts.
+fn describe_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .maximum_attempts(3)
+                .build(),
+        )
+        .summary("model defaults")
+        .build()
 }
 
 /// Patch marker: sessions closed by code before it did not end their

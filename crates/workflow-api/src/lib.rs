@@ -434,6 +434,10 @@ pub struct Carried {
     /// (see the worker's `ModelCallInput::prefix_digest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_prefix: Option<String>,
+    /// What the model-proxy fills in for empty settings, read at the
+    /// session's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_defaults: Option<ModelDefaults>,
 }
 
 /// Why a session workflow ended.
@@ -582,6 +586,90 @@ pub struct SessionState {
     /// authentication).
     #[serde(default)]
     pub owner: String,
+    /// What the model-proxy fills in for empty settings, as read at the
+    /// session's start; `None` before it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_defaults: Option<ModelDefaults>,
+}
+
+/// What a model call that leaves its fields empty runs with
+/// (`keel.v1.DescribeDefaultsResponse`), as a session read it at its start.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ModelDefaults {
+    pub provider: String,
+    pub model: String,
+    #[serde(default)]
+    pub reasoning_effort: String,
+    #[serde(default)]
+    pub reasoning_summary: String,
+    #[serde(default)]
+    pub personality: String,
+}
+
+impl From<keel_proto::v1::DescribeDefaultsResponse> for ModelDefaults {
+    fn from(d: keel_proto::v1::DescribeDefaultsResponse) -> Self {
+        Self {
+            provider: d.provider,
+            model: d.model,
+            reasoning_effort: d.reasoning_effort,
+            reasoning_summary: d.reasoning_summary,
+            personality: d.personality,
+        }
+    }
+}
+
+impl TurnSettings {
+    /// These settings with `defaults` where they leave a field empty: what
+    /// model calls really run with.
+    pub fn resolved(&self, defaults: Option<&ModelDefaults>) -> TurnSettings {
+        let mut out = self.clone();
+        if let Some(d) = defaults {
+            for (field, default) in [
+                (&mut out.model, &d.model),
+                (&mut out.reasoning_effort, &d.reasoning_effort),
+                (&mut out.reasoning_summary, &d.reasoning_summary),
+                (&mut out.personality, &d.personality),
+            ] {
+                if field.is_empty() {
+                    field.clone_from(default);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The settings as the wire shows them (every field set).
+impl From<&TurnSettings> for keel_proto::v1::TurnContext {
+    fn from(s: &TurnSettings) -> Self {
+        use keel_proto::v1 as pb;
+        let policy = match s.approval_policy {
+            ApprovalPolicy::Untrusted => pb::ApprovalPolicy::Untrusted,
+            ApprovalPolicy::OnFailure => pb::ApprovalPolicy::OnFailure,
+            ApprovalPolicy::OnRequest => pb::ApprovalPolicy::OnRequest,
+            ApprovalPolicy::Never => pb::ApprovalPolicy::Never,
+        };
+        let mode = match s.sandbox.mode {
+            SandboxMode::ReadOnly => pb::SandboxMode::ReadOnly,
+            SandboxMode::WorkspaceWrite => pb::SandboxMode::WorkspaceWrite,
+            SandboxMode::DangerFullAccess => pb::SandboxMode::DangerFullAccess,
+        };
+        pb::TurnContext {
+            approval_policy: policy as i32,
+            sandbox: Some(pb::SandboxPolicy {
+                mode: mode as i32,
+                writable_roots: s.sandbox.writable_roots.clone(),
+                network_access: s.sandbox.network_access,
+                exclude_tmpdir_env_var: s.sandbox.exclude_tmpdir_env_var,
+                exclude_slash_tmp: s.sandbox.exclude_slash_tmp,
+            }),
+            model: Some(s.model.clone()),
+            reasoning_effort: Some(s.reasoning_effort.clone()),
+            reasoning_summary: Some(s.reasoning_summary.clone()),
+            personality: Some(s.personality.clone()),
+            max_iterations: Some(s.max_iterations),
+        }
+    }
 }
 
 macro_rules! definition {

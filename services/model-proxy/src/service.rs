@@ -13,8 +13,8 @@ use keel_blobstore::{BlobStore, conversation, validate_digest};
 use keel_proto::v1::model_service_server::{ModelService, ModelServiceServer};
 use keel_proto::v1::stream_response_response::Event;
 use keel_proto::v1::{
-    CallPrefix, OutputItemDone, ResponseCompleted, StreamResponseRequest, StreamResponseResponse,
-    ToolSpec, item_input,
+    CallPrefix, DescribeDefaultsRequest, DescribeDefaultsResponse, OutputItemDone,
+    ResponseCompleted, StreamResponseRequest, StreamResponseResponse, ToolSpec, item_input,
 };
 use prost::Message as _;
 use reqwest::Url;
@@ -123,6 +123,35 @@ impl ModelProxy {
 #[tonic::async_trait]
 impl ModelService for ModelProxy {
     type StreamResponseStream = ReceiverStream<Result<StreamResponseResponse, Status>>;
+
+    async fn describe_defaults(
+        &self,
+        request: Request<DescribeDefaultsRequest>,
+    ) -> Result<Response<DescribeDefaultsResponse>, Status> {
+        let req = request.into_inner();
+        let route = self
+            .inner
+            .route(&req.provider)
+            .map_err(|e| self.inner.status(e))?;
+        let config = &self.inner.config;
+        let d = &config.defaults;
+        Ok(Response::new(DescribeDefaultsResponse {
+            provider: route.provider.id.clone(),
+            model: config.default_model.clone(),
+            reasoning_effort: d
+                .reasoning_effort
+                .map(|e| e.as_str().to_string())
+                .unwrap_or_default(),
+            reasoning_summary: d
+                .reasoning_summary
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            personality: d
+                .personality
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default(),
+        }))
+    }
 
     async fn stream_response(
         &self,

@@ -502,7 +502,7 @@ impl SessionService for SessionApi {
         let patch = settings::patch(req.context)?.unwrap_or_default();
         let settings = self.update(&key, OverrideContextUpdate, patch).await?;
         Ok(Response::new(pb::OverrideTurnContextResponse {
-            context: Some(settings::to_wire(&settings)),
+            context: Some((&settings).into()),
         }))
     }
 

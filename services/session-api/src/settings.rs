@@ -4,7 +4,7 @@
 
 use keel_proto::v1 as pb;
 use keel_workflow_api::{
-    ApprovalPolicy, ContextPatch, DynamicToolDecl, SandboxMode, SandboxSettings, TurnSettings,
+    ApprovalPolicy, ContextPatch, DynamicToolDecl, SandboxMode, SandboxSettings,
 };
 use tonic::Status;
 
@@ -133,36 +133,6 @@ fn sandbox(s: pb::SandboxPolicy) -> Result<Option<SandboxSettings>, Status> {
         exclude_tmpdir_env_var: s.exclude_tmpdir_env_var,
         exclude_slash_tmp: s.exclude_slash_tmp,
     }))
-}
-
-/// Settings in force, for GetSession and OverrideTurnContext.
-pub(crate) fn to_wire(s: &TurnSettings) -> pb::TurnContext {
-    let policy = match s.approval_policy {
-        ApprovalPolicy::Untrusted => pb::ApprovalPolicy::Untrusted,
-        ApprovalPolicy::OnFailure => pb::ApprovalPolicy::OnFailure,
-        ApprovalPolicy::OnRequest => pb::ApprovalPolicy::OnRequest,
-        ApprovalPolicy::Never => pb::ApprovalPolicy::Never,
-    };
-    let mode = match s.sandbox.mode {
-        SandboxMode::ReadOnly => pb::SandboxMode::ReadOnly,
-        SandboxMode::WorkspaceWrite => pb::SandboxMode::WorkspaceWrite,
-        SandboxMode::DangerFullAccess => pb::SandboxMode::DangerFullAccess,
-    };
-    pb::TurnContext {
-        approval_policy: policy as i32,
-        sandbox: Some(pb::SandboxPolicy {
-            mode: mode as i32,
-            writable_roots: s.sandbox.writable_roots.clone(),
-            network_access: s.sandbox.network_access,
-            exclude_tmpdir_env_var: s.sandbox.exclude_tmpdir_env_var,
-            exclude_slash_tmp: s.sandbox.exclude_slash_tmp,
-        }),
-        model: Some(s.model.clone()),
-        reasoning_effort: Some(s.reasoning_effort.clone()),
-        reasoning_summary: Some(s.reasoning_summary.clone()),
-        personality: Some(s.personality.clone()),
-        max_iterations: Some(s.max_iterations),
-    }
 }
 
 /// Validates the client's tools.
@@ -296,8 +266,8 @@ mod tests {
             ..Default::default()
         };
         let p = patch(Some(ctx)).unwrap().unwrap();
-        let s = TurnSettings::default().with(&p);
-        let wire = to_wire(&s);
+        let s = keel_workflow_api::TurnSettings::default().with(&p);
+        let wire = pb::TurnContext::from(&s);
         assert_eq!(wire.approval_policy, pb::ApprovalPolicy::Never as i32);
         assert_eq!(wire.model.as_deref(), Some("m2"));
         assert_eq!(wire.reasoning_effort.as_deref(), Some("high"));

@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use keel_workflow_api::{
-    ApprovalKey, Carried, SessionInput, SessionSetup, TurnSettings, Usage, UserTurn,
+    ApprovalKey, Carried, ModelDefaults, SessionInput, SessionSetup, TurnSettings, Usage, UserTurn,
 };
 
 use crate::activities::AppendItem;
@@ -47,6 +47,8 @@ pub(super) struct Durable {
     pub(super) compact_requested: bool,
     /// The call prefix the model-proxy holds, by digest.
     pub(super) stored_prefix: Option<String>,
+    /// What the model-proxy fills in for empty settings.
+    pub(super) model_defaults: Option<ModelDefaults>,
 }
 
 impl Durable {
@@ -72,6 +74,7 @@ impl Durable {
             ended_requests,
             compact_requested,
             stored_prefix,
+            model_defaults,
         } = input.carried.clone().unwrap_or_default();
         let log = if runs == 0 && events.is_empty() {
             EventLog::new(input.retained_events)
@@ -99,6 +102,7 @@ impl Durable {
             ended_requests: ended_requests.into(),
             compact_requested,
             stored_prefix,
+            model_defaults,
         }
     }
 
@@ -123,6 +127,7 @@ impl Durable {
             ended_requests,
             compact_requested,
             stored_prefix,
+            model_defaults,
         } = self;
         let (events_first, events) = log.carry();
         Carried {
@@ -144,6 +149,7 @@ impl Durable {
             ended_requests: ended_requests.iter().cloned().collect(),
             compact_requested: *compact_requested,
             stored_prefix: stored_prefix.clone(),
+            model_defaults: model_defaults.clone(),
         }
     }
 }
@@ -212,6 +218,13 @@ mod tests {
             ended_requests: vec![("call".into(), "aborted".into())],
             compact_requested: true,
             stored_prefix: Some("d".repeat(64)),
+            model_defaults: Some(ModelDefaults {
+                provider: "openai".into(),
+                model: "gpt-5".into(),
+                reasoning_effort: "high".into(),
+                reasoning_summary: "auto".into(),
+                personality: "pragmatic".into(),
+            }),
         }
     }
 

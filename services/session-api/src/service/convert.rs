@@ -73,13 +73,16 @@ pub(super) fn status_of(run: RunStatus, wf: WorkflowExecutionStatus) -> pb::Sess
 }
 
 pub(super) fn session_from_state(s: &SessionState, wf: WorkflowExecutionStatus) -> pb::Session {
+    let defaults = s.model_defaults.as_ref();
+    let settings = s.settings.resolved(defaults);
     pb::Session {
+        model_provider: defaults.map(|d| d.provider.clone()).unwrap_or_default(),
         session_id: api::split_session_key(&s.session_id).1.to_string(),
         owner: s.owner.clone(),
         status: status_of(s.status, wf) as i32,
         created_at: timestamp_ms(s.created_at_ms),
         last_activity_at: timestamp_ms(s.last_activity_ms),
-        model: s.model.clone(),
+        model: settings.model.clone(),
         cwd: s.cwd.clone(),
         last_event_offset: s.last_event_offset,
         turns_completed: s.turns_completed,
@@ -87,7 +90,7 @@ pub(super) fn session_from_state(s: &SessionState, wf: WorkflowExecutionStatus) 
         total_token_usage: Some((&s.total_usage).into()),
         workflow_id: api::workflow_id(&s.session_id),
         history_rollovers: s.runs,
-        context: Some(settings::to_wire(&s.settings)),
+        context: Some((&settings).into()),
         pending_requests: s
             .pending_requests
             .iter()
