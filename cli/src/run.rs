@@ -5,6 +5,11 @@
 //! when stdin is one; otherwise `keel run` prints how to answer them with
 //! `keel approve` / `deny` / `answer` and keeps following, since another
 //! client may answer.
+//!
+//! At a terminal, a line typed while the turn runs (and nothing is asked)
+//! steers it, as Enter does in Codex: the model sees it at its next call.
+//! A line ended with Tab (Tab, then Enter) is queued as the next turn
+//! instead, as Tab does in Codex; `keel run` then follows that turn too.
 
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -14,7 +19,7 @@ use keel_proto::v1::event::Msg;
 use keel_proto::v1::stream_events_response::Kind;
 use keel_proto::v1::{
     CreateSessionRequest, Event, GetSessionRequest, InterruptRequest, SendUserTurnRequest, Session,
-    SessionStatus, StreamEventsRequest, StreamEventsResponse,
+    SessionStatus, SteerTurnRequest, StreamEventsRequest, StreamEventsResponse,
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -86,10 +91,17 @@ pub(crate) async fn run(target: Target, options: RunOptions) -> Result<()> {
     let stream = stream
         .map_err(|status| api.error("StreamEvents", &status))?
         .into_inner();
+    if interactive {
+        note(
+            "(type to steer this turn with Enter; end a line with Tab, then Enter, to queue it as the next turn)",
+        );
+    }
     let watch = Watch {
         api,
         session_id,
         turn: Turn::new(turn_id),
+        queued: std::collections::VecDeque::new(),
+        failures: Vec::new(),
         renderer,
         asker: interactive.then(Asker::default),
         lines: interactive.then(ask::stdin_lines),
@@ -178,11 +190,16 @@ enum Happened {
     Interrupt,
 }
 
-/// Following one turn: its events, the person's answers, Ctrl-C.
+/// Following our turn (and those queued from this terminal): their events,
+/// the person's answers and messages, Ctrl-C.
 struct Watch<O, E> {
     api: SessionApi,
     session_id: String,
     turn: Turn,
+    /// Turns queued from this terminal, to follow after `turn`.
+    queued: std::collections::VecDeque<String>,
+    /// How the turns before `turn` failed.
+    failures: Vec<String>,
     renderer: Renderer<O, E>,
     /// Present when requests are asked on the terminal.
     asker: Option<Asker>,
@@ -193,25 +210,37 @@ struct Watch<O, E> {
 
 impl<O: Write, E: Write> Watch<O, E> {
     async fn follow(mut self, mut stream: Streaming<StreamEventsResponse>) -> Result<()> {
-        let turn_id = self.turn.id.clone();
         let session_id = self.session_id.clone();
         let mut sigint = signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
         let mut interrupted = false;
         loop {
-            let asking = self.asker.as_ref().is_some_and(Asker::asking);
+            let turn_id = self.turn.id.clone();
             let happened = tokio::select! {
                 message = stream.message() => Happened::Stream(Box::new(message)),
-                line = next_line(&mut self.lines), if asking => Happened::Line(line),
+                line = next_line(&mut self.lines) => Happened::Line(line),
                 _ = sigint.recv() => Happened::Interrupt,
             };
             match happened {
                 Happened::Stream(message) => match *message {
                     Ok(Some(response)) => match response.kind {
-                        Some(Kind::Event(event)) => match self.event(event)? {
-                            Progress::Running => {}
-                            Progress::Completed => return Ok(()),
-                            Progress::Failed(why) => bail!(why),
-                        },
+                        Some(Kind::Event(event)) => {
+                            let progress = self.event(event)?;
+                            if let Progress::Failed(why) = &progress {
+                                self.failures.push(why.clone());
+                            }
+                            if progress != Progress::Running {
+                                match self.queued.pop_front() {
+                                    Some(next) => {
+                                        note(format_args!("following the queued turn {next}"));
+                                        self.turn = Turn::new(next);
+                                    }
+                                    None => match self.failures.pop() {
+                                        None => return Ok(()),
+                                        Some(why) => bail!(why),
+                                    },
+                                }
+                            }
+                        }
                         Some(Kind::Gap(gap)) => {
                             self.renderer.gap(&gap).context("cannot write the output")?
                         }
@@ -251,7 +280,7 @@ impl<O: Write, E: Write> Watch<O, E> {
     }
 
     fn event(&mut self, event: Event) -> Result<Progress> {
-        if !self.turn.concerns(&event) {
+        if !self.turn.concerns(&event) && !self.queued.contains(&event.turn_id) {
             return Ok(Progress::Running);
         }
         let Some(msg) = &event.msg else {
@@ -269,11 +298,17 @@ impl<O: Write, E: Write> Watch<O, E> {
                 asker.resolved(&r.call_id);
             }
             (Some(asker), msg) if ask::askable(msg) => {
-                // Lines typed before anything was asked must not answer it.
+                // Lines typed before anything was asked must not answer it
+                // (nor be lost without a word).
                 if !asker.asking()
                     && let Some(lines) = &mut self.lines
                 {
-                    while lines.try_recv().is_ok() {}
+                    while let Ok(line) = lines.try_recv() {
+                        note(format_args!(
+                            "not sent, a question came first: {}",
+                            line.trim()
+                        ));
+                    }
                 }
                 asker.offer(msg);
             }
@@ -294,8 +329,12 @@ impl<O: Write, E: Write> Watch<O, E> {
         // The person's Enter ended the prompt's line.
         self.prompt_open = false;
         let Some(line) = line else {
+            let asking = self.asker.as_ref().is_some_and(Asker::asking);
             self.asker = None;
             self.lines = None;
+            if !asking {
+                return;
+            }
             note(format_args!(
                 "stdin closed: answer the pending requests with keel approve / deny / answer \
                  (see keel pending {})",
@@ -303,6 +342,10 @@ impl<O: Write, E: Write> Watch<O, E> {
             ));
             return;
         };
+        if !self.asker.as_ref().is_some_and(Asker::asking) {
+            self.message(line).await;
+            return;
+        }
         let Some(step) = self.asker.as_mut().and_then(|a| a.input(&line)) else {
             return;
         };
@@ -317,6 +360,49 @@ impl<O: Write, E: Write> Watch<O, E> {
                 }
                 self.open_prompt();
             }
+        }
+    }
+
+    /// A line typed while nothing is asked: steers the running turn, or
+    /// — ended with Tab — is queued as a new turn.
+    async fn message(&mut self, line: String) {
+        let queue = line.ends_with('\t');
+        let text = line.trim().to_string();
+        if text.is_empty() {
+            return;
+        }
+        if queue {
+            let turn_id = uuid::Uuid::new_v4().to_string();
+            match send_turn(&mut self.api, &self.session_id, text, &turn_id, None).await {
+                Ok(()) => {
+                    note(format_args!("queued turn {turn_id}"));
+                    self.queued.push_back(turn_id);
+                }
+                Err(e) => note(format_args!("keel: {e:#}")),
+            }
+            return;
+        }
+        let request = SteerTurnRequest {
+            session_id: self.session_id.clone(),
+            text,
+            expected_turn_id: self.turn.id.clone(),
+            // Our turn ended in the meantime: the message starts the next.
+            queue_if_not_running: true,
+        };
+        match self.api.client.steer_turn(request).await {
+            Ok(answer) => {
+                let answer = answer.into_inner();
+                if answer.queued {
+                    note(format_args!(
+                        "the turn had ended; queued turn {}",
+                        answer.turn_id
+                    ));
+                    self.queued.push_back(answer.turn_id);
+                } else {
+                    note(format_args!("steered turn {}", answer.turn_id));
+                }
+            }
+            Err(status) => note(format_args!("{:#}", self.api.error("SteerTurn", &status))),
         }
     }
 

@@ -880,3 +880,54 @@ fn at_a_terminal(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `keel run` at a terminal steers the running turn with what the person
+/// types (Enter) and queues a line ended with Tab as the next turn, which it
+/// then follows too — as Codex's Enter and Tab do while a turn runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_steers_with_enter_and_queues_with_tab() -> anyhow::Result<()> {
+    let wait = json!({"command": ["sh", "-c", "while [ ! -e release-the-command ]; do sleep 0.05; done"]})
+        .to_string();
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call("c_wait", "shell", &wait),
+        Scripted::assistant("Steered reply."),
+        Scripted::assistant("Queued reply."),
+    ])
+    .await?;
+    let stack = Stack::launch(StackOptions::new(fake.base_url())).await?;
+    let keel = Keel {
+        exe: bin("keel")?,
+        state: tempfile::tempdir()?,
+        workspace: tempfile::tempdir()?,
+        temporal_address: stack.temporal_address.clone(),
+        model_url: fake.base_url(),
+        addr: Some(stack.session_api.clone()),
+        token: Some(stack.token.clone()),
+    };
+    tokio::task::spawn_blocking(move || steer_and_queue_at_a_terminal(&keel, &fake)).await?
+}
+
+fn steer_and_queue_at_a_terminal(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
+    let mut term = Terminal::open(keel, &["run", "start waiting"])?;
+    // The command waits; the person types while it runs.
+    term.answer("release-the-command", "also say hi\n")?;
+    term.answer("steered turn", "and then this\t\n")?;
+    term.answer("queued turn", "")?;
+    std::fs::write(keel.workspace.path().join("release-the-command"), "")?;
+    let screen = term.finish()?;
+    ensure!(screen.contains("Steered reply."), "{screen}");
+    ensure!(screen.contains("Queued reply."), "{screen}");
+    let requests = fake.requests();
+    ensure!(requests.len() == 3, "{} model requests", requests.len());
+    let texts = |i: usize| serde_json::to_string(requests[i].input()).unwrap_or_default();
+    // The steer joined the running turn: the same call that carries the
+    // command's output carries it.
+    ensure!(
+        requests[1].function_call_output("c_wait").is_some() && texts(1).contains("also say hi"),
+        "the steer did not reach the turn's next call: {}",
+        texts(1)
+    );
+    ensure!(!texts(1).contains("and then this"), "{}", texts(1));
+    ensure!(texts(2).contains("and then this"), "{}", texts(2));
+    Ok(())
+}
