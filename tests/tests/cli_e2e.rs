@@ -886,8 +886,9 @@ fn at_a_terminal(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
 /// then follows too — as Codex's Enter and Tab do while a turn runs.
 #[tokio::test(flavor = "multi_thread")]
 async fn run_steers_with_enter_and_queues_with_tab() -> anyhow::Result<()> {
-    let wait = json!({"command": ["sh", "-c", "while [ ! -e release-the-command ]; do sleep 0.05; done"]})
-        .to_string();
+    let wait =
+        json!({"command": ["sh", "-c", "while [ ! -e release-the-command ]; do sleep 0.05; done"]})
+            .to_string();
     let fake = FakeModel::start(vec![
         Scripted::tool_call("c_wait", "shell", &wait),
         Scripted::assistant("Steered reply."),

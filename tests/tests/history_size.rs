@@ -209,3 +209,69 @@ async fn the_call_prefix_is_in_history_once() {
         .await
         .unwrap();
 }
+
+/// A model-proxy whose blob store lost a session's call prefix (a wiped
+/// store, a new bucket) answers `prefix_missing`; the workflow sends the
+/// prefix again, once, and the turn goes on as if nothing happened.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_call_prefix_is_sent_again() {
+    use keel_proto::v1 as pb;
+    use keel_test_support::fake_model::{FakeModel, Scripted};
+    use keel_test_support::stack::{Stack, StackOptions};
+    use keel_test_support::{history, session};
+
+    let fake = FakeModel::start(vec![Scripted::assistant("one"), Scripted::assistant("two")])
+        .await
+        .unwrap();
+    let stack = Stack::launch(StackOptions::new(fake.base_url()))
+        .await
+        .unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let sid = session::create(&mut client, None).await.unwrap();
+    let mut events = session::follow(&mut client, &sid, 0, false).await.unwrap();
+    let finish = async |events: &mut tonic::Streaming<pb::StreamEventsResponse>, turn: &str| {
+        session::until(events, |e| match &e.msg {
+            Some(pb::event::Msg::Error(err)) if e.turn_id == turn => {
+                panic!("turn {turn} failed: {err:?}")
+            }
+            Some(pb::event::Msg::TurnComplete(c)) if e.turn_id == turn => {
+                Some(c.last_agent_message.clone())
+            }
+            _ => None,
+        })
+        .await
+        .unwrap()
+        .1
+    };
+    session::send(&mut client, &sid, "t1", "first")
+        .await
+        .unwrap();
+    assert_eq!(finish(&mut events, "t1").await, "one");
+
+    // The prefix the first call stored, named in its input in history.
+    let temporal = history::temporal_client(&stack.temporal_address)
+        .await
+        .unwrap();
+    let text =
+        history::decoded_text(&history::history_json(&temporal, &sid).await.unwrap()).unwrap();
+    let at = text
+        .find("\"prefix_digest\":\"")
+        .expect("no prefix digest in history")
+        + 17;
+    let digest = &text[at..at + 64];
+    let blob = stack
+        .dir()
+        .join("blobs/sha256")
+        .join(&digest[..2])
+        .join(digest);
+    std::fs::remove_file(&blob).unwrap();
+
+    session::send(&mut client, &sid, "t2", "second")
+        .await
+        .unwrap();
+    assert_eq!(finish(&mut events, "t2").await, "two");
+    assert!(blob.exists(), "the prefix was not stored again");
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 2, "the lost prefix cost no model request");
+    assert!(requests[1].tool_names().contains(&"shell".to_string()));
+}
