@@ -71,6 +71,20 @@ struct Keel {
 }
 
 impl Keel {
+    /// `keel` talking to the test stack's session-api, in a workspace and
+    /// state directory of its own.
+    fn on(stack: &Stack, fake: &FakeModel) -> anyhow::Result<Keel> {
+        Ok(Keel {
+            exe: bin("keel")?,
+            state: tempfile::tempdir()?,
+            workspace: tempfile::tempdir()?,
+            temporal_address: stack.temporal_address.clone(),
+            model_url: fake.base_url(),
+            addr: Some(stack.session_api.clone()),
+            token: Some(stack.token.clone()),
+        })
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.exe);
         cmd.arg("--state-dir").arg(self.state.path());
@@ -554,15 +568,7 @@ async fn approvals_from_the_command_line() -> anyhow::Result<()> {
     .await?;
     let options = StackOptions::new(fake.base_url());
     let stack = Stack::launch(options).await?;
-    let keel = Keel {
-        exe: bin("keel")?,
-        state: tempfile::tempdir()?,
-        workspace: tempfile::tempdir()?,
-        temporal_address: stack.temporal_address.clone(),
-        model_url: fake.base_url(),
-        addr: Some(stack.session_api.clone()),
-        token: Some(stack.token.clone()),
-    };
+    let keel = Keel::on(&stack, &fake)?;
     tokio::task::spawn_blocking(move || {
         approvals(&keel, &fake).map_err(|e| {
             let e = stack.explain(e, "worker");
@@ -750,15 +756,7 @@ async fn run_asks_at_a_terminal() -> anyhow::Result<()> {
     ])
     .await?;
     let stack = Stack::launch(StackOptions::new(fake.base_url())).await?;
-    let keel = Keel {
-        exe: bin("keel")?,
-        state: tempfile::tempdir()?,
-        workspace: tempfile::tempdir()?,
-        temporal_address: stack.temporal_address.clone(),
-        model_url: fake.base_url(),
-        addr: Some(stack.session_api.clone()),
-        token: Some(stack.token.clone()),
-    };
+    let keel = Keel::on(&stack, &fake)?;
     tokio::task::spawn_blocking(move || at_a_terminal(&keel, &fake)).await?
 }
 
@@ -896,15 +894,7 @@ async fn run_steers_with_enter_and_queues_with_tab() -> anyhow::Result<()> {
     ])
     .await?;
     let stack = Stack::launch(StackOptions::new(fake.base_url())).await?;
-    let keel = Keel {
-        exe: bin("keel")?,
-        state: tempfile::tempdir()?,
-        workspace: tempfile::tempdir()?,
-        temporal_address: stack.temporal_address.clone(),
-        model_url: fake.base_url(),
-        addr: Some(stack.session_api.clone()),
-        token: Some(stack.token.clone()),
-    };
+    let keel = Keel::on(&stack, &fake)?;
     tokio::task::spawn_blocking(move || steer_and_queue_at_a_terminal(&keel, &fake)).await?
 }
 

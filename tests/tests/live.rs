@@ -180,13 +180,18 @@ async fn a_client_on_another_replica_sees_every_event_pushed() {
     let mut first = stack.connect_to(&stack.session_apis[0]).await.unwrap();
     let mut second = stack.connect_to(&stack.session_apis[1]).await.unwrap();
     let sid = session::create(&mut first, None).await.unwrap();
-    // Follow on the second replica before the turn exists.
+    // Follow on the second replica before the turn exists, and wait until
+    // the stream is under way (its first event, `session_configured`, is
+    // read): a stream still catching up when the whole turn is over would
+    // rightly get the turn's events and no deltas.
     let mut stream = session::follow(&mut second, &sid, 0, true).await.unwrap();
+    let first_event = session::next_event(&mut stream).await.unwrap();
+    assert_eq!(first_event.offset, 1);
     session::send(&mut first, &sid, "turn-1", "go")
         .await
         .unwrap();
 
-    let mut offsets = Vec::new();
+    let mut offsets = vec![first_event.offset];
     let mut command_done = false;
     let mut deltas = String::new();
     tokio::time::timeout(WAIT, async {

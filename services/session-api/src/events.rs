@@ -190,7 +190,21 @@ pub(crate) fn stream(
                 Next::Event(_) | Next::CatchUp | Next::Progress => {
                     let (caught, closed) = catch_up(&api, &session_id, &mut after, true).await?;
                     for r in caught {
+                        let offset = match &r.kind {
+                            Some(pb::stream_events_response::Kind::Event(e)) => Some(e.offset),
+                            _ => None,
+                        };
                         yield r;
+                        // Each held delta right after the events it waited
+                        // for, before the later ones (the model's finished
+                        // message, the turn's end).
+                        while let Some(offset) = offset
+                            && held.front().is_some_and(|d| d.events_before <= offset)
+                        {
+                            if let Some(d) = held.pop_front() {
+                                yield delta(d);
+                            }
+                        }
                     }
                     if closed {
                         return;
