@@ -182,3 +182,66 @@ async fn apply_patch_read_file_grep_files_and_project_context() {
         .await
         .unwrap();
 }
+
+/// A provider on the Chat Completions wire (Ollama, LM Studio, llama.cpp,
+/// most gateways) cannot carry freeform tools: the session learns the wire
+/// from the model-proxy, offers apply_patch as a JSON function, and a patch
+/// the model sends that way is applied.
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_providers_are_offered_apply_patch_as_a_function() {
+    let patch = "*** Begin Patch\n*** Add File: hello.txt\n+hi\n*** End Patch\n";
+    let args = json!({ "input": patch }).to_string();
+    let fake = FakeModel::start(vec![
+        Scripted::chat_tool_call("call_p", "apply_patch", &args),
+        Scripted::chat_assistant("written"),
+    ])
+    .await
+    .unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "model_provider = \"local\"\n\n[model_providers.local]\nname = \"Local\"\nbase_url = \"{}\"\nwire_api = \"chat\"\n",
+            fake.base_url()
+        ),
+    )
+    .unwrap();
+    let mut options = StackOptions::new(fake.base_url());
+    options.model_proxy_args = vec!["--config".into(), config.display().to_string()];
+    let stack = Stack::launch(options).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sid = session::create(&mut client, Some(dir.path()))
+        .await
+        .unwrap();
+    let mut events = session::follow(&mut client, &sid, 0, false).await.unwrap();
+    let first = session::next_event(&mut events).await.unwrap();
+    let Some(Msg::SessionConfigured(configured)) = first.msg else {
+        panic!("{first:?}")
+    };
+    assert_eq!(configured.model_provider, "local");
+    session::send(&mut client, &sid, "t1", "write hello")
+        .await
+        .unwrap();
+    let (seen, done) = session::until(&mut events, |e| match &e.msg {
+        Some(Msg::TurnComplete(c)) => Some(c.last_agent_message.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(done, "written", "{seen:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("hello.txt")).unwrap(),
+        "hi\n"
+    );
+    let requests = fake.requests();
+    assert_eq!(requests[0].path, "/v1/chat/completions");
+    let tools = requests[0].body["tools"].as_array().unwrap();
+    let apply_patch = tools
+        .iter()
+        .find(|t| t["function"]["name"] == "apply_patch")
+        .expect("apply_patch offered as a function");
+    assert_eq!(apply_patch["type"], "function");
+    assert!(tools.iter().all(|t| t["type"] == "function"), "{tools:?}");
+}

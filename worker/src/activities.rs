@@ -47,6 +47,10 @@ pub struct SetupInput {
     /// `keel.v1.ShellToolKind`; 0: `shell`.
     #[serde(default)]
     pub shell_tool: i32,
+    /// Offer apply_patch as a JSON function, not a freeform tool (the
+    /// provider speaks Chat Completions, which has no custom tools).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub json_apply_patch: bool,
 }
 
 pub use keel_workflow_api::AppendItem;
@@ -400,7 +404,11 @@ impl KeelActivities {
         let call = async move {
             let tools = client
                 .list_tools(pb::ListToolsRequest {
-                    apply_patch_format: pb::ApplyPatchFormat::Freeform as i32,
+                    apply_patch_format: if input.json_apply_patch {
+                        pb::ApplyPatchFormat::Json as i32
+                    } else {
+                        pb::ApplyPatchFormat::Freeform as i32
+                    },
                     // Unset means `shell` for sessions (for ListTools it
                     // would mean unified exec).
                     shell_tool: match input.shell_tool {

@@ -110,6 +110,8 @@ pub struct StackOptions {
     pub insecure_no_auth: bool,
     /// Extra session-api flags (e.g. a JWT issuer).
     pub session_api_args: Vec<String>,
+    /// Extra flags for the model-proxy (e.g. `--config FILE`).
+    pub model_proxy_args: Vec<String>,
     /// Services talk plaintext (`--insecure-plaintext`) instead of mutual
     /// TLS with the stack's own CA.
     pub insecure_plaintext: bool,
@@ -155,6 +157,7 @@ impl StackOptions {
             session_api_replicas: 1,
             insecure_no_auth: false,
             session_api_args: Vec::new(),
+            model_proxy_args: Vec::new(),
             insecure_plaintext: false,
         }
     }
@@ -417,8 +420,14 @@ impl Stack {
     ) -> anyhow::Result<String> {
         let addr_file = self.dir.path().join(format!("{name}.addr"));
         let mut args = layout.service_args(component, &addr_file, |dep| self.address(dep))?;
-        if component == keel_stack::Component::SessionApi {
-            args.extend(self.options.session_api_args.iter().cloned());
+        match component {
+            keel_stack::Component::SessionApi => {
+                args.extend(self.options.session_api_args.iter().cloned())
+            }
+            keel_stack::Component::ModelProxy => {
+                args.extend(self.options.model_proxy_args.iter().cloned())
+            }
+            _ => {}
         }
         let spec = Spec {
             program: bin(component.program())?,

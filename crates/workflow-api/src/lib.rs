@@ -604,6 +604,16 @@ pub struct ModelDefaults {
     pub reasoning_summary: String,
     #[serde(default)]
     pub personality: String,
+    /// `responses` or `chat` (empty: read before it was reported).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub wire_api: String,
+}
+
+impl ModelDefaults {
+    /// The provider cannot carry custom (freeform) tools: Chat Completions.
+    pub fn no_custom_tools(&self) -> bool {
+        self.wire_api == "chat"
+    }
 }
 
 impl From<keel_proto::v1::DescribeDefaultsResponse> for ModelDefaults {
@@ -614,6 +624,7 @@ impl From<keel_proto::v1::DescribeDefaultsResponse> for ModelDefaults {
             reasoning_effort: d.reasoning_effort,
             reasoning_summary: d.reasoning_summary,
             personality: d.personality,
+            wire_api: d.wire_api,
         }
     }
 }

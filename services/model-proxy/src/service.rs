@@ -150,6 +150,7 @@ impl ModelService for ModelProxy {
                 .personality
                 .map(|p| p.as_str().to_string())
                 .unwrap_or_default(),
+            wire_api: route.provider.wire_api.as_str().to_string(),
         }))
     }
 

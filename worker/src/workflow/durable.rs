@@ -224,6 +224,7 @@ mod tests {
                 reasoning_effort: "high".into(),
                 reasoning_summary: "auto".into(),
                 personality: "pragmatic".into(),
+                wire_api: "chat".into(),
             }),
         }
     }

@@ -4,7 +4,7 @@
 //! The patch markers checked at the start of each turn live here.
 
 use keel_proto::v1 as pb;
-use keel_workflow_api::{RunStatus, Usage, UserTurn};
+use keel_workflow_api::{ModelDefaults, RunStatus, Usage, UserTurn};
 use pb::event::Msg;
 use temporalio_sdk::{
     ActivityExecutionError, WorkflowCancellationToken, WorkflowContext, WorkflowResult,
@@ -137,6 +137,11 @@ async fn ensure_setup(
         session_id: s.input.session_id.clone(),
         cwd: s.input.cwd.clone(),
         shell_tool: s.input.shell_tool,
+        json_apply_patch: s
+            .durable
+            .model_defaults
+            .as_ref()
+            .is_some_and(ModelDefaults::no_custom_tools),
     });
     match ctx
         .execute_activity(KeelActivities::prepare_session, input, tool_options(cancel))
