@@ -262,9 +262,6 @@ impl Inner {
         } else {
             parse_tools(&prefix.tools)?
         };
-        for d in &prefix.ephemeral_item_digests {
-            validate_digest(d)?;
-        }
         let mut input = self.load_items(&prefix.ephemeral_item_digests).await?;
         for (i, json) in prefix.ephemeral_items_json.iter().enumerate() {
             let item = items::parse_item(json, &format!("ephemeral_items_json[{i}]"))?;
@@ -433,7 +430,6 @@ impl Inner {
         Ok(digests)
     }
 
-    /// Fetches items in order, a few at a time.
     /// The call's tools and ephemeral items: sent inline (and stored when
     /// `store_prefix` asks), or read from the blob store by `prefix_digest`.
     async fn prefix(&self, req: &StreamResponseRequest) -> Result<CallPrefix, ProxyError> {
@@ -467,7 +463,6 @@ impl Inner {
                 "with prefix_digest (and no store_prefix), tools and ephemeral items come from the stored prefix; send none".into(),
             ));
         }
-        validate_digest(&req.prefix_digest)?;
         let bytes = match self.blobs.get(&req.prefix_digest).await {
             Ok(b) => b,
             Err(keel_blobstore::BlobError::NotFound(d)) => {
@@ -483,6 +478,7 @@ impl Inner {
         })
     }
 
+    /// Fetches items in order, a few at a time.
     async fn load_items(&self, digests: &[String]) -> Result<Vec<Value>, ProxyError> {
         // Owned values: borrowed ones in `buffered` trip a compiler limitation
         // (`FnOnce` not general enough) once the future is spawned.

@@ -30,6 +30,28 @@ pub(crate) fn blob_store(message: impl Into<String>) -> Status {
     status(Code::Unavailable, "blob_store", message)
 }
 
+/// An event in the session's log that does not decode.
+pub(crate) fn corrupt_event(e: impl std::fmt::Display) -> Status {
+    status(
+        Code::Internal,
+        "corrupt_event",
+        format!("corrupt event in the session log: {e}"),
+    )
+}
+
+/// The session's queue of waiting turns is full.
+pub(crate) fn queue_full(session_key: &str) -> Status {
+    ErrorInfo::new("queue_full", true)
+        .with_detail("limit", "max-queued-turns")
+        .into_status(
+            Code::ResourceExhausted,
+            format!(
+                "session {:?} has as many turns waiting as it may hold (session-api --max-queued-turns); wait for some to run, or Interrupt",
+                shown(session_key)
+            ),
+        )
+}
+
 pub(crate) fn internal(message: impl Into<String>) -> Status {
     status(Code::Internal, "internal", message)
 }

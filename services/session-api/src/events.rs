@@ -30,20 +30,8 @@ pub(crate) fn decode_page(page: EventsPage) -> Result<Vec<pb::Event>, Status> {
 fn decode(encoded: &str) -> Result<pb::Event, Status> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(encoded)
-        .map_err(|e| {
-            crate::errors::status(
-                tonic::Code::Internal,
-                "corrupt_event",
-                format!("corrupt event in the session log: {e}"),
-            )
-        })?;
-    pb::Event::decode(bytes.as_slice()).map_err(|e| {
-        crate::errors::status(
-            tonic::Code::Internal,
-            "corrupt_event",
-            format!("corrupt event in the session log: {e}"),
-        )
-    })
+        .map_err(crate::errors::corrupt_event)?;
+    pb::Event::decode(bytes.as_slice()).map_err(crate::errors::corrupt_event)
 }
 
 fn event(e: pb::Event) -> Response {
@@ -61,7 +49,7 @@ async fn catch_up(
     after: &mut u64,
     retry: bool,
 ) -> Result<(Vec<Response>, bool), Status> {
-    let handle = api.events_handle(session_id);
+    let handle = api.handle(session_id);
     let mut out = Vec::new();
     loop {
         let page = match hub::query(&handle, *after).await {
@@ -126,7 +114,7 @@ pub(crate) fn stream(
 ) -> impl Stream<Item = Result<Response, Status>> + Send {
     async_stream::try_stream! {
         // Subscribe before catching up, so nothing broadcast meanwhile is lost.
-        let feed = follow.then(|| api.hub().watch(&session_id, api.events_handle(&session_id), after));
+        let feed = follow.then(|| api.hub().watch(&session_id, api.handle(&session_id), after));
         let mut events = feed.as_ref().map(|f| f.events.subscribe());
         let mut deltas = feed.as_ref().filter(|_| live).map(|f| f.live.subscribe());
         let mut progress = feed.as_ref().map(|f| f.progress.subscribe());

@@ -6,7 +6,7 @@
 //!   unified exec, in their own process groups (recorded, so that a
 //!   restart kills what a crash left running) with the operator's
 //!   environment policy (secrets dropped by default) and resource limits;
-//! * [`workspace`] decides which paths may be touched;
+//! * `keel_paths::Workspace` decides which paths may be touched;
 //! * [`format`] holds Codex's truncation and output layouts, as pure
 //!   functions;
 //! * [`patch`] is the apply_patch format: parsing, matching, applying;
@@ -27,6 +27,5 @@ pub mod patch;
 pub mod sandbox;
 pub mod service;
 pub mod tools;
-pub use keel_sandbox::workspace;
 
 pub use service::{DEFAULT_JOURNAL_RETENTION, SERVICE_NAME, ToolRunner, ToolRunnerConfig};

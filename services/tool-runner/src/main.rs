@@ -11,15 +11,16 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser};
 use keel_blobstore::BlobStore;
+use keel_paths::Workspace;
 use keel_proto::v1::tool_service_server::ToolServiceServer;
+use keel_sandbox::limits::MIB;
+use keel_sandbox::limits::ResourceLimits;
 use keel_tool_runner::calls::{Journal, lock_state_dir};
-use keel_tool_runner::exec::limits::MIB;
 use keel_tool_runner::exec::orphans::ProcessRecords;
-use keel_tool_runner::exec::{EnvInherit, EnvPattern, EnvPolicy, Executor, ResourceLimits};
+use keel_tool_runner::exec::{EnvInherit, EnvPattern, EnvPolicy, Executor};
 use keel_tool_runner::sandbox::{
     self, SandboxMode, SandboxPolicy, SandboxSettings, status::SandboxStatus,
 };
-use keel_tool_runner::workspace::Workspace;
 use keel_tool_runner::{SERVICE_NAME, ToolRunner, ToolRunnerConfig};
 use nix::sys::resource::{Resource, setrlimit};
 use tonic::service::Routes;

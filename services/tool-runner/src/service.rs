@@ -29,7 +29,7 @@ use crate::exec::{ExecError, ExecSpec, Executor};
 use crate::format::TruncationPolicy;
 use crate::sandbox::{CallSandbox, SandboxPolicy, SandboxSettings};
 use crate::tools::specs::{ApplyPatchTool, ShellTool, ToolOptions, tool_specs};
-use crate::workspace::{Workspace, WorkspaceError};
+use keel_paths::{Workspace, WorkspaceError};
 
 mod errors;
 mod review;

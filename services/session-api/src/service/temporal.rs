@@ -42,7 +42,7 @@ impl SessionApi {
         Ok(())
     }
 
-    pub(super) fn handle(&self, session_id: &str) -> WorkflowHandle<Client, SessionWorkflow> {
+    pub(crate) fn handle(&self, session_id: &str) -> WorkflowHandle<Client, SessionWorkflow> {
         self.client
             .get_workflow_handle::<SessionWorkflow>(api::workflow_id(session_id))
     }
@@ -154,15 +154,7 @@ impl SessionApi {
                 .and_then(|p| serde_json::from_slice::<bool>(&p.data).ok())
                 .unwrap_or(false);
         if full {
-            return Err(pb::ErrorInfo::new("queue_full", true)
-                .with_detail("limit", "max-queued-turns")
-                .into_status(
-                    tonic::Code::ResourceExhausted,
-                    format!(
-                        "session {:?} has as many turns waiting as it may hold (session-api --max-queued-turns); wait for some to run, or Interrupt",
-                        api::split_session_key(key).1
-                    ),
-                ));
+            return Err(errors::queue_full(key));
         }
         Ok(())
     }
@@ -202,12 +194,5 @@ impl SessionApi {
 
     pub(crate) fn hub(&self) -> &Arc<Hub> {
         &self.hub
-    }
-
-    pub(crate) fn events_handle(
-        &self,
-        session_id: &str,
-    ) -> WorkflowHandle<Client, SessionWorkflow> {
-        self.handle(session_id)
     }
 }

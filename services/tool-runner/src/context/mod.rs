@@ -67,7 +67,7 @@ pub(crate) fn open_visible(path: &Path, hidden: &[PathBuf], no_follow: bool) -> 
     if !file.metadata().ok()?.is_file() {
         return None;
     }
-    let real_path = crate::workspace::opened_path(&file).ok()?;
+    let real_path = keel_paths::opened_path(&file).ok()?;
     if let Some(inside) = hidden.iter().find(|hidden| real_path.starts_with(hidden)) {
         tracing::warn!(
             path = %path.display(),

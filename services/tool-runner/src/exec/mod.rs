@@ -6,7 +6,6 @@
 mod env;
 mod group;
 pub mod job;
-pub use keel_sandbox::limits;
 pub mod orphans;
 mod procfs;
 pub mod registry;
@@ -29,7 +28,7 @@ pub use env::{
     CORE_VARS, EnvInherit, EnvPattern, EnvPolicy, EnvPolicyError, inheritable, is_secret_name,
     refused_env_var,
 };
-pub use limits::ResourceLimits;
+use keel_sandbox::limits::ResourceLimits;
 use orphans::{ProcessOwner, ProcessRecords};
 use spawn::Spawned;
 pub use spawn::StdinMode;

@@ -10,7 +10,7 @@ pub use keel_apply_patch::{
 use std::path::Path;
 
 use crate::sandbox::CallSandbox;
-use crate::workspace::Workspace;
+use keel_paths::Workspace;
 
 /// Verifies and applies already parsed hunks, writing only what `sandbox`
 /// allows.

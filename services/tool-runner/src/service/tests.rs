@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use tonic::Code;
 
 use super::*;
-use crate::workspace::Workspace;
+use keel_paths::Workspace;
 
 mod calls;
 

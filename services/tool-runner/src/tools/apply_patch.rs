@@ -19,7 +19,7 @@ use crate::patch::parser::{Hunk, parse_patch};
 use crate::patch::{PatchResult, verify};
 use crate::sandbox::job::{ConfinedJob, Job};
 use crate::sandbox::{CallSandbox, Confinement};
-use crate::workspace::Workspace;
+use keel_paths::Workspace;
 
 /// Which exec layout a successful (or I/O-failed) patch is reported in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,7 +26,7 @@ use crate::exec::Executor;
 use crate::exec::registry::ProcessRegistry;
 use crate::format::TruncationPolicy;
 use crate::sandbox::CallSandbox;
-use crate::workspace::Workspace;
+use keel_paths::Workspace;
 
 /// What a tool call runs with.
 #[derive(Debug, Clone, Copy)]
