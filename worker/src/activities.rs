@@ -8,7 +8,7 @@ use std::time::Duration;
 use keel_proto::v1 as pb;
 use keel_proto::v1::model_service_client::ModelServiceClient;
 use keel_proto::v1::tool_service_client::ToolServiceClient;
-use keel_workflow_api::{SandboxMode, SandboxSettings, Usage};
+use keel_workflow_api::{SandboxSettings, Usage};
 use serde::{Deserialize, Serialize};
 use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
@@ -497,7 +497,7 @@ impl KeelActivities {
                     cwd: input.cwd,
                     arguments: input.arguments,
                     custom: input.custom,
-                    sandbox: Some(sandbox_policy(&input.sandbox)),
+                    sandbox: Some((&input.sandbox).into()),
                     call_item_digest: input.call_item_digest.unwrap_or_default(),
                 })
                 .await
@@ -543,7 +543,7 @@ impl KeelActivities {
                     arguments: input.arguments,
                     cwd: input.cwd,
                     custom: input.custom,
-                    sandbox: input.sandbox.as_ref().map(sandbox_policy),
+                    sandbox: input.sandbox.as_ref().map(Into::into),
                     attempt: input.attempt,
                     call_item_digest: input.call_item_digest.unwrap_or_default(),
                     invocation: input.invocation.as_ref().map(Into::into),
@@ -609,20 +609,6 @@ fn patch_changes(changes: Vec<pb::FileChange>) -> Vec<PatchFileChange> {
             })
         })
         .collect()
-}
-
-pub fn sandbox_policy(s: &SandboxSettings) -> pb::SandboxPolicy {
-    pb::SandboxPolicy {
-        mode: match s.mode {
-            SandboxMode::ReadOnly => pb::SandboxMode::ReadOnly,
-            SandboxMode::WorkspaceWrite => pb::SandboxMode::WorkspaceWrite,
-            SandboxMode::DangerFullAccess => pb::SandboxMode::DangerFullAccess,
-        } as i32,
-        writable_roots: s.writable_roots.clone(),
-        network_access: s.network_access,
-        exclude_tmpdir_env_var: s.exclude_tmpdir_env_var,
-        exclude_slash_tmp: s.exclude_slash_tmp,
-    }
 }
 
 /// Drives `call` while heartbeating on a timer (not on stream traffic, so a

@@ -650,6 +650,36 @@ impl TurnSettings {
     }
 }
 
+/// A sandbox policy as the wire carries it.
+impl From<&SandboxSettings> for keel_proto::v1::SandboxPolicy {
+    fn from(s: &SandboxSettings) -> Self {
+        use keel_proto::v1 as pb;
+        let mode = match s.mode {
+            SandboxMode::ReadOnly => pb::SandboxMode::ReadOnly,
+            SandboxMode::WorkspaceWrite => pb::SandboxMode::WorkspaceWrite,
+            SandboxMode::DangerFullAccess => pb::SandboxMode::DangerFullAccess,
+        };
+        pb::SandboxPolicy {
+            mode: mode as i32,
+            writable_roots: s.writable_roots.clone(),
+            network_access: s.network_access,
+            exclude_tmpdir_env_var: s.exclude_tmpdir_env_var,
+            exclude_slash_tmp: s.exclude_slash_tmp,
+        }
+    }
+}
+
+impl From<RequestKind> for keel_proto::v1::PendingRequestKind {
+    fn from(kind: RequestKind) -> Self {
+        match kind {
+            RequestKind::ExecApproval => Self::ExecApproval,
+            RequestKind::PatchApproval => Self::PatchApproval,
+            RequestKind::UserInput => Self::UserInput,
+            RequestKind::DynamicTool => Self::DynamicTool,
+        }
+    }
+}
+
 /// The settings as the wire shows them (every field set).
 impl From<&TurnSettings> for keel_proto::v1::TurnContext {
     fn from(s: &TurnSettings) -> Self {
@@ -660,20 +690,9 @@ impl From<&TurnSettings> for keel_proto::v1::TurnContext {
             ApprovalPolicy::OnRequest => pb::ApprovalPolicy::OnRequest,
             ApprovalPolicy::Never => pb::ApprovalPolicy::Never,
         };
-        let mode = match s.sandbox.mode {
-            SandboxMode::ReadOnly => pb::SandboxMode::ReadOnly,
-            SandboxMode::WorkspaceWrite => pb::SandboxMode::WorkspaceWrite,
-            SandboxMode::DangerFullAccess => pb::SandboxMode::DangerFullAccess,
-        };
         pb::TurnContext {
             approval_policy: policy as i32,
-            sandbox: Some(pb::SandboxPolicy {
-                mode: mode as i32,
-                writable_roots: s.sandbox.writable_roots.clone(),
-                network_access: s.sandbox.network_access,
-                exclude_tmpdir_env_var: s.sandbox.exclude_tmpdir_env_var,
-                exclude_slash_tmp: s.sandbox.exclude_slash_tmp,
-            }),
+            sandbox: Some((&s.sandbox).into()),
             model: Some(s.model.clone()),
             reasoning_effort: Some(s.reasoning_effort.clone()),
             reasoning_summary: Some(s.reasoning_summary.clone()),

@@ -71,15 +71,6 @@ pub(super) fn validate(s: &AgentWorkflow, r: &Response) -> Result<(), RejectedAn
     Ok(())
 }
 
-pub(super) fn pb_kind(kind: RequestKind) -> pb::PendingRequestKind {
-    match kind {
-        RequestKind::ExecApproval => pb::PendingRequestKind::ExecApproval,
-        RequestKind::PatchApproval => pb::PendingRequestKind::PatchApproval,
-        RequestKind::UserInput => pb::PendingRequestKind::UserInput,
-        RequestKind::DynamicTool => pb::PendingRequestKind::DynamicTool,
-    }
-}
-
 pub(super) fn pb_decision(d: &ReviewDecision) -> pb::ReviewDecisionKind {
     match d {
         ReviewDecision::Approved => pb::ReviewDecisionKind::Approved,
@@ -157,7 +148,7 @@ pub(super) async fn ask(
             turn_id,
             Msg::RequestResolved(pb::RequestResolved {
                 call_id: request_id.to_string(),
-                kind: pb_kind(kind) as i32,
+                kind: pb::PendingRequestKind::from(kind) as i32,
                 decision: decision as i32,
                 answered_by,
             }),

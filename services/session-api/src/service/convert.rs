@@ -97,17 +97,8 @@ pub(super) fn session_from_state(s: &SessionState, wf: WorkflowExecutionStatus) 
             .map(|p| pb::PendingRequest {
                 request_id: p.request_id.clone(),
                 turn_id: p.turn_id.clone(),
-                kind: pending_kind(p.kind) as i32,
+                kind: pb::PendingRequestKind::from(p.kind) as i32,
             })
             .collect(),
-    }
-}
-
-pub(super) fn pending_kind(kind: api::RequestKind) -> pb::PendingRequestKind {
-    match kind {
-        api::RequestKind::ExecApproval => pb::PendingRequestKind::ExecApproval,
-        api::RequestKind::PatchApproval => pb::PendingRequestKind::PatchApproval,
-        api::RequestKind::UserInput => pb::PendingRequestKind::UserInput,
-        api::RequestKind::DynamicTool => pb::PendingRequestKind::DynamicTool,
     }
 }
