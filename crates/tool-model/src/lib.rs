@@ -12,7 +12,9 @@
 //!   runs and is rendered — plus the approval parameters the model sent
 //!   ([`Escalation`]). A command that is really an `apply_patch` call
 //!   becomes a [`PatchInvocation`], which goes through the patch decision;
-//! * [`env`]: the variables a call may never set.
+//! * [`env`]: the variables a call may never set;
+//! * [`truncate`]: how much of a tool's output the model sees (Codex's
+//!   middle truncation), for the tool-runner's outputs and MCP results.
 //!
 //! Everything here is a pure function of its arguments (no filesystem,
 //! clock or environment), so the workflow can call it deterministically.
@@ -27,6 +29,7 @@ mod offered;
 mod params;
 mod path;
 mod settings;
+pub mod truncate;
 
 pub use denial::is_sandbox_denial;
 pub use invocation::{

@@ -3,12 +3,11 @@
 //! so the exact texts are unit-tested.
 
 mod shell;
-mod truncate;
 mod unified;
 
-pub use shell::{FormatError, freeform_shell_output, structured_shell_output};
-pub use truncate::{
+pub use keel_tool_model::truncate::{
     DEFAULT_TOKEN_BUDGET, TruncationPolicy, cut_at_char_boundary, formatted_truncate,
     truncate_middle,
 };
+pub use shell::{FormatError, freeform_shell_output, structured_shell_output};
 pub use unified::{DEFAULT_MAX_OUTPUT_TOKENS, UnifiedExecOutput, new_chunk_id};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::truncate::{TruncationPolicy, formatted_truncate, truncate_middle};
+use keel_tool_model::truncate::{TruncationPolicy, formatted_truncate, truncate_middle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {

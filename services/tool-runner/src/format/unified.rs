@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use super::truncate::{TruncationPolicy, formatted_truncate};
+use keel_tool_model::truncate::{TruncationPolicy, formatted_truncate};
 
 /// Codex's default `max_output_tokens`.
 pub const DEFAULT_MAX_OUTPUT_TOKENS: usize = 10_000;

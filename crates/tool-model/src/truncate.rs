@@ -101,6 +101,52 @@ pub fn cut_at_char_boundary(text: &str, max_bytes: usize) -> &str {
     &text[..text.floor_char_boundary(max_bytes)]
 }
 
+/// Content items (`input_text`, `input_image`, …) of one output, cut to
+/// the budget as Codex cuts several text items
+/// (`codex-rs/utils/output-truncation/src/lib.rs`): text items are charged
+/// in order, the one that crosses the budget is middle-truncated, later ones
+/// are dropped and counted in a final `[omitted <k> text items ...]`, and
+/// every other item (images) is kept.
+pub fn truncate_items(
+    items: Vec<serde_json::Value>,
+    policy: TruncationPolicy,
+) -> Vec<serde_json::Value> {
+    let mut remaining = policy.byte_budget();
+    let mut omitted = 0usize;
+    let mut out = Vec::with_capacity(items.len());
+    for mut item in items {
+        let is_text = item.get("type").and_then(serde_json::Value::as_str) == Some("input_text");
+        let text = item.get("text").and_then(serde_json::Value::as_str);
+        match (is_text, text) {
+            (true, Some(text)) if text.len() <= remaining => {
+                remaining -= text.len();
+                out.push(item);
+            }
+            (true, Some(_)) if remaining == 0 => omitted += 1,
+            (true, Some(text)) => {
+                let cut = match policy {
+                    TruncationPolicy::Tokens(_) => {
+                        TruncationPolicy::Tokens(remaining / APPROX_BYTES_PER_TOKEN)
+                    }
+                    TruncationPolicy::Bytes(_) => TruncationPolicy::Bytes(remaining),
+                };
+                let text = truncate_middle(text, cut);
+                remaining = 0;
+                item["text"] = serde_json::Value::String(text);
+                out.push(item);
+            }
+            _ => out.push(item),
+        }
+    }
+    if omitted > 0 {
+        out.push(serde_json::json!({
+            "type": "input_text",
+            "text": format!("[omitted {omitted} text items ...]"),
+        }));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +261,34 @@ mod tests {
         assert_eq!(cut_at_char_boundary("héllo", 3), "hé");
         assert_eq!(cut_at_char_boundary("héllo", 100), "héllo");
         assert_eq!(cut_at_char_boundary("", 0), "");
+    }
+
+    #[test]
+    fn several_text_items_share_one_budget_and_images_stay() {
+        use serde_json::json;
+        let text = |t: &str| json!({"type": "input_text", "text": t});
+        let image = json!({"type": "input_image", "image_url": "data:image/png;base64,AAAA"});
+        let items = vec![
+            text("aaaa"),
+            image.clone(),
+            text(&"b".repeat(20)),
+            text("cccc"),
+            text("dddd"),
+        ];
+        let out = truncate_items(items, TruncationPolicy::Bytes(10));
+        assert_eq!(out.len(), 4, "{out:?}");
+        assert_eq!(out[0], text("aaaa"));
+        assert_eq!(out[1], image);
+        let cut = out[2]["text"].as_str().unwrap();
+        assert!(
+            cut.starts_with("bbb") && cut.contains("chars truncated"),
+            "{cut}"
+        );
+        assert_eq!(out[3], text("[omitted 2 text items ...]"));
+        let whole = vec![text("short")];
+        assert_eq!(
+            truncate_items(whole.clone(), TruncationPolicy::default()),
+            whole
+        );
     }
 }
