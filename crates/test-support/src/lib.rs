@@ -4,6 +4,7 @@
 
 pub mod fake_model;
 pub mod history;
+pub mod mcp;
 pub mod measure;
 pub mod session;
 pub mod stack;
