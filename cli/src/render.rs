@@ -162,6 +162,25 @@ impl<O: Write, E: Write> HumanRenderer<O, E> {
             Msg::ContextCompacted(_) => {
                 writeln!(self.err, "{}", e.dim("context compacted into a summary"))?;
             }
+            Msg::McpToolCallBegin(b) => {
+                let (server, tool) = b
+                    .invocation
+                    .as_ref()
+                    .map(|i| (i.server.as_str(), i.tool.as_str()))
+                    .unwrap_or_default();
+                writeln!(self.out, "{}", o.bold(&format!("mcp {server}.{tool}")))?;
+            }
+            Msg::McpToolCallEnd(end) if !end.error.is_empty() => {
+                writeln!(
+                    self.out,
+                    "{}",
+                    o.red(&format!("mcp call failed: {}", end.error))
+                )?;
+            }
+            Msg::McpToolCallEnd(end) if !end.success => {
+                writeln!(self.out, "{}", o.red("mcp tool reported an error"))?;
+            }
+            Msg::McpToolCallEnd(_) => {}
             Msg::ExecApprovalRequest(_)
             | Msg::ApplyPatchApprovalRequest(_)
             | Msg::PatchApplyBegin(_)
@@ -290,6 +309,8 @@ pub(crate) fn event_type(msg: &Msg) -> &'static str {
         Msg::PlanUpdate(_) => "plan_update",
         Msg::RequestResolved(_) => "request_resolved",
         Msg::ContextCompacted(_) => "context_compacted",
+        Msg::McpToolCallBegin(_) => "mcp_tool_call_begin",
+        Msg::McpToolCallEnd(_) => "mcp_tool_call_end",
     }
 }
 
@@ -350,6 +371,19 @@ fn msg_fields(msg: &Msg) -> Value {
         Msg::Error(m) => json!({"message": m.message, "codex_error_info": m.codex_error_info}),
         Msg::Warning(m) => json!({"message": m.message}),
         Msg::ContextCompacted(m) => json!({"summary": m.summary}),
+        Msg::McpToolCallBegin(m) => json!({
+            "call_id": m.call_id,
+            "invocation": m.invocation.as_ref().map(invocation_json),
+        }),
+        Msg::McpToolCallEnd(m) => json!({
+            "call_id": m.call_id,
+            "invocation": m.invocation.as_ref().map(invocation_json),
+            "duration_ms": m.duration_ms,
+            "success": m.success,
+            "result": serde_json::from_str::<Value>(&m.result_json).ok(),
+            "result_truncated": m.result_truncated,
+            "error": m.error,
+        }),
         Msg::ExecApprovalRequest(_)
         | Msg::ApplyPatchApprovalRequest(_)
         | Msg::PatchApplyBegin(_)
@@ -360,6 +394,16 @@ fn msg_fields(msg: &Msg) -> Value {
         | Msg::PlanUpdate(_)
         | Msg::RequestResolved(_) => requests::fields(msg).unwrap_or_else(|| json!({})),
     }
+}
+
+/// Codex's `McpInvocation`: the arguments as JSON when they parse.
+fn invocation_json(i: &keel_proto::v1::McpInvocation) -> Value {
+    json!({
+        "server": i.server,
+        "tool": i.tool,
+        "arguments": serde_json::from_str::<Value>(&i.arguments)
+            .unwrap_or_else(|_| Value::String(i.arguments.clone())),
+    })
 }
 
 pub(crate) fn gap_json(gap: &EventGap) -> Value {

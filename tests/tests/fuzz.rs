@@ -540,8 +540,19 @@ async fn every_service_answers_hostile_bytes_with_a_status_and_keeps_serving() {
             pb::CallMcpToolRequest {
                 session_id: "fuzz".into(),
                 call_id: "c1".into(),
-                qualified_name: "srv__tool".into(),
+                server: "srv".into(),
+                tool: "tool".into(),
                 arguments: "{}".into(),
+            },
+        ),
+        unary(
+            "/keel.v1.McpBrokerService/ListMcpServers",
+            pb::ListMcpServersRequest::default(),
+        ),
+        unary(
+            "/keel.v1.McpBrokerService/CloseMcpSession",
+            pb::CloseMcpSessionRequest {
+                session_id: "fuzz".into(),
             },
         ),
     ];

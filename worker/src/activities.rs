@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_proto::v1 as pb;
+use keel_proto::v1::mcp_broker_service_client::McpBrokerServiceClient;
 use keel_proto::v1::model_service_client::ModelServiceClient;
 use keel_proto::v1::tool_service_client::ToolServiceClient;
 use keel_workflow_api::{SandboxSettings, Usage};
@@ -51,6 +52,34 @@ pub struct SetupInput {
     /// provider speaks Chat Completions, which has no custom tools).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub json_apply_patch: bool,
+    /// The MCP servers the session asked for (empty: the broker's enabled
+    /// ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<String>,
+}
+
+/// One MCP tool call, by the raw names the broker calls.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct McpCallInput {
+    pub session_id: String,
+    pub call_id: String,
+    pub server: String,
+    pub tool: String,
+    pub arguments: String,
+}
+
+/// How an MCP call ended (the output item is stored by the broker).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct McpCallOutput {
+    pub output_digest: String,
+    pub success: bool,
+    /// For the `mcp_tool_call_end` event: cut to 16 KiB by the broker.
+    pub result_json: String,
+    #[serde(default)]
+    pub result_truncated: bool,
+    #[serde(default)]
+    pub error: String,
+    pub duration_ms: u64,
 }
 
 pub use keel_workflow_api::AppendItem;
@@ -245,6 +274,8 @@ const PATCH_REVIEW_TEXT_BUDGET: usize = 64 * 1024;
 pub struct KeelActivities {
     model: ModelServiceClient<Channel>,
     tools: ToolServiceClient<Channel>,
+    /// None: this worker runs no MCP tools.
+    mcp: Option<McpBrokerServiceClient<Channel>>,
     /// session-api replicas to publish live deltas to (best effort).
     live: SessionApis,
 }
@@ -258,17 +289,22 @@ pub struct AddressError {
 }
 
 impl KeelActivities {
-    /// Clients of the model-proxy and tool-runner (over mutual TLS when
-    /// `tls` is set), and the session-api replicas.
+    /// Clients of the model-proxy, tool-runner and mcp-broker (over mutual
+    /// TLS when `tls` is set), and the session-api replicas.
     pub fn new(
         model_proxy: &str,
         tool_runner: &str,
+        mcp_broker: Option<&str>,
         session_apis: SessionApis,
         tls: Option<&Arc<keel_server::ClientTls>>,
     ) -> Result<Self, AddressError> {
         Ok(Self {
             model: ModelServiceClient::new(lazy_channel(model_proxy, tls)?),
             tools: ToolServiceClient::new(lazy_channel(tool_runner, tls)?),
+            mcp: match mcp_broker {
+                Some(addr) => Some(McpBrokerServiceClient::new(lazy_channel(addr, tls)?)),
+                None => None,
+            },
             live: session_apis,
         })
     }
@@ -401,7 +437,10 @@ impl KeelActivities {
         input: SetupInput,
     ) -> Result<SessionSetup, ActivityError> {
         let mut client = self.tools.clone();
+        let mcp = self.mcp.clone();
         let call = async move {
+            let (mcp_specs, mcp_tools) =
+                list_mcp_tools(mcp, &input.session_id, &input.mcp_servers).await?;
             let tools = client
                 .list_tools(pb::ListToolsRequest {
                     apply_patch_format: if input.json_apply_patch {
@@ -437,10 +476,12 @@ impl KeelActivities {
                         name: t.name,
                         json: t.json,
                     })
+                    .chain(mcp_specs)
                     .collect(),
                 context_items: crate::context::context_items(&context),
                 cwd: context.cwd,
                 user_shell: context.user_shell,
+                mcp_tools,
             })
         };
         with_heartbeats(&ctx, call).await
@@ -472,12 +513,58 @@ impl KeelActivities {
         session_id: String,
     ) -> Result<(), ActivityError> {
         let mut client = self.tools.clone();
+        let mcp = self.mcp.clone();
         let call = async move {
+            if let Some(mut mcp) = mcp {
+                // Best effort: idle servers are reaped anyway.
+                if let Err(e) = mcp
+                    .close_mcp_session(pb::CloseMcpSessionRequest {
+                        session_id: session_id.clone(),
+                    })
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot stop the session's MCP servers");
+                }
+            }
             client
                 .close_tool_session(pb::CloseToolSessionRequest { session_id })
                 .await
                 .map_err(status_failure)?;
             Ok(())
+        };
+        with_heartbeats(&ctx, call).await
+    }
+
+    /// One MCP tool call through the broker, which stores the output item.
+    #[activity(name = "call_mcp_tool")]
+    pub async fn call_mcp_tool(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: McpCallInput,
+    ) -> Result<McpCallOutput, ActivityError> {
+        let Some(mut client) = self.mcp.clone() else {
+            return Err(no_broker());
+        };
+        let call = async move {
+            let r = client
+                .call_mcp_tool(pb::CallMcpToolRequest {
+                    session_id: input.session_id,
+                    call_id: input.call_id,
+                    server: input.server,
+                    tool: input.tool,
+                    arguments: input.arguments,
+                })
+                .await
+                .map_err(status_failure)?
+                .into_inner();
+            Ok(McpCallOutput {
+                output_digest: r.output_item_digest,
+                success: r.success,
+                result_json: r.result_json,
+                result_truncated: r.result_truncated,
+                error: r.error,
+                duration_ms: r.duration_ms,
+            })
         };
         with_heartbeats(&ctx, call).await
     }
@@ -714,6 +801,78 @@ fn output_item(done: pb::OutputItemDone) -> Option<OutputItem> {
 /// class as the failure type. A status carrying a `keel.v1.ErrorInfo` is
 /// read from it; one without (from outside Keel, or a transport failure)
 /// is judged by its code.
+fn no_broker() -> ActivityError {
+    ActivityError::application(
+        ApplicationFailure::builder(
+            "the session uses MCP servers, but this worker was started without --mcp-broker",
+        )
+        .type_name(failure_type::BAD_REQUEST.to_string())
+        .non_retryable(true)
+        .build(),
+    )
+}
+
+/// The session's MCP tools from the broker: their specs for the model and
+/// their entries for dispatch. No broker: none, unless the session named
+/// servers.
+async fn list_mcp_tools(
+    client: Option<McpBrokerServiceClient<Channel>>,
+    session_id: &str,
+    servers: &[String],
+) -> Result<(Vec<ToolSpec>, Vec<keel_workflow_api::McpToolEntry>), ActivityError> {
+    let Some(mut client) = client else {
+        return if servers.is_empty() {
+            Ok((Vec::new(), Vec::new()))
+        } else {
+            Err(no_broker())
+        };
+    };
+    let listed = client
+        .list_mcp_tools(pb::ListMcpToolsRequest {
+            session_id: session_id.to_string(),
+            servers: servers.to_vec(),
+        })
+        .await
+        .map_err(status_failure)?
+        .into_inner();
+    for s in &listed.servers {
+        if s.state == pb::McpServerState::Failed as i32 {
+            tracing::warn!(server = %s.name, error = %s.error, "MCP server unavailable; the session goes on without its tools");
+        }
+    }
+    let mut specs = Vec::with_capacity(listed.tools.len());
+    let mut entries = Vec::with_capacity(listed.tools.len());
+    for t in listed.tools {
+        let parameters: serde_json::Value = serde_json::from_str(&t.input_schema_json)
+            .unwrap_or_else(|_| serde_json::json!({"type": "object", "properties": {}}));
+        specs.push(ToolSpec {
+            name: t.qualified_name.clone(),
+            json: serde_json::json!({
+                "type": "function",
+                "name": t.qualified_name,
+                "description": t.description,
+                "strict": false,
+                "parameters": parameters,
+            })
+            .to_string(),
+        });
+        let annotated = t.annotations.is_some();
+        let a = t.annotations.unwrap_or_default();
+        entries.push(keel_workflow_api::McpToolEntry {
+            name: t.qualified_name,
+            server: t.server,
+            tool: t.tool,
+            annotated,
+            read_only: a.read_only_hint,
+            destructive: a.destructive_hint,
+            idempotent: a.idempotent_hint,
+            open_world: a.open_world_hint,
+            approval_mode: t.approval_mode,
+        });
+    }
+    Ok((specs, entries))
+}
+
 pub fn status_failure(s: tonic::Status) -> ActivityError {
     use tonic::Code;
     let message = if s.message().is_empty() {

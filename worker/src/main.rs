@@ -45,7 +45,8 @@ struct Args {
     /// `keel-worker`) and the CA their certificates chain to.
     #[command(flatten)]
     tls: keel_server::PeerTlsArgs,
-    /// mcp-broker address, host:port (not used yet).
+    /// mcp-broker address, host:port. Without one, sessions get no MCP
+    /// tools (and a session that names MCP servers cannot start).
     #[arg(long, env = "KEEL_MCP_BROKER_ADDR")]
     mcp_broker: Option<String>,
 }
@@ -83,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
     let activities = KeelActivities::new(
         &args.model_proxy,
         &args.tool_runner,
+        args.mcp_broker.as_deref(),
         session_apis.clone(),
         tls.as_ref(),
     )?;

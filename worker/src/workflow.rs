@@ -14,6 +14,7 @@ mod command;
 mod compact;
 mod durable;
 mod legacy;
+mod mcp;
 mod own_tools;
 mod patch;
 mod prefix;

@@ -317,6 +317,7 @@ fn service_arguments() {
         broker,
         format!(
             "--listen 127.0.0.1:0 --addr-file {root}/run/mcp-broker.addr \
+             --blob-url file://{root}/blobs \
              --tls-cert {root}/tls/server.pem --tls-key {root}/tls/server.key --tls-ca {root}/tls/ca.pem"
         )
     );

@@ -209,7 +209,10 @@ impl Layout {
                     args.extend(["--hide-path".to_string(), path.display().to_string()]);
                 }
             }
-            Component::McpBroker => tls(&mut args, false),
+            Component::McpBroker => {
+                args.extend(blob);
+                tls(&mut args, false);
+            }
             Component::SessionApi => {
                 temporal(&mut args)?;
                 args.extend(blob);

@@ -112,6 +112,9 @@ pub struct StackOptions {
     pub session_api_args: Vec<String>,
     /// Extra flags for the model-proxy (e.g. `--config FILE`).
     pub model_proxy_args: Vec<String>,
+    /// Extra flags for the mcp-broker (e.g. `--config FILE` with
+    /// `[mcp_servers]`; without one it has no servers).
+    pub mcp_broker_args: Vec<String>,
     /// Services talk plaintext (`--insecure-plaintext`) instead of mutual
     /// TLS with the stack's own CA.
     pub insecure_plaintext: bool,
@@ -158,6 +161,7 @@ impl StackOptions {
             insecure_no_auth: false,
             session_api_args: Vec::new(),
             model_proxy_args: Vec::new(),
+            mcp_broker_args: Vec::new(),
             insecure_plaintext: false,
         }
     }
@@ -257,6 +261,9 @@ impl Stack {
             // Hermetic: never a developer's ~/.codex/config.toml.
             ("KEEL_CONFIG", "/dev/null"),
         ];
+        // Hermetic: never a developer's ~/.codex/config.toml (a --config
+        // flag in mcp_broker_args wins).
+        let broker_env = [("KEEL_CONFIG", "/dev/null")];
         let tool_runner_env: Vec<(&str, &str)> = options
             .tool_runner_env
             .iter()
@@ -267,6 +274,7 @@ impl Stack {
             let env: &[(&str, &str)] = match component {
                 keel_stack::Component::ModelProxy => &model_env,
                 keel_stack::Component::ToolRunner => &tool_runner_env,
+                keel_stack::Component::McpBroker => &broker_env,
                 _ => &[],
             };
             let addr = stack.start_service(&layout, *component, env)?;
@@ -426,6 +434,9 @@ impl Stack {
             }
             keel_stack::Component::ModelProxy => {
                 args.extend(self.options.model_proxy_args.iter().cloned())
+            }
+            keel_stack::Component::McpBroker => {
+                args.extend(self.options.mcp_broker_args.iter().cloned())
             }
             _ => {}
         }

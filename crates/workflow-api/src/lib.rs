@@ -145,6 +145,10 @@ pub struct SessionInput {
     /// before the limit existed).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_queued_turns: u32,
+    /// The MCP servers (the broker's names) the session uses; empty: every
+    /// server the broker has enabled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -389,6 +393,57 @@ pub struct SessionSetup {
     /// was reported.
     #[serde(default)]
     pub user_shell: String,
+    /// The session's MCP tools (their specs are in `tools`), listed once
+    /// so the list stays the same across rollovers and replays.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_tools: Vec<McpToolEntry>,
+}
+
+/// One MCP tool of a session: the name the model calls, the raw names the
+/// broker calls, and what decides approvals and repeats.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct McpToolEntry {
+    /// `mcp__<server>__<tool>`.
+    pub name: String,
+    pub server: String,
+    pub tool: String,
+    /// The server gave annotations at all (Codex asks nothing of a tool
+    /// without them in `auto` mode).
+    #[serde(default)]
+    pub annotated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destructive: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_world: Option<bool>,
+    /// `auto`, `prompt` or `approve` (the operator's setting).
+    #[serde(default)]
+    pub approval_mode: String,
+}
+
+impl McpToolEntry {
+    /// A call cut short may run again: the server says the tool changes
+    /// nothing, or that running it twice is the same as once.
+    pub fn may_repeat(&self) -> bool {
+        self.read_only == Some(true) || self.idempotent == Some(true)
+    }
+
+    /// Codex's `requires_mcp_tool_approval`
+    /// (`codex-rs/core/src/mcp_tool_call.rs`): destructive tools ask,
+    /// read-only ones do not, and otherwise a tool asks unless it says it is
+    /// neither destructive nor open-world.
+    pub fn requires_approval(&self) -> bool {
+        if self.destructive == Some(true) {
+            return true;
+        }
+        if self.read_only == Some(true) {
+            return false;
+        }
+        self.destructive.unwrap_or(true) || self.open_world.unwrap_or(true)
+    }
 }
 
 /// What a session carries into its next run. Everything here is bounded: the

@@ -135,6 +135,29 @@ fn sandbox(s: pb::SandboxPolicy) -> Result<Option<SandboxSettings>, Status> {
     }))
 }
 
+/// MCP servers a session may name (far more than any broker configures).
+const MAX_MCP_SERVERS: usize = 64;
+
+/// Validates the MCP server names a session asks for: the broker checks
+/// that they exist when the first turn starts.
+pub(crate) fn mcp_servers(mut names: Vec<String>) -> Result<Vec<String>, Status> {
+    if names.len() > MAX_MCP_SERVERS {
+        return Err(crate::errors::invalid(format!(
+            "mcp_servers: at most {MAX_MCP_SERVERS} servers"
+        )));
+    }
+    for name in &names {
+        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+            return Err(crate::errors::invalid(format!(
+                "mcp_servers: {name:?} is not a server name (1 to 64 characters, no control characters)"
+            )));
+        }
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
 /// Validates the client's tools.
 pub(crate) fn dynamic_tools(tools: Vec<pb::DynamicTool>) -> Result<Vec<DynamicToolDecl>, Status> {
     if tools.len() > MAX_DYNAMIC_TOOLS {

@@ -198,6 +198,15 @@ mod tests {
                 context_items: vec!["{}".into()],
                 cwd: "/w".into(),
                 user_shell: "/bin/zsh".into(),
+                mcp_tools: vec![keel_workflow_api::McpToolEntry {
+                    name: "mcp__s__t".into(),
+                    server: "s".into(),
+                    tool: "t".into(),
+                    annotated: true,
+                    read_only: Some(true),
+                    approval_mode: "auto".into(),
+                    ..Default::default()
+                }],
             }),
             settings: Some(TurnSettings {
                 model: "m".into(),

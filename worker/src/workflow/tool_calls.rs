@@ -6,7 +6,8 @@
 //! working directory, environment — before the tool-runner is told to run
 //! exactly that. Then the sandbox to run under, the run, and the
 //! on-failure retry after a sandbox denial (in `command`). Patches are in
-//! `patch`, the tools the workflow answers itself in `own_tools`, running a
+//! `patch`, MCP tools in `mcp`, the tools the workflow answers itself in
+//! `own_tools`, running a
 //! call on the tool-runner in `call`, and the dispatch of turns recorded
 //! before the tool model in `legacy`. Whatever happens, the call gets
 //! exactly one output.
@@ -18,7 +19,7 @@ use temporalio_sdk::WorkflowContext;
 use super::call::{ARGUMENTS_TOO_LARGE, Call, Run, Turn, cwd, execute, user_shell};
 use super::command::{self, Subject};
 use super::patch::{self, PatchSource};
-use super::{AgentWorkflow, inline_output, legacy, own_tools};
+use super::{AgentWorkflow, inline_output, legacy, mcp, own_tools};
 use crate::activities::AppendItem;
 
 /// Runs `call` and appends its output to the conversation.
@@ -55,6 +56,17 @@ async fn dispatch(
     });
     if let Err(text) = offered.check(&call.name, call.custom) {
         return inline_output(&call.call_id, &text, call.custom);
+    }
+    let mcp_tool = ctx.state(|s| {
+        s.durable
+            .setup
+            .iter()
+            .flat_map(|setup| &setup.mcp_tools)
+            .find(|t| t.name == call.name)
+            .cloned()
+    });
+    if let Some(tool) = mcp_tool {
+        return mcp::call(ctx, turn, call, tool).await;
     }
     if let Some(decl) = dynamic {
         if call.truncated {

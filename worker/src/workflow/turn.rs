@@ -142,6 +142,7 @@ async fn ensure_setup(
             .model_defaults
             .as_ref()
             .is_some_and(ModelDefaults::no_custom_tools),
+        mcp_servers: s.input.mcp_servers.clone(),
     });
     match ctx
         .execute_activity(KeelActivities::prepare_session, input, tool_options(cancel))

@@ -31,6 +31,14 @@ pub enum ApprovalKey {
         /// Absolute, lexically normalised.
         path: String,
     },
+    /// An MCP tool, by its server's and its own raw names (Codex:
+    /// `McpToolApprovalKey` in `codex-rs/core/src/mcp_tool_call.rs`).
+    McpTool {
+        /// The server's configured name.
+        server: String,
+        /// The tool's name as the server spells it.
+        tool: String,
+    },
 }
 
 /// The key under which approving `argv` "for session" is remembered.

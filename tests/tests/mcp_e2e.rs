@@ -1,0 +1,301 @@
+//! MCP servers as tools of real sessions: the whole stack (Temporal,
+//! session-api, worker, model-proxy, tool-runner, mcp-broker as processes)
+//! with the npm reference servers — server-everything and
+//! server-filesystem over stdio — configured as Codex users configure
+//! them, in the broker's config.toml.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+use std::path::Path;
+
+use keel_proto::v1 as pb;
+use keel_test_support::fake_model::{FakeModel, Scripted};
+use keel_test_support::mcp;
+use keel_test_support::session::{self, until};
+use keel_test_support::stack::{Stack, StackOptions};
+use pb::event::Msg;
+use serde_json::{Value, json};
+
+/// A stack whose broker serves `everything` and `files` (read and write
+/// under `files_dir`).
+async fn stack_with_servers(fake: &FakeModel, config_dir: &Path, files_dir: &Path) -> Stack {
+    let (cmd, args) = mcp::everything();
+    let mut toml = mcp::stdio_table("everything", &cmd, &args, "");
+    let (cmd, args) = mcp::filesystem(files_dir);
+    toml.push_str(&mcp::stdio_table("files", &cmd, &args, ""));
+    let config = config_dir.join("config.toml");
+    std::fs::write(&config, toml).unwrap();
+    let mut options = StackOptions::new(fake.base_url());
+    options.mcp_broker_args = vec!["--config".into(), config.display().to_string()];
+    Stack::launch(options).await.unwrap()
+}
+
+fn args(v: Value) -> String {
+    v.to_string()
+}
+
+/// The output items' texts after the wall-time header, or the output
+/// text.
+fn output_texts(output: &str) -> Vec<String> {
+    match serde_json::from_str::<Value>(output) {
+        Ok(Value::Array(items)) => {
+            assert!(
+                items[0]["text"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Wall time: "),
+                "{output}"
+            );
+            items[1..]
+                .iter()
+                .map(|i| match i["type"].as_str() {
+                    Some("input_text") => i["text"].as_str().unwrap().to_string(),
+                    Some(other) => format!("<{other}>"),
+                    None => i.to_string(),
+                })
+                .collect()
+        }
+        _ => vec![output.to_string()],
+    }
+}
+
+async fn answer(client: &mut session::Client, sid: &str, call_id: &str, label: &str) {
+    let answers = pb::UserInputAnswer {
+        answers: [(
+            format!("mcp_tool_call_approval_{call_id}"),
+            pb::QuestionAnswer {
+                answers: vec![label.into()],
+            },
+        )]
+        .into(),
+    };
+    client
+        .respond(pb::RespondRequest {
+            session_id: sid.into(),
+            request_id: call_id.into(),
+            answer: Some(pb::respond_request::Answer::UserInput(answers)),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_tools_run_in_a_session_with_codex_results_events_and_approvals() {
+    let files = tempfile::tempdir().unwrap();
+    let files_dir = files.path().canonicalize().unwrap();
+    std::fs::write(files_dir.join("notes.txt"), "remember the milk\n").unwrap();
+    let target = files_dir.join("out.txt");
+    let target_s = target.display().to_string();
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call(
+            "c_echo",
+            "mcp__everything__echo",
+            &args(json!({"message": "hello mcp"})),
+        ),
+        Scripted::tool_call(
+            "c_sum",
+            "mcp__everything__get_sum",
+            &args(json!({"a": 2, "b": 40})),
+        ),
+        Scripted::tool_call(
+            "c_struct",
+            "mcp__everything__get_structured_content",
+            &args(json!({"location": "New York"})),
+        ),
+        Scripted::tool_call("c_image", "mcp__everything__get_tiny_image", "{}"),
+        Scripted::tool_call(
+            "c_read",
+            "mcp__files__read_text_file",
+            &args(json!({"path": files_dir.join("notes.txt")})),
+        ),
+        // Destructive: asks. Cancelled first, then allowed for the session,
+        // then not asked again.
+        Scripted::tool_call(
+            "c_w1",
+            "mcp__files__write_file",
+            &args(json!({"path": target_s, "content": "one"})),
+        ),
+        Scripted::tool_call(
+            "c_w2",
+            "mcp__files__write_file",
+            &args(json!({"path": target_s, "content": "two"})),
+        ),
+        Scripted::tool_call(
+            "c_w3",
+            "mcp__files__write_file",
+            &args(json!({"path": target_s, "content": "three"})),
+        ),
+        // Not offered: runs nothing.
+        Scripted::tool_call("c_bad", "mcp__nope__steal", "{}"),
+        Scripted::tool_call("c_json", "mcp__everything__echo", "{not json"),
+        Scripted::assistant("done"),
+    ])
+    .await
+    .unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let stack = stack_with_servers(&fake, config_dir.path(), &files_dir).await;
+    let mut client = stack.connect().await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let sid = session::create(&mut client, Some(work.path()))
+        .await
+        .unwrap();
+    let mut events = session::follow(&mut client, &sid, 0, false).await.unwrap();
+    session::send(&mut client, &sid, "t1", "use the MCP tools")
+        .await
+        .unwrap();
+
+    let (seen, asked) = until(&mut events, |e| match &e.msg {
+        Some(Msg::RequestUserInput(r)) => Some(r.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(asked.call_id, "c_w1");
+    let q = &asked.questions[0];
+    assert_eq!(q.id, "mcp_tool_call_approval_c_w1");
+    assert_eq!(
+        q.question,
+        "Allow the files MCP server to run tool \"write_file\"?"
+    );
+    let labels: Vec<&str> = q.options.iter().map(|o| o.label.as_str()).collect();
+    assert_eq!(labels, ["Allow", "Allow for this session", "Cancel"]);
+    // Every call before it ran without asking and has begin and end events.
+    let begins: Vec<&pb::McpToolCallBegin> = seen
+        .iter()
+        .filter_map(|e| match &e.msg {
+            Some(Msg::McpToolCallBegin(b)) => Some(b),
+            _ => None,
+        })
+        .collect();
+    let ids: Vec<&str> = begins.iter().map(|b| b.call_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["c_echo", "c_sum", "c_struct", "c_image", "c_read", "c_w1"]
+    );
+    let echo = begins[0].invocation.as_ref().unwrap();
+    assert_eq!(
+        (echo.server.as_str(), echo.tool.as_str()),
+        ("everything", "echo")
+    );
+    let ends: Vec<&pb::McpToolCallEnd> = seen
+        .iter()
+        .filter_map(|e| match &e.msg {
+            Some(Msg::McpToolCallEnd(x)) => Some(x),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends.len(), 5);
+    assert!(
+        ends.iter().all(|e| e.success && e.error.is_empty()),
+        "{ends:?}"
+    );
+    assert!(
+        ends[0].result_json.contains("Echo: hello mcp"),
+        "{:?}",
+        ends[0]
+    );
+    assert_eq!(ends[1].invocation.as_ref().unwrap().tool, "get-sum");
+
+    answer(&mut client, &sid, "c_w1", "Cancel").await;
+    let (_, asked) = until(&mut events, |e| match &e.msg {
+        Some(Msg::RequestUserInput(r)) => Some(r.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(asked.call_id, "c_w2");
+    assert!(!target.exists(), "a cancelled call wrote");
+    answer(&mut client, &sid, "c_w2", "Allow for this session").await;
+
+    let (rest, done) = until(&mut events, |e| match &e.msg {
+        Some(Msg::TurnComplete(c)) => Some(c.last_agent_message.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(done, "done");
+    assert!(
+        !rest
+            .iter()
+            .any(|e| matches!(&e.msg, Some(Msg::RequestUserInput(_)))),
+        "c_w3 was asked about again"
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "three");
+
+    let last = fake.requests().last().cloned().unwrap();
+    let out = |id: &str| {
+        last.function_call_output(id)
+            .unwrap_or_else(|| panic!("no output for {id}"))
+    };
+    assert_eq!(output_texts(&out("c_echo")), ["Echo: hello mcp"]);
+    assert!(
+        output_texts(&out("c_sum"))[0].contains("42"),
+        "{}",
+        out("c_sum")
+    );
+    let structured = out("c_struct");
+    assert!(structured.starts_with("Wall time: "), "{structured}");
+    let body: Value = serde_json::from_str(structured.split_once("Output:\n").unwrap().1).unwrap();
+    assert!(body.get("temperature").is_some(), "{body}");
+    assert!(
+        output_texts(&out("c_image")).contains(&"<input_image>".to_string()),
+        "{}",
+        out("c_image")
+    );
+    // server-filesystem answers with structured content, which Codex sends
+    // as its JSON.
+    let read = out("c_read");
+    let read: Value = serde_json::from_str(read.split_once("Output:\n").unwrap().1).unwrap();
+    assert_eq!(read, json!({"content": "remember the milk\n"}));
+    assert_eq!(out("c_w1"), "user cancelled MCP tool call");
+    assert!(
+        out("c_w3").contains("Successfully wrote"),
+        "{}",
+        out("c_w3")
+    );
+    assert_eq!(out("c_bad"), "unsupported call: mcp__nope__steal");
+    assert!(out("c_json").starts_with("err: "), "{}", out("c_json"));
+
+    let tools = fake.requests()[0].tool_names();
+    for name in [
+        "mcp__everything__echo",
+        "mcp__files__write_file",
+        "mcp__files__read_text_file",
+    ] {
+        assert!(
+            tools.iter().any(|t| t == name),
+            "{name} not offered: {tools:?}"
+        );
+    }
+}
+
+/// A session that names a server the broker does not have cannot start its
+/// first turn, and says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_naming_an_unknown_server_is_told_so() {
+    let fake = FakeModel::start(vec![Scripted::assistant("never")])
+        .await
+        .unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let stack = stack_with_servers(&fake, config_dir.path(), files.path()).await;
+    let mut client = stack.connect().await.unwrap();
+    let (sid, mut events) = session::open(
+        &mut client,
+        pb::CreateSessionRequest {
+            mcp_servers: vec!["everything".into(), "ghost".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    session::send(&mut client, &sid, "t1", "hi").await.unwrap();
+    let (_, error) = until(&mut events, |e| match &e.msg {
+        Some(Msg::Error(err)) => Some(err.message.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert!(error.contains("\"ghost\" is not configured"), "{error}");
+    assert!(fake.requests().is_empty(), "the model was called");
+}
