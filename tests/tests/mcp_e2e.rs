@@ -10,6 +10,7 @@ use std::path::Path;
 
 use keel_proto::v1 as pb;
 use keel_test_support::fake_model::{FakeModel, Scripted};
+use keel_test_support::history;
 use keel_test_support::mcp;
 use keel_test_support::session::{self, until};
 use keel_test_support::stack::{Stack, StackOptions};
@@ -267,6 +268,17 @@ async fn mcp_tools_run_in_a_session_with_codex_results_events_and_approvals() {
             "{name} not offered: {tools:?}"
         );
     }
+    // An MCP session (approvals, remembered approval, declined call), for
+    // the replay tests.
+    client
+        .close_session(pb::CloseSessionRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+    history::record_closed(&stack.temporal_address, &sid, "mcp_tools_closed")
+        .await
+        .unwrap();
 }
 
 /// A session that names a server the broker does not have cannot start its
