@@ -98,6 +98,11 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(config: Arc<Config>) -> Self {
+        // Streamable HTTP servers are reached through reqwest with rustls,
+        // built with ring only: its provider must be the process default
+        // before the first client is built (else reqwest panics). Already
+        // installed (by the blob store, say) is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Self {
             config,
             slots: Mutex::new(HashMap::new()),

@@ -456,3 +456,78 @@ fn uuid() -> String {
             .as_nanos()
     )
 }
+
+/// server-everything over streamable HTTP on a free loopback port; killed
+/// when dropped.
+struct HttpServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn http_everything() -> HttpServer {
+    let (command, mut args) = mcp::everything();
+    args[1] = "streamableHttp".into();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(command)
+        .args(&args)
+        .env("PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = HttpServer {
+        child,
+        url: format!("http://127.0.0.1:{port}/mcp"),
+    };
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server-everything did not listen on {port}");
+}
+
+#[tokio::test]
+async fn streamable_http_servers_are_listed_and_called() {
+    let server = http_everything().await;
+    let f = fixture(&format!(
+        "[mcp_servers.remote]\nurl = {:?}\nhttp_headers = {{ \"X-Keel-Test\" = \"1\" }}\n",
+        server.url
+    ));
+    let listed = f.tools("s1").await;
+    assert_eq!(listed.servers[0].transport, "streamable_http");
+    assert!(
+        listed
+            .tools
+            .iter()
+            .any(|t| t.qualified_name == "mcp__remote__echo"),
+        "{:?}",
+        listed.tools
+    );
+    let (r, item) = f
+        .call("s1", "c1", "remote", "echo", r#"{"message":"over http"}"#)
+        .await;
+    assert!(r.success, "{r:?}");
+    assert_eq!(texts(&item), ["Echo: over http"]);
+    // Another session has its own MCP session on the same server.
+    let (r, item) = f
+        .call("s2", "c1", "remote", "get-sum", r#"{"a":1,"b":2}"#)
+        .await;
+    assert!(r.success);
+    assert!(texts(&item)[0].contains('3'), "{item}");
+}
