@@ -311,3 +311,119 @@ async fn a_session_naming_an_unknown_server_is_told_so() {
     assert!(error.contains("\"ghost\" is not configured"), "{error}");
     assert!(fake.requests().is_empty(), "the model was called");
 }
+
+/// The broker killed (SIGKILL) mid-call and started again: a read-only
+/// tool's call runs again and the turn completes with its answer; a tool
+/// not marked read-only or idempotent is reported to the model once as
+/// interrupted, never run twice, and the turn completes too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_killed_mid_call_repeats_only_what_is_safe_to_repeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let script = mcp::slow_server(dir.path(), &runs, 4000);
+    let (cmd, args) = mcp::everything();
+    let mark = format!("broker-kill-{}", std::process::id());
+    let mut toml = mcp::stdio_table(
+        "everything",
+        &cmd,
+        &args,
+        &format!("env = {{ KEEL_TEST_MARK = {mark:?} }}"),
+    );
+    toml.push_str(&mcp::stdio_table(
+        "slow",
+        "node",
+        &[script.display().to_string()],
+        // The operator trusts it: no approval asked.
+        "default_tools_approval_mode = \"approve\"",
+    ));
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, toml).unwrap();
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call(
+            "c_long",
+            "mcp__everything__trigger_long_running_operation",
+            &args_json(json!({"duration": 3, "steps": 3})),
+        ),
+        Scripted::tool_call("c_slow", "mcp__slow__slow_write", "{}"),
+        Scripted::assistant("survived"),
+    ])
+    .await
+    .unwrap();
+    let mut options = StackOptions::new(fake.base_url());
+    options.mcp_broker_args = vec!["--config".into(), config.display().to_string()];
+    let mut stack = Stack::launch(options).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let sid = session::create(&mut client, Some(work.path()))
+        .await
+        .unwrap();
+    let mut events = session::follow(&mut client, &sid, 0, false).await.unwrap();
+    session::send(&mut client, &sid, "t1", "go").await.unwrap();
+
+    let mut all = Vec::new();
+    for call_id in ["c_long", "c_slow"] {
+        let (seen, _) = until(&mut events, |e| match &e.msg {
+            Some(Msg::McpToolCallBegin(b)) if b.call_id == call_id => Some(()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+        all.extend(seen);
+        if call_id == "c_slow" {
+            // The tool has started on the server.
+            for _ in 0..200 {
+                if runs.exists() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        } else {
+            // The broker has started the server for the call, which then
+            // runs for 3 s.
+            for _ in 0..200 {
+                if !mcp::marked_pids(&mark).is_empty() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            assert_eq!(mcp::marked_pids(&mark).len(), 1);
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        stack.kill("keel-mcp-broker").unwrap();
+        stack.restart("keel-mcp-broker").unwrap();
+    }
+    let (seen, done) = until(&mut events, |e| match &e.msg {
+        Some(Msg::TurnComplete(c)) => Some(c.last_agent_message.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(done, "survived");
+    all.extend(seen);
+    let ends: Vec<&pb::McpToolCallEnd> = all
+        .iter()
+        .filter_map(|e| match &e.msg {
+            Some(Msg::McpToolCallEnd(x)) => Some(x),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends.len(), 2, "{ends:?}");
+    assert!(ends[0].success, "{:?}", ends[0]);
+    assert!(!ends[1].success);
+    assert!(ends[1].error.contains("not run again"), "{:?}", ends[1]);
+
+    let last = fake.requests().last().cloned().unwrap();
+    let long = last.function_call_output("c_long").unwrap();
+    assert!(long.contains("Long running operation completed"), "{long}");
+    let slow = last.function_call_output("c_slow").unwrap();
+    assert!(
+        slow.starts_with("tool call error: the call was interrupted"),
+        "{slow}"
+    );
+    assert!(slow.contains("not run again"), "{slow}");
+    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n", "ran once");
+}
+
+fn args_json(v: Value) -> String {
+    v.to_string()
+}

@@ -67,3 +67,53 @@ pub fn stdio_table(name: &str, command: &str, args: &[String], extra: &str) -> S
         args.join(", ")
     )
 }
+
+/// Writes a stdio MCP server (Node, on the SDK beside the servers) with one
+/// tool, `slow_write`, that is neither read-only nor idempotent: each call
+/// appends a line to `runs` at once, then answers "written" after
+/// `millis`. Returns the script's path, for `node <script>`.
+pub fn slow_server(dir: &std::path::Path, runs: &std::path::Path, millis: u64) -> PathBuf {
+    let sdk = sdk_dir();
+    let script = dir.join("slow-server.mjs");
+    let text = format!(
+        r#"
+import {{ McpServer }} from "{sdk}/dist/esm/server/mcp.js";
+import {{ StdioServerTransport }} from "{sdk}/dist/esm/server/stdio.js";
+import {{ appendFileSync }} from "node:fs";
+const server = new McpServer({{ name: "slow", version: "1.0.0" }});
+server.registerTool("slow_write", {{ description: "writes slowly",
+  annotations: {{ readOnlyHint: false, idempotentHint: false }} }}, async () => {{
+  appendFileSync({runs:?}, "run\n");
+  await new Promise((r) => setTimeout(r, {millis}));
+  return {{ content: [{{ type: "text", text: "written" }}] }};
+}});
+await server.connect(new StdioServerTransport());
+"#,
+        sdk = sdk.display(),
+        runs = runs.display().to_string(),
+    );
+    std::fs::write(&script, text).expect("write the test MCP server");
+    script
+}
+
+/// Pids of processes whose environment holds `KEEL_TEST_MARK=<mark>` (a
+/// server configured with `env = { KEEL_TEST_MARK = "<mark>" }`).
+pub fn marked_pids(mark: &str) -> Vec<i32> {
+    let needle = format!("KEEL_TEST_MARK={mark}");
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}

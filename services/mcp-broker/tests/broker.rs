@@ -4,7 +4,6 @@
 //! concurrent calls across sessions.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,23 +94,8 @@ fn texts(item: &Value) -> Vec<String> {
     }
 }
 
-/// Pids of processes whose environment holds `KEEL_TEST_MARK=<mark>`.
 fn marked(mark: &str) -> Vec<i32> {
-    let needle = format!("KEEL_TEST_MARK={mark}");
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(env) = std::fs::read(Path::new("/proc").join(pid.to_string()).join("environ"))
-        else {
-            continue;
-        };
-        if env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
-            pids.push(pid);
-        }
-    }
-    pids
+    mcp::marked_pids(mark)
 }
 
 async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -393,29 +377,7 @@ async fn a_server_killed_mid_call_is_restarted_and_a_read_only_call_runs_again()
 async fn a_server_killed_mid_call_of_an_unsafe_tool_is_reported_not_repeated() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
-    let script = dir.path().join("slow.mjs");
-    let sdk = mcp::sdk_dir();
-    std::fs::write(
-        &script,
-        format!(
-            r#"
-import {{ McpServer }} from "{sdk}/dist/esm/server/mcp.js";
-import {{ StdioServerTransport }} from "{sdk}/dist/esm/server/stdio.js";
-import {{ appendFileSync }} from "node:fs";
-const server = new McpServer({{ name: "slow", version: "1.0.0" }});
-server.registerTool("slow_write", {{ description: "writes slowly",
-  annotations: {{ readOnlyHint: false, idempotentHint: false }} }}, async () => {{
-  appendFileSync({runs:?}, "run\n");
-  await new Promise((r) => setTimeout(r, 5000));
-  return {{ content: [{{ type: "text", text: "written" }}] }};
-}});
-await server.connect(new StdioServerTransport());
-"#,
-            sdk = sdk.display(),
-            runs = runs.display().to_string(),
-        ),
-    )
-    .unwrap();
+    let script = mcp::slow_server(dir.path(), &runs, 5000);
     let mark = uuid();
     let f = Arc::new(fixture(&mcp::stdio_table(
         "slow",
