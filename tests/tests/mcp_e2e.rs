@@ -427,3 +427,65 @@ async fn a_broker_killed_mid_call_repeats_only_what_is_safe_to_repeat() {
 fn args_json(v: Value) -> String {
     v.to_string()
 }
+
+/// A session that rolls over (continue-as-new) after every turn keeps its
+/// MCP tools: they were listed once, into state every run carries.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolled_over_session_keeps_its_mcp_tools() {
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call(
+            "c1",
+            "mcp__everything__echo",
+            &args(json!({"message": "run one"})),
+        ),
+        Scripted::assistant("one"),
+        Scripted::tool_call(
+            "c2",
+            "mcp__everything__echo",
+            &args(json!({"message": "run two"})),
+        ),
+        Scripted::assistant("two"),
+    ])
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cmd, a) = mcp::everything();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, mcp::stdio_table("everything", &cmd, &a, "")).unwrap();
+    let mut options = StackOptions::new(fake.base_url());
+    options.mcp_broker_args = vec!["--config".into(), config.display().to_string()];
+    options.history_event_budget = 1;
+    let stack = Stack::launch(options).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let sid = session::create(&mut client, Some(dir.path()))
+        .await
+        .unwrap();
+    let mut events = session::follow(&mut client, &sid, 0, false).await.unwrap();
+    for (turn, want) in [("t1", "one"), ("t2", "two")] {
+        session::send(&mut client, &sid, turn, "echo")
+            .await
+            .unwrap();
+        let (_, done) = until(&mut events, |e| match &e.msg {
+            Some(Msg::TurnComplete(c)) => Some(c.last_agent_message.clone()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+        assert_eq!(done, want);
+    }
+    let session = session::get(&mut client, &sid).await.unwrap();
+    assert!(session.history_rollovers >= 1, "{session:?}");
+    let requests = fake.requests();
+    let last = requests.last().unwrap();
+    assert_eq!(
+        output_texts(&last.function_call_output("c2").unwrap()),
+        ["Echo: run two"]
+    );
+    assert!(
+        last.tool_names()
+            .iter()
+            .any(|t| t == "mcp__everything__echo"),
+        "{:?}",
+        last.tool_names()
+    );
+}
