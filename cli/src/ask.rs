@@ -14,8 +14,9 @@ use std::io::BufRead;
 use keel_proto::v1::event::Msg;
 use keel_proto::v1::respond_request::Answer;
 use keel_proto::v1::{
-    ApplyPatchApprovalRequest, ExecApprovalRequest, QuestionAnswer, RequestUserInput,
-    ReviewDecision, ReviewDecisionKind as K, UserInputAnswer,
+    ApplyPatchApprovalRequest, ElicitationAction, ElicitationAnswer, ElicitationRequest,
+    ExecApprovalRequest, QuestionAnswer, RequestUserInput, ReviewDecision, ReviewDecisionKind as K,
+    UserInputAnswer,
 };
 use tokio::sync::mpsc;
 
@@ -31,6 +32,8 @@ enum Request {
         /// Answers to the questions asked so far.
         answers: HashMap<String, QuestionAnswer>,
     },
+    /// An MCP server's question: answered with a JSON object.
+    Elicitation(ElicitationRequest),
 }
 
 impl Request {
@@ -39,6 +42,7 @@ impl Request {
             Request::Exec(r) => &r.call_id,
             Request::Patch(r) => &r.call_id,
             Request::Input { request, .. } => &request.call_id,
+            Request::Elicitation(r) => &r.request_id,
         }
     }
 }
@@ -49,6 +53,7 @@ pub(crate) fn askable(msg: &Msg) -> bool {
     match msg {
         Msg::ExecApprovalRequest(_) | Msg::ApplyPatchApprovalRequest(_) => true,
         Msg::RequestUserInput(r) => !r.questions.is_empty(),
+        Msg::ElicitationRequest(_) => true,
         _ => false,
     }
 }
@@ -83,6 +88,7 @@ impl Asker {
                 request: r.clone(),
                 answers: HashMap::new(),
             },
+            Msg::ElicitationRequest(r) => Request::Elicitation(r.clone()),
             _ => return None,
         };
         if self.queue.iter().any(|q| q.id() == request.id()) {
@@ -132,6 +138,10 @@ impl Asker {
                     (_, true) => format!("[{}] answer 1-{n}, or in your own words: ", q.id),
                 }
             }
+            Request::Elicitation(r) => format!(
+                "[{}] {}: answer as a JSON object, d = decline, c = cancel: ",
+                r.server_name, r.message
+            ),
         })
     }
 
@@ -184,6 +194,24 @@ impl Asker {
                 }
                 Answer::UserInput(UserInputAnswer {
                     answers: std::mem::take(answers),
+                })
+            }
+            Request::Elicitation(_) => {
+                let text = line.trim();
+                let (action, content_json) = match text {
+                    "d" | "decline" => (ElicitationAction::Decline, String::new()),
+                    "c" | "cancel" => (ElicitationAction::Cancel, String::new()),
+                    "" => return again(self, ""),
+                    json => match serde_json::from_str::<serde_json::Value>(json) {
+                        Ok(serde_json::Value::Object(_)) => {
+                            (ElicitationAction::Accept, json.to_string())
+                        }
+                        _ => return again(self, "that is not a JSON object; "),
+                    },
+                };
+                Answer::Elicitation(ElicitationAnswer {
+                    action: action as i32,
+                    content_json,
                 })
             }
         };

@@ -188,6 +188,7 @@ impl<O: Write, E: Write> HumanRenderer<O, E> {
             | Msg::RequestUserInput(_)
             | Msg::DynamicToolCallRequest(_)
             | Msg::DynamicToolCallResponse(_)
+            | Msg::ElicitationRequest(_)
             | Msg::PlanUpdate(_)
             | Msg::RequestResolved(_) => {
                 requests::human(msg, &mut self.out, o, &mut self.err, e)?;
@@ -311,6 +312,7 @@ pub(crate) fn event_type(msg: &Msg) -> &'static str {
         Msg::ContextCompacted(_) => "context_compacted",
         Msg::McpToolCallBegin(_) => "mcp_tool_call_begin",
         Msg::McpToolCallEnd(_) => "mcp_tool_call_end",
+        Msg::ElicitationRequest(_) => "elicitation_request",
     }
 }
 
@@ -391,6 +393,7 @@ fn msg_fields(msg: &Msg) -> Value {
         | Msg::RequestUserInput(_)
         | Msg::DynamicToolCallRequest(_)
         | Msg::DynamicToolCallResponse(_)
+        | Msg::ElicitationRequest(_)
         | Msg::PlanUpdate(_)
         | Msg::RequestResolved(_) => requests::fields(msg).unwrap_or_else(|| json!({})),
     }

@@ -7,7 +7,8 @@ use clap::Args;
 use keel_proto::v1::event::Msg;
 use keel_proto::v1::respond_request::Answer;
 use keel_proto::v1::{
-    QuestionAnswer, RespondRequest, ReviewDecision, ReviewDecisionKind, UserInputAnswer,
+    ElicitationAction, ElicitationAnswer, QuestionAnswer, RespondRequest, ReviewDecision,
+    ReviewDecisionKind, UserInputAnswer,
 };
 use tonic::Code;
 
@@ -46,8 +47,24 @@ pub(crate) struct AnswerArgs {
     request_id: String,
     /// An answer to question QID; repeat for more questions, or for more
     /// answers to the same one.
-    #[arg(long = "answer", required = true, value_name = "QID=TEXT", value_parser = parse_answer)]
+    #[arg(
+        long = "answer",
+        value_name = "QID=TEXT",
+        value_parser = parse_answer,
+        required_unless_present_any = ["accept", "decline", "cancel"],
+        conflicts_with_all = ["accept", "decline", "cancel"]
+    )]
     answers: Vec<(String, String)>,
+    /// Answer an MCP server's question (`elicitation_request`) with this
+    /// JSON object, matching its schema.
+    #[arg(long, value_name = "JSON", conflicts_with_all = ["decline", "cancel"])]
+    accept: Option<String>,
+    /// Decline an MCP server's question (the call goes on without it).
+    #[arg(long, conflicts_with = "cancel")]
+    decline: bool,
+    /// Cancel an MCP server's question (and with it the operation).
+    #[arg(long)]
+    cancel: bool,
 }
 
 fn parse_answer(raw: &str) -> Result<(String, String), String> {
@@ -95,15 +112,31 @@ pub(crate) async fn deny(mut api: SessionApi, args: DenyArgs) -> Result<()> {
 }
 
 pub(crate) async fn answer(mut api: SessionApi, args: AnswerArgs) -> Result<()> {
-    respond(
-        &mut api,
-        &args.session,
-        &args.request_id,
-        user_input(args.answers),
-    )
-    .await?;
+    let answer = if let Some(content) = args.accept {
+        if !matches!(
+            serde_json::from_str::<serde_json::Value>(&content),
+            Ok(serde_json::Value::Object(_))
+        ) {
+            bail!("--accept takes a JSON object, e.g. '{{\"name\": \"Ada\"}}'");
+        }
+        elicitation(ElicitationAction::Accept, content)
+    } else if args.decline {
+        elicitation(ElicitationAction::Decline, String::new())
+    } else if args.cancel {
+        elicitation(ElicitationAction::Cancel, String::new())
+    } else {
+        user_input(args.answers)
+    };
+    respond(&mut api, &args.session, &args.request_id, answer).await?;
     note(format_args!("answered {}", args.request_id));
     Ok(())
+}
+
+fn elicitation(action: ElicitationAction, content_json: String) -> Answer {
+    Answer::Elicitation(ElicitationAnswer {
+        action: action as i32,
+        content_json,
+    })
 }
 
 /// Groups `QID=TEXT` pairs by question, keeping their order.

@@ -320,7 +320,7 @@ async fn a_session_naming_an_unknown_server_is_told_so() {
 async fn a_broker_killed_mid_call_repeats_only_what_is_safe_to_repeat() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
-    let script = mcp::slow_server(dir.path(), &runs, 4000);
+    let script = mcp::slow_server(dir.path(), &runs, 4000).unwrap();
     let (cmd, args) = mcp::everything();
     let mark = format!("broker-kill-{}", std::process::id());
     let mut toml = mcp::stdio_table(
@@ -488,4 +488,116 @@ async fn a_rolled_over_session_keeps_its_mcp_tools() {
         "{:?}",
         last.tool_names()
     );
+}
+
+/// A server's question mid-call (MCP elicitation) reaches the user as an
+/// `elicitation_request`; the worker restarts while the user thinks; the
+/// answer, given with `keel answer --accept`, reaches the server, and the
+/// call finishes with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_elicitation_waits_through_a_worker_restart_and_is_answered_with_keel_answer() {
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call(
+            "c_ask",
+            "mcp__everything__trigger_elicitation_request",
+            "{}",
+        ),
+        Scripted::assistant("thanks"),
+    ])
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cmd, a) = mcp::everything();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, mcp::stdio_table("everything", &cmd, &a, "")).unwrap();
+    let mut options = StackOptions::new(fake.base_url());
+    options.mcp_broker_args = vec!["--config".into(), config.display().to_string()];
+    let mut stack = Stack::launch(options).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let sid = session::create(&mut client, Some(dir.path()))
+        .await
+        .unwrap();
+    let mut events = session::follow(&mut client, &sid, 0, false).await.unwrap();
+    session::send(&mut client, &sid, "t1", "ask me")
+        .await
+        .unwrap();
+    let (_, asked) = until(&mut events, |e| match &e.msg {
+        Some(Msg::ElicitationRequest(r)) => Some(r.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(asked.server_name, "everything");
+    assert_eq!(asked.call_id, "c_ask");
+    assert_eq!(asked.request_id, "c_ask-elicitation-1");
+    assert_eq!(
+        asked.message,
+        "Please provide inputs for the following fields:"
+    );
+    let schema: Value = serde_json::from_str(&asked.requested_schema_json).unwrap();
+    assert!(schema["properties"]["name"].is_object(), "{schema}");
+
+    // The worker dies while the user thinks.
+    stack.kill("keel-worker").unwrap();
+    stack.restart("keel-worker").unwrap();
+
+    let keel = keel_test_support::stack::bin("keel").unwrap();
+    let out = std::process::Command::new(keel)
+        .args([
+            "--addr",
+            &stack.session_api,
+            "answer",
+            &sid,
+            &asked.request_id,
+        ])
+        .args(["--accept", r#"{"name": "Ada Lovelace", "check": true}"#])
+        .env("KEEL_TOKEN", &stack.token)
+        .env_remove("KEEL_ADDR")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "keel answer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (seen, done) = until(&mut events, |e| match &e.msg {
+        Some(Msg::TurnComplete(c)) => Some(c.last_agent_message.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(done, "thanks");
+    let end = seen
+        .iter()
+        .find_map(|e| match &e.msg {
+            Some(Msg::McpToolCallEnd(x)) => Some(x.clone()),
+            _ => None,
+        })
+        .expect("mcp_tool_call_end");
+    assert!(end.success, "{end:?}");
+    let output = fake
+        .requests()
+        .last()
+        .unwrap()
+        .function_call_output("c_ask")
+        .unwrap();
+    assert!(
+        output.contains("User provided the requested information"),
+        "{output}"
+    );
+    assert!(output.contains("Ada Lovelace"), "{output}");
+
+    // A session that waited for an MCP server's question, for the replay
+    // tests.
+    client
+        .close_session(pb::CloseSessionRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+    history::record_closed(&stack.temporal_address, &sid, "mcp_elicitation_closed")
+        .await
+        .unwrap();
 }

@@ -80,6 +80,45 @@ pub struct McpCallOutput {
     #[serde(default)]
     pub error: String,
     pub duration_ms: u64,
+    /// The server asks the user something; the call waits in the broker
+    /// (nothing else is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elicitation: Option<McpQuestion>,
+}
+
+/// An MCP server's question to the user.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct McpQuestion {
+    pub message: String,
+    pub requested_schema_json: String,
+}
+
+/// The user's answer to a waiting call's question.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct McpResumeInput {
+    pub session_id: String,
+    pub call_id: String,
+    /// `accept`, `decline` or `cancel`.
+    pub action: String,
+    #[serde(default)]
+    pub content_json: String,
+}
+
+impl From<pb::McpCallOutcome> for McpCallOutput {
+    fn from(r: pb::McpCallOutcome) -> Self {
+        Self {
+            output_digest: r.output_item_digest,
+            success: r.success,
+            result_json: r.result_json,
+            result_truncated: r.result_truncated,
+            error: r.error,
+            duration_ms: r.duration_ms,
+            elicitation: r.elicitation.map(|e| McpQuestion {
+                message: e.message,
+                requested_schema_json: e.requested_schema_json,
+            }),
+        }
+    }
 }
 
 pub use keel_workflow_api::AppendItem;
@@ -557,14 +596,39 @@ impl KeelActivities {
                 .await
                 .map_err(status_failure)?
                 .into_inner();
-            Ok(McpCallOutput {
-                output_digest: r.output_item_digest,
-                success: r.success,
-                result_json: r.result_json,
-                result_truncated: r.result_truncated,
-                error: r.error,
-                duration_ms: r.duration_ms,
-            })
+            Ok(r.outcome.unwrap_or_default().into())
+        };
+        with_heartbeats(&ctx, call).await
+    }
+
+    /// Answers the question a waiting MCP call asked, and waits for the
+    /// call again.
+    #[activity(name = "resume_mcp_call")]
+    pub async fn resume_mcp_call(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: McpResumeInput,
+    ) -> Result<McpCallOutput, ActivityError> {
+        let Some(mut client) = self.mcp.clone() else {
+            return Err(no_broker());
+        };
+        let action = match input.action.as_str() {
+            "accept" => pb::ElicitationAction::Accept,
+            "decline" => pb::ElicitationAction::Decline,
+            _ => pb::ElicitationAction::Cancel,
+        };
+        let call = async move {
+            let r = client
+                .resume_mcp_call(pb::ResumeMcpCallRequest {
+                    session_id: input.session_id,
+                    call_id: input.call_id,
+                    action: action as i32,
+                    content_json: input.content_json,
+                })
+                .await
+                .map_err(status_failure)?
+                .into_inner();
+            Ok(r.outcome.unwrap_or_default().into())
         };
         with_heartbeats(&ctx, call).await
     }

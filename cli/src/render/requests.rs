@@ -136,6 +136,14 @@ pub(crate) fn fields(msg: &Msg) -> Option<Value> {
                 .unwrap_or_else(|_| json!(m.arguments)),
         }),
         Msg::DynamicToolCallResponse(m) => json!({"call_id": m.call_id, "success": m.success}),
+        Msg::ElicitationRequest(m) => json!({
+            "id": m.request_id,
+            "server_name": m.server_name,
+            "message": m.message,
+            "requested_schema": serde_json::from_str::<Value>(&m.requested_schema_json)
+                .unwrap_or_else(|_| json!(m.requested_schema_json)),
+            "call_id": m.call_id,
+        }),
         Msg::PlanUpdate(m) => json!({
             "explanation": non_empty(&m.explanation),
             "plan": m.plan.iter()
@@ -172,6 +180,20 @@ pub(crate) fn human<O: Write, E: Write>(
             };
             let line = format!("client tool call [{}]: {name} {}", m.call_id, m.arguments);
             writeln!(err, "{}", e.bold(&line))?;
+        }
+        Msg::ElicitationRequest(m) => {
+            let line = format!("{} asks [{}]: {}", m.server_name, m.request_id, m.message);
+            writeln!(err, "{}", e.bold(&line))?;
+            writeln!(
+                err,
+                "{}",
+                e.dim(&format!("answer schema: {}", m.requested_schema_json))
+            )?;
+            writeln!(
+                err,
+                "{}",
+                e.dim("answer with: keel answer <session> <id> --accept '<json>' | --decline | --cancel")
+            )?;
         }
         Msg::DynamicToolCallResponse(m) => {
             let how = if m.success { "succeeded" } else { "failed" };

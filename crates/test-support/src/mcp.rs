@@ -72,7 +72,11 @@ pub fn stdio_table(name: &str, command: &str, args: &[String], extra: &str) -> S
 /// tool, `slow_write`, that is neither read-only nor idempotent: each call
 /// appends a line to `runs` at once, then answers "written" after
 /// `millis`. Returns the script's path, for `node <script>`.
-pub fn slow_server(dir: &std::path::Path, runs: &std::path::Path, millis: u64) -> PathBuf {
+pub fn slow_server(
+    dir: &std::path::Path,
+    runs: &std::path::Path,
+    millis: u64,
+) -> std::io::Result<PathBuf> {
     let sdk = sdk_dir();
     let script = dir.join("slow-server.mjs");
     let text = format!(
@@ -92,8 +96,8 @@ await server.connect(new StdioServerTransport());
         sdk = sdk.display(),
         runs = runs.display().to_string(),
     );
-    std::fs::write(&script, text).expect("write the test MCP server");
-    script
+    std::fs::write(&script, text)?;
+    Ok(script)
 }
 
 /// Pids of processes whose environment holds `KEEL_TEST_MARK=<mark>` (a

@@ -299,6 +299,8 @@ pub enum RequestKind {
     PatchApproval,
     UserInput,
     DynamicTool,
+    /// An MCP server's question in the middle of a tool call.
+    Elicitation,
 }
 
 impl RequestKind {
@@ -309,6 +311,7 @@ impl RequestKind {
             RequestKind::PatchApproval => "a patch approval",
             RequestKind::UserInput => "a question to the user",
             RequestKind::DynamicTool => "a dynamic tool call",
+            RequestKind::Elicitation => "an MCP server's question",
         }
     }
 }
@@ -344,6 +347,13 @@ pub enum Answer {
         output_digest: String,
         success: bool,
     },
+    /// For an MCP server's question: `accept` (with the content, a JSON
+    /// object), `decline` or `cancel`.
+    Elicitation {
+        action: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        content_json: String,
+    },
 }
 
 impl Answer {
@@ -356,6 +366,7 @@ impl Answer {
                 RequestKind::ExecApproval | RequestKind::PatchApproval
             ) | (Answer::UserInput(_), RequestKind::UserInput)
                 | (Answer::DynamicTool { .. }, RequestKind::DynamicTool)
+                | (Answer::Elicitation { .. }, RequestKind::Elicitation)
         )
     }
 }
@@ -731,6 +742,7 @@ impl From<RequestKind> for keel_proto::v1::PendingRequestKind {
             RequestKind::PatchApproval => Self::PatchApproval,
             RequestKind::UserInput => Self::UserInput,
             RequestKind::DynamicTool => Self::DynamicTool,
+            RequestKind::Elicitation => Self::Elicitation,
         }
     }
 }

@@ -7,8 +7,11 @@
 //!   gets;
 //! * [`pool`]: connections per (session, server), started on first use,
 //!   restarted with back-off, reaped when idle;
+//! * [`calls`]: calls in flight, and those waiting for the user's answer
+//!   to a server's question;
 //! * [`service`]: the gRPC service.
 
+pub mod calls;
 pub mod config;
 pub mod names;
 pub mod output;

@@ -8,7 +8,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, Tool};
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, ElicitRequestParams, ElicitResult, ElicitationAction,
+    ElicitationCapability, FormElicitationCapability, Implementation, Tool,
+};
+use rmcp::service::RequestContext;
 use rmcp::service::RunningService;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
@@ -20,16 +24,66 @@ use crate::config::{Config, Server, Transport};
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// The broker as an MCP client: its name and capabilities.
+/// A server's question to the user (MCP `elicitation/create`, form mode),
+/// and where the answer goes.
+pub struct Asked {
+    pub message: String,
+    pub requested_schema: serde_json::Value,
+    pub reply: tokio::sync::oneshot::Sender<ElicitResult>,
+}
+
+/// The broker as an MCP client of one connection: its name and
+/// capabilities (form elicitation), and the queue its server's questions
+/// wait in until a call of the connection takes them to the user.
 #[derive(Clone)]
-pub struct Handler;
+pub struct Handler {
+    asks: tokio::sync::mpsc::UnboundedSender<Asked>,
+}
 
 impl ClientHandler for Handler {
     fn get_info(&self) -> ClientConfig {
+        let mut capabilities = ClientCapabilities::default();
+        capabilities.elicitation =
+            Some(ElicitationCapability::new().with_form(FormElicitationCapability::new()));
         ClientConfig::new(
-            ClientCapabilities::default(),
+            capabilities,
             Implementation::new("keel-mcp-broker", env!("CARGO_PKG_VERSION")),
         )
+    }
+
+    fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> impl std::future::Future<Output = Result<ElicitResult, rmcp::ErrorData>> + Send + '_ {
+        let asks = self.asks.clone();
+        async move {
+            let (message, requested_schema) = match request {
+                ElicitRequestParams::FormElicitationParams {
+                    message,
+                    requested_schema,
+                    ..
+                } => (
+                    message,
+                    serde_json::to_value(&requested_schema).unwrap_or_default(),
+                ),
+                // URL mode is not offered (the capability names forms only).
+                _ => return Ok(ElicitResult::new(ElicitationAction::Decline)),
+            };
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let asked = Asked {
+                message,
+                requested_schema,
+                reply,
+            };
+            if asks.send(asked).is_err() {
+                return Ok(ElicitResult::new(ElicitationAction::Cancel));
+            }
+            // Dropped unanswered (the call was abandoned): cancelled.
+            Ok(answer
+                .await
+                .unwrap_or_else(|_| ElicitResult::new(ElicitationAction::Cancel)))
+        }
     }
 }
 
@@ -37,6 +91,8 @@ impl ClientHandler for Handler {
 pub struct Conn {
     pub client: RunningService<RoleClient, Handler>,
     pub tools: Vec<Tool>,
+    /// The server's questions, taken by the call that waits on them.
+    pub asks: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Asked>>,
 }
 
 impl Conn {
@@ -343,6 +399,8 @@ pub fn redact(server: &Server, message: &str) -> String {
 }
 
 async fn start(server: &Server) -> Result<Conn, String> {
+    let (asks, asked) = tokio::sync::mpsc::unbounded_channel();
+    let handler = Handler { asks };
     let client = match &server.transport {
         Transport::Stdio {
             command,
@@ -368,7 +426,7 @@ async fn start(server: &Server) -> Result<Conn, String> {
                     }
                 });
             }
-            Handler
+            handler
                 .serve(transport)
                 .await
                 .map_err(|e| format!("initialisation failed: {e}"))?
@@ -392,7 +450,7 @@ async fn start(server: &Server) -> Result<Conn, String> {
             }
             let transport =
                 StreamableHttpClientTransport::from_config(config.custom_headers(custom));
-            Handler
+            handler
                 .serve(transport)
                 .await
                 .map_err(|e| format!("initialisation failed: {e}"))?
@@ -402,5 +460,9 @@ async fn start(server: &Server) -> Result<Conn, String> {
         .list_all_tools()
         .await
         .map_err(|e| format!("tools/list failed: {e}"))?;
-    Ok(Conn { client, tools })
+    Ok(Conn {
+        client,
+        tools,
+        asks: tokio::sync::Mutex::new(asked),
+    })
 }

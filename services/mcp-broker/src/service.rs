@@ -1,20 +1,20 @@
 //! `keel.v1.McpBrokerService` over the [`Pool`].
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keel_blobstore::BlobStore;
 use keel_proto::v1 as pb;
 use keel_proto::v1::ErrorInfo;
 use keel_proto::v1::mcp_broker_service_server::McpBrokerService;
-use rmcp::ServiceError;
-use rmcp::model::{CallToolRequestParams, JsonObject, Tool};
+use rmcp::model::{ElicitResult, ElicitationAction, JsonObject, Tool};
 use serde_json::Value;
 use tonic::{Code, Request, Response, Status};
 
+use crate::calls::{Calls, InFlight, Outcome};
 use crate::names;
-use crate::output::{self, Output};
-use crate::pool::{ConnectError, Pool, Status as ConnStatus, redact};
+use crate::output;
+use crate::pool::{ConnectError, Pool, Status as ConnStatus};
 
 /// `result_json` in a CallMcpToolResponse is cut to this many bytes.
 pub const MAX_RESULT_JSON: usize = 16 * 1024;
@@ -22,12 +22,35 @@ pub const MAX_RESULT_JSON: usize = 16 * 1024;
 pub struct Broker {
     pool: Arc<Pool>,
     blobs: BlobStore,
+    calls: Calls,
 }
 
 impl Broker {
     pub fn new(pool: Arc<Pool>, blobs: BlobStore) -> Self {
-        Self { pool, blobs }
+        Self {
+            pool,
+            blobs,
+            calls: Calls::default(),
+        }
     }
+}
+
+/// The user's answer as MCP's `ElicitResult`.
+fn elicit_result(action: i32, content_json: &str) -> Result<ElicitResult, Status> {
+    let action = match pb::ElicitationAction::try_from(action) {
+        Ok(pb::ElicitationAction::Accept) => ElicitationAction::Accept,
+        Ok(pb::ElicitationAction::Decline) => ElicitationAction::Decline,
+        Ok(pb::ElicitationAction::Cancel) => ElicitationAction::Cancel,
+        _ => return Err(invalid("action: ACCEPT, DECLINE or CANCEL")),
+    };
+    let mut result = ElicitResult::new(action);
+    if matches!(result.action, ElicitationAction::Accept) {
+        match serde_json::from_str::<Value>(content_json) {
+            Ok(content @ Value::Object(_)) => result.content = Some(content),
+            _ => return Err(invalid("content_json: an accepted answer is a JSON object")),
+        }
+    }
+    Ok(result)
 }
 
 fn status(code: Code, class: &str, message: impl Into<String>) -> Status {
@@ -96,13 +119,6 @@ fn annotations(tool: &Tool) -> Option<pb::McpToolAnnotations> {
     })
 }
 
-/// Whether a call cut short may run again: the server says the tool
-/// changes nothing, or that running it twice is the same as once.
-fn may_repeat(tool: Option<&Tool>) -> bool {
-    tool.and_then(|t| t.annotations.as_ref())
-        .is_some_and(|a| a.read_only_hint == Some(true) || a.idempotent_hint == Some(true))
-}
-
 fn cut(text: String, max: usize) -> (String, bool) {
     if text.len() <= max {
         return (text, false);
@@ -111,26 +127,14 @@ fn cut(text: String, max: usize) -> (String, bool) {
     (text[..end].to_string(), true)
 }
 
-/// How one call ended, before it is stored.
-struct Ended {
-    output: Output,
-    result_json: String,
-    error: String,
-}
-
-impl Ended {
-    fn failed(call_id: &str, message: String, wall: Duration) -> Self {
-        let text = format!("tool call error: {message}");
-        Self {
-            output: output::from_error(call_id, &text, wall),
-            result_json: String::new(),
-            error: message,
-        }
-    }
-}
-
 impl Broker {
-    async fn run_call(&self, r: &pb::CallMcpToolRequest) -> Result<(Ended, Duration), Status> {
+    /// Validates a call and starts it; `Err(Outcome)` for arguments the
+    /// model got wrong or a server that cannot start (results the model
+    /// must hear about), `Err(Status)` for requests that cannot be served.
+    async fn start_call(
+        &self,
+        r: &pb::CallMcpToolRequest,
+    ) -> Result<Result<InFlight, Outcome>, Status> {
         let server = self
             .pool
             .server(&r.server)
@@ -145,7 +149,6 @@ impl Broker {
                 ),
             ));
         }
-        let started = Instant::now();
         // The model wrote the arguments: bad JSON is its mistake to hear
         // about (Codex: "err: <parse error>"), not an error of the request.
         let arguments: Option<JsonObject> = if r.arguments.trim().is_empty() {
@@ -154,80 +157,100 @@ impl Broker {
             match serde_json::from_str::<Value>(&r.arguments) {
                 Ok(Value::Object(map)) => Some(map),
                 Ok(_) => {
-                    let text = "err: the arguments must be a JSON object";
-                    let ended = Ended {
-                        output: output::from_error(&r.call_id, text, started.elapsed()),
-                        result_json: String::new(),
-                        error: text.into(),
-                    };
-                    return Ok((ended, started.elapsed()));
+                    return Ok(Err(Outcome::Failed {
+                        message: "err: the arguments must be a JSON object".into(),
+                        wall: Duration::ZERO,
+                    }));
                 }
                 Err(e) => {
-                    let text = format!("err: {e}");
-                    let ended = Ended {
-                        output: output::from_error(&r.call_id, &text, started.elapsed()),
-                        result_json: String::new(),
-                        error: text,
-                    };
-                    return Ok((ended, started.elapsed()));
+                    return Ok(Err(Outcome::Failed {
+                        message: format!("err: {e}"),
+                        wall: Duration::ZERO,
+                    }));
                 }
             }
         };
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let conn = match self.pool.connect(&r.session_id, &r.server).await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    let ended = Ended::failed(&r.call_id, e.to_string(), started.elapsed());
-                    return Ok((ended, started.elapsed()));
-                }
-            };
-            let mut params = CallToolRequestParams::new(r.tool.clone());
-            params.arguments = arguments.clone();
-            let call_started = Instant::now();
-            let result =
-                tokio::time::timeout(server.tool_timeout, conn.client.call_tool(params)).await;
-            let wall = call_started.elapsed();
-            match result {
-                Ok(Ok(result)) => {
-                    let json = serde_json::to_value(&result).unwrap_or(Value::Null);
-                    let ended = Ended {
-                        output: output::from_result(&r.call_id, &json, wall),
-                        result_json: json.to_string(),
-                        error: String::new(),
-                    };
-                    return Ok((ended, wall));
-                }
-                Ok(Err(ServiceError::TransportClosed | ServiceError::TransportSend(_)))
-                | Ok(Err(ServiceError::Cancelled { .. })) => {
-                    // The server went away mid-call.
-                    self.pool.forget(&r.session_id, &r.server).await;
-                    let repeat = may_repeat(conn.tool(&r.tool));
-                    if repeat && attempts < 2 {
-                        tracing::warn!(server = %r.server, tool = %r.tool, call_id = %r.call_id, "MCP server exited mid-call; calling again (the tool is read-only or idempotent)");
-                        continue;
-                    }
-                    let why = if repeat {
-                        "the MCP server exited during the call, twice".to_string()
-                    } else {
-                        "the MCP server exited during the call; it was not run again because the tool is not marked read-only or idempotent".to_string()
-                    };
-                    return Ok((Ended::failed(&r.call_id, why, wall), wall));
-                }
-                Ok(Err(e)) => {
-                    let message = redact(server, &e.to_string());
-                    return Ok((Ended::failed(&r.call_id, message, wall), wall));
-                }
-                Err(_) => {
-                    let message = format!(
-                        "the call timed out after {} s (tool_timeout_sec)",
-                        server.tool_timeout.as_secs_f64()
-                    );
-                    return Ok((Ended::failed(&r.call_id, message, wall), wall));
-                }
+        let conn = match self.pool.connect(&r.session_id, &r.server).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                return Ok(Err(Outcome::Failed {
+                    message: e.to_string(),
+                    wall: Duration::ZERO,
+                }));
             }
-        }
+        };
+        Ok(Ok(InFlight::start(
+            &r.session_id,
+            &r.server,
+            &r.tool,
+            arguments,
+            conn,
+            server.tool_timeout,
+        )))
+    }
+
+    /// The answer for an outcome: a finished or failed call's output is
+    /// stored; a question is passed on.
+    async fn answer(
+        &self,
+        session_id: &str,
+        call_id: &str,
+        outcome: Outcome,
+    ) -> Result<pb::McpCallOutcome, Status> {
+        let (output, result_json, error, wall) = match outcome {
+            Outcome::Asked {
+                message,
+                requested_schema,
+            } => {
+                tracing::info!(session = %session_id, call_id, "MCP server asks the user");
+                return Ok(pb::McpCallOutcome {
+                    elicitation: Some(pb::McpElicitation {
+                        message,
+                        requested_schema_json: requested_schema.to_string(),
+                    }),
+                    ..Default::default()
+                });
+            }
+            Outcome::Finished { result, wall } => (
+                output::from_result(call_id, &result, wall),
+                result.to_string(),
+                String::new(),
+                wall,
+            ),
+            Outcome::Failed { message, wall } => {
+                // Failures the model caused (bad arguments) read as Codex
+                // has them; the others as "tool call error: …".
+                let text = if message.starts_with("err: ") {
+                    message.clone()
+                } else {
+                    format!("tool call error: {message}")
+                };
+                (
+                    output::from_error(call_id, &text, wall),
+                    String::new(),
+                    message,
+                    wall,
+                )
+            }
+        };
+        let digest = self.blobs.put_json(&output.item).await.map_err(|e| {
+            status(
+                Code::Unavailable,
+                "blob_store",
+                format!("cannot store the call's output: {e}"),
+            )
+        })?;
+        let (result_json, result_truncated) = cut(result_json, MAX_RESULT_JSON);
+        tracing::info!(session = %session_id, call_id, success = output.success, ms = wall.as_millis() as u64, "MCP call ended");
+        Ok(pb::McpCallOutcome {
+            output_item_digest: digest,
+            success: output.success,
+            result_json,
+            result_truncated,
+            error,
+            duration_ms: wall.as_millis() as u64,
+            elicitation: None,
+        })
     }
 }
 
@@ -372,23 +395,44 @@ impl McpBrokerService for Broker {
                 return Err(invalid(format!("{field}: required")));
             }
         }
-        let (ended, wall) = self.run_call(&r).await?;
-        let digest = self.blobs.put_json(&ended.output.item).await.map_err(|e| {
-            status(
-                Code::Unavailable,
-                "blob_store",
-                format!("cannot store the call's output: {e}"),
-            )
-        })?;
-        let (result_json, result_truncated) = cut(ended.result_json, MAX_RESULT_JSON);
-        tracing::info!(session = %r.session_id, call_id = %r.call_id, server = %r.server, tool = %r.tool, success = ended.output.success, ms = wall.as_millis() as u64, "MCP call");
+        let outcome = match self.start_call(&r).await? {
+            Ok(call) => self.calls.drive(&self.pool, &r.call_id, call).await,
+            Err(outcome) => outcome,
+        };
+        let outcome = self.answer(&r.session_id, &r.call_id, outcome).await?;
         Ok(Response::new(pb::CallMcpToolResponse {
-            output_item_digest: digest,
-            success: ended.output.success,
-            result_json,
-            result_truncated,
-            error: ended.error,
-            duration_ms: wall.as_millis() as u64,
+            outcome: Some(outcome),
+        }))
+    }
+
+    async fn resume_mcp_call(
+        &self,
+        request: Request<pb::ResumeMcpCallRequest>,
+    ) -> Result<Response<pb::ResumeMcpCallResponse>, Status> {
+        let r = request.into_inner();
+        for (field, value) in [("session_id", &r.session_id), ("call_id", &r.call_id)] {
+            if value.is_empty() {
+                return Err(invalid(format!("{field}: required")));
+            }
+        }
+        let answer = elicit_result(r.action, &r.content_json)?;
+        let outcome = self
+            .calls
+            .resume(&self.pool, &r.session_id, &r.call_id, answer)
+            .await
+            .ok_or_else(|| {
+                status(
+                    Code::FailedPrecondition,
+                    "call_not_waiting",
+                    format!(
+                        "call {:?} is not waiting for an answer: answered already, or lost when the broker restarted",
+                        r.call_id
+                    ),
+                )
+            })?;
+        let outcome = self.answer(&r.session_id, &r.call_id, outcome).await?;
+        Ok(Response::new(pb::ResumeMcpCallResponse {
+            outcome: Some(outcome),
         }))
     }
 
@@ -399,6 +443,10 @@ impl McpBrokerService for Broker {
         let r = request.into_inner();
         if r.session_id.is_empty() {
             return Err(invalid("session_id: required"));
+        }
+        let abandoned = self.calls.close_session(&r.session_id);
+        if abandoned > 0 {
+            tracing::info!(session = %r.session_id, calls = abandoned, "abandoned calls waiting for the user");
         }
         let stopped = self.pool.close_session(&r.session_id).await;
         Ok(Response::new(pb::CloseMcpSessionResponse { stopped }))

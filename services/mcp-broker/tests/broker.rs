@@ -63,9 +63,22 @@ impl Fixture {
         server: &str,
         tool: &str,
         args: &str,
-    ) -> (pb::CallMcpToolResponse, Value) {
-        let r = self
-            .broker
+    ) -> (pb::McpCallOutcome, Value) {
+        let r = self.start(session, call_id, server, tool, args).await;
+        assert!(r.elicitation.is_none(), "{r:?}");
+        let item: Value = self.blobs.get_json(&r.output_item_digest).await.unwrap();
+        (r, item)
+    }
+
+    async fn start(
+        &self,
+        session: &str,
+        call_id: &str,
+        server: &str,
+        tool: &str,
+        args: &str,
+    ) -> pb::McpCallOutcome {
+        self.broker
             .call_mcp_tool(Request::new(pb::CallMcpToolRequest {
                 session_id: session.into(),
                 call_id: call_id.into(),
@@ -75,9 +88,27 @@ impl Fixture {
             }))
             .await
             .unwrap()
-            .into_inner();
-        let item: Value = self.blobs.get_json(&r.output_item_digest).await.unwrap();
-        (r, item)
+            .into_inner()
+            .outcome
+            .unwrap()
+    }
+
+    async fn resume(
+        &self,
+        session: &str,
+        call_id: &str,
+        action: pb::ElicitationAction,
+        content: &str,
+    ) -> Result<pb::McpCallOutcome, tonic::Status> {
+        self.broker
+            .resume_mcp_call(Request::new(pb::ResumeMcpCallRequest {
+                session_id: session.into(),
+                call_id: call_id.into(),
+                action: action as i32,
+                content_json: content.into(),
+            }))
+            .await
+            .map(|r| r.into_inner().outcome.unwrap())
     }
 }
 
@@ -377,7 +408,7 @@ async fn a_server_killed_mid_call_is_restarted_and_a_read_only_call_runs_again()
 async fn a_server_killed_mid_call_of_an_unsafe_tool_is_reported_not_repeated() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
-    let script = mcp::slow_server(dir.path(), &runs, 5000);
+    let script = mcp::slow_server(dir.path(), &runs, 5000).unwrap();
     let mark = uuid();
     let f = Arc::new(fixture(&mcp::stdio_table(
         "slow",
@@ -492,4 +523,81 @@ async fn streamable_http_servers_are_listed_and_called() {
         .await;
     assert!(r.success);
     assert!(texts(&item)[0].contains('3'), "{item}");
+}
+
+#[tokio::test]
+async fn a_server_question_mid_call_waits_for_the_answer_and_the_call_finishes_with_it() {
+    let mark = uuid();
+    let f = fixture(&everything("everything", &mark, ""));
+    let asked = f
+        .start(
+            "s1",
+            "e1",
+            "everything",
+            "trigger-elicitation-request",
+            "{}",
+        )
+        .await;
+    let question = asked.elicitation.expect("the server asks");
+    assert_eq!(
+        question.message,
+        "Please provide inputs for the following fields:"
+    );
+    let schema: Value = serde_json::from_str(&question.requested_schema_json).unwrap();
+    assert_eq!(schema["required"], serde_json::json!(["name"]));
+    assert!(asked.output_item_digest.is_empty());
+
+    // Bad answers are refused and the call keeps waiting.
+    let e = f
+        .resume("s1", "e1", pb::ElicitationAction::Accept, "[1]")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let e = f
+        .resume("s1", "nope", pb::ElicitationAction::Cancel, "")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+
+    let done = f
+        .resume(
+            "s1",
+            "e1",
+            pb::ElicitationAction::Accept,
+            r#"{"name":"Ada Lovelace"}"#,
+        )
+        .await
+        .unwrap();
+    assert!(done.success, "{done:?}");
+    let item: Value = f.blobs.get_json(&done.output_item_digest).await.unwrap();
+    let text = texts(&item).join("\n");
+    assert!(
+        text.contains("User provided the requested information"),
+        "{text}"
+    );
+    assert!(text.contains("Ada Lovelace"), "{text}");
+    // Answered: nothing waits any more.
+    let e = f
+        .resume("s1", "e1", pb::ElicitationAction::Cancel, "")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+
+    // Declined: the call goes on and says so.
+    let asked = f
+        .start(
+            "s1",
+            "e2",
+            "everything",
+            "trigger-elicitation-request",
+            "{}",
+        )
+        .await;
+    assert!(asked.elicitation.is_some());
+    let done = f
+        .resume("s1", "e2", pb::ElicitationAction::Decline, "")
+        .await
+        .unwrap();
+    let item: Value = f.blobs.get_json(&done.output_item_digest).await.unwrap();
+    assert!(texts(&item).join("\n").contains("declined"), "{item}");
 }

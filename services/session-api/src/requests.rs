@@ -31,7 +31,9 @@ pub(crate) async fn answer(
 ) -> Result<Answer, Status> {
     use pb::respond_request::Answer as A;
     let answer = answer.ok_or_else(|| {
-        crate::errors::invalid("an answer is required: decision, user_input or dynamic_tool")
+        crate::errors::invalid(
+            "an answer is required: decision, user_input, dynamic_tool or elicitation",
+        )
     })?;
     let converted = match answer {
         A::Decision(d) => Answer::Review(decision(d, kind)?),
@@ -58,6 +60,7 @@ pub(crate) async fn answer(
                 success: r.success,
             }
         }
+        A::Elicitation(e) => elicitation(e)?,
     };
     match kind {
         Some(kind) if !converted.fits(kind) => Err(crate::errors::invalid(format!(
@@ -66,6 +69,43 @@ pub(crate) async fn answer(
         ))),
         _ => Ok(converted),
     }
+}
+
+/// Accepted content of an elicitation answer, at most.
+const MAX_ELICITATION_CONTENT_BYTES: usize = 64 * 1024;
+
+fn elicitation(e: pb::ElicitationAnswer) -> Result<Answer, Status> {
+    let action = match pb::ElicitationAction::try_from(e.action) {
+        Ok(pb::ElicitationAction::Accept) => "accept",
+        Ok(pb::ElicitationAction::Decline) => "decline",
+        Ok(pb::ElicitationAction::Cancel) => "cancel",
+        _ => {
+            return Err(crate::errors::invalid(
+                "elicitation.action: ACCEPT, DECLINE or CANCEL",
+            ));
+        }
+    };
+    let content_json = if action == "accept" {
+        if e.content_json.len() > MAX_ELICITATION_CONTENT_BYTES {
+            return Err(crate::errors::invalid(format!(
+                "elicitation.content_json: at most {MAX_ELICITATION_CONTENT_BYTES} bytes"
+            )));
+        }
+        match serde_json::from_str::<serde_json::Value>(&e.content_json) {
+            Ok(serde_json::Value::Object(_)) => e.content_json,
+            _ => {
+                return Err(crate::errors::invalid(
+                    "elicitation.content_json: an accepted answer is a JSON object",
+                ));
+            }
+        }
+    } else {
+        String::new()
+    };
+    Ok(Answer::Elicitation {
+        action: action.into(),
+        content_json,
+    })
 }
 
 fn decision(d: pb::ReviewDecision, kind: Option<RequestKind>) -> Result<ReviewDecision, Status> {

@@ -11,9 +11,15 @@
 //! Codex's id and labels; "Allow for this session" is remembered (for
 //! `auto` tools).
 //!
+//! A server's question mid-call (MCP elicitation) becomes an
+//! `elicitation_request` the user answers with Respond; the call waits in
+//! the broker meanwhile, and workers may come and go. Under approval
+//! `never` the question is declined without asking.
+//!
 //! A call cut short (the broker or the worker lost mid-call) runs again
-//! only when the tool is read-only or idempotent; otherwise the model is
-//! told once that it was interrupted.
+//! only when the tool is read-only or idempotent and nobody has answered a
+//! question of it; otherwise the model is told once that it was
+//! interrupted.
 
 use std::time::Duration;
 
@@ -28,7 +34,9 @@ use super::call::{ARGUMENTS_TOO_LARGE, Call, Turn};
 use super::{
     ABORTED, AgentWorkflow, HEARTBEAT_TIMEOUT, approvals, emit, failure_message, inline_output,
 };
-use crate::activities::{AppendItem, KeelActivities, McpCallInput};
+use crate::activities::{
+    AppendItem, KeelActivities, McpCallInput, McpCallOutput, McpQuestion, McpResumeInput,
+};
 
 /// Codex's question id prefix and answer labels.
 const QUESTION_ID_PREFIX: &str = "mcp_tool_call_approval";
@@ -89,42 +97,121 @@ pub(super) async fn call(
         arguments: call.arguments.clone(),
     };
     let options = mcp_options(turn, tool.may_repeat());
-    match ctx
+    let mut result = ctx
         .execute_activity(KeelActivities::call_mcp_tool, input, options)
-        .await
-    {
-        Ok(out) => {
-            emit(
-                ctx,
-                turn.id,
-                Msg::McpToolCallEnd(pb::McpToolCallEnd {
-                    call_id: call.call_id.clone(),
-                    invocation: Some(invocation),
-                    duration_ms: out.duration_ms,
-                    success: out.success,
-                    result_json: out.result_json,
-                    result_truncated: out.result_truncated,
-                    error: out.error,
-                }),
-            );
-            AppendItem::Digest(out.output_digest)
+        .await;
+    let mut questions = 0u32;
+    loop {
+        match result {
+            Ok(McpCallOutput {
+                elicitation: Some(question),
+                ..
+            }) => {
+                questions += 1;
+                let Some((action, content_json)) =
+                    elicit(ctx, turn, call, &tool, questions, question).await
+                else {
+                    // Interrupted while the user thought: the broker ends
+                    // the waiting call (best effort).
+                    let cancel = resume_input(ctx, call, "cancel", String::new());
+                    let _ = ctx
+                        .execute_activity(
+                            KeelActivities::resume_mcp_call,
+                            cancel,
+                            abandon_options(),
+                        )
+                        .await;
+                    end(ctx, turn, call, invocation, ABORTED);
+                    return inline_output(&call.call_id, ABORTED, call.custom);
+                };
+                let resume = resume_input(ctx, call, &action, content_json);
+                result = ctx
+                    .execute_activity(
+                        KeelActivities::resume_mcp_call,
+                        resume,
+                        mcp_options(turn, false),
+                    )
+                    .await;
+            }
+            Ok(out) => {
+                emit(
+                    ctx,
+                    turn.id,
+                    Msg::McpToolCallEnd(pb::McpToolCallEnd {
+                        call_id: call.call_id.clone(),
+                        invocation: Some(invocation),
+                        duration_ms: out.duration_ms,
+                        success: out.success,
+                        result_json: out.result_json,
+                        result_truncated: out.result_truncated,
+                        error: out.error,
+                    }),
+                );
+                return AppendItem::Digest(out.output_digest);
+            }
+            Err(ActivityExecutionError::Cancelled(_)) => {
+                end(ctx, turn, call, invocation, ABORTED);
+                return inline_output(&call.call_id, ABORTED, call.custom);
+            }
+            Err(e) => {
+                let (message, _) = failure_message(&e);
+                let text = if tool.may_repeat() && questions == 0 {
+                    format!("tool call error: {message}")
+                } else {
+                    format!(
+                        "tool call error: the call was interrupted ({message}); it was not run again because the tool is not marked read-only or idempotent, or the user had answered its question"
+                    )
+                };
+                end(ctx, turn, call, invocation, &text);
+                return inline_output(&call.call_id, &text, call.custom);
+            }
         }
-        Err(ActivityExecutionError::Cancelled(_)) => {
-            end(ctx, turn, call, invocation, ABORTED);
-            inline_output(&call.call_id, ABORTED, call.custom)
-        }
-        Err(e) => {
-            let (message, _) = failure_message(&e);
-            let text = if tool.may_repeat() {
-                format!("tool call error: {message}")
-            } else {
-                format!(
-                    "tool call error: the call was interrupted ({message}); it was not run again because the tool is not marked read-only or idempotent"
-                )
-            };
-            end(ctx, turn, call, invocation, &text);
-            inline_output(&call.call_id, &text, call.custom)
-        }
+    }
+}
+
+fn resume_input(
+    ctx: &WorkflowContext<AgentWorkflow>,
+    call: &Call,
+    action: &str,
+    content_json: String,
+) -> McpResumeInput {
+    McpResumeInput {
+        session_id: ctx.state(|s| s.input.session_id.clone()),
+        call_id: call.call_id.clone(),
+        action: action.to_string(),
+        content_json,
+    }
+}
+
+/// The server's question to the user, as a pending request; `None` when
+/// the turn was interrupted first. Under approval `never` nobody is asked:
+/// the question is declined.
+async fn elicit(
+    ctx: &mut WorkflowContext<AgentWorkflow>,
+    turn: Turn<'_>,
+    call: &Call,
+    tool: &McpToolEntry,
+    n: u32,
+    question: McpQuestion,
+) -> Option<(String, String)> {
+    let never = ctx.state(|s| s.effective().approval_policy == ApprovalPolicy::Never);
+    if never {
+        return Some(("decline".into(), String::new()));
+    }
+    let request_id = format!("{}-elicitation-{n}", call.call_id);
+    let event = Msg::ElicitationRequest(pb::ElicitationRequest {
+        request_id: request_id.clone(),
+        server_name: tool.server.clone(),
+        message: question.message,
+        requested_schema_json: question.requested_schema_json,
+        call_id: call.call_id.clone(),
+    });
+    match approvals::ask(ctx, turn.id, &request_id, RequestKind::Elicitation, event).await {
+        Some(Answer::Elicitation {
+            action,
+            content_json,
+        }) => Some((action, content_json)),
+        _ => None,
     }
 }
 
@@ -260,5 +347,19 @@ fn mcp_options(turn: Turn<'_>, may_repeat: bool) -> ActivityOptions {
                 .build(),
         )
         .summary("mcp tool call")
+        .build()
+}
+
+/// Ending a call nobody will answer: short, not tied to the (interrupted)
+/// turn.
+fn abandon_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .maximum_attempts(2)
+                .build(),
+        )
+        .summary("abandon mcp call")
         .build()
 }
