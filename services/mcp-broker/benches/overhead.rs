@@ -38,7 +38,7 @@ fn main() {
 async fn run(iterations: usize) {
     let dir = tempfile::tempdir().unwrap();
     let (command, args) = mcp::everything();
-    let (mut broker, mut client) = start(dir.path(), &command, &args).await;
+    let (mut broker, client) = start(dir.path(), &command, &args).await;
 
     let mut cmd = tokio::process::Command::new(&command);
     cmd.args(&args);
