@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 mod ask;
 mod client;
 mod control;
+mod mcp;
 mod policy;
 mod render;
 mod respond;
@@ -127,6 +128,9 @@ enum Command {
     /// Summarise a session's conversation so far and continue from the
     /// summary (runs after the current turn).
     Compact { session: String },
+    /// A session's MCP servers and tools.
+    #[command(subcommand)]
+    Mcp(mcp::McpCommand),
     /// Check commands against Keel's approval rules, offline.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -263,6 +267,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Approve(args) => respond::approve(connect().await?, args).await,
         Command::Deny(args) => respond::deny(connect().await?, args).await,
         Command::Answer(args) => respond::answer(connect().await?, args).await,
+        Command::Mcp(command) => mcp::run(connect().await?, command).await,
         Command::Override(args) => control::override_context(connect().await?, args).await,
         Command::Steer(args) => control::steer(connect().await?, args).await,
         Command::Interrupt { session } => control::interrupt(connect().await?, session).await,

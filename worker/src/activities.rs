@@ -478,7 +478,7 @@ impl KeelActivities {
         let mut client = self.tools.clone();
         let mcp = self.mcp.clone();
         let call = async move {
-            let (mcp_specs, mcp_tools) =
+            let (mcp_specs, mcp_tools, mcp_servers) =
                 list_mcp_tools(mcp, &input.session_id, &input.mcp_servers).await?;
             let tools = client
                 .list_tools(pb::ListToolsRequest {
@@ -521,6 +521,7 @@ impl KeelActivities {
                 cwd: context.cwd,
                 user_shell: context.user_shell,
                 mcp_tools,
+                mcp_servers,
             })
         };
         with_heartbeats(&ctx, call).await
@@ -883,10 +884,10 @@ async fn list_mcp_tools(
     client: Option<McpBrokerServiceClient<Channel>>,
     session_id: &str,
     servers: &[String],
-) -> Result<(Vec<ToolSpec>, Vec<keel_workflow_api::McpToolEntry>), ActivityError> {
+) -> Result<McpListing, ActivityError> {
     let Some(mut client) = client else {
         return if servers.is_empty() {
-            Ok((Vec::new(), Vec::new()))
+            Ok((Vec::new(), Vec::new(), Vec::new()))
         } else {
             Err(no_broker())
         };
@@ -899,10 +900,21 @@ async fn list_mcp_tools(
         .await
         .map_err(status_failure)?
         .into_inner();
-    for s in &listed.servers {
-        if s.state == pb::McpServerState::Failed as i32 {
+    let mut seen = Vec::with_capacity(listed.servers.len());
+    for s in listed.servers {
+        let running = s.state == pb::McpServerState::Running as i32;
+        if !running {
             tracing::warn!(server = %s.name, error = %s.error, "MCP server unavailable; the session goes on without its tools");
         }
+        seen.push(keel_workflow_api::McpServerSeen {
+            name: s.name,
+            transport: s.transport,
+            required: s.required,
+            shared: s.shared,
+            running,
+            error: s.error,
+            tool_count: s.tool_count,
+        });
     }
     let mut specs = Vec::with_capacity(listed.tools.len());
     let mut entries = Vec::with_capacity(listed.tools.len());
@@ -934,8 +946,15 @@ async fn list_mcp_tools(
             approval_mode: t.approval_mode,
         });
     }
-    Ok((specs, entries))
+    Ok((specs, entries, seen))
 }
+
+/// A session's MCP tool specs, their entries, and its servers.
+type McpListing = (
+    Vec<ToolSpec>,
+    Vec<keel_workflow_api::McpToolEntry>,
+    Vec<keel_workflow_api::McpServerSeen>,
+);
 
 pub fn status_failure(s: tonic::Status) -> ActivityError {
     use tonic::Code;

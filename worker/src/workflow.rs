@@ -374,6 +374,28 @@ impl AgentWorkflow {
             pending_requests: self.requests.clone(),
             owner: self.input.owner.clone(),
             model_defaults: self.durable.model_defaults.clone(),
+            mcp_servers: self
+                .durable
+                .setup
+                .iter()
+                .flat_map(|x| x.mcp_servers.clone())
+                .collect(),
+            mcp_tools: self
+                .durable
+                .setup
+                .iter()
+                .flat_map(|x| x.mcp_tools.clone())
+                .collect(),
+            mcp_tool_specs: self
+                .durable
+                .setup
+                .iter()
+                .flat_map(|x| {
+                    x.mcp_tools
+                        .iter()
+                        .filter_map(|t| x.tools.iter().find(|spec| spec.name == t.name).cloned())
+                })
+                .collect(),
         }
     }
 }

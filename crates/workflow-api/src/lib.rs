@@ -408,6 +408,27 @@ pub struct SessionSetup {
     /// so the list stays the same across rollovers and replays.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mcp_tools: Vec<McpToolEntry>,
+    /// The MCP servers as the session's first turn found them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<McpServerSeen>,
+}
+
+/// One MCP server of a session, as its first turn found it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct McpServerSeen {
+    pub name: String,
+    /// `stdio` or `streamable_http`.
+    pub transport: String,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub shared: bool,
+    /// Started and listed; otherwise `error` says why not.
+    pub running: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    #[serde(default)]
+    pub tool_count: u32,
 }
 
 /// One MCP tool of a session: the name the model calls, the raw names the
@@ -656,6 +677,15 @@ pub struct SessionState {
     /// session's start; `None` before it was read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_defaults: Option<ModelDefaults>,
+    /// The session's MCP servers and tools (empty before the first turn).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<McpServerSeen>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_tools: Vec<McpToolEntry>,
+    /// The MCP tools' specs (`mcp_tools` order), for their descriptions and
+    /// schemas.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_tool_specs: Vec<ToolSpec>,
 }
 
 /// What a model call that leaves its fields empty runs with

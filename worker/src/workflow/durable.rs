@@ -207,6 +207,13 @@ mod tests {
                     approval_mode: "auto".into(),
                     ..Default::default()
                 }],
+                mcp_servers: vec![keel_workflow_api::McpServerSeen {
+                    name: "s".into(),
+                    transport: "stdio".into(),
+                    running: true,
+                    tool_count: 1,
+                    ..Default::default()
+                }],
             }),
             settings: Some(TurnSettings {
                 model: "m".into(),

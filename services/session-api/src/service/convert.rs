@@ -100,5 +100,53 @@ pub(super) fn session_from_state(s: &SessionState, wf: WorkflowExecutionStatus) 
                 kind: pb::PendingRequestKind::from(p.kind) as i32,
             })
             .collect(),
+        mcp_servers: s
+            .mcp_servers
+            .iter()
+            .map(|m| pb::McpServerStatus {
+                name: m.name.clone(),
+                transport: m.transport.clone(),
+                enabled: true,
+                required: m.required,
+                shared: m.shared,
+                state: if m.running {
+                    pb::McpServerState::Running
+                } else {
+                    pb::McpServerState::Failed
+                } as i32,
+                error: m.error.clone(),
+                tool_count: m.tool_count,
+            })
+            .collect(),
+        mcp_tools: s
+            .mcp_tools
+            .iter()
+            .map(|t| {
+                let spec = s
+                    .mcp_tool_specs
+                    .iter()
+                    .find(|spec| spec.name == t.name)
+                    .and_then(|spec| serde_json::from_str::<serde_json::Value>(&spec.json).ok())
+                    .unwrap_or_default();
+                pb::McpTool {
+                    qualified_name: t.name.clone(),
+                    server: t.server.clone(),
+                    tool: t.tool.clone(),
+                    description: spec["description"].as_str().unwrap_or_default().to_string(),
+                    input_schema_json: spec
+                        .get("parameters")
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                    annotations: t.annotated.then_some(pb::McpToolAnnotations {
+                        read_only_hint: t.read_only,
+                        destructive_hint: t.destructive,
+                        idempotent_hint: t.idempotent,
+                        open_world_hint: t.open_world,
+                    }),
+                    title: String::new(),
+                    approval_mode: t.approval_mode.clone(),
+                }
+            })
+            .collect(),
     }
 }
