@@ -550,6 +550,27 @@ async fn every_service_answers_hostile_bytes_with_a_status_and_keeps_serving() {
             pb::ListMcpServersRequest::default(),
         ),
         unary(
+            "/keel.v1.McpBrokerService/ResumeMcpCall",
+            pb::ResumeMcpCallRequest {
+                session_id: "fuzz".into(),
+                call_id: "c1".into(),
+                action: pb::ElicitationAction::Accept as i32,
+                content_json: "{}".into(),
+            },
+        ),
+        unary(
+            "/keel.v1.McpBrokerService/ListMcpResources",
+            pb::ListMcpResourcesRequest::default(),
+        ),
+        unary(
+            "/keel.v1.McpBrokerService/ReadMcpResource",
+            pb::ReadMcpResourceRequest::default(),
+        ),
+        unary(
+            "/keel.v1.McpBrokerService/ListMcpPrompts",
+            pb::ListMcpPromptsRequest::default(),
+        ),
+        unary(
             "/keel.v1.McpBrokerService/CloseMcpSession",
             pb::CloseMcpSessionRequest {
                 session_id: "fuzz".into(),

@@ -35,6 +35,63 @@ impl Broker {
     }
 }
 
+fn text(v: &Value, field: &str) -> String {
+    v.get(field)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn server_failed(server: &str, method: &str, e: &rmcp::ServiceError) -> Status {
+    status(
+        Code::FailedPrecondition,
+        "server_error",
+        format!("MCP server {server:?} failed {method}: {e}"),
+    )
+}
+
+impl Broker {
+    /// The session's connections to `server`, or to every enabled server
+    /// when it is empty (those that cannot start are left out).
+    async fn connections(
+        &self,
+        session_id: &str,
+        server: &str,
+    ) -> Result<Vec<(String, Arc<crate::pool::Conn>)>, Status> {
+        if session_id.is_empty() {
+            return Err(invalid("session_id: required"));
+        }
+        if !server.is_empty() {
+            let conn = self
+                .pool
+                .connect(session_id, server)
+                .await
+                .map_err(|e| match e {
+                    ConnectError::StartFailed { .. } => {
+                        status(Code::Unavailable, "server_unavailable", e.to_string())
+                    }
+                    other => connect_status(&other),
+                })?;
+            return Ok(vec![(server.to_string(), conn)]);
+        }
+        let mut out = Vec::new();
+        let names: Vec<String> = self
+            .pool
+            .config()
+            .servers
+            .values()
+            .filter(|s| s.enabled)
+            .map(|s| s.name.clone())
+            .collect();
+        for name in names {
+            if let Ok(conn) = self.pool.connect(session_id, &name).await {
+                out.push((name, conn));
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// The user's answer as MCP's `ElicitResult`.
 fn elicit_result(action: i32, content_json: &str) -> Result<ElicitResult, Status> {
     let action = match pb::ElicitationAction::try_from(action) {
@@ -434,6 +491,96 @@ impl McpBrokerService for Broker {
         Ok(Response::new(pb::ResumeMcpCallResponse {
             outcome: Some(outcome),
         }))
+    }
+
+    async fn list_mcp_resources(
+        &self,
+        request: Request<pb::ListMcpResourcesRequest>,
+    ) -> Result<Response<pb::ListMcpResourcesResponse>, Status> {
+        let r = request.into_inner();
+        let mut out = pb::ListMcpResourcesResponse::default();
+        for (name, conn) in self.connections(&r.session_id, &r.server).await? {
+            let explicit = !r.server.is_empty();
+            match conn.client.list_all_resources().await {
+                Ok(resources) => out.resources.extend(resources.iter().map(|x| {
+                    let v = serde_json::to_value(x).unwrap_or_default();
+                    pb::McpResource {
+                        server: name.clone(),
+                        uri: text(&v, "uri"),
+                        name: text(&v, "name"),
+                        description: text(&v, "description"),
+                        mime_type: text(&v, "mimeType"),
+                    }
+                })),
+                Err(e) if explicit => return Err(server_failed(&name, "resources/list", &e)),
+                Err(_) => continue,
+            }
+            if let Ok(templates) = conn.client.list_all_resource_templates().await {
+                out.templates.extend(templates.iter().map(|x| {
+                    let v = serde_json::to_value(x).unwrap_or_default();
+                    pb::McpResourceTemplate {
+                        server: name.clone(),
+                        uri_template: text(&v, "uriTemplate"),
+                        name: text(&v, "name"),
+                        description: text(&v, "description"),
+                        mime_type: text(&v, "mimeType"),
+                    }
+                }));
+            }
+        }
+        Ok(Response::new(out))
+    }
+
+    async fn read_mcp_resource(
+        &self,
+        request: Request<pb::ReadMcpResourceRequest>,
+    ) -> Result<Response<pb::ReadMcpResourceResponse>, Status> {
+        let r = request.into_inner();
+        if r.server.is_empty() || r.uri.is_empty() {
+            return Err(invalid("server and uri: required"));
+        }
+        let Some((name, conn)) = self.connections(&r.session_id, &r.server).await?.pop() else {
+            return Err(invalid("server: required"));
+        };
+        let result = conn
+            .client
+            .read_resource(rmcp::model::ReadResourceRequestParams::new(r.uri.clone()))
+            .await
+            .map_err(|e| server_failed(&name, "resources/read", &e))?;
+        let v = serde_json::to_value(&result).unwrap_or_default();
+        Ok(Response::new(pb::ReadMcpResourceResponse {
+            contents_json: v.get("contents").cloned().unwrap_or_default().to_string(),
+        }))
+    }
+
+    async fn list_mcp_prompts(
+        &self,
+        request: Request<pb::ListMcpPromptsRequest>,
+    ) -> Result<Response<pb::ListMcpPromptsResponse>, Status> {
+        let r = request.into_inner();
+        let mut out = pb::ListMcpPromptsResponse::default();
+        for (name, conn) in self.connections(&r.session_id, &r.server).await? {
+            match conn.client.list_all_prompts().await {
+                Ok(prompts) => out.prompts.extend(prompts.iter().map(|x| {
+                    let v = serde_json::to_value(x).unwrap_or_default();
+                    pb::McpPrompt {
+                        server: name.clone(),
+                        name: text(&v, "name"),
+                        description: text(&v, "description"),
+                        arguments_json: v
+                            .get("arguments")
+                            .cloned()
+                            .unwrap_or_else(|| Value::Array(Vec::new()))
+                            .to_string(),
+                    }
+                })),
+                Err(e) if !r.server.is_empty() => {
+                    return Err(server_failed(&name, "prompts/list", &e));
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(Response::new(out))
     }
 
     async fn close_mcp_session(

@@ -601,3 +601,86 @@ async fn a_server_question_mid_call_waits_for_the_answer_and_the_call_finishes_w
     let item: Value = f.blobs.get_json(&done.output_item_digest).await.unwrap();
     assert!(texts(&item).join("\n").contains("declined"), "{item}");
 }
+
+/// A stdio server sees only the default variables and those its config
+/// names: none of the broker's own environment (keys, tokens) — even when
+/// the model asks the server to print its environment.
+#[tokio::test]
+async fn servers_never_see_the_brokers_environment() {
+    let mark = uuid();
+    let f = fixture(&everything("everything", &mark, ""));
+    let (r, item) = f.call("s1", "c1", "everything", "get-env", "{}").await;
+    assert!(r.success, "{item}");
+    let env = texts(&item).join("\n");
+    assert!(env.contains("\"PATH\""), "{env}");
+    assert!(env.contains(&mark), "configured env is passed: {env}");
+    // The test process's own variables (the broker's, here) stay out.
+    for leaked in [
+        "KEEL_MCP_SERVERS",
+        "CARGO_MANIFEST_DIR",
+        "RUST_TEST_THREADS",
+        "CARGO_PKG_NAME",
+    ] {
+        if std::env::var_os(leaked).is_some() {
+            assert!(!env.contains(leaked), "{leaked} leaked: {env}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn resources_and_prompts_are_listed_and_read() {
+    let mark = uuid();
+    let f = fixture(&everything("everything", &mark, ""));
+    let listed = f
+        .broker
+        .list_mcp_resources(Request::new(pb::ListMcpResourcesRequest {
+            session_id: "s1".into(),
+            server: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!listed.resources.is_empty(), "{listed:?}");
+    let first = &listed.resources[0];
+    assert_eq!(first.server, "everything");
+    assert!(!first.uri.is_empty() && !first.name.is_empty(), "{first:?}");
+    assert!(!listed.templates.is_empty(), "{listed:?}");
+
+    let read = f
+        .broker
+        .read_mcp_resource(Request::new(pb::ReadMcpResourceRequest {
+            session_id: "s1".into(),
+            server: "everything".into(),
+            uri: first.uri.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let contents: Value = serde_json::from_str(&read.contents_json).unwrap();
+    assert_eq!(contents[0]["uri"], first.uri.as_str(), "{contents}");
+
+    let prompts = f
+        .broker
+        .list_mcp_prompts(Request::new(pb::ListMcpPromptsRequest {
+            session_id: "s1".into(),
+            server: "everything".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!prompts.prompts.is_empty());
+    assert!(prompts.prompts.iter().all(|p| p.server == "everything"));
+    let args: Value = serde_json::from_str(&prompts.prompts[0].arguments_json).unwrap();
+    assert!(args.is_array(), "{args}");
+
+    let e = f
+        .broker
+        .read_mcp_resource(Request::new(pb::ReadMcpResourceRequest {
+            session_id: "s1".into(),
+            server: "nope".into(),
+            uri: "x".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+}
