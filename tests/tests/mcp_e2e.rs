@@ -601,3 +601,109 @@ async fn an_elicitation_waits_through_a_worker_restart_and_is_answered_with_keel
         .await
         .unwrap();
 }
+
+/// An MCP server process killed mid-call (not the broker): the broker
+/// starts it again; a read-only call runs again and succeeds, an unsafe one
+/// is reported once; the turn completes either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_mid_call_is_restarted_and_the_turn_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let script = mcp::slow_server(dir.path(), &runs, 4000).unwrap();
+    let mark = format!("server-kill-{}", std::process::id());
+    let slow_mark = format!("{mark}-slow");
+    let (cmd, a) = mcp::everything();
+    let mut toml = mcp::stdio_table(
+        "everything",
+        &cmd,
+        &a,
+        &format!("env = {{ KEEL_TEST_MARK = {mark:?} }}"),
+    );
+    toml.push_str(&mcp::stdio_table(
+        "slow",
+        "node",
+        &[script.display().to_string()],
+        &format!(
+            "env = {{ KEEL_TEST_MARK = {slow_mark:?} }}\ndefault_tools_approval_mode = \"approve\""
+        ),
+    ));
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, toml).unwrap();
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call(
+            "c_long",
+            "mcp__everything__trigger_long_running_operation",
+            &args(json!({"duration": 3, "steps": 3})),
+        ),
+        Scripted::tool_call("c_slow", "mcp__slow__slow_write", "{}"),
+        Scripted::assistant("still here"),
+    ])
+    .await
+    .unwrap();
+    let mut options = StackOptions::new(fake.base_url());
+    options.mcp_broker_args = vec!["--config".into(), config.display().to_string()];
+    let stack = Stack::launch(options).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let sid = session::create(&mut client, Some(dir.path()))
+        .await
+        .unwrap();
+    let mut events = session::follow(&mut client, &sid, 0, false).await.unwrap();
+    session::send(&mut client, &sid, "t1", "go").await.unwrap();
+
+    let kill = |mark: &str| {
+        for pid in mcp::marked_pids(mark) {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+    };
+    let mut all = Vec::new();
+    for (call_id, mark) in [("c_long", &mark), ("c_slow", &slow_mark)] {
+        let (seen, _) = until(&mut events, |e| match &e.msg {
+            Some(Msg::McpToolCallBegin(b)) if b.call_id == call_id => Some(()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+        all.extend(seen);
+        for _ in 0..200 {
+            let started = if call_id == "c_slow" {
+                runs.exists()
+            } else {
+                !mcp::marked_pids(mark).is_empty()
+            };
+            if started {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if call_id == "c_long" {
+            // The call runs for 3 s once the server is up.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        kill(mark);
+    }
+    let (seen, done) = until(&mut events, |e| match &e.msg {
+        Some(Msg::TurnComplete(c)) => Some(c.last_agent_message.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(done, "still here");
+    all.extend(seen);
+    let ends: Vec<&pb::McpToolCallEnd> = all
+        .iter()
+        .filter_map(|e| match &e.msg {
+            Some(Msg::McpToolCallEnd(x)) => Some(x),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends.len(), 2, "{ends:?}");
+    assert!(ends[0].success, "{:?}", ends[0]);
+    assert!(!ends[1].success);
+    assert!(ends[1].error.contains("not run again"), "{:?}", ends[1]);
+    let last = fake.requests().last().cloned().unwrap();
+    let long = last.function_call_output("c_long").unwrap();
+    assert!(long.contains("Long running operation completed"), "{long}");
+    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n", "ran once");
+}
