@@ -79,8 +79,14 @@ impl<O: Write, E: Write> HumanRenderer<O, E> {
         }
     }
 
-    /// Prints assistant text as the model writes it.
+    /// Prints assistant text as the model writes it, and MCP tools'
+    /// progress.
     pub(crate) fn delta(&mut self, delta: &LiveDelta) -> io::Result<()> {
+        if delta.kind == LiveDeltaKind::McpProgress as i32 {
+            let line = format!("mcp progress [{}]: {}", delta.item_id, delta.delta);
+            writeln!(self.err, "{}", self.err_style.dim(&line))?;
+            return Ok(());
+        }
         if delta.kind != LiveDeltaKind::AgentMessage as i32 {
             return Ok(());
         }

@@ -707,3 +707,60 @@ async fn a_server_killed_mid_call_is_restarted_and_the_turn_completes() {
     assert!(long.contains("Long running operation completed"), "{long}");
     assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n", "ran once");
 }
+
+/// A long MCP call's progress notifications reach a client that watches
+/// live deltas while the call runs, before its end event.
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_progress_reaches_watching_clients_as_live_deltas() {
+    use pb::stream_events_response::Kind;
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call(
+            "c_long",
+            "mcp__everything__trigger_long_running_operation",
+            &args(json!({"duration": 2, "steps": 4})),
+        ),
+        Scripted::assistant("done"),
+    ])
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cmd, a) = mcp::everything();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, mcp::stdio_table("everything", &cmd, &a, "")).unwrap();
+    let mut options = StackOptions::new(fake.base_url());
+    options.mcp_broker_args = vec!["--config".into(), config.display().to_string()];
+    let stack = Stack::launch(options).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let sid = session::create(&mut client, Some(dir.path()))
+        .await
+        .unwrap();
+    let mut stream = session::follow(&mut client, &sid, 0, true).await.unwrap();
+    session::send(&mut client, &sid, "t1", "go").await.unwrap();
+    let mut progress = Vec::new();
+    let mut ended_after = None;
+    loop {
+        let msg = tokio::time::timeout(session::EVENT_WAIT, stream.message())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .expect("the stream goes on");
+        match msg.kind {
+            Some(Kind::Delta(d)) if d.kind == pb::LiveDeltaKind::McpProgress as i32 => {
+                assert_eq!(d.item_id, "c_long");
+                progress.push(d.delta);
+            }
+            Some(Kind::Event(e)) => match e.msg {
+                Some(Msg::McpToolCallEnd(_)) => ended_after = Some(progress.len()),
+                Some(Msg::TurnComplete(_)) => break,
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    assert_eq!(progress, ["1/4", "2/4", "3/4", "4/4"]);
+    assert_eq!(
+        ended_after,
+        Some(4),
+        "every progress delta before the end event"
+    );
+}

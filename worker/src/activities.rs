@@ -66,6 +66,11 @@ pub struct McpCallInput {
     pub server: String,
     pub tool: String,
     pub arguments: String,
+    /// For the call's progress deltas (`LiveDelta`).
+    #[serde(default)]
+    pub turn_id: String,
+    #[serde(default)]
+    pub events_before: u64,
 }
 
 /// How an MCP call ended (the output item is stored by the broker).
@@ -102,6 +107,11 @@ pub struct McpResumeInput {
     pub action: String,
     #[serde(default)]
     pub content_json: String,
+    /// For the call's progress deltas (`LiveDelta`).
+    #[serde(default)]
+    pub turn_id: String,
+    #[serde(default)]
+    pub events_before: u64,
 }
 
 impl From<pb::McpCallOutcome> for McpCallOutput {
@@ -585,8 +595,14 @@ impl KeelActivities {
         let Some(mut client) = self.mcp.clone() else {
             return Err(no_broker());
         };
+        let progress = self.mcp_progress(
+            &input.session_id,
+            &input.call_id,
+            &input.turn_id,
+            input.events_before,
+        );
         let call = async move {
-            let r = client
+            let mut stream = client
                 .call_mcp_tool(pb::CallMcpToolRequest {
                     session_id: input.session_id,
                     call_id: input.call_id,
@@ -597,7 +613,15 @@ impl KeelActivities {
                 .await
                 .map_err(status_failure)?
                 .into_inner();
-            Ok(r.outcome.unwrap_or_default().into())
+            while let Some(msg) = stream.message().await.map_err(status_failure)? {
+                use pb::call_mcp_tool_response::Kind;
+                match msg.kind {
+                    Some(Kind::Outcome(outcome)) => return Ok(outcome.into()),
+                    Some(Kind::Progress(p)) => progress(p),
+                    None => {}
+                }
+            }
+            Err(stream_ended())
         };
         with_heartbeats(&ctx, call).await
     }
@@ -618,8 +642,14 @@ impl KeelActivities {
             "decline" => pb::ElicitationAction::Decline,
             _ => pb::ElicitationAction::Cancel,
         };
+        let progress = self.mcp_progress(
+            &input.session_id,
+            &input.call_id,
+            &input.turn_id,
+            input.events_before,
+        );
         let call = async move {
-            let r = client
+            let mut stream = client
                 .resume_mcp_call(pb::ResumeMcpCallRequest {
                     session_id: input.session_id,
                     call_id: input.call_id,
@@ -629,7 +659,15 @@ impl KeelActivities {
                 .await
                 .map_err(status_failure)?
                 .into_inner();
-            Ok(r.outcome.unwrap_or_default().into())
+            while let Some(msg) = stream.message().await.map_err(status_failure)? {
+                use pb::resume_mcp_call_response::Kind;
+                match msg.kind {
+                    Some(Kind::Outcome(outcome)) => return Ok(outcome.into()),
+                    Some(Kind::Progress(p)) => progress(p),
+                    None => {}
+                }
+            }
+            Err(stream_ended())
         };
         with_heartbeats(&ctx, call).await
     }
@@ -866,6 +904,60 @@ fn output_item(done: pb::OutputItemDone) -> Option<OutputItem> {
 /// class as the failure type. A status carrying a `keel.v1.ErrorInfo` is
 /// read from it; one without (from outside Keel, or a transport failure)
 /// is judged by its code.
+fn stream_ended() -> ActivityError {
+    ActivityError::application(ApplicationFailure::new(
+        "the mcp-broker ended the call's stream without its outcome",
+    ))
+}
+
+/// `<progress>[/<total>][: <message>]`, the text of an MCP progress delta.
+pub fn progress_text(p: &pb::McpProgress) -> String {
+    let mut text = format!("{}", p.progress);
+    if p.total > 0.0 {
+        text.push_str(&format!("/{}", p.total));
+    }
+    if !p.message.is_empty() {
+        text.push_str(": ");
+        text.push_str(&p.message);
+    }
+    text
+}
+
+impl KeelActivities {
+    /// Publishes an MCP call's progress to the watching clients (best
+    /// effort, never history).
+    fn mcp_progress(
+        &self,
+        session_id: &str,
+        call_id: &str,
+        turn_id: &str,
+        events_before: u64,
+    ) -> impl Fn(pb::McpProgress) + Send + use<> {
+        let live = self.live.live_publishers();
+        let (session_id, call_id, turn_id) = (
+            session_id.to_string(),
+            call_id.to_string(),
+            turn_id.to_string(),
+        );
+        move |p: pb::McpProgress| {
+            let delta = pb::LiveDelta {
+                turn_id: turn_id.clone(),
+                item_id: call_id.clone(),
+                kind: pb::LiveDeltaKind::McpProgress as i32,
+                delta: progress_text(&p),
+                summary_index: 0,
+                events_before,
+            };
+            for tx in &live {
+                let _ = tx.try_send(pb::PublishRequest {
+                    session_id: session_id.clone(),
+                    delta: Some(delta.clone()),
+                });
+            }
+        }
+    }
+}
+
 fn no_broker() -> ActivityError {
     ActivityError::application(
         ApplicationFailure::builder(

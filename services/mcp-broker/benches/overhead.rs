@@ -14,8 +14,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use keel_proto::v1::CallMcpToolRequest;
 use keel_proto::v1::mcp_broker_service_client::McpBrokerServiceClient;
+use keel_proto::v1::{CallMcpToolRequest, call_mcp_tool_response};
 use keel_test_support::mcp;
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
@@ -53,7 +53,7 @@ async fn run(iterations: usize) {
         n += 1;
         let mut client = client.clone();
         async move {
-            let r = client
+            let mut stream = client
                 .call_mcp_tool(CallMcpToolRequest {
                     session_id: "bench".into(),
                     call_id: format!("call-{n}"),
@@ -63,9 +63,11 @@ async fn run(iterations: usize) {
                 })
                 .await
                 .unwrap()
-                .into_inner()
-                .outcome
-                .unwrap();
+                .into_inner();
+            let msg = stream.message().await.unwrap().unwrap();
+            let Some(call_mcp_tool_response::Kind::Outcome(r)) = msg.kind else {
+                panic!("{msg:?}")
+            };
             assert!(r.success, "{r:?}");
         }
     };

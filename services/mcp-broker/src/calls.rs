@@ -14,12 +14,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rmcp::ServiceError;
-use rmcp::model::{CallToolRequestParams, CallToolResult, ElicitResult, JsonObject, Tool};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, CancelledNotificationParam, ClientRequest, ElicitResult,
+    InputRequest, InputResponses, JsonObject, NumberOrString, ProgressToken, RequestId,
+    ServerResult, Tool,
+};
+use rmcp::service::PeerRequestOptions;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::pool::{Asked, Conn, Pool, redact};
+use crate::pool::{Asked, Conn, Pool, Progress, redact};
 
 /// Whether a call cut short may run again: the server says the tool
 /// changes nothing, or that running it twice is the same as once.
@@ -36,6 +41,9 @@ pub struct InFlight {
     arguments: Option<JsonObject>,
     conn: Arc<Conn>,
     task: JoinHandle<Result<CallToolResult, ServiceError>>,
+    /// The call's progress notifications, and the sender its routes hold.
+    progress: tokio::sync::mpsc::UnboundedReceiver<Progress>,
+    route: tokio::sync::mpsc::UnboundedSender<Progress>,
     /// Where the answer to the question the call waits on goes.
     reply: Option<oneshot::Sender<ElicitResult>>,
     /// Somebody answered a question of this call.
@@ -65,36 +73,149 @@ pub struct Calls {
     waiting: Mutex<HashMap<(String, String), InFlight>>,
 }
 
+/// How long a finished call whose progress stopped short of its total
+/// waits for the notifications still on their way.
+const STRAGGLER_WAIT: Duration = Duration::from_millis(50);
+
+/// Rounds of `input_required` answers one call may take.
+const MAX_INPUT_ROUNDS: usize = 16;
+
+fn token_key(token: &ProgressToken) -> String {
+    match &token.0 {
+        NumberOrString::String(s) => s.to_string(),
+        NumberOrString::Number(n) => n.to_string(),
+    }
+}
+
+/// A call abandoned before its answer (timed out, its caller gone) tells
+/// the server so (MCP `notifications/cancelled`).
+struct CallGuard {
+    conn: Arc<Conn>,
+    id: RequestId,
+    done: bool,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            let conn = self.conn.clone();
+            let id = self.id.clone();
+            tokio::spawn(async move {
+                let reason = Some("abandoned by the Keel MCP broker".to_string());
+                let _ = conn
+                    .client
+                    .notify_cancelled(CancelledNotificationParam::new(Some(id), reason))
+                    .await;
+            });
+        }
+    }
+}
+
+/// Starts the call on `conn`; its progress notifications go to `progress`.
 fn spawn_call(
     conn: &Arc<Conn>,
     tool: &str,
     arguments: &Option<JsonObject>,
+    progress: tokio::sync::mpsc::UnboundedSender<Progress>,
 ) -> JoinHandle<Result<CallToolResult, ServiceError>> {
     let mut params = CallToolRequestParams::new(tool.to_string());
     params.arguments = arguments.clone();
     let conn = conn.clone();
-    tokio::spawn(async move { conn.client.call_tool(params).await })
+    tokio::spawn(async move {
+        // Servers on MCP 2026-07-28 ask mid-call by answering
+        // `input_required`; the call is sent again with the answers.
+        for round in 0..MAX_INPUT_ROUNDS {
+            let request = ClientRequest::CallToolRequest(rmcp::model::Request::new(params.clone()));
+            let handle = conn
+                .client
+                .send_cancellable_request(request, PeerRequestOptions::no_options())
+                .await?;
+            // rmcp gives every request a progress token of its own.
+            let key = token_key(&handle.progress_token);
+            // The route stays until the call is done with (see InFlight's
+            // drop): a notification sent just before the answer may be
+            // handled just after it.
+            conn.progress
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, progress.clone());
+            let mut guard = CallGuard {
+                conn: conn.clone(),
+                id: handle.id.clone(),
+                done: false,
+            };
+            let response = handle.await_response().await;
+            guard.done = true;
+            match response? {
+                ServerResult::CallToolResult(result) => return Ok(result),
+                ServerResult::InputRequiredResult(needed) => {
+                    let mut answers = InputResponses::new();
+                    for (key, request) in needed.input_requests.unwrap_or_default() {
+                        let InputRequest::Elicitation(request) = request else {
+                            // Sampling and roots are not offered.
+                            return Err(ServiceError::UnexpectedResponse);
+                        };
+                        let answer = conn.handler.ask_user(request.params).await;
+                        answers.insert(key, serde_json::to_value(answer).unwrap_or_default());
+                    }
+                    if answers.is_empty() {
+                        // A state-only round: the server is not done yet.
+                        tokio::time::sleep(Duration::from_millis(100 << round.min(5))).await;
+                    }
+                    params.input_responses = (!answers.is_empty()).then_some(answers);
+                    params.request_state = needed.request_state;
+                }
+                _ => return Err(ServiceError::UnexpectedResponse),
+            }
+        }
+        Err(ServiceError::InputRequiredRoundsExceeded {
+            max_rounds: MAX_INPUT_ROUNDS,
+        })
+    })
 }
 
 enum Step {
     Done(Result<CallToolResult, ServiceError>),
     Asked(Asked),
+    Progress(Progress),
     TimedOut,
     Lost,
 }
 
+fn forget_routes(conn: &Conn, route: &tokio::sync::mpsc::UnboundedSender<Progress>) {
+    conn.progress
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|_, tx| !tx.same_channel(route));
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // A call nobody waits for any more (dropped unanswered, timed out)
+        // does not run on.
+        self.task.abort();
+        forget_routes(&self.conn, &self.route);
+    }
+}
+
 impl InFlight {
-    /// Starts `tool` on the session's connection to `server`.
+    /// Starts `tool` for `call_id` on the session's connection to
+    /// `server`.
     pub fn start(
         session: &str,
+        call_id: &str,
         server: &str,
         tool: &str,
         arguments: Option<JsonObject>,
         conn: Arc<Conn>,
         timeout: Duration,
     ) -> Self {
-        let task = spawn_call(&conn, tool, &arguments);
+        let _ = call_id;
+        let (route, progress) = tokio::sync::mpsc::unbounded_channel();
+        let task = spawn_call(&conn, tool, &arguments, route.clone());
         Self {
+            progress,
+            route,
             session: session.to_string(),
             server: server.to_string(),
             tool: tool.to_string(),
@@ -109,7 +230,7 @@ impl InFlight {
         }
     }
 
-    async fn step(&mut self) -> Step {
+    async fn step(&mut self, deadline: tokio::time::Instant) -> Step {
         let conn = self.conn.clone();
         let asked = async move { conn.asks.lock().await.recv().await };
         tokio::select! {
@@ -118,21 +239,61 @@ impl InFlight {
                 Err(_) => Step::Lost,
             },
             Some(asked) = asked => Step::Asked(asked),
-            _ = tokio::time::sleep(self.timeout) => Step::TimedOut,
+            Some(p) = self.progress.recv() => Step::Progress(p),
+            _ = tokio::time::sleep_until(deadline) => Step::TimedOut,
         }
     }
 }
 
 impl Calls {
-    /// Waits for `call` to finish or to ask the user something; a call
-    /// that asks is kept under (session, `call_id`) for [`Calls::resume`].
-    pub async fn drive(&self, pool: &Pool, call_id: &str, mut call: InFlight) -> Outcome {
+    /// Waits for `call` to finish or to ask the user something, passing
+    /// its progress notifications to `progress`; a call that asks is kept
+    /// under (session, `call_id`) for [`Calls::resume`]. The call's time
+    /// limit counts from its start or its last answer.
+    pub async fn drive(
+        &self,
+        pool: &Pool,
+        call_id: &str,
+        mut call: InFlight,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Outcome {
+        let deadline = tokio::time::Instant::now() + call.timeout;
+        // The last progress seen, for stragglers at the end.
+        let mut last: Option<(f64, Option<f64>)> = None;
         loop {
             let started = Instant::now();
-            let step = call.step().await;
+            let step = call.step(deadline).await;
             call.wall += started.elapsed();
             match step {
+                Step::Progress(p) => {
+                    last = Some((p.progress, p.total));
+                    progress(p);
+                }
                 Step::Done(Ok(result)) => {
+                    // Progress sent just before the result still counts; the
+                    // notification may be handled just after the answer, so a
+                    // call whose progress has not reached its total waits
+                    // for the rest a moment (calls without progress never do).
+                    let wait_until = tokio::time::Instant::now() + STRAGGLER_WAIT;
+                    loop {
+                        if let Ok(p) = call.progress.try_recv() {
+                            last = Some((p.progress, p.total));
+                            progress(p);
+                            continue;
+                        }
+                        let unfinished =
+                            last.is_some_and(|(n, total)| total.is_some_and(|t| n < t));
+                        if !unfinished {
+                            break;
+                        }
+                        match tokio::time::timeout_at(wait_until, call.progress.recv()).await {
+                            Ok(Some(p)) => {
+                                last = Some((p.progress, p.total));
+                                progress(p);
+                            }
+                            _ => break,
+                        }
+                    }
                     let result = serde_json::to_value(&result).unwrap_or(Value::Null);
                     return Outcome::Finished {
                         result,
@@ -152,7 +313,9 @@ impl Calls {
                         tracing::warn!(server = %call.server, tool = %call.tool, call_id, "MCP server exited mid-call; calling again (the tool is read-only or idempotent)");
                         match pool.connect(&call.session, &call.server).await {
                             Ok(conn) => {
-                                call.task = spawn_call(&conn, &call.tool, &call.arguments);
+                                let (route, rx) = tokio::sync::mpsc::unbounded_channel();
+                                call.task = spawn_call(&conn, &call.tool, &call.arguments, route);
+                                call.progress = rx;
                                 call.conn = conn;
                                 call.attempts += 1;
                                 continue;
@@ -188,7 +351,6 @@ impl Calls {
                     };
                 }
                 Step::TimedOut => {
-                    call.task.abort();
                     return Outcome::Failed {
                         message: format!(
                             "the call timed out after {} s (tool_timeout_sec)",
@@ -201,9 +363,8 @@ impl Calls {
                     call.reply = Some(asked.reply);
                     let key = (call.session.clone(), call_id.to_string());
                     let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(old) = waiting.insert(key, call) {
-                        old.task.abort();
-                    }
+                    // A call replaced under the same id ends (Drop).
+                    waiting.insert(key, call);
                     return Outcome::Asked {
                         message: asked.message,
                         requested_schema: asked.requested_schema,
@@ -213,26 +374,20 @@ impl Calls {
         }
     }
 
-    /// Answers the question `call_id` waits on and waits for it again.
-    /// `None`: no such call waits.
-    pub async fn resume(
-        &self,
-        pool: &Pool,
-        session: &str,
-        call_id: &str,
-        answer: ElicitResult,
-    ) -> Option<Outcome> {
+    /// Answers the question `call_id` waits on; the call is the caller's
+    /// to [`Calls::drive`] again. `None`: no such call waits.
+    pub fn answer(&self, session: &str, call_id: &str, answer: ElicitResult) -> Option<InFlight> {
         let key = (session.to_string(), call_id.to_string());
         let mut call = {
             let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
             waiting.remove(&key)?
         };
         if let Some(reply) = call.reply.take() {
-            // The server may have given up meanwhile; the wait says how.
+            // The server may have given up meanwhile; the next wait says how.
             let _ = reply.send(answer);
         }
         call.answered = true;
-        Some(self.drive(pool, call_id, call).await)
+        Some(call)
     }
 
     /// Abandons the session's waiting calls (the session closed); returns
@@ -245,9 +400,8 @@ impl Calls {
             .cloned()
             .collect();
         for key in &keys {
-            if let Some(call) = waiting.remove(key) {
-                call.task.abort();
-            }
+            // Ends the call (Drop).
+            waiting.remove(key);
         }
         keys.len()
     }

@@ -32,12 +32,25 @@ pub struct Asked {
     pub reply: tokio::sync::oneshot::Sender<ElicitResult>,
 }
 
+/// A server's progress notification for a call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub progress: f64,
+    pub total: Option<f64>,
+    pub message: Option<String>,
+}
+
+/// Where each running call's progress notifications go, by progress token.
+pub type ProgressRoutes = Arc<Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<Progress>>>>;
+
 /// The broker as an MCP client of one connection: its name and
-/// capabilities (form elicitation), and the queue its server's questions
-/// wait in until a call of the connection takes them to the user.
+/// capabilities (form elicitation), the queue its server's questions wait
+/// in until a call of the connection takes them to the user, and the
+/// routes of its calls' progress notifications.
 #[derive(Clone)]
 pub struct Handler {
     asks: tokio::sync::mpsc::UnboundedSender<Asked>,
+    progress: ProgressRoutes,
 }
 
 impl ClientHandler for Handler {
@@ -51,39 +64,71 @@ impl ClientHandler for Handler {
         )
     }
 
+    fn on_progress(
+        &self,
+        params: rmcp::model::ProgressNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) -> impl std::future::Future<Output = ()> + Send + '_ {
+        let token = match &params.progress_token.0 {
+            rmcp::model::NumberOrString::String(s) => s.to_string(),
+            rmcp::model::NumberOrString::Number(n) => n.to_string(),
+        };
+        let route = self
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&token)
+            .cloned();
+        if let Some(route) = route {
+            let _ = route.send(Progress {
+                progress: params.progress,
+                total: params.total,
+                message: params.message,
+            });
+        }
+        std::future::ready(())
+    }
+
     fn create_elicitation(
         &self,
         request: ElicitRequestParams,
         _context: RequestContext<RoleClient>,
     ) -> impl std::future::Future<Output = Result<ElicitResult, rmcp::ErrorData>> + Send + '_ {
-        let asks = self.asks.clone();
-        async move {
-            let (message, requested_schema) = match request {
-                ElicitRequestParams::FormElicitationParams {
-                    message,
-                    requested_schema,
-                    ..
-                } => (
-                    message,
-                    serde_json::to_value(&requested_schema).unwrap_or_default(),
-                ),
-                // URL mode is not offered (the capability names forms only).
-                _ => return Ok(ElicitResult::new(ElicitationAction::Decline)),
-            };
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            let asked = Asked {
+        let handler = self.clone();
+        async move { Ok(handler.ask_user(request).await) }
+    }
+}
+
+impl Handler {
+    /// Puts a server's question in the queue a waiting call takes it from,
+    /// and waits for the user's answer (MCP `elicitation/create`, or an
+    /// elicitation inside an `input_required` result).
+    pub async fn ask_user(&self, request: ElicitRequestParams) -> ElicitResult {
+        let (message, requested_schema) = match request {
+            ElicitRequestParams::FormElicitationParams {
                 message,
                 requested_schema,
-                reply,
-            };
-            if asks.send(asked).is_err() {
-                return Ok(ElicitResult::new(ElicitationAction::Cancel));
-            }
-            // Dropped unanswered (the call was abandoned): cancelled.
-            Ok(answer
-                .await
-                .unwrap_or_else(|_| ElicitResult::new(ElicitationAction::Cancel)))
+                ..
+            } => (
+                message,
+                serde_json::to_value(&requested_schema).unwrap_or_default(),
+            ),
+            // URL mode is not offered (the capability names forms only).
+            _ => return ElicitResult::new(ElicitationAction::Decline),
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let asked = Asked {
+            message,
+            requested_schema,
+            reply,
+        };
+        if self.asks.send(asked).is_err() {
+            return ElicitResult::new(ElicitationAction::Cancel);
         }
+        // Dropped unanswered (the call was abandoned): cancelled.
+        answer
+            .await
+            .unwrap_or_else(|_| ElicitResult::new(ElicitationAction::Cancel))
     }
 }
 
@@ -93,6 +138,11 @@ pub struct Conn {
     pub tools: Vec<Tool>,
     /// The server's questions, taken by the call that waits on them.
     pub asks: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Asked>>,
+    /// Progress routes of the calls running on this connection.
+    pub progress: ProgressRoutes,
+    /// The connection's client side, for questions that come inside
+    /// results (`input_required`).
+    pub handler: Handler,
 }
 
 impl Conn {
@@ -400,7 +450,12 @@ pub fn redact(server: &Server, message: &str) -> String {
 
 async fn start(server: &Server) -> Result<Conn, String> {
     let (asks, asked) = tokio::sync::mpsc::unbounded_channel();
-    let handler = Handler { asks };
+    let progress = ProgressRoutes::default();
+    let handler = Handler {
+        asks,
+        progress: progress.clone(),
+    };
+    let kept = handler.clone();
     let client = match &server.transport {
         Transport::Stdio {
             command,
@@ -464,5 +519,7 @@ async fn start(server: &Server) -> Result<Conn, String> {
         client,
         tools,
         asks: tokio::sync::Mutex::new(asked),
+        progress,
+        handler: kept,
     })
 }

@@ -9,6 +9,7 @@ use keel_proto::v1::ErrorInfo;
 use keel_proto::v1::mcp_broker_service_server::McpBrokerService;
 use rmcp::model::{ElicitResult, ElicitationAction, JsonObject, Tool};
 use serde_json::Value;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
 use crate::calls::{Calls, InFlight, Outcome};
@@ -19,10 +20,11 @@ use crate::pool::{ConnectError, Pool, Status as ConnStatus};
 /// `result_json` in a CallMcpToolResponse is cut to this many bytes.
 pub const MAX_RESULT_JSON: usize = 16 * 1024;
 
+#[derive(Clone)]
 pub struct Broker {
     pool: Arc<Pool>,
     blobs: BlobStore,
-    calls: Calls,
+    calls: Arc<Calls>,
 }
 
 impl Broker {
@@ -30,8 +32,72 @@ impl Broker {
         Self {
             pool,
             blobs,
-            calls: Calls::default(),
+            calls: Arc::new(Calls::default()),
         }
+    }
+
+    /// Drives `call` in a task of its own (it outlives a caller that hangs
+    /// up), sending its progress and then its outcome as `wrap` makes them.
+    fn stream<T: Send + 'static>(
+        &self,
+        session_id: String,
+        call_id: String,
+        call: Result<InFlight, Outcome>,
+        wrap: fn(Update) -> T,
+    ) -> ReceiverStream<Result<T, Status>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let progress_tx = tx.clone();
+            let progress = move |p: crate::pool::Progress| {
+                // A slow reader loses progress, never the outcome.
+                let _ = progress_tx.try_send(Ok(wrap(Update::Progress(pb::McpProgress {
+                    progress: p.progress,
+                    total: p.total.unwrap_or_default(),
+                    message: p.message.unwrap_or_default(),
+                }))));
+            };
+            let outcome = match call {
+                Ok(call) => {
+                    this.calls
+                        .drive(&this.pool, &call_id, call, &progress)
+                        .await
+                }
+                Err(outcome) => outcome,
+            };
+            let answer = this
+                .answer(&session_id, &call_id, outcome)
+                .await
+                .map(|o| wrap(Update::Outcome(o)));
+            let _ = tx.send(answer).await;
+        });
+        ReceiverStream::new(rx)
+    }
+}
+
+/// One message of a call's stream.
+pub enum Update {
+    Progress(pb::McpProgress),
+    Outcome(pb::McpCallOutcome),
+}
+
+fn call_update(u: Update) -> pb::CallMcpToolResponse {
+    use pb::call_mcp_tool_response::Kind;
+    pb::CallMcpToolResponse {
+        kind: Some(match u {
+            Update::Progress(p) => Kind::Progress(p),
+            Update::Outcome(o) => Kind::Outcome(o),
+        }),
+    }
+}
+
+fn resume_update(u: Update) -> pb::ResumeMcpCallResponse {
+    use pb::resume_mcp_call_response::Kind;
+    pb::ResumeMcpCallResponse {
+        kind: Some(match u {
+            Update::Progress(p) => Kind::Progress(p),
+            Update::Outcome(o) => Kind::Outcome(o),
+        }),
     }
 }
 
@@ -238,6 +304,7 @@ impl Broker {
         };
         Ok(Ok(InFlight::start(
             &r.session_id,
+            &r.call_id,
             &r.server,
             &r.tool,
             arguments,
@@ -437,10 +504,13 @@ impl McpBrokerService for Broker {
         }))
     }
 
+    type CallMcpToolStream = ReceiverStream<Result<pb::CallMcpToolResponse, Status>>;
+    type ResumeMcpCallStream = ReceiverStream<Result<pb::ResumeMcpCallResponse, Status>>;
+
     async fn call_mcp_tool(
         &self,
         request: Request<pb::CallMcpToolRequest>,
-    ) -> Result<Response<pb::CallMcpToolResponse>, Status> {
+    ) -> Result<Response<Self::CallMcpToolStream>, Status> {
         let r = request.into_inner();
         for (field, value) in [
             ("session_id", &r.session_id),
@@ -452,20 +522,19 @@ impl McpBrokerService for Broker {
                 return Err(invalid(format!("{field}: required")));
             }
         }
-        let outcome = match self.start_call(&r).await? {
-            Ok(call) => self.calls.drive(&self.pool, &r.call_id, call).await,
-            Err(outcome) => outcome,
-        };
-        let outcome = self.answer(&r.session_id, &r.call_id, outcome).await?;
-        Ok(Response::new(pb::CallMcpToolResponse {
-            outcome: Some(outcome),
-        }))
+        let call = self.start_call(&r).await?;
+        Ok(Response::new(self.stream(
+            r.session_id,
+            r.call_id,
+            call,
+            call_update,
+        )))
     }
 
     async fn resume_mcp_call(
         &self,
         request: Request<pb::ResumeMcpCallRequest>,
-    ) -> Result<Response<pb::ResumeMcpCallResponse>, Status> {
+    ) -> Result<Response<Self::ResumeMcpCallStream>, Status> {
         let r = request.into_inner();
         for (field, value) in [("session_id", &r.session_id), ("call_id", &r.call_id)] {
             if value.is_empty() {
@@ -473,10 +542,9 @@ impl McpBrokerService for Broker {
             }
         }
         let answer = elicit_result(r.action, &r.content_json)?;
-        let outcome = self
+        let call = self
             .calls
-            .resume(&self.pool, &r.session_id, &r.call_id, answer)
-            .await
+            .answer(&r.session_id, &r.call_id, answer)
             .ok_or_else(|| {
                 status(
                     Code::FailedPrecondition,
@@ -487,10 +555,12 @@ impl McpBrokerService for Broker {
                     ),
                 )
             })?;
-        let outcome = self.answer(&r.session_id, &r.call_id, outcome).await?;
-        Ok(Response::new(pb::ResumeMcpCallResponse {
-            outcome: Some(outcome),
-        }))
+        Ok(Response::new(self.stream(
+            r.session_id,
+            r.call_id,
+            Ok(call),
+            resume_update,
+        )))
     }
 
     async fn list_mcp_resources(

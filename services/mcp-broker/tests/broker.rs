@@ -78,7 +78,23 @@ impl Fixture {
         tool: &str,
         args: &str,
     ) -> pb::McpCallOutcome {
-        self.broker
+        self.start_with_progress(session, call_id, server, tool, args)
+            .await
+            .0
+    }
+
+    /// The call's outcome and the progress notifications before it.
+    async fn start_with_progress(
+        &self,
+        session: &str,
+        call_id: &str,
+        server: &str,
+        tool: &str,
+        args: &str,
+    ) -> (pb::McpCallOutcome, Vec<pb::McpProgress>) {
+        use pb::call_mcp_tool_response::Kind;
+        let mut stream = self
+            .broker
             .call_mcp_tool(Request::new(pb::CallMcpToolRequest {
                 session_id: session.into(),
                 call_id: call_id.into(),
@@ -88,9 +104,15 @@ impl Fixture {
             }))
             .await
             .unwrap()
-            .into_inner()
-            .outcome
-            .unwrap()
+            .into_inner();
+        let mut progress = Vec::new();
+        while let Some(msg) = futures::StreamExt::next(&mut stream).await {
+            match msg.unwrap().kind.unwrap() {
+                Kind::Progress(p) => progress.push(p),
+                Kind::Outcome(o) => return (o, progress),
+            }
+        }
+        panic!("the stream ended without an outcome");
     }
 
     async fn resume(
@@ -100,15 +122,23 @@ impl Fixture {
         action: pb::ElicitationAction,
         content: &str,
     ) -> Result<pb::McpCallOutcome, tonic::Status> {
-        self.broker
+        use pb::resume_mcp_call_response::Kind;
+        let mut stream = self
+            .broker
             .resume_mcp_call(Request::new(pb::ResumeMcpCallRequest {
                 session_id: session.into(),
                 call_id: call_id.into(),
                 action: action as i32,
                 content_json: content.into(),
             }))
-            .await
-            .map(|r| r.into_inner().outcome.unwrap())
+            .await?
+            .into_inner();
+        while let Some(msg) = futures::StreamExt::next(&mut stream).await {
+            if let Kind::Outcome(o) = msg?.kind.unwrap() {
+                return Ok(o);
+            }
+        }
+        panic!("the stream ended without an outcome");
     }
 }
 
@@ -683,4 +713,23 @@ async fn resources_and_prompts_are_listed_and_read() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn progress_notifications_stream_before_the_outcome() {
+    let mark = uuid();
+    let f = fixture(&everything("everything", &mark, ""));
+    let (outcome, progress) = f
+        .start_with_progress(
+            "s1",
+            "p1",
+            "everything",
+            "trigger-long-running-operation",
+            r#"{"duration":1,"steps":4}"#,
+        )
+        .await;
+    assert!(outcome.success, "{outcome:?}");
+    assert_eq!(progress.len(), 4, "{progress:?}");
+    assert_eq!(progress[3].progress, 4.0);
+    assert_eq!(progress[3].total, 4.0);
 }

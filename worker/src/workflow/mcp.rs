@@ -88,13 +88,16 @@ pub(super) async fn call(
         Decision::Declined => return skipped(ctx, turn, call, invocation, DECLINED),
         Decision::Cancelled => return skipped(ctx, turn, call, invocation, CANCELLED),
     }
-    let session_id = ctx.state(|s| s.input.session_id.clone());
+    let (session_id, events_before) =
+        ctx.state(|s| (s.input.session_id.clone(), s.durable.log.last_offset()));
     let input = McpCallInput {
         session_id,
         call_id: call.call_id.clone(),
         server: tool.server.clone(),
         tool: tool.tool.clone(),
         arguments: call.arguments.clone(),
+        turn_id: turn.id.to_string(),
+        events_before,
     };
     let options = mcp_options(turn, tool.may_repeat());
     let mut result = ctx
@@ -113,7 +116,7 @@ pub(super) async fn call(
                 else {
                     // Interrupted while the user thought: the broker ends
                     // the waiting call (best effort).
-                    let cancel = resume_input(ctx, call, "cancel", String::new());
+                    let cancel = resume_input(ctx, turn, call, "cancel", String::new());
                     let _ = ctx
                         .execute_activity(
                             KeelActivities::resume_mcp_call,
@@ -124,7 +127,7 @@ pub(super) async fn call(
                     end(ctx, turn, call, invocation, ABORTED);
                     return inline_output(&call.call_id, ABORTED, call.custom);
                 };
-                let resume = resume_input(ctx, call, &action, content_json);
+                let resume = resume_input(ctx, turn, call, &action, content_json);
                 result = ctx
                     .execute_activity(
                         KeelActivities::resume_mcp_call,
@@ -171,15 +174,20 @@ pub(super) async fn call(
 
 fn resume_input(
     ctx: &WorkflowContext<AgentWorkflow>,
+    turn: Turn<'_>,
     call: &Call,
     action: &str,
     content_json: String,
 ) -> McpResumeInput {
+    let (session_id, events_before) =
+        ctx.state(|s| (s.input.session_id.clone(), s.durable.log.last_offset()));
     McpResumeInput {
-        session_id: ctx.state(|s| s.input.session_id.clone()),
+        session_id,
         call_id: call.call_id.clone(),
         action: action.to_string(),
         content_json,
+        turn_id: turn.id.to_string(),
+        events_before,
     }
 }
 
