@@ -10,7 +10,7 @@ use keel_proto::v1::event::Msg;
 use keel_proto::v1::stream_events_response::Kind;
 use keel_proto::v1::{
     CompactRequest, Event, GetSessionRequest, InterruptRequest, OverrideTurnContextRequest,
-    PendingRequest, SteerTurnRequest, StreamEventsRequest,
+    PendingRequest, Session, SteerTurnRequest, StreamEventsRequest,
 };
 use serde_json::{Value, json};
 
@@ -38,24 +38,28 @@ pub(crate) struct OverrideArgs {
     json: bool,
 }
 
-fn write_out(text: &str) -> Result<()> {
+pub(crate) fn write_out(text: &str) -> Result<()> {
     std::io::stdout()
         .write_all(text.as_bytes())
         .context("cannot write the output")
 }
 
-pub(crate) async fn pending(mut api: SessionApi, args: PendingArgs) -> Result<()> {
-    let id = &args.session;
-    let session = api
-        .client
+/// The session `id` (GetSession); a failure says what to do.
+pub(crate) async fn get_session(api: &mut SessionApi, id: &str) -> Result<Session> {
+    api.client
         .get_session(GetSessionRequest {
-            session_id: id.clone(),
+            session_id: id.to_string(),
         })
         .await
-        .map_err(|status| session_error(&api, "GetSession", id, &status))?
+        .map_err(|status| session_error(api, "GetSession", id, &status))?
         .into_inner()
         .session
-        .ok_or_else(|| anyhow!("session-api at {} returned no session", api.target.display))?;
+        .ok_or_else(|| anyhow!("session-api at {} returned no session", api.target.display))
+}
+
+pub(crate) async fn pending(mut api: SessionApi, args: PendingArgs) -> Result<()> {
+    let id = &args.session;
+    let session = get_session(&mut api, id).await?;
     let requests = session.pending_requests;
     let events = if requests.is_empty() {
         HashMap::new()

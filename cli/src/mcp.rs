@@ -4,16 +4,14 @@
 //! config.toml; a session names the ones it uses at creation
 //! (`CreateSessionRequest.mcp_servers`; all enabled ones by default).
 
-use std::io::Write;
-
-use anyhow::{Context, Result, anyhow};
+use anyhow::Result;
 use clap::{Args, Subcommand};
-use keel_proto::v1::{GetSessionRequest, McpServerState, McpTool, Session};
+use keel_proto::v1::{McpServerState, McpTool, Session};
 use serde_json::{Value, json};
 
 use crate::client::SessionApi;
+use crate::control::{get_session, write_out};
 use crate::render::table;
-use crate::respond::session_error;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum McpCommand {
@@ -31,25 +29,13 @@ pub(crate) struct ListArgs {
 
 pub(crate) async fn run(mut api: SessionApi, command: McpCommand) -> Result<()> {
     let McpCommand::List(args) = command;
-    let id = &args.session;
-    let session = api
-        .client
-        .get_session(GetSessionRequest {
-            session_id: id.clone(),
-        })
-        .await
-        .map_err(|status| session_error(&api, "GetSession", id, &status))?
-        .into_inner()
-        .session
-        .ok_or_else(|| anyhow!("session-api at {} returned no session", api.target.display))?;
+    let session = get_session(&mut api, &args.session).await?;
     let text = if args.json {
         format!("{}\n", list_json(&session))
     } else {
         list_text(&session)
     };
-    std::io::stdout()
-        .write_all(text.as_bytes())
-        .context("cannot write the output")
+    write_out(&text)
 }
 
 fn state_name(state: i32) -> &'static str {

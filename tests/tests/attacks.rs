@@ -401,7 +401,16 @@ async fn keel_processes_hide_their_environment_from_their_own_user() {
                 "--insecure-plaintext",
             ],
         ),
-        ("keel-mcp-broker", vec!["--insecure-plaintext"]),
+        (
+            "keel-mcp-broker",
+            vec![
+                "--blob-url",
+                "memory://",
+                "--config",
+                "/dev/null",
+                "--insecure-plaintext",
+            ],
+        ),
         (
             "keel-tool-runner",
             vec!["--blob-url", "memory://", "--insecure-plaintext"],

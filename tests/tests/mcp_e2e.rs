@@ -312,122 +312,6 @@ async fn a_session_naming_an_unknown_server_is_told_so() {
     assert!(fake.requests().is_empty(), "the model was called");
 }
 
-/// The broker killed (SIGKILL) mid-call and started again: a read-only
-/// tool's call runs again and the turn completes with its answer; a tool
-/// not marked read-only or idempotent is reported to the model once as
-/// interrupted, never run twice, and the turn completes too.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_broker_killed_mid_call_repeats_only_what_is_safe_to_repeat() {
-    let dir = tempfile::tempdir().unwrap();
-    let runs = dir.path().join("runs");
-    let script = mcp::slow_server(dir.path(), &runs, 4000).unwrap();
-    let (cmd, args) = mcp::everything();
-    let mark = format!("broker-kill-{}", std::process::id());
-    let mut toml = mcp::stdio_table(
-        "everything",
-        &cmd,
-        &args,
-        &format!("env = {{ KEEL_TEST_MARK = {mark:?} }}"),
-    );
-    toml.push_str(&mcp::stdio_table(
-        "slow",
-        "node",
-        &[script.display().to_string()],
-        // The operator trusts it: no approval asked.
-        "default_tools_approval_mode = \"approve\"",
-    ));
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, toml).unwrap();
-    let fake = FakeModel::start(vec![
-        Scripted::tool_call(
-            "c_long",
-            "mcp__everything__trigger_long_running_operation",
-            &args_json(json!({"duration": 3, "steps": 3})),
-        ),
-        Scripted::tool_call("c_slow", "mcp__slow__slow_write", "{}"),
-        Scripted::assistant("survived"),
-    ])
-    .await
-    .unwrap();
-    let mut options = StackOptions::new(fake.base_url());
-    options.mcp_broker_args = vec!["--config".into(), config.display().to_string()];
-    let mut stack = Stack::launch(options).await.unwrap();
-    let mut client = stack.connect().await.unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let sid = session::create(&mut client, Some(work.path()))
-        .await
-        .unwrap();
-    let mut events = session::follow(&mut client, &sid, 0, false).await.unwrap();
-    session::send(&mut client, &sid, "t1", "go").await.unwrap();
-
-    let mut all = Vec::new();
-    for call_id in ["c_long", "c_slow"] {
-        let (seen, _) = until(&mut events, |e| match &e.msg {
-            Some(Msg::McpToolCallBegin(b)) if b.call_id == call_id => Some(()),
-            _ => None,
-        })
-        .await
-        .unwrap();
-        all.extend(seen);
-        if call_id == "c_slow" {
-            // The tool has started on the server.
-            for _ in 0..200 {
-                if runs.exists() {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        } else {
-            // The broker has started the server for the call, which then
-            // runs for 3 s.
-            for _ in 0..200 {
-                if !mcp::marked_pids(&mark).is_empty() {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            assert_eq!(mcp::marked_pids(&mark).len(), 1);
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        }
-        stack.kill("keel-mcp-broker").unwrap();
-        stack.restart("keel-mcp-broker").unwrap();
-    }
-    let (seen, done) = until(&mut events, |e| match &e.msg {
-        Some(Msg::TurnComplete(c)) => Some(c.last_agent_message.clone()),
-        _ => None,
-    })
-    .await
-    .unwrap();
-    assert_eq!(done, "survived");
-    all.extend(seen);
-    let ends: Vec<&pb::McpToolCallEnd> = all
-        .iter()
-        .filter_map(|e| match &e.msg {
-            Some(Msg::McpToolCallEnd(x)) => Some(x),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(ends.len(), 2, "{ends:?}");
-    assert!(ends[0].success, "{:?}", ends[0]);
-    assert!(!ends[1].success);
-    assert!(ends[1].error.contains("not run again"), "{:?}", ends[1]);
-
-    let last = fake.requests().last().cloned().unwrap();
-    let long = last.function_call_output("c_long").unwrap();
-    assert!(long.contains("Long running operation completed"), "{long}");
-    let slow = last.function_call_output("c_slow").unwrap();
-    assert!(
-        slow.starts_with("tool call error: the call was interrupted"),
-        "{slow}"
-    );
-    assert!(slow.contains("not run again"), "{slow}");
-    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n", "ran once");
-}
-
-fn args_json(v: Value) -> String {
-    v.to_string()
-}
-
 /// A session that rolls over (continue-as-new) after every turn keeps its
 /// MCP tools: they were listed once, into state every run carries.
 #[tokio::test(flavor = "multi_thread")]
@@ -602,112 +486,6 @@ async fn an_elicitation_waits_through_a_worker_restart_and_is_answered_with_keel
         .unwrap();
 }
 
-/// An MCP server process killed mid-call (not the broker): the broker
-/// starts it again; a read-only call runs again and succeeds, an unsafe one
-/// is reported once; the turn completes either way.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_server_killed_mid_call_is_restarted_and_the_turn_completes() {
-    let dir = tempfile::tempdir().unwrap();
-    let runs = dir.path().join("runs");
-    let script = mcp::slow_server(dir.path(), &runs, 4000).unwrap();
-    let mark = format!("server-kill-{}", std::process::id());
-    let slow_mark = format!("{mark}-slow");
-    let (cmd, a) = mcp::everything();
-    let mut toml = mcp::stdio_table(
-        "everything",
-        &cmd,
-        &a,
-        &format!("env = {{ KEEL_TEST_MARK = {mark:?} }}"),
-    );
-    toml.push_str(&mcp::stdio_table(
-        "slow",
-        "node",
-        &[script.display().to_string()],
-        &format!(
-            "env = {{ KEEL_TEST_MARK = {slow_mark:?} }}\ndefault_tools_approval_mode = \"approve\""
-        ),
-    ));
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, toml).unwrap();
-    let fake = FakeModel::start(vec![
-        Scripted::tool_call(
-            "c_long",
-            "mcp__everything__trigger_long_running_operation",
-            &args(json!({"duration": 3, "steps": 3})),
-        ),
-        Scripted::tool_call("c_slow", "mcp__slow__slow_write", "{}"),
-        Scripted::assistant("still here"),
-    ])
-    .await
-    .unwrap();
-    let mut options = StackOptions::new(fake.base_url());
-    options.mcp_broker_args = vec!["--config".into(), config.display().to_string()];
-    let stack = Stack::launch(options).await.unwrap();
-    let mut client = stack.connect().await.unwrap();
-    let sid = session::create(&mut client, Some(dir.path()))
-        .await
-        .unwrap();
-    let mut events = session::follow(&mut client, &sid, 0, false).await.unwrap();
-    session::send(&mut client, &sid, "t1", "go").await.unwrap();
-
-    let kill = |mark: &str| {
-        for pid in mcp::marked_pids(mark) {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .status();
-        }
-    };
-    let mut all = Vec::new();
-    for (call_id, mark) in [("c_long", &mark), ("c_slow", &slow_mark)] {
-        let (seen, _) = until(&mut events, |e| match &e.msg {
-            Some(Msg::McpToolCallBegin(b)) if b.call_id == call_id => Some(()),
-            _ => None,
-        })
-        .await
-        .unwrap();
-        all.extend(seen);
-        for _ in 0..200 {
-            let started = if call_id == "c_slow" {
-                runs.exists()
-            } else {
-                !mcp::marked_pids(mark).is_empty()
-            };
-            if started {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        if call_id == "c_long" {
-            // The call runs for 3 s once the server is up.
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        }
-        kill(mark);
-    }
-    let (seen, done) = until(&mut events, |e| match &e.msg {
-        Some(Msg::TurnComplete(c)) => Some(c.last_agent_message.clone()),
-        _ => None,
-    })
-    .await
-    .unwrap();
-    assert_eq!(done, "still here");
-    all.extend(seen);
-    let ends: Vec<&pb::McpToolCallEnd> = all
-        .iter()
-        .filter_map(|e| match &e.msg {
-            Some(Msg::McpToolCallEnd(x)) => Some(x),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(ends.len(), 2, "{ends:?}");
-    assert!(ends[0].success, "{:?}", ends[0]);
-    assert!(!ends[1].success);
-    assert!(ends[1].error.contains("not run again"), "{:?}", ends[1]);
-    let last = fake.requests().last().cloned().unwrap();
-    let long = last.function_call_output("c_long").unwrap();
-    assert!(long.contains("Long running operation completed"), "{long}");
-    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n", "ran once");
-}
-
 /// A long MCP call's progress notifications reach a client that watches
 /// live deltas while the call runs, before its end event.
 #[tokio::test(flavor = "multi_thread")]
@@ -763,4 +541,192 @@ async fn mcp_progress_reaches_watching_clients_as_live_deltas() {
         Some(4),
         "every progress delta before the end event"
     );
+}
+
+/// A turn whose model calls `c_long` (server-everything's read-only, 3 s
+/// `trigger-long-running-operation`) and then `c_slow` (a 4 s tool that is
+/// neither read-only nor idempotent, approved by the operator), each server
+/// marked in its environment.
+struct CrashTurn {
+    stack: Stack,
+    fake: FakeModel,
+    events: tonic::Streaming<pb::StreamEventsResponse>,
+    runs: std::path::PathBuf,
+    mark: String,
+    slow_mark: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn crash_turn(name: &str) -> CrashTurn {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let script = mcp::slow_server(dir.path(), &runs, 4000).unwrap();
+    let mark = format!("{name}-{}", std::process::id());
+    let slow_mark = format!("{mark}-slow");
+    let (cmd, a) = mcp::everything();
+    let mut toml = mcp::stdio_table(
+        "everything",
+        &cmd,
+        &a,
+        &format!("env = {{ KEEL_TEST_MARK = {mark:?} }}"),
+    );
+    toml.push_str(&mcp::stdio_table(
+        "slow",
+        "node",
+        &[script.display().to_string()],
+        &format!(
+            "env = {{ KEEL_TEST_MARK = {slow_mark:?} }}\n# The operator trusts it: no approval asked.\ndefault_tools_approval_mode = \"approve\""
+        ),
+    ));
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, toml).unwrap();
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call(
+            "c_long",
+            "mcp__everything__trigger_long_running_operation",
+            &args(json!({"duration": 3, "steps": 3})),
+        ),
+        Scripted::tool_call("c_slow", "mcp__slow__slow_write", "{}"),
+        Scripted::assistant("survived"),
+    ])
+    .await
+    .unwrap();
+    let mut options = StackOptions::new(fake.base_url());
+    options.mcp_broker_args = vec!["--config".into(), config.display().to_string()];
+    let stack = Stack::launch(options).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let sid = session::create(&mut client, Some(dir.path()))
+        .await
+        .unwrap();
+    let events = session::follow(&mut client, &sid, 0, false).await.unwrap();
+    session::send(&mut client, &sid, "t1", "go").await.unwrap();
+    CrashTurn {
+        stack,
+        fake,
+        events,
+        runs,
+        mark,
+        slow_mark,
+        _dir: dir,
+    }
+}
+
+async fn wait_until(mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out");
+}
+
+impl CrashTurn {
+    /// Waits until `call_id` runs on its server, then runs `crash`.
+    async fn crash_during(
+        &mut self,
+        call_id: &str,
+        crash: impl FnOnce(&mut Self),
+    ) -> Vec<pb::Event> {
+        let (seen, _) = until(&mut self.events, |e| match &e.msg {
+            Some(Msg::McpToolCallBegin(b)) if b.call_id == call_id => Some(()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+        if call_id == "c_slow" {
+            // The tool has started on the server.
+            let runs = self.runs.clone();
+            wait_until(|| runs.exists()).await;
+        } else {
+            // The broker has started the server; the call then runs 3 s.
+            let mark = self.mark.clone();
+            wait_until(|| !mcp::marked_pids(&mark).is_empty()).await;
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        crash(self);
+        seen
+    }
+
+    /// The turn completes: the read-only call succeeded on its second run,
+    /// the unsafe one was reported once and ran once.
+    async fn check_outcome(mut self, mut all: Vec<pb::Event>) {
+        let (seen, done) = until(&mut self.events, |e| match &e.msg {
+            Some(Msg::TurnComplete(c)) => Some(c.last_agent_message.clone()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+        assert_eq!(done, "survived");
+        all.extend(seen);
+        let ends: Vec<&pb::McpToolCallEnd> = all
+            .iter()
+            .filter_map(|e| match &e.msg {
+                Some(Msg::McpToolCallEnd(x)) => Some(x),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ends.len(), 2, "{ends:?}");
+        assert!(ends[0].success, "{:?}", ends[0]);
+        assert!(!ends[1].success);
+        assert!(ends[1].error.contains("not run again"), "{:?}", ends[1]);
+        let last = self.fake.requests().last().cloned().unwrap();
+        let long = last.function_call_output("c_long").unwrap();
+        assert!(long.contains("Long running operation completed"), "{long}");
+        let slow = last.function_call_output("c_slow").unwrap();
+        assert!(slow.contains("tool call error: "), "{slow}");
+        assert!(slow.contains("not run again"), "{slow}");
+        assert_eq!(
+            std::fs::read_to_string(&self.runs).unwrap(),
+            "run\n",
+            "ran once"
+        );
+    }
+}
+
+/// The broker killed (SIGKILL) mid-call and started again: a read-only
+/// tool's call runs again and the turn completes with its answer; a tool
+/// not marked read-only or idempotent is reported to the model once as
+/// interrupted, never run twice, and the turn completes too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_killed_mid_call_repeats_only_what_is_safe_to_repeat() {
+    let mut turn = crash_turn("broker-kill").await;
+    let mut all = Vec::new();
+    for call_id in ["c_long", "c_slow"] {
+        let seen = turn
+            .crash_during(call_id, |t| {
+                t.stack.kill("keel-mcp-broker").unwrap();
+                t.stack.restart("keel-mcp-broker").unwrap();
+            })
+            .await;
+        all.extend(seen);
+    }
+    turn.check_outcome(all).await;
+}
+
+/// An MCP server process killed mid-call (not the broker): the broker
+/// starts it again; a read-only call runs again and succeeds, an unsafe one
+/// is reported once; the turn completes either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_mid_call_is_restarted_and_the_turn_completes() {
+    let mut turn = crash_turn("server-kill").await;
+    let mut all = Vec::new();
+    for call_id in ["c_long", "c_slow"] {
+        let seen = turn
+            .crash_during(call_id, |t| {
+                let mark = if call_id == "c_long" {
+                    &t.mark
+                } else {
+                    &t.slow_mark
+                };
+                for pid in mcp::marked_pids(mark) {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-9", &pid.to_string()])
+                        .status();
+                }
+            })
+            .await;
+        all.extend(seen);
+    }
+    turn.check_outcome(all).await;
 }

@@ -153,7 +153,8 @@ async fn every_server_serves_health_and_reflection() {
             );
         }
     }
-    // The broker's RPCs are declared but not implemented yet: UNIMPLEMENTED.
+    // The broker answers over the worker's channel: a malformed request is
+    // INVALID_ARGUMENT with an ErrorInfo; the stack's broker has no servers.
     let mut broker = pb::mcp_broker_service_client::McpBrokerServiceClient::new(
         stack.worker_channel(&stack.mcp_broker).unwrap(),
     );
@@ -161,7 +162,17 @@ async fn every_server_serves_health_and_reflection() {
         .list_mcp_tools(pb::ListMcpToolsRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        pb::ErrorInfo::from_status(&err).map(|i| i.class),
+        Some("invalid_request".to_string())
+    );
+    let servers = broker
+        .list_mcp_servers(pb::ListMcpServersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(servers.servers.is_empty(), "{servers:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

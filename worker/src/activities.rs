@@ -602,7 +602,7 @@ impl KeelActivities {
             input.events_before,
         );
         let call = async move {
-            let mut stream = client
+            let stream = client
                 .call_mcp_tool(pb::CallMcpToolRequest {
                     session_id: input.session_id,
                     call_id: input.call_id,
@@ -613,15 +613,11 @@ impl KeelActivities {
                 .await
                 .map_err(status_failure)?
                 .into_inner();
-            while let Some(msg) = stream.message().await.map_err(status_failure)? {
-                use pb::call_mcp_tool_response::Kind;
-                match msg.kind {
-                    Some(Kind::Outcome(outcome)) => return Ok(outcome.into()),
-                    Some(Kind::Progress(p)) => progress(p),
-                    None => {}
-                }
-            }
-            Err(stream_ended())
+            mcp_outcome(stream, progress, |m| match m.kind? {
+                pb::call_mcp_tool_response::Kind::Outcome(o) => Some(Ok(o)),
+                pb::call_mcp_tool_response::Kind::Progress(p) => Some(Err(p)),
+            })
+            .await
         };
         with_heartbeats(&ctx, call).await
     }
@@ -649,7 +645,7 @@ impl KeelActivities {
             input.events_before,
         );
         let call = async move {
-            let mut stream = client
+            let stream = client
                 .resume_mcp_call(pb::ResumeMcpCallRequest {
                     session_id: input.session_id,
                     call_id: input.call_id,
@@ -659,15 +655,11 @@ impl KeelActivities {
                 .await
                 .map_err(status_failure)?
                 .into_inner();
-            while let Some(msg) = stream.message().await.map_err(status_failure)? {
-                use pb::resume_mcp_call_response::Kind;
-                match msg.kind {
-                    Some(Kind::Outcome(outcome)) => return Ok(outcome.into()),
-                    Some(Kind::Progress(p)) => progress(p),
-                    None => {}
-                }
-            }
-            Err(stream_ended())
+            mcp_outcome(stream, progress, |m| match m.kind? {
+                pb::resume_mcp_call_response::Kind::Outcome(o) => Some(Ok(o)),
+                pb::resume_mcp_call_response::Kind::Progress(p) => Some(Err(p)),
+            })
+            .await
         };
         with_heartbeats(&ctx, call).await
     }
@@ -904,10 +896,23 @@ fn output_item(done: pb::OutputItemDone) -> Option<OutputItem> {
 /// class as the failure type. A status carrying a `keel.v1.ErrorInfo` is
 /// read from it; one without (from outside Keel, or a transport failure)
 /// is judged by its code.
-fn stream_ended() -> ActivityError {
-    ActivityError::application(ApplicationFailure::new(
+/// Reads an MCP call's stream to its outcome, passing its progress on;
+/// `split` tells a message's outcome (`Ok`) from its progress (`Err`).
+async fn mcp_outcome<M>(
+    mut stream: tonic::Streaming<M>,
+    progress: impl Fn(pb::McpProgress),
+    split: fn(M) -> Option<Result<pb::McpCallOutcome, pb::McpProgress>>,
+) -> Result<McpCallOutput, ActivityError> {
+    while let Some(msg) = stream.message().await.map_err(status_failure)? {
+        match split(msg) {
+            Some(Ok(outcome)) => return Ok(outcome.into()),
+            Some(Err(p)) => progress(p),
+            None => {}
+        }
+    }
+    Err(ActivityError::application(ApplicationFailure::new(
         "the mcp-broker ended the call's stream without its outcome",
-    ))
+    )))
 }
 
 /// `<progress>[/<total>][: <message>]`, the text of an MCP progress delta.

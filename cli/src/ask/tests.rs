@@ -207,3 +207,49 @@ fn other_messages_are_not_asked() {
     assert_eq!(asker.offer(&Msg::TurnStarted(Default::default())), None);
     assert!(!asker.asking());
 }
+
+#[test]
+fn a_server_question_takes_a_json_object_or_a_decline() {
+    let mut asker = Asker::default();
+    let ask = |id: &str| {
+        Msg::ElicitationRequest(ElicitationRequest {
+            request_id: id.into(),
+            server_name: "everything".into(),
+            message: "Your name?".into(),
+            requested_schema_json: r#"{"type":"object"}"#.into(),
+            call_id: "c1".into(),
+        })
+    };
+    let prompt = asker.offer(&ask("c1-elicitation-1")).unwrap();
+    assert!(
+        prompt.contains("[everything] Your name?") && prompt.contains("d = decline"),
+        "{prompt}"
+    );
+    let Some(Step::Prompt(again)) = asker.input("not json") else {
+        panic!("asks again");
+    };
+    assert!(again.starts_with("that is not a JSON object; "), "{again}");
+    let Some(Step::Answer {
+        request_id, answer, ..
+    }) = asker.input(r#"{"name": "Ada"}"#)
+    else {
+        panic!("answers");
+    };
+    assert_eq!(request_id, "c1-elicitation-1");
+    let Answer::Elicitation(a) = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(a.action, ElicitationAction::Accept as i32);
+    assert_eq!(a.content_json, r#"{"name": "Ada"}"#);
+
+    asker.offer(&ask("c1-elicitation-2"));
+    let Some(Step::Answer {
+        answer: Answer::Elicitation(a),
+        ..
+    }) = asker.input("d")
+    else {
+        panic!("declines");
+    };
+    assert_eq!(a.action, ElicitationAction::Decline as i32);
+    assert!(a.content_json.is_empty());
+}
