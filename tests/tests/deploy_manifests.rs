@@ -306,6 +306,12 @@ async fn the_dev_overlay_starts_keel_and_runs_a_session() {
             r#"{"command":["bash","-lc","echo from-the-manifests"]}"#,
         ),
         Scripted::assistant("deployed"),
+        Scripted::tool_call(
+            "call_2",
+            "shell",
+            r#"{"command":["bash","-lc","echo after-the-kill"]}"#,
+        ),
+        Scripted::assistant("still deployed"),
     ])
     .await
     .unwrap();
@@ -450,12 +456,15 @@ async fn the_dev_overlay_starts_keel_and_runs_a_session() {
     // A session through them: no credentials (the dev overlay runs
     // session-api with --insecure-no-auth), in the tool-runner's
     // workspace volume.
-    let session_api = bound
-        .iter()
-        .find(|((pod, port), _)| pod.starts_with("keel-session-api-") && *port == 50051)
-        .map(|(_, a)| a.clone())
+    let client_addr = |pod: &str| bound[&(pod.to_string(), 50051)].clone();
+    assert!(
+        bound.contains_key(&("keel-session-api-1".to_string(), 50051))
+            && all.iter().any(|p| p.name == "keel-worker-1"),
+        "the dev overlay runs two session-apis and two workers"
+    );
+    let mut client = session::connect(&client_addr("keel-session-api-0"), None)
+        .await
         .unwrap();
-    let mut client = session::connect(&session_api, None).await.unwrap();
     let workspace = root.join("pods/keel-tool-runner-0/workspaces");
     let sid = session::create(&mut client, Some(&workspace))
         .await
@@ -474,6 +483,38 @@ async fn the_dev_overlay_starts_keel_and_runs_a_session() {
     assert!(
         seen.iter().any(|e| matches!(&e.msg,
             Some(Msg::ExecCommandEnd(end)) if end.aggregated_output.contains("from-the-manifests"))),
+        "{seen:?}"
+    );
+
+    // The replica the client used dies; the client goes on with the other
+    // one, from the offset it had.
+    let last = seen.iter().map(|e| e.offset).max().unwrap_or(0) + 1;
+    let (_, child) = procs
+        .children
+        .iter_mut()
+        .find(|(n, _)| n == "keel-session-api-0")
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut client = session::connect(&client_addr("keel-session-api-1"), None)
+        .await
+        .unwrap();
+    let mut events = session::follow(&mut client, &sid, last, false)
+        .await
+        .unwrap();
+    session::send(&mut client, &sid, "t2", "again")
+        .await
+        .unwrap();
+    let (seen, done) = session::until(&mut events, |e| match &e.msg {
+        Some(Msg::TurnComplete(c)) => Some(c.last_agent_message.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(done, "still deployed");
+    assert!(
+        seen.iter().any(|e| matches!(&e.msg,
+            Some(Msg::ExecCommandEnd(end)) if end.aggregated_output.contains("after-the-kill"))),
         "{seen:?}"
     );
 }
