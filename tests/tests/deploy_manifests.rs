@@ -379,7 +379,15 @@ async fn the_dev_overlay_starts_keel_and_runs_a_session() {
                 procs.children.push((pod.name.clone(), child));
                 let addr = format!("127.0.0.1:{port}");
                 let deadline = Instant::now() + Duration::from_secs(60);
-                while std::net::TcpStream::connect(&addr).is_err() {
+                // Serving, not only listening (`temporal operator cluster health`).
+                while !Command::new("temporal")
+                    .args(["operator", "cluster", "health", "--address", &addr])
+                    .stderr(Stdio::null())
+                    .output()
+                    .is_ok_and(|o| {
+                        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("SERVING")
+                    })
+                {
                     assert!(
                         Instant::now() < deadline,
                         "Temporal did not start:\n{}",

@@ -38,6 +38,25 @@ pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// A free loopback port (bound and released; the OS rarely hands it out again at once).
+/// Whether the Temporal server at `addr` reports SERVING
+/// (`temporal operator cluster health`).
+fn temporal_serving(addr: &SocketAddr) -> bool {
+    Command::new("temporal")
+        .args([
+            "operator",
+            "cluster",
+            "health",
+            "--address",
+            &addr.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|out| {
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("SERVING")
+        })
+}
+
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -386,8 +405,20 @@ impl Stack {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(addr.to_string());
+            // Listening is not serving: wait until the frontend reports
+            // SERVING, and until then that it is still ours — a server that
+            // lost its port to another test exits, while the other test's
+            // server answers on it.
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                && temporal_serving(&addr)
+            {
+                let ours = match self.procs.iter_mut().find(|p| p.name == "temporal") {
+                    Some(proc) => proc.child.try_wait()?.is_none(),
+                    None => false,
+                };
+                if ours {
+                    return Ok(addr.to_string());
+                }
             }
             let exited = match self.procs.iter_mut().find(|p| p.name == "temporal") {
                 Some(proc) => proc.child.try_wait()?,
