@@ -24,11 +24,25 @@ async fn stack_with_servers(fake: &FakeModel, config_dir: &Path, files_dir: &Pat
     let mut toml = mcp::stdio_table("everything", &cmd, &args, "");
     let (cmd, args) = mcp::filesystem(files_dir);
     toml.push_str(&mcp::stdio_table("files", &cmd, &args, ""));
-    let config = config_dir.join("config.toml");
+    Stack::launch(broker_options(fake, config_dir, &toml))
+        .await
+        .unwrap()
+}
+
+/// Stack options whose broker serves the `[mcp_servers]` tables `toml`
+/// (written to `dir/config.toml`).
+fn broker_options(fake: &FakeModel, dir: &Path, toml: &str) -> StackOptions {
+    let config = dir.join("config.toml");
     std::fs::write(&config, toml).unwrap();
     let mut options = StackOptions::new(fake.base_url());
     options.mcp_broker_args = vec!["--config".into(), config.display().to_string()];
-    Stack::launch(options).await.unwrap()
+    options
+}
+
+/// `[mcp_servers.everything]`: server-everything over stdio.
+fn everything_only() -> String {
+    let (cmd, a) = mcp::everything();
+    mcp::stdio_table("everything", &cmd, &a, "")
 }
 
 fn args(v: Value) -> String {
@@ -333,11 +347,7 @@ async fn a_rolled_over_session_keeps_its_mcp_tools() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cmd, a) = mcp::everything();
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, mcp::stdio_table("everything", &cmd, &a, "")).unwrap();
-    let mut options = StackOptions::new(fake.base_url());
-    options.mcp_broker_args = vec!["--config".into(), config.display().to_string()];
+    let mut options = broker_options(&fake, dir.path(), &everything_only());
     options.history_event_budget = 1;
     let stack = Stack::launch(options).await.unwrap();
     let mut client = stack.connect().await.unwrap();
@@ -391,11 +401,7 @@ async fn an_elicitation_waits_through_a_worker_restart_and_is_answered_with_keel
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cmd, a) = mcp::everything();
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, mcp::stdio_table("everything", &cmd, &a, "")).unwrap();
-    let mut options = StackOptions::new(fake.base_url());
-    options.mcp_broker_args = vec!["--config".into(), config.display().to_string()];
+    let options = broker_options(&fake, dir.path(), &everything_only());
     let mut stack = Stack::launch(options).await.unwrap();
     let mut client = stack.connect().await.unwrap();
     let sid = session::create(&mut client, Some(dir.path()))
@@ -502,11 +508,7 @@ async fn mcp_progress_reaches_watching_clients_as_live_deltas() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cmd, a) = mcp::everything();
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, mcp::stdio_table("everything", &cmd, &a, "")).unwrap();
-    let mut options = StackOptions::new(fake.base_url());
-    options.mcp_broker_args = vec!["--config".into(), config.display().to_string()];
+    let options = broker_options(&fake, dir.path(), &everything_only());
     let stack = Stack::launch(options).await.unwrap();
     let mut client = stack.connect().await.unwrap();
     let sid = session::create(&mut client, Some(dir.path()))
@@ -578,8 +580,6 @@ async fn crash_turn(name: &str) -> CrashTurn {
             "env = {{ KEEL_TEST_MARK = {slow_mark:?} }}\n# The operator trusts it: no approval asked.\ndefault_tools_approval_mode = \"approve\""
         ),
     ));
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, toml).unwrap();
     let fake = FakeModel::start(vec![
         Scripted::tool_call(
             "c_long",
@@ -591,9 +591,9 @@ async fn crash_turn(name: &str) -> CrashTurn {
     ])
     .await
     .unwrap();
-    let mut options = StackOptions::new(fake.base_url());
-    options.mcp_broker_args = vec!["--config".into(), config.display().to_string()];
-    let stack = Stack::launch(options).await.unwrap();
+    let stack = Stack::launch(broker_options(&fake, dir.path(), &toml))
+        .await
+        .unwrap();
     let mut client = stack.connect().await.unwrap();
     let sid = session::create(&mut client, Some(dir.path()))
         .await

@@ -199,18 +199,15 @@ impl Drop for InFlight {
 }
 
 impl InFlight {
-    /// Starts `tool` for `call_id` on the session's connection to
-    /// `server`.
+    /// Starts `tool` on the session's connection to `server`.
     pub fn start(
         session: &str,
-        call_id: &str,
         server: &str,
         tool: &str,
         arguments: Option<JsonObject>,
         conn: Arc<Conn>,
         timeout: Duration,
     ) -> Self {
-        let _ = call_id;
         let (route, progress) = tokio::sync::mpsc::unbounded_channel();
         let task = spawn_call(&conn, tool, &arguments, route.clone());
         Self {

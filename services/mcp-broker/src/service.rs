@@ -304,7 +304,6 @@ impl Broker {
         };
         Ok(Ok(InFlight::start(
             &r.session_id,
-            &r.call_id,
             &r.server,
             &r.tool,
             arguments,
