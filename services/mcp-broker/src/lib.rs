@@ -9,10 +9,12 @@
 //!   restarted with back-off, reaped when idle;
 //! * [`calls`]: calls in flight, and those waiting for the user's answer
 //!   to a server's question;
+//! * [`http`]: the HTTP client under streamable HTTP connections;
 //! * [`service`]: the gRPC service.
 
 pub mod calls;
 pub mod config;
+pub mod http;
 pub mod names;
 pub mod output;
 pub mod pool;

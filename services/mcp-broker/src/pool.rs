@@ -20,6 +20,7 @@ use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use tokio::io::AsyncBufReadExt;
 
 use crate::config::{Config, Server, Transport};
+use crate::http::SessionAwareClient;
 
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -503,8 +504,10 @@ async fn start(server: &Server) -> Result<Conn, String> {
                     .map_err(|e| format!("http_headers: the value of {name} is not valid: {e}"))?;
                 custom.insert(name, value);
             }
+            let client = SessionAwareClient::new()
+                .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
             let transport =
-                StreamableHttpClientTransport::from_config(config.custom_headers(custom));
+                StreamableHttpClientTransport::with_client(client, config.custom_headers(custom));
             handler
                 .serve(transport)
                 .await

@@ -484,6 +484,7 @@ fn uuid() -> String {
 /// when dropped.
 struct HttpServer {
     child: std::process::Child,
+    port: u16,
     url: String,
 }
 
@@ -495,13 +496,17 @@ impl Drop for HttpServer {
 }
 
 async fn http_everything() -> HttpServer {
-    let (command, mut args) = mcp::everything();
-    args[1] = "streamableHttp".into();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
+    http_everything_on(port).await
+}
+
+async fn http_everything_on(port: u16) -> HttpServer {
+    let (command, mut args) = mcp::everything();
+    args[1] = "streamableHttp".into();
     let child = std::process::Command::new(command)
         .args(&args)
         .env("PORT", port.to_string())
@@ -511,6 +516,7 @@ async fn http_everything() -> HttpServer {
         .unwrap();
     let server = HttpServer {
         child,
+        port,
         url: format!("http://127.0.0.1:{port}/mcp"),
     };
     for _ in 0..200 {
@@ -553,6 +559,29 @@ async fn streamable_http_servers_are_listed_and_called() {
         .await;
     assert!(r.success);
     assert!(texts(&item)[0].contains('3'), "{item}");
+}
+
+#[tokio::test]
+async fn a_restarted_http_server_gets_a_new_session() {
+    let server = http_everything().await;
+    let port = server.port;
+    let f = fixture(&format!(
+        "[mcp_servers.remote]\nurl = {:?}\ntool_timeout_sec = 20\n",
+        server.url
+    ));
+    let (r, item) = f
+        .call("s1", "c1", "remote", "echo", r#"{"message":"before"}"#)
+        .await;
+    assert!(r.success, "{r:?}");
+    assert_eq!(texts(&item), ["Echo: before"]);
+    // The server restarts and forgets every session it had.
+    drop(server);
+    let _server = http_everything_on(port).await;
+    let (r, item) = f
+        .call("s1", "c2", "remote", "echo", r#"{"message":"after"}"#)
+        .await;
+    assert!(r.success, "{r:?} {item}");
+    assert_eq!(texts(&item), ["Echo: after"]);
 }
 
 #[tokio::test]
