@@ -8,8 +8,11 @@
 //! `keel-session-api-internal:50052`, `temporal-frontend:7233`) are
 //! resolved to the loopback addresses of the pods behind them. Each pod's
 //! gRPC readiness probe must answer SERVING, and a session then runs a
-//! command through them. A typo in a command, an env name, a mount path, a
-//! Service or a port fails this test.
+//! command through them, goes on through the other session-api when the
+//! one its client used is killed, and moves to another of the three
+//! tool-runners when the one holding its workspace is killed mid-command
+//! (the command reported lost, run once). A typo in a command, an env name,
+//! a mount path, a Service or a port fails this test.
 //!
 //! What it cannot show: scheduling, NetworkPolicies, security contexts
 //! (checked statically by scripts/check-deploy), and the Secrets a real
@@ -312,6 +315,18 @@ async fn the_dev_overlay_starts_keel_and_runs_a_session() {
             r#"{"command":["bash","-lc","echo after-the-kill"]}"#,
         ),
         Scripted::assistant("still deployed"),
+        Scripted::tool_call(
+            "call_3",
+            "shell",
+            r#"{"command":["bash","-lc","echo ran >> effects.txt; sleep 60"]}"#,
+        ),
+        Scripted::assistant("lost one"),
+        Scripted::tool_call(
+            "call_4",
+            "shell",
+            r#"{"command":["bash","-lc","echo on-another-runner"]}"#,
+        ),
+        Scripted::assistant("moved"),
     ])
     .await
     .unwrap();
@@ -467,13 +482,15 @@ async fn the_dev_overlay_starts_keel_and_runs_a_session() {
     let client_addr = |pod: &str| bound[&(pod.to_string(), 50051)].clone();
     assert!(
         bound.contains_key(&("keel-session-api-1".to_string(), 50051))
-            && all.iter().any(|p| p.name == "keel-worker-1"),
-        "the dev overlay runs two session-apis and two workers"
+            && all.iter().any(|p| p.name == "keel-worker-1")
+            && all.iter().any(|p| p.name == "keel-tool-runner-2"),
+        "the dev overlay runs two session-apis, two workers and three tool-runners"
     );
     let mut client = session::connect(&client_addr("keel-session-api-0"), None)
         .await
         .unwrap();
-    let workspace = root.join("pods/keel-tool-runner-0/workspaces");
+    // The workspaces volume every runner mounts.
+    let workspace = root.join("claims/keel-workspaces");
     let sid = session::create(&mut client, Some(&workspace))
         .await
         .unwrap();
@@ -525,4 +542,80 @@ async fn the_dev_overlay_starts_keel_and_runs_a_session() {
             Some(Msg::ExecCommandEnd(end)) if end.aggregated_output.contains("after-the-kill"))),
         "{seen:?}"
     );
+
+    // The runner holding the session dies while its command runs: the
+    // model is told the command was lost (it ran once), and the session
+    // goes on on another runner.
+    let holder = |procs: &Procs| {
+        [
+            "keel-tool-runner-0",
+            "keel-tool-runner-1",
+            "keel-tool-runner-2",
+        ]
+        .into_iter()
+        .filter(|pod| {
+            procs
+                .log(pod)
+                .lines()
+                .any(|l| l.contains("workspace leased") && l.contains(sid.as_str()))
+        })
+        .collect::<Vec<_>>()
+    };
+    let held = holder(&procs);
+    assert_eq!(held.len(), 1, "one runner took the session: {held:?}");
+    let dead = held[0];
+    let last = seen.iter().map(|e| e.offset).max().unwrap_or(0);
+    let mut events = session::follow(&mut client, &sid, last, false)
+        .await
+        .unwrap();
+    session::send(&mut client, &sid, "t3", "long one")
+        .await
+        .unwrap();
+    let effects = workspace.join("effects.txt");
+    let started = Instant::now();
+    while !effects.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the command did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, child) = procs.children.iter_mut().find(|(n, _)| n == dead).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (seen, done) = session::until(&mut events, |e| match &e.msg {
+        Some(Msg::TurnComplete(c)) if e.turn_id == "t3" => Some(c.last_agent_message.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(done, "lost one");
+    assert!(
+        seen.iter().any(|e| matches!(&e.msg,
+            Some(Msg::ExecCommandEnd(end)) if end.formatted_output.contains("the tool-runner went away while this command was running"))),
+        "{seen:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&effects).unwrap(),
+        "ran\n",
+        "run once"
+    );
+    session::send(&mut client, &sid, "t4", "after the runner")
+        .await
+        .unwrap();
+    let (seen, done) = session::until(&mut events, |e| match &e.msg {
+        Some(Msg::TurnComplete(c)) if e.turn_id == "t4" => Some(c.last_agent_message.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(done, "moved");
+    assert!(
+        seen.iter().any(|e| matches!(&e.msg,
+            Some(Msg::ExecCommandEnd(end)) if end.aggregated_output.contains("on-another-runner"))),
+        "{seen:?}"
+    );
+    let held = holder(&procs);
+    assert_eq!(held.len(), 2, "another runner took the session: {held:?}");
+    assert_eq!(std::fs::read_to_string(&effects).unwrap(), "ran\n");
 }

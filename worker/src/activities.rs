@@ -16,6 +16,7 @@ use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tonic::transport::Channel;
 
+use crate::runners::{LeaseError, Runners};
 use crate::session_apis::SessionApis;
 
 /// How often a running activity tells Temporal it is alive. Cancellation
@@ -37,6 +38,14 @@ pub mod failure_type {
     /// named (see `ModelCallInput::prefix_digest`); the workflow sends it
     /// again. Never shown to a client unless that fails too.
     pub const PREFIX_MISSING: &str = "prefix_missing";
+    /// Keel's own: the runner holding the session's workspace is gone or
+    /// draining, and the call did not run; the workflow moves the lease and
+    /// runs the call on the new runner.
+    pub const RUNNER_UNAVAILABLE: &str = "runner_unavailable";
+    /// Keel's own: the runner holding the session's workspace went away
+    /// while the call may have been running; the workflow moves the lease
+    /// and reports the call as lost (never runs it twice).
+    pub const RUNNER_LOST: &str = "runner_lost";
 }
 
 pub use keel_workflow_api::{ModelDefaults, SessionSetup, ToolSpec};
@@ -56,6 +65,35 @@ pub struct SetupInput {
     /// ones).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mcp_servers: Vec<String>,
+    /// The runner the session's workspace is leased to; `None`: sessions
+    /// from before leases, served by any runner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
+}
+
+/// A session's workspace to lease.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LeaseInput {
+    pub session_id: String,
+    pub cwd: String,
+    /// The runner that held it, kept if it is still there and not
+    /// draining.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+}
+
+/// Where the session's workspace is now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Lease {
+    pub runner_id: String,
+    pub cwd: String,
+}
+
+/// Closing a session's state on the runner its workspace is leased to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CloseInput {
+    pub session_id: String,
+    pub runner: String,
 }
 
 /// One MCP tool call, by the raw names the broker calls.
@@ -248,6 +286,10 @@ pub struct ToolCallInput {
     /// The user's shell the invocation was read with.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub user_shell: String,
+    /// The runner the session's workspace is leased to (see
+    /// [`SetupInput::runner`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -282,6 +324,10 @@ pub struct PatchReviewInput {
     /// The stored call item, for a patch too big to pass as `arguments`.
     #[serde(default)]
     pub call_item_digest: Option<String>,
+    /// The runner the session's workspace is leased to (see
+    /// [`SetupInput::runner`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
 }
 
 /// One file of a patch, for approval requests and patch events.
@@ -322,7 +368,8 @@ const PATCH_REVIEW_TEXT_BUDGET: usize = 64 * 1024;
 /// so the worker starts (and polls) while a service is still coming up.
 pub struct KeelActivities {
     model: ModelServiceClient<Channel>,
-    tools: ToolServiceClient<Channel>,
+    /// The tool-runner fleet.
+    runners: Runners,
     /// None: this worker runs no MCP tools.
     mcp: Option<McpBrokerServiceClient<Channel>>,
     /// session-api replicas to publish live deltas to (best effort).
@@ -342,14 +389,14 @@ impl KeelActivities {
     /// TLS when `tls` is set), and the session-api replicas.
     pub fn new(
         model_proxy: &str,
-        tool_runner: &str,
+        runners: Runners,
         mcp_broker: Option<&str>,
         session_apis: SessionApis,
         tls: Option<&Arc<keel_server::ClientTls>>,
     ) -> Result<Self, AddressError> {
         Ok(Self {
             model: ModelServiceClient::new(lazy_channel(model_proxy, tls)?),
-            tools: ToolServiceClient::new(lazy_channel(tool_runner, tls)?),
+            runners,
             mcp: match mcp_broker {
                 Some(addr) => Some(McpBrokerServiceClient::new(lazy_channel(addr, tls)?)),
                 None => None,
@@ -357,6 +404,151 @@ impl KeelActivities {
             live: session_apis,
         })
     }
+}
+
+impl KeelActivities {
+    /// The client of the runner `runner` names; `None`: any runner (sessions
+    /// from before leases).
+    async fn runner_client(
+        &self,
+        ctx: &ActivityContext,
+        runner: Option<&str>,
+    ) -> Result<ToolServiceClient<Channel>, ActivityError> {
+        match runner {
+            Some(id) => match self.runners.client(id).await {
+                Some(client) => Ok(client),
+                // Nothing was sent: the lease moves now.
+                None if ctx.info().attempt <= 1 => Err(runner_gone(id, false)),
+                // An earlier attempt may have started the call there; the
+                // runner may be restarting on its volume (same id, same
+                // journal), so the last attempt decides.
+                None if ctx.info().attempt < TOOL_ATTEMPTS => Err(runner_retry(id)),
+                None => Err(runner_gone(id, true)),
+            },
+            None => self.runners.any().await.ok_or_else(|| {
+                ActivityError::application(
+                    ApplicationFailure::builder("no tool-runner is available")
+                        .type_name(failure_type::CONNECTION_FAILED.to_string())
+                        .build(),
+                )
+            }),
+        }
+    }
+
+    /// A failed call to runner `runner`: when it failed in transport and
+    /// the runner no longer answers, the lease must move (the call may have
+    /// run unless it was never sent); anything else as the status says.
+    async fn runner_failure(
+        &self,
+        ctx: &ActivityContext,
+        runner: Option<&str>,
+        status: tonic::Status,
+    ) -> ActivityError {
+        let transport = status.code() == tonic::Code::Unavailable
+            && pb::ErrorInfo::from_status(&status).is_none();
+        if let (true, Some(id)) = (transport, runner) {
+            self.runners.refresh().await;
+            if !self.runners.ids().iter().any(|known| known == id) {
+                let attempt = ctx.info().attempt;
+                if attempt <= 1 && never_sent(&status) {
+                    return runner_gone(id, false);
+                }
+                if attempt < TOOL_ATTEMPTS {
+                    return runner_retry(id);
+                }
+                return runner_gone(id, true);
+            }
+        }
+        status_failure(status)
+    }
+    async fn close_session(
+        &self,
+        ctx: &ActivityContext,
+        session_id: String,
+        runner: Option<&str>,
+    ) -> Result<(), ActivityError> {
+        let client = match runner {
+            Some(id) => self.runners.client(id).await,
+            None => Some(self.runner_client(ctx, None).await?),
+        };
+        let mcp = self.mcp.clone();
+        let call = async move {
+            if let Some(mut mcp) = mcp {
+                // Best effort: idle servers are reaped anyway.
+                if let Err(e) = mcp
+                    .close_mcp_session(pb::CloseMcpSessionRequest {
+                        session_id: session_id.clone(),
+                    })
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot stop the session's MCP servers");
+                }
+            }
+            match client {
+                Some(mut client) => {
+                    client
+                        .close_tool_session(pb::CloseToolSessionRequest { session_id })
+                        .await
+                        .map_err(status_failure)?;
+                }
+                None => {
+                    tracing::info!(%session_id, runner = ?runner, "the session's tool-runner is gone; nothing to close there");
+                }
+            }
+            Ok(())
+        };
+        with_heartbeats(ctx, call).await
+    }
+}
+
+/// Attempts of a tool-runner activity (the workflow's retry policy for
+/// them).
+pub const TOOL_ATTEMPTS: u32 = 3;
+
+/// The runner holding the workspace does not answer now; the next attempt
+/// looks again.
+fn runner_retry(id: &str) -> ActivityError {
+    ActivityError::application(
+        ApplicationFailure::builder(format!("tool-runner {id} does not answer"))
+            .type_name(failure_type::CONNECTION_FAILED.to_string())
+            .build(),
+    )
+}
+
+/// The runner holding the workspace is gone: not to be retried here.
+fn runner_gone(id: &str, maybe_ran: bool) -> ActivityError {
+    let (kind, message) = if maybe_ran {
+        (
+            failure_type::RUNNER_LOST,
+            format!("tool-runner {id} went away during the call"),
+        )
+    } else {
+        (
+            failure_type::RUNNER_UNAVAILABLE,
+            format!("tool-runner {id} is gone; the call did not run"),
+        )
+    };
+    ActivityError::application(
+        ApplicationFailure::builder(message)
+            .type_name(kind.to_string())
+            .non_retryable(true)
+            .build(),
+    )
+}
+
+/// Whether the status comes from a connection that was refused: the
+/// request never left.
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// `host:port` or a URL, to a channel that connects on first use.
@@ -485,9 +677,10 @@ impl KeelActivities {
         ctx: ActivityContext,
         input: SetupInput,
     ) -> Result<SessionSetup, ActivityError> {
-        let mut client = self.tools.clone();
+        let runner = input.runner.clone();
+        let mut client = self.runner_client(&ctx, runner.as_deref()).await?;
         let mcp = self.mcp.clone();
-        let call = async move {
+        let call = async {
             let (mcp_specs, mcp_tools, mcp_servers) =
                 list_mcp_tools(mcp, &input.session_id, &input.mcp_servers).await?;
             let tools = client
@@ -506,18 +699,21 @@ impl KeelActivities {
                     include_approval_parameters: true,
                     ..Default::default()
                 })
-                .await
-                .map_err(status_failure)?
-                .into_inner()
-                .tools;
+                .await;
+            let tools = match tools {
+                Ok(r) => r.into_inner().tools,
+                Err(e) => return Err(self.runner_failure(&ctx, runner.as_deref(), e).await),
+            };
             let context = client
                 .get_project_context(pb::GetProjectContextRequest {
-                    cwd: input.cwd,
+                    cwd: input.cwd.clone(),
                     ..Default::default()
                 })
-                .await
-                .map_err(status_failure)?
-                .into_inner();
+                .await;
+            let context = match context {
+                Ok(r) => r.into_inner(),
+                Err(e) => return Err(self.runner_failure(&ctx, runner.as_deref(), e).await),
+            };
             Ok(SessionSetup {
                 tools: tools
                     .into_iter()
@@ -562,25 +758,65 @@ impl KeelActivities {
         ctx: ActivityContext,
         session_id: String,
     ) -> Result<(), ActivityError> {
-        let mut client = self.tools.clone();
-        let mcp = self.mcp.clone();
-        let call = async move {
-            if let Some(mut mcp) = mcp {
-                // Best effort: idle servers are reaped anyway.
-                if let Err(e) = mcp
-                    .close_mcp_session(pb::CloseMcpSessionRequest {
-                        session_id: session_id.clone(),
-                    })
-                    .await
-                {
-                    tracing::warn!(error = %e, "cannot stop the session's MCP servers");
-                }
-            }
-            client
-                .close_tool_session(pb::CloseToolSessionRequest { session_id })
+        self.close_session(&ctx, session_id, None).await
+    }
+
+    /// [`KeelActivities::close_tool_session`] for a session whose workspace
+    /// is leased: on its runner (nothing to do when that runner is gone).
+    #[activity(name = "close_runner_session")]
+    pub async fn close_runner_session(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: CloseInput,
+    ) -> Result<(), ActivityError> {
+        self.close_session(&ctx, input.session_id, Some(&input.runner))
+            .await
+    }
+
+    /// Chooses the runner for the session's workspace (see
+    /// [`crate::runners`]).
+    #[activity(name = "lease_workspace")]
+    pub async fn lease_workspace(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: LeaseInput,
+    ) -> Result<Lease, ActivityError> {
+        let call = async {
+            match self
+                .runners
+                .lease(&input.session_id, &input.cwd, input.previous.as_deref())
                 .await
-                .map_err(status_failure)?;
-            Ok(())
+            {
+                Ok(leased) => {
+                    tracing::info!(session_id = %input.session_id, runner_id = %leased.runner_id, previous = ?input.previous, "workspace leased");
+                    Ok(Lease {
+                        runner_id: leased.runner_id,
+                        cwd: leased.cwd,
+                    })
+                }
+                // Retried: runners may be starting.
+                Err(e @ LeaseError::NoRunner { .. }) => Err(ActivityError::application(
+                    ApplicationFailure::builder(e.to_string())
+                        .type_name(failure_type::CONNECTION_FAILED.to_string())
+                        .build(),
+                )),
+                // The workspace may be on a volume only the previous
+                // runner mounts: wait for it to come back (retried).
+                Err(LeaseError::Refused(status))
+                    if input.previous.is_some() && status.code() == tonic::Code::NotFound =>
+                {
+                    Err(ActivityError::application(
+                        ApplicationFailure::builder(format!(
+                            "no tool-runner has the workspace {:?}: {}",
+                            input.cwd,
+                            status.message()
+                        ))
+                        .type_name(failure_type::CONNECTION_FAILED.to_string())
+                        .build(),
+                    ))
+                }
+                Err(LeaseError::Refused(status)) => Err(status_failure(status)),
+            }
         };
         with_heartbeats(&ctx, call).await
     }
@@ -672,8 +908,9 @@ impl KeelActivities {
         ctx: ActivityContext,
         input: PatchReviewInput,
     ) -> Result<PatchReview, ActivityError> {
-        let mut client = self.tools.clone();
-        let call = async move {
+        let runner = input.runner.clone();
+        let mut client = self.runner_client(&ctx, runner.as_deref()).await?;
+        let call = async {
             let r = client
                 .review_patch(pb::ReviewPatchRequest {
                     cwd: input.cwd,
@@ -682,9 +919,11 @@ impl KeelActivities {
                     sandbox: Some((&input.sandbox).into()),
                     call_item_digest: input.call_item_digest.unwrap_or_default(),
                 })
-                .await
-                .map_err(status_failure)?
-                .into_inner();
+                .await;
+            let r = match r {
+                Ok(r) => r.into_inner(),
+                Err(e) => return Err(self.runner_failure(&ctx, runner.as_deref(), e).await),
+            };
             Ok(PatchReview {
                 cwd: r.cwd,
                 changes: patch_changes(r.changes),
@@ -710,13 +949,14 @@ impl KeelActivities {
         ctx: ActivityContext,
         input: ToolCallInput,
     ) -> Result<ToolCallOutput, ActivityError> {
-        let mut client = self.tools.clone();
-        let mut canceller = self.tools.clone();
+        let runner = input.runner.clone();
+        let mut client = self.runner_client(&ctx, runner.as_deref()).await?;
+        let mut canceller = client.clone();
         let cancel_request = pb::CancelToolCallRequest {
             session_id: input.session_id.clone(),
             call_id: input.call_id.clone(),
         };
-        let call = async move {
+        let call = async {
             let r = client
                 .run_tool(pb::RunToolRequest {
                     session_id: input.session_id,
@@ -731,9 +971,11 @@ impl KeelActivities {
                     invocation: input.invocation.as_ref().map(Into::into),
                     user_shell: input.user_shell,
                 })
-                .await
-                .map_err(status_failure)?
-                .into_inner();
+                .await;
+            let r = match r {
+                Ok(r) => r.into_inner(),
+                Err(e) => return Err(self.runner_failure(&ctx, runner.as_deref(), e).await),
+            };
             Ok(ToolCallOutput {
                 output_digest: r.output_item_digest,
                 success: r.success,
@@ -850,6 +1092,7 @@ fn codex_class(class: &str) -> &'static str {
         "internal" | "blob_store" | "blob_corrupt" | "journal" | "shutting_down" => {
             failure_type::INTERNAL
         }
+        "draining" => failure_type::RUNNER_UNAVAILABLE,
         "prefix_missing" => failure_type::PREFIX_MISSING,
         _ => failure_type::OTHER,
     }

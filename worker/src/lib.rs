@@ -7,6 +7,8 @@ pub mod context;
 pub mod events;
 pub mod notices;
 pub mod orphans;
+pub mod runners;
 pub mod session_apis;
+pub(crate) mod targets;
 pub mod tools;
 pub mod workflow;

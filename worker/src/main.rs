@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::Parser;
 use keel_worker::activities::KeelActivities;
 use keel_worker::notices::NoticeInterceptor;
+use keel_worker::runners::Runners;
 use keel_worker::session_apis::SessionApis;
 use keel_worker::workflow::AgentWorkflow;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
@@ -20,9 +21,21 @@ struct Args {
     /// model-proxy address, host:port.
     #[arg(long, env = "KEEL_MODEL_PROXY_ADDR")]
     model_proxy: String,
-    /// tool-runner address, host:port.
-    #[arg(long, env = "KEEL_TOOL_RUNNER_ADDR")]
-    tool_runner: String,
+    /// tool-runner names (host:port or http(s)://host:port,
+    /// comma-separated). Every address a name resolves to is a runner (a
+    /// headless Kubernetes service names a StatefulSet's pods); each
+    /// session's workspace is leased to one of them and its calls go there.
+    #[arg(
+        long,
+        env = "KEEL_TOOL_RUNNER_ADDR",
+        value_delimiter = ',',
+        required = true
+    )]
+    tool_runner: Vec<String>,
+    /// How often the tool-runner names are resolved and the runners asked
+    /// for their load, so runners that start or stop are found.
+    #[arg(long, env = "KEEL_TOOL_RUNNER_REFRESH_MS", default_value_t = 2000)]
+    tool_runner_refresh_ms: u64,
     /// session-api names (host:port or http(s)://host:port, comma-separated).
     /// Every address a name resolves to is a replica (a headless Kubernetes
     /// service names them all); each gets the live model deltas and a notice
@@ -81,9 +94,13 @@ async fn main() -> anyhow::Result<()> {
     session_apis
         .keep_resolving(Duration::from_millis(args.session_api_refresh_ms.max(100)))
         .await;
+    let runners = Runners::new(&args.tool_runner, tls.clone())?;
+    runners
+        .keep_refreshing(Duration::from_millis(args.tool_runner_refresh_ms.max(100)))
+        .await;
     let activities = KeelActivities::new(
         &args.model_proxy,
-        &args.tool_runner,
+        runners,
         args.mcp_broker.as_deref(),
         session_apis.clone(),
         tls.as_ref(),

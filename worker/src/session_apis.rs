@@ -19,7 +19,10 @@ use keel_proto::v1::live_service_client::LiveServiceClient;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+
+pub use crate::targets::AddressError;
+use crate::targets::Target;
 
 /// Deltas buffered per replica before newer ones are dropped.
 const LIVE_BUFFER: usize = 256;
@@ -33,40 +36,6 @@ const NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Retry back-off bounds for a replica that does not answer.
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(2);
-
-/// A configured address that is not `host:port` or `http(s)://host:port`.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid session-api address {0:?}: expected host:port or http(s)://host:port")]
-pub struct AddressError(String);
-
-/// One configured name, e.g. `session-api-headless:50051`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Target {
-    scheme: &'static str,
-    host_port: String,
-}
-
-impl Target {
-    fn parse(addr: &str) -> Result<Self, AddressError> {
-        let (scheme, rest) = match addr.split_once("://") {
-            Some(("http", rest)) => ("http", rest),
-            Some(("https", rest)) => ("https", rest),
-            Some(_) => return Err(AddressError(addr.to_string())),
-            None => ("http", addr),
-        };
-        let rest = rest.trim_end_matches('/');
-        let valid = rest
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !valid || rest.contains('/') {
-            return Err(AddressError(addr.to_string()));
-        }
-        Ok(Self {
-            scheme,
-            host_port: rest.to_string(),
-        })
-    }
-}
 
 struct Replica {
     client: LiveServiceClient<Channel>,
@@ -228,23 +197,7 @@ impl SessionApis {
                 if replicas.contains_key(&(index, addr)) {
                     continue;
                 }
-                let channel = match &self.inner.tls {
-                    // The certificate names the configured host, not the
-                    // address it resolved to.
-                    Some(tls) => {
-                        let host = target.host_port.rsplit_once(':').map(|(host, _)| {
-                            host.trim_start_matches('[')
-                                .trim_end_matches(']')
-                                .to_string()
-                        });
-                        keel_server::ClientTls::lazy_channel(Some(tls), &addr.to_string(), host)
-                    }
-                    None => Endpoint::from_shared(format!("{}://{addr}", target.scheme)).map(|e| {
-                        e.connect_timeout(Duration::from_secs(5))
-                            .tcp_nodelay(true)
-                            .connect_lazy()
-                    }),
-                };
+                let channel = target.channel(addr, self.inner.tls.as_ref());
                 match channel {
                     Ok(channel) => {
                         tracing::info!(replica = %addr, name = %target.host_port, "session-api replica found");
@@ -317,33 +270,6 @@ impl SessionApis {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses() {
-        assert_eq!(
-            Target::parse("session-api:50051").unwrap(),
-            Target {
-                scheme: "http",
-                host_port: "session-api:50051".into()
-            }
-        );
-        assert_eq!(
-            Target::parse("https://[::1]:7/").unwrap(),
-            Target {
-                scheme: "https",
-                host_port: "[::1]:7".into()
-            }
-        );
-        for bad in [
-            "session-api",
-            "ftp://x:1",
-            "x:port",
-            ":80",
-            "http://x:1/path",
-        ] {
-            assert!(Target::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[tokio::test]
     async fn resolves_every_address_of_a_name() {

@@ -13,6 +13,7 @@ mod call;
 mod command;
 mod compact;
 mod durable;
+mod lease;
 mod legacy;
 mod mcp;
 mod own_tools;
@@ -39,7 +40,7 @@ use temporalio_sdk::{
     WorkflowCancellationToken, WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
-use crate::activities::{AppendItem, KeelActivities, ModelCallInput, failure_type};
+use crate::activities::{AppendItem, CloseInput, KeelActivities, ModelCallInput, failure_type};
 use crate::tools;
 use durable::Durable;
 
@@ -191,14 +192,26 @@ impl AgentWorkflow {
         if ctx.patched(PATCH_CLOSE_TOOL_SESSION) {
             // Best effort: the session closes whatever the tool-runner says
             // (a tool-runner restart kills its processes anyway).
-            let session_id = ctx.state(|s| s.input.session_id.clone());
-            let _ = ctx
-                .execute_activity(
-                    KeelActivities::close_tool_session,
-                    session_id,
-                    close_options(),
-                )
-                .await;
+            let (session_id, lease) =
+                ctx.state(|s| (s.input.session_id.clone(), s.durable.lease.clone()));
+            let _ = match lease {
+                Some(runner) => {
+                    ctx.execute_activity(
+                        KeelActivities::close_runner_session,
+                        CloseInput { session_id, runner },
+                        close_options(),
+                    )
+                    .await
+                }
+                None => {
+                    ctx.execute_activity(
+                        KeelActivities::close_tool_session,
+                        session_id,
+                        close_options(),
+                    )
+                    .await
+                }
+            };
         }
         let now = ctx.workflow_time();
         let outcome = ctx.state_mut(|s| {
@@ -593,7 +606,7 @@ fn tool_options(cancel: &WorkflowCancellationToken) -> ActivityOptions {
                 .initial_interval(Duration::from_secs(1))
                 .backoff_coefficient(2.0)
                 .maximum_interval(Duration::from_secs(10))
-                .maximum_attempts(3)
+                .maximum_attempts(crate::activities::TOOL_ATTEMPTS)
                 .build(),
         )
         .summary("tool call")

@@ -91,6 +91,24 @@ pub async fn serve_with(
     service_names: &[&str],
     tls: Option<Arc<ServerTls>>,
 ) -> Result<(), ServeError> {
+    let until = async {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received, draining");
+    };
+    serve_until(args, routes, service_names, tls, until).await
+}
+
+/// [`serve_with`], stopping when `until` resolves rather than on the first
+/// signal: a server that drains its own way first (the tool-runner
+/// finishes its commands while refusing new ones) keeps serving — and
+/// reporting SERVING — meanwhile.
+pub async fn serve_until(
+    args: &ServeArgs,
+    routes: Routes,
+    service_names: &[&str],
+    tls: Option<Arc<ServerTls>>,
+    until: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -138,8 +156,7 @@ pub async fn serve_with(
 
     let names: Vec<String> = service_names.iter().map(|s| s.to_string()).collect();
     let shutdown = async move {
-        shutdown_signal().await;
-        tracing::info!("shutdown signal received, draining");
+        until.await;
         // Tell load balancers first, so no new calls arrive while draining.
         for name in names.iter().chain(std::iter::once(&String::new())) {
             health

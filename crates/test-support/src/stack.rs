@@ -124,6 +124,10 @@ pub struct StackOptions {
     pub tool_runner_env: Vec<(String, String)>,
     /// session-api processes (at least 1); the worker is given all of them.
     pub session_api_replicas: usize,
+    /// tool-runner processes (at least 1), each with a state directory of
+    /// its own; the worker is given all of them. The extra ones run as
+    /// `keel-tool-runner-2`, `keel-tool-runner-3`, ….
+    pub tool_runner_replicas: usize,
     /// Run session-api with `--insecure-no-auth` instead of the stack's
     /// token file.
     pub insecure_no_auth: bool,
@@ -177,6 +181,7 @@ impl StackOptions {
             history_event_budget: 0,
             tool_runner_env: Vec::new(),
             session_api_replicas: 1,
+            tool_runner_replicas: 1,
             insecure_no_auth: false,
             session_api_args: Vec::new(),
             model_proxy_args: Vec::new(),
@@ -204,6 +209,8 @@ pub struct Stack {
     pub pki: Option<keel_stack::LocalPki>,
     pub model_proxy: String,
     pub tool_runner: String,
+    /// Every tool-runner, `tool_runner` first.
+    pub tool_runners: Vec<String>,
     pub mcp_broker: String,
     pub worker: String,
     pub procs: Vec<Proc>,
@@ -234,6 +241,7 @@ impl Stack {
             pki: None,
             model_proxy: String::new(),
             tool_runner: String::new(),
+            tool_runners: Vec::new(),
             mcp_broker: String::new(),
             worker: String::new(),
             procs: Vec::new(),
@@ -299,7 +307,15 @@ impl Stack {
             let addr = stack.start_service(&layout, *component, env)?;
             match component {
                 keel_stack::Component::ModelProxy => stack.model_proxy = addr,
-                keel_stack::Component::ToolRunner => stack.tool_runner = addr,
+                keel_stack::Component::ToolRunner => {
+                    stack.tool_runner = addr.clone();
+                    stack.tool_runners.push(addr);
+                    for n in 2..=options.tool_runner_replicas {
+                        let name = format!("keel-tool-runner-{n}");
+                        let addr = stack.start_service_as(&name, &layout, *component, env)?;
+                        stack.tool_runners.push(addr);
+                    }
+                }
                 keel_stack::Component::McpBroker => stack.mcp_broker = addr,
                 keel_stack::Component::SessionApi => {
                     stack.session_api = addr.clone();
@@ -469,6 +485,12 @@ impl Stack {
             keel_stack::Component::McpBroker => {
                 args.extend(self.options.mcp_broker_args.iter().cloned())
             }
+            // Replicas need state directories of their own (the default
+            // one, beside the blob store, is the first runner's).
+            keel_stack::Component::ToolRunner if name != component.program() => {
+                let state = self.dir.path().join(format!("{name}-state"));
+                args.extend(["--state-dir".to_string(), state.display().to_string()]);
+            }
             _ => {}
         }
         let spec = Spec {
@@ -489,7 +511,10 @@ impl Stack {
         let addr = match component {
             keel_stack::Component::Temporal => &self.temporal_address,
             keel_stack::Component::ModelProxy => &self.model_proxy,
-            keel_stack::Component::ToolRunner => &self.tool_runner,
+            // The worker, the one service that needs it, gets every runner.
+            keel_stack::Component::ToolRunner => {
+                return Some(self.tool_runners.join(",")).filter(|a| !a.is_empty());
+            }
             keel_stack::Component::McpBroker => &self.mcp_broker,
             // The worker, the one service that needs it, gets every
             // replica's internal listener.

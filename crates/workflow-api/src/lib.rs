@@ -525,6 +525,11 @@ pub struct Carried {
     /// session's start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_defaults: Option<ModelDefaults>,
+    /// The tool-runner the session's workspace is leased to (its runner
+    /// id); `None` before the first lease, and for sessions from before
+    /// leases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
 }
 
 /// Why a session workflow ended.

@@ -18,6 +18,7 @@ use keel_sandbox::limits::ResourceLimits;
 use keel_tool_runner::calls::{Journal, lock_state_dir};
 use keel_tool_runner::exec::orphans::ProcessRecords;
 use keel_tool_runner::exec::{EnvInherit, EnvPattern, EnvPolicy, Executor};
+use keel_tool_runner::fleet::{self, Fleet};
 use keel_tool_runner::sandbox::{
     self, SandboxMode, SandboxPolicy, SandboxSettings, status::SandboxStatus,
 };
@@ -67,6 +68,22 @@ struct ServeOptions {
     /// restart). One tool-runner per directory.
     #[arg(long, env = "KEEL_TOOL_RUNNER_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// This runner's id in a fleet (DescribeRunner, the sessions' leases).
+    /// Defaults to the id kept in the state directory, made once from the
+    /// host name and a random suffix.
+    #[arg(long, env = "KEEL_RUNNER_ID")]
+    runner_id: Option<String>,
+    /// Commands (shell tools, exec_command) run at most this many at a
+    /// time; the others wait for a slot. A runner at its limit gets no new
+    /// workspace leases while others have room. 0: no limit.
+    #[arg(long, env = "KEEL_MAX_CONCURRENT_COMMANDS", default_value_t = 0)]
+    max_concurrent_commands: u32,
+    /// On SIGTERM the runner drains: no new leases or calls (the worker
+    /// moves those sessions to other runners) while the running calls
+    /// finish, for at most this many seconds; what still runs then is
+    /// killed and reported as cut by a restart.
+    #[arg(long, env = "KEEL_DRAIN_TIMEOUT_SECS", default_value_t = 300)]
+    drain_timeout_secs: u64,
     /// How long finished tool calls are remembered (a retry within it gets
     /// the recorded result). Pruned at startup and hourly.
     #[arg(
@@ -353,6 +370,13 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
         None => default_state_dir(&blob_url)?,
     };
     let _lock = lock_state_dir(&state_dir)?;
+    let runner_id = fleet::runner_id(&state_dir, args.runner_id.as_deref())
+        .with_context(|| format!("cannot keep the runner id in {}", state_dir.display()))?;
+    tracing::info!(
+        runner_id = %runner_id,
+        max_concurrent_commands = args.max_concurrent_commands,
+        "tool-runner identity"
+    );
     let journal = Journal::open(&state_dir)?;
     // Holding the lock, before any command starts: what a previous
     // tool-runner on this directory left running is killed now.
@@ -406,6 +430,7 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
         workspace,
         journal,
         journal_retention,
+        fleet: std::sync::Arc::new(Fleet::new(runner_id, args.max_concurrent_commands)),
     });
     let idle = Duration::from_secs(exec_idle_timeout_secs);
     let reaping = (idle > Duration::ZERO).then(|| {
@@ -441,7 +466,21 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
         args.serve
             .request_timeout(std::time::Duration::from_secs(3660)),
     ));
-    let served = keel_server::serve_with(&args.serve, routes, &[SERVICE_NAME], tls).await;
+    let drain_timeout = Duration::from_secs(args.drain_timeout_secs);
+    let draining = runner.clone();
+    let until = async move {
+        keel_server::shutdown_signal().await;
+        draining.fleet().start_draining();
+        let running = draining.running_calls();
+        tracing::info!(
+            running_calls = running,
+            timeout_secs = drain_timeout.as_secs(),
+            "shutdown signal received: draining (no new leases or calls; running calls finish)"
+        );
+        let left = draining.finish_running_calls(drain_timeout).await;
+        tracing::info!(left, "drained; stopping");
+    };
+    let served = keel_server::serve_until(&args.serve, routes, &[SERVICE_NAME], tls, until).await;
     pruning.abort();
     if let Some(reaping) = reaping {
         reaping.abort();

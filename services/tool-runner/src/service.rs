@@ -14,8 +14,9 @@ use keel_blobstore::BlobStore;
 use keel_proto::v1::tool_service_server::ToolService;
 use keel_proto::v1::{
     ApplyPatchFormat, CancelToolCallRequest, CancelToolCallResponse, CloseToolSessionRequest,
-    CloseToolSessionResponse, ExecRequest, ExecResponse, GetProjectContextRequest,
-    GetProjectContextResponse, GetSandboxStatusRequest, GetSandboxStatusResponse, GitInfo,
+    CloseToolSessionResponse, DescribeRunnerRequest, DescribeRunnerResponse, ExecRequest,
+    ExecResponse, GetProjectContextRequest, GetProjectContextResponse, GetSandboxStatusRequest,
+    GetSandboxStatusResponse, GitInfo, LeaseWorkspaceRequest, LeaseWorkspaceResponse,
     ListToolsRequest, ListToolsResponse, ReviewPatchRequest, ReviewPatchResponse, RunToolRequest,
     RunToolResponse, ShellToolKind, ToolSpec,
 };
@@ -26,6 +27,7 @@ use crate::calls::{CallKey, Journal, JournalError};
 use crate::context::{self, AgentsMdOptions, EnvironmentFacts, agents_md_message_text};
 use crate::exec::registry::ProcessRegistry;
 use crate::exec::{ExecError, ExecSpec, Executor};
+use crate::fleet::Fleet;
 use crate::format::TruncationPolicy;
 use crate::sandbox::{CallSandbox, SandboxPolicy, SandboxSettings};
 use crate::tools::specs::{ApplyPatchTool, ShellTool, ToolOptions, tool_specs};
@@ -63,6 +65,8 @@ pub struct ToolRunnerConfig {
     /// The default sandbox, whether it is required, and what this host
     /// enforces.
     pub sandbox: SandboxSettings,
+    /// This runner's id, leases, command limit and draining state.
+    pub fleet: Arc<Fleet>,
 }
 
 /// The gRPC service; cheap to clone.
@@ -87,6 +91,7 @@ struct Inner {
     /// The calls running (or remembered only in memory), by key.
     executions: Executions,
     sandbox: SandboxSettings,
+    fleet: Arc<Fleet>,
 }
 
 impl ToolRunner {
@@ -114,8 +119,14 @@ impl ToolRunner {
                 journal_retention: config.journal_retention,
                 executions: Executions::default(),
                 sandbox: config.sandbox,
+                fleet: config.fleet,
             }),
         }
+    }
+
+    /// This runner's place in the fleet.
+    pub fn fleet(&self) -> &Fleet {
+        &self.inner.fleet
     }
 
     /// How many unified exec processes are alive, across sessions.
@@ -358,6 +369,7 @@ impl ToolService for ToolRunner {
         // The calls first: a cancelled exec_command removes its own process.
         let cancelled = self.cancel_session_calls(&req.session_id).await;
         let killed = self.inner.processes.close_session(&req.session_id);
+        self.inner.fleet.release(&req.session_id);
         tracing::info!(session_id = %req.session_id, cancelled, killed, "session closed");
         Ok(Response::new(CloseToolSessionResponse {}))
     }
@@ -456,6 +468,59 @@ impl ToolService for ToolRunner {
         Ok(Response::new(
             sandbox.status.to_proto(&sandbox.hidden_paths),
         ))
+    }
+
+    async fn describe_runner(
+        &self,
+        _request: Request<DescribeRunnerRequest>,
+    ) -> Result<Response<DescribeRunnerResponse>, Status> {
+        let fleet = &self.inner.fleet;
+        let load = fleet.load();
+        Ok(Response::new(DescribeRunnerResponse {
+            runner_id: fleet.runner_id().to_string(),
+            max_concurrent_commands: load.max_concurrent_commands,
+            running_commands: load.running_commands,
+            waiting_commands: load.waiting_commands,
+            leases: load.leases,
+            draining: load.draining,
+        }))
+    }
+
+    async fn lease_workspace(
+        &self,
+        request: Request<LeaseWorkspaceRequest>,
+    ) -> Result<Response<LeaseWorkspaceResponse>, Status> {
+        let req = request.into_inner();
+        check_key(&req.session_id, "lease")?;
+        let fleet = &self.inner.fleet;
+        if fleet.draining() {
+            return Err(errors::draining(format!(
+                "tool-runner {} is draining and takes no new workspaces",
+                fleet.runner_id()
+            )));
+        }
+        let cwd = if req.cwd.is_empty() {
+            self.inner.default_cwd.clone()
+        } else {
+            checked_dir(
+                &self.inner.workspace,
+                &self.inner.default_cwd,
+                "cwd",
+                &req.cwd,
+                true,
+            )?
+        };
+        self.inner
+            .sandbox
+            .check_cwd(&cwd)
+            .map_err(errors::unusable_directory)?;
+        let leases = fleet.lease(&req.session_id);
+        tracing::info!(session_id = %req.session_id, cwd = %cwd.display(), leases, "workspace leased");
+        Ok(Response::new(LeaseWorkspaceResponse {
+            runner_id: fleet.runner_id().to_string(),
+            cwd: cwd.display().to_string(),
+            leases,
+        }))
     }
 }
 

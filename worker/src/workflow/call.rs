@@ -10,7 +10,7 @@ use keel_workflow_api::SandboxSettings;
 use pb::event::Msg;
 use temporalio_sdk::{ActivityExecutionError, WorkflowCancellationToken, WorkflowContext};
 
-use super::{ABORTED, AgentWorkflow, failure_message, inline_output, tool_options};
+use super::{ABORTED, AgentWorkflow, failure_message, inline_output, lease, tool_options};
 use crate::activities::{AppendItem, KeelActivities, ToolCallInput, ToolCallOutput};
 
 /// The running turn, as the code handling its calls needs it.
@@ -141,7 +141,7 @@ pub(super) async fn execute(
         Some(_) => ctx.state(user_shell),
         None => String::new(),
     };
-    let input = ToolCallInput {
+    let mut input = ToolCallInput {
         session_id: ctx.state(|s| s.input.session_id.clone()),
         call_id: call.call_id.clone(),
         name: call.name.clone(),
@@ -153,10 +153,45 @@ pub(super) async fn execute(
         call_item_digest,
         invocation: run.invocation.cloned(),
         user_shell,
+        runner: None,
     };
-    let result = ctx
-        .execute_activity(KeelActivities::run_tool, input, tool_options(turn.cancel))
-        .await;
+    // The text of a call that did not get an answer from the tool-runner.
+    let failed = |e: &ActivityExecutionError| match e {
+        ActivityExecutionError::Cancelled(_) => ABORTED.to_string(),
+        other => format!("execution error: {}", failure_message(other).0),
+    };
+    let mut moved = false;
+    let result = loop {
+        let runner = match lease::runner(ctx, turn.cancel).await {
+            Ok(runner) => runner,
+            Err(e) => break Err(failed(&e)),
+        };
+        input.runner = runner.clone();
+        let result = ctx
+            .execute_activity(
+                KeelActivities::run_tool,
+                input.clone(),
+                tool_options(turn.cancel),
+            )
+            .await;
+        let how = result.as_ref().err().and_then(lease::moved);
+        match (result, runner, how) {
+            // The workspace moves once per call; a call whose runner went
+            // away mid-run is lost, one that never ran runs on the new one.
+            (Err(_), Some(from), Some(how)) if !moved => {
+                moved = true;
+                if let Err(e) = lease::move_off(ctx, turn.cancel, &from, turn.id).await {
+                    break Err(failed(&e));
+                }
+                match how {
+                    lease::Moved::NotRun => continue,
+                    lease::Moved::Lost => break Err(lease::lost_text(run.shown.is_some())),
+                }
+            }
+            (Ok(out), _, _) => break Ok(out),
+            (Err(e), _, _) => break Err(failed(&e)),
+        }
+    };
     let now = ctx.workflow_time();
     let (executed, end) = match result {
         Ok(out) => {
@@ -182,11 +217,7 @@ pub(super) async fn execute(
             };
             (executed, end)
         }
-        Err(e) => {
-            let text = match &e {
-                ActivityExecutionError::Cancelled(_) => ABORTED.to_string(),
-                other => format!("execution error: {}", failure_message(other).0),
-            };
+        Err(text) => {
             let failed = pb::ExecCommandStatus::Failed;
             let end = run
                 .shown

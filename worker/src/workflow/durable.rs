@@ -49,6 +49,8 @@ pub(super) struct Durable {
     pub(super) stored_prefix: Option<String>,
     /// What the model-proxy fills in for empty settings.
     pub(super) model_defaults: Option<ModelDefaults>,
+    /// The runner the session's workspace is leased to.
+    pub(super) lease: Option<String>,
 }
 
 impl Durable {
@@ -75,6 +77,7 @@ impl Durable {
             compact_requested,
             stored_prefix,
             model_defaults,
+            lease,
         } = input.carried.clone().unwrap_or_default();
         let log = if runs == 0 && events.is_empty() {
             EventLog::new(input.retained_events)
@@ -103,6 +106,7 @@ impl Durable {
             compact_requested,
             stored_prefix,
             model_defaults,
+            lease,
         }
     }
 
@@ -128,6 +132,7 @@ impl Durable {
             compact_requested,
             stored_prefix,
             model_defaults,
+            lease,
         } = self;
         let (events_first, events) = log.carry();
         Carried {
@@ -150,6 +155,7 @@ impl Durable {
             compact_requested: *compact_requested,
             stored_prefix: stored_prefix.clone(),
             model_defaults: model_defaults.clone(),
+            lease: lease.clone(),
         }
     }
 }
@@ -242,6 +248,7 @@ mod tests {
                 personality: "pragmatic".into(),
                 wire_api: "chat".into(),
             }),
+            lease: Some("tool-runner-2".into()),
         }
     }
 

@@ -14,7 +14,7 @@ use temporalio_sdk::{ActivityExecutionError, WorkflowContext};
 
 use super::approvals::{self, Approval};
 use super::call::{Call, Run, Turn, execute};
-use super::{ABORTED, AgentWorkflow, emit, failure_message, inline_output, tool_options};
+use super::{ABORTED, AgentWorkflow, emit, failure_message, inline_output, lease, tool_options};
 use crate::activities::{
     AppendItem, KeelActivities, PatchChangeKind, PatchFileChange, PatchReviewInput,
 };
@@ -68,22 +68,41 @@ pub(super) async fn patch(
 ) -> AppendItem {
     let (settings, approved) =
         ctx.state(|s| (s.effective(), s.durable.approved_for_session.clone()));
-    let input = PatchReviewInput {
+    let mut input = PatchReviewInput {
         cwd: source.cwd,
         arguments: source.arguments,
         custom: source.custom,
         sandbox: settings.sandbox.clone(),
         call_item_digest: source.call_item_digest,
+        runner: None,
     };
     let invocation = source.invocation.as_ref();
-    let review = match ctx
-        .execute_activity(
-            KeelActivities::review_patch,
-            input,
-            tool_options(turn.cancel),
-        )
-        .await
-    {
+    let mut moved = false;
+    let reviewed = loop {
+        input.runner = match lease::runner(ctx, turn.cancel).await {
+            Ok(runner) => runner,
+            Err(e) => break Err(e),
+        };
+        let reviewed = ctx
+            .execute_activity(
+                KeelActivities::review_patch,
+                input.clone(),
+                tool_options(turn.cancel),
+            )
+            .await;
+        // A review changes nothing: it runs again on the runner the
+        // workspace moves to.
+        match (&reviewed, &input.runner) {
+            (Err(e), Some(from)) if !moved && lease::moved(e).is_some() => {
+                moved = true;
+                if let Err(e) = lease::move_off(ctx, turn.cancel, from, turn.id).await {
+                    break Err(e);
+                }
+            }
+            _ => break reviewed,
+        }
+    };
+    let review = match reviewed {
         Ok(review) => review,
         Err(ActivityExecutionError::Cancelled(_)) => {
             return inline_output(&call.call_id, ABORTED, call.custom);

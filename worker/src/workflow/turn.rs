@@ -12,7 +12,7 @@ use temporalio_sdk::{
 
 use super::{
     ABORTED, AgentWorkflow, LEGACY_MAX_ITERATIONS, call, emit, failure_message, inline_output,
-    model_options, tool_calls, tool_options, upsert_memo,
+    lease, model_options, tool_calls, tool_options, upsert_memo,
 };
 use crate::activities::{AppendItem, KeelActivities, OutputItem, SetupInput, failure_type};
 use crate::events::unix_ms;
@@ -133,7 +133,7 @@ async fn ensure_setup(
     if ctx.state(|s| s.durable.setup.is_some()) || !ctx.patched(PATCH_SESSION_SETUP) {
         return Ok(true);
     }
-    let input = ctx.state(|s| SetupInput {
+    let mut input = ctx.state(|s| SetupInput {
         session_id: s.input.session_id.clone(),
         cwd: s.input.cwd.clone(),
         shell_tool: s.input.shell_tool,
@@ -143,11 +143,34 @@ async fn ensure_setup(
             .as_ref()
             .is_some_and(ModelDefaults::no_custom_tools),
         mcp_servers: s.input.mcp_servers.clone(),
+        runner: None,
     });
-    match ctx
-        .execute_activity(KeelActivities::prepare_session, input, tool_options(cancel))
-        .await
-    {
+    let mut moved = false;
+    let prepared = loop {
+        input.runner = match lease::runner(ctx, cancel).await {
+            Ok(runner) => runner,
+            Err(e) => break Err(e),
+        };
+        let prepared = ctx
+            .execute_activity(
+                KeelActivities::prepare_session,
+                input.clone(),
+                tool_options(cancel),
+            )
+            .await;
+        // Reading the tools and context changes nothing: it runs again on
+        // the runner the workspace moves to.
+        match (&prepared, &input.runner) {
+            (Err(e), Some(from)) if !moved && lease::moved(e).is_some() => {
+                moved = true;
+                if let Err(e) = lease::move_off(ctx, cancel, from, "").await {
+                    break Err(e);
+                }
+            }
+            _ => break prepared,
+        }
+    };
+    match prepared {
         Ok(setup) => {
             ctx.state_mut(|s| s.durable.setup = Some(setup));
             Ok(true)

@@ -9,7 +9,8 @@
 //! arguments yield; nothing ran), `sandbox_unavailable` (the host cannot
 //! enforce the sandbox asked for), `unusable_directory`, `spawn_failed`,
 //! `journal` and `blob_store` (storage failed; retryable), `blob_corrupt`,
-//! `shutting_down` (retryable), `internal` (retryable).
+//! `shutting_down` (retryable), `internal` (retryable), `draining` (the
+//! runner drains and ran nothing; not retried here).
 
 use keel_proto::v1::ErrorInfo;
 use tonic::{Code, Status};
@@ -71,6 +72,13 @@ pub(crate) fn blob_corrupt(message: impl Into<String>) -> Status {
     status(Code::DataLoss, "blob_corrupt", message)
 }
 
+/// The runner drains: it takes no new workspaces or calls, and ran
+/// nothing. Not to be retried here: the worker takes the workspace to
+/// another runner.
+pub(crate) fn draining(message: impl Into<String>) -> Status {
+    ErrorInfo::new("draining", false).into_status(Code::Unavailable, message)
+}
+
 /// The tool-runner stopped under the call.
 pub(crate) fn shutting_down(message: impl Into<String>) -> Status {
     status(Code::Unavailable, "shutting_down", message)
@@ -92,6 +100,7 @@ mod tests {
             (journal("x"), "journal", true),
             (blob_corrupt("x"), "blob_corrupt", false),
             (internal("x"), "internal", true),
+            (draining("x"), "draining", false),
         ] {
             let info = ErrorInfo::from_status(&s).unwrap();
             assert_eq!((info.class.as_str(), info.retryable), (class, retryable));

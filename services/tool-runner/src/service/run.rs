@@ -15,7 +15,7 @@ use tonic::Status;
 use super::{DISPLAY_LIMIT_BYTES, ToolRunner, millis};
 use crate::calls::journal::{StartedRecord, unix_ms};
 use crate::calls::registry::{CancelTarget, Execution, Outcome, Role, Unstored};
-use crate::calls::{CallKey, JournalEntry, aborted_text, restarted_text};
+use crate::calls::{CallKey, JournalEntry, aborted_text, is_shell_family, restarted_text};
 use crate::exec::orphans::ProcessOwner;
 use crate::format::cut_at_char_boundary;
 use crate::tools::{self, ToolCall, ToolContext, ToolOutcome};
@@ -35,6 +35,21 @@ impl ToolRunner {
         self.check_invocation(&req)?;
         let key = CallKey::new(&req.session_id, &req.call_id).with_attempt(req.attempt);
         let digest = request_digest(&req);
+        // A draining runner finishes what it has and answers what it
+        // recorded, but starts nothing new: the worker runs the call on
+        // the runner it moves the workspace to.
+        if self.inner.fleet.draining()
+            && self.inner.executions.get(&key).is_none()
+            && matches!(
+                self.inner.journal.lookup(&key).await,
+                Ok(JournalEntry::Absent)
+            )
+        {
+            return Err(super::errors::draining(format!(
+                "tool-runner {} is draining; the call did not run",
+                self.inner.fleet.runner_id()
+            )));
+        }
         loop {
             let (exec, role) = self.inner.executions.begin(&key, &digest);
             match role {
@@ -188,7 +203,14 @@ impl ToolRunner {
                 exec.mark_aborted();
                 ToolOutcome::failure(aborted_text(&req.tool_name, start.elapsed()))
             }
-            outcome = self.execute(req) => outcome,
+            outcome = async {
+                // Commands hold one of the runner's slots while they run.
+                let _slot = match is_shell_family(&req.tool_name) {
+                    true => Some(self.inner.fleet.command_slot().await),
+                    false => None,
+                };
+                self.execute(req).await
+            } => outcome,
         };
         tracing::info!(
             session_id = %req.session_id,

@@ -49,6 +49,7 @@ fn runner_on(
         journal,
         journal_retention: DEFAULT_JOURNAL_RETENTION,
         sandbox: SandboxSettings::disabled(),
+        fleet: Arc::new(crate::fleet::Fleet::new("test-runner", 0)),
     })
 }
 

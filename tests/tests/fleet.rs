@@ -1,0 +1,270 @@
+//! A fleet of three tool-runners behind one worker: sessions' workspaces are
+//! leased evenly across them, every call of a session goes to its runner,
+//! and when a runner dies (kill -9) or drains (SIGTERM) the session moves to
+//! another runner — a command that was running on a dead runner is reported
+//! lost once and never run again, one a draining runner refused runs on the
+//! new runner.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+use std::path::Path;
+use std::time::Duration;
+
+use keel_proto::v1 as pb;
+use keel_proto::v1::tool_service_client::ToolServiceClient;
+use keel_test_support::fake_model::{FakeModel, Scripted};
+use keel_test_support::session;
+use keel_test_support::stack::{Stack, StackOptions, wait_for};
+use pb::event::Msg;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The process names of the stack's three runners.
+const RUNNERS: [&str; 3] = [
+    "keel-tool-runner",
+    "keel-tool-runner-2",
+    "keel-tool-runner-3",
+];
+
+async fn fleet(script: Vec<Scripted>) -> (FakeModel, Stack) {
+    let fake = FakeModel::start(script).await.unwrap();
+    let mut opts = StackOptions::new(fake.base_url());
+    opts.tool_runner_replicas = 3;
+    let stack = Stack::launch(opts).await.unwrap();
+    (fake, stack)
+}
+
+/// Each runner's DescribeRunner answer, in [`RUNNERS`] order.
+async fn describe(stack: &Stack) -> Vec<pb::DescribeRunnerResponse> {
+    let mut out = Vec::new();
+    for addr in &stack.tool_runners {
+        let mut client = ToolServiceClient::new(stack.worker_channel(addr).unwrap());
+        out.push(
+            client
+                .describe_runner(pb::DescribeRunnerRequest {})
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
+    out
+}
+
+/// The process name of the runner `session_id`'s workspace was last leased
+/// to, from the runners' logs.
+fn holder(stack: &Stack, session_id: &str) -> Option<&'static str> {
+    RUNNERS.into_iter().find(|name| {
+        stack.proc(name).is_ok_and(|p| {
+            p.log_text()
+                .lines()
+                .any(|l| l.contains("workspace leased") && l.contains(session_id))
+        })
+    })
+}
+
+/// Runs one turn and returns its events.
+async fn turn(c: &mut session::Client, sid: &str, turn_id: &str) -> Vec<pb::Event> {
+    session::send(c, sid, turn_id, "go").await.unwrap();
+    let mut stream = session::follow(c, sid, 0, false).await.unwrap();
+    let (seen, _) = session::until(&mut stream, |e| {
+        (e.turn_id == turn_id && matches!(e.msg, Some(Msg::TurnComplete(_)))).then_some(())
+    })
+    .await
+    .unwrap();
+    seen.into_iter().filter(|e| e.turn_id == turn_id).collect()
+}
+
+fn warnings(events: &[pb::Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.msg {
+            Some(Msg::Warning(w)) => Some(w.message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A shell call that appends a line to `file`, then sleeps.
+fn effect(file: &Path, secs: u32) -> String {
+    let script = format!(
+        "echo ran >> {}; sleep {secs}; echo finished",
+        file.display()
+    );
+    serde_json::json!({"command": ["sh", "-c", script], "timeout_ms": 60000}).to_string()
+}
+
+fn lines(file: &Path) -> usize {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+async fn wait_lines(file: &Path, n: usize) {
+    let file = file.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        wait_for("the command to start", WAIT, || {
+            (lines(&file) >= n).then_some(())
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leases_spread_and_a_dead_runners_session_moves_with_its_command_lost_once() {
+    let workspace = tempfile::tempdir().unwrap();
+    let mut script = Vec::new();
+    for i in 0..6 {
+        let args = serde_json::json!({"command": ["sh", "-c", format!("echo {i} > s{i}.txt")]});
+        script.push(Scripted::tool_call("c1", "shell", &args.to_string()));
+        script.push(Scripted::assistant("written"));
+    }
+    let effects = workspace.path().join("effects.txt");
+    script.push(Scripted::tool_call("c2", "shell", &effect(&effects, 60)));
+    script.push(Scripted::assistant("told of the loss"));
+    script.push(Scripted::tool_call(
+        "c3",
+        "shell",
+        r#"{"command": ["sh", "-c", "cat s0.txt"]}"#,
+    ));
+    script.push(Scripted::assistant("read it"));
+    let (fake, mut stack) = fleet(script).await;
+    let mut c = stack.connect().await.unwrap();
+
+    let mut sessions = Vec::new();
+    for i in 0..6 {
+        let sid = session::create(&mut c, Some(workspace.path()))
+            .await
+            .unwrap();
+        turn(&mut c, &sid, &format!("t{i}")).await;
+        assert_eq!(
+            std::fs::read_to_string(workspace.path().join(format!("s{i}.txt"))).unwrap(),
+            format!("{i}\n")
+        );
+        sessions.push(sid);
+    }
+    let leases: Vec<u32> = describe(&stack).await.iter().map(|d| d.leases).collect();
+    println!("leases per runner: {leases:?}");
+    assert_eq!(leases, [2, 2, 2], "six sessions over three runners");
+    let ids: std::collections::BTreeSet<String> = describe(&stack)
+        .await
+        .into_iter()
+        .map(|d| d.runner_id)
+        .collect();
+    assert_eq!(ids.len(), 3, "every runner has an id of its own: {ids:?}");
+
+    // Session 0's runner dies while its command runs.
+    let sid = sessions[0].clone();
+    let dead = holder(&stack, &sid).expect("the session's runner logged its lease");
+    session::send(&mut c, &sid, "t-kill", "go").await.unwrap();
+    wait_lines(&effects, 1).await;
+    stack.kill(dead).unwrap();
+    let mut stream = session::follow(&mut c, &sid, 0, false).await.unwrap();
+    let (seen, _) = session::until(&mut stream, |e| {
+        (e.turn_id == "t-kill" && matches!(e.msg, Some(Msg::TurnComplete(_)))).then_some(())
+    })
+    .await
+    .unwrap();
+    let events: Vec<_> = seen.into_iter().filter(|e| e.turn_id == "t-kill").collect();
+    let requests = fake.wait_for_requests(14, WAIT).await.unwrap();
+    let told = requests[13].function_call_output("c2").unwrap();
+    assert!(
+        told.contains("the tool-runner went away while this command was running"),
+        "{told}"
+    );
+    let moved = warnings(&events);
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert!(moved[0].contains("moved to tool-runner"), "{moved:?}");
+    // Never run again, on any runner.
+    assert_eq!(lines(&effects), 1);
+
+    // The session goes on, on another runner, over the same workspace.
+    let events = turn(&mut c, &sid, "t-after").await;
+    let requests = fake.wait_for_requests(16, WAIT).await.unwrap();
+    let c3 = requests[15].function_call_output("c3").unwrap();
+    let c3: serde_json::Value = serde_json::from_str(&c3).unwrap();
+    assert_eq!(
+        (c3["output"].as_str(), c3["metadata"]["exit_code"].as_i64()),
+        (Some("0\n"), Some(0)),
+        "{c3} {events:#?}"
+    );
+    let now = holder_after(&stack, &sid, dead);
+    assert_ne!(now, dead);
+    assert_eq!(lines(&effects), 1);
+
+    // Leased, lost and moved: recorded for the replay tests.
+    c.close_session(pb::CloseSessionRequest {
+        session_id: sid.clone(),
+    })
+    .await
+    .unwrap();
+    keel_test_support::history::record_closed(&stack.temporal_address, &sid, "runner_moved_closed")
+        .await
+        .unwrap();
+}
+
+/// The runner that took `session_id`'s lease other than `dead`.
+fn holder_after(stack: &Stack, session_id: &str, dead: &str) -> &'static str {
+    RUNNERS
+        .into_iter()
+        .filter(|name| *name != dead)
+        .find(|name| {
+            stack.proc(name).is_ok_and(|p| {
+                p.log_text()
+                    .lines()
+                    .any(|l| l.contains("workspace leased") && l.contains(session_id))
+            })
+        })
+        .expect("another runner took the session")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_draining_runner_finishes_its_command_and_the_next_call_runs_elsewhere() {
+    let workspace = tempfile::tempdir().unwrap();
+    let first = workspace.path().join("first.txt");
+    let second = workspace.path().join("second.txt");
+    let (fake, stack) = fleet(vec![
+        Scripted::tool_call("c1", "shell", &effect(&first, 3)),
+        Scripted::tool_call("c2", "shell", &effect(&second, 0)),
+        Scripted::assistant("both ran"),
+    ])
+    .await;
+    let mut c = stack.connect().await.unwrap();
+    let sid = session::create(&mut c, Some(workspace.path()))
+        .await
+        .unwrap();
+    session::send(&mut c, &sid, "t1", "go").await.unwrap();
+    wait_lines(&first, 1).await;
+    let draining = holder(&stack, &sid).expect("the session's runner logged its lease");
+    let pid = stack.pid(draining).unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut stream = session::follow(&mut c, &sid, 0, false).await.unwrap();
+    let (seen, _) = session::until(&mut stream, |e| {
+        (e.turn_id == "t1" && matches!(e.msg, Some(Msg::TurnComplete(_)))).then_some(())
+    })
+    .await
+    .unwrap();
+    let requests = fake.wait_for_requests(3, WAIT).await.unwrap();
+    // The running command finished where it was.
+    let c1 = requests[1].function_call_output("c1").unwrap();
+    assert!(c1.contains("finished"), "{c1}");
+    // The next ran once, on another runner.
+    let c2 = requests[2].function_call_output("c2").unwrap();
+    assert!(c2.contains("finished"), "{c2}");
+    assert_eq!((lines(&first), lines(&second)), (1, 1));
+    let moved = warnings(&seen);
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_ne!(holder_after(&stack, &sid, draining), draining);
+    // The drained runner stopped by itself once its command was done.
+    let log = |stack: &Stack| stack.proc(draining).unwrap().log_text();
+    wait_for("the runner to stop", WAIT, || {
+        log(&stack).contains("drained; stopping").then_some(())
+    })
+    .unwrap();
+}

@@ -1,0 +1,342 @@
+//! The tool-runner fleet as a worker sees it: every address the
+//! `--tool-runner` names resolve to, each asked who it is
+//! (`DescribeRunner`), so a session's calls reach the runner its workspace
+//! is leased to by that runner's id — whatever address it has now — and new
+//! leases go to the least loaded runner.
+//!
+//! Choosing: a runner that drains is never chosen; one whose commands fill
+//! its limit only when every runner is full; among the rest, the one with
+//! the fewest leases, ties broken by rendezvous hashing on the session id.
+//! A worker chooses one lease at a time and counts what it chose, so
+//! sessions started together spread evenly; the runner's own count decides
+//! across workers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use keel_proto::v1 as pb;
+use keel_proto::v1::tool_service_client::ToolServiceClient;
+use tonic::transport::Channel;
+
+use crate::targets::{AddressError, Target};
+
+/// How long a runner may take to describe itself before it counts as gone.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One runner found at an address.
+#[derive(Clone)]
+struct Known {
+    client: ToolServiceClient<Channel>,
+    addr: SocketAddr,
+    load: pb::DescribeRunnerResponse,
+}
+
+/// Why no runner took a workspace.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("no tool-runner is available (none found behind {names}, or all are draining)")]
+    NoRunner { names: String },
+    /// Every candidate refused; the last refusal says why.
+    #[error("no tool-runner can serve the workspace: {0}")]
+    Refused(tonic::Status),
+}
+
+/// See the module documentation; cheap to clone.
+#[derive(Clone)]
+pub struct Runners {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    targets: Vec<Target>,
+    tls: Option<Arc<keel_server::ClientTls>>,
+    /// Clients by (configured name, address), kept while the address
+    /// resolves.
+    channels: RwLock<BTreeMap<(usize, SocketAddr), ToolServiceClient<Channel>>>,
+    /// Runners by id, from the last refresh.
+    known: RwLock<BTreeMap<String, Known>>,
+    /// One lease decision at a time in this worker.
+    choosing: tokio::sync::Mutex<()>,
+}
+
+/// A session's workspace, taken by a runner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leased {
+    pub runner_id: String,
+    pub cwd: String,
+}
+
+impl Runners {
+    /// Checks the names; nothing is resolved until [`Runners::refresh`].
+    pub fn new(
+        names: &[String],
+        tls: Option<Arc<keel_server::ClientTls>>,
+    ) -> Result<Self, AddressError> {
+        let targets = names
+            .iter()
+            .map(|n| Target::parse(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                targets,
+                tls,
+                channels: RwLock::new(BTreeMap::new()),
+                known: RwLock::new(BTreeMap::new()),
+                choosing: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    fn names(&self) -> String {
+        self.inner
+            .targets
+            .iter()
+            .map(|t| t.host_port.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Resolves the names and asks every address who it is. A name that
+    /// does not resolve keeps its addresses; an address that does not
+    /// answer is left out until it does.
+    pub async fn refresh(&self) {
+        for (index, target) in self.inner.targets.iter().enumerate() {
+            let addrs: BTreeSet<SocketAddr> = match target.resolve().await {
+                Ok(addrs) => addrs,
+                Err(e) => {
+                    tracing::warn!(name = %target.host_port, error = %e, "cannot resolve the tool-runner name");
+                    continue;
+                }
+            };
+            let mut channels = self
+                .inner
+                .channels
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            channels.retain(|(t, addr), _| *t != index || addrs.contains(addr));
+            for addr in addrs {
+                if channels.contains_key(&(index, addr)) {
+                    continue;
+                }
+                match target.channel(addr, self.inner.tls.as_ref()) {
+                    Ok(channel) => {
+                        channels.insert((index, addr), ToolServiceClient::new(channel));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "invalid tool-runner address"),
+                }
+            }
+        }
+        let clients: Vec<(SocketAddr, ToolServiceClient<Channel>)> = self
+            .inner
+            .channels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|((_, addr), client)| (*addr, client.clone()))
+            .collect();
+        let described =
+            futures::future::join_all(clients.into_iter().map(|(addr, mut client)| async move {
+                let mut request = tonic::Request::new(pb::DescribeRunnerRequest {});
+                request.set_timeout(DESCRIBE_TIMEOUT);
+                let answer =
+                    tokio::time::timeout(DESCRIBE_TIMEOUT, client.describe_runner(request)).await;
+                match answer {
+                    Ok(Ok(load)) => Some(Known {
+                        client,
+                        addr,
+                        load: load.into_inner(),
+                    }),
+                    Ok(Err(e)) => {
+                        tracing::debug!(%addr, error = %e, "tool-runner does not describe itself");
+                        None
+                    }
+                    Err(_) => None,
+                }
+            }))
+            .await;
+        let mut known = BTreeMap::new();
+        for k in described.into_iter().flatten() {
+            if let Some(other) = known.get(&k.load.runner_id).map(|o: &Known| o.addr) {
+                tracing::warn!(runner_id = %k.load.runner_id, a = %other, b = %k.addr, "two tool-runners share an id; using one");
+                continue;
+            }
+            known.insert(k.load.runner_id.clone(), k);
+        }
+        let mut current = self.inner.known.write().unwrap_or_else(|p| p.into_inner());
+        for (id, k) in &known {
+            if current.get(id).is_none_or(|old| old.addr != k.addr) {
+                tracing::info!(runner_id = %id, addr = %k.addr, "tool-runner found");
+            }
+        }
+        for (id, k) in current.iter() {
+            if !known.contains_key(id) {
+                tracing::info!(runner_id = %id, addr = %k.addr, "tool-runner gone");
+            }
+        }
+        *current = known;
+    }
+
+    /// Refreshes now, then every `every` in the background.
+    pub async fn keep_refreshing(&self, every: Duration) {
+        self.refresh().await;
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                this.refresh().await;
+            }
+        });
+    }
+
+    /// The runner ids known now, in order.
+    pub fn ids(&self) -> Vec<String> {
+        self.known().keys().cloned().collect()
+    }
+
+    fn known(&self) -> BTreeMap<String, Known> {
+        self.inner
+            .known
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The client of runner `id`, refreshing once if it is not known.
+    /// `None`: no address answers as that runner.
+    pub async fn client(&self, id: &str) -> Option<ToolServiceClient<Channel>> {
+        if let Some(k) = self.known().get(id) {
+            return Some(k.client.clone());
+        }
+        self.refresh().await;
+        self.known().get(id).map(|k| k.client.clone())
+    }
+
+    /// Some runner, for sessions that started before workspaces were
+    /// leased (one runner served everything then).
+    pub async fn any(&self) -> Option<ToolServiceClient<Channel>> {
+        let pick = |known: BTreeMap<String, Known>| {
+            known
+                .into_values()
+                .find(|k| !k.load.draining)
+                .map(|k| k.client)
+        };
+        if let Some(client) = pick(self.known()) {
+            return Some(client);
+        }
+        self.refresh().await;
+        pick(self.known())
+    }
+
+    /// Leases the session's workspace `cwd`: to `keep` when it is still
+    /// there and not draining, else to the best other runner that takes it.
+    pub async fn lease(
+        &self,
+        session_id: &str,
+        cwd: &str,
+        keep: Option<&str>,
+    ) -> Result<Leased, LeaseError> {
+        let _one_at_a_time = self.inner.choosing.lock().await;
+        self.refresh().await;
+        let known = self.known();
+        let mut candidates: Vec<&Known> = known.values().filter(|k| !k.load.draining).collect();
+        candidates.sort_by_key(|k| {
+            let kept = keep == Some(k.load.runner_id.as_str());
+            let full = k.load.max_concurrent_commands > 0
+                && k.load.running_commands + k.load.waiting_commands
+                    >= k.load.max_concurrent_commands;
+            (
+                !kept,
+                full,
+                k.load.leases,
+                rendezvous(session_id, &k.load.runner_id),
+            )
+        });
+        if candidates.is_empty() {
+            return Err(LeaseError::NoRunner {
+                names: self.names(),
+            });
+        }
+        let mut refusal = None;
+        for k in candidates {
+            let mut client = k.client.clone();
+            let request = pb::LeaseWorkspaceRequest {
+                session_id: session_id.to_string(),
+                cwd: cwd.to_string(),
+            };
+            match client.lease_workspace(request).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    // Counted now, so the next choice in this worker sees it
+                    // before the next refresh.
+                    if let Some(k) = self
+                        .inner
+                        .known
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_mut(&r.runner_id)
+                    {
+                        k.load.leases = r.leases;
+                    }
+                    return Ok(Leased {
+                        runner_id: r.runner_id,
+                        cwd: r.cwd,
+                    });
+                }
+                Err(status) => {
+                    tracing::info!(runner_id = %k.load.runner_id, %session_id, error = %status, "tool-runner did not take the workspace");
+                    refusal = Some(status);
+                }
+            }
+        }
+        Err(refusal.map_or_else(
+            || LeaseError::NoRunner {
+                names: self.names(),
+            },
+            LeaseError::Refused,
+        ))
+    }
+}
+
+/// Rendezvous (highest random weight) hashing: each session ranks the
+/// runners its own way, so ties do not all go to the same runner.
+fn rendezvous(session_id: &str, runner_id: &str) -> std::cmp::Reverse<u64> {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::hash::DefaultHasher::new();
+    session_id.hash(&mut h);
+    runner_id.hash(&mut h);
+    std::cmp::Reverse(h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_rank_runners_differently() {
+        let runners = ["a", "b", "c"];
+        let mut firsts = BTreeMap::new();
+        for i in 0..300 {
+            let session = format!("s{i}");
+            let best = runners
+                .iter()
+                .min_by_key(|r| rendezvous(&session, r))
+                .unwrap();
+            *firsts.entry(*best).or_insert(0) += 1;
+        }
+        // Each runner comes first for a fair share of sessions.
+        for r in runners {
+            let n = firsts.get(r).copied().unwrap_or(0);
+            assert!((60..=140).contains(&n), "{firsts:?}");
+        }
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        assert!(Runners::new(&["tool-runner".to_string()], None).is_err());
+        assert!(Runners::new(&["tool-runner:50051".to_string()], None).is_ok());
+    }
+}

@@ -1,0 +1,105 @@
+//! Service names a worker resolves itself: each names a set of replicas (a
+//! headless Kubernetes Service has an address per ready pod), resolved
+//! again and again as replicas come and go.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+/// A configured address that is not `host:port` or `http(s)://host:port`.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid service address {0:?}: expected host:port or http(s)://host:port")]
+pub struct AddressError(String);
+
+/// One configured name, e.g. `session-api-headless:50051`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub(crate) scheme: &'static str,
+    pub(crate) host_port: String,
+}
+
+impl Target {
+    pub(crate) fn parse(addr: &str) -> Result<Self, AddressError> {
+        let (scheme, rest) = match addr.split_once("://") {
+            Some(("http", rest)) => ("http", rest),
+            Some(("https", rest)) => ("https", rest),
+            Some(_) => return Err(AddressError(addr.to_string())),
+            None => ("http", addr),
+        };
+        let rest = rest.trim_end_matches('/');
+        let valid = rest
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid || rest.contains('/') {
+            return Err(AddressError(addr.to_string()));
+        }
+        Ok(Self {
+            scheme,
+            host_port: rest.to_string(),
+        })
+    }
+
+    /// A lazily connecting channel to one of the name's addresses.
+    pub(crate) fn channel(
+        &self,
+        addr: SocketAddr,
+        tls: Option<&Arc<keel_server::ClientTls>>,
+    ) -> Result<Channel, tonic::transport::Error> {
+        match tls {
+            // The certificate names the configured host, not the address it
+            // resolved to.
+            Some(tls) => {
+                let host = self.host_port.rsplit_once(':').map(|(host, _)| {
+                    host.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string()
+                });
+                keel_server::ClientTls::lazy_channel(Some(tls), &addr.to_string(), host)
+            }
+            None => Endpoint::from_shared(format!("{}://{addr}", self.scheme)).map(|e| {
+                e.connect_timeout(Duration::from_secs(5))
+                    .tcp_nodelay(true)
+                    .connect_lazy()
+            }),
+        }
+    }
+
+    /// Every address the name resolves to now.
+    pub(crate) async fn resolve(&self) -> std::io::Result<std::collections::BTreeSet<SocketAddr>> {
+        Ok(tokio::net::lookup_host(&self.host_port).await?.collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            Target::parse("session-api:50051").unwrap(),
+            Target {
+                scheme: "http",
+                host_port: "session-api:50051".into()
+            }
+        );
+        assert_eq!(
+            Target::parse("https://[::1]:7/").unwrap(),
+            Target {
+                scheme: "https",
+                host_port: "[::1]:7".into()
+            }
+        );
+        for bad in [
+            "session-api",
+            "ftp://x:1",
+            "x:port",
+            ":80",
+            "http://x:1/path",
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
