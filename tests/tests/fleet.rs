@@ -1,9 +1,11 @@
-//! A fleet of three tool-runners behind one worker: sessions' workspaces are
-//! leased evenly across them, every call of a session goes to its runner,
-//! and when a runner dies (kill -9) or drains (SIGTERM) the session moves to
-//! another runner — a command that was running on a dead runner is reported
-//! lost once and never run again, one a draining runner refused runs on the
-//! new runner.
+//! Replicated services behind one worker. A fleet of three tool-runners:
+//! sessions' workspaces are leased evenly across them, every call of a
+//! session goes to its runner, and when a runner dies (kill -9) or drains
+//! (SIGTERM) the session moves to another runner — a command that was
+//! running on a dead runner is reported lost once and never run again, one a
+//! draining runner refused runs on the new runner. Two model-proxies share
+//! the model calls and either can die; two mcp-brokers each keep their own
+//! sessions (one MCP server process per session, never one per broker).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
@@ -13,6 +15,7 @@ use std::time::Duration;
 use keel_proto::v1 as pb;
 use keel_proto::v1::tool_service_client::ToolServiceClient;
 use keel_test_support::fake_model::{FakeModel, Scripted};
+use keel_test_support::mcp;
 use keel_test_support::session;
 use keel_test_support::stack::{Stack, StackOptions, wait_for};
 use pb::event::Msg;
@@ -267,4 +270,78 @@ async fn a_draining_runner_finishes_its_command_and_the_next_call_runs_elsewhere
         log(&stack).contains("drained; stopping").then_some(())
     })
     .unwrap();
+}
+
+/// How many model calls a model-proxy's log shows.
+fn model_calls(stack: &Stack, name: &str) -> usize {
+    stack
+        .proc(name)
+        .unwrap()
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("calling the model"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn model_proxies_share_calls_and_mcp_brokers_keep_their_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = format!("fleet-{}", std::process::id());
+    let (cmd, args) = mcp::everything();
+    let extra =
+        format!("env = {{ KEEL_TEST_MARK = {mark:?} }}\ndefault_tools_approval_mode = \"approve\"");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, mcp::stdio_table("everything", &cmd, &args, &extra)).unwrap();
+    const SESSIONS: usize = 4;
+    let mut script = Vec::new();
+    for i in 0..SESSIONS {
+        for call in ["c1", "c2"] {
+            let args = serde_json::json!({"message": format!("{i}-{call}")}).to_string();
+            script.push(Scripted::tool_call(call, "mcp__everything__echo", &args));
+        }
+        script.push(Scripted::assistant("echoed"));
+    }
+    script.push(Scripted::assistant("after the kill"));
+    let fake = FakeModel::start(script).await.unwrap();
+    let mut opts = StackOptions::new(fake.base_url());
+    opts.model_proxy_replicas = 2;
+    opts.mcp_broker_replicas = 2;
+    opts.mcp_broker_args = vec!["--config".into(), config.display().to_string()];
+    let mut stack = Stack::launch(opts).await.unwrap();
+    let mut c = stack.connect().await.unwrap();
+    let mut sessions = Vec::new();
+    for i in 0..SESSIONS {
+        let sid = session::create(&mut c, None).await.unwrap();
+        let events = turn(&mut c, &sid, &format!("t{i}")).await;
+        let ends = events
+            .iter()
+            .filter(|e| matches!(&e.msg, Some(Msg::McpToolCallEnd(end)) if end.success))
+            .count();
+        assert_eq!(ends, 2, "{events:#?}");
+        sessions.push(sid);
+    }
+    // Each session's server started on one broker only: its listing and
+    // both calls reached the same replica.
+    let servers = mcp::marked_pids(&mark).len();
+    assert_eq!(servers, SESSIONS, "one server process per session");
+    let calls = [
+        model_calls(&stack, "keel-model-proxy"),
+        model_calls(&stack, "keel-model-proxy-2"),
+    ];
+    println!("model calls per model-proxy: {calls:?}");
+    assert_eq!(calls.iter().sum::<usize>(), SESSIONS * 3);
+    assert!(
+        calls.iter().all(|n| *n > 0),
+        "both replicas served calls: {calls:?}"
+    );
+
+    // One model-proxy dies: the next turn's model call goes to the other.
+    stack.kill("keel-model-proxy").unwrap();
+    let events = turn(&mut c, &sessions[0], "after").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(&e.msg, Some(Msg::AgentMessage(m)) if m.message == "after the kill")),
+        "{events:#?}"
+    );
 }

@@ -16,6 +16,8 @@ use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tonic::transport::Channel;
 
+use crate::affinity::Affine;
+use crate::balanced::BalancedChannel;
 use crate::runners::{LeaseError, Runners};
 use crate::session_apis::SessionApis;
 
@@ -367,46 +369,54 @@ const PATCH_REVIEW_TEXT_BUDGET: usize = 64 * 1024;
 /// gRPC clients of the services the activities call. Channels connect lazily,
 /// so the worker starts (and polls) while a service is still coming up.
 pub struct KeelActivities {
-    model: ModelServiceClient<Channel>,
+    /// Balanced over the model-proxy replicas.
+    model: ModelServiceClient<BalancedChannel>,
     /// The tool-runner fleet.
     runners: Runners,
-    /// None: this worker runs no MCP tools.
-    mcp: Option<McpBrokerServiceClient<Channel>>,
+    /// The mcp-broker replicas, a session always at the same one; None:
+    /// this worker runs no MCP tools.
+    mcp: Option<Affine>,
     /// session-api replicas to publish live deltas to (best effort).
     live: SessionApis,
 }
 
-/// A service address that is not a valid URI.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid service address {addr:?}: {source}")]
-pub struct AddressError {
-    addr: String,
-    source: tonic::transport::Error,
-}
-
 impl KeelActivities {
-    /// Clients of the model-proxy, tool-runner and mcp-broker (over mutual
-    /// TLS when `tls` is set), and the session-api replicas.
+    /// Clients of the model-proxy replicas, the tool-runner fleet, the
+    /// mcp-broker replicas and the session-api replicas.
     pub fn new(
-        model_proxy: &str,
+        model_proxy: BalancedChannel,
         runners: Runners,
-        mcp_broker: Option<&str>,
+        mcp_brokers: Option<Affine>,
         session_apis: SessionApis,
-        tls: Option<&Arc<keel_server::ClientTls>>,
-    ) -> Result<Self, AddressError> {
-        Ok(Self {
-            model: ModelServiceClient::new(lazy_channel(model_proxy, tls)?),
+    ) -> Self {
+        Self {
+            model: ModelServiceClient::new(model_proxy),
             runners,
-            mcp: match mcp_broker {
-                Some(addr) => Some(McpBrokerServiceClient::new(lazy_channel(addr, tls)?)),
-                None => None,
-            },
+            mcp: mcp_brokers,
             live: session_apis,
-        })
+        }
     }
 }
 
 impl KeelActivities {
+    /// The session's mcp-broker; `Ok(None)`: this worker has none.
+    async fn mcp_for(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<McpBrokerServiceClient<Channel>>, ActivityError> {
+        let Some(brokers) = &self.mcp else {
+            return Ok(None);
+        };
+        match brokers.for_session(session_id).await {
+            Some(channel) => Ok(Some(McpBrokerServiceClient::new(channel))),
+            None => Err(ActivityError::application(
+                ApplicationFailure::builder("no mcp-broker replica is available")
+                    .type_name(failure_type::CONNECTION_FAILED.to_string())
+                    .build(),
+            )),
+        }
+    }
+
     /// The client of the runner `runner` names; `None`: any runner (sessions
     /// from before leases).
     async fn runner_client(
@@ -471,7 +481,8 @@ impl KeelActivities {
             Some(id) => self.runners.client(id).await,
             None => Some(self.runner_client(ctx, None).await?),
         };
-        let mcp = self.mcp.clone();
+        // Best effort: idle servers are reaped anyway.
+        let mcp = self.mcp_for(&session_id).await.ok().flatten();
         let call = async move {
             if let Some(mut mcp) = mcp {
                 // Best effort: idle servers are reaped anyway.
@@ -549,17 +560,6 @@ fn never_sent(status: &tonic::Status) -> bool {
         source = e.source();
     }
     false
-}
-
-/// `host:port` or a URL, to a channel that connects on first use.
-pub fn lazy_channel(
-    addr: &str,
-    tls: Option<&Arc<keel_server::ClientTls>>,
-) -> Result<Channel, AddressError> {
-    keel_server::ClientTls::lazy_channel(tls, addr, None).map_err(|source| AddressError {
-        addr: addr.to_string(),
-        source,
-    })
 }
 
 #[activities]
@@ -679,7 +679,7 @@ impl KeelActivities {
     ) -> Result<SessionSetup, ActivityError> {
         let runner = input.runner.clone();
         let mut client = self.runner_client(&ctx, runner.as_deref()).await?;
-        let mcp = self.mcp.clone();
+        let mcp = self.mcp_for(&input.session_id).await?;
         let call = async {
             let (mcp_specs, mcp_tools, mcp_servers) =
                 list_mcp_tools(mcp, &input.session_id, &input.mcp_servers).await?;
@@ -828,7 +828,7 @@ impl KeelActivities {
         ctx: ActivityContext,
         input: McpCallInput,
     ) -> Result<McpCallOutput, ActivityError> {
-        let Some(mut client) = self.mcp.clone() else {
+        let Some(mut client) = self.mcp_for(&input.session_id).await? else {
             return Err(no_broker());
         };
         let progress = self.mcp_progress(
@@ -866,7 +866,7 @@ impl KeelActivities {
         ctx: ActivityContext,
         input: McpResumeInput,
     ) -> Result<McpCallOutput, ActivityError> {
-        let Some(mut client) = self.mcp.clone() else {
+        let Some(mut client) = self.mcp_for(&input.session_id).await? else {
             return Err(no_broker());
         };
         let action = match input.action.as_str() {

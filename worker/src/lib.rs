@@ -3,6 +3,8 @@
 //! no process spawning, no secrets live here.
 
 pub mod activities;
+pub mod affinity;
+pub mod balanced;
 pub mod context;
 pub mod events;
 pub mod notices;

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use keel_worker::activities::KeelActivities;
+use keel_worker::affinity::Affine;
+use keel_worker::balanced::balanced;
 use keel_worker::notices::NoticeInterceptor;
 use keel_worker::runners::Runners;
 use keel_worker::session_apis::SessionApis;
@@ -18,9 +20,17 @@ struct Args {
     serve: keel_server::ServeArgs,
     #[command(flatten)]
     temporal: keel_workflow_api::client::TemporalArgs,
-    /// model-proxy address, host:port.
-    #[arg(long, env = "KEEL_MODEL_PROXY_ADDR")]
-    model_proxy: String,
+    /// model-proxy names (host:port or http(s)://host:port,
+    /// comma-separated). Every address a name resolves to is a replica (a
+    /// headless Kubernetes service names them all); model calls are
+    /// balanced over them.
+    #[arg(
+        long,
+        env = "KEEL_MODEL_PROXY_ADDR",
+        value_delimiter = ',',
+        required = true
+    )]
+    model_proxy: Vec<String>,
     /// tool-runner names (host:port or http(s)://host:port,
     /// comma-separated). Every address a name resolves to is a runner (a
     /// headless Kubernetes service names a StatefulSet's pods); each
@@ -58,10 +68,15 @@ struct Args {
     /// `keel-worker`) and the CA their certificates chain to.
     #[command(flatten)]
     tls: keel_server::PeerTlsArgs,
-    /// mcp-broker address, host:port. Without one, sessions get no MCP
+    /// mcp-broker names (comma-separated, resolved like the others). A
+    /// session always reaches the same replica while the set stays the
+    /// same (its MCP connections live there). None: sessions get no MCP
     /// tools (and a session that names MCP servers cannot start).
-    #[arg(long, env = "KEEL_MCP_BROKER_ADDR")]
-    mcp_broker: Option<String>,
+    #[arg(long, env = "KEEL_MCP_BROKER_ADDR", value_delimiter = ',')]
+    mcp_broker: Vec<String>,
+    /// How often the model-proxy and mcp-broker names are resolved again.
+    #[arg(long, env = "KEEL_SERVICE_REFRESH_MS", default_value_t = 2000)]
+    service_refresh_ms: u64,
 }
 
 #[tokio::main]
@@ -98,13 +113,16 @@ async fn main() -> anyhow::Result<()> {
     runners
         .keep_refreshing(Duration::from_millis(args.tool_runner_refresh_ms.max(100)))
         .await;
-    let activities = KeelActivities::new(
-        &args.model_proxy,
-        runners,
-        args.mcp_broker.as_deref(),
-        session_apis.clone(),
-        tls.as_ref(),
-    )?;
+    let every = Duration::from_millis(args.service_refresh_ms.max(100));
+    let model = balanced(&args.model_proxy, tls.clone(), every)?;
+    let brokers = if args.mcp_broker.is_empty() {
+        None
+    } else {
+        let brokers = Affine::new(&args.mcp_broker, tls.clone())?;
+        brokers.keep_refreshing(every).await;
+        Some(brokers)
+    };
+    let activities = KeelActivities::new(model, runners, brokers, session_apis.clone());
     let options = WorkerOptions::new(args.temporal.task_queue.clone())
         .register_workflow::<AgentWorkflow>()?
         .register_activities(activities)

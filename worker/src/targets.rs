@@ -72,6 +72,25 @@ impl Target {
     }
 }
 
+/// How long a replica may take to answer a health check.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether the replica behind `channel` answers grpc.health.v1 SERVING for
+/// the whole server: a replica that is down, or draining (it reports
+/// NOT_SERVING from its shutdown signal on), gets no new requests.
+pub(crate) async fn serving(channel: &Channel) -> bool {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let mut request = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    });
+    request.set_timeout(HEALTH_TIMEOUT);
+    matches!(
+        tokio::time::timeout(HEALTH_TIMEOUT, health.check(request)).await,
+        Ok(Ok(r)) if r.get_ref().status
+            == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -128,6 +128,11 @@ pub struct StackOptions {
     /// its own; the worker is given all of them. The extra ones run as
     /// `keel-tool-runner-2`, `keel-tool-runner-3`, ….
     pub tool_runner_replicas: usize,
+    /// model-proxy and mcp-broker processes (at least 1 each); the worker
+    /// is given all of them. Extra ones run as `keel-model-proxy-2`, …
+    /// and `keel-mcp-broker-2`, ….
+    pub model_proxy_replicas: usize,
+    pub mcp_broker_replicas: usize,
     /// Run session-api with `--insecure-no-auth` instead of the stack's
     /// token file.
     pub insecure_no_auth: bool,
@@ -182,6 +187,8 @@ impl StackOptions {
             tool_runner_env: Vec::new(),
             session_api_replicas: 1,
             tool_runner_replicas: 1,
+            model_proxy_replicas: 1,
+            mcp_broker_replicas: 1,
             insecure_no_auth: false,
             session_api_args: Vec::new(),
             model_proxy_args: Vec::new(),
@@ -208,10 +215,14 @@ pub struct Stack {
     /// The stack's CA and certificates (`None` with `insecure_plaintext`).
     pub pki: Option<keel_stack::LocalPki>,
     pub model_proxy: String,
+    /// Every model-proxy, `model_proxy` first.
+    pub model_proxies: Vec<String>,
     pub tool_runner: String,
     /// Every tool-runner, `tool_runner` first.
     pub tool_runners: Vec<String>,
     pub mcp_broker: String,
+    /// Every mcp-broker, `mcp_broker` first.
+    pub mcp_brokers: Vec<String>,
     pub worker: String,
     pub procs: Vec<Proc>,
     pub options: StackOptions,
@@ -240,9 +251,11 @@ impl Stack {
             other_token,
             pki: None,
             model_proxy: String::new(),
+            model_proxies: Vec::new(),
             tool_runner: String::new(),
             tool_runners: Vec::new(),
             mcp_broker: String::new(),
+            mcp_brokers: Vec::new(),
             worker: String::new(),
             procs: Vec::new(),
             dir,
@@ -306,7 +319,15 @@ impl Stack {
             };
             let addr = stack.start_service(&layout, *component, env)?;
             match component {
-                keel_stack::Component::ModelProxy => stack.model_proxy = addr,
+                keel_stack::Component::ModelProxy => {
+                    stack.model_proxy = addr.clone();
+                    stack.model_proxies.push(addr);
+                    for n in 2..=options.model_proxy_replicas {
+                        let name = format!("keel-model-proxy-{n}");
+                        let addr = stack.start_service_as(&name, &layout, *component, env)?;
+                        stack.model_proxies.push(addr);
+                    }
+                }
                 keel_stack::Component::ToolRunner => {
                     stack.tool_runner = addr.clone();
                     stack.tool_runners.push(addr);
@@ -316,7 +337,15 @@ impl Stack {
                         stack.tool_runners.push(addr);
                     }
                 }
-                keel_stack::Component::McpBroker => stack.mcp_broker = addr,
+                keel_stack::Component::McpBroker => {
+                    stack.mcp_broker = addr.clone();
+                    stack.mcp_brokers.push(addr);
+                    for n in 2..=options.mcp_broker_replicas {
+                        let name = format!("keel-mcp-broker-{n}");
+                        let addr = stack.start_service_as(&name, &layout, *component, env)?;
+                        stack.mcp_brokers.push(addr);
+                    }
+                }
                 keel_stack::Component::SessionApi => {
                     stack.session_api = addr.clone();
                     stack.session_apis.push(addr);
@@ -510,12 +539,18 @@ impl Stack {
     fn address(&self, component: keel_stack::Component) -> Option<String> {
         let addr = match component {
             keel_stack::Component::Temporal => &self.temporal_address,
-            keel_stack::Component::ModelProxy => &self.model_proxy,
+            // The worker, the one service that needs these, gets every
+            // replica.
+            keel_stack::Component::ModelProxy => {
+                return Some(self.model_proxies.join(",")).filter(|a| !a.is_empty());
+            }
             // The worker, the one service that needs it, gets every runner.
             keel_stack::Component::ToolRunner => {
                 return Some(self.tool_runners.join(",")).filter(|a| !a.is_empty());
             }
-            keel_stack::Component::McpBroker => &self.mcp_broker,
+            keel_stack::Component::McpBroker => {
+                return Some(self.mcp_brokers.join(",")).filter(|a| !a.is_empty());
+            }
             // The worker, the one service that needs it, gets every
             // replica's internal listener.
             keel_stack::Component::SessionApi => {

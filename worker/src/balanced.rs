@@ -1,0 +1,199 @@
+//! Client-side load balancing for stateless services (the model-proxy):
+//! every address the configured names resolve to (a headless Service has
+//! one per ready pod) is a lazily connected channel, and each request goes
+//! to the less loaded of two random ones (tower's power-of-two-choices
+//! balancer over pending requests — what tonic's own `balance_channel`
+//! does, here over Keel's mutual-TLS channels). The names are resolved
+//! again periodically, so replicas that start or stop are found, and each
+//! replica's health is checked each time: only those answering SERVING are
+//! balanced over (a replica that died or drains leaves within a period).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::body::Body;
+use tonic::transport::Channel;
+use tower::ServiceExt as _;
+use tower::balance::p2c::Balance;
+use tower::buffer::Buffer;
+use tower::discover::Change;
+use tower::load::{CompleteOnResponse, PendingRequestsDiscover};
+use tower::util::BoxCloneSyncService;
+
+use crate::targets::{AddressError, Target, serving};
+
+/// Requests waiting for a replica, per client.
+const BUFFER: usize = 1024;
+
+/// A gRPC channel over every replica of the names.
+pub type BalancedChannel =
+    BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BalanceError>;
+
+/// Why a balanced request failed: the replica's error (a transport error,
+/// found by tonic in the source chain), or the balancer's. A concrete type
+/// rather than a boxed one, so the clients' futures stay `Send` in every
+/// context (a boxed `dyn Error` trips a higher-ranked lifetime check).
+#[derive(Debug)]
+pub struct BalanceError(tower::BoxError);
+
+impl std::fmt::Display for BalanceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BalanceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+type Key = (usize, SocketAddr);
+
+/// The channel, and the task that keeps its replica set current (every
+/// `every`, from now on).
+pub fn balanced(
+    names: &[String],
+    tls: Option<Arc<keel_server::ClientTls>>,
+    every: Duration,
+) -> Result<BalancedChannel, AddressError> {
+    let targets = names
+        .iter()
+        .map(|n| Target::parse(n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (changes, discovered) = mpsc::channel::<Result<Change<Key, Channel>, Infallible>>(64);
+    let discover = PendingRequestsDiscover::new::<http::Request<Body>>(
+        ReceiverStream::new(discovered),
+        CompleteOnResponse::default(),
+    );
+    let balance: Balance<_, http::Request<Body>> = Balance::new(discover);
+    let service = BoxCloneSyncService::new(
+        Buffer::new(balance, BUFFER).map_err(BalanceError as fn(tower::BoxError) -> BalanceError),
+    );
+    tokio::spawn(keep_resolving(targets, tls, every, changes));
+    Ok(service)
+}
+
+async fn keep_resolving(
+    targets: Vec<Target>,
+    tls: Option<Arc<keel_server::ClientTls>>,
+    every: Duration,
+    changes: mpsc::Sender<Result<Change<Key, Channel>, Infallible>>,
+) {
+    // Every address the names resolve to, and those in the balancer now
+    // (the ones that answered SERVING at the last look).
+    let mut channels: BTreeMap<Key, Channel> = BTreeMap::new();
+    let mut balanced: BTreeSet<Key> = BTreeSet::new();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for (index, target) in targets.iter().enumerate() {
+            match target.resolve().await {
+                Ok(addrs) => {
+                    channels.retain(|(t, addr), _| *t != index || addrs.contains(addr));
+                    for addr in addrs {
+                        if channels.contains_key(&(index, addr)) {
+                            continue;
+                        }
+                        match target.channel(addr, tls.as_ref()) {
+                            Ok(channel) => {
+                                channels.insert((index, addr), channel);
+                            }
+                            Err(e) => tracing::warn!(error = %e, "invalid replica address"),
+                        }
+                    }
+                }
+                // A name that does not resolve keeps its replicas.
+                Err(e) => tracing::warn!(name = %target.host_port, error = %e, "cannot resolve"),
+            }
+        }
+        let checks = channels
+            .iter()
+            .map(|(key, channel)| async move { (*key, serving(channel).await) });
+        let healthy: BTreeSet<Key> = futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .filter_map(|(key, ok)| ok.then_some(key))
+            .collect();
+        let gone: Vec<Key> = balanced.difference(&healthy).copied().collect();
+        for key in gone {
+            tracing::info!(replica = %key.1, "replica left the balancer (gone, down or draining)");
+            balanced.remove(&key);
+            if changes.send(Ok(Change::Remove(key))).await.is_err() {
+                return;
+            }
+        }
+        for key in healthy {
+            if balanced.contains(&key) {
+                continue;
+            }
+            let Some(channel) = channels.get(&key) else {
+                continue;
+            };
+            tracing::info!(replica = %key.1, "replica joined the balancer");
+            balanced.insert(key);
+            if changes
+                .send(Ok(Change::Insert(key, channel.clone())))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_health::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    /// A server whose health service reports "who" SERVING or NOT_SERVING,
+    /// so answers show which server gave them.
+    async fn serve(status: ServingStatus) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter.set_service_status("who", status).await;
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        addr
+    }
+
+    #[tokio::test]
+    async fn requests_spread_over_every_replica_and_new_ones_are_found() {
+        let a = serve(ServingStatus::Serving).await;
+        let b = serve(ServingStatus::NotServing).await;
+        let channel = balanced(
+            &[a.to_string(), b.to_string()],
+            None,
+            Duration::from_millis(50),
+        )
+        .unwrap();
+        let mut client = HealthClient::new(channel);
+        let mut seen = std::collections::BTreeMap::<i32, usize>::new();
+        for _ in 0..200 {
+            let status = client
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: "who".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status;
+            *seen.entry(status).or_default() += 1;
+        }
+        assert_eq!(seen.len(), 2, "both replicas answered: {seen:?}");
+        assert!(seen.values().all(|n| *n >= 20), "{seen:?}");
+    }
+}
