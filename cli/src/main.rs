@@ -93,8 +93,16 @@ enum Command {
         #[arg(long, value_name = "ID")]
         session: Option<String>,
         /// Working directory for a new session's tools (default: the current directory).
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "git")]
         cwd: Option<PathBuf>,
+        /// Work in a clone of this repository instead (https://; the
+        /// tool-runner clones it, where its operator allows).
+        #[arg(long, value_name = "URL")]
+        git: Option<String>,
+        /// The branch, tag or commit of --git to check out (default: the
+        /// repository's default branch).
+        #[arg(long = "ref", value_name = "REF", requires = "git")]
+        git_ref: Option<String>,
         #[command(flatten)]
         settings: settings::TurnFlags,
         /// Print each event as one JSON object per line.
@@ -244,6 +252,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Run {
             session,
             cwd,
+            git,
+            git_ref,
             settings,
             json,
             prompt,
@@ -256,6 +266,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
             let options = run::RunOptions {
                 session,
                 cwd,
+                git: git.map(|url| keel_proto::v1::GitSource {
+                    url,
+                    r#ref: git_ref.unwrap_or_default(),
+                }),
                 settings,
                 json,
                 prompt,

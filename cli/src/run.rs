@@ -35,6 +35,8 @@ use crate::settings::TurnFlags;
 pub(crate) struct RunOptions {
     pub session: Option<String>,
     pub cwd: Option<PathBuf>,
+    /// A repository to clone for a new session instead of `cwd`.
+    pub git: Option<keel_proto::v1::GitSource>,
     /// For a new session, its starting settings; with `--session`, this
     /// turn's.
     pub settings: TurnFlags,
@@ -452,16 +454,20 @@ async fn next_line(lines: &mut Option<UnboundedReceiver<String>>) -> Option<Stri
 async fn open_session(api: &mut SessionApi, options: &RunOptions) -> Result<Session> {
     let session = match &options.session {
         None => {
-            let cwd = match &options.cwd {
-                Some(dir) => dir.clone(),
-                None => std::env::current_dir().context("cannot read the current directory")?,
+            let cwd = if options.git.is_some() {
+                // The session works in its clone.
+                String::new()
+            } else {
+                let cwd = match &options.cwd {
+                    Some(dir) => dir.clone(),
+                    None => std::env::current_dir().context("cannot read the current directory")?,
+                };
+                let cwd = std::path::absolute(&cwd)
+                    .with_context(|| format!("cannot make {} absolute", cwd.display()))?;
+                cwd.to_str()
+                    .ok_or_else(|| anyhow!("the directory {} is not valid UTF-8", cwd.display()))?
+                    .to_string()
             };
-            let cwd = std::path::absolute(&cwd)
-                .with_context(|| format!("cannot make {} absolute", cwd.display()))?;
-            let cwd = cwd
-                .to_str()
-                .ok_or_else(|| anyhow!("the directory {} is not valid UTF-8", cwd.display()))?
-                .to_string();
             // The id is chosen here, so a CreateSession retried after a lost
             // answer finds the session it made instead of making another.
             let request = CreateSessionRequest {
@@ -470,6 +476,7 @@ async fn open_session(api: &mut SessionApi, options: &RunOptions) -> Result<Sess
                 cwd,
                 developer_instructions: String::new(),
                 context: options.settings.to_context(),
+                git: options.git.clone(),
                 ..Default::default()
             };
             let call = || {

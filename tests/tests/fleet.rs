@@ -5,7 +5,9 @@
 //! running on a dead runner is reported lost once and never run again, one a
 //! draining runner refused runs on the new runner. Two model-proxies share
 //! the model calls and either can die; two mcp-brokers each keep their own
-//! sessions (one MCP server process per session, never one per broker).
+//! sessions (one MCP server process per session, never one per broker). A
+//! session cloned from a git repository works in its clone, and keeps it
+//! when its runner dies and another takes it over on the same volume.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
@@ -344,4 +346,112 @@ async fn model_proxies_share_calls_and_mcp_brokers_keep_their_sessions() {
             .any(|e| matches!(&e.msg, Some(Msg::AgentMessage(m)) if m.message == "after the kill")),
         "{events:#?}"
     );
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let ok = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "git {args:?}");
+}
+
+/// The `output` of a `shell` call's JSON output.
+fn shell_output(fake: &FakeModel, request: usize, call_id: &str) -> String {
+    let requests = fake.requests();
+    let out = requests[request].function_call_output(call_id).unwrap();
+    let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+    out["output"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cloned_workspace_is_checked_out_at_its_ref_and_moves_with_the_session() {
+    let origin = tempfile::tempdir().unwrap();
+    git(origin.path(), &["init", "--quiet"]);
+    std::fs::write(origin.path().join("f.txt"), "one\n").unwrap();
+    git(origin.path(), &["add", "f.txt"]);
+    git(origin.path(), &["commit", "--quiet", "-m", "one"]);
+    git(origin.path(), &["tag", "v1"]);
+    std::fs::write(origin.path().join("f.txt"), "two\n").unwrap();
+    git(origin.path(), &["commit", "--quiet", "-am", "two"]);
+    let clones = tempfile::tempdir().unwrap();
+    let shell = |script: &str| serde_json::json!({"command": ["sh", "-c", script]}).to_string();
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call(
+            "c1",
+            "shell",
+            &shell("cat f.txt; pwd; echo changed > f.txt"),
+        ),
+        Scripted::assistant("read and changed"),
+        Scripted::tool_call("c2", "shell", &shell("cat f.txt")),
+        Scripted::assistant("still there"),
+    ])
+    .await
+    .unwrap();
+    let mut opts = StackOptions::new(fake.base_url());
+    opts.tool_runner_replicas = 2;
+    opts.tool_runner_env = vec![
+        (
+            "KEEL_CLONE_ROOT".into(),
+            clones.path().display().to_string(),
+        ),
+        ("KEEL_ALLOW_LOCAL_GIT".into(), "1".into()),
+    ];
+    let mut stack = Stack::launch(opts).await.unwrap();
+    let mut c = stack.connect().await.unwrap();
+    let sid = c
+        .create_session(pb::CreateSessionRequest {
+            git: Some(pb::GitSource {
+                url: format!("file://{}", origin.path().display()),
+                r#ref: "v1".into(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .session_id;
+    turn(&mut c, &sid, "t1").await;
+    let out = shell_output(&fake, 1, "c1");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("one"), "the tag's file: {out}");
+    let cwd = lines.next().unwrap();
+    assert!(
+        Path::new(cwd).starts_with(std::fs::canonicalize(clones.path()).unwrap()),
+        "the session works in its clone: {cwd}"
+    );
+    // The origin is untouched; the clone has the agent's change.
+    assert_eq!(
+        std::fs::read_to_string(origin.path().join("f.txt")).unwrap(),
+        "two\n"
+    );
+
+    // Its runner dies between turns; the next turn runs on the other
+    // runner, in the same clone (not cloned again).
+    let dead = [RUNNERS[0], RUNNERS[1]]
+        .into_iter()
+        .find(|name| {
+            stack
+                .proc(name)
+                .unwrap()
+                .log_text()
+                .lines()
+                .any(|l| l.contains("workspace leased") && l.contains(sid.as_str()))
+        })
+        .unwrap();
+    stack.kill(dead).unwrap();
+    let events = turn(&mut c, &sid, "t2").await;
+    assert_eq!(shell_output(&fake, 3, "c2"), "changed\n");
+    assert_eq!(warnings(&events).len(), 1, "{events:#?}");
+    let clones_made = std::fs::read_dir(clones.path()).unwrap().count();
+    assert_eq!(clones_made, 1, "one clone, kept");
 }

@@ -82,6 +82,9 @@ pub struct LeaseInput {
     /// draining.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<String>,
+    /// Clone this repository for the session (instead of `cwd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<keel_workflow_api::GitSource>,
 }
 
 /// Where the session's workspace is now.
@@ -784,7 +787,12 @@ impl KeelActivities {
         let call = async {
             match self
                 .runners
-                .lease(&input.session_id, &input.cwd, input.previous.as_deref())
+                .lease(
+                    &input.session_id,
+                    &input.cwd,
+                    input.git.as_ref(),
+                    input.previous.as_deref(),
+                )
                 .await
             {
                 Ok(leased) => {

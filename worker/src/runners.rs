@@ -231,12 +231,14 @@ impl Runners {
         pick(self.known())
     }
 
-    /// Leases the session's workspace `cwd`: to `keep` when it is still
-    /// there and not draining, else to the best other runner that takes it.
+    /// Leases the session's workspace — `cwd`, or a clone of `git` — to
+    /// `keep` when it is still there and not draining, else to the best
+    /// other runner that takes it.
     pub async fn lease(
         &self,
         session_id: &str,
         cwd: &str,
+        git: Option<&keel_workflow_api::GitSource>,
         keep: Option<&str>,
     ) -> Result<Leased, LeaseError> {
         let _one_at_a_time = self.inner.choosing.lock().await;
@@ -266,6 +268,10 @@ impl Runners {
             let request = pb::LeaseWorkspaceRequest {
                 session_id: session_id.to_string(),
                 cwd: cwd.to_string(),
+                git: git.map(|g| pb::GitSource {
+                    url: g.url.clone(),
+                    r#ref: g.git_ref.clone(),
+                }),
             };
             match client.lease_workspace(request).await {
                 Ok(r) => {

@@ -149,6 +149,19 @@ pub struct SessionInput {
     /// server the broker has enabled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mcp_servers: Vec<String>,
+    /// A repository the session's workspace is cloned from (instead of
+    /// `cwd`); `None` for a directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitSource>,
+}
+
+/// A git repository and the ref to check out (`keel.v1.GitSource`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GitSource {
+    pub url: String,
+    /// Empty: the default branch.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub git_ref: String,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -530,6 +543,10 @@ pub struct Carried {
     /// leases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<String>,
+    /// Where the leasing runner put the session's clone (sessions with a
+    /// `git` source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
 }
 
 /// Why a session workflow ended.

@@ -141,6 +141,7 @@ impl SessionService for SessionApi {
         let context = settings::patch(req.context)?;
         let dynamic_tools = settings::dynamic_tools(req.dynamic_tools)?;
         let mcp_servers = settings::mcp_servers(req.mcp_servers)?;
+        let git = settings::git_source(req.git, &req.cwd)?;
         if pb::ShellToolKind::try_from(req.shell_tool).is_err() {
             return Err(crate::errors::invalid(format!(
                 "shell_tool: unknown ShellToolKind {}",
@@ -165,6 +166,7 @@ impl SessionService for SessionApi {
             developer_instructions_digest,
             max_queued_turns: self.limits.max_queued_turns,
             mcp_servers,
+            git,
             created_at_ms: now_ms(),
             retained_events: self.limits.retained_events,
             history_event_budget: self.limits.history_event_budget,

@@ -158,6 +158,52 @@ pub(crate) fn mcp_servers(mut names: Vec<String>) -> Result<Vec<String>, Status>
     Ok(names)
 }
 
+/// Checks a session's repository as far as session-api can: a URL of
+/// `https://` or `file://` (the runner decides whether it clones local
+/// ones), no credentials, no control characters, a ref of plain characters.
+/// The runner checks again and clones.
+pub(crate) fn git_source(
+    git: Option<pb::GitSource>,
+    cwd: &str,
+) -> Result<Option<keel_workflow_api::GitSource>, Status> {
+    let Some(git) = git else {
+        return Ok(None);
+    };
+    let invalid = |why: String| Err(crate::errors::invalid(why));
+    if !cwd.is_empty() {
+        return invalid("git and cwd are exclusive: a session works in its clone".into());
+    }
+    let url = git.url.trim();
+    let scheme_ok = url.starts_with("https://") || url.starts_with("file://");
+    if url.len() > 2048 || !scheme_ok || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return invalid(format!(
+            "git.url {:?} must be an https:// (or file://) URL of at most 2048 characters",
+            git.url
+        ));
+    }
+    let authority = url
+        .split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or_default())
+        .unwrap_or_default();
+    if authority.contains('@') {
+        return invalid("git.url: credentials do not belong in the URL".into());
+    }
+    let plain = git
+        .r#ref
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-'));
+    if git.r#ref.len() > 256 || !plain || git.r#ref.starts_with('-') || git.r#ref.contains("..") {
+        return invalid(format!(
+            "git.ref {:?} must be a branch, tag or commit name",
+            git.r#ref
+        ));
+    }
+    Ok(Some(keel_workflow_api::GitSource {
+        url: url.to_string(),
+        git_ref: git.r#ref,
+    }))
+}
+
 /// Validates the client's tools.
 pub(crate) fn dynamic_tools(tools: Vec<pb::DynamicTool>) -> Result<Vec<DynamicToolDecl>, Status> {
     if tools.len() > MAX_DYNAMIC_TOOLS {
@@ -298,6 +344,29 @@ mod tests {
             wire.sandbox.unwrap().mode,
             pb::SandboxMode::WorkspaceWrite as i32
         );
+    }
+
+    #[test]
+    fn git_sources_are_checked() {
+        let git = |url: &str, r: &str| {
+            Some(pb::GitSource {
+                url: url.into(),
+                r#ref: r.into(),
+            })
+        };
+        assert_eq!(git_source(None, "/w").unwrap(), None);
+        let ok = git_source(git("https://example.com/o/r.git", "main"), "").unwrap();
+        assert_eq!(ok.unwrap().git_ref, "main");
+        for (url, r, cwd) in [
+            ("https://example.com/o/r", "main", "/w"),
+            ("ssh://example.com/o/r", "", ""),
+            ("ext::sh -c x", "", ""),
+            ("https://user:pw@example.com/r", "", ""),
+            ("https://example.com/r", "--upload-pack=x", ""),
+            ("https://example.com/r", "a..b", ""),
+        ] {
+            assert!(git_source(git(url, r), cwd).is_err(), "{url} {r} {cwd}");
+        }
     }
 
     #[test]

@@ -17,11 +17,13 @@
 //!   attempt): the execution registry and the on-disk journal;
 //! * [`sandbox`] confines commands (Landlock, seccomp, read-only binds) and
 //!   the tool-runner's own writes to a call's sandbox policy;
+//! * [`clone`] makes a session's workspace from a git repository;
 //! * [`fleet`] is this runner's place among many: its id, leases, limit
 //!   on concurrent commands, and draining;
 //! * [`service`] is the `keel.v1.ToolService` gRPC surface.
 
 pub mod calls;
+pub mod clone;
 pub mod context;
 pub mod exec;
 pub mod fleet;

@@ -16,6 +16,7 @@ use keel_proto::v1::tool_service_server::ToolServiceServer;
 use keel_sandbox::limits::MIB;
 use keel_sandbox::limits::ResourceLimits;
 use keel_tool_runner::calls::{Journal, lock_state_dir};
+use keel_tool_runner::clone::CloneSettings;
 use keel_tool_runner::exec::orphans::ProcessRecords;
 use keel_tool_runner::exec::{EnvInherit, EnvPattern, EnvPolicy, Executor};
 use keel_tool_runner::fleet::{self, Fleet};
@@ -84,6 +85,21 @@ struct ServeOptions {
     /// killed and reported as cut by a restart.
     #[arg(long, env = "KEEL_DRAIN_TIMEOUT_SECS", default_value_t = 300)]
     drain_timeout_secs: u64,
+    /// Where sessions that name a git repository get their clones (a
+    /// directory per session). It must lie in an allowed workspace root,
+    /// on the volume the runners share. Unset: this runner clones nothing.
+    #[arg(long, env = "KEEL_CLONE_ROOT")]
+    clone_root: Option<PathBuf>,
+    /// Also clone `file://` repositories (local mirrors, tests): a client
+    /// then reads any repository this runner can. The variable takes 1/0,
+    /// true/false, yes/no, on/off.
+    #[arg(
+        long,
+        env = "KEEL_ALLOW_LOCAL_GIT",
+        default_value_t = false,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    allow_local_git: bool,
     /// How long finished tool calls are remembered (a retry within it gets
     /// the recorded result). Pruned at startup and hourly.
     #[arg(
@@ -287,6 +303,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// At shutdown, how long calls that nobody waits for may take to finish and
 /// record their results.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The longest a session's repository may take to clone.
+const CLONE_TIMEOUT: Duration = Duration::from_secs(600);
 /// The state directory's name next to a `file://` blob store.
 const STATE_DIR_NAME: &str = "tool-runner-state";
 
@@ -365,6 +383,12 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
         "tool-runner configured"
     );
 
+    let clone_root = args.clone_root.map(|dir| cwd.join(dir));
+    if args.allow_local_git {
+        tracing::warn!(
+            "--allow-local-git: sessions may clone file:// repositories, any this runner can read"
+        );
+    }
     let state_dir = match args.state_dir {
         Some(dir) => cwd.join(dir),
         None => default_state_dir(&blob_url)?,
@@ -431,6 +455,11 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
         journal,
         journal_retention,
         fleet: std::sync::Arc::new(Fleet::new(runner_id, args.max_concurrent_commands)),
+        clones: CloneSettings {
+            root: clone_root,
+            allow_local: args.allow_local_git,
+            timeout: CLONE_TIMEOUT,
+        },
     });
     let idle = Duration::from_secs(exec_idle_timeout_secs);
     let reaping = (idle > Duration::ZERO).then(|| {

@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status};
 
 use crate::calls::registry::Executions;
 use crate::calls::{CallKey, Journal, JournalError};
+use crate::clone::CloneSettings;
 use crate::context::{self, AgentsMdOptions, EnvironmentFacts, agents_md_message_text};
 use crate::exec::registry::ProcessRegistry;
 use crate::exec::{ExecError, ExecSpec, Executor};
@@ -67,6 +68,8 @@ pub struct ToolRunnerConfig {
     pub sandbox: SandboxSettings,
     /// This runner's id, leases, command limit and draining state.
     pub fleet: Arc<Fleet>,
+    /// Where and how sessions' repositories are cloned.
+    pub clones: CloneSettings,
 }
 
 /// The gRPC service; cheap to clone.
@@ -92,6 +95,7 @@ struct Inner {
     executions: Executions,
     sandbox: SandboxSettings,
     fleet: Arc<Fleet>,
+    clones: CloneSettings,
 }
 
 impl ToolRunner {
@@ -120,6 +124,7 @@ impl ToolRunner {
                 executions: Executions::default(),
                 sandbox: config.sandbox,
                 fleet: config.fleet,
+                clones: config.clones,
             }),
         }
     }
@@ -499,7 +504,22 @@ impl ToolService for ToolRunner {
                 fleet.runner_id()
             )));
         }
-        let cwd = if req.cwd.is_empty() {
+        let cwd = if let Some(git) = &req.git {
+            let clone = self
+                .inner
+                .clones
+                .workspace(&req.session_id, &git.url, &git.r#ref)
+                .await
+                .map_err(errors::clone_error)?;
+            let clone = clone.display().to_string();
+            checked_dir(
+                &self.inner.workspace,
+                &self.inner.default_cwd,
+                "the clone",
+                &clone,
+                true,
+            )?
+        } else if req.cwd.is_empty() {
             self.inner.default_cwd.clone()
         } else {
             checked_dir(

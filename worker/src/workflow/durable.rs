@@ -51,6 +51,8 @@ pub(super) struct Durable {
     pub(super) model_defaults: Option<ModelDefaults>,
     /// The runner the session's workspace is leased to.
     pub(super) lease: Option<String>,
+    /// The clone the runner made, for sessions with a `git` source.
+    pub(super) workspace: Option<String>,
 }
 
 impl Durable {
@@ -78,6 +80,7 @@ impl Durable {
             stored_prefix,
             model_defaults,
             lease,
+            workspace,
         } = input.carried.clone().unwrap_or_default();
         let log = if runs == 0 && events.is_empty() {
             EventLog::new(input.retained_events)
@@ -107,6 +110,7 @@ impl Durable {
             stored_prefix,
             model_defaults,
             lease,
+            workspace,
         }
     }
 
@@ -133,6 +137,7 @@ impl Durable {
             stored_prefix,
             model_defaults,
             lease,
+            workspace,
         } = self;
         let (events_first, events) = log.carry();
         Carried {
@@ -156,6 +161,7 @@ impl Durable {
             stored_prefix: stored_prefix.clone(),
             model_defaults: model_defaults.clone(),
             lease: lease.clone(),
+            workspace: workspace.clone(),
         }
     }
 }
@@ -249,6 +255,7 @@ mod tests {
                 wire_api: "chat".into(),
             }),
             lease: Some("tool-runner-2".into()),
+            workspace: Some("/workspaces/clones/abc".into()),
         }
     }
 

@@ -109,7 +109,9 @@ async fn take(
             _ => s.input.cwd.clone(),
         },
         previous: previous.clone(),
+        git: s.input.git.clone(),
     });
+    let cloned = input.git.is_some();
     let lease = ctx
         .execute_activity(
             KeelActivities::lease_workspace,
@@ -117,7 +119,17 @@ async fn take(
             lease_options(cancel),
         )
         .await?;
-    ctx.state_mut(|s| s.durable.lease = Some(lease.runner_id.clone()));
+    ctx.state_mut(|s| {
+        s.durable.lease = Some(lease.runner_id.clone());
+        // A clone is where the runner made it; a runner taking the session
+        // over may have made it elsewhere.
+        if cloned {
+            s.durable.workspace = Some(lease.cwd.clone());
+            if let Some(setup) = &mut s.durable.setup {
+                setup.cwd = lease.cwd.clone();
+            }
+        }
+    });
     if let Some(from) = previous.filter(|from| *from != lease.runner_id) {
         emit(
             ctx,

@@ -151,6 +151,10 @@ async fn ensure_setup(
             Ok(runner) => runner,
             Err(e) => break Err(e),
         };
+        // A session cloned from a repository works in the clone.
+        if let Some(clone) = ctx.state(|s| s.durable.workspace.clone()) {
+            input.cwd = clone;
+        }
         let prepared = ctx
             .execute_activity(
                 KeelActivities::prepare_session,

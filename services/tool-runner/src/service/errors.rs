@@ -79,6 +79,17 @@ pub(crate) fn draining(message: impl Into<String>) -> Status {
     ErrorInfo::new("draining", false).into_status(Code::Unavailable, message)
 }
 
+/// The runner clones no repositories, or git failed to.
+pub(crate) fn clone_error(err: crate::clone::CloneError) -> Status {
+    use crate::clone::CloneError;
+    match err {
+        CloneError::NoRoot => status(Code::FailedPrecondition, "no_clone_root", err.to_string()),
+        CloneError::Url(..) | CloneError::Ref(_) => invalid(err.to_string()),
+        CloneError::Failed(_) => status(Code::FailedPrecondition, "clone_failed", err.to_string()),
+        CloneError::Io { .. } => internal(err.to_string()),
+    }
+}
+
 /// The tool-runner stopped under the call.
 pub(crate) fn shutting_down(message: impl Into<String>) -> Status {
     status(Code::Unavailable, "shutting_down", message)

@@ -50,6 +50,11 @@ fn runner_on(
         journal_retention: DEFAULT_JOURNAL_RETENTION,
         sandbox: SandboxSettings::disabled(),
         fleet: Arc::new(crate::fleet::Fleet::new("test-runner", 0)),
+        clones: crate::clone::CloneSettings {
+            root: None,
+            allow_local: false,
+            timeout: Duration::from_secs(60),
+        },
     })
 }
 
