@@ -9,7 +9,6 @@
 //! at every resolution.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash as _, Hasher as _};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -137,16 +136,23 @@ impl Affine {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .max_by_key(|((_, addr), _)| weight(session_id, addr))
+            .max_by_key(|((_, addr), _)| weight(session_id, &addr.to_string()))
             .map(|(_, channel)| channel.clone())
     }
 }
 
-fn weight(session_id: &str, addr: &SocketAddr) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    session_id.hash(&mut h);
-    addr.hash(&mut h);
-    h.finish()
+/// The rendezvous weight of (session, replica): the first 8 bytes of a
+/// SHA-256, the same in every worker whatever it was built with.
+pub(crate) fn weight(session_id: &str, replica: &str) -> u64 {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::new()
+        .chain_update(session_id.as_bytes())
+        .chain_update([0u8])
+        .chain_update(replica.as_bytes())
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
 }
 
 #[cfg(test)]
@@ -161,7 +167,10 @@ mod tests {
     fn only_the_sessions_of_a_replica_that_goes_move() {
         let three = [addr("10.0.0.1:1"), addr("10.0.0.2:1"), addr("10.0.0.3:1")];
         let best = |replicas: &[SocketAddr], s: &str| {
-            *replicas.iter().max_by_key(|a| weight(s, a)).unwrap()
+            *replicas
+                .iter()
+                .max_by_key(|a| weight(s, &a.to_string()))
+                .unwrap()
         };
         let mut moved = 0;
         let mut counts = BTreeMap::new();

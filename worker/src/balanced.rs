@@ -155,34 +155,29 @@ mod tests {
     use tonic_health::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
 
-    /// A server whose health service reports "who" SERVING or NOT_SERVING,
-    /// so answers show which server gave them.
-    async fn serve(status: ServingStatus) -> SocketAddr {
+    /// A server whose health service reports the whole server as
+    /// `server` and the service "who" as `who`, so answers show which
+    /// server gave them. Returns the address and the reporter.
+    async fn serve(
+        server: ServingStatus,
+        who: ServingStatus,
+    ) -> (SocketAddr, tonic_health::server::HealthReporter) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (reporter, service) = tonic_health::server::health_reporter();
-        reporter.set_service_status("who", status).await;
+        reporter.set_service_status("", server).await;
+        reporter.set_service_status("who", who).await;
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(service)
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
-        addr
+        (addr, reporter)
     }
 
-    #[tokio::test]
-    async fn requests_spread_over_every_replica_and_new_ones_are_found() {
-        let a = serve(ServingStatus::Serving).await;
-        let b = serve(ServingStatus::NotServing).await;
-        let channel = balanced(
-            &[a.to_string(), b.to_string()],
-            None,
-            Duration::from_millis(50),
-        )
-        .unwrap();
-        let mut client = HealthClient::new(channel);
-        let mut seen = std::collections::BTreeMap::<i32, usize>::new();
-        for _ in 0..200 {
+    async fn who(client: &mut HealthClient<BalancedChannel>, n: usize) -> BTreeMap<i32, usize> {
+        let mut seen = BTreeMap::new();
+        for _ in 0..n {
             let status = client
                 .check(tonic_health::pb::HealthCheckRequest {
                     service: "who".into(),
@@ -193,7 +188,52 @@ mod tests {
                 .status;
             *seen.entry(status).or_default() += 1;
         }
-        assert_eq!(seen.len(), 2, "both replicas answered: {seen:?}");
-        assert!(seen.values().all(|n| *n >= 20), "{seen:?}");
+        seen
+    }
+
+    #[tokio::test]
+    async fn requests_spread_over_serving_replicas_only() {
+        use tonic_health::pb::health_check_response::ServingStatus as Wire;
+        let (a, _a) = serve(ServingStatus::Serving, ServingStatus::Serving).await;
+        let (b, _b) = serve(ServingStatus::Serving, ServingStatus::NotServing).await;
+        // Down (or draining): it must get nothing while it says so.
+        let (c, c_health) = serve(ServingStatus::NotServing, ServingStatus::Unknown).await;
+        let channel = balanced(
+            &[a.to_string(), b.to_string(), c.to_string()],
+            None,
+            Duration::from_millis(50),
+        )
+        .unwrap();
+        let mut client = HealthClient::new(channel);
+        let seen = who(&mut client, 200).await;
+        assert!(
+            !seen.contains_key(&(Wire::Unknown as i32)),
+            "a replica that is not serving got requests: {seen:?}"
+        );
+        assert!(
+            seen.get(&(Wire::Serving as i32)).is_some_and(|n| *n >= 20)
+                && seen
+                    .get(&(Wire::NotServing as i32))
+                    .is_some_and(|n| *n >= 20),
+            "both serving replicas answered: {seen:?}"
+        );
+        // It comes back: it joins within a refresh.
+        c_health
+            .set_service_status("", ServingStatus::Serving)
+            .await;
+        let joined = async {
+            loop {
+                if who(&mut client, 20)
+                    .await
+                    .contains_key(&(Wire::Unknown as i32))
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), joined)
+            .await
+            .expect("the replica joined the balancer");
     }
 }

@@ -7,9 +7,9 @@
 //! Choosing: a runner that drains is never chosen; one whose commands fill
 //! its limit only when every runner is full; among the rest, the one with
 //! the fewest leases, ties broken by rendezvous hashing on the session id.
-//! A worker chooses one lease at a time and counts what it chose, so
-//! sessions started together spread evenly; the runner's own count decides
-//! across workers.
+//! A worker counts each lease as it chooses it, so sessions started
+//! together spread evenly; the runners' own counts (refreshed every
+//! couple of seconds) decide across workers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -57,8 +57,6 @@ struct Inner {
     channels: RwLock<BTreeMap<(usize, SocketAddr), ToolServiceClient<Channel>>>,
     /// Runners by id, from the last refresh.
     known: RwLock<BTreeMap<String, Known>>,
-    /// One lease decision at a time in this worker.
-    choosing: tokio::sync::Mutex<()>,
 }
 
 /// A session's workspace, taken by a runner.
@@ -84,7 +82,6 @@ impl Runners {
                 tls,
                 channels: RwLock::new(BTreeMap::new()),
                 known: RwLock::new(BTreeMap::new()),
-                choosing: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -233,7 +230,9 @@ impl Runners {
 
     /// Leases the session's workspace — `cwd`, or a clone of `git` — to
     /// `keep` when it is still there and not draining, else to the best
-    /// other runner that takes it.
+    /// other runner that takes it. Chooses from what the last refresh saw
+    /// (plus the leases this worker made since), so starting many sessions
+    /// costs no refresh each, and a slow lease (a clone) holds up no other.
     pub async fn lease(
         &self,
         session_id: &str,
@@ -241,30 +240,35 @@ impl Runners {
         git: Option<&keel_workflow_api::GitSource>,
         keep: Option<&str>,
     ) -> Result<Leased, LeaseError> {
-        let _one_at_a_time = self.inner.choosing.lock().await;
-        self.refresh().await;
-        let known = self.known();
-        let mut candidates: Vec<&Known> = known.values().filter(|k| !k.load.draining).collect();
-        candidates.sort_by_key(|k| {
-            let kept = keep == Some(k.load.runner_id.as_str());
-            let full = k.load.max_concurrent_commands > 0
-                && k.load.running_commands + k.load.waiting_commands
-                    >= k.load.max_concurrent_commands;
-            (
-                !kept,
-                full,
-                k.load.leases,
-                rendezvous(session_id, &k.load.runner_id),
-            )
-        });
-        if candidates.is_empty() {
-            return Err(LeaseError::NoRunner {
-                names: self.names(),
-            });
+        if self.known().is_empty() {
+            self.refresh().await;
         }
+        let mut tried = BTreeSet::new();
         let mut refusal = None;
-        for k in candidates {
-            let mut client = k.client.clone();
+        let mut refreshed = false;
+        loop {
+            // Chosen and counted at once, so concurrent leases in this
+            // worker spread.
+            let pick = {
+                let mut known = self.inner.known.write().unwrap_or_else(|p| p.into_inner());
+                let id = choose(&known, session_id, keep, &tried);
+                id.and_then(|id| known.get_mut(&id)).map(|k| {
+                    k.load.leases += 1;
+                    (k.load.runner_id.clone(), k.client.clone())
+                })
+            };
+            let Some((id, mut client)) = pick else {
+                // Everyone asked was gone or draining: look again once
+                // (what the last refresh saw may be old) before giving up.
+                if refusal.is_none() && !refreshed {
+                    refreshed = true;
+                    self.refresh().await;
+                    tried.clear();
+                    continue;
+                }
+                break;
+            };
+            tried.insert(id.clone());
             let request = pb::LeaseWorkspaceRequest {
                 session_id: session_id.to_string(),
                 cwd: cwd.to_string(),
@@ -273,18 +277,12 @@ impl Runners {
                     r#ref: g.git_ref.clone(),
                 }),
             };
-            match client.lease_workspace(request).await {
+            let answer = client.lease_workspace(request).await;
+            let mut known = self.inner.known.write().unwrap_or_else(|p| p.into_inner());
+            match answer {
                 Ok(r) => {
                     let r = r.into_inner();
-                    // Counted now, so the next choice in this worker sees it
-                    // before the next refresh.
-                    if let Some(k) = self
-                        .inner
-                        .known
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get_mut(&r.runner_id)
-                    {
+                    if let Some(k) = known.get_mut(&r.runner_id) {
                         k.load.leases = r.leases;
                     }
                     return Ok(Leased {
@@ -293,8 +291,16 @@ impl Runners {
                     });
                 }
                 Err(status) => {
-                    tracing::info!(runner_id = %k.load.runner_id, %session_id, error = %status, "tool-runner did not take the workspace");
-                    refusal = Some(status);
+                    if let Some(k) = known.get_mut(&id) {
+                        k.load.leases = k.load.leases.saturating_sub(1);
+                    }
+                    tracing::info!(runner_id = %id, %session_id, error = %status, "tool-runner did not take the workspace");
+                    // A runner that drains or does not answer is skipped;
+                    // what the others say about the workspace decides.
+                    let skipped = status.code() == tonic::Code::Unavailable;
+                    if !skipped {
+                        refusal = Some(status);
+                    }
                 }
             }
         }
@@ -307,14 +313,38 @@ impl Runners {
     }
 }
 
+/// The runner a session's workspace should go to, among those not tried
+/// yet: `keep` if it is there and not draining; never a draining one; a
+/// full one only when all are; else the fewest leases, ties broken by
+/// rendezvous hashing.
+fn choose(
+    known: &BTreeMap<String, Known>,
+    session_id: &str,
+    keep: Option<&str>,
+    tried: &BTreeSet<String>,
+) -> Option<String> {
+    known
+        .values()
+        .filter(|k| !k.load.draining && !tried.contains(&k.load.runner_id))
+        .min_by_key(|k| {
+            let kept = keep == Some(k.load.runner_id.as_str());
+            let full = k.load.max_concurrent_commands > 0
+                && k.load.running_commands + k.load.waiting_commands
+                    >= k.load.max_concurrent_commands;
+            (
+                !kept,
+                full,
+                k.load.leases,
+                rendezvous(session_id, &k.load.runner_id),
+            )
+        })
+        .map(|k| k.load.runner_id.clone())
+}
+
 /// Rendezvous (highest random weight) hashing: each session ranks the
 /// runners its own way, so ties do not all go to the same runner.
 fn rendezvous(session_id: &str, runner_id: &str) -> std::cmp::Reverse<u64> {
-    use std::hash::{Hash as _, Hasher as _};
-    let mut h = std::hash::DefaultHasher::new();
-    session_id.hash(&mut h);
-    runner_id.hash(&mut h);
-    std::cmp::Reverse(h.finish())
+    std::cmp::Reverse(crate::affinity::weight(session_id, runner_id))
 }
 
 #[cfg(test)]
@@ -338,6 +368,51 @@ mod tests {
             let n = firsts.get(r).copied().unwrap_or(0);
             assert!((60..=140).contains(&n), "{firsts:?}");
         }
+    }
+
+    fn known(loads: &[(&str, u32, u32, bool)]) -> BTreeMap<String, Known> {
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        loads
+            .iter()
+            .map(|(id, leases, running, draining)| {
+                (
+                    id.to_string(),
+                    Known {
+                        client: ToolServiceClient::new(channel.clone()),
+                        addr: "127.0.0.1:9".parse().unwrap(),
+                        load: pb::DescribeRunnerResponse {
+                            runner_id: id.to_string(),
+                            max_concurrent_commands: 2,
+                            running_commands: *running,
+                            waiting_commands: 0,
+                            leases: *leases,
+                            draining: *draining,
+                        },
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_least_leased_runner_with_room_is_chosen() {
+        let none = BTreeSet::new();
+        let k = known(&[("a", 3, 0, false), ("b", 1, 0, false), ("c", 0, 0, true)]);
+        // Draining never; fewest leases otherwise.
+        assert_eq!(choose(&k, "s", None, &none).as_deref(), Some("b"));
+        // The previous runner is kept while it is there and not draining.
+        assert_eq!(choose(&k, "s", Some("a"), &none).as_deref(), Some("a"));
+        assert_eq!(choose(&k, "s", Some("c"), &none).as_deref(), Some("b"));
+        // A full runner only when every runner is full.
+        let k = known(&[("a", 3, 0, false), ("b", 1, 2, false)]);
+        assert_eq!(choose(&k, "s", None, &none).as_deref(), Some("a"));
+        let k = known(&[("a", 3, 2, false), ("b", 1, 2, false)]);
+        assert_eq!(choose(&k, "s", None, &none).as_deref(), Some("b"));
+        // Runners that refused are not asked again.
+        let tried = BTreeSet::from(["b".to_string()]);
+        assert_eq!(choose(&k, "s", None, &tried).as_deref(), Some("a"));
+        let tried = BTreeSet::from(["a".to_string(), "b".to_string()]);
+        assert_eq!(choose(&k, "s", None, &tried), None);
     }
 
     #[test]

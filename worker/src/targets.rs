@@ -59,8 +59,7 @@ impl Target {
                 keel_server::ClientTls::lazy_channel(Some(tls), &addr.to_string(), host)
             }
             None => Endpoint::from_shared(format!("{}://{addr}", self.scheme)).map(|e| {
-                e.connect_timeout(Duration::from_secs(5))
-                    .tcp_nodelay(true)
+                keel_server::keep_alive(e.connect_timeout(Duration::from_secs(5)).tcp_nodelay(true))
                     .connect_lazy()
             }),
         }

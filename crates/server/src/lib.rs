@@ -19,7 +19,7 @@ pub mod tls;
 pub use deadline::Deadline;
 pub use hardening::protect_process;
 pub use logging::{LogFormat, init_tracing};
-pub use tls::{ClientTls, PeerTlsArgs, ServerTls, TlsError};
+pub use tls::{ClientTls, PeerTlsArgs, ServerTls, TlsError, keep_alive};
 
 /// Flags and environment shared by every Keel server.
 #[derive(Debug, Clone, clap::Args)]

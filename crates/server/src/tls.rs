@@ -394,14 +394,27 @@ impl ClientTls {
         server_name: Option<String>,
     ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
         let host_port = addr.split_once("://").map(|(_, rest)| rest).unwrap_or(addr);
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{host_port}"))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
+        let endpoint = keep_alive(
+            tonic::transport::Endpoint::from_shared(format!("http://{host_port}"))?
+                .connect_timeout(Duration::from_secs(5))
+                .tcp_nodelay(true),
+        );
         Ok(match tls {
             Some(tls) => endpoint.connect_with_connector_lazy(tls.connector(server_name)),
             None => endpoint.connect_lazy(),
         })
     }
+}
+
+/// HTTP/2 pings on a channel, also while it carries no call: a peer whose
+/// host vanished without closing the connection (a lost node) is noticed
+/// within about half a minute, instead of when a long call's deadline
+/// passes.
+pub fn keep_alive(endpoint: tonic::transport::Endpoint) -> tonic::transport::Endpoint {
+    endpoint
+        .http2_keep_alive_interval(Duration::from_secs(15))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
 }
 
 /// See [`ClientTls::connector`].

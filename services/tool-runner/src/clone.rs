@@ -80,6 +80,18 @@ fn check_ref(git_ref: &str) -> Result<(), CloneError> {
     Ok(())
 }
 
+/// A clone being made: removed unless it was renamed into place, also
+/// when the lease is abandoned mid-clone (its future dropped).
+struct Partial(PathBuf);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 impl CloneSettings {
     /// The session's clone of `url` at `git_ref`, made if it is not there.
     pub async fn workspace(
@@ -107,27 +119,47 @@ impl CloneSettings {
             &mut seed,
         )
         .map_err(io(Path::new("/dev/urandom")))?;
-        let partial = root.join(format!(".{name}.{}", hex::encode(seed)));
-        let made = self.clone_into(&url, git_ref, &partial).await;
-        if let Err(e) = made {
-            let _ = tokio::fs::remove_dir_all(&partial).await;
-            return Err(e);
-        }
-        match tokio::fs::rename(&partial, &dir).await {
+        let partial = Partial(root.join(format!(".{name}.{}", hex::encode(seed))));
+        self.clone_into(&url, git_ref, &partial.0).await?;
+        match tokio::fs::rename(&partial.0, &dir).await {
             Ok(()) => Ok(dir),
             // Another lease of the session made it meanwhile.
-            Err(_) if dir.join(".git").is_dir() => {
-                let _ = tokio::fs::remove_dir_all(&partial).await;
-                Ok(dir)
-            }
-            Err(e) => {
-                let _ = tokio::fs::remove_dir_all(&partial).await;
-                Err(CloneError::Io {
-                    path: dir,
-                    source: e,
-                })
+            Err(_) if dir.join(".git").is_dir() => Ok(dir),
+            Err(e) => Err(CloneError::Io {
+                path: dir,
+                source: e,
+            }),
+        }
+    }
+
+    /// Removes what abandoned clones left under the root (a runner killed
+    /// mid-clone), once they are older than any clone may take — other
+    /// runners on the volume may be cloning now; at startup.
+    pub fn remove_partial_clones(&self) -> usize {
+        self.remove_partial_clones_older_than(self.timeout * 2)
+    }
+
+    fn remove_partial_clones_older_than(&self, age: Duration) -> usize {
+        let Some(root) = &self.root else {
+            return 0;
+        };
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|e| e >= age));
+            if entry.file_name().to_string_lossy().starts_with('.')
+                && old
+                && std::fs::remove_dir_all(entry.path()).is_ok()
+            {
+                removed += 1;
             }
         }
+        removed
     }
 
     async fn clone_into(&self, url: &str, git_ref: &str, dir: &Path) -> Result<(), CloneError> {
@@ -290,6 +322,15 @@ mod tests {
         assert!(matches!(err, CloneError::Failed(_)), "{err}");
         let left: Vec<_> = std::fs::read_dir(root.path()).unwrap().collect();
         assert_eq!(left.len(), 2, "only the two clones: {left:?}");
+        // What a runner killed mid-clone left goes at the next start.
+        std::fs::create_dir(root.path().join(".abandoned.0123")).unwrap();
+        assert_eq!(
+            settings.remove_partial_clones(),
+            0,
+            "it may be in the making"
+        );
+        assert_eq!(settings.remove_partial_clones_older_than(Duration::ZERO), 1);
+        assert!(a.join("f.txt").exists() && b.join("f.txt").exists());
     }
 
     #[tokio::test]

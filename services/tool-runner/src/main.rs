@@ -81,8 +81,10 @@ struct ServeOptions {
     max_concurrent_commands: u32,
     /// On SIGTERM the runner drains: no new leases or calls (the worker
     /// moves those sessions to other runners) while the running calls
-    /// finish, for at most this many seconds; what still runs then is
-    /// killed and reported as cut by a restart.
+    /// finish, for at most this many seconds. Then it stops: a call still
+    /// running is cut off and the worker reports it lost (never run again);
+    /// a runner started again on the same state directory kills what it
+    /// left running.
     #[arg(long, env = "KEEL_DRAIN_TIMEOUT_SECS", default_value_t = 300)]
     drain_timeout_secs: u64,
     /// Where sessions that name a git repository get their clones (a
@@ -446,6 +448,15 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
     let executor = executor
         .with_process_records(records)
         .with_resource_limits(limits);
+    let clones = CloneSettings {
+        root: clone_root,
+        allow_local: args.allow_local_git,
+        timeout: CLONE_TIMEOUT,
+    };
+    let partial = clones.remove_partial_clones();
+    if partial > 0 {
+        tracing::info!(removed = partial, "removed clones left unfinished");
+    }
     let runner = ToolRunner::new(ToolRunnerConfig {
         executor,
         sandbox,
@@ -455,11 +466,7 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
         journal,
         journal_retention,
         fleet: std::sync::Arc::new(Fleet::new(runner_id, args.max_concurrent_commands)),
-        clones: CloneSettings {
-            root: clone_root,
-            allow_local: args.allow_local_git,
-            timeout: CLONE_TIMEOUT,
-        },
+        clones,
     });
     let idle = Duration::from_secs(exec_idle_timeout_secs);
     let reaping = (idle > Duration::ZERO).then(|| {
@@ -497,6 +504,8 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
     ));
     let drain_timeout = Duration::from_secs(args.drain_timeout_secs);
     let draining = runner.clone();
+    let drained = std::sync::Arc::new(tokio::sync::Notify::new());
+    let drained_tx = drained.clone();
     let until = async move {
         keel_server::shutdown_signal().await;
         draining.fleet().start_draining();
@@ -508,8 +517,22 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
         );
         let left = draining.finish_running_calls(drain_timeout).await;
         tracing::info!(left, "drained; stopping");
+        drained_tx.notify_one();
     };
-    let served = keel_server::serve_until(&args.serve, routes, &[SERVICE_NAME], tls, until).await;
+    let serve = keel_server::serve_until(&args.serve, routes, &[SERVICE_NAME], tls, until);
+    tokio::pin!(serve);
+    // The server's own shutdown waits for calls in flight; after the drain
+    // the runner does not wait for them any more.
+    let served = tokio::select! {
+        served = &mut serve => served,
+        () = async {
+            drained.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("calls still in flight after the drain are cut off");
+            Ok(())
+        }
+    };
     pruning.abort();
     if let Some(reaping) = reaping {
         reaping.abort();

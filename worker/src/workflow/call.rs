@@ -167,6 +167,8 @@ pub(super) async fn execute(
             Err(e) => break Err(failed(&e)),
         };
         input.runner = runner.clone();
+        // A move may have put a cloned workspace elsewhere.
+        input.cwd = ctx.state(cwd);
         let result = ctx
             .execute_activity(
                 KeelActivities::run_tool,

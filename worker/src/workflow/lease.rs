@@ -56,7 +56,10 @@ pub(super) fn lost_text(command: bool) -> String {
 }
 
 fn lease_options(cancel: &WorkflowCancellationToken) -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+    // Long enough for the runner to clone a repository (it allows 600 s);
+    // the heartbeat finds a dead worker sooner.
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(660))
+        .heartbeat_timeout(super::HEARTBEAT_TIMEOUT)
         .cancellation_token(cancel.clone())
         .retry_policy(
             RetryPolicy::builder()
