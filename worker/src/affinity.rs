@@ -9,13 +9,12 @@
 //! at every resolution.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tonic::transport::Channel;
 
-use crate::targets::{AddressError, Target, serving};
+use crate::targets::{AddressError, ReplicaKey, Target, resolve_all, serving, update};
 
 /// See the module documentation; cheap to clone.
 #[derive(Clone)]
@@ -26,9 +25,9 @@ pub struct Affine {
 struct Inner {
     targets: Vec<Target>,
     tls: Option<Arc<keel_server::ClientTls>>,
-    channels: RwLock<BTreeMap<(usize, SocketAddr), Channel>>,
+    channels: RwLock<BTreeMap<ReplicaKey, Channel>>,
     /// The replicas that answered SERVING at the last look.
-    healthy: RwLock<BTreeMap<(usize, SocketAddr), Channel>>,
+    healthy: RwLock<BTreeMap<ReplicaKey, Channel>>,
 }
 
 impl Affine {
@@ -37,10 +36,7 @@ impl Affine {
         names: &[String],
         tls: Option<Arc<keel_server::ClientTls>>,
     ) -> Result<Self, AddressError> {
-        let targets = names
-            .iter()
-            .map(|n| Target::parse(n))
-            .collect::<Result<Vec<_>, _>>()?;
+        let targets = Target::parse_all(names)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 targets,
@@ -55,34 +51,19 @@ impl Affine {
     /// replicas) and checks each replica's health: sessions go only to
     /// replicas answering SERVING.
     pub async fn refresh(&self) {
-        for (index, target) in self.inner.targets.iter().enumerate() {
-            let addrs = match target.resolve().await {
-                Ok(addrs) => addrs,
-                Err(e) => {
-                    tracing::warn!(name = %target.host_port, error = %e, "cannot resolve");
-                    continue;
-                }
-            };
-            let mut channels = self
+        let resolved = resolve_all(&self.inner.targets).await;
+        update(
+            &self.inner.targets,
+            resolved,
+            self.inner.tls.as_ref(),
+            &mut self
                 .inner
                 .channels
                 .write()
-                .unwrap_or_else(|p| p.into_inner());
-            channels.retain(|(t, addr), _| *t != index || addrs.contains(addr));
-            for addr in addrs {
-                if channels.contains_key(&(index, addr)) {
-                    continue;
-                }
-                match target.channel(addr, self.inner.tls.as_ref()) {
-                    Ok(channel) => {
-                        tracing::info!(name = %target.host_port, replica = %addr, "replica found");
-                        channels.insert((index, addr), channel);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "invalid replica address"),
-                }
-            }
-        }
-        let all: Vec<((usize, SocketAddr), Channel)> = self
+                .unwrap_or_else(|p| p.into_inner()),
+            |channel| channel,
+        );
+        let all: Vec<(ReplicaKey, Channel)> = self
             .inner
             .channels
             .read()
@@ -110,13 +91,9 @@ impl Affine {
     pub async fn keep_refreshing(&self, every: Duration) {
         self.refresh().await;
         let this = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                this.refresh().await;
-            }
+        crate::targets::repeat(every, move || {
+            let this = this.clone();
+            async move { this.refresh().await }
         });
     }
 
@@ -157,6 +134,8 @@ pub(crate) fn weight(session_id: &str, replica: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
 
     fn addr(s: &str) -> SocketAddr {

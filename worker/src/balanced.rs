@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +24,7 @@ use tower::discover::Change;
 use tower::load::{CompleteOnResponse, PendingRequestsDiscover};
 use tower::util::BoxCloneSyncService;
 
-use crate::targets::{AddressError, Target, serving};
+use crate::targets::{AddressError, ReplicaKey, Target, resolve_all, serving, update};
 
 /// Requests waiting for a replica, per client.
 const BUFFER: usize = 1024;
@@ -53,7 +52,7 @@ impl std::error::Error for BalanceError {
     }
 }
 
-type Key = (usize, SocketAddr);
+type Key = ReplicaKey;
 
 /// The channel, and the task that keeps its replica set current (every
 /// `every`, from now on).
@@ -62,10 +61,7 @@ pub fn balanced(
     tls: Option<Arc<keel_server::ClientTls>>,
     every: Duration,
 ) -> Result<BalancedChannel, AddressError> {
-    let targets = names
-        .iter()
-        .map(|n| Target::parse(n))
-        .collect::<Result<Vec<_>, _>>()?;
+    let targets = Target::parse_all(names)?;
     let (changes, discovered) = mpsc::channel::<Result<Change<Key, Channel>, Infallible>>(64);
     let discover = PendingRequestsDiscover::new::<http::Request<Body>>(
         ReceiverStream::new(discovered),
@@ -93,26 +89,10 @@ async fn keep_resolving(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        for (index, target) in targets.iter().enumerate() {
-            match target.resolve().await {
-                Ok(addrs) => {
-                    channels.retain(|(t, addr), _| *t != index || addrs.contains(addr));
-                    for addr in addrs {
-                        if channels.contains_key(&(index, addr)) {
-                            continue;
-                        }
-                        match target.channel(addr, tls.as_ref()) {
-                            Ok(channel) => {
-                                channels.insert((index, addr), channel);
-                            }
-                            Err(e) => tracing::warn!(error = %e, "invalid replica address"),
-                        }
-                    }
-                }
-                // A name that does not resolve keeps its replicas.
-                Err(e) => tracing::warn!(name = %target.host_port, error = %e, "cannot resolve"),
-            }
-        }
+        let resolved = resolve_all(&targets).await;
+        update(&targets, resolved, tls.as_ref(), &mut channels, |channel| {
+            channel
+        });
         let checks = channels
             .iter()
             .map(|(key, channel)| async move { (*key, serving(channel).await) });
@@ -151,6 +131,8 @@ async fn keep_resolving(
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
     use tonic_health::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;

@@ -20,7 +20,7 @@ use keel_proto::v1 as pb;
 use keel_proto::v1::tool_service_client::ToolServiceClient;
 use tonic::transport::Channel;
 
-use crate::targets::{AddressError, Target};
+use crate::targets::{AddressError, ReplicaKey, Target, resolve_all, update};
 
 /// How long a runner may take to describe itself before it counts as gone.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -54,7 +54,7 @@ struct Inner {
     tls: Option<Arc<keel_server::ClientTls>>,
     /// Clients by (configured name, address), kept while the address
     /// resolves.
-    channels: RwLock<BTreeMap<(usize, SocketAddr), ToolServiceClient<Channel>>>,
+    channels: RwLock<BTreeMap<ReplicaKey, ToolServiceClient<Channel>>>,
     /// Runners by id, from the last refresh.
     known: RwLock<BTreeMap<String, Known>>,
 }
@@ -72,10 +72,7 @@ impl Runners {
         names: &[String],
         tls: Option<Arc<keel_server::ClientTls>>,
     ) -> Result<Self, AddressError> {
-        let targets = names
-            .iter()
-            .map(|n| Target::parse(n))
-            .collect::<Result<Vec<_>, _>>()?;
+        let targets = Target::parse_all(names)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 targets,
@@ -99,32 +96,18 @@ impl Runners {
     /// does not resolve keeps its addresses; an address that does not
     /// answer is left out until it does.
     pub async fn refresh(&self) {
-        for (index, target) in self.inner.targets.iter().enumerate() {
-            let addrs: BTreeSet<SocketAddr> = match target.resolve().await {
-                Ok(addrs) => addrs,
-                Err(e) => {
-                    tracing::warn!(name = %target.host_port, error = %e, "cannot resolve the tool-runner name");
-                    continue;
-                }
-            };
-            let mut channels = self
+        let resolved = resolve_all(&self.inner.targets).await;
+        update(
+            &self.inner.targets,
+            resolved,
+            self.inner.tls.as_ref(),
+            &mut self
                 .inner
                 .channels
                 .write()
-                .unwrap_or_else(|p| p.into_inner());
-            channels.retain(|(t, addr), _| *t != index || addrs.contains(addr));
-            for addr in addrs {
-                if channels.contains_key(&(index, addr)) {
-                    continue;
-                }
-                match target.channel(addr, self.inner.tls.as_ref()) {
-                    Ok(channel) => {
-                        channels.insert((index, addr), ToolServiceClient::new(channel));
-                    }
-                    Err(e) => tracing::warn!(error = %e, "invalid tool-runner address"),
-                }
-            }
-        }
+                .unwrap_or_else(|p| p.into_inner()),
+            ToolServiceClient::new,
+        );
         let clients: Vec<(SocketAddr, ToolServiceClient<Channel>)> = self
             .inner
             .channels
@@ -179,13 +162,9 @@ impl Runners {
     pub async fn keep_refreshing(&self, every: Duration) {
         self.refresh().await;
         let this = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                this.refresh().await;
-            }
+        crate::targets::repeat(every, move || {
+            let this = this.clone();
+            async move { this.refresh().await }
         });
     }
 

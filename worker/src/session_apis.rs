@@ -9,8 +9,7 @@
 //! newest offset of a session is kept) and retried until the replica answers,
 //! because a replica that misses one would leave its clients waiting.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 pub use crate::targets::AddressError;
-use crate::targets::Target;
+use crate::targets::{ReplicaKey, Target, resolve_all, update};
 
 /// Deltas buffered per replica before newer ones are dropped.
 const LIVE_BUFFER: usize = 256;
@@ -147,7 +146,7 @@ struct Inner {
     /// Mutual TLS to the replicas' internal listeners, when configured.
     tls: Option<Arc<keel_server::ClientTls>>,
     /// By (index of the configured name, address).
-    replicas: RwLock<BTreeMap<(usize, SocketAddr), Arc<Replica>>>,
+    replicas: RwLock<BTreeMap<ReplicaKey, Arc<Replica>>>,
 }
 
 impl SessionApis {
@@ -157,10 +156,7 @@ impl SessionApis {
         addrs: &[String],
         tls: Option<Arc<keel_server::ClientTls>>,
     ) -> Result<Self, AddressError> {
-        let targets = addrs
-            .iter()
-            .map(|a| Target::parse(a))
-            .collect::<Result<Vec<_>, _>>()?;
+        let targets = Target::parse_all(addrs)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 targets,
@@ -178,35 +174,18 @@ impl SessionApis {
     /// addresses get a client, vanished ones are dropped. A name that does
     /// not resolve keeps the replicas it had.
     pub async fn resolve(&self) {
-        for (index, target) in self.inner.targets.iter().enumerate() {
-            let addrs: BTreeSet<SocketAddr> = match tokio::net::lookup_host(&target.host_port).await
-            {
-                Ok(addrs) => addrs.collect(),
-                Err(e) => {
-                    tracing::warn!(name = %target.host_port, error = %e, "cannot resolve session-api");
-                    continue;
-                }
-            };
-            let mut replicas = self
+        let resolved = resolve_all(&self.inner.targets).await;
+        update(
+            &self.inner.targets,
+            resolved,
+            self.inner.tls.as_ref(),
+            &mut self
                 .inner
                 .replicas
                 .write()
-                .unwrap_or_else(|p| p.into_inner());
-            replicas.retain(|(t, addr), _| *t != index || addrs.contains(addr));
-            for addr in addrs {
-                if replicas.contains_key(&(index, addr)) {
-                    continue;
-                }
-                let channel = target.channel(addr, self.inner.tls.as_ref());
-                match channel {
-                    Ok(channel) => {
-                        tracing::info!(replica = %addr, name = %target.host_port, "session-api replica found");
-                        replicas.insert((index, addr), Arc::new(Replica::new(channel)));
-                    }
-                    Err(e) => tracing::warn!(error = %e, "invalid session-api replica address"),
-                }
-            }
-        }
+                .unwrap_or_else(|p| p.into_inner()),
+            |channel| Arc::new(Replica::new(channel)),
+        );
     }
 
     /// Resolves now, then every `every` in the background.
@@ -216,13 +195,9 @@ impl SessionApis {
             return;
         }
         let this = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                this.resolve().await;
-            }
+        crate::targets::repeat(every, move || {
+            let this = this.clone();
+            async move { this.resolve().await }
         });
     }
 

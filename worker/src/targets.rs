@@ -2,6 +2,7 @@
 //! headless Kubernetes Service has an address per ready pod), resolved
 //! again and again as replicas come and go.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,11 @@ impl Target {
         })
     }
 
+    /// Every configured name, checked.
+    pub(crate) fn parse_all(names: &[String]) -> Result<Vec<Self>, AddressError> {
+        names.iter().map(|n| Self::parse(n)).collect()
+    }
+
     /// A lazily connecting channel to one of the name's addresses.
     pub(crate) fn channel(
         &self,
@@ -69,6 +75,76 @@ impl Target {
     pub(crate) async fn resolve(&self) -> std::io::Result<std::collections::BTreeSet<SocketAddr>> {
         Ok(tokio::net::lookup_host(&self.host_port).await?.collect())
     }
+}
+
+/// A replica: the index of the configured name it came from, and its
+/// address.
+pub(crate) type ReplicaKey = (usize, SocketAddr);
+
+/// What each name resolves to now; `None` where it does not resolve (it
+/// keeps the replicas it had).
+pub(crate) async fn resolve_all(targets: &[Target]) -> Vec<Option<BTreeSet<SocketAddr>>> {
+    let mut out = Vec::with_capacity(targets.len());
+    for target in targets {
+        out.push(match target.resolve().await {
+            Ok(addrs) => Some(addrs),
+            Err(e) => {
+                tracing::warn!(name = %target.host_port, error = %e, "cannot resolve");
+                None
+            }
+        });
+    }
+    out
+}
+
+/// Brings `replicas` in line with `resolved` (from [`resolve_all`]):
+/// addresses that went are dropped, new ones get `make` of a lazily
+/// connecting channel.
+pub(crate) fn update<T>(
+    targets: &[Target],
+    resolved: Vec<Option<BTreeSet<SocketAddr>>>,
+    tls: Option<&Arc<keel_server::ClientTls>>,
+    replicas: &mut BTreeMap<ReplicaKey, T>,
+    make: impl Fn(Channel) -> T,
+) {
+    for (index, (target, addrs)) in targets.iter().zip(resolved).enumerate() {
+        let Some(addrs) = addrs else {
+            continue;
+        };
+        replicas.retain(|(t, addr), _| *t != index || addrs.contains(addr));
+        for addr in addrs {
+            if replicas.contains_key(&(index, addr)) {
+                continue;
+            }
+            match target.channel(addr, tls) {
+                Ok(channel) => {
+                    tracing::info!(name = %target.host_port, replica = %addr, "replica found");
+                    replicas.insert((index, addr), make(channel));
+                }
+                Err(e) => {
+                    tracing::warn!(name = %target.host_port, error = %e, "invalid replica address")
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f` every `every` from now on, in the background (the first run
+/// one period from now).
+pub(crate) fn repeat<F, Fut>(every: Duration, mut f: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            f().await;
+        }
+    });
 }
 
 /// How long a replica may take to answer a health check.
