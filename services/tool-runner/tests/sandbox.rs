@@ -861,8 +861,8 @@ async fn commands_cannot_see_or_signal_other_processes() {
     ] {
         let script = format!(
             "echo pids: $(ls /proc | grep -x '[0-9]*' | tr '\\n' ' '); \
-             xargs -0 -n1 < /proc/{pid}/environ; \
-             kill -9 {pid}; echo kill=$?; test -e /proc/{pid} && echo visible; echo pid=$$"
+             {{ xargs -0 -n1 < /proc/{pid}/environ; }} 2>&1; \
+             {{ kill -9 {pid}; }} 2>&1; echo kill=$?; test -e /proc/{pid} && echo visible; echo pid=$$"
         );
         let resp = env.sh(&format!("see-{id}"), &script, policy).await;
         let out = &output(&resp);
