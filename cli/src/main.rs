@@ -103,6 +103,10 @@ enum Command {
         /// repository's default branch).
         #[arg(long = "ref", value_name = "REF", requires = "git")]
         git_ref: Option<String>,
+        /// An image to send with the prompt (PNG, JPEG, GIF or WebP);
+        /// repeatable.
+        #[arg(long = "image", value_name = "FILE")]
+        images: Vec<PathBuf>,
         #[command(flatten)]
         settings: settings::TurnFlags,
         /// Print each event as one JSON object per line.
@@ -254,6 +258,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             cwd,
             git,
             git_ref,
+            images,
             settings,
             json,
             prompt,
@@ -270,6 +275,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     url,
                     r#ref: git_ref.unwrap_or_default(),
                 }),
+                images,
                 settings,
                 json,
                 prompt,

@@ -12,7 +12,7 @@
 //! instead, as Tab does in Codex; `keel run` then follows that turn too.
 
 use std::io::{self, IsTerminal, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use keel_proto::v1::event::Msg;
@@ -37,6 +37,8 @@ pub(crate) struct RunOptions {
     pub cwd: Option<PathBuf>,
     /// A repository to clone for a new session instead of `cwd`.
     pub git: Option<keel_proto::v1::GitSource>,
+    /// Image files sent with the prompt.
+    pub images: Vec<PathBuf>,
     /// For a new session, its starting settings; with `--session`, this
     /// turn's.
     pub settings: TurnFlags,
@@ -48,6 +50,7 @@ pub(crate) struct RunOptions {
 pub(crate) async fn run(target: Target, options: RunOptions) -> Result<()> {
     let from_stdin = options.prompt.len() == 1 && options.prompt[0] == "-";
     let prompt = read_prompt(&options.prompt)?;
+    let images = read_images(&options.images)?;
     // Asking needs a person at a terminal, and a stdin the prompt did not use.
     let interactive = !from_stdin && io::stdin().is_terminal();
     let out = io::stdout();
@@ -81,7 +84,7 @@ pub(crate) async fn run(target: Target, options: RunOptions) -> Result<()> {
     let turn_id = uuid::Uuid::new_v4().to_string();
     let mut streams = api.client.clone();
     let (sent, stream) = tokio::join!(
-        send_turn(&mut api, &session_id, prompt, &turn_id, context),
+        send_turn(&mut api, &session_id, prompt, images, &turn_id, context),
         streams.stream_events(StreamEventsRequest {
             session_id: session_id.clone(),
             after_offset: session.last_event_offset,
@@ -129,12 +132,45 @@ fn read_prompt(words: &[String]) -> Result<String> {
     Ok(prompt)
 }
 
+/// The image files of `--image`, by their extension's type.
+fn read_images(paths: &[PathBuf]) -> Result<Vec<keel_proto::v1::InputImage>> {
+    paths
+        .iter()
+        .map(|path| {
+            let mime_type = image_type(path).ok_or_else(|| {
+                anyhow!(
+                    "--image {}: not a .png, .jpg, .jpeg, .gif or .webp file",
+                    path.display()
+                )
+            })?;
+            let data = std::fs::read(path)
+                .with_context(|| format!("--image {}: cannot read it", path.display()))?;
+            Ok(keel_proto::v1::InputImage {
+                mime_type: mime_type.to_string(),
+                data,
+            })
+        })
+        .collect()
+}
+
+fn image_type(path: &Path) -> Option<&'static str> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        _ => return None,
+    })
+}
+
 /// Sends the turn, again with the same id while session-api is unreachable
 /// (a few times, briefly): the session ignores a turn id it has seen.
 async fn send_turn(
     api: &mut SessionApi,
     session_id: &str,
     text: String,
+    images: Vec<keel_proto::v1::InputImage>,
     turn_id: &str,
     context: Option<keel_proto::v1::TurnContext>,
 ) -> Result<()> {
@@ -143,6 +179,7 @@ async fn send_turn(
         text,
         turn_id: turn_id.to_string(),
         context,
+        images,
     };
     let (result, _) = while_unavailable(|| {
         let (mut client, request) = (api.client.clone(), request.clone());
@@ -375,7 +412,16 @@ impl<O: Write, E: Write> Watch<O, E> {
         }
         if queue {
             let turn_id = uuid::Uuid::new_v4().to_string();
-            match send_turn(&mut self.api, &self.session_id, text, &turn_id, None).await {
+            match send_turn(
+                &mut self.api,
+                &self.session_id,
+                text,
+                Vec::new(),
+                &turn_id,
+                None,
+            )
+            .await
+            {
                 Ok(()) => {
                     note(format_args!("queued turn {turn_id}"));
                     self.queued.push_back(turn_id);
@@ -645,5 +691,21 @@ mod tests {
         );
         assert!(read_prompt(&[]).is_err());
         assert!(read_prompt(&["  ".to_string()]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod image_tests {
+    use super::*;
+
+    #[test]
+    fn images_are_typed_by_their_extension() {
+        assert_eq!(image_type(Path::new("a.PNG")), Some("image/png"));
+        assert_eq!(image_type(Path::new("b.jpeg")), Some("image/jpeg"));
+        assert_eq!(image_type(Path::new("c.webp")), Some("image/webp"));
+        assert_eq!(image_type(Path::new("d.svg")), None);
+        assert_eq!(image_type(Path::new("noext")), None);
+        let err = read_images(&[PathBuf::from("x.bmp")]).unwrap_err();
+        assert!(err.to_string().contains("not a .png"), "{err}");
     }
 }

@@ -524,6 +524,7 @@ async fn turn_settings_reach_the_model() {
                 reasoning_summary: Some("detailed".into()),
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -1,7 +1,8 @@
 //! Turns as Codex users know them: no hidden cap on model calls (a
 //! `max_iterations` setting, per session or per turn, stops a turn after N
-//! calls with a message naming it), and steering — a message sent while a
-//! turn runs joins it, and the model sees it at its next call.
+//! calls with a message naming it), steering — a message sent while a
+//! turn runs joins it, and the model sees it at its next call — and images
+//! sent with a turn's message.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
@@ -126,6 +127,7 @@ async fn max_iterations_per_session_and_per_turn() {
                 max_iterations: Some(0),
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -343,5 +345,85 @@ async fn a_worker_killed_right_after_a_steer_loses_nothing() {
             .count(),
         1,
         "the command ran once: {second:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn images_sent_with_a_turn_reach_the_model_after_its_text() {
+    let fake = FakeModel::start(vec![Scripted::assistant("a red dot")])
+        .await
+        .unwrap();
+    let stack = Stack::launch(StackOptions::new(fake.base_url()))
+        .await
+        .unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let sid = session::create(&mut client, None).await.unwrap();
+    let png = b"\x89PNG\r\n\x1a\nnot really a png".to_vec();
+    let image = |mime: &str, data: Vec<u8>| pb::InputImage {
+        mime_type: mime.into(),
+        data,
+    };
+    // What session-api refuses, it refuses before anything runs.
+    for (images, why) in [
+        (vec![image("image/svg+xml", png.clone())], "mime_type"),
+        (vec![image("image/png", Vec::new())], "empty"),
+        (vec![image("image/png", png.clone()); 9], "at most 8"),
+        (
+            vec![image("image/png", vec![0; 3 * 1024 * 1024 + 1])],
+            "bytes together",
+        ),
+    ] {
+        let err = client
+            .send_user_turn(pb::SendUserTurnRequest {
+                session_id: sid.clone(),
+                text: "look".into(),
+                images,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(why), "{why}: {}", err.message());
+    }
+    client
+        .send_user_turn(pb::SendUserTurnRequest {
+            session_id: sid.clone(),
+            text: "what is in this picture?".into(),
+            turn_id: "t1".into(),
+            images: vec![image("image/png", png.clone())],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut events = session::follow(&mut client, &sid, 0, false).await.unwrap();
+    let (_, done) = session::until(&mut events, |e| match &e.msg {
+        Some(Msg::TurnComplete(c)) if e.turn_id == "t1" => Some(c.last_agent_message.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(done, "a red dot");
+    let requests = fake
+        .wait_for_requests(1, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    let user = requests[0]
+        .conversation()
+        .iter()
+        .rev()
+        .find(|i| i["role"] == "user")
+        .unwrap()
+        .clone();
+    use base64::Engine as _;
+    let url = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(&png)
+    );
+    assert_eq!(
+        user["content"],
+        serde_json::json!([
+            {"type": "input_text", "text": "what is in this picture?"},
+            {"type": "input_image", "image_url": url},
+        ])
     );
 }

@@ -55,6 +55,50 @@ fn check_text(text: &str) -> Result<(), Status> {
     }
     Ok(())
 }
+/// Images per user turn, and their bytes together.
+const MAX_IMAGES: usize = 8;
+const MAX_IMAGE_BYTES: usize = 3 * 1024 * 1024;
+
+/// A user turn's images as `input_image` parts (data URLs), checked.
+fn image_parts(images: &[pb::InputImage]) -> Result<Vec<serde_json::Value>, Status> {
+    use base64::Engine as _;
+    if images.len() > MAX_IMAGES {
+        return Err(crate::errors::invalid(format!(
+            "images: at most {MAX_IMAGES} per turn, got {}",
+            images.len()
+        )));
+    }
+    let total: usize = images.iter().map(|i| i.data.len()).sum();
+    if total > MAX_IMAGE_BYTES {
+        return Err(crate::errors::invalid(format!(
+            "images: {total} bytes together; at most {MAX_IMAGE_BYTES}"
+        )));
+    }
+    images
+        .iter()
+        .enumerate()
+        .map(|(n, image)| {
+            if !matches!(
+                image.mime_type.as_str(),
+                "image/png" | "image/jpeg" | "image/gif" | "image/webp"
+            ) {
+                return Err(crate::errors::invalid(format!(
+                    "images[{n}]: mime_type {:?} is not image/png, image/jpeg, image/gif or image/webp",
+                    image.mime_type
+                )));
+            }
+            if image.data.is_empty() {
+                return Err(crate::errors::invalid(format!("images[{n}] is empty")));
+            }
+            let data = base64::engine::general_purpose::STANDARD.encode(&image.data);
+            Ok(serde_json::json!({
+                "type": "input_image",
+                "image_url": format!("data:{};base64,{data}", image.mime_type),
+            }))
+        })
+        .collect()
+}
+
 const DEFAULT_PAGE_SIZE: u32 = 50;
 const MAX_PAGE_SIZE: u32 = 500;
 
@@ -207,6 +251,7 @@ impl SessionService for SessionApi {
         required_session_id(&req.session_id)?;
         let key = session_key(&caller, &req.session_id);
         check_text(&req.text)?;
+        let images = image_parts(&req.images)?;
         let context = settings::patch(req.context)?;
         self.tenants.take_turn(&caller.tenant)?;
         self.check_queue(&key).await?;
@@ -216,7 +261,8 @@ impl SessionService for SessionApi {
             validate_id("turn_id", &req.turn_id)?;
             req.turn_id
         };
-        let (item_digest, text_preview, text_truncated) = self.store_message(&req.text).await?;
+        let (item_digest, text_preview, text_truncated) =
+            self.store_message(&req.text, images).await?;
         let turn = UserTurn {
             turn_id: turn_id.clone(),
             item_digest,
@@ -245,7 +291,8 @@ impl SessionService for SessionApi {
         }
         validate_id("expected_turn_id", &req.expected_turn_id)?;
         self.tenants.take_turn(&caller.tenant)?;
-        let (item_digest, text_preview, text_truncated) = self.store_message(&req.text).await?;
+        let (item_digest, text_preview, text_truncated) =
+            self.store_message(&req.text, Vec::new()).await?;
         let steer = Steer {
             expected_turn_id: req.expected_turn_id.clone(),
             item_digest: item_digest.clone(),

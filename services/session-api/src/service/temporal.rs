@@ -110,8 +110,12 @@ impl SessionApi {
 
     /// Stores a user message as a Responses API `message` item; returns its
     /// digest (what history carries) and the preview the event log shows.
-    pub(super) async fn store_message(&self, text: &str) -> Result<(String, String, bool), Status> {
-        let digest = self.store_item("user", text).await?;
+    pub(super) async fn store_message(
+        &self,
+        text: &str,
+        images: Vec<serde_json::Value>,
+    ) -> Result<(String, String, bool), Status> {
+        let digest = self.store_item_with("user", text, images).await?;
         let (preview, truncated) = api::cut_text(text, api::INLINE_TEXT_LIMIT);
         Ok((digest, preview, truncated))
     }
@@ -119,10 +123,22 @@ impl SessionApi {
     /// Stores `text` as a Responses API `message` item of `role`; returns
     /// its digest.
     pub(super) async fn store_item(&self, role: &str, text: &str) -> Result<String, Status> {
+        self.store_item_with(role, text, Vec::new()).await
+    }
+
+    /// [`Self::store_item`], with `parts` (images) after the text.
+    async fn store_item_with(
+        &self,
+        role: &str,
+        text: &str,
+        parts: Vec<serde_json::Value>,
+    ) -> Result<String, Status> {
+        let mut content = vec![json!({"type": "input_text", "text": text})];
+        content.extend(parts);
         let item = json!({
             "type": "message",
             "role": role,
-            "content": [{"type": "input_text", "text": text}],
+            "content": content,
         });
         self.blobs
             .put_json(&item)
