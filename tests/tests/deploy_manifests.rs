@@ -285,6 +285,19 @@ fn services(
     out
 }
 
+/// The events up to `turn_id`'s `turn_complete`, and its last agent
+/// message.
+async fn turn_done(
+    events: &mut tonic::Streaming<pb::StreamEventsResponse>,
+    turn_id: &str,
+) -> anyhow::Result<(Vec<pb::Event>, String)> {
+    session::until(events, |e| match &e.msg {
+        Some(Msg::TurnComplete(c)) if e.turn_id == turn_id => Some(c.last_agent_message.clone()),
+        _ => None,
+    })
+    .await
+}
+
 async fn serving(addr: &str) -> bool {
     let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -498,12 +511,9 @@ async fn the_dev_overlay_starts_keel_and_runs_a_session() {
     session::send(&mut client, &sid, "t1", "run it")
         .await
         .unwrap();
-    let (seen, done) = session::until(&mut events, |e| match &e.msg {
-        Some(Msg::TurnComplete(c)) => Some(c.last_agent_message.clone()),
-        _ => None,
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\nworker log:\n{}", procs.log("keel-worker-0")));
+    let (seen, done) = turn_done(&mut events, "t1")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nworker log:\n{}", procs.log("keel-worker-0")));
     assert_eq!(done, "deployed");
     assert!(
         seen.iter().any(|e| matches!(&e.msg,
@@ -530,12 +540,7 @@ async fn the_dev_overlay_starts_keel_and_runs_a_session() {
     session::send(&mut client, &sid, "t2", "again")
         .await
         .unwrap();
-    let (seen, done) = session::until(&mut events, |e| match &e.msg {
-        Some(Msg::TurnComplete(c)) => Some(c.last_agent_message.clone()),
-        _ => None,
-    })
-    .await
-    .unwrap();
+    let (seen, done) = turn_done(&mut events, "t2").await.unwrap();
     assert_eq!(done, "still deployed");
     assert!(
         seen.iter().any(|e| matches!(&e.msg,
@@ -583,12 +588,7 @@ async fn the_dev_overlay_starts_keel_and_runs_a_session() {
     let (_, child) = procs.children.iter_mut().find(|(n, _)| n == dead).unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
-    let (seen, done) = session::until(&mut events, |e| match &e.msg {
-        Some(Msg::TurnComplete(c)) if e.turn_id == "t3" => Some(c.last_agent_message.clone()),
-        _ => None,
-    })
-    .await
-    .unwrap();
+    let (seen, done) = turn_done(&mut events, "t3").await.unwrap();
     assert_eq!(done, "lost one");
     assert!(
         seen.iter().any(|e| matches!(&e.msg,
@@ -603,12 +603,7 @@ async fn the_dev_overlay_starts_keel_and_runs_a_session() {
     session::send(&mut client, &sid, "t4", "after the runner")
         .await
         .unwrap();
-    let (seen, done) = session::until(&mut events, |e| match &e.msg {
-        Some(Msg::TurnComplete(c)) if e.turn_id == "t4" => Some(c.last_agent_message.clone()),
-        _ => None,
-    })
-    .await
-    .unwrap();
+    let (seen, done) = turn_done(&mut events, "t4").await.unwrap();
     assert_eq!(done, "moved");
     assert!(
         seen.iter().any(|e| matches!(&e.msg,

@@ -58,13 +58,22 @@ async fn describe(stack: &Stack) -> Vec<pb::DescribeRunnerResponse> {
 /// The process name of the runner `session_id`'s workspace was last leased
 /// to, from the runners' logs.
 fn holder(stack: &Stack, session_id: &str) -> Option<&'static str> {
-    RUNNERS.into_iter().find(|name| {
-        stack.proc(name).is_ok_and(|p| {
-            p.log_text()
-                .lines()
-                .any(|l| l.contains("workspace leased") && l.contains(session_id))
+    holders(stack, session_id).first().copied()
+}
+
+/// Every runner whose log shows a lease of `session_id`, in [`RUNNERS`]
+/// order.
+fn holders(stack: &Stack, session_id: &str) -> Vec<&'static str> {
+    RUNNERS
+        .into_iter()
+        .filter(|name| {
+            stack.proc(name).is_ok_and(|p| {
+                p.log_text()
+                    .lines()
+                    .any(|l| l.contains("workspace leased") && l.contains(session_id))
+            })
         })
-    })
+        .collect()
 }
 
 /// Runs one turn and returns its events.
@@ -212,16 +221,9 @@ async fn leases_spread_and_a_dead_runners_session_moves_with_its_command_lost_on
 
 /// The runner that took `session_id`'s lease other than `dead`.
 fn holder_after(stack: &Stack, session_id: &str, dead: &str) -> &'static str {
-    RUNNERS
+    holders(stack, session_id)
         .into_iter()
-        .filter(|name| *name != dead)
-        .find(|name| {
-            stack.proc(name).is_ok_and(|p| {
-                p.log_text()
-                    .lines()
-                    .any(|l| l.contains("workspace leased") && l.contains(session_id))
-            })
-        })
+        .find(|name| *name != dead)
         .expect("another runner took the session")
 }
 
@@ -437,17 +439,7 @@ async fn a_cloned_workspace_is_checked_out_at_its_ref_and_moves_with_the_session
 
     // Its runner dies between turns; the next turn runs on the other
     // runner, in the same clone (not cloned again).
-    let dead = [RUNNERS[0], RUNNERS[1]]
-        .into_iter()
-        .find(|name| {
-            stack
-                .proc(name)
-                .unwrap()
-                .log_text()
-                .lines()
-                .any(|l| l.contains("workspace leased") && l.contains(sid.as_str()))
-        })
-        .unwrap();
+    let dead = holder(&stack, &sid).expect("the session's runner logged its lease");
     stack.kill(dead).unwrap();
     let events = turn(&mut c, &sid, "t2").await;
     assert_eq!(shell_output(&fake, 3, "c2"), "changed\n");

@@ -23,6 +23,7 @@
 
 mod denial;
 pub mod env;
+pub mod git;
 mod invocation;
 pub mod names;
 mod offered;

@@ -188,11 +188,7 @@ pub(crate) fn git_source(
     if authority.contains('@') {
         return invalid("git.url: credentials do not belong in the URL".into());
     }
-    let plain = git
-        .r#ref
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-'));
-    if git.r#ref.len() > 256 || !plain || git.r#ref.starts_with('-') || git.r#ref.contains("..") {
+    if !keel_tool_model::git::is_plain_ref(&git.r#ref) {
         return invalid(format!(
             "git.ref {:?} must be a branch, tag or commit name",
             git.r#ref
