@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod ask;
 mod client;
+mod config;
 mod control;
 mod mcp;
 mod policy;
@@ -109,6 +110,8 @@ enum Command {
         images: Vec<PathBuf>,
         #[command(flatten)]
         settings: settings::TurnFlags,
+        #[command(flatten)]
+        config: config::ConfigFlags,
         /// Print each event as one JSON object per line.
         #[arg(long)]
         json: bool,
@@ -146,9 +149,29 @@ enum Command {
     /// Check commands against Keel's approval rules, offline.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Your Codex configuration as a new session gets it (offline).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Manage a session-api token file (offline).
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print each setting a new session would start with and where it came
+    /// from: `$CODEX_HOME/config.toml` (or `KEEL_CONFIG`), the profile, `-c`
+    /// or a flag. Keys other services read, keys Keel does not support and
+    /// unknown keys are listed after.
+    Show {
+        #[command(flatten)]
+        config: config::ConfigFlags,
+        #[command(flatten)]
+        settings: settings::TurnFlags,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +219,14 @@ fn main() -> ExitCode {
     }
     if let Command::Token(command) = &cli.command {
         return token(command);
+    }
+    if let Command::Config(ConfigCommand::Show {
+        config,
+        settings,
+        json,
+    }) = &cli.command
+    {
+        return config::show(config, settings, *json);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -260,6 +291,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             git_ref,
             images,
             settings,
+            config,
             json,
             prompt,
         } => {
@@ -268,8 +300,28 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 cli.global.token_file.as_deref(),
                 &state,
             )?;
+            // A new session starts from the user's configuration; a turn of
+            // an existing one only from its flags.
+            let parts = match &session {
+                Some(_) => None,
+                None => {
+                    let project = match (&git, &cwd) {
+                        (Some(_), _) => None,
+                        (None, Some(dir)) => Some(dir.clone()),
+                        (None, None) => Some(
+                            std::env::current_dir().context("cannot read the current directory")?,
+                        ),
+                    };
+                    Some(config::for_new_session(
+                        &config,
+                        &settings,
+                        project.as_deref(),
+                    )?)
+                }
+            };
             let options = run::RunOptions {
                 session,
+                parts,
                 cwd,
                 git: git.map(|url| keel_proto::v1::GitSource {
                     url,
@@ -293,7 +345,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Interrupt { session } => control::interrupt(connect().await?, session).await,
         Command::Compact { session } => control::compact(connect().await?, session).await,
         // Answered in `main` before the runtime starts.
-        Command::Policy(_) | Command::Token(_) => Ok(()),
+        Command::Policy(_) | Command::Token(_) | Command::Config(_) => Ok(()),
     }
 }
 

@@ -484,10 +484,10 @@ fn to_datetime(ts: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::U
 }
 
 /// Joins argv so that a POSIX shell would split it back the same way.
-/// Rows of four cells (the first the header) as aligned columns two spaces
+/// Rows of cells (the first the header) as aligned columns two spaces
 /// apart; the last column is not padded, and no line ends in spaces.
-pub(crate) fn table(rows: &[[String; 4]]) -> String {
-    let mut widths = [0usize; 3];
+pub(crate) fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row.iter()) {
             *w = (*w).max(cell.chars().count());
@@ -495,16 +495,16 @@ pub(crate) fn table(rows: &[[String; 4]]) -> String {
     }
     let mut out = String::new();
     for row in rows {
-        let line = format!(
-            "{:<w0$}  {:<w1$}  {:<w2$}  {}",
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2]
-        );
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad + 2));
+            }
+        }
         out.push_str(line.trim_end());
         out.push('\n');
     }

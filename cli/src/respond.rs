@@ -159,13 +159,39 @@ pub(crate) async fn respond(
     if request_id.trim().is_empty() {
         bail!("the request id is empty (see `keel pending {session_id}`)");
     }
+    // An approved amendment also holds for later sessions: it goes into
+    // `$CODEX_HOME/rules/default.rules`, as Codex writes it.
+    let amendment = match &answer {
+        Answer::Decision(d)
+            if d.kind == ReviewDecisionKind::ApprovedExecpolicyAmendment as i32
+                && !d.execpolicy_amendment.is_empty() =>
+        {
+            Some(d.execpolicy_amendment.clone())
+        }
+        _ => None,
+    };
     let request = RespondRequest {
         session_id: session_id.to_string(),
         request_id: request_id.to_string(),
         answer: Some(answer),
     };
     match api.client.respond(request).await {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            if let Some(prefix) = amendment {
+                match crate::config::persist_amendment(&prefix) {
+                    Ok(path) => note(format_args!(
+                        "added `{}` to {}",
+                        shell_join(&prefix),
+                        path.display()
+                    )),
+                    Err(e) => note(format_args!(
+                        "keel: warning: the session allows `{}`, but later sessions will not: {e:#}",
+                        shell_join(&prefix)
+                    )),
+                }
+            }
+            Ok(())
+        }
         // The server's message names the request and why it is not pending.
         Err(status) if status.code() == Code::FailedPrecondition => {
             Err(anyhow!("{}", status.message()))

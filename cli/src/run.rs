@@ -34,6 +34,8 @@ use crate::settings::TurnFlags;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RunOptions {
     pub session: Option<String>,
+    /// A new session's configuration (`None` with `--session`).
+    pub parts: Option<crate::config::SessionParts>,
     pub cwd: Option<PathBuf>,
     /// A repository to clone for a new session instead of `cwd`.
     pub git: Option<keel_proto::v1::GitSource>,
@@ -516,13 +518,18 @@ async fn open_session(api: &mut SessionApi, options: &RunOptions) -> Result<Sess
             };
             // The id is chosen here, so a CreateSession retried after a lost
             // answer finds the session it made instead of making another.
+            let parts = options.parts.clone().unwrap_or_default();
             let request = CreateSessionRequest {
                 session_id: uuid::Uuid::new_v4().to_string(),
                 model: options.settings.model.clone().unwrap_or_default(),
                 cwd,
-                developer_instructions: String::new(),
-                context: options.settings.to_context(),
+                developer_instructions: parts.developer_instructions,
+                context: parts.context.or_else(|| options.settings.to_context()),
                 git: options.git.clone(),
+                features: Some(parts.features),
+                project_doc: parts.project_doc,
+                rules: parts.rules,
+                config: parts.config,
                 ..Default::default()
             };
             let call = || {

@@ -20,6 +20,8 @@ use crate::affinity::Affine;
 use crate::balanced::BalancedChannel;
 use crate::runners::{LeaseError, Runners};
 use crate::session_apis::SessionApis;
+use crate::tools::{chosen_tools, legacy_tools_request, tools_request};
+use keel_tool_model::toolset;
 
 /// How often a running activity tells Temporal it is alive. Cancellation
 /// (an interrupt) reaches the activity in a heartbeat's answer, so this and the
@@ -71,6 +73,21 @@ pub struct SetupInput {
     /// from before leases, served by any runner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner: Option<String>,
+    /// Choose the tools as Codex does from these features and the model
+    /// catalog; `None`: the fixed set above (`shell_tool`,
+    /// `json_apply_patch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<keel_workflow_api::ToolFeatures>,
+    /// The model the session starts with (empty: the model-proxy's
+    /// default), whose catalog entry the tools follow.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model: String,
+    /// The session's sandbox is `danger-full-access`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub full_access: bool,
+    /// Where AGENTS.md files are looked for; `None`: Codex's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_doc: Option<keel_workflow_api::ProjectDoc>,
 }
 
 /// A session's workspace to lease.
@@ -686,46 +703,63 @@ impl KeelActivities {
         let call = async {
             let (mcp_specs, mcp_tools, mcp_servers) =
                 list_mcp_tools(mcp, &input.session_id, &input.mcp_servers).await?;
-            let tools = client
-                .list_tools(pb::ListToolsRequest {
-                    apply_patch_format: if input.json_apply_patch {
-                        pb::ApplyPatchFormat::Json as i32
-                    } else {
-                        pb::ApplyPatchFormat::Freeform as i32
-                    },
-                    // Unset means `shell` for sessions (for ListTools it
-                    // would mean unified exec).
-                    shell_tool: match input.shell_tool {
-                        0 => pb::ShellToolKind::Shell as i32,
-                        kind => kind,
-                    },
-                    include_approval_parameters: true,
-                    ..Default::default()
-                })
-                .await;
+            let (request, hosted, model_info) = match &input.features {
+                None => (legacy_tools_request(&input), Vec::new(), None),
+                Some(features) => {
+                    let described = self
+                        .model
+                        .clone()
+                        .describe_defaults(pb::DescribeDefaultsRequest {
+                            model: input.model.clone(),
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(status_failure)?
+                        .into_inner();
+                    let info = described.model_info.unwrap_or_default();
+                    let set = chosen_tools(&input, features, &described.wire_api, &info);
+                    (tools_request(&set), toolset::hosted_specs(&set), Some(info))
+                }
+            };
+            let tools = client.list_tools(request).await;
             let tools = match tools {
                 Ok(r) => r.into_inner().tools,
                 Err(e) => return Err(self.runner_failure(&ctx, runner.as_deref(), e).await),
             };
+            let doc = input.project_doc.clone().unwrap_or_default();
             let context = client
                 .get_project_context(pb::GetProjectContextRequest {
                     cwd: input.cwd.clone(),
-                    ..Default::default()
+                    project_doc_max_bytes: doc.max_bytes,
+                    project_root_markers: doc.root_markers,
+                    fallback_filenames: doc.fallback_filenames,
+                    disable_project_root_walk: doc.no_root_walk,
                 })
                 .await;
             let context = match context {
                 Ok(r) => r.into_inner(),
                 Err(e) => return Err(self.runner_failure(&ctx, runner.as_deref(), e).await),
             };
+            let mut tools: Vec<ToolSpec> = tools
+                .into_iter()
+                .map(|t| ToolSpec {
+                    name: t.name,
+                    json: t.json,
+                })
+                .chain(
+                    hosted
+                        .into_iter()
+                        .map(|(name, json)| ToolSpec { name, json }),
+                )
+                .collect();
+            // One order whatever served them, so the prompt prefix is stable.
+            tools.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(SessionSetup {
-                tools: tools
-                    .into_iter()
-                    .map(|t| ToolSpec {
-                        name: t.name,
-                        json: t.json,
-                    })
-                    .chain(mcp_specs)
-                    .collect(),
+                tools: tools.into_iter().chain(mcp_specs).collect(),
+                context_window: model_info.as_ref().map_or(0, |i| i.context_window),
+                auto_compact_token_limit: model_info
+                    .as_ref()
+                    .map_or(0, |i| i.auto_compact_token_limit),
                 context_items: crate::context::context_items(&context),
                 cwd: context.cwd,
                 user_shell: context.user_shell,

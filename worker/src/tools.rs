@@ -4,9 +4,82 @@
 
 use serde_json::json;
 
-use keel_workflow_api::DynamicToolDecl;
+use keel_proto::v1 as pb;
+use keel_tool_model::toolset::{self, ApplyPatch, ModelTools, Provider, Shell, ToolSet};
+use keel_workflow_api::{DynamicToolDecl, ToolFeatures};
 
-use crate::activities::ToolSpec;
+use crate::activities::{SetupInput, ToolSpec};
+
+/// The tools a session with features gets: Codex's choice for its model
+/// (`info`, from the model-proxy's catalog) on a provider speaking
+/// `wire_api`. A `shell_tool` the session named wins over the choice.
+pub fn chosen_tools(
+    input: &SetupInput,
+    features: &ToolFeatures,
+    wire_api: &str,
+    info: &pb::ModelInfo,
+) -> ToolSet {
+    let model = ModelTools {
+        shell_type: info.shell_type.clone(),
+        apply_patch_tool_type: info.apply_patch_tool_type.clone(),
+        image_input: info.image_input,
+    };
+    let provider = Provider {
+        chat_wire: wire_api == "chat",
+        full_access: input.full_access,
+    };
+    let mut set = toolset::choose(features, &model, provider);
+    match pb::ShellToolKind::try_from(input.shell_tool) {
+        Ok(pb::ShellToolKind::Shell) => set.shell = Shell::Shell,
+        Ok(pb::ShellToolKind::ShellCommand) => set.shell = Shell::ShellCommand,
+        Ok(pb::ShellToolKind::ExecCommand) => set.shell = Shell::UnifiedExec,
+        Ok(pb::ShellToolKind::None) => set.shell = Shell::None,
+        Ok(pb::ShellToolKind::Unspecified) | Err(_) => {}
+    }
+    set
+}
+
+/// The ListTools request for a chosen set (its hosted tools are not the
+/// tool-runner's: see [`toolset::hosted_specs`]).
+pub fn tools_request(set: &ToolSet) -> pb::ListToolsRequest {
+    pb::ListToolsRequest {
+        apply_patch_format: match set.apply_patch {
+            ApplyPatch::Freeform => pb::ApplyPatchFormat::Freeform,
+            ApplyPatch::Json => pb::ApplyPatchFormat::Json,
+            ApplyPatch::None => pb::ApplyPatchFormat::None,
+        } as i32,
+        shell_tool: match set.shell {
+            Shell::Shell => pb::ShellToolKind::Shell,
+            Shell::ShellCommand => pb::ShellToolKind::ShellCommand,
+            Shell::UnifiedExec => pb::ShellToolKind::ExecCommand,
+            Shell::Local | Shell::None => pb::ShellToolKind::None,
+        } as i32,
+        include_view_image: set.view_image,
+        include_approval_parameters: true,
+        ..Default::default()
+    }
+}
+
+/// The ListTools request of sessions without features: the shell tool they
+/// named (unset: `shell`), freeform apply_patch (JSON on Chat Completions)
+/// and the file tools.
+pub fn legacy_tools_request(input: &SetupInput) -> pb::ListToolsRequest {
+    pb::ListToolsRequest {
+        apply_patch_format: if input.json_apply_patch {
+            pb::ApplyPatchFormat::Json as i32
+        } else {
+            pb::ApplyPatchFormat::Freeform as i32
+        },
+        // Unset means `shell` for sessions (for ListTools it would mean
+        // unified exec).
+        shell_tool: match input.shell_tool {
+            0 => pb::ShellToolKind::Shell as i32,
+            kind => kind,
+        },
+        include_approval_parameters: true,
+        ..Default::default()
+    }
+}
 
 /// The argv `shell` tool (Codex `shell_type = default`).
 pub fn shell() -> ToolSpec {

@@ -409,6 +409,7 @@ impl AgentWorkflow {
                         .filter_map(|t| x.tools.iter().find(|spec| spec.name == t.name).cloned())
                 })
                 .collect(),
+            config: self.input.config.clone(),
         }
     }
 }

@@ -13,6 +13,8 @@
 //!   ([`Escalation`]). A command that is really an `apply_patch` call
 //!   becomes a [`PatchInvocation`], which goes through the patch decision;
 //! * [`env`]: the variables a call may never set;
+//! * [`toolset`]: which tools a session offers, chosen as Codex chooses
+//!   them from the features and the model;
 //! * [`truncate`]: how much of a tool's output the model sees (Codex's
 //!   middle truncation), for the tool-runner's outputs and MCP results.
 //!
@@ -30,6 +32,7 @@ mod offered;
 mod params;
 mod path;
 mod settings;
+pub mod toolset;
 pub mod truncate;
 
 pub use denial::is_sandbox_denial;

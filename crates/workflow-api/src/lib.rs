@@ -153,6 +153,51 @@ pub struct SessionInput {
     /// `cwd`); `None` for a directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git: Option<GitSource>,
+    /// How the tools are chosen (Codex's features); `None`: the fixed set
+    /// of sessions created before features existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<ToolFeatures>,
+    /// Where AGENTS.md files are looked for; `None`: Codex's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_doc: Option<ProjectDoc>,
+    /// Exec-policy rules files every command decision applies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RulesSource>,
+    /// The configuration the client resolved the session from, for the
+    /// record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config: Vec<ConfigEntry>,
+}
+
+pub use keel_tool_model::toolset::{ToolFeatures, WebSearch};
+
+/// Where AGENTS.md files are looked for (`keel.v1.ProjectDocOptions`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProjectDoc {
+    /// 0: Codex's default (32 KiB).
+    #[serde(default)]
+    pub max_bytes: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback_filenames: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub root_markers: Vec<String>,
+    #[serde(default)]
+    pub no_root_walk: bool,
+}
+
+/// One exec-policy rules file (`keel.v1.RulesFile`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RulesSource {
+    pub name: String,
+    pub text: String,
+}
+
+/// One resolved configuration value (`keel.v1.ConfigEntry`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConfigEntry {
+    pub key: String,
+    pub value: String,
+    pub source: String,
 }
 
 /// A git repository and the ref to check out (`keel.v1.GitSource`).
@@ -424,6 +469,17 @@ pub struct SessionSetup {
     /// The MCP servers as the session's first turn found them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mcp_servers: Vec<McpServerSeen>,
+    /// The model's context window in tokens, from the model-proxy's
+    /// catalog; 0: unknown (or a setup from before it was read).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub context_window: u64,
+    /// Tokens at which the session compacts; 0: 90 % of the window.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub auto_compact_token_limit: u64,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One MCP server of a session, as its first turn found it.
@@ -708,6 +764,9 @@ pub struct SessionState {
     /// schemas.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mcp_tool_specs: Vec<ToolSpec>,
+    /// The configuration the session was created from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config: Vec<ConfigEntry>,
 }
 
 /// What a model call that leaves its fields empty runs with

@@ -10,6 +10,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
+use crate::catalog::CatalogOverrides;
 use crate::controls::CallDefaults;
 
 pub mod file;
@@ -32,6 +33,8 @@ pub struct Config {
     pub default_model: String,
     /// Used for the controls a request leaves empty.
     pub defaults: CallDefaults,
+    /// Replacements for the catalog's context windows.
+    pub catalog: CatalogOverrides,
     pub limits: Limits,
     pub retry: RetryTiming,
 }
@@ -48,6 +51,7 @@ impl Config {
             default_provider: DEFAULT_PROVIDER.into(),
             default_model: default_model.into(),
             defaults: CallDefaults::default(),
+            catalog: CatalogOverrides::default(),
             limits: Limits::default(),
             retry: RetryTiming::default(),
         }

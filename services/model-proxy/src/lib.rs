@@ -8,6 +8,7 @@
 
 mod call;
 pub mod capacity;
+pub mod catalog;
 mod chat;
 mod compact;
 pub mod config;

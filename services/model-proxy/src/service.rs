@@ -26,7 +26,6 @@ use tracing::Instrument as _;
 
 use crate::call::{Call, Sampled, Sender, send};
 use crate::capacity::{Capacity, Limiter};
-use crate::compact;
 use crate::config::{Config, Provider};
 use crate::controls::{CallControls, RequestedControls};
 use crate::error::ProxyError;
@@ -34,6 +33,7 @@ use crate::http::{VendorClient, endpoint};
 use crate::items;
 use crate::metrics::Metrics;
 use crate::wire::{self, Prompt};
+use crate::{catalog, compact};
 
 /// The name grpc.health.v1 reports SERVING.
 pub const SERVICE_NAME: &str = "keel.v1.ModelService";
@@ -151,6 +151,14 @@ impl ModelService for ModelProxy {
                 .map(|p| p.as_str().to_string())
                 .unwrap_or_default(),
             wire_api: route.provider.wire_api.as_str().to_string(),
+            model_info: Some(catalog::describe(
+                if req.model.is_empty() {
+                    &config.default_model
+                } else {
+                    &req.model
+                },
+                config.catalog,
+            )),
         }))
     }
 

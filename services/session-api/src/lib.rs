@@ -7,6 +7,7 @@ mod events;
 mod hub;
 mod limits;
 mod live;
+mod options;
 mod requests;
 mod service;
 mod settings;

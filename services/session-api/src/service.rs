@@ -27,7 +27,7 @@ use crate::errors;
 use crate::events;
 use crate::hub::Hub;
 use crate::limits::{Limiter, TenantLimits};
-use crate::{requests, settings};
+use crate::{options, requests, settings};
 
 mod convert;
 mod temporal;
@@ -186,6 +186,10 @@ impl SessionService for SessionApi {
         let dynamic_tools = settings::dynamic_tools(req.dynamic_tools)?;
         let mcp_servers = settings::mcp_servers(req.mcp_servers)?;
         let git = settings::git_source(req.git, &req.cwd)?;
+        let features = options::features(req.features)?;
+        let project_doc = options::project_doc(req.project_doc)?;
+        let rules = options::rules(req.rules)?;
+        let config = options::config(req.config)?;
         if pb::ShellToolKind::try_from(req.shell_tool).is_err() {
             return Err(crate::errors::invalid(format!(
                 "shell_tool: unknown ShellToolKind {}",
@@ -211,6 +215,10 @@ impl SessionService for SessionApi {
             max_queued_turns: self.limits.max_queued_turns,
             mcp_servers,
             git,
+            features,
+            project_doc,
+            rules,
+            config,
             created_at_ms: now_ms(),
             retained_events: self.limits.retained_events,
             history_event_budget: self.limits.history_event_budget,

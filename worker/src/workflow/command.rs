@@ -277,9 +277,15 @@ fn parsed_command(p: keel_policy::ParsedCommand) -> pb::ParsedCommand {
 }
 
 impl AgentWorkflow {
-    /// The exec-policy rules in force: the session's amendments.
+    /// The exec-policy rules in force: the session's rules files (checked
+    /// by session-api when the session was created), then the amendments
+    /// approved in it.
     fn rules(&self) -> Rules {
         let mut rules = Rules::default();
+        for file in &self.input.rules {
+            // session-api refused files that do not parse.
+            let _ = rules.add_source(&file.name, &file.text);
+        }
         for prefix in &self.durable.allowed_prefixes {
             // An empty prefix was never accepted; nothing to add.
             let _ = rules.add_allow_prefix(prefix);

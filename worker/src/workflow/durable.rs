@@ -226,6 +226,8 @@ mod tests {
                     tool_count: 1,
                     ..Default::default()
                 }],
+                context_window: 272_000,
+                auto_compact_token_limit: 200_000,
             }),
             settings: Some(TurnSettings {
                 model: "m".into(),

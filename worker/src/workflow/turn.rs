@@ -4,7 +4,7 @@
 //! The patch markers checked at the start of each turn live here.
 
 use keel_proto::v1 as pb;
-use keel_workflow_api::{ModelDefaults, RunStatus, Usage, UserTurn};
+use keel_workflow_api::{ModelDefaults, RunStatus, SandboxMode, Usage, UserTurn};
 use pb::event::Msg;
 use temporalio_sdk::{
     ActivityExecutionError, WorkflowCancellationToken, WorkflowContext, WorkflowResult,
@@ -144,6 +144,10 @@ async fn ensure_setup(
             .is_some_and(ModelDefaults::no_custom_tools),
         mcp_servers: s.input.mcp_servers.clone(),
         runner: None,
+        features: s.input.features.clone(),
+        model: s.effective().model,
+        full_access: s.effective().sandbox.mode == SandboxMode::DangerFullAccess,
+        project_doc: s.input.project_doc.clone(),
     });
     let mut moved = false;
     let prepared = loop {

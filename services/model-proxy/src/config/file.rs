@@ -1,5 +1,6 @@
 //! Codex's config.toml, as far as model access goes (Codex: `codex-rs/core/src/config/`): the model, the
-//! provider, profiles and `[model_providers.<id>]`. Every other key is
+//! provider, profiles, `[model_providers.<id>]` and the context window
+//! overrides. Every other key is
 //! ignored, because Codex has many the proxy has no use for. Environment
 //! lookups go through a function so tests never touch the real environment.
 
@@ -14,6 +15,7 @@ use super::{
     ApiKey, Config, DEFAULT_MODEL, DEFAULT_PROVIDER, Limits, MAX_RETRIES_CAP, Provider,
     RetryTiming, WireApi,
 };
+use crate::catalog::CatalogOverrides;
 use crate::controls::{
     CallDefaults, Personality, ReasoningEffort, ReasoningSummary, ServiceTier, Verbosity,
 };
@@ -61,6 +63,8 @@ struct ConfigToml {
     model_verbosity: Option<Verbosity>,
     service_tier: Option<ServiceTier>,
     personality: Option<Personality>,
+    model_context_window: Option<u64>,
+    model_auto_compact_token_limit: Option<u64>,
     openai_base_url: Option<String>,
     profile: Option<String>,
     profiles: BTreeMap<String, ProfileToml>,
@@ -77,6 +81,8 @@ struct ProfileToml {
     model_verbosity: Option<Verbosity>,
     service_tier: Option<ServiceTier>,
     personality: Option<Personality>,
+    model_context_window: Option<u64>,
+    model_auto_compact_token_limit: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -245,6 +251,12 @@ fn resolve(
             verbosity: profile.model_verbosity.or(file.model_verbosity),
             service_tier: profile.service_tier.or(file.service_tier),
             personality: profile.personality.or(file.personality),
+        },
+        catalog: CatalogOverrides {
+            context_window: profile.model_context_window.or(file.model_context_window),
+            auto_compact_token_limit: profile
+                .model_auto_compact_token_limit
+                .or(file.model_auto_compact_token_limit),
         },
         limits: Limits::default(),
         retry: RetryTiming::default(),

@@ -100,6 +100,15 @@ pub(super) fn session_from_state(s: &SessionState, wf: WorkflowExecutionStatus) 
                 kind: pb::PendingRequestKind::from(p.kind) as i32,
             })
             .collect(),
+        config: s
+            .config
+            .iter()
+            .map(|e| pb::ConfigEntry {
+                key: e.key.clone(),
+                value: e.value.clone(),
+                source: e.source.clone(),
+            })
+            .collect(),
         mcp_servers: s
             .mcp_servers
             .iter()
