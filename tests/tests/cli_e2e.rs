@@ -68,6 +68,19 @@ struct Keel {
     addr: Option<String>,
     /// The token for `addr` (`KEEL_TOKEN`).
     token: Option<String>,
+    /// `CODEX_HOME`: the user's config.toml and rules.
+    codex_home: tempfile::TempDir,
+}
+
+/// These scenarios script the argv `shell` tool: with unified exec off, the
+/// tool Codex gives a model its catalog does not know (the fake model's
+/// `test-model`). The default tool set has its own tests (codex_config.rs).
+const ARGV_SHELL_CONFIG: &str = "[features]\nunified_exec = false\n";
+
+fn codex_home() -> anyhow::Result<tempfile::TempDir> {
+    let home = tempfile::tempdir()?;
+    std::fs::write(home.path().join("config.toml"), ARGV_SHELL_CONFIG)?;
+    Ok(home)
 }
 
 impl Keel {
@@ -82,6 +95,7 @@ impl Keel {
             model_url: fake.base_url(),
             addr: Some(stack.session_api.clone()),
             token: Some(stack.token.clone()),
+            codex_home: codex_home()?,
         })
     }
 
@@ -99,8 +113,9 @@ impl Keel {
             .env("OPENAI_API_KEY", KEY)
             .env("KEEL_MODEL", "test-model")
             .env("NO_COLOR", "1")
-            // Hermetic: never a developer's ~/.codex/config.toml.
-            .env("KEEL_CONFIG", "/dev/null")
+            // Hermetic: never a developer's ~/.codex.
+            .env("CODEX_HOME", self.codex_home.path())
+            .env_remove("KEEL_CONFIG")
             // Sessions work in the test's directory, not the home directory.
             .env("KEEL_WORKSPACE_ROOTS", self.workspace.path())
             .env_remove("KEEL_ADDR")
@@ -235,6 +250,7 @@ async fn keel_up_run_down() -> anyhow::Result<()> {
         model_url: fake.base_url(),
         addr: None,
         token: None,
+        codex_home: codex_home()?,
     };
     // The commands block; the fake model keeps serving on the runtime.
     tokio::task::spawn_blocking(move || scenario(&keel, &fake)).await?
@@ -920,5 +936,280 @@ fn steer_and_queue_at_a_terminal(keel: &Keel, fake: &FakeModel) -> anyhow::Resul
     );
     ensure!(!texts(1).contains("and then this"), "{}", texts(1));
     ensure!(texts(2).contains("and then this"), "{}", texts(2));
+    Ok(())
+}
+
+/// A Codex user's `$CODEX_HOME/config.toml` — a profile, `-c`, the policy,
+/// sandbox, instructions, project-doc and tool keys — shapes a session
+/// `keel run` creates, and `keel config show` says where each value came
+/// from.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_codex_config_shapes_a_new_session() -> anyhow::Result<()> {
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call("c_touch", "exec_command", r#"{"cmd":"touch made-here"}"#),
+        Scripted::assistant("Could not write."),
+    ])
+    .await?;
+    let stack = Stack::launch(StackOptions::new(fake.base_url())).await?;
+    let keel = Keel::on(&stack, &fake)?;
+    tokio::task::spawn_blocking(move || {
+        codex_config(&keel, &fake).map_err(|e| stack.explain(e, "worker"))
+    })
+    .await?
+}
+
+const CODEX_CONFIG: &str = r#"model = "gpt-5.2-codex"
+approval_policy = "on-request"
+sandbox_mode = "workspace-write"
+developer_instructions = "Answer in French."
+project_doc_max_bytes = 10
+project_doc_fallback_filenames = ["CLAUDE.md"]
+web_search = "live"
+profile = "locked"
+aproval_policy = "never"
+
+[profiles.locked]
+approval_policy = "never"
+sandbox_mode = "read-only"
+"#;
+
+fn codex_config(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
+    let ws = keel.workspace.path();
+    std::fs::write(ws.join("CLAUDE.md"), "KEEP-THIS-cut-this-part")?;
+    let config = keel.codex_home.path().join("config.toml");
+    std::fs::write(&config, CODEX_CONFIG)?;
+    let at = |line: usize| format!("{}:{line}", config.display());
+
+    // keel config show: each value and where it came from.
+    let show = keel
+        .run(&["config", "show", "--json", "-c", "personality=pragmatic"])?
+        .ok()?;
+    let show: Value = serde_json::from_str(show.stdout.trim())?;
+    let entry = |key: &str| {
+        show["entries"]
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["key"] == key))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    ensure!(
+        entry("approval_policy")
+            == json!({"key": "approval_policy", "value": "\"never\"",
+                      "source": format!("profile locked ({})", at(12))}),
+        "{show}"
+    );
+    ensure!(entry("personality")["source"] == "-c", "{show}");
+    ensure!(entry("project_doc_max_bytes")["source"] == at(5), "{show}");
+    ensure!(
+        entry("features.unified_exec")["source"] == "default",
+        "{show}"
+    );
+    ensure!(
+        show["warnings"] == json!([format!("{}: unknown key `aproval_policy` (ignored)", at(9))]),
+        "{show}"
+    );
+    // A wrong type is an error naming the key and line.
+    std::fs::write(&config, "project_doc_max_bytes = \"ten\"\n")?;
+    let bad = keel.run(&["config", "show"])?;
+    ensure!(
+        !bad.status.success()
+            && bad.stderr.contains(&format!(
+                "{}: `project_doc_max_bytes` must be a non-negative integer",
+                at(1)
+            )),
+        "{}",
+        bad.stderr
+    );
+    let bad = keel.run(&["run", "hello"])?;
+    ensure!(
+        !bad.status.success() && bad.stderr.contains("project_doc_max_bytes"),
+        "{}",
+        bad.stderr
+    );
+    std::fs::write(&config, CODEX_CONFIG)?;
+
+    // The session runs with it.
+    let out = keel
+        .run(&[
+            "run",
+            "--json",
+            "-c",
+            "personality=pragmatic",
+            "make a file",
+        ])?
+        .ok()?;
+    ensure!(
+        out.stderr.contains("unknown key `aproval_policy`"),
+        "{}",
+        out.stderr
+    );
+    let events = json_lines(&out.stdout)?;
+    let configured = events
+        .iter()
+        .find(|e| e["type"] == "session_configured")
+        .context("no session_configured")?;
+    ensure!(
+        configured["settings"]["approval_policy"] == "never"
+            && configured["settings"]["sandbox"]["mode"] == "read-only"
+            && configured["settings"]["personality"] == "pragmatic"
+            && configured["model"] == "gpt-5.2-codex",
+        "{configured}"
+    );
+    let requests = fake.requests();
+    let first = requests.first().context("no model request")?;
+    let tools = first.tool_names();
+    for name in [
+        "apply_patch",
+        "exec_command",
+        "update_plan",
+        "view_image",
+        "write_stdin",
+    ] {
+        ensure!(
+            tools.iter().any(|t| t == name),
+            "{name} not offered: {tools:?}"
+        );
+    }
+    ensure!(!tools.iter().any(|t| t == "shell"), "{tools:?}");
+    // Hosted: a type and its options, no name.
+    let web = first.body["tools"]
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["type"] == "web_search"))
+        .with_context(|| format!("no web_search tool: {}", first.body["tools"]))?;
+    ensure!(web["external_web_access"] == true, "{web}");
+    let input = first.body["input"].to_string();
+    ensure!(input.contains("Answer in French."), "{input}");
+    ensure!(
+        input.contains("KEEP-THIS-") && !input.contains("cut-this"),
+        "{input}"
+    );
+    ensure!(
+        first.body["model"] == "gpt-5.2-codex",
+        "{}",
+        first.body["model"]
+    );
+    let output = requests
+        .get(1)
+        .and_then(|r| r.function_call_output("c_touch"))
+        .context("no output for c_touch")?;
+    ensure!(
+        !ws.join("made-here").exists(),
+        "the read-only sandbox let it write: {output}"
+    );
+    ensure!(output.contains("made-here"), "{output}");
+    Ok(())
+}
+
+/// Rules in `$CODEX_HOME/rules` hold in a session; an approved amendment is
+/// written to `default.rules` and a new session runs the command unasked.
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_files_and_amendments_outlive_a_session() -> anyhow::Result<()> {
+    let escalated = |cmd: &str| {
+        json!({"cmd": cmd, "sandbox_permissions": "require_escalated",
+               "justification": "needed", "prefix_rule": ["mkdir"]})
+        .to_string()
+    };
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call("c_rm", "exec_command", r#"{"cmd":"rm -rf victim"}"#),
+        Scripted::assistant("Not allowed."),
+        Scripted::tool_call("c_mk1", "exec_command", &escalated("mkdir made1")),
+        Scripted::assistant("Made one."),
+        Scripted::tool_call("c_mk2", "exec_command", &escalated("mkdir made2")),
+        Scripted::assistant("Made two."),
+    ])
+    .await?;
+    let stack = Stack::launch(StackOptions::new(fake.base_url())).await?;
+    let keel = Keel::on(&stack, &fake)?;
+    tokio::task::spawn_blocking(move || {
+        rules_and_amendments(&keel, &fake).map_err(|e| stack.explain(e, "worker"))
+    })
+    .await?
+}
+
+fn rules_and_amendments(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
+    let ws = keel.workspace.path();
+    std::fs::create_dir_all(ws.join("victim"))?;
+    // The Codex default tool set (unified exec).
+    std::fs::write(keel.codex_home.path().join("config.toml"), "")?;
+    let rules = keel.codex_home.path().join("rules");
+    std::fs::create_dir_all(&rules)?;
+    std::fs::write(
+        rules.join("default.rules"),
+        "prefix_rule(pattern=[\"rm\"], decision=\"forbidden\", justification=\"nothing is deleted here\")\n",
+    )?;
+
+    // 1. The rule forbids: nothing runs, nobody is asked.
+    keel.run(&["run", "--approval-policy", "on-request", "delete victim"])?
+        .ok()?;
+    let output = fake
+        .requests()
+        .iter()
+        .find_map(|r| r.function_call_output("c_rm"))
+        .context("no output for c_rm")?;
+    ensure!(
+        output.contains("rejected: nothing is deleted here"),
+        "{output}"
+    );
+    ensure!(ws.join("victim").exists(), "the forbidden command ran");
+
+    // 2. An escalation proposes `mkdir`; approving the amendment writes it.
+    let run = keel.spawn(
+        "run-mk1",
+        &[
+            "run",
+            "--json",
+            "--approval-policy",
+            "on-request",
+            "make one",
+        ],
+    )?;
+    let session = wait_for("the session id", PENDING_TIMEOUT, || {
+        session_id(&run.stderr()).ok()
+    })?;
+    let pending = keel.wait_for_pending(&session, "c_mk1")?;
+    ensure!(
+        pending["event"]["proposed_execpolicy_amendment"] == json!(["mkdir"]),
+        "{pending}"
+    );
+    let approved = keel
+        .run(&["approve", &session, "c_mk1", "--amendment", "mkdir"])?
+        .ok()?;
+    let written = rules.join("default.rules");
+    ensure!(
+        approved
+            .stderr
+            .contains(&format!("added `mkdir` to {}", written.display())),
+        "{}",
+        approved.stderr
+    );
+    run.wait()?.ok()?;
+    ensure!(
+        ws.join("made1").is_dir(),
+        "the approved command did not run"
+    );
+    let text = std::fs::read_to_string(&written)?;
+    ensure!(
+        text.ends_with("prefix_rule(pattern=[\"mkdir\"], decision=\"allow\")\n")
+            && text.contains("nothing is deleted here"),
+        "{text}"
+    );
+
+    // 3. A new session reads default.rules: the same escalation runs unasked.
+    let out = keel
+        .run(&[
+            "run",
+            "--json",
+            "--approval-policy",
+            "on-request",
+            "make two",
+        ])?
+        .ok()?;
+    let events = json_lines(&out.stdout)?;
+    ensure!(
+        !events.iter().any(|e| e["type"] == "exec_approval_request"),
+        "the new session asked again:\n{}",
+        out.stdout
+    );
+    ensure!(ws.join("made2").is_dir(), "{}", out.stdout);
     Ok(())
 }
