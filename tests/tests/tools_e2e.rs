@@ -245,3 +245,70 @@ async fn chat_providers_are_offered_apply_patch_as_a_function() {
     assert_eq!(apply_patch["type"], "function");
     assert!(tools.iter().all(|t| t["type"] == "function"), "{tools:?}");
 }
+
+/// Codex's default tool set offers unified exec: `exec_command` starts an
+/// interactive process that waits for input, and `write_stdin` (a turn
+/// later, with the session id the output named) answers it.
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_command_and_write_stdin_drive_an_interactive_process() {
+    let start =
+        json!({"cmd": "read name; echo \"hello-$name\"", "tty": true, "yield_time_ms": 500})
+            .to_string();
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call("c_start", "exec_command", &start),
+        Scripted::assistant("It waits for a name."),
+    ])
+    .await
+    .unwrap();
+    let stack = Stack::launch(StackOptions::new(fake.base_url()))
+        .await
+        .unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (sid, mut events) = session::open(
+        &mut client,
+        pb::CreateSessionRequest {
+            cwd: dir.path().display().to_string(),
+            // Codex's defaults: unified exec.
+            features: Some(pb::ToolFeatures::default()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let turn_done = |e: &pb::Event| matches!(e.msg, Some(Msg::TurnComplete(_))).then_some(());
+    session::send(&mut client, &sid, "t1", "start it")
+        .await
+        .unwrap();
+    session::until(&mut events, turn_done).await.unwrap();
+    let requests = fake.requests();
+    let tools = requests[0].tool_names();
+    assert!(
+        tools.contains(&"exec_command".to_string()) && tools.contains(&"write_stdin".to_string()),
+        "{tools:?}"
+    );
+    assert!(!tools.contains(&"shell".to_string()), "{tools:?}");
+    let started = requests[1].function_call_output("c_start").unwrap();
+    let id: i64 = started
+        .lines()
+        .find_map(|l| l.strip_prefix("Process running with session ID "))
+        .unwrap_or_else(|| panic!("still running? {started}"))
+        .trim()
+        .parse()
+        .unwrap();
+
+    let answer = json!({"session_id": id, "chars": "keel\n", "yield_time_ms": 2000}).to_string();
+    fake.push(Scripted::tool_call("c_answer", "write_stdin", &answer));
+    fake.push(Scripted::assistant("It greeted keel."));
+    session::send(&mut client, &sid, "t2", "answer it")
+        .await
+        .unwrap();
+    session::until(&mut events, turn_done).await.unwrap();
+    let output = fake
+        .requests()
+        .iter()
+        .find_map(|r| r.function_call_output("c_answer"))
+        .unwrap();
+    assert!(output.contains("hello-keel"), "{output}");
+    assert!(output.contains("Process exited with code 0"), "{output}");
+}
