@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
+pub mod codex_config;
 mod deadline;
 mod hardening;
 mod logging;

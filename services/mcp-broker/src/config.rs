@@ -206,29 +206,14 @@ pub fn load(
     path: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let explicit = path.is_some();
-    let path =
-        path.map(Path::to_path_buf)
-            .or_else(|| match env("CODEX_HOME").filter(|v| !v.is_empty()) {
-                Some(home) => Some(PathBuf::from(home).join("config.toml")),
-                None => env("HOME").map(|h| PathBuf::from(h).join(".codex").join("config.toml")),
-            });
-    let Some(path) = path else {
-        return Ok(Config::default());
-    };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-            return Ok(Config::default());
-        }
-        Err(source) => {
-            return Err(ConfigError::Read {
-                path: path.display().to_string(),
-                source,
-            });
-        }
-    };
-    parse(&path, &text, env)
+    match keel_server::codex_config::read(path, env) {
+        Ok(Some((path, text))) => parse(&path, &text, env),
+        Ok(None) => Ok(Config::default()),
+        Err(e) => Err(ConfigError::Read {
+            path: e.path,
+            source: e.source,
+        }),
+    }
 }
 
 /// Parses config.toml text; errors name the file, line and column.

@@ -110,29 +110,26 @@ pub fn load(overrides: &Overrides, env: Env<'_>) -> Result<Config, ConfigError> 
         .config_file
         .clone()
         .or_else(|| get(env, "KEEL_CONFIG").map(PathBuf::from));
-    let path = explicit.clone().or_else(|| default_path(env));
-    let text = match &path {
-        None => None,
-        Some(p) => match std::fs::read_to_string(p) {
-            Ok(text) => Some(text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => None,
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    path: p.display().to_string(),
-                    source,
-                });
-            }
-        },
-    };
-    let label = match (&path, &text) {
-        (Some(p), Some(_)) => p.display().to_string(),
-        _ => "the built-in defaults".to_string(),
-    };
-    let parsed = match (&path, &text) {
-        (Some(p), Some(text)) => parse(p, text)?,
-        _ => ConfigToml::default(),
-    };
-    resolve(parsed, &label, overrides, env)
+    let file = keel_server::codex_config::read(explicit.as_deref(), env).map_err(|e| {
+        ConfigError::Read {
+            path: e.path,
+            source: e.source,
+        }
+    })?;
+    match file {
+        Some((path, text)) => resolve(
+            parse(&path, &text)?,
+            &path.display().to_string(),
+            overrides,
+            env,
+        ),
+        None => resolve(
+            ConfigToml::default(),
+            "the built-in defaults",
+            overrides,
+            env,
+        ),
+    }
 }
 
 /// Parses config.toml text; errors name the file, line and column.
@@ -148,13 +145,6 @@ pub fn parse_str(
         overrides,
         env,
     )
-}
-
-fn default_path(env: Env<'_>) -> Option<PathBuf> {
-    match get(env, "CODEX_HOME") {
-        Some(home) => Some(PathBuf::from(home).join("config.toml")),
-        None => get(env, "HOME").map(|h| PathBuf::from(h).join(".codex").join("config.toml")),
-    }
 }
 
 fn parse(path: &Path, text: &str) -> Result<ConfigToml, ConfigError> {
