@@ -21,6 +21,29 @@ use toml::Value;
 
 use crate::settings::{self, TurnFlags};
 
+/// Codex's `--oss` and `--local-provider`.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct OssFlags {
+    /// Use a local open-source model server, as `codex --oss`: the
+    /// `oss_provider` of config.toml (else `ollama`), and its default model
+    /// unless --model names one. The provider is the model-proxy's.
+    #[arg(long)]
+    pub oss: bool,
+    /// The local provider for --oss (implies it).
+    #[arg(long, value_name = "PROVIDER", value_parser = ["ollama", "lmstudio"])]
+    pub local_provider: Option<String>,
+}
+
+/// The model `--oss` uses when no `--model` is given (Codex:
+/// `codex-rs/ollama/src/lib.rs` and `codex-rs/lmstudio/src/lib.rs`,
+/// `DEFAULT_OSS_MODEL`).
+fn default_oss_model(provider: &str) -> &'static str {
+    match provider {
+        "lmstudio" => "openai/gpt-oss-20b",
+        _ => "gpt-oss:20b",
+    }
+}
+
 /// `-c` and `--profile`.
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct ConfigFlags {
@@ -62,6 +85,8 @@ impl fmt::Display for Kind {
 /// be set in a profile.
 const SESSION_KEYS: &[(&str, Kind)] = &[
     ("model", Kind::Text),
+    ("model_provider", Kind::Text),
+    ("oss_provider", Kind::OneOf(&["ollama", "lmstudio"])),
     (
         "model_reasoning_effort",
         Kind::OneOf(&["none", "minimal", "low", "medium", "high", "xhigh"]),
@@ -102,7 +127,6 @@ const SESSION_KEYS: &[(&str, Kind)] = &[
 /// Keys (or tables, ending in `.`) read by another Keel service from its
 /// own copy of config.toml.
 const SERVICE_KEYS: &[(&str, &str)] = &[
-    ("model_provider", "the model-proxy"),
     ("model_providers.", "the model-proxy"),
     ("model_verbosity", "the model-proxy"),
     ("service_tier", "the model-proxy"),
@@ -264,41 +288,31 @@ impl Resolved {
     }
 }
 
+/// The process's environment, for [`keel_server::codex_config`].
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
 /// `$CODEX_HOME`, else `~/.codex`.
 pub(crate) fn codex_home() -> Option<PathBuf> {
-    match std::env::var_os("CODEX_HOME").filter(|v| !v.is_empty()) {
-        Some(home) => Some(PathBuf::from(home)),
-        None => std::env::var_os("HOME")
-            .filter(|v| !v.is_empty())
-            .map(|h| PathBuf::from(h).join(".codex")),
-    }
+    keel_server::codex_config::codex_home(&env)
 }
 
 /// Reads the configuration: `KEEL_CONFIG` if set (it must exist), else
 /// `$CODEX_HOME/config.toml` (missing: defaults).
 pub(crate) fn load(flags: &ConfigFlags) -> Result<Resolved, ConfigError> {
-    let explicit = std::env::var_os("KEEL_CONFIG")
-        .filter(|v| !v.is_empty())
+    let explicit = env("KEEL_CONFIG")
+        .filter(|v| !v.trim().is_empty())
         .map(PathBuf::from);
-    let path = explicit
-        .clone()
-        .or_else(|| codex_home().map(|h| h.join("config.toml")));
-    let text = match &path {
-        None => None,
-        Some(p) => match std::fs::read_to_string(p) {
-            Ok(text) => Some(text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => None,
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    path: p.display().to_string(),
-                    source,
-                });
-            }
-        },
-    };
-    match (path, text) {
-        (Some(path), Some(text)) => resolve(Some(&path), &text, flags),
-        _ => resolve(None, "", flags),
+    let file = keel_server::codex_config::read(explicit.as_deref(), &env).map_err(|e| {
+        ConfigError::Read {
+            path: e.path,
+            source: e.source,
+        }
+    })?;
+    match file {
+        Some((path, text)) => resolve(Some(&path), &text, flags),
+        None => resolve(None, "", flags),
     }
 }
 
@@ -550,9 +564,20 @@ fn set_path(root: &mut toml::Table, key: &str, value: Value) {
 
 /// The command-line flags, over the configuration (`--model` wins over
 /// every `model`).
-pub(crate) fn apply_flags(resolved: &mut Resolved, flags: &TurnFlags) {
+pub(crate) fn apply_flags(resolved: &mut Resolved, flags: &TurnFlags, oss: &OssFlags) {
     let context = flags.to_context().unwrap_or_default();
     let text = |s: &str| Value::String(s.to_string());
+    if oss.oss || oss.local_provider.is_some() {
+        let provider = oss
+            .local_provider
+            .clone()
+            .or_else(|| resolved.text("oss_provider"))
+            .unwrap_or_else(|| "ollama".to_string());
+        if flags.model.is_none() {
+            resolved.set_flag("model", text(default_oss_model(&provider)), "oss");
+        }
+        resolved.set_flag("model_provider", text(&provider), "oss");
+    }
     if let Some(model) = &flags.model {
         resolved.set_flag("model", text(model), "model");
     }
@@ -586,6 +611,7 @@ pub(crate) fn apply_flags(resolved: &mut Resolved, flags: &TurnFlags) {
 /// What a new session is created with.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SessionParts {
+    pub model_provider: String,
     pub context: Option<pb::TurnContext>,
     pub developer_instructions: String,
     pub features: pb::ToolFeatures,
@@ -663,6 +689,7 @@ pub(crate) fn session_parts(
         }
     });
     SessionParts {
+        model_provider: resolved.text("model_provider").unwrap_or_default(),
         context: (context != pb::TurnContext::default()).then_some(context),
         developer_instructions: resolved.text("developer_instructions").unwrap_or_default(),
         features,
@@ -685,13 +712,14 @@ pub(crate) fn session_parts(
 pub(crate) fn for_new_session(
     flags: &ConfigFlags,
     settings: &TurnFlags,
+    oss: &OssFlags,
     project: Option<&Path>,
 ) -> anyhow::Result<SessionParts> {
     let mut resolved = load(flags)?;
     for warning in &resolved.warnings {
         crate::render::note(format_args!("keel: warning: {warning}"));
     }
-    apply_flags(&mut resolved, settings);
+    apply_flags(&mut resolved, settings, oss);
     let rules = load_rules(project)?;
     Ok(session_parts(&resolved, settings.max_iterations, rules))
 }
@@ -700,6 +728,7 @@ pub(crate) fn for_new_session(
 pub(crate) fn show(
     flags: &ConfigFlags,
     settings: &TurnFlags,
+    oss: &OssFlags,
     json: bool,
 ) -> std::process::ExitCode {
     let mut resolved = match load(flags) {
@@ -709,7 +738,7 @@ pub(crate) fn show(
             return std::process::ExitCode::FAILURE;
         }
     };
-    apply_flags(&mut resolved, settings);
+    apply_flags(&mut resolved, settings, oss);
     let text = if json {
         let entries: Vec<_> = SESSION_KEYS
             .iter()
@@ -858,6 +887,7 @@ profile = "careful"
 aproval_policy = "never"
 model_provider = "ollama"
 notify = ["say"]
+model_providers.x.base_url = "http://x"
 
 [sandbox_workspace_write]
 network_access = true
@@ -896,13 +926,13 @@ model_reasoning_effort = "low"
         assert_eq!(r.text("approval_policy").as_deref(), Some("untrusted"));
         assert_eq!(
             source_of(&r, "approval_policy"),
-            "profile careful (/h/config.toml:17)"
+            "profile careful (/h/config.toml:18)"
         );
         assert_eq!(r.text("model").as_deref(), Some("gpt-5.1-codex"));
         assert_eq!(r.flag("sandbox_workspace_write.network_access"), Some(true));
         assert_eq!(
             source_of(&r, "sandbox_workspace_write.network_access"),
-            "/h/config.toml:10"
+            "/h/config.toml:11"
         );
         assert_eq!(
             r.list("sandbox_workspace_write.writable_roots"),
@@ -913,10 +943,11 @@ model_reasoning_effort = "low"
             r.warnings,
             vec!["/h/config.toml:5: unknown key `aproval_policy` (ignored)".to_string()]
         );
-        assert!(
-            r.not_applied
-                .contains(&("model_provider".into(), "read by the model-proxy".into()))
-        );
+        assert_eq!(r.text("model_provider").as_deref(), Some("ollama"));
+        assert!(r.not_applied.contains(&(
+            "model_providers.x.base_url".into(),
+            "read by the model-proxy".into()
+        )));
         assert!(
             r.not_applied
                 .iter()
@@ -946,7 +977,7 @@ model_reasoning_effort = "low"
         assert_eq!(r.text("model_reasoning_effort").as_deref(), Some("low"));
         assert_eq!(
             source_of(&r, "model_reasoning_effort"),
-            "profile fast (/h/config.toml:21)"
+            "profile fast (/h/config.toml:22)"
         );
         // The file's profile is not the active one here.
         assert_eq!(r.text("approval_policy").as_deref(), Some("on-request"));

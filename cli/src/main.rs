@@ -108,10 +108,16 @@ enum Command {
         /// repeatable.
         #[arg(long = "image", value_name = "FILE")]
         images: Vec<PathBuf>,
+        /// A JSON Schema file the final answer must follow (as `codex exec
+        /// --output-schema`).
+        #[arg(long, value_name = "FILE")]
+        output_schema: Option<PathBuf>,
         #[command(flatten)]
         settings: settings::TurnFlags,
         #[command(flatten)]
         config: config::ConfigFlags,
+        #[command(flatten)]
+        oss: config::OssFlags,
         /// Print each event as one JSON object per line.
         #[arg(long)]
         json: bool,
@@ -168,6 +174,8 @@ enum ConfigCommand {
         config: config::ConfigFlags,
         #[command(flatten)]
         settings: settings::TurnFlags,
+        #[command(flatten)]
+        oss: config::OssFlags,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -223,10 +231,11 @@ fn main() -> ExitCode {
     if let Command::Config(ConfigCommand::Show {
         config,
         settings,
+        oss,
         json,
     }) = &cli.command
     {
-        return config::show(config, settings, *json);
+        return config::show(config, settings, oss, *json);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -290,8 +299,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
             git,
             git_ref,
             images,
+            output_schema,
             settings,
             config,
+            oss,
             json,
             prompt,
         } => {
@@ -315,6 +326,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     Some(config::for_new_session(
                         &config,
                         &settings,
+                        &oss,
                         project.as_deref(),
                     )?)
                 }
@@ -328,6 +340,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     r#ref: git_ref.unwrap_or_default(),
                 }),
                 images,
+                output_schema,
                 settings,
                 json,
                 prompt,

@@ -187,6 +187,9 @@ impl<O: Write, E: Write> HumanRenderer<O, E> {
                 writeln!(self.out, "{}", o.red("mcp tool reported an error"))?;
             }
             Msg::McpToolCallEnd(_) => {}
+            Msg::WebSearchEnd(w) => {
+                writeln!(self.out, "{}", o.bold(&format!("web search: {}", w.query)))?;
+            }
             Msg::ExecApprovalRequest(_)
             | Msg::ApplyPatchApprovalRequest(_)
             | Msg::PatchApplyBegin(_)
@@ -203,6 +206,7 @@ impl<O: Write, E: Write> HumanRenderer<O, E> {
             | Msg::TurnStarted(_)
             | Msg::UserMessage(_)
             | Msg::TokenCount(_)
+            | Msg::WebSearchBegin(_)
             | Msg::TurnComplete(_) => {}
         }
         self.out.flush()?;
@@ -319,6 +323,8 @@ pub(crate) fn event_type(msg: &Msg) -> &'static str {
         Msg::McpToolCallBegin(_) => "mcp_tool_call_begin",
         Msg::McpToolCallEnd(_) => "mcp_tool_call_end",
         Msg::ElicitationRequest(_) => "elicitation_request",
+        Msg::WebSearchBegin(_) => "web_search_begin",
+        Msg::WebSearchEnd(_) => "web_search_end",
     }
 }
 
@@ -373,6 +379,7 @@ fn msg_fields(msg: &Msg) -> Value {
         Msg::TokenCount(m) => json!({
             "total_token_usage": m.total_token_usage.as_ref().map(usage_json),
             "last_token_usage": m.last_token_usage.as_ref().map(usage_json),
+            "model_context_window": m.model_context_window,
         }),
         Msg::TurnComplete(m) => json!({"last_agent_message": m.last_agent_message}),
         Msg::TurnAborted(m) => json!({"reason": abort_reason_name(m.reason)}),
@@ -391,6 +398,12 @@ fn msg_fields(msg: &Msg) -> Value {
             "result": serde_json::from_str::<Value>(&m.result_json).ok(),
             "result_truncated": m.result_truncated,
             "error": m.error,
+        }),
+        Msg::WebSearchBegin(m) => json!({"call_id": m.call_id}),
+        Msg::WebSearchEnd(m) => json!({
+            "call_id": m.call_id,
+            "query": m.query,
+            "action": serde_json::from_str::<Value>(&m.action_json).ok(),
         }),
         Msg::ExecApprovalRequest(_)
         | Msg::ApplyPatchApprovalRequest(_)
@@ -797,12 +810,14 @@ mod tests {
                     ..Default::default()
                 }),
                 last_token_usage: None,
+                model_context_window: 272_000,
             }),
         );
         let v = event_json(&tokens);
         assert_eq!(v["type"], "token_count");
         assert_eq!(v["total_token_usage"]["total_tokens"], 12);
         assert_eq!(v["last_token_usage"], Value::Null);
+        assert_eq!(v["model_context_window"], 272_000);
         let aborted = event(
             6,
             Msg::TurnAborted(TurnAborted {

@@ -41,6 +41,8 @@ pub(crate) struct RunOptions {
     pub git: Option<keel_proto::v1::GitSource>,
     /// Image files sent with the prompt.
     pub images: Vec<PathBuf>,
+    /// A JSON Schema file the turn's final answer must follow.
+    pub output_schema: Option<PathBuf>,
     /// For a new session, its starting settings; with `--session`, this
     /// turn's.
     pub settings: TurnFlags,
@@ -53,6 +55,10 @@ pub(crate) async fn run(target: Target, options: RunOptions) -> Result<()> {
     let from_stdin = options.prompt.len() == 1 && options.prompt[0] == "-";
     let prompt = read_prompt(&options.prompt)?;
     let images = read_images(&options.images)?;
+    let schema = match &options.output_schema {
+        Some(path) => read_schema(path)?,
+        None => String::new(),
+    };
     // Asking needs a person at a terminal, and a stdin the prompt did not use.
     let interactive = !from_stdin && io::stdin().is_terminal();
     let out = io::stdout();
@@ -86,7 +92,17 @@ pub(crate) async fn run(target: Target, options: RunOptions) -> Result<()> {
     let turn_id = uuid::Uuid::new_v4().to_string();
     let mut streams = api.client.clone();
     let (sent, stream) = tokio::join!(
-        send_turn(&mut api, &session_id, prompt, images, &turn_id, context),
+        send_turn(
+            &mut api,
+            &session_id,
+            TurnInput {
+                text: prompt,
+                images,
+                schema,
+            },
+            &turn_id,
+            context
+        ),
         streams.stream_events(StreamEventsRequest {
             session_id: session_id.clone(),
             after_offset: session.last_event_offset,
@@ -135,6 +151,21 @@ fn read_prompt(words: &[String]) -> Result<String> {
 }
 
 /// The image files of `--image`, by their extension's type.
+/// `--output-schema`: a JSON object, checked here so a mistake is named
+/// with its file.
+fn read_schema(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the output schema {}", path.display()))?;
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(serde_json::Value::Object(_)) => Ok(text),
+        Ok(_) => bail!("the output schema {} is not a JSON object", path.display()),
+        Err(e) => bail!(
+            "the output schema {} is not valid JSON: {e}",
+            path.display()
+        ),
+    }
+}
+
 fn read_images(paths: &[PathBuf]) -> Result<Vec<keel_proto::v1::InputImage>> {
     paths
         .iter()
@@ -168,20 +199,28 @@ fn image_type(path: &Path) -> Option<&'static str> {
 
 /// Sends the turn, again with the same id while session-api is unreachable
 /// (a few times, briefly): the session ignores a turn id it has seen.
+/// What a turn sends.
+struct TurnInput {
+    text: String,
+    images: Vec<keel_proto::v1::InputImage>,
+    /// The final-output JSON Schema; empty: none.
+    schema: String,
+}
+
 async fn send_turn(
     api: &mut SessionApi,
     session_id: &str,
-    text: String,
-    images: Vec<keel_proto::v1::InputImage>,
+    turn: TurnInput,
     turn_id: &str,
     context: Option<keel_proto::v1::TurnContext>,
 ) -> Result<()> {
     let request = SendUserTurnRequest {
         session_id: session_id.to_string(),
-        text,
+        text: turn.text,
         turn_id: turn_id.to_string(),
         context,
-        images,
+        images: turn.images,
+        final_output_json_schema: turn.schema,
     };
     let (result, _) = while_unavailable(|| {
         let (mut client, request) = (api.client.clone(), request.clone());
@@ -414,16 +453,12 @@ impl<O: Write, E: Write> Watch<O, E> {
         }
         if queue {
             let turn_id = uuid::Uuid::new_v4().to_string();
-            match send_turn(
-                &mut self.api,
-                &self.session_id,
+            let turn = TurnInput {
                 text,
-                Vec::new(),
-                &turn_id,
-                None,
-            )
-            .await
-            {
+                images: Vec::new(),
+                schema: String::new(),
+            };
+            match send_turn(&mut self.api, &self.session_id, turn, &turn_id, None).await {
                 Ok(()) => {
                     note(format_args!("queued turn {turn_id}"));
                     self.queued.push_back(turn_id);
@@ -530,6 +565,7 @@ async fn open_session(api: &mut SessionApi, options: &RunOptions) -> Result<Sess
                 project_doc: parts.project_doc,
                 rules: parts.rules,
                 config: parts.config,
+                model_provider: parts.model_provider,
                 ..Default::default()
             };
             let call = || {

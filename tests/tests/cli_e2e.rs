@@ -1213,3 +1213,135 @@ fn rules_and_amendments(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
     ensure!(ws.join("made2").is_dir(), "{}", out.stdout);
     Ok(())
 }
+
+/// `keel run --oss`, as `codex --oss`: the session's calls go to the
+/// model-proxy's built-in `ollama` provider (Chat Completions) with Codex's
+/// default open-source model; `--local-provider lmstudio` picks LM Studio
+/// and its default model.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_oss_uses_the_local_provider_and_its_default_model() -> anyhow::Result<()> {
+    let fake = FakeModel::start(vec![Scripted::chat_assistant("hello from a local model")]).await?;
+    let stack = Stack::launch(StackOptions::new(fake.base_url())).await?;
+    let keel = Keel::on(&stack, &fake)?;
+    tokio::task::spawn_blocking(move || {
+        oss(&keel, &fake).map_err(|e| stack.explain(e, "model-proxy"))
+    })
+    .await?
+}
+
+fn oss(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
+    let show = keel
+        .run(&["config", "show", "--json", "--local-provider", "lmstudio"])?
+        .ok()?;
+    let show: Value = serde_json::from_str(show.stdout.trim())?;
+    let entries = show["entries"].as_array().context("no entries")?;
+    ensure!(
+        entries.contains(
+            &json!({"key": "model", "value": "\"openai/gpt-oss-20b\"", "source": "--oss"})
+        ) && entries.contains(
+            &json!({"key": "model_provider", "value": "\"lmstudio\"", "source": "--oss"})
+        ),
+        "{show}"
+    );
+
+    let out = keel.run(&["run", "--oss", "--json", "say hello"])?.ok()?;
+    let events = json_lines(&out.stdout)?;
+    let configured = events
+        .iter()
+        .find(|e| e["type"] == "session_configured")
+        .context("no session_configured")?;
+    ensure!(
+        configured["model_provider"] == "ollama" && configured["model"] == "gpt-oss:20b",
+        "{configured}"
+    );
+    let done = events
+        .iter()
+        .find(|e| e["type"] == "turn_complete")
+        .context("no turn_complete")?;
+    ensure!(
+        done["last_agent_message"] == "hello from a local model",
+        "{done}"
+    );
+    let requests = fake.requests();
+    let first = requests.first().context("no model request")?;
+    ensure!(first.path == "/v1/chat/completions", "{}", first.path);
+    ensure!(first.body["model"] == "gpt-oss:20b", "{}", first.body);
+
+    // A provider the model-proxy does not know: the turn says so.
+    let unknown = keel.run(&["run", "--json", "-c", "model_provider=nope", "hi"])?;
+    ensure!(
+        unknown.stdout.contains("nope") && unknown.stdout.contains("lmstudio"),
+        "{} / {}",
+        unknown.stdout,
+        unknown.stderr
+    );
+    ensure!(fake.requests().len() == 1, "a call went out");
+    Ok(())
+}
+
+/// `keel run --output-schema FILE` (as `codex exec --output-schema`): the
+/// turn's model calls ask for that JSON Schema; the next turn is free text
+/// again. A file that is not a JSON object is refused before anything is
+/// sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_output_schema_asks_for_that_json() -> anyhow::Result<()> {
+    let fake = FakeModel::start(vec![
+        Scripted::assistant(r#"{"answer":"42"}"#),
+        Scripted::assistant("free text"),
+    ])
+    .await?;
+    let stack = Stack::launch(StackOptions::new(fake.base_url())).await?;
+    let keel = Keel::on(&stack, &fake)?;
+    tokio::task::spawn_blocking(move || {
+        output_schema(&keel, &fake).map_err(|e| stack.explain(e, "model-proxy"))
+    })
+    .await?
+}
+
+fn output_schema(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
+    let schema = json!({
+        "type": "object",
+        "properties": {"answer": {"type": "string"}},
+        "required": ["answer"],
+        "additionalProperties": false
+    });
+    let file = keel.workspace.path().join("schema.json");
+    std::fs::write(&file, schema.to_string())?;
+    let bad = keel.workspace.path().join("bad.json");
+    std::fs::write(&bad, "[1, 2]")?;
+    let refused = keel.run(&["run", "--output-schema", bad.to_str().context("path")?, "q"])?;
+    ensure!(
+        !refused.status.success() && refused.stderr.contains("is not a JSON object"),
+        "{}",
+        refused.stderr
+    );
+    ensure!(
+        fake.requests().is_empty(),
+        "a refused turn reached the model"
+    );
+
+    let out = keel
+        .run(&[
+            "run",
+            "--output-schema",
+            file.to_str().context("path")?,
+            "what is it?",
+        ])?
+        .ok()?;
+    let session = session_id(&out.stderr)?;
+    keel.run(&["run", "--session", &session, "and now?"])?
+        .ok()?;
+    let requests = fake.requests();
+    ensure!(requests.len() == 2, "{} requests", requests.len());
+    let format = &requests[0].body["text"]["format"];
+    ensure!(
+        format["type"] == "json_schema" && format["schema"] == schema,
+        "{format}"
+    );
+    ensure!(
+        requests[1].body["text"]["format"].is_null(),
+        "the next turn asked for JSON too: {}",
+        requests[1].body["text"]
+    );
+    Ok(())
+}

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use keel_proto::v1 as pb;
-use keel_test_support::fake_model::{FakeModel, Scripted};
+use keel_test_support::fake_model::{FakeModel, Scripted, sse};
 use keel_test_support::history;
 use keel_test_support::session;
 use keel_test_support::stack::{Stack, StackOptions};
@@ -236,5 +236,103 @@ async fn compact_replaces_the_conversation_with_a_summary() {
     assert!(
         session.history_rollovers >= 1,
         "no rollover after compaction"
+    );
+}
+
+/// Automatic compaction, as Codex triggers it: when a turn's last model call
+/// used the model's limit — 90 % of its context window, or the configured
+/// `model_auto_compact_token_limit` when lower — the session compacts after
+/// that turn; below it, never. `token_count` reports the window.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_compacts_itself_when_the_context_reaches_the_limit() {
+    let heavy = |text: &str, input_tokens: u64| {
+        Scripted::Events(vec![
+            sse::created(),
+            sse::text_delta("msg_heavy", text),
+            sse::message("msg_heavy", text),
+            sse::completed("resp_heavy", input_tokens, 5),
+        ])
+    };
+    let fake = FakeModel::start(vec![
+        // 10 + 5 tokens: below the limit.
+        Scripted::assistant("noted"),
+        // 30 + 5: at or over it.
+        heavy("long answer", 30),
+        Scripted::assistant("The code word is HERON."),
+        Scripted::assistant("HERON"),
+    ])
+    .await
+    .unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("config.toml");
+    // min(20, 90 % of 1000) = 20.
+    std::fs::write(
+        &config,
+        "model_context_window = 1000\nmodel_auto_compact_token_limit = 20\n",
+    )
+    .unwrap();
+    let mut opts = StackOptions::new(fake.base_url());
+    opts.model_proxy_args = vec!["--config".into(), config.display().to_string()];
+    let stack = Stack::launch(opts).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let (sid, mut events) = session::open(
+        &mut client,
+        pb::CreateSessionRequest {
+            cwd: workspace.path().display().to_string(),
+            features: Some(pb::ToolFeatures::default()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let turn_done = |e: &pb::Event| match &e.msg {
+        Some(Msg::TurnComplete(_)) => Some(()),
+        Some(Msg::ContextCompacted(c)) => panic!("compacted below the limit: {c:?}"),
+        _ => None,
+    };
+    session::send(&mut client, &sid, "t1", "the code word is HERON")
+        .await
+        .unwrap();
+    let (seen, ()) = session::until(&mut events, turn_done).await.unwrap();
+    let window = seen
+        .iter()
+        .find_map(|e| match &e.msg {
+            Some(Msg::TokenCount(t)) => Some(t.model_context_window),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(window, 1000);
+
+    session::send(&mut client, &sid, "t2", "say more")
+        .await
+        .unwrap();
+    let (_, compacted) = session::until(&mut events, |e| match &e.msg {
+        Some(Msg::ContextCompacted(c)) => Some(c.clone()),
+        Some(Msg::Error(err)) => panic!("{err:?}"),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert!(compacted.summary.contains("HERON"), "{compacted:?}");
+    let requests = fake.wait_for_requests(3, WAIT).await.unwrap();
+    assert!(
+        requests[2].tool_names().is_empty(),
+        "the third call is the summariser's"
+    );
+
+    session::send(&mut client, &sid, "t3", "the code word?")
+        .await
+        .unwrap();
+    session::until(&mut events, |e| {
+        matches!(e.msg, Some(Msg::TurnComplete(_))).then_some(())
+    })
+    .await
+    .unwrap();
+    let after = &fake.wait_for_requests(4, WAIT).await.unwrap()[3];
+    let input = serde_json::to_string(after.input()).unwrap();
+    assert!(
+        input.contains("The code word is HERON.") && !input.contains("long answer"),
+        "the next turn starts from the summary: {input}"
     );
 }

@@ -312,3 +312,95 @@ async fn exec_command_and_write_stdin_drive_an_interactive_process() {
     assert!(output.contains("hello-keel"), "{output}");
     assert!(output.contains("Process exited with code 0"), "{output}");
 }
+
+/// The hosted `web_search` tool: offered as Codex offers it (`cached` by
+/// default), run by the provider; its search reaches clients as
+/// `web_search_begin` / `web_search_end` and stays in the conversation.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_web_search_is_reported_and_kept() {
+    let fake = FakeModel::start(vec![
+        Scripted::Events(vec![
+            sse::created(),
+            sse::web_search_call("ws_1", "keel temporal"),
+            sse::text_delta("msg_ws", "Found it."),
+            sse::message("msg_ws", "Found it."),
+            sse::completed("resp_ws", 10, 5),
+        ]),
+        Scripted::assistant("again"),
+    ])
+    .await
+    .unwrap();
+    let stack = Stack::launch(StackOptions::new(fake.base_url()))
+        .await
+        .unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (sid, mut events) = session::open(
+        &mut client,
+        pb::CreateSessionRequest {
+            cwd: dir.path().display().to_string(),
+            features: Some(pb::ToolFeatures::default()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    session::send(&mut client, &sid, "t1", "search")
+        .await
+        .unwrap();
+    let (seen, ()) = session::until(&mut events, |e| {
+        matches!(e.msg, Some(Msg::TurnComplete(_))).then_some(())
+    })
+    .await
+    .unwrap();
+    let begin = seen
+        .iter()
+        .find_map(|e| match &e.msg {
+            Some(Msg::WebSearchBegin(b)) => Some(b.clone()),
+            _ => None,
+        })
+        .expect("web_search_begin");
+    assert_eq!(begin.call_id, "ws_1");
+    let end = seen
+        .iter()
+        .find_map(|e| match &e.msg {
+            Some(Msg::WebSearchEnd(b)) => Some(b.clone()),
+            _ => None,
+        })
+        .expect("web_search_end");
+    assert_eq!(
+        (end.call_id.as_str(), end.query.as_str()),
+        ("ws_1", "keel temporal")
+    );
+    let action: serde_json::Value = serde_json::from_str(&end.action_json).unwrap();
+    assert_eq!(action, json!({"type": "search", "query": "keel temporal"}));
+    let requests = fake.requests();
+    let web = requests[0].body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["type"] == "web_search")
+        .cloned()
+        .expect("web_search offered");
+    assert_eq!(
+        web,
+        json!({"type": "web_search", "external_web_access": false})
+    );
+
+    session::send(&mut client, &sid, "t2", "more")
+        .await
+        .unwrap();
+    session::until(&mut events, |e| {
+        matches!(e.msg, Some(Msg::TurnComplete(_))).then_some(())
+    })
+    .await
+    .unwrap();
+    let next = &fake.requests()[1];
+    assert!(
+        next.input()
+            .iter()
+            .any(|i| i["type"] == "web_search_call" && i["action"]["query"] == "keel temporal"),
+        "{:#?}",
+        next.input()
+    );
+}

@@ -88,6 +88,9 @@ pub struct SetupInput {
     /// Where AGENTS.md files are looked for; `None`: Codex's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_doc: Option<keel_workflow_api::ProjectDoc>,
+    /// The session's model provider; empty: the model-proxy's default.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub provider: String,
 }
 
 /// A session's workspace to lease.
@@ -234,6 +237,13 @@ pub struct ModelCallInput {
     /// Store the prefix sent inline under `prefix_digest`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub store_prefix: bool,
+    /// The model provider; empty: the model-proxy's default.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub provider: String,
+    /// The turn's final-output JSON Schema, by blob digest; empty: free
+    /// text.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output_schema_digest: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -271,7 +281,18 @@ pub enum OutputItem {
     Other {
         digest: String,
         item_type: String,
+        /// A `web_search_call` the provider ran.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        web_search: Option<WebSearchCall>,
     },
+}
+
+/// A web search the provider ran (the hosted `web_search` tool).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WebSearchCall {
+    pub call_id: String,
+    pub query: String,
+    pub action_json: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -625,6 +646,8 @@ impl KeelActivities {
             reasoning_summary: input.reasoning_summary,
             personality: input.personality,
             compact: input.compact,
+            provider: input.provider,
+            final_output_json_schema_digest: input.output_schema_digest,
             ..Default::default()
         };
         let mut client = self.model.clone();
@@ -711,7 +734,7 @@ impl KeelActivities {
                         .clone()
                         .describe_defaults(pb::DescribeDefaultsRequest {
                             model: input.model.clone(),
-                            ..Default::default()
+                            provider: input.provider.clone(),
                         })
                         .await
                         .map_err(status_failure)?
@@ -781,6 +804,25 @@ impl KeelActivities {
         let mut client = self.model.clone();
         let defaults = client
             .describe_defaults(pb::DescribeDefaultsRequest::default())
+            .await
+            .map_err(status_failure)?
+            .into_inner();
+        Ok(defaults.into())
+    }
+
+    /// [`Self::describe_defaults`] for a session that names its provider.
+    #[activity(name = "describe_provider")]
+    pub async fn describe_provider(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        provider: String,
+    ) -> Result<ModelDefaults, ActivityError> {
+        let mut client = self.model.clone();
+        let defaults = client
+            .describe_defaults(pb::DescribeDefaultsRequest {
+                provider,
+                ..Default::default()
+            })
             .await
             .map_err(status_failure)?
             .into_inner();
@@ -1170,6 +1212,11 @@ fn output_item(done: pb::OutputItemDone) -> Option<OutputItem> {
         },
         Item::Other(o) => OutputItem::Other {
             digest,
+            web_search: (o.r#type == "web_search_call").then_some(WebSearchCall {
+                call_id: o.id,
+                query: o.web_search_query,
+                action_json: o.web_search_action_json,
+            }),
             item_type: o.r#type,
         },
     })

@@ -74,6 +74,8 @@ pub struct AgentWorkflow {
     turns_this_run: u32,
     /// The running turn's own settings, on top of the persistent ones.
     turn_context: Option<ContextPatch>,
+    /// The running turn's final-output schema (a blob digest); empty: none.
+    turn_output_schema: String,
     /// The running turn applies approvals and the workflow-handled tools
     /// (false only while replaying turns recorded before they existed).
     approvals: bool,
@@ -105,6 +107,9 @@ pub struct AgentWorkflow {
     /// yet. They follow `durable.pending` (the outputs of the calls before
     /// them); a turn that ends with some left hands them to the next turn.
     steered: Vec<AppendItem>,
+    /// Tokens the running turn's last model call used (its input plus its
+    /// output): how full the context window is.
+    last_call_tokens: u64,
 }
 
 #[workflow_methods]
@@ -121,6 +126,7 @@ impl AgentWorkflow {
             turn_cancel: None,
             turns_this_run: 0,
             turn_context: None,
+            turn_output_schema: String::new(),
             approvals: false,
             tool_model: false,
             iteration_setting: false,
@@ -131,6 +137,7 @@ impl AgentWorkflow {
             run_id: ctx.run_id().to_string(),
             running_turn: None,
             steered: Vec::new(),
+            last_call_tokens: 0,
         }
     }
 
@@ -141,10 +148,19 @@ impl AgentWorkflow {
             if resolved {
                 // Best effort: without the defaults the event shows the
                 // session's own settings, as before.
-                match ctx
-                    .execute_activity(KeelActivities::describe_defaults, (), describe_options())
+                let provider = ctx.state(|s| s.input.model_provider.clone());
+                let described = if provider.is_empty() {
+                    ctx.execute_activity(KeelActivities::describe_defaults, (), describe_options())
+                        .await
+                } else {
+                    ctx.execute_activity(
+                        KeelActivities::describe_provider,
+                        provider,
+                        describe_options(),
+                    )
                     .await
-                {
+                };
+                match described {
                     Ok(defaults) => ctx.state_mut(|s| s.durable.model_defaults = Some(defaults)),
                     Err(e) => tracing::warn!(error = %e, "cannot read the model-proxy's defaults"),
                 }
@@ -519,6 +535,12 @@ impl AgentWorkflow {
                 .collect(),
             prefix_digest: String::new(),
             store_prefix: false,
+            provider: self.input.model_provider.clone(),
+            output_schema_digest: if compact {
+                String::new()
+            } else {
+                self.turn_output_schema.clone()
+            },
         };
         // A compaction (rare, and without tools) sends its prefix inline.
         if self.call_prefix && !compact {

@@ -300,6 +300,9 @@ impl Stack {
             ("KEEL_MODEL", options.model.as_str()),
             // Hermetic: never a developer's ~/.codex/config.toml.
             ("KEEL_CONFIG", "/dev/null"),
+            // The built-in `ollama` and `lmstudio` providers (`--oss`) reach
+            // the test's model too, never a local server.
+            ("CODEX_OSS_BASE_URL", options.model_base_url.as_str()),
         ];
         // Hermetic: never a developer's ~/.codex/config.toml (a --config
         // flag in mcp_broker_args wins).

@@ -167,6 +167,10 @@ pub struct SessionInput {
     /// record.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub config: Vec<ConfigEntry>,
+    /// The model provider (a model-proxy provider id); empty: the proxy's
+    /// default.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model_provider: String,
 }
 
 pub use keel_tool_model::toolset::{ToolFeatures, WebSearch};
@@ -625,6 +629,10 @@ pub struct UserTurn {
     /// Settings for this turn only.
     #[serde(default)]
     pub context: Option<ContextPatch>,
+    /// The JSON Schema the turn's final answer must follow, by digest in
+    /// the blob store; empty: free text.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output_schema_digest: String,
 }
 
 /// A message that joins the running turn (update `steer`): the model sees it

@@ -174,9 +174,12 @@ impl Call<'_> {
                 ResponseEvent::OutputItemDone(item) => {
                     // Stored now, so blob writes overlap the stream; announced
                     // only once the response completed.
+                    // Summarised before the id goes: a web search's id is
+                    // its call id.
+                    let summary = items::summarize(&item);
                     let item = items::strip_id(item);
                     let digest = self.blobs.put_json(&item).await?;
-                    outputs.push((digest, items::summarize(&item)));
+                    outputs.push((digest, summary));
                     continue;
                 }
                 ResponseEvent::Completed {

@@ -91,10 +91,37 @@ pub(crate) fn summarize(item: &Map<String, Value>) -> Item {
             )
             .0,
         }),
+        "web_search_call" => {
+            let action = item.get("action");
+            Item::Other(OtherItem {
+                r#type: "web_search_call".into(),
+                id: str_field(item, "id"),
+                web_search_query: action
+                    .and_then(|a| a.get("query"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                web_search_action_json: action
+                    .map(|a| cut(a.to_string(), ACTION_JSON_LIMIT).0)
+                    .unwrap_or_default(),
+            })
+        }
         other => Item::Other(OtherItem {
             r#type: other.to_string(),
+            id: str_field(item, "id"),
+            ..Default::default()
         }),
     }
+}
+
+/// How much of a web search's action reaches workflow history.
+const ACTION_JSON_LIMIT: usize = 4096;
+
+fn str_field(item: &Map<String, Value>, key: &str) -> String {
+    item.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The elements of the array `item[key]` (none when absent).
@@ -200,11 +227,26 @@ mod tests {
         };
         assert_eq!((f.call_id.as_str(), f.name.as_str()), ("c", "shell"));
         assert_eq!(f.arguments, "{\"command\":[\"ls\"]}");
-        let web = obj(json!({"type": "web_search_call"}));
+        let web = obj(
+            json!({"type": "web_search_call", "id": "ws_1", "status": "completed",
+            "action": {"type": "search", "query": "keel temporal"}}),
+        );
         assert_eq!(
             summarize(&web),
             Item::Other(OtherItem {
-                r#type: "web_search_call".into()
+                r#type: "web_search_call".into(),
+                id: "ws_1".into(),
+                web_search_query: "keel temporal".into(),
+                web_search_action_json: r#"{"query":"keel temporal","type":"search"}"#.into(),
+            })
+        );
+        let other = obj(json!({"type": "image_generation_call", "id": "ig_1"}));
+        assert_eq!(
+            summarize(&other),
+            Item::Other(OtherItem {
+                r#type: "image_generation_call".into(),
+                id: "ig_1".into(),
+                ..Default::default()
             })
         );
     }

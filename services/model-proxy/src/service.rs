@@ -252,13 +252,14 @@ impl Inner {
         if req.session_id.is_empty() {
             return Err(ProxyError::InvalidRequest("session_id is required".into()));
         }
+        let schema = self.output_schema(&req).await?;
         let controls = CallControls::resolve(
             RequestedControls {
                 reasoning_effort: &req.reasoning_effort,
                 reasoning_summary: &req.reasoning_summary,
                 verbosity: &req.verbosity,
                 service_tier: &req.service_tier,
-                final_output_json_schema: &req.final_output_json_schema,
+                final_output_json_schema: &schema,
                 personality: &req.personality,
             },
             &self.config.defaults,
@@ -487,6 +488,23 @@ impl Inner {
     }
 
     /// Fetches items in order, a few at a time.
+    /// The call's final-output schema as text: inline, or loaded by digest.
+    async fn output_schema(&self, req: &StreamResponseRequest) -> Result<String, ProxyError> {
+        let digest = &req.final_output_json_schema_digest;
+        if digest.is_empty() {
+            return Ok(req.final_output_json_schema.clone());
+        }
+        if !req.final_output_json_schema.is_empty() {
+            return Err(ProxyError::InvalidRequest(
+                "final_output_json_schema and final_output_json_schema_digest are exclusive".into(),
+            ));
+        }
+        let bytes = self.blobs.get(digest).await?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| {
+            ProxyError::InvalidRequest(format!("blob {digest} is not a JSON Schema (not UTF-8)"))
+        })
+    }
+
     async fn load_items(&self, digests: &[String]) -> Result<Vec<Value>, ProxyError> {
         // Owned values: borrowed ones in `buffered` trip a compiler limitation
         // (`FnOnce` not general enough) once the future is spawned.

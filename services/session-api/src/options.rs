@@ -126,6 +126,44 @@ pub(crate) fn rules(files: Vec<pb::RulesFile>) -> Result<Vec<RulesSource>, Statu
         .collect())
 }
 
+/// The largest final-output schema a turn may carry.
+const MAX_OUTPUT_SCHEMA_BYTES: usize = 64 * 1024;
+
+/// A turn's final-output JSON Schema: empty (none), or a JSON object.
+pub(crate) fn output_schema(text: &str) -> Result<Option<serde_json::Value>, Status> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    if text.len() > MAX_OUTPUT_SCHEMA_BYTES {
+        return Err(invalid(format!(
+            "final_output_json_schema is {} bytes; at most {MAX_OUTPUT_SCHEMA_BYTES}",
+            text.len()
+        )));
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(schema @ serde_json::Value::Object(_)) => Ok(Some(schema)),
+        Ok(_) => Err(invalid("final_output_json_schema must be a JSON object")),
+        Err(e) => Err(invalid(format!(
+            "final_output_json_schema is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// A model provider id: what config.toml may name a `[model_providers]`
+/// table (letters, digits, `-`, `_`, `.`; at most 64).
+pub(crate) fn model_provider(id: String) -> Result<String, Status> {
+    let ok = id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        return Err(invalid(format!(
+            "model_provider {id:?} is not a provider id (letters, digits, '-', '_', '.'; at most 64)"
+        )));
+    }
+    Ok(id)
+}
+
 /// The record of the session's configuration, bounded.
 pub(crate) fn config(entries: Vec<pb::ConfigEntry>) -> Result<Vec<ConfigEntry>, Status> {
     if entries.len() > MAX_CONFIG_ENTRIES {

@@ -190,6 +190,7 @@ impl SessionService for SessionApi {
         let project_doc = options::project_doc(req.project_doc)?;
         let rules = options::rules(req.rules)?;
         let config = options::config(req.config)?;
+        let model_provider = options::model_provider(req.model_provider)?;
         if pb::ShellToolKind::try_from(req.shell_tool).is_err() {
             return Err(crate::errors::invalid(format!(
                 "shell_tool: unknown ShellToolKind {}",
@@ -219,6 +220,7 @@ impl SessionService for SessionApi {
             project_doc,
             rules,
             config,
+            model_provider,
             created_at_ms: now_ms(),
             retained_events: self.limits.retained_events,
             history_event_budget: self.limits.history_event_budget,
@@ -261,6 +263,7 @@ impl SessionService for SessionApi {
         check_text(&req.text)?;
         let images = image_parts(&req.images)?;
         let context = settings::patch(req.context)?;
+        let schema = options::output_schema(&req.final_output_json_schema)?;
         self.tenants.take_turn(&caller.tenant)?;
         self.check_queue(&key).await?;
         let turn_id = if req.turn_id.is_empty() {
@@ -271,12 +274,21 @@ impl SessionService for SessionApi {
         };
         let (item_digest, text_preview, text_truncated) =
             self.store_message(&req.text, images).await?;
+        // Stored, so no workflow history repeats it with every turn.
+        let output_schema_digest =
+            match schema {
+                None => String::new(),
+                Some(schema) => self.blobs.put_json(&schema).await.map_err(|e| {
+                    errors::blob_store(format!("cannot store the output schema: {e}"))
+                })?,
+            };
         let turn = UserTurn {
             turn_id: turn_id.clone(),
             item_digest,
             text_preview,
             text_truncated,
             context,
+            output_schema_digest,
         };
         self.signal(&key, UserTurnSignal, turn, "cannot send the turn")
             .await?;
@@ -345,6 +357,7 @@ impl SessionService for SessionApi {
             text_preview,
             text_truncated,
             context: None,
+            output_schema_digest: String::new(),
         };
         self.signal(&key, UserTurnSignal, turn, "cannot queue the turn")
             .await?;

@@ -72,6 +72,8 @@ mod tests {
             ephemeral_item_digests: vec!["a".repeat(64)],
             prefix_digest: String::new(),
             store_prefix: false,
+            provider: String::new(),
+            output_schema_digest: String::new(),
         }
     }
 

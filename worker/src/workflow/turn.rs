@@ -4,7 +4,7 @@
 //! The patch markers checked at the start of each turn live here.
 
 use keel_proto::v1 as pb;
-use keel_workflow_api::{ModelDefaults, RunStatus, SandboxMode, Usage, UserTurn};
+use keel_workflow_api::{ModelDefaults, RunStatus, SandboxMode, SessionSetup, Usage, UserTurn};
 use pb::event::Msg;
 use temporalio_sdk::{
     ActivityExecutionError, WorkflowCancellationToken, WorkflowContext, WorkflowResult,
@@ -40,6 +40,7 @@ pub(super) async fn run_turn(
         s.approvals = approvals;
         s.tool_model = tool_model;
         s.turn_context = turn.context.clone();
+        s.turn_output_schema = turn.output_schema_digest.clone();
         s.status = RunStatus::Running;
         s.turn_cancel = Some(cancel.clone());
         s.durable.last_activity_ms = unix_ms(now);
@@ -69,6 +70,14 @@ pub(super) async fn run_turn(
     )
     .await;
 
+    // Codex compacts when the context reaches the model's limit; here at
+    // the end of the turn that reached it (the compaction runs before the
+    // next turn, as a `keel compact` would).
+    let over_limit = matches!(end, TurnEnd::Completed)
+        && ctx.state(|s| {
+            auto_compact_limit(s.durable.setup.as_ref()).is_some_and(|l| s.last_call_tokens >= l)
+        });
+    let compact = over_limit && ctx.patched(PATCH_AUTO_COMPACT);
     let now = ctx.workflow_time();
     ctx.state_mut(|s| {
         s.durable.usage.add(&turn_usage);
@@ -78,8 +87,12 @@ pub(super) async fn run_turn(
             Msg::TokenCount(pb::TokenCount {
                 total_token_usage: Some((&s.durable.usage).into()),
                 last_token_usage: Some((&turn_usage).into()),
+                model_context_window: s.durable.setup.as_ref().map_or(0, |x| x.context_window),
             }),
         );
+        if compact {
+            s.durable.compact_requested = true;
+        }
         let msg = match end {
             TurnEnd::Completed => Msg::TurnComplete(pb::TurnComplete { last_agent_message }),
             TurnEnd::Interrupted => Msg::TurnAborted(pb::TurnAborted {
@@ -95,6 +108,7 @@ pub(super) async fn run_turn(
         s.status = RunStatus::Idle;
         s.turn_cancel = None;
         s.turn_context = None;
+        s.turn_output_schema.clear();
         s.durable.turns_completed += 1;
         s.turns_this_run += 1;
         s.durable.last_activity_ms = unix_ms(now);
@@ -119,6 +133,25 @@ const PATCH_ITERATION_CAP: &str = "iteration-cap-v1";
 /// Patch marker: turns recorded before it sent the tools and ephemeral
 /// items inline with every model call (see `workflow/prefix.rs`).
 const PATCH_CALL_PREFIX: &str = "call-prefix-v1";
+
+/// Patch marker: turns recorded before it never asked for a compaction
+/// when the context reached the model's limit.
+const PATCH_AUTO_COMPACT: &str = "auto-compact-v1";
+
+/// The context size (tokens) at which a session compacts, as Codex computes
+/// it (`codex-rs/protocol/src/openai_models.rs`,
+/// `auto_compact_token_limit`): 90 % of the model's context window, or the
+/// configured `model_auto_compact_token_limit` when that is lower. `None`
+/// when neither is known.
+pub(super) fn auto_compact_limit(setup: Option<&SessionSetup>) -> Option<u64> {
+    let setup = setup?;
+    let ninety = (setup.context_window > 0).then(|| setup.context_window.saturating_mul(9) / 10);
+    let configured = (setup.auto_compact_token_limit > 0).then_some(setup.auto_compact_token_limit);
+    match (configured, ninety) {
+        (Some(c), Some(n)) => Some(c.min(n)),
+        (c, n) => c.or(n),
+    }
+}
 
 /// Patch marker: sessions started before it offer only the built-in `shell`
 /// tool and send no project context (see docs/workflow-evolution.md).
@@ -148,6 +181,7 @@ async fn ensure_setup(
         model: s.effective().model,
         full_access: s.effective().sandbox.mode == SandboxMode::DangerFullAccess,
         project_doc: s.input.project_doc.clone(),
+        provider: s.input.model_provider.clone(),
     });
     let mut moved = false;
     let prepared = loop {
@@ -263,6 +297,7 @@ async fn sample_until_done(
         turn_usage.add(&output.usage);
         let mut calls = Vec::new();
         ctx.state_mut(|s| {
+            s.last_call_tokens = output.usage.total_tokens;
             if stored.is_some() {
                 s.durable.stored_prefix = stored;
             }
@@ -326,6 +361,29 @@ async fn sample_until_done(
                         item_digest: digest.clone(),
                         truncated: *input_truncated,
                     }),
+                    // The provider searched; the item stays in the
+                    // conversation, and nothing runs here.
+                    OutputItem::Other {
+                        web_search: Some(search),
+                        ..
+                    } => {
+                        s.emit(
+                            now,
+                            turn_id,
+                            Msg::WebSearchBegin(pb::WebSearchBegin {
+                                call_id: search.call_id.clone(),
+                            }),
+                        );
+                        s.emit(
+                            now,
+                            turn_id,
+                            Msg::WebSearchEnd(pb::WebSearchEnd {
+                                call_id: search.call_id.clone(),
+                                query: search.query.clone(),
+                                action_json: search.action_json.clone(),
+                            }),
+                        );
+                    }
                     _ => {}
                 }
             }

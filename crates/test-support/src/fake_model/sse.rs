@@ -147,6 +147,16 @@ pub fn function_call(call_id: &str, name: &str, arguments: &str) -> SseEvent {
     }))
 }
 
+/// A finished hosted web search (`web_search_call`) for `query`.
+pub fn web_search_call(id: &str, query: &str) -> SseEvent {
+    output_item_done(json!({
+        "type": "web_search_call",
+        "id": id,
+        "status": "completed",
+        "action": {"type": "search", "query": query},
+    }))
+}
+
 /// A finished reasoning item with these summary parts.
 pub fn reasoning(id: &str, summary: &[&str]) -> SseEvent {
     let parts: Vec<Value> = summary
