@@ -335,4 +335,11 @@ async fn a_session_compacts_itself_when_the_context_reaches_the_limit() {
         input.contains("The code word is HERON.") && !input.contains("long answer"),
         "the next turn starts from the summary: {input}"
     );
+    // The run that compacted (and then rolled over), for the replay tests.
+    let temporal = history::temporal_client(&stack.temporal_address)
+        .await
+        .unwrap();
+    history::record_previous_run(&temporal, &sid, "auto_compacted_rolled_over")
+        .await
+        .unwrap();
 }

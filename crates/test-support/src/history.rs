@@ -123,6 +123,44 @@ pub async fn record(client: &Client, session_id: &str, name: &str) -> anyhow::Re
     Ok(())
 }
 
+/// With `KEEL_RECORD_HISTORIES=DIR`, saves the run before the session's
+/// latest one (the run that continued as new into it) as `DIR/<name>.json`:
+/// for behaviour that ends a run, such as a compaction.
+pub async fn record_previous_run(
+    client: &Client,
+    session_id: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    let Ok(dir) = std::env::var("KEEL_RECORD_HISTORIES") else {
+        return Ok(());
+    };
+    let path = std::path::Path::new(&dir).join(format!("{name}.json"));
+    if path.exists() {
+        eprintln!("kept the existing recording {}", path.display());
+        return Ok(());
+    }
+    let latest: serde_json::Value = serde_json::from_slice(&history_json(client, session_id).await?)?;
+    let previous = latest["events"][0]["attributes"]["WorkflowExecutionStartedEventAttributes"]
+        ["continued_execution_run_id"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .context("the latest run did not continue an earlier one")?
+        .to_string();
+    let info = temporalio_client::WorkflowExecutionInfo::builder()
+        .namespace("default")
+        .workflow_id(crate::stack::tenant_workflow_id(session_id))
+        .run_id(previous)
+        .build();
+    let json = info
+        .bind_untyped(client.clone())
+        .fetch_history(Default::default())
+        .to_json()
+        .await?;
+    std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("recorded {}", path.display());
+    Ok(())
+}
+
 /// Waits until the closed session's workflow completes, then [`record`]s its
 /// latest run.
 pub async fn record_closed(
