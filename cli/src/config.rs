@@ -112,6 +112,7 @@ const SESSION_KEYS: &[(&str, Kind)] = &[
     ("sandbox_workspace_write.exclude_tmpdir_env_var", Kind::Bool),
     ("sandbox_workspace_write.exclude_slash_tmp", Kind::Bool),
     ("developer_instructions", Kind::Text),
+    ("model_instructions_file", Kind::Text),
     ("project_doc_max_bytes", Kind::Count),
     ("project_doc_fallback_filenames", Kind::TextList),
     ("project_root_markers", Kind::TextList),
@@ -145,7 +146,6 @@ const UNSUPPORTED_KEYS: &[&str] = &[
     "model_supports_reasoning_summaries",
     "approvals_reviewer",
     "instructions",
-    "model_instructions_file",
     "experimental_instructions_file",
     "compact_prompt",
     "tool_output_token_limit",
@@ -612,6 +612,8 @@ pub(crate) fn apply_flags(resolved: &mut Resolved, flags: &TurnFlags, oss: &OssF
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SessionParts {
     pub model_provider: String,
+    /// The text of `model_instructions_file`; empty: the proxy's.
+    pub base_instructions: String,
     pub context: Option<pb::TurnContext>,
     pub developer_instructions: String,
     pub features: pb::ToolFeatures,
@@ -690,6 +692,7 @@ pub(crate) fn session_parts(
     });
     SessionParts {
         model_provider: resolved.text("model_provider").unwrap_or_default(),
+        base_instructions: String::new(),
         context: (context != pb::TurnContext::default()).then_some(context),
         developer_instructions: resolved.text("developer_instructions").unwrap_or_default(),
         features,
@@ -721,7 +724,21 @@ pub(crate) fn for_new_session(
     }
     apply_flags(&mut resolved, settings, oss);
     let rules = load_rules(project)?;
-    Ok(session_parts(&resolved, settings.max_iterations, rules))
+    let mut parts = session_parts(&resolved, settings.max_iterations, rules);
+    if let Some(file) = resolved.text("model_instructions_file") {
+        // Relative to the config file's directory, as Codex resolves it.
+        let base = resolved
+            .path
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .or_else(codex_home)
+            .unwrap_or_default();
+        let path = base.join(&file);
+        parts.base_instructions = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("model_instructions_file {}: {e}", path.display()))?;
+    }
+    Ok(parts)
 }
 
 /// `keel config show`.

@@ -566,6 +566,7 @@ async fn open_session(api: &mut SessionApi, options: &RunOptions) -> Result<Sess
                 rules: parts.rules,
                 config: parts.config,
                 model_provider: parts.model_provider,
+                base_instructions: parts.base_instructions,
                 ..Default::default()
             };
             let call = || {

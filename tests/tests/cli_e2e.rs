@@ -967,6 +967,7 @@ project_doc_fallback_filenames = ["CLAUDE.md"]
 web_search = "live"
 profile = "locked"
 aproval_policy = "never"
+model_instructions_file = "instructions.md"
 
 [profiles.locked]
 approval_policy = "never"
@@ -978,6 +979,10 @@ fn codex_config(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
     std::fs::write(ws.join("CLAUDE.md"), "KEEP-THIS-cut-this-part")?;
     let config = keel.codex_home.path().join("config.toml");
     std::fs::write(&config, CODEX_CONFIG)?;
+    std::fs::write(
+        keel.codex_home.path().join("instructions.md"),
+        "You are a careful test agent.",
+    )?;
     let at = |line: usize| format!("{}:{line}", config.display());
 
     // keel config show: each value and where it came from.
@@ -995,7 +1000,7 @@ fn codex_config(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
     ensure!(
         entry("approval_policy")
             == json!({"key": "approval_policy", "value": "\"never\"",
-                      "source": format!("profile locked ({})", at(12))}),
+                      "source": format!("profile locked ({})", at(13))}),
         "{show}"
     );
     ensure!(entry("personality")["source"] == "-c", "{show}");
@@ -1087,6 +1092,11 @@ fn codex_config(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
         first.body["model"] == "gpt-5.2-codex",
         "{}",
         first.body["model"]
+    );
+    ensure!(
+        first.body["instructions"] == "You are a careful test agent.",
+        "{}",
+        first.body["instructions"]
     );
     let output = requests
         .get(1)

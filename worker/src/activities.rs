@@ -244,6 +244,10 @@ pub struct ModelCallInput {
     /// text.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub output_schema_digest: String,
+    /// The session's own base instructions, by blob digest; empty: the
+    /// model-proxy's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instructions_digest: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -648,6 +652,7 @@ impl KeelActivities {
             compact: input.compact,
             provider: input.provider,
             final_output_json_schema_digest: input.output_schema_digest,
+            instructions_digest: input.instructions_digest,
             ..Default::default()
         };
         let mut client = self.model.clone();

@@ -541,6 +541,7 @@ impl AgentWorkflow {
             } else {
                 self.turn_output_schema.clone()
             },
+            instructions_digest: self.input.base_instructions_digest.clone(),
         };
         // A compaction (rare, and without tools) sends its prefix inline.
         if self.call_prefix && !compact {

@@ -139,7 +139,8 @@ pub async fn record_previous_run(
         eprintln!("kept the existing recording {}", path.display());
         return Ok(());
     }
-    let latest: serde_json::Value = serde_json::from_slice(&history_json(client, session_id).await?)?;
+    let latest: serde_json::Value =
+        serde_json::from_slice(&history_json(client, session_id).await?)?;
     let previous = latest["events"][0]["attributes"]["WorkflowExecutionStartedEventAttributes"]
         ["continued_execution_run_id"]
         .as_str()

@@ -171,6 +171,10 @@ pub struct SessionInput {
     /// default.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub model_provider: String,
+    /// The session's own base instructions, by blob digest; empty: the
+    /// model-proxy's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub base_instructions_digest: String,
 }
 
 pub use keel_tool_model::toolset::{ToolFeatures, WebSearch};

@@ -253,6 +253,7 @@ impl Inner {
             return Err(ProxyError::InvalidRequest("session_id is required".into()));
         }
         let schema = self.output_schema(&req).await?;
+        let instructions = self.instructions(&req).await?;
         let controls = CallControls::resolve(
             RequestedControls {
                 reasoning_effort: &req.reasoning_effort,
@@ -308,10 +309,9 @@ impl Inner {
         let prompt = Prompt {
             session_id: req.session_id.clone(),
             model: model.to_string(),
-            instructions: if req.instructions.is_empty() {
-                crate::prompt::base_instructions(controls.personality)
-            } else {
-                req.instructions
+            instructions: match instructions {
+                Some(text) => text,
+                None => crate::prompt::base_instructions(controls.personality),
             },
             input,
             tools,
@@ -488,6 +488,27 @@ impl Inner {
     }
 
     /// Fetches items in order, a few at a time.
+    /// The call's own base instructions: inline, or loaded by digest;
+    /// `None`: the proxy's.
+    async fn instructions(
+        &self,
+        req: &StreamResponseRequest,
+    ) -> Result<Option<String>, ProxyError> {
+        let digest = &req.instructions_digest;
+        if digest.is_empty() {
+            return Ok(Some(req.instructions.clone()).filter(|i| !i.is_empty()));
+        }
+        if !req.instructions.is_empty() {
+            return Err(ProxyError::InvalidRequest(
+                "instructions and instructions_digest are exclusive".into(),
+            ));
+        }
+        let bytes = self.blobs.get(digest).await?;
+        String::from_utf8(bytes.to_vec()).map(Some).map_err(|_| {
+            ProxyError::InvalidRequest(format!("blob {digest} is not text (not UTF-8)"))
+        })
+    }
+
     /// The call's final-output schema as text: inline, or loaded by digest.
     async fn output_schema(&self, req: &StreamResponseRequest) -> Result<String, ProxyError> {
         let digest = &req.final_output_json_schema_digest;

@@ -149,6 +149,20 @@ pub(crate) fn output_schema(text: &str) -> Result<Option<serde_json::Value>, Sta
     }
 }
 
+/// The most base instructions a session may bring.
+const MAX_BASE_INSTRUCTIONS_BYTES: usize = 256 * 1024;
+
+/// A session's own base instructions: at most 256 KiB.
+pub(crate) fn base_instructions(text: &str) -> Result<(), Status> {
+    if text.len() > MAX_BASE_INSTRUCTIONS_BYTES {
+        return Err(invalid(format!(
+            "base_instructions is {} bytes; at most {MAX_BASE_INSTRUCTIONS_BYTES}",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
 /// A model provider id: what config.toml may name a `[model_providers]`
 /// table (letters, digits, `-`, `_`, `.`; at most 64).
 pub(crate) fn model_provider(id: String) -> Result<String, Status> {

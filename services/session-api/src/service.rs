@@ -191,6 +191,7 @@ impl SessionService for SessionApi {
         let rules = options::rules(req.rules)?;
         let config = options::config(req.config)?;
         let model_provider = options::model_provider(req.model_provider)?;
+        options::base_instructions(&req.base_instructions)?;
         if pb::ShellToolKind::try_from(req.shell_tool).is_err() {
             return Err(crate::errors::invalid(format!(
                 "shell_tool: unknown ShellToolKind {}",
@@ -198,6 +199,16 @@ impl SessionService for SessionApi {
             )));
         }
         // Stored once; the workflow and its history carry the digest.
+        let base_instructions_digest = if req.base_instructions.is_empty() {
+            String::new()
+        } else {
+            self.blobs
+                .put(req.base_instructions.clone().into_bytes())
+                .await
+                .map_err(|e| {
+                    errors::blob_store(format!("cannot store the base instructions: {e}"))
+                })?
+        };
         let developer_instructions_digest = if req.developer_instructions.is_empty() {
             String::new()
         } else {
@@ -221,6 +232,7 @@ impl SessionService for SessionApi {
             rules,
             config,
             model_provider,
+            base_instructions_digest,
             created_at_ms: now_ms(),
             retained_events: self.limits.retained_events,
             history_event_budget: self.limits.history_event_budget,

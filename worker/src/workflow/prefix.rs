@@ -74,6 +74,7 @@ mod tests {
             store_prefix: false,
             provider: String::new(),
             output_schema_digest: String::new(),
+            instructions_digest: String::new(),
         }
     }
 
