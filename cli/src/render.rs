@@ -380,6 +380,17 @@ fn msg_fields(msg: &Msg) -> Value {
             "total_token_usage": m.total_token_usage.as_ref().map(usage_json),
             "last_token_usage": m.last_token_usage.as_ref().map(usage_json),
             "model_context_window": m.model_context_window,
+            "rate_limits": m.rate_limits.as_ref().map(|r| {
+                let window = |w: &keel_proto::v1::RateLimitWindow| json!({
+                    "used_percent": w.used_percent,
+                    "window_minutes": w.window_minutes,
+                    "resets_at": w.resets_at,
+                });
+                json!({
+                    "primary": r.primary.as_ref().map(window),
+                    "secondary": r.secondary.as_ref().map(window),
+                })
+            }),
         }),
         Msg::TurnComplete(m) => json!({"last_agent_message": m.last_agent_message}),
         Msg::TurnAborted(m) => json!({"reason": abort_reason_name(m.reason)}),
@@ -811,6 +822,14 @@ mod tests {
                 }),
                 last_token_usage: None,
                 model_context_window: 272_000,
+                rate_limits: Some(keel_proto::v1::RateLimitSnapshot {
+                    primary: Some(keel_proto::v1::RateLimitWindow {
+                        used_percent: 42.5,
+                        window_minutes: 300,
+                        resets_at: 1_704_069_000,
+                    }),
+                    secondary: None,
+                }),
             }),
         );
         let v = event_json(&tokens);
@@ -818,6 +837,11 @@ mod tests {
         assert_eq!(v["total_token_usage"]["total_tokens"], 12);
         assert_eq!(v["last_token_usage"], Value::Null);
         assert_eq!(v["model_context_window"], 272_000);
+        assert_eq!(
+            v["rate_limits"],
+            json!({"primary": {"used_percent": 42.5, "window_minutes": 300, "resets_at": 1_704_069_000u64},
+                   "secondary": null})
+        );
         let aborted = event(
             6,
             Msg::TurnAborted(TurnAborted {

@@ -72,3 +72,57 @@ async fn fatal_model_errors_become_error_events_and_the_session_goes_on() {
     .unwrap();
     assert_eq!(done.last_agent_message, "still here");
 }
+
+/// The provider's rate-limit headers reach clients in `token_count`
+/// (Codex's `rate_limits`): the `x-codex-*` windows of Codex's backend.
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limit_headers_reach_token_count() {
+    let fake = FakeModel::start(vec![Scripted::assistant_with_headers(
+        "hi",
+        &[
+            ("x-codex-primary-used-percent", "42.5"),
+            ("x-codex-primary-window-minutes", "300"),
+            ("x-codex-primary-reset-at", "1704069000"),
+            ("x-codex-secondary-used-percent", "13"),
+            ("x-codex-secondary-window-minutes", "10080"),
+            ("x-codex-secondary-reset-at", "1704600000"),
+        ],
+    )])
+    .await
+    .unwrap();
+    let stack = Stack::launch(StackOptions::new(fake.base_url()))
+        .await
+        .unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sid = session::create(&mut client, Some(dir.path()))
+        .await
+        .unwrap();
+    let mut events = session::follow(&mut client, &sid, 0, false).await.unwrap();
+    session::send(&mut client, &sid, "t1", "hello")
+        .await
+        .unwrap();
+    let (_, limits) = session::until(&mut events, |e| match &e.msg {
+        Some(Msg::TokenCount(t)) => Some(t.rate_limits),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    let limits = limits.expect("rate_limits in token_count");
+    assert_eq!(
+        limits.primary,
+        Some(pb::RateLimitWindow {
+            used_percent: 42.5,
+            window_minutes: 300,
+            resets_at: 1_704_069_000,
+        })
+    );
+    assert_eq!(
+        limits.secondary,
+        Some(pb::RateLimitWindow {
+            used_percent: 13.0,
+            window_minutes: 10_080,
+            resets_at: 1_704_600_000,
+        })
+    );
+}

@@ -305,6 +305,56 @@ pub struct ModelCallOutput {
     pub items: Vec<OutputItem>,
     pub usage: Usage,
     pub model: String,
+    /// The provider's rate limits, as its response headers reported them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<RateLimits>,
+}
+
+/// `keel.v1.RateLimitSnapshot`, for workflow history.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RateLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<RateLimitWindow>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secondary: Option<RateLimitWindow>,
+}
+
+/// `keel.v1.RateLimitWindow`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RateLimitWindow {
+    pub used_percent: f64,
+    #[serde(default)]
+    pub window_minutes: u64,
+    #[serde(default)]
+    pub resets_at: i64,
+}
+
+impl From<pb::RateLimitSnapshot> for RateLimits {
+    fn from(s: pb::RateLimitSnapshot) -> Self {
+        let window = |w: pb::RateLimitWindow| RateLimitWindow {
+            used_percent: w.used_percent,
+            window_minutes: w.window_minutes,
+            resets_at: w.resets_at,
+        };
+        Self {
+            primary: s.primary.map(window),
+            secondary: s.secondary.map(window),
+        }
+    }
+}
+
+impl From<&RateLimits> for pb::RateLimitSnapshot {
+    fn from(s: &RateLimits) -> Self {
+        let window = |w: &RateLimitWindow| pb::RateLimitWindow {
+            used_percent: w.used_percent,
+            window_minutes: w.window_minutes,
+            resets_at: w.resets_at,
+        };
+        Self {
+            primary: s.primary.as_ref().map(window),
+            secondary: s.secondary.as_ref().map(window),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -688,6 +738,7 @@ impl KeelActivities {
                             items,
                             usage: c.usage.unwrap_or_default().into(),
                             model: c.model,
+                            rate_limits: c.rate_limits.map(Into::into),
                         });
                     }
                     // Live deltas go to watching clients, never to history.

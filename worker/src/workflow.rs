@@ -110,6 +110,9 @@ pub struct AgentWorkflow {
     /// Tokens the running turn's last model call used (its input plus its
     /// output): how full the context window is.
     last_call_tokens: u64,
+    /// The provider's rate limits as the running turn's last model call
+    /// reported them.
+    last_rate_limits: Option<crate::activities::RateLimits>,
 }
 
 #[workflow_methods]
@@ -138,6 +141,7 @@ impl AgentWorkflow {
             running_turn: None,
             steered: Vec::new(),
             last_call_tokens: 0,
+            last_rate_limits: None,
         }
     }
 

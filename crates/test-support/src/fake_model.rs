@@ -405,7 +405,12 @@ impl Drop for CloseGuard {
 }
 
 fn sse_response(stream: ScriptedStream, model: &str, shared: Arc<Shared>) -> Response {
-    let ScriptedStream { events, delay, end } = stream;
+    let ScriptedStream {
+        events,
+        delay,
+        end,
+        headers,
+    } = stream;
     let events: VecDeque<SseEvent> = events
         .into_iter()
         .map(|mut e| {
@@ -450,14 +455,23 @@ fn sse_response(stream: ScriptedStream, model: &str, shared: Arc<Shared>) -> Res
             }
         },
     );
-    (
+    let mut resp = (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
         Body::from_stream(body),
     )
-        .into_response()
+        .into_response();
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            header::HeaderValue::from_str(&value),
+        ) {
+            resp.headers_mut().append(name, value);
+        }
+    }
+    resp
 }
 
 #[cfg(test)]

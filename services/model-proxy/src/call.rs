@@ -4,14 +4,14 @@
 //! of one attempt that completed; a failed attempt's stored items are
 //! orphans nothing refers to.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use keel_blobstore::BlobStore;
 use keel_proto::v1::output_item_done::Item;
 use keel_proto::v1::stream_response_response::Event;
 use keel_proto::v1::{
-    OutputTextDelta, ReasoningSummaryDelta, ReasoningTextDelta, StreamError,
+    OutputTextDelta, RateLimitSnapshot, ReasoningSummaryDelta, ReasoningTextDelta, StreamError,
     StreamResponseResponse, TokenUsage,
 };
 use reqwest::Url;
@@ -49,6 +49,8 @@ pub(crate) struct Sampled {
     pub model: Option<String>,
     pub usage: TokenUsage,
     pub outputs: Vec<(String, Item)>,
+    /// What the response's headers said of the provider's rate limits.
+    pub rate_limits: Option<RateLimitSnapshot>,
 }
 
 impl Call<'_> {
@@ -139,6 +141,7 @@ impl Call<'_> {
             .client
             .send(&out, &self.config.retry, &mut on_retry)
             .await?;
+        let rate_limits = crate::ratelimits::from_headers(resp.headers(), SystemTime::now());
         let sse = SseReader::new(resp, self.provider.stream_idle_timeout);
         let mut stream = EventStream::new(self.provider.wire_api, sse);
         let mut outputs = Vec::new();
@@ -192,6 +195,7 @@ impl Call<'_> {
                         model,
                         usage,
                         outputs,
+                        rate_limits,
                     });
                 }
             };

@@ -18,6 +18,7 @@ pub mod http;
 mod items;
 pub mod metrics;
 pub mod prompt;
+pub mod ratelimits;
 pub mod responses;
 pub mod retry;
 pub mod service;

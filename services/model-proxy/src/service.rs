@@ -387,6 +387,7 @@ impl Inner {
             model: answered_by,
             usage,
             outputs,
+            rate_limits,
         } = sampled;
         tracing::info!(
             response_id,
@@ -409,6 +410,7 @@ impl Inner {
             response_id,
             usage: Some(usage),
             model: answered_by.unwrap_or_else(|| model.to_string()),
+            rate_limits,
         };
         send(tx, Event::Completed(done)).await
     }

@@ -41,6 +41,8 @@ pub(super) async fn run_turn(
         s.tool_model = tool_model;
         s.turn_context = turn.context.clone();
         s.turn_output_schema = turn.output_schema_digest.clone();
+        s.last_call_tokens = 0;
+        s.last_rate_limits = None;
         s.status = RunStatus::Running;
         s.turn_cancel = Some(cancel.clone());
         s.durable.last_activity_ms = unix_ms(now);
@@ -81,6 +83,7 @@ pub(super) async fn run_turn(
     let now = ctx.workflow_time();
     ctx.state_mut(|s| {
         s.durable.usage.add(&turn_usage);
+        let rate_limits = s.last_rate_limits.take();
         s.emit(
             now,
             &turn_id,
@@ -88,6 +91,7 @@ pub(super) async fn run_turn(
                 total_token_usage: Some((&s.durable.usage).into()),
                 last_token_usage: Some((&turn_usage).into()),
                 model_context_window: s.durable.setup.as_ref().map_or(0, |x| x.context_window),
+                rate_limits: rate_limits.as_ref().map(Into::into),
             }),
         );
         if compact {
@@ -298,6 +302,9 @@ async fn sample_until_done(
         let mut calls = Vec::new();
         ctx.state_mut(|s| {
             s.last_call_tokens = output.usage.total_tokens;
+            if output.rate_limits.is_some() {
+                s.last_rate_limits = output.rate_limits.clone();
+            }
             if stored.is_some() {
                 s.durable.stored_prefix = stored;
             }

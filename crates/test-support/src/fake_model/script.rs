@@ -30,6 +30,8 @@ pub struct ScriptedStream {
     /// Waited before each event.
     pub delay: Duration,
     pub end: StreamEnd,
+    /// Extra response headers (e.g. rate limits).
+    pub headers: Vec<(String, String)>,
 }
 
 /// How a scripted stream ends after its last event.
@@ -53,17 +55,22 @@ fn next_id() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
+/// created, one text delta, the message, completed.
+fn assistant_events(text: &str) -> Vec<SseEvent> {
+    let n = next_id();
+    let item = format!("msg_{n}");
+    vec![
+        sse::created(),
+        sse::text_delta(&item, text),
+        sse::message(&item, text),
+        sse::completed(&format!("resp_{n}"), 10, 5),
+    ]
+}
+
 impl Scripted {
     /// An assistant turn: created, one text delta, the message, completed.
     pub fn assistant(text: &str) -> Self {
-        let n = next_id();
-        let item = format!("msg_{n}");
-        Self::Events(vec![
-            sse::created(),
-            sse::text_delta(&item, text),
-            sse::message(&item, text),
-            sse::completed(&format!("resp_{n}"), 10, 5),
-        ])
+        Self::Events(assistant_events(text))
     }
 
     /// A turn that calls one tool: created, the function call, completed.
@@ -73,6 +80,19 @@ impl Scripted {
             sse::function_call(call_id, name, arguments),
             sse::completed(&format!("resp_{}", next_id()), 10, 5),
         ])
+    }
+
+    /// An assistant turn answered with these extra response headers.
+    pub fn assistant_with_headers(text: &str, headers: &[(&str, &str)]) -> Self {
+        Self::Stream(ScriptedStream {
+            events: assistant_events(text),
+            delay: Duration::ZERO,
+            end: StreamEnd::Close,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
     }
 
     /// An HTTP error with an OpenAI-shaped body
@@ -139,6 +159,7 @@ impl Scripted {
             events,
             delay,
             end: StreamEnd::Close,
+            headers: Vec::new(),
         })
     }
 
@@ -148,6 +169,7 @@ impl Scripted {
             events,
             delay: Duration::ZERO,
             end: StreamEnd::Abort,
+            headers: Vec::new(),
         })
     }
 
@@ -157,6 +179,7 @@ impl Scripted {
             events,
             delay: Duration::ZERO,
             end: StreamEnd::Stall,
+            headers: Vec::new(),
         })
     }
 
@@ -209,6 +232,7 @@ impl Scripted {
             events: parse_events(events)?,
             delay,
             end,
+            headers: Vec::new(),
         }))
     }
 
@@ -220,6 +244,7 @@ impl Scripted {
                 events,
                 delay: Duration::ZERO,
                 end: StreamEnd::Close,
+                headers: Vec::new(),
             }),
             Self::Stream(s) => Ok(s),
             Self::Status(status, body) => Err((status, Vec::new(), body)),
