@@ -1355,3 +1355,91 @@ fn output_schema(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// More of config.toml, each changing the session: `[sandbox_workspace_write]`
+/// (an extra writable root, /tmp and $TMPDIR excluded), `project_root_markers
+/// = []` (only the working directory's AGENTS.md), `tools.view_image =
+/// false`, and `-c features.shell_tool=false` (no shell tool at all).
+#[tokio::test(flavor = "multi_thread")]
+async fn more_codex_config_keys_change_the_session() -> anyhow::Result<()> {
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call(
+            "c_write",
+            "exec_command",
+            r#"{"cmd":"touch ../out/made; touch ../blocked"}"#,
+        ),
+        Scripted::assistant("Wrote what I could."),
+        Scripted::assistant("No shell here."),
+    ])
+    .await?;
+    let stack = Stack::launch(StackOptions::new(fake.base_url())).await?;
+    let keel = Keel::on(&stack, &fake)?;
+    tokio::task::spawn_blocking(move || {
+        more_config(&keel, &fake).map_err(|e| stack.explain(e, "tool-runner"))
+    })
+    .await?
+}
+
+fn more_config(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
+    let ws = keel.workspace.path();
+    std::fs::create_dir_all(ws.join(".git"))?;
+    std::fs::create_dir_all(ws.join("sub"))?;
+    std::fs::create_dir_all(ws.join("out"))?;
+    std::fs::write(ws.join("AGENTS.md"), "ROOT-DOC")?;
+    std::fs::write(ws.join("sub/AGENTS.md"), "SUB-DOC")?;
+    let out = ws.join("out");
+    std::fs::write(
+        keel.codex_home.path().join("config.toml"),
+        format!(
+            "project_root_markers = []\nsandbox_mode = \"workspace-write\"\napproval_policy = \"never\"\n\n[tools]\nview_image = false\n\n[sandbox_workspace_write]\nwritable_roots = [{}]\nexclude_slash_tmp = true\nexclude_tmpdir_env_var = true\n",
+            json!(out.display().to_string())
+        ),
+    )?;
+    let sub = ws.join("sub");
+    let sub = sub.to_str().context("path")?;
+    keel.run(&["run", "--cwd", sub, "write two files"])?.ok()?;
+    ensure!(
+        ws.join("out/made").exists(),
+        "the extra writable root was not writable"
+    );
+    ensure!(
+        !ws.join("blocked").exists(),
+        "wrote outside the cwd and the writable roots"
+    );
+    let requests = fake.requests();
+    let first = requests.first().context("no request")?;
+    let tools = first.tool_names();
+    ensure!(
+        tools.iter().any(|t| t == "exec_command") && !tools.iter().any(|t| t == "view_image"),
+        "{tools:?}"
+    );
+    let input = first.body["input"].to_string();
+    ensure!(
+        input.contains("SUB-DOC") && !input.contains("ROOT-DOC"),
+        "{input}"
+    );
+
+    keel.run(&[
+        "run",
+        "--cwd",
+        sub,
+        "-c",
+        "features.shell_tool=false",
+        "hello",
+    ])?
+    .ok()?;
+    let requests = fake.requests();
+    let last = requests.last().context("no request")?;
+    let tools = last.tool_names();
+    ensure!(
+        !tools.iter().any(
+            |t| ["exec_command", "write_stdin", "shell", "shell_command"].contains(&t.as_str())
+        ),
+        "{tools:?}"
+    );
+    ensure!(
+        tools.iter().any(|t| t == "apply_patch" || t == "read_file"),
+        "{tools:?}"
+    );
+    Ok(())
+}

@@ -271,11 +271,20 @@ async fn exec_command_and_write_stdin_drive_an_interactive_process() {
             cwd: dir.path().display().to_string(),
             // Codex's defaults: unified exec.
             features: Some(pb::ToolFeatures::default()),
+            config: vec![pb::ConfigEntry {
+                key: "features.unified_exec".into(),
+                value: "true".into(),
+                source: "/home/u/.codex/config.toml:3".into(),
+            }],
             ..Default::default()
         },
     )
     .await
     .unwrap();
+    // The session keeps the configuration it was created from.
+    let created = session::get(&mut client, &sid).await.unwrap();
+    assert_eq!(created.config.len(), 1, "{:?}", created.config);
+    assert_eq!(created.config[0].source, "/home/u/.codex/config.toml:3");
     let turn_done = |e: &pb::Event| matches!(e.msg, Some(Msg::TurnComplete(_))).then_some(());
     session::send(&mut client, &sid, "t1", "start it")
         .await
