@@ -185,6 +185,20 @@ impl Keel {
     }
 }
 
+/// Runs `scenario` with `keel` on a test stack whose model answers
+/// `script`; a failure carries the tail of `log` (a component's log).
+async fn on_stack(
+    script: Vec<Scripted>,
+    log: &'static str,
+    scenario: fn(&Keel, &FakeModel) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let fake = FakeModel::start(script).await?;
+    let stack = Stack::launch(StackOptions::new(fake.base_url())).await?;
+    let keel = Keel::on(&stack, &fake)?;
+    tokio::task::spawn_blocking(move || scenario(&keel, &fake).map_err(|e| stack.explain(e, log)))
+        .await?
+}
+
 /// `keel down` however the test ends, so no process outlives it.
 struct Down<'a>(&'a Keel);
 
@@ -945,17 +959,11 @@ fn steer_and_queue_at_a_terminal(keel: &Keel, fake: &FakeModel) -> anyhow::Resul
 /// from.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_codex_config_shapes_a_new_session() -> anyhow::Result<()> {
-    let fake = FakeModel::start(vec![
+    let script = vec![
         Scripted::tool_call("c_touch", "exec_command", r#"{"cmd":"touch made-here"}"#),
         Scripted::assistant("Could not write."),
-    ])
-    .await?;
-    let stack = Stack::launch(StackOptions::new(fake.base_url())).await?;
-    let keel = Keel::on(&stack, &fake)?;
-    tokio::task::spawn_blocking(move || {
-        codex_config(&keel, &fake).map_err(|e| stack.explain(e, "worker"))
-    })
-    .await?
+    ];
+    on_stack(script, "worker", codex_config).await
 }
 
 const CODEX_CONFIG: &str = r#"model = "gpt-5.2-codex"
@@ -1119,21 +1127,15 @@ async fn rules_files_and_amendments_outlive_a_session() -> anyhow::Result<()> {
                "justification": "needed", "prefix_rule": ["mkdir"]})
         .to_string()
     };
-    let fake = FakeModel::start(vec![
+    let script = vec![
         Scripted::tool_call("c_rm", "exec_command", r#"{"cmd":"rm -rf victim"}"#),
         Scripted::assistant("Not allowed."),
         Scripted::tool_call("c_mk1", "exec_command", &escalated("mkdir made1")),
         Scripted::assistant("Made one."),
         Scripted::tool_call("c_mk2", "exec_command", &escalated("mkdir made2")),
         Scripted::assistant("Made two."),
-    ])
-    .await?;
-    let stack = Stack::launch(StackOptions::new(fake.base_url())).await?;
-    let keel = Keel::on(&stack, &fake)?;
-    tokio::task::spawn_blocking(move || {
-        rules_and_amendments(&keel, &fake).map_err(|e| stack.explain(e, "worker"))
-    })
-    .await?
+    ];
+    on_stack(script, "worker", rules_and_amendments).await
 }
 
 fn rules_and_amendments(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
@@ -1230,13 +1232,8 @@ fn rules_and_amendments(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
 /// and its default model.
 #[tokio::test(flavor = "multi_thread")]
 async fn run_oss_uses_the_local_provider_and_its_default_model() -> anyhow::Result<()> {
-    let fake = FakeModel::start(vec![Scripted::chat_assistant("hello from a local model")]).await?;
-    let stack = Stack::launch(StackOptions::new(fake.base_url())).await?;
-    let keel = Keel::on(&stack, &fake)?;
-    tokio::task::spawn_blocking(move || {
-        oss(&keel, &fake).map_err(|e| stack.explain(e, "model-proxy"))
-    })
-    .await?
+    let script = vec![Scripted::chat_assistant("hello from a local model")];
+    on_stack(script, "model-proxy", oss).await
 }
 
 fn oss(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
@@ -1295,17 +1292,11 @@ fn oss(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
 /// sent.
 #[tokio::test(flavor = "multi_thread")]
 async fn run_output_schema_asks_for_that_json() -> anyhow::Result<()> {
-    let fake = FakeModel::start(vec![
+    let script = vec![
         Scripted::assistant(r#"{"answer":"42"}"#),
         Scripted::assistant("free text"),
-    ])
-    .await?;
-    let stack = Stack::launch(StackOptions::new(fake.base_url())).await?;
-    let keel = Keel::on(&stack, &fake)?;
-    tokio::task::spawn_blocking(move || {
-        output_schema(&keel, &fake).map_err(|e| stack.explain(e, "model-proxy"))
-    })
-    .await?
+    ];
+    on_stack(script, "model-proxy", output_schema).await
 }
 
 fn output_schema(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
@@ -1362,7 +1353,7 @@ fn output_schema(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
 /// false`, and `-c features.shell_tool=false` (no shell tool at all).
 #[tokio::test(flavor = "multi_thread")]
 async fn more_codex_config_keys_change_the_session() -> anyhow::Result<()> {
-    let fake = FakeModel::start(vec![
+    let script = vec![
         Scripted::tool_call(
             "c_write",
             "exec_command",
@@ -1370,14 +1361,8 @@ async fn more_codex_config_keys_change_the_session() -> anyhow::Result<()> {
         ),
         Scripted::assistant("Wrote what I could."),
         Scripted::assistant("No shell here."),
-    ])
-    .await?;
-    let stack = Stack::launch(StackOptions::new(fake.base_url())).await?;
-    let keel = Keel::on(&stack, &fake)?;
-    tokio::task::spawn_blocking(move || {
-        more_config(&keel, &fake).map_err(|e| stack.explain(e, "tool-runner"))
-    })
-    .await?
+    ];
+    on_stack(script, "tool-runner", more_config).await
 }
 
 fn more_config(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {

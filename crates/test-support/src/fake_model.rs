@@ -367,20 +367,12 @@ async fn handle(
     };
     match next.into_stream() {
         Err((status, headers, body)) => {
-            let mut resp = (
+            let resp = (
                 StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
                 axum::Json(body),
             )
                 .into_response();
-            for (name, value) in headers {
-                if let (Ok(name), Ok(value)) = (
-                    header::HeaderName::from_bytes(name.as_bytes()),
-                    header::HeaderValue::from_str(&value),
-                ) {
-                    resp.headers_mut().append(name, value);
-                }
-            }
-            resp
+            with_headers(resp, headers)
         }
         Ok(stream) => {
             let model = body.get("model").and_then(Value::as_str).unwrap_or("");
@@ -455,7 +447,7 @@ fn sse_response(stream: ScriptedStream, model: &str, shared: Arc<Shared>) -> Res
             }
         },
     );
-    let mut resp = (
+    let resp = (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
@@ -463,6 +455,12 @@ fn sse_response(stream: ScriptedStream, model: &str, shared: Arc<Shared>) -> Res
         Body::from_stream(body),
     )
         .into_response();
+    with_headers(resp, headers)
+}
+
+/// `resp` with the script's extra headers (ones that are not valid HTTP
+/// are left out).
+fn with_headers(mut resp: Response, headers: Vec<(String, String)>) -> Response {
     for (name, value) in headers {
         if let (Ok(name), Ok(value)) = (
             header::HeaderName::from_bytes(name.as_bytes()),

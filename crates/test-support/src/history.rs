@@ -104,19 +104,25 @@ pub fn activity_payloads(history_json: &[u8]) -> anyhow::Result<Vec<ActivityPayl
     Ok(out.into_iter().map(|(_, a)| a).collect())
 }
 
+/// `DIR/<name>.json` with `KEEL_RECORD_HISTORIES=DIR`, unless it exists:
+/// recordings are a compatibility contract, never overwritten.
+fn recording_path(name: &str) -> Option<std::path::PathBuf> {
+    let dir = std::env::var("KEEL_RECORD_HISTORIES").ok()?;
+    let path = std::path::Path::new(&dir).join(format!("{name}.json"));
+    if path.exists() {
+        eprintln!("kept the existing recording {}", path.display());
+        return None;
+    }
+    Some(path)
+}
+
 /// With `KEEL_RECORD_HISTORIES=DIR`, saves the session's latest run history
 /// as `DIR/<name>.json` for the worker's replay tests
 /// (`worker/tests/histories`). Call it once the run has closed.
 pub async fn record(client: &Client, session_id: &str, name: &str) -> anyhow::Result<()> {
-    let Ok(dir) = std::env::var("KEEL_RECORD_HISTORIES") else {
+    let Some(path) = recording_path(name) else {
         return Ok(());
     };
-    let path = std::path::Path::new(&dir).join(format!("{name}.json"));
-    if path.exists() {
-        // Recordings are a compatibility contract: never overwrite one.
-        eprintln!("kept the existing recording {}", path.display());
-        return Ok(());
-    }
     let json = history_json(client, session_id).await?;
     std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!("recorded {}", path.display());
@@ -131,14 +137,9 @@ pub async fn record_previous_run(
     session_id: &str,
     name: &str,
 ) -> anyhow::Result<()> {
-    let Ok(dir) = std::env::var("KEEL_RECORD_HISTORIES") else {
+    let Some(path) = recording_path(name) else {
         return Ok(());
     };
-    let path = std::path::Path::new(&dir).join(format!("{name}.json"));
-    if path.exists() {
-        eprintln!("kept the existing recording {}", path.display());
-        return Ok(());
-    }
     let latest: serde_json::Value =
         serde_json::from_slice(&history_json(client, session_id).await?)?;
     let previous = latest["events"][0]["attributes"]["WorkflowExecutionStartedEventAttributes"]
