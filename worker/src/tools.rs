@@ -81,7 +81,25 @@ pub fn legacy_tools_request(input: &SetupInput) -> pb::ListToolsRequest {
     }
 }
 
-/// The argv `shell` tool (Codex `shell_type = default`).
+/// `justification` and `prefix_rule` as Codex words them
+/// (`codex-rs/tools/src/local_tool.rs`, `create_approval_parameters`): raw
+/// strings there, so what Codex sends keeps their backslashes, line breaks
+/// and indentation.
+const JUSTIFICATION_DESCRIPTION: &str = concat!(
+    "Only set if sandbox_permissions is \\\"require_escalated\\\".\n",
+    "                    Request approval from the user to run this command outside the sandbox.\n",
+    "                    Phrased as a simple question that summarizes the purpose of the\n",
+    "                    command as it relates to the task at hand - e.g. 'Do you want to\n",
+    "                    fetch and pull the latest version of this git branch?'",
+);
+const PREFIX_RULE_DESCRIPTION: &str = concat!(
+    "Only specify when sandbox_permissions is `require_escalated`.\n",
+    "                        Suggest a prefix command pattern that will allow you to fulfill similar requests from the user in the future.\n",
+    "                        Should be a short but reasonable prefix, e.g. [\\\"git\\\", \\\"pull\\\"] or [\\\"uv\\\", \\\"run\\\"] or [\\\"pytest\\\"].",
+);
+
+/// The argv `shell` tool (Codex `shell_type = default`, with the approval
+/// parameters: `create_shell_tool` in `codex-rs/tools/src/local_tool.rs`).
 pub fn shell() -> ToolSpec {
     let spec = json!({
         "type": "function",
@@ -110,12 +128,12 @@ pub fn shell() -> ToolSpec {
                 },
                 "justification": {
                     "type": "string",
-                    "description": "Only set if sandbox_permissions is \"require_escalated\". 1-sentence explanation of why we want to run this command."
+                    "description": JUSTIFICATION_DESCRIPTION
                 },
                 "prefix_rule": {
                     "type": "array",
                     "items": {"type": "string"},
-                    "description": "Only specify when sandbox_permissions is `require_escalated`. Suggest a prefix command pattern that will allow you to fulfill similar requests from the user in the future."
+                    "description": PREFIX_RULE_DESCRIPTION
                 }
             },
             "required": ["command"],
@@ -193,31 +211,52 @@ fn update_plan() -> ToolSpec {
     }
 }
 
+/// Codex's `create_request_user_input_tool`
+/// (`codex-rs/tools/src/request_user_input_tool.rs`). Its description names
+/// the collaboration modes the tool answers in; Keel has no modes and answers
+/// it in every turn, as Codex does in Default mode with
+/// `default_mode_request_user_input` on, so it is that variant's text.
 fn request_user_input() -> ToolSpec {
     let spec = json!({
         "type": "function",
         "name": "request_user_input",
-        "description": "Asks the user 1-3 short multiple-choice questions and waits for the answers. Offer 2-3 options per question, the recommended one first with \"(Recommended)\" at the end of its label; do not add an \"Other\" option, the client offers one.",
+        "description": "Request user input for one to three short questions and wait for the response. This tool is only available in Default or Plan mode.",
         "strict": false,
         "parameters": {
             "type": "object",
             "properties": {
                 "questions": {
                     "type": "array",
-                    "description": "1 to 3 questions",
+                    "description": "Questions to show the user. Prefer 1 and do not exceed 3",
                     "items": {
                         "type": "object",
                         "properties": {
-                            "id": {"type": "string", "description": "A snake_case id for the answer"},
-                            "header": {"type": "string", "description": "A label of at most 12 characters"},
-                            "question": {"type": "string"},
+                            "id": {
+                                "type": "string",
+                                "description": "Stable identifier for mapping answers (snake_case)."
+                            },
+                            "header": {
+                                "type": "string",
+                                "description": "Short header label shown in the UI (12 or fewer chars)."
+                            },
+                            "question": {
+                                "type": "string",
+                                "description": "Single-sentence prompt shown to the user."
+                            },
                             "options": {
                                 "type": "array",
+                                "description": "Provide 2-3 mutually exclusive choices. Put the recommended option first and suffix its label with \"(Recommended)\". Do not include an \"Other\" option in this list; the client will add a free-form \"Other\" option automatically.",
                                 "items": {
                                     "type": "object",
                                     "properties": {
-                                        "label": {"type": "string", "description": "1-5 words"},
-                                        "description": {"type": "string"}
+                                        "label": {
+                                            "type": "string",
+                                            "description": "User-facing label (1-5 words)."
+                                        },
+                                        "description": {
+                                            "type": "string",
+                                            "description": "One short sentence explaining impact/tradeoff if selected."
+                                        }
                                     },
                                     "required": ["label", "description"],
                                     "additionalProperties": false
@@ -265,5 +304,90 @@ mod tests {
         assert_eq!(names, ["update_plan", "request_user_input", "crm__lookup"]);
         let v: serde_json::Value = serde_json::from_str(&specs[2].json).unwrap();
         assert_eq!(v["parameters"]["properties"]["q"]["type"], "string");
+    }
+    /// Codex's own definitions (the tool-runner's fixtures, each naming the
+    /// Codex file and commit it was read from), compared with the specs the
+    /// workflow offers: same name, type, description and parameters, nothing
+    /// more and nothing less.
+    mod codex_parity {
+        use std::collections::BTreeSet;
+
+        use serde_json::Value;
+
+        use super::*;
+
+        fn fixture(text: &str) -> Value {
+            let fixture: Value = serde_json::from_str(text).unwrap();
+            let source = fixture["source"].as_str().unwrap();
+            assert!(
+                source.starts_with("codex-rs/") && source.contains(" @ "),
+                "{source}"
+            );
+            fixture
+        }
+
+        /// Fails at the first place where `keel` and `codex` differ.
+        fn assert_same(keel: &Value, codex: &Value, path: &str) {
+            match (keel, codex) {
+                (Value::Object(keel), Value::Object(codex)) => {
+                    let keel_keys: BTreeSet<_> = keel.keys().collect();
+                    let codex_keys: BTreeSet<_> = codex.keys().collect();
+                    assert_eq!(keel_keys, codex_keys, "{path}: fields");
+                    for (key, value) in codex {
+                        assert_same(&keel[key], value, &format!("{path}.{key}"));
+                    }
+                }
+                _ => assert_eq!(keel, codex, "{path}"),
+            }
+        }
+
+        fn offered(name: &str) -> Value {
+            let spec = workflow_tools(&[])
+                .into_iter()
+                .chain(legacy_tools())
+                .find(|spec| spec.name == name)
+                .unwrap_or_else(|| panic!("{name} is not offered"));
+            serde_json::from_str(&spec.json).unwrap()
+        }
+
+        #[test]
+        fn update_plan_is_codexs() {
+            let codex = fixture(include_str!(
+                "../../services/tool-runner/src/tools/codex_specs/update_plan.json"
+            ));
+            assert_same(&offered("update_plan"), &codex["spec"], "update_plan");
+        }
+
+        /// Codex words the description by the collaboration modes the tool
+        /// answers in (`request_user_input_tool_description` in
+        /// `codex-rs/tools/src/request_user_input_tool.rs`): "Plan mode" by
+        /// default, where a call in Default mode is refused, "Default or Plan
+        /// mode" with `default_mode_request_user_input`. Keel answers the
+        /// tool in every turn, so it offers the second text.
+        #[test]
+        fn request_user_input_is_codexs() {
+            let codex = fixture(include_str!(
+                "../../services/tool-runner/src/tools/codex_specs/request_user_input.json"
+            ));
+            let variants = &codex["conditional_descriptions"]["default_mode_request_user_input"];
+            let keel = offered("request_user_input");
+            assert_eq!(keel["description"], variants["true"]);
+            assert_ne!(keel["description"], variants["false"]);
+            assert_same(&keel, &codex["spec"], "request_user_input");
+        }
+
+        /// Sessions from before the tool-runner supplied specs get the argv
+        /// `shell` with the approval parameters, which Codex's
+        /// `create_shell_tool` always adds (`create_approval_parameters` in
+        /// `codex-rs/tools/src/local_tool.rs`).
+        #[test]
+        fn legacy_shell_is_codexs() {
+            let codex = fixture(include_str!(
+                "../../services/tool-runner/src/tools/codex_specs/shell.json"
+            ));
+            let legacy = legacy_tools();
+            assert_eq!(legacy.len(), 1);
+            assert_same(&offered("shell"), &codex["spec"], "shell");
+        }
     }
 }

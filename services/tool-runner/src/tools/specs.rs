@@ -195,6 +195,11 @@ fn strings(description: &'static str) -> Schema {
     }
 }
 
+/// `sandbox_permissions`, `justification` and `prefix_rule` as Codex words them
+/// (`codex-rs/tools/src/local_tool.rs`, `create_approval_parameters` with
+/// `exec_permission_approvals_enabled` off). Codex writes the last two as raw
+/// strings, so what it sends keeps their backslashes, line breaks and
+/// indentation; so does this.
 fn approval_parameters(options: &ToolOptions) -> Vec<(&'static str, Schema)> {
     if !options.approval_parameters {
         return Vec::new();
@@ -206,20 +211,26 @@ fn approval_parameters(options: &ToolOptions) -> Vec<(&'static str, Schema)> {
                 "Sandbox permissions for the command. Set to \"require_escalated\" to request running without sandbox restrictions; defaults to \"use_default\".",
             ),
         ),
-        (
-            "justification",
-            string(
-                "Only set if sandbox_permissions is \"require_escalated\". Request approval from the user to run this command outside the sandbox. Phrased as a simple question that summarizes the purpose of the command as it relates to the task at hand - e.g. 'Do you want to fetch and pull the latest version of this git branch?'",
-            ),
-        ),
-        (
-            "prefix_rule",
-            strings(
-                "Only specify when sandbox_permissions is `require_escalated`. Suggest a prefix command pattern that will allow you to fulfill similar requests from the user in the future. Should be a short but reasonable prefix, e.g. [\"git\", \"pull\"] or [\"uv\", \"run\"] or [\"pytest\"].",
-            ),
-        ),
+        ("justification", string(JUSTIFICATION_DESCRIPTION)),
+        ("prefix_rule", strings(PREFIX_RULE_DESCRIPTION)),
     ]
 }
+
+/// Codex: `codex-rs/tools/src/local_tool.rs`, `create_approval_parameters`.
+const JUSTIFICATION_DESCRIPTION: &str = concat!(
+    "Only set if sandbox_permissions is \\\"require_escalated\\\".\n",
+    "                    Request approval from the user to run this command outside the sandbox.\n",
+    "                    Phrased as a simple question that summarizes the purpose of the\n",
+    "                    command as it relates to the task at hand - e.g. 'Do you want to\n",
+    "                    fetch and pull the latest version of this git branch?'",
+);
+
+/// Codex: `codex-rs/tools/src/local_tool.rs`, `create_approval_parameters`.
+const PREFIX_RULE_DESCRIPTION: &str = concat!(
+    "Only specify when sandbox_permissions is `require_escalated`.\n",
+    "                        Suggest a prefix command pattern that will allow you to fulfill similar requests from the user in the future.\n",
+    "                        Should be a short but reasonable prefix, e.g. [\\\"git\\\", \\\"pull\\\"] or [\\\"uv\\\", \\\"run\\\"] or [\\\"pytest\\\"].",
+);
 
 fn exec_command(options: &ToolOptions) -> Tool {
     let mut properties = vec![
@@ -370,56 +381,60 @@ fn apply_patch_freeform() -> Tool {
     })
 }
 
-/// The JSON form's tutorial: the envelope, the three hunk kinds, context
-/// lines, `@@` anchors and relative paths.
-pub const APPLY_PATCH_JSON_DESCRIPTION: &str = r#"Use the `apply_patch` tool to edit files.
-The patch format is a small, file-oriented diff language that is easy to write and safe to apply. Every patch is wrapped in an envelope:
+/// The JSON form's description, Codex's `APPLY_PATCH_JSON_TOOL_DESCRIPTION`
+/// (`codex-rs/tools/src/apply_patch_tool.rs`), character for character: its
+/// non-breaking hyphens (U+2011), curly quotes and the tab in `@@ \t def`
+/// are escaped here so they show.
+pub const APPLY_PATCH_JSON_DESCRIPTION: &str = "Use the `apply_patch` tool to edit files.
+Your patch language is a stripped\u{2011}down, file\u{2011}oriented diff format designed to be easy to parse and safe to apply. You can think of it as a high\u{2011}level envelope:
 
 *** Begin Patch
-[ one or more file operations ]
+[ one or more file sections ]
 *** End Patch
 
-Each file operation starts with a header that says what to do:
+Within that envelope, you get a sequence of file operations.
+You MUST include a header to specify the action you are taking.
+Each operation starts with one of three headers:
 
-*** Add File: <path> - create a new file. Every line after the header is a + line holding the new contents.
-*** Delete File: <path> - remove an existing file. Nothing follows the header.
-*** Update File: <path> - change an existing file in place. The header may be followed by *** Move to: <new path> to rename the file.
+*** Add File: <path> - create a new file. Every following line is a + line (the initial contents).
+*** Delete File: <path> - remove an existing file. Nothing follows.
+*** Update File: <path> - patch an existing file in place (optionally with a rename).
 
-An update holds one or more hunks. Each hunk starts with @@, optionally followed by a line from the file (such as a class or function signature) that comes before the change. Inside a hunk every line starts with one character:
-- ' ' (a space) for a context line that stays as it is,
-- '-' for a line to remove,
-- '+' for a line to add.
+May be immediately followed by *** Move to: <new path> if you want to rename the file.
+Then one or more \u{201c}hunks\u{201d}, each introduced by @@ (optionally followed by a hunk header).
+Within a hunk each line starts with:
 
-Context:
-- Show 3 lines of unchanged context above and 3 lines below each change. When two changes are within 3 lines of each other, do not repeat the shared context lines.
-- When 3 lines of context do not identify the place uniquely, name the enclosing class or function after @@:
+For instructions on [context_before] and [context_after]:
+- By default, show 3 lines of code immediately above and 3 lines immediately below each change. If a change is within 3 lines of a previous change, do NOT duplicate the first change\u{2019}s [context_after] lines in the second change\u{2019}s [context_before] lines.
+- If 3 lines of context is insufficient to uniquely identify the snippet of code within the file, use the @@ operator to indicate the class or function to which the snippet belongs. For instance, we might have:
 @@ class BaseClass
-[3 lines of context]
--[old line]
-+[new line]
-[3 lines of context]
-- When even that is ambiguous, use several @@ lines, from the outermost scope inward:
-@@ class BaseClass
-@@ 	def method():
-[3 lines of context]
--[old line]
-+[new line]
-[3 lines of context]
-- End a hunk with *** End of File when the change is at the very end of the file.
+[3 lines of pre-context]
+- [old_code]
++ [new_code]
+[3 lines of post-context]
 
-The grammar:
+- If a code block is repeated so many times in a class or function such that even a single `@@` statement and 3 lines of context cannot uniquely identify the snippet of code, you can use multiple `@@` statements to jump to the right context. For instance:
+
+@@ class BaseClass
+@@ \t def method():
+[3 lines of pre-context]
+- [old_code]
++ [new_code]
+[3 lines of post-context]
+
+The full grammar definition is below:
 Patch := Begin { FileOp } End
-Begin := "*** Begin Patch" NEWLINE
-End := "*** End Patch" NEWLINE
+Begin := \"*** Begin Patch\" NEWLINE
+End := \"*** End Patch\" NEWLINE
 FileOp := AddFile | DeleteFile | UpdateFile
-AddFile := "*** Add File: " path NEWLINE { "+" line NEWLINE }
-DeleteFile := "*** Delete File: " path NEWLINE
-UpdateFile := "*** Update File: " path NEWLINE [ MoveTo ] { Hunk }
-MoveTo := "*** Move to: " newPath NEWLINE
-Hunk := "@@" [ header ] NEWLINE { HunkLine } [ "*** End of File" NEWLINE ]
-HunkLine := (" " | "-" | "+") text NEWLINE
+AddFile := \"*** Add File: \" path NEWLINE { \"+\" line NEWLINE }
+DeleteFile := \"*** Delete File: \" path NEWLINE
+UpdateFile := \"*** Update File: \" path NEWLINE [ MoveTo ] { Hunk }
+MoveTo := \"*** Move to: \" newPath NEWLINE
+Hunk := \"@@\" [ header ] NEWLINE { HunkLine } [ \"*** End of File\" NEWLINE ]
+HunkLine := (\" \" | \"-\" | \"+\") text NEWLINE
 
-An example combining several operations:
+A full patch can combine several operations:
 
 *** Begin Patch
 *** Add File: hello.txt
@@ -427,16 +442,17 @@ An example combining several operations:
 *** Update File: src/app.py
 *** Move to: src/main.py
 @@ def greet():
--print("Hi")
-+print("Hello, world!")
+-print(\"Hi\")
++print(\"Hello, world!\")
 *** Delete File: obsolete.txt
 *** End Patch
 
-Remember:
-- Every operation needs its header (Add, Delete or Update).
-- Prefix every new line with +, also when creating a file.
-- Use relative paths only, NEVER absolute ones.
-"#;
+It is important to remember:
+
+- You must include a header with your intended action (Add/Delete/Update)
+- You must prefix new lines with `+` even when creating a new file
+- File references can only be relative, NEVER ABSOLUTE.
+";
 
 fn apply_patch_json() -> Tool {
     function(
@@ -726,5 +742,242 @@ mod tests {
         assert!(plain["parameters"]["properties"].get("detail").is_none());
         let detailed = json(view_image(true));
         assert!(detailed["parameters"]["properties"].get("detail").is_some());
+    }
+    /// Codex's own definitions of the tools (`codex_specs/<tool>.json`, each
+    /// naming the Codex file and commit it was read from), compared with what
+    /// `tool_specs` offers for each choice: same name, type, description and
+    /// parameters (names, types, descriptions, `required`,
+    /// `additionalProperties`), nothing more and nothing less.
+    mod codex_parity {
+        use std::collections::BTreeSet;
+
+        use super::*;
+
+        fn fixture(tool: &str) -> Value {
+            let text = match tool {
+                "exec_command" => include_str!("codex_specs/exec_command.json"),
+                "write_stdin" => include_str!("codex_specs/write_stdin.json"),
+                "shell" => include_str!("codex_specs/shell.json"),
+                "shell_command" => include_str!("codex_specs/shell_command.json"),
+                "apply_patch_freeform" => include_str!("codex_specs/apply_patch_freeform.json"),
+                "apply_patch_json" => include_str!("codex_specs/apply_patch_json.json"),
+                "view_image" => include_str!("codex_specs/view_image.json"),
+                "read_file" => include_str!("codex_specs/read_file.json"),
+                "list_dir" => include_str!("codex_specs/list_dir.json"),
+                "grep_files" => include_str!("codex_specs/grep_files.json"),
+                other => panic!("no Codex fixture for {other}"),
+            };
+            serde_json::from_str(text).unwrap()
+        }
+
+        /// Codex's spec from `fixture`, with the properties Codex adds only
+        /// under a condition added when that condition is in `conditions`.
+        fn codex_spec(fixture_name: &str, conditions: &[&str]) -> Value {
+            let fixture = fixture(fixture_name);
+            let mut spec = fixture["spec"].clone();
+            let conditional = fixture
+                .get("conditional_properties")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            for (name, property) in conditional {
+                let when = property["when"].as_str().unwrap();
+                if conditions.contains(&when) {
+                    spec["parameters"]["properties"][name.as_str()] = property["schema"].clone();
+                }
+            }
+            spec
+        }
+
+        /// Keel never offers `login` conditionally: it has no
+        /// `allow_login_shell` setting (docs/codex.md lists it as ignored)
+        /// and always runs as Codex does by default, where
+        /// `Config.allow_login_shell` is true and
+        /// `create_exec_command_tool` / `create_shell_command_tool`
+        /// (`codex-rs/tools/src/local_tool.rs`) add `login` under
+        /// `if options.allow_login_shell`.
+        const KEEL_CONDITIONS: &[&str] = &["allow_login_shell"];
+
+        /// The approval parameters. Codex's current source adds them to
+        /// every shell tool unconditionally (`create_approval_parameters` in
+        /// `codex-rs/tools/src/local_tool.rs`, called by
+        /// `create_shell_tool`, `create_shell_command_tool` and
+        /// `create_exec_command_tool`); older Codex added them only when
+        /// the session could ask for approval. Keel's worker always asks for
+        /// them (`include_approval_parameters: true`); a ListTools caller
+        /// that answers no approvals may leave them out, and then the spec
+        /// is Codex's without exactly these three.
+        const APPROVAL_PARAMETERS: [&str; 3] =
+            ["sandbox_permissions", "justification", "prefix_rule"];
+
+        fn without_approval_parameters(mut spec: Value) -> Value {
+            let properties = spec["parameters"]["properties"].as_object_mut().unwrap();
+            for name in APPROVAL_PARAMETERS {
+                assert!(properties.remove(name).is_some(), "Codex's spec has {name}");
+            }
+            spec
+        }
+
+        /// Fails at the first place where `keel` and `codex` differ.
+        fn assert_same(keel: &Value, codex: &Value, path: &str) {
+            match (keel, codex) {
+                (Value::Object(keel), Value::Object(codex)) => {
+                    let keel_keys: BTreeSet<_> = keel.keys().collect();
+                    let codex_keys: BTreeSet<_> = codex.keys().collect();
+                    assert_eq!(keel_keys, codex_keys, "{path}: fields");
+                    for (key, value) in codex {
+                        assert_same(&keel[key], value, &format!("{path}.{key}"));
+                    }
+                }
+                _ => assert_eq!(keel, codex, "{path}"),
+            }
+        }
+
+        fn keel_spec(options: &ToolOptions, tool: &str) -> Value {
+            parsed(options)
+                .into_iter()
+                .find(|(name, _)| name == tool)
+                .map(|(_, spec)| spec)
+                .unwrap_or_else(|| panic!("{tool} is not offered with {options:?}"))
+        }
+
+        #[test]
+        fn fixtures_name_their_codex_source() {
+            for tool in [
+                "exec_command",
+                "write_stdin",
+                "shell",
+                "shell_command",
+                "apply_patch_freeform",
+                "apply_patch_json",
+                "view_image",
+                "read_file",
+                "list_dir",
+                "grep_files",
+            ] {
+                let fixture = fixture(tool);
+                let source = fixture["source"].as_str().unwrap();
+                assert!(
+                    source.starts_with("codex-rs/") && source.contains(" @ "),
+                    "{tool}: {source}"
+                );
+                assert!(fixture["spec"]["name"].is_string(), "{tool}");
+            }
+        }
+
+        /// Codex offers `shell` for shell type `default`, `shell_command`
+        /// for `shell_command`, and `exec_command` with `write_stdin` for
+        /// unified exec (`codex-rs/tools/src/tool_registry_plan.rs`).
+        #[test]
+        fn each_shell_tool_choice_offers_codexs_specs() {
+            for (shell, tools) in [
+                (ShellTool::Shell, &["shell"][..]),
+                (ShellTool::ShellCommand, &["shell_command"][..]),
+                (ShellTool::UnifiedExec, &["exec_command", "write_stdin"][..]),
+            ] {
+                for approval_parameters in [true, false] {
+                    let options = ToolOptions {
+                        shell,
+                        apply_patch: ApplyPatchTool::None,
+                        approval_parameters,
+                        ..Default::default()
+                    };
+                    assert_eq!(names(&options), tools, "{options:?}");
+                    for &tool in tools {
+                        let mut codex = codex_spec(tool, KEEL_CONDITIONS);
+                        // write_stdin has no approval parameters in Codex.
+                        if !approval_parameters && tool != "write_stdin" {
+                            codex = without_approval_parameters(codex);
+                        }
+                        let keel = keel_spec(&options, tool);
+                        assert_same(
+                            &keel,
+                            &codex,
+                            &format!("{tool} (approvals {approval_parameters})"),
+                        );
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn each_apply_patch_choice_offers_codexs_spec() {
+            for (apply_patch, fixture_name) in [
+                (ApplyPatchTool::Freeform, "apply_patch_freeform"),
+                (ApplyPatchTool::Json, "apply_patch_json"),
+            ] {
+                let options = ToolOptions {
+                    shell: ShellTool::None,
+                    apply_patch,
+                    ..Default::default()
+                };
+                assert_eq!(names(&options), ["apply_patch"]);
+                let keel = keel_spec(&options, "apply_patch");
+                assert_same(&keel, &codex_spec(fixture_name, &[]), fixture_name);
+            }
+        }
+
+        /// `detail` only where the session may ask for original detail, as
+        /// Codex's `create_view_image_tool` adds it only with
+        /// `can_request_original_image_detail`
+        /// (`codex-rs/tools/src/view_image.rs`).
+        #[test]
+        fn view_image_with_and_without_detail_offers_codexs_spec() {
+            for (original_detail, conditions) in [
+                (false, &[][..]),
+                (true, &["can_request_original_image_detail"][..]),
+            ] {
+                let options = ToolOptions {
+                    shell: ShellTool::None,
+                    apply_patch: ApplyPatchTool::None,
+                    view_image: true,
+                    view_image_original_detail: original_detail,
+                    ..Default::default()
+                };
+                assert_eq!(names(&options), ["view_image"]);
+                let keel = keel_spec(&options, "view_image");
+                assert_same(
+                    &keel,
+                    &codex_spec("view_image", conditions),
+                    &format!("view_image (detail {original_detail})"),
+                );
+            }
+        }
+
+        #[test]
+        fn file_tools_offer_codexs_specs() {
+            let options = ToolOptions {
+                shell: ShellTool::None,
+                apply_patch: ApplyPatchTool::None,
+                file_tools: true,
+                ..Default::default()
+            };
+            assert_eq!(names(&options), ["grep_files", "list_dir", "read_file"]);
+            for tool in ["grep_files", "list_dir", "read_file"] {
+                assert_same(&keel_spec(&options, tool), &codex_spec(tool, &[]), tool);
+            }
+        }
+
+        /// The whole default selection at once, approvals on, as a session
+        /// with Codex's default tools gets it.
+        #[test]
+        fn full_selection_matches_codex_tool_by_tool() {
+            let options = ToolOptions {
+                shell: ShellTool::UnifiedExec,
+                apply_patch: ApplyPatchTool::Freeform,
+                view_image: true,
+                view_image_original_detail: false,
+                file_tools: true,
+                approval_parameters: true,
+            };
+            for (name, keel) in parsed(&options) {
+                let fixture_name = if name == "apply_patch" {
+                    "apply_patch_freeform"
+                } else {
+                    name.as_str()
+                };
+                assert_same(&keel, &codex_spec(fixture_name, KEEL_CONDITIONS), &name);
+            }
+        }
     }
 }
