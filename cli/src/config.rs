@@ -135,6 +135,7 @@ const SERVICE_KEYS: &[(&str, &str)] = &[
     ("model_context_window", "the model-proxy"),
     ("model_auto_compact_token_limit", "the model-proxy"),
     ("mcp_servers.", "the mcp-broker"),
+    ("projects.", "keel (trusted projects' .codex/rules)"),
     ("profile", "keel (the active profile)"),
     ("profiles.", "keel (profiles)"),
 ];
@@ -153,7 +154,6 @@ const UNSUPPORTED_KEYS: &[&str] = &[
     "allow_login_shell",
     "shell_environment_policy.",
     "features.",
-    "projects.",
     "notify",
     "hooks.",
     "history.",
@@ -246,6 +246,9 @@ pub(crate) struct Resolved {
     pub not_applied: Vec<(String, String)>,
     /// Problems that do not stop a session (unknown keys).
     pub warnings: Vec<String>,
+    /// The directories `[projects."<path>"] trust_level = "trusted"`
+    /// names: only their `.codex/rules` are read.
+    pub trusted_projects: Vec<PathBuf>,
 }
 
 impl Resolved {
@@ -361,6 +364,7 @@ pub(crate) fn resolve(
     let mut out = Resolved {
         path: path.map(Path::to_path_buf),
         profile: profile.clone(),
+        trusted_projects: trusted_projects(&root),
         ..Default::default()
     };
     let mut flat = BTreeMap::new();
@@ -399,6 +403,20 @@ pub(crate) fn resolve(
     }
     out.entries.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(out)
+}
+
+/// `[projects."<path>"]` tables with `trust_level = "trusted"`.
+fn trusted_projects(root: &toml::Table) -> Vec<PathBuf> {
+    root.get("projects")
+        .and_then(Value::as_table)
+        .map(|projects| {
+            projects
+                .iter()
+                .filter(|(_, t)| t.get("trust_level").and_then(Value::as_str) == Some("trusted"))
+                .map(|(path, _)| PathBuf::from(path))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Files a key under the session keys (checked), the other services' or
@@ -723,7 +741,7 @@ pub(crate) fn for_new_session(
         crate::render::note(format_args!("keel: warning: {warning}"));
     }
     apply_flags(&mut resolved, settings, oss);
-    let rules = load_rules(project)?;
+    let rules = load_rules(project, &resolved.trusted_projects)?;
     let mut parts = session_parts(&resolved, settings.max_iterations, rules);
     if let Some(file) = resolved.text("model_instructions_file") {
         // Relative to the config file's directory, as Codex resolves it.
@@ -828,12 +846,33 @@ pub(crate) fn show(
 }
 
 /// The rules files a session applies, as Codex loads them: every
-/// `$CODEX_HOME/rules/*.rules`, then the project's `<cwd>/.codex/rules/*.rules`,
-/// each directory in name order. Missing directories are fine.
-pub(crate) fn load_rules(project: Option<&Path>) -> Result<Vec<pb::RulesFile>, ConfigError> {
+/// `$CODEX_HOME/rules/*.rules`, then the project's `<cwd>/.codex/rules/*.rules`
+/// when the project is trusted, each directory in name order. Missing
+/// directories are fine. A repository's own rules could allow anything
+/// (an explicit `allow` runs a command outside the sandbox), so an
+/// untrusted project's are left out, with a warning, as Codex reads
+/// project configuration only for trusted projects.
+pub(crate) fn load_rules(
+    project: Option<&Path>,
+    trusted: &[PathBuf],
+) -> Result<Vec<pb::RulesFile>, ConfigError> {
     let mut dirs: Vec<PathBuf> = codex_home().map(|h| h.join("rules")).into_iter().collect();
     if let Some(cwd) = project {
-        dirs.push(cwd.join(".codex").join("rules"));
+        let dir = cwd.join(".codex").join("rules");
+        let cwd = std::fs::canonicalize(cwd).unwrap_or_else(|_| cwd.to_path_buf());
+        let is_trusted = trusted.iter().any(|t| {
+            let t = std::fs::canonicalize(t).unwrap_or_else(|_| t.clone());
+            cwd.starts_with(t)
+        });
+        if is_trusted {
+            dirs.push(dir);
+        } else if dir.is_dir() {
+            crate::render::note(format_args!(
+                "keel: warning: ignored {}: the project is not trusted (add [projects.\"{}\"] trust_level = \"trusted\" to config.toml)",
+                dir.display(),
+                cwd.display()
+            ));
+        }
     }
     let mut out = Vec::new();
     for dir in dirs {

@@ -976,6 +976,8 @@ web_search = "live"
 profile = "locked"
 aproval_policy = "never"
 model_instructions_file = "instructions.md"
+model_reasoning_effort = "high"
+model_reasoning_summary = "detailed"
 
 [profiles.locked]
 approval_policy = "never"
@@ -1008,7 +1010,7 @@ fn codex_config(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
     ensure!(
         entry("approval_policy")
             == json!({"key": "approval_policy", "value": "\"never\"",
-                      "source": format!("profile locked ({})", at(13))}),
+                      "source": format!("profile locked ({})", at(15))}),
         "{show}"
     );
     ensure!(entry("personality")["source"] == "-c", "{show}");
@@ -1105,6 +1107,11 @@ fn codex_config(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
         first.body["instructions"] == "You are a careful test agent.",
         "{}",
         first.body["instructions"]
+    );
+    ensure!(
+        first.body["reasoning"] == json!({"effort": "high", "summary": "detailed"}),
+        "{}",
+        first.body["reasoning"]
     );
     let output = requests
         .get(1)
@@ -1426,5 +1433,64 @@ fn more_config(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
         tools.iter().any(|t| t == "apply_patch" || t == "read_file"),
         "{tools:?}"
     );
+    Ok(())
+}
+
+/// A repository's own `.codex/rules` hold only once the user trusts the
+/// project (`[projects."<path>"] trust_level = "trusted"`): a cloned
+/// repository must not be able to allow itself commands.
+#[tokio::test(flavor = "multi_thread")]
+async fn project_rules_apply_only_to_trusted_projects() -> anyhow::Result<()> {
+    let script = vec![
+        Scripted::tool_call("c_one", "exec_command", r#"{"cmd":"touch one"}"#),
+        Scripted::assistant("Made one."),
+        Scripted::tool_call("c_two", "exec_command", r#"{"cmd":"touch two"}"#),
+        Scripted::assistant("Made two?"),
+    ];
+    on_stack(script, "worker", project_rules).await
+}
+
+fn project_rules(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
+    let ws = keel.workspace.path();
+    std::fs::create_dir_all(ws.join(".codex/rules"))?;
+    std::fs::write(
+        ws.join(".codex/rules/project.rules"),
+        "prefix_rule(pattern=[\"touch\"], decision=\"forbidden\", justification=\"the project says no\")\n",
+    )?;
+    let config = keel.codex_home.path().join("config.toml");
+    std::fs::write(&config, "")?;
+
+    let untrusted = keel.run(&["run", "make one"])?.ok()?;
+    ensure!(
+        untrusted.stderr.contains("the project is not trusted"),
+        "{}",
+        untrusted.stderr
+    );
+    ensure!(ws.join("one").exists(), "an untrusted project's rule held");
+
+    let canonical = std::fs::canonicalize(ws)?;
+    std::fs::write(
+        &config,
+        format!(
+            "[projects.{}]\ntrust_level = \"trusted\"\n",
+            json!(canonical.display().to_string())
+        ),
+    )?;
+    let trusted = keel.run(&["run", "make two"])?.ok()?;
+    ensure!(
+        !trusted.stderr.contains("not trusted"),
+        "{}",
+        trusted.stderr
+    );
+    ensure!(
+        !ws.join("two").exists(),
+        "the trusted project's rule did not hold"
+    );
+    let output = fake
+        .requests()
+        .iter()
+        .find_map(|r| r.function_call_output("c_two"))
+        .context("no output for c_two")?;
+    ensure!(output.contains("rejected: the project says no"), "{output}");
     Ok(())
 }
