@@ -150,6 +150,13 @@ async fn run_session(stack: &Stack, dir: &std::path::Path) -> anyhow::Result<()>
         .context("no session")?
         .session_id;
     let mut events = session::follow(&mut client, &sid, 0, true).await?;
+    // The first event (session_configured) means this watcher is on the
+    // session's live feed: deltas from now on reach it.
+    let first = session::next_event(&mut events).await?;
+    ensure!(
+        matches!(first.msg, Some(Msg::SessionConfigured(_))),
+        "{first:?}"
+    );
     session::send(&mut client, &sid, "t1", "Say hello in five words.").await?;
     let mut deltas = 0usize;
     let mut streamed = String::new();
