@@ -9,8 +9,8 @@ use clap::Args;
 use keel_proto::v1::event::Msg;
 use keel_proto::v1::stream_events_response::Kind;
 use keel_proto::v1::{
-    CompactRequest, Event, GetSessionRequest, InterruptRequest, OverrideTurnContextRequest,
-    PendingRequest, Session, SteerTurnRequest, StreamEventsRequest,
+    CloseSessionRequest, CompactRequest, Event, GetSessionRequest, InterruptRequest,
+    OverrideTurnContextRequest, PendingRequest, Session, SteerTurnRequest, StreamEventsRequest,
 };
 use serde_json::{Value, json};
 
@@ -214,6 +214,17 @@ pub(crate) async fn interrupt(mut api: SessionApi, session: String) -> Result<()
     note(format_args!(
         "interrupted the running turn of {session}, if any"
     ));
+    Ok(())
+}
+
+pub(crate) async fn close(mut api: SessionApi, session: String) -> Result<()> {
+    api.client
+        .close_session(CloseSessionRequest {
+            session_id: session.clone(),
+        })
+        .await
+        .map_err(|status| session_error(&api, "CloseSession", &session, &status))?;
+    note(format_args!("closed {session}"));
     Ok(())
 }
 

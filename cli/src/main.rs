@@ -144,6 +144,21 @@ enum Command {
     /// Add a message to a session's running turn: the model sees it at its
     /// next call and the turn goes on (Codex's steering).
     Steer(control::SteerArgs),
+    /// Follow a session without sending anything: its events from the start
+    /// (or after --from), then live, until it closes or Ctrl-C detaches.
+    /// At a terminal, its requests are asked as `keel run` asks them.
+    Attach {
+        session: String,
+        /// Show only events after this offset (0: everything kept).
+        #[arg(long, value_name = "OFFSET", default_value_t = 0)]
+        from: u64,
+        /// Print each event as one JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close a session: its running turn is interrupted, queued turns are
+    /// dropped, and it accepts no more.
+    Close { session: String },
     /// Abort a session's running turn, if any.
     Interrupt { session: String },
     /// Summarise a session's conversation so far and continue from the
@@ -356,6 +371,19 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Override(args) => control::override_context(connect().await?, args).await,
         Command::Steer(args) => control::steer(connect().await?, args).await,
         Command::Interrupt { session } => control::interrupt(connect().await?, session).await,
+        Command::Close { session } => control::close(connect().await?, session).await,
+        Command::Attach {
+            session,
+            from,
+            json,
+        } => {
+            let target = resolve_target(
+                cli.global.addr.as_deref(),
+                cli.global.token_file.as_deref(),
+                &state,
+            )?;
+            run::attach(target, session, from, json).await
+        }
         Command::Compact { session } => control::compact(connect().await?, session).await,
         // Answered in `main` before the runtime starts.
         Command::Policy(_) | Command::Token(_) | Command::Config(_) => Ok(()),

@@ -61,20 +61,7 @@ pub(crate) async fn run(target: Target, options: RunOptions) -> Result<()> {
     };
     // Asking needs a person at a terminal, and a stdin the prompt did not use.
     let interactive = !from_stdin && io::stdin().is_terminal();
-    let out = io::stdout();
-    let err = io::stderr();
-    let color = std::env::var_os("NO_COLOR").is_none();
-    let renderer = if options.json {
-        Renderer::Json(JsonRenderer::new(out))
-    } else {
-        let out_style = Style {
-            color: color && out.is_terminal(),
-        };
-        let err_style = Style {
-            color: color && err.is_terminal(),
-        };
-        Renderer::Human(HumanRenderer::new(out, out_style, err, err_style))
-    };
+    let renderer = renderer(options.json);
     let mut api = SessionApi::connect(target).await?;
     let session = open_session(&mut api, &options).await?;
     let session_id = session.session_id.clone();
@@ -123,6 +110,68 @@ pub(crate) async fn run(target: Target, options: RunOptions) -> Result<()> {
         api,
         session_id,
         turn: Turn::new(turn_id),
+        queued: std::collections::VecDeque::new(),
+        failures: Vec::new(),
+        renderer,
+        asker: interactive.then(Asker::default),
+        lines: interactive.then(ask::stdin_lines),
+        prompt_open: false,
+    };
+    watch.follow(stream).await
+}
+
+/// Events as JSON lines, or for a person (coloured where a terminal shows
+/// them and `NO_COLOR` is unset).
+fn renderer(json: bool) -> Renderer<io::Stdout, io::Stderr> {
+    let out = io::stdout();
+    let err = io::stderr();
+    if json {
+        return Renderer::Json(JsonRenderer::new(out));
+    }
+    let color = std::env::var_os("NO_COLOR").is_none();
+    let out_style = Style {
+        color: color && out.is_terminal(),
+    };
+    let err_style = Style {
+        color: color && err.is_terminal(),
+    };
+    Renderer::Human(HumanRenderer::new(out, out_style, err, err_style))
+}
+
+/// `keel attach`: follows a session — its events after `from` (0: from
+/// the start), then live — without sending anything, until the session
+/// closes or Ctrl-C detaches. At a terminal, its requests are asked as
+/// `keel run` asks them, and a typed line steers the running turn.
+pub(crate) async fn attach(
+    target: Target,
+    session_id: String,
+    from: u64,
+    json: bool,
+) -> Result<()> {
+    let interactive = io::stdin().is_terminal();
+    let renderer = renderer(json);
+    let api = SessionApi::connect(target).await?;
+    let stream = api
+        .client
+        .clone()
+        .stream_events(StreamEventsRequest {
+            session_id: session_id.clone(),
+            after_offset: from,
+            follow: true,
+            live_deltas: renderer.wants_deltas(),
+        })
+        .await
+        .map_err(|status| {
+            crate::respond::session_error(&api, "StreamEvents", &session_id, &status)
+        })?
+        .into_inner();
+    note(format_args!(
+        "attached to {session_id} (Ctrl-C detaches; the session goes on)"
+    ));
+    let watch = Watch {
+        api,
+        session_id,
+        turn: Turn::every(),
         queued: std::collections::VecDeque::new(),
         failures: Vec::new(),
         renderer,
@@ -330,6 +379,9 @@ impl<O: Write, E: Write> Watch<O, E> {
                             .context("cannot write the output")?,
                         Some(Kind::Delta(_)) | None => {}
                     },
+                    Ok(None) if self.turn.every => bail!(
+                        "the event stream of {session_id} ended (keel attach {session_id} follows it again)"
+                    ),
                     Ok(None) => bail!(
                         "the event stream ended before turn {turn_id} finished \
                      (it may still be running: keel run --session {session_id} ...)"
@@ -339,6 +391,13 @@ impl<O: Write, E: Write> Watch<O, E> {
                     }
                 },
                 Happened::Line(line) => self.line(line).await,
+                Happened::Interrupt if self.turn.every => {
+                    self.close_prompt();
+                    note(format_args!(
+                        "detached from {session_id}; the session goes on"
+                    ));
+                    return Ok(());
+                }
                 Happened::Interrupt => {
                     self.close_prompt();
                     if interrupted {
@@ -633,8 +692,12 @@ async fn open_session(api: &mut SessionApi, options: &RunOptions) -> Result<Sess
 
 /// What the stream has told us about our turn so far.
 struct Turn {
+    /// Our turn; with `every`, the session's running (or last) turn.
     id: String,
     error: Option<String>,
+    /// Every turn of the session (`keel attach`): the watch ends when the
+    /// session closes, not with a turn.
+    every: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -646,16 +709,39 @@ enum Progress {
 
 impl Turn {
     fn new(id: String) -> Self {
-        Self { id, error: None }
+        Self {
+            id,
+            error: None,
+            every: false,
+        }
+    }
+
+    /// Every turn, until the session closes.
+    fn every() -> Self {
+        Self {
+            id: String::new(),
+            error: None,
+            every: true,
+        }
     }
 
     /// Our turn's events and session-level ones; not those of turns queued
     /// before ours.
     fn concerns(&self, event: &Event) -> bool {
-        event.turn_id.is_empty() || event.turn_id == self.id
+        self.every || event.turn_id.is_empty() || event.turn_id == self.id
     }
 
     fn observe(&mut self, event: &Event) -> Progress {
+        if self.every {
+            return match &event.msg {
+                Some(Msg::TurnStarted(_)) => {
+                    self.id = event.turn_id.clone();
+                    Progress::Running
+                }
+                Some(Msg::ShutdownComplete(_)) => Progress::Completed,
+                _ => Progress::Running,
+            };
+        }
         let ours = event.turn_id == self.id;
         match &event.msg {
             Some(Msg::Error(e)) if ours => {

@@ -529,6 +529,10 @@ impl Background {
         std::fs::read_to_string(&self.err).unwrap_or_default()
     }
 
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
     /// Waits for the command to end (killing it after [`COMMAND_TIMEOUT`]).
     fn wait(mut self) -> anyhow::Result<Outcome> {
         let mut child = self.child.take().context("already waited")?;
@@ -1492,5 +1496,89 @@ fn project_rules(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
         .find_map(|r| r.function_call_output("c_two"))
         .context("no output for c_two")?;
     ensure!(output.contains("rejected: the project says no"), "{output}");
+    Ok(())
+}
+
+/// `keel attach` follows a session without sending anything: what happened
+/// before (from offset 0, or after `--from`), then live turns another
+/// client sends, until `keel close` ends the session.
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_follows_a_session_until_it_closes() -> anyhow::Result<()> {
+    let script = vec![
+        Scripted::assistant("first answer"),
+        Scripted::assistant("second answer"),
+    ];
+    on_stack(script, "session-api", attach).await
+}
+
+fn attach(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
+    let first = keel.run(&["run", "--json", "one"])?.ok()?;
+    let session = session_id(&first.stderr)?;
+    let first_events = json_lines(&first.stdout)?;
+    let last_of_first = first_events
+        .iter()
+        .filter_map(|e| e["offset"].as_u64())
+        .max()
+        .context("no offsets")?;
+
+    let watcher = keel.spawn("attach", &["attach", &session, "--json"])?;
+    wait_for("the first turn replayed", PENDING_TIMEOUT, || {
+        watcher.stdout().contains("first answer").then_some(())
+    })
+    .with_context(|| watcher.stderr())?;
+    keel.run(&["run", "--session", &session, "two"])?.ok()?;
+    wait_for("the second turn live", PENDING_TIMEOUT, || {
+        watcher.stdout().contains("second answer").then_some(())
+    })
+    .with_context(|| watcher.stderr())?;
+    let closed = keel.run(&["close", &session])?.ok()?;
+    ensure!(
+        closed.stderr.contains(&format!("closed {session}")),
+        "{}",
+        closed.stderr
+    );
+    let done = watcher.wait()?.ok()?;
+    let events = json_lines(&done.stdout)?;
+    let offsets: Vec<u64> = events.iter().filter_map(|e| e["offset"].as_u64()).collect();
+    let expected: Vec<u64> = (1..=offsets.len() as u64).collect();
+    ensure!(offsets == expected, "offsets not dense from 1: {offsets:?}");
+    ensure!(
+        events
+            .last()
+            .is_some_and(|e| e["type"] == "shutdown_complete"),
+        "{}",
+        done.stdout
+    );
+    ensure!(fake.requests().len() == 2, "attach sent a turn");
+
+    // --from: only what came after.
+    let later = keel
+        .run(&[
+            "attach",
+            &session,
+            "--json",
+            "--from",
+            &last_of_first.to_string(),
+        ])?
+        .ok()?;
+    let events = json_lines(&later.stdout)?;
+    ensure!(
+        events
+            .iter()
+            .all(|e| e["offset"].as_u64().is_some_and(|o| o > last_of_first)),
+        "{}",
+        later.stdout
+    );
+    ensure!(
+        later.stdout.contains("second answer") && !later.stdout.contains("first answer"),
+        "{}",
+        later.stdout
+    );
+    let unknown = keel.run(&["attach", "no-such-session"])?;
+    ensure!(
+        !unknown.status.success() && unknown.stderr.contains("no-such-session"),
+        "{}",
+        unknown.stderr
+    );
     Ok(())
 }
