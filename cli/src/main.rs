@@ -148,7 +148,12 @@ enum Command {
     /// (or after --from), then live, until it closes or Ctrl-C detaches.
     /// At a terminal, its requests are asked as `keel run` asks them.
     Attach {
-        session: String,
+        /// The session (see `keel sessions`).
+        #[arg(required_unless_present = "last", conflicts_with = "last")]
+        session: Option<String>,
+        /// The newest session instead.
+        #[arg(long)]
+        last: bool,
         /// Show only events after this offset (0: everything kept).
         #[arg(long, value_name = "OFFSET", default_value_t = 0)]
         from: u64,
@@ -374,9 +379,14 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Close { session } => control::close(connect().await?, session).await,
         Command::Attach {
             session,
+            last,
             from,
             json,
         } => {
+            let session = match (session, last) {
+                (Some(id), _) => id,
+                (None, _) => sessions::newest(connect().await?).await?,
+            };
             let target = resolve_target(
                 cli.global.addr.as_deref(),
                 cli.global.token_file.as_deref(),

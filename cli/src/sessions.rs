@@ -8,6 +8,24 @@ use crate::client::SessionApi;
 use crate::render::{session_status_name, timestamp_local, timestamp_rfc3339};
 
 const PAGE_SIZE: u32 = 200;
+
+/// The id of the newest session (`keel attach --last`).
+pub(crate) async fn newest(mut api: SessionApi) -> anyhow::Result<String> {
+    let page = api
+        .client
+        .list_sessions(ListSessionsRequest {
+            page_size: 1,
+            page_token: String::new(),
+        })
+        .await
+        .map_err(|status| api.error("ListSessions", &status))?
+        .into_inner();
+    page.sessions
+        .into_iter()
+        .next()
+        .map(|s| s.session_id)
+        .ok_or_else(|| anyhow::anyhow!("there are no sessions yet (keel run starts one)"))
+}
 /// A server that keeps handing out pages is a bug; stop rather than loop.
 const MAX_PAGES: usize = 10_000;
 

@@ -1574,6 +1574,14 @@ fn attach(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
         "{}",
         later.stdout
     );
+    // --last: the newest session (this one).
+    let newest = keel.run(&["attach", "--last", "--json"])?.ok()?;
+    ensure!(
+        newest.stderr.contains(&format!("attached to {session}"))
+            && newest.stdout.contains("second answer"),
+        "{}",
+        newest.stderr
+    );
     let unknown = keel.run(&["attach", "no-such-session"])?;
     ensure!(
         !unknown.status.success() && unknown.stderr.contains("no-such-session"),
