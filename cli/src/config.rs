@@ -279,6 +279,22 @@ impl Resolved {
         })
     }
 
+    /// Every session key in `SESSION_KEYS` order, with its value (as TOML)
+    /// and source when it is set.
+    fn session_rows(&self) -> Vec<(&'static str, Option<(String, String)>)> {
+        SESSION_KEYS
+            .iter()
+            .map(|(key, _)| {
+                let set = self
+                    .entries
+                    .iter()
+                    .find(|e| e.key == *key)
+                    .map(|e| (toml_text(&e.value), e.source.to_string()));
+                (*key, set)
+            })
+            .collect()
+    }
+
     /// Sets (or replaces) `key` from a command-line flag.
     pub(crate) fn set_flag(&mut self, key: &str, value: Value, flag: &'static str) {
         self.entries.retain(|e| e.key != key);
@@ -775,16 +791,15 @@ pub(crate) fn show(
     };
     apply_flags(&mut resolved, settings, oss);
     let text = if json {
-        let entries: Vec<_> = SESSION_KEYS
-            .iter()
-            .map(
-                |(key, _)| match resolved.entries.iter().find(|e| e.key == *key) {
-                    Some(e) => serde_json::json!({
-                        "key": key, "value": toml_text(&e.value), "source": e.source.to_string()
-                    }),
-                    None => serde_json::json!({"key": key, "value": null, "source": "default"}),
-                },
-            )
+        let entries: Vec<_> = resolved
+            .session_rows()
+            .into_iter()
+            .map(|(key, set)| match set {
+                Some((value, source)) => {
+                    serde_json::json!({"key": key, "value": value, "source": source})
+                }
+                None => serde_json::json!({"key": key, "value": null, "source": "default"}),
+            })
             .collect();
         let not_applied: Vec<_> = resolved
             .not_applied
@@ -816,11 +831,9 @@ pub(crate) fn show(
         );
         let header = ["KEY".to_string(), "VALUE".into(), "SOURCE".into()];
         let rows: Vec<[String; 3]> = std::iter::once(header)
-            .chain(SESSION_KEYS.iter().map(|(key, _)| {
-                match resolved.entries.iter().find(|e| e.key == *key) {
-                    Some(e) => [key.to_string(), toml_text(&e.value), e.source.to_string()],
-                    None => [key.to_string(), "-".into(), "default".into()],
-                }
+            .chain(resolved.session_rows().into_iter().map(|(key, set)| {
+                let (value, source) = set.unwrap_or_else(|| ("-".into(), "default".into()));
+                [key.to_string(), value, source]
             }))
             .collect();
         out.push_str(&crate::render::table(&rows));
@@ -916,19 +929,18 @@ pub(crate) fn persist_amendment(prefix: &[String]) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("default.rules");
     let rule = keel_policy::amendment_rule_text(prefix)?;
-    let mut file = std::fs::OpenOptions::new()
+    // On a line of its own, whatever the file ended with.
+    let existing = std::fs::read(&path).unwrap_or_default();
+    let separator = if existing.is_empty() || existing.ends_with(b"\n") {
+        ""
+    } else {
+        "\n"
+    };
+    std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&path)?;
-    let starts_clean = std::fs::metadata(&path).map_or(true, |m| m.len() == 0)
-        || std::fs::read(&path).is_ok_and(|b| b.ends_with(b"\n"));
-    if !starts_clean {
-        file.write_all(b"\n")?;
-    }
-    file.write_all(rule.as_bytes())?;
-    if !rule.ends_with('\n') {
-        file.write_all(b"\n")?;
-    }
+        .open(&path)?
+        .write_all(format!("{separator}{rule}\n").as_bytes())?;
     Ok(path)
 }
 

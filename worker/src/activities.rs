@@ -786,15 +786,11 @@ impl KeelActivities {
                 None => (legacy_tools_request(&input), Vec::new(), None),
                 Some(features) => {
                     let described = self
-                        .model
-                        .clone()
-                        .describe_defaults(pb::DescribeDefaultsRequest {
+                        .describe(pb::DescribeDefaultsRequest {
                             model: input.model.clone(),
                             provider: input.provider.clone(),
                         })
-                        .await
-                        .map_err(status_failure)?
-                        .into_inner();
+                        .await?;
                     let info = described.model_info.unwrap_or_default();
                     let set = chosen_tools(&input, features, &described.wire_api, &info);
                     (tools_request(&set), toolset::hosted_specs(&set), Some(info))
@@ -857,13 +853,10 @@ impl KeelActivities {
         _ctx: ActivityContext,
         _input: (),
     ) -> Result<ModelDefaults, ActivityError> {
-        let mut client = self.model.clone();
-        let defaults = client
-            .describe_defaults(pb::DescribeDefaultsRequest::default())
-            .await
-            .map_err(status_failure)?
-            .into_inner();
-        Ok(defaults.into())
+        Ok(self
+            .describe(pb::DescribeDefaultsRequest::default())
+            .await?
+            .into())
     }
 
     /// [`Self::describe_defaults`] for a session that names its provider.
@@ -873,16 +866,11 @@ impl KeelActivities {
         _ctx: ActivityContext,
         provider: String,
     ) -> Result<ModelDefaults, ActivityError> {
-        let mut client = self.model.clone();
-        let defaults = client
-            .describe_defaults(pb::DescribeDefaultsRequest {
-                provider,
-                ..Default::default()
-            })
-            .await
-            .map_err(status_failure)?
-            .into_inner();
-        Ok(defaults.into())
+        let request = pb::DescribeDefaultsRequest {
+            provider,
+            ..Default::default()
+        };
+        Ok(self.describe(request).await?.into())
     }
 
     /// Ends the session's tool-runner state when the session closes: its
@@ -1276,6 +1264,21 @@ fn output_item(done: pb::OutputItemDone) -> Option<OutputItem> {
             item_type: o.r#type,
         },
     })
+}
+
+impl KeelActivities {
+    /// The model-proxy's defaults and catalog entry (`DescribeDefaults`).
+    async fn describe(
+        &self,
+        request: pb::DescribeDefaultsRequest,
+    ) -> Result<pb::DescribeDefaultsResponse, ActivityError> {
+        let mut client = self.model.clone();
+        Ok(client
+            .describe_defaults(request)
+            .await
+            .map_err(status_failure)?
+            .into_inner())
+    }
 }
 
 /// Maps a service's gRPC status to an activity failure: what may succeed

@@ -310,8 +310,6 @@ mod tests {
     /// workflow offers: same name, type, description and parameters, nothing
     /// more and nothing less.
     mod codex_parity {
-        use std::collections::BTreeSet;
-
         use serde_json::Value;
 
         use super::*;
@@ -327,17 +325,9 @@ mod tests {
         }
 
         /// Fails at the first place where `keel` and `codex` differ.
-        fn assert_same(keel: &Value, codex: &Value, path: &str) {
-            match (keel, codex) {
-                (Value::Object(keel), Value::Object(codex)) => {
-                    let keel_keys: BTreeSet<_> = keel.keys().collect();
-                    let codex_keys: BTreeSet<_> = codex.keys().collect();
-                    assert_eq!(keel_keys, codex_keys, "{path}: fields");
-                    for (key, value) in codex {
-                        assert_same(&keel[key], value, &format!("{path}.{key}"));
-                    }
-                }
-                _ => assert_eq!(keel, codex, "{path}"),
+        fn assert_same(keel: &Value, codex: &Value, what: &str) {
+            if let Some(difference) = keel_tool_model::spec_check::first_difference(keel, codex) {
+                panic!("{what}: {difference}");
             }
         }
 

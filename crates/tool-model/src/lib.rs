@@ -32,6 +32,8 @@ mod offered;
 mod params;
 mod path;
 mod settings;
+#[cfg(any(test, feature = "spec-check"))]
+pub mod spec_check;
 pub mod toolset;
 pub mod truncate;
 

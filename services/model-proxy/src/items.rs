@@ -95,7 +95,7 @@ pub(crate) fn summarize(item: &Map<String, Value>) -> Item {
             let action = item.get("action");
             Item::Other(OtherItem {
                 r#type: "web_search_call".into(),
-                id: str_field(item, "id"),
+                id: text("id"),
                 web_search_query: action
                     .and_then(|a| a.get("query"))
                     .and_then(Value::as_str)
@@ -108,7 +108,7 @@ pub(crate) fn summarize(item: &Map<String, Value>) -> Item {
         }
         other => Item::Other(OtherItem {
             r#type: other.to_string(),
-            id: str_field(item, "id"),
+            id: text("id"),
             ..Default::default()
         }),
     }
@@ -116,13 +116,6 @@ pub(crate) fn summarize(item: &Map<String, Value>) -> Item {
 
 /// How much of a web search's action reaches workflow history.
 const ACTION_JSON_LIMIT: usize = 4096;
-
-fn str_field(item: &Map<String, Value>, key: &str) -> String {
-    item.get(key)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
-}
 
 /// The elements of the array `item[key]` (none when absent).
 fn parts<'a>(item: &'a Map<String, Value>, key: &str) -> impl Iterator<Item = &'a Value> {

@@ -252,8 +252,18 @@ impl Inner {
         if req.session_id.is_empty() {
             return Err(ProxyError::InvalidRequest("session_id is required".into()));
         }
-        let schema = self.output_schema(&req).await?;
-        let instructions = self.instructions(&req).await?;
+        let schema = self
+            .inline_or_stored(
+                ("final_output_json_schema", &req.final_output_json_schema),
+                &req.final_output_json_schema_digest,
+            )
+            .await?;
+        let instructions = self
+            .inline_or_stored(
+                ("instructions", &req.instructions),
+                &req.instructions_digest,
+            )
+            .await?;
         let controls = CallControls::resolve(
             RequestedControls {
                 reasoning_effort: &req.reasoning_effort,
@@ -309,9 +319,10 @@ impl Inner {
         let prompt = Prompt {
             session_id: req.session_id.clone(),
             model: model.to_string(),
-            instructions: match instructions {
-                Some(text) => text,
-                None => crate::prompt::base_instructions(controls.personality),
+            instructions: if instructions.is_empty() {
+                crate::prompt::base_instructions(controls.personality)
+            } else {
+                instructions
             },
             input,
             tools,
@@ -490,41 +501,24 @@ impl Inner {
     }
 
     /// Fetches items in order, a few at a time.
-    /// The call's own base instructions: inline, or loaded by digest;
-    /// `None`: the proxy's.
-    async fn instructions(
+    /// A text the request gives inline or names by its blob digest (never
+    /// both); empty when it gives neither.
+    async fn inline_or_stored(
         &self,
-        req: &StreamResponseRequest,
-    ) -> Result<Option<String>, ProxyError> {
-        let digest = &req.instructions_digest;
+        (field, inline): (&str, &str),
+        digest: &str,
+    ) -> Result<String, ProxyError> {
         if digest.is_empty() {
-            return Ok(Some(req.instructions.clone()).filter(|i| !i.is_empty()));
+            return Ok(inline.to_string());
         }
-        if !req.instructions.is_empty() {
-            return Err(ProxyError::InvalidRequest(
-                "instructions and instructions_digest are exclusive".into(),
-            ));
-        }
-        let bytes = self.blobs.get(digest).await?;
-        String::from_utf8(bytes.to_vec()).map(Some).map_err(|_| {
-            ProxyError::InvalidRequest(format!("blob {digest} is not text (not UTF-8)"))
-        })
-    }
-
-    /// The call's final-output schema as text: inline, or loaded by digest.
-    async fn output_schema(&self, req: &StreamResponseRequest) -> Result<String, ProxyError> {
-        let digest = &req.final_output_json_schema_digest;
-        if digest.is_empty() {
-            return Ok(req.final_output_json_schema.clone());
-        }
-        if !req.final_output_json_schema.is_empty() {
-            return Err(ProxyError::InvalidRequest(
-                "final_output_json_schema and final_output_json_schema_digest are exclusive".into(),
-            ));
+        if !inline.is_empty() {
+            return Err(ProxyError::InvalidRequest(format!(
+                "{field} and {field}_digest are exclusive"
+            )));
         }
         let bytes = self.blobs.get(digest).await?;
         String::from_utf8(bytes.to_vec()).map_err(|_| {
-            ProxyError::InvalidRequest(format!("blob {digest} is not a JSON Schema (not UTF-8)"))
+            ProxyError::InvalidRequest(format!("{field}_digest: blob {digest} is not UTF-8 text"))
         })
     }
 
