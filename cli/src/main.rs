@@ -93,6 +93,9 @@ enum Command {
         /// Continue this session instead of creating one.
         #[arg(long, value_name = "ID")]
         session: Option<String>,
+        /// A name for the new session (`keel sessions --search` finds it).
+        #[arg(long, value_name = "NAME", conflicts_with = "session")]
+        name: Option<String>,
         /// Working directory for a new session's tools (default: the current directory).
         #[arg(long, value_name = "DIR", conflicts_with = "git")]
         cwd: Option<PathBuf>,
@@ -126,10 +129,24 @@ enum Command {
         prompt: Vec<String>,
     },
     /// List sessions, newest first.
-    Sessions {
-        /// Print a JSON array instead of a table.
-        #[arg(long)]
-        json: bool,
+    Sessions(sessions::ListArgs),
+    /// Name a session (an empty name clears it).
+    Rename {
+        #[arg(value_name = "ID")]
+        session: String,
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Archive a session: `keel sessions` leaves it out unless asked
+    /// (--archived, --all); it still takes turns.
+    Archive {
+        #[arg(value_name = "ID")]
+        session: String,
+    },
+    /// Undo `keel archive`.
+    Unarchive {
+        #[arg(value_name = "ID")]
+        session: String,
     },
     /// List a session's requests waiting for an answer.
     Pending(control::PendingArgs),
@@ -315,6 +332,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Run {
             session,
+            name,
             cwd,
             git,
             git_ref,
@@ -353,6 +371,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             };
             let options = run::RunOptions {
                 session,
+                name,
                 parts,
                 cwd,
                 git: git.map(|url| keel_proto::v1::GitSource {
@@ -367,7 +386,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
             };
             run::run(target, options).await
         }
-        Command::Sessions { json } => sessions::show(connect().await?, json).await,
+        Command::Sessions(args) => sessions::show(connect().await?, args).await,
+        Command::Rename { session, name } => {
+            sessions::rename(connect().await?, session, name).await
+        }
+        Command::Archive { session } => sessions::archive(connect().await?, session, true).await,
+        Command::Unarchive { session } => sessions::archive(connect().await?, session, false).await,
         Command::Pending(args) => control::pending(connect().await?, args).await,
         Command::Approve(args) => respond::approve(connect().await?, args).await,
         Command::Deny(args) => respond::deny(connect().await?, args).await,

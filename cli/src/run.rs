@@ -34,6 +34,8 @@ use crate::settings::TurnFlags;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RunOptions {
     pub session: Option<String>,
+    /// A new session's name.
+    pub name: Option<String>,
     /// A new session's configuration (`None` with `--session`).
     pub parts: Option<crate::config::SessionParts>,
     pub cwd: Option<PathBuf>,
@@ -249,14 +251,14 @@ fn image_type(path: &Path) -> Option<&'static str> {
 /// Sends the turn, again with the same id while session-api is unreachable
 /// (a few times, briefly): the session ignores a turn id it has seen.
 /// What a turn sends.
-struct TurnInput {
-    text: String,
-    images: Vec<keel_proto::v1::InputImage>,
+pub(crate) struct TurnInput {
+    pub text: String,
+    pub images: Vec<keel_proto::v1::InputImage>,
     /// The final-output JSON Schema; empty: none.
-    schema: String,
+    pub schema: String,
 }
 
-async fn send_turn(
+pub(crate) async fn send_turn(
     api: &mut SessionApi,
     session_id: &str,
     turn: TurnInput,
@@ -593,7 +595,7 @@ async fn next_line(lines: &mut Option<UnboundedReceiver<String>>) -> Option<Stri
 }
 
 /// Creates a session, or fetches the one `--session` names.
-async fn open_session(api: &mut SessionApi, options: &RunOptions) -> Result<Session> {
+pub(crate) async fn open_session(api: &mut SessionApi, options: &RunOptions) -> Result<Session> {
     let session = match &options.session {
         None => {
             let cwd = if options.git.is_some() {
@@ -626,6 +628,7 @@ async fn open_session(api: &mut SessionApi, options: &RunOptions) -> Result<Sess
                 config: parts.config,
                 model_provider: parts.model_provider,
                 base_instructions: parts.base_instructions,
+                name: options.name.clone().unwrap_or_default(),
                 ..Default::default()
             };
             let call = || {

@@ -422,6 +422,7 @@ async fn every_service_answers_hostile_bytes_with_a_status_and_keeps_serving() {
             pb::ListSessionsRequest {
                 page_size: 3,
                 page_token: "AAAA".into(),
+                ..Default::default()
             },
         ),
         unary(
@@ -460,6 +461,38 @@ async fn every_service_answers_hostile_bytes_with_a_status_and_keeps_serving() {
         unary(
             "/keel.v1.SessionService/Compact",
             pb::CompactRequest {
+                session_id: missing.clone(),
+            },
+        ),
+        unary(
+            "/keel.v1.SessionService/ListSessions",
+            pb::ListSessionsRequest {
+                page_size: 2,
+                filter: Some(pb::SessionFilter {
+                    statuses: vec![pb::SessionStatus::Waiting as i32],
+                    cwd: cwd.clone(),
+                    text: "fuzz".into(),
+                    archived: pb::ArchivedFilter::Include as i32,
+                }),
+                ..Default::default()
+            },
+        ),
+        unary(
+            "/keel.v1.SessionService/RenameSession",
+            pb::RenameSessionRequest {
+                session_id: "fuzz-seed".into(),
+                name: "a name".into(),
+            },
+        ),
+        unary(
+            "/keel.v1.SessionService/ArchiveSession",
+            pb::ArchiveSessionRequest {
+                session_id: "fuzz-seed".into(),
+            },
+        ),
+        unary(
+            "/keel.v1.SessionService/UnarchiveSession",
+            pb::UnarchiveSessionRequest {
                 session_id: missing.clone(),
             },
         ),

@@ -175,9 +175,54 @@ async fn every_server_serves_health_and_reflection() {
     assert!(servers.servers.is_empty(), "{servers:?}");
 }
 
+/// The chunks of `sid`'s event archive in the stack's blob store.
+fn archive_chunks(stack: &Stack, sid: &str) -> Vec<serde_json::Value> {
+    let mut chunks = Vec::new();
+    let root = stack.dir.path().join("blobs/sha256");
+    for dir in std::fs::read_dir(root).unwrap() {
+        for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let bytes = std::fs::read(file.unwrap().path()).unwrap();
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
+                && v["session"] == sid
+                && v["events"].is_array()
+            {
+                chunks.push(v);
+            }
+        }
+    }
+    chunks
+}
+
+/// Every durable event of `sid` after `after`, as offsets, and the gaps.
+async fn replay_offsets(
+    client: &mut keel_test_support::session::Client,
+    sid: &str,
+    after: u64,
+) -> (Vec<u64>, Vec<pb::EventGap>) {
+    let mut stream = client
+        .stream_events(pb::StreamEventsRequest {
+            session_id: sid.into(),
+            after_offset: after,
+            follow: false,
+            live_deltas: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut offsets, mut gaps) = (Vec::new(), Vec::new());
+    while let Some(m) = stream.message().await.unwrap() {
+        match m.kind.unwrap() {
+            pb::stream_events_response::Kind::Event(e) => offsets.push(e.offset),
+            pb::stream_events_response::Kind::Gap(g) => gaps.push(g),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    (offsets, gaps)
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_client_behind_the_retained_window_gets_a_gap() {
-    let turns = 4;
+async fn a_client_behind_the_retained_window_replays_from_the_archive() {
+    let turns = 10;
     let fake = FakeModel::start(
         (0..turns)
             .map(|i| Scripted::assistant(&format!("answer {i}")))
@@ -202,7 +247,8 @@ async fn a_client_behind_the_retained_window_gets_a_gap() {
             .unwrap();
     }
     // Each turn logs 5 events (started, user message, agent message, token
-    // count, complete) after session_configured: 21 in all, 16 retained.
+    // count, complete) after session_configured: 51 in all, 16 retained in
+    // the workflow's window.
     let newest = 1 + 5 * turns as u64;
     tokio::time::timeout(Duration::from_secs(60), async {
         loop {
@@ -215,34 +261,86 @@ async fn a_client_behind_the_retained_window_gets_a_gap() {
     })
     .await
     .expect("all turns complete");
+
+    // The window dropped most events; the archive holds them, in chunks
+    // linked newest to oldest.
+    let key = stack
+        .workflow_id(&sid)
+        .trim_start_matches("keel-session.")
+        .to_string();
+    let chunks = archive_chunks(&stack, &key);
+    assert!(chunks.len() >= 2, "{chunks:#?}");
+    assert_eq!(chunks.iter().filter(|c| c["prev"].is_null()).count(), 1);
+    // Every event from the start, once, in order, without a gap; and from
+    // any offset inside the archive.
+    for after in [0, 2, 20, newest - 1] {
+        let (offsets, gaps) = replay_offsets(&mut client, &sid, after).await;
+        assert!(gaps.is_empty(), "after {after}: {gaps:?}");
+        assert_eq!(
+            offsets,
+            ((after + 1)..=newest).collect::<Vec<_>>(),
+            "after {after}"
+        );
+    }
+    // The replayed events are the ones first delivered: the first user
+    // message is there.
+    let mut stream = session::follow(&mut client, &sid, 0, false).await.unwrap();
+    let (_, first_question) = session::until(&mut stream, |e| match &e.msg {
+        Some(pb::event::Msg::UserMessage(m)) => Some(m.message.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(first_question, "question 0");
+
+    // Those came from the archive, not the window: with the chunks gone,
+    // replaying from the start is an error that says so, never a silent
+    // hole, while the window still serves its own events.
+    let root = stack.dir.path().join("blobs/sha256");
+    for dir in std::fs::read_dir(root).unwrap() {
+        for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let path = file.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            if serde_json::from_slice::<serde_json::Value>(&bytes)
+                .is_ok_and(|v| v["session"] == key.as_str() && v["events"].is_array())
+            {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+    }
     let mut stream = client
         .stream_events(pb::StreamEventsRequest {
             session_id: sid.clone(),
-            after_offset: 2,
+            after_offset: 0,
             follow: false,
             live_deltas: false,
         })
         .await
         .unwrap()
         .into_inner();
-    let mut got = Vec::new();
-    while let Some(m) = stream.message().await.unwrap() {
-        got.push(m.kind.unwrap());
-    }
-    let first_retained = newest - 16 + 1;
-    assert_eq!(
-        got[0],
-        pb::stream_events_response::Kind::Gap(pb::EventGap {
-            after_offset: 2,
-            first_retained_offset: first_retained
+    let e = loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the replay ended without reporting the missing archive"),
+            Err(e) => break e,
+        }
+    };
+    assert!(e.message().contains("missing from the blob store"), "{e:?}");
+    let (offsets, gaps) = replay_offsets(&mut client, &sid, newest - 4).await;
+    assert!(gaps.is_empty());
+    assert_eq!(offsets, ((newest - 3)..=newest).collect::<Vec<_>>());
+
+    client
+        .close_session(pb::CloseSessionRequest {
+            session_id: sid.clone(),
         })
-    );
-    let offsets: Vec<u64> = got[1..]
-        .iter()
-        .map(|k| match k {
-            pb::stream_events_response::Kind::Event(e) => e.offset,
-            other => panic!("unexpected {other:?}"),
-        })
-        .collect();
-    assert_eq!(offsets, (first_retained..=newest).collect::<Vec<_>>());
+        .await
+        .unwrap();
+    keel_test_support::history::record_closed(
+        &stack.temporal_address,
+        &sid,
+        "event_archive_closed",
+    )
+    .await
+    .unwrap();
 }

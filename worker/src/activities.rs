@@ -9,7 +9,7 @@ use keel_proto::v1 as pb;
 use keel_proto::v1::mcp_broker_service_client::McpBrokerServiceClient;
 use keel_proto::v1::model_service_client::ModelServiceClient;
 use keel_proto::v1::tool_service_client::ToolServiceClient;
-use keel_workflow_api::{SandboxSettings, Usage};
+use keel_workflow_api::{ArchiveEventsInput, SandboxSettings, Usage};
 use serde::{Deserialize, Serialize};
 use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
@@ -871,6 +871,38 @@ impl KeelActivities {
             ..Default::default()
         };
         Ok(self.describe(request).await?.into())
+    }
+
+    /// Has a session-api replica copy the session's events `(after, upto]`
+    /// into the event archive; returns the new chunk's digest. Any replica
+    /// will do: the first that answers.
+    #[activity(name = "archive_events")]
+    pub async fn archive_events(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: ArchiveEventsInput,
+    ) -> Result<String, ActivityError> {
+        let request = pb::ArchiveEventsRequest {
+            session_key: input.session_id,
+            after_offset: input.after,
+            upto_offset: input.upto,
+            previous_chunk: input.prev.unwrap_or_default(),
+        };
+        let mut last = None;
+        for mut client in self.live.clients() {
+            match client.archive_events(request.clone()).await {
+                Ok(response) => return Ok(response.into_inner().chunk),
+                Err(status) => last = Some(status),
+            }
+        }
+        Err(ActivityError::application(
+            ApplicationFailure::builder(match last {
+                Some(status) => format!("no session-api replica archived the events: {status}"),
+                None => "no session-api replica is known to archive events to".to_string(),
+            })
+            .type_name(failure_type::CONNECTION_FAILED.to_string())
+            .build(),
+        ))
     }
 
     /// Ends the session's tool-runner state when the session closes: its

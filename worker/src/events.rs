@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use keel_proto::v1 as pb;
-use keel_workflow_api::{EventsPage, EventsQuery};
+use keel_workflow_api::{EventArchive, EventsPage, EventsQuery};
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +32,12 @@ pub struct EventLog {
     events: VecDeque<String>,
     /// Sum of `events[i].len()`.
     bytes: usize,
+    /// With the event archive on: the offset the archive reaches. The
+    /// window then drops only archived events past `retain` (and any past
+    /// [`MAX_LOG_BYTES`]); `None`: sessions from before the archive drop
+    /// the oldest past `retain`.
+    #[serde(default)]
+    archived_upto: Option<u64>,
 }
 
 impl EventLog {
@@ -46,6 +52,7 @@ impl EventLog {
             first: 1,
             events: VecDeque::new(),
             bytes: 0,
+            archived_upto: None,
         }
     }
 
@@ -66,13 +73,40 @@ impl EventLog {
 
     fn trim(&mut self) {
         while self.events.len() > 1
-            && (self.events.len() > self.retain || self.bytes > MAX_LOG_BYTES)
+            && ((self.events.len() > self.retain
+                && self.archived_upto.is_none_or(|upto| self.first <= upto))
+                || self.bytes > MAX_LOG_BYTES)
         {
             if let Some(old) = self.events.pop_front() {
                 self.bytes -= old.len();
                 self.first += 1;
             }
         }
+    }
+
+    /// Turns the archive on: events up to `upto` are archived (or were
+    /// dropped before there was an archive).
+    pub fn archive_from(&mut self, upto: u64) {
+        self.archived_upto = Some(upto);
+        self.trim();
+    }
+
+    /// The offset the archive reaches (`None`: no archive).
+    pub fn archived_upto(&self) -> Option<u64> {
+        self.archived_upto
+    }
+
+    /// Whether enough events wait to be archived that the window will soon
+    /// have to drop them: more than half the window.
+    pub fn archive_due(&self) -> bool {
+        self.archived_upto.is_some_and(|upto| {
+            self.last_offset().saturating_sub(upto.max(self.first - 1)) > (self.retain / 2) as u64
+        })
+    }
+
+    /// The oldest offset in the window.
+    pub fn first_offset(&self) -> u64 {
+        self.first
     }
 
     pub fn last_offset(&self) -> u64 {
@@ -95,7 +129,7 @@ impl EventLog {
         offset
     }
 
-    pub fn page(&self, q: EventsQuery, closed: bool) -> EventsPage {
+    pub fn page(&self, q: EventsQuery, closed: bool, archive: Option<&EventArchive>) -> EventsPage {
         let first_retained = self.first;
         let start = q.after.saturating_add(1).max(first_retained);
         let max = q.max.clamp(1, MAX_EVENTS_PER_PAGE) as usize;
@@ -117,6 +151,7 @@ impl EventLog {
             last_offset: self.last_offset(),
             events,
             closed,
+            archive: archive.cloned(),
         }
     }
 }
@@ -157,15 +192,15 @@ mod tests {
         assert_eq!(log.last_offset(), 0);
         assert_eq!(log.push(None, "t", warn(1)), 1);
         assert_eq!(log.push(None, "t", warn(2)), 2);
-        let page = log.page(EventsQuery { after: 0, max: 10 }, false);
+        let page = log.page(EventsQuery { after: 0, max: 10 }, false, None);
         assert_eq!(page.first_retained, 1);
         assert_eq!(page.last_offset, 2);
         let offsets: Vec<u64> = page.events.iter().map(|e| decode(e).offset).collect();
         assert_eq!(offsets, vec![1, 2]);
-        let page = log.page(EventsQuery { after: 1, max: 10 }, false);
+        let page = log.page(EventsQuery { after: 1, max: 10 }, false, None);
         assert_eq!(decode(&page.events[0]).offset, 2);
         assert!(
-            log.page(EventsQuery { after: 2, max: 10 }, false)
+            log.page(EventsQuery { after: 2, max: 10 }, false, None)
                 .events
                 .is_empty()
         );
@@ -186,7 +221,7 @@ mod tests {
         }
         assert!(log.bytes <= MAX_LOG_BYTES, "{}", log.bytes);
         assert_eq!(log.last_offset(), 5);
-        let page = log.page(EventsQuery { after: 0, max: 100 }, false);
+        let page = log.page(EventsQuery { after: 0, max: 100 }, false, None);
         assert!(page.first_retained > 1);
         assert!(page.events.iter().map(String::len).sum::<usize>() <= MAX_PAGE_BYTES);
         assert!(!page.events.is_empty());
@@ -202,7 +237,7 @@ mod tests {
         let mut next = EventLog::resume(4, first, events);
         assert_eq!(next.last_offset(), 6);
         assert_eq!(next.push(None, "", warn(7)), 7);
-        let page = next.page(EventsQuery { after: 0, max: 10 }, false);
+        let page = next.page(EventsQuery { after: 0, max: 10 }, false, None);
         assert_eq!(page.first_retained, 4);
         assert_eq!(decode(&page.events[0]).offset, 4);
     }
@@ -213,10 +248,50 @@ mod tests {
         for i in 0..15 {
             log.push(None, "", warn(i));
         }
-        let page = log.page(EventsQuery { after: 0, max: 3 }, false);
+        let page = log.page(EventsQuery { after: 0, max: 3 }, false, None);
         assert_eq!(page.first_retained, 6);
         assert_eq!(decode(&page.events[0]).offset, 6);
         assert_eq!(page.events.len(), 3);
         assert_eq!(page.last_offset, 15);
+    }
+
+    #[test]
+    fn with_the_archive_only_archived_events_leave_the_window() {
+        let mut log = EventLog::new(4);
+        log.archive_from(0);
+        for i in 0..6 {
+            log.push(None, "", warn(i));
+        }
+        // Nothing archived yet: all six stay.
+        assert_eq!(
+            log.page(EventsQuery { after: 0, max: 10 }, false, None)
+                .first_retained,
+            1
+        );
+        assert!(log.archive_due());
+        log.archive_from(3);
+        // Archived events leave while more than 4 remain: 1 and 2 go.
+        let page = log.page(EventsQuery { after: 0, max: 10 }, false, None);
+        assert_eq!(page.first_retained, 3);
+        assert_eq!(page.events.len(), 4);
+        assert!(log.archive_due());
+        log.archive_from(6);
+        assert!(!log.archive_due());
+        log.push(None, "", warn(7));
+        let page = log.page(EventsQuery { after: 0, max: 10 }, false, None);
+        assert_eq!((page.first_retained, page.last_offset), (4, 7));
+    }
+
+    #[test]
+    fn the_archive_is_due_past_half_the_window() {
+        let mut log = EventLog::new(8);
+        for i in 0..5 {
+            log.push(None, "", warn(i));
+        }
+        assert!(!log.archive_due(), "no archive: never due");
+        log.archive_from(0);
+        assert!(log.archive_due());
+        log.archive_from(1);
+        assert!(!log.archive_due(), "4 waiting of a window of 8");
     }
 }

@@ -216,6 +216,11 @@ impl SessionApis {
         self.replicas().len()
     }
 
+    /// A client of every replica known now (for calls any one answers).
+    pub fn clients(&self) -> Vec<LiveServiceClient<Channel>> {
+        self.replicas().iter().map(|r| r.client.clone()).collect()
+    }
+
     /// Tells every replica that the session's log reaches `last_offset`.
     pub fn notice(&self, session_id: &str, last_offset: u64) {
         for r in self.replicas() {

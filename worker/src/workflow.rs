@@ -27,9 +27,10 @@ use std::time::Duration;
 
 use keel_proto::v1 as pb;
 use keel_workflow_api::{
-    ContextPatch, EventsPage, EventsQuery, MEMO_LAST_ACTIVITY_MS, MEMO_QUEUE_FULL, MEMO_STATUS,
+    ArchiveEventsInput, ContextPatch, EventArchive, EventsPage, EventsQuery, MEMO_ARCHIVED,
+    MEMO_LAST_ACTIVITY_MS, MEMO_LAST_MESSAGE, MEMO_NAME, MEMO_QUEUE_FULL, MEMO_STATUS,
     PendingRequest, Response, RunStatus, SessionInput, SessionOutcome, SessionState, Steer,
-    TurnSettings, UserTurn,
+    TurnSettings, UserTurn, message_preview,
 };
 use pb::event::Msg;
 use serde_json::json;
@@ -175,7 +176,23 @@ impl AgentWorkflow {
                 s.emit(now, "", msg);
             });
         }
+        // Sessions from before the event archive drop old events from the
+        // window; from the patch on, the window keeps them until archived.
+        let archiving = ctx.patched(PATCH_EVENT_ARCHIVE);
+        if archiving {
+            ctx.state_mut(|s| {
+                let upto = match &s.durable.archive {
+                    Some(archive) => archive.upto,
+                    // What the window dropped before is gone.
+                    None => s.durable.log.first_offset() - 1,
+                };
+                s.durable.log.archive_from(upto);
+            });
+        }
         loop {
+            if archiving {
+                archive_events(ctx).await;
+            }
             // Turn boundary: roll the history over before it grows too long.
             let history = ctx.history_length();
             let suggested = ctx.continue_as_new_suggested();
@@ -384,9 +401,52 @@ impl AgentWorkflow {
         );
     }
 
+    #[update_validator(rename)]
+    pub fn validate_rename(
+        &self,
+        _ctx: &WorkflowContextView,
+        _name: &String,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.open_for_registry()
+    }
+
+    /// Names the session (an empty name clears it).
+    #[update(name = "rename")]
+    pub fn rename(&mut self, ctx: &mut SyncWorkflowContext<Self>, name: String) {
+        if let Err(e) = ctx.upsert_memo([(MEMO_NAME, Some(MemoValue::new(name.clone())))]) {
+            tracing::warn!(error = %e, "cannot update the session memo");
+        }
+        self.durable.registry.name = name;
+    }
+
+    #[update_validator(archive)]
+    pub fn validate_archive(
+        &self,
+        _ctx: &WorkflowContextView,
+        _archived: &bool,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.open_for_registry()
+    }
+
+    /// Sets or clears the archived flag.
+    #[update(name = "archive")]
+    pub fn archive(&mut self, ctx: &mut SyncWorkflowContext<Self>, archived: bool) {
+        if self.durable.registry.archived == archived {
+            return;
+        }
+        if let Err(e) = ctx.upsert_memo([(MEMO_ARCHIVED, Some(MemoValue::new(archived)))]) {
+            tracing::warn!(error = %e, "cannot update the session memo");
+        }
+        self.durable.registry.archived = archived;
+    }
+
     #[query(name = "events")]
     pub fn events(&self, _ctx: &WorkflowContextView, q: EventsQuery) -> EventsPage {
-        self.durable.log.page(q, self.status == RunStatus::Closed)
+        self.durable.log.page(
+            q,
+            self.status == RunStatus::Closed,
+            self.durable.archive.as_ref(),
+        )
     }
 
     #[query(name = "state")]
@@ -430,11 +490,20 @@ impl AgentWorkflow {
                 })
                 .collect(),
             config: self.input.config.clone(),
+            registry: self.durable.registry.clone(),
         }
     }
 }
 
 impl AgentWorkflow {
+    /// Registry changes are taken until the session starts closing.
+    fn open_for_registry(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if self.durable.shutdown_requested || self.status == RunStatus::Closed {
+            return Err("the session is closed".into());
+        }
+        Ok(())
+    }
+
     /// The next run's input when this run should continue-as-new now: at a
     /// turn boundary, when Temporal suggests it or the budget is spent.
     fn next_run_input(&self, history_length: u32, suggested: bool) -> Option<SessionInput> {
@@ -455,6 +524,17 @@ impl AgentWorkflow {
     }
 
     fn emit(&mut self, ctx_time: Option<std::time::SystemTime>, turn_id: &str, msg: Msg) {
+        // Pickers show the newest message; the memo takes it at the next
+        // status change.
+        match &msg {
+            Msg::UserMessage(m) => {
+                self.durable.registry.last_message = message_preview(&m.message);
+            }
+            Msg::AgentMessage(m) => {
+                self.durable.registry.last_message = message_preview(&m.message);
+            }
+            _ => {}
+        }
         let offset = self.durable.log.push(ctx_time, turn_id, msg);
         crate::notices::record(&self.run_id, &self.input.session_id, offset);
     }
@@ -580,13 +660,24 @@ fn emit(ctx: &mut WorkflowContext<AgentWorkflow>, turn_id: &str, msg: Msg) {
 }
 
 fn upsert_memo(ctx: &WorkflowContext<AgentWorkflow>, status: RunStatus) {
-    let last = ctx.state(|s| s.durable.last_activity_ms);
-    if let Err(e) = ctx.upsert_memo([
+    upsert_status(ctx, status.as_str());
+}
+
+/// Writes the memo's status, last activity and newest message. The memo
+/// changes nothing a replay compares (Temporal checks the command, not its
+/// values), so the message could join the status writes sessions already
+/// recorded.
+fn upsert_status(ctx: &WorkflowContext<AgentWorkflow>, status: &str) {
+    let (last, message) = ctx.state(|s| {
         (
-            MEMO_STATUS,
-            Some(MemoValue::new(status.as_str().to_string())),
-        ),
+            s.durable.last_activity_ms,
+            s.durable.registry.last_message.clone(),
+        )
+    });
+    if let Err(e) = ctx.upsert_memo([
+        (MEMO_STATUS, Some(MemoValue::new(status.to_string()))),
         (MEMO_LAST_ACTIVITY_MS, Some(MemoValue::new(last))),
+        (MEMO_LAST_MESSAGE, Some(MemoValue::new(message))),
     ]) {
         // Visibility only; a failure here must not fail the session.
         tracing::warn!(error = %e, "cannot update the session memo");
@@ -695,6 +786,47 @@ fn describe_options() -> ActivityOptions {
         )
         .summary("model defaults")
         .build()
+}
+
+/// Patch marker: runs before it had no event archive.
+const PATCH_EVENT_ARCHIVE: &str = "event-archive-v1";
+
+/// At a turn boundary, moves the events waiting in the window to the
+/// session's event archive when the window would soon drop them. Best
+/// effort: without session-api the window keeps them (up to its byte cap)
+/// and the next boundary tries again.
+async fn archive_events(ctx: &mut WorkflowContext<AgentWorkflow>) {
+    let Some(input) = ctx.state(|s| {
+        let log = &s.durable.log;
+        log.archive_due().then(|| ArchiveEventsInput {
+            session_id: s.input.session_id.clone(),
+            after: log.archived_upto().unwrap_or(0),
+            upto: log.last_offset(),
+            prev: s.durable.archive.as_ref().map(|a| a.head.clone()),
+        })
+    }) else {
+        return;
+    };
+    let options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .maximum_attempts(3)
+                .build(),
+        )
+        .summary("archive events")
+        .build();
+    let upto = input.upto;
+    match ctx
+        .execute_activity(KeelActivities::archive_events, input, options)
+        .await
+    {
+        Ok(head) => ctx.state_mut(|s| {
+            s.durable.archive = Some(EventArchive { head, upto });
+            s.durable.log.archive_from(upto);
+        }),
+        Err(e) => tracing::warn!(error = %e, "cannot archive the session's events"),
+    }
 }
 
 /// Patch marker: sessions closed by code before it did not end their

@@ -38,6 +38,40 @@ pub const MEMO_LAST_ACTIVITY_MS: &str = "keel_last_activity_ms";
 /// limit (`SessionInput::max_queued_turns`), so session-api refuses new
 /// turns without asking the workflow.
 pub const MEMO_QUEUE_FULL: &str = "keel_queue_full";
+/// Memo keys of the session registry (ListSessions' filters read them):
+/// the name, the archived flag, the working directory and the start of the
+/// newest message. session-api writes the first ones when it starts the
+/// workflow; the workflow keeps them current.
+pub const MEMO_NAME: &str = "keel_name";
+pub const MEMO_ARCHIVED: &str = "keel_archived";
+pub const MEMO_CWD: &str = "keel_cwd";
+pub const MEMO_LAST_MESSAGE: &str = "keel_last_message";
+/// `MEMO_STATUS` of a running turn that waits for an answer.
+pub const MEMO_STATUS_WAITING: &str = "waiting";
+/// The longest session name (characters).
+pub const MAX_NAME_CHARS: usize = 120;
+/// `MEMO_LAST_MESSAGE` holds at most this many characters.
+pub const LAST_MESSAGE_CHARS: usize = 200;
+
+/// The start of `text` on one line (whitespace runs made one space), at most
+/// [`LAST_MESSAGE_CHARS`] characters: what pickers show of a message.
+pub fn message_preview(text: &str) -> String {
+    let mut out = String::new();
+    for (n, word) in text.split_whitespace().enumerate() {
+        if n > 0 {
+            out.push(' ');
+        }
+        out.push_str(word);
+        if out.chars().count() >= LAST_MESSAGE_CHARS {
+            break;
+        }
+    }
+    if out.chars().count() > LAST_MESSAGE_CHARS {
+        out = out.chars().take(LAST_MESSAGE_CHARS - 1).collect();
+        out.push('…');
+    }
+    out
+}
 
 /// A session's key: its id qualified by its tenant (`<tenant>.<id>`), or
 /// the bare id for the default tenant (`None`). Session ids cannot contain
@@ -175,6 +209,9 @@ pub struct SessionInput {
     /// model-proxy's.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub base_instructions_digest: String,
+    /// The session's name at its start (CreateSessionRequest.name).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
 }
 
 pub use keel_tool_model::toolset::{ToolFeatures, WebSearch};
@@ -611,6 +648,25 @@ pub struct Carried {
     /// `git` source).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
+    /// The registry fields (see [`Registry`]).
+    #[serde(default)]
+    pub registry: Registry,
+    /// The event archive so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<EventArchive>,
+}
+
+/// What people find a session by (ListSessions): kept in the workflow's
+/// state and mirrored into its memo.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Registry {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default)]
+    pub archived: bool,
+    /// [`message_preview`] of the newest user or assistant message.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_message: String,
 }
 
 /// Why a session workflow ended.
@@ -716,6 +772,29 @@ pub struct EventsPage {
     pub events: Vec<String>,
     /// The session is closed: no event after `last_offset` will come.
     pub closed: bool,
+    /// Where the events before `first_retained` are (`None`: nowhere, or a
+    /// session from before the archive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<EventArchive>,
+}
+
+/// A session's event archive (session-api's `archive` module): the newest
+/// chunk's digest, and the offset the archive reaches.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EventArchive {
+    pub head: String,
+    pub upto: u64,
+}
+
+/// Input of the `archive_events` activity.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ArchiveEventsInput {
+    pub session_id: String,
+    pub after: u64,
+    pub upto: u64,
+    /// The previous chunk's digest, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -779,6 +858,8 @@ pub struct SessionState {
     /// The configuration the session was created from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub config: Vec<ConfigEntry>,
+    #[serde(default)]
+    pub registry: Registry,
 }
 
 /// What a model call that leaves its fields empty runs with
@@ -971,6 +1052,12 @@ definition!(
     /// Add a message to the running turn; rejected when that turn is not
     /// running.
     SteerUpdate, update "steer", Steer => ());
+definition!(
+    /// Name the session (empty: no name); rejected once it is closing.
+    RenameUpdate, update "rename", String => ());
+definition!(
+    /// Set or clear the archived flag; rejected once the session is closing.
+    ArchiveUpdate, update "archive", bool => ());
 definition!(
     /// Read the session's state.
     StateQuery, query "state", () => SessionState);

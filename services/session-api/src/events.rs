@@ -27,7 +27,7 @@ pub(crate) fn decode_page(page: EventsPage) -> Result<Vec<pb::Event>, Status> {
     page.events.iter().map(|e| decode(e)).collect()
 }
 
-fn decode(encoded: &str) -> Result<pb::Event, Status> {
+pub(crate) fn decode(encoded: &str) -> Result<pb::Event, Status> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(encoded)
         .map_err(crate::errors::corrupt_event)?;
@@ -66,12 +66,26 @@ async fn catch_up(
             Err(e) => return Err(crate::errors::unavailable("cannot read events", e)),
         };
         if page.first_retained > *after + 1 {
-            out.push(Response {
-                kind: Some(pb::stream_events_response::Kind::Gap(pb::EventGap {
-                    after_offset: *after,
-                    first_retained_offset: page.first_retained,
-                })),
-            });
+            match &page.archive {
+                // Older events from the archive (and a gap for any it lacks).
+                Some(archive) => out.extend(
+                    crate::archive::read(
+                        api.blobs(),
+                        session_id,
+                        archive,
+                        *after,
+                        page.first_retained,
+                    )
+                    .await?,
+                ),
+                None => out.push(Response {
+                    kind: Some(pb::stream_events_response::Kind::Gap(pb::EventGap {
+                        after_offset: *after,
+                        first_retained_offset: page.first_retained,
+                    })),
+                }),
+            }
+            *after = page.first_retained - 1;
         }
         let (last, closed) = (page.last_offset, page.closed);
         for e in decode_page(page)? {

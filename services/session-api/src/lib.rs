@@ -2,6 +2,7 @@
 //! (workflow id `keel-session-<id>`); this crate only speaks to Temporal as a
 //! client, through the contract in `keel-workflow-api`.
 
+mod archive;
 mod errors;
 mod events;
 mod hub;

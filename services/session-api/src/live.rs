@@ -38,6 +38,53 @@ impl LiveService for LiveApi {
         Ok(Response::new(pb::PublishResponse { delivered }))
     }
 
+    async fn archive_events(
+        &self,
+        request: Request<pb::ArchiveEventsRequest>,
+    ) -> Result<Response<pb::ArchiveEventsResponse>, Status> {
+        let req = request.into_inner();
+        if req.session_key.is_empty() || req.upto_offset < req.after_offset {
+            return Err(crate::errors::invalid(
+                "session_key is required and upto_offset must not be below after_offset",
+            ));
+        }
+        let handle = self.api.handle(&req.session_key);
+        let mut events = Vec::new();
+        let mut first = None;
+        let mut after = req.after_offset;
+        while after < req.upto_offset {
+            let page = crate::hub::query(&handle, after)
+                .await
+                .map_err(|e| crate::errors::unavailable("cannot read the session's events", e))?;
+            // Events the window dropped before they were archived are gone.
+            after = after.max(page.first_retained.saturating_sub(1));
+            if page.events.is_empty() {
+                break;
+            }
+            for encoded in page.events {
+                if after >= req.upto_offset {
+                    break;
+                }
+                after += 1;
+                first.get_or_insert(after);
+                events.push(encoded);
+            }
+        }
+        let count = u32::try_from(events.len()).unwrap_or(u32::MAX);
+        let chunk = crate::archive::Chunk {
+            session: req.session_key.clone(),
+            prev: (!req.previous_chunk.is_empty()).then_some(req.previous_chunk),
+            first: first.unwrap_or(req.upto_offset + 1),
+            events,
+        };
+        let digest = crate::archive::store(self.api.blobs(), &chunk).await?;
+        tracing::debug!(session = %req.session_key, upto = req.upto_offset, events = count, "events archived");
+        Ok(Response::new(pb::ArchiveEventsResponse {
+            chunk: digest,
+            events: count,
+        }))
+    }
+
     async fn notify(
         &self,
         request: Request<pb::NotifyRequest>,

@@ -8,9 +8,9 @@ use keel_blobstore::BlobStore;
 use keel_proto::v1 as pb;
 use keel_proto::v1::session_service_server::SessionService;
 use keel_workflow_api::{
-    self as api, CompactSignal, InterruptSignal, OverrideContextUpdate, RespondUpdate, RunStatus,
-    SessionInput, SessionState, SessionWorkflow, ShutdownSignal, StateQuery, Steer, SteerUpdate,
-    UserTurn, UserTurnSignal,
+    self as api, ArchiveUpdate, CompactSignal, InterruptSignal, OverrideContextUpdate,
+    RenameUpdate, RespondUpdate, RunStatus, SessionInput, SessionState, SessionWorkflow,
+    ShutdownSignal, StateQuery, Steer, SteerUpdate, UserTurn, UserTurnSignal,
 };
 use serde_json::json;
 use temporalio_client::{
@@ -18,6 +18,7 @@ use temporalio_client::{
     WorkflowHandle, WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
     errors::WorkflowUpdateError, grpc::WorkflowService,
 };
+use temporalio_common::MemoValues;
 use temporalio_common::protos::temporal::api::workflowservice::v1::{
     CountWorkflowExecutionsRequest, ListWorkflowExecutionsRequest,
 };
@@ -30,6 +31,7 @@ use crate::limits::{Limiter, TenantLimits};
 use crate::{options, requests, settings};
 
 mod convert;
+mod list;
 mod temporal;
 
 use convert::*;
@@ -98,9 +100,6 @@ fn image_parts(images: &[pb::InputImage]) -> Result<Vec<serde_json::Value>, Stat
         })
         .collect()
 }
-
-const DEFAULT_PAGE_SIZE: u32 = 50;
-const MAX_PAGE_SIZE: u32 = 500;
 
 #[derive(Clone)]
 pub struct SessionApi {
@@ -176,6 +175,7 @@ impl SessionService for SessionApi {
             )));
         }
         settings::check_model("model", &req.model)?;
+        check_name(&req.name)?;
         if !req.cwd.is_empty() && !req.cwd.starts_with('/') {
             return Err(crate::errors::invalid(format!(
                 "cwd {:?} must be an absolute path",
@@ -238,10 +238,18 @@ impl SessionService for SessionApi {
             history_event_budget: self.limits.history_event_budget,
             carried: None,
             owner: caller.principal.clone(),
+            name: req.name,
         };
         self.check_open_sessions(&caller).await?;
-        let options =
-            WorkflowStartOptions::new(self.task_queue.clone(), api::workflow_id(&key)).build();
+        // The registry's fields from the start, so the session is listed
+        // with them before its workflow first runs.
+        let mut memo = MemoValues::new();
+        memo.insert(api::MEMO_NAME, input.name.clone())
+            .insert(api::MEMO_CWD, input.cwd.clone())
+            .insert(api::MEMO_ARCHIVED, false);
+        let options = WorkflowStartOptions::new(self.task_queue.clone(), api::workflow_id(&key))
+            .memo(memo)
+            .build();
         self.client
             .start_workflow(SessionWorkflow, input.clone(), options)
             .await
@@ -257,6 +265,10 @@ impl SessionService for SessionApi {
             cwd: input.cwd,
             created_at_ms: input.created_at_ms,
             last_activity_ms: input.created_at_ms,
+            registry: api::Registry {
+                name: input.name,
+                ..Default::default()
+            },
             ..Default::default()
         };
         Ok(Response::new(pb::CreateSessionResponse {
@@ -437,97 +449,48 @@ impl SessionService for SessionApi {
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let caller = keel_auth::caller(&request)?;
         let req = request.into_inner();
-        let tenant = tenant_of(&caller);
-        let page_size = match req.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
-        };
-        let next_page_token = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(&req.page_token)
-            .map_err(|_| crate::errors::invalid("page_token is not one this server issued"))?;
-        let list = ListWorkflowExecutionsRequest {
-            namespace: self.namespace.clone(),
-            page_size: page_size as i32,
-            next_page_token,
-            // Tenant names and the prefixes are [a-z0-9_.-]: nothing to escape.
-            query: format!(
-                "WorkflowType = '{}' AND WorkflowId STARTS_WITH '{}'",
-                api::WORKFLOW_TYPE,
-                api::tenant_workflow_id_prefix(tenant)
-            ),
-        };
-        let paging = !list.next_page_token.is_empty();
-        let mut request = tonic::IntoRequest::into_request(list);
-        if paging {
-            // A made-up token fails with UNKNOWN, which the Temporal client
-            // would retry for seconds: answer at once instead.
-            request.extensions_mut().insert(
-                temporalio_client::request_extensions::NoRetryOnMatching {
-                    predicate: |s| s.code() == tonic::Code::Unknown,
-                },
-            );
-        }
-        let mut client = self.client.clone();
-        let resp = WorkflowService::list_workflow_executions(&mut client, request)
-        .await
-        .map_err(|s| match s.code() {
-            // Temporal refuses a page token it cannot read (one that was
-            // never issued, or made up) with an unspecific error.
-            code if paging
-                && !matches!(code, tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) =>
-            {
-                crate::errors::invalid(
-                    "page_token is not one this server issued (or it expired); list again without it",
-                )
-            }
-            _ => errors::unavailable("cannot list sessions", s),
-        })?
-        .into_inner();
-        let sessions = resp
-            .executions
-            .into_iter()
-            .filter_map(|info| {
-                let workflow_id = info.execution.as_ref()?.workflow_id.clone();
-                let (owner, session_id) =
-                    api::split_session_key(api::session_key_of(&workflow_id)?);
-                if owner != tenant {
-                    return None;
-                }
-                let session_id = session_id.to_string();
-                let memo = |key: &str| {
-                    info.memo
-                        .as_ref()
-                        .and_then(|m| m.fields.get(key))
-                        .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p.data).ok())
-                };
-                let run = match memo(api::MEMO_STATUS).as_ref().and_then(|v| v.as_str()) {
-                    Some("running") => RunStatus::Running,
-                    Some("closed") => RunStatus::Closed,
-                    _ => RunStatus::Idle,
-                };
-                let created_at = info.start_time.map(|t| prost_types::Timestamp {
-                    seconds: t.seconds,
-                    nanos: t.nanos,
-                });
-                let last_activity_at = memo(api::MEMO_LAST_ACTIVITY_MS)
-                    .and_then(|v| v.as_u64())
-                    .and_then(timestamp_ms)
-                    .or(created_at);
-                Some(pb::Session {
-                    session_id,
-                    status: status_of(run, wf_status(info.status)) as i32,
-                    created_at,
-                    last_activity_at,
-                    workflow_id,
-                    ..Default::default()
-                })
-            })
-            .collect();
-        Ok(Response::new(pb::ListSessionsResponse {
-            sessions,
-            next_page_token: base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(resp.next_page_token),
-        }))
+        let filter = list::Filter::new(req.filter)?;
+        let page = self
+            .list(tenant_of(&caller), req.page_size, &req.page_token, filter)
+            .await?;
+        Ok(Response::new(page))
+    }
+
+    async fn rename_session(
+        &self,
+        request: Request<pb::RenameSessionRequest>,
+    ) -> Result<Response<pb::RenameSessionResponse>, Status> {
+        let caller = keel_auth::caller(&request)?;
+        let req = request.into_inner();
+        required_session_id(&req.session_id)?;
+        check_name(&req.name)?;
+        let key = session_key(&caller, &req.session_id);
+        self.update(&key, RenameUpdate, req.name).await?;
+        Ok(Response::new(pb::RenameSessionResponse {}))
+    }
+
+    async fn archive_session(
+        &self,
+        request: Request<pb::ArchiveSessionRequest>,
+    ) -> Result<Response<pb::ArchiveSessionResponse>, Status> {
+        let caller = keel_auth::caller(&request)?;
+        let req = request.into_inner();
+        required_session_id(&req.session_id)?;
+        let key = session_key(&caller, &req.session_id);
+        self.update(&key, ArchiveUpdate, true).await?;
+        Ok(Response::new(pb::ArchiveSessionResponse {}))
+    }
+
+    async fn unarchive_session(
+        &self,
+        request: Request<pb::UnarchiveSessionRequest>,
+    ) -> Result<Response<pb::UnarchiveSessionResponse>, Status> {
+        let caller = keel_auth::caller(&request)?;
+        let req = request.into_inner();
+        required_session_id(&req.session_id)?;
+        let key = session_key(&caller, &req.session_id);
+        self.update(&key, ArchiveUpdate, false).await?;
+        Ok(Response::new(pb::UnarchiveSessionResponse {}))
     }
 
     async fn interrupt(

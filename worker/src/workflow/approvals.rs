@@ -13,6 +13,10 @@ use temporalio_sdk::WorkflowContext;
 
 use super::AgentWorkflow;
 
+/// Patch marker: sessions before it kept the memo's status `running` while
+/// a request waited; from it on the status reads `waiting` meanwhile.
+const PATCH_MEMO_WAITING: &str = "memo-waiting-v1";
+
 /// Ended requests remembered for precise rejections of late answers.
 const REMEMBERED_ENDED_REQUESTS: usize = 256;
 
@@ -103,6 +107,11 @@ pub(super) async fn ask(
         });
         s.emit(now, turn_id, event);
     });
+    // ListSessions shows sessions waiting for someone.
+    let mark_waiting = ctx.patched(PATCH_MEMO_WAITING);
+    if mark_waiting {
+        super::upsert_status(ctx, keel_workflow_api::MEMO_STATUS_WAITING);
+    }
     let id = request_id.to_string();
     let waited = ctx
         .wait_condition(move |s: &AgentWorkflow| {
@@ -110,6 +119,9 @@ pub(super) async fn ask(
         })
         .await;
     let now = ctx.workflow_time();
+    if mark_waiting && ctx.state(|s| s.requests.len() == 1) {
+        super::upsert_memo(ctx, keel_workflow_api::RunStatus::Running);
+    }
     ctx.state_mut(|s| {
         s.requests.retain(|q| q.request_id != request_id);
         let response = s.answers.remove(request_id);

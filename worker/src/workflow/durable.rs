@@ -7,7 +7,8 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use keel_workflow_api::{
-    ApprovalKey, Carried, ModelDefaults, SessionInput, SessionSetup, TurnSettings, Usage, UserTurn,
+    ApprovalKey, Carried, EventArchive, ModelDefaults, Registry, SessionInput, SessionSetup,
+    TurnSettings, Usage, UserTurn,
 };
 
 use crate::activities::AppendItem;
@@ -53,6 +54,10 @@ pub(super) struct Durable {
     pub(super) lease: Option<String>,
     /// The clone the runner made, for sessions with a `git` source.
     pub(super) workspace: Option<String>,
+    /// Name, archived flag and newest message (mirrored into the memo).
+    pub(super) registry: Registry,
+    /// The event archive's newest chunk (events before the log's window).
+    pub(super) archive: Option<EventArchive>,
 }
 
 impl Durable {
@@ -81,7 +86,15 @@ impl Durable {
             model_defaults,
             lease,
             workspace,
-        } = input.carried.clone().unwrap_or_default();
+            registry,
+            archive,
+        } = input.carried.clone().unwrap_or_else(|| Carried {
+            registry: Registry {
+                name: input.name.clone(),
+                ..Registry::default()
+            },
+            ..Carried::default()
+        });
         let log = if runs == 0 && events.is_empty() {
             EventLog::new(input.retained_events)
         } else {
@@ -111,6 +124,8 @@ impl Durable {
             model_defaults,
             lease,
             workspace,
+            registry,
+            archive,
         }
     }
 
@@ -138,6 +153,8 @@ impl Durable {
             model_defaults,
             lease,
             workspace,
+            registry,
+            archive,
         } = self;
         let (events_first, events) = log.carry();
         Carried {
@@ -162,6 +179,8 @@ impl Durable {
             model_defaults: model_defaults.clone(),
             lease: lease.clone(),
             workspace: workspace.clone(),
+            registry: registry.clone(),
+            archive: archive.clone(),
         }
     }
 }
@@ -258,6 +277,15 @@ mod tests {
             }),
             lease: Some("tool-runner-2".into()),
             workspace: Some("/workspaces/clones/abc".into()),
+            registry: keel_workflow_api::Registry {
+                name: "nightly".into(),
+                archived: true,
+                last_message: "done".into(),
+            },
+            archive: Some(keel_workflow_api::EventArchive {
+                head: "e".repeat(64),
+                upto: 40,
+            }),
         }
     }
 
@@ -276,6 +304,17 @@ mod tests {
                 ..carried
             }
         );
+    }
+
+    #[test]
+    fn a_new_session_starts_with_its_name() {
+        let input = SessionInput {
+            name: "nightly build".into(),
+            ..SessionInput::default()
+        };
+        let durable = Durable::resume(&input);
+        assert_eq!(durable.registry.name, "nightly build");
+        assert!(!durable.registry.archived);
     }
 
     #[test]

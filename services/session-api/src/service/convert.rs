@@ -58,10 +58,29 @@ pub(super) fn wf_status(raw: i32) -> WorkflowExecutionStatus {
         .unwrap_or(WorkflowExecutionStatus::Unknown)
 }
 
-pub(super) fn status_of(run: RunStatus, wf: WorkflowExecutionStatus) -> pb::SessionStatus {
+/// A session name (CreateSessionRequest.name, RenameSession): at most
+/// [`api::MAX_NAME_CHARS`] characters, no control characters.
+pub(super) fn check_name(name: &str) -> Result<(), Status> {
+    if name.chars().count() > api::MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(crate::errors::invalid(format!(
+            "name must be at most {} characters with no control characters (tabs, newlines)",
+            api::MAX_NAME_CHARS
+        )));
+    }
+    Ok(())
+}
+
+/// The status a client sees: the workflow's own (`run`, and whether a
+/// request waits for an answer) while it runs, else how it ended.
+pub(super) fn status_of(
+    run: RunStatus,
+    wf: WorkflowExecutionStatus,
+    waiting: bool,
+) -> pb::SessionStatus {
     match wf {
         WorkflowExecutionStatus::Running => match run {
             RunStatus::Idle => pb::SessionStatus::Idle,
+            RunStatus::Running if waiting => pb::SessionStatus::Waiting,
             RunStatus::Running => pb::SessionStatus::Running,
             RunStatus::Closed => pb::SessionStatus::Closed,
         },
@@ -79,7 +98,10 @@ pub(super) fn session_from_state(s: &SessionState, wf: WorkflowExecutionStatus) 
         model_provider: defaults.map(|d| d.provider.clone()).unwrap_or_default(),
         session_id: api::split_session_key(&s.session_id).1.to_string(),
         owner: s.owner.clone(),
-        status: status_of(s.status, wf) as i32,
+        status: status_of(s.status, wf, !s.pending_requests.is_empty()) as i32,
+        name: s.registry.name.clone(),
+        archived: s.registry.archived,
+        last_message: s.registry.last_message.clone(),
         created_at: timestamp_ms(s.created_at_ms),
         last_activity_at: timestamp_ms(s.last_activity_ms),
         model: settings.model.clone(),

@@ -178,9 +178,10 @@ impl SessionApi {
     /// The session's state, FAILED_PRECONDITION when it is closed.
     pub(super) async fn open_state(&self, session_id: &str) -> Result<SessionState, Status> {
         let (state, wf) = self.state(session_id).await?;
-        if status_of(state.status, wf) != pb::SessionStatus::Idle
-            && status_of(state.status, wf) != pb::SessionStatus::Running
-        {
+        if !matches!(
+            status_of(state.status, wf, false),
+            pb::SessionStatus::Idle | pb::SessionStatus::Running
+        ) {
             return Err(errors::closed(session_id));
         }
         Ok(state)
@@ -210,5 +211,9 @@ impl SessionApi {
 
     pub(crate) fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    pub(crate) fn blobs(&self) -> &BlobStore {
+        &self.blobs
     }
 }

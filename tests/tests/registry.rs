@@ -1,0 +1,414 @@
+//! The session registry over real gRPC: names, archive and unarchive, true
+//! statuses (a session waiting for an approval reads `waiting`), filtered
+//! listing and cursor pagination that neither skips nor repeats a session.
+//!
+//! ListSessions reads Temporal's visibility store, which catches up with a
+//! workflow's memo shortly after the workflow writes it: the assertions on
+//! listings wait until the listing says what they expect (or time out).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use keel_proto::v1 as pb;
+use keel_test_support::fake_model::{FakeModel, Scripted};
+use keel_test_support::history;
+use keel_test_support::session::{self, Client};
+use keel_test_support::stack::{Stack, StackOptions};
+use pb::event::Msg;
+use serde_json::json;
+use tonic::Code;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn list(client: &mut Client, filter: pb::SessionFilter) -> Vec<pb::Session> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_sessions(pb::ListSessionsRequest {
+                page_size: 50,
+                page_token: token.clone(),
+                filter: Some(filter.clone()),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(page.sessions);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// The ids `filter` lists, once they equal `want` (visibility catches up
+/// with memos a moment after the workflow writes them).
+async fn wait_listed(client: &mut Client, filter: pb::SessionFilter, want: &[&str]) {
+    let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got: BTreeSet<String> = list(client, filter.clone())
+            .await
+            .into_iter()
+            .map(|s| s.session_id)
+            .collect();
+        if got == want {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("filter {filter:?} lists {got:?}, expected {want:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The listed session `id`, once `ok` holds for it.
+async fn wait_row(client: &mut Client, id: &str, ok: impl Fn(&pb::Session) -> bool) -> pb::Session {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let all = list(
+            client,
+            pb::SessionFilter {
+                archived: pb::ArchivedFilter::Include as i32,
+                ..Default::default()
+            },
+        )
+        .await;
+        if let Some(row) = all.iter().find(|s| s.session_id == id)
+            && ok(row)
+        {
+            return row.clone();
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("session {id} never listed as expected: {all:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn create(client: &mut Client, id: &str, name: &str, cwd: &str) {
+    client
+        .create_session(pb::CreateSessionRequest {
+            session_id: id.into(),
+            name: name.into(),
+            cwd: cwd.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn names_archive_filters_and_pages() {
+    let fake = FakeModel::start(vec![Scripted::assistant("All done, tests pass.")])
+        .await
+        .unwrap();
+    let stack = Stack::launch(StackOptions::new(fake.base_url()))
+        .await
+        .unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (
+        a.path().display().to_string(),
+        b.path().display().to_string(),
+    );
+
+    create(&mut client, "reg-1", "Nightly build", &a_dir).await;
+    create(&mut client, "reg-2", "", &a_dir).await;
+    create(&mut client, "reg-3", "deploy docs", &b_dir).await;
+    create(&mut client, "reg-4", "", &b_dir).await;
+    create(&mut client, "reg-5", "", &b_dir).await;
+
+    // Names are checked.
+    for bad in ["x".repeat(121), "two\nlines".to_string()] {
+        let e = client
+            .rename_session(pb::RenameSessionRequest {
+                session_id: "reg-2".into(),
+                name: bad,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    }
+    let e = client
+        .create_session(pb::CreateSessionRequest {
+            name: "tab\there".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    // A name set at creation, and by rename, shows in the list and in
+    // GetSession.
+    client
+        .rename_session(pb::RenameSessionRequest {
+            session_id: "reg-2".into(),
+            name: "Flaky BUILD fix".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        session::get(&mut client, "reg-2").await.unwrap().name,
+        "Flaky BUILD fix"
+    );
+    let row = wait_row(&mut client, "reg-1", |s| s.name == "Nightly build").await;
+    assert_eq!(row.cwd, a_dir);
+    assert_eq!(row.status, pb::SessionStatus::Idle as i32);
+    assert!(!row.archived);
+
+    // Filters: text over name and id (ignoring case), cwd, both.
+    let text = |t: &str| pb::SessionFilter {
+        text: t.into(),
+        ..Default::default()
+    };
+    wait_listed(&mut client, text("build"), &["reg-1", "reg-2"]).await;
+    wait_listed(&mut client, text("REG-3"), &["reg-3"]).await;
+    let in_b = pb::SessionFilter {
+        cwd: b_dir.clone(),
+        ..Default::default()
+    };
+    wait_listed(&mut client, in_b.clone(), &["reg-3", "reg-4", "reg-5"]).await;
+    wait_listed(
+        &mut client,
+        pb::SessionFilter {
+            cwd: a_dir.clone(),
+            text: "nightly".into(),
+            ..Default::default()
+        },
+        &["reg-1"],
+    )
+    .await;
+
+    // Archived sessions leave the default listing and come back.
+    client
+        .archive_session(pb::ArchiveSessionRequest {
+            session_id: "reg-4".into(),
+        })
+        .await
+        .unwrap();
+    // Twice is a no-op.
+    client
+        .archive_session(pb::ArchiveSessionRequest {
+            session_id: "reg-4".into(),
+        })
+        .await
+        .unwrap();
+    assert!(session::get(&mut client, "reg-4").await.unwrap().archived);
+    wait_listed(&mut client, in_b.clone(), &["reg-3", "reg-5"]).await;
+    let only = |archived: pb::ArchivedFilter| pb::SessionFilter {
+        cwd: b_dir.clone(),
+        archived: archived as i32,
+        ..Default::default()
+    };
+    wait_listed(&mut client, only(pb::ArchivedFilter::Only), &["reg-4"]).await;
+    wait_listed(
+        &mut client,
+        only(pb::ArchivedFilter::Include),
+        &["reg-3", "reg-4", "reg-5"],
+    )
+    .await;
+    client
+        .unarchive_session(pb::UnarchiveSessionRequest {
+            session_id: "reg-4".into(),
+        })
+        .await
+        .unwrap();
+    wait_listed(&mut client, in_b.clone(), &["reg-3", "reg-4", "reg-5"]).await;
+
+    // A turn: the list shows the newest message.
+    session::send(&mut client, "reg-5", "t1", "please run   the\ntests")
+        .await
+        .unwrap();
+    let row = wait_row(&mut client, "reg-5", |s| {
+        s.last_message == "All done, tests pass."
+    })
+    .await;
+    assert_eq!(row.status, pb::SessionStatus::Idle as i32);
+
+    // Pagination, unfiltered and filtered: every session exactly once,
+    // newest first, pages never larger than asked.
+    for filter in [pb::SessionFilter::default(), text("reg-")] {
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        for _ in 0..20 {
+            let page = client
+                .list_sessions(pb::ListSessionsRequest {
+                    page_size: 2,
+                    page_token: token.clone(),
+                    filter: Some(filter.clone()),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(page.sessions.len() <= 2, "{page:?}");
+            seen.extend(page.sessions.into_iter().map(|s| s.session_id));
+            token = page.next_page_token;
+            if token.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(
+            seen,
+            ["reg-5", "reg-4", "reg-3", "reg-2", "reg-1"],
+            "filter {filter:?}"
+        );
+    }
+    let e = client
+        .list_sessions(pb::ListSessionsRequest {
+            page_token: "bm90LWEtdG9rZW4".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    // A closed session keeps its registry fields and takes no changes.
+    client
+        .close_session(pb::CloseSessionRequest {
+            session_id: "reg-3".into(),
+        })
+        .await
+        .unwrap();
+    let row = wait_row(&mut client, "reg-3", |s| {
+        s.status == pb::SessionStatus::Closed as i32
+    })
+    .await;
+    assert_eq!(row.name, "deploy docs");
+    wait_listed(
+        &mut client,
+        pb::SessionFilter {
+            statuses: vec![pb::SessionStatus::Closed as i32],
+            ..Default::default()
+        },
+        &["reg-3"],
+    )
+    .await;
+    for e in [
+        client
+            .rename_session(pb::RenameSessionRequest {
+                session_id: "reg-3".into(),
+                name: "late".into(),
+            })
+            .await
+            .unwrap_err(),
+        client
+            .archive_session(pb::ArchiveSessionRequest {
+                session_id: "reg-3".into(),
+            })
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("closed"), "{e:?}");
+    }
+    let e = client
+        .rename_session(pb::RenameSessionRequest {
+            session_id: "reg-404".into(),
+            name: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_waiting_for_an_approval_reads_waiting() {
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call(
+            "c1",
+            "shell",
+            &json!({ "command": ["touch", "made-by-the-agent"] }).to_string(),
+        ),
+        Scripted::assistant("Created the file."),
+    ])
+    .await
+    .unwrap();
+    let stack = Stack::launch(StackOptions::new(fake.base_url()))
+        .await
+        .unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    let (sid, mut events) = session::open(
+        &mut client,
+        pb::CreateSessionRequest {
+            cwd: ws.path().display().to_string(),
+            context: Some(pb::TurnContext {
+                approval_policy: pb::ApprovalPolicy::Untrusted as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    session::send(&mut client, &sid, "t1", "make the file")
+        .await
+        .unwrap();
+    let (_, request) = session::until(&mut events, |e| match &e.msg {
+        Some(Msg::ExecApprovalRequest(r)) => Some(r.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+
+    let got = session::get(&mut client, &sid).await.unwrap();
+    assert_eq!(got.status, pb::SessionStatus::Waiting as i32);
+    assert_eq!(got.last_message, "make the file");
+    let waiting = pb::SessionFilter {
+        statuses: vec![pb::SessionStatus::Waiting as i32],
+        ..Default::default()
+    };
+    wait_listed(&mut client, waiting.clone(), &[&sid]).await;
+
+    client
+        .respond(pb::RespondRequest {
+            session_id: sid.clone(),
+            request_id: request.call_id.clone(),
+            answer: Some(pb::respond_request::Answer::Decision(pb::ReviewDecision {
+                kind: pb::ReviewDecisionKind::Approved as i32,
+                execpolicy_amendment: vec![],
+            })),
+        })
+        .await
+        .unwrap();
+    session::until(&mut events, |e| {
+        matches!(e.msg, Some(Msg::TurnComplete(_))).then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(ws.path().join("made-by-the-agent").exists());
+    wait_listed(&mut client, waiting, &[]).await;
+    let row = wait_row(&mut client, &sid, |s| {
+        s.status == pb::SessionStatus::Idle as i32
+    })
+    .await;
+    assert_eq!(row.last_message, "Created the file.");
+
+    // Registry updates are part of the recorded history replay tests read.
+    client
+        .rename_session(pb::RenameSessionRequest {
+            session_id: sid.clone(),
+            name: "approved touch".into(),
+        })
+        .await
+        .unwrap();
+    client
+        .archive_session(pb::ArchiveSessionRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+    client
+        .close_session(pb::CloseSessionRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+    history::record_closed(&stack.temporal_address, &sid, "registry_waiting_closed")
+        .await
+        .unwrap();
+}
