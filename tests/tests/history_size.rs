@@ -260,8 +260,8 @@ async fn a_lost_call_prefix_is_sent_again() {
         + 17;
     let digest = &text[at..at + 64];
     let blob = stack
-        .dir()
-        .join("blobs/sha256")
+        .session_blobs_dir(&sid)
+        .join("sha256")
         .join(&digest[..2])
         .join(digest);
     std::fs::remove_file(&blob).unwrap();

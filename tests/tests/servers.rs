@@ -178,12 +178,13 @@ async fn every_server_serves_health_and_reflection() {
 /// The chunks of `sid`'s event archive in the stack's blob store.
 fn archive_chunks(stack: &Stack, sid: &str) -> Vec<serde_json::Value> {
     let mut chunks = Vec::new();
-    let root = stack.dir.path().join("blobs/sha256");
+    let key = stack.session_key(sid);
+    let root = stack.session_blobs_dir(sid).join("sha256");
     for dir in std::fs::read_dir(root).unwrap() {
         for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
             let bytes = std::fs::read(file.unwrap().path()).unwrap();
             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
-                && v["session"] == sid
+                && v["session"] == key.as_str()
                 && v["events"].is_array()
             {
                 chunks.push(v);
@@ -264,11 +265,8 @@ async fn a_client_behind_the_retained_window_replays_from_the_archive() {
 
     // The window dropped most events; the archive holds them, in chunks
     // linked newest to oldest.
-    let key = stack
-        .workflow_id(&sid)
-        .trim_start_matches("keel-session.")
-        .to_string();
-    let chunks = archive_chunks(&stack, &key);
+    let key = stack.session_key(&sid);
+    let chunks = archive_chunks(&stack, &sid);
     assert!(chunks.len() >= 2, "{chunks:#?}");
     assert_eq!(chunks.iter().filter(|c| c["prev"].is_null()).count(), 1);
     // Every event from the start, once, in order, without a gap; and from
@@ -296,7 +294,7 @@ async fn a_client_behind_the_retained_window_replays_from_the_archive() {
     // Those came from the archive, not the window: with the chunks gone,
     // replaying from the start is an error that says so, never a silent
     // hole, while the window still serves its own events.
-    let root = stack.dir.path().join("blobs/sha256");
+    let root = stack.session_blobs_dir(&sid).join("sha256");
     for dir in std::fs::read_dir(root).unwrap() {
         for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
             let path = file.unwrap().path();

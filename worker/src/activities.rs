@@ -425,6 +425,9 @@ pub struct PatchReviewInput {
     /// [`SetupInput::runner`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner: Option<String>,
+    /// The session (its key), whose blobs hold the call item.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub session_id: String,
 }
 
 /// One file of a patch, for approval requests and patch events.
@@ -1078,6 +1081,7 @@ impl KeelActivities {
                     custom: input.custom,
                     sandbox: Some((&input.sandbox).into()),
                     call_item_digest: input.call_item_digest.unwrap_or_default(),
+                    session_id: input.session_id,
                 })
                 .await;
             let r = match r {

@@ -8,10 +8,18 @@
 //! `gs://bucket` and `az://container` (also the longer URL forms
 //! object_store accepts), configured from the environment the way each
 //! cloud's SDK is (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
+//!
+//! Each session's blobs live under a prefix of their own
+//! ([`BlobStore::for_session`]: `sessions/<key>/sha256/…`), so deleting a
+//! session deletes exactly its blobs ([`BlobStore::delete_session`]) and a
+//! fork gets copies of its parent's ([`BlobStore::copy_session`]), however
+//! many sessions hold the same content. Blobs written before sessions had
+//! prefixes stay at `sha256/…`; a session's reads fall back to them.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt as _;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path as ObjectPath};
 use sha2::{Digest as _, Sha256};
 
@@ -33,6 +41,8 @@ pub enum BlobError {
         digest: String,
         source: serde_json::Error,
     },
+    #[error("invalid session key {0:?} for the blob store")]
+    InvalidSessionKey(String),
     #[error("blob store error: {0}")]
     Store(#[from] object_store::Error),
 }
@@ -63,10 +73,13 @@ fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// A handle to the store; cheap to clone.
+/// A handle to the store, or to one session's part of it; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct BlobStore {
     inner: Arc<dyn ObjectStore>,
+    /// The session whose prefix puts and gets use; `None`: the shared,
+    /// unprefixed part (blobs of no session, and those from before).
+    session: Option<Arc<str>>,
 }
 
 impl BlobStore {
@@ -135,7 +148,26 @@ impl BlobStore {
                 )));
             }
         };
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            session: None,
+        })
+    }
+
+    /// The same store, reading and writing the blobs of the session with
+    /// key `session_key` (its reads also find blobs from before sessions
+    /// had prefixes).
+    pub fn for_session(&self, session_key: &str) -> Result<Self, BlobError> {
+        validate_session_key(session_key)?;
+        Ok(Self {
+            inner: self.inner.clone(),
+            session: Some(session_key.into()),
+        })
+    }
+
+    /// The session this handle is scoped to.
+    pub fn session(&self) -> Option<&str> {
+        self.session.as_deref()
     }
 
     /// Stores `bytes` and returns their digest.
@@ -143,7 +175,10 @@ impl BlobStore {
         let bytes: Bytes = bytes.into();
         let digest = digest(&bytes);
         self.inner
-            .put(&object_path(&digest), PutPayload::from_bytes(bytes))
+            .put(
+                &object_path(self.session.as_deref(), &digest),
+                PutPayload::from_bytes(bytes),
+            )
             .await?;
         Ok(digest)
     }
@@ -153,7 +188,14 @@ impl BlobStore {
     /// `file://` directory, a tampered object) is an error, never content.
     pub async fn get(&self, digest: &str) -> Result<Bytes, BlobError> {
         validate_digest(digest)?;
-        let bytes = match self.inner.get(&object_path(digest)).await {
+        let mut found = self
+            .inner
+            .get(&object_path(self.session.as_deref(), digest))
+            .await;
+        if self.session.is_some() && matches!(found, Err(object_store::Error::NotFound { .. })) {
+            found = self.inner.get(&object_path(None, digest)).await;
+        }
+        let bytes = match found {
             Ok(r) => r.bytes().await?,
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(BlobError::NotFound(digest.into()));
@@ -191,6 +233,64 @@ impl BlobStore {
     }
 }
 
+impl BlobStore {
+    /// Deletes every blob of the session `session_key` (not the shared ones
+    /// from before sessions had prefixes); returns how many.
+    pub async fn delete_session(&self, session_key: &str) -> Result<usize, BlobError> {
+        validate_session_key(session_key)?;
+        let prefix = session_prefix(session_key);
+        let mut listed = self.inner.list(Some(&prefix));
+        let mut deleted = 0;
+        while let Some(meta) = listed.next().await {
+            match self.inner.delete(&meta?.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Copies every blob of the session `from` to the session `to`; returns
+    /// how many.
+    pub async fn copy_session(&self, from: &str, to: &str) -> Result<usize, BlobError> {
+        validate_session_key(from)?;
+        validate_session_key(to)?;
+        let (source, target) = (session_prefix(from), session_prefix(to));
+        let mut listed = self.inner.list(Some(&source));
+        let mut copied = 0;
+        while let Some(meta) = listed.next().await {
+            let location = meta?.location;
+            let Some(rest) = location.prefix_match(&source) else {
+                continue;
+            };
+            let to = rest.fold(target.clone(), |path, part| path.join(part));
+            self.inner.copy(&location, &to).await?;
+            copied += 1;
+        }
+        Ok(copied)
+    }
+}
+
+/// Checks that a session key is safe as one path segment:
+/// `[A-Za-z0-9._-]`, at most 200 characters, not `.` or `..`.
+pub fn validate_session_key(key: &str) -> Result<(), BlobError> {
+    if key.is_empty()
+        || key.len() > 200
+        || key == "."
+        || key == ".."
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(BlobError::InvalidSessionKey(key.into()));
+    }
+    Ok(())
+}
+
+fn session_prefix(key: &str) -> ObjectPath {
+    ObjectPath::from_iter(["sessions", key])
+}
+
 /// The digest `bytes` are stored under: their SHA-256, in lowercase hex.
 pub fn digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -209,9 +309,13 @@ pub fn validate_digest(digest: &str) -> Result<(), BlobError> {
     }
 }
 
-/// `sha256/ab/abcdef…`: two-character fan-out keeps directories small.
-fn object_path(digest: &str) -> ObjectPath {
-    ObjectPath::from(format!("sha256/{}/{digest}", &digest[..2]))
+/// `[sessions/<key>/]sha256/ab/abcdef…`: two-character fan-out keeps
+/// directories small.
+fn object_path(session: Option<&str>, digest: &str) -> ObjectPath {
+    match session {
+        Some(key) => ObjectPath::from_iter(["sessions", key, "sha256", &digest[..2], digest]),
+        None => ObjectPath::from(format!("sha256/{}/{digest}", &digest[..2])),
+    }
 }
 
 #[cfg(test)]
@@ -265,6 +369,59 @@ mod tests {
         assert!(err.contains("az://keel-blobs"), "{err}");
         let err = BlobStore::open("ftp://x").unwrap_err().to_string();
         assert!(err.contains("s3://"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn sessions_have_their_own_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().join("blobs").display());
+        let store = BlobStore::open(&url).unwrap();
+        let legacy = store.put(&b"from before"[..]).await.unwrap();
+        let a = store.for_session("t.a").unwrap();
+        let b = store.for_session("t.b").unwrap();
+        let same_a = a.put(&b"same text"[..]).await.unwrap();
+        let same_b = b.put(&b"same text"[..]).await.unwrap();
+        assert_eq!(same_a, same_b);
+        let only_a = a.put(&b"only a"[..]).await.unwrap();
+        assert!(
+            dir.path()
+                .join("blobs/sessions/t.a/sha256")
+                .join(&only_a[..2])
+                .join(&only_a)
+                .exists()
+        );
+        // A session reads its own blobs and the shared ones, not another's.
+        assert_eq!(&a.get(&legacy).await.unwrap()[..], b"from before");
+        assert!(matches!(b.get(&only_a).await, Err(BlobError::NotFound(_))));
+        assert!(matches!(
+            store.get(&only_a).await,
+            Err(BlobError::NotFound(_))
+        ));
+
+        // A fork gets copies; deleting a session leaves the others whole.
+        let fork = store.for_session("t.fork").unwrap();
+        assert_eq!(store.copy_session("t.a", "t.fork").await.unwrap(), 2);
+        assert_eq!(store.delete_session("t.a").await.unwrap(), 2);
+        assert!(matches!(a.get(&only_a).await, Err(BlobError::NotFound(_))));
+        assert_eq!(&fork.get(&only_a).await.unwrap()[..], b"only a");
+        assert_eq!(&b.get(&same_b).await.unwrap()[..], b"same text");
+        assert_eq!(&a.get(&legacy).await.unwrap()[..], b"from before");
+        assert_eq!(store.delete_session("t.a").await.unwrap(), 0);
+    }
+
+    #[test]
+    fn session_keys_are_one_safe_path_segment() {
+        let store = BlobStore::open("memory://").unwrap();
+        for bad in ["", ".", "..", "a/b", "a b", "../x", &"k".repeat(201)] {
+            assert!(
+                matches!(store.for_session(bad), Err(BlobError::InvalidSessionKey(_))),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            store.for_session("tenant.id-1_x").unwrap().session(),
+            Some("tenant.id-1_x")
+        );
     }
 
     #[tokio::test]

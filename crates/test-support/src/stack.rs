@@ -607,6 +607,24 @@ impl Stack {
         )?)
     }
 
+    /// The key of [`TENANT`]'s session `session_id` (what services and
+    /// the blob store know it by).
+    pub fn session_key(&self, session_id: &str) -> String {
+        if self.options.insecure_no_auth {
+            session_id.to_string()
+        } else {
+            format!("{TENANT}.{session_id}")
+        }
+    }
+
+    /// Where the blob store keeps the session's blobs.
+    pub fn session_blobs_dir(&self, session_id: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("blobs/sessions")
+            .join(self.session_key(session_id))
+    }
+
     /// The workflow id of [`TENANT`]'s session `session_id`.
     pub fn workflow_id(&self, session_id: &str) -> String {
         if self.options.insecure_no_auth {

@@ -356,7 +356,11 @@ impl Broker {
                 )
             }
         };
-        let digest = self.blobs.put_json(&output.item).await.map_err(|e| {
+        let blobs = self
+            .blobs
+            .for_session(session_id)
+            .map_err(|e| invalid(e.to_string()))?;
+        let digest = blobs.put_json(&output.item).await.map_err(|e| {
             status(
                 Code::Unavailable,
                 "blob_store",

@@ -66,7 +66,13 @@ impl Fixture {
     ) -> (pb::McpCallOutcome, Value) {
         let r = self.start(session, call_id, server, tool, args).await;
         assert!(r.elicitation.is_none(), "{r:?}");
-        let item: Value = self.blobs.get_json(&r.output_item_digest).await.unwrap();
+        let item: Value = self
+            .blobs
+            .for_session(session)
+            .unwrap()
+            .get_json(&r.output_item_digest)
+            .await
+            .unwrap();
         (r, item)
     }
 
@@ -628,7 +634,13 @@ async fn a_server_question_mid_call_waits_for_the_answer_and_the_call_finishes_w
         .await
         .unwrap();
     assert!(done.success, "{done:?}");
-    let item: Value = f.blobs.get_json(&done.output_item_digest).await.unwrap();
+    let item: Value = f
+        .blobs
+        .for_session("s1")
+        .unwrap()
+        .get_json(&done.output_item_digest)
+        .await
+        .unwrap();
     let text = texts(&item).join("\n");
     assert!(
         text.contains("User provided the requested information"),
@@ -657,7 +669,13 @@ async fn a_server_question_mid_call_waits_for_the_answer_and_the_call_finishes_w
         .resume("s1", "e2", pb::ElicitationAction::Decline, "")
         .await
         .unwrap();
-    let item: Value = f.blobs.get_json(&done.output_item_digest).await.unwrap();
+    let item: Value = f
+        .blobs
+        .for_session("s1")
+        .unwrap()
+        .get_json(&done.output_item_digest)
+        .await
+        .unwrap();
     assert!(texts(&item).join("\n").contains("declined"), "{item}");
 }
 

@@ -264,6 +264,9 @@ impl From<BlobError> for ProxyError {
                 reason: source.to_string(),
             },
             corrupt @ BlobError::Corrupt { .. } => Self::BlobCorrupt(corrupt.to_string()),
+            BlobError::InvalidSessionKey(key) => Self::InvalidRequest(format!(
+                "session_id {key:?} is not a session key (letters, digits, '.', '_', '-')"
+            )),
             other => Self::BlobStore(other.to_string()),
         }
     }

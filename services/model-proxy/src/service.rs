@@ -252,14 +252,18 @@ impl Inner {
         if req.session_id.is_empty() {
             return Err(ProxyError::InvalidRequest("session_id is required".into()));
         }
+        // Everything the call reads and writes is the session's.
+        let blobs = &self.blobs.for_session(&req.session_id)?;
         let schema = self
             .inline_or_stored(
+                blobs,
                 ("final_output_json_schema", &req.final_output_json_schema),
                 &req.final_output_json_schema_digest,
             )
             .await?;
         let instructions = self
             .inline_or_stored(
+                blobs,
                 ("instructions", &req.instructions),
                 &req.instructions_digest,
             )
@@ -275,14 +279,16 @@ impl Inner {
             },
             &self.config.defaults,
         )?;
-        let prefix = self.prefix(&req).await?;
+        let prefix = self.prefix(blobs, &req).await?;
         // A compaction summarises; it must not call tools.
         let tools = if req.compact {
             Vec::new()
         } else {
             parse_tools(&prefix.tools)?
         };
-        let mut input = self.load_items(&prefix.ephemeral_item_digests).await?;
+        let mut input = self
+            .load_items(blobs, &prefix.ephemeral_item_digests)
+            .await?;
         for (i, json) in prefix.ephemeral_items_json.iter().enumerate() {
             let item = items::parse_item(json, &format!("ephemeral_items_json[{i}]"))?;
             input.push(Value::Object(items::strip_id(item)));
@@ -296,10 +302,10 @@ impl Inner {
 
         let conversation = req.conversation.unwrap_or_default();
         let head = Some(conversation.head.as_str()).filter(|h| !h.is_empty());
-        let appended = self.store_appends(conversation.append).await?;
-        let mut digests = conversation::item_digests(&self.blobs, head).await?;
+        let appended = self.store_appends(blobs, conversation.append).await?;
+        let mut digests = conversation::item_digests(blobs, head).await?;
         digests.extend(appended.iter().cloned());
-        let loaded = self.load_items(&digests).await?;
+        let loaded = self.load_items(blobs, &digests).await?;
         let kept = if req.compact {
             compact::kept_user_messages(&digests, &loaded)
         } else {
@@ -336,7 +342,7 @@ impl Inner {
             provider: &route.provider,
             url: &route.url,
             client: &self.client,
-            blobs: &self.blobs,
+            blobs,
             metrics: &self.metrics,
             session_id: &req.session_id,
             model,
@@ -344,11 +350,11 @@ impl Inner {
         };
         let sampled = call.run(body, tx).await?;
         if req.compact {
-            let summary = compact::summary_text(&self.blobs, &sampled).await?;
+            let summary = compact::summary_text(blobs, &sampled).await?;
             let summary_item = compact::summary_item(&summary);
             let mut items = kept;
-            items.push(self.blobs.put_json(&summary_item).await?);
-            let new_head = conversation::append(&self.blobs, None, items).await?;
+            items.push(blobs.put_json(&summary_item).await?);
+            let new_head = conversation::append(blobs, None, items).await?;
             return self
                 .announce(
                     new_head.unwrap_or_default(),
@@ -359,14 +365,16 @@ impl Inner {
                 )
                 .await;
         }
-        self.complete(head, appended, sampled, provider_id, model, tx)
+        self.complete(blobs, head, appended, sampled, provider_id, model, tx)
             .await
     }
 
     /// Appends the input and outputs to the conversation, then announces the
     /// items and `completed`.
+    #[allow(clippy::too_many_arguments)]
     async fn complete(
         &self,
+        blobs: &BlobStore,
         head: Option<&str>,
         appended: Vec<String>,
         sampled: Sampled,
@@ -378,7 +386,7 @@ impl Inner {
             .into_iter()
             .chain(sampled.outputs.iter().map(|(d, _)| d.clone()))
             .collect();
-        let head = conversation::append(&self.blobs, head, new_items)
+        let head = conversation::append(blobs, head, new_items)
             .await?
             .unwrap_or_default();
         self.announce(head, sampled, provider_id, model, tx).await
@@ -429,6 +437,7 @@ impl Inner {
     /// Stores inline items and checks digests; returns the digests in order.
     async fn store_appends(
         &self,
+        blobs: &BlobStore,
         append: Vec<keel_proto::v1::ItemInput>,
     ) -> Result<Vec<String>, ProxyError> {
         let mut digests = Vec::with_capacity(append.len());
@@ -440,7 +449,7 @@ impl Inner {
                 }
                 Some(item_input::Kind::InlineJson(json)) => {
                     let item = items::parse_item(&json, &format!("conversation.append[{i}]"))?;
-                    digests.push(self.blobs.put_json(&item).await?);
+                    digests.push(blobs.put_json(&item).await?);
                 }
                 None => {
                     return Err(ProxyError::InvalidRequest(format!(
@@ -454,7 +463,11 @@ impl Inner {
 
     /// The call's tools and ephemeral items: sent inline (and stored when
     /// `store_prefix` asks), or read from the blob store by `prefix_digest`.
-    async fn prefix(&self, req: &StreamResponseRequest) -> Result<CallPrefix, ProxyError> {
+    async fn prefix(
+        &self,
+        blobs: &BlobStore,
+        req: &StreamResponseRequest,
+    ) -> Result<CallPrefix, ProxyError> {
         let inline = CallPrefix {
             tools: req.tools.clone(),
             ephemeral_item_digests: req.ephemeral_item_digests.clone(),
@@ -474,7 +487,7 @@ impl Inner {
                     req.prefix_digest
                 )));
             }
-            self.blobs.put(bytes).await?;
+            blobs.put(bytes).await?;
             return Ok(inline);
         }
         if req.prefix_digest.is_empty() {
@@ -485,7 +498,7 @@ impl Inner {
                 "with prefix_digest (and no store_prefix), tools and ephemeral items come from the stored prefix; send none".into(),
             ));
         }
-        let bytes = match self.blobs.get(&req.prefix_digest).await {
+        let bytes = match blobs.get(&req.prefix_digest).await {
             Ok(b) => b,
             Err(keel_blobstore::BlobError::NotFound(d)) => {
                 return Err(ProxyError::PrefixMissing(d));
@@ -505,6 +518,7 @@ impl Inner {
     /// both); empty when it gives neither.
     async fn inline_or_stored(
         &self,
+        blobs: &BlobStore,
         (field, inline): (&str, &str),
         digest: &str,
     ) -> Result<String, ProxyError> {
@@ -516,16 +530,20 @@ impl Inner {
                 "{field} and {field}_digest are exclusive"
             )));
         }
-        let bytes = self.blobs.get(digest).await?;
+        let bytes = blobs.get(digest).await?;
         String::from_utf8(bytes.to_vec()).map_err(|_| {
             ProxyError::InvalidRequest(format!("{field}_digest: blob {digest} is not UTF-8 text"))
         })
     }
 
-    async fn load_items(&self, digests: &[String]) -> Result<Vec<Value>, ProxyError> {
+    async fn load_items(
+        &self,
+        blobs: &BlobStore,
+        digests: &[String],
+    ) -> Result<Vec<Value>, ProxyError> {
         // Owned values: borrowed ones in `buffered` trip a compiler limitation
         // (`FnOnce` not general enough) once the future is spawned.
-        let blobs = self.blobs.clone();
+        let blobs = blobs.clone();
         futures::stream::iter(digests.to_vec())
             .map(move |digest| load_item(blobs.clone(), digest))
             .buffered(FETCH_CONCURRENCY)

@@ -70,7 +70,7 @@ async fn catch_up(
                 // Older events from the archive (and a gap for any it lacks).
                 Some(archive) => out.extend(
                     crate::archive::read(
-                        api.blobs(),
+                        &api.session_blobs(session_id)?,
                         session_id,
                         archive,
                         *after,

@@ -77,7 +77,8 @@ impl LiveService for LiveApi {
             first: first.unwrap_or(req.upto_offset + 1),
             events,
         };
-        let digest = crate::archive::store(self.api.blobs(), &chunk).await?;
+        let blobs = self.api.session_blobs(&req.session_key)?;
+        let digest = crate::archive::store(&blobs, &chunk).await?;
         tracing::debug!(session = %req.session_key, upto = req.upto_offset, events = count, "events archived");
         Ok(Response::new(pb::ArchiveEventsResponse {
             chunk: digest,

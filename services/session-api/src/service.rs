@@ -202,7 +202,7 @@ impl SessionService for SessionApi {
         let base_instructions_digest = if req.base_instructions.is_empty() {
             String::new()
         } else {
-            self.blobs
+            self.session_blobs(&key)?
                 .put(req.base_instructions.clone().into_bytes())
                 .await
                 .map_err(|e| {
@@ -212,7 +212,7 @@ impl SessionService for SessionApi {
         let developer_instructions_digest = if req.developer_instructions.is_empty() {
             String::new()
         } else {
-            self.store_item("developer", &req.developer_instructions)
+            self.store_item(&key, "developer", &req.developer_instructions)
                 .await?
         };
         let input = SessionInput {
@@ -297,15 +297,16 @@ impl SessionService for SessionApi {
             req.turn_id
         };
         let (item_digest, text_preview, text_truncated) =
-            self.store_message(&req.text, images).await?;
+            self.store_message(&key, &req.text, images).await?;
         // Stored, so no workflow history repeats it with every turn.
-        let output_schema_digest =
-            match schema {
-                None => String::new(),
-                Some(schema) => self.blobs.put_json(&schema).await.map_err(|e| {
-                    errors::blob_store(format!("cannot store the output schema: {e}"))
-                })?,
-            };
+        let output_schema_digest = match schema {
+            None => String::new(),
+            Some(schema) => self
+                .session_blobs(&key)?
+                .put_json(&schema)
+                .await
+                .map_err(|e| errors::blob_store(format!("cannot store the output schema: {e}")))?,
+        };
         let turn = UserTurn {
             turn_id: turn_id.clone(),
             item_digest,
@@ -336,7 +337,7 @@ impl SessionService for SessionApi {
         validate_id("expected_turn_id", &req.expected_turn_id)?;
         self.tenants.take_turn(&caller.tenant)?;
         let (item_digest, text_preview, text_truncated) =
-            self.store_message(&req.text, Vec::new()).await?;
+            self.store_message(&key, &req.text, Vec::new()).await?;
         let steer = Steer {
             expected_turn_id: req.expected_turn_id.clone(),
             item_digest: item_digest.clone(),
@@ -570,7 +571,13 @@ impl SessionService for SessionApi {
             .iter()
             .find(|p| p.request_id == req.request_id)
             .map(|p| p.kind);
-        let answer = requests::answer(&self.blobs, &req.request_id, kind, req.answer).await?;
+        let answer = requests::answer(
+            &self.session_blobs(&key)?,
+            &req.request_id,
+            kind,
+            req.answer,
+        )
+        .await?;
         let response = api::Response {
             request_id: req.request_id.clone(),
             answer,

@@ -234,9 +234,16 @@ impl ToolRunner {
             "call_id": req.call_id,
             "output": text,
         });
-        let digest = self.inner.blobs.put_json(&item).await.map_err(|err| {
-            errors::blob_store(format!("cannot store the tool output item: {err}"))
-        })?;
+        let digest = self
+            .inner
+            .blobs
+            .for_session(&req.session_id)
+            .map_err(|e| errors::invalid(e.to_string()))?
+            .put_json(&item)
+            .await
+            .map_err(|err| {
+                errors::blob_store(format!("cannot store the tool output item: {err}"))
+            })?;
         Ok(RunToolResponse {
             output_item_digest: digest,
             success: false,
@@ -307,7 +314,9 @@ impl ToolService for ToolRunner {
             return Err(errors::invalid("tool_name must not be empty"));
         }
         if !req.call_item_digest.is_empty() {
-            req.arguments = self.stored_arguments(&req.call_item_digest).await?;
+            req.arguments = self
+                .stored_arguments(&req.session_id, &req.call_item_digest)
+                .await?;
             req.call_item_digest.clear();
         }
         let policy = self.sandbox_policy(req.sandbox.as_ref())?;
@@ -459,7 +468,9 @@ impl ToolService for ToolRunner {
     ) -> Result<Response<ReviewPatchResponse>, Status> {
         let mut req = request.into_inner();
         if !req.call_item_digest.is_empty() {
-            req.arguments = self.stored_arguments(&req.call_item_digest).await?;
+            req.arguments = self
+                .stored_arguments(&req.session_id, &req.call_item_digest)
+                .await?;
             req.call_item_digest.clear();
         }
         self.review(req).await.map(Response::new)
@@ -661,22 +672,27 @@ fn millis(d: Duration) -> u64 {
 impl ToolRunner {
     /// The arguments of a stored `function_call` (its `arguments`) or
     /// `custom_tool_call` (its `input`) item.
-    async fn stored_arguments(&self, digest: &str) -> Result<String, Status> {
-        let item: serde_json::Value =
+    async fn stored_arguments(&self, session_id: &str, digest: &str) -> Result<String, Status> {
+        // Sessions' items are under their own prefix; ReviewPatch callers
+        // from before it sent the session read the shared part.
+        let blobs = if session_id.is_empty() {
+            self.inner.blobs.clone()
+        } else {
             self.inner
                 .blobs
-                .get_json(digest)
-                .await
-                .map_err(|e| match e {
-                    keel_blobstore::BlobError::InvalidDigest(_)
-                    | keel_blobstore::BlobError::NotFound(_) => {
-                        errors::invalid(format!("call_item_digest: {e}"))
-                    }
-                    corrupt @ keel_blobstore::BlobError::Corrupt { .. } => {
-                        errors::blob_corrupt(format!("cannot read the call item: {corrupt}"))
-                    }
-                    other => errors::blob_store(format!("cannot read the call item: {other}")),
-                })?;
+                .for_session(session_id)
+                .map_err(|e| errors::invalid(e.to_string()))?
+        };
+        let item: serde_json::Value = blobs.get_json(digest).await.map_err(|e| match e {
+            keel_blobstore::BlobError::InvalidDigest(_)
+            | keel_blobstore::BlobError::NotFound(_) => {
+                errors::invalid(format!("call_item_digest: {e}"))
+            }
+            corrupt @ keel_blobstore::BlobError::Corrupt { .. } => {
+                errors::blob_corrupt(format!("cannot read the call item: {corrupt}"))
+            }
+            other => errors::blob_store(format!("cannot read the call item: {other}")),
+        })?;
         let field = match item.get("type").and_then(serde_json::Value::as_str) {
             Some("function_call") => "arguments",
             Some("custom_tool_call") => "input",

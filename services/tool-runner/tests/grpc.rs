@@ -112,11 +112,11 @@ async fn serves_exec_and_run_tool() {
         .unwrap()
         .into_inner();
     assert!(resp.success, "{}", resp.output_preview);
-    // The item landed in the on-disk blob store.
+    // The item landed in the on-disk blob store, under the session.
     let digest = &resp.output_item_digest;
     let blob = dir
         .path()
-        .join("blobs/sha256")
+        .join("blobs/sessions/s/sha256")
         .join(&digest[..2])
         .join(digest);
     let item: serde_json::Value = serde_json::from_slice(&std::fs::read(&blob).unwrap()).unwrap();
@@ -294,7 +294,7 @@ async fn a_command_cut_by_a_restart_is_killed_and_not_run_again() {
     let digest = &resp.output_item_digest;
     let blob = dir
         .path()
-        .join("blobs/sha256")
+        .join("blobs/sessions/s/sha256")
         .join(&digest[..2])
         .join(digest);
     let item: serde_json::Value = serde_json::from_slice(&std::fs::read(&blob).unwrap()).unwrap();

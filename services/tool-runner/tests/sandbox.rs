@@ -641,6 +641,7 @@ async fn review_patch_describes_each_change() {
             custom: true,
             sandbox: Some(workspace_write()),
             call_item_digest: String::new(),
+            session_id: String::new(),
         })
         .await
         .unwrap()
@@ -703,6 +704,7 @@ async fn review_patch_reports_what_run_tool_would_say() {
         custom,
         sandbox: None,
         call_item_digest: String::new(),
+        session_id: String::new(),
     };
     let bad = "*** Begin Patch\n*** Frobnicate File: x\n*** End Patch";
     let resp = env
@@ -1114,6 +1116,7 @@ async fn hidden_paths_cannot_be_read_or_written() {
             custom: true,
             sandbox: Some(workspace_write()),
             call_item_digest: String::new(),
+            session_id: String::new(),
         })
         .await
         .unwrap()

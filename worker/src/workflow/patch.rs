@@ -66,9 +66,15 @@ pub(super) async fn patch(
     call: &Call,
     source: PatchSource,
 ) -> AppendItem {
-    let (settings, approved) =
-        ctx.state(|s| (s.effective(), s.durable.approved_for_session.clone()));
+    let (settings, approved, session_id) = ctx.state(|s| {
+        (
+            s.effective(),
+            s.durable.approved_for_session.clone(),
+            s.input.session_id.clone(),
+        )
+    });
     let mut input = PatchReviewInput {
+        session_id,
         cwd: source.cwd,
         arguments: source.arguments,
         custom: source.custom,

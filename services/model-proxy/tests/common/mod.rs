@@ -82,6 +82,9 @@ impl Setup {
     }
 }
 
+/// The session of [`request`].
+pub(crate) const SESSION: &str = "sess-1";
+
 pub(crate) async fn harness(script: Vec<Scripted>) -> Harness {
     harness_with(script, Setup::default()).await
 }
@@ -120,7 +123,8 @@ pub(crate) async fn harness_with(script: Vec<Scripted>, setup: Setup) -> Harness
         .unwrap();
     Harness {
         fake,
-        blobs,
+        // What calls of [`request`]'s session read and write.
+        blobs: blobs.for_session(SESSION).unwrap(),
         blob_dir,
         client,
         metrics,
@@ -196,7 +200,7 @@ pub(crate) async fn call_on(
 
 pub(crate) fn request(append: Vec<ItemInput>) -> StreamResponseRequest {
     StreamResponseRequest {
-        session_id: "sess-1".into(),
+        session_id: SESSION.into(),
         instructions: "You are a coding agent.".into(),
         conversation: Some(ConversationInput {
             head: String::new(),

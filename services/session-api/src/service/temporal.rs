@@ -112,23 +112,30 @@ impl SessionApi {
     /// digest (what history carries) and the preview the event log shows.
     pub(super) async fn store_message(
         &self,
+        key: &str,
         text: &str,
         images: Vec<serde_json::Value>,
     ) -> Result<(String, String, bool), Status> {
-        let digest = self.store_item_with("user", text, images).await?;
+        let digest = self.store_item_with(key, "user", text, images).await?;
         let (preview, truncated) = api::cut_text(text, api::INLINE_TEXT_LIMIT);
         Ok((digest, preview, truncated))
     }
 
     /// Stores `text` as a Responses API `message` item of `role`; returns
     /// its digest.
-    pub(super) async fn store_item(&self, role: &str, text: &str) -> Result<String, Status> {
-        self.store_item_with(role, text, Vec::new()).await
+    pub(super) async fn store_item(
+        &self,
+        key: &str,
+        role: &str,
+        text: &str,
+    ) -> Result<String, Status> {
+        self.store_item_with(key, role, text, Vec::new()).await
     }
 
     /// [`Self::store_item`], with `parts` (images) after the text.
     async fn store_item_with(
         &self,
+        key: &str,
         role: &str,
         text: &str,
         parts: Vec<serde_json::Value>,
@@ -140,7 +147,7 @@ impl SessionApi {
             "role": role,
             "content": content,
         });
-        self.blobs
+        self.session_blobs(key)?
             .put_json(&item)
             .await
             .map_err(|e| errors::blob_store(format!("cannot store the {role} message: {e}")))
@@ -213,7 +220,10 @@ impl SessionApi {
         &self.hub
     }
 
-    pub(crate) fn blobs(&self) -> &BlobStore {
-        &self.blobs
+    /// The blob store part of the session with key `key`.
+    pub(crate) fn session_blobs(&self, key: &str) -> Result<BlobStore, Status> {
+        self.blobs
+            .for_session(key)
+            .map_err(|e| crate::errors::internal(e.to_string()))
     }
 }

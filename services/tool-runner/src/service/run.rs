@@ -287,7 +287,7 @@ impl ToolRunner {
         mut response: RunToolResponse,
     ) -> (Outcome, bool) {
         let key = &exec.key;
-        match self.store_item(&item).await {
+        match self.store_item(&key.session_id, &item).await {
             Ok(digest) => response.output_item_digest = digest,
             Err(err) => {
                 tracing::error!(session_id = %key.session_id, call_id = %key.call_id, error = %err, "cannot store a tool output item; a retry will store it");
@@ -311,11 +311,16 @@ impl ToolRunner {
         (Outcome::Response(Arc::new(response)), journaled)
     }
 
-    async fn store_item(&self, item: &serde_json::Value) -> Result<String, BlobError> {
+    async fn store_item(
+        &self,
+        session_id: &str,
+        item: &serde_json::Value,
+    ) -> Result<String, BlobError> {
+        let blobs = self.inner.blobs.for_session(session_id)?;
         let mut backoff = STORE_FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
-            match self.inner.blobs.put_json(item).await {
+            match blobs.put_json(item).await {
                 Ok(digest) => return Ok(digest),
                 Err(err) if attempt < STORE_ATTEMPTS => {
                     tracing::warn!(attempt, error = %err, "cannot store a tool output item; retrying");

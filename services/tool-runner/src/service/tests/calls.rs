@@ -63,8 +63,15 @@ async fn cancel(runner: &ToolRunner, session_id: &str, call_id: &str) -> bool {
         .was_running
 }
 
+/// The output item of a call of session `s1` (what [`super::tool_req`]
+/// sends).
 async fn stored_output(blobs: &BlobStore, resp: &RunToolResponse) -> serde_json::Value {
-    blobs.get_json(&resp.output_item_digest).await.unwrap()
+    blobs
+        .for_session("s1")
+        .unwrap()
+        .get_json(&resp.output_item_digest)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
