@@ -110,6 +110,15 @@ impl Asker {
         !self.queue.is_empty()
     }
 
+    /// Whether what is being asked now is an approval (answered with one
+    /// key: y / a / p / n / q) rather than a question answered with a line.
+    pub(crate) fn wants_decision(&self) -> bool {
+        matches!(
+            self.queue.front(),
+            Some(Request::Exec(_) | Request::Patch(_))
+        )
+    }
+
     /// The prompt for what is being asked now.
     pub(crate) fn prompt(&self) -> Option<String> {
         Some(match self.queue.front()? {

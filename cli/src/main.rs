@@ -20,6 +20,7 @@ mod sessions;
 mod settings;
 mod stack;
 mod state;
+mod tui;
 
 use client::{SessionApi, resolve_target};
 use stack::Stack;
@@ -198,6 +199,12 @@ enum Command {
     /// Manage a session-api token file (offline).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The interactive terminal UI (also `keel` with no command): a new
+    /// session, created when the first message is sent, or session ID.
+    Tui(tui::TuiArgs),
+    /// Open a session in the terminal UI: ID, the newest (--last), or one
+    /// picked from a list.
+    Resume(tui::ResumeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -257,7 +264,11 @@ fn token(command: &TokenCommand) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = tui::parse_or_tui();
+    if matches!(cli.command, Command::Tui(_) | Command::Resume(_)) && !tui::has_terminal() {
+        render::note(tui::NO_TERMINAL);
+        return ExitCode::from(2);
+    }
     // Offline and synchronous: no state directory, runtime or stack needed.
     if let Command::Policy(command) = &cli.command {
         return policy::run(command);
@@ -419,6 +430,22 @@ async fn dispatch(cli: Cli) -> Result<()> {
             run::attach(target, session, from, json).await
         }
         Command::Compact { session } => control::compact(connect().await?, session).await,
+        Command::Tui(args) => {
+            let target = resolve_target(
+                cli.global.addr.as_deref(),
+                cli.global.token_file.as_deref(),
+                &state,
+            )?;
+            tui::tui(target, args).await
+        }
+        Command::Resume(args) => {
+            let target = resolve_target(
+                cli.global.addr.as_deref(),
+                cli.global.token_file.as_deref(),
+                &state,
+            )?;
+            tui::resume(target, args).await
+        }
         // Answered in `main` before the runtime starts.
         Command::Policy(_) | Command::Token(_) | Command::Config(_) => Ok(()),
     }

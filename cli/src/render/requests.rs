@@ -237,7 +237,7 @@ pub(crate) fn human<O: Write, E: Write>(
 }
 
 /// `A path`, `D path`, `M path` or `M from -> to`, as `git status` spells them.
-fn change_line(change: &FileChange) -> String {
+pub(crate) fn change_line(change: &FileChange) -> String {
     match &change.kind {
         Some(ChangeKind::Add(_)) => format!("A {}", change.path),
         Some(ChangeKind::Delete(_)) => format!("D {}", change.path),
@@ -281,12 +281,7 @@ fn patch_request(err: &mut impl Write, e: Style, m: &ApplyPatchApprovalRequest) 
     }
     for change in &m.changes {
         writeln!(err, "{}", e.bold(&change_line(change)))?;
-        let (diff, truncated) = match &change.kind {
-            Some(ChangeKind::Add(a)) => (prefixed('+', &a.content), a.truncated),
-            Some(ChangeKind::Delete(d)) => (prefixed('-', &d.content), d.truncated),
-            Some(ChangeKind::Update(u)) => (u.unified_diff.clone(), u.truncated),
-            None => (String::new(), false),
-        };
+        let (diff, truncated) = change_diff(change);
         for line in diff.lines() {
             let painted = if line.starts_with('+') && !line.starts_with("+++") {
                 e.green(line)
@@ -302,6 +297,17 @@ fn patch_request(err: &mut impl Write, e: Style, m: &ApplyPatchApprovalRequest) 
         }
     }
     Ok(())
+}
+
+/// A change as diff lines (added or deleted content prefixed with `+` or
+/// `-`, an update's unified diff), and whether it was cut for display.
+pub(crate) fn change_diff(change: &FileChange) -> (String, bool) {
+    match &change.kind {
+        Some(ChangeKind::Add(a)) => (prefixed('+', &a.content), a.truncated),
+        Some(ChangeKind::Delete(d)) => (prefixed('-', &d.content), d.truncated),
+        Some(ChangeKind::Update(u)) => (u.unified_diff.clone(), u.truncated),
+        None => (String::new(), false),
+    }
 }
 
 /// Every line of `text` with `sign` in front, as a diff shows added or
