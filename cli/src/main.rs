@@ -149,6 +149,18 @@ enum Command {
         #[arg(value_name = "ID")]
         session: String,
     },
+    /// Delete a session for good: its workflow, history and blobs (asks
+    /// first; --yes does not).
+    Delete {
+        #[arg(value_name = "ID")]
+        session: String,
+        /// Do not ask.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Start a new session from another's conversation as one of its turns
+    /// left it; prints the new session's id.
+    Fork(sessions::ForkArgs),
     /// List a session's requests waiting for an answer.
     Pending(control::PendingArgs),
     /// Approve a pending command or patch.
@@ -403,6 +415,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Archive { session } => sessions::archive(connect().await?, session, true).await,
         Command::Unarchive { session } => sessions::archive(connect().await?, session, false).await,
+        Command::Delete { session, yes } => sessions::delete(connect().await?, session, yes).await,
+        Command::Fork(args) => sessions::fork(connect().await?, args).await,
         Command::Pending(args) => control::pending(connect().await?, args).await,
         Command::Approve(args) => respond::approve(connect().await?, args).await,
         Command::Deny(args) => respond::deny(connect().await?, args).await,

@@ -3,8 +3,9 @@
 
 use anyhow::{Context, Result, bail};
 use keel_proto::v1::{
-    ArchiveSessionRequest, ArchivedFilter, ListSessionsRequest, RenameSessionRequest, Session,
-    SessionFilter, SessionStatus, UnarchiveSessionRequest,
+    ArchiveSessionRequest, ArchivedFilter, DeleteSessionRequest, ForkSessionRequest,
+    ListSessionsRequest, RenameSessionRequest, Session, SessionFilter, SessionStatus,
+    UnarchiveSessionRequest,
 };
 use serde_json::{Value, json};
 
@@ -147,6 +148,11 @@ pub(crate) fn to_json(sessions: &[Session]) -> Value {
                     "created_at": s.created_at.as_ref().and_then(timestamp_rfc3339),
                     "last_activity_at": s.last_activity_at.as_ref().and_then(timestamp_rfc3339),
                     "last_message": s.last_message,
+                    "forked_from": s.forked_from.as_ref().map(|f| json!({
+                        "session_id": f.session_id,
+                        "turn_id": f.turn_id,
+                        "event_offset": f.event_offset,
+                    })),
                 })
             })
             .collect(),
@@ -275,6 +281,97 @@ pub(crate) async fn archive(mut api: SessionApi, session_id: String, archived: b
     Ok(())
 }
 
+/// `keel delete`: asks first at a terminal; elsewhere needs `--yes`.
+pub(crate) async fn delete(mut api: SessionApi, session_id: String, yes: bool) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "deleting session {session_id} cannot be undone: pass --yes to delete it without being asked"
+            );
+        }
+        eprint!("Delete session {session_id}, its conversation and its blobs, for good? [y/N] ");
+        std::io::stderr().flush().ok();
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .context("cannot read the answer")?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            crate::render::note("not deleted");
+            return Ok(());
+        }
+    }
+    let response = api
+        .client
+        .delete_session(DeleteSessionRequest {
+            session_id: session_id.clone(),
+        })
+        .await
+        .map_err(|status| api.error("DeleteSession", &status))?
+        .into_inner();
+    crate::render::say(format_args!(
+        "session {session_id} deleted ({} blobs)",
+        response.blobs_deleted
+    ));
+    Ok(())
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ForkArgs {
+    /// The session to fork.
+    #[arg(value_name = "ID")]
+    pub session: String,
+    /// Fork where this turn ended (default: the newest turn that ended).
+    #[arg(long, value_name = "TURN_ID")]
+    pub turn: Option<String>,
+    /// The new session's name (default: the parent's, with " (fork)").
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The new session's id (default: a new UUID).
+    #[arg(long = "id", value_name = "ID")]
+    pub new_id: Option<String>,
+    /// Print the new session as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `keel fork`: prints the new session's id (or the session as JSON).
+pub(crate) async fn fork(mut api: SessionApi, args: ForkArgs) -> Result<()> {
+    let session = api
+        .client
+        .fork_session(ForkSessionRequest {
+            session_id: args.session.clone(),
+            turn_id: args.turn.unwrap_or_default(),
+            new_session_id: args.new_id.unwrap_or_default(),
+            name: args.name.unwrap_or_default(),
+        })
+        .await
+        .map_err(|status| api.error("ForkSession", &status))?
+        .into_inner()
+        .session
+        .context("ForkSession returned no session")?;
+    if args.json {
+        crate::render::say(to_json(std::slice::from_ref(&session))[0].clone());
+    } else {
+        crate::render::say(&session.session_id);
+        let origin = session.forked_from.unwrap_or_default();
+        crate::render::note(format_args!(
+            "forked from {} at {} (its events up to {}); continue it with keel run --session {} or keel resume {}",
+            origin.session_id,
+            if origin.turn_id.is_empty() {
+                "its current conversation".to_string()
+            } else {
+                format!("turn {}", origin.turn_id)
+            },
+            origin.event_offset,
+            session.session_id,
+            session.session_id
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -318,6 +415,7 @@ mod tests {
                 "created_at": "2026-01-01T00:00:00.000Z",
                 "last_activity_at": null,
                 "last_message": "fix the flaky test",
+                "forked_from": null,
             })
         );
         assert_eq!(v[1]["status"], "closed");

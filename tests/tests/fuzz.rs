@@ -496,6 +496,21 @@ async fn every_service_answers_hostile_bytes_with_a_status_and_keeps_serving() {
                 session_id: missing.clone(),
             },
         ),
+        unary(
+            "/keel.v1.SessionService/ForkSession",
+            pb::ForkSessionRequest {
+                session_id: "fuzz-seed".into(),
+                turn_id: "t1".into(),
+                new_session_id: "fuzz-fork".into(),
+                name: "fork".into(),
+            },
+        ),
+        unary(
+            "/keel.v1.SessionService/DeleteSession",
+            pb::DeleteSessionRequest {
+                session_id: missing.clone(),
+            },
+        ),
     ];
     let tool_methods = vec![
         unary(

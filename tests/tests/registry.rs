@@ -412,3 +412,246 @@ async fn a_session_waiting_for_an_approval_reads_waiting() {
         .await
         .unwrap();
 }
+
+/// Waits for `sid`'s turn `turn_id` to end.
+async fn turn_done(client: &mut Client, sid: &str, turn_id: &str) {
+    let mut events = session::follow(client, sid, 0, false).await.unwrap();
+    session::until(&mut events, |e| {
+        (e.turn_id == turn_id && matches!(e.msg, Some(Msg::TurnComplete(_)))).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fork_continues_from_a_turn_and_deleting_removes_workflow_and_blobs() {
+    let fake = FakeModel::start(vec![
+        Scripted::assistant("first answer"),
+        Scripted::assistant("second answer"),
+        Scripted::assistant("fork answer"),
+        Scripted::assistant("fork again"),
+    ])
+    .await
+    .unwrap();
+    let stack = Stack::launch(StackOptions::new(fake.base_url()))
+        .await
+        .unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    create(
+        &mut client,
+        "parent",
+        "Nightly",
+        &ws.path().display().to_string(),
+    )
+    .await;
+    session::send(&mut client, "parent", "t1", "question one")
+        .await
+        .unwrap();
+    turn_done(&mut client, "parent", "t1").await;
+    session::send(&mut client, "parent", "t2", "question two")
+        .await
+        .unwrap();
+    turn_done(&mut client, "parent", "t2").await;
+    let parent = session::get(&mut client, "parent").await.unwrap();
+
+    // Forks at a turn the session does not remember are refused.
+    let e = client
+        .fork_session(pb::ForkSessionRequest {
+            session_id: "parent".into(),
+            turn_id: "t9".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let e = client
+        .fork_session(pb::ForkSessionRequest {
+            session_id: "nobody".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+
+    // A fork at t1: the parent's settings and cwd, its own id and name.
+    let fork = client
+        .fork_session(pb::ForkSessionRequest {
+            session_id: "parent".into(),
+            turn_id: "t1".into(),
+            new_session_id: "child".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(fork.session_id, "child");
+    assert_eq!(fork.name, "Nightly (fork)");
+    assert_eq!(fork.cwd, parent.cwd);
+    let origin = fork.forked_from.clone().unwrap();
+    assert_eq!(
+        (origin.session_id.as_str(), origin.turn_id.as_str()),
+        ("parent", "t1")
+    );
+    assert!(origin.event_offset > 1 && origin.event_offset < parent.last_event_offset);
+    let got = session::get(&mut client, "child").await.unwrap();
+    assert_eq!(got.forked_from, fork.forked_from);
+
+    // The fork's model call sees the conversation up to t1 only.
+    session::send(&mut client, "child", "c1", "and now?")
+        .await
+        .unwrap();
+    turn_done(&mut client, "child", "c1").await;
+    let body = fake.requests().last().unwrap().body.to_string();
+    assert!(
+        body.contains("question one") && body.contains("first answer"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("question two") && !body.contains("second answer"),
+        "{body}"
+    );
+    // The parent is untouched.
+    assert_eq!(
+        session::get(&mut client, "parent")
+            .await
+            .unwrap()
+            .last_event_offset,
+        parent.last_event_offset
+    );
+
+    // Deleting the parent: its workflow, history and blobs go; the fork,
+    // holding copies, goes on.
+    let parent_blobs = stack.session_blobs_dir("parent");
+    assert!(parent_blobs.exists());
+    let deleted = client
+        .delete_session(pb::DeleteSessionRequest {
+            session_id: "parent".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(deleted.blobs_deleted > 0, "{deleted:?}");
+    let leftover: Vec<_> = walk(&parent_blobs);
+    assert!(leftover.is_empty(), "{leftover:?}");
+    let e = session::get(&mut client, "parent").await.unwrap_err();
+    assert_eq!(
+        e.downcast_ref::<tonic::Status>().map(|s| s.code()),
+        Some(Code::NotFound),
+        "{e:?}"
+    );
+    wait_listed(&mut client, text_filter("parent"), &[]).await;
+    let e = client
+        .delete_session(pb::DeleteSessionRequest {
+            session_id: "parent".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+
+    session::send(&mut client, "child", "c2", "still there?")
+        .await
+        .unwrap();
+    turn_done(&mut client, "child", "c2").await;
+    let body = fake.requests().last().unwrap().body.to_string();
+    assert!(
+        body.contains("question one") && body.contains("fork answer"),
+        "{body}"
+    );
+
+    // Deleting a session with a turn running stops it.
+    fake.push(Scripted::tool_call(
+        "c_sleep",
+        "shell",
+        &json!({ "command": ["sleep", "30"] }).to_string(),
+    ));
+    session::send(&mut client, "child", "c3", "sleep")
+        .await
+        .unwrap();
+    let mut events = session::follow(&mut client, "child", 0, false)
+        .await
+        .unwrap();
+    session::until(&mut events, |e| {
+        matches!(e.msg, Some(Msg::ExecCommandBegin(_))).then_some(())
+    })
+    .await
+    .unwrap();
+    client
+        .delete_session(pb::DeleteSessionRequest {
+            session_id: "child".into(),
+        })
+        .await
+        .unwrap();
+    assert!(walk(&stack.session_blobs_dir("child")).is_empty());
+    wait_listed(
+        &mut client,
+        pb::SessionFilter {
+            archived: pb::ArchivedFilter::Include as i32,
+            ..Default::default()
+        },
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_closed_session_deletes_its_blobs_at_once() {
+    let fake = FakeModel::start(vec![]).await.unwrap();
+    let stack = Stack::launch(StackOptions::new(fake.base_url()))
+        .await
+        .unwrap();
+    let mut client = stack.connect().await.unwrap();
+    client
+        .create_session(pb::CreateSessionRequest {
+            session_id: "done".into(),
+            developer_instructions: "Be brief.".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(walk(&stack.session_blobs_dir("done")).len(), 1);
+    client
+        .close_session(pb::CloseSessionRequest {
+            session_id: "done".into(),
+        })
+        .await
+        .unwrap();
+    history::wait_closed(&stack.temporal_address, "done")
+        .await
+        .unwrap();
+    let deleted = client
+        .delete_session(pb::DeleteSessionRequest {
+            session_id: "done".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleted.blobs_deleted, 1);
+    assert!(walk(&stack.session_blobs_dir("done")).is_empty());
+}
+
+fn text_filter(text: &str) -> pb::SessionFilter {
+    pb::SessionFilter {
+        text: text.into(),
+        ..Default::default()
+    }
+}
+
+/// Every file under `dir` (none when it does not exist).
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

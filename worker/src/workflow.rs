@@ -27,10 +27,10 @@ use std::time::Duration;
 
 use keel_proto::v1 as pb;
 use keel_workflow_api::{
-    ArchiveEventsInput, ContextPatch, EventArchive, EventsPage, EventsQuery, MEMO_ARCHIVED,
-    MEMO_LAST_ACTIVITY_MS, MEMO_LAST_MESSAGE, MEMO_NAME, MEMO_QUEUE_FULL, MEMO_STATUS,
-    PendingRequest, Response, RunStatus, SessionInput, SessionOutcome, SessionState, Steer,
-    TurnSettings, UserTurn, message_preview,
+    ArchiveEventsInput, ContextPatch, EventArchive, EventsPage, EventsQuery, ForkPoint,
+    MEMO_ARCHIVED, MEMO_LAST_ACTIVITY_MS, MEMO_LAST_MESSAGE, MEMO_NAME, MEMO_QUEUE_FULL,
+    MEMO_STATUS, PendingRequest, Response, RunStatus, SessionInput, SessionOutcome, SessionState,
+    Steer, TurnHead, TurnSettings, UserTurn, message_preview,
 };
 use pb::event::Msg;
 use serde_json::json;
@@ -449,6 +449,38 @@ impl AgentWorkflow {
         )
     }
 
+    /// What a fork at `turn_id` (empty: the newest ended turn) starts
+    /// from.
+    #[query(name = "fork_point")]
+    pub fn fork_point(&self, _ctx: &WorkflowContextView, turn_id: String) -> Option<ForkPoint> {
+        let heads = &self.durable.turn_heads;
+        let turn = if turn_id.is_empty() {
+            heads.back()
+        } else {
+            heads.iter().find(|t| t.turn_id == turn_id)
+        };
+        let turn = match turn {
+            Some(turn) => turn.clone(),
+            // No turn remembered (none ended yet, or all ended before
+            // sessions remembered them): an idle session's conversation.
+            None if turn_id.is_empty() && self.status == RunStatus::Idle => TurnHead {
+                turn_id: String::new(),
+                head: self.durable.head.clone(),
+                last_offset: self.durable.log.last_offset(),
+            },
+            None => return None,
+        };
+        Some(ForkPoint {
+            input: SessionInput {
+                carried: None,
+                ..self.input.clone()
+            },
+            settings: self.durable.settings.clone(),
+            turn,
+            name: self.durable.registry.name.clone(),
+        })
+    }
+
     #[query(name = "state")]
     pub fn state(&self, _ctx: &WorkflowContextView, _input: ()) -> SessionState {
         SessionState {
@@ -491,6 +523,7 @@ impl AgentWorkflow {
                 .collect(),
             config: self.input.config.clone(),
             registry: self.durable.registry.clone(),
+            forked_from: self.input.forked_from.clone(),
         }
     }
 }

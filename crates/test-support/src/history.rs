@@ -170,13 +170,19 @@ pub async fn record_closed(
     session_id: &str,
     name: &str,
 ) -> anyhow::Result<()> {
+    let client = wait_closed(temporal_address, session_id).await?;
+    record(&client, session_id, name).await
+}
+
+/// Waits until the closed session's workflow has completed.
+pub async fn wait_closed(temporal_address: &str, session_id: &str) -> anyhow::Result<Client> {
     let client = temporal_client(temporal_address).await?;
     client
         .get_workflow_handle::<UntypedWorkflow>(crate::stack::tenant_workflow_id(session_id))
         .get_result(Default::default())
         .await
         .context("the session workflow did not complete")?;
-    record(&client, session_id, name).await
+    Ok(client)
 }
 
 /// When things happened in a workflow history, by the server's clock: for

@@ -212,6 +212,9 @@ pub struct SessionInput {
     /// The session's name at its start (CreateSessionRequest.name).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
+    /// The session this one was forked from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<ForkOrigin>,
 }
 
 pub use keel_tool_model::toolset::{ToolFeatures, WebSearch};
@@ -654,6 +657,47 @@ pub struct Carried {
     /// The event archive so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<EventArchive>,
+    /// The newest ended turns' conversation heads (at most
+    /// [`FORKABLE_TURNS`]), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub turn_heads: Vec<TurnHead>,
+}
+
+/// How many ended turns a session remembers the conversation head of, for
+/// forks.
+pub const FORKABLE_TURNS: usize = 64;
+
+/// The conversation as a turn left it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TurnHead {
+    pub turn_id: String,
+    /// The conversation's head after the turn's last model call (`None`:
+    /// empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
+    /// The offset of the turn's last event.
+    pub last_offset: u64,
+}
+
+/// Where a fork starts: the parent's creation input (without carried
+/// state), its settings now, and the turn's conversation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ForkPoint {
+    pub input: SessionInput,
+    pub settings: TurnSettings,
+    pub turn: TurnHead,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// The session a fork came from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ForkOrigin {
+    /// The parent's key.
+    pub session_id: String,
+    pub turn_id: String,
+    /// The parent's offset of that turn's last event.
+    pub last_offset: u64,
 }
 
 /// What people find a session by (ListSessions): kept in the workflow's
@@ -860,6 +904,8 @@ pub struct SessionState {
     pub config: Vec<ConfigEntry>,
     #[serde(default)]
     pub registry: Registry,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<ForkOrigin>,
 }
 
 /// What a model call that leaves its fields empty runs with
@@ -1061,6 +1107,10 @@ definition!(
 definition!(
     /// Read the session's state.
     StateQuery, query "state", () => SessionState);
+definition!(
+    /// What a fork at a turn (empty: the newest that ended) starts from;
+    /// `None` when the session does not remember that turn.
+    ForkQuery, query "fork_point", String => Option<ForkPoint>);
 
 #[cfg(test)]
 mod tests {

@@ -525,6 +525,7 @@ impl McpBrokerService for Broker {
                 return Err(invalid(format!("{field}: required")));
             }
         }
+        check_session(&r.session_id)?;
         let call = self.start_call(&r).await?;
         Ok(Response::new(self.stream(
             r.session_id,
@@ -544,6 +545,7 @@ impl McpBrokerService for Broker {
                 return Err(invalid(format!("{field}: required")));
             }
         }
+        check_session(&r.session_id)?;
         let answer = elicit_result(r.action, &r.content_json)?;
         let call = self
             .calls
@@ -671,4 +673,13 @@ impl McpBrokerService for Broker {
         let stopped = self.pool.close_session(&r.session_id).await;
         Ok(Response::new(pb::CloseMcpSessionResponse { stopped }))
     }
+}
+/// A call's session id must be a session key: its outputs are stored
+/// under it. Checked before anything runs.
+fn check_session(session_id: &str) -> Result<(), Status> {
+    keel_blobstore::validate_session_key(session_id).map_err(|_| {
+        invalid(format!(
+            "session_id {session_id:?} is not a session key: 1 to 200 letters, digits, '.', '_' or '-'"
+        ))
+    })
 }

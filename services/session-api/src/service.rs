@@ -31,6 +31,7 @@ use crate::limits::{Limiter, TenantLimits};
 use crate::{options, requests, settings};
 
 mod convert;
+mod lifecycle;
 mod list;
 mod temporal;
 
@@ -239,21 +240,10 @@ impl SessionService for SessionApi {
             carried: None,
             owner: caller.principal.clone(),
             name: req.name,
+            forked_from: None,
         };
         self.check_open_sessions(&caller).await?;
-        // The registry's fields from the start, so the session is listed
-        // with them before its workflow first runs.
-        let mut memo = MemoValues::new();
-        memo.insert(api::MEMO_NAME, input.name.clone())
-            .insert(api::MEMO_CWD, input.cwd.clone())
-            .insert(api::MEMO_ARCHIVED, false);
-        let options = WorkflowStartOptions::new(self.task_queue.clone(), api::workflow_id(&key))
-            .memo(memo)
-            .build();
-        self.client
-            .start_workflow(SessionWorkflow, input.clone(), options)
-            .await
-            .map_err(|e| errors::start(&key, e))?;
+        self.start_session(&key, &input).await?;
         tracing::info!(session = %key, principal = %caller.principal, "session created");
         let settings = api::TurnSettings::initial(&input.model, input.context.as_ref());
         let state = SessionState {
@@ -492,6 +482,30 @@ impl SessionService for SessionApi {
         let key = session_key(&caller, &req.session_id);
         self.update(&key, ArchiveUpdate, false).await?;
         Ok(Response::new(pb::UnarchiveSessionResponse {}))
+    }
+
+    async fn delete_session(
+        &self,
+        request: Request<pb::DeleteSessionRequest>,
+    ) -> Result<Response<pb::DeleteSessionResponse>, Status> {
+        let caller = keel_auth::caller(&request)?;
+        let req = request.into_inner();
+        required_session_id(&req.session_id)?;
+        let key = session_key(&caller, &req.session_id);
+        let blobs_deleted = self.delete(&key).await?;
+        tracing::info!(session = %key, principal = %caller.principal, blobs_deleted, "session deleted");
+        Ok(Response::new(pb::DeleteSessionResponse { blobs_deleted }))
+    }
+
+    async fn fork_session(
+        &self,
+        request: Request<pb::ForkSessionRequest>,
+    ) -> Result<Response<pb::ForkSessionResponse>, Status> {
+        let caller = keel_auth::caller(&request)?;
+        let session = self.fork(&caller, request.into_inner()).await?;
+        Ok(Response::new(pb::ForkSessionResponse {
+            session: Some(session),
+        }))
     }
 
     async fn interrupt(

@@ -572,12 +572,16 @@ fn check_key(session_id: &str, call_id: &str) -> Result<(), Status> {
     if call_id.is_empty() {
         return Err(errors::invalid("call_id must not be empty"));
     }
-    if session_id.contains('\0') || call_id.contains('\0') {
-        return Err(errors::invalid(
-            "session_id and call_id must not contain NUL",
-        ));
+    if call_id.contains('\0') {
+        return Err(errors::invalid("call_id must not contain NUL"));
     }
-    Ok(())
+    // The session's blobs are stored under its key: check it before
+    // anything runs.
+    keel_blobstore::validate_session_key(session_id).map_err(|_| {
+        errors::invalid(format!(
+            "session_id {session_id:?} is not a session key: 1 to 200 letters, digits, '.', '_' or '-'"
+        ))
+    })
 }
 
 fn tool_options(req: &ListToolsRequest) -> Result<ToolOptions, Status> {

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, VecDeque};
 
 use keel_workflow_api::{
     ApprovalKey, Carried, EventArchive, ModelDefaults, Registry, SessionInput, SessionSetup,
-    TurnSettings, Usage, UserTurn,
+    TurnHead, TurnSettings, Usage, UserTurn,
 };
 
 use crate::activities::AppendItem;
@@ -58,6 +58,8 @@ pub(super) struct Durable {
     pub(super) registry: Registry,
     /// The event archive's newest chunk (events before the log's window).
     pub(super) archive: Option<EventArchive>,
+    /// The newest ended turns' conversation heads, for forks.
+    pub(super) turn_heads: VecDeque<TurnHead>,
 }
 
 impl Durable {
@@ -88,6 +90,7 @@ impl Durable {
             workspace,
             registry,
             archive,
+            turn_heads,
         } = input.carried.clone().unwrap_or_else(|| Carried {
             registry: Registry {
                 name: input.name.clone(),
@@ -126,6 +129,7 @@ impl Durable {
             workspace,
             registry,
             archive,
+            turn_heads: turn_heads.into(),
         }
     }
 
@@ -155,6 +159,7 @@ impl Durable {
             workspace,
             registry,
             archive,
+            turn_heads,
         } = self;
         let (events_first, events) = log.carry();
         Carried {
@@ -181,6 +186,7 @@ impl Durable {
             workspace: workspace.clone(),
             registry: registry.clone(),
             archive: archive.clone(),
+            turn_heads: turn_heads.iter().cloned().collect(),
         }
     }
 }
@@ -286,6 +292,11 @@ mod tests {
                 head: "e".repeat(64),
                 upto: 40,
             }),
+            turn_heads: vec![TurnHead {
+                turn_id: "t1".into(),
+                head: Some("f".repeat(64)),
+                last_offset: 39,
+            }],
         }
     }
 

@@ -4,7 +4,9 @@
 //! The patch markers checked at the start of each turn live here.
 
 use keel_proto::v1 as pb;
-use keel_workflow_api::{ModelDefaults, RunStatus, SandboxMode, SessionSetup, Usage, UserTurn};
+use keel_workflow_api::{
+    FORKABLE_TURNS, ModelDefaults, RunStatus, SandboxMode, SessionSetup, TurnHead, Usage, UserTurn,
+};
 use pb::event::Msg;
 use temporalio_sdk::{
     ActivityExecutionError, WorkflowCancellationToken, WorkflowContext, WorkflowResult,
@@ -104,6 +106,15 @@ pub(super) async fn run_turn(
             }),
         };
         s.emit(now, &turn_id, msg);
+        // Forks start from a turn's end.
+        if s.durable.turn_heads.len() >= FORKABLE_TURNS {
+            s.durable.turn_heads.pop_front();
+        }
+        s.durable.turn_heads.push_back(TurnHead {
+            turn_id: turn_id.clone(),
+            head: s.durable.head.clone(),
+            last_offset: s.durable.log.last_offset(),
+        });
         s.running_turn = None;
         // Steered messages no call sent (the turn was interrupted or
         // failed) go with the next turn's first call.

@@ -102,6 +102,11 @@ pub(super) fn session_from_state(s: &SessionState, wf: WorkflowExecutionStatus) 
         name: s.registry.name.clone(),
         archived: s.registry.archived,
         last_message: s.registry.last_message.clone(),
+        forked_from: s.forked_from.as_ref().map(|f| pb::ForkOrigin {
+            session_id: api::split_session_key(&f.session_id).1.to_string(),
+            turn_id: f.turn_id.clone(),
+            event_offset: f.last_offset,
+        }),
         created_at: timestamp_ms(s.created_at_ms),
         last_activity_at: timestamp_ms(s.last_activity_ms),
         model: settings.model.clone(),

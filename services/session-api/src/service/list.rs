@@ -167,8 +167,10 @@ impl SessionApi {
             ..Cursor::default()
         });
         // Tenant names and the prefixes are [a-z0-9_.-]: nothing to escape.
+        // One row per session: a rolled-over session's earlier runs ended
+        // as ContinuedAsNew.
         let query = format!(
-            "WorkflowType = '{}' AND WorkflowId STARTS_WITH '{}'{}",
+            "WorkflowType = '{}' AND WorkflowId STARTS_WITH '{}' AND ExecutionStatus != 'ContinuedAsNew'{}",
             api::WORKFLOW_TYPE,
             api::tenant_workflow_id_prefix(tenant),
             filter.execution_status_clause(),
@@ -239,7 +241,7 @@ impl SessionApi {
         })
     }
 
-    async fn visibility_page(
+    pub(super) async fn visibility_page(
         &self,
         query: &str,
         size: u32,
