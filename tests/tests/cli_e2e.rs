@@ -36,6 +36,7 @@ const COMPONENTS: [&str; 6] = [
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What one `keel` invocation did.
+#[derive(Debug)]
 struct Outcome {
     args: String,
     status: ExitStatus,
@@ -1587,6 +1588,132 @@ fn attach(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
         !unknown.status.success() && unknown.stderr.contains("no-such-session"),
         "{}",
         unknown.stderr
+    );
+    Ok(())
+}
+
+/// The registry from the command line: a named session found by search,
+/// renamed, archived out of the default list and back, paged, forked, and
+/// deleted (only with --yes when nobody can be asked).
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_are_named_found_archived_forked_and_deleted() -> anyhow::Result<()> {
+    let script = vec![
+        Scripted::assistant("first answer"),
+        Scripted::assistant("other answer"),
+        Scripted::assistant("fork answer"),
+    ];
+    on_stack(script, "session-api", registry).await
+}
+
+/// `keel sessions ARGS --json`, parsed.
+fn listed(keel: &Keel, args: &[&str]) -> anyhow::Result<Vec<Value>> {
+    let mut all = vec!["sessions", "--json"];
+    all.extend_from_slice(args);
+    let out = keel.run(&all)?.ok()?;
+    let list: Value = serde_json::from_str(out.stdout.trim())
+        .with_context(|| format!("`keel sessions --json` printed {:?}", out.stdout))?;
+    Ok(list.as_array().cloned().unwrap_or_default())
+}
+
+/// Waits until `keel sessions ARGS` lists exactly the sessions `ids`.
+fn wait_listed(keel: &Keel, args: &[&str], ids: &[&str]) -> anyhow::Result<Vec<Value>> {
+    wait_for(
+        &format!("keel sessions {} to list {ids:?}", args.join(" ")),
+        PENDING_TIMEOUT,
+        || {
+            let rows = listed(keel, args).ok()?;
+            let got: Vec<&str> = rows
+                .iter()
+                .filter_map(|r| r["session_id"].as_str())
+                .collect();
+            (got == ids).then_some(rows.clone())
+        },
+    )
+}
+
+fn registry(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
+    let first = keel
+        .run(&["run", "--name", "Nightly build", "question one"])?
+        .ok()?;
+    let one = session_id(&first.stderr)?;
+    let second = keel.run(&["run", "another question"])?.ok()?;
+    let two = session_id(&second.stderr)?;
+
+    let rows = wait_listed(keel, &["--search", "NIGHTLY"], &[&one])?;
+    ensure!(rows[0]["name"] == "Nightly build", "{rows:?}");
+    ensure!(rows[0]["last_message"] == "first answer", "{rows:?}");
+    ensure!(rows[0]["status"] == "idle", "{rows:?}");
+    let table = keel.run(&["sessions"])?.ok()?;
+    ensure!(
+        table.stdout.contains("Nightly build") && table.stdout.contains("other answer"),
+        "{}",
+        table.stdout
+    );
+
+    keel.run(&["rename", &two, "Docs pass"])?.ok()?;
+    wait_listed(keel, &["--search", "docs"], &[&two])?;
+
+    // Archived: out of the default list, in --archived and --all.
+    let archived = keel.run(&["archive", &two])?.ok()?;
+    ensure!(archived.stdout.contains("archived"), "{}", archived.stdout);
+    wait_listed(keel, &[], &[&one])?;
+    wait_listed(keel, &["--archived"], &[&two])?;
+    wait_listed(keel, &["--all"], &[&two, &one])?;
+    keel.run(&["unarchive", &two])?.ok()?;
+    wait_listed(keel, &[], &[&two, &one])?;
+
+    // One page at a time: the next page's command goes to stderr.
+    let page = keel.run(&["sessions", "--json", "--limit", "1"])?.ok()?;
+    let token = page
+        .stderr
+        .split("--page-token ")
+        .nth(1)
+        .map(|t| t.trim().to_string())
+        .with_context(|| format!("no page token in {:?}", page.stderr))?;
+    let next = listed(keel, &["--limit", "1", "--page-token", &token])?;
+    ensure!(
+        next.len() == 1 && next[0]["session_id"] == one.as_str(),
+        "{next:?}"
+    );
+
+    // A fork continues the conversation under a new id.
+    let forked = keel.run(&["fork", &one, "--name", "experiment"])?.ok()?;
+    let fork = forked.stdout.trim().to_string();
+    ensure!(!fork.is_empty() && fork != one, "{forked:?}");
+    ensure!(
+        forked.stderr.contains(&format!("forked from {one}")),
+        "{}",
+        forked.stderr
+    );
+    let answer = keel.run(&["run", "--session", &fork, "and then?"])?.ok()?;
+    ensure!(answer.stdout.contains("fork answer"), "{}", answer.stdout);
+    let body = fake
+        .requests()
+        .last()
+        .context("no request")?
+        .body
+        .to_string();
+    ensure!(
+        body.contains("question one") && body.contains("first answer"),
+        "{body}"
+    );
+    ensure!(!body.contains("another question"), "{body}");
+
+    // Deleting needs --yes without a terminal to ask at.
+    let refused = keel.run(&["delete", &one])?;
+    ensure!(!refused.status.success(), "{refused:?}");
+    ensure!(refused.stderr.contains("--yes"), "{}", refused.stderr);
+    let deleted = keel.run(&["delete", "--yes", &one])?.ok()?;
+    ensure!(
+        deleted.stdout.contains(&format!("session {one} deleted")),
+        "{}",
+        deleted.stdout
+    );
+    wait_listed(keel, &["--all"], &[&fork, &two])?;
+    let gone = keel.run(&["attach", &one])?;
+    ensure!(
+        !gone.status.success() && gone.stderr.contains("no session"),
+        "{gone:?}"
     );
     Ok(())
 }
