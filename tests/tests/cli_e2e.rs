@@ -193,8 +193,20 @@ async fn on_stack(
     log: &'static str,
     scenario: fn(&Keel, &FakeModel) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    on_stack_with(script, log, |_| {}, scenario).await
+}
+
+/// [`on_stack`] with the stack's options changed by `options`.
+async fn on_stack_with(
+    script: Vec<Scripted>,
+    log: &'static str,
+    options: fn(&mut StackOptions),
+    scenario: fn(&Keel, &FakeModel) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let fake = FakeModel::start(script).await?;
-    let stack = Stack::launch(StackOptions::new(fake.base_url())).await?;
+    let mut stack_options = StackOptions::new(fake.base_url());
+    options(&mut stack_options);
+    let stack = Stack::launch(stack_options).await?;
     let keel = Keel::on(&stack, &fake)?;
     tokio::task::spawn_blocking(move || scenario(&keel, &fake).map_err(|e| stack.explain(e, log)))
         .await?
@@ -1714,6 +1726,56 @@ fn registry(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
     ensure!(
         !gone.status.success() && gone.stderr.contains("no session"),
         "{gone:?}"
+    );
+    Ok(())
+}
+
+/// `keel attach` replays a session from its start even when the workflow's
+/// window has long dropped the first events: they come from the archive.
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_replays_events_older_than_the_retained_window() -> anyhow::Result<()> {
+    let script = (0..8)
+        .map(|i| Scripted::assistant(&format!("answer {i}")))
+        .collect();
+    on_stack_with(
+        script,
+        "session-api",
+        |options| options.retained_events = 16,
+        attach_beyond_retention,
+    )
+    .await
+}
+
+fn attach_beyond_retention(keel: &Keel, _fake: &FakeModel) -> anyhow::Result<()> {
+    let first = keel.run(&["run", "question 0"])?.ok()?;
+    let session = session_id(&first.stderr)?;
+    for i in 1..8 {
+        keel.run(&["run", "--session", &session, &format!("question {i}")])?
+            .ok()?;
+    }
+    // attach follows until the session closes: close it once the replay
+    // is under way.
+    let watcher = keel.spawn("attach-all", &["attach", &session, "--json"])?;
+    wait_for("the replay to reach the last answer", PENDING_TIMEOUT, || {
+        watcher.stdout().contains("answer 7").then_some(())
+    })
+    .with_context(|| watcher.stderr())?;
+    keel.run(&["close", &session])?.ok()?;
+    let done = watcher.wait()?.ok()?;
+    let events = json_lines(&done.stdout)?;
+    let offsets: Vec<u64> = events.iter().filter_map(|e| e["offset"].as_u64()).collect();
+    // 1 + 5 per turn + shutdown_complete: far more than the 16 retained.
+    ensure!(offsets.len() > 40, "{} events", offsets.len());
+    let expected: Vec<u64> = (1..=offsets.len() as u64).collect();
+    ensure!(offsets == expected, "offsets not dense from 1: {offsets:?}");
+    ensure!(
+        !events.iter().any(|e| e["type"] == "gap"),
+        "a gap in the replay: {}",
+        done.stdout
+    );
+    ensure!(
+        done.stdout.contains("question 0") && done.stdout.contains("answer 0"),
+        "the first turn is missing"
     );
     Ok(())
 }
