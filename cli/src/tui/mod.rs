@@ -23,8 +23,8 @@ use futures::StreamExt;
 use keel_proto::v1::respond_request::Answer;
 use keel_proto::v1::stream_events_response::Kind;
 use keel_proto::v1::{
-    CompactRequest, GetSessionRequest, InterruptRequest, ListSessionsRequest,
-    OverrideTurnContextRequest, Session, TurnContext,
+    CompactRequest, Event, GetSessionRequest, InterruptRequest, ListSessionsRequest,
+    OverrideTurnContextRequest, Session, StreamEventsRequest, TurnContext,
 };
 use ratatui::DefaultTerminal;
 use tokio::signal::unix::{SignalKind, signal};
@@ -176,6 +176,37 @@ async fn get_session(api: &SessionApi, id: &str) -> Result<Session> {
         .ok_or_else(|| anyhow!("session-api returned no session {id}"))
 }
 
+/// Most events of a fork's parent shown before the fork's own.
+const MAX_PRELUDE_EVENTS: usize = 100_000;
+
+/// The parent's events a fork's history starts with: those up to the fork
+/// point. `None` when they cannot be read (the parent deleted).
+async fn fork_prelude(api: &SessionApi, session: &Session) -> Option<Vec<Event>> {
+    let origin = session.forked_from.as_ref()?;
+    let mut stream = api
+        .client
+        .clone()
+        .stream_events(StreamEventsRequest {
+            session_id: origin.session_id.clone(),
+            after_offset: 0,
+            follow: false,
+            live_deltas: false,
+        })
+        .await
+        .ok()?
+        .into_inner();
+    let mut events = Vec::new();
+    while let Ok(Some(response)) = stream.message().await {
+        if let Some(Kind::Event(event)) = response.kind {
+            if event.offset > origin.event_offset || events.len() >= MAX_PRELUDE_EVENTS {
+                break;
+            }
+            events.push(event);
+        }
+    }
+    Some(events)
+}
+
 async fn run(target: Target, start: Start, flags: NewSessionFlags) -> Result<()> {
     // Everything that may fail with a plain message fails before the
     // screen is taken.
@@ -209,7 +240,8 @@ async fn run(target: Target, start: Start, flags: NewSessionFlags) -> Result<()>
     };
     runner.app.transcript.status.approvals = approvals_of(&runner.new);
     if let Some(session) = first {
-        runner.show(session, false);
+        let prelude = fork_prelude(&runner.api, &session).await;
+        runner.show(session, false, prelude);
     } else {
         runner.app.note(
             Tone::Dim,
@@ -278,6 +310,8 @@ enum Done {
     Opened {
         session: Box<Session>,
         created: bool,
+        /// For a fork: its parent's history (see [`fork_prelude`]).
+        prelude: Option<Vec<Event>>,
     },
     CreateFailed(String),
     Sessions(Result<Vec<Session>, String>),
@@ -371,7 +405,7 @@ impl Runner {
     }
 
     /// Shows `session`: its events from the start, then live.
-    fn show(&mut self, session: Session, created: bool) {
+    fn show(&mut self, session: Session, created: bool, prelude: Option<Vec<Event>>) {
         let id = session.session_id.clone();
         if created {
             let status = model::Status::from_session(&session);
@@ -385,6 +419,9 @@ impl Runner {
         } else {
             self.app.reset();
             self.app.transcript = Transcript::for_session(&session);
+            if let Some(origin) = &session.forked_from {
+                self.app.transcript.fork_prelude(origin, prelude.as_deref());
+            }
         }
         self.app.session_id = Some(id.clone());
         self.app.link = Link::Live;
@@ -432,8 +469,12 @@ impl Runner {
 
     fn done(&mut self, done: Done) {
         match done {
-            Done::Opened { session, created } => {
-                self.show(*session, created);
+            Done::Opened {
+                session,
+                created,
+                prelude,
+            } => {
+                self.show(*session, created, prelude);
                 if created {
                     self.creating = false;
                     for (text, turn_id) in std::mem::take(&mut self.unsent) {
@@ -519,6 +560,7 @@ impl Runner {
                 Ok(session) => Done::Opened {
                     session: Box::new(session),
                     created: true,
+                    prelude: None,
                 },
                 Err(e) => Done::CreateFailed(format!("{e:#}")),
             })
@@ -600,6 +642,7 @@ impl Runner {
             Action::Open(id) => self.spawn(async move {
                 Some(match get_session(&api, &id).await {
                     Ok(session) => Done::Opened {
+                        prelude: fork_prelude(&api, &session).await,
                         session: Box::new(session),
                         created: false,
                     },

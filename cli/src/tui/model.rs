@@ -12,8 +12,8 @@ use std::time::SystemTime;
 
 use keel_proto::v1::event::Msg;
 use keel_proto::v1::{
-    Event, EventGap, ExecCommandStatus, LiveDelta, LiveDeltaKind, Session, TurnAbortReason,
-    TurnContext,
+    Event, EventGap, ExecCommandStatus, ForkOrigin, LiveDelta, LiveDeltaKind, Session,
+    TurnAbortReason, TurnContext,
 };
 
 use crate::ask::{self, Asker};
@@ -234,6 +234,32 @@ impl Transcript {
             status: Status::from_session(session),
             ..Default::default()
         }
+    }
+
+    /// A fork's history before its own events: its parent's events up to
+    /// the fork point (`None`: they could not be read, e.g. the parent was
+    /// deleted), then a line saying where the fork starts.
+    pub(crate) fn fork_prelude(&mut self, origin: &ForkOrigin, parent: Option<&[Event]>) {
+        let mut prelude = Transcript::default();
+        let now = SystemTime::now();
+        for event in parent.unwrap_or_default() {
+            prelude.event(event, now);
+        }
+        let at = if origin.turn_id.is_empty() {
+            String::new()
+        } else {
+            format!(" at turn {}", origin.turn_id)
+        };
+        let line = match parent {
+            Some(_) => format!("── forked from session {}{at} ──", origin.session_id),
+            None => format!(
+                "── forked from session {}{at} (its history is no longer available) ──",
+                origin.session_id
+            ),
+        };
+        prelude.note(Tone::Dim, &line);
+        prelude.cells.append(&mut self.cells);
+        self.cells = prelude.cells;
     }
 
     /// A line of the TUI's own (not an event).

@@ -408,3 +408,42 @@ fn wrapped_text_lines() {
     t.note(Tone::Plain, "abcdef");
     assert_eq!(crate::tui::view::text_lines(&t, 4), ["abcd", "ef"]);
 }
+
+#[test]
+fn a_fork_shows_its_parents_history_first() {
+    let origin = keel_proto::v1::ForkOrigin {
+        session_id: "parent".to_string(),
+        turn_id: "t1".to_string(),
+        event_offset: 9,
+    };
+    let mut t = Transcript::default();
+    // The fork's own first event, then the parent's history put before it.
+    assert!(t.event(
+        &ev(
+            1,
+            Msg::UserMessage(UserMessage {
+                message: "and then?".to_string(),
+                truncated: false,
+            }),
+        ),
+        now(),
+    ));
+    t.fork_prelude(&origin, Some(&turn()));
+    let lines = text(&t);
+    let divider = lines
+        .iter()
+        .position(|l| l == "── forked from session parent at turn t1 ──")
+        .unwrap();
+    let parent = lines.iter().position(|l| l == "> run echo hello").unwrap();
+    let own = lines.iter().position(|l| l == "> and then?").unwrap();
+    assert!(parent < divider && divider < own, "{lines:#?}");
+    // The fork's own offsets are untouched by the parent's.
+    assert_eq!(t.last_offset, 1);
+
+    let mut gone = Transcript::default();
+    gone.fork_prelude(&origin, None);
+    assert_eq!(
+        text(&gone),
+        ["── forked from session parent at turn t1 (its history is no longer available) ──"]
+    );
+}
