@@ -169,12 +169,7 @@ impl<O: Write, E: Write> HumanRenderer<O, E> {
                 writeln!(self.err, "{}", e.dim("context compacted into a summary"))?;
             }
             Msg::McpToolCallBegin(b) => {
-                let (server, tool) = b
-                    .invocation
-                    .as_ref()
-                    .map(|i| (i.server.as_str(), i.tool.as_str()))
-                    .unwrap_or_default();
-                writeln!(self.out, "{}", o.bold(&format!("mcp {server}.{tool}")))?;
+                writeln!(self.out, "{}", o.bold(&mcp_call_line(b)))?;
             }
             Msg::McpToolCallEnd(end) if !end.error.is_empty() => {
                 writeln!(
@@ -533,6 +528,16 @@ pub(crate) fn table<const N: usize>(rows: &[[String; N]]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `mcp <server>.<tool>`: how an MCP call's start is shown.
+pub(crate) fn mcp_call_line(begin: &keel_proto::v1::McpToolCallBegin) -> String {
+    let (server, tool) = begin
+        .invocation
+        .as_ref()
+        .map(|i| (i.server.as_str(), i.tool.as_str()))
+        .unwrap_or_default();
+    format!("mcp {server}.{tool}")
 }
 
 pub(crate) fn shell_join(args: &[String]) -> String {

@@ -1756,9 +1756,11 @@ fn attach_beyond_retention(keel: &Keel, _fake: &FakeModel) -> anyhow::Result<()>
     // attach follows until the session closes: close it once the replay
     // is under way.
     let watcher = keel.spawn("attach-all", &["attach", &session, "--json"])?;
-    wait_for("the replay to reach the last answer", PENDING_TIMEOUT, || {
-        watcher.stdout().contains("answer 7").then_some(())
-    })
+    wait_for(
+        "the replay to reach the last answer",
+        PENDING_TIMEOUT,
+        || watcher.stdout().contains("answer 7").then_some(()),
+    )
     .with_context(|| watcher.stderr())?;
     keel.run(&["close", &session])?.ok()?;
     let done = watcher.wait()?.ok()?;

@@ -88,6 +88,45 @@ async fn wait_row(client: &mut Client, id: &str, ok: impl Fn(&pb::Session) -> bo
     }
 }
 
+async fn rename(client: &mut Client, id: &str, name: &str) -> Result<(), tonic::Status> {
+    let request = pb::RenameSessionRequest {
+        session_id: id.into(),
+        name: name.into(),
+    };
+    client.rename_session(request).await.map(|_| ())
+}
+
+/// ArchiveSession, or UnarchiveSession when `archived` is false.
+async fn archive(client: &mut Client, id: &str, archived: bool) -> Result<(), tonic::Status> {
+    let session_id = id.to_string();
+    if archived {
+        let request = pb::ArchiveSessionRequest { session_id };
+        client.archive_session(request).await.map(|_| ())
+    } else {
+        let request = pb::UnarchiveSessionRequest { session_id };
+        client.unarchive_session(request).await.map(|_| ())
+    }
+}
+
+async fn close(client: &mut Client, id: &str) -> Result<(), tonic::Status> {
+    let request = pb::CloseSessionRequest {
+        session_id: id.into(),
+    };
+    client.close_session(request).await.map(|_| ())
+}
+
+/// DeleteSession; how many blobs went.
+async fn delete(client: &mut Client, id: &str) -> Result<u64, tonic::Status> {
+    let request = pb::DeleteSessionRequest {
+        session_id: id.into(),
+    };
+    Ok(client
+        .delete_session(request)
+        .await?
+        .into_inner()
+        .blobs_deleted)
+}
+
 async fn create(client: &mut Client, id: &str, name: &str, cwd: &str) {
     client
         .create_session(pb::CreateSessionRequest {
@@ -124,13 +163,7 @@ async fn names_archive_filters_and_pages() {
 
     // Names are checked.
     for bad in ["x".repeat(121), "two\nlines".to_string()] {
-        let e = client
-            .rename_session(pb::RenameSessionRequest {
-                session_id: "reg-2".into(),
-                name: bad,
-            })
-            .await
-            .unwrap_err();
+        let e = rename(&mut client, "reg-2", &bad).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     }
     let e = client
@@ -144,11 +177,7 @@ async fn names_archive_filters_and_pages() {
 
     // A name set at creation, and by rename, shows in the list and in
     // GetSession.
-    client
-        .rename_session(pb::RenameSessionRequest {
-            session_id: "reg-2".into(),
-            name: "Flaky BUILD fix".into(),
-        })
+    rename(&mut client, "reg-2", "Flaky BUILD fix")
         .await
         .unwrap();
     assert_eq!(
@@ -184,19 +213,9 @@ async fn names_archive_filters_and_pages() {
     .await;
 
     // Archived sessions leave the default listing and come back.
-    client
-        .archive_session(pb::ArchiveSessionRequest {
-            session_id: "reg-4".into(),
-        })
-        .await
-        .unwrap();
+    archive(&mut client, "reg-4", true).await.unwrap();
     // Twice is a no-op.
-    client
-        .archive_session(pb::ArchiveSessionRequest {
-            session_id: "reg-4".into(),
-        })
-        .await
-        .unwrap();
+    archive(&mut client, "reg-4", true).await.unwrap();
     assert!(session::get(&mut client, "reg-4").await.unwrap().archived);
     wait_listed(&mut client, in_b.clone(), &["reg-3", "reg-5"]).await;
     let only = |archived: pb::ArchivedFilter| pb::SessionFilter {
@@ -211,12 +230,7 @@ async fn names_archive_filters_and_pages() {
         &["reg-3", "reg-4", "reg-5"],
     )
     .await;
-    client
-        .unarchive_session(pb::UnarchiveSessionRequest {
-            session_id: "reg-4".into(),
-        })
-        .await
-        .unwrap();
+    archive(&mut client, "reg-4", false).await.unwrap();
     wait_listed(&mut client, in_b.clone(), &["reg-3", "reg-4", "reg-5"]).await;
 
     // A turn: the list shows the newest message.
@@ -267,12 +281,7 @@ async fn names_archive_filters_and_pages() {
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 
     // A closed session keeps its registry fields and takes no changes.
-    client
-        .close_session(pb::CloseSessionRequest {
-            session_id: "reg-3".into(),
-        })
-        .await
-        .unwrap();
+    close(&mut client, "reg-3").await.unwrap();
     let row = wait_row(&mut client, "reg-3", |s| {
         s.status == pb::SessionStatus::Closed as i32
     })
@@ -288,30 +297,13 @@ async fn names_archive_filters_and_pages() {
     )
     .await;
     for e in [
-        client
-            .rename_session(pb::RenameSessionRequest {
-                session_id: "reg-3".into(),
-                name: "late".into(),
-            })
-            .await
-            .unwrap_err(),
-        client
-            .archive_session(pb::ArchiveSessionRequest {
-                session_id: "reg-3".into(),
-            })
-            .await
-            .unwrap_err(),
+        rename(&mut client, "reg-3", "late").await.unwrap_err(),
+        archive(&mut client, "reg-3", true).await.unwrap_err(),
     ] {
         assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
         assert!(e.message().contains("closed"), "{e:?}");
     }
-    let e = client
-        .rename_session(pb::RenameSessionRequest {
-            session_id: "reg-404".into(),
-            name: "x".into(),
-        })
-        .await
-        .unwrap_err();
+    let e = rename(&mut client, "reg-404", "x").await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
 }
 
@@ -389,25 +381,9 @@ async fn a_session_waiting_for_an_approval_reads_waiting() {
     assert_eq!(row.last_message, "Created the file.");
 
     // Registry updates are part of the recorded history replay tests read.
-    client
-        .rename_session(pb::RenameSessionRequest {
-            session_id: sid.clone(),
-            name: "approved touch".into(),
-        })
-        .await
-        .unwrap();
-    client
-        .archive_session(pb::ArchiveSessionRequest {
-            session_id: sid.clone(),
-        })
-        .await
-        .unwrap();
-    client
-        .close_session(pb::CloseSessionRequest {
-            session_id: sid.clone(),
-        })
-        .await
-        .unwrap();
+    rename(&mut client, &sid, "approved touch").await.unwrap();
+    archive(&mut client, &sid, true).await.unwrap();
+    close(&mut client, &sid).await.unwrap();
     history::record_closed(&stack.temporal_address, &sid, "registry_waiting_closed")
         .await
         .unwrap();
@@ -526,14 +502,8 @@ async fn a_fork_continues_from_a_turn_and_deleting_removes_workflow_and_blobs() 
     // holding copies, goes on.
     let parent_blobs = stack.session_blobs_dir("parent");
     assert!(parent_blobs.exists());
-    let deleted = client
-        .delete_session(pb::DeleteSessionRequest {
-            session_id: "parent".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(deleted.blobs_deleted > 0, "{deleted:?}");
+    let deleted = delete(&mut client, "parent").await.unwrap();
+    assert!(deleted > 0, "{deleted}");
     let leftover: Vec<_> = walk(&parent_blobs);
     assert!(leftover.is_empty(), "{leftover:?}");
     let e = session::get(&mut client, "parent").await.unwrap_err();
@@ -543,12 +513,7 @@ async fn a_fork_continues_from_a_turn_and_deleting_removes_workflow_and_blobs() 
         "{e:?}"
     );
     wait_listed(&mut client, text_filter("parent"), &[]).await;
-    let e = client
-        .delete_session(pb::DeleteSessionRequest {
-            session_id: "parent".into(),
-        })
-        .await
-        .unwrap_err();
+    let e = delete(&mut client, "parent").await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
 
     session::send(&mut client, "child", "c2", "still there?")
@@ -578,12 +543,7 @@ async fn a_fork_continues_from_a_turn_and_deleting_removes_workflow_and_blobs() 
     })
     .await
     .unwrap();
-    client
-        .delete_session(pb::DeleteSessionRequest {
-            session_id: "child".into(),
-        })
-        .await
-        .unwrap();
+    delete(&mut client, "child").await.unwrap();
     assert!(walk(&stack.session_blobs_dir("child")).is_empty());
     wait_listed(
         &mut client,
@@ -612,23 +572,12 @@ async fn deleting_a_closed_session_deletes_its_blobs_at_once() {
         .await
         .unwrap();
     assert_eq!(walk(&stack.session_blobs_dir("done")).len(), 1);
-    client
-        .close_session(pb::CloseSessionRequest {
-            session_id: "done".into(),
-        })
-        .await
-        .unwrap();
+    close(&mut client, "done").await.unwrap();
     history::wait_closed(&stack.temporal_address, "done")
         .await
         .unwrap();
-    let deleted = client
-        .delete_session(pb::DeleteSessionRequest {
-            session_id: "done".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(deleted.blobs_deleted, 1);
+    let deleted = delete(&mut client, "done").await.unwrap();
+    assert_eq!(deleted, 1);
     assert!(walk(&stack.session_blobs_dir("done")).is_empty());
 }
 

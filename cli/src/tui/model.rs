@@ -447,12 +447,7 @@ impl Transcript {
             }
             Msg::ContextCompacted(_) => self.note(Tone::Dim, "context compacted into a summary"),
             Msg::McpToolCallBegin(b) => {
-                let (server, tool) = b
-                    .invocation
-                    .as_ref()
-                    .map(|i| (i.server.as_str(), i.tool.as_str()))
-                    .unwrap_or_default();
-                self.note(Tone::Command, &format!("mcp {server}.{tool}"));
+                self.note(Tone::Command, &crate::render::mcp_call_line(b));
             }
             Msg::McpToolCallEnd(end) if !end.error.is_empty() => {
                 self.note(Tone::Error, &format!("mcp call failed: {}", end.error));

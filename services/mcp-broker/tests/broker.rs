@@ -66,14 +66,18 @@ impl Fixture {
     ) -> (pb::McpCallOutcome, Value) {
         let r = self.start(session, call_id, server, tool, args).await;
         assert!(r.elicitation.is_none(), "{r:?}");
-        let item: Value = self
-            .blobs
+        let item = self.item(session, &r.output_item_digest).await;
+        (r, item)
+    }
+
+    /// The output item a call of `session` stored.
+    async fn item(&self, session: &str, digest: &str) -> Value {
+        self.blobs
             .for_session(session)
             .unwrap()
-            .get_json(&r.output_item_digest)
+            .get_json(digest)
             .await
-            .unwrap();
-        (r, item)
+            .unwrap()
     }
 
     async fn start(
@@ -634,13 +638,7 @@ async fn a_server_question_mid_call_waits_for_the_answer_and_the_call_finishes_w
         .await
         .unwrap();
     assert!(done.success, "{done:?}");
-    let item: Value = f
-        .blobs
-        .for_session("s1")
-        .unwrap()
-        .get_json(&done.output_item_digest)
-        .await
-        .unwrap();
+    let item = f.item("s1", &done.output_item_digest).await;
     let text = texts(&item).join("\n");
     assert!(
         text.contains("User provided the requested information"),
@@ -669,13 +667,7 @@ async fn a_server_question_mid_call_waits_for_the_answer_and_the_call_finishes_w
         .resume("s1", "e2", pb::ElicitationAction::Decline, "")
         .await
         .unwrap();
-    let item: Value = f
-        .blobs
-        .for_session("s1")
-        .unwrap()
-        .get_json(&done.output_item_digest)
-        .await
-        .unwrap();
+    let item = f.item("s1", &done.output_item_digest).await;
     assert!(texts(&item).join("\n").contains("declined"), "{item}");
 }
 

@@ -67,6 +67,20 @@ fn exec_req(argv: &[&str], workdir: &str) -> Request<ExecRequest> {
     })
 }
 
+/// The output item a call of `session` stored.
+async fn stored_item(
+    blobs: &BlobStore,
+    session: &str,
+    resp: &RunToolResponse,
+) -> serde_json::Value {
+    blobs
+        .for_session(session)
+        .unwrap()
+        .get_json(&resp.output_item_digest)
+        .await
+        .unwrap()
+}
+
 fn tool_req(call_id: &str, tool: &str, args: &str, cwd: &str) -> Request<RunToolRequest> {
     Request::new(RunToolRequest {
         session_id: "s1".into(),
@@ -153,12 +167,7 @@ async fn run_tool_stores_the_output_item() {
         .unwrap()
         .into_inner();
     assert!(resp.success);
-    let item: serde_json::Value = blobs
-        .for_session("s1")
-        .unwrap()
-        .get_json(&resp.output_item_digest)
-        .await
-        .unwrap();
+    let item = stored_item(blobs, "s1", &resp).await;
     assert_eq!(item["type"], "function_call_output");
     assert_eq!(item["call_id"], "call_1");
     let output = item["output"].as_str().unwrap();
@@ -200,12 +209,7 @@ async fn model_mistakes_are_stored_outputs() {
     assert!(!resp.success);
     assert!(resp.command.is_none());
     assert_eq!(resp.output_preview, "unsupported call: nope");
-    let item: serde_json::Value = blobs
-        .for_session("s1")
-        .unwrap()
-        .get_json(&resp.output_item_digest)
-        .await
-        .unwrap();
+    let item = stored_item(blobs, "s1", &resp).await;
     assert_eq!(item["output"], "unsupported call: nope");
 }
 
@@ -327,12 +331,7 @@ async fn run_tool_outside_the_workspace_is_an_output() {
         "{}",
         resp.output_preview
     );
-    let item: serde_json::Value = blobs
-        .for_session("s1")
-        .unwrap()
-        .get_json(&resp.output_item_digest)
-        .await
-        .unwrap();
+    let item = stored_item(blobs, "s1", &resp).await;
     assert_eq!(item["output"], resp.output_preview);
     // A workdir leading out through `..`, an absolute path or a symlink.
     for (i, workdir) in ["../outside", r.outside.to_str().unwrap(), "link"]
@@ -397,12 +396,7 @@ async fn custom_calls_store_a_custom_tool_call_output() {
         .unwrap()
         .into_inner();
     assert!(resp.success, "{}", resp.output_preview);
-    let item: serde_json::Value = blobs
-        .for_session("s")
-        .unwrap()
-        .get_json(&resp.output_item_digest)
-        .await
-        .unwrap();
+    let item = stored_item(blobs, "s", &resp).await;
     assert_eq!(item["type"], "custom_tool_call_output");
     assert_eq!(item["call_id"], "call_p");
     assert!(
@@ -426,12 +420,7 @@ async fn view_image_stores_a_content_item_array() {
         .unwrap()
         .into_inner();
     assert!(resp.success, "{}", resp.output_preview);
-    let item: serde_json::Value = blobs
-        .for_session("s1")
-        .unwrap()
-        .get_json(&resp.output_item_digest)
-        .await
-        .unwrap();
+    let item = stored_item(blobs, "s1", &resp).await;
     assert_eq!(item["type"], "function_call_output");
     let output = item["output"].as_array().unwrap();
     assert_eq!(output.len(), 1);

@@ -66,12 +66,7 @@ async fn cancel(runner: &ToolRunner, session_id: &str, call_id: &str) -> bool {
 /// The output item of a call of session `s1` (what [`super::tool_req`]
 /// sends).
 async fn stored_output(blobs: &BlobStore, resp: &RunToolResponse) -> serde_json::Value {
-    blobs
-        .for_session("s1")
-        .unwrap()
-        .get_json(&resp.output_item_digest)
-        .await
-        .unwrap()
+    super::stored_item(blobs, "s1", resp).await
 }
 
 #[tokio::test]
