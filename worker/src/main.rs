@@ -19,6 +19,8 @@ struct Args {
     #[command(flatten)]
     serve: keel_server::ServeArgs,
     #[command(flatten)]
+    metrics: keel_server::MetricsArgs,
+    #[command(flatten)]
     temporal: keel_workflow_api::client::TemporalArgs,
     /// model-proxy names (host:port or http(s)://host:port,
     /// comma-separated). Every address a name resolves to is a replica (a
@@ -81,8 +83,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
     keel_server::init_tracing(args.serve.log_format);
+    args.serve.metrics = Some(args.metrics.start().await?);
     keel_server::protect_process();
 
     let identity = keel_worker::orphans::identity();

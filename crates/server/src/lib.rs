@@ -15,11 +15,13 @@ pub mod codex_config;
 mod deadline;
 mod hardening;
 mod logging;
+pub mod metrics;
 pub mod tls;
 
 pub use deadline::Deadline;
 pub use hardening::protect_process;
 pub use logging::{LogFormat, init_tracing};
+pub use metrics::{MetricsArgs, ServerMetrics};
 pub use tls::{ClientTls, PeerTlsArgs, ServerTls, TlsError, keep_alive};
 
 /// Flags and environment shared by every Keel server.
@@ -39,6 +41,10 @@ pub struct ServeArgs {
     /// (see docs/operations.md).
     #[arg(long, env = "KEEL_REQUEST_TIMEOUT_SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub request_timeout_secs: Option<u64>,
+    /// Where the server records its gRPC metrics (see
+    /// [`MetricsArgs::start`]); `None`: a registry nobody scrapes.
+    #[arg(skip)]
+    pub metrics: Option<ServerMetrics>,
 }
 
 impl ServeArgs {
@@ -68,6 +74,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// Serves `routes` plus health and reflection until SIGTERM or SIGINT, then
@@ -165,7 +173,13 @@ pub async fn serve_until(
                 .await;
         }
     };
-    let server = tonic::transport::Server::builder().add_routes(routes);
+    let metrics = match &args.metrics {
+        Some(metrics) => metrics.clone(),
+        None => ServerMetrics::new()?,
+    };
+    let server = tonic::transport::Server::builder()
+        .layer(metrics.layer(service_names))
+        .add_routes(routes);
     match tls {
         None => {
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

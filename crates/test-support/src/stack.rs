@@ -507,6 +507,13 @@ impl Stack {
     ) -> anyhow::Result<String> {
         let addr_file = self.dir.path().join(format!("{name}.addr"));
         let mut args = layout.service_args(component, &addr_file, |dep| self.address(dep))?;
+        // Every process serves its metrics (see Stack::metrics).
+        args.extend([
+            "--metrics-listen".to_string(),
+            "127.0.0.1:0".to_string(),
+            "--metrics-addr-file".to_string(),
+            self.metrics_addr_file(name).display().to_string(),
+        ]);
         match component {
             keel_stack::Component::SessionApi => {
                 args.extend(self.options.session_api_args.iter().cloned())
@@ -536,6 +543,26 @@ impl Stack {
         };
         self.spawn(name, spec)?;
         self.wait_ready(name)
+    }
+
+    fn metrics_addr_file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.metrics-addr"))
+    }
+
+    /// The Prometheus text the process `name` serves on `/metrics` now.
+    pub async fn metrics(&self, name: &str) -> anyhow::Result<String> {
+        let file = self.metrics_addr_file(name);
+        let addr = std::fs::read_to_string(&file)
+            .with_context(|| format!("{name} wrote no metrics address ({})", file.display()))?;
+        // reqwest is built without a TLS provider of its own.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let response = reqwest::get(format!("http://{}/metrics", addr.trim())).await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "GET /metrics of {name}: {}",
+            response.status()
+        );
+        Ok(response.text().await?)
     }
 
     /// The address of a component started already.

@@ -14,6 +14,8 @@ use keel_proto::v1::mcp_broker_service_server::McpBrokerServiceServer;
 struct Args {
     #[command(flatten)]
     serve: keel_server::ServeArgs,
+    #[command(flatten)]
+    metrics: keel_server::MetricsArgs,
     /// Mutual TLS: only the worker (and session-api) may use the servers.
     #[command(flatten)]
     tls: keel_server::PeerTlsArgs,
@@ -32,8 +34,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
     keel_server::init_tracing(args.serve.log_format);
+    args.serve.metrics = Some(args.metrics.start().await?);
     keel_server::protect_process();
     let tls = args.tls.server("the mcp-broker")?;
     let env = |name: &str| std::env::var(name).ok();

@@ -1,7 +1,6 @@
 //! `keel-model-proxy`: serves `keel.v1.ModelService` in front of the model
 //! providers of Codex's config.toml (Responses API or Chat Completions).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,9 +50,8 @@ struct Args {
     /// every provider (default: each provider's `stream_idle_timeout_ms`).
     #[arg(long, env = "KEEL_STREAM_IDLE_TIMEOUT_MS")]
     stream_idle_timeout_ms: Option<u64>,
-    /// Serve Prometheus metrics on `http://ADDR/metrics` (off by default).
-    #[arg(long, env = "KEEL_METRICS_LISTEN")]
-    metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    metrics: keel_server::MetricsArgs,
     /// Calls in flight per provider.
     #[arg(long, env = "KEEL_MAX_CONCURRENT_PER_PROVIDER", default_value_t = 64)]
     max_concurrent_per_provider: usize,
@@ -67,7 +65,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     // reqwest is built with `rustls-no-provider`: without this it panics.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let args = Args::parse();
+    let mut args = Args::parse();
     keel_server::init_tracing(args.serve.log_format);
     keel_server::protect_process();
     let tls = args.tls.server("the model-proxy")?;
@@ -107,19 +105,11 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(provider = %config.default_provider, model = %config.default_model, "model-proxy configured");
 
     let blobs = args.blobs.open()?;
-    let metrics = Arc::new(Metrics::new().context("cannot set up metrics")?);
-    if let Some(addr) = args.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-        tracing::info!(addr = %listener.local_addr()?, "serving Prometheus metrics on /metrics");
-        let metrics = Arc::clone(&metrics);
-        tokio::spawn(async move {
-            if let Err(e) = keel_model_proxy::metrics::serve(listener, metrics).await {
-                tracing::error!(error = %e, "the metrics endpoint stopped");
-            }
-        });
-    }
+    let server_metrics = args.metrics.start().await?;
+    let metrics = Arc::new(
+        Metrics::in_registry(server_metrics.registry().clone()).context("cannot set up metrics")?,
+    );
+    args.serve.metrics = Some(server_metrics);
     let proxy = ModelProxy::with_metrics(config, blobs, metrics)
         .context("cannot set up the model-proxy")?;
     // StreamResponse answers with its stream at once; the deadline bounds

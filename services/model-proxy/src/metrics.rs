@@ -1,19 +1,12 @@
 //! Prometheus metrics: calls by provider, model and outcome; failures by
 //! class (retried ones too); retries; latency to the first vendor event and
-//! in total; tokens; calls in flight. Served as text on `GET /metrics` when
-//! `--metrics-listen` is set.
+//! in total; tokens; calls in flight. Served with the server's gRPC metrics
+//! on `GET /metrics` when `--metrics-listen` is set.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::routing::get;
 use keel_proto::v1::TokenUsage;
-use prometheus::{
-    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
-};
-use tokio::net::TcpListener;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Every metric the proxy records; cheap to share.
 #[derive(Debug, Clone)]
@@ -30,8 +23,14 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Metrics in a registry of their own.
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
+        Self::in_registry(Registry::new())
+    }
+
+    /// Metrics registered in `registry` (a server's, beside its gRPC
+    /// metrics).
+    pub fn in_registry(registry: Registry) -> Result<Self, prometheus::Error> {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels)?;
             registry.register(Box::new(c.clone()))?;
@@ -162,11 +161,12 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
-            tracing::warn!(error = %e, "cannot encode metrics");
-        }
-        String::from_utf8_lossy(&out).into_owned()
+        keel_server::metrics::render(&self.registry)
+    }
+
+    /// The registry the metrics are in.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 }
 
@@ -184,23 +184,6 @@ impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.dec();
     }
-}
-
-/// Serves `GET /metrics` on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    let app = Router::new().route(
-        "/metrics",
-        get(move || {
-            let metrics = Arc::clone(&metrics);
-            async move {
-                (
-                    [("content-type", "text/plain; version=0.0.4")],
-                    metrics.render(),
-                )
-            }
-        }),
-    );
-    axum::serve(listener, app).await
 }
 
 #[cfg(test)]

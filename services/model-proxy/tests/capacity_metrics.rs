@@ -108,9 +108,9 @@ async fn metrics_are_served_over_http() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(keel_model_proxy::metrics::serve(
+    tokio::spawn(keel_server::metrics::serve_metrics(
         listener,
-        h.metrics.clone(),
+        h.metrics.registry().clone(),
     ));
     let _ = rustls::crypto::ring::default_provider().install_default();
     let resp = reqwest::get(format!("http://{addr}/metrics"))

@@ -18,6 +18,8 @@ struct Args {
     #[command(flatten)]
     serve: keel_server::ServeArgs,
     #[command(flatten)]
+    metrics: keel_server::MetricsArgs,
+    #[command(flatten)]
     auth: keel_auth::AuthArgs,
     #[command(flatten)]
     tenant_limits: keel_session_api::TenantLimits,
@@ -57,8 +59,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
     keel_server::init_tracing(args.serve.log_format);
+    args.serve.metrics = Some(args.metrics.start().await?);
     keel_server::protect_process();
     let auth = args.auth.authenticator().await?;
     let internal_tls = args.tls.server("session-api's internal listener")?;
@@ -103,6 +106,8 @@ async fn main() -> anyhow::Result<()> {
         log_format: args.serve.log_format,
         // Publish is a long client stream; Notify answers at once.
         request_timeout_secs: None,
+        // One registry for both listeners (their services tell them apart).
+        metrics: args.serve.metrics.clone(),
     };
     tokio::try_join!(
         keel_server::serve(&args.serve, clients, &["keel.v1.SessionService"]),

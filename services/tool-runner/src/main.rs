@@ -42,6 +42,8 @@ struct Cli {
 struct ServeOptions {
     #[command(flatten)]
     serve: keel_server::ServeArgs,
+    #[command(flatten)]
+    metrics: keel_server::MetricsArgs,
     /// Mutual TLS: only the worker (a client certificate naming
     /// `keel-worker`, by default) may run tools.
     #[command(flatten)]
@@ -361,8 +363,9 @@ fn main() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(args: ServeOptions) -> anyhow::Result<()> {
+async fn serve(mut args: ServeOptions) -> anyhow::Result<()> {
     keel_server::init_tracing(args.serve.log_format);
+    args.serve.metrics = Some(args.metrics.start().await?);
     keel_server::protect_process();
     let tls = args.tls.server("the tool-runner")?;
     let exec_idle_timeout_secs = args.exec_idle_timeout_secs;

@@ -74,6 +74,7 @@ async fn server(dir: &Path, files: &Files) -> String {
         addr_file: Some(addr_file.clone()),
         log_format: crate::LogFormat::Text,
         request_timeout_secs: None,
+        metrics: None,
     };
     tokio::spawn(async move {
         let routes = tonic::service::Routes::default();

@@ -1,0 +1,151 @@
+//! Every Keel process serves Prometheus metrics (`--metrics-listen`): after a
+//! turn with a command, each service's `/metrics` has the RED metrics of the
+//! gRPC methods it answered, labelled by service, method and status code
+//! only — no session id in any label, and a path nobody serves counted as
+//! `unknown`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+use keel_proto::v1 as pb;
+use keel_test_support::fake_model::{FakeModel, Scripted};
+use keel_test_support::session;
+use keel_test_support::stack::{Stack, StackOptions};
+use pb::event::Msg;
+use serde_json::json;
+
+/// The value of the sample `name{labels}` (labels in Prometheus' order:
+/// sorted by name), if present.
+fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let key = format!("{name}{{{labels}}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn requests(text: &str, service: &str, method: &str, code: &str) -> f64 {
+    sample(
+        text,
+        "keel_grpc_server_requests_total",
+        &format!("code=\"{code}\",method=\"{method}\",service=\"{service}\""),
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_service_serves_red_metrics_with_bounded_labels() {
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call(
+            "c1",
+            "shell",
+            &json!({ "command": ["echo", "metered"] }).to_string(),
+        ),
+        Scripted::assistant("done"),
+    ])
+    .await
+    .unwrap();
+    let stack = Stack::launch(StackOptions::new(fake.base_url()))
+        .await
+        .unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    let (sid, mut events) = session::open(
+        &mut client,
+        pb::CreateSessionRequest {
+            session_id: "metered-session".into(),
+            cwd: ws.path().display().to_string(),
+            context: Some(pb::TurnContext {
+                approval_policy: pb::ApprovalPolicy::Never as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    session::send(&mut client, &sid, "t1", "run it")
+        .await
+        .unwrap();
+    session::until(&mut events, |e| {
+        matches!(e.msg, Some(Msg::TurnComplete(_))).then_some(())
+    })
+    .await
+    .unwrap();
+    // A path session-api does not serve.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", stack.session_api))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let e = pb::tool_service_client::ToolServiceClient::new(channel)
+        .list_tools(pb::ListToolsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented);
+
+    let api = stack.metrics("keel-session-api").await.unwrap();
+    for method in ["CreateSession", "SendUserTurn"] {
+        assert_eq!(
+            requests(&api, "keel.v1.SessionService", method, "OK"),
+            1.0,
+            "{method}:\n{api}"
+        );
+    }
+    assert!(
+        requests(&api, "keel.v1.LiveService", "Notify", "OK") >= 1.0,
+        "{api}"
+    );
+    assert_eq!(
+        requests(&api, "unknown", "unknown", "Unimplemented"),
+        1.0,
+        "{api}"
+    );
+    assert!(
+        api.contains("keel_grpc_server_request_duration_seconds_bucket{method=\"SendUserTurn\",service=\"keel.v1.SessionService\",le=\"0.005\"}"),
+        "{api}"
+    );
+    // The stream the test still holds open.
+    assert_eq!(
+        sample(
+            &api,
+            "keel_grpc_server_in_flight",
+            "method=\"StreamEvents\",service=\"keel.v1.SessionService\""
+        ),
+        Some(1.0),
+        "{api}"
+    );
+
+    let proxy = stack.metrics("keel-model-proxy").await.unwrap();
+    assert_eq!(
+        requests(&proxy, "keel.v1.ModelService", "StreamResponse", "OK"),
+        2.0,
+        "{proxy}"
+    );
+    // The model-proxy's own metrics, in the same endpoint.
+    assert!(proxy.contains("keel_model_requests_total{"), "{proxy}");
+
+    let runner = stack.metrics("keel-tool-runner").await.unwrap();
+    assert!(
+        requests(&runner, "keel.v1.ToolService", "RunTool", "OK") >= 1.0,
+        "{runner}"
+    );
+
+    // The session's setup listed its MCP tools.
+    let broker = stack.metrics("keel-mcp-broker").await.unwrap();
+    assert!(
+        requests(&broker, "keel.v1.McpBrokerService", "ListMcpTools", "OK") >= 1.0,
+        "{broker}"
+    );
+
+    // Every process answers (the worker's server has health only); no
+    // label names the session.
+    for name in [
+        "keel-session-api",
+        "keel-model-proxy",
+        "keel-tool-runner",
+        "keel-mcp-broker",
+        "keel-worker",
+    ] {
+        let text = stack.metrics(name).await.unwrap();
+        assert!(!text.contains("metered-session"), "{name}:\n{text}");
+    }
+}
