@@ -2,7 +2,8 @@
 //! turn with a command, each service's `/metrics` has the RED metrics of the
 //! gRPC methods it answered, labelled by service, method and status code
 //! only — no session id in any label, and a path nobody serves counted as
-//! `unknown`.
+//! `unknown` — and the services' own metrics (the model-proxy's calls, the
+//! tool-runner's tool calls).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
@@ -126,6 +127,25 @@ async fn every_service_serves_red_metrics_with_bounded_labels() {
     let runner = stack.metrics("keel-tool-runner").await.unwrap();
     assert!(
         requests(&runner, "keel.v1.ToolService", "RunTool", "OK") >= 1.0,
+        "{runner}"
+    );
+    // The tool-runner's own: calls by tool and outcome, and how long.
+    assert_eq!(
+        sample(
+            &runner,
+            "keel_tool_calls_total",
+            "outcome=\"success\",tool=\"shell\""
+        ),
+        Some(1.0),
+        "{runner}"
+    );
+    assert_eq!(
+        sample(
+            &runner,
+            "keel_tool_call_duration_seconds_count",
+            "tool=\"shell\""
+        ),
+        Some(1.0),
         "{runner}"
     );
 

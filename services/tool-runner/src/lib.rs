@@ -28,6 +28,7 @@ pub mod context;
 pub mod exec;
 pub mod fleet;
 pub mod format;
+pub mod metrics;
 pub mod patch;
 pub mod sandbox;
 pub mod service;

@@ -470,6 +470,14 @@ async fn serve(mut args: ServeOptions) -> anyhow::Result<()> {
         journal_retention,
         fleet: std::sync::Arc::new(Fleet::new(runner_id, args.max_concurrent_commands)),
         clones,
+        metrics: keel_tool_runner::metrics::ToolMetrics::in_registry(
+            args.serve
+                .metrics
+                .as_ref()
+                .context("the server's metrics are set up first")?
+                .registry(),
+        )
+        .context("cannot set up the tool metrics")?,
     });
     let idle = Duration::from_secs(exec_idle_timeout_secs);
     let reaping = (idle > Duration::ZERO).then(|| {

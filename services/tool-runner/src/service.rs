@@ -70,6 +70,8 @@ pub struct ToolRunnerConfig {
     pub fleet: Arc<Fleet>,
     /// Where and how sessions' repositories are cloned.
     pub clones: CloneSettings,
+    /// Tool calls by tool and outcome (in the server's registry).
+    pub metrics: crate::metrics::ToolMetrics,
 }
 
 /// The gRPC service; cheap to clone.
@@ -96,6 +98,7 @@ struct Inner {
     sandbox: SandboxSettings,
     fleet: Arc<Fleet>,
     clones: CloneSettings,
+    metrics: crate::metrics::ToolMetrics,
 }
 
 impl ToolRunner {
@@ -125,6 +128,7 @@ impl ToolRunner {
                 sandbox: config.sandbox,
                 fleet: config.fleet,
                 clones: config.clones,
+                metrics: config.metrics,
             }),
         }
     }

@@ -212,6 +212,11 @@ impl ToolRunner {
                 self.execute(req).await
             } => outcome,
         };
+        self.inner.metrics.call(
+            &req.tool_name,
+            crate::metrics::outcome_label(&outcome, exec.was_aborted()),
+            start.elapsed(),
+        );
         tracing::info!(
             session_id = %req.session_id,
             call_id = %req.call_id,

@@ -55,6 +55,7 @@ fn runner_on(
             allow_local: false,
             timeout: Duration::from_secs(60),
         },
+        metrics: crate::metrics::ToolMetrics::in_registry(&prometheus::Registry::new()).unwrap(),
     })
 }
 
