@@ -41,6 +41,12 @@ async fn every_service_serves_red_metrics_with_bounded_labels() {
             &json!({ "command": ["echo", "metered"] }).to_string(),
         ),
         Scripted::assistant("done"),
+        Scripted::tool_call(
+            "c2",
+            "shell",
+            &json!({ "command": ["touch", "approved-file"] }).to_string(),
+        ),
+        Scripted::assistant("made it"),
     ])
     .await
     .unwrap();
@@ -71,6 +77,46 @@ async fn every_service_serves_red_metrics_with_bounded_labels() {
     })
     .await
     .unwrap();
+    // A command that needs an approval, answered.
+    let (asked_sid, mut asked) = session::open(
+        &mut client,
+        pb::CreateSessionRequest {
+            cwd: ws.path().display().to_string(),
+            context: Some(pb::TurnContext {
+                approval_policy: pb::ApprovalPolicy::Untrusted as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    session::send(&mut client, &asked_sid, "t1", "make a file")
+        .await
+        .unwrap();
+    let (_, call_id) = session::until(&mut asked, |e| match &e.msg {
+        Some(Msg::ExecApprovalRequest(r)) => Some(r.call_id.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    client
+        .respond(pb::RespondRequest {
+            session_id: asked_sid.clone(),
+            request_id: call_id,
+            answer: Some(pb::respond_request::Answer::Decision(pb::ReviewDecision {
+                kind: pb::ReviewDecisionKind::Approved as i32,
+                execpolicy_amendment: vec![],
+            })),
+        })
+        .await
+        .unwrap();
+    session::until(&mut asked, |e| {
+        matches!(e.msg, Some(Msg::TurnComplete(_))).then_some(())
+    })
+    .await
+    .unwrap();
+
     // A path session-api does not serve.
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", stack.session_api))
         .unwrap()
@@ -87,10 +133,15 @@ async fn every_service_serves_red_metrics_with_bounded_labels() {
     for method in ["CreateSession", "SendUserTurn"] {
         assert_eq!(
             requests(&api, "keel.v1.SessionService", method, "OK"),
-            1.0,
+            2.0,
             "{method}:\n{api}"
         );
     }
+    assert_eq!(
+        requests(&api, "keel.v1.SessionService", "Respond", "OK"),
+        1.0,
+        "{api}"
+    );
     assert!(
         requests(&api, "keel.v1.LiveService", "Notify", "OK") >= 1.0,
         "{api}"
@@ -104,21 +155,38 @@ async fn every_service_serves_red_metrics_with_bounded_labels() {
         api.contains("keel_grpc_server_request_duration_seconds_bucket{method=\"SendUserTurn\",service=\"keel.v1.SessionService\",le=\"0.005\"}"),
         "{api}"
     );
-    // The stream the test still holds open.
+    // session-api's own: events reached the streams live, and the approval
+    // waited for its answer.
+    let delivered: f64 = api
+        .lines()
+        .find_map(|l| l.strip_prefix("keel_event_delivery_lag_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(delivered >= 5.0, "{api}");
+    assert_eq!(
+        sample(
+            &api,
+            "keel_request_answer_wait_seconds_count",
+            "kind=\"exec_approval\""
+        ),
+        Some(1.0),
+        "{api}"
+    );
+    // The streams the test still holds open.
     assert_eq!(
         sample(
             &api,
             "keel_grpc_server_in_flight",
             "method=\"StreamEvents\",service=\"keel.v1.SessionService\""
         ),
-        Some(1.0),
+        Some(2.0),
         "{api}"
     );
 
     let proxy = stack.metrics("keel-model-proxy").await.unwrap();
     assert_eq!(
         requests(&proxy, "keel.v1.ModelService", "StreamResponse", "OK"),
-        2.0,
+        4.0,
         "{proxy}"
     );
     // The model-proxy's own metrics, in the same endpoint.
@@ -136,7 +204,7 @@ async fn every_service_serves_red_metrics_with_bounded_labels() {
             "keel_tool_calls_total",
             "outcome=\"success\",tool=\"shell\""
         ),
-        Some(1.0),
+        Some(2.0),
         "{runner}"
     );
     assert_eq!(
@@ -145,7 +213,7 @@ async fn every_service_serves_red_metrics_with_bounded_labels() {
             "keel_tool_call_duration_seconds_count",
             "tool=\"shell\""
         ),
-        Some(1.0),
+        Some(2.0),
         "{runner}"
     );
 

@@ -428,6 +428,10 @@ pub struct PendingRequest {
     pub request_id: String,
     pub turn_id: String,
     pub kind: RequestKind,
+    /// When it was asked (workflow time, Unix milliseconds; 0 for requests
+    /// from before it was recorded).
+    #[serde(default)]
+    pub asked_ms: u64,
 }
 
 /// The answer to a pending request (update `respond`).

@@ -175,6 +175,7 @@ pub(crate) fn stream(
                 Next::Event(e) if e.offset <= after => {}
                 Next::Event(e) if e.offset == after + 1 => {
                     after = e.offset;
+                    api.metrics().delivered(e.time.as_ref());
                     yield event((*e).clone());
                 }
                 Next::Delta(d) => {

@@ -8,6 +8,7 @@ mod events;
 mod hub;
 mod limits;
 mod live;
+pub mod metrics;
 mod options;
 mod requests;
 mod service;

@@ -61,7 +61,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     keel_server::init_tracing(args.serve.log_format);
-    args.serve.metrics = Some(args.metrics.start().await?);
+    let server_metrics = args.metrics.start().await?;
+    args.serve.metrics = Some(server_metrics.clone());
     keel_server::protect_process();
     let auth = args.auth.authenticator().await?;
     let internal_tls = args.tls.server("session-api's internal listener")?;
@@ -84,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
             max_queued_turns: args.max_queued_turns,
         },
         args.tenant_limits,
+        keel_session_api::metrics::ApiMetrics::in_registry(server_metrics.registry())?,
     );
     // Clients: every SessionService call is authenticated first, and
     // answered within the deadline (a StreamEvents call: until its stream

@@ -111,6 +111,7 @@ pub struct SessionApi {
     namespace: String,
     limits: SessionLimits,
     tenants: Arc<Limiter>,
+    metrics: crate::metrics::ApiMetrics,
 }
 
 /// Per-session limits session-api gives every new session.
@@ -133,6 +134,7 @@ impl SessionApi {
         namespace: String,
         limits: SessionLimits,
         tenant_limits: TenantLimits,
+        metrics: crate::metrics::ApiMetrics,
     ) -> Self {
         Self {
             hub: Arc::new(Hub::default()),
@@ -142,6 +144,7 @@ impl SessionApi {
             namespace,
             limits,
             tenants: Arc::new(Limiter::new(tenant_limits)),
+            metrics,
         }
     }
 }
@@ -580,11 +583,11 @@ impl SessionService for SessionApi {
             return Err(crate::errors::invalid("request_id is required"));
         }
         let state = self.open_state(&key).await?;
-        let kind = state
+        let pending = state
             .pending_requests
             .iter()
-            .find(|p| p.request_id == req.request_id)
-            .map(|p| p.kind);
+            .find(|p| p.request_id == req.request_id);
+        let (kind, asked_ms) = (pending.map(|p| p.kind), pending.map_or(0, |p| p.asked_ms));
         let answer = requests::answer(
             &self.session_blobs(&key)?,
             &req.request_id,
@@ -598,6 +601,9 @@ impl SessionService for SessionApi {
             answered_by: caller.principal.clone(),
         };
         self.update(&key, RespondUpdate, response).await?;
+        if let Some(kind) = kind {
+            self.metrics.answered(kind, asked_ms);
+        }
         tracing::info!(session = %key, principal = %caller.principal, request_id = %req.request_id, "request answered");
         Ok(Response::new(pb::RespondResponse {}))
     }

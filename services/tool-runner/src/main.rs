@@ -365,7 +365,8 @@ fn main() -> anyhow::Result<ExitCode> {
 
 async fn serve(mut args: ServeOptions) -> anyhow::Result<()> {
     keel_server::init_tracing(args.serve.log_format);
-    args.serve.metrics = Some(args.metrics.start().await?);
+    let server_metrics = args.metrics.start().await?;
+    args.serve.metrics = Some(server_metrics.clone());
     keel_server::protect_process();
     let tls = args.tls.server("the tool-runner")?;
     let exec_idle_timeout_secs = args.exec_idle_timeout_secs;
@@ -470,14 +471,7 @@ async fn serve(mut args: ServeOptions) -> anyhow::Result<()> {
         journal_retention,
         fleet: std::sync::Arc::new(Fleet::new(runner_id, args.max_concurrent_commands)),
         clones,
-        metrics: keel_tool_runner::metrics::ToolMetrics::in_registry(
-            args.serve
-                .metrics
-                .as_ref()
-                .context("the server's metrics are set up first")?
-                .registry(),
-        )
-        .context("cannot set up the tool metrics")?,
+        metrics: keel_tool_runner::metrics::ToolMetrics::in_registry(server_metrics.registry())?,
     });
     let idle = Duration::from_secs(exec_idle_timeout_secs);
     let reaping = (idle > Duration::ZERO).then(|| {

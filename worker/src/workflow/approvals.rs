@@ -104,6 +104,7 @@ pub(super) async fn ask(
             request_id: request_id.to_string(),
             turn_id: turn_id.to_string(),
             kind,
+            asked_ms: crate::events::unix_ms(now),
         });
         s.emit(now, turn_id, event);
     });

@@ -220,6 +220,10 @@ impl SessionApi {
         &self.hub
     }
 
+    pub(crate) fn metrics(&self) -> &crate::metrics::ApiMetrics {
+        &self.metrics
+    }
+
     /// The blob store part of the session with key `key`.
     pub(crate) fn session_blobs(&self, key: &str) -> Result<BlobStore, Status> {
         self.blobs
