@@ -530,6 +530,12 @@ pub(crate) fn table<const N: usize>(rows: &[[String; N]]) -> String {
     out
 }
 
+/// `text` without control characters (terminal escapes a model or another
+/// client could have put in a session's name, cwd or messages).
+pub(crate) fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).collect()
+}
+
 /// `mcp <server>.<tool>`: how an MCP call's start is shown.
 pub(crate) fn mcp_call_line(begin: &keel_proto::v1::McpToolCallBegin) -> String {
     let (server, tool) = begin

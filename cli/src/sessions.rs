@@ -181,7 +181,7 @@ pub(crate) fn to_table(sessions: &[Session]) -> String {
         if s.is_empty() {
             "-".to_string()
         } else {
-            s.to_string()
+            crate::render::printable(s)
         }
     };
     let mut rows = vec![[
@@ -437,6 +437,18 @@ mod tests {
         assert!(lines[1].contains("fix the flaky test"), "{table}");
         assert!(lines[2].contains("closed (archived)"), "{table}");
         assert!(to_table(&[]).starts_with("no sessions"));
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        let mut s = sessions();
+        s[0].last_message = "ok\u{1b}]52;c;ZXZpbA==\u{7}".to_string();
+        s[0].name = "n\u{1b}[2J".to_string();
+        let table = to_table(&s);
+        assert!(
+            !table.contains('\u{1b}') && !table.contains('\u{7}'),
+            "{table:?}"
+        );
     }
 
     #[test]

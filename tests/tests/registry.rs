@@ -604,3 +604,66 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A turn that stopped after tool calls (here at its iteration cap) leaves
+/// their outputs for the next call: a fork at that turn sends them too, so
+/// its conversation has an output for every call.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fork_carries_the_outputs_its_turn_had_not_sent() {
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call(
+            "c_capped",
+            "shell",
+            &json!({ "command": ["echo", "left-for-later"] }).to_string(),
+        ),
+        Scripted::assistant("seen it"),
+    ])
+    .await
+    .unwrap();
+    let stack = Stack::launch(StackOptions::new(fake.base_url()))
+        .await
+        .unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    client
+        .create_session(pb::CreateSessionRequest {
+            session_id: "capped".into(),
+            cwd: ws.path().display().to_string(),
+            context: Some(pb::TurnContext {
+                approval_policy: pb::ApprovalPolicy::Never as i32,
+                max_iterations: Some(1),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    session::send(&mut client, "capped", "t1", "run it")
+        .await
+        .unwrap();
+    turn_done(&mut client, "capped", "t1").await;
+    assert_eq!(
+        fake.requests().len(),
+        1,
+        "the cap stopped the turn after one call"
+    );
+
+    client
+        .fork_session(pb::ForkSessionRequest {
+            session_id: "capped".into(),
+            turn_id: "t1".into(),
+            new_session_id: "capped-fork".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    session::send(&mut client, "capped-fork", "f1", "what did it print?")
+        .await
+        .unwrap();
+    turn_done(&mut client, "capped-fork", "f1").await;
+    let body = fake.requests().last().unwrap().body.to_string();
+    assert!(
+        body.contains("function_call_output") && body.contains("left-for-later"),
+        "{body}"
+    );
+}

@@ -56,13 +56,16 @@ impl EventLog {
         }
     }
 
-    /// The log a previous run carried over (see [`EventLog::carry`]).
+    /// The log a previous run carried over (see [`EventLog::carry`]). Only
+    /// the byte cap applies here: which events may leave by count depends
+    /// on the archive, which the run sets up next ([`EventLog::archive_from`],
+    /// or the next event for sessions without one).
     pub fn resume(retain: u32, first: u64, events: Vec<String>) -> Self {
         let mut log = Self::new(retain);
         log.first = first.max(1);
         log.bytes = events.iter().map(String::len).sum();
         log.events = events.into();
-        log.trim();
+        log.trim_to(usize::MAX);
         log
     }
 
@@ -72,8 +75,14 @@ impl EventLog {
     }
 
     fn trim(&mut self) {
+        self.trim_to(self.retain);
+    }
+
+    /// Drops the oldest events past `retain` that may go (all of them, or
+    /// with the archive on only archived ones), and any past the byte cap.
+    fn trim_to(&mut self, retain: usize) {
         while self.events.len() > 1
-            && ((self.events.len() > self.retain
+            && ((self.events.len() > retain
                 && self.archived_upto.is_none_or(|upto| self.first <= upto))
                 || self.bytes > MAX_LOG_BYTES)
         {
@@ -97,11 +106,18 @@ impl EventLog {
     }
 
     /// Whether enough events wait to be archived that the window will soon
-    /// have to drop them: more than half the window.
+    /// have to drop them: more than half the window, or more than half its
+    /// byte cap (past the cap the window drops events archived or not).
     pub fn archive_due(&self) -> bool {
-        self.archived_upto.is_some_and(|upto| {
-            self.last_offset().saturating_sub(upto.max(self.first - 1)) > (self.retain / 2) as u64
-        })
+        let Some(upto) = self.archived_upto else {
+            return false;
+        };
+        let archived = upto
+            .saturating_sub(self.first - 1)
+            .min(self.events.len() as u64) as usize;
+        let waiting = self.events.len() - archived;
+        let waiting_bytes: usize = self.events.iter().skip(archived).map(String::len).sum();
+        waiting > self.retain / 2 || waiting_bytes > MAX_LOG_BYTES / 2
     }
 
     /// The oldest offset in the window.
@@ -280,6 +296,54 @@ mod tests {
         log.push(None, "", warn(7));
         let page = log.page(EventsQuery { after: 0, max: 10 }, false, None);
         assert_eq!((page.first_retained, page.last_offset), (4, 7));
+    }
+
+    #[test]
+    fn a_resumed_log_keeps_what_the_archive_has_not_got() {
+        let mut log = EventLog::new(4);
+        log.archive_from(0);
+        for i in 0..6 {
+            log.push(None, "", warn(i));
+        }
+        let (first, events) = log.carry();
+        // A new run: all six stay until the archive says otherwise.
+        let mut next = EventLog::resume(4, first, events);
+        assert_eq!(
+            next.page(EventsQuery { after: 0, max: 10 }, false, None)
+                .events
+                .len(),
+            6
+        );
+        next.archive_from(0);
+        assert_eq!(
+            next.page(EventsQuery { after: 0, max: 10 }, false, None)
+                .events
+                .len(),
+            6
+        );
+        next.archive_from(6);
+        assert_eq!(
+            next.page(EventsQuery { after: 0, max: 10 }, false, None)
+                .first_retained,
+            3
+        );
+    }
+
+    #[test]
+    fn big_events_make_the_archive_due_early() {
+        let mut log = EventLog::new(2048);
+        log.archive_from(0);
+        let big = "x".repeat(MAX_LOG_BYTES / 4);
+        for _ in 0..3 {
+            log.push(
+                None,
+                "",
+                pb::event::Msg::Warning(pb::Warning {
+                    message: big.clone(),
+                }),
+            );
+        }
+        assert!(log.archive_due(), "3 events, but most of the byte cap");
     }
 
     #[test]

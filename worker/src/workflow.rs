@@ -466,6 +466,7 @@ impl AgentWorkflow {
             None if turn_id.is_empty() && self.status == RunStatus::Idle => TurnHead {
                 turn_id: String::new(),
                 head: self.durable.head.clone(),
+                pending: self.durable.pending.clone(),
                 last_offset: self.durable.log.last_offset(),
             },
             None => return None,
@@ -840,11 +841,12 @@ async fn archive_events(ctx: &mut WorkflowContext<AgentWorkflow>) {
     }) else {
         return;
     };
-    let options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+    // Short: it holds up the next turn, and the next boundary tries again.
+    let options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
         .retry_policy(
             RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .maximum_attempts(3)
+                .initial_interval(Duration::from_millis(500))
+                .maximum_attempts(2)
                 .build(),
         )
         .summary("archive events")

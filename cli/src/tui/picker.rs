@@ -85,14 +85,14 @@ impl Picker {
                 let name = if s.name.is_empty() {
                     s.session_id.chars().take(8).collect()
                 } else {
-                    s.name.clone()
+                    crate::render::printable(&s.name)
                 };
                 let when = s.last_activity_at.as_ref().or(s.created_at.as_ref());
                 [
                     name,
-                    s.cwd.clone(),
+                    crate::render::printable(&s.cwd),
                     session_status_name(s.status),
-                    s.last_message.clone(),
+                    crate::render::printable(&s.last_message),
                     age(when, now),
                 ]
             })

@@ -53,11 +53,17 @@ pub const MAX_NAME_CHARS: usize = 120;
 /// `MEMO_LAST_MESSAGE` holds at most this many characters.
 pub const LAST_MESSAGE_CHARS: usize = 200;
 
-/// The start of `text` on one line (whitespace runs made one space), at most
+/// The start of `text` on one line (whitespace runs made one space, control
+/// characters such as terminal escapes left out), at most
 /// [`LAST_MESSAGE_CHARS`] characters: what pickers show of a message.
 pub fn message_preview(text: &str) -> String {
+    let printable: String = text
+        .chars()
+        .map(|c| if c.is_whitespace() { ' ' } else { c })
+        .filter(|c| !c.is_control())
+        .collect();
     let mut out = String::new();
-    for (n, word) in text.split_whitespace().enumerate() {
+    for (n, word) in printable.split_whitespace().enumerate() {
         if n > 0 {
             out.push(' ');
         }
@@ -672,13 +678,17 @@ pub struct Carried {
 pub const FORKABLE_TURNS: usize = 64;
 
 /// The conversation as a turn left it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct TurnHead {
     pub turn_id: String,
     /// The conversation's head after the turn's last model call (`None`:
     /// empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<String>,
+    /// Items the next model call sends before anything new (the outputs of
+    /// tool calls the turn ended after, unsent steered messages).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<AppendItem>,
     /// The offset of the turn's last event.
     pub last_offset: u64,
 }
@@ -1118,6 +1128,18 @@ definition!(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn previews_are_one_printable_line() {
+        assert_eq!(
+            super::message_preview("fix\n\tthe  \u{1b}]52;c;ZXZpbA==\u{7}build"),
+            "fix the ]52;c;ZXZpbA==build"
+        );
+        let long = "word ".repeat(100);
+        let preview = super::message_preview(&long);
+        assert_eq!(preview.chars().count(), super::LAST_MESSAGE_CHARS);
+        assert!(preview.ends_with('…'));
+    }
+
     use super::*;
 
     #[test]

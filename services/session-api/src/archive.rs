@@ -55,15 +55,21 @@ async fn load(blobs: &BlobStore, session: &str, digest: &str) -> Result<Chunk, S
     Ok(chunk)
 }
 
-/// The archived events with offsets in `(after, before)`, in order, with a
-/// gap first when the archive does not reach back to `after + 1`.
+/// Archived events one call replays at most (whole chunks: a little more).
+pub(crate) const MAX_EVENTS_PER_READ: usize = 4096;
+
+/// The archived events with offsets in `(*after, before)`, in order, with a
+/// gap where the archive lacks some, advancing `*after`. At most about
+/// [`MAX_EVENTS_PER_READ`] (whole chunks) per call, so a replica never holds
+/// a long session's whole history at once: `true` when more remain, to read
+/// with another call.
 pub(crate) async fn read(
     blobs: &BlobStore,
     session: &str,
     archive: &EventArchive,
-    after: u64,
+    after: &mut u64,
     before: u64,
-) -> Result<Vec<pb::StreamEventsResponse>, Status> {
+) -> Result<(Vec<pb::StreamEventsResponse>, bool), Status> {
     // Walk back to the chunk holding `after + 1`, remembering digests only.
     let mut chain = Vec::new();
     let mut next = Some(archive.head.clone());
@@ -74,34 +80,40 @@ pub(crate) async fn read(
         let chunk = load(blobs, session, &digest).await?;
         let first = chunk.first;
         chain.push(digest);
-        if first > after + 1 {
+        if first > *after + 1 {
             next = chunk.prev;
         }
     }
     let mut out = Vec::new();
-    let mut expected = after + 1;
-    for digest in chain.iter().rev() {
+    let mut events = 0;
+    let mut chunks = chain.iter().rev().peekable();
+    while let Some(digest) = chunks.next() {
         let chunk = load(blobs, session, digest).await?;
         for (i, encoded) in chunk.events.iter().enumerate() {
             let offset = chunk.first + i as u64;
-            if offset < expected || offset >= before {
+            if offset <= *after || offset >= before {
                 continue;
             }
-            if offset > expected {
-                out.push(gap(expected - 1, offset));
+            if offset > *after + 1 {
+                out.push(gap(*after, offset));
             }
             out.push(pb::StreamEventsResponse {
                 kind: Some(pb::stream_events_response::Kind::Event(
                     crate::events::decode(encoded)?,
                 )),
             });
-            expected = offset + 1;
+            events += 1;
+            *after = offset;
+        }
+        if events >= MAX_EVENTS_PER_READ && chunks.peek().is_some() && *after + 1 < before {
+            return Ok((out, true));
         }
     }
-    if expected < before {
-        out.push(gap(expected - 1, before));
+    if *after + 1 < before {
+        out.push(gap(*after, before));
+        *after = before - 1;
     }
-    Ok(out)
+    Ok((out, false))
 }
 
 fn gap(after: u64, first_retained: u64) -> pb::StreamEventsResponse {
@@ -160,16 +172,71 @@ mod tests {
             .collect()
     }
 
+    /// Every read until none remains.
+    async fn all(
+        blobs: &BlobStore,
+        session: &str,
+        archive: &EventArchive,
+        mut after: u64,
+        before: u64,
+    ) -> Result<Vec<pb::StreamEventsResponse>, Status> {
+        let mut out = Vec::new();
+        loop {
+            let (got, more) = read(blobs, session, archive, &mut after, before).await?;
+            out.extend(got);
+            if !more {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn all_of(
+        blobs: &BlobStore,
+        archive: &EventArchive,
+        after: u64,
+        before: u64,
+    ) -> Vec<pb::StreamEventsResponse> {
+        all(blobs, "s", archive, after, before).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_long_archive_is_read_in_bounded_steps() {
+        let blobs = BlobStore::open("memory://").unwrap();
+        let per = 1000u64;
+        let ranges: Vec<(u64, u64)> = (0..10).map(|c| (c * per + 1, (c + 1) * per)).collect();
+        let archive = chain(&blobs, &ranges).await;
+        let mut after = 0;
+        let mut reads = 0;
+        let mut seen = 0;
+        loop {
+            let (got, more) = read(&blobs, "s", &archive, &mut after, 10 * per + 1)
+                .await
+                .unwrap();
+            reads += 1;
+            assert!(
+                got.len() <= MAX_EVENTS_PER_READ + per as usize,
+                "{}",
+                got.len()
+            );
+            seen += got.len();
+            if !more {
+                break;
+            }
+        }
+        assert_eq!((seen, after), (10_000, 10 * per));
+        assert!(reads >= 2, "{reads}");
+    }
+
     #[tokio::test]
     async fn replays_across_chunks_from_any_offset() {
         let blobs = BlobStore::open("memory://").unwrap();
         let archive = chain(&blobs, &[(1, 3), (4, 6), (7, 9)]).await;
-        let all = read(&blobs, "s", &archive, 0, 10).await.unwrap();
+        let all = all(&blobs, "s", &archive, 0, 10).await.unwrap();
         assert_eq!(offsets(&all), ["1", "2", "3", "4", "5", "6", "7", "8", "9"]);
-        let mid = read(&blobs, "s", &archive, 4, 8).await.unwrap();
+        let mid = all_of(&blobs, &archive, 4, 8).await;
         assert_eq!(offsets(&mid), ["5", "6", "7"]);
         // The window starts later than the archive reaches: a gap.
-        let short = read(&blobs, "s", &archive, 7, 12).await.unwrap();
+        let short = all_of(&blobs, &archive, 7, 12).await;
         assert_eq!(offsets(&short), ["8", "9", "gap9-12"]);
     }
 
@@ -178,7 +245,7 @@ mod tests {
         let blobs = BlobStore::open("memory://").unwrap();
         // The window dropped 1..=4 before the first chunk was written.
         let archive = chain(&blobs, &[(5, 6), (7, 8)]).await;
-        let out = read(&blobs, "s", &archive, 0, 9).await.unwrap();
+        let out = all_of(&blobs, &archive, 0, 9).await;
         assert_eq!(offsets(&out), ["gap0-5", "5", "6", "7", "8"]);
     }
 
@@ -186,7 +253,7 @@ mod tests {
     async fn another_sessions_chunk_is_refused() {
         let blobs = BlobStore::open("memory://").unwrap();
         let archive = chain(&blobs, &[(1, 2)]).await;
-        let e = read(&blobs, "other", &archive, 0, 3).await.unwrap_err();
+        let e = all(&blobs, "other", &archive, 0, 3).await.unwrap_err();
         assert!(e.message().contains("another session"), "{e:?}");
     }
 }

@@ -40,15 +40,23 @@ fn event(e: pb::Event) -> Response {
     }
 }
 
-/// Reads every retained event after `*after` by query, advancing `*after`.
-/// Returns the responses (with a gap first when events were lost) and
-/// whether the session is closed with nothing more to come.
+/// What one [`catch_up`] read.
+struct CaughtUp {
+    responses: Vec<Response>,
+    /// The session is closed with nothing more to come.
+    closed: bool,
+    /// It stopped early (a long archive): call again.
+    more: bool,
+}
+
+/// Reads the events after `*after` — archived ones first, then the
+/// retained ones by query — advancing `*after`.
 async fn catch_up(
     api: &SessionApi,
     session_id: &str,
     after: &mut u64,
     retry: bool,
-) -> Result<(Vec<Response>, bool), Status> {
+) -> Result<CaughtUp, Status> {
     let handle = api.handle(session_id);
     let mut out = Vec::new();
     loop {
@@ -67,17 +75,26 @@ async fn catch_up(
         };
         if page.first_retained > *after + 1 {
             match &page.archive {
-                // Older events from the archive (and a gap for any it lacks).
-                Some(archive) => out.extend(
-                    crate::archive::read(
+                // Older events from the archive (and a gap for any it
+                // lacks), a bounded part at a time.
+                Some(archive) => {
+                    let (read, more) = crate::archive::read(
                         &api.session_blobs(session_id)?,
                         session_id,
                         archive,
-                        *after,
+                        after,
                         page.first_retained,
                     )
-                    .await?,
-                ),
+                    .await?;
+                    out.extend(read);
+                    if more {
+                        return Ok(CaughtUp {
+                            responses: out,
+                            closed: false,
+                            more: true,
+                        });
+                    }
+                }
                 None => out.push(Response {
                     kind: Some(pb::stream_events_response::Kind::Gap(pb::EventGap {
                         after_offset: *after,
@@ -93,7 +110,11 @@ async fn catch_up(
             out.push(event(e));
         }
         if *after >= last {
-            return Ok((out, closed));
+            return Ok(CaughtUp {
+                responses: out,
+                closed,
+                more: false,
+            });
         }
     }
 }
@@ -133,10 +154,15 @@ pub(crate) fn stream(
         let mut deltas = feed.as_ref().filter(|_| live).map(|f| f.live.subscribe());
         let mut progress = feed.as_ref().map(|f| f.progress.subscribe());
 
-        let (caught, closed) = catch_up(&api, &session_id, &mut after, follow).await?;
-        for r in caught {
-            yield r;
-        }
+        let closed = loop {
+            let caught = catch_up(&api, &session_id, &mut after, follow).await?;
+            for r in caught.responses {
+                yield r;
+            }
+            if !caught.more {
+                break caught.closed;
+            }
+        };
         let (Some(events), Some(progress)) = (events.as_mut(), progress.as_mut()) else {
             return;
         };
@@ -191,8 +217,16 @@ pub(crate) fn stream(
                 // A hole in the broadcast, the session closed, or deltas
                 // waited too long: read the log.
                 Next::Event(_) | Next::CatchUp | Next::Progress => {
-                    let (caught, closed) = catch_up(&api, &session_id, &mut after, true).await?;
-                    for r in caught {
+                    let mut caught = catch_up(&api, &session_id, &mut after, true).await?;
+                    // A watcher far behind reads the archive a part at a time.
+                    while caught.more {
+                        for r in std::mem::take(&mut caught.responses) {
+                            yield r;
+                        }
+                        caught = catch_up(&api, &session_id, &mut after, true).await?;
+                    }
+                    let closed = caught.closed;
+                    for r in caught.responses {
                         let offset = match &r.kind {
                             Some(pb::stream_events_response::Kind::Event(e)) => Some(e.offset),
                             _ => None,

@@ -56,7 +56,17 @@ impl LiveService for LiveApi {
             let page = crate::hub::query(&handle, after)
                 .await
                 .map_err(|e| crate::errors::unavailable("cannot read the session's events", e))?;
-            // Events the window dropped before they were archived are gone.
+            // Events the window dropped before they were archived are gone;
+            // the chunk starts after them. Dropped in the middle of this read
+            // (the window moved meanwhile), they would leave a hole in the
+            // chunk: fail, and the workflow's retry starts at the window.
+            if page.first_retained > after + 1 && first.is_some() {
+                return Err(crate::errors::status(
+                    tonic::Code::Aborted,
+                    "window_moved",
+                    "the session's event window moved while it was archived; try again",
+                ));
+            }
             after = after.max(page.first_retained.saturating_sub(1));
             if page.events.is_empty() {
                 break;

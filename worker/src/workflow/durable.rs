@@ -295,6 +295,7 @@ mod tests {
             turn_heads: vec![TurnHead {
                 turn_id: "t1".into(),
                 head: Some("f".repeat(64)),
+                pending: vec![AppendItem::Digest("0".repeat(64))],
                 last_offset: 39,
             }],
         }

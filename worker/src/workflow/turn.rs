@@ -106,20 +106,22 @@ pub(super) async fn run_turn(
             }),
         };
         s.emit(now, &turn_id, msg);
-        // Forks start from a turn's end.
+        s.running_turn = None;
+        // Steered messages no call sent (the turn was interrupted or
+        // failed) go with the next turn's first call.
+        let steered = std::mem::take(&mut s.steered);
+        s.durable.pending.extend(steered);
+        // Forks start from a turn's end: the conversation, and the items
+        // no call has sent yet (outputs of the last tool calls).
         if s.durable.turn_heads.len() >= FORKABLE_TURNS {
             s.durable.turn_heads.pop_front();
         }
         s.durable.turn_heads.push_back(TurnHead {
             turn_id: turn_id.clone(),
             head: s.durable.head.clone(),
+            pending: s.durable.pending.clone(),
             last_offset: s.durable.log.last_offset(),
         });
-        s.running_turn = None;
-        // Steered messages no call sent (the turn was interrupted or
-        // failed) go with the next turn's first call.
-        let steered = std::mem::take(&mut s.steered);
-        s.durable.pending.extend(steered);
         s.status = RunStatus::Idle;
         s.turn_cancel = None;
         s.turn_context = None;

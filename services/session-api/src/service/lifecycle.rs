@@ -111,6 +111,7 @@ impl SessionApi {
             forked_from: Some(origin),
             carried: Some(Carried {
                 head: point.turn.head.clone(),
+                pending: point.turn.pending.clone(),
                 settings: Some(point.settings.clone()),
                 registry: Registry {
                     name,

@@ -6,7 +6,12 @@
 //! prefix, open or ended); session-api filters the rest, reading a bounded
 //! number of visibility pages per call. Its page token is Temporal's token
 //! for the page it read last plus how many sessions of that page it already
-//! returned, so no session is skipped or repeated from page to page.
+//! returned and the last of them; a page read again resumes after that
+//! session, so rows that moved within the page (a session started or ended
+//! meanwhile) are neither skipped nor repeated. As with any listing of a
+//! changing set, a session that changes its place in the order during a
+//! pass (it rolled over into a new run, which sorts first) can be missed by
+//! that pass.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,8 +26,10 @@ const MAX_SCANNED_PAGES: usize = 8;
 const FILTERED_SCAN_SIZE: u32 = 200;
 
 /// Where a listing stopped: Temporal's token for the visibility page to
-/// read (empty: the first), the page size it was read with, and how many
-/// of its sessions were already looked at.
+/// read (empty: the first), the page size it was read with, how many of its
+/// sessions were already looked at, and the workflow id of the last one
+/// (so a page whose rows moved since — a session ended, one started —
+/// resumes after that session, not after a count).
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
 struct Cursor {
     #[serde(rename = "t", default)]
@@ -31,6 +38,8 @@ struct Cursor {
     scan_size: u32,
     #[serde(rename = "s", default)]
     skip: u32,
+    #[serde(rename = "a", default, skip_serializing_if = "String::is_empty")]
+    anchor: String,
 }
 
 impl Cursor {
@@ -184,12 +193,8 @@ impl SessionApi {
                 .visibility_page(&query, cursor.scan_size, token, paging)
                 .await?;
             let read = page.executions.len() as u32;
-            for (i, info) in page
-                .executions
-                .into_iter()
-                .enumerate()
-                .skip(cursor.skip as usize)
-            {
+            let start = resume_at(&page.executions, &cursor);
+            for (i, info) in page.executions.into_iter().enumerate().skip(start) {
                 let Some(session) = listed_session(info, tenant) else {
                     continue;
                 };
@@ -201,6 +206,10 @@ impl SessionApi {
                     let next = if i as u32 + 1 < read {
                         Cursor {
                             skip: i as u32 + 1,
+                            anchor: sessions
+                                .last()
+                                .map(|s| s.workflow_id.clone())
+                                .unwrap_or_default(),
                             ..cursor
                         }
                     } else if page.next_page_token.is_empty() {
@@ -213,6 +222,7 @@ impl SessionApi {
                             temporal: base64::engine::general_purpose::URL_SAFE_NO_PAD
                                 .encode(&page.next_page_token),
                             skip: 0,
+                            anchor: String::new(),
                             ..cursor
                         }
                     };
@@ -232,6 +242,7 @@ impl SessionApi {
                 temporal: base64::engine::general_purpose::URL_SAFE_NO_PAD
                     .encode(&page.next_page_token),
                 skip: 0,
+                anchor: String::new(),
                 ..cursor
             };
         }
@@ -274,8 +285,8 @@ impl SessionApi {
             .map_err(|s| match s.code() {
                 // Temporal refuses a page token it cannot read (one that was
                 // never issued, or made up) with an unspecific error.
-                code if paging
-                    && !matches!(code, tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) =>
+                tonic::Code::InvalidArgument | tonic::Code::Unknown | tonic::Code::Internal
+                    if paging =>
                 {
                     crate::errors::invalid(
                         "page_token is not one this server issued (or it expired); list again without it",
@@ -284,6 +295,24 @@ impl SessionApi {
                 _ => errors::unavailable("cannot list sessions", s),
             })
     }
+}
+
+/// Where to go on in a visibility page read again: after the cursor's
+/// anchor where it still is, else after the count the cursor recorded.
+fn resume_at(
+    executions: &[temporalio_common::protos::temporal::api::workflow::v1::WorkflowExecutionInfo],
+    cursor: &Cursor,
+) -> usize {
+    if !cursor.anchor.is_empty()
+        && let Some(i) = executions.iter().position(|info| {
+            info.execution
+                .as_ref()
+                .is_some_and(|e| e.workflow_id == cursor.anchor)
+        })
+    {
+        return i + 1;
+    }
+    cursor.skip as usize
 }
 
 /// A visibility record as a listed session (`None`: not one of the
@@ -360,6 +389,7 @@ mod tests {
             temporal: "abc".into(),
             scan_size: 200,
             skip: 3,
+            anchor: "keel-session.t.x".into(),
         };
         assert_eq!(Cursor::decode(&c.encode()).unwrap(), Some(c));
         assert_eq!(Cursor::decode("").unwrap(), None);
@@ -367,6 +397,35 @@ mod tests {
             let e = Cursor::decode(bad).unwrap_err();
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_page_read_again_resumes_after_its_anchor() {
+        use temporalio_common::protos::temporal::api::common::v1::WorkflowExecution;
+        use temporalio_common::protos::temporal::api::workflow::v1::WorkflowExecutionInfo;
+        let page = |ids: &[&str]| -> Vec<WorkflowExecutionInfo> {
+            ids.iter()
+                .map(|id| WorkflowExecutionInfo {
+                    execution: Some(WorkflowExecution {
+                        workflow_id: id.to_string(),
+                        run_id: String::new(),
+                    }),
+                    ..Default::default()
+                })
+                .collect()
+        };
+        let cursor = Cursor {
+            scan_size: 4,
+            skip: 2,
+            anchor: "b".into(),
+            ..Cursor::default()
+        };
+        // As it was: after b.
+        assert_eq!(resume_at(&page(&["a", "b", "c", "d"]), &cursor), 2);
+        // A session started since (it sorts first): still after b.
+        assert_eq!(resume_at(&page(&["new", "a", "b", "c"]), &cursor), 3);
+        // b moved off the page: the count.
+        assert_eq!(resume_at(&page(&["a", "c", "d", "e"]), &cursor), 2);
     }
 
     #[test]
