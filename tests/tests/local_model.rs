@@ -61,6 +61,9 @@ fn start_llama(port: u16, log: &std::path::Path) -> anyhow::Result<LlamaServer> 
         .arg(model)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .args(["-c", "4096", "-t", "2", "-np", "1", "--no-webui"])
+        // Greedy decoding: the same short answer every run (sampled, the
+        // small model now and then rambles until the context is full).
+        .args(["--temp", "0", "--seed", "7"])
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
