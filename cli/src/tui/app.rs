@@ -32,6 +32,10 @@ pub(crate) enum Action {
     ListSessions,
     /// Show this session (its history from the start, then live).
     Open(String),
+    /// Name the open session.
+    Rename(String),
+    /// Fork the open session where its newest turn ended, and show the fork.
+    Fork,
     Quit,
 }
 
@@ -44,12 +48,15 @@ pub(crate) enum Slash {
     Model(String),
     Approvals(PolicyArg),
     Status,
+    Rename(String),
+    Fork,
     Quit,
     Help,
 }
 
 pub(crate) const HELP: &str = "commands: /new (a new session, same settings), /resume (pick a session), \
-/compact, /model NAME, /approvals untrusted|on-failure|on-request|never, /status, /quit\n\
+/compact, /model NAME, /approvals untrusted|on-failure|on-request|never, /status, \
+/rename NAME, /fork (a new session from this one's conversation), /quit\n\
 keys: Enter sends, Alt+Enter or Ctrl+J a new line, Up/Down history, Esc interrupts the turn, \
 PgUp/PgDn scroll, Ctrl+C twice or Ctrl+D quits";
 
@@ -73,6 +80,9 @@ pub(crate) fn slash(text: &str) -> Result<Slash, String> {
         "/status" => no_args(Slash::Status),
         "/quit" | "/exit" => no_args(Slash::Quit),
         "/help" => no_args(Slash::Help),
+        "/fork" => no_args(Slash::Fork),
+        "/rename" if !rest.is_empty() => Ok(Slash::Rename(arg)),
+        "/rename" => Err("usage: /rename NAME".to_string()),
         "/model" if rest.len() == 1 => Ok(Slash::Model(arg)),
         "/model" => Err("usage: /model NAME".to_string()),
         "/approvals" => {
@@ -278,6 +288,15 @@ impl App {
                 vec![Action::ListSessions]
             }
             Slash::Compact if self.session_id.is_some() => vec![Action::Compact],
+            Slash::Rename(name) if self.session_id.is_some() => vec![Action::Rename(name)],
+            Slash::Fork if self.session_id.is_some() => vec![Action::Fork],
+            Slash::Rename(_) | Slash::Fork => {
+                self.note(
+                    Tone::Dim,
+                    "no session yet: it starts with your first message",
+                );
+                Vec::new()
+            }
             Slash::Model(model) if self.session_id.is_none() => {
                 self.note(Tone::Dim, &format!("model: {model} (for the new session)"));
                 self.transcript.status.model = model.clone();

@@ -320,3 +320,36 @@ fn paste_goes_into_the_composer() {
     app.paste("ignored");
     assert_eq!(app.composer.text(), "line one\nline two");
 }
+
+#[test]
+fn rename_and_fork_need_an_open_session() {
+    assert_eq!(
+        slash("/rename nightly build"),
+        Ok(Slash::Rename("nightly build".to_string()))
+    );
+    assert!(slash("/rename").is_err());
+    assert_eq!(slash("/fork"), Ok(Slash::Fork));
+    assert!(slash("/fork now").is_err());
+
+    let mut app = App::default();
+    let run = |app: &mut App, text: &str| {
+        let mut actions = typed(app, text);
+        actions.extend(app.key(key(KeyCode::Enter)));
+        actions
+    };
+    // No session yet: nothing to rename or fork, and it says so.
+    assert!(run(&mut app, "/fork").is_empty());
+    assert!(run(&mut app, "/rename x").is_empty());
+    assert!(
+        app.transcript
+            .lines()
+            .iter()
+            .any(|(_, l)| l.contains("no session yet")),
+    );
+    app.session_id = Some("s1".to_string());
+    assert_eq!(run(&mut app, "/fork"), [Action::Fork]);
+    assert_eq!(
+        run(&mut app, "/rename nightly build"),
+        [Action::Rename("nightly build".to_string())]
+    );
+}

@@ -23,8 +23,9 @@ use futures::StreamExt;
 use keel_proto::v1::respond_request::Answer;
 use keel_proto::v1::stream_events_response::Kind;
 use keel_proto::v1::{
-    CompactRequest, Event, GetSessionRequest, InterruptRequest, ListSessionsRequest,
-    OverrideTurnContextRequest, Session, StreamEventsRequest, TurnContext,
+    CompactRequest, Event, ForkSessionRequest, GetSessionRequest, InterruptRequest,
+    ListSessionsRequest, OverrideTurnContextRequest, RenameSessionRequest, Session,
+    StreamEventsRequest, TurnContext,
 };
 use ratatui::DefaultTerminal;
 use tokio::signal::unix::{SignalKind, signal};
@@ -320,6 +321,8 @@ enum Done {
         error: String,
     },
     Note(Tone, String),
+    /// The open session has this name now.
+    Renamed(String),
     /// Something was printed over the screen (the note of an amendment
     /// written to the rules file): draw it all again.
     Repaint,
@@ -481,6 +484,11 @@ impl Runner {
                         self.send(text, turn_id);
                     }
                 }
+            }
+            Done::Renamed(name) => {
+                self.app
+                    .note(Tone::Dim, &format!("session renamed {name:?}"));
+                self.app.transcript.status.name = name;
             }
             Done::CreateFailed(error) => {
                 self.creating = false;
@@ -649,7 +657,49 @@ impl Runner {
                     Err(e) => Done::Note(Tone::Error, format!("{e:#}")),
                 })
             }),
-            Action::Interrupt | Action::Compact | Action::Override(_) | Action::Quit => {}
+            Action::Rename(name) if !session_id.is_empty() => self.spawn(async move {
+                let request = RenameSessionRequest {
+                    session_id: session_id.clone(),
+                    name: name.clone(),
+                };
+                Some(match api.client.clone().rename_session(request).await {
+                    Ok(_) => Done::Renamed(name),
+                    Err(status) => Done::Note(
+                        Tone::Error,
+                        format!("{:#}", api.error("RenameSession", &status)),
+                    ),
+                })
+            }),
+            Action::Fork if !session_id.is_empty() => self.spawn(async move {
+                let request = ForkSessionRequest {
+                    session_id,
+                    ..Default::default()
+                };
+                let forked = api
+                    .client
+                    .clone()
+                    .fork_session(request)
+                    .await
+                    .map(|r| r.into_inner().session);
+                Some(match forked {
+                    Ok(Some(session)) => Done::Opened {
+                        prelude: fork_prelude(&api, &session).await,
+                        session: Box::new(session),
+                        created: false,
+                    },
+                    Ok(None) => Done::Note(Tone::Error, "ForkSession returned no session".into()),
+                    Err(status) => Done::Note(
+                        Tone::Error,
+                        format!("{:#}", api.error("ForkSession", &status)),
+                    ),
+                })
+            }),
+            Action::Interrupt
+            | Action::Compact
+            | Action::Override(_)
+            | Action::Rename(_)
+            | Action::Fork
+            | Action::Quit => {}
         }
     }
 }
