@@ -12,7 +12,6 @@ use keel_test_support::fake_model::{FakeModel, Scripted};
 use keel_test_support::session;
 use keel_test_support::stack::{Stack, StackOptions};
 use pb::event::Msg;
-use serde_json::json;
 
 /// The value of the sample `name{labels}` (labels in Prometheus' order:
 /// sorted by name), if present.
@@ -35,17 +34,9 @@ fn requests(text: &str, service: &str, method: &str, code: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_service_serves_red_metrics_with_bounded_labels() {
     let fake = FakeModel::start(vec![
-        Scripted::tool_call(
-            "c1",
-            "shell",
-            &json!({ "command": ["echo", "metered"] }).to_string(),
-        ),
+        Scripted::shell("c1", &["echo", "metered"]),
         Scripted::assistant("done"),
-        Scripted::tool_call(
-            "c2",
-            "shell",
-            &json!({ "command": ["touch", "approved-file"] }).to_string(),
-        ),
+        Scripted::shell("c2", &["touch", "approved-file"]),
         Scripted::assistant("made it"),
     ])
     .await

@@ -17,7 +17,6 @@ use keel_test_support::history;
 use keel_test_support::session::{self, Client};
 use keel_test_support::stack::{Stack, StackOptions};
 use pb::event::Msg;
-use serde_json::json;
 use tonic::Code;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -310,11 +309,7 @@ async fn names_archive_filters_and_pages() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_waiting_for_an_approval_reads_waiting() {
     let fake = FakeModel::start(vec![
-        Scripted::tool_call(
-            "c1",
-            "shell",
-            &json!({ "command": ["touch", "made-by-the-agent"] }).to_string(),
-        ),
+        Scripted::shell("c1", &["touch", "made-by-the-agent"]),
         Scripted::assistant("Created the file."),
     ])
     .await
@@ -527,11 +522,7 @@ async fn a_fork_continues_from_a_turn_and_deleting_removes_workflow_and_blobs() 
     );
 
     // Deleting a session with a turn running stops it.
-    fake.push(Scripted::tool_call(
-        "c_sleep",
-        "shell",
-        &json!({ "command": ["sleep", "30"] }).to_string(),
-    ));
+    fake.push(Scripted::shell("c_sleep", &["sleep", "30"]));
     session::send(&mut client, "child", "c3", "sleep")
         .await
         .unwrap();
@@ -611,11 +602,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fork_carries_the_outputs_its_turn_had_not_sent() {
     let fake = FakeModel::start(vec![
-        Scripted::tool_call(
-            "c_capped",
-            "shell",
-            &json!({ "command": ["echo", "left-for-later"] }).to_string(),
-        ),
+        Scripted::shell("c_capped", &["echo", "left-for-later"]),
         Scripted::assistant("seen it"),
     ])
     .await

@@ -376,11 +376,6 @@ fn streamed(pieces: &[&str], delay: Duration) -> Scripted {
     Scripted::paced(events, delay)
 }
 
-fn shell(call_id: &str, argv: &[&str]) -> Scripted {
-    let arguments = serde_json::json!({ "command": argv }).to_string();
-    Scripted::tool_call(call_id, "shell", &arguments)
-}
-
 /// A stack, a fake model answering `script`, and `keel`'s environment.
 async fn launch(script: Vec<Scripted>) -> anyhow::Result<(Stack, FakeModel, Env)> {
     let fake = FakeModel::start(script).await?;
@@ -402,10 +397,10 @@ async fn tui_streams_asks_interrupts_and_resumes() -> anyhow::Result<()> {
             Duration::from_millis(400),
         ),
         // (b)
-        shell("call_print", &["printf", "approved-run-output\\n"]),
+        Scripted::shell("call_print", &["printf", "approved-run-output\\n"]),
         Scripted::assistant("The approved command ran."),
         // (c)
-        shell("call_sleep", &["sleep", "30"]),
+        Scripted::shell("call_sleep", &["sleep", "30"]),
     ];
     let (stack, fake, env) = launch(script).await?;
     tokio::task::spawn_blocking(move || {
@@ -575,9 +570,9 @@ fn keel_without_a_terminal_exits_2() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn tui_survives_a_session_api_restart() -> anyhow::Result<()> {
     let script = vec![
-        shell("call_before", &["echo", "before-the-restart"]),
-        shell("call_sleep", &["sleep", "4"]),
-        shell("call_after", &["echo", "after-the-restart"]),
+        Scripted::shell("call_before", &["echo", "before-the-restart"]),
+        Scripted::shell("call_sleep", &["sleep", "4"]),
+        Scripted::shell("call_after", &["echo", "after-the-restart"]),
         Scripted::assistant("Survived the restart."),
     ];
     let (stack, fake, env) = launch(script).await?;

@@ -82,6 +82,11 @@ impl Scripted {
         ])
     }
 
+    /// A turn that calls the argv `shell` tool with `argv`.
+    pub fn shell(call_id: &str, argv: &[&str]) -> Self {
+        Self::tool_call(call_id, "shell", &json!({ "command": argv }).to_string())
+    }
+
     /// An assistant turn answered with these extra response headers.
     pub fn assistant_with_headers(text: &str, headers: &[(&str, &str)]) -> Self {
         Self::Stream(ScriptedStream {
