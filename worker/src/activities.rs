@@ -9,6 +9,7 @@ use keel_proto::v1 as pb;
 use keel_proto::v1::mcp_broker_service_client::McpBrokerServiceClient;
 use keel_proto::v1::model_service_client::ModelServiceClient;
 use keel_proto::v1::tool_service_client::ToolServiceClient;
+use keel_server::Traced;
 use keel_workflow_api::{ArchiveEventsInput, SandboxSettings, Usage};
 use serde::{Deserialize, Serialize};
 use temporalio_macros::activities;
@@ -468,7 +469,7 @@ const PATCH_REVIEW_TEXT_BUDGET: usize = 64 * 1024;
 /// so the worker starts (and polls) while a service is still coming up.
 pub struct KeelActivities {
     /// Balanced over the model-proxy replicas.
-    model: ModelServiceClient<BalancedChannel>,
+    model: ModelServiceClient<Traced<BalancedChannel>>,
     /// The tool-runner fleet.
     runners: Runners,
     /// The mcp-broker replicas, a session always at the same one; None:
@@ -488,7 +489,7 @@ impl KeelActivities {
         session_apis: SessionApis,
     ) -> Self {
         Self {
-            model: ModelServiceClient::new(model_proxy),
+            model: ModelServiceClient::new(Traced::new(model_proxy)),
             runners,
             mcp: mcp_brokers,
             live: session_apis,
@@ -501,12 +502,12 @@ impl KeelActivities {
     async fn mcp_for(
         &self,
         session_id: &str,
-    ) -> Result<Option<McpBrokerServiceClient<Channel>>, ActivityError> {
+    ) -> Result<Option<McpBrokerServiceClient<Traced<Channel>>>, ActivityError> {
         let Some(brokers) = &self.mcp else {
             return Ok(None);
         };
         match brokers.for_session(session_id).await {
-            Some(channel) => Ok(Some(McpBrokerServiceClient::new(channel))),
+            Some(channel) => Ok(Some(McpBrokerServiceClient::new(Traced::new(channel)))),
             None => Err(ActivityError::application(
                 ApplicationFailure::builder("no mcp-broker replica is available")
                     .type_name(failure_type::CONNECTION_FAILED.to_string())
@@ -521,7 +522,7 @@ impl KeelActivities {
         &self,
         ctx: &ActivityContext,
         runner: Option<&str>,
-    ) -> Result<ToolServiceClient<Channel>, ActivityError> {
+    ) -> Result<ToolServiceClient<Traced<Channel>>, ActivityError> {
         match runner {
             Some(id) => match self.runners.client(id).await {
                 Some(client) => Ok(client),
@@ -1405,7 +1406,7 @@ fn no_broker() -> ActivityError {
 /// their entries for dispatch. No broker: none, unless the session named
 /// servers.
 async fn list_mcp_tools(
-    client: Option<McpBrokerServiceClient<Channel>>,
+    client: Option<McpBrokerServiceClient<Traced<Channel>>>,
     session_id: &str,
     servers: &[String],
 ) -> Result<McpListing, ActivityError> {

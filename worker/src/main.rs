@@ -10,6 +10,9 @@ use keel_worker::notices::NoticeInterceptor;
 use keel_worker::runners::Runners;
 use keel_worker::session_apis::SessionApis;
 use keel_worker::workflow::AgentWorkflow;
+use temporalio_sdk::opentelemetry::{
+    OpenTelemetryPlugin, WorkflowIdGenerator, WorkflowSpanProcessor,
+};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 #[derive(Debug, Parser)]
@@ -84,7 +87,15 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
-    keel_server::init_tracing(args.serve.log_format);
+    // Workflow spans get the same ids when a workflow is replayed, and spans
+    // started while replaying are not exported again (the Temporal SDK's
+    // OpenTelemetry plugin).
+    let telemetry = keel_server::telemetry::init_with(
+        "keel-worker",
+        args.serve.log_format,
+        WorkflowSpanProcessor::new,
+        WorkflowIdGenerator::default(),
+    )?;
     args.serve.metrics = Some(args.metrics.start().await?);
     keel_server::protect_process();
 
@@ -136,8 +147,16 @@ async fn main() -> anyhow::Result<()> {
         // Heartbeats reach Temporal within a second, well inside the
         // workflow's 3 s heartbeat timeout (the default throttle, 0.8 of the
         // timeout, would leave 0.6 s).
-        .max_heartbeat_throttle_interval(Duration::from_secs(1))
-        .build();
+        .max_heartbeat_throttle_interval(Duration::from_secs(1));
+    // Traced: the trace context rides in Temporal's `_tracer-data` header
+    // from session-api's signal to the workflow, its activities and the
+    // services they call.
+    let options = if telemetry.tracing() {
+        options.worker_plugin(OpenTelemetryPlugin::builder().global_propagator().build())
+    } else {
+        options
+    }
+    .build();
     let runtime = Runtime::from_current_tokio(Default::default())?;
     let mut worker = Worker::new(&runtime, client, options)?;
     let shutdown = worker.shutdown_handle();

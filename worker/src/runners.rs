@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use keel_proto::v1 as pb;
 use keel_proto::v1::tool_service_client::ToolServiceClient;
+use keel_server::Traced;
 use tonic::transport::Channel;
 
 use crate::targets::{AddressError, ReplicaKey, Target, resolve_all, update};
@@ -28,7 +29,7 @@ const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// One runner found at an address.
 #[derive(Clone)]
 struct Known {
-    client: ToolServiceClient<Channel>,
+    client: ToolServiceClient<Traced<Channel>>,
     addr: SocketAddr,
     load: pb::DescribeRunnerResponse,
 }
@@ -54,7 +55,7 @@ struct Inner {
     tls: Option<Arc<keel_server::ClientTls>>,
     /// Clients by (configured name, address), kept while the address
     /// resolves.
-    channels: RwLock<BTreeMap<ReplicaKey, ToolServiceClient<Channel>>>,
+    channels: RwLock<BTreeMap<ReplicaKey, ToolServiceClient<Traced<Channel>>>>,
     /// Runners by id, from the last refresh.
     known: RwLock<BTreeMap<String, Known>>,
 }
@@ -106,9 +107,9 @@ impl Runners {
                 .channels
                 .write()
                 .unwrap_or_else(|p| p.into_inner()),
-            ToolServiceClient::new,
+            |channel| ToolServiceClient::new(Traced::new(channel)),
         );
-        let clients: Vec<(SocketAddr, ToolServiceClient<Channel>)> = self
+        let clients: Vec<(SocketAddr, ToolServiceClient<Traced<Channel>>)> = self
             .inner
             .channels
             .read()
@@ -183,7 +184,7 @@ impl Runners {
 
     /// The client of runner `id`, refreshing once if it is not known.
     /// `None`: no address answers as that runner.
-    pub async fn client(&self, id: &str) -> Option<ToolServiceClient<Channel>> {
+    pub async fn client(&self, id: &str) -> Option<ToolServiceClient<Traced<Channel>>> {
         if let Some(k) = self.known().get(id) {
             return Some(k.client.clone());
         }
@@ -193,7 +194,7 @@ impl Runners {
 
     /// Some runner, for sessions that started before workspaces were
     /// leased (one runner served everything then).
-    pub async fn any(&self) -> Option<ToolServiceClient<Channel>> {
+    pub async fn any(&self) -> Option<ToolServiceClient<Traced<Channel>>> {
         let pick = |known: BTreeMap<String, Known>| {
             known
                 .into_values()
@@ -357,7 +358,7 @@ mod tests {
                 (
                     id.to_string(),
                     Known {
-                        client: ToolServiceClient::new(channel.clone()),
+                        client: ToolServiceClient::new(Traced::new(channel.clone())),
                         addr: "127.0.0.1:9".parse().unwrap(),
                         load: pb::DescribeRunnerResponse {
                             runner_id: id.to_string(),

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use keel_proto::v1 as pb;
 use keel_proto::v1::live_service_client::LiveServiceClient;
+use keel_server::Traced;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -37,7 +38,7 @@ const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
 struct Replica {
-    client: LiveServiceClient<Channel>,
+    client: LiveServiceClient<Traced<Channel>>,
     queue: Arc<Queue>,
     sender: AbortHandle,
 }
@@ -50,7 +51,7 @@ impl Drop for Replica {
 
 impl Replica {
     fn new(channel: Channel) -> Self {
-        let client = LiveServiceClient::new(channel);
+        let client = LiveServiceClient::new(Traced::new(channel));
         let queue = Arc::new(Queue::default());
         let sender = tokio::spawn(send_notices(client.clone(), queue.clone())).abort_handle();
         Self {
@@ -110,7 +111,7 @@ impl Queue {
 }
 
 /// Delivers a replica's notices; runs until the replica is dropped.
-async fn send_notices(mut client: LiveServiceClient<Channel>, queue: Arc<Queue>) {
+async fn send_notices(mut client: LiveServiceClient<Traced<Channel>>, queue: Arc<Queue>) {
     let mut delay = RETRY_MIN;
     loop {
         let batch = queue.take_batch();
@@ -217,7 +218,7 @@ impl SessionApis {
     }
 
     /// A client of every replica known now (for calls any one answers).
-    pub fn clients(&self) -> Vec<LiveServiceClient<Channel>> {
+    pub fn clients(&self) -> Vec<LiveServiceClient<Traced<Channel>>> {
         self.replicas().iter().map(|r| r.client.clone()).collect()
     }
 

@@ -20,6 +20,7 @@ mod own_tools;
 mod patch;
 mod prefix;
 mod tool_calls;
+mod trace;
 mod turn;
 
 use std::collections::BTreeMap;
@@ -222,7 +223,13 @@ impl AgentWorkflow {
                 set_queue_full_async(ctx, false);
             }
             match next {
-                Some(turn) => turn::run_turn(ctx, turn).await?,
+                Some(turn) => {
+                    // The turn's activities and spans continue the trace
+                    // its signal came with.
+                    let cx = trace::turn_context(&turn.trace);
+                    opentelemetry::trace::FutureExt::with_context(turn::run_turn(ctx, turn), cx)
+                        .await?
+                }
                 None => break,
             }
         }
@@ -298,6 +305,8 @@ impl AgentWorkflow {
             );
             return;
         }
+        let mut turn = turn;
+        turn.trace = keel_server::telemetry::current_trace_carrier();
         self.durable.recent_turn_ids.push_back(turn.turn_id.clone());
         if self.durable.recent_turn_ids.len() > REMEMBERED_TURN_IDS {
             self.durable.recent_turn_ids.pop_front();

@@ -16,12 +16,14 @@ mod deadline;
 mod hardening;
 mod logging;
 pub mod metrics;
+pub mod telemetry;
 pub mod tls;
 
 pub use deadline::Deadline;
 pub use hardening::protect_process;
-pub use logging::{LogFormat, init_tracing};
+pub use logging::LogFormat;
 pub use metrics::{MetricsArgs, ServerMetrics};
+pub use telemetry::{Telemetry, Traced};
 pub use tls::{ClientTls, PeerTlsArgs, ServerTls, TlsError, keep_alive};
 
 /// Flags and environment shared by every Keel server.

@@ -230,7 +230,7 @@ where
     S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
     S::Error: 'static,
-    ResBody: Body,
+    ResBody: Body + 'static,
 {
     type Response = http::Response<MeteredBody<ResBody>>;
     type Error = S::Error;
@@ -242,8 +242,17 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let (service, method) = labels(&self.known, request.uri().path());
+        let span = server_span(&service, &method, request.headers());
         let mut call = Call::start(self.metrics.clone(), service, method);
-        let future = self.inner.call(request);
+        let future = {
+            let _entered = span.as_ref().map(|s| s.enter());
+            self.inner.call(request)
+        };
+        let future: BoxFuture<Result<S::Response, S::Error>> = match &span {
+            Some(span) => Box::pin(tracing::Instrument::instrument(future, span.clone())),
+            None => Box::pin(future),
+        };
+        call.span = span;
         Box::pin(async move {
             let response = future.await?;
             // A trailers-only answer (an error before any message) carries
@@ -256,6 +265,43 @@ where
     }
 }
 
+/// The span a call of a served Keel method runs in while tracing is on
+/// (health checks and reflection are not traced): a child of the caller's
+/// span when its metadata carries `traceparent`, else a new trace. It ends
+/// with the call's response body, so a stream's span lasts the stream.
+fn server_span(service: &str, method: &str, headers: &http::HeaderMap) -> Option<tracing::Span> {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if !crate::telemetry::tracing_enabled() || !service.starts_with("keel.") {
+        return None;
+    }
+    let parent = crate::telemetry::extract_parent(headers);
+    // Background calls — the workers' notices and live deltas
+    // (LiveService), their polls of the tool-runners (DescribeRunner) —
+    // come many a minute from outside any trace; traced only when they
+    // continue one.
+    let background = service == "keel.v1.LiveService"
+        || (service == "keel.v1.ToolService" && method == "DescribeRunner");
+    if background && !parent.span().span_context().is_valid() {
+        return None;
+    }
+    let span = tracing::info_span!(
+        target: "keel_server",
+        "grpc",
+        otel.name = format!("{service}/{method}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+    );
+    let _ = span.set_parent(parent);
+    Some(span)
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
 /// One call being answered: counted in flight until it is finished (or
 /// dropped, when the client went away).
 struct Call {
@@ -264,6 +310,7 @@ struct Call {
     method: String,
     started: Instant,
     done: bool,
+    span: Option<tracing::Span>,
 }
 
 impl Call {
@@ -278,6 +325,7 @@ impl Call {
             method,
             started: Instant::now(),
             done: false,
+            span: None,
         }
     }
 
@@ -299,6 +347,27 @@ impl Call {
         m.duration
             .with_label_values(&labels)
             .observe(self.started.elapsed().as_secs_f64());
+        if let Some(span) = self.span.take() {
+            let name = code_name(code);
+            let number = match code {
+                "cancelled" => 1,
+                c => c.parse::<i64>().unwrap_or(2),
+            };
+            span.record("rpc.grpc.status_code", number);
+            // OpenTelemetry's rule for gRPC servers: these codes are the
+            // server's failure, the others the caller's.
+            if matches!(
+                name,
+                "Unknown"
+                    | "DeadlineExceeded"
+                    | "Unimplemented"
+                    | "Internal"
+                    | "Unavailable"
+                    | "DataLoss"
+            ) {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
     }
 }
 

@@ -6,5 +6,6 @@ pub mod fake_model;
 pub mod history;
 pub mod mcp;
 pub mod measure;
+pub mod otlp;
 pub mod session;
 pub mod stack;

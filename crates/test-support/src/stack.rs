@@ -146,6 +146,9 @@ pub struct StackOptions {
     /// Services talk plaintext (`--insecure-plaintext`) instead of mutual
     /// TLS with the stack's own CA.
     pub insecure_plaintext: bool,
+    /// Extra environment for every Keel process (not Temporal), e.g. an
+    /// [`crate::otlp::OtlpReceiver`]'s.
+    pub env: Vec<(String, String)>,
 }
 
 /// The names of a stack's processes (for [`Stack::pid`]), Temporal first.
@@ -194,6 +197,7 @@ impl StackOptions {
             model_proxy_args: Vec::new(),
             mcp_broker_args: Vec::new(),
             insecure_plaintext: false,
+            env: Vec::new(),
         }
     }
 }
@@ -391,6 +395,13 @@ impl Stack {
             .env_remove("OPENAI_BASE_URL")
             .env_remove("KEEL_MODEL")
             .env("NO_COLOR", "1")
+            .envs(
+                self.options
+                    .env
+                    .iter()
+                    .filter(|_| name != "temporal")
+                    .map(|(k, v)| (k, v)),
+            )
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .spawn()
             .with_context(|| format!("cannot start {name}"))?;

@@ -6,7 +6,8 @@ use std::time::Duration;
 use std::path::PathBuf;
 
 use temporalio_client::{
-    Client, ClientOptions, ClientTlsOptions, Connection, ConnectionOptions, TlsOptions, Url,
+    Client, ClientOptions, ClientTlsOptions, Connection, ConnectionOptions, ErasedClientPlugin,
+    TlsOptions, Url,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -72,11 +73,22 @@ pub struct TemporalArgs {
     pub temporal_api_key_file: Option<PathBuf>,
 }
 
-/// How to reach Temporal beyond its address.
-#[derive(Debug, Clone, Default)]
+/// How to reach Temporal beyond its address, and the client's plugins.
+#[derive(Clone, Default)]
 pub struct Security {
     pub tls: Option<TlsOptions>,
     pub api_key: Option<String>,
+    pub plugins: Vec<ErasedClientPlugin>,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("tls", &self.tls)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("plugins", &self.plugins.len())
+            .finish()
+    }
 }
 
 impl TemporalArgs {
@@ -119,6 +131,7 @@ impl TemporalArgs {
         Ok(Security {
             tls: Some(options),
             api_key,
+            plugins: Vec::new(),
         })
     }
 
@@ -128,7 +141,22 @@ impl TemporalArgs {
         identity: String,
         patience: Duration,
     ) -> Result<Client, ConnectError> {
-        let security = self.security()?;
+        self.connect_with_plugins(identity, patience, Vec::new())
+            .await
+    }
+
+    /// [`Self::connect`], with client plugins (the Temporal SDK's tracing
+    /// plugin, when traces are exported).
+    pub async fn connect_with_plugins(
+        &self,
+        identity: String,
+        patience: Duration,
+        plugins: Vec<ErasedClientPlugin>,
+    ) -> Result<Client, ConnectError> {
+        let security = Security {
+            plugins,
+            ..self.security()?
+        };
         connect_with(
             &self.temporal_address,
             &self.namespace,
@@ -184,11 +212,12 @@ pub async fn connect_with(
         opts.api_key = security.api_key.clone();
         let err = match Connection::connect(opts).await {
             Ok(conn) => {
-                return Client::new(conn, ClientOptions::new(namespace).build()).map_err(|e| {
-                    ConnectError::InvalidAddress {
-                        address: address.into(),
-                        reason: e.to_string(),
-                    }
+                let options = ClientOptions::new(namespace)
+                    .plugins(security.plugins.iter().cloned())
+                    .build();
+                return Client::new(conn, options).map_err(|e| ConnectError::InvalidAddress {
+                    address: address.into(),
+                    reason: e.to_string(),
                 });
             }
             Err(e) => e.to_string(),

@@ -751,6 +751,11 @@ pub struct UserTurn {
     /// the blob store; empty: free text.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub output_schema_digest: String,
+    /// The trace the turn belongs to, as W3C `traceparent` (and
+    /// `tracestate`, `baggage`): set by the workflow from the signal that
+    /// queued it; empty while tracing is off.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub trace: BTreeMap<String, String>,
 }
 
 /// A message that joins the running turn (update `steer`): the model sees it

@@ -35,7 +35,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
-    keel_server::init_tracing(args.serve.log_format);
+    let _telemetry = keel_server::telemetry::init("keel-mcp-broker", args.serve.log_format)?;
     args.serve.metrics = Some(args.metrics.start().await?);
     keel_server::protect_process();
     let tls = args.tls.server("the mcp-broker")?;

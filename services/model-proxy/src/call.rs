@@ -105,6 +105,7 @@ impl Call<'_> {
                 "retrying the model request"
             );
             self.metrics.retry(&self.provider.id, "stream");
+            tracing::Span::current().record("keel.model.retries", retries);
             let notice = Event::StreamError(StreamError {
                 message: format!("Reconnecting... {retries}/{max}"),
                 attempt: retries,
@@ -130,6 +131,7 @@ impl Call<'_> {
         let mut on_retry = |e: &ProxyError, n: u32| {
             self.metrics.error(&self.provider.id, e.class());
             self.metrics.retry(&self.provider.id, "request");
+            tracing::Span::current().record("keel.model.retries", n);
             tracing::warn!(
                 provider = %self.provider.id,
                 retry = n,
@@ -151,6 +153,10 @@ impl Call<'_> {
                 *first_byte_seen = true;
                 self.metrics
                     .first_byte(&self.provider.id, self.model, self.started.elapsed());
+                tracing::Span::current().record(
+                    "keel.model.time_to_first_byte_ms",
+                    self.started.elapsed().as_secs_f64() * 1000.0,
+                );
             }
             let forward = match event {
                 ResponseEvent::OutputTextDelta { item_id, delta } => {

@@ -66,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
     // reqwest is built with `rustls-no-provider`: without this it panics.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut args = Args::parse();
-    keel_server::init_tracing(args.serve.log_format);
+    let _telemetry = keel_server::telemetry::init("keel-model-proxy", args.serve.log_format)?;
     keel_server::protect_process();
     let tls = args.tls.server("the model-proxy")?;
 

@@ -185,7 +185,25 @@ impl ModelService for ModelProxy {
         } else {
             req.model.clone()
         };
-        let span = tracing::info_span!("stream_response", session_id = %req.session_id, provider = %provider_id, %model);
+        // A span of its own in the caller's trace: the model call, with
+        // OpenTelemetry's GenAI attribute names.
+        let span = tracing::info_span!(
+            "stream_response",
+            otel.name = format!("model call {model}"),
+            session_id = %req.session_id,
+            provider = %provider_id,
+            %model,
+            gen_ai.system = %provider_id,
+            gen_ai.request.model = %model,
+            gen_ai.response.model = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            keel.model.cached_input_tokens = tracing::field::Empty,
+            keel.model.time_to_first_byte_ms = tracing::field::Empty,
+            keel.model.retries = tracing::field::Empty,
+            keel.model.outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
         let (tx, rx) = mpsc::channel(64);
         let inner = Arc::clone(&self.inner);
         tokio::spawn(
@@ -201,6 +219,11 @@ impl ModelService for ModelProxy {
                     Err(e) => e.class(),
                 };
                 inner.metrics.call(&provider_id, &model, outcome, started.elapsed());
+                let span = tracing::Span::current();
+                span.record("keel.model.outcome", outcome);
+                if !matches!(result, Ok(()) | Err(ProxyError::ClientGone)) {
+                    span.record("otel.status_code", "ERROR");
+                }
                 match result {
                     Ok(()) => {}
                     Err(ProxyError::ClientGone) => {
@@ -417,6 +440,13 @@ impl Inner {
             "model response completed"
         );
         self.metrics.tokens(provider_id, model, &usage);
+        let span = tracing::Span::current();
+        if let Some(answered_by) = &answered_by {
+            span.record("gen_ai.response.model", answered_by.as_str());
+        }
+        span.record("gen_ai.usage.input_tokens", usage.input_tokens);
+        span.record("gen_ai.usage.output_tokens", usage.output_tokens);
+        span.record("keel.model.cached_input_tokens", usage.cached_input_tokens);
         for (digest, item) in outputs {
             let done = OutputItemDone {
                 digest,

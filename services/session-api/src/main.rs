@@ -60,18 +60,31 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
-    keel_server::init_tracing(args.serve.log_format);
+    let telemetry = keel_server::telemetry::init("keel-session-api", args.serve.log_format)?;
     let server_metrics = args.metrics.start().await?;
     args.serve.metrics = Some(server_metrics.clone());
     keel_server::protect_process();
     let auth = args.auth.authenticator().await?;
     let internal_tls = args.tls.server("session-api's internal listener")?;
     let blobs = args.blobs.open()?;
+    // Traced: signals, updates and queries carry the caller's trace context
+    // to the workflow (Temporal's `_tracer-data` header).
+    let plugins = if telemetry.tracing() {
+        vec![
+            temporalio_sdk::opentelemetry::OpenTelemetryPlugin::builder()
+                .global_propagator()
+                .build()
+                .into(),
+        ]
+    } else {
+        Vec::new()
+    };
     let client = args
         .temporal
-        .connect(
+        .connect_with_plugins(
             format!("keel-session-api@{}", std::process::id()),
             Duration::from_secs(60),
+            plugins,
         )
         .await?;
     let api = SessionApi::new(

@@ -307,6 +307,8 @@ impl SessionService for SessionApi {
             text_truncated,
             context,
             output_schema_digest,
+            // The workflow sets it from the signal's trace context.
+            trace: Default::default(),
         };
         self.signal(&key, UserTurnSignal, turn, "cannot send the turn")
             .await?;
@@ -376,6 +378,7 @@ impl SessionService for SessionApi {
             text_truncated,
             context: None,
             output_schema_digest: String::new(),
+            trace: Default::default(),
         };
         self.signal(&key, UserTurnSignal, turn, "cannot queue the turn")
             .await?;

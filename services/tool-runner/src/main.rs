@@ -364,7 +364,7 @@ fn main() -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(mut args: ServeOptions) -> anyhow::Result<()> {
-    keel_server::init_tracing(args.serve.log_format);
+    let _telemetry = keel_server::telemetry::init("keel-tool-runner", args.serve.log_format)?;
     let server_metrics = args.metrics.start().await?;
     args.serve.metrics = Some(server_metrics.clone());
     keel_server::protect_process();

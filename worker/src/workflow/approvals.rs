@@ -99,6 +99,7 @@ pub(super) async fn ask(
     event: Msg,
 ) -> Option<Answer> {
     let now = ctx.workflow_time();
+    let asked = now;
     ctx.state_mut(|s| {
         s.requests.push(PendingRequest {
             request_id: request_id.to_string(),
@@ -123,7 +124,7 @@ pub(super) async fn ask(
     if mark_waiting && ctx.state(|s| s.requests.len() == 1) {
         super::upsert_memo(ctx, keel_workflow_api::RunStatus::Running);
     }
-    ctx.state_mut(|s| {
+    let (answer, decision) = ctx.state_mut(|s| {
         s.requests.retain(|q| q.request_id != request_id);
         let response = s.answers.remove(request_id);
         let response = response.filter(|_| waited.is_ok() && !s.turn_interrupted());
@@ -166,8 +167,30 @@ pub(super) async fn ask(
                 answered_by,
             }),
         );
-        answer
-    })
+        (answer, decision)
+    });
+    super::trace::record(
+        "wait for answer",
+        asked,
+        now,
+        vec![
+            opentelemetry::KeyValue::new("keel.turn_id", turn_id.to_string()),
+            opentelemetry::KeyValue::new("keel.call_id", request_id.to_string()),
+            opentelemetry::KeyValue::new(
+                "keel.request.kind",
+                pb::PendingRequestKind::from(kind).as_str_name(),
+            ),
+            opentelemetry::KeyValue::new(
+                "keel.request.decision",
+                decision
+                    .as_str_name()
+                    .trim_start_matches("REVIEW_DECISION_KIND_")
+                    .to_lowercase(),
+            ),
+            opentelemetry::KeyValue::new("keel.request.answered", answer.is_some()),
+        ],
+    );
+    answer
 }
 
 /// The outcome of an approval request.

@@ -35,6 +35,7 @@ pub(super) async fn run_turn(
     let iteration_setting = ctx.patched(PATCH_ITERATION_CAP);
     let call_prefix = ctx.patched(PATCH_CALL_PREFIX);
     let now = ctx.workflow_time();
+    let started = now;
     ctx.state_mut(|s| {
         s.iteration_setting = iteration_setting;
         s.call_prefix = call_prefix;
@@ -83,6 +84,27 @@ pub(super) async fn run_turn(
         });
     let compact = over_limit && ctx.patched(PATCH_AUTO_COMPACT);
     let now = ctx.workflow_time();
+    super::trace::record(
+        "turn",
+        started,
+        now,
+        vec![
+            opentelemetry::KeyValue::new(
+                "keel.session_id",
+                ctx.state(|s| s.input.session_id.clone()),
+            ),
+            opentelemetry::KeyValue::new("keel.turn_id", turn_id.clone()),
+            opentelemetry::KeyValue::new(
+                "keel.turn.outcome",
+                match end {
+                    TurnEnd::Completed => "completed",
+                    TurnEnd::Interrupted => "interrupted",
+                },
+            ),
+            opentelemetry::KeyValue::new("keel.tokens.input", turn_usage.input_tokens as i64),
+            opentelemetry::KeyValue::new("keel.tokens.output", turn_usage.output_tokens as i64),
+        ],
+    );
     ctx.state_mut(|s| {
         s.durable.usage.add(&turn_usage);
         let rate_limits = s.last_rate_limits.take();

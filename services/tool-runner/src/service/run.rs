@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tracing::Instrument as _;
 
 use keel_blobstore::BlobError;
 use keel_proto::v1::{CommandRun, RunToolRequest, RunToolResponse};
@@ -54,7 +55,27 @@ impl ToolRunner {
             let (exec, role) = self.inner.executions.begin(&key, &digest);
             match role {
                 Role::New => {
-                    tokio::spawn(self.clone().drive(Arc::clone(&exec), req.clone()));
+                    // The tool call's span, in the caller's trace (this
+                    // call's span is the current one).
+                    let span = tracing::info_span!(
+                        "tool_call",
+                        otel.name = format!("tool {}", req.tool_name),
+                        session_id = %req.session_id,
+                        call_id = %req.call_id,
+                        tool = %req.tool_name,
+                        keel.tool.attempt = req.attempt,
+                        keel.tool.outcome = tracing::field::Empty,
+                        keel.command.argv0 = tracing::field::Empty,
+                        keel.command.exit_code = tracing::field::Empty,
+                        keel.command.duration_ms = tracing::field::Empty,
+                        keel.sandbox.mode = tracing::field::Empty,
+                        keel.sandbox.denied = tracing::field::Empty,
+                    );
+                    tokio::spawn(
+                        self.clone()
+                            .drive(Arc::clone(&exec), req.clone())
+                            .instrument(span),
+                    );
                 }
                 Role::StoreAgain(unstored) => {
                     tokio::spawn(self.clone().store_again(Arc::clone(&exec), unstored));
@@ -212,11 +233,34 @@ impl ToolRunner {
                 self.execute(req).await
             } => outcome,
         };
-        self.inner.metrics.call(
-            &req.tool_name,
-            crate::metrics::outcome_label(&outcome, exec.was_aborted()),
-            start.elapsed(),
+        let label = crate::metrics::outcome_label(&outcome, exec.was_aborted());
+        self.inner
+            .metrics
+            .call(&req.tool_name, label, start.elapsed());
+        let span = tracing::Span::current();
+        span.record("keel.tool.outcome", label);
+        span.record("keel.sandbox.denied", outcome.sandbox_denied);
+        span.record(
+            "keel.sandbox.mode",
+            req.sandbox
+                .as_ref()
+                .and_then(|s| keel_proto::v1::SandboxMode::try_from(s.mode).ok())
+                .map_or("default", |mode| mode.as_str_name()),
         );
+        if let Some(command) = &outcome.command {
+            // The program only: arguments may hold what should not leave
+            // the runner.
+            if let Some(argv0) = command.command.first() {
+                span.record("keel.command.argv0", argv0.as_str());
+            }
+            if command.process_id.is_none() {
+                span.record("keel.command.exit_code", command.exit_code);
+            }
+            span.record(
+                "keel.command.duration_ms",
+                command.duration.as_secs_f64() * 1000.0,
+            );
+        }
         tracing::info!(
             session_id = %req.session_id,
             call_id = %req.call_id,
