@@ -433,7 +433,9 @@ async fn the_dev_overlay_starts_keel_and_runs_a_session() {
                 let v = match k.as_str() {
                     // Each pod binds its ports on loopback, not 0.0.0.0.
                     "KEEL_LISTEN" | "KEEL_INTERNAL_LISTEN" => "127.0.0.1:0".to_string(),
-                    "KEEL_METRICS_LISTEN" => "127.0.0.1:0".to_string(),
+                    "KEEL_METRICS_LISTEN" | "KEEL_TEMPORAL_METRICS_LISTEN" => {
+                        "127.0.0.1:0".to_string()
+                    }
                     _ => resolve(v),
                 };
                 env.push((k.clone(), v));

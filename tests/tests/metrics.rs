@@ -34,6 +34,8 @@ fn requests(text: &str, service: &str, method: &str, code: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_service_serves_red_metrics_with_bounded_labels() {
     let fake = FakeModel::start(vec![
+        // Retried by the model-proxy: its error and retry counters show.
+        Scripted::error(500, "server_error", "try again"),
         Scripted::shell("c1", &["echo", "metered"]),
         Scripted::assistant("done"),
         Scripted::shell("c2", &["touch", "approved-file"]),
@@ -217,6 +219,7 @@ async fn every_service_serves_red_metrics_with_bounded_labels() {
 
     // Every process answers (the worker's server has health only); no
     // label names the session.
+    let mut everything = String::new();
     for name in [
         "keel-session-api",
         "keel-model-proxy",
@@ -226,5 +229,75 @@ async fn every_service_serves_red_metrics_with_bounded_labels() {
     ] {
         let text = stack.metrics(name).await.unwrap();
         assert!(!text.contains("metered-session"), "{name}:\n{text}");
+        everything.push_str(&text);
     }
+
+    // The Temporal SDK's own worker metrics, on the worker's second
+    // endpoint: the workflow tasks and activities of these turns.
+    let sdk = stack.temporal_metrics("keel-worker").await.unwrap();
+    for family in [
+        "temporal_workflow_task_execution_latency_seconds",
+        "temporal_activity_execution_latency_seconds",
+        "temporal_worker_task_slots_available",
+    ] {
+        assert!(
+            sdk.contains(&format!("# TYPE {family} ")),
+            "{family}:\n{sdk}"
+        );
+    }
+    everything.push_str(&sdk);
+
+    // Every metric the Grafana dashboard (deploy/grafana) charts is one the
+    // processes export.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/grafana/keel-dashboard.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let charted = dashboard_metrics(&dashboard);
+    assert!(charted.len() >= 10, "{charted:?}");
+    for name in &charted {
+        assert!(
+            everything.contains(&format!("# TYPE {name} ")),
+            "the dashboard charts {name}, which no process exports"
+        );
+    }
+}
+
+/// The `keel_…` metric names in a Grafana dashboard's queries, histogram
+/// series named by their family.
+fn dashboard_metrics(dashboard: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut queue = vec![dashboard];
+    while let Some(value) = queue.pop() {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, v) in map {
+                    if let (true, Some(expr)) = (key == "expr" || key == "query", v.as_str()) {
+                        let mut rest = expr;
+                        while let Some(at) = rest.find("keel_") {
+                            let tail = &rest[at..];
+                            let end = tail
+                                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                                .unwrap_or(tail.len());
+                            let name = &tail[..end];
+                            let family = ["_bucket", "_sum", "_count"]
+                                .iter()
+                                .find_map(|s| name.strip_suffix(s))
+                                .unwrap_or(name);
+                            names.insert(family.to_string());
+                            rest = &tail[end..];
+                        }
+                    }
+                    queue.push(v);
+                }
+            }
+            serde_json::Value::Array(items) => queue.extend(items),
+            _ => {}
+        }
+    }
+    names
 }

@@ -4,7 +4,8 @@
 //! model-proxy's and the tool-runner's spans, and the workflow's own spans
 //! for the turn and the wait for an approval. The worker is killed while
 //! the approval waits; the trace goes on, in the same trace, with every
-//! parent link intact.
+//! parent link intact. The tool-runner exports over OTLP/HTTP, the others
+//! over gRPC; log lines (JSON) carry the trace, session and call ids.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
@@ -42,6 +43,12 @@ async fn a_turn_is_one_trace_from_the_client_to_every_service_across_a_worker_ki
     .unwrap();
     let mut options = StackOptions::new(fake.base_url());
     options.env = otlp.env();
+    options.env.push(("KEEL_LOG_FORMAT".into(), "json".into()));
+    // The tool-runner exports over OTLP/HTTP, the others over gRPC.
+    options.tool_runner_env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), otlp.http_endpoint()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/protobuf".into()),
+    ];
     let mut stack = Stack::launch(options).await.unwrap();
     let mut client = stack.connect().await.unwrap();
     let ws = tempfile::tempdir().unwrap();
@@ -154,6 +161,14 @@ async fn a_turn_is_one_trace_from_the_client_to_every_service_across_a_worker_ki
             span.parent_span_id
         );
     }
+    for span in &turn {
+        let expected = if span.service == "keel-tool-runner" {
+            "http"
+        } else {
+            "grpc"
+        };
+        assert_eq!(span.via, expected, "{span:?}");
+    }
     // Nothing recorded twice by the replaying worker.
     assert_eq!(ids.len(), turn.len(), "{names:?}");
 
@@ -231,6 +246,24 @@ async fn a_turn_is_one_trace_from_the_client_to_every_service_across_a_worker_ki
     assert_eq!(turn_span.attr("keel.turn.outcome"), Some("completed"));
     assert!(turn_span.start_unix_nano <= wait.start_unix_nano);
     assert!(turn_span.end_unix_nano >= wait.end_unix_nano);
+
+    // Log lines say which trace, session and call they belong to.
+    let logged = |process: &str, message: &str| -> serde_json::Value {
+        let text = stack.proc(process).unwrap().log_text();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["message"] == message && l["trace_id"] == trace.as_str())
+            .unwrap_or_else(|| {
+                panic!("no {message:?} line of trace {trace} in {process}'s log:\n{text}")
+            })
+    };
+    let line = logged("keel-tool-runner", "tool call");
+    assert_eq!(line["call_id"], "c1", "{line}");
+    assert_eq!(line["session_id"], stack.session_key(&sid), "{line}");
+    assert_eq!(line["span_id"], tool.span_id.as_str(), "{line}");
+    let line = logged("keel-model-proxy", "model response completed");
+    assert_eq!(line["session_id"], stack.session_key(&sid), "{line}");
+    assert_eq!(line["level"], "INFO", "{line}");
 
     // For the replay tests: a history whose signal carries trace context.
     keel_test_support::history::close_and_record(

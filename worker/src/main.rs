@@ -1,7 +1,9 @@
 //! keel-worker: polls Temporal for session workflows and their activities.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::Parser;
 use keel_worker::activities::KeelActivities;
 use keel_worker::affinity::Affine;
@@ -10,9 +12,14 @@ use keel_worker::notices::NoticeInterceptor;
 use keel_worker::runners::Runners;
 use keel_worker::session_apis::SessionApis;
 use keel_worker::workflow::AgentWorkflow;
+use temporalio_common::telemetry::metrics::CoreMeter;
+use temporalio_common::telemetry::{
+    PrometheusExporterOptions, TelemetryOptions, start_prometheus_metric_exporter,
+};
 use temporalio_sdk::opentelemetry::{
     OpenTelemetryPlugin, WorkflowIdGenerator, WorkflowSpanProcessor,
 };
+use temporalio_sdk::runtime::RuntimeOptions;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 #[derive(Debug, Parser)]
@@ -25,6 +32,21 @@ struct Args {
     metrics: keel_server::MetricsArgs,
     #[command(flatten)]
     temporal: keel_workflow_api::client::TemporalArgs,
+    /// Serve the Temporal SDK's own worker metrics (task slots, poll and
+    /// task latencies, sticky cache) in Prometheus' text format on
+    /// `http://ADDR/metrics` — an endpoint of its own, beside
+    /// --metrics-listen's (off by default; port 0 picks a free port).
+    #[arg(long, env = "KEEL_TEMPORAL_METRICS_LISTEN", value_name = "ADDR")]
+    temporal_metrics_listen: Option<std::net::SocketAddr>,
+    /// Once the Temporal SDK's metrics endpoint listens, write its address
+    /// (host:port) to this file.
+    #[arg(
+        long,
+        env = "KEEL_TEMPORAL_METRICS_ADDR_FILE",
+        value_name = "FILE",
+        requires = "temporal_metrics_listen"
+    )]
+    temporal_metrics_addr_file: Option<std::path::PathBuf>,
     /// model-proxy names (host:port or http(s)://host:port,
     /// comma-separated). Every address a name resolves to is a replica (a
     /// headless Kubernetes service names them all); model calls are
@@ -157,7 +179,7 @@ async fn main() -> anyhow::Result<()> {
         options
     }
     .build();
-    let runtime = Runtime::from_current_tokio(Default::default())?;
+    let runtime = Runtime::from_current_tokio(runtime_options(&args)?)?;
     let mut worker = Worker::new(&runtime, client, options)?;
     let shutdown = worker.shutdown_handle();
 
@@ -180,4 +202,36 @@ async fn main() -> anyhow::Result<()> {
     health.abort();
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// The SDK runtime's options: its metrics on their own endpoint when
+/// --temporal-metrics-listen is set (the SDK serves them itself), with
+/// Prometheus' naming (`_total` counters, durations in `_seconds`).
+fn runtime_options(args: &Args) -> anyhow::Result<RuntimeOptions> {
+    let Some(addr) = args.temporal_metrics_listen else {
+        return Ok(RuntimeOptions::default());
+    };
+    let started = start_prometheus_metric_exporter(
+        PrometheusExporterOptions::builder()
+            .socket_addr(addr)
+            .counters_total_suffix(true)
+            .use_seconds_for_durations(true)
+            .unit_suffix(true)
+            .build(),
+    )
+    .with_context(|| format!("cannot serve the Temporal SDK's metrics on {addr}"))?;
+    if let Some(path) = &args.temporal_metrics_addr_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, started.bound_addr.to_string())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    tracing::info!(addr = %started.bound_addr, "serving the Temporal SDK's metrics on /metrics");
+    let telemetry = TelemetryOptions::builder()
+        .metrics(started.meter as Arc<dyn CoreMeter>)
+        .build();
+    RuntimeOptions::builder()
+        .telemetry_options(telemetry)
+        .build()
+        .map_err(|e| anyhow::anyhow!("Temporal SDK runtime options: {e}"))
 }

@@ -31,6 +31,8 @@ pub struct ReceivedSpan {
     pub attributes: BTreeMap<String, String>,
     pub start_unix_nano: u64,
     pub end_unix_nano: u64,
+    /// How it came: `"grpc"` or `"http"`.
+    pub via: &'static str,
 }
 
 impl ReceivedSpan {
@@ -79,7 +81,7 @@ impl OtlpReceiver {
                 async move {
                     match ExportTraceServiceRequest::decode(body) {
                         Ok(request) => {
-                            store(&keep, request);
+                            store(&keep, request, "http");
                             (
                                 axum::http::StatusCode::OK,
                                 ExportTraceServiceResponse::default().encode_to_vec(),
@@ -159,7 +161,7 @@ impl TraceService for Receiver {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        store(&self.0, request.into_inner());
+        store(&self.0, request.into_inner(), "grpc");
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -175,7 +177,7 @@ fn text(value: Option<&Value>) -> String {
     }
 }
 
-fn store(spans: &Spans, request: ExportTraceServiceRequest) {
+fn store(spans: &Spans, request: ExportTraceServiceRequest, via: &'static str) {
     let mut got = Vec::new();
     for resource_spans in request.resource_spans {
         let service = resource_spans
@@ -205,6 +207,7 @@ fn store(spans: &Spans, request: ExportTraceServiceRequest) {
                         .collect(),
                     start_unix_nano: span.start_time_unix_nano,
                     end_unix_nano: span.end_time_unix_nano,
+                    via,
                 });
             }
         }

@@ -535,6 +535,15 @@ impl Stack {
             keel_stack::Component::McpBroker => {
                 args.extend(self.options.mcp_broker_args.iter().cloned())
             }
+            // The Temporal SDK's metrics (see Stack::temporal_metrics).
+            keel_stack::Component::Worker => args.extend([
+                "--temporal-metrics-listen".to_string(),
+                "127.0.0.1:0".to_string(),
+                "--temporal-metrics-addr-file".to_string(),
+                self.metrics_addr_file(&format!("{name}.temporal"))
+                    .display()
+                    .to_string(),
+            ]),
             // Replicas need state directories of their own (the default
             // one, beside the blob store, is the first runner's).
             keel_stack::Component::ToolRunner if name != component.program() => {
@@ -562,7 +571,17 @@ impl Stack {
 
     /// The Prometheus text the process `name` serves on `/metrics` now.
     pub async fn metrics(&self, name: &str) -> anyhow::Result<String> {
-        let file = self.metrics_addr_file(name);
+        self.scrape(name, self.metrics_addr_file(name)).await
+    }
+
+    /// The Temporal SDK's metrics the worker `name` serves now
+    /// (`--temporal-metrics-listen`).
+    pub async fn temporal_metrics(&self, name: &str) -> anyhow::Result<String> {
+        self.scrape(name, self.metrics_addr_file(&format!("{name}.temporal")))
+            .await
+    }
+
+    async fn scrape(&self, name: &str, file: PathBuf) -> anyhow::Result<String> {
         let addr = std::fs::read_to_string(&file)
             .with_context(|| format!("{name} wrote no metrics address ({})", file.display()))?;
         // reqwest is built without a TLS provider of its own.
