@@ -65,11 +65,7 @@ async fn every_service_serves_red_metrics_with_bounded_labels() {
     session::send(&mut client, &sid, "t1", "run it")
         .await
         .unwrap();
-    session::until(&mut events, |e| {
-        matches!(e.msg, Some(Msg::TurnComplete(_))).then_some(())
-    })
-    .await
-    .unwrap();
+    session::until_turn_complete(&mut events).await.unwrap();
     // A command that needs an approval, answered.
     let (asked_sid, mut asked) = session::open(
         &mut client,
@@ -93,22 +89,10 @@ async fn every_service_serves_red_metrics_with_bounded_labels() {
     })
     .await
     .unwrap();
-    client
-        .respond(pb::RespondRequest {
-            session_id: asked_sid.clone(),
-            request_id: call_id,
-            answer: Some(pb::respond_request::Answer::Decision(pb::ReviewDecision {
-                kind: pb::ReviewDecisionKind::Approved as i32,
-                execpolicy_amendment: vec![],
-            })),
-        })
+    session::approve(&mut client, &asked_sid, &call_id)
         .await
         .unwrap();
-    session::until(&mut asked, |e| {
-        matches!(e.msg, Some(Msg::TurnComplete(_))).then_some(())
-    })
-    .await
-    .unwrap();
+    session::until_turn_complete(&mut asked).await.unwrap();
 
     // A path session-api does not serve.
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", stack.session_api))
@@ -232,6 +216,34 @@ async fn every_service_serves_red_metrics_with_bounded_labels() {
         everything.push_str(&text);
     }
 
+    // Every service that reads and writes blobs counts them.
+    for name in ["keel-session-api", "keel-model-proxy", "keel-tool-runner"] {
+        let text = stack.metrics(name).await.unwrap();
+        assert!(
+            sample(
+                &text,
+                "keel_blob_store_operations_total",
+                "op=\"put\",outcome=\"ok\""
+            )
+            .is_some_and(|n| n >= 1.0),
+            "{name}:\n{text}"
+        );
+        assert!(
+            sample(&text, "keel_blob_store_bytes_total", "op=\"put\"").is_some_and(|n| n >= 1.0),
+            "{name}:\n{text}"
+        );
+    }
+    let proxy = stack.metrics("keel-model-proxy").await.unwrap();
+    assert!(
+        sample(
+            &proxy,
+            "keel_blob_store_operations_total",
+            "op=\"get\",outcome=\"ok\""
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{proxy}"
+    );
+
     // The Temporal SDK's own worker metrics, on the worker's second
     // endpoint: the workflow tasks and activities of these turns.
     let sdk = stack.temporal_metrics("keel-worker").await.unwrap();
@@ -267,8 +279,8 @@ async fn every_service_serves_red_metrics_with_bounded_labels() {
     }
 }
 
-/// The `keel_…` metric names in a Grafana dashboard's queries, histogram
-/// series named by their family.
+/// The `keel_…` and `temporal_…` metric names in a Grafana dashboard's
+/// queries, histogram series named by their family.
 fn dashboard_metrics(dashboard: &serde_json::Value) -> std::collections::BTreeSet<String> {
     let mut names = std::collections::BTreeSet::new();
     let mut queue = vec![dashboard];
@@ -278,7 +290,11 @@ fn dashboard_metrics(dashboard: &serde_json::Value) -> std::collections::BTreeSe
                 for (key, v) in map {
                     if let (true, Some(expr)) = (key == "expr" || key == "query", v.as_str()) {
                         let mut rest = expr;
-                        while let Some(at) = rest.find("keel_") {
+                        while let Some(at) = ["keel_", "temporal_"]
+                            .iter()
+                            .filter_map(|prefix| rest.find(prefix))
+                            .min()
+                        {
                             let tail = &rest[at..];
                             let end = tail
                                 .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))

@@ -101,22 +101,8 @@ async fn a_turn_is_one_trace_from_the_client_to_every_service_across_a_worker_ki
     stack.kill("keel-worker").unwrap();
     stack.restart("keel-worker").unwrap();
 
-    client
-        .respond(pb::RespondRequest {
-            session_id: sid.clone(),
-            request_id: call_id,
-            answer: Some(pb::respond_request::Answer::Decision(pb::ReviewDecision {
-                kind: pb::ReviewDecisionKind::Approved as i32,
-                execpolicy_amendment: vec![],
-            })),
-        })
-        .await
-        .unwrap();
-    session::until(&mut events, |e| {
-        matches!(e.msg, Some(Msg::TurnComplete(_))).then_some(())
-    })
-    .await
-    .unwrap();
+    session::approve(&mut client, &sid, &call_id).await.unwrap();
+    session::until_turn_complete(&mut events).await.unwrap();
     assert!(ws.path().join("traced-file").exists());
 
     let spans = otlp
@@ -259,10 +245,12 @@ async fn a_turn_is_one_trace_from_the_client_to_every_service_across_a_worker_ki
     };
     let line = logged("keel-tool-runner", "tool call");
     assert_eq!(line["call_id"], "c1", "{line}");
+    assert_eq!(line["turn_id"], "t1", "{line}");
     assert_eq!(line["session_id"], stack.session_key(&sid), "{line}");
     assert_eq!(line["span_id"], tool.span_id.as_str(), "{line}");
     let line = logged("keel-model-proxy", "model response completed");
     assert_eq!(line["session_id"], stack.session_key(&sid), "{line}");
+    assert_eq!(line["turn_id"], "t1", "{line}");
     assert_eq!(line["level"], "INFO", "{line}");
 
     // For the replay tests: a history whose signal carries trace context.

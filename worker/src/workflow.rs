@@ -226,7 +226,7 @@ impl AgentWorkflow {
                 Some(turn) => {
                     // The turn's activities and spans continue the trace
                     // its signal came with.
-                    let cx = trace::turn_context(&turn.trace);
+                    let cx = trace::turn_context(&turn.trace, &turn.turn_id);
                     opentelemetry::trace::FutureExt::with_context(turn::run_turn(ctx, turn), cx)
                         .await?
                 }

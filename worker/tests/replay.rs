@@ -6,30 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-use std::path::PathBuf;
+mod common;
+
+use common::histories;
 
 use keel_worker::workflow::AgentWorkflow;
 use temporalio_client::WorkflowHistory;
 use temporalio_sdk::workflow_replayer::{
     WorkflowReplayError, WorkflowReplayFailure, WorkflowReplayer, WorkflowReplayerOptions,
 };
-
-fn histories() -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/histories");
-    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
-        .collect();
-    out.sort();
-    assert!(
-        !out.is_empty(),
-        "no recorded histories in {}",
-        dir.display()
-    );
-    out
-}
 
 fn replayer() -> WorkflowReplayer {
     WorkflowReplayer::new(

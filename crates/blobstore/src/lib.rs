@@ -80,6 +80,38 @@ pub struct BlobStore {
     /// The session whose prefix puts and gets use; `None`: the shared,
     /// unprefixed part (blobs of no session, and those from before).
     session: Option<Arc<str>>,
+    metrics: Option<Arc<BlobMetrics>>,
+}
+
+/// What a process's blob store did: puts and gets by outcome, their
+/// durations, and the bytes moved (see [`BlobStore::with_metrics`]).
+#[derive(Debug)]
+struct BlobMetrics {
+    operations: prometheus::IntCounterVec,
+    duration: prometheus::HistogramVec,
+    bytes: prometheus::IntCounterVec,
+}
+
+impl BlobMetrics {
+    fn record(&self, op: &str, outcome: &str, started: std::time::Instant, bytes: usize) {
+        self.operations.with_label_values(&[op, outcome]).inc();
+        self.duration
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
+        if bytes > 0 {
+            self.bytes.with_label_values(&[op]).inc_by(bytes as u64);
+        }
+    }
+}
+
+/// The `outcome` label of an operation's result.
+fn outcome<T>(result: &Result<T, BlobError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(BlobError::NotFound(_)) => "not_found",
+        Err(BlobError::Corrupt { .. }) => "corrupt",
+        Err(_) => "error",
+    }
 }
 
 impl BlobStore {
@@ -151,7 +183,52 @@ impl BlobStore {
         Ok(Self {
             inner,
             session: None,
+            metrics: None,
         })
+    }
+
+    /// The same store, counting its puts and gets in `registry`:
+    /// `keel_blob_store_operations_total{op,outcome}` (`op` `put` or `get`;
+    /// `outcome` `ok`, `not_found`, `corrupt` or `error`),
+    /// `keel_blob_store_operation_duration_seconds{op}` and
+    /// `keel_blob_store_bytes_total{op}` (bytes written and read).
+    pub fn with_metrics(
+        mut self,
+        registry: &prometheus::Registry,
+    ) -> Result<Self, prometheus::Error> {
+        let operations = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "keel_blob_store_operations_total",
+                "Blob store puts and gets, by outcome (ok, not_found, corrupt, error).",
+            ),
+            &["op", "outcome"],
+        )?;
+        let duration = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "keel_blob_store_operation_duration_seconds",
+                "Blob store puts and gets, from call to answer (a get includes reading the bytes and checking their digest).",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
+            &["op"],
+        )?;
+        let bytes = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "keel_blob_store_bytes_total",
+                "Bytes written to (put) and read from (get) the blob store.",
+            ),
+            &["op"],
+        )?;
+        registry.register(Box::new(operations.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(bytes.clone()))?;
+        self.metrics = Some(Arc::new(BlobMetrics {
+            operations,
+            duration,
+            bytes,
+        }));
+        Ok(self)
     }
 
     /// The same store, reading and writing the blobs of the session with
@@ -162,6 +239,7 @@ impl BlobStore {
         Ok(Self {
             inner: self.inner.clone(),
             session: Some(session_key.into()),
+            metrics: self.metrics.clone(),
         })
     }
 
@@ -172,21 +250,40 @@ impl BlobStore {
 
     /// Stores `bytes` and returns their digest.
     pub async fn put(&self, bytes: impl Into<Bytes>) -> Result<String, BlobError> {
+        let started = std::time::Instant::now();
         let bytes: Bytes = bytes.into();
+        let len = bytes.len();
         let digest = digest(&bytes);
-        self.inner
+        let result = self
+            .inner
             .put(
                 &object_path(self.session.as_deref(), &digest),
                 PutPayload::from_bytes(bytes),
             )
-            .await?;
-        Ok(digest)
+            .await
+            .map(|_| digest)
+            .map_err(BlobError::from);
+        if let Some(m) = &self.metrics {
+            let moved = if result.is_ok() { len } else { 0 };
+            m.record("put", outcome(&result), started, moved);
+        }
+        result
     }
 
     /// The blob named `digest`. Its bytes are hashed again before they are
     /// returned: a store rewritten behind Keel's back (a file edited in a
     /// `file://` directory, a tampered object) is an error, never content.
     pub async fn get(&self, digest: &str) -> Result<Bytes, BlobError> {
+        let started = std::time::Instant::now();
+        let result = self.get_unmetered(digest).await;
+        if let Some(m) = &self.metrics {
+            let moved = result.as_ref().map_or(0, |b| b.len());
+            m.record("get", outcome(&result), started, moved);
+        }
+        result
+    }
+
+    async fn get_unmetered(&self, digest: &str) -> Result<Bytes, BlobError> {
         validate_digest(digest)?;
         let mut found = self
             .inner
@@ -321,6 +418,49 @@ fn object_path(session: Option<&str>, digest: &str) -> ObjectPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn puts_and_gets_are_counted_by_outcome() {
+        let registry = prometheus::Registry::new();
+        let store = BlobStore::open("memory://")
+            .unwrap()
+            .with_metrics(&registry)
+            .unwrap();
+        // A session's handle counts into the same metrics.
+        let session = store.for_session("t.s1").unwrap();
+        let d = session.put(&b"hello"[..]).await.unwrap();
+        session.get(&d).await.unwrap();
+        let missing = digest(b"never stored");
+        assert!(matches!(
+            store.get(&missing).await,
+            Err(BlobError::NotFound(_))
+        ));
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        // The sample `name{labels}` (labels in Prometheus' order: by name).
+        let count = |name: &str, labels: &[(&str, &str)]| -> f64 {
+            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            let key = format!("{name}{{{}}} ", labels.join(","));
+            text.lines()
+                .find_map(|l| l.strip_prefix(&key))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in\n{text}"))
+        };
+        let ops = "keel_blob_store_operations_total";
+        assert_eq!(count(ops, &[("op", "put"), ("outcome", "ok")]), 1.0);
+        assert_eq!(count(ops, &[("op", "get"), ("outcome", "ok")]), 1.0);
+        assert_eq!(count(ops, &[("op", "get"), ("outcome", "not_found")]), 1.0);
+        assert_eq!(count("keel_blob_store_bytes_total", &[("op", "put")]), 5.0);
+        assert_eq!(count("keel_blob_store_bytes_total", &[("op", "get")]), 5.0);
+        assert_eq!(
+            count(
+                "keel_blob_store_operation_duration_seconds_count",
+                &[("op", "get")]
+            ),
+            2.0
+        );
+    }
 
     #[tokio::test]
     async fn put_get_roundtrip_on_disk() {

@@ -36,6 +36,10 @@ use crate::LogFormat;
 
 static TRACING: AtomicBool = AtomicBool::new(false);
 
+/// The W3C baggage entry that carries a turn's id along its trace (set by
+/// the workflow; JSON log lines show it as `turn_id`).
+pub const TURN_ID_BAGGAGE: &str = "keel.turn_id";
+
 /// Whether this process exports traces (and so propagates context).
 pub fn tracing_enabled() -> bool {
     TRACING.load(Ordering::Relaxed)
@@ -448,7 +452,8 @@ where
 
 /// One JSON object per log line: time, level, target, the message and the
 /// event's fields, the fields of every span it happened in (innermost wins
-/// on a clash), and `trace_id`/`span_id` while a traced span is current.
+/// on a clash), and while tracing is on `trace_id`/`span_id` of the current
+/// span and the `turn_id` its trace carries as baggage.
 struct JsonLines;
 
 impl<S, N> FormatEvent<S, N> for JsonLines
@@ -485,12 +490,17 @@ where
         }
         event.record(&mut JsonVisitor(&mut line));
         if tracing_enabled() {
+            use opentelemetry::baggage::BaggageExt as _;
             let cx = opentelemetry::Context::current();
             let span = cx.span();
             let sc = span.span_context();
             if sc.is_valid() {
                 line.insert("trace_id".into(), sc.trace_id().to_string().into());
                 line.insert("span_id".into(), sc.span_id().to_string().into());
+            }
+            if let Some(turn) = cx.baggage().get(TURN_ID_BAGGAGE) {
+                line.entry("turn_id")
+                    .or_insert_with(|| turn.as_str().to_string().into());
             }
         }
         writeln!(writer, "{}", serde_json::Value::Object(line))

@@ -126,6 +126,37 @@ pub async fn until<T>(
     }
 }
 
+/// Reads events until the running turn completes; returns the events
+/// before `turn_complete`.
+pub async fn until_turn_complete(
+    stream: &mut Streaming<pb::StreamEventsResponse>,
+) -> anyhow::Result<Vec<pb::Event>> {
+    let (seen, ()) = until(stream, |e| {
+        matches!(e.msg, Some(pb::event::Msg::TurnComplete(_))).then_some(())
+    })
+    .await?;
+    Ok(seen)
+}
+
+/// Approves the pending request `request_id` (Respond, decision approved).
+pub async fn approve(
+    client: &mut Client,
+    session_id: &str,
+    request_id: &str,
+) -> anyhow::Result<()> {
+    client
+        .respond(pb::RespondRequest {
+            session_id: session_id.into(),
+            request_id: request_id.into(),
+            answer: Some(pb::respond_request::Answer::Decision(pb::ReviewDecision {
+                kind: pb::ReviewDecisionKind::Approved as i32,
+                execpolicy_amendment: vec![],
+            })),
+        })
+        .await?;
+    Ok(())
+}
+
 /// The session's current state (GetSession).
 pub async fn get(client: &mut Client, session_id: &str) -> anyhow::Result<pb::Session> {
     client

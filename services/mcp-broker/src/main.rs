@@ -36,7 +36,8 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     let _telemetry = keel_server::telemetry::init("keel-mcp-broker", args.serve.log_format)?;
-    args.serve.metrics = Some(args.metrics.start().await?);
+    let server_metrics = args.metrics.start().await?;
+    args.serve.metrics = Some(server_metrics.clone());
     keel_server::protect_process();
     let tls = args.tls.server("the mcp-broker")?;
     let env = |name: &str| std::env::var(name).ok();
@@ -44,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
     for s in config.servers.values() {
         tracing::info!(server = %s.name, transport = s.transport.name(), enabled = s.enabled, required = s.required, shared = s.shared, "MCP server configured");
     }
-    let blobs = args.blobs.open()?;
+    let blobs = args.blobs.open()?.with_metrics(server_metrics.registry())?;
     let pool = Arc::new(Pool::new(Arc::new(config)));
     let idle = Duration::from_secs(args.idle_timeout_secs.max(1));
     let reaper = {

@@ -104,8 +104,8 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!(provider = %config.default_provider, model = %config.default_model, "model-proxy configured");
 
-    let blobs = args.blobs.open()?;
     let server_metrics = args.metrics.start().await?;
+    let blobs = args.blobs.open()?.with_metrics(server_metrics.registry())?;
     let metrics = Arc::new(
         Metrics::in_registry(server_metrics.registry().clone()).context("cannot set up metrics")?,
     );

@@ -66,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
     keel_server::protect_process();
     let auth = args.auth.authenticator().await?;
     let internal_tls = args.tls.server("session-api's internal listener")?;
-    let blobs = args.blobs.open()?;
+    let blobs = args.blobs.open()?.with_metrics(server_metrics.registry())?;
     // Traced: signals, updates and queries carry the caller's trace context
     // to the workflow (Temporal's `_tracer-data` header).
     let plugins = if telemetry.tracing() {

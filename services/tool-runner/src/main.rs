@@ -371,7 +371,7 @@ async fn serve(mut args: ServeOptions) -> anyhow::Result<()> {
     let tls = args.tls.server("the tool-runner")?;
     let exec_idle_timeout_secs = args.exec_idle_timeout_secs;
     let blob_url = args.blob_url;
-    let blobs = BlobStore::open(&blob_url)?;
+    let blobs = BlobStore::open(&blob_url)?.with_metrics(server_metrics.registry())?;
     let env_policy = args.env.policy()?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     // A relative --default-cwd is taken from where the tool-runner started, so

@@ -16,9 +16,21 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, SpanKind, Tracer as _};
 
 /// The context a queued turn's spans and activities belong to: the one its
-/// `user_turn` signal carried (empty while tracing is off).
-pub(crate) fn turn_context(carrier: &BTreeMap<String, String>) -> opentelemetry::Context {
-    keel_server::telemetry::context_from_carrier(carrier)
+/// `user_turn` signal carried, with the turn's id as W3C baggage
+/// (`keel.turn_id`), so the services' log lines in the turn name it (empty
+/// while tracing is off).
+pub(crate) fn turn_context(
+    carrier: &BTreeMap<String, String>,
+    turn_id: &str,
+) -> opentelemetry::Context {
+    use opentelemetry::baggage::BaggageExt as _;
+    if !keel_server::telemetry::tracing_enabled() {
+        return opentelemetry::Context::new();
+    }
+    keel_server::telemetry::context_from_carrier(carrier).with_baggage([KeyValue::new(
+        keel_server::telemetry::TURN_ID_BAGGAGE,
+        turn_id.to_string(),
+    )])
 }
 
 /// Records a finished span as a child of the current context.
