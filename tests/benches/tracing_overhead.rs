@@ -23,7 +23,8 @@ use keel_test_support::session;
 use keel_test_support::stack::{Stack, StackOptions};
 use pb::event::Msg;
 
-const ROUNDS: usize = 6;
+/// Rounds unless `KEEL_BENCH_ROUNDS` says otherwise.
+const ROUNDS: usize = 10;
 /// Tool steps in a turn.
 const STEPS: usize = 10;
 const WAIT: Duration = Duration::from_secs(120);
@@ -191,8 +192,12 @@ async fn main() -> anyhow::Result<()> {
     // A warm-up turn each, not counted.
     off.turn(&mut Samples::default()).await?;
     on.turn(&mut Samples::default()).await?;
+    let rounds: usize = std::env::var("KEEL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(ROUNDS);
     let spans_before = settled(&receiver).await;
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         // Alternate which goes first.
         if round % 2 == 0 {
             off.turn(&mut samples).await?;
@@ -206,7 +211,7 @@ async fn main() -> anyhow::Result<()> {
     let spans = spans_after.saturating_sub(spans_before);
 
     println!(
-        "tracing overhead: {ROUNDS} rounds x {STEPS} steps per side, alternated (medians per step)"
+        "tracing overhead: {rounds} rounds x {STEPS} steps per side, alternated (medians per step)"
     );
     println!("{:<28} {:>10} {:>10} {:>8}", "", "off", "on", "on/off");
     let mut keys: Vec<&str> = vec!["step", "wall", "cpu all"];
@@ -224,7 +229,7 @@ async fn main() -> anyhow::Result<()> {
     }
     println!(
         "spans exported by the traced stack: {spans} ({:.1} per step)",
-        spans as f64 / (ROUNDS * STEPS) as f64
+        spans as f64 / (rounds * STEPS) as f64
     );
     Ok(())
 }

@@ -43,9 +43,9 @@ async fn every_service_serves_red_metrics_with_bounded_labels() {
     ])
     .await
     .unwrap();
-    let stack = Stack::launch(StackOptions::new(fake.base_url()))
-        .await
-        .unwrap();
+    let mut options = StackOptions::new(fake.base_url());
+    options.session_api_args = vec!["--sessions-metric-interval-secs".into(), "1".into()];
+    let stack = Stack::launch(options).await.unwrap();
     let mut client = stack.connect().await.unwrap();
     let ws = tempfile::tempdir().unwrap();
     let (sid, mut events) = session::open(
@@ -89,6 +89,21 @@ async fn every_service_serves_red_metrics_with_bounded_labels() {
     })
     .await
     .unwrap();
+    // Sessions by status: one waits for the approval, one is idle.
+    let sessions = |status: &str, text: &str| {
+        sample(text, "keel_sessions", &format!("status=\"{status}\"")).unwrap_or(-1.0)
+    };
+    wait_for_metrics(
+        &stack,
+        "keel-session-api",
+        "one session waiting, one idle",
+        |t| {
+            sessions("waiting", t) == 1.0
+                && sessions("idle", t) == 1.0
+                && sessions("running", t) == 0.0
+        },
+    )
+    .await;
     session::approve(&mut client, &asked_sid, &call_id)
         .await
         .unwrap();
@@ -216,6 +231,11 @@ async fn every_service_serves_red_metrics_with_bounded_labels() {
         everything.push_str(&text);
     }
 
+    wait_for_metrics(&stack, "keel-session-api", "two sessions idle", |t| {
+        sessions("waiting", t) == 0.0 && sessions("idle", t) == 2.0
+    })
+    .await;
+
     // Every service that reads and writes blobs counts them.
     for name in ["keel-session-api", "keel-model-proxy", "keel-tool-runner"] {
         let text = stack.metrics(name).await.unwrap();
@@ -276,6 +296,22 @@ async fn every_service_serves_red_metrics_with_bounded_labels() {
             everything.contains(&format!("# TYPE {name} ")),
             "the dashboard charts {name}, which no process exports"
         );
+    }
+}
+
+/// Scrapes `process` until `done` holds (its gauges change as sessions do).
+async fn wait_for_metrics(stack: &Stack, process: &str, what: &str, done: impl Fn(&str) -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = stack.metrics(process).await.unwrap();
+        if done(&text) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{process}: never {what}:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
 

@@ -51,6 +51,11 @@ struct Args {
     /// past it SendUserTurn answers RESOURCE_EXHAUSTED.
     #[arg(long, env = "KEEL_MAX_QUEUED_TURNS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     max_queued_turns: u32,
+    /// How often the open sessions are counted by status for the
+    /// `keel_sessions` gauge (one listing of Temporal's visibility store,
+    /// a page per 1000 sessions).
+    #[arg(long, env = "KEEL_SESSIONS_METRIC_INTERVAL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    sessions_metric_interval_secs: u64,
 }
 
 /// Default per-call deadline: every call is a few Temporal round trips; an
@@ -99,6 +104,11 @@ async fn main() -> anyhow::Result<()> {
         },
         args.tenant_limits,
         keel_session_api::metrics::ApiMetrics::in_registry(server_metrics.registry())?,
+    );
+    // The keel_sessions gauge (open sessions by status).
+    tokio::spawn(
+        api.clone()
+            .report_session_counts(Duration::from_secs(args.sessions_metric_interval_secs)),
     );
     // Clients: every SessionService call is authenticated first, and
     // answered within the deadline (a StreamEvents call: until its stream

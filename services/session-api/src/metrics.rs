@@ -5,12 +5,13 @@
 
 use std::time::{Duration, SystemTime};
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntGaugeVec, Opts, Registry};
 
 #[derive(Debug, Clone)]
 pub struct ApiMetrics {
     delivery: Histogram,
     answer_wait: HistogramVec,
+    sessions: IntGaugeVec,
 }
 
 impl ApiMetrics {
@@ -35,12 +36,32 @@ impl ApiMetrics {
             ]),
             &["kind"],
         )?;
+        let sessions = IntGaugeVec::new(
+            Opts::new(
+                "keel_sessions",
+                "Open sessions of every tenant by status (idle, running, waiting), as Temporal's visibility store showed them at the last count (every replica counts the same sessions: aggregate with max, not sum).",
+            ),
+            &["status"],
+        )?;
         registry.register(Box::new(delivery.clone()))?;
         registry.register(Box::new(answer_wait.clone()))?;
+        registry.register(Box::new(sessions.clone()))?;
         Ok(Self {
             delivery,
             answer_wait,
+            sessions,
         })
+    }
+
+    /// The open sessions by status, as just counted.
+    pub(crate) fn sessions_counted(&self, counts: &SessionCounts) {
+        for (status, n) in [
+            ("idle", counts.idle),
+            ("running", counts.running),
+            ("waiting", counts.waiting),
+        ] {
+            self.sessions.with_label_values(&[status]).set(n);
+        }
     }
 
     /// A live event with workflow time `emitted` goes out now.
@@ -63,6 +84,14 @@ impl ApiMetrics {
                 .observe(waited.as_secs_f64());
         }
     }
+}
+
+/// Open sessions by the status their workflow's memo shows.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SessionCounts {
+    pub idle: i64,
+    pub running: i64,
+    pub waiting: i64,
 }
 
 fn since(ts: &prost_types::Timestamp) -> Option<Duration> {

@@ -297,6 +297,71 @@ impl SessionApi {
     }
 }
 
+/// What a session's memo says it is doing, and whether it waits for an
+/// answer.
+fn memo_status(
+    info: &temporalio_common::protos::temporal::api::workflow::v1::WorkflowExecutionInfo,
+) -> (RunStatus, bool) {
+    let status = info
+        .memo
+        .as_ref()
+        .and_then(|m| m.fields.get(api::MEMO_STATUS))
+        .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p.data).ok());
+    match status.as_ref().and_then(|v| v.as_str()) {
+        Some("running") => (RunStatus::Running, false),
+        Some(api::MEMO_STATUS_WAITING) => (RunStatus::Running, true),
+        Some("closed") => (RunStatus::Closed, false),
+        _ => (RunStatus::Idle, false),
+    }
+}
+
+/// Visibility pages a count of open sessions reads at most (of
+/// [`COUNT_PAGE_SIZE`]); more sessions than that are not counted.
+const MAX_COUNTED_PAGES: usize = 100;
+const COUNT_PAGE_SIZE: u32 = 1000;
+
+impl SessionApi {
+    /// Counts the open sessions of every tenant by status, from the memo
+    /// each session's workflow keeps (see [`crate::metrics`]).
+    pub async fn count_open_sessions(&self) -> Result<crate::metrics::SessionCounts, Status> {
+        let query = format!(
+            "WorkflowType = '{}' AND ExecutionStatus = 'Running'",
+            api::WORKFLOW_TYPE
+        );
+        let mut counts = crate::metrics::SessionCounts::default();
+        let mut token = Vec::new();
+        for _ in 0..MAX_COUNTED_PAGES {
+            let page = self
+                .visibility_page(&query, COUNT_PAGE_SIZE, token, false)
+                .await?;
+            for info in &page.executions {
+                match memo_status(info) {
+                    (_, true) => counts.waiting += 1,
+                    (RunStatus::Running, false) => counts.running += 1,
+                    _ => counts.idle += 1,
+                }
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        Ok(counts)
+    }
+
+    /// Counts the open sessions every `every` into the `keel_sessions`
+    /// gauge, until the process ends.
+    pub async fn report_session_counts(self, every: std::time::Duration) {
+        loop {
+            match self.count_open_sessions().await {
+                Ok(counts) => self.metrics.sessions_counted(&counts),
+                Err(e) => tracing::warn!(error = %e.message(), "cannot count the open sessions"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+}
+
 /// Where to go on in a visibility page read again: after the cursor's
 /// anchor where it still is, else after the count the cursor recorded.
 fn resume_at(
@@ -338,12 +403,7 @@ fn listed_session(
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default()
     };
-    let (run, waiting) = match memo(api::MEMO_STATUS).as_ref().and_then(|v| v.as_str()) {
-        Some("running") => (RunStatus::Running, false),
-        Some(api::MEMO_STATUS_WAITING) => (RunStatus::Running, true),
-        Some("closed") => (RunStatus::Closed, false),
-        _ => (RunStatus::Idle, false),
-    };
+    let (run, waiting) = memo_status(&info);
     let created_at = info.start_time.map(|t| prost_types::Timestamp {
         seconds: t.seconds,
         nanos: t.nanos,
