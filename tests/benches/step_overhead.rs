@@ -241,15 +241,8 @@ impl Keel {
     async fn workflow_turn(&self, sid: &str) -> anyhow::Result<(history::Timeline, f64)> {
         let json = history::history_json(&self.temporal, sid).await?;
         let t = history::timeline(&json)?;
-        let signal = t
-            .signals
-            .iter()
-            .rev()
-            .find(|(name, _)| name == "user_turn")
-            .map(|(_, at)| *at)
-            .context("no user_turn signal")?;
-        let last = *t.task_completed.last().context("no workflow task")?;
-        Ok((t.clone(), since(last, signal)))
+        let own = ms(t.last_turn()?);
+        Ok((t, own))
     }
 }
 

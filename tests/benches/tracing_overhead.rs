@@ -134,16 +134,7 @@ impl Side {
         let wall = start.elapsed();
         let after = self.cpu();
         let json = history::history_json(&self.temporal, &self.sid).await?;
-        let t = history::timeline(&json)?;
-        let signal = t
-            .signals
-            .iter()
-            .rev()
-            .find(|(name, _)| name == "user_turn")
-            .map(|(_, at)| *at)
-            .context("no user_turn signal")?;
-        let last = *t.task_completed.last().context("no workflow task")?;
-        let own = last.duration_since(signal)?;
+        let own = history::timeline(&json)?.last_turn()?;
         let side = self.name;
         samples.add(&format!("{side} step"), ms(own) / STEPS as f64);
         samples.add(&format!("{side} wall"), ms(wall) / STEPS as f64);

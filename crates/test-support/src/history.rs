@@ -216,6 +216,20 @@ impl Timeline {
     pub fn committed_at(&self, t: std::time::SystemTime) -> Option<std::time::SystemTime> {
         self.task_completed.iter().copied().find(|c| *c >= t)
     }
+
+    /// The workflow's own time for its latest turn: from the last
+    /// `user_turn` signal to the commit of the last workflow task.
+    pub fn last_turn(&self) -> anyhow::Result<std::time::Duration> {
+        let signal = self
+            .signals
+            .iter()
+            .rev()
+            .find(|(name, _)| name == "user_turn")
+            .map(|(_, at)| *at)
+            .context("no user_turn signal")?;
+        let last = *self.task_completed.last().context("no workflow task")?;
+        Ok(last.duration_since(signal)?)
+    }
 }
 
 /// A Keel event's `time` (its workflow task's start), as a `SystemTime`.
