@@ -45,6 +45,15 @@ async fn every_service_serves_red_metrics_with_bounded_labels() {
     .unwrap();
     let mut options = StackOptions::new(fake.base_url());
     options.session_api_args = vec!["--sessions-metric-interval-secs".into(), "1".into()];
+    // Prices for the cost counter.
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[model_prices.test-model]\ninput_per_million = 1.0\ncached_input_per_million = 0.5\noutput_per_million = 2.0\n",
+    )
+    .unwrap();
+    options.model_proxy_args = vec!["--config".into(), config.display().to_string()];
     let stack = Stack::launch(options).await.unwrap();
     let mut client = stack.connect().await.unwrap();
     let ws = tempfile::tempdir().unwrap();
@@ -183,6 +192,28 @@ async fn every_service_serves_red_metrics_with_bounded_labels() {
     );
     // The model-proxy's own metrics, in the same endpoint.
     assert!(proxy.contains("keel_model_requests_total{"), "{proxy}");
+    // What the calls cost, by the configured prices and the tokens counted.
+    let tokens = |kind: &str| {
+        sample(
+            &proxy,
+            "keel_model_tokens_total",
+            &format!("kind=\"{kind}\",model=\"test-model\",provider=\"openai\""),
+        )
+        .unwrap()
+    };
+    let (input, cached, output) = (tokens("input"), tokens("cached_input"), tokens("output"));
+    assert!(input > 0.0 && output > 0.0, "{proxy}");
+    let cost = sample(
+        &proxy,
+        "keel_model_cost_usd_total",
+        "model=\"test-model\",provider=\"openai\"",
+    )
+    .unwrap();
+    let expected = ((input - cached) * 1.0 + cached * 0.5 + output * 2.0) / 1e6;
+    assert!(
+        (cost - expected).abs() < 1e-12,
+        "{cost} != {expected}\n{proxy}"
+    );
 
     let runner = stack.metrics("keel-tool-runner").await.unwrap();
     assert!(

@@ -5,7 +5,8 @@
 //! for the turn and the wait for an approval. The worker is killed while
 //! the approval waits; the trace goes on, in the same trace, with every
 //! parent link intact. The tool-runner exports over OTLP/HTTP, the others
-//! over gRPC; log lines (JSON) carry the trace, session and call ids.
+//! over gRPC; log lines (JSON) carry the trace, session, turn and call ids;
+//! metrics are pushed over OTLP as well.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
@@ -252,6 +253,26 @@ async fn a_turn_is_one_trace_from_the_client_to_every_service_across_a_worker_ki
     assert_eq!(line["session_id"], stack.session_key(&sid), "{line}");
     assert_eq!(line["turn_id"], "t1", "{line}");
     assert_eq!(line["level"], "INFO", "{line}");
+
+    // Metrics are pushed over OTLP too: over gRPC from session-api, over
+    // HTTP from the tool-runner.
+    let pushed = |service: &str, via: &str| {
+        otlp.metrics().iter().any(|m| {
+            m.service == service && m.via == via && m.name == "keel_grpc_server_requests_total"
+        })
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !(pushed("keel-session-api", "grpc") && pushed("keel-tool-runner", "http")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no OTLP metrics: {:?}",
+            otlp.metrics()
+                .iter()
+                .map(|m| (&m.service, m.via))
+                .collect::<std::collections::BTreeSet<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // For the replay tests: a history whose signal carries trace context.
     keel_test_support::history::close_and_record(

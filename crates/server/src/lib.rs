@@ -16,6 +16,7 @@ mod deadline;
 mod hardening;
 mod logging;
 pub mod metrics;
+pub mod otlp_metrics;
 pub mod telemetry;
 pub mod tls;
 
@@ -78,6 +79,8 @@ pub enum ServeError {
     Tls(#[from] TlsError),
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Telemetry(#[from] telemetry::TelemetryError),
 }
 
 /// Serves `routes` plus health and reflection until SIGTERM or SIGINT, then

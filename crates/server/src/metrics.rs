@@ -141,9 +141,16 @@ pub struct MetricsArgs {
 }
 
 impl MetricsArgs {
-    /// The server's metrics, served on `--metrics-listen` when it is set.
+    /// The server's metrics, served on `--metrics-listen` when it is set,
+    /// and pushed over OTLP when the `OTEL_*` variables say so (see
+    /// [`crate::otlp_metrics::MetricsPush::from_env`]).
     pub async fn start(&self) -> Result<ServerMetrics, crate::ServeError> {
         let metrics = ServerMetrics::new()?;
+        // Pushed over OTLP too when the OTEL_* variables ask for it.
+        if let Some(push) = crate::otlp_metrics::MetricsPush::from_env()? {
+            tracing::info!(endpoint = %push.endpoint, interval_ms = push.interval.as_millis() as u64, "pushing metrics over OTLP");
+            push.spawn(metrics.registry.clone());
+        }
         if let Some(addr) = self.metrics_listen {
             let listener = TcpListener::bind(addr)
                 .await

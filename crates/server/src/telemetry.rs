@@ -116,24 +116,33 @@ impl TraceExport {
                 }
             }
         }
-        let (name, protocol) = match var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
-            Some(p) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", Some(p)),
-            None => (
-                "OTEL_EXPORTER_OTLP_PROTOCOL",
-                var("OTEL_EXPORTER_OTLP_PROTOCOL"),
-            ),
-        };
-        let protocol = match protocol.as_deref().map(str::trim) {
-            None | Some("http/protobuf") => Protocol::HttpProtobuf,
-            Some("grpc") => Protocol::Grpc,
-            Some(other) => {
-                return Err(TelemetryError::Protocol {
-                    var: name,
-                    value: other.to_string(),
-                });
-            }
-        };
+        let protocol = protocol_from_vars(
+            &var,
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        )?;
         Ok(Self::Otlp(protocol))
+    }
+}
+
+/// The OTLP protocol the signal's own variable (`specific`), else the
+/// general one, names; `http/protobuf` when neither is set.
+pub(crate) fn protocol_from_vars(
+    var: &impl Fn(&str) -> Option<String>,
+    specific: &'static str,
+    general: &'static str,
+) -> Result<Protocol, TelemetryError> {
+    let (name, protocol) = match var(specific) {
+        Some(p) => (specific, Some(p)),
+        None => (general, var(general)),
+    };
+    match protocol.as_deref().map(str::trim) {
+        None | Some("http/protobuf") => Ok(Protocol::HttpProtobuf),
+        Some("grpc") => Ok(Protocol::Grpc),
+        Some(other) => Err(TelemetryError::Protocol {
+            var: name,
+            value: other.to_string(),
+        }),
     }
 }
 

@@ -1,12 +1,18 @@
-//! A small OTLP trace receiver (gRPC, and HTTP with protobuf bodies) that
-//! keeps every span it is sent, for tests that follow a trace across the
-//! stack's processes.
+//! A small OTLP receiver (gRPC, and HTTP with protobuf bodies) that keeps
+//! every span it is sent, and the names of the metrics pushed to it, for
+//! tests that follow a trace across the stack's processes.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -43,11 +49,23 @@ impl ReceivedSpan {
 
 type Spans = Arc<Mutex<Vec<ReceivedSpan>>>;
 
+/// One metric as pushed: the sending process's `service.name`, the metric's
+/// name and how it came (`"grpc"` or `"http"`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReceivedMetric {
+    pub service: String,
+    pub name: String,
+    pub via: &'static str,
+}
+
+type Metrics = Arc<Mutex<Vec<ReceivedMetric>>>;
+
 /// See the module documentation. Stops when dropped.
 pub struct OtlpReceiver {
     grpc: SocketAddr,
     http: SocketAddr,
     spans: Spans,
+    metrics: Metrics,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -64,34 +82,57 @@ impl OtlpReceiver {
         let spans: Spans = Arc::default();
         let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let grpc = grpc_listener.local_addr()?;
-        let service = TraceServiceServer::new(Receiver(spans.clone()));
+        let metrics: Metrics = Arc::default();
+        let service = TraceServiceServer::new(Receiver(spans.clone(), metrics.clone()));
+        let metrics_service = MetricsServiceServer::new(Receiver(spans.clone(), metrics.clone()));
         let grpc_task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(metrics_service)
                 .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc_listener))
                 .await;
         });
         let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let http = http_listener.local_addr()?;
         let keep = spans.clone();
-        let app = axum::Router::new().route(
-            "/v1/traces",
-            axum::routing::post(move |body: axum::body::Bytes| {
-                let keep = keep.clone();
-                async move {
-                    match ExportTraceServiceRequest::decode(body) {
-                        Ok(request) => {
-                            store(&keep, request, "http");
-                            (
-                                axum::http::StatusCode::OK,
-                                ExportTraceServiceResponse::default().encode_to_vec(),
-                            )
+        let keep_metrics = metrics.clone();
+        let app = axum::Router::new()
+            .route(
+                "/v1/metrics",
+                axum::routing::post(move |body: axum::body::Bytes| {
+                    let keep = keep_metrics.clone();
+                    async move {
+                        match ExportMetricsServiceRequest::decode(body) {
+                            Ok(request) => {
+                                store_metrics(&keep, request, "http");
+                                (
+                                    axum::http::StatusCode::OK,
+                                    ExportMetricsServiceResponse::default().encode_to_vec(),
+                                )
+                            }
+                            Err(_) => (axum::http::StatusCode::BAD_REQUEST, Vec::new()),
                         }
-                        Err(_) => (axum::http::StatusCode::BAD_REQUEST, Vec::new()),
                     }
-                }
-            }),
-        );
+                }),
+            )
+            .route(
+                "/v1/traces",
+                axum::routing::post(move |body: axum::body::Bytes| {
+                    let keep = keep.clone();
+                    async move {
+                        match ExportTraceServiceRequest::decode(body) {
+                            Ok(request) => {
+                                store(&keep, request, "http");
+                                (
+                                    axum::http::StatusCode::OK,
+                                    ExportTraceServiceResponse::default().encode_to_vec(),
+                                )
+                            }
+                            Err(_) => (axum::http::StatusCode::BAD_REQUEST, Vec::new()),
+                        }
+                    }
+                }),
+            );
         let http_task = tokio::spawn(async move {
             let _ = axum::serve(http_listener, app).await;
         });
@@ -99,6 +140,7 @@ impl OtlpReceiver {
             grpc,
             http,
             spans,
+            metrics,
             tasks: vec![grpc_task, http_task],
         })
     }
@@ -115,17 +157,22 @@ impl OtlpReceiver {
     }
 
     /// The variables that make a Keel process export here over gRPC,
-    /// quickly (a 100 ms batch delay).
+    /// quickly (spans batched for 100 ms, metrics pushed every 500 ms).
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
             ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), self.grpc_endpoint()),
             ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "grpc".into()),
             ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+            ("OTEL_METRIC_EXPORT_INTERVAL".into(), "500".into()),
         ]
     }
 
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.spans.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn metrics(&self) -> Vec<ReceivedMetric> {
+        self.metrics.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// Waits until `done` holds for the spans received so far.
@@ -153,7 +200,7 @@ impl OtlpReceiver {
     }
 }
 
-struct Receiver(Spans);
+struct Receiver(Spans, Metrics);
 
 #[tonic::async_trait]
 impl TraceService for Receiver {
@@ -163,6 +210,42 @@ impl TraceService for Receiver {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         store(&self.0, request.into_inner(), "grpc");
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        store_metrics(&self.1, request.into_inner(), "grpc");
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+fn store_metrics(metrics: &Metrics, request: ExportMetricsServiceRequest, via: &'static str) {
+    let mut got = Vec::new();
+    for resource_metrics in request.resource_metrics {
+        let service = resource_metrics
+            .resource
+            .iter()
+            .flat_map(|r| r.attributes.iter())
+            .find(|kv| kv.key == "service.name")
+            .map(|kv| text(kv.value.as_ref().and_then(|v| v.value.as_ref())))
+            .unwrap_or_default();
+        for scope in resource_metrics.scope_metrics {
+            for metric in scope.metrics {
+                got.push(ReceivedMetric {
+                    service: service.clone(),
+                    name: metric.name,
+                    via,
+                });
+            }
+        }
+    }
+    if let Ok(mut metrics) = metrics.lock() {
+        metrics.extend(got);
     }
 }
 

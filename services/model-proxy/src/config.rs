@@ -37,6 +37,50 @@ pub struct Config {
     pub catalog: CatalogOverrides,
     pub limits: Limits,
     pub retry: RetryTiming,
+    /// `[model_prices.<model>]`: what a model's tokens cost, for the
+    /// `keel_model_cost_usd_total` metric.
+    pub prices: BTreeMap<String, Price>,
+}
+
+/// A model's prices in US dollars per million tokens (a Keel key of
+/// config.toml; Codex ignores it).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input_per_million: f64,
+    /// Cached input tokens; the input price when not set.
+    #[serde(default)]
+    pub cached_input_per_million: Option<f64>,
+    /// Output tokens, reasoning included.
+    pub output_per_million: f64,
+}
+
+impl Price {
+    /// What `usage` costs.
+    pub fn cost_usd(&self, usage: &keel_proto::v1::TokenUsage) -> f64 {
+        let cached = usage.cached_input_tokens.min(usage.input_tokens);
+        let uncached = usage.input_tokens - cached;
+        let cached_price = self
+            .cached_input_per_million
+            .unwrap_or(self.input_per_million);
+        (uncached as f64 * self.input_per_million
+            + cached as f64 * cached_price
+            + usage.output_tokens as f64 * self.output_per_million)
+            / 1_000_000.0
+    }
+}
+
+impl Config {
+    /// The price of `model`: its own, else that of the longest configured
+    /// name it starts with (`gpt-5` prices `gpt-5-codex` unless that has
+    /// its own).
+    pub fn price(&self, model: &str) -> Option<&Price> {
+        self.prices
+            .iter()
+            .filter(|(name, _)| model.starts_with(name.as_str()))
+            .max_by_key(|(name, _)| name.len())
+            .map(|(_, price)| price)
+    }
 }
 
 impl Config {
@@ -54,6 +98,7 @@ impl Config {
             catalog: CatalogOverrides::default(),
             limits: Limits::default(),
             retry: RetryTiming::default(),
+            prices: BTreeMap::new(),
         }
     }
 

@@ -18,6 +18,7 @@ pub struct Metrics {
     first_byte: HistogramVec,
     duration: HistogramVec,
     tokens: IntCounterVec,
+    cost: prometheus::CounterVec,
     in_flight: IntGaugeVec,
     queued: IntGaugeVec,
 }
@@ -76,6 +77,14 @@ impl Metrics {
             "Tokens of completed calls, by kind: input, cached_input, output, reasoning_output.",
             &["provider", "model", "kind"],
         )?;
+        let cost = prometheus::CounterVec::new(
+            Opts::new(
+                "keel_model_cost_usd_total",
+                "What completed calls cost in US dollars, by the prices in the configuration's [model_prices] (models without a price are not counted).",
+            ),
+            &["provider", "model"],
+        )?;
+        registry.register(Box::new(cost.clone()))?;
         let in_flight = IntGaugeVec::new(
             Opts::new(
                 "keel_model_calls_in_flight",
@@ -100,6 +109,7 @@ impl Metrics {
             first_byte,
             duration,
             tokens,
+            cost,
             in_flight,
             queued,
         })
@@ -146,6 +156,21 @@ impl Metrics {
             self.tokens
                 .with_label_values(&[provider, model, kind])
                 .inc_by(n);
+        }
+    }
+
+    /// Adds what a completed call cost at `price` (none: not counted).
+    pub fn cost(
+        &self,
+        provider: &str,
+        model: &str,
+        usage: &TokenUsage,
+        price: Option<&crate::config::Price>,
+    ) {
+        if let Some(price) = price {
+            self.cost
+                .with_label_values(&[provider, model])
+                .inc_by(price.cost_usd(usage));
         }
     }
 

@@ -440,6 +440,8 @@ impl Inner {
             "model response completed"
         );
         self.metrics.tokens(provider_id, model, &usage);
+        self.metrics
+            .cost(provider_id, model, &usage, self.config.price(model));
         let span = tracing::Span::current();
         if let Some(answered_by) = &answered_by {
             span.record("gen_ai.response.model", answered_by.as_str());

@@ -69,6 +69,7 @@ struct ConfigToml {
     profile: Option<String>,
     profiles: BTreeMap<String, ProfileToml>,
     model_providers: BTreeMap<String, ProviderToml>,
+    model_prices: BTreeMap<String, super::Price>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -250,6 +251,7 @@ fn resolve(
         },
         limits: Limits::default(),
         retry: RetryTiming::default(),
+        prices: file.model_prices.clone(),
     })
 }
 

@@ -366,3 +366,56 @@ fn bearer_token_and_env_key_precedence() {
         "from-env"
     );
 }
+
+#[test]
+fn model_prices_price_a_call_by_the_longest_matching_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "c.toml",
+        r#"
+[model_prices.gpt-5]
+input_per_million = 1.25
+output_per_million = 10.0
+
+[model_prices.gpt-5-codex]
+input_per_million = 2.0
+cached_input_per_million = 0.5
+output_per_million = 8.0
+"#,
+    );
+    let overrides = Overrides {
+        config_file: Some(path),
+        ..Overrides::default()
+    };
+    let config = load(&overrides, &env_of(&[])).unwrap();
+    let usage = keel_proto::v1::TokenUsage {
+        input_tokens: 1_000_000,
+        cached_input_tokens: 400_000,
+        output_tokens: 100_000,
+        ..Default::default()
+    };
+    // 600k uncached at 2.0, 400k cached at 0.5, 100k out at 8.0.
+    let codex = config.price("gpt-5-codex-mini").unwrap();
+    assert!((codex.cost_usd(&usage) - (1.2 + 0.2 + 0.8)).abs() < 1e-9);
+    // No cached price: cached input costs the input price.
+    let plain = config.price("gpt-5").unwrap();
+    assert!((plain.cost_usd(&usage) - (1.25 + 1.0)).abs() < 1e-9);
+    assert!(config.price("o3").is_none());
+
+    let bad = write(
+        &dir,
+        "bad.toml",
+        "[model_prices.gpt-5]\ninput_per_million = 1.0\noutput_per_milion = 2.0\n",
+    );
+    let err = load(
+        &Overrides {
+            config_file: Some(bad),
+            ..Overrides::default()
+        },
+        &env_of(&[]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("output_per_milion"), "{err}");
+}
