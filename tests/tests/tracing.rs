@@ -81,6 +81,10 @@ async fn a_turn_is_one_trace_from_the_client_to_every_service_across_a_worker_ki
         "traceparent",
         format!("00-{trace}-{client_span}-01").parse().unwrap(),
     );
+    // Baggage a client made up does not pass for Keel's own.
+    request
+        .metadata_mut()
+        .insert("baggage", "keel.turn_id=forged".parse().unwrap());
     client.send_user_turn(request).await.unwrap();
     let (_, call_id) = session::until(&mut events, |e| match &e.msg {
         Some(Msg::ExecApprovalRequest(r)) => Some(r.call_id.clone()),
@@ -249,6 +253,15 @@ async fn a_turn_is_one_trace_from_the_client_to_every_service_across_a_worker_ki
     assert_eq!(line["turn_id"], "t1", "{line}");
     assert_eq!(line["session_id"], stack.session_key(&sid), "{line}");
     assert_eq!(line["span_id"], tool.span_id.as_str(), "{line}");
+    for process in [
+        "keel-session-api",
+        "keel-worker",
+        "keel-model-proxy",
+        "keel-tool-runner",
+    ] {
+        let text = stack.proc(process).unwrap().log_text();
+        assert!(!text.contains("forged"), "{process}:\n{text}");
+    }
     let line = logged("keel-model-proxy", "model response completed");
     assert_eq!(line["session_id"], stack.session_key(&sid), "{line}");
     assert_eq!(line["turn_id"], "t1", "{line}");

@@ -282,7 +282,13 @@ fn server_span(service: &str, method: &str, headers: &http::HeaderMap) -> Option
     if !crate::telemetry::tracing_enabled() || !service.starts_with("keel.") {
         return None;
     }
-    let parent = crate::telemetry::extract_parent(headers);
+    let mut parent = crate::telemetry::extract_parent(headers);
+    // Clients' baggage stays outside: Keel's own (the turn id) must not be
+    // something a client can set. Their trace is continued.
+    if service == "keel.v1.SessionService" {
+        parent = opentelemetry::Context::new()
+            .with_remote_span_context(parent.span().span_context().clone());
+    }
     // Background calls — the workers' notices and live deltas
     // (LiveService), their polls of the tool-runners (DescribeRunner) —
     // come many a minute from outside any trace; traced only when they

@@ -59,6 +59,7 @@ impl MetricsPush {
                 return Err(TelemetryError::UnknownExporter {
                     var: "OTEL_METRICS_EXPORTER",
                     value: v.to_string(),
+                    allowed: "\"otlp\", \"prometheus\" or \"none\"",
                 });
             }
             None if specific.is_none() && general.is_none() => return Ok(None),
@@ -78,6 +79,15 @@ impl MetricsPush {
             (None, None, Protocol::HttpProtobuf) => "http://localhost:4318/v1/metrics".into(),
             (None, None, Protocol::Grpc) => "http://localhost:4317".into(),
         };
+        if protocol == Protocol::Grpc {
+            crate::telemetry::refuse_grpc_tls(
+                &var,
+                &[
+                    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                ],
+            )?;
+        }
         let interval = var("OTEL_METRIC_EXPORT_INTERVAL")
             .and_then(|ms| ms.trim().parse::<u64>().ok())
             .filter(|ms| *ms > 0)
@@ -153,6 +163,8 @@ impl MetricsPush {
         if client.is_none() {
             let channel = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
                 .map_err(|e| e.to_string())?
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(10))
                 .connect_lazy();
             *client = Some(MetricsServiceClient::new(channel));
         }
@@ -197,20 +209,42 @@ impl MetricsPush {
     }
 }
 
-/// The process as an OTLP resource: `service.name` from
-/// `OTEL_SERVICE_NAME`, else the executable's name (`keel-session-api`, …).
+/// The process as an OTLP resource, as the SDK builds one for traces: the
+/// attributes of `OTEL_RESOURCE_ATTRIBUTES`, `service.name` from
+/// `OTEL_SERVICE_NAME` (else the executable's name, `keel-session-api`, …),
+/// and a `service.instance.id` that tells replicas apart (the host name, a
+/// pod's name on Kubernetes, unless the variables set one).
 fn resource() -> Resource {
-    let name = std::env::var("OTEL_SERVICE_NAME")
+    let mut attributes: std::collections::BTreeMap<String, String> =
+        std::env::var("OTEL_RESOURCE_ATTRIBUTES")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .filter(|(k, _)| !k.is_empty())
+            .collect();
+    if let Some(name) = std::env::var("OTEL_SERVICE_NAME")
         .ok()
         .filter(|n| !n.is_empty())
-        .or_else(|| {
-            std::env::current_exe()
+    {
+        attributes.insert("service.name".into(), name);
+    }
+    attributes.entry("service.name".into()).or_insert_with(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "keel".into())
+    });
+    attributes
+        .entry("service.instance.id".into())
+        .or_insert_with(|| {
+            std::env::var("HOSTNAME")
                 .ok()
-                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        })
-        .unwrap_or_else(|| "keel".into());
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| format!("pid-{}", std::process::id()))
+        });
     Resource {
-        attributes: vec![text("service.name", &name)],
+        attributes: attributes.iter().map(|(k, v)| text(k, v)).collect(),
         ..Default::default()
     }
 }

@@ -18,7 +18,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context as TaskContext, Poll};
 
-use opentelemetry::propagation::{Extractor, Injector, TextMapCompositePropagator};
+use opentelemetry::propagation::{
+    Extractor, Injector, TextMapCompositePropagator, TextMapPropagator as _,
+};
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{
@@ -63,10 +65,16 @@ pub enum TraceExport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
+    #[error("{var}={value:?} is not supported: use one of {allowed}")]
+    UnknownExporter {
+        var: &'static str,
+        value: String,
+        allowed: &'static str,
+    },
     #[error(
-        "{var}={value:?} is not supported: use \"otlp\" or \"none\" (Keel exports traces only over OTLP)"
+        "{var}={value:?}: OTLP over gRPC with TLS is not built in; use OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf for an https endpoint, or a plaintext collector endpoint (http://)"
     )]
-    UnknownExporter { var: &'static str, value: String },
+    GrpcTls { var: &'static str, value: String },
     #[error(
         "{var}={value:?} is not supported: use \"grpc\" or \"http/protobuf\" (http/json is not built in)"
     )]
@@ -106,6 +114,7 @@ impl TraceExport {
                 return Err(TelemetryError::UnknownExporter {
                     var: "OTEL_TRACES_EXPORTER",
                     value: v.to_string(),
+                    allowed: "\"otlp\" or \"none\" (Keel exports traces over OTLP only)",
                 });
             }
             None => {
@@ -121,8 +130,31 @@ impl TraceExport {
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
             "OTEL_EXPORTER_OTLP_PROTOCOL",
         )?;
+        if protocol == Protocol::Grpc {
+            refuse_grpc_tls(
+                &var,
+                &[
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                ],
+            )?;
+        }
         Ok(Self::Otlp(protocol))
     }
+}
+
+/// Refuses an `https://` endpoint for OTLP over gRPC (the first of
+/// `vars` that is set), which this build cannot speak.
+pub(crate) fn refuse_grpc_tls(
+    var: &impl Fn(&str) -> Option<String>,
+    vars: &[&'static str],
+) -> Result<(), TelemetryError> {
+    if let Some((name, value)) = vars.iter().find_map(|n| var(n).map(|v| (*n, v)))
+        && value.trim().to_ascii_lowercase().starts_with("https:")
+    {
+        return Err(TelemetryError::GrpcTls { var: name, value });
+    }
+    Ok(())
 }
 
 /// The OTLP protocol the signal's own variable (`specific`), else the
@@ -346,17 +378,24 @@ pub fn propagator() -> TextMapCompositePropagator {
     ])
 }
 
-/// The current OpenTelemetry context as W3C `traceparent` (with
-/// `tracestate` and `baggage` when present), for carrying it where no
-/// metadata goes; empty when tracing is off or nothing is being traced.
+/// The longest `tracestate` kept in a [`current_trace_carrier`] map; a
+/// longer one (a client may send 16 KiB of it) is dropped.
+const MAX_TRACESTATE: usize = 512;
+
+/// The current span as W3C `traceparent` (and `tracestate`, when short),
+/// for carrying it where no metadata goes: a few hundred bytes at most, no
+/// baggage. Empty when tracing is off or nothing is being traced.
 pub fn current_trace_carrier() -> BTreeMap<String, String> {
     let mut carrier = MapCarrier::default();
     if tracing_enabled() {
         let cx = opentelemetry::Context::current();
         if cx.span().span_context().is_valid() {
-            opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+            TraceContextPropagator::new().inject_context(&cx, &mut carrier);
         }
     }
+    carrier
+        .0
+        .retain(|k, v| k == "traceparent" || (k == "tracestate" && v.len() <= MAX_TRACESTATE));
     carrier.0
 }
 
@@ -599,6 +638,13 @@ mod tests {
             ]),
             Ok(TraceExport::Off)
         );
+        let err = TraceExport::from_vars(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("http/protobuf"), "{err}");
         let err = TraceExport::from_vars(vars(&[("OTEL_TRACES_EXPORTER", "zipkin")]))
             .unwrap_err()
             .to_string();

@@ -211,6 +211,11 @@ mod tests {
                 turn_id: "queued".into(),
                 item_digest: "c".repeat(64),
                 text_preview: "next".into(),
+                trace: [(
+                    "traceparent".to_string(),
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
+                )]
+                .into(),
                 ..Default::default()
             }],
             recent_turn_ids: vec!["t1".into(), "queued".into()],

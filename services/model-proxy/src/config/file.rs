@@ -182,6 +182,18 @@ fn resolve(
         path: label.to_string(),
         message,
     };
+    for (model, price) in &file.model_prices {
+        let prices = [
+            price.input_per_million,
+            price.cached_input_per_million.unwrap_or(0.0),
+            price.output_per_million,
+        ];
+        if prices.iter().any(|p| !p.is_finite() || *p < 0.0) {
+            return Err(invalid(format!(
+                "[model_prices.{model}]: prices are US dollars per million tokens, zero or more"
+            )));
+        }
+    }
     let profile_name = overrides.profile.clone().or(file.profile.clone());
     let empty = ProfileToml::default();
     let profile = match &profile_name {

@@ -418,4 +418,19 @@ output_per_million = 8.0
     .unwrap_err()
     .to_string();
     assert!(err.contains("output_per_milion"), "{err}");
+    let negative = write(
+        &dir,
+        "negative.toml",
+        "[model_prices.gpt-5]\ninput_per_million = -1.0\noutput_per_million = 2.0\n",
+    );
+    let err = load(
+        &Overrides {
+            config_file: Some(negative),
+            ..Overrides::default()
+        },
+        &env_of(&[]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("[model_prices.gpt-5]"), "{err}");
 }

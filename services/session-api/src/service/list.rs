@@ -342,10 +342,14 @@ impl SessionApi {
                 }
             }
             if page.next_page_token.is_empty() {
-                break;
+                return Ok(counts);
             }
             token = page.next_page_token;
         }
+        tracing::warn!(
+            counted = MAX_COUNTED_PAGES as u32 * COUNT_PAGE_SIZE,
+            "more open sessions than keel_sessions counts; the gauge shows the first ones"
+        );
         Ok(counts)
     }
 

@@ -154,6 +154,7 @@ impl EnvPolicy {
                 self.ignore_default_excludes || !is_secret_name(&name.to_string_lossy())
             })
             .filter(|(name, _)| !matches_any(&self.exclude, &name.to_string_lossy()))
+            .filter(|(name, _)| !is_runner_telemetry(&name.to_string_lossy()))
             .collect();
         for (name, value) in &self.set {
             match env.iter_mut().find(|(k, _)| k == name.as_str()) {
@@ -184,6 +185,15 @@ fn matches_any(patterns: &[EnvPattern], name: &str) -> bool {
 pub fn is_secret_name(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
     SECRET_NAME_PARTS.iter().any(|part| upper.contains(part))
+}
+
+/// The tool-runner's own OpenTelemetry settings (`OTEL_*`: the collector's
+/// address, its credentials in `OTEL_EXPORTER_OTLP_HEADERS`): never
+/// inherited, whatever the policy, so a command neither reads them nor
+/// exports into the operator's collector. `set` can still give a command
+/// variables of these names.
+fn is_runner_telemetry(name: &str) -> bool {
+    name.to_ascii_uppercase().starts_with("OTEL_")
 }
 
 /// Why a request may not set a variable (the loader's and glibc's
@@ -248,6 +258,24 @@ mod tests {
         for name in ["PATH", "HOME", "LANG", "TERM", "CARGO_HOME", "USER"] {
             assert!(!is_secret_name(name), "{name} should be kept");
         }
+    }
+
+    #[test]
+    fn the_runners_telemetry_settings_never_reach_a_command() {
+        let vars = vec![
+            (OsString::from("PATH"), OsString::from("/bin")),
+            (
+                OsString::from("OTEL_EXPORTER_OTLP_HEADERS"),
+                OsString::from("api-key=collector-secret"),
+            ),
+            (OsString::from("otel_service_name"), OsString::from("x")),
+        ];
+        let policy = EnvPolicy {
+            ignore_default_excludes: true,
+            ..EnvPolicy::default()
+        };
+        let kept: Vec<_> = policy.apply(vars).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(kept, vec![OsString::from("PATH")]);
     }
 
     #[test]
