@@ -30,7 +30,7 @@ use anyhow::{Context, bail};
 use keel_proto::v1 as pb;
 use keel_test_support::fake_model::{FakeModel, Scripted, sse};
 use keel_test_support::history;
-use keel_test_support::measure::cpu_time as cpu;
+use keel_test_support::measure::{Samples, cpu_time as cpu};
 use keel_test_support::session;
 use keel_test_support::stack::{Stack, StackOptions};
 use pb::event::Msg;
@@ -142,26 +142,6 @@ impl FloorWorkflow {
 }
 
 // ---- measurement ----------------------------------------------------------
-
-#[derive(Default)]
-struct Samples(BTreeMap<String, Vec<f64>>);
-
-impl Samples {
-    fn add(&mut self, key: &str, v: f64) {
-        self.0.entry(key.to_string()).or_default().push(v);
-    }
-    fn median(&self, key: &str) -> f64 {
-        self.pct(key, 0.5)
-    }
-    fn pct(&self, key: &str, p: f64) -> f64 {
-        let mut v = self.0.get(key).cloned().unwrap_or_default();
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        v.sort_by(f64::total_cmp);
-        v[((v.len() - 1) as f64 * p).round() as usize]
-    }
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -459,17 +439,17 @@ async fn measure(label: &str, db: bool, pragmas: Vec<String>) -> anyhow::Result<
     );
     println!(
         "durable events after commit: n={} p50 {:.1} ms p99 {:.1} ms",
-        s.0.get("delivery").map_or(0, Vec::len),
+        s.count("delivery"),
         s.pct("delivery", 0.5),
         s.pct("delivery", 0.99)
     );
     println!("CPU per step (ms, median; bench = floor worker + this client):");
     for side in ["floor", "keel"] {
-        let line: Vec<String> =
-            s.0.keys()
-                .filter_map(|k| k.strip_prefix(&format!("cpu {side} ")))
-                .map(|name| format!("{name} {:.1}", s.median(&format!("cpu {side} {name}"))))
-                .collect();
+        let line: Vec<String> = s
+            .keys()
+            .filter_map(|k| k.strip_prefix(&format!("cpu {side} ")))
+            .map(|name| format!("{name} {:.1}", s.median(&format!("cpu {side} {name}"))))
+            .collect();
         println!("  during {side} turns: {}", line.join(", "));
     }
     Ok(())

@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 use keel_proto::v1 as pb;
 use keel_test_support::fake_model::{FakeModel, Scripted, sse};
 use keel_test_support::history;
-use keel_test_support::measure::cpu_time as cpu;
+use keel_test_support::measure::{Samples, cpu_time as cpu};
 use keel_test_support::otlp::OtlpReceiver;
 use keel_test_support::session;
 use keel_test_support::stack::{Stack, StackOptions};
@@ -35,23 +35,6 @@ const PROCS: [&str; 5] = [
     "keel-model-proxy",
     "keel-tool-runner",
 ];
-
-#[derive(Default)]
-struct Samples(BTreeMap<String, Vec<f64>>);
-
-impl Samples {
-    fn add(&mut self, key: &str, v: f64) {
-        self.0.entry(key.to_string()).or_default().push(v);
-    }
-    fn median(&self, key: &str) -> f64 {
-        let mut v = self.0.get(key).cloned().unwrap_or_default();
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        v.sort_by(f64::total_cmp);
-        v[(v.len() - 1) / 2]
-    }
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3

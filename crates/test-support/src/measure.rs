@@ -14,6 +14,41 @@ use crate::stack::{Stack, StackOptions};
 
 const WAIT: Duration = Duration::from_secs(120);
 
+/// Named series of numbers a benchmark collects, and their percentiles.
+#[derive(Debug, Default)]
+pub struct Samples(std::collections::BTreeMap<String, Vec<f64>>);
+
+impl Samples {
+    pub fn add(&mut self, key: &str, v: f64) {
+        self.0.entry(key.to_string()).or_default().push(v);
+    }
+
+    pub fn median(&self, key: &str) -> f64 {
+        self.pct(key, 0.5)
+    }
+
+    /// How many numbers `key` has.
+    pub fn count(&self, key: &str) -> usize {
+        self.0.get(key).map_or(0, Vec::len)
+    }
+
+    /// Every series' name, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    /// The `p` percentile (0.0–1.0, nearest rank) of `key`'s numbers; NaN
+    /// when there are none.
+    pub fn pct(&self, key: &str, p: f64) -> f64 {
+        let mut v = self.0.get(key).cloned().unwrap_or_default();
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        v.sort_by(f64::total_cmp);
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    }
+}
+
 /// Runs a session whose first turn leaves a conversation of `items` items
 /// (the model answers with `items - 2` messages at once), then a second turn,
 /// and returns the payload sizes of the second turn's model call — the call

@@ -224,16 +224,20 @@ impl MetricsService for Receiver {
     }
 }
 
+/// A resource's `service.name`.
+fn service_name(resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>) -> String {
+    resource
+        .iter()
+        .flat_map(|r| r.attributes.iter())
+        .find(|kv| kv.key == "service.name")
+        .map(|kv| text(kv.value.as_ref().and_then(|v| v.value.as_ref())))
+        .unwrap_or_default()
+}
+
 fn store_metrics(metrics: &Metrics, request: ExportMetricsServiceRequest, via: &'static str) {
     let mut got = Vec::new();
     for resource_metrics in request.resource_metrics {
-        let service = resource_metrics
-            .resource
-            .iter()
-            .flat_map(|r| r.attributes.iter())
-            .find(|kv| kv.key == "service.name")
-            .map(|kv| text(kv.value.as_ref().and_then(|v| v.value.as_ref())))
-            .unwrap_or_default();
+        let service = service_name(resource_metrics.resource.as_ref());
         for scope in resource_metrics.scope_metrics {
             for metric in scope.metrics {
                 got.push(ReceivedMetric {
@@ -263,13 +267,7 @@ fn text(value: Option<&Value>) -> String {
 fn store(spans: &Spans, request: ExportTraceServiceRequest, via: &'static str) {
     let mut got = Vec::new();
     for resource_spans in request.resource_spans {
-        let service = resource_spans
-            .resource
-            .iter()
-            .flat_map(|r| r.attributes.iter())
-            .find(|kv| kv.key == "service.name")
-            .map(|kv| text(kv.value.as_ref().and_then(|v| v.value.as_ref())))
-            .unwrap_or_default();
+        let service = service_name(resource_spans.resource.as_ref());
         for scope in resource_spans.scope_spans {
             for span in scope.spans {
                 got.push(ReceivedSpan {
