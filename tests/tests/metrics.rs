@@ -11,7 +11,6 @@ use keel_proto::v1 as pb;
 use keel_test_support::fake_model::{FakeModel, Scripted};
 use keel_test_support::session;
 use keel_test_support::stack::{Stack, StackOptions};
-use pb::event::Msg;
 
 /// The value of the sample `name{labels}` (labels in Prometheus' order:
 /// sorted by name), if present.
@@ -57,17 +56,11 @@ async fn every_service_serves_red_metrics_with_bounded_labels() {
     let stack = Stack::launch(options).await.unwrap();
     let mut client = stack.connect().await.unwrap();
     let ws = tempfile::tempdir().unwrap();
-    let (sid, mut events) = session::open(
+    let (sid, mut events) = session::open_with_policy(
         &mut client,
-        pb::CreateSessionRequest {
-            session_id: "metered-session".into(),
-            cwd: ws.path().display().to_string(),
-            context: Some(pb::TurnContext {
-                approval_policy: pb::ApprovalPolicy::Never as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
+        "metered-session",
+        ws.path(),
+        pb::ApprovalPolicy::Never,
     )
     .await
     .unwrap();
@@ -76,28 +69,17 @@ async fn every_service_serves_red_metrics_with_bounded_labels() {
         .unwrap();
     session::until_turn_complete(&mut events).await.unwrap();
     // A command that needs an approval, answered.
-    let (asked_sid, mut asked) = session::open(
-        &mut client,
-        pb::CreateSessionRequest {
-            cwd: ws.path().display().to_string(),
-            context: Some(pb::TurnContext {
-                approval_policy: pb::ApprovalPolicy::Untrusted as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let (asked_sid, mut asked) =
+        session::open_with_policy(&mut client, "", ws.path(), pb::ApprovalPolicy::Untrusted)
+            .await
+            .unwrap();
     session::send(&mut client, &asked_sid, "t1", "make a file")
         .await
         .unwrap();
-    let (_, call_id) = session::until(&mut asked, |e| match &e.msg {
-        Some(Msg::ExecApprovalRequest(r)) => Some(r.call_id.clone()),
-        _ => None,
-    })
-    .await
-    .unwrap();
+    let call_id = session::until_exec_approval(&mut asked)
+        .await
+        .unwrap()
+        .call_id;
     // Sessions by status: one waits for the approval, one is idle.
     let sessions = |status: &str, text: &str| {
         sample(text, "keel_sessions", &format!("status=\"{status}\"")).unwrap_or(-1.0)

@@ -319,28 +319,14 @@ async fn a_session_waiting_for_an_approval_reads_waiting() {
         .unwrap();
     let mut client = stack.connect().await.unwrap();
     let ws = tempfile::tempdir().unwrap();
-    let (sid, mut events) = session::open(
-        &mut client,
-        pb::CreateSessionRequest {
-            cwd: ws.path().display().to_string(),
-            context: Some(pb::TurnContext {
-                approval_policy: pb::ApprovalPolicy::Untrusted as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let (sid, mut events) =
+        session::open_with_policy(&mut client, "", ws.path(), pb::ApprovalPolicy::Untrusted)
+            .await
+            .unwrap();
     session::send(&mut client, &sid, "t1", "make the file")
         .await
         .unwrap();
-    let (_, request) = session::until(&mut events, |e| match &e.msg {
-        Some(Msg::ExecApprovalRequest(r)) => Some(r.clone()),
-        _ => None,
-    })
-    .await
-    .unwrap();
+    let request = session::until_exec_approval(&mut events).await.unwrap();
 
     let got = session::get(&mut client, &sid).await.unwrap();
     assert_eq!(got.status, pb::SessionStatus::Waiting as i32);

@@ -18,7 +18,6 @@ use keel_test_support::fake_model::{FakeModel, Scripted};
 use keel_test_support::otlp::{OtlpReceiver, ReceivedSpan};
 use keel_test_support::session;
 use keel_test_support::stack::{Stack, StackOptions};
-use pb::event::Msg;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -53,17 +52,11 @@ async fn a_turn_is_one_trace_from_the_client_to_every_service_across_a_worker_ki
     let mut stack = Stack::launch(options).await.unwrap();
     let mut client = stack.connect().await.unwrap();
     let ws = tempfile::tempdir().unwrap();
-    let (sid, mut events) = session::open(
+    let (sid, mut events) = session::open_with_policy(
         &mut client,
-        pb::CreateSessionRequest {
-            session_id: "traced-session".into(),
-            cwd: ws.path().display().to_string(),
-            context: Some(pb::TurnContext {
-                approval_policy: pb::ApprovalPolicy::Untrusted as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
+        "traced-session",
+        ws.path(),
+        pb::ApprovalPolicy::Untrusted,
     )
     .await
     .unwrap();
@@ -86,12 +79,10 @@ async fn a_turn_is_one_trace_from_the_client_to_every_service_across_a_worker_ki
         .metadata_mut()
         .insert("baggage", "keel.turn_id=forged".parse().unwrap());
     client.send_user_turn(request).await.unwrap();
-    let (_, call_id) = session::until(&mut events, |e| match &e.msg {
-        Some(Msg::ExecApprovalRequest(r)) => Some(r.call_id.clone()),
-        _ => None,
-    })
-    .await
-    .unwrap();
+    let call_id = session::until_exec_approval(&mut events)
+        .await
+        .unwrap()
+        .call_id;
 
     // What the worker did so far is exported before it dies (a kill -9
     // loses what a process has not sent yet, which is not what this test

@@ -56,6 +56,41 @@ pub async fn open(
     Ok((sid, events))
 }
 
+/// [`open`]s a session in `cwd` under `policy` (`session_id` empty:
+/// session-api picks one).
+pub async fn open_with_policy(
+    client: &mut Client,
+    session_id: &str,
+    cwd: &Path,
+    policy: pb::ApprovalPolicy,
+) -> anyhow::Result<(String, Streaming<pb::StreamEventsResponse>)> {
+    open(
+        client,
+        pb::CreateSessionRequest {
+            session_id: session_id.into(),
+            cwd: cwd.display().to_string(),
+            context: Some(pb::TurnContext {
+                approval_policy: policy as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Reads events until a command asks for approval; returns the request.
+pub async fn until_exec_approval(
+    stream: &mut Streaming<pb::StreamEventsResponse>,
+) -> anyhow::Result<pb::ExecApprovalRequest> {
+    let (_, request) = until(stream, |e| match &e.msg {
+        Some(pb::event::Msg::ExecApprovalRequest(r)) => Some(r.clone()),
+        _ => None,
+    })
+    .await?;
+    Ok(request)
+}
+
 /// Queues a turn with a chosen turn id.
 pub async fn send(
     client: &mut Client,
