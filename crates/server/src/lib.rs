@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod otlp_metrics;
 pub mod telemetry;
 pub mod tls;
+mod web;
 
 pub use deadline::Deadline;
 pub use hardening::protect_process;
@@ -26,6 +27,7 @@ pub use logging::LogFormat;
 pub use metrics::{MetricsArgs, ServerMetrics};
 pub use telemetry::{Telemetry, Traced};
 pub use tls::{ClientTls, PeerTlsArgs, ServerTls, TlsError, keep_alive};
+pub use web::{Web, WebArgs, WebError};
 
 /// Flags and environment shared by every Keel server.
 #[derive(Debug, Clone, clap::Args)]
@@ -48,6 +50,10 @@ pub struct ServeArgs {
     /// [`MetricsArgs::start`]); `None`: a registry nobody scrapes.
     #[arg(skip)]
     pub metrics: Option<ServerMetrics>,
+    /// Serve browsers too (gRPC-Web and CORS; see [`WebArgs::web`]).
+    /// `None`: plain gRPC over HTTP/2 only.
+    #[arg(skip)]
+    pub web: Option<Web>,
 }
 
 impl ServeArgs {
@@ -183,6 +189,9 @@ pub async fn serve_until(
         None => ServerMetrics::new()?,
     };
     let server = tonic::transport::Server::builder()
+        // gRPC-Web comes over HTTP/1.1 as well.
+        .accept_http1(args.web.is_some())
+        .layer(web::WebLayer(args.web.clone()))
         .layer(metrics.layer(service_names))
         .add_routes(routes);
     match tls {

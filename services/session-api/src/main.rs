@@ -19,6 +19,10 @@ struct Args {
     serve: keel_server::ServeArgs,
     #[command(flatten)]
     metrics: keel_server::MetricsArgs,
+    /// Browsers: gRPC-Web on the clients' listener (on by default) and the
+    /// origins CORS allows (none by default).
+    #[command(flatten)]
+    web: keel_server::WebArgs,
     #[command(flatten)]
     auth: keel_auth::AuthArgs,
     #[command(flatten)]
@@ -68,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = keel_server::telemetry::init("keel-session-api", args.serve.log_format)?;
     let server_metrics = args.metrics.start().await?;
     args.serve.metrics = Some(server_metrics.clone());
+    args.serve.web = args.web.web()?;
     keel_server::protect_process();
     let auth = args.auth.authenticator().await?;
     let internal_tls = args.tls.server("session-api's internal listener")?;
@@ -133,6 +138,8 @@ async fn main() -> anyhow::Result<()> {
         request_timeout_secs: None,
         // One registry for both listeners (their services tell them apart).
         metrics: args.serve.metrics.clone(),
+        // Workers only: plain gRPC.
+        web: None,
     };
     tokio::try_join!(
         keel_server::serve(&args.serve, clients, &["keel.v1.SessionService"]),

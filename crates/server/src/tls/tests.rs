@@ -75,6 +75,7 @@ async fn server(dir: &Path, files: &Files) -> String {
         log_format: crate::LogFormat::Text,
         request_timeout_secs: None,
         metrics: None,
+        web: None,
     };
     tokio::spawn(async move {
         let routes = tonic::service::Routes::default();
