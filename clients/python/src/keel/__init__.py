@@ -1,0 +1,1 @@
+"""Keel's protocol, generated from ``proto/keel`` when this package is built."""
