@@ -343,6 +343,8 @@ mod tests {
             },
         ];
         let event = Event {
+            agent_id: String::new(),
+            parent_agent_id: String::new(),
             offset: 5,
             turn_id: "t1".into(),
             time: None,

@@ -576,6 +576,8 @@ mod tests {
 
     fn event(offset: u64, msg: Msg) -> Event {
         Event {
+            agent_id: String::new(),
+            parent_agent_id: String::new(),
             offset,
             turn_id: "t1".to_string(),
             time: Some(prost_types::Timestamp {
@@ -813,6 +815,8 @@ mod tests {
             })
         );
         let started = Event {
+            agent_id: String::new(),
+            parent_agent_id: String::new(),
             offset: 1,
             turn_id: "t1".to_string(),
             time: None,

@@ -776,6 +776,8 @@ mod tests {
 
     fn ev(offset: u64, turn: &str, msg: Msg) -> Event {
         Event {
+            agent_id: String::new(),
+            parent_agent_id: String::new(),
             offset,
             turn_id: turn.to_string(),
             time: None,

@@ -529,6 +529,7 @@ async fn every_service_answers_hostile_bytes_with_a_status_and_keeps_serving() {
             pb::CancelToolCallRequest {
                 session_id: "fuzz".into(),
                 call_id: "c1".into(),
+                ..Default::default()
             },
         ),
         unary(

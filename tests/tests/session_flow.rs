@@ -262,6 +262,21 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
         .collect();
     let newest = events2.last().unwrap().offset;
     assert_eq!(all_offsets, (1..=newest).collect::<Vec<_>>());
+    // Every event names its agent: the session's own, by the id the client
+    // knows (not the tenant's key), whether read back or followed live.
+    for m in &all {
+        let Some(pb::stream_events_response::Kind::Event(e)) = &m.kind else {
+            unreachable!()
+        };
+        assert_eq!(
+            (e.agent_id.as_str(), e.parent_agent_id.as_str()),
+            (sid.as_str(), ""),
+            "{e:?}"
+        );
+    }
+    for e in &events2 {
+        assert_eq!(e.agent_id, sid, "{e:?}");
+    }
     let after3 = replay(&mut client, &sid, 3).await;
     assert_eq!(after3.len() as u64, newest - 3);
     assert_eq!(after3, all[3..].to_vec());

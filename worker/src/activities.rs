@@ -388,6 +388,10 @@ pub struct ToolCallInput {
     /// [`SetupInput::runner`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner: Option<String>,
+    /// The sub-agent making the call; empty for the session's own agent
+    /// (`RunToolRequest.agent_id`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub agent_id: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -1120,6 +1124,7 @@ impl KeelActivities {
         let cancel_request = pb::CancelToolCallRequest {
             session_id: input.session_id.clone(),
             call_id: input.call_id.clone(),
+            agent_id: input.agent_id.clone(),
         };
         let call = async {
             let r = client
@@ -1135,6 +1140,7 @@ impl KeelActivities {
                     call_item_digest: input.call_item_digest.unwrap_or_default(),
                     invocation: input.invocation.as_ref().map(Into::into),
                     user_shell: input.user_shell,
+                    agent_id: input.agent_id,
                 })
                 .await;
             let r = match r {

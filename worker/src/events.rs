@@ -136,6 +136,11 @@ impl EventLog {
             offset,
             turn_id: turn_id.to_string(),
             time: time.map(timestamp),
+            // Every event of a log is its workflow's agent's: session-api
+            // names it when it serves the event, so the log does not carry
+            // the same ids thousands of times.
+            agent_id: String::new(),
+            parent_agent_id: String::new(),
             msg: Some(msg),
         };
         let encoded = base64::engine::general_purpose::STANDARD.encode(event.encode_to_vec());

@@ -31,6 +31,8 @@ fn typed(app: &mut App, text: &str) -> Vec<Action> {
 
 fn event(offset: u64, msg: Msg) -> Event {
     Event {
+        agent_id: String::new(),
+        parent_agent_id: String::new(),
         offset,
         turn_id: "t1".to_string(),
         time: None,

@@ -14,6 +14,8 @@ use super::*;
 
 fn ev(offset: u64, msg: Msg) -> Event {
     Event {
+        agent_id: String::new(),
+        parent_agent_id: String::new(),
         offset,
         turn_id: "t1".to_string(),
         time: None,

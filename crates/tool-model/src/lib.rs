@@ -54,3 +54,32 @@ pub use settings::{ApprovalPolicy, SandboxMode, SettingParseError};
 pub fn parse_error(err: impl std::fmt::Display) -> String {
     format!("failed to parse function arguments: {err}")
 }
+
+/// Longest sub-agent id a tool call may name.
+pub const MAX_AGENT_ID_LEN: usize = 64;
+
+/// Whether `id` can name a sub-agent of a session: letters, digits, '-'
+/// and '_', at most [`MAX_AGENT_ID_LEN`] characters (a UUID fits). Empty
+/// names the session's own agent.
+pub fn valid_agent_id(id: &str) -> bool {
+    id.len() <= MAX_AGENT_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod agent_id_tests {
+    use super::*;
+
+    #[test]
+    fn agent_ids() {
+        assert!(valid_agent_id(""));
+        assert!(valid_agent_id("0b7c3f4e-9a52-4c1e-8a6f-2d1f5e9b7a10"));
+        assert!(valid_agent_id(&"a".repeat(64)));
+        assert!(!valid_agent_id(&"a".repeat(65)));
+        for bad in ["a/b", "a\0b", "a.b", "../x", "a b", "é"] {
+            assert!(!valid_agent_id(bad), "{bad:?}");
+        }
+    }
+}

@@ -221,7 +221,62 @@ pub struct SessionInput {
     /// The session this one was forked from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forked_from: Option<ForkOrigin>,
+    /// Set when this workflow is a sub-agent of a session (a child workflow
+    /// of the session's own workflow); `None` for the session's own agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentLink>,
 }
+
+impl SessionInput {
+    /// The id every event and tool call of this workflow names its agent
+    /// by: a sub-agent's own id, or the session id for the session's own
+    /// agent.
+    pub fn agent_id(&self) -> &str {
+        match &self.agent {
+            Some(link) => &link.agent_id,
+            None => &self.session_id,
+        }
+    }
+
+    /// The agent that started this one; empty for the session's own agent.
+    pub fn parent_agent_id(&self) -> &str {
+        self.agent
+            .as_ref()
+            .map(|link| link.parent_agent_id.as_str())
+            .unwrap_or("")
+    }
+
+    /// The agent id a tool call names: empty for the session's own agent
+    /// (whose calls keep the keys they had before sub-agents existed).
+    pub fn tool_agent_id(&self) -> &str {
+        self.agent
+            .as_ref()
+            .map(|link| link.agent_id.as_str())
+            .unwrap_or("")
+    }
+}
+
+/// Where a sub-agent sits in its session (see docs/design/sub-agents.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentLink {
+    /// The sub-agent's id (a UUID the session's workflow made).
+    pub agent_id: String,
+    /// The agent that started it: the session id for the session's own
+    /// agent.
+    pub parent_agent_id: String,
+    /// The session's own workflow, which every sub-agent reports to.
+    pub root_workflow_id: String,
+    /// 1 for an agent the session's own agent started, 2 for one that
+    /// agent started, ….
+    pub depth: u32,
+    /// The role it was started with (`[agents.<role>]`); empty: `default`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub role: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub nickname: String,
+}
+
+pub use keel_tool_model::{MAX_AGENT_ID_LEN, valid_agent_id};
 
 pub use keel_tool_model::toolset::{ToolFeatures, WebSearch};
 

@@ -34,7 +34,16 @@ pub(crate) fn decode(encoded: &str) -> Result<pb::Event, Status> {
     pb::Event::decode(bytes.as_slice()).map_err(crate::errors::corrupt_event)
 }
 
-fn event(e: pb::Event) -> Response {
+/// An event as clients get it: named by its agent. A session's log holds
+/// its own agent's events, which the workflow does not stamp (every event
+/// of a log has the same agent): they are named by the session id the
+/// client knows (the key without its tenant).
+fn event(mut e: pb::Event, session_key: &str) -> Response {
+    if e.agent_id.is_empty() {
+        e.agent_id = keel_workflow_api::split_session_key(session_key)
+            .1
+            .to_string();
+    }
     Response {
         kind: Some(pb::stream_events_response::Kind::Event(e)),
     }
@@ -107,7 +116,7 @@ async fn catch_up(
         let (last, closed) = (page.last_offset, page.closed);
         for e in decode_page(page)? {
             *after = e.offset;
-            out.push(event(e));
+            out.push(event(e, session_id));
         }
         if *after >= last {
             return Ok(CaughtUp {
@@ -202,7 +211,7 @@ pub(crate) fn stream(
                 Next::Event(e) if e.offset == after + 1 => {
                     after = e.offset;
                     api.metrics().delivered(e.time.as_ref());
-                    yield event((*e).clone());
+                    yield event((*e).clone(), &session_id);
                 }
                 Next::Delta(d) => {
                     if held.is_empty() {

@@ -244,6 +244,8 @@ impl SessionService for SessionApi {
             owner: caller.principal.clone(),
             name: req.name,
             forked_from: None,
+            // The session's own agent.
+            agent: None,
         };
         self.check_open_sessions(&caller).await?;
         self.start_session(&key, &input).await?;

@@ -314,6 +314,7 @@ impl ToolService for ToolRunner {
     ) -> Result<Response<RunToolResponse>, Status> {
         let mut req = request.into_inner();
         check_key(&req.session_id, &req.call_id)?;
+        check_agent(&req.agent_id)?;
         if req.tool_name.is_empty() {
             return Err(errors::invalid("tool_name must not be empty"));
         }
@@ -345,14 +346,12 @@ impl ToolService for ToolRunner {
     ) -> Result<Response<CancelToolCallResponse>, Status> {
         let req = request.into_inner();
         check_key(&req.session_id, &req.call_id)?;
+        check_agent(&req.agent_id)?;
         // The latest attempt of the call: after an approved re-run, that is
         // the one that may still be running.
-        let attempt = self
-            .inner
-            .executions
-            .latest_attempt(&req.session_id, &req.call_id)
-            .unwrap_or(0);
-        let key = CallKey::new(&req.session_id, &req.call_id).with_attempt(attempt);
+        let key = CallKey::new(&req.session_id, &req.call_id).with_agent(&req.agent_id);
+        let attempt = self.inner.executions.latest_attempt(&key).unwrap_or(0);
+        let key = key.with_attempt(attempt);
         let was_running = self.cancel_call(&key).await?;
         tracing::info!(
             session_id = %req.session_id,
@@ -586,6 +585,18 @@ fn check_key(session_id: &str, call_id: &str) -> Result<(), Status> {
             "session_id {session_id:?} is not a session key: 1 to 200 letters, digits, '.', '_' or '-'"
         ))
     })
+}
+
+/// A sub-agent's id, when a call names one (see `RunToolRequest.agent_id`).
+fn check_agent(agent_id: &str) -> Result<(), Status> {
+    if keel_tool_model::valid_agent_id(agent_id) {
+        Ok(())
+    } else {
+        Err(errors::invalid(format!(
+            "agent_id {agent_id:?} is not an agent id: at most {} letters, digits, '-' or '_'",
+            keel_tool_model::MAX_AGENT_ID_LEN
+        )))
+    }
 }
 
 fn tool_options(req: &ListToolsRequest) -> Result<ToolOptions, Status> {

@@ -125,6 +125,65 @@ async fn serves_exec_and_run_tool() {
     server.child.kill().await.unwrap();
 }
 
+/// Two agents of one session may use the same call id: each is a call of
+/// its own, run once and answered again with its own output; a call naming
+/// no valid agent runs nothing.
+#[tokio::test]
+async fn each_agent_has_calls_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path()).await;
+    let counter = dir.path().join("runs");
+    let script = format!("echo run >> {0}; wc -l < {0}", counter.display());
+    let call = |agent: &str| RunToolRequest {
+        agent_id: agent.into(),
+        ..shell_call("call_same", &script)
+    };
+    let mut outputs = Vec::new();
+    for agent in ["", "a1", "a2", "a1", ""] {
+        let resp = server
+            .client
+            .run_tool(call(agent))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(resp.success, "{}", resp.output_preview);
+        outputs.push(resp.output_preview);
+    }
+    // Three calls ran (the root's, a1's, a2's); the repeats were answered
+    // with their first outputs.
+    let runs = std::fs::read_to_string(&counter).unwrap();
+    assert_eq!(runs.lines().count(), 3, "{runs}");
+    assert_ne!(outputs[0], outputs[1]);
+    assert_ne!(outputs[1], outputs[2]);
+    assert_eq!(outputs[3], outputs[1]);
+    assert_eq!(outputs[4], outputs[0]);
+
+    for bad in ["../x", "a/b", "a.b", &"a".repeat(65)] {
+        let err = server.client.run_tool(call(bad)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}");
+        assert!(
+            err.message().contains("is not an agent id"),
+            "{}",
+            err.message()
+        );
+        let err = server
+            .client
+            .cancel_tool_call(CancelToolCallRequest {
+                session_id: "s".into(),
+                call_id: "call_same".into(),
+                agent_id: bad.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap().lines().count(),
+        3
+    );
+    server.child.kill().await.unwrap();
+}
+
 /// A `shell` call under danger-full-access: these tests follow the
 /// command's processes by the pids it prints (`$$`, `$!`), and a sandboxed
 /// command only knows its pids inside a PID namespace of its own (its
@@ -179,6 +238,7 @@ async fn cancel_tool_call_kills_the_command_and_records_the_abort() {
         .cancel_tool_call(CancelToolCallRequest {
             session_id: "s".into(),
             call_id: "call_2".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -154,6 +154,7 @@ pub(super) async fn execute(
         invocation: run.invocation.cloned(),
         user_shell,
         runner: None,
+        agent_id: ctx.state(|s| s.input.tool_agent_id().to_string()),
     };
     // The text of a call that did not get an answer from the tool-runner.
     let failed = |e: &ActivityExecutionError| match e {

@@ -11,6 +11,8 @@ use crate::render::{HumanRenderer, event_json};
 
 fn event(msg: Msg) -> Event {
     Event {
+        agent_id: String::new(),
+        parent_agent_id: String::new(),
         offset: 9,
         turn_id: "t1".to_string(),
         time: None,

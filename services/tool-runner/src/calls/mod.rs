@@ -48,21 +48,26 @@ use sha2::{Digest as _, Sha256};
 
 pub use journal::{Journal, JournalEntry, JournalError, StateDirLock, lock_state_dir};
 
-/// What makes two RunTool requests the same call: the ids, and which
-/// execution of the call it is (`attempt`: 0 first, 1 for the re-run the
-/// user approved after a sandbox denial).
+/// What makes two RunTool requests the same call: the ids (the session,
+/// the sub-agent — empty for the session's own agent — and the model's
+/// call), and which execution of the call it is (`attempt`: 0 first, 1 for
+/// the re-run the user approved after a sandbox denial). Two agents of one
+/// session may use the same call id (each model names its own calls): they
+/// are different calls.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CallKey {
     pub session_id: String,
+    pub agent_id: String,
     pub call_id: String,
     pub attempt: u32,
 }
 
 impl CallKey {
-    /// The first attempt of a call.
+    /// The first attempt of a call of the session's own agent.
     pub fn new(session_id: &str, call_id: &str) -> Self {
         Self {
             session_id: session_id.to_string(),
+            agent_id: String::new(),
             call_id: call_id.to_string(),
             attempt: 0,
         }
@@ -72,21 +77,53 @@ impl CallKey {
         Self { attempt, ..self }
     }
 
-    /// The journal's name for the key, in hex: `sha256(session_id \0
-    /// call_id)` for attempt 0 — the name from before attempts existed, so
-    /// old journals keep answering — and `sha256(session_id \0 call_id \0
-    /// attempt)` (decimal) for later attempts. RunTool refuses ids
-    /// containing NUL, so neither form is ambiguous.
+    /// The same call made by sub-agent `agent_id` (empty: the session's
+    /// own agent).
+    pub fn with_agent(self, agent_id: &str) -> Self {
+        Self {
+            agent_id: agent_id.to_string(),
+            ..self
+        }
+    }
+
+    /// The journal's name for the key, in hex. For the session's own agent:
+    /// `sha256(session_id \0 call_id)` for attempt 0 — the name from before
+    /// attempts existed, so old journals keep answering — and
+    /// `sha256(session_id \0 call_id \0 attempt)` (decimal) for later
+    /// attempts. For a sub-agent: `sha256(session_id \0 call_id \0 attempt
+    /// \0 agent_id)`, always with the attempt. RunTool refuses ids
+    /// containing NUL, so the number of separators tells the forms apart
+    /// and none is ambiguous.
     pub fn digest(&self) -> String {
         let mut hasher = Sha256::new();
         hasher.update(self.session_id.as_bytes());
         hasher.update([0]);
         hasher.update(self.call_id.as_bytes());
-        if self.attempt > 0 {
+        if self.attempt > 0 || !self.agent_id.is_empty() {
             hasher.update([0]);
             hasher.update(self.attempt.to_string().as_bytes());
         }
+        if !self.agent_id.is_empty() {
+            hasher.update([0]);
+            hasher.update(self.agent_id.as_bytes());
+        }
         hex::encode(hasher.finalize())
+    }
+
+    /// Who owns the call's `exec_command` processes: the session for its
+    /// own agent, `<session>/<agent>` for a sub-agent (neither id contains
+    /// '/').
+    pub fn process_scope(&self) -> String {
+        process_scope(&self.session_id, &self.agent_id)
+    }
+}
+
+/// See [`CallKey::process_scope`].
+pub fn process_scope(session_id: &str, agent_id: &str) -> String {
+    if agent_id.is_empty() {
+        session_id.to_string()
+    } else {
+        format!("{session_id}/{agent_id}")
     }
 }
 
@@ -123,6 +160,32 @@ pub fn restarted_text(tool_name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agents_have_keys_of_their_own() {
+        let root = CallKey::new("s", "c");
+        let agent = CallKey::new("s", "c").with_agent("a1");
+        let other = CallKey::new("s", "c").with_agent("a2");
+        assert_ne!(root.digest(), agent.digest());
+        assert_ne!(agent.digest(), other.digest());
+        // The root's keys are those from before agents existed.
+        assert_eq!(
+            root.digest(),
+            hex::encode(Sha256::digest(b"s\0c")),
+            "attempt 0 of the session's own agent"
+        );
+        assert_eq!(
+            CallKey::new("s", "c").with_attempt(1).digest(),
+            hex::encode(Sha256::digest(b"s\0c\x001"))
+        );
+        // An agent's first attempt is not the root's later attempt.
+        assert_ne!(
+            CallKey::new("s", "c").with_attempt(1).digest(),
+            CallKey::new("s", "c").with_agent("1").digest()
+        );
+        assert_eq!(root.process_scope(), "s");
+        assert_eq!(agent.process_scope(), "s/a1");
+    }
 
     #[test]
     fn keys_hash_with_a_separator() {

@@ -239,10 +239,14 @@ impl Executions {
     }
 
     /// The highest attempt of the call known in memory, if any.
-    pub(crate) fn latest_attempt(&self, session_id: &str, call_id: &str) -> Option<u32> {
+    pub(crate) fn latest_attempt(&self, call: &CallKey) -> Option<u32> {
         self.entries()
             .keys()
-            .filter(|key| key.session_id == session_id && key.call_id == call_id)
+            .filter(|key| {
+                key.session_id == call.session_id
+                    && key.agent_id == call.agent_id
+                    && key.call_id == call.call_id
+            })
             .map(|key| key.attempt)
             .max()
     }

@@ -103,13 +103,18 @@ impl ProcessRegistry {
         }
     }
 
-    /// Kills and forgets every process of `session`; returns how many.
+    /// Kills and forgets every process of `session`, its sub-agents' too
+    /// (scopes `<session>/<agent>`); returns how many.
     pub fn close_session(&self, session: &str) -> usize {
         let removed: Vec<Entry> = {
             let mut entries = self.entries();
             let keys: Vec<(String, i32)> = entries
                 .keys()
-                .filter(|(s, _)| s == session)
+                .filter(|(s, _)| {
+                    s == session
+                        || s.strip_prefix(session)
+                            .is_some_and(|rest| rest.starts_with('/'))
+                })
                 .cloned()
                 .collect();
             keys.iter().filter_map(|key| entries.remove(key)).collect()

@@ -34,7 +34,9 @@ impl ToolRunner {
         req: RunToolRequest,
     ) -> Result<RunToolResponse, Status> {
         self.check_invocation(&req)?;
-        let key = CallKey::new(&req.session_id, &req.call_id).with_attempt(req.attempt);
+        let key = CallKey::new(&req.session_id, &req.call_id)
+            .with_agent(&req.agent_id)
+            .with_attempt(req.attempt);
         let digest = request_digest(&req);
         // A draining runner finishes what it has and answers what it
         // recorded, but starts nothing new: the worker runs the call on
@@ -305,7 +307,7 @@ impl ToolRunner {
                     policy: inner.policy,
                     workspace: &inner.workspace,
                     processes: &inner.processes,
-                    session_id: &req.session_id,
+                    process_scope: &crate::calls::process_scope(&req.session_id, &req.agent_id),
                     cwd: &cwd,
                     user_shell: self.user_shell_for(req),
                     sandbox: &sandbox,

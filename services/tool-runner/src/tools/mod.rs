@@ -35,8 +35,9 @@ pub struct ToolContext<'a> {
     pub policy: TruncationPolicy,
     pub workspace: &'a Workspace,
     pub processes: &'a ProcessRegistry,
-    /// The Keel session: unified exec processes are kept per session.
-    pub session_id: &'a str,
+    /// Whose unified exec processes the call sees: the session, or
+    /// `<session>/<agent>` for a sub-agent ([`crate::calls::process_scope`]).
+    pub process_scope: &'a str,
     /// The session's working directory, canonical and inside the workspace.
     pub cwd: &'a Path,
     /// The user's shell for `shell_command` and `exec_command`.

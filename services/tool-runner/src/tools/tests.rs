@@ -36,7 +36,7 @@ impl Harness {
             policy: TruncationPolicy::default(),
             workspace: &self.workspace,
             processes: &self.processes,
-            session_id: "s1",
+            process_scope: "s1",
             cwd: &self.root,
             user_shell: "sh",
             sandbox: &self.sandbox,
@@ -434,7 +434,7 @@ async fn sessions_cannot_reach_each_others_processes() {
         .await;
     let id = session_id_of(&out.text);
     let other = ToolContext {
-        session_id: "s2",
+        process_scope: "s2",
         ..h.ctx()
     };
     let args = format!(r#"{{"session_id":{id}}}"#);
@@ -449,6 +449,43 @@ async fn sessions_cannot_reach_each_others_processes() {
         out.text,
         format!("write_stdin failed: Unknown process id {id}")
     );
+    assert_eq!(h.processes.close_session("s1"), 1);
+}
+
+/// A sub-agent's processes are its own; closing the session closes them.
+#[tokio::test]
+async fn agents_cannot_reach_each_others_processes() {
+    let h = Harness::new();
+    let agent = ToolContext {
+        process_scope: "s1/a1",
+        ..h.ctx()
+    };
+    let start = ToolCall {
+        name: "exec_command",
+        arguments: r#"{"cmd":"sleep 30","yield_time_ms":250}"#,
+        custom: false,
+        invocation: None,
+    };
+    let id = session_id_of(&run_tool(&agent, start).await.text);
+    let args = format!(r#"{{"session_id":{id}}}"#);
+    let poll = ToolCall {
+        name: "write_stdin",
+        arguments: &args,
+        custom: false,
+        invocation: None,
+    };
+    let unknown = format!("write_stdin failed: Unknown process id {id}");
+    // Neither the session's own agent nor another sub-agent reaches it.
+    for scope in ["s1", "s1/a2"] {
+        let other = ToolContext {
+            process_scope: scope,
+            ..h.ctx()
+        };
+        assert_eq!(run_tool(&other, poll).await.text, unknown, "{scope}");
+    }
+    assert_ne!(run_tool(&agent, poll).await.text, unknown);
+    // Another session whose id starts the same is not closed with s1.
+    assert_eq!(h.processes.close_session("s"), 0);
     assert_eq!(h.processes.close_session("s1"), 1);
 }
 

@@ -87,7 +87,10 @@ pub async fn start(
     };
     // Registered before waiting, so closing the session during the wait
     // kills it too.
-    let process_id = match ctx.processes.insert(ctx.session_id, Arc::clone(&process)) {
+    let process_id = match ctx
+        .processes
+        .insert(ctx.process_scope, Arc::clone(&process))
+    {
         Ok(id) => id,
         Err(err) => return failed(err.to_string()),
     };
@@ -112,7 +115,7 @@ pub async fn start(
 
 /// `write_stdin`: writes to (or polls) a process of the same session.
 pub async fn write_stdin(ctx: &ToolContext<'_>, input: &WriteStdinInvocation) -> ToolOutcome {
-    let Some(process) = ctx.processes.get(ctx.session_id, input.process_id) else {
+    let Some(process) = ctx.processes.get(ctx.process_scope, input.process_id) else {
         return ToolOutcome::failure(format!(
             "write_stdin failed: Unknown process id {}",
             input.process_id
@@ -155,7 +158,7 @@ impl Drop for KillUnlessReturned<'_, '_> {
         if self.armed {
             self.ctx
                 .processes
-                .remove(self.ctx.session_id, self.process_id);
+                .remove(self.ctx.process_scope, self.process_id);
         }
     }
 }
@@ -171,7 +174,7 @@ fn finish(
 ) -> ToolOutcome {
     let running = collected.exit_code.is_none();
     if !running {
-        ctx.processes.remove(ctx.session_id, process_id);
+        ctx.processes.remove(ctx.process_scope, process_id);
     }
     let wall_time = start.elapsed();
     let text = UnifiedExecOutput {

@@ -56,6 +56,7 @@ async fn cancel(runner: &ToolRunner, session_id: &str, call_id: &str) -> bool {
         .cancel_tool_call(Request::new(CancelToolCallRequest {
             session_id: session_id.into(),
             call_id: call_id.into(),
+            ..Default::default()
         }))
         .await
         .unwrap()
@@ -477,6 +478,7 @@ async fn keys_are_checked() {
         .cancel_tool_call(Request::new(CancelToolCallRequest {
             session_id: "s".into(),
             call_id: String::new(),
+            ..Default::default()
         }))
         .await
         .unwrap_err();
