@@ -130,3 +130,78 @@ fn unformatted_contracts_fail() {
     assert!(!ok, "{out}");
     assert!(out.contains("not formatted"), "{out}");
 }
+
+/// The default bases: the commit `proto/BREAKING_BASE` names and every
+/// later commit that changed `proto/`, so what was added after the base is
+/// kept too; `none` skips the check, loudly.
+#[test]
+fn fields_added_after_the_base_are_kept_too() {
+    let repo = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(repo.path())
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.test"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let proto = repo.path().join("proto");
+    copy_dir(&repo_root().join("proto"), &proto);
+    git(&["init", "-q", "-b", "work"]);
+    git(&["add", "."]);
+    git(&["commit", "-qm", "published"]);
+    let published = git(&["rev-parse", "HEAD"]);
+    let session = proto.join("keel/v1/session.proto");
+    let text = std::fs::read_to_string(&session).unwrap();
+    std::fs::write(
+        &session,
+        replace_once(
+            text,
+            "  uint64 after_offset = 2;\n",
+            "  uint64 after_offset = 2;\n  // Added after the base.\n  string note = 99;\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(proto.join("BREAKING_BASE"), format!("{published}\n")).unwrap();
+    git(&["add", "."]);
+    git(&["commit", "-qm", "a field"]);
+
+    let check = || {
+        let out = Command::new(repo_root().join("scripts/check-contracts"))
+            .arg("--repo")
+            .arg(repo.path())
+            .arg("--input")
+            .arg(&proto)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, out) = check();
+    assert!(ok, "{out}");
+
+    // Renaming the new field breaks JSON clients of the second commit,
+    // though the base never had it.
+    let text = std::fs::read_to_string(&session).unwrap();
+    std::fs::write(
+        &session,
+        replace_once(text, "string note = 99;", "string remark = 99;"),
+    )
+    .unwrap();
+    let (ok, out) = check();
+    assert!(!ok, "{out}");
+    assert!(out.contains("note"), "{out}");
+
+    // A deliberate break says so.
+    std::fs::write(proto.join("BREAKING_BASE"), "none\n").unwrap();
+    let (ok, out) = check();
+    assert!(ok, "{out}");
+    assert!(out.contains("buf breaking is skipped"), "{out}");
+}

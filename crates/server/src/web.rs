@@ -46,7 +46,7 @@ pub struct WebArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
     #[error(
-        "--cors-allowed-origin {0:?} is not an origin: give scheme://host[:port] (no path, no trailing slash), or *"
+        "--cors-allowed-origin {0:?} is not an origin as browsers send it: give scheme://host[:port] in lower case, without a path, a trailing slash or the scheme's default port; or *"
     )]
     BadOrigin(String),
     #[error("--cors-allowed-origin lists origins but --no-grpc-web refuses browsers")]
@@ -61,7 +61,7 @@ pub struct Web {
 
 /// Request headers a gRPC-Web client sends: its protocol's own, Keel's
 /// credentials, and the W3C trace context.
-const ALLOWED_HEADERS: [&str; 8] = [
+const ALLOWED_HEADERS: [&str; 7] = [
     "authorization",
     "content-type",
     "x-grpc-web",
@@ -69,7 +69,6 @@ const ALLOWED_HEADERS: [&str; 8] = [
     "grpc-timeout",
     "traceparent",
     "tracestate",
-    "connect-protocol-version",
 ];
 
 /// Response headers a browser may show the page: a call's status (in the
@@ -120,14 +119,23 @@ impl WebArgs {
     }
 }
 
-/// `scheme://host[:port]`, as a browser sends it in `Origin`.
+/// `scheme://host[:port]`, exactly as a browser sends it in `Origin`:
+/// lower case, and without the scheme's default port (an origin written
+/// otherwise would never match, so it is refused rather than ignored).
 fn origin_value(origin: &str) -> Result<HeaderValue, WebError> {
     let bad = || WebError::BadOrigin(origin.to_string());
     let (scheme, rest) = origin.split_once("://").ok_or_else(bad)?;
-    let host_ok = !rest.is_empty()
-        && !rest.contains(['/', '?', '#', '@', ' '])
-        && rest.parse::<http::uri::Authority>().is_ok();
-    if !matches!(scheme, "http" | "https") || !host_ok {
+    let authority = rest.parse::<http::uri::Authority>().map_err(|_| bad())?;
+    let default_port = match scheme {
+        "http" => 80,
+        "https" => 443,
+        _ => return Err(bad()),
+    };
+    if rest.is_empty()
+        || rest.contains(['/', '?', '#', '@', ' '])
+        || rest.bytes().any(|b| b.is_ascii_uppercase())
+        || authority.port_u16() == Some(default_port)
+    {
         return Err(bad());
     }
     HeaderValue::from_str(origin).map_err(|_| bad())
@@ -196,6 +204,9 @@ mod tests {
             "https://",
             "https://user@host",
             "https://a b",
+            "https://App.example.com",
+            "https://app.example.com:443",
+            "http://app.example.com:80",
         ] {
             let err = args(&[bad], false).web().unwrap_err();
             assert!(err.to_string().contains("is not an origin"), "{bad}: {err}");
