@@ -295,6 +295,12 @@ fn watch_across_restart(cmd: &mut Command, stack: &mut Stack) {
         "{types:?}"
     );
     assert_eq!(types.last().map(String::as_str), Some("turn_complete"));
+    // The stream really broke and was resumed (not served whole by luck).
+    assert!(
+        out.stderr.contains("reconnecting"),
+        "the client never reconnected:\n{}",
+        out.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,7 +11,18 @@ import grpc
 import pytest
 
 from keel.v1 import session_pb2, session_pb2_grpc
-from keel_client import Event, EventGap, Keel, NotFound, StreamGaveUp, event_type, tool
+from keel_client import (
+    Event,
+    EventGap,
+    Keel,
+    NotFound,
+    ReconnectInfo,
+    StreamGaveUp,
+    Unavailable,
+    _resume,
+    event_type,
+    tool,
+)
 
 S = session_pb2
 Ctx = Any  # grpc.aio.ServicerContext
@@ -37,6 +48,8 @@ class Fake(session_pb2_grpc.SessionServiceServicer):
         self.info: S.Session | None = None
         self.get_calls = 0
         self.got_session = asyncio.Event()
+        # Respond fails with this code while set.
+        self.respond_error: grpc.StatusCode | None = None
 
     async def StreamEvents(self, request, context):  # type: ignore[no-untyped-def]
         self.requests.append(request)
@@ -45,6 +58,8 @@ class Fake(session_pb2_grpc.SessionServiceServicer):
             yield r
 
     async def Respond(self, request, context):  # type: ignore[no-untyped-def]
+        if self.respond_error is not None:
+            await context.abort(self.respond_error, "respond failed")
         self.responds.append(request)
         return S.RespondResponse()
 
@@ -164,6 +179,96 @@ def test_gives_up_after_its_budget_and_says_where_it_was() -> None:
         assert seen == [1]
         assert info.value.last_offset == 1
         assert info.value.code == grpc.StatusCode.UNAVAILABLE
+
+    asyncio.run(run())
+
+
+def test_a_stream_that_was_up_gets_a_fresh_budget_when_it_breaks() -> None:
+    """Break, reconnect to an idle stream, stay idle past the budget, break
+    again: the second outage has a budget of its own, so it resumes."""
+    log = log_of(4)
+
+    async def stream(req: S.StreamEventsRequest, ctx: Ctx) -> AsyncIterator[S.StreamEventsResponse]:
+        attempt = len(fake.requests)
+        if attempt == 1:
+            yield S.StreamEventsResponse(event=log[0])
+            await ctx.abort(grpc.StatusCode.UNAVAILABLE, "Socket closed")
+        elif attempt == 2:  # connected (headers sent), but the session is quiet
+            await ctx.send_initial_metadata(())
+            await asyncio.sleep(_resume.STREAM_UP + 0.5)
+            await ctx.abort(grpc.StatusCode.UNAVAILABLE, "Socket closed")
+        else:
+            for e in log[req.after_offset :]:
+                yield S.StreamEventsResponse(event=e)
+
+    fake = Fake(stream)
+    reconnects: list[ReconnectInfo] = []
+
+    async def run() -> None:
+        server, port = await serve(fake)
+        try:
+            async with Keel(f"http://127.0.0.1:{port}", "tok") as keel:
+                events = keel.session("s1").events(give_up_after=1.0, on_reconnect=reconnects.append)
+                offsets = [e.offset async for e in events]  # type: ignore[union-attr]
+        finally:
+            await server.stop(None)
+        assert offsets == [1, 2, 3, 4]
+        assert [r.after_offset for r in fake.requests] == [0, 1, 1]
+        assert [(r.attempt, r.after_offset) for r in reconnects] == [(1, 1), (1, 1)]
+        assert all(r.error.code == grpc.StatusCode.UNAVAILABLE for r in reconnects)
+
+    asyncio.run(run())
+
+
+def test_fresh_budgets_without_a_message_are_limited(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that keeps failing a while after its headers, never sending
+    anything, does not keep the iterator reconnecting forever."""
+    monkeypatch.setattr(_resume, "STREAM_UP", 0.05)
+    monkeypatch.setattr(_resume, "MAX_IDLE_RESETS", 3)
+
+    async def stream(req: S.StreamEventsRequest, ctx: Ctx) -> AsyncIterator[S.StreamEventsResponse]:
+        await ctx.send_initial_metadata(())
+        await asyncio.sleep(0.1)
+        await ctx.abort(grpc.StatusCode.UNAVAILABLE, "going away")
+        yield S.StreamEventsResponse()  # pragma: no cover
+
+    fake = Fake(stream)
+
+    async def run() -> None:
+        server, port = await serve(fake)
+        try:
+            async with Keel(f"http://127.0.0.1:{port}", "tok") as keel:
+                with pytest.raises(StreamGaveUp):
+                    await asyncio.wait_for(collect(keel, give_up_after=0.3), 10)
+        finally:
+            await server.stop(None)
+        # Three fresh budgets, then one more outage of 0.3 s (streams of 0.1 s).
+        assert 5 <= len(fake.requests) <= 8
+
+    asyncio.run(run())
+
+
+def test_a_stream_that_ends_cleanly_ends_when_the_session_is_over() -> None:
+    """A following stream of a FAILED session ends without
+    shutdown_complete: once GetSession shows every event delivered, the
+    iterator ends instead of reconnecting."""
+
+    async def stream(req: S.StreamEventsRequest, ctx: Ctx) -> AsyncIterator[S.StreamEventsResponse]:
+        for e in log_of(4)[req.after_offset : 3]:
+            yield S.StreamEventsResponse(event=e)
+
+    fake = Fake(stream)
+    fake.info = S.Session(session_id="s1", status=S.SESSION_STATUS_FAILED, last_event_offset=3)
+
+    async def run() -> None:
+        server, port = await serve(fake)
+        try:
+            async with Keel(f"http://127.0.0.1:{port}", "tok") as keel:
+                items = await asyncio.wait_for(collect(keel, give_up_after=5), 10)
+        finally:
+            await server.stop(None)
+        assert [i.offset for i in items] == [1, 2, 3]
+        assert len(fake.requests) == 1
 
     asyncio.run(run())
 
@@ -308,3 +413,56 @@ def test_replayed_tool_calls_run_only_while_pending_and_live_ones_run() -> None:
 async def _drain(items: AsyncIterator[object]) -> None:
     async for _ in items:
         pass
+
+
+def test_a_tool_call_whose_answer_failed_is_answered_by_the_next_iteration() -> None:
+    """Respond keeps failing until events() gives up: the call is not
+    counted as answered, so iterating again answers it, with the result the
+    function gave the first time (it does not run again)."""
+    calls: list[str] = []
+
+    def lookup(q: str) -> str:
+        calls.append(q)
+        return f"found {q}"
+
+    request = S.DynamicToolCallRequest(call_id="d1", namespace="crm", tool="lookup", arguments='{"q":"acme"}')
+    log = [ev(1, dynamic_tool_call_request=request), ev(2, shutdown_complete=S.ShutdownComplete())]
+
+    async def stream(req: S.StreamEventsRequest, ctx: Ctx) -> AsyncIterator[S.StreamEventsResponse]:
+        for e in log[req.after_offset :]:
+            yield S.StreamEventsResponse(event=e)
+
+    fake = Fake(stream)
+    # d1 arrives live (after the newest offset GetSession reports).
+    fake.info = S.Session(session_id="s1", last_event_offset=0)
+    fake.respond_error = grpc.StatusCode.UNAVAILABLE
+
+    async def run() -> None:
+        server, port = await serve(fake)
+        try:
+            async with Keel(f"http://127.0.0.1:{port}", "tok") as keel:
+                session = keel.session("s1", tools=[tool(lookup, namespace="crm")])
+                with pytest.raises(Unavailable):
+                    await asyncio.wait_for(_drain(session.events(give_up_after=0.3)), 10)
+                assert calls == ["acme"]
+                assert fake.responds == []
+
+                # Respond works again; the log is replayed, d1 still pending.
+                fake.respond_error = None
+                assert fake.info is not None
+                fake.info.last_event_offset = 2
+                fake.info.pending_requests.extend(pending("d1"))
+                await asyncio.wait_for(_drain(session.events()), 10)
+                assert calls == ["acme"]  # not run again
+                assert [(r.request_id, r.dynamic_tool.content[0].text) for r in fake.responds] == [
+                    ("d1", "found acme")
+                ]
+
+                # Answered now: another iteration leaves it alone.
+                await asyncio.wait_for(_drain(session.events()), 10)
+                assert len(fake.responds) == 1
+                assert calls == ["acme"]
+        finally:
+            await server.stop(None)
+
+    asyncio.run(run())

@@ -1,7 +1,8 @@
 // Prints each durable event of one turn as a JSON line
-// {"offset": N, "type": "exec_command_begin"}; the stream resumes by
-// itself if session-api restarts meanwhile. Env: KEEL_ADDR, KEEL_TOKEN,
-// KEEL_WORKSPACE.
+// {"offset": N, "type": "exec_command_begin"} on stdout; the stream resumes
+// by itself if session-api restarts meanwhile, and each reconnect is
+// reported on stderr ("reconnecting after offset N ..."). Env: KEEL_ADDR,
+// KEEL_TOKEN, KEEL_WORKSPACE.
 import { Keel } from "@keel/client";
 
 function env(name: string): string {

@@ -14,6 +14,7 @@ import {
   CreateSessionRequestSchema,
   ReviewDecisionKind,
   SessionService,
+  SessionStatus,
   TurnContextSchema,
   type Event,
   type ListSessionsRequestSchema,
@@ -25,7 +26,7 @@ import {
   type EventsOptions,
   type StreamItem,
 } from "./events.js";
-import { findTool, runTool, type Tool } from "./tools.js";
+import { findTool, runTool, type Tool, type ToolOutput } from "./tools.js";
 
 export type { SessionInfo };
 
@@ -163,8 +164,16 @@ function sandbox(m: SandboxMode | SandboxName): SandboxMode {
 
 /** One session: send turns, watch its events, answer its requests. */
 export class Session {
-  /** The tool calls this handle answered (or saw answered). */
+  /**
+   * The tool calls this handle answered (Respond succeeded) or the server
+   * said are no longer pending: never run or answered again.
+   */
   private readonly handled = new Set<string>();
+  /**
+   * The tool's result per call not yet answered, so that answering it again
+   * (after Respond gave up) does not run the function again.
+   */
+  private readonly results = new Map<string, Promise<ToolOutput>>();
 
   constructor(
     readonly keel: KeelClient,
@@ -222,11 +231,28 @@ export class Session {
               await this.answerToolCall(ev, ev.offset <= horizon, retry);
             }
           : undefined,
+        ended: async (lastOffset, signal) => {
+          try {
+            const info = await this.info(signal);
+            const over = info.status === SessionStatus.CLOSED || info.status === SessionStatus.FAILED;
+            return over && lastOffset >= info.lastEventOffset;
+          } catch (e) {
+            if (signal?.aborted) throw e;
+            return false; // not known: reconnect
+          }
+        },
       },
       opts,
     );
   }
 
+  /**
+   * Answers a dynamic tool call with its function. A call counts as
+   * answered once Respond succeeded or the server said it is not pending
+   * any more; until then another iteration answers it again, with the
+   * result the function gave the first time (it runs at most once per call
+   * and Session object).
+   */
   private async answerToolCall(
     ev: Event,
     maybeAnswered: boolean,
@@ -236,12 +262,20 @@ export class Session {
     const req = ev.msg.value;
     const t = findTool(this.tools, req);
     if (!t || this.handled.has(req.callId)) return;
-    this.handled.add(req.callId);
-    if (maybeAnswered) {
+    if (maybeAnswered && !this.results.has(req.callId)) {
       const info = await retrying("GetSession", retry, () => this.info(retry.signal));
-      if (!info.pendingRequests.some((p) => p.requestId === req.callId)) return;
+      if (!info.pendingRequests.some((p) => p.requestId === req.callId)) {
+        this.handled.add(req.callId);
+        return;
+      }
     }
-    const out = await runTool(t, req);
+    let result = this.results.get(req.callId);
+    if (!result) {
+      result = runTool(t, req); // never rejects
+      this.results.set(req.callId, result);
+    }
+    const out = await result;
+    if (this.handled.has(req.callId)) return; // answered meanwhile by another iteration
     await retrying("Respond", retry, async () => {
       try {
         await this.keel.rpc.respond(
@@ -262,6 +296,8 @@ export class Session {
         throw e;
       }
     });
+    this.handled.add(req.callId);
+    this.results.delete(req.callId);
   }
 
   /** Runs the command or patch of an approval request, this once (or for the session). */

@@ -123,12 +123,37 @@ function abortReason(signal: AbortSignal): unknown {
   return signal.reason ?? new ConnectError("aborted", Code.Canceled);
 }
 
+/** How the event stream decides that a connection worked (see resumingEvents). */
+export interface StreamLimits {
+  /** How long a stream must have been up (after its headers) for its failure to start a new outage. */
+  streamUpMs: number;
+  /** How many new outages that rule may start in a row without a message in between. */
+  maxIdleResets: number;
+}
+
+export const STREAM_LIMITS: StreamLimits = { streamUpMs: 2000, maxIdleResets: 10 };
+
 /** Tracks consecutive failures and how long they have lasted. */
 class Outage {
   private since: number | undefined;
+  private idleResets = 0;
   attempts = 0;
   constructor(private readonly timeoutMs: number) {}
+  /** A message got through: the connection works. */
   ok(): void {
+    this.since = undefined;
+    this.attempts = 0;
+    this.idleResets = 0;
+  }
+  /**
+   * A stream that had its headers ended after `upMs`: if it was up long
+   * enough, the next failure starts a new outage, a limited number of
+   * times in a row without a message (so a server failing a while after
+   * its headers cannot keep the stream retrying forever).
+   */
+  streamWasUp(upMs: number, limits: StreamLimits): void {
+    if (upMs < limits.streamUpMs || this.idleResets >= limits.maxIdleResets) return;
+    this.idleResets++;
     this.since = undefined;
     this.attempts = 0;
   }
@@ -190,6 +215,13 @@ export interface StreamSource {
   ): AsyncIterable<StreamEventsResponse>;
   /** Runs for each new durable event before it is yielded (dynamic tools). */
   onEvent?(event: Event): Promise<void>;
+  /**
+   * After a following stream ended without an error and without
+   * `shutdown_complete`: whether the session is over (CLOSED or FAILED)
+   * and every event up to `lastOffset` was delivered, so the iteration
+   * ends (else it reconnects). Without it, the stream always reconnects.
+   */
+  ended?(lastOffset: bigint, signal?: AbortSignal): Promise<boolean>;
 }
 
 /** An error of the caller's own (a dynamic tool's answer failing), not of the stream. */
@@ -197,17 +229,18 @@ class NotTheStream {
   constructor(readonly error: unknown) {}
 }
 
-/** How long a stream must have been up for its failure to start a new outage. */
-const STREAM_UP_MS = 2000;
-
 /**
  * Streams a session's events, reconnecting after a disconnect with
  * `afterOffset` = the last offset delivered, so every event comes exactly
- * once, in order.
+ * once, in order. The reconnect budget (`reconnectTimeoutMs`) starts afresh
+ * when a message arrives, and when a stream that got its headers had been
+ * up `limits.streamUpMs` (an idle follow of a quiet session), at most
+ * `limits.maxIdleResets` times in a row without a message.
  */
 export async function* resumingEvents(
   src: StreamSource,
   opts: EventsOptions = {},
+  limits: StreamLimits = STREAM_LIMITS,
 ): AsyncGenerator<StreamItem, void, undefined> {
   const follow = opts.follow ?? true;
   const liveDeltas = opts.liveDeltas ?? false;
@@ -225,7 +258,7 @@ export async function* resumingEvents(
     };
     try {
       if (opts.signal?.aborted) throw abortReason(opts.signal);
-      let ended = false;
+      let shutdown = false;
       for await (const res of src.open(last, follow, liveDeltas, attempt.signal, connected)) {
         outage.ok();
         const kind = res.kind;
@@ -246,7 +279,7 @@ export async function* resumingEvents(
             msg: ev.msg,
             event: ev,
           };
-          if (ev.msg.case === "shutdownComplete") ended = true;
+          if (ev.msg.case === "shutdownComplete") shutdown = true;
         } else if (kind.case === "gap") {
           const gap = kind.value;
           if (gap.firstRetainedOffset - 1n <= last) continue;
@@ -263,9 +296,12 @@ export async function* resumingEvents(
         }
       }
       // A stream without follow ends after the retained events; a
-      // following one only after the session's last event. Any other end
-      // is a server going away: resume.
-      if (!follow || ended) return;
+      // following one after the session's last event: shutdown_complete,
+      // or the last event of a session that is over without one (FAILED),
+      // or none when resuming at its end. Any other end is a server going
+      // away: resume.
+      if (!follow || shutdown) return;
+      if (await src.ended?.(last, opts.signal)) return;
       failure = new ConnectError("the event stream ended early", Code.Unavailable);
     } catch (e) {
       if (e instanceof NotTheStream) throw e.error;
@@ -277,7 +313,7 @@ export async function* resumingEvents(
       attempt.abort();
     }
     // A stream that was up a while (an idle follow) failing is a new outage.
-    if (connectedAt !== undefined && Date.now() - connectedAt > STREAM_UP_MS) outage.ok();
+    if (connectedAt !== undefined) outage.streamWasUp(Date.now() - connectedAt, limits);
     const delay = outage.next();
     if (delay === undefined) {
       throw giveUp(`events of session ${src.sessionId}`, outage, failure);

@@ -60,11 +60,14 @@ export function findTool(
   );
 }
 
-/** Runs a tool on a request: its text, or the error that it threw. */
-export async function runTool(
-  t: Tool,
-  req: DynamicToolCallRequest,
-): Promise<{ success: boolean; text: string }> {
+/** What a tool's run gives the model. */
+export interface ToolOutput {
+  success: boolean;
+  text: string;
+}
+
+/** Runs a tool on a request: its text, or the error that it threw. Never rejects. */
+export async function runTool(t: Tool, req: DynamicToolCallRequest): Promise<ToolOutput> {
   let args: unknown;
   try {
     args = req.arguments.trim() === "" ? {} : JSON.parse(req.arguments);

@@ -1,7 +1,8 @@
 // Headless-Chromium test of the browser client: serves a page (on
 // KEEL_PAGE_PORT, another origin than session-api, so CORS is exercised)
 // that streams a turn over gRPC-Web, drives it with playwright-core and
-// checks the DOM. Env: KEEL_ADDR, KEEL_TOKEN, KEEL_WORKSPACE, KEEL_CHROMIUM,
+// checks the DOM. The page gets its settings and the token from a global
+// set by an init script, not from its URL. Env: KEEL_ADDR, KEEL_TOKEN, KEEL_WORKSPACE, KEEL_CHROMIUM,
 // KEEL_PAGE_PORT, KEEL_SCREENSHOT. Exits non-zero with the reason on any
 // failure, including page errors and failed requests.
 import { readFileSync, mkdtempSync, rmSync } from "node:fs";
@@ -100,9 +101,16 @@ try {
     if (r.status() >= 400) problems.push(`HTTP ${r.status()} for ${r.request().method()} ${r.url()}`);
   });
 
-  const query = new URLSearchParams({ addr, token, workspace });
-  const origin = `http://127.0.0.1:${pagePort}`;
-  await page.goto(`${origin}/?${query}`, { timeout: TIMEOUT_MS });
+  // The page's settings, the token among them, go in a global that an init
+  // script sets before the page's own script runs: never in the URL, where
+  // a token would end up in history, logs and Referer headers.
+  await page.addInitScript(
+    (config: { addr: string; token: string; workspace: string }) => {
+      (globalThis as { keelTestConfig?: unknown }).keelTestConfig = config;
+    },
+    { addr, token, workspace },
+  );
+  await page.goto(`http://127.0.0.1:${pagePort}/`, { timeout: TIMEOUT_MS });
   await page.waitForSelector("body[data-state]", { timeout: TIMEOUT_MS });
   await page.screenshot({ path: screenshot, fullPage: true });
 

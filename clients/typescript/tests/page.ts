@@ -1,18 +1,38 @@
 // The browser test's page: the client over gRPC-Web creates a session,
 // sends a turn and shows each event as a list item, then the final answer
-// in #final. Bundled by esbuild into page.bundle.js; the page's query
-// string names session-api (addr), the token and the workspace.
+// in #final. Bundled by esbuild into page.bundle.js.
+//
+// Its settings (session-api's address, the token, the workspace) come from
+// the test harness: tests/browser.ts sets `window.keelTestConfig` with an
+// init script, before this script runs. They never travel in the page's
+// URL, and a real page must not put a token there either: URLs end up in
+// the browser's history, in server and proxy logs and in Referer headers.
+// A real app gets a short-lived token from its own backend (e.g. a
+// same-origin fetch authenticated by the user's session cookie) and keeps
+// it in memory.
 import { Keel, type EventItem } from "@keel/client/browser";
 
-const params = new URLSearchParams(location.search);
+interface PageConfig {
+  addr: string;
+  token: string;
+  workspace: string;
+}
+
+declare global {
+  // Set by the test harness before the page's script runs.
+  var keelTestConfig: PageConfig | undefined;
+}
+
 const list = document.querySelector<HTMLOListElement>("#events")!;
 const finalEl = document.querySelector<HTMLElement>("#final")!;
 const errorEl = document.querySelector<HTMLElement>("#error")!;
 
-function param(name: string): string {
-  const v = params.get(name);
-  if (!v) throw new Error(`the page needs ?${name}=`);
-  return v;
+function config(): PageConfig {
+  const c = globalThis.keelTestConfig;
+  if (!c?.addr || !c.token || !c.workspace) {
+    throw new Error("the page needs window.keelTestConfig = { addr, token, workspace }");
+  }
+  return c;
 }
 
 function describe(item: EventItem): string {
@@ -35,8 +55,9 @@ function describe(item: EventItem): string {
 }
 
 async function main(): Promise<void> {
-  const keel = new Keel({ baseUrl: param("addr"), token: param("token") });
-  const session = await keel.createSession({ cwd: param("workspace"), approvalPolicy: "never" });
+  const { addr, token, workspace } = config();
+  const keel = new Keel({ baseUrl: addr, token });
+  const session = await keel.createSession({ cwd: workspace, approvalPolicy: "never" });
   document.title = `keel ${session.id}`;
   await session.sendTurn("Echo something from the browser, then say what you saw.");
   for await (const item of session.events({ signal: AbortSignal.timeout(90_000) })) {

@@ -27,6 +27,7 @@ from ._errors import (
     Unauthenticated,
     Unavailable,
 )
+from ._resume import ReconnectInfo
 from ._tools import Tool, tool
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "NotFound",
     "OutOfRange",
     "PermissionDenied",
+    "ReconnectInfo",
     "ResourceExhausted",
     "Session",
     "StreamGaveUp",

@@ -12,8 +12,8 @@ import grpc
 
 from keel.v1 import common_pb2, session_pb2, session_pb2_grpc
 
-from ._errors import FailedPrecondition, KeelError, StreamGaveUp, from_rpc_error
-from ._resume import Backoff, Cursor, should_reconnect
+from ._errors import FailedPrecondition, KeelError, StreamGaveUp, Unavailable, from_rpc_error
+from ._resume import Backoff, Cursor, ReconnectInfo, should_reconnect
 from ._tools import Tool, ToolFn, tool
 
 log = logging.getLogger("keel_client")
@@ -236,7 +236,12 @@ class Session:
         self.id = session_id
         self.info = info
         self.tools: dict[tuple[str, str], Tool] = {t.key: t for t in tools}
+        # Dynamic tool calls answered (Respond succeeded, or the server said
+        # they are no longer pending): never run or answered again.
         self._answered: set[str] = set()
+        # The tool's result per call not yet answered, so that answering it
+        # again (after Respond gave up) does not run the function again.
+        self._results: dict[str, asyncio.Task[tuple[str, bool]]] = {}
 
     def __repr__(self) -> str:
         return f"Session({self.id!r})"
@@ -317,29 +322,44 @@ class Session:
     async def _run_tool(
         self, request: session_pb2.DynamicToolCallRequest, maybe_answered: bool, give_up_after: float
     ) -> None:
-        """Answers a dynamic tool call with its Python tool, at most once per
-        Session object. ``maybe_answered``: the request was already in the
-        log when the stream started (a replay), so it runs only if
-        GetSession still lists it as pending."""
+        """Answers a dynamic tool call with its Python tool. ``maybe_answered``:
+        the request was already in the log when the stream started (a
+        replay), so it runs only if GetSession still lists it as pending.
+
+        The call counts as answered once Respond succeeded or the server
+        said it is not pending any more; until then another iteration
+        answers it again, with the result the function gave the first time
+        (the function runs at most once per call and Session object)."""
+        call_id = request.call_id
         found = self.tools.get((request.namespace, request.tool))
-        if found is None or request.call_id in self._answered:
+        if found is None or call_id in self._answered:
             return
-        self._answered.add(request.call_id)
-        if maybe_answered:
+        if maybe_answered and call_id not in self._results:
             info = await self._retrying(self.get, give_up_after)
-            if not any(p.request_id == request.call_id for p in info.pending_requests):
-                log.info("dynamic tool call %s not pending any more; not run again", request.call_id)
+            if not any(p.request_id == call_id for p in info.pending_requests):
+                log.info("dynamic tool call %s not pending any more; not run again", call_id)
+                self._answered.add(call_id)
                 return
-        output, success = await found.call(request.arguments)
+        loop = asyncio.get_running_loop()
+        task = self._results.get(call_id)
+        if task is None or task.cancelled() or (not task.done() and task.get_loop() is not loop):
+            task = loop.create_task(found.call(request.arguments))
+            self._results[call_id] = task
+        # Shielded: a cancelled iteration leaves the result for the next one.
+        output, success = await asyncio.shield(task)
+        if call_id in self._answered:  # answered meanwhile by another iteration
+            return
 
         async def respond() -> None:
             try:
-                await self.respond_tool(request.call_id, output, success=success)
+                await self.respond_tool(call_id, output, success=success)
             except FailedPrecondition as e:
                 # Already answered (e.g. by an earlier run), or its turn ended.
-                log.info("dynamic tool call %s not answered: %s", request.call_id, e)
+                log.info("dynamic tool call %s not answered: %s", call_id, e)
 
         await self._retrying(respond, give_up_after)
+        self._answered.add(call_id)
+        self._results.pop(call_id, None)
 
     async def events(
         self,
@@ -349,6 +369,7 @@ class Session:
         live_deltas: bool = False,
         answer_tools: bool = True,
         give_up_after: float = 60.0,
+        on_reconnect: Callable[[ReconnectInfo], object] | None = None,
     ) -> AsyncIterator[Event | EventGap | LiveDelta]:
         """The session's events after ``after_offset``, in order: each
         ``keel.v1.Event`` once, an ``EventGap`` where events are no longer
@@ -356,21 +377,29 @@ class Session:
         writes it.
 
         With ``follow`` the iterator waits for new events and ends after
-        ``shutdown_complete``; without, it ends after the retained ones.
+        ``shutdown_complete`` (or, when the stream ends cleanly, once
+        GetSession shows the session CLOSED or FAILED with every event
+        delivered); without, it ends after the retained ones.
         When the stream breaks (session-api restarts, the network drops), it
         reconnects with backoff from the last delivered offset, so no event
-        is missed or repeated; after ``give_up_after`` seconds without
-        getting through it raises :class:`StreamGaveUp`. Errors that
-        reconnecting cannot fix (NOT_FOUND, UNAUTHENTICATED, ...) raise at
-        once.
+        is missed or repeated; ``on_reconnect`` (if given) is called with a
+        :class:`ReconnectInfo` before each attempt. After ``give_up_after``
+        seconds without getting through it raises :class:`StreamGaveUp`; the
+        budget starts afresh when a message arrives, or when a stream that
+        got its headers had stayed up ``STREAM_UP`` (2) seconds (at most
+        ``MAX_IDLE_RESETS`` (10) times in a row without a message). Errors
+        that reconnecting cannot fix (NOT_FOUND, UNAUTHENTICATED, ...) raise
+        at once.
 
         With ``answer_tools``, a ``dynamic_tool_call_request`` for one of
         the session's Python ``tools`` is answered (the callable runs, its
-        result is sent with Respond) before the event is yielded, at most
-        once per Session object. At the first event the stream calls
-        GetSession once for the session's newest offset: a request at or
-        before it (a replay, e.g. from offset 0 in a new process) runs only
-        if GetSession still lists it as pending; later ones always run.
+        result is sent with Respond) before the event is yielded. At the
+        first event the stream calls GetSession once for the session's
+        newest offset: a request at or before it (a replay, e.g. from offset
+        0 in a new process) runs only if GetSession still lists it as
+        pending; later ones always run. A call counts as answered once
+        Respond succeeded (or the server said it is no longer pending); the
+        function runs at most once per call and Session object.
         """
         answering = answer_tools and bool(self.tools)
         # The session's newest offset when the first event arrived: tool
@@ -385,7 +414,13 @@ class Session:
                 session_id=self.id, after_offset=cursor.last_offset, follow=follow, live_deltas=live_deltas
             )
             call = self.keel.stub.StreamEvents(request, metadata=self.keel.metadata)
+            # When the stream got its headers (None: not yet, or it failed
+            # without any, e.g. the server is down).
+            up_since: float | None = None
             try:
+                await call.initial_metadata()
+                if not call.done():
+                    up_since = loop.time()
                 async for response in call:
                     backoff.progress()
                     kind = response.WhichOneof("kind")
@@ -419,9 +454,14 @@ class Session:
             if failure is None:
                 if not follow or await self._ended(cursor.last_offset):
                     return
+                failure = Unavailable(grpc.StatusCode.UNAVAILABLE, "the event stream ended early")
+            if up_since is not None:
+                backoff.stream_was_up(loop.time() - up_since)
             delay = backoff.next_delay(loop.time())
             if delay is None:
                 raise StreamGaveUp(cursor.last_offset, failure, backoff.failing_for(loop.time()))
+            if on_reconnect is not None:
+                on_reconnect(ReconnectInfo(backoff.attempts, cursor.last_offset, failure, delay))
             await asyncio.sleep(delay)
 
     async def _ended(self, last_offset: int) -> bool:
