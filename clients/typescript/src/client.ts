@@ -47,6 +47,25 @@ const SANDBOX: Record<SandboxName, SandboxMode> = {
   "danger-full-access": SandboxMode.DANGER_FULL_ACCESS,
 };
 
+/** What `new Keel(...)` takes, in Node and in browsers. */
+export interface KeelOptions {
+  /** session-api's address, e.g. `http://127.0.0.1:50051`. */
+  baseUrl?: string;
+  /** A transport of your own instead (then baseUrl is not used). */
+  transport?: Transport;
+  /** Sent as `authorization: Bearer <token>`. */
+  token?: string | undefined;
+}
+
+/** `opts.transport`, else one made by `make` for `opts.baseUrl`. */
+export function transportFor(opts: KeelOptions, make: (baseUrl: string) => Transport): Transport {
+  if (opts.transport) return opts.transport;
+  if (!opts.baseUrl) {
+    throw new TypeError("Keel: pass baseUrl (e.g. http://127.0.0.1:50051) or transport");
+  }
+  return make(opts.baseUrl);
+}
+
 export interface KeelClientOptions {
   transport: Transport;
   /** Sent as `authorization: Bearer <token>`; omit for a server with --insecure-no-auth. */
