@@ -123,6 +123,7 @@ const SESSION_KEYS: &[(&str, Kind)] = &[
     ("features.shell_tool", Kind::Bool),
     ("features.unified_exec", Kind::Bool),
     ("features.apply_patch_freeform", Kind::Bool),
+    ("features.multi_agent", Kind::Bool),
 ];
 
 /// Keys (or tables, ending in `.`) read by another Keel service from its
@@ -712,6 +713,7 @@ pub(crate) fn session_parts(
         apply_patch_freeform: resolved.flag("features.apply_patch_freeform"),
         view_image: resolved.flag("tools.view_image"),
         web_search: web_search as i32,
+        multi_agent: resolved.flag("features.multi_agent"),
     };
     let max_bytes = resolved.count("project_doc_max_bytes");
     let fallback = resolved.list("project_doc_fallback_filenames");

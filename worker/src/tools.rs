@@ -174,6 +174,74 @@ pub fn workflow_tools(dynamic: &[DynamicToolDecl]) -> Vec<ToolSpec> {
     specs
 }
 
+/// Codex's collaboration tools as this version offers them
+/// (`features.multi_agent`): `spawn_agent` and `wait_agent`, with Codex's
+/// schemas and texts (`codex-rs/tools/src/agent_tool.rs` at 4275ad2b),
+/// less what Keel does not do yet: `spawn_agent`'s description has no model
+/// guidance (Keel's catalog does not list picker models), its roles are
+/// `default` only, and `wait_agent`'s description does not promise a
+/// notification message (see docs/design/sub-agents.md).
+pub fn collab_tools() -> Vec<ToolSpec> {
+    let items = json!({
+        "type": "array",
+        "description": "Structured input items. Use this to pass explicit mentions (for example app:// connector paths).",
+        "items": {
+            "type": "object",
+            "properties": {
+                "type": {"type": "string", "description": "Input item type: text, image, local_image, skill, or mention."},
+                "text": {"type": "string", "description": "Text content when type is text."},
+                "image_url": {"type": "string", "description": "Image URL when type is image."},
+                "path": {"type": "string", "description": "Path when type is local_image/skill, or structured mention target such as app://<connector-id> or plugin://<plugin-name>@<marketplace-name> when type is mention."},
+                "name": {"type": "string", "description": "Display name when type is skill or mention."}
+            },
+            "additionalProperties": false
+        }
+    });
+    let spawn = json!({
+        "type": "function",
+        "name": "spawn_agent",
+        "description": "Spawn a sub-agent for a well-scoped task. Returns the spawned agent id plus the user-facing nickname when available.",
+        "strict": false,
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "message": {"type": "string", "description": "Initial plain-text task for the new agent. Use either message or items."},
+                "items": items,
+                "agent_type": {"type": "string", "description": "Optional type name for the new agent. If omitted, `default` is used.\nAvailable roles:\ndefault: {\nDefault agent.\n}"},
+                "fork_context": {"type": "boolean", "description": "When true, fork the current thread history into the new agent before sending the initial prompt. This must be used when you want the new agent to have exactly the same context as you."},
+                "model": {"type": "string", "description": "Optional model override for the new agent. Replaces the inherited model."},
+                "reasoning_effort": {"type": "string", "description": "Optional reasoning effort override for the new agent. Replaces the inherited reasoning effort."}
+            },
+            "additionalProperties": false
+        }
+    });
+    let wait = json!({
+        "type": "function",
+        "name": "wait_agent",
+        "description": "Wait for agents to reach a final status. Completed statuses may include the agent's final message. Returns empty status when timed out.",
+        "strict": false,
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "targets": {"type": "array", "items": {"type": "string"}, "description": "Agent ids to wait on. Pass multiple ids to wait for whichever finishes first."},
+                "timeout_ms": {"type": "number", "description": "Optional timeout in milliseconds. Defaults to 30000, min 10000, max 3600000. Prefer longer waits (minutes) to avoid busy polling."}
+            },
+            "required": ["targets"],
+            "additionalProperties": false
+        }
+    });
+    vec![
+        ToolSpec {
+            name: "spawn_agent".into(),
+            json: spawn.to_string(),
+        },
+        ToolSpec {
+            name: "wait_agent".into(),
+            json: wait.to_string(),
+        },
+    ]
+}
+
 fn update_plan() -> ToolSpec {
     let spec = json!({
         "type": "function",

@@ -10,6 +10,7 @@
 
 mod approvals;
 mod call;
+mod collab;
 mod command;
 mod compact;
 mod durable;
@@ -28,10 +29,10 @@ use std::time::Duration;
 
 use keel_proto::v1 as pb;
 use keel_workflow_api::{
-    ArchiveEventsInput, ContextPatch, EventArchive, EventsPage, EventsQuery, ForkPoint,
-    MEMO_ARCHIVED, MEMO_LAST_ACTIVITY_MS, MEMO_LAST_MESSAGE, MEMO_NAME, MEMO_QUEUE_FULL,
-    MEMO_STATUS, PendingRequest, Response, RunStatus, SessionInput, SessionOutcome, SessionState,
-    Steer, TurnHead, TurnSettings, UserTurn, message_preview,
+    AgentStatus, AgentUpdate, ArchiveEventsInput, ContextPatch, EventArchive, EventsPage,
+    EventsQuery, ForkPoint, MEMO_ARCHIVED, MEMO_LAST_ACTIVITY_MS, MEMO_LAST_MESSAGE, MEMO_NAME,
+    MEMO_QUEUE_FULL, MEMO_STATUS, PendingRequest, Response, RunStatus, SessionInput,
+    SessionOutcome, SessionState, Steer, TurnHead, TurnSettings, UserTurn, message_preview,
 };
 use pb::event::Msg;
 use serde_json::json;
@@ -115,6 +116,8 @@ pub struct AgentWorkflow {
     /// The provider's rate limits as the running turn's last model call
     /// reported them.
     last_rate_limits: Option<crate::activities::RateLimits>,
+    /// How the last turn ended, as a sub-agent reports it.
+    last_turn_status: Option<keel_workflow_api::AgentStatus>,
 }
 
 #[workflow_methods]
@@ -144,6 +147,7 @@ impl AgentWorkflow {
             steered: Vec::new(),
             last_call_tokens: 0,
             last_rate_limits: None,
+            last_turn_status: None,
         }
     }
 
@@ -175,11 +179,23 @@ impl AgentWorkflow {
             ctx.state_mut(|s| {
                 let msg = s.session_configured(resolved);
                 s.emit(now, "", msg);
+                // A sub-agent's first turn is the task it was started with.
+                if let Some(link) = s.input.agent.as_ref().filter(|l| !l.task.is_empty())
+                    && s.durable.inbox.is_empty()
+                    && s.durable.turns_completed == 0
+                {
+                    let turn = collab::first_turn(link);
+                    s.durable.recent_turn_ids.push_back(turn.turn_id.clone());
+                    s.durable.inbox.push_back(turn);
+                }
             });
         }
         // Sessions from before the event archive drop old events from the
         // window; from the patch on, the window keeps them until archived.
-        let archiving = ctx.patched(PATCH_EVENT_ARCHIVE);
+        // Sub-agents keep their events in their window only (the archive
+        // belongs to the session's own log).
+        let agent = ctx.state(|s| s.input.agent.is_some());
+        let archiving = ctx.patched(PATCH_EVENT_ARCHIVE) && !agent;
         if archiving {
             ctx.state_mut(|s| {
                 let upto = match &s.durable.archive {
@@ -224,16 +240,31 @@ impl AgentWorkflow {
             }
             match next {
                 Some(turn) => {
+                    if agent && !collab::report(ctx, AgentStatus::Running).await {
+                        // The session is gone: so is its sub-agent.
+                        ctx.state_mut(|s| s.durable.shutdown_requested = true);
+                        break;
+                    }
                     // The turn's activities and spans continue the trace
                     // its signal came with.
                     let cx = trace::turn_context(&turn.trace, &turn.turn_id);
                     opentelemetry::trace::FutureExt::with_context(turn::run_turn(ctx, turn), cx)
-                        .await?
+                        .await?;
+                    if agent {
+                        let status = ctx
+                            .state_mut(|s| s.last_turn_status.take())
+                            .unwrap_or(AgentStatus::Completed(None));
+                        if !collab::report(ctx, status).await {
+                            ctx.state_mut(|s| s.durable.shutdown_requested = true);
+                        }
+                    }
                 }
                 None => break,
             }
         }
-        if ctx.patched(PATCH_CLOSE_TOOL_SESSION) {
+        collab::shut_down_agents(ctx).await;
+        // A sub-agent's processes are closed with its session's.
+        if ctx.patched(PATCH_CLOSE_TOOL_SESSION) && !agent {
             // Best effort: the session closes whatever the tool-runner says
             // (a tool-runner restart kills its processes anyway).
             let (session_id, lease) =
@@ -277,6 +308,9 @@ impl AgentWorkflow {
                 total_usage: s.durable.usage,
             }
         });
+        if agent {
+            collab::report(ctx, AgentStatus::Shutdown).await;
+        }
         upsert_memo(ctx, RunStatus::Closed);
         Ok(outcome)
     }
@@ -314,6 +348,23 @@ impl AgentWorkflow {
         self.durable.inbox.push_back(turn);
         if max > 0 && self.durable.inbox.len() == max {
             set_queue_full(ctx, true);
+        }
+    }
+
+    /// A sub-agent's status (see [`collab`]); older updates change nothing.
+    #[signal(name = "agent_update")]
+    pub fn agent_update(&mut self, _ctx: &mut SyncWorkflowContext<Self>, update: AgentUpdate) {
+        if let Some(entry) = self
+            .durable
+            .agents
+            .iter_mut()
+            .find(|a| a.agent_id == update.agent_id)
+            && update.seq > entry.last_seq
+        {
+            entry.last_seq = update.seq;
+            entry.status = update.status;
+            entry.usage = update.usage;
+            entry.turns = update.turns;
         }
     }
 
@@ -579,7 +630,10 @@ impl AgentWorkflow {
             _ => {}
         }
         let offset = self.durable.log.push(ctx_time, turn_id, msg);
-        crate::notices::record(&self.run_id, &self.input.session_id, offset);
+        // No client follows a sub-agent's own log yet.
+        if self.input.agent.is_none() {
+            crate::notices::record(&self.run_id, &self.input.session_id, offset);
+        }
     }
 
     /// A `session_configured` event: what the session runs with now (the
@@ -686,6 +740,14 @@ impl AgentWorkflow {
         };
         if self.approvals {
             offered.extend(tools::workflow_tools(&self.input.dynamic_tools));
+            let multi_agent = self
+                .input
+                .features
+                .as_ref()
+                .is_some_and(|f| f.multi_agent == Some(true));
+            if multi_agent && self.input.agent.is_none() {
+                offered.extend(tools::collab_tools());
+            }
             offered.sort_by(|a, b| a.name.cmp(&b.name));
         }
         offered

@@ -52,7 +52,7 @@ pub use script::{Scripted, ScriptedStream, StreamEnd, parse_script};
 pub use sse::SseEvent;
 
 /// A request the fake received.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct RecordedRequest {
     pub method: String,
     pub path: String,
@@ -166,6 +166,9 @@ struct Shared {
 #[derive(Default)]
 struct Inner {
     script: VecDeque<Scripted>,
+    /// Scripts for requests whose user messages contain a key (see
+    /// [`FakeModel::route`]), checked in order before `script`.
+    routes: Vec<(String, VecDeque<Scripted>)>,
     requests: Vec<RecordedRequest>,
     closed_streams: usize,
     /// When each streamed SSE event was handed to the connection.
@@ -226,6 +229,17 @@ impl FakeModel {
     /// Scripted responses not yet served.
     pub fn remaining(&self) -> usize {
         self.shared.lock().script.len()
+    }
+
+    /// Answers the requests whose user messages contain `key` with
+    /// `script`, in order, instead of the main script: how a test scripts
+    /// several agents that call the model at the same time (a sub-agent's
+    /// requests carry its task as a user message; its parent's do not).
+    pub fn route(&self, key: &str, script: Vec<Scripted>) {
+        self.shared
+            .lock()
+            .routes
+            .push((key.to_string(), script.into()));
     }
 
     /// Appends a response to the script.
@@ -298,6 +312,32 @@ impl Drop for FakeModel {
     }
 }
 
+/// The texts of a request's user messages (Responses `input` items and
+/// Chat `messages`).
+fn user_texts(body: &Value) -> Vec<String> {
+    let items = body
+        .get("input")
+        .or_else(|| body.get("messages"))
+        .and_then(Value::as_array);
+    let mut texts = Vec::new();
+    for item in items.into_iter().flatten() {
+        if item.get("role").and_then(Value::as_str) != Some("user") {
+            continue;
+        }
+        match item.get("content") {
+            Some(Value::String(text)) => texts.push(text.clone()),
+            Some(Value::Array(parts)) => texts.extend(
+                parts
+                    .iter()
+                    .filter_map(|p| p.get("text").and_then(Value::as_str))
+                    .map(String::from),
+            ),
+            _ => {}
+        }
+    }
+    texts
+}
+
 async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -330,10 +370,19 @@ async fn handle(
     let (next, request_no) = {
         let mut inner = shared.lock();
         inner.requests.push(recorded);
-        let next = if is_model_call && parsed.is_some() {
-            inner.script.pop_front()
-        } else {
-            None
+        let next = match &parsed {
+            Some(body) if is_model_call => {
+                let texts = user_texts(body);
+                match inner
+                    .routes
+                    .iter_mut()
+                    .find(|(key, _)| texts.iter().any(|t| t.contains(key.as_str())))
+                {
+                    Some((_, script)) => script.pop_front(),
+                    None => inner.script.pop_front(),
+                }
+            }
+            _ => None,
         };
         (next, inner.requests.len())
     };
@@ -374,10 +423,48 @@ async fn handle(
                 .into_response();
             with_headers(resp, headers)
         }
-        Ok(stream) => {
+        Ok(mut stream) => {
+            for event in &mut stream.events {
+                fill_in_outputs(&mut event.data, &body);
+            }
             let model = body.get("model").and_then(Value::as_str).unwrap_or("");
             sse_response(stream, model, shared)
         }
+    }
+}
+
+/// Replaces `{{output:CALL_ID:FIELD}}` in the event's strings with field
+/// FIELD of the JSON output the request carries for call CALL_ID: how a
+/// script uses what only the server knows, such as the id `spawn_agent`
+/// gave a sub-agent. Left as is when the request has no such output.
+fn fill_in_outputs(data: &mut Value, request: &Value) {
+    match data {
+        Value::String(text) => {
+            while let Some(start) = text.find("{{output:") {
+                let Some(len) = text[start..].find("}}") else {
+                    return;
+                };
+                let spec = &text[start + "{{output:".len()..start + len];
+                let Some((call_id, field)) = spec.split_once(':') else {
+                    return;
+                };
+                let recorded = RecordedRequest {
+                    body: request.clone(),
+                    ..RecordedRequest::default()
+                };
+                let Some(value) = recorded
+                    .function_call_output(call_id)
+                    .and_then(|out| serde_json::from_str::<Value>(&out).ok())
+                    .and_then(|out| out.get(field).and_then(Value::as_str).map(String::from))
+                else {
+                    return;
+                };
+                text.replace_range(start..start + len + 2, &value);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| fill_in_outputs(v, request)),
+        Value::Object(map) => map.values_mut().for_each(|v| fill_in_outputs(v, request)),
+        _ => {}
     }
 }
 

@@ -129,6 +129,22 @@ pub async fn record(client: &Client, session_id: &str, name: &str) -> anyhow::Re
     Ok(())
 }
 
+/// [`record`] for any workflow of the stack, by its workflow id (a
+/// sub-agent's, say).
+pub async fn record_workflow(client: &Client, workflow_id: &str, name: &str) -> anyhow::Result<()> {
+    let Some(path) = recording_path(name) else {
+        return Ok(());
+    };
+    let json = client
+        .get_workflow_handle::<UntypedWorkflow>(workflow_id.to_string())
+        .fetch_history(Default::default())
+        .to_json()
+        .await?;
+    std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("recorded {}", path.display());
+    Ok(())
+}
+
 /// With `KEEL_RECORD_HISTORIES=DIR`, saves the run before the session's
 /// latest one (the run that continued as new into it) as `DIR/<name>.json`:
 /// for behaviour that ends a run, such as a compaction.

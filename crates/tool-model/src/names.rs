@@ -22,6 +22,10 @@ pub const VIEW_IMAGE: &str = "view_image";
 pub const UPDATE_PLAN: &str = "update_plan";
 /// Answered by the workflow itself, from the user.
 pub const REQUEST_USER_INPUT: &str = "request_user_input";
+/// Codex's collaboration tools (`features.multi_agent`), answered by the
+/// workflow: a sub-agent is a workflow of its own.
+pub const SPAWN_AGENT: &str = "spawn_agent";
+pub const WAIT_AGENT: &str = "wait_agent";
 
 /// How a tool's calls are handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +42,9 @@ pub enum Family {
     File,
     /// Answered by the workflow (`update_plan`, `request_user_input`).
     Workflow,
+    /// Starts or waits for sub-agents (`spawn_agent`, `wait_agent`),
+    /// answered by the workflow.
+    Collab,
     /// No tool of Keel's (a client's dynamic tool, or nothing).
     Other,
 }
@@ -50,6 +57,7 @@ pub fn family(name: &str) -> Family {
         APPLY_PATCH => Family::ApplyPatch,
         READ_FILE | LIST_DIR | GREP_FILES | VIEW_IMAGE => Family::File,
         UPDATE_PLAN | REQUEST_USER_INPUT => Family::Workflow,
+        SPAWN_AGENT | WAIT_AGENT => Family::Collab,
         _ => Family::Other,
     }
 }

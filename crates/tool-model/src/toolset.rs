@@ -25,6 +25,10 @@ pub struct ToolFeatures {
     pub view_image: Option<bool>,
     #[serde(default)]
     pub web_search: WebSearch,
+    /// Codex's `features.multi_agent`: the collaboration tools
+    /// (`spawn_agent`, `wait_agent`). Off unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_agent: Option<bool>,
 }
 
 /// Codex's `web_search` setting.

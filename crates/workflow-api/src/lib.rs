@@ -274,6 +274,13 @@ pub struct AgentLink {
     pub role: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub nickname: String,
+    /// Its first task, as the parent's `spawn_agent` gave it: the agent's
+    /// first turn.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub task: String,
+    /// The call that started it (the first turn's id).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub spawn_call_id: String,
 }
 
 pub use keel_tool_model::{MAX_AGENT_ID_LEN, valid_agent_id};
@@ -726,6 +733,82 @@ pub struct Carried {
     /// [`FORKABLE_TURNS`]), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub turn_heads: Vec<TurnHead>,
+    /// The sub-agents the session started, in the order it started them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<AgentEntry>,
+    /// A sub-agent's count of the updates it sent ([`AgentUpdate::seq`]).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub agent_seq: u64,
+}
+
+/// An agent's status as Codex reports it (`AgentStatus`,
+/// `codex-rs/protocol/src/protocol.rs`): snake_case, externally tagged, so
+/// `"running"` or `{"completed":"the final message"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    PendingInit,
+    Running,
+    Interrupted,
+    Shutdown,
+    NotFound,
+    Completed(Option<String>),
+    Errored(String),
+}
+
+impl AgentStatus {
+    /// Final: anything but `pending_init` and `running` (Codex:
+    /// `codex-rs/core/src/agent/status.rs`, `is_final`).
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Self::PendingInit | Self::Running)
+    }
+}
+
+/// The longest final message an agent's status keeps (a longer one is cut
+/// at a character boundary).
+pub const AGENT_MESSAGE_LIMIT: usize = 16 * 1024;
+
+/// What the session's workflow knows of one of its sub-agents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentEntry {
+    pub agent_id: String,
+    /// The agent that started it (the session id for the session's own).
+    pub parent_agent_id: String,
+    pub depth: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub role: String,
+    pub status: AgentStatus,
+    /// The newest [`AgentUpdate::seq`] applied; older updates are ignored.
+    #[serde(default)]
+    pub last_seq: u64,
+    /// Tokens the agent used, as of its newest update.
+    #[serde(default)]
+    pub usage: Usage,
+    /// Turns it ended.
+    #[serde(default)]
+    pub turns: u64,
+}
+
+/// A sub-agent's report to its session's workflow (signal `agent_update`):
+/// sent when its status changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentUpdate {
+    pub agent_id: String,
+    /// Increases with every update the agent sends (carried across its
+    /// rollovers), so a late or repeated update changes nothing.
+    pub seq: u64,
+    pub status: AgentStatus,
+    #[serde(default)]
+    pub usage: Usage,
+    #[serde(default)]
+    pub turns: u64,
+}
+
+/// The workflow id of sub-agent `agent_id` of the session with key
+/// `session_key`: outside the session prefixes, so listings of sessions
+/// never show sub-agents.
+pub fn agent_workflow_id(session_key: &str, agent_id: &str) -> String {
+    format!("keel-agent.{session_key}.{agent_id}")
 }
 
 /// How many ended turns a session remembers the conversation head of, for
@@ -793,8 +876,13 @@ pub struct SessionOutcome {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct UserTurn {
     pub turn_id: String,
-    /// Digest of the stored Responses API `message` item.
+    /// Digest of the stored Responses API `message` item (empty with
+    /// `inline_item`).
     pub item_digest: String,
+    /// The message item itself, as JSON: a sub-agent's first task, which
+    /// its parent's workflow cannot store.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub inline_item: String,
     /// The message text for the event log, cut to [`INLINE_TEXT_LIMIT`].
     pub text_preview: String,
     #[serde(default)]

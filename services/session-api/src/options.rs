@@ -44,6 +44,7 @@ pub(crate) fn features(features: Option<pb::ToolFeatures>) -> Result<Option<Tool
         apply_patch_freeform: f.apply_patch_freeform,
         view_image: f.view_image,
         web_search,
+        multi_agent: f.multi_agent,
     }))
 }
 

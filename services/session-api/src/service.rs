@@ -305,6 +305,7 @@ impl SessionService for SessionApi {
         let turn = UserTurn {
             turn_id: turn_id.clone(),
             item_digest,
+            inline_item: String::new(),
             text_preview,
             text_truncated,
             context,
@@ -376,6 +377,7 @@ impl SessionService for SessionApi {
         let turn = UserTurn {
             turn_id: turn_id.clone(),
             item_digest,
+            inline_item: String::new(),
             text_preview,
             text_truncated,
             context: None,

@@ -7,8 +7,8 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use keel_workflow_api::{
-    ApprovalKey, Carried, EventArchive, ModelDefaults, Registry, SessionInput, SessionSetup,
-    TurnHead, TurnSettings, Usage, UserTurn,
+    AgentEntry, ApprovalKey, Carried, EventArchive, ModelDefaults, Registry, SessionInput,
+    SessionSetup, TurnHead, TurnSettings, Usage, UserTurn,
 };
 
 use crate::activities::AppendItem;
@@ -60,6 +60,10 @@ pub(super) struct Durable {
     pub(super) archive: Option<EventArchive>,
     /// The newest ended turns' conversation heads, for forks.
     pub(super) turn_heads: VecDeque<TurnHead>,
+    /// The sub-agents the session started.
+    pub(super) agents: Vec<AgentEntry>,
+    /// A sub-agent's count of the updates it sent.
+    pub(super) agent_seq: u64,
 }
 
 impl Durable {
@@ -91,6 +95,8 @@ impl Durable {
             registry,
             archive,
             turn_heads,
+            agents,
+            agent_seq,
         } = input.carried.clone().unwrap_or_else(|| Carried {
             registry: Registry {
                 name: input.name.clone(),
@@ -130,6 +136,8 @@ impl Durable {
             registry,
             archive,
             turn_heads: turn_heads.into(),
+            agents,
+            agent_seq,
         }
     }
 
@@ -160,6 +168,8 @@ impl Durable {
             registry,
             archive,
             turn_heads,
+            agents,
+            agent_seq,
         } = self;
         let (events_first, events) = log.carry();
         Carried {
@@ -187,6 +197,8 @@ impl Durable {
             registry: registry.clone(),
             archive: archive.clone(),
             turn_heads: turn_heads.iter().cloned().collect(),
+            agents: agents.clone(),
+            agent_seq: *agent_seq,
         }
     }
 }
@@ -303,6 +315,20 @@ mod tests {
                 pending: vec![AppendItem::Digest("0".repeat(64))],
                 last_offset: 39,
             }],
+            agents: vec![keel_workflow_api::AgentEntry {
+                agent_id: "0b7c3f4e-9a52-4c1e-8a6f-2d1f5e9b7a10".into(),
+                parent_agent_id: "s".into(),
+                depth: 1,
+                role: "worker".into(),
+                status: keel_workflow_api::AgentStatus::Completed(Some("done".into())),
+                last_seq: 12,
+                usage: Usage {
+                    input_tokens: 5,
+                    ..Usage::default()
+                },
+                turns: 1,
+            }],
+            agent_seq: 3,
         }
     }
 

@@ -19,7 +19,7 @@ use temporalio_sdk::WorkflowContext;
 use super::call::{ARGUMENTS_TOO_LARGE, Call, Run, Turn, cwd, execute, user_shell};
 use super::command::{self, Subject};
 use super::patch::{self, PatchSource};
-use super::{AgentWorkflow, inline_output, legacy, mcp, own_tools};
+use super::{AgentWorkflow, collab, inline_output, legacy, mcp, own_tools};
 use crate::activities::AppendItem;
 
 /// Runs `call` and appends its output to the conversation.
@@ -82,6 +82,13 @@ async fn dispatch(
             own_tools::update_plan(ctx, turn.id, call)
         }
         Family::Workflow => own_tools::request_user_input(ctx, turn.id, call).await,
+        Family::Collab if call.truncated => {
+            inline_output(&call.call_id, ARGUMENTS_TOO_LARGE, call.custom)
+        }
+        Family::Collab if call.name == keel_tool_model::names::SPAWN_AGENT => {
+            collab::spawn_agent(ctx, call).await
+        }
+        Family::Collab => collab::wait_agent(ctx, call).await,
         Family::ApplyPatch => {
             let source = ctx.state(|s| PatchSource::tool(call, cwd(s)));
             patch::patch(ctx, turn, call, source).await

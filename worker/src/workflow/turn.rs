@@ -49,9 +49,11 @@ pub(super) async fn run_turn(
         s.status = RunStatus::Running;
         s.turn_cancel = Some(cancel.clone());
         s.durable.last_activity_ms = unix_ms(now);
-        s.durable
-            .pending
-            .push(AppendItem::Digest(turn.item_digest.clone()));
+        s.durable.pending.push(if turn.inline_item.is_empty() {
+            AppendItem::Digest(turn.item_digest.clone())
+        } else {
+            AppendItem::Inline(turn.inline_item.clone())
+        });
         s.emit(now, &turn_id, Msg::TurnStarted(pb::TurnStarted {}));
         s.emit(
             now,
@@ -121,6 +123,12 @@ pub(super) async fn run_turn(
         if compact {
             s.durable.compact_requested = true;
         }
+        s.last_turn_status = Some(match end {
+            TurnEnd::Completed => keel_workflow_api::AgentStatus::Completed(
+                (!last_agent_message.is_empty()).then(|| last_agent_message.clone()),
+            ),
+            TurnEnd::Interrupted => keel_workflow_api::AgentStatus::Interrupted,
+        });
         let msg = match end {
             TurnEnd::Completed => Msg::TurnComplete(pb::TurnComplete { last_agent_message }),
             TurnEnd::Interrupted => Msg::TurnAborted(pb::TurnAborted {

@@ -395,3 +395,74 @@ fn json_scripts_with_headers_and_chat_chunks() {
     assert_eq!(events[1].to_wire(), "data: [DONE]\n\n");
     assert!(parse_script(r#"[{"status": 429, "headers": {"a": 1}}]"#).is_err());
 }
+
+#[tokio::test]
+async fn routed_requests_take_their_own_script() {
+    let model = FakeModel::start(vec![
+        Scripted::assistant("main one"),
+        Scripted::assistant("main two"),
+    ])
+    .await
+    .unwrap();
+    model.route("CHILD-TASK", vec![Scripted::assistant("child one")]);
+    let user = |text: &str| {
+        json!({"model": "m", "input": [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
+            // Not a user message: never routes.
+            {"type": "function_call", "call_id": "c", "name": "spawn_agent", "arguments": "{\"message\":\"CHILD-TASK\"}"}
+        ]})
+    };
+    let texts = |body: String| {
+        parse_sse(&body)
+            .into_iter()
+            .filter_map(|(_, d)| d["delta"].as_str().map(String::from))
+            .collect::<String>()
+    };
+    let first = post(&model, user("the root's task"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(texts(first), "main one");
+    let child = post(&model, user("CHILD-TASK: count files"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(texts(child), "child one");
+    let second = post(&model, user("the root again"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(texts(second), "main two");
+    // The route's script is used up: its next request is an error, not the
+    // main script's.
+    let resp = post(&model, user("CHILD-TASK again")).await;
+    assert_eq!(resp.status(), 500);
+}
+
+#[tokio::test]
+async fn outputs_the_request_carries_fill_in_the_script() {
+    let model = FakeModel::start(vec![Scripted::tool_call(
+        "w1",
+        "wait_agent",
+        r#"{"targets":["{{output:sp1:agent_id}}"],"other":"{{output:nope:agent_id}}"}"#,
+    )])
+    .await
+    .unwrap();
+    let body = json!({"model": "m", "input": [
+        {"type": "function_call_output", "call_id": "sp1", "output": "{\"agent_id\":\"0b7c3f4e-9a52-4c1e-8a6f-2d1f5e9b7a10\",\"nickname\":null}"}
+    ]});
+    let text = post(&model, body).await.text().await.unwrap();
+    let call = parse_sse(&text)
+        .into_iter()
+        .find_map(|(_, d)| {
+            (d["item"]["type"] == "function_call").then(|| d["item"]["arguments"].clone())
+        })
+        .unwrap();
+    assert_eq!(
+        call,
+        r#"{"targets":["0b7c3f4e-9a52-4c1e-8a6f-2d1f5e9b7a10"],"other":"{{output:nope:agent_id}}"}"#
+    );
+}

@@ -1,0 +1,375 @@
+//! Sub-agents (`features.multi_agent`): the model starts agents with
+//! `spawn_agent`, each a child workflow running the agent loop on its task,
+//! and waits for them with `wait_agent`; their final messages come back as
+//! the wait's output. The scripted model answers each agent from a script of
+//! its own (routed by the agent's task), so agents run at the same time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+use std::time::Duration;
+
+use keel_proto::v1 as pb;
+use keel_test_support::fake_model::{FakeModel, RecordedRequest, Scripted};
+use keel_test_support::history;
+use keel_test_support::session;
+use keel_test_support::stack::{Stack, StackOptions, TENANT};
+use pb::event::Msg;
+use serde_json::{Value, json};
+use temporalio_client::UntypedWorkflow;
+
+fn features(multi_agent: bool) -> pb::ToolFeatures {
+    pb::ToolFeatures {
+        multi_agent: Some(multi_agent),
+        // The argv `shell` tool, as the scripts call it.
+        unified_exec: Some(false),
+        ..Default::default()
+    }
+}
+
+async fn start(script: Vec<Scripted>) -> (FakeModel, Stack, session::Client) {
+    let fake = FakeModel::start(script).await.unwrap();
+    let stack = Stack::launch(StackOptions::new(fake.base_url()))
+        .await
+        .unwrap();
+    let client = stack.connect().await.unwrap();
+    (fake, stack, client)
+}
+
+async fn open(
+    client: &mut session::Client,
+    cwd: &std::path::Path,
+    policy: pb::ApprovalPolicy,
+    multi_agent: bool,
+) -> (String, tonic::Streaming<pb::StreamEventsResponse>) {
+    session::open(
+        client,
+        pb::CreateSessionRequest {
+            cwd: cwd.display().to_string(),
+            context: Some(pb::TurnContext {
+                approval_policy: policy as i32,
+                ..Default::default()
+            }),
+            features: Some(features(multi_agent)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// The output the model was sent for `call_id`, as JSON.
+fn output_json(fake: &FakeModel, call_id: &str) -> Value {
+    let text = output_text(fake, call_id);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{call_id}: {e}: {text}"))
+}
+
+fn output_text(fake: &FakeModel, call_id: &str) -> String {
+    fake.requests()
+        .iter()
+        .rev()
+        .find_map(|r: &RecordedRequest| r.function_call_output(call_id))
+        .unwrap_or_else(|| panic!("no output for {call_id} reached the model"))
+}
+
+fn requests_of(fake: &FakeModel, key: &str) -> Vec<RecordedRequest> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| {
+            r.input()
+                .iter()
+                .any(|item| item["role"] == "user" && item["content"].to_string().contains(key))
+        })
+        .collect()
+}
+
+/// Waits until the sub-agent's workflow has completed; returns its id.
+async fn agent_closed(stack: &Stack, sid: &str, agent_id: &str) -> String {
+    let client = history::temporal_client(&stack.temporal_address)
+        .await
+        .unwrap();
+    let id = format!("keel-agent.{TENANT}.{sid}.{agent_id}");
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        client
+            .get_workflow_handle::<UntypedWorkflow>(id.clone())
+            .get_result(Default::default()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{id} did not complete"))
+    .unwrap_or_else(|e| panic!("{id} failed: {e}"));
+    id
+}
+
+/// Two sub-agents run commands at the same time (with the same call id:
+/// each agent's calls are its own); the session's agent waits for each and
+/// answers with what they found; closing the session ends them.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_sub_agents_work_in_parallel_and_their_results_come_back() {
+    let root = vec![
+        Scripted::tool_call(
+            "sp1",
+            "spawn_agent",
+            &json!({"message": "CHILD-A: count to three into a.txt"}).to_string(),
+        ),
+        Scripted::tool_call(
+            "sp2",
+            "spawn_agent",
+            &json!({"items": [{"type": "text", "text": "CHILD-B: write b.txt"}]}).to_string(),
+        ),
+        Scripted::tool_call(
+            "w1",
+            "wait_agent",
+            r#"{"targets":["{{output:sp1:agent_id}}"],"timeout_ms":120000}"#,
+        ),
+        Scripted::tool_call(
+            "w2",
+            "wait_agent",
+            r#"{"targets":["{{output:sp2:agent_id}}"],"timeout_ms":120000}"#,
+        ),
+        Scripted::assistant("both agents are done"),
+    ];
+    let (fake, stack, mut client) = start(root).await;
+    let shell = |argv: &[&str]| json!({ "command": argv }).to_string();
+    fake.route(
+        "CHILD-A",
+        vec![
+            Scripted::tool_call(
+                "c1",
+                "shell",
+                &shell(&["bash", "-c", "echo one two three > a.txt; cat a.txt"]),
+            ),
+            Scripted::assistant("A counted: one two three"),
+        ],
+    );
+    fake.route(
+        "CHILD-B",
+        vec![
+            Scripted::tool_call("c1", "shell", &shell(&["bash", "-c", "echo bee > b.txt"])),
+            Scripted::assistant("B wrote b.txt"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (sid, mut events) =
+        open(&mut client, dir.path(), pb::ApprovalPolicy::OnRequest, true).await;
+    session::send(&mut client, &sid, "t1", "split the work")
+        .await
+        .unwrap();
+    let seen = session::until_turn_complete(&mut events).await.unwrap();
+
+    let a = output_json(&fake, "sp1");
+    let b = output_json(&fake, "sp2");
+    let (a_id, b_id) = (
+        a["agent_id"].as_str().unwrap(),
+        b["agent_id"].as_str().unwrap(),
+    );
+    assert_ne!(a_id, b_id);
+    assert!(uuid::Uuid::parse_str(a_id).is_ok(), "{a}");
+    assert_eq!(a["nickname"], Value::Null);
+    assert_eq!(
+        output_json(&fake, "w1"),
+        json!({"status": {a_id: {"completed": "A counted: one two three"}}, "timed_out": false})
+    );
+    assert_eq!(
+        output_json(&fake, "w2"),
+        json!({"status": {b_id: {"completed": "B wrote b.txt"}}, "timed_out": false})
+    );
+    // Both commands ran, once each, though both agents named their call c1.
+    let child_a = requests_of(&fake, "CHILD-A");
+    assert_eq!(child_a.len(), 2);
+    assert!(
+        child_a[1]
+            .function_call_output("c1")
+            .unwrap()
+            .contains("one two three"),
+        "{:?}",
+        child_a[1].function_call_output("c1")
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("a.txt")).unwrap(),
+        "one two three\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("b.txt")).unwrap(),
+        "bee\n"
+    );
+    // Sub-agents are not offered the collaboration tools (depth 1 is the
+    // deepest), the session's agent is.
+    let offered = child_a[0].tool_names();
+    assert!(!offered.iter().any(|n| n == "spawn_agent"), "{offered:?}");
+    assert!(offered.iter().any(|n| n == "shell"), "{offered:?}");
+    let root_offered = fake.requests()[0].tool_names();
+    for name in ["spawn_agent", "wait_agent"] {
+        assert!(root_offered.iter().any(|n| n == name), "{root_offered:?}");
+    }
+    // The session's stream shows its own agent's turn.
+    assert!(seen.iter().all(|e| e.agent_id == sid), "{seen:?}");
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(&e.msg, Some(Msg::ExecCommandBegin(_)))),
+        "the sub-agents' commands are theirs: {seen:?}"
+    );
+
+    client
+        .close_session(pb::CloseSessionRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+    let a_workflow = agent_closed(&stack, &sid, a_id).await;
+    agent_closed(&stack, &sid, b_id).await;
+    // For the replay tests: the session's run and one sub-agent's.
+    history::record_closed(&stack.temporal_address, &sid, "sub_agents_closed")
+        .await
+        .unwrap();
+    let temporal = history::temporal_client(&stack.temporal_address)
+        .await
+        .unwrap();
+    history::record_workflow(&temporal, &a_workflow, "sub_agent_closed")
+        .await
+        .unwrap();
+}
+
+/// `wait_agent` times out on a workflow timer (the shortest Codex allows
+/// is 10 s) with an empty status; the agent goes on, and a later wait gets
+/// its result.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wait_times_out_on_a_timer() {
+    let root = vec![
+        Scripted::tool_call(
+            "sp1",
+            "spawn_agent",
+            &json!({"message": "CHILD-SLOW: take your time"}).to_string(),
+        ),
+        // Below the minimum: waits 10 s.
+        Scripted::tool_call(
+            "w1",
+            "wait_agent",
+            r#"{"targets":["{{output:sp1:agent_id}}"],"timeout_ms":1}"#,
+        ),
+        Scripted::tool_call(
+            "w2",
+            "wait_agent",
+            r#"{"targets":["{{output:sp1:agent_id}}"],"timeout_ms":120000}"#,
+        ),
+        Scripted::assistant("waited"),
+    ];
+    let (fake, _stack, mut client) = start(root).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (sid, mut events) = open(&mut client, dir.path(), pb::ApprovalPolicy::Never, true).await;
+    // The agent's answer takes 16 s: after the first wait's 10 s.
+    let Scripted::Events(slow) = Scripted::assistant("slow but done") else {
+        unreachable!()
+    };
+    fake.route(
+        "CHILD-SLOW",
+        vec![Scripted::paced(slow, Duration::from_secs(4))],
+    );
+    session::send(&mut client, &sid, "t1", "delegate")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_secs(60);
+    while fake
+        .requests()
+        .iter()
+        .all(|r| r.function_call_output("w1").is_none())
+    {
+        assert!(std::time::Instant::now() < deadline, "the wait never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        output_json(&fake, "w1"),
+        json!({"status": {}, "timed_out": true})
+    );
+    session::until_turn_complete(&mut events).await.unwrap();
+    let id = output_json(&fake, "sp1")["agent_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        output_json(&fake, "w2"),
+        json!({"status": {id: {"completed": "slow but done"}}, "timed_out": false})
+    );
+}
+
+/// What a model cannot do with the collaboration tools: use them when the
+/// session does not offer them, start an agent that could run commands no
+/// one would approve, or wait on ids that are not agents'.
+#[tokio::test(flavor = "multi_thread")]
+async fn collaboration_refusals() {
+    let root = vec![
+        // Session 1: multi_agent off.
+        Scripted::tool_call("x1", "spawn_agent", r#"{"message":"CHILD-X: hi"}"#),
+        Scripted::assistant("ok"),
+        // Session 2: on, under untrusted.
+        Scripted::tool_call("x2", "spawn_agent", r#"{"message":"CHILD-Y: hi"}"#),
+        Scripted::tool_call("x3", "wait_agent", r#"{"targets":["../../etc"]}"#),
+        Scripted::tool_call(
+            "x4",
+            "wait_agent",
+            r#"{"targets":["0b7c3f4e-9a52-4c1e-8a6f-2d1f5e9b7a10"],"timeout_ms":0}"#,
+        ),
+        Scripted::tool_call(
+            "x5",
+            "wait_agent",
+            r#"{"targets":["0b7c3f4e-9a52-4c1e-8a6f-2d1f5e9b7a10"]}"#,
+        ),
+        Scripted::tool_call(
+            "x6",
+            "spawn_agent",
+            r#"{"message":"a","agent_type":"boss"}"#,
+        ),
+        Scripted::assistant("ok"),
+    ];
+    let (fake, _stack, mut client) = start(root).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let (sid, mut events) = open(
+        &mut client,
+        dir.path(),
+        pb::ApprovalPolicy::OnRequest,
+        false,
+    )
+    .await;
+    session::send(&mut client, &sid, "t1", "try").await.unwrap();
+    session::until_turn_complete(&mut events).await.unwrap();
+    assert_eq!(output_text(&fake, "x1"), "unsupported call: spawn_agent");
+    assert!(
+        !fake.requests()[0]
+            .tool_names()
+            .iter()
+            .any(|n| n == "spawn_agent")
+    );
+
+    let (sid, mut events) =
+        open(&mut client, dir.path(), pb::ApprovalPolicy::Untrusted, true).await;
+    session::send(&mut client, &sid, "t1", "try").await.unwrap();
+    session::until_turn_complete(&mut events).await.unwrap();
+    assert!(
+        output_text(&fake, "x2").contains("approval policy (untrusted)"),
+        "{}",
+        output_text(&fake, "x2")
+    );
+    assert!(
+        output_text(&fake, "x3").starts_with("invalid agent id ../../etc: "),
+        "{}",
+        output_text(&fake, "x3")
+    );
+    assert_eq!(
+        output_text(&fake, "x4"),
+        "timeout_ms must be greater than zero"
+    );
+    assert_eq!(
+        output_json(&fake, "x5"),
+        json!({"status": {"0b7c3f4e-9a52-4c1e-8a6f-2d1f5e9b7a10": "not_found"}, "timed_out": false})
+    );
+    assert_eq!(output_text(&fake, "x6"), "unknown agent_type 'boss'");
+    // No sub-agent ever called the model.
+    assert!(requests_of(&fake, "CHILD-").is_empty());
+}

@@ -1,0 +1,452 @@
+//! Codex's collaboration tools (`features.multi_agent`; Codex:
+//! `codex-rs/core/src/tools/handlers/multi_agents/`): `spawn_agent` starts a
+//! sub-agent — the same agent loop as a workflow of its own, a child of the
+//! session's workflow with its own history and rollovers — and `wait_agent`
+//! waits, on a durable timer, until one of them reaches a final status.
+//! Sub-agents report to the session's workflow with the `agent_update`
+//! signal; the session keeps a small registry of them (status, final
+//! message, tokens), nothing of their work.
+//!
+//! What this version does not do yet (docs/design/sub-agents.md): the other
+//! collaboration tools (`send_input`, `close_agent`, `resume_agent`),
+//! roles, nested agents, a sub-agent asking the session's owner (a
+//! sub-agent runs with approval policy `never`, and a session under
+//! `untrusted` cannot start one), sub-agents' events in the session's
+//! stream, and interrupting them.
+
+use std::time::Duration;
+
+use keel_workflow_api::{
+    AGENT_MESSAGE_LIMIT, AgentEntry, AgentLink, AgentStatus, AgentUpdate, ApprovalPolicy, Carried,
+    INLINE_TEXT_LIMIT, SessionInput, UserTurn, agent_workflow_id, cut_text, workflow_id,
+};
+use serde::Deserialize;
+use serde_json::json;
+use temporalio_sdk::{
+    CancellableFuture, ChildWorkflowOptions, ParentClosePolicy, SignalWorkflowOptions,
+    WorkflowContext, WorkflowIdReusePolicy,
+};
+
+use super::call::Call;
+use super::{AgentWorkflow, inline_output};
+use crate::activities::AppendItem;
+
+/// Agents open at once in a session (Codex: `DEFAULT_AGENT_MAX_THREADS`,
+/// `codex-rs/core/src/config/mod.rs`).
+pub(crate) const MAX_THREADS: usize = 6;
+/// How deep agents may nest (Codex: `DEFAULT_AGENT_MAX_DEPTH`): the
+/// session's own agent is depth 0, so only it starts agents.
+pub(crate) const MAX_DEPTH: u32 = 1;
+/// `wait_agent`'s timeout (Codex: `multi_agents_common.rs`).
+pub(crate) const DEFAULT_WAIT_MS: i64 = 30_000;
+pub(crate) const MIN_WAIT_MS: i64 = 10_000;
+pub(crate) const MAX_WAIT_MS: i64 = 3_600_000;
+
+fn output(call: &Call, text: &str) -> AppendItem {
+    inline_output(&call.call_id, text, call.custom)
+}
+
+fn parse_error(call: &Call, e: &serde_json::Error) -> AppendItem {
+    output(call, &keel_tool_model::parse_error(e))
+}
+
+#[derive(Deserialize)]
+struct InputItem {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SpawnArgs {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    items: Option<Vec<InputItem>>,
+    #[serde(default)]
+    agent_type: Option<String>,
+    #[serde(default)]
+    fork_context: Option<bool>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    reasoning_effort: Option<String>,
+}
+
+/// The task's text, checked as Codex's `parse_collab_input` checks it.
+fn task_text(args: &SpawnArgs) -> Result<String, String> {
+    match (&args.message, &args.items) {
+        (Some(_), Some(_)) => Err("Provide either message or items, but not both".into()),
+        (None, None) => Err("Provide one of: message or items".into()),
+        (Some(message), None) => {
+            if message.trim().is_empty() {
+                Err("Empty message can't be sent to an agent".into())
+            } else {
+                Ok(message.clone())
+            }
+        }
+        (None, Some(items)) => {
+            if items.is_empty() {
+                return Err("Items can't be empty".into());
+            }
+            let mut parts = Vec::new();
+            for item in items {
+                match (item.kind.as_str(), &item.text) {
+                    ("text", Some(text)) => parts.push(text.clone()),
+                    (kind, _) => {
+                        return Err(format!(
+                            "collab tool failed: unsupported input item type {kind}"
+                        ));
+                    }
+                }
+            }
+            Ok(parts.join("\n"))
+        }
+    }
+}
+
+/// `spawn_agent`: starts a sub-agent on its task and answers
+/// `{"agent_id": ..., "nickname": null}` at once.
+pub(super) async fn spawn_agent(
+    ctx: &mut WorkflowContext<AgentWorkflow>,
+    call: &Call,
+) -> AppendItem {
+    let args: SpawnArgs = match serde_json::from_str(&call.arguments) {
+        Ok(a) => a,
+        Err(e) => return parse_error(call, &e),
+    };
+    let task = match task_text(&args) {
+        Ok(task) => task,
+        Err(text) => return output(call, &text),
+    };
+    if let Some(role) = args.agent_type.as_deref().filter(|r| *r != "default") {
+        return output(call, &format!("unknown agent_type '{role}'"));
+    }
+    if args.fork_context == Some(true) {
+        return output(
+            call,
+            "collab tool failed: fork_context is not supported by this version of Keel",
+        );
+    }
+    let refusal = ctx.state(|s| {
+        let depth = s.input.agent.as_ref().map_or(0, |link| link.depth);
+        if depth >= MAX_DEPTH {
+            return Some("Agent depth limit reached. Solve the task yourself.".to_string());
+        }
+        let open = s
+            .durable
+            .agents
+            .iter()
+            .filter(|a| a.status != AgentStatus::Shutdown)
+            .count();
+        if open >= MAX_THREADS {
+            return Some("collab spawn failed: agent thread limit reached".to_string());
+        }
+        if s.effective().approval_policy == ApprovalPolicy::Untrusted {
+            return Some(
+                "collab tool failed: this session's approval policy (untrusted) asks before every command, and a sub-agent cannot ask yet; do the task yourself"
+                    .to_string(),
+            );
+        }
+        None
+    });
+    if let Some(text) = refusal {
+        return output(call, &text);
+    }
+    let agent_id = ctx.uuid4();
+    let (child, child_workflow) = ctx.state(|s| {
+        let child = child_input(s, &agent_id, &call.call_id, task, &args);
+        let wf = agent_workflow_id(&s.input.session_id, &agent_id);
+        (child, wf)
+    });
+    let parent = ctx.state(|s| s.input.agent_id().to_string());
+    ctx.state_mut(|s| {
+        s.durable.agents.push(AgentEntry {
+            agent_id: agent_id.clone(),
+            parent_agent_id: parent,
+            depth: 1,
+            role: String::new(),
+            status: AgentStatus::PendingInit,
+            last_seq: 0,
+            usage: Default::default(),
+            turns: 0,
+        })
+    });
+    let options = ChildWorkflowOptions::builder()
+        .workflow_id(child_workflow)
+        // The session rolls over while its agents work, and a new run does
+        // not adopt the old run's children: the session ends them itself.
+        .parent_close_policy(ParentClosePolicy::Abandon)
+        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+        .build();
+    match ctx
+        .start_child_workflow(AgentWorkflow::run, child, options)
+        .await
+    {
+        Ok(_started) => output(
+            call,
+            &json!({"agent_id": agent_id, "nickname": null}).to_string(),
+        ),
+        Err(e) => {
+            ctx.state_mut(|s| s.durable.agents.retain(|a| a.agent_id != agent_id));
+            output(call, &format!("collab spawn failed: {e}"))
+        }
+    }
+}
+
+/// The sub-agent's input: the session's, as a sub-agent at depth 1, with
+/// the session's setup (tools, project context, workspace lease) and its
+/// settings in force now — under approval policy `never`, since it cannot
+/// ask anyone yet — plus the model and effort the call asked for.
+fn child_input(
+    s: &AgentWorkflow,
+    agent_id: &str,
+    call_id: &str,
+    task: String,
+    args: &SpawnArgs,
+) -> SessionInput {
+    let mut settings = s.effective();
+    settings.approval_policy = ApprovalPolicy::Never;
+    if let Some(model) = args.model.as_ref().filter(|m| !m.trim().is_empty()) {
+        settings.model = model.clone();
+    }
+    if let Some(effort) = args
+        .reasoning_effort
+        .as_ref()
+        .filter(|e| !e.trim().is_empty())
+    {
+        settings.reasoning_effort = effort.clone();
+    }
+    let mut input = s.input.clone();
+    input.carried = Some(Carried {
+        setup: s.durable.setup.clone(),
+        settings: Some(settings),
+        model_defaults: s.durable.model_defaults.clone(),
+        lease: s.durable.lease.clone(),
+        workspace: s.durable.workspace.clone(),
+        ..Carried::default()
+    });
+    input.agent = Some(AgentLink {
+        agent_id: agent_id.to_string(),
+        parent_agent_id: s.input.agent_id().to_string(),
+        root_workflow_id: workflow_id(&s.input.session_id),
+        depth: s.input.agent.as_ref().map_or(0, |link| link.depth) + 1,
+        role: String::new(),
+        nickname: String::new(),
+        task,
+        spawn_call_id: call_id.to_string(),
+    });
+    // The client's own tools answer the session's own agent.
+    input.dynamic_tools = Vec::new();
+    input.name = String::new();
+    input.forked_from = None;
+    input
+}
+
+/// A sub-agent's first turn: its task, as its first user message.
+pub(super) fn first_turn(link: &AgentLink) -> UserTurn {
+    let item = json!({
+        "type": "message",
+        "role": "user",
+        "content": [{"type": "input_text", "text": link.task}],
+    });
+    let (text_preview, text_truncated) = cut_text(&link.task, INLINE_TEXT_LIMIT);
+    UserTurn {
+        turn_id: link.spawn_call_id.clone(),
+        item_digest: String::new(),
+        inline_item: item.to_string(),
+        text_preview,
+        text_truncated,
+        ..UserTurn::default()
+    }
+}
+
+#[derive(Deserialize)]
+struct WaitArgs {
+    targets: Vec<String>,
+    #[serde(default)]
+    timeout_ms: Option<i64>,
+}
+
+/// `wait_agent`: answers `{"status": {id: status, ...}, "timed_out": bool}`
+/// once any target is final (with every target final by then), or
+/// `{"status": {}, "timed_out": true}` when the timeout (a workflow timer)
+/// fires first.
+pub(super) async fn wait_agent(
+    ctx: &mut WorkflowContext<AgentWorkflow>,
+    call: &Call,
+) -> AppendItem {
+    let args: WaitArgs = match serde_json::from_str(&call.arguments) {
+        Ok(a) => a,
+        Err(e) => return parse_error(call, &e),
+    };
+    if args.targets.is_empty() {
+        return output(call, "agent ids must be non-empty");
+    }
+    let timeout_ms = args.timeout_ms.unwrap_or(DEFAULT_WAIT_MS);
+    if timeout_ms <= 0 {
+        return output(call, "timeout_ms must be greater than zero");
+    }
+    let timeout_ms = timeout_ms.clamp(MIN_WAIT_MS, MAX_WAIT_MS);
+    for id in &args.targets {
+        if let Err(e) = uuid::Uuid::parse_str(id) {
+            return output(call, &format!("invalid agent id {id}: {e:?}"));
+        }
+    }
+    let targets = args.targets.clone();
+    let any_final = move |s: &AgentWorkflow| {
+        targets.iter().any(|id| {
+            s.durable
+                .agents
+                .iter()
+                .find(|a| &a.agent_id == id)
+                .is_none_or(|a| a.status.is_final())
+        })
+    };
+    if !ctx.state(&any_final) {
+        let mut timer = std::pin::pin!(ctx.timer(Duration::from_millis(timeout_ms as u64)));
+        let condition = any_final.clone();
+        let ended = temporalio_sdk::workflows::select! {
+            _ = ctx.wait_condition(move |s: &AgentWorkflow| condition(s) || s.turn_interrupted()) => true,
+            _ = timer.as_mut() => false,
+        };
+        if ended {
+            timer.cancel();
+        }
+        if ctx.state(|s| s.turn_interrupted()) {
+            return output(call, super::ABORTED);
+        }
+        if !ended {
+            return output(call, &json!({"status": {}, "timed_out": true}).to_string());
+        }
+    }
+    let statuses = ctx.state(|s| {
+        let mut statuses = std::collections::BTreeMap::new();
+        for id in &args.targets {
+            let status = match s.durable.agents.iter().find(|a| &a.agent_id == id) {
+                Some(a) if a.status.is_final() => a.status.clone(),
+                Some(_) => continue,
+                None => AgentStatus::NotFound,
+            };
+            statuses.insert(id.clone(), status);
+        }
+        statuses
+    });
+    output(
+        call,
+        &json!({"status": statuses, "timed_out": false}).to_string(),
+    )
+}
+
+/// A sub-agent tells the session's workflow its status. `false` when the
+/// session's workflow is gone (the agent then shuts down).
+pub(super) async fn report(ctx: &mut WorkflowContext<AgentWorkflow>, status: AgentStatus) -> bool {
+    let Some((root, update)) = ctx.state_mut(|s| {
+        let link = s.input.agent.clone()?;
+        s.durable.agent_seq += 1;
+        let status = match status {
+            AgentStatus::Completed(Some(message)) => {
+                AgentStatus::Completed(Some(cut_text(&message, AGENT_MESSAGE_LIMIT).0))
+            }
+            other => other,
+        };
+        Some((
+            link.root_workflow_id,
+            AgentUpdate {
+                agent_id: link.agent_id,
+                seq: s.durable.agent_seq,
+                status,
+                usage: s.durable.usage,
+                turns: s.durable.turns_completed,
+            },
+        ))
+    }) else {
+        return true;
+    };
+    ctx.external_workflow(root, None)
+        .signal(
+            AgentWorkflow::agent_update,
+            update,
+            SignalWorkflowOptions::default(),
+        )
+        .await
+        .is_ok()
+}
+
+/// The session closes: every sub-agent still open shuts down too.
+pub(super) async fn shut_down_agents(ctx: &mut WorkflowContext<AgentWorkflow>) {
+    let open: Vec<String> = ctx.state(|s| {
+        s.durable
+            .agents
+            .iter()
+            .filter(|a| a.status != AgentStatus::Shutdown)
+            .map(|a| agent_workflow_id(&s.input.session_id, &a.agent_id))
+            .collect()
+    });
+    for workflow in open {
+        // Best effort: one already gone has nothing to shut down.
+        let _ = ctx
+            .external_workflow(workflow, None)
+            .signal(
+                AgentWorkflow::shutdown,
+                (),
+                SignalWorkflowOptions::default(),
+            )
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(json: &str) -> SpawnArgs {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn task_texts_are_codexs() {
+        assert_eq!(task_text(&args(r#"{"message":"go"}"#)).unwrap(), "go");
+        assert_eq!(
+            task_text(&args(
+                r#"{"items":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}"#
+            ))
+            .unwrap(),
+            "a\nb"
+        );
+        for (json, text) in [
+            (
+                r#"{"message":"a","items":[]}"#,
+                "Provide either message or items, but not both",
+            ),
+            (r#"{}"#, "Provide one of: message or items"),
+            (
+                r#"{"message":"  "}"#,
+                "Empty message can't be sent to an agent",
+            ),
+            (r#"{"items":[]}"#, "Items can't be empty"),
+            (
+                r#"{"items":[{"type":"image","image_url":"x"}]}"#,
+                "collab tool failed: unsupported input item type image",
+            ),
+        ] {
+            assert_eq!(task_text(&args(json)).unwrap_err(), text, "{json}");
+        }
+    }
+
+    #[test]
+    fn statuses_serialize_as_codex_does() {
+        let s = |status: AgentStatus| serde_json::to_string(&status).unwrap();
+        assert_eq!(s(AgentStatus::PendingInit), r#""pending_init""#);
+        assert_eq!(s(AgentStatus::NotFound), r#""not_found""#);
+        assert_eq!(
+            s(AgentStatus::Completed(Some("hi".into()))),
+            r#"{"completed":"hi"}"#
+        );
+        assert_eq!(s(AgentStatus::Completed(None)), r#"{"completed":null}"#);
+        assert_eq!(s(AgentStatus::Errored("x".into())), r#"{"errored":"x"}"#);
+        assert!(!AgentStatus::Running.is_final());
+        assert!(AgentStatus::Interrupted.is_final());
+    }
+}
