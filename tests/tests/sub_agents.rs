@@ -373,3 +373,60 @@ async fn collaboration_refusals() {
     // No sub-agent ever called the model.
     assert!(requests_of(&fake, "CHILD-").is_empty());
 }
+
+/// Deleting a session deletes its sub-agents' workflows too, a running one
+/// included.
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_session_deletes_its_agents() {
+    let root = vec![
+        Scripted::tool_call(
+            "sp1",
+            "spawn_agent",
+            &json!({"message": "CHILD-STUCK: think forever"}).to_string(),
+        ),
+        Scripted::assistant("started one"),
+    ];
+    let (fake, stack, mut client) = start(root).await;
+    let Scripted::Events(events) = Scripted::assistant("never") else {
+        unreachable!()
+    };
+    // Created, then nothing: the agent's model call hangs.
+    fake.route(
+        "CHILD-STUCK",
+        vec![Scripted::stalled(events.into_iter().take(1).collect())],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (sid, mut stream) = open(&mut client, dir.path(), pb::ApprovalPolicy::Never, true).await;
+    session::send(&mut client, &sid, "t1", "go").await.unwrap();
+    session::until_turn_complete(&mut stream).await.unwrap();
+    // The agent is calling the model.
+    fake.wait_for_requests(3, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let agent_id = output_json(&fake, "sp1")["agent_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let temporal = history::temporal_client(&stack.temporal_address)
+        .await
+        .unwrap();
+    let id = format!("keel-agent.{TENANT}.{sid}.{agent_id}");
+    let handle = temporal.get_workflow_handle::<UntypedWorkflow>(id.clone());
+    let described = handle.describe(Default::default()).await.unwrap();
+    assert_eq!(
+        described.status(),
+        temporalio_client::WorkflowExecutionStatus::Running
+    );
+
+    client
+        .delete_session(pb::DeleteSessionRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while handle.describe(Default::default()).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "{id} is still there");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -143,8 +143,8 @@ impl SessionApi {
         Ok(session_from_state(&state, WorkflowExecutionStatus::Running))
     }
 
-    /// DeleteSession: the blobs, then every run of the workflow, then the
-    /// blobs again (a tool call that ended meanwhile may have stored its
+    /// DeleteSession: the blobs, then every run of the workflow and of its
+    /// sub-agents' workflows, then the blobs again (a tool call that ended meanwhile may have stored its
     /// output). Temporal removes a running workflow at once (terminating
     /// it); one that has already ended goes once Temporal's background
     /// tasks get to it (seconds to a minute), so for those the call does not
@@ -168,20 +168,14 @@ impl SessionApi {
             "WorkflowId = '{}' AND ExecutionStatus = 'ContinuedAsNew'",
             api::workflow_id(key)
         );
-        let mut token = Vec::new();
-        loop {
-            let page = self.visibility_page(&query, 100, token, false).await?;
-            for info in page.executions {
-                if let Some(execution) = info.execution {
-                    self.delete_run(execution.workflow_id, execution.run_id)
-                        .await?;
-                }
-            }
-            if page.next_page_token.is_empty() {
-                break;
-            }
-            token = page.next_page_token;
-        }
+        self.delete_listed(&query).await?;
+        // Its sub-agents' workflows, every run (a running one is
+        // terminated by its deletion).
+        let query = format!(
+            "WorkflowId STARTS_WITH '{}'",
+            api::agent_workflow_id(key, "")
+        );
+        self.delete_listed(&query).await?;
         if running {
             let deadline = tokio::time::Instant::now() + DELETE_WAIT;
             while handle
@@ -195,6 +189,24 @@ impl SessionApi {
         }
         blobs += self.delete_blobs(key).await?;
         Ok(blobs)
+    }
+
+    /// Deletes every run the visibility query lists.
+    async fn delete_listed(&self, query: &str) -> Result<(), Status> {
+        let mut token = Vec::new();
+        loop {
+            let page = self.visibility_page(query, 100, token, false).await?;
+            for info in page.executions {
+                if let Some(execution) = info.execution {
+                    self.delete_run(execution.workflow_id, execution.run_id)
+                        .await?;
+                }
+            }
+            if page.next_page_token.is_empty() {
+                return Ok(());
+            }
+            token = page.next_page_token;
+        }
     }
 
     async fn delete_blobs(&self, key: &str) -> Result<u64, Status> {
