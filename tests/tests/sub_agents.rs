@@ -430,3 +430,82 @@ async fn deleting_a_session_deletes_its_agents() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// kill -9 of the worker while three sub-agents each run a command: every
+/// agent finishes, every command ran exactly once, and the session's agent
+/// gets every result.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_agents_survive_a_worker_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut root = Vec::new();
+    for i in 1..=3 {
+        root.push(Scripted::tool_call(
+            &format!("sp{i}"),
+            "spawn_agent",
+            &json!({"message": format!("CHILD-{i}: run your command")}).to_string(),
+        ));
+    }
+    for i in 1..=3 {
+        root.push(Scripted::tool_call(
+            &format!("w{i}"),
+            "wait_agent",
+            &format!(r#"{{"targets":["{{{{output:sp{i}:agent_id}}}}"],"timeout_ms":300000}}"#),
+        ));
+    }
+    root.push(Scripted::assistant("all three are done"));
+    let (fake, mut stack, mut client) = start(root).await;
+    for i in 1..=3 {
+        let script = format!("echo ran >> fx-{i}.txt; sleep 3; echo finished {i}");
+        fake.route(
+            &format!("CHILD-{i}"),
+            vec![
+                Scripted::tool_call(
+                    "c1",
+                    "shell",
+                    &json!({"command": ["sh", "-c", script], "timeout_ms": 60000}).to_string(),
+                ),
+                Scripted::assistant(&format!("agent {i} finished")),
+            ],
+        );
+    }
+    let (sid, _events) = open(&mut client, dir.path(), pb::ApprovalPolicy::OnRequest, true).await;
+    session::send(&mut client, &sid, "t1", "fan out")
+        .await
+        .unwrap();
+    let ran = |i: u32| {
+        std::fs::read_to_string(dir.path().join(format!("fx-{i}.txt")))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while (1..=3).any(|i| ran(i) == 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the commands never all started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stack.kill("keel-worker").unwrap();
+    stack.restart("keel-worker").unwrap();
+
+    let mut client = stack.connect().await.unwrap();
+    let mut events = session::follow(&mut client, &sid, 0, false).await.unwrap();
+    let seen = session::until_turn_complete(&mut events).await.unwrap();
+    for i in 1..=3 {
+        assert_eq!(ran(i), 1, "agent {i}'s command ran exactly once");
+        let id = output_json(&fake, &format!("sp{i}"))["agent_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            output_json(&fake, &format!("w{i}")),
+            json!({"status": {id: {"completed": format!("agent {i} finished")}}, "timed_out": false})
+        );
+        let child = requests_of(&fake, &format!("CHILD-{i}"));
+        let out = child.last().unwrap().function_call_output("c1").unwrap();
+        assert!(out.contains(&format!("finished {i}")), "{out}");
+    }
+    let offsets: Vec<u64> = seen.iter().map(|e| e.offset).collect();
+    assert_eq!(offsets, (1..=offsets.len() as u64).collect::<Vec<_>>());
+}
