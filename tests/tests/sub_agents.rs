@@ -87,7 +87,7 @@ async fn agent_closed(stack: &Stack, sid: &str, agent_id: &str) -> String {
     let client = history::temporal_client(&stack.temporal_address)
         .await
         .unwrap();
-    let id = format!("keel-agent.{TENANT}.{sid}.{agent_id}");
+    let id = format!("keel-agent.{TENANT}.{sid}/{agent_id}");
     tokio::time::timeout(
         Duration::from_secs(60),
         client
@@ -299,16 +299,25 @@ async fn a_wait_times_out_on_a_timer() {
 }
 
 /// What a model cannot do with the collaboration tools: use them when the
-/// session does not offer them, start an agent that could run commands no
-/// one would approve, or wait on ids that are not agents'.
+/// session does not offer them, start an agent with a model or effort that
+/// is not one, or wait on ids that are not agents'.
 #[tokio::test(flavor = "multi_thread")]
 async fn collaboration_refusals() {
     let root = vec![
         // Session 1: multi_agent off.
         Scripted::tool_call("x1", "spawn_agent", r#"{"message":"CHILD-X: hi"}"#),
         Scripted::assistant("ok"),
-        // Session 2: on, under untrusted.
-        Scripted::tool_call("x2", "spawn_agent", r#"{"message":"CHILD-Y: hi"}"#),
+        // Session 2: on.
+        Scripted::tool_call(
+            "x2",
+            "spawn_agent",
+            &json!({"message": "CHILD-Y: hi", "model": "gpt\u{1b}[2J"}).to_string(),
+        ),
+        Scripted::tool_call(
+            "x7",
+            "spawn_agent",
+            r#"{"message":"CHILD-Z: hi","reasoning_effort":"turbo"}"#,
+        ),
         Scripted::tool_call("x3", "wait_agent", r#"{"targets":["../../etc"]}"#),
         Scripted::tool_call(
             "x4",
@@ -348,13 +357,22 @@ async fn collaboration_refusals() {
     );
 
     let (sid, mut events) =
-        open(&mut client, dir.path(), pb::ApprovalPolicy::Untrusted, true).await;
+        open(&mut client, dir.path(), pb::ApprovalPolicy::OnRequest, true).await;
     session::send(&mut client, &sid, "t1", "try").await.unwrap();
     session::until_turn_complete(&mut events).await.unwrap();
     assert!(
-        output_text(&fake, "x2").contains("approval policy (untrusted)"),
+        output_text(&fake, "x2").starts_with("Unknown model `gpt"),
         "{}",
         output_text(&fake, "x2")
+    );
+    assert!(
+        output_text(&fake, "x2").ends_with("for spawn_agent: at most 128 printable characters"),
+        "{}",
+        output_text(&fake, "x2")
+    );
+    assert_eq!(
+        output_text(&fake, "x7"),
+        "Reasoning effort `turbo` is not supported. Supported reasoning efforts: none, minimal, low, medium, high, xhigh"
     );
     assert!(
         output_text(&fake, "x3").starts_with("invalid agent id ../../etc: "),
@@ -372,6 +390,76 @@ async fn collaboration_refusals() {
     assert_eq!(output_text(&fake, "x6"), "unknown agent_type 'boss'");
     // No sub-agent ever called the model.
     assert!(requests_of(&fake, "CHILD-").is_empty());
+}
+
+/// A sub-agent runs under its session's approval policy, and since nobody
+/// can answer a sub-agent yet, a call that would need approval is rejected
+/// without asking: under `untrusted` its command never runs, the session's
+/// owner sees no request, and the agent reports back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sub_agent_never_runs_what_would_need_approval() {
+    let root = vec![
+        Scripted::tool_call(
+            "sp1",
+            "spawn_agent",
+            &json!({"message": "CHILD-U: make the marker"}).to_string(),
+        ),
+        Scripted::tool_call(
+            "w1",
+            "wait_agent",
+            r#"{"targets":["{{output:sp1:agent_id}}"],"timeout_ms":120000}"#,
+        ),
+        Scripted::assistant("the agent could not"),
+    ];
+    let (fake, _stack, mut client) = start(root).await;
+    fake.route(
+        "CHILD-U",
+        vec![
+            Scripted::tool_call(
+                "c1",
+                "shell",
+                &json!({"command": ["bash", "-c", "touch marker"]}).to_string(),
+            ),
+            Scripted::assistant("not allowed to touch the marker"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (sid, mut events) =
+        open(&mut client, dir.path(), pb::ApprovalPolicy::Untrusted, true).await;
+    session::send(&mut client, &sid, "t1", "delegate")
+        .await
+        .unwrap();
+    let seen = session::until_turn_complete(&mut events).await.unwrap();
+
+    let child = requests_of(&fake, "CHILD-U");
+    assert_eq!(child.len(), 2);
+    let rejected = child[1].function_call_output("c1").unwrap();
+    assert!(
+        rejected.contains("a sub-agent cannot ask for it"),
+        "{rejected}"
+    );
+    assert!(!dir.path().join("marker").exists());
+    // Nor is a sub-agent offered a way to ask its session's owner.
+    let offered = child[0].tool_names();
+    assert!(
+        !offered.iter().any(|n| n == "request_user_input"),
+        "{offered:?}"
+    );
+    assert!(
+        !seen.iter().any(|e| matches!(
+            &e.msg,
+            Some(Msg::ExecApprovalRequest(_) | Msg::RequestUserInput(_))
+        )),
+        "{seen:?}"
+    );
+    let id = output_json(&fake, "sp1")["agent_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        output_json(&fake, "w1"),
+        json!({"status": {id: {"completed": "not allowed to touch the marker"}}, "timed_out": false})
+    );
 }
 
 /// Deleting a session deletes its sub-agents' workflows too, a running one
@@ -410,7 +498,7 @@ async fn deleting_a_session_deletes_its_agents() {
     let temporal = history::temporal_client(&stack.temporal_address)
         .await
         .unwrap();
-    let id = format!("keel-agent.{TENANT}.{sid}.{agent_id}");
+    let id = format!("keel-agent.{TENANT}.{sid}/{agent_id}");
     let handle = temporal.get_workflow_handle::<UntypedWorkflow>(id.clone());
     let described = handle.describe(Default::default()).await.unwrap();
     assert_eq!(

@@ -249,6 +249,10 @@ pub struct ModelCallInput {
     /// model-proxy's.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub instructions_digest: String,
+    /// Publish no live deltas: a sub-agent's text is not its session's
+    /// (clients cannot follow a sub-agent yet).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_live_deltas: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -714,7 +718,11 @@ impl KeelActivities {
             ..Default::default()
         };
         let mut client = self.model.clone();
-        let live = self.live.live_publishers();
+        let live = if input.no_live_deltas {
+            Vec::new()
+        } else {
+            self.live.live_publishers()
+        };
         let (session_id, turn_id) = (request.session_id.clone(), input.turn_id);
         let events_before = input.events_before;
         let publish = move |delta: pb::LiveDelta| {

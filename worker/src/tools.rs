@@ -153,9 +153,13 @@ pub fn legacy_tools() -> Vec<ToolSpec> {
 }
 
 /// The tools the workflow answers itself: `update_plan`,
-/// `request_user_input`, and the client's dynamic tools.
-pub fn workflow_tools(dynamic: &[DynamicToolDecl]) -> Vec<ToolSpec> {
-    let mut specs = vec![update_plan(), request_user_input()];
+/// `request_user_input` (unless `user_input` is false: a sub-agent asks
+/// no one yet), and the client's dynamic tools.
+pub fn workflow_tools(dynamic: &[DynamicToolDecl], user_input: bool) -> Vec<ToolSpec> {
+    let mut specs = vec![update_plan()];
+    if user_input {
+        specs.push(request_user_input());
+    }
     specs.extend(dynamic.iter().map(|t| {
         let parameters: serde_json::Value = serde_json::from_str(&t.input_schema)
             .unwrap_or_else(|_| json!({"type": "object", "properties": {}}));
@@ -367,7 +371,7 @@ mod tests {
             description: "Looks up a customer".into(),
             input_schema: r#"{"type":"object","properties":{"q":{"type":"string"}}}"#.into(),
         };
-        let specs = workflow_tools(&[decl]);
+        let specs = workflow_tools(&[decl], true);
         let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["update_plan", "request_user_input", "crm__lookup"]);
         let v: serde_json::Value = serde_json::from_str(&specs[2].json).unwrap();
@@ -400,7 +404,7 @@ mod tests {
         }
 
         fn offered(name: &str) -> Value {
-            let spec = workflow_tools(&[])
+            let spec = workflow_tools(&[], true)
                 .into_iter()
                 .chain(legacy_tools())
                 .find(|spec| spec.name == name)

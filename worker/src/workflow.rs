@@ -723,6 +723,7 @@ impl AgentWorkflow {
                 self.turn_output_schema.clone()
             },
             instructions_digest: self.input.base_instructions_digest.clone(),
+            no_live_deltas: self.input.agent.is_some(),
         };
         // A compaction (rare, and without tools) sends its prefix inline.
         if self.call_prefix && !compact {
@@ -739,7 +740,10 @@ impl AgentWorkflow {
             None => tools::legacy_tools(),
         };
         if self.approvals {
-            offered.extend(tools::workflow_tools(&self.input.dynamic_tools));
+            offered.extend(tools::workflow_tools(
+                &self.input.dynamic_tools,
+                self.input.agent.is_none(),
+            ));
             let multi_agent = self
                 .input
                 .features

@@ -228,13 +228,13 @@ pub struct SessionInput {
 }
 
 impl SessionInput {
-    /// The id every event and tool call of this workflow names its agent
-    /// by: a sub-agent's own id, or the session id for the session's own
-    /// agent.
-    pub fn agent_id(&self) -> &str {
+    /// The id clients know this workflow's agent by: a sub-agent's own id,
+    /// or the session id without its tenant for the session's own agent
+    /// (as events name it).
+    pub fn client_agent_id(&self) -> &str {
         match &self.agent {
             Some(link) => &link.agent_id,
-            None => &self.session_id,
+            None => split_session_key(&self.session_id).1,
         }
     }
 
@@ -806,9 +806,12 @@ pub struct AgentUpdate {
 
 /// The workflow id of sub-agent `agent_id` of the session with key
 /// `session_key`: outside the session prefixes, so listings of sessions
-/// never show sub-agents.
+/// never show sub-agents. The key ends at '/', which neither a tenant nor a
+/// session id contains, so `agent_workflow_id(key, "")` is a prefix of the
+/// session's agents only (not of another tenant's, whose key starts the
+/// same).
 pub fn agent_workflow_id(session_key: &str, agent_id: &str) -> String {
-    format!("keel-agent.{session_key}.{agent_id}")
+    format!("keel-agent.{session_key}/{agent_id}")
 }
 
 /// How many ended turns a session remembers the conversation head of, for

@@ -7,24 +7,28 @@
 //! signal; the session keeps a small registry of them (status, final
 //! message, tokens), nothing of their work.
 //!
+//! A sub-agent runs with its session's settings, but asks no one yet: a
+//! call that would need approval is rejected without asking
+//! ([`super::approvals::SUB_AGENT_REJECTED`]), and it is offered neither
+//! `request_user_input`, the client's dynamic tools nor MCP tools.
+//!
 //! What this version does not do yet (docs/design/sub-agents.md): the other
 //! collaboration tools (`send_input`, `close_agent`, `resume_agent`),
-//! roles, nested agents, a sub-agent asking the session's owner (a
-//! sub-agent runs with approval policy `never`, and a session under
-//! `untrusted` cannot start one), sub-agents' events in the session's
-//! stream, and interrupting them.
+//! roles, nested agents, routing a sub-agent's approvals to the session's
+//! owner, sub-agents' events in the session's stream, and interrupting
+//! them.
 
 use std::time::Duration;
 
 use keel_workflow_api::{
-    AGENT_MESSAGE_LIMIT, AgentEntry, AgentLink, AgentStatus, AgentUpdate, ApprovalPolicy, Carried,
+    AGENT_MESSAGE_LIMIT, AgentEntry, AgentLink, AgentStatus, AgentUpdate, Carried,
     INLINE_TEXT_LIMIT, SessionInput, UserTurn, agent_workflow_id, cut_text, workflow_id,
 };
 use serde::Deserialize;
 use serde_json::json;
 use temporalio_sdk::{
     CancellableFuture, ChildWorkflowOptions, ParentClosePolicy, SignalWorkflowOptions,
-    WorkflowContext, WorkflowIdReusePolicy,
+    WorkflowCancellationToken, WorkflowContext, WorkflowIdReusePolicy,
 };
 
 use super::call::Call;
@@ -37,6 +41,14 @@ pub(crate) const MAX_THREADS: usize = 6;
 /// How deep agents may nest (Codex: `DEFAULT_AGENT_MAX_DEPTH`): the
 /// session's own agent is depth 0, so only it starts agents.
 pub(crate) const MAX_DEPTH: u32 = 1;
+/// What `reasoning_effort` may be (as CreateSession takes it).
+const EFFORTS: [&str; 6] = ["none", "minimal", "low", "medium", "high", "xhigh"];
+/// The longest model slug `spawn_agent` takes (as CreateSession).
+const MAX_MODEL_LEN: usize = 128;
+/// `wait_agent`'s output carries at most this much of the agents' final
+/// messages together (each cut to its share): the output stays in the
+/// session's history, and a model may wait again and again in one turn.
+const WAIT_OUTPUT_BUDGET: usize = 16 * 1024;
 /// `wait_agent`'s timeout (Codex: `multi_agents_common.rs`).
 pub(crate) const DEFAULT_WAIT_MS: i64 = 30_000;
 pub(crate) const MIN_WAIT_MS: i64 = 10_000;
@@ -123,6 +135,30 @@ pub(super) async fn spawn_agent(
     if let Some(role) = args.agent_type.as_deref().filter(|r| *r != "default") {
         return output(call, &format!("unknown agent_type '{role}'"));
     }
+    if let Some(model) = &args.model
+        && (model.len() > MAX_MODEL_LEN || model.chars().any(char::is_control))
+    {
+        let shown = cut_text(model, 64).0;
+        return output(
+            call,
+            &format!(
+                "Unknown model `{shown}` for spawn_agent: at most {MAX_MODEL_LEN} printable characters"
+            ),
+        );
+    }
+    if let Some(effort) = &args.reasoning_effort
+        && !effort.is_empty()
+        && !EFFORTS.contains(&effort.as_str())
+    {
+        let shown = cut_text(effort, 64).0;
+        return output(
+            call,
+            &format!(
+                "Reasoning effort `{shown}` is not supported. Supported reasoning efforts: {}",
+                EFFORTS.join(", ")
+            ),
+        );
+    }
     if args.fork_context == Some(true) {
         return output(
             call,
@@ -134,20 +170,16 @@ pub(super) async fn spawn_agent(
         if depth >= MAX_DEPTH {
             return Some("Agent depth limit reached. Solve the task yourself.".to_string());
         }
+        // Codex counts agents until they are closed; without close_agent
+        // yet, a finished agent frees its place.
         let open = s
             .durable
             .agents
             .iter()
-            .filter(|a| a.status != AgentStatus::Shutdown)
+            .filter(|a| !a.status.is_final())
             .count();
         if open >= MAX_THREADS {
             return Some("collab spawn failed: agent thread limit reached".to_string());
-        }
-        if s.effective().approval_policy == ApprovalPolicy::Untrusted {
-            return Some(
-                "collab tool failed: this session's approval policy (untrusted) asks before every command, and a sub-agent cannot ask yet; do the task yourself"
-                    .to_string(),
-            );
         }
         None
     });
@@ -160,7 +192,7 @@ pub(super) async fn spawn_agent(
         let wf = agent_workflow_id(&s.input.session_id, &agent_id);
         (child, wf)
     });
-    let parent = ctx.state(|s| s.input.agent_id().to_string());
+    let parent = ctx.state(|s| s.input.client_agent_id().to_string());
     ctx.state_mut(|s| {
         s.durable.agents.push(AgentEntry {
             agent_id: agent_id.clone(),
@@ -175,6 +207,9 @@ pub(super) async fn spawn_agent(
     });
     let options = ChildWorkflowOptions::builder()
         .workflow_id(child_workflow)
+        // Never cancelled: a cancellation of the session's run must not
+        // reach its agents (they are ended by signal).
+        .cancellation_token(WorkflowCancellationToken::new())
         // The session rolls over while its agents work, and a new run does
         // not adopt the old run's children: the session ends them itself.
         .parent_close_policy(ParentClosePolicy::Abandon)
@@ -196,9 +231,9 @@ pub(super) async fn spawn_agent(
 }
 
 /// The sub-agent's input: the session's, as a sub-agent at depth 1, with
-/// the session's setup (tools, project context, workspace lease) and its
-/// settings in force now — under approval policy `never`, since it cannot
-/// ask anyone yet — plus the model and effort the call asked for.
+/// the session's setup (tools without MCP's, project context, workspace
+/// lease) and its settings in force now, plus the model and effort the call
+/// asked for.
 fn child_input(
     s: &AgentWorkflow,
     agent_id: &str,
@@ -207,7 +242,6 @@ fn child_input(
     args: &SpawnArgs,
 ) -> SessionInput {
     let mut settings = s.effective();
-    settings.approval_policy = ApprovalPolicy::Never;
     if let Some(model) = args.model.as_ref().filter(|m| !m.trim().is_empty()) {
         settings.model = model.clone();
     }
@@ -218,9 +252,16 @@ fn child_input(
     {
         settings.reasoning_effort = effort.clone();
     }
+    // No MCP tools: the broker keys parked calls by session and call id,
+    // which two agents could share.
+    let setup = s.durable.setup.clone().map(|mut setup| {
+        setup.mcp_tools.clear();
+        setup.mcp_servers.clear();
+        setup
+    });
     let mut input = s.input.clone();
     input.carried = Some(Carried {
-        setup: s.durable.setup.clone(),
+        setup,
         settings: Some(settings),
         model_defaults: s.durable.model_defaults.clone(),
         lease: s.durable.lease.clone(),
@@ -229,7 +270,7 @@ fn child_input(
     });
     input.agent = Some(AgentLink {
         agent_id: agent_id.to_string(),
-        parent_agent_id: s.input.agent_id().to_string(),
+        parent_agent_id: s.input.client_agent_id().to_string(),
         root_workflow_id: workflow_id(&s.input.session_id),
         depth: s.input.agent.as_ref().map_or(0, |link| link.depth) + 1,
         role: String::new(),
@@ -330,6 +371,12 @@ pub(super) async fn wait_agent(
                 None => AgentStatus::NotFound,
             };
             statuses.insert(id.clone(), status);
+        }
+        let share = WAIT_OUTPUT_BUDGET / statuses.len().max(1);
+        for status in statuses.values_mut() {
+            if let AgentStatus::Completed(Some(message)) = status {
+                *message = cut_text(message, share).0;
+            }
         }
         statuses
     });

@@ -75,6 +75,7 @@ mod tests {
             provider: String::new(),
             output_schema_digest: String::new(),
             instructions_digest: String::new(),
+            no_live_deltas: false,
         }
     }
 

@@ -324,8 +324,9 @@ impl SessionApi {
     /// Counts the open sessions of every tenant by status, from the memo
     /// each session's workflow keeps (see [`crate::metrics`]).
     pub async fn count_open_sessions(&self) -> Result<crate::metrics::SessionCounts, Status> {
+        // Sessions only, not their sub-agents' workflows (same type).
         let query = format!(
-            "WorkflowType = '{}' AND ExecutionStatus = 'Running'",
+            "WorkflowType = '{}' AND WorkflowId STARTS_WITH 'keel-session' AND ExecutionStatus = 'Running'",
             api::WORKFLOW_TYPE
         );
         let mut counts = crate::metrics::SessionCounts::default();
