@@ -88,6 +88,9 @@ async fn request_events(
             after_offset: 0,
             follow: false,
             live_deltas: false,
+            // A sub-agent's request was asked in its own log.
+            all_agents: requests.iter().any(|r| !r.agent_id.is_empty()),
+            ..Default::default()
         })
         .await
         .map_err(|status| session_error(api, "StreamEvents", session_id, &status))?
@@ -101,10 +104,18 @@ async fn request_events(
         let Some(Kind::Event(event)) = response.kind else {
             continue;
         };
+        // The session's own events name no parent; a sub-agent's name it.
+        let agent = if event.parent_agent_id.is_empty() {
+            ""
+        } else {
+            event.agent_id.as_str()
+        };
         if let Some(call_id) = event.msg.as_ref().and_then(request_id)
-            && requests.iter().any(|r| r.request_id == call_id)
+            && requests
+                .iter()
+                .any(|r| r.request_id == call_id && r.agent_id == agent)
         {
-            found.insert(call_id.to_string(), event);
+            found.insert(event_key(agent, call_id), event);
         }
     }
     Ok(found)
@@ -120,6 +131,16 @@ fn request_id(msg: &Msg) -> Option<&str> {
     }
 }
 
+/// How [`request_events`] files a request's event: by agent and request id
+/// (two agents' calls may share an id).
+fn event_key(agent_id: &str, request_id: &str) -> String {
+    format!("{agent_id}/{request_id}")
+}
+
+fn event_of<'a>(events: &'a HashMap<String, Event>, r: &PendingRequest) -> Option<&'a Event> {
+    events.get(&event_key(&r.agent_id, &r.request_id))
+}
+
 fn kind(request: &PendingRequest) -> String {
     request_kind_name(request.kind).unwrap_or_else(|| "unknown".to_string())
 }
@@ -129,12 +150,16 @@ pub(crate) fn pending_json(requests: &[PendingRequest], events: &HashMap<String,
         requests
             .iter()
             .map(|r| {
-                json!({
+                let mut entry = json!({
                     "request_id": r.request_id,
                     "turn_id": r.turn_id,
                     "kind": kind(r),
-                    "event": events.get(&r.request_id).map(event_json),
-                })
+                    "event": event_of(events, r).map(event_json),
+                });
+                if !r.agent_id.is_empty() {
+                    entry["agent_id"] = json!(r.agent_id);
+                }
+                entry
             })
             .collect(),
     )
@@ -164,19 +189,30 @@ pub(crate) fn pending_table(
     if requests.is_empty() {
         return "no pending requests\n".to_string();
     }
+    // The AGENT column only when a sub-agent asks something.
+    let agents = requests.iter().any(|r| !r.agent_id.is_empty());
     let mut rows = vec![[
         "REQUEST".to_string(),
         "TURN".to_string(),
         "KIND".to_string(),
         "WHAT".to_string(),
+        "AGENT".to_string(),
     ]];
     for r in requests {
         rows.push([
             r.request_id.clone(),
             r.turn_id.clone(),
             kind(r),
-            summary(events.get(&r.request_id)),
+            summary(event_of(events, r)),
+            r.agent_id.clone(),
         ]);
+    }
+    if !agents {
+        let rows: Vec<[String; 4]> = rows
+            .into_iter()
+            .map(|[a, b, c, d, _]| [a, b, c, d])
+            .collect();
+        return crate::render::table(&rows);
     }
     crate::render::table(&rows)
 }
@@ -208,6 +244,7 @@ pub(crate) async fn interrupt(mut api: SessionApi, session: String) -> Result<()
     api.client
         .interrupt(InterruptRequest {
             session_id: session.clone(),
+            ..Default::default()
         })
         .await
         .map_err(|status| session_error(&api, "Interrupt", &session, &status))?;
@@ -289,6 +326,7 @@ async fn running_turn(api: &mut SessionApi, session: &str) -> Result<Option<Stri
             after_offset: 0,
             follow: false,
             live_deltas: false,
+            ..Default::default()
         })
         .await
         .map_err(|status| session_error(api, "StreamEvents", session, &status))?
@@ -335,11 +373,13 @@ mod tests {
                 request_id: "call_rm".into(),
                 turn_id: "t1".into(),
                 kind: PendingRequestKind::ExecApproval as i32,
+                ..Default::default()
             },
             PendingRequest {
                 request_id: "q".into(),
                 turn_id: "t1".into(),
                 kind: PendingRequestKind::UserInput as i32,
+                ..Default::default()
             },
         ];
         let event = Event {
@@ -354,7 +394,7 @@ mod tests {
                 ..Default::default()
             })),
         };
-        (requests, HashMap::from([("call_rm".to_string(), event)]))
+        (requests, HashMap::from([(event_key("", "call_rm"), event)]))
     }
 
     #[test]

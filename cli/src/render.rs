@@ -66,6 +66,9 @@ pub(crate) struct HumanRenderer<O, E> {
     /// Assistant text already printed from live deltas, not yet confirmed by
     /// the durable `agent_message`.
     streamed: String,
+    /// The agent whose events were shown last (with `--all-agents`), so a
+    /// switch between agents is marked.
+    shown_agent: String,
 }
 
 impl<O: Write, E: Write> HumanRenderer<O, E> {
@@ -76,6 +79,7 @@ impl<O: Write, E: Write> HumanRenderer<O, E> {
             out_style,
             err_style,
             streamed: String::new(),
+            shown_agent: String::new(),
         }
     }
 
@@ -100,6 +104,20 @@ impl<O: Write, E: Write> HumanRenderer<O, E> {
         let Some(msg) = &event.msg else {
             return Ok(());
         };
+        // A sub-agent's events (StreamEvents `all_agents`) under a line
+        // naming it; the session's own again under the session's.
+        if !event.agent_id.is_empty() && event.agent_id != self.shown_agent {
+            let first = self.shown_agent.is_empty();
+            self.shown_agent.clone_from(&event.agent_id);
+            if !first || !event.parent_agent_id.is_empty() {
+                let who = if event.parent_agent_id.is_empty() {
+                    "session".to_string()
+                } else {
+                    format!("agent {}", event.agent_id)
+                };
+                writeln!(self.err, "{}", e.dim(&format!("── {who} ──")))?;
+            }
+        }
         // Only the durable message confirms what the deltas showed.
         let streamed = match msg {
             Msg::AgentMessage(_) => std::mem::take(&mut self.streamed),
@@ -185,6 +203,36 @@ impl<O: Write, E: Write> HumanRenderer<O, E> {
             Msg::WebSearchEnd(w) => {
                 writeln!(self.out, "{}", o.bold(&format!("web search: {}", w.query)))?;
             }
+            Msg::CollabAgentSpawnEnd(m) if m.new_thread_id.is_empty() => {
+                writeln!(self.err, "{}", e.yellow("could not start a sub-agent"))?;
+            }
+            Msg::CollabAgentSpawnEnd(m) => {
+                writeln!(
+                    self.out,
+                    "{}",
+                    o.bold(&format!("started agent {}", m.new_thread_id))
+                )?;
+            }
+            Msg::CollabWaitingBegin(m) => {
+                writeln!(
+                    self.err,
+                    "{}",
+                    e.dim(&format!("waiting for {}", m.receiver_thread_ids.join(", ")))
+                )?;
+            }
+            Msg::CollabWaitingEnd(m) if m.statuses.is_empty() => {
+                writeln!(self.err, "{}", e.dim("wait timed out"))?;
+            }
+            Msg::CollabWaitingEnd(m) => {
+                for (id, status) in &m.statuses {
+                    let kind = status.kind;
+                    writeln!(
+                        self.err,
+                        "{}",
+                        e.dim(&format!("agent {id}: {}", agent_status_name(kind)))
+                    )?;
+                }
+            }
             Msg::ExecApprovalRequest(_)
             | Msg::ApplyPatchApprovalRequest(_)
             | Msg::PatchApplyBegin(_)
@@ -202,6 +250,7 @@ impl<O: Write, E: Write> HumanRenderer<O, E> {
             | Msg::UserMessage(_)
             | Msg::TokenCount(_)
             | Msg::WebSearchBegin(_)
+            | Msg::CollabAgentSpawnBegin(_)
             | Msg::TurnComplete(_) => {}
         }
         self.out.flush()?;
@@ -320,6 +369,10 @@ pub(crate) fn event_type(msg: &Msg) -> &'static str {
         Msg::ElicitationRequest(_) => "elicitation_request",
         Msg::WebSearchBegin(_) => "web_search_begin",
         Msg::WebSearchEnd(_) => "web_search_end",
+        Msg::CollabAgentSpawnBegin(_) => "collab_agent_spawn_begin",
+        Msg::CollabAgentSpawnEnd(_) => "collab_agent_spawn_end",
+        Msg::CollabWaitingBegin(_) => "collab_waiting_begin",
+        Msg::CollabWaitingEnd(_) => "collab_waiting_end",
     }
 }
 
@@ -338,6 +391,11 @@ pub(crate) fn event_json(event: &Event) -> Value {
         Some(msg) => (event_type(msg), msg_fields(msg)),
     };
     object.insert("type".into(), json!(kind));
+    // A sub-agent's event (StreamEvents `all_agents`) names its agent.
+    if !event.parent_agent_id.is_empty() {
+        object.insert("agent_id".into(), json!(event.agent_id));
+        object.insert("parent_agent_id".into(), json!(event.parent_agent_id));
+    }
     if let Value::Object(fields) = fields {
         object.extend(fields);
     }
@@ -406,6 +464,38 @@ fn msg_fields(msg: &Msg) -> Value {
             "error": m.error,
         }),
         Msg::WebSearchBegin(m) => json!({"call_id": m.call_id}),
+        Msg::CollabAgentSpawnBegin(m) => json!({
+            "call_id": m.call_id,
+            "sender_thread_id": m.sender_thread_id,
+            "prompt": m.prompt,
+            "model": m.model,
+            "reasoning_effort": m.reasoning_effort,
+        }),
+        Msg::CollabAgentSpawnEnd(m) => json!({
+            "call_id": m.call_id,
+            "sender_thread_id": m.sender_thread_id,
+            "new_thread_id": (!m.new_thread_id.is_empty()).then_some(&m.new_thread_id),
+            "new_agent_nickname": (!m.new_agent_nickname.is_empty()).then_some(&m.new_agent_nickname),
+            "new_agent_role": (!m.new_agent_role.is_empty()).then_some(&m.new_agent_role),
+            "prompt": m.prompt,
+            "model": m.model,
+            "reasoning_effort": m.reasoning_effort,
+            "status": m.status.as_ref().map(agent_status_json),
+        }),
+        Msg::CollabWaitingBegin(m) => json!({
+            "sender_thread_id": m.sender_thread_id,
+            "receiver_thread_ids": m.receiver_thread_ids,
+            "call_id": m.call_id,
+        }),
+        Msg::CollabWaitingEnd(m) => json!({
+            "sender_thread_id": m.sender_thread_id,
+            "call_id": m.call_id,
+            "statuses": m
+                .statuses
+                .iter()
+                .map(|(id, status)| (id.clone(), agent_status_json(status)))
+                .collect::<serde_json::Map<_, _>>(),
+        }),
         Msg::WebSearchEnd(m) => json!({
             "call_id": m.call_id,
             "query": m.query,
@@ -435,11 +525,37 @@ fn invocation_json(i: &keel_proto::v1::McpInvocation) -> Value {
 }
 
 pub(crate) fn gap_json(gap: &EventGap) -> Value {
-    json!({
+    let mut gap_object = json!({
         "type": "gap",
         "after_offset": gap.after_offset,
         "first_retained_offset": gap.first_retained_offset,
-    })
+    });
+    if !gap.agent_id.is_empty() {
+        gap_object["agent_id"] = json!(gap.agent_id);
+    }
+    gap_object
+}
+
+/// An agent's status as Codex serializes `AgentStatus`: `"running"`, or
+/// `{"completed": "the final message"}` / `{"errored": "why"}`.
+fn agent_status_json(status: &keel_proto::v1::AgentStatus) -> Value {
+    let name = agent_status_name(status.kind);
+    match name.as_str() {
+        "completed" => {
+            json!({ "completed": (!status.message.is_empty()).then_some(&status.message) })
+        }
+        "errored" => json!({ "errored": status.message }),
+        _ => json!(name),
+    }
+}
+
+pub(crate) fn agent_status_name(value: i32) -> String {
+    enum_name(
+        keel_proto::v1::AgentStatusKind::try_from(value)
+            .ok()
+            .map(|s| s.as_str_name()),
+        "AGENT_STATUS_KIND_",
+    )
 }
 
 fn usage_json(usage: &TokenUsage) -> Value {
@@ -603,6 +719,7 @@ mod tests {
             r.gap(&EventGap {
                 after_offset: 0,
                 first_retained_offset: 5,
+                ..Default::default()
             })
             .unwrap();
         }
@@ -890,7 +1007,8 @@ mod tests {
         assert_eq!(
             gap_json(&EventGap {
                 after_offset: 0,
-                first_retained_offset: 3
+                first_retained_offset: 3,
+                ..Default::default()
             }),
             json!({"type": "gap", "after_offset": 0, "first_retained_offset": 3})
         );

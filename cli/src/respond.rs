@@ -21,6 +21,10 @@ pub(crate) struct ApproveArgs {
     session: String,
     /// The request: the `call_id` of its event (see `keel pending`).
     request_id: String,
+    /// The sub-agent that asked (the request event's `agent_id`); needed
+    /// only when two agents have a request with this id pending.
+    #[arg(long, value_name = "AGENT_ID")]
+    agent: Option<String>,
     /// Also approve the same command (or, for a patch, the same files) for
     /// the rest of the session.
     #[arg(long, conflicts_with = "amendment")]
@@ -36,6 +40,10 @@ pub(crate) struct ApproveArgs {
 pub(crate) struct DenyArgs {
     session: String,
     request_id: String,
+    /// The sub-agent that asked (the request event's `agent_id`); needed
+    /// only when two agents have a request with this id pending.
+    #[arg(long, value_name = "AGENT_ID")]
+    agent: Option<String>,
     /// Also end the turn (without it, the model is told and goes on).
     #[arg(long)]
     abort: bool,
@@ -45,6 +53,10 @@ pub(crate) struct DenyArgs {
 pub(crate) struct AnswerArgs {
     session: String,
     request_id: String,
+    /// The sub-agent that asked (the request event's `agent_id`); needed
+    /// only when two agents have a request with this id pending.
+    #[arg(long, value_name = "AGENT_ID")]
+    agent: Option<String>,
     /// An answer to question QID; repeat for more questions, or for more
     /// answers to the same one.
     #[arg(
@@ -86,7 +98,14 @@ pub(crate) async fn approve(mut api: SessionApi, args: ApproveArgs) -> Result<()
         kind: kind as i32,
         execpolicy_amendment: args.amendment,
     });
-    respond(&mut api, &args.session, &args.request_id, answer).await?;
+    respond(
+        &mut api,
+        &args.session,
+        &args.request_id,
+        args.agent.as_deref(),
+        answer,
+    )
+    .await?;
     note(format_args!("approved {}", args.request_id));
     Ok(())
 }
@@ -101,7 +120,14 @@ pub(crate) async fn deny(mut api: SessionApi, args: DenyArgs) -> Result<()> {
         kind: kind as i32,
         execpolicy_amendment: Vec::new(),
     });
-    respond(&mut api, &args.session, &args.request_id, answer).await?;
+    respond(
+        &mut api,
+        &args.session,
+        &args.request_id,
+        args.agent.as_deref(),
+        answer,
+    )
+    .await?;
     let what = if args.abort {
         "denied (turn aborted)"
     } else {
@@ -127,7 +153,14 @@ pub(crate) async fn answer(mut api: SessionApi, args: AnswerArgs) -> Result<()> 
     } else {
         user_input(args.answers)
     };
-    respond(&mut api, &args.session, &args.request_id, answer).await?;
+    respond(
+        &mut api,
+        &args.session,
+        &args.request_id,
+        args.agent.as_deref(),
+        answer,
+    )
+    .await?;
     note(format_args!("answered {}", args.request_id));
     Ok(())
 }
@@ -154,6 +187,7 @@ pub(crate) async fn respond(
     api: &mut SessionApi,
     session_id: &str,
     request_id: &str,
+    agent_id: Option<&str>,
     answer: Answer,
 ) -> Result<()> {
     if request_id.trim().is_empty() {
@@ -174,6 +208,7 @@ pub(crate) async fn respond(
         session_id: session_id.to_string(),
         request_id: request_id.to_string(),
         answer: Some(answer),
+        agent_id: agent_id.unwrap_or_default().to_string(),
     };
     match api.client.respond(request).await {
         Ok(_) => {

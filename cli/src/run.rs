@@ -97,6 +97,9 @@ pub(crate) async fn run(target: Target, options: RunOptions) -> Result<()> {
             after_offset: session.last_event_offset,
             follow: true,
             live_deltas: renderer.wants_deltas(),
+            // Sub-agents' events too, each under a line naming its agent.
+            all_agents: true,
+            ..Default::default()
         }),
     );
     sent?;
@@ -161,6 +164,9 @@ pub(crate) async fn attach(
             after_offset: from,
             follow: true,
             live_deltas: renderer.wants_deltas(),
+            // Sub-agents' events too, each under a line naming its agent.
+            all_agents: true,
+            ..Default::default()
         })
         .await
         .map_err(|status| {
@@ -411,6 +417,7 @@ impl<O: Write, E: Write> Watch<O, E> {
                     note("interrupting the turn (Ctrl-C again to stop watching)");
                     let request = InterruptRequest {
                         session_id: session_id.clone(),
+                        ..Default::default()
                     };
                     if let Err(status) = self.api.client.interrupt(request).await {
                         note(format_args!("{:#}", self.api.error("Interrupt", &status)));
@@ -421,6 +428,24 @@ impl<O: Write, E: Write> Watch<O, E> {
     }
 
     fn event(&mut self, event: Event) -> Result<Progress> {
+        // A sub-agent's event: shown (its requests with how to answer them),
+        // but the turn followed is the session's own.
+        if !event.parent_agent_id.is_empty() {
+            let Some(msg) = &event.msg else {
+                return Ok(Progress::Running);
+            };
+            if !silent(msg) {
+                self.close_prompt();
+            }
+            self.renderer
+                .event(&event)
+                .context("cannot write the output")?;
+            if let Some(hint) = how_to_answer(&self.session_id, msg) {
+                note(hint);
+            }
+            self.open_prompt();
+            return Ok(Progress::Running);
+        }
         if !self.turn.concerns(&event) && !self.queued.contains(&event.turn_id) {
             return Ok(Progress::Running);
         }
@@ -495,7 +520,8 @@ impl<O: Write, E: Write> Watch<O, E> {
             Step::Answer {
                 request_id, answer, ..
             } => {
-                let sent = respond(&mut self.api, &self.session_id, &request_id, answer).await;
+                let sent =
+                    respond(&mut self.api, &self.session_id, &request_id, None, answer).await;
                 if let Err(e) = sent {
                     note(format_args!("keel: {e:#}"));
                 }

@@ -93,6 +93,7 @@ async fn respond(
             session_id: sid.into(),
             request_id: id.into(),
             answer: Some(answer),
+            ..Default::default()
         })
         .await
         .map(|_| ())
@@ -327,6 +328,7 @@ async fn command_approvals_over_grpc() {
     client
         .interrupt(pb::InterruptRequest {
             session_id: sid.clone(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -86,6 +86,7 @@ async fn respond(client: &mut Client, sid: &str, id: &str, kind: K) {
                 kind: kind as i32,
                 execpolicy_amendment: vec![],
             })),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -75,7 +75,10 @@ async fn every_session_rpc(client: &mut Client, sid: &str) -> Vec<(&'static str,
     record(
         "Interrupt",
         client
-            .interrupt(pb::InterruptRequest { session_id: s() })
+            .interrupt(pb::InterruptRequest {
+                session_id: s(),
+                ..Default::default()
+            })
             .await
             .map(drop),
     );
@@ -102,6 +105,7 @@ async fn every_session_rpc(client: &mut Client, sid: &str) -> Vec<(&'static str,
                     kind: pb::ReviewDecisionKind::Approved as i32,
                     ..Default::default()
                 })),
+                ..Default::default()
             })
             .await
             .map(drop),
@@ -345,6 +349,7 @@ async fn request_resolved_names_who_answered() {
                 kind: pb::ReviewDecisionKind::Approved as i32,
                 ..Default::default()
             })),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -423,6 +428,7 @@ async fn live_service_is_served_only_on_the_internal_listener() {
         notices: vec![pb::EventsNotice {
             session_id: "x".into(),
             last_offset: 1,
+            ..Default::default()
         }],
     };
     let mut public = LiveServiceClient::connect(format!("http://{}", stack.session_api))

@@ -782,6 +782,178 @@ fn approvals(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sub-agents from the command line: the session's agent starts two, which
+/// run commands at the same time; one command needs approval, which
+/// `keel pending` lists under the sub-agent and `keel approve` gives (the
+/// request id alone: session-api finds the agent that asked); the session's
+/// agent waits for both and gets their results; `keel run --json` shows
+/// every agent's events, each naming its agent.
+#[tokio::test(flavor = "multi_thread")]
+async fn sub_agents_from_the_command_line() -> anyhow::Result<()> {
+    let fake = FakeModel::start(vec![
+        Scripted::tool_call(
+            "sp1",
+            "spawn_agent",
+            &json!({"message": "CHILD-A: write alpha"}).to_string(),
+        ),
+        Scripted::tool_call(
+            "sp2",
+            "spawn_agent",
+            &json!({"message": "CHILD-B: remove the victim"}).to_string(),
+        ),
+        Scripted::tool_call(
+            "w1",
+            "wait_agent",
+            r#"{"targets":["{{output:sp1:agent_id}}"],"timeout_ms":300000}"#,
+        ),
+        Scripted::tool_call(
+            "w2",
+            "wait_agent",
+            r#"{"targets":["{{output:sp2:agent_id}}"],"timeout_ms":300000}"#,
+        ),
+        Scripted::assistant("Both agents are done."),
+    ])
+    .await?;
+    fake.route(
+        "CHILD-A",
+        vec![
+            Scripted::tool_call(
+                "c1",
+                "shell",
+                r#"{"command":["bash","-c","echo alpha > a.txt"]}"#,
+            ),
+            Scripted::assistant("A wrote a.txt"),
+        ],
+    );
+    fake.route(
+        "CHILD-B",
+        vec![
+            Scripted::tool_call("c1", "shell", r#"{"command":["rm","-rf","victim"]}"#),
+            Scripted::assistant("B removed the victim"),
+        ],
+    );
+    let stack = Stack::launch(StackOptions::new(fake.base_url())).await?;
+    let keel = Keel::on(&stack, &fake)?;
+    tokio::task::spawn_blocking(move || {
+        sub_agents(&keel, &fake).map_err(|e| {
+            let e = stack.explain(e, "worker");
+            stack.explain(e, "session-api")
+        })
+    })
+    .await?
+}
+
+fn sub_agents(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
+    let ws = keel.workspace.path();
+    std::fs::create_dir_all(ws.join("victim"))?;
+    let run = keel.spawn(
+        "run",
+        &[
+            "run",
+            "--json",
+            "--approval-policy",
+            "on-request",
+            "-c",
+            "features.multi_agent=true",
+            "split the work",
+        ],
+    )?;
+    let session = wait_for("the session id", PENDING_TIMEOUT, || {
+        session_id(&run.stderr()).ok()
+    })?;
+    // B's command waits for an approval, listed under B.
+    let pending = keel.wait_for_pending(&session, "c1")?;
+    let b = fake
+        .requests()
+        .iter()
+        .find_map(|r| r.function_call_output("sp2"))
+        .context("sp2 never answered")?;
+    let b: Value = serde_json::from_str(&b)?;
+    let b = b["agent_id"].as_str().context("no agent id")?.to_string();
+    ensure!(pending["agent_id"] == b.as_str(), "{pending}");
+    ensure!(
+        pending["event"]["type"] == "exec_approval_request"
+            && pending["event"]["command"] == json!(["rm", "-rf", "victim"])
+            && pending["event"]["agent_id"] == b.as_str(),
+        "{pending}"
+    );
+    let table = keel.run(&["pending", &session])?.ok()?;
+    ensure!(
+        table.stdout.contains("AGENT") && table.stdout.contains(&b),
+        "{}",
+        table.stdout
+    );
+    ensure!(ws.join("victim").exists(), "the command ran unapproved");
+    // A names its agent wrongly: refused with what to do.
+    let wrong = keel.run(&["approve", &session, "c1", "--agent", "no-such-agent"])?;
+    ensure!(
+        !wrong.status.success() && wrong.stderr.contains("has no agent no-such-agent"),
+        "{}",
+        wrong.stderr
+    );
+    keel.run(&["approve", &session, "c1"])?.ok()?;
+    let done = run.wait()?.ok()?;
+    ensure!(!ws.join("victim").exists(), "victim is still there");
+    ensure!(
+        std::fs::read_to_string(ws.join("a.txt"))? == "alpha\n",
+        "a.txt"
+    );
+    // The session's agent got both results.
+    let output = |id: &str| {
+        fake.requests()
+            .iter()
+            .rev()
+            .find_map(|r| r.function_call_output(id))
+            .unwrap_or_default()
+    };
+    ensure!(output("w1").contains("A wrote a.txt"), "{}", output("w1"));
+    ensure!(
+        output("w2").contains("B removed the victim"),
+        "{}",
+        output("w2")
+    );
+    // `keel run --json` showed every agent's events, each naming its agent.
+    let events = json_lines(&done.stdout)?;
+    let spawned: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "collab_agent_spawn_end")
+        .collect();
+    ensure!(spawned.len() == 2, "{}", done.stdout);
+    ensure!(
+        spawned.iter().any(|e| e["new_thread_id"] == b.as_str()),
+        "{spawned:?}"
+    );
+    let asked = events
+        .iter()
+        .find(|e| e["type"] == "exec_approval_request")
+        .context("no exec_approval_request in the stream")?;
+    ensure!(
+        asked["agent_id"] == b.as_str() && asked["parent_agent_id"] == session.as_str(),
+        "{asked}"
+    );
+    ensure!(
+        events
+            .iter()
+            .any(|e| e["type"] == "exec_command_end" && e["agent_id"] == b.as_str()),
+        "{}",
+        done.stdout
+    );
+    ensure!(
+        events.iter().any(|e| e["type"] == "agent_message"
+            && e["message"] == "Both agents are done."
+            && e.get("agent_id").is_none()),
+        "{}",
+        done.stdout
+    );
+    ensure!(
+        done.stderr
+            .contains(&format!("answer with: keel approve {session} c1")),
+        "{}",
+        done.stderr
+    );
+    Ok(())
+}
+
 /// `keel run` at a terminal asks the person and sends the answers: util-linux
 /// `script` gives it a pseudo-terminal, and the test types what a person
 /// would, once the prompt is on the screen.

@@ -107,6 +107,7 @@ async fn follow_turn(addr: &Door, sid: &str, after: u64, turn_id: &str) -> Vec<p
                     after_offset: last,
                     follow: true,
                     live_deltas: false,
+                    ..Default::default()
                 })
                 .await;
             let Ok(stream) = stream else {

@@ -408,6 +408,7 @@ async fn every_service_answers_hostile_bytes_with_a_status_and_keeps_serving() {
                 after_offset: 3,
                 follow: true,
                 live_deltas: true,
+                ..Default::default()
             }
             .encode_to_vec(),
         },
@@ -429,6 +430,7 @@ async fn every_service_answers_hostile_bytes_with_a_status_and_keeps_serving() {
             "/keel.v1.SessionService/Interrupt",
             pb::InterruptRequest {
                 session_id: missing.clone(),
+                ..Default::default()
             },
         ),
         unary(
@@ -456,6 +458,7 @@ async fn every_service_answers_hostile_bytes_with_a_status_and_keeps_serving() {
                     kind: pb::ReviewDecisionKind::Approved as i32,
                     execpolicy_amendment: vec!["ls".into()],
                 })),
+                ..Default::default()
             },
         ),
         unary(
@@ -642,6 +645,7 @@ async fn every_service_answers_hostile_bytes_with_a_status_and_keeps_serving() {
                 notices: vec![pb::EventsNotice {
                     session_id: missing.clone(),
                     last_offset: 9,
+                    ..Default::default()
                 }],
             },
         ),

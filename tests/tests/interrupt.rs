@@ -87,6 +87,7 @@ async fn interrupt_kills_the_running_command_and_the_next_turn_works() {
     client
         .interrupt(pb::InterruptRequest {
             session_id: sid.clone(),
+            ..Default::default()
         })
         .await
         .unwrap();

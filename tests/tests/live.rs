@@ -49,6 +49,7 @@ async fn watch(
             after_offset: 0,
             follow: true,
             live_deltas: live,
+            ..Default::default()
         })
         .await
         .unwrap()

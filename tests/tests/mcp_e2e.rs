@@ -89,6 +89,7 @@ async fn answer(client: &mut session::Client, sid: &str, call_id: &str, label: &
             session_id: sid.into(),
             request_id: call_id.into(),
             answer: Some(pb::respond_request::Answer::UserInput(answers)),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -345,6 +345,7 @@ async fn a_session_waiting_for_an_approval_reads_waiting() {
                 kind: pb::ReviewDecisionKind::Approved as i32,
                 execpolicy_amendment: vec![],
             })),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -206,6 +206,7 @@ async fn replay_offsets(
             after_offset: after,
             follow: false,
             live_deltas: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -312,6 +313,7 @@ async fn a_client_behind_the_retained_window_replays_from_the_archive() {
             after_offset: 0,
             follow: false,
             live_deltas: false,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -32,6 +32,7 @@ async fn events_until_turn_end(
             after_offset: after,
             follow: true,
             live_deltas: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -71,6 +72,7 @@ async fn replay(
             after_offset: after,
             follow: false,
             live_deltas: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -286,6 +288,7 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
             after_offset: newest + 10,
             follow: false,
             live_deltas: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -336,6 +339,7 @@ async fn shell_turn_then_second_turn_sees_the_conversation() {
                 after_offset: newest,
                 follow: true,
                 live_deltas: false,
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -392,12 +392,13 @@ async fn collaboration_refusals() {
     assert!(requests_of(&fake, "CHILD-").is_empty());
 }
 
-/// A sub-agent runs under its session's approval policy, and since nobody
-/// can answer a sub-agent yet, a call that would need approval is rejected
-/// without asking: under `untrusted` its command never runs, the session's
-/// owner sees no request, and the agent reports back.
+/// A sub-agent runs under its session's approval policy and asks its
+/// session's owner: under `untrusted` its command waits for an answer,
+/// GetSession lists the request under the agent, and Respond answers it
+/// (routed to the agent with or without its id). Denied, the command never
+/// runs, the agent's model is told, and the agent reports back.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_sub_agent_never_runs_what_would_need_approval() {
+async fn a_sub_agents_request_is_answered_through_its_session() {
     let root = vec![
         Scripted::tool_call(
             "sp1",
@@ -429,37 +430,65 @@ async fn a_sub_agent_never_runs_what_would_need_approval() {
     session::send(&mut client, &sid, "t1", "delegate")
         .await
         .unwrap();
+    // The request, listed under the agent.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (agent, request) = loop {
+        let session = session::get(&mut client, &sid).await.unwrap();
+        if let Some(r) = session.pending_requests.first() {
+            assert_eq!(session.status, pb::SessionStatus::Waiting as i32);
+            break (r.agent_id.clone(), r.clone());
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing was asked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let id = output_json(&fake, "sp1")["agent_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(agent, id);
+    assert_eq!(request.request_id, "c1");
+    assert_eq!(request.kind, pb::PendingRequestKind::ExecApproval as i32);
+    let deny = |agent_id: &str| pb::RespondRequest {
+        session_id: sid.clone(),
+        request_id: "c1".into(),
+        answer: Some(pb::respond_request::Answer::Decision(pb::ReviewDecision {
+            kind: pb::ReviewDecisionKind::Denied as i32,
+            ..Default::default()
+        })),
+        agent_id: agent_id.into(),
+    };
+    // Named as the session's own agent: not pending there.
+    let wrong = client.respond(deny(&sid)).await.unwrap_err();
+    assert_eq!(wrong.code(), tonic::Code::FailedPrecondition, "{wrong}");
+    // Without the agent's id: routed to the one agent asking it.
+    client.respond(deny("")).await.unwrap();
     let seen = session::until_turn_complete(&mut events).await.unwrap();
 
     let child = requests_of(&fake, "CHILD-U");
     assert_eq!(child.len(), 2);
-    let rejected = child[1].function_call_output("c1").unwrap();
-    assert!(
-        rejected.contains("a sub-agent cannot ask for it"),
-        "{rejected}"
-    );
+    let denied = child[1].function_call_output("c1").unwrap();
+    assert!(denied.contains("rejected by user"), "{denied}");
     assert!(!dir.path().join("marker").exists());
-    // Nor is a sub-agent offered a way to ask its session's owner.
+    // Nor is a sub-agent offered request_user_input (yet).
     let offered = child[0].tool_names();
     assert!(
         !offered.iter().any(|n| n == "request_user_input"),
         "{offered:?}"
     );
+    // The session's own log has no request: it was the agent's.
     assert!(
-        !seen.iter().any(|e| matches!(
-            &e.msg,
-            Some(Msg::ExecApprovalRequest(_) | Msg::RequestUserInput(_))
-        )),
+        !seen
+            .iter()
+            .any(|e| matches!(&e.msg, Some(Msg::ExecApprovalRequest(_)))),
         "{seen:?}"
     );
-    let id = output_json(&fake, "sp1")["agent_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     assert_eq!(
         output_json(&fake, "w1"),
-        json!({"status": {id: {"completed": "not allowed to touch the marker"}}, "timed_out": false})
+        json!({"status": {id.clone(): {"completed": "not allowed to touch the marker"}}, "timed_out": false})
     );
+    // Answered again: not pending any more.
+    let again = client.respond(deny(&id)).await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again}");
 }
 
 /// Deleting a session deletes its sub-agents' workflows too, a running one
@@ -596,4 +625,329 @@ async fn three_agents_survive_a_worker_kill() {
     }
     let offsets: Vec<u64> = seen.iter().map(|e| e.offset).collect();
     assert_eq!(offsets, (1..=offsets.len() as u64).collect::<Vec<_>>());
+}
+
+/// Every event of a StreamEvents `all_agents` response, by agent, in the
+/// order received; fails on anything else (a gap, an error).
+async fn merged(
+    client: &mut session::Client,
+    request: pb::StreamEventsRequest,
+) -> std::collections::BTreeMap<String, Vec<pb::Event>> {
+    let mut stream = client.stream_events(request).await.unwrap().into_inner();
+    let mut by_agent: std::collections::BTreeMap<String, Vec<pb::Event>> = Default::default();
+    while let Some(response) = tokio::time::timeout(Duration::from_secs(120), stream.message())
+        .await
+        .expect("the merged stream stalled")
+        .unwrap()
+    {
+        match response.kind {
+            Some(pb::stream_events_response::Kind::Event(e)) => {
+                by_agent.entry(e.agent_id.clone()).or_default().push(e)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    by_agent
+}
+
+fn offsets(events: &[pb::Event]) -> Vec<u64> {
+    events.iter().map(|e| e.offset).collect()
+}
+
+/// One stream carries the session's events and both sub-agents' (each
+/// agent's dense, in order, once, naming its agent and parent), and ends
+/// when the session and its agents have closed; a read of it afterwards
+/// gives the same, and one resumed from per-agent offsets gives exactly the
+/// rest. GetSession lists the agents with their tokens and the sum.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_stream_carries_every_agents_events() {
+    let root = vec![
+        Scripted::tool_call(
+            "sp1",
+            "spawn_agent",
+            &json!({"message": "CHILD-M1: one"}).to_string(),
+        ),
+        Scripted::tool_call(
+            "sp2",
+            "spawn_agent",
+            &json!({"message": "CHILD-M2: two"}).to_string(),
+        ),
+        Scripted::tool_call(
+            "w1",
+            "wait_agent",
+            r#"{"targets":["{{output:sp1:agent_id}}"],"timeout_ms":120000}"#,
+        ),
+        Scripted::tool_call(
+            "w2",
+            "wait_agent",
+            r#"{"targets":["{{output:sp2:agent_id}}"],"timeout_ms":120000}"#,
+        ),
+        Scripted::assistant("merged"),
+    ];
+    let (fake, _stack, mut client) = start(root).await;
+    let shell =
+        |text: &str| json!({ "command": ["bash", "-c", format!("echo {text}")] }).to_string();
+    fake.route(
+        "CHILD-M1",
+        vec![
+            Scripted::tool_call("c1", "shell", &shell("m1")),
+            Scripted::assistant("M1 done"),
+        ],
+    );
+    fake.route(
+        "CHILD-M2",
+        vec![
+            Scripted::tool_call("c1", "shell", &shell("m2")),
+            Scripted::tool_call("c2", "shell", &shell("m2 again")),
+            Scripted::assistant("M2 done"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (sid, mut own) = open(&mut client, dir.path(), pb::ApprovalPolicy::OnRequest, true).await;
+    let all = |after_offset: u64, agent_offsets: Vec<pb::AgentOffset>, follow: bool| {
+        pb::StreamEventsRequest {
+            session_id: sid.clone(),
+            after_offset,
+            follow,
+            all_agents: true,
+            agent_offsets,
+            ..Default::default()
+        }
+    };
+    // Watching from before the turn.
+    let live = tokio::spawn({
+        let mut client = client.clone();
+        let request = all(0, Vec::new(), true);
+        async move { merged(&mut client, request).await }
+    });
+    session::send(&mut client, &sid, "t1", "fan out")
+        .await
+        .unwrap();
+    session::until_turn_complete(&mut own).await.unwrap();
+    let (a, b) = (
+        output_json(&fake, "sp1")["agent_id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        output_json(&fake, "sp2")["agent_id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+
+    // GetSession: both agents, their tokens, and the sum.
+    let session = session::get(&mut client, &sid).await.unwrap();
+    let ids: Vec<&str> = session.agents.iter().map(|x| x.agent_id.as_str()).collect();
+    assert_eq!(ids, [a.as_str(), b.as_str()]);
+    let mut sum = session.total_token_usage.unwrap().total_tokens;
+    for agent in &session.agents {
+        let tokens = agent.token_usage.unwrap().total_tokens;
+        assert!(tokens > 0, "{agent:?}");
+        sum += tokens;
+        assert_eq!(agent.parent_agent_id, sid);
+        assert_eq!(
+            agent.status.as_ref().unwrap().kind,
+            pb::AgentStatusKind::Completed as i32
+        );
+    }
+    assert_eq!(session.all_agents_token_usage.unwrap().total_tokens, sum);
+
+    client
+        .close_session(pb::CloseSessionRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(120), live)
+        .await
+        .expect("the merged stream did not end with the session")
+        .unwrap();
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>().len(),
+        3,
+        "{:?}",
+        seen.keys()
+    );
+    for (agent, events) in &seen {
+        let expected: Vec<u64> = (1..=events.len() as u64).collect();
+        assert_eq!(offsets(events), expected, "{agent}: not dense and in order");
+        let parent = if agent == &sid { "" } else { sid.as_str() };
+        assert!(
+            events.iter().all(|e| e.parent_agent_id == parent),
+            "{agent}"
+        );
+        assert!(
+            matches!(
+                events.last().and_then(|e| e.msg.as_ref()),
+                Some(Msg::ShutdownComplete(_))
+            ),
+            "{agent} did not end with its shutdown: {:?}",
+            events.last()
+        );
+    }
+    // Each agent's work is in its own part.
+    let commands = |agent: &str| -> Vec<String> {
+        seen[agent]
+            .iter()
+            .filter_map(|e| match &e.msg {
+                Some(Msg::ExecCommandEnd(end)) => Some(end.aggregated_output.trim().to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(commands(&a), ["m1"]);
+    assert_eq!(commands(&b), ["m2", "m2 again"]);
+    assert!(commands(&sid).is_empty());
+    let spawned: Vec<String> = seen[&sid]
+        .iter()
+        .filter_map(|e| match &e.msg {
+            Some(Msg::CollabAgentSpawnEnd(end)) => Some(end.new_thread_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(spawned, [a.clone(), b.clone()]);
+
+    // Read again afterwards: the same events.
+    let again = merged(&mut client, all(0, Vec::new(), false)).await;
+    assert_eq!(again, seen);
+    // Resumed from per-agent offsets: exactly the rest (b from its start).
+    let root_after = seen[&sid].len() as u64 / 2;
+    let resumed = merged(
+        &mut client,
+        all(
+            root_after,
+            vec![pb::AgentOffset {
+                agent_id: a.clone(),
+                after_offset: 2,
+            }],
+            false,
+        ),
+    )
+    .await;
+    assert_eq!(resumed[&sid], seen[&sid][root_after as usize..]);
+    assert_eq!(resumed[&a], seen[&a][2..]);
+    assert_eq!(resumed[&b], seen[&b]);
+    // Without all_agents: the session's own log only.
+    let only = merged(
+        &mut client,
+        pb::StreamEventsRequest {
+            session_id: sid.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(only.keys().collect::<Vec<_>>(), [&sid]);
+    assert_eq!(only[&sid], seen[&sid]);
+    // Offsets of an agent that is not the session's: refused.
+    let refused = client
+        .stream_events(all(
+            0,
+            vec![pb::AgentOffset {
+                agent_id: "0b7c3f4e-9a52-4c1e-8a6f-2d1f5e9b7a10".into(),
+                after_offset: 1,
+            }],
+            false,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
+    assert!(
+        refused.message().contains("is not an agent of session"),
+        "{refused}"
+    );
+}
+
+/// Interrupt reaches every running agent: two sub-agents in long commands
+/// and the session's agent waiting on them all end their turns.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupt_reaches_every_agent() {
+    let root = vec![
+        Scripted::tool_call(
+            "sp1",
+            "spawn_agent",
+            &json!({"message": "CHILD-I1: wait"}).to_string(),
+        ),
+        Scripted::tool_call(
+            "sp2",
+            "spawn_agent",
+            &json!({"message": "CHILD-I2: wait"}).to_string(),
+        ),
+        Scripted::tool_call(
+            "w1",
+            "wait_agent",
+            r#"{"targets":["{{output:sp1:agent_id}}","{{output:sp2:agent_id}}"],"timeout_ms":3600000}"#,
+        ),
+    ];
+    let (fake, _stack, mut client) = start(root).await;
+    let long = json!({"command": ["bash", "-c", "sleep 600"]}).to_string();
+    for key in ["CHILD-I1", "CHILD-I2"] {
+        fake.route(key, vec![Scripted::tool_call("c1", "shell", &long)]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (sid, _own) = open(&mut client, dir.path(), pb::ApprovalPolicy::OnRequest, true).await;
+    let mut stream = client
+        .stream_events(pb::StreamEventsRequest {
+            session_id: sid.clone(),
+            follow: true,
+            all_agents: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    session::send(&mut client, &sid, "t1", "wait for them")
+        .await
+        .unwrap();
+    let mut running = std::collections::BTreeSet::new();
+    let mut aborted = std::collections::BTreeSet::new();
+    let mut interrupted = false;
+    while aborted.len() < 3 {
+        let response = tokio::time::timeout(Duration::from_secs(60), stream.message())
+            .await
+            .expect("the agents did not all stop")
+            .unwrap()
+            .expect("the stream ended");
+        let Some(pb::stream_events_response::Kind::Event(e)) = response.kind else {
+            continue;
+        };
+        match &e.msg {
+            Some(Msg::ExecCommandBegin(_)) => {
+                running.insert(e.agent_id.clone());
+            }
+            Some(Msg::TurnAborted(_)) => {
+                aborted.insert(e.agent_id.clone());
+            }
+            _ => {}
+        }
+        if running.len() == 2 && !interrupted {
+            interrupted = true;
+            client
+                .interrupt(pb::InterruptRequest {
+                    session_id: sid.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+    }
+    assert!(aborted.contains(&sid));
+    assert_eq!(running.len(), 2);
+    assert!(running.iter().all(|agent| aborted.contains(agent)));
+    let session = session::get(&mut client, &sid).await.unwrap();
+    for agent in &session.agents {
+        assert_eq!(
+            agent.status.as_ref().unwrap().kind,
+            pb::AgentStatusKind::Interrupted as i32,
+            "{agent:?}"
+        );
+    }
+    // A wrong agent id is refused.
+    let wrong = client
+        .interrupt(pb::InterruptRequest {
+            session_id: sid.clone(),
+            agent_id: "nobody".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), tonic::Code::InvalidArgument, "{wrong}");
 }

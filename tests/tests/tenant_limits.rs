@@ -302,6 +302,7 @@ async fn a_full_turn_queue_refuses_more_turns() {
     client
         .interrupt(pb::InterruptRequest {
             session_id: sid.clone(),
+            ..Default::default()
         })
         .await
         .unwrap();

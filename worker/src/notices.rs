@@ -28,15 +28,18 @@ use temporalio_sdk::interceptors::WorkerInterceptor;
 use crate::session_apis::SessionApis;
 
 struct Progress {
-    session_id: String,
+    /// The log's key: the session key, or `<session key>/<agent id>` for a
+    /// sub-agent's log (a session key holds no '/').
+    log: String,
     last_offset: u64,
 }
 
 /// Runs with new events and no completion yet, by run id.
 static PROGRESS: Mutex<BTreeMap<String, Progress>> = Mutex::new(BTreeMap::new());
 
-/// Records that the run's session log now reaches `last_offset`.
-pub fn record(run_id: &str, session_id: &str, last_offset: u64) {
+/// Records that the run's event log — the session's, or its sub-agent
+/// `agent`'s — now reaches `last_offset`.
+pub fn record(run_id: &str, session_id: &str, agent: &str, last_offset: u64) {
     let mut progress = PROGRESS.lock().unwrap_or_else(|p| p.into_inner());
     match progress.get_mut(run_id) {
         Some(p) => p.last_offset = p.last_offset.max(last_offset),
@@ -44,7 +47,7 @@ pub fn record(run_id: &str, session_id: &str, last_offset: u64) {
             progress.insert(
                 run_id.to_string(),
                 Progress {
-                    session_id: session_id.to_string(),
+                    log: log_key(session_id, agent),
                     last_offset,
                 },
             );
@@ -52,13 +55,23 @@ pub fn record(run_id: &str, session_id: &str, last_offset: u64) {
     }
 }
 
-/// Takes the run's recorded progress: `(session id, newest offset)`.
+/// The key notices name a log by: the session key, or `<session
+/// key>/<agent id>`.
+pub fn log_key(session_id: &str, agent: &str) -> String {
+    if agent.is_empty() {
+        session_id.to_string()
+    } else {
+        format!("{session_id}/{agent}")
+    }
+}
+
+/// Takes the run's recorded progress: `(log key, newest offset)`.
 fn take(run_id: &str) -> Option<(String, u64)> {
     PROGRESS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(run_id)
-        .map(|p| (p.session_id, p.last_offset))
+        .map(|p| (p.log, p.last_offset))
 }
 
 /// Sends each completed activation's new offset to the session-api replicas.
@@ -75,8 +88,8 @@ impl NoticeInterceptor {
 #[async_trait::async_trait(?Send)]
 impl WorkerInterceptor for NoticeInterceptor {
     async fn on_workflow_activation_completion(&self, completion: &WorkflowActivationCompletion) {
-        if let Some((session_id, last_offset)) = take(&completion.run_id) {
-            self.apis.notice(&session_id, last_offset);
+        if let Some((log, last_offset)) = take(&completion.run_id) {
+            self.apis.notice(&log, last_offset);
         }
     }
 }
@@ -87,12 +100,14 @@ mod tests {
 
     #[test]
     fn newest_offset_per_run_taken_once() {
-        record("run-a", "s", 2);
-        record("run-a", "s", 4);
-        record("run-a", "s", 3);
-        record("run-b", "t", 1);
+        record("run-a", "s", "", 2);
+        record("run-a", "s", "", 4);
+        record("run-a", "s", "", 3);
+        record("run-b", "t", "", 1);
+        record("run-c", "t", "a1", 5);
         assert_eq!(take("run-a"), Some(("s".to_string(), 4)));
         assert_eq!(take("run-a"), None);
         assert_eq!(take("run-b"), Some(("t".to_string(), 1)));
+        assert_eq!(take("run-c"), Some(("t/a1".to_string(), 5)));
     }
 }

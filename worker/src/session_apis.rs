@@ -91,9 +91,17 @@ impl Queue {
         let keys: Vec<String> = pending.keys().take(NOTICE_BATCH).cloned().collect();
         keys.into_iter()
             .filter_map(|k| {
-                pending.remove(&k).map(|last_offset| pb::EventsNotice {
-                    session_id: k,
-                    last_offset,
+                pending.remove(&k).map(|last_offset| {
+                    // A log key: the session key, or `<session key>/<agent>`.
+                    let (session_id, agent_id) = match k.split_once('/') {
+                        Some((s, a)) => (s.to_string(), a.to_string()),
+                        None => (k, String::new()),
+                    };
+                    pb::EventsNotice {
+                        session_id,
+                        last_offset,
+                        agent_id,
+                    }
                 })
             })
             .collect()
@@ -104,7 +112,8 @@ impl Queue {
     fn put_back(&self, notices: Vec<pb::EventsNotice>) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         for n in notices {
-            let offset = pending.entry(n.session_id).or_insert(n.last_offset);
+            let key = crate::notices::log_key(&n.session_id, &n.agent_id);
+            let offset = pending.entry(key).or_insert(n.last_offset);
             *offset = (*offset).max(n.last_offset);
         }
     }
@@ -222,10 +231,11 @@ impl SessionApis {
         self.replicas().iter().map(|r| r.client.clone()).collect()
     }
 
-    /// Tells every replica that the session's log reaches `last_offset`.
-    pub fn notice(&self, session_id: &str, last_offset: u64) {
+    /// Tells every replica that a log reaches `last_offset`; `log` is
+    /// [`crate::notices::log_key`]'s.
+    pub fn notice(&self, log: &str, last_offset: u64) {
         for r in self.replicas() {
-            r.queue.notice(session_id, last_offset);
+            r.queue.notice(log, last_offset);
         }
     }
 

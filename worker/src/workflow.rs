@@ -585,6 +585,7 @@ impl AgentWorkflow {
             config: self.input.config.clone(),
             registry: self.durable.registry.clone(),
             forked_from: self.input.forked_from.clone(),
+            agents: self.durable.agents.clone(),
         }
     }
 }
@@ -630,10 +631,12 @@ impl AgentWorkflow {
             _ => {}
         }
         let offset = self.durable.log.push(ctx_time, turn_id, msg);
-        // No client follows a sub-agent's own log yet.
-        if self.input.agent.is_none() {
-            crate::notices::record(&self.run_id, &self.input.session_id, offset);
-        }
+        let agent = self
+            .input
+            .agent
+            .as_ref()
+            .map_or("", |a| a.agent_id.as_str());
+        crate::notices::record(&self.run_id, &self.input.session_id, agent, offset);
     }
 
     /// A `session_configured` event: what the session runs with now (the

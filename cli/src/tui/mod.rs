@@ -192,6 +192,7 @@ async fn fork_prelude(api: &SessionApi, session: &Session) -> Option<Vec<Event>>
             after_offset: 0,
             follow: false,
             live_deltas: false,
+            ..Default::default()
         })
         .await
         .ok()?
@@ -581,7 +582,10 @@ impl Runner {
         match action {
             Action::Send { text, turn_id } => self.send(text, turn_id),
             Action::Interrupt if !session_id.is_empty() => self.spawn(async move {
-                let request = InterruptRequest { session_id };
+                let request = InterruptRequest {
+                    session_id,
+                    ..Default::default()
+                };
                 match api.client.clone().interrupt(request).await {
                     Ok(_) => None,
                     Err(status) => Some(Done::Note(
@@ -598,7 +602,8 @@ impl Runner {
                     Answer::Decision(d) if !d.execpolicy_amendment.is_empty()
                 );
                 self.spawn(async move {
-                    match crate::respond::respond(&mut api, &session_id, &request_id, answer).await
+                    match crate::respond::respond(&mut api, &session_id, &request_id, None, answer)
+                        .await
                     {
                         Ok(()) => amendment.then_some(Done::Repaint),
                         Err(e) => Some(Done::Note(Tone::Error, format!("{e:#}"))),

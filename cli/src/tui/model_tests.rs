@@ -276,6 +276,7 @@ fn gaps_say_how_many_events_are_gone() {
     t.gap(&EventGap {
         after_offset: 0,
         first_retained_offset: 41,
+        ..Default::default()
     });
     assert_eq!(text(&t), ["40 earlier events are no longer retained"]);
     assert_eq!(t.last_offset, 40);

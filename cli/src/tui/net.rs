@@ -84,6 +84,7 @@ pub(crate) fn follow(
                 after_offset: last,
                 follow: true,
                 live_deltas: true,
+                ..Default::default()
             };
             let opened = client.clone().stream_events(request).await;
             let failure = match opened {

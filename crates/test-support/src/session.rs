@@ -122,6 +122,7 @@ pub async fn follow(
             after_offset: after,
             follow: true,
             live_deltas,
+            ..Default::default()
         })
         .await?
         .into_inner())
@@ -187,6 +188,7 @@ pub async fn approve(
                 kind: pb::ReviewDecisionKind::Approved as i32,
                 execpolicy_amendment: vec![],
             })),
+            ..Default::default()
         })
         .await?;
     Ok(())

@@ -764,6 +764,25 @@ impl AgentStatus {
     }
 }
 
+impl From<&AgentStatus> for keel_proto::v1::AgentStatus {
+    fn from(status: &AgentStatus) -> Self {
+        use keel_proto::v1::AgentStatusKind as K;
+        let (kind, message) = match status {
+            AgentStatus::PendingInit => (K::PendingInit, String::new()),
+            AgentStatus::Running => (K::Running, String::new()),
+            AgentStatus::Interrupted => (K::Interrupted, String::new()),
+            AgentStatus::Shutdown => (K::Shutdown, String::new()),
+            AgentStatus::NotFound => (K::NotFound, String::new()),
+            AgentStatus::Completed(message) => (K::Completed, message.clone().unwrap_or_default()),
+            AgentStatus::Errored(message) => (K::Errored, message.clone()),
+        };
+        Self {
+            kind: kind as i32,
+            message,
+        }
+    }
+}
+
 /// The longest final message an agent's status keeps (a longer one is cut
 /// at a character boundary).
 pub const AGENT_MESSAGE_LIMIT: usize = 16 * 1024;
@@ -1071,6 +1090,10 @@ pub struct SessionState {
     pub registry: Registry,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forked_from: Option<ForkOrigin>,
+    /// The session's sub-agents, in the order they were started (empty in
+    /// a sub-agent's own state).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<AgentEntry>,
 }
 
 /// What a model call that leaves its fields empty runs with

@@ -121,6 +121,8 @@ fn gap(after: u64, first_retained: u64) -> pb::StreamEventsResponse {
         kind: Some(pb::stream_events_response::Kind::Gap(pb::EventGap {
             after_offset: after,
             first_retained_offset: first_retained,
+            // Only the session's own log is archived.
+            agent_id: String::new(),
         })),
     }
 }

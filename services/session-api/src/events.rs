@@ -34,15 +34,80 @@ pub(crate) fn decode(encoded: &str) -> Result<pb::Event, Status> {
     pb::Event::decode(bytes.as_slice()).map_err(crate::errors::corrupt_event)
 }
 
-/// An event as clients get it: named by its agent. A session's log holds
-/// its own agent's events, which the workflow does not stamp (every event
-/// of a log has the same agent): they are named by the session id the
-/// client knows (the key without its tenant).
-fn event(mut e: pb::Event, session_key: &str) -> Response {
-    if e.agent_id.is_empty() {
-        e.agent_id = keel_workflow_api::split_session_key(session_key)
-            .1
-            .to_string();
+/// One event log: the session's own, or one of its sub-agents'.
+#[derive(Clone, Debug)]
+pub(crate) struct Log {
+    /// The session's key.
+    pub key: String,
+    /// The sub-agent (`None`: the session's own log).
+    pub agent: Option<AgentLog>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct AgentLog {
+    pub agent_id: String,
+    pub parent_agent_id: String,
+}
+
+impl Log {
+    pub(crate) fn session(key: &str) -> Self {
+        Self {
+            key: key.to_string(),
+            agent: None,
+        }
+    }
+
+    pub(crate) fn agent(key: &str, agent_id: &str, parent_agent_id: &str) -> Self {
+        Self {
+            key: key.to_string(),
+            agent: Some(AgentLog {
+                agent_id: agent_id.to_string(),
+                parent_agent_id: parent_agent_id.to_string(),
+            }),
+        }
+    }
+
+    /// What worker notices and the hub name this log by: the session key,
+    /// or `<session key>/<agent id>` (a session key holds no '/').
+    pub(crate) fn feed_key(&self) -> String {
+        feed_key(&self.key, self.agent.as_ref().map_or("", |a| &a.agent_id))
+    }
+
+    pub(crate) fn workflow_id(&self) -> String {
+        match &self.agent {
+            None => keel_workflow_api::workflow_id(&self.key),
+            Some(a) => keel_workflow_api::agent_workflow_id(&self.key, &a.agent_id),
+        }
+    }
+
+    fn agent_id(&self) -> &str {
+        self.agent.as_ref().map_or("", |a| &a.agent_id)
+    }
+}
+
+/// See [`Log::feed_key`].
+pub(crate) fn feed_key(session_key: &str, agent_id: &str) -> String {
+    if agent_id.is_empty() {
+        session_key.to_string()
+    } else {
+        format!("{session_key}/{agent_id}")
+    }
+}
+
+/// An event as clients get it: named by its agent. A log holds one agent's
+/// events, which the workflow does not stamp: the session's own are named
+/// by the session id the client knows (the key without its tenant), a
+/// sub-agent's by its id and its parent's.
+fn event(mut e: pb::Event, log: &Log) -> Response {
+    match &log.agent {
+        None if e.agent_id.is_empty() => {
+            e.agent_id = keel_workflow_api::split_session_key(&log.key).1.to_string();
+        }
+        None => {}
+        Some(agent) => {
+            e.agent_id.clone_from(&agent.agent_id);
+            e.parent_agent_id.clone_from(&agent.parent_agent_id);
+        }
     }
     Response {
         kind: Some(pb::stream_events_response::Kind::Event(e)),
@@ -62,11 +127,13 @@ struct CaughtUp {
 /// retained ones by query — advancing `*after`.
 async fn catch_up(
     api: &SessionApi,
-    session_id: &str,
+    log: &Log,
     after: &mut u64,
     retry: bool,
 ) -> Result<CaughtUp, Status> {
-    let handle = api.handle(session_id);
+    let session_id = log.feed_key();
+    let session_id = session_id.as_str();
+    let handle = api.log_handle(log);
     let mut out = Vec::new();
     loop {
         let page = match hub::query(&handle, *after).await {
@@ -88,8 +155,8 @@ async fn catch_up(
                 // lacks), a bounded part at a time.
                 Some(archive) => {
                     let (read, more) = crate::archive::read(
-                        &api.session_blobs(session_id)?,
-                        session_id,
+                        &api.session_blobs(&log.key)?,
+                        &log.key,
                         archive,
                         after,
                         page.first_retained,
@@ -108,6 +175,7 @@ async fn catch_up(
                     kind: Some(pb::stream_events_response::Kind::Gap(pb::EventGap {
                         after_offset: *after,
                         first_retained_offset: page.first_retained,
+                        agent_id: log.agent_id().to_string(),
                     })),
                 }),
             }
@@ -116,7 +184,7 @@ async fn catch_up(
         let (last, closed) = (page.last_offset, page.closed);
         for e in decode_page(page)? {
             *after = e.offset;
-            out.push(event(e, session_id));
+            out.push(event(e, log));
         }
         if *after >= last {
             return Ok(CaughtUp {
@@ -151,20 +219,20 @@ fn delta(d: pb::LiveDelta) -> Response {
 
 pub(crate) fn stream(
     api: SessionApi,
-    session_id: String,
+    log: Log,
     mut after: u64,
     follow: bool,
     live: bool,
 ) -> impl Stream<Item = Result<Response, Status>> + Send {
     async_stream::try_stream! {
         // Subscribe before catching up, so nothing broadcast meanwhile is lost.
-        let feed = follow.then(|| api.hub().watch(&session_id, api.handle(&session_id), after));
+        let feed = follow.then(|| api.hub().watch(&log.feed_key(), api.log_handle(&log), after));
         let mut events = feed.as_ref().map(|f| f.events.subscribe());
         let mut deltas = feed.as_ref().filter(|_| live).map(|f| f.live.subscribe());
         let mut progress = feed.as_ref().map(|f| f.progress.subscribe());
 
         let closed = loop {
-            let caught = catch_up(&api, &session_id, &mut after, follow).await?;
+            let caught = catch_up(&api, &log, &mut after, follow).await?;
             for r in caught.responses {
                 yield r;
             }
@@ -211,7 +279,7 @@ pub(crate) fn stream(
                 Next::Event(e) if e.offset == after + 1 => {
                     after = e.offset;
                     api.metrics().delivered(e.time.as_ref());
-                    yield event((*e).clone(), &session_id);
+                    yield event((*e).clone(), &log);
                 }
                 Next::Delta(d) => {
                     if held.is_empty() {
@@ -226,13 +294,13 @@ pub(crate) fn stream(
                 // A hole in the broadcast, the session closed, or deltas
                 // waited too long: read the log.
                 Next::Event(_) | Next::CatchUp | Next::Progress => {
-                    let mut caught = catch_up(&api, &session_id, &mut after, true).await?;
+                    let mut caught = catch_up(&api, &log, &mut after, true).await?;
                     // A watcher far behind reads the archive a part at a time.
                     while caught.more {
                         for r in std::mem::take(&mut caught.responses) {
                             yield r;
                         }
-                        caught = catch_up(&api, &session_id, &mut after, true).await?;
+                        caught = catch_up(&api, &log, &mut after, true).await?;
                     }
                     let closed = caught.closed;
                     for r in caught.responses {
@@ -261,6 +329,63 @@ pub(crate) fn stream(
                     }
                 }
             }
+        }
+    }
+}
+
+/// StreamEvents with `all_agents`: the session's own log and each
+/// sub-agent's, each in its own offset order, merged as they are read.
+/// `known` are the agents the session had when the stream opened (an agent
+/// started at or before `after` is among them); one started later is
+/// followed from its `collab_agent_spawn_end` in the session's log. A
+/// sub-agent whose workflow is gone (deleted) ends its part quietly.
+pub(crate) fn merged(
+    api: SessionApi,
+    key: String,
+    after: u64,
+    mut offsets: std::collections::BTreeMap<String, u64>,
+    known: Vec<(String, String)>,
+    follow: bool,
+    live: bool,
+) -> impl Stream<Item = Result<Response, Status>> + Send {
+    use futures::StreamExt as _;
+    type Part = futures::stream::BoxStream<'static, (bool, Result<Response, Status>)>;
+    async_stream::try_stream! {
+        let mut parts: futures::stream::SelectAll<Part> = futures::stream::SelectAll::new();
+        let mut followed = std::collections::BTreeSet::new();
+        let agent_part = |agent_id: &str, parent: &str, after: u64| -> Part {
+            stream(api.clone(), Log::agent(&key, agent_id, parent), after, follow, false)
+                .map(|r| (true, r))
+                .boxed()
+        };
+        parts.push(
+            stream(api.clone(), Log::session(&key), after, follow, live)
+                .map(|r| (false, r))
+                .boxed(),
+        );
+        for (agent_id, parent) in &known {
+            if followed.insert(agent_id.clone()) {
+                let after = offsets.remove(agent_id).unwrap_or(0);
+                parts.push(agent_part(agent_id, parent, after));
+            }
+        }
+        while let Some((is_agent, item)) = parts.next().await {
+            let response = match item {
+                Ok(response) => response,
+                Err(status) if is_agent && status.code() == tonic::Code::NotFound => continue,
+                Err(status) => Err(status)?,
+            };
+            if !is_agent
+                && let Some(pb::stream_events_response::Kind::Event(e)) = &response.kind
+                && let Some(pb::event::Msg::CollabAgentSpawnEnd(end)) = &e.msg
+                && !end.new_thread_id.is_empty()
+                && keel_tool_model::valid_agent_id(&end.new_thread_id)
+                && followed.insert(end.new_thread_id.clone())
+            {
+                let after = offsets.remove(&end.new_thread_id).unwrap_or(0);
+                parts.push(agent_part(&end.new_thread_id, &end.sender_thread_id, after));
+            }
+            yield response;
         }
     }
 }

@@ -104,7 +104,10 @@ impl LiveService for LiveApi {
             .into_inner()
             .notices
             .iter()
-            .filter(|n| self.api.hub().notice(&n.session_id, n.last_offset))
+            .filter(|n| {
+                let log = crate::events::feed_key(&n.session_id, &n.agent_id);
+                self.api.hub().notice(&log, n.last_offset)
+            })
             .count();
         Ok(Response::new(pb::NotifyResponse {
             watched: u32::try_from(watched).unwrap_or(u32::MAX),

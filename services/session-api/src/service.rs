@@ -30,6 +30,7 @@ use crate::hub::Hub;
 use crate::limits::{Limiter, TenantLimits};
 use crate::{options, requests, settings};
 
+mod agents;
 mod convert;
 mod lifecycle;
 mod list;
@@ -414,16 +415,55 @@ impl SessionService for SessionApi {
                 ),
             ));
         }
+        if !req.all_agents && !req.agent_offsets.is_empty() {
+            return Err(errors::invalid("agent_offsets needs all_agents"));
+        }
+        let mut offsets = std::collections::BTreeMap::new();
+        for o in &req.agent_offsets {
+            let Some(agent) = state.agents.iter().find(|a| a.agent_id == o.agent_id) else {
+                return Err(errors::invalid(format!(
+                    "agent_offsets names {}, which is not an agent of session {}",
+                    api::cut_text(&o.agent_id, 64).0,
+                    req.session_id
+                )));
+            };
+            if offsets
+                .insert(agent.agent_id.clone(), o.after_offset)
+                .is_some()
+            {
+                return Err(errors::invalid(format!(
+                    "agent_offsets names {} twice",
+                    agent.agent_id
+                )));
+            }
+        }
         let slot = self.tenants.open_stream(&caller.tenant)?;
-        let stream = events::stream(
-            self.clone(),
-            key,
-            req.after_offset,
-            req.follow,
-            req.live_deltas,
-        )
+        let stream: Self::StreamEventsStream = if req.all_agents {
+            let known = state
+                .agents
+                .iter()
+                .map(|a| (a.agent_id.clone(), a.parent_agent_id.clone()))
+                .collect();
+            Box::pin(events::merged(
+                self.clone(),
+                key,
+                req.after_offset,
+                offsets,
+                known,
+                req.follow,
+                req.live_deltas,
+            ))
+        } else {
+            Box::pin(events::stream(
+                self.clone(),
+                events::Log::session(&key),
+                req.after_offset,
+                req.follow,
+                req.live_deltas,
+            ))
+        };
         // The tenant's stream is counted until the client goes away.
-        .map(move |item| {
+        let stream = stream.map(move |item| {
             let _open = &slot;
             item
         });
@@ -439,8 +479,23 @@ impl SessionService for SessionApi {
         required_session_id(&req.session_id)?;
         let key = session_key(&caller, &req.session_id);
         let (state, wf) = self.state(&key).await?;
+        let mut session = session_from_state(&state, wf);
+        if wf == WorkflowExecutionStatus::Running && !state.agents.is_empty() {
+            let asked = self.agents_pending(&key, &state).await;
+            if !asked.is_empty() {
+                session.status = status_of(state.status, wf, true) as i32;
+            }
+            session
+                .pending_requests
+                .extend(asked.into_iter().map(|r| pb::PendingRequest {
+                    request_id: r.request.request_id,
+                    turn_id: r.request.turn_id,
+                    kind: pb::PendingRequestKind::from(r.request.kind) as i32,
+                    agent_id: r.agent_id,
+                }));
+        }
         Ok(Response::new(pb::GetSessionResponse {
-            session: Some(session_from_state(&state, wf)),
+            session: Some(session),
         }))
     }
 
@@ -526,8 +581,16 @@ impl SessionService for SessionApi {
         let req = request.into_inner();
         required_session_id(&req.session_id)?;
         let key = session_key(&caller, &req.session_id);
-        self.signal(&key, InterruptSignal, (), "cannot interrupt")
-            .await?;
+        if req.agent_id.is_empty() || req.agent_id == req.session_id {
+            self.signal(&key, InterruptSignal, (), "cannot interrupt")
+                .await?;
+        }
+        if req.agent_id != req.session_id {
+            // The session's sub-agents too (or the one named).
+            let (state, _) = self.state(&key).await?;
+            let only = (!req.agent_id.is_empty()).then_some(req.agent_id.as_str());
+            self.interrupt_agents(&key, &state, only).await?;
+        }
         Ok(Response::new(pb::InterruptResponse {}))
     }
 
@@ -590,10 +653,10 @@ impl SessionService for SessionApi {
             return Err(crate::errors::invalid("request_id is required"));
         }
         let state = self.open_state(&key).await?;
-        let pending = state
-            .pending_requests
-            .iter()
-            .find(|p| p.request_id == req.request_id);
+        let target = self
+            .respond_target(&key, &state, &req.agent_id, &req.request_id)
+            .await?;
+        let pending = target.pending.as_ref();
         let (kind, asked_ms) = (pending.map(|p| p.kind), pending.map_or(0, |p| p.asked_ms));
         let answer = requests::answer(
             &self.session_blobs(&key)?,
@@ -607,11 +670,15 @@ impl SessionService for SessionApi {
             answer,
             answered_by: caller.principal.clone(),
         };
-        self.update(&key, RespondUpdate, response).await?;
+        match &target.agent_id {
+            None => self.update(&key, RespondUpdate, response).await?,
+            Some(agent_id) => self.respond_agent(&key, agent_id, response).await?,
+        }
         if let Some(kind) = kind {
             self.metrics.answered(kind, asked_ms);
         }
-        tracing::info!(session = %key, principal = %caller.principal, request_id = %req.request_id, "request answered");
+        let agent = target.agent_id.as_deref().unwrap_or("");
+        tracing::info!(session = %key, principal = %caller.principal, request_id = %req.request_id, agent, "request answered");
         Ok(Response::new(pb::RespondResponse {}))
     }
 }

@@ -89,14 +89,10 @@ pub(super) fn pb_decision(d: &ReviewDecision) -> pb::ReviewDecisionKind {
     }
 }
 
-/// What a sub-agent's model is told when its call would need someone's
-/// approval: nobody can answer a sub-agent yet, so it never asks (and never
-/// runs more than its session's settings allow without asking).
-pub(super) const SUB_AGENT_REJECTED: &str = "rejected: this call needs approval, and a sub-agent cannot ask for it (its session's owner is not asked yet); do without it or report back";
-
 /// Records the request, emits its event and waits for the answer. `None`:
-/// the turn was interrupted first (the request ends unanswered), or this is
-/// a sub-agent, which asks no one yet.
+/// the turn was interrupted first (the request ends unanswered). A
+/// sub-agent asks its session's owner the same way: the request is in its
+/// own state and log, and session-api routes the answer to it.
 pub(super) async fn ask(
     ctx: &mut WorkflowContext<AgentWorkflow>,
     turn_id: &str,
@@ -104,9 +100,6 @@ pub(super) async fn ask(
     kind: RequestKind,
     event: Msg,
 ) -> Option<Answer> {
-    if ctx.state(|s| s.input.agent.is_some()) {
-        return None;
-    }
     let now = ctx.workflow_time();
     let asked = now;
     ctx.state_mut(|s| {
@@ -225,9 +218,6 @@ pub(super) async fn approve(
         ApprovalSubject::Command => RequestKind::ExecApproval,
         ApprovalSubject::Patch => RequestKind::PatchApproval,
     };
-    if ctx.state(|s| s.input.agent.is_some()) {
-        return Approval::Rejected(SUB_AGENT_REJECTED.to_string());
-    }
     let Some(Answer::Review(decision)) = ask(ctx, turn_id, call_id, kind, event).await else {
         return Approval::Rejected(super::ABORTED.to_string());
     };

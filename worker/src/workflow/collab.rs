@@ -7,23 +7,25 @@
 //! signal; the session keeps a small registry of them (status, final
 //! message, tokens), nothing of their work.
 //!
-//! A sub-agent runs with its session's settings, but asks no one yet: a
-//! call that would need approval is rejected without asking
-//! ([`super::approvals::SUB_AGENT_REJECTED`]), and it is offered neither
+//! A sub-agent runs with its session's settings and keeps its own event
+//! log (clients read it with the session's, `StreamEventsRequest.
+//! all_agents`, from the `collab_agent_spawn_end` event on). Its approvals
+//! are its own pending requests: session-api lists them with the session's
+//! and routes answers and interrupts to it. It is offered neither
 //! `request_user_input`, the client's dynamic tools nor MCP tools.
 //!
 //! What this version does not do yet (docs/design/sub-agents.md): the other
 //! collaboration tools (`send_input`, `close_agent`, `resume_agent`),
-//! roles, nested agents, routing a sub-agent's approvals to the session's
-//! owner, sub-agents' events in the session's stream, and interrupting
-//! them.
+//! roles, nested agents, and sub-agents' live deltas.
 
 use std::time::Duration;
 
+use keel_proto::v1 as pb;
 use keel_workflow_api::{
     AGENT_MESSAGE_LIMIT, AgentEntry, AgentLink, AgentStatus, AgentUpdate, Carried,
     INLINE_TEXT_LIMIT, SessionInput, UserTurn, agent_workflow_id, cut_text, workflow_id,
 };
+use pb::event::Msg;
 use serde::Deserialize;
 use serde_json::json;
 use temporalio_sdk::{
@@ -122,6 +124,7 @@ fn task_text(args: &SpawnArgs) -> Result<String, String> {
 /// `{"agent_id": ..., "nickname": null}` at once.
 pub(super) async fn spawn_agent(
     ctx: &mut WorkflowContext<AgentWorkflow>,
+    turn_id: &str,
     call: &Call,
 ) -> AppendItem {
     let args: SpawnArgs = match serde_json::from_str(&call.arguments) {
@@ -186,17 +189,46 @@ pub(super) async fn spawn_agent(
     if let Some(text) = refusal {
         return output(call, &text);
     }
+    let sender = ctx.state(|s| s.input.client_agent_id().to_string());
+    let (prompt, _) = cut_text(&task, INLINE_TEXT_LIMIT);
+    let (model, effort) = (
+        args.model.clone().unwrap_or_default(),
+        args.reasoning_effort.clone().unwrap_or_default(),
+    );
+    super::emit(
+        ctx,
+        turn_id,
+        Msg::CollabAgentSpawnBegin(pb::CollabAgentSpawnBegin {
+            call_id: call.call_id.clone(),
+            sender_thread_id: sender.clone(),
+            prompt: prompt.clone(),
+            model: model.clone(),
+            reasoning_effort: effort.clone(),
+        }),
+    );
+    let end = |new_thread_id: String, status: AgentStatus| {
+        Msg::CollabAgentSpawnEnd(pb::CollabAgentSpawnEnd {
+            call_id: call.call_id.clone(),
+            sender_thread_id: sender.clone(),
+            new_thread_id,
+            new_agent_nickname: String::new(),
+            new_agent_role: String::new(),
+            prompt: prompt.clone(),
+            model: model.clone(),
+            reasoning_effort: effort.clone(),
+            status: Some((&status).into()),
+        })
+    };
     let agent_id = ctx.uuid4();
     let (child, child_workflow) = ctx.state(|s| {
         let child = child_input(s, &agent_id, &call.call_id, task, &args);
         let wf = agent_workflow_id(&s.input.session_id, &agent_id);
         (child, wf)
     });
-    let parent = ctx.state(|s| s.input.client_agent_id().to_string());
     ctx.state_mut(|s| {
         s.durable.agents.push(AgentEntry {
             agent_id: agent_id.clone(),
-            parent_agent_id: parent,
+            parent_agent_id: sender.clone(),
             depth: 1,
             role: String::new(),
             status: AgentStatus::PendingInit,
@@ -219,12 +251,24 @@ pub(super) async fn spawn_agent(
         .start_child_workflow(AgentWorkflow::run, child, options)
         .await
     {
-        Ok(_started) => output(
-            call,
-            &json!({"agent_id": agent_id, "nickname": null}).to_string(),
-        ),
+        Ok(_started) => {
+            // The agent may have reported already; its status as known now.
+            let status = ctx.state(|s| {
+                s.durable
+                    .agents
+                    .iter()
+                    .find(|a| a.agent_id == agent_id)
+                    .map_or(AgentStatus::PendingInit, |a| a.status.clone())
+            });
+            super::emit(ctx, turn_id, end(agent_id.clone(), status));
+            output(
+                call,
+                &json!({"agent_id": agent_id, "nickname": null}).to_string(),
+            )
+        }
         Err(e) => {
             ctx.state_mut(|s| s.durable.agents.retain(|a| a.agent_id != agent_id));
+            super::emit(ctx, turn_id, end(String::new(), AgentStatus::NotFound));
             output(call, &format!("collab spawn failed: {e}"))
         }
     }
@@ -316,6 +360,7 @@ struct WaitArgs {
 /// fires first.
 pub(super) async fn wait_agent(
     ctx: &mut WorkflowContext<AgentWorkflow>,
+    turn_id: &str,
     call: &Call,
 ) -> AppendItem {
     let args: WaitArgs = match serde_json::from_str(&call.arguments) {
@@ -335,6 +380,26 @@ pub(super) async fn wait_agent(
             return output(call, &format!("invalid agent id {id}: {e:?}"));
         }
     }
+    let sender = ctx.state(|s| s.input.client_agent_id().to_string());
+    super::emit(
+        ctx,
+        turn_id,
+        Msg::CollabWaitingBegin(pb::CollabWaitingBegin {
+            sender_thread_id: sender.clone(),
+            receiver_thread_ids: args.targets.clone(),
+            call_id: call.call_id.clone(),
+        }),
+    );
+    let waiting_end = |statuses: &std::collections::BTreeMap<String, AgentStatus>| {
+        Msg::CollabWaitingEnd(pb::CollabWaitingEnd {
+            sender_thread_id: sender.clone(),
+            call_id: call.call_id.clone(),
+            statuses: statuses
+                .iter()
+                .map(|(id, status)| (id.clone(), status.into()))
+                .collect(),
+        })
+    };
     let targets = args.targets.clone();
     let any_final = move |s: &AgentWorkflow| {
         targets.iter().any(|id| {
@@ -346,19 +411,23 @@ pub(super) async fn wait_agent(
         })
     };
     if !ctx.state(&any_final) {
-        let mut timer = std::pin::pin!(ctx.timer(Duration::from_millis(timeout_ms as u64)));
-        let condition = any_final.clone();
-        let ended = temporalio_sdk::workflows::select! {
-            _ = ctx.wait_condition(move |s: &AgentWorkflow| condition(s) || s.turn_interrupted()) => true,
-            _ = timer.as_mut() => false,
+        let ended = {
+            let mut timer = std::pin::pin!(ctx.timer(Duration::from_millis(timeout_ms as u64)));
+            let condition = any_final.clone();
+            let ended = temporalio_sdk::workflows::select! {
+                _ = ctx.wait_condition(move |s: &AgentWorkflow| condition(s) || s.turn_interrupted()) => true,
+                _ = timer.as_mut() => false,
+            };
+            if ended {
+                timer.cancel();
+            }
+            ended
         };
-        if ended {
-            timer.cancel();
-        }
         if ctx.state(|s| s.turn_interrupted()) {
             return output(call, super::ABORTED);
         }
         if !ended {
+            super::emit(ctx, turn_id, waiting_end(&Default::default()));
             return output(call, &json!({"status": {}, "timed_out": true}).to_string());
         }
     }
@@ -380,6 +449,7 @@ pub(super) async fn wait_agent(
         }
         statuses
     });
+    super::emit(ctx, turn_id, waiting_end(&statuses));
     output(
         call,
         &json!({"status": statuses, "timed_out": false}).to_string(),

@@ -86,9 +86,9 @@ async fn dispatch(
             inline_output(&call.call_id, ARGUMENTS_TOO_LARGE, call.custom)
         }
         Family::Collab if call.name == keel_tool_model::names::SPAWN_AGENT => {
-            collab::spawn_agent(ctx, call).await
+            collab::spawn_agent(ctx, turn.id, call).await
         }
-        Family::Collab => collab::wait_agent(ctx, call).await,
+        Family::Collab => collab::wait_agent(ctx, turn.id, call).await,
         Family::ApplyPatch => {
             let source = ctx.state(|s| PatchSource::tool(call, cwd(s)));
             patch::patch(ctx, turn, call, source).await

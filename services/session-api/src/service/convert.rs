@@ -95,6 +95,8 @@ pub(super) fn session_from_state(s: &SessionState, wf: WorkflowExecutionStatus) 
     let defaults = s.model_defaults.as_ref();
     let settings = s.settings.resolved(defaults);
     pb::Session {
+        agents: super::agents::agent_infos(s),
+        all_agents_token_usage: Some(super::agents::all_agents_usage(s)),
         model_provider: defaults.map(|d| d.provider.clone()).unwrap_or_default(),
         session_id: api::split_session_key(&s.session_id).1.to_string(),
         owner: s.owner.clone(),
@@ -125,6 +127,7 @@ pub(super) fn session_from_state(s: &SessionState, wf: WorkflowExecutionStatus) 
                 request_id: p.request_id.clone(),
                 turn_id: p.turn_id.clone(),
                 kind: pb::PendingRequestKind::from(p.kind) as i32,
+                agent_id: String::new(),
             })
             .collect(),
         config: s

@@ -47,6 +47,15 @@ impl SessionApi {
             .get_workflow_handle::<SessionWorkflow>(api::workflow_id(session_id))
     }
 
+    /// The workflow holding an event log: the session's, or a sub-agent's.
+    pub(crate) fn log_handle(
+        &self,
+        log: &crate::events::Log,
+    ) -> WorkflowHandle<Client, SessionWorkflow> {
+        self.client
+            .get_workflow_handle::<SessionWorkflow>(log.workflow_id())
+    }
+
     /// After a NOT_FOUND from a signal or query: was the session never there,
     /// or is it closed?
     pub(super) async fn missing_or_closed(&self, session_id: &str) -> Status {
