@@ -951,3 +951,164 @@ async fn an_interrupt_reaches_every_agent() {
         .unwrap_err();
     assert_eq!(wrong.code(), tonic::Code::InvalidArgument, "{wrong}");
 }
+
+/// How many runs of `workflow_id` ended in continue-as-new (Temporal's
+/// visibility, which lags: polled until at least `min`).
+async fn rollovers(stack: &Stack, workflow_id: &str, min: i64) -> i64 {
+    use temporalio_client::grpc::WorkflowService;
+    use temporalio_common::protos::temporal::api::workflowservice::v1::CountWorkflowExecutionsRequest;
+    let mut client = history::temporal_client(&stack.temporal_address)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let request = CountWorkflowExecutionsRequest {
+            namespace: "default".into(),
+            query: format!("WorkflowId = '{workflow_id}' AND ExecutionStatus = 'ContinuedAsNew'"),
+        };
+        let count = WorkflowService::count_workflow_executions(
+            &mut client,
+            tonic::IntoRequest::into_request(request),
+        )
+        .await
+        .unwrap()
+        .into_inner()
+        .count;
+        if count >= min || std::time::Instant::now() > deadline {
+            return count;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Both the session and its sub-agents roll over (continue-as-new) while
+/// the agents work: a result an agent reports after the session's rollover
+/// reaches the session's new run, a wait in a later turn gets both results,
+/// and every agent's log stays whole and dense across its runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn session_and_agents_roll_over_while_they_work() {
+    let root = vec![
+        Scripted::tool_call(
+            "sp1",
+            "spawn_agent",
+            &json!({"message": "CHILD-R1: quick"}).to_string(),
+        ),
+        Scripted::tool_call(
+            "sp2",
+            "spawn_agent",
+            &json!({"message": "CHILD-R2: slow"}).to_string(),
+        ),
+        Scripted::assistant("started both"),
+        // Turn 2, in the session's next run.
+        Scripted::tool_call(
+            "w1",
+            "wait_agent",
+            r#"{"targets":["{{output:sp1:agent_id}}"],"timeout_ms":120000}"#,
+        ),
+        Scripted::tool_call(
+            "w2",
+            "wait_agent",
+            r#"{"targets":["{{output:sp2:agent_id}}"],"timeout_ms":120000}"#,
+        ),
+        Scripted::assistant("both reported"),
+    ];
+    let fake = FakeModel::start(root).await.unwrap();
+    let mut options = StackOptions::new(fake.base_url());
+    // Every run rolls over at its first turn boundary.
+    options.history_event_budget = 10;
+    let stack = Stack::launch(options).await.unwrap();
+    let mut client = stack.connect().await.unwrap();
+    let shell =
+        |text: &str| json!({ "command": ["bash", "-c", format!("echo {text}")] }).to_string();
+    fake.route(
+        "CHILD-R1",
+        vec![
+            Scripted::tool_call("c1", "shell", &shell("r1")),
+            Scripted::assistant("R1 done"),
+        ],
+    );
+    // R2 answers after the session's first turn has ended and rolled over.
+    let Scripted::Events(slow) = Scripted::assistant("R2 done") else {
+        unreachable!()
+    };
+    fake.route(
+        "CHILD-R2",
+        vec![
+            Scripted::tool_call("c1", "shell", &shell("r2")),
+            Scripted::paced(slow, Duration::from_secs(1)),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (sid, mut events) =
+        open(&mut client, dir.path(), pb::ApprovalPolicy::OnRequest, true).await;
+    session::send(&mut client, &sid, "t1", "start them")
+        .await
+        .unwrap();
+    session::until_turn_complete(&mut events).await.unwrap();
+    let root_workflow = session::get(&mut client, &sid).await.unwrap().workflow_id;
+    assert!(rollovers(&stack, &root_workflow, 1).await >= 1);
+    session::send(&mut client, &sid, "t2", "collect")
+        .await
+        .unwrap();
+    session::until_turn_complete(&mut events).await.unwrap();
+
+    let (a, b) = (
+        output_json(&fake, "sp1")["agent_id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        output_json(&fake, "sp2")["agent_id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    assert_eq!(
+        output_json(&fake, "w1"),
+        json!({"status": {a.clone(): {"completed": "R1 done"}}, "timed_out": false})
+    );
+    assert_eq!(
+        output_json(&fake, "w2"),
+        json!({"status": {b.clone(): {"completed": "R2 done"}}, "timed_out": false})
+    );
+    let session = session::get(&mut client, &sid).await.unwrap();
+    assert!(session.history_rollovers >= 1, "{session:?}");
+    for agent in &session.agents {
+        assert!(
+            rollovers(&stack, &agent.workflow_id, 1).await >= 1,
+            "{} never rolled over",
+            agent.workflow_id
+        );
+        assert_eq!(agent.turns_completed, 1, "{agent:?}");
+    }
+    // Each log whole and dense across its runs.
+    let logs = merged(
+        &mut client,
+        pb::StreamEventsRequest {
+            session_id: sid.clone(),
+            all_agents: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    for (agent, events) in &logs {
+        let expected: Vec<u64> = (1..=events.len() as u64).collect();
+        assert_eq!(offsets(events), expected, "{agent}");
+    }
+    for agent in [&a, &b] {
+        assert!(
+            logs[agent]
+                .iter()
+                .any(|e| matches!(&e.msg, Some(Msg::TurnComplete(_)))),
+            "{agent}: {:?}",
+            logs[agent]
+        );
+    }
+    client
+        .close_session(pb::CloseSessionRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+    agent_closed(&stack, &sid, &a).await;
+    agent_closed(&stack, &sid, &b).await;
+}
