@@ -197,6 +197,9 @@ pub(crate) enum ConfigError {
     Override(String),
     #[error("profile {0:?} is not defined in {1} (no [profiles.{0}])")]
     NoProfile(String, String),
+    /// `[agents]` or `[crews]`: `file: message`.
+    #[error("{0}")]
+    Agents(String),
 }
 
 /// Where a value came from.
@@ -250,6 +253,8 @@ pub(crate) struct Resolved {
     /// The directories `[projects."<path>"] trust_level = "trusted"`
     /// names: only their `.codex/rules` are read.
     pub trusted_projects: Vec<PathBuf>,
+    /// Sub-agent roles, limits and crews (`[agents]`, `[crews]`).
+    pub agents: crate::agents_config::AgentsConfig,
 }
 
 impl Resolved {
@@ -384,9 +389,16 @@ pub(crate) fn resolve(
         trusted_projects: trusted_projects(&root),
         ..Default::default()
     };
+    out.agents = crate::agents_config::parse(&root, path)
+        .map_err(|e| ConfigError::Agents(format!("{label}: {e}")))?;
+    out.not_applied.extend(out.agents.not_applied.clone());
     let mut flat = BTreeMap::new();
     flatten("", &root, &mut flat);
     for (key, value) in &flat {
+        // Read above, as tables.
+        if key.starts_with("agents.") || key.starts_with("crews.") {
+            continue;
+        }
         let source = if overridden
             .iter()
             .any(|o| key == o || key.starts_with(&format!("{o}.")))
@@ -655,6 +667,33 @@ pub(crate) struct SessionParts {
     pub project_doc: Option<pb::ProjectDocOptions>,
     pub rules: Vec<pb::RulesFile>,
     pub config: Vec<pb::ConfigEntry>,
+    pub agent_roles: Vec<pb::AgentRole>,
+    pub agent_limits: Option<pb::AgentLimits>,
+    /// The crews defined (`[crews.<name>]`).
+    pub crews: BTreeMap<String, pb::Crew>,
+    /// The crew the session starts with (`keel run --crew`).
+    pub crew: Option<pb::Crew>,
+}
+
+impl SessionParts {
+    /// Starts the session with crew `name` (and so with
+    /// `features.multi_agent`).
+    pub(crate) fn select_crew(&mut self, name: &str) -> anyhow::Result<()> {
+        let Some(crew) = self.crews.get(name) else {
+            let known: Vec<&str> = self.crews.keys().map(String::as_str).collect();
+            anyhow::bail!(
+                "no crew {name:?} in config.toml ({})",
+                if known.is_empty() {
+                    "it defines none: add [crews.NAME] with members".to_string()
+                } else {
+                    format!("crews: {}", known.join(", "))
+                }
+            );
+        };
+        self.crew = Some(crew.clone());
+        self.features.multi_agent = Some(true);
+        Ok(())
+    }
 }
 
 /// The session's settings from the resolved configuration (flags already
@@ -734,6 +773,10 @@ pub(crate) fn session_parts(
         features,
         project_doc,
         rules,
+        agent_roles: resolved.agents.roles.clone(),
+        agent_limits: resolved.agents.limits,
+        crews: resolved.agents.crews.clone(),
+        crew: None,
         config: resolved
             .entries
             .iter()

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+mod agents_config;
 mod ask;
 mod client;
 mod config;
@@ -125,6 +126,10 @@ enum Command {
         /// Print each event as one JSON object per line.
         #[arg(long)]
         json: bool,
+        /// Start the sub-agents of config.toml's `[crews.NAME]` with the
+        /// new session's first turn (turns `features.multi_agent` on).
+        #[arg(long, value_name = "NAME", conflicts_with = "session")]
+        crew: Option<String>,
         /// What to ask; "-" reads it from stdin.
         #[arg(required = true, value_name = "PROMPT")]
         prompt: Vec<String>,
@@ -365,6 +370,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             config,
             oss,
             json,
+            crew,
             prompt,
         } => {
             let target = resolve_target(
@@ -384,12 +390,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
                             std::env::current_dir().context("cannot read the current directory")?,
                         ),
                     };
-                    Some(config::for_new_session(
-                        &config,
-                        &settings,
-                        &oss,
-                        project.as_deref(),
-                    )?)
+                    let mut parts =
+                        config::for_new_session(&config, &settings, &oss, project.as_deref())?;
+                    if let Some(name) = &crew {
+                        parts.select_crew(name)?;
+                    }
+                    Some(parts)
                 }
             };
             let options = run::RunOptions {

@@ -655,6 +655,9 @@ pub(crate) async fn open_session(api: &mut SessionApi, options: &RunOptions) -> 
                 model_provider: parts.model_provider,
                 base_instructions: parts.base_instructions,
                 name: options.name.clone().unwrap_or_default(),
+                agent_roles: parts.agent_roles,
+                agent_limits: parts.agent_limits,
+                crew: parts.crew,
                 ..Default::default()
             };
             let call = || {

@@ -954,6 +954,187 @@ fn sub_agents(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A crew started by name: `keel run --crew review` starts config.toml's
+/// `[crews.review]` members with the session's first turn, before its first
+/// model call, each with its role — the explorer on its own model and
+/// instructions in a read-only sandbox, the writer asking for more than the
+/// session has and getting the session's (with a warning) — and tells the
+/// session's model who they are.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crew_starts_by_name() -> anyhow::Result<()> {
+    let fake = FakeModel::start(vec![Scripted::assistant("The crew is on it.")]).await?;
+    fake.route(
+        "CHILD-E",
+        vec![
+            Scripted::tool_call(
+                "c1",
+                "shell",
+                r#"{"command":["bash","-c","touch explored.txt"]}"#,
+            ),
+            Scripted::assistant("explored, read-only"),
+        ],
+    );
+    fake.route(
+        "CHILD-W",
+        vec![
+            Scripted::tool_call(
+                "c1",
+                "shell",
+                r#"{"command":["bash","-c","echo written > w.txt"]}"#,
+            ),
+            Scripted::assistant("wrote w.txt"),
+        ],
+    );
+    let stack = Stack::launch(StackOptions::new(fake.base_url())).await?;
+    let keel = Keel::on(&stack, &fake)?;
+    tokio::task::spawn_blocking(move || {
+        crew(&keel, &fake).map_err(|e| {
+            let e = stack.explain(e, "worker");
+            stack.explain(e, "session-api")
+        })
+    })
+    .await?
+}
+
+fn crew(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
+    let config = keel.codex_home.path().join("config.toml");
+    let mut text = std::fs::read_to_string(&config)?;
+    text.push_str(
+        r#"
+[agents.explorer]
+description = "Reads code."
+model = "explorer-model"
+sandbox_mode = "read-only"
+developer_instructions = "EXPLORER-RULES: look, do not touch."
+
+[agents.writer]
+description = "Writes files."
+sandbox_mode = "danger-full-access"
+
+[crews.review]
+members = [
+  { role = "explorer", task = "CHILD-E: map the code" },
+  { role = "writer", task = "CHILD-W: write w.txt" },
+]
+"#,
+    );
+    std::fs::write(&config, text)?;
+    let ws = keel.workspace.path();
+    // An unknown crew: refused before anything starts.
+    let unknown = keel.run(&["run", "--crew", "nope", "hello"])?;
+    ensure!(
+        !unknown.status.success()
+            && unknown
+                .stderr
+                .contains("no crew \"nope\" in config.toml (crews: review)"),
+        "{}",
+        unknown.stderr
+    );
+    let done = keel
+        .run(&["run", "--json", "--crew", "review", "review the change"])?
+        .ok()?;
+    let events = json_lines(&done.stdout)?;
+    let spawned: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "collab_agent_spawn_end")
+        .collect();
+    ensure!(spawned.len() == 2, "{}", done.stdout);
+    ensure!(
+        spawned[0]["call_id"] == "crew-1" && spawned[0]["new_agent_role"] == "explorer",
+        "{spawned:?}"
+    );
+    ensure!(
+        spawned[1]["call_id"] == "crew-2" && spawned[1]["new_agent_role"] == "writer",
+        "{spawned:?}"
+    );
+    let ids: Vec<String> = spawned
+        .iter()
+        .filter_map(|e| e["new_thread_id"].as_str().map(str::to_string))
+        .collect();
+    ensure!(ids.len() == 2, "{spawned:?}");
+    let warning = events
+        .iter()
+        .find(|e| e["type"] == "warning")
+        .context("no warning about the writer's sandbox")?;
+    ensure!(
+        warning["message"].as_str().is_some_and(|m| m.starts_with(
+            "role writer wants sandbox danger-full-access (its parent's is workspace-write)"
+        )),
+        "{warning}"
+    );
+    // The session's first model call came after the crew started, and told
+    // the model who is in it.
+    let requests = fake.requests();
+    let root = requests
+        .iter()
+        .find(|r| {
+            r.input().iter().any(|item| {
+                item["role"] == "user" && item["content"].to_string().contains("review the change")
+            })
+        })
+        .context("the session's model call")?;
+    let listing = root
+        .input()
+        .iter()
+        .find(|item| {
+            item["role"] == "developer" && item["content"].to_string().contains("Crew `review`")
+        })
+        .map(|item| item["content"].to_string())
+        .context("no crew listing in the session's model call")?;
+    ensure!(
+        listing.contains(&format!("- {} (explorer)", ids[0]))
+            && listing.contains(&format!("- {} (writer)", ids[1])),
+        "{listing}"
+    );
+    ensure!(
+        !root.body.to_string().contains("EXPLORER-RULES"),
+        "the session got the role's instructions"
+    );
+    // The members work on: the explorer on its own model and instructions,
+    // read-only; the writer with the session's sandbox.
+    wait_for("both members' answers", PENDING_TIMEOUT, || {
+        let all = fake.requests();
+        let done = |key: &str| {
+            all.iter()
+                .filter(|r| {
+                    r.input().iter().any(|item| {
+                        item["role"] == "user" && item["content"].to_string().contains(key)
+                    })
+                })
+                .count()
+                >= 2
+        };
+        (done("CHILD-E") && done("CHILD-W")).then_some(())
+    })?;
+    let explorer: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.input().iter().any(|item| {
+                item["role"] == "user" && item["content"].to_string().contains("CHILD-E")
+            })
+        })
+        .collect();
+    ensure!(
+        explorer[0].body["model"] == "explorer-model",
+        "{}",
+        explorer[0].body["model"]
+    );
+    ensure!(
+        explorer[0].body.to_string().contains("EXPLORER-RULES"),
+        "no role instructions"
+    );
+    ensure!(
+        !ws.join("explored.txt").exists(),
+        "a read-only agent wrote a file"
+    );
+    ensure!(
+        std::fs::read_to_string(ws.join("w.txt"))? == "written\n",
+        "w.txt"
+    );
+    Ok(())
+}
+
 /// `keel run` at a terminal asks the person and sends the answers: util-linux
 /// `script` gives it a pseudo-terminal, and the test types what a person
 /// would, once the prompt is on the screen.

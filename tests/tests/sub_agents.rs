@@ -1112,3 +1112,138 @@ async fn session_and_agents_roll_over_while_they_work() {
     agent_closed(&stack, &sid, &a).await;
     agent_closed(&stack, &sid, &b).await;
 }
+
+/// Limits on sub-agents are refused with messages that say what to change:
+/// at CreateSession (the configuration) and at `spawn_agent` (the model).
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_are_refused_with_clear_messages() {
+    let root = vec![
+        Scripted::tool_call(
+            "sp1",
+            "spawn_agent",
+            &json!({"message": "CHILD-L1: take a while"}).to_string(),
+        ),
+        Scripted::tool_call(
+            "sp2",
+            "spawn_agent",
+            &json!({"message": "CHILD-L2: never starts"}).to_string(),
+        ),
+        Scripted::tool_call(
+            "sp3",
+            "spawn_agent",
+            &json!({"message": "CHILD-L3: x", "agent_type": "ghost"}).to_string(),
+        ),
+        Scripted::tool_call(
+            "w1",
+            "wait_agent",
+            r#"{"targets":["{{output:sp1:agent_id}}"],"timeout_ms":120000}"#,
+        ),
+        Scripted::assistant("one was enough"),
+    ];
+    let (fake, _stack, mut client) = start(root).await;
+    let Scripted::Events(slow) = Scripted::assistant("L1 done") else {
+        unreachable!()
+    };
+    fake.route(
+        "CHILD-L1",
+        vec![Scripted::paced(slow, Duration::from_millis(500))],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let request = |limits: pb::AgentLimits, crew: Option<pb::Crew>, multi_agent: bool| {
+        pb::CreateSessionRequest {
+            cwd: dir.path().display().to_string(),
+            features: Some(features(multi_agent)),
+            agent_limits: Some(limits),
+            agent_roles: vec![pb::AgentRole {
+                name: "explorer".into(),
+                ..Default::default()
+            }],
+            crew,
+            ..Default::default()
+        }
+    };
+    let refused = |limits, crew, multi_agent| {
+        let mut client = client.clone();
+        let request = request(limits, crew, multi_agent);
+        async move {
+            let status = client.create_session(request).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+            status.message().to_string()
+        }
+    };
+    let limits = |max_threads, max_depth| pb::AgentLimits {
+        max_threads,
+        max_depth,
+    };
+    let crew = |members: &[&str]| {
+        Some(pb::Crew {
+            name: "big".into(),
+            members: members
+                .iter()
+                .map(|role| pb::CrewMember {
+                    role: role.to_string(),
+                    task: String::new(),
+                })
+                .collect(),
+        })
+    };
+    let text = refused(limits(65, 0), None, true).await;
+    assert!(
+        text.contains("agents.max_threads") && text.contains("at most 64"),
+        "{text}"
+    );
+    let text = refused(limits(0, 2), None, true).await;
+    assert!(
+        text.contains("agents.max_depth") && text.contains("one level deep"),
+        "{text}"
+    );
+    let text = refused(
+        limits(2, 0),
+        crew(&["explorer", "default", "explorer"]),
+        true,
+    )
+    .await;
+    assert!(
+        text.contains("has 3 members; agents.max_threads allows 2"),
+        "{text}"
+    );
+    let text = refused(limits(0, 0), crew(&["default"]), false).await;
+    assert!(text.contains("needs features.multi_agent"), "{text}");
+    let text = refused(limits(0, 0), crew(&["boss"]), true).await;
+    assert!(text.contains("unknown role \"boss\""), "{text}");
+
+    // One agent at a time: the second spawn is refused while the first runs.
+    let (sid, mut events) = session::open(&mut client, request(limits(1, 0), None, true))
+        .await
+        .unwrap();
+    session::send(&mut client, &sid, "t1", "spawn two")
+        .await
+        .unwrap();
+    session::until_turn_complete(&mut events).await.unwrap();
+    assert_eq!(
+        output_text(&fake, "sp2"),
+        "collab spawn failed: agent thread limit reached"
+    );
+    assert_eq!(output_text(&fake, "sp3"), "unknown agent_type 'ghost'");
+    let id = output_json(&fake, "sp1")["agent_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        output_json(&fake, "w1"),
+        json!({"status": {id: {"completed": "L1 done"}}, "timed_out": false})
+    );
+    assert!(requests_of(&fake, "CHILD-L2").is_empty());
+    // The roles are offered in spawn_agent's description.
+    let spawn = fake.requests()[0]
+        .tool_spec("spawn_agent")
+        .expect("spawn_agent offered");
+    let described = spawn["parameters"]["properties"]["agent_type"]["description"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        described.ends_with("Available roles:\nexplorer: {\n\n}\ndefault: {\nDefault agent.\n}"),
+        "{described}"
+    );
+}

@@ -185,7 +185,40 @@ pub fn workflow_tools(dynamic: &[DynamicToolDecl], user_input: bool) -> Vec<Tool
 /// guidance (Keel's catalog does not list picker models), its roles are
 /// `default` only, and `wait_agent`'s description does not promise a
 /// notification message (see docs/design/sub-agents.md).
-pub fn collab_tools() -> Vec<ToolSpec> {
+/// `spawn_agent`'s `agent_type` description: the session's roles, then
+/// Codex's built-in `default` (`spawn_tool_spec::build`,
+/// `codex-rs/core/src/agent/role.rs`).
+fn agent_type_description(roles: &[keel_workflow_api::AgentRole]) -> String {
+    let mut text =
+        "Optional type name for the new agent. If omitted, `default` is used.\nAvailable roles:\n"
+            .to_string();
+    let mut entries: Vec<String> = roles
+        .iter()
+        .map(|r| {
+            let locked = match (r.model.is_empty(), r.reasoning_effort.is_empty()) {
+                (false, false) => format!(
+                    "\n- This role's model is set to `{}` and its reasoning effort is set to `{}`. These settings cannot be changed.",
+                    r.model, r.reasoning_effort
+                ),
+                (false, true) => format!(
+                    "\n- This role's model is set to `{}`. This setting cannot be changed.",
+                    r.model
+                ),
+                (true, false) => format!(
+                    "\n- This role's reasoning effort is set to `{}`. This setting cannot be changed.",
+                    r.reasoning_effort
+                ),
+                (true, true) => String::new(),
+            };
+            format!("{}: {{\n{}{locked}\n}}", r.name, r.description)
+        })
+        .collect();
+    entries.push("default: {\nDefault agent.\n}".to_string());
+    text.push_str(&entries.join("\n"));
+    text
+}
+
+pub fn collab_tools(roles: &[keel_workflow_api::AgentRole]) -> Vec<ToolSpec> {
     let items = json!({
         "type": "array",
         "description": "Structured input items. Use this to pass explicit mentions (for example app:// connector paths).",
@@ -211,7 +244,7 @@ pub fn collab_tools() -> Vec<ToolSpec> {
             "properties": {
                 "message": {"type": "string", "description": "Initial plain-text task for the new agent. Use either message or items."},
                 "items": items,
-                "agent_type": {"type": "string", "description": "Optional type name for the new agent. If omitted, `default` is used.\nAvailable roles:\ndefault: {\nDefault agent.\n}"},
+                "agent_type": {"type": "string", "description": agent_type_description(roles)},
                 "fork_context": {"type": "boolean", "description": "When true, fork the current thread history into the new agent before sending the initial prompt. This must be used when you want the new agent to have exactly the same context as you."},
                 "model": {"type": "string", "description": "Optional model override for the new agent. Replaces the inherited model."},
                 "reasoning_effort": {"type": "string", "description": "Optional reasoning effort override for the new agent. Replaces the inherited reasoning effort."}

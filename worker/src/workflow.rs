@@ -753,7 +753,7 @@ impl AgentWorkflow {
                 .as_ref()
                 .is_some_and(|f| f.multi_agent == Some(true));
             if multi_agent && self.input.agent.is_none() {
-                offered.extend(tools::collab_tools());
+                offered.extend(tools::collab_tools(&self.input.agent_roles));
             }
             offered.sort_by(|a, b| a.name.cmp(&b.name));
         }

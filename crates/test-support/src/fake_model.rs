@@ -128,6 +128,16 @@ impl RecordedRequest {
             .unwrap_or_default()
     }
 
+    /// The offered tool named `name`, as sent.
+    pub fn tool_spec(&self, name: &str) -> Option<Value> {
+        self.body
+            .get("tools")
+            .and_then(Value::as_array)?
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some(name))
+            .cloned()
+    }
+
     /// The output sent back for tool call `call_id`: the `function_call_output`
     /// (or `custom_tool_call_output`) item's `output`, as text when it is a
     /// string and as JSON otherwise.

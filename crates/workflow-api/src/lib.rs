@@ -225,6 +225,86 @@ pub struct SessionInput {
     /// of the session's own workflow); `None` for the session's own agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentLink>,
+    /// The roles sub-agents may be started with, besides `default`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agent_roles: Vec<AgentRole>,
+    /// Limits on sub-agents (zeros: the defaults).
+    #[serde(default, skip_serializing_if = "AgentLimits::is_default")]
+    pub agent_limits: AgentLimits,
+    /// Sub-agents to start at the session's first turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crew: Option<Crew>,
+}
+
+/// A kind of sub-agent (`keel.v1.AgentRole`): what it changes of its
+/// parent's settings, never widening them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentRole {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reasoning_effort: String,
+    /// Its developer instructions as a stored developer message, by digest
+    /// (they replace the parent's); empty: the parent's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub developer_instructions_digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_policy: Option<ApprovalPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_mode: Option<SandboxMode>,
+}
+
+/// `keel.v1.AgentLimits`; a zero takes the default.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentLimits {
+    #[serde(default)]
+    pub max_threads: u32,
+    #[serde(default)]
+    pub max_depth: u32,
+}
+
+impl AgentLimits {
+    /// Codex's `DEFAULT_AGENT_MAX_THREADS`.
+    pub const DEFAULT_MAX_THREADS: u32 = 6;
+    /// Codex's `DEFAULT_AGENT_MAX_DEPTH`, and the deepest Keel nests.
+    pub const DEFAULT_MAX_DEPTH: u32 = 1;
+
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    pub fn max_threads(&self) -> u32 {
+        match self.max_threads {
+            0 => Self::DEFAULT_MAX_THREADS,
+            n => n,
+        }
+    }
+
+    pub fn max_depth(&self) -> u32 {
+        match self.max_depth {
+            0 => Self::DEFAULT_MAX_DEPTH,
+            n => n,
+        }
+    }
+}
+
+/// `keel.v1.Crew`: sub-agents started together.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Crew {
+    pub name: String,
+    pub members: Vec<CrewMember>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CrewMember {
+    /// A role's name, or `default`.
+    pub role: String,
+    /// Empty: the first turn's message.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub task: String,
 }
 
 impl SessionInput {

@@ -5,7 +5,7 @@
 
 use keel_policy::Rules;
 use keel_proto::v1 as pb;
-use keel_workflow_api::{ConfigEntry, ProjectDoc, RulesSource, ToolFeatures, WebSearch};
+use keel_workflow_api::{ConfigEntry, ProjectDoc, RulesSource, ToolFeatures, WebSearch, cut_text};
 use tonic::Status;
 
 use crate::errors::invalid;
@@ -206,6 +206,204 @@ pub(crate) fn config(entries: Vec<pb::ConfigEntry>) -> Result<Vec<ConfigEntry>, 
             source: e.source,
         })
         .collect())
+}
+
+/// The most roles a session takes, and the longest role description (both
+/// travel in the session's workflow input).
+const MAX_ROLES: usize = 16;
+const MAX_ROLE_DESCRIPTION: usize = 1024;
+/// The most sub-agents a session may run at once.
+const MAX_THREADS: u32 = 64;
+/// The longest crew task (it travels in the workflow input).
+const MAX_CREW_TASK: usize = 16 * 1024;
+
+/// A role as CreateSession takes it, its developer instructions not yet
+/// stored.
+pub(crate) struct RoleInput {
+    pub role: keel_workflow_api::AgentRole,
+    pub developer_instructions: String,
+}
+
+/// Checks `agent_roles`, `agent_limits` and `crew`.
+pub(crate) fn agents(
+    roles: Vec<pb::AgentRole>,
+    limits: Option<pb::AgentLimits>,
+    crew: Option<pb::Crew>,
+    multi_agent: bool,
+    max_instructions: usize,
+) -> Result<
+    (
+        Vec<RoleInput>,
+        keel_workflow_api::AgentLimits,
+        Option<keel_workflow_api::Crew>,
+    ),
+    Status,
+> {
+    use keel_workflow_api::{AgentLimits, AgentRole, Crew, CrewMember};
+    if roles.len() > MAX_ROLES {
+        return Err(invalid(format!(
+            "agent_roles: {} roles; at most {MAX_ROLES}",
+            roles.len()
+        )));
+    }
+    let mut checked: Vec<RoleInput> = Vec::new();
+    for r in roles {
+        let name = &r.name;
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(format!(
+                "agent_roles: role name {:?} must be 1 to 64 letters, digits, '-' or '_'",
+                cut_text(name, 64).0
+            )));
+        }
+        if name == "default" {
+            return Err(invalid(
+                "agent_roles: `default` is built in (the parent's settings); name the role otherwise",
+            ));
+        }
+        if checked.iter().any(|c| &c.role.name == name) {
+            return Err(invalid(format!(
+                "agent_roles: role {name} is defined twice"
+            )));
+        }
+        if r.description.len() > MAX_ROLE_DESCRIPTION {
+            return Err(invalid(format!(
+                "agent_roles.{name}.description is {} bytes; at most {MAX_ROLE_DESCRIPTION}",
+                r.description.len()
+            )));
+        }
+        if r.developer_instructions.len() > max_instructions {
+            return Err(invalid(format!(
+                "agent_roles.{name}.developer_instructions is {} bytes; at most {max_instructions}",
+                r.developer_instructions.len()
+            )));
+        }
+        crate::settings::check_model(&format!("agent_roles.{name}.model"), &r.model)?;
+        crate::settings::one_of(
+            &format!("agent_roles.{name}.reasoning_effort"),
+            &Some(r.reasoning_effort.clone()),
+            crate::settings::EFFORTS,
+        )?;
+        let approval_policy =
+            crate::settings::approval_policy(r.approval_policy).map_err(|_| {
+                invalid(format!(
+                    "agent_roles.{name}.approval_policy {} is not a known ApprovalPolicy",
+                    r.approval_policy
+                ))
+            })?;
+        let sandbox_mode = match pb::SandboxMode::try_from(r.sandbox_mode) {
+            Ok(pb::SandboxMode::Unspecified) => None,
+            Ok(pb::SandboxMode::ReadOnly) => Some(keel_tool_model::SandboxMode::ReadOnly),
+            Ok(pb::SandboxMode::WorkspaceWrite) => {
+                Some(keel_tool_model::SandboxMode::WorkspaceWrite)
+            }
+            Ok(pb::SandboxMode::DangerFullAccess) => {
+                Some(keel_tool_model::SandboxMode::DangerFullAccess)
+            }
+            Err(_) => {
+                return Err(invalid(format!(
+                    "agent_roles.{name}.sandbox_mode {} is not a known SandboxMode",
+                    r.sandbox_mode
+                )));
+            }
+        };
+        checked.push(RoleInput {
+            role: AgentRole {
+                name: r.name.clone(),
+                description: r.description,
+                model: r.model,
+                reasoning_effort: r.reasoning_effort,
+                developer_instructions_digest: String::new(),
+                approval_policy,
+                sandbox_mode,
+            },
+            developer_instructions: r.developer_instructions,
+        });
+    }
+    let limits = limits.unwrap_or_default();
+    let limits = AgentLimits {
+        max_threads: limits.max_threads,
+        max_depth: limits.max_depth,
+    };
+    if limits.max_threads > MAX_THREADS {
+        return Err(invalid(format!(
+            "agent_limits.max_threads (agents.max_threads) is {}; at most {MAX_THREADS}",
+            limits.max_threads
+        )));
+    }
+    if limits.max_depth > AgentLimits::DEFAULT_MAX_DEPTH {
+        return Err(invalid(format!(
+            "agent_limits.max_depth (agents.max_depth) is {}; Keel runs sub-agents one level deep (at most {})",
+            limits.max_depth,
+            AgentLimits::DEFAULT_MAX_DEPTH
+        )));
+    }
+    let crew = match crew {
+        None => None,
+        Some(crew) => {
+            if !multi_agent {
+                return Err(invalid(format!(
+                    "crew {:?} needs features.multi_agent = true",
+                    cut_text(&crew.name, 64).0
+                )));
+            }
+            if crew.members.is_empty() {
+                return Err(invalid(format!(
+                    "crew {:?} has no members",
+                    cut_text(&crew.name, 64).0
+                )));
+            }
+            let max = limits.max_threads();
+            if crew.members.len() > max as usize {
+                return Err(invalid(format!(
+                    "crew {:?} has {} members; agents.max_threads allows {max}",
+                    cut_text(&crew.name, 64).0,
+                    crew.members.len()
+                )));
+            }
+            let mut members = Vec::new();
+            for m in crew.members {
+                if m.role != "default"
+                    && !m.role.is_empty()
+                    && !checked.iter().any(|c| c.role.name == m.role)
+                {
+                    return Err(invalid(format!(
+                        "crew {:?}: unknown role {:?} (roles: default{})",
+                        cut_text(&crew.name, 64).0,
+                        cut_text(&m.role, 64).0,
+                        checked
+                            .iter()
+                            .map(|c| format!(", {}", c.role.name))
+                            .collect::<String>()
+                    )));
+                }
+                if m.task.len() > MAX_CREW_TASK {
+                    return Err(invalid(format!(
+                        "crew {:?}: a task is {} bytes; at most {MAX_CREW_TASK}",
+                        cut_text(&crew.name, 64).0,
+                        m.task.len()
+                    )));
+                }
+                members.push(CrewMember {
+                    role: if m.role.is_empty() {
+                        "default".into()
+                    } else {
+                        m.role
+                    },
+                    task: m.task,
+                });
+            }
+            Some(Crew {
+                name: cut_text(&crew.name, 64).0,
+                members,
+            })
+        }
+    };
+    Ok((checked, limits, crew))
 }
 
 #[cfg(test)]

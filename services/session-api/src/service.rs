@@ -192,6 +192,17 @@ impl SessionService for SessionApi {
         let mcp_servers = settings::mcp_servers(req.mcp_servers)?;
         let git = settings::git_source(req.git, &req.cwd)?;
         let features = options::features(req.features)?;
+        let multi_agent = features
+            .as_ref()
+            .and_then(|f| f.multi_agent)
+            .unwrap_or(false);
+        let (roles, agent_limits, crew) = options::agents(
+            req.agent_roles,
+            req.agent_limits,
+            req.crew,
+            multi_agent,
+            MAX_DEVELOPER_INSTRUCTIONS_BYTES,
+        )?;
         let project_doc = options::project_doc(req.project_doc)?;
         let rules = options::rules(req.rules)?;
         let config = options::config(req.config)?;
@@ -220,6 +231,20 @@ impl SessionService for SessionApi {
             self.store_item(&key, "developer", &req.developer_instructions)
                 .await?
         };
+        // A role's instructions are stored as the session's are.
+        let mut agent_roles = Vec::with_capacity(roles.len());
+        for options::RoleInput {
+            mut role,
+            developer_instructions,
+        } in roles
+        {
+            if !developer_instructions.is_empty() {
+                role.developer_instructions_digest = self
+                    .store_item(&key, "developer", &developer_instructions)
+                    .await?;
+            }
+            agent_roles.push(role);
+        }
         let input = SessionInput {
             session_id: key.clone(),
             model: req.model,
@@ -247,6 +272,9 @@ impl SessionService for SessionApi {
             forked_from: None,
             // The session's own agent.
             agent: None,
+            agent_roles,
+            agent_limits,
+            crew,
         };
         self.check_open_sessions(&caller).await?;
         self.start_session(&key, &input).await?;

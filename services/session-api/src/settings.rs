@@ -8,7 +8,7 @@ use keel_workflow_api::{
 };
 use tonic::Status;
 
-const EFFORTS: &[&str] = &["", "none", "minimal", "low", "medium", "high", "xhigh"];
+pub(crate) const EFFORTS: &[&str] = &["", "none", "minimal", "low", "medium", "high", "xhigh"];
 const SUMMARIES: &[&str] = &["", "auto", "concise", "detailed", "none"];
 const PERSONALITIES: &[&str] = &["", "none", "friendly", "pragmatic"];
 const MAX_MODEL_LEN: usize = 128;
@@ -66,7 +66,7 @@ pub(crate) fn patch(ctx: Option<pb::TurnContext>) -> Result<Option<ContextPatch>
     Ok((!patch.is_empty()).then_some(patch))
 }
 
-fn one_of(field: &str, value: &Option<String>, allowed: &[&str]) -> Result<(), Status> {
+pub(crate) fn one_of(field: &str, value: &Option<String>, allowed: &[&str]) -> Result<(), Status> {
     match value {
         Some(v) if !allowed.contains(&v.as_str()) => Err(crate::errors::invalid(format!(
             "{field} {v:?} is not one of {}",
@@ -76,7 +76,7 @@ fn one_of(field: &str, value: &Option<String>, allowed: &[&str]) -> Result<(), S
     }
 }
 
-fn approval_policy(raw: i32) -> Result<Option<ApprovalPolicy>, Status> {
+pub(crate) fn approval_policy(raw: i32) -> Result<Option<ApprovalPolicy>, Status> {
     use pb::ApprovalPolicy as P;
     Ok(match P::try_from(raw) {
         Ok(P::Unspecified) => None,

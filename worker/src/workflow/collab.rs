@@ -22,8 +22,9 @@ use std::time::Duration;
 
 use keel_proto::v1 as pb;
 use keel_workflow_api::{
-    AGENT_MESSAGE_LIMIT, AgentEntry, AgentLink, AgentStatus, AgentUpdate, Carried,
-    INLINE_TEXT_LIMIT, SessionInput, UserTurn, agent_workflow_id, cut_text, workflow_id,
+    AGENT_MESSAGE_LIMIT, AgentEntry, AgentLink, AgentStatus, AgentUpdate, ApprovalPolicy, Carried,
+    INLINE_TEXT_LIMIT, SandboxMode, SessionInput, UserTurn, agent_workflow_id, cut_text,
+    workflow_id,
 };
 use pb::event::Msg;
 use serde::Deserialize;
@@ -37,12 +38,6 @@ use super::call::Call;
 use super::{AgentWorkflow, inline_output};
 use crate::activities::AppendItem;
 
-/// Agents open at once in a session (Codex: `DEFAULT_AGENT_MAX_THREADS`,
-/// `codex-rs/core/src/config/mod.rs`).
-pub(crate) const MAX_THREADS: usize = 6;
-/// How deep agents may nest (Codex: `DEFAULT_AGENT_MAX_DEPTH`): the
-/// session's own agent is depth 0, so only it starts agents.
-pub(crate) const MAX_DEPTH: u32 = 1;
 /// What `reasoning_effort` may be (as CreateSession takes it).
 const EFFORTS: [&str; 6] = ["none", "minimal", "low", "medium", "high", "xhigh"];
 /// The longest model slug `spawn_agent` takes (as CreateSession).
@@ -135,9 +130,6 @@ pub(super) async fn spawn_agent(
         Ok(task) => task,
         Err(text) => return output(call, &text),
     };
-    if let Some(role) = args.agent_type.as_deref().filter(|r| *r != "default") {
-        return output(call, &format!("unknown agent_type '{role}'"));
-    }
     if let Some(model) = &args.model
         && (model.len() > MAX_MODEL_LEN || model.chars().any(char::is_control))
     {
@@ -168,9 +160,65 @@ pub(super) async fn spawn_agent(
             "collab tool failed: fork_context is not supported by this version of Keel",
         );
     }
+    let spawn = Spawn {
+        call_id: call.call_id.clone(),
+        task,
+        model: args.model.clone().unwrap_or_default(),
+        reasoning_effort: args.reasoning_effort.clone().unwrap_or_default(),
+        role: args.agent_type.clone().unwrap_or_default(),
+    };
+    match start_agent(ctx, turn_id, spawn).await {
+        Ok(agent_id) => output(
+            call,
+            &json!({"agent_id": agent_id, "nickname": null}).to_string(),
+        ),
+        Err(text) => output(call, &text),
+    }
+}
+
+/// A sub-agent to start: by `spawn_agent`, or as a crew member.
+pub(super) struct Spawn {
+    /// The call that starts it (a crew member's: `crew-<n>`); its first
+    /// turn's id.
+    pub call_id: String,
+    pub task: String,
+    /// Empty: the parent's.
+    pub model: String,
+    pub reasoning_effort: String,
+    /// Empty or `default`: the parent's settings as they are.
+    pub role: String,
+}
+
+/// Starts a sub-agent: checks the role and the limits, then starts its
+/// workflow, with `collab_agent_spawn_begin`/`_end` events in the
+/// session's log. `Err` is the text the model gets (Codex's where Codex has
+/// one).
+pub(super) async fn start_agent(
+    ctx: &mut WorkflowContext<AgentWorkflow>,
+    turn_id: &str,
+    spawn: Spawn,
+) -> Result<String, String> {
+    let role_name = match spawn.role.as_str() {
+        "" | "default" => None,
+        name => Some(name.to_string()),
+    };
+    let role = match &role_name {
+        None => None,
+        Some(name) => match ctx.state(|s| {
+            s.input
+                .agent_roles
+                .iter()
+                .find(|r| &r.name == name)
+                .cloned()
+        }) {
+            Some(role) => Some(role),
+            None => return Err(format!("unknown agent_type '{}'", cut_text(name, 64).0)),
+        },
+    };
     let refusal = ctx.state(|s| {
+        let limits = s.input.agent_limits;
         let depth = s.input.agent.as_ref().map_or(0, |link| link.depth);
-        if depth >= MAX_DEPTH {
+        if depth >= limits.max_depth() {
             return Some("Agent depth limit reached. Solve the task yourself.".to_string());
         }
         // Codex counts agents until they are closed; without close_agent
@@ -181,56 +229,56 @@ pub(super) async fn spawn_agent(
             .iter()
             .filter(|a| !a.status.is_final())
             .count();
-        if open >= MAX_THREADS {
+        if open >= limits.max_threads() as usize {
             return Some("collab spawn failed: agent thread limit reached".to_string());
         }
         None
     });
     if let Some(text) = refusal {
-        return output(call, &text);
+        return Err(text);
     }
     let sender = ctx.state(|s| s.input.client_agent_id().to_string());
-    let (prompt, _) = cut_text(&task, INLINE_TEXT_LIMIT);
-    let (model, effort) = (
-        args.model.clone().unwrap_or_default(),
-        args.reasoning_effort.clone().unwrap_or_default(),
-    );
+    let (prompt, _) = cut_text(&spawn.task, INLINE_TEXT_LIMIT);
     super::emit(
         ctx,
         turn_id,
         Msg::CollabAgentSpawnBegin(pb::CollabAgentSpawnBegin {
-            call_id: call.call_id.clone(),
+            call_id: spawn.call_id.clone(),
             sender_thread_id: sender.clone(),
             prompt: prompt.clone(),
-            model: model.clone(),
-            reasoning_effort: effort.clone(),
+            model: spawn.model.clone(),
+            reasoning_effort: spawn.reasoning_effort.clone(),
         }),
     );
+    let role_shown = role_name.clone().unwrap_or_default();
     let end = |new_thread_id: String, status: AgentStatus| {
         Msg::CollabAgentSpawnEnd(pb::CollabAgentSpawnEnd {
-            call_id: call.call_id.clone(),
+            call_id: spawn.call_id.clone(),
             sender_thread_id: sender.clone(),
             new_thread_id,
             new_agent_nickname: String::new(),
-            new_agent_role: String::new(),
+            new_agent_role: role_shown.clone(),
             prompt: prompt.clone(),
-            model: model.clone(),
-            reasoning_effort: effort.clone(),
+            model: spawn.model.clone(),
+            reasoning_effort: spawn.reasoning_effort.clone(),
             status: Some((&status).into()),
         })
     };
     let agent_id = ctx.uuid4();
-    let (child, child_workflow) = ctx.state(|s| {
-        let child = child_input(s, &agent_id, &call.call_id, task, &args);
+    let (child, child_workflow, narrowed) = ctx.state(|s| {
+        let (child, narrowed) = child_input(s, &agent_id, &spawn, role.as_ref());
         let wf = agent_workflow_id(&s.input.session_id, &agent_id);
-        (child, wf)
+        (child, wf, narrowed)
     });
+    if let Some(text) = narrowed {
+        super::emit(ctx, turn_id, Msg::Warning(pb::Warning { message: text }));
+    }
     ctx.state_mut(|s| {
         s.durable.agents.push(AgentEntry {
             agent_id: agent_id.clone(),
             parent_agent_id: sender.clone(),
             depth: 1,
-            role: String::new(),
+            role: role_shown.clone(),
             status: AgentStatus::PendingInit,
             last_seq: 0,
             usage: Default::default(),
@@ -261,41 +309,133 @@ pub(super) async fn spawn_agent(
                     .map_or(AgentStatus::PendingInit, |a| a.status.clone())
             });
             super::emit(ctx, turn_id, end(agent_id.clone(), status));
-            output(
-                call,
-                &json!({"agent_id": agent_id, "nickname": null}).to_string(),
-            )
+            Ok(agent_id)
         }
         Err(e) => {
             ctx.state_mut(|s| s.durable.agents.retain(|a| a.agent_id != agent_id));
             super::emit(ctx, turn_id, end(String::new(), AgentStatus::NotFound));
-            output(call, &format!("collab spawn failed: {e}"))
+            Err(format!("collab spawn failed: {e}"))
         }
+    }
+}
+
+/// The session's crew (`SessionInput.crew`) starts at its first turn,
+/// before its first model call: each member through [`start_agent`] (call
+/// ids `crew-1`, `crew-2`, …; a member without a task gets the turn's
+/// message), then a developer message telling the model who they are.
+pub(super) async fn start_crew(
+    ctx: &mut WorkflowContext<AgentWorkflow>,
+    turn_id: &str,
+    turn_text: &str,
+) -> Option<AppendItem> {
+    let crew = ctx.state(|s| s.input.crew.clone())?;
+    let mut lines = Vec::new();
+    for (n, member) in crew.members.iter().enumerate() {
+        let task = if member.task.is_empty() {
+            turn_text.to_string()
+        } else {
+            member.task.clone()
+        };
+        let spawn = Spawn {
+            call_id: format!("crew-{}", n + 1),
+            task,
+            model: String::new(),
+            reasoning_effort: String::new(),
+            role: member.role.clone(),
+        };
+        lines.push(match start_agent(ctx, turn_id, spawn).await {
+            Ok(agent_id) => format!("- {agent_id} ({})", member.role),
+            Err(text) => format!("- a {} agent could not start: {text}", member.role),
+        });
+    }
+    let text = format!(
+        "Crew `{}` has started these sub-agents on the task (agent id, role); wait for them with wait_agent:\n{}",
+        crew.name,
+        lines.join("\n")
+    );
+    let item = json!({
+        "type": "message",
+        "role": "developer",
+        "content": [{"type": "input_text", "text": text}],
+    });
+    Some(AppendItem::Inline(item.to_string()))
+}
+
+/// How wide a sandbox is: a sub-agent's is never wider than its parent's.
+fn sandbox_rank(mode: SandboxMode) -> u8 {
+    match mode {
+        SandboxMode::ReadOnly => 0,
+        SandboxMode::WorkspaceWrite => 1,
+        SandboxMode::DangerFullAccess => 2,
     }
 }
 
 /// The sub-agent's input: the session's, as a sub-agent at depth 1, with
 /// the session's setup (tools without MCP's, project context, workspace
-/// lease) and its settings in force now, plus the model and effort the call
-/// asked for.
+/// lease) and its settings in force now, then the model and effort the
+/// spawn asked for, then its role — narrowed to its parent's sandbox, and
+/// under a parent's `untrusted` asking as the parent does. The text says
+/// what the role wanted and did not get.
 fn child_input(
     s: &AgentWorkflow,
     agent_id: &str,
-    call_id: &str,
-    task: String,
-    args: &SpawnArgs,
-) -> SessionInput {
-    let mut settings = s.effective();
-    if let Some(model) = args.model.as_ref().filter(|m| !m.trim().is_empty()) {
-        settings.model = model.clone();
+    spawn: &Spawn,
+    role: Option<&keel_workflow_api::AgentRole>,
+) -> (SessionInput, Option<String>) {
+    let parent = s.effective();
+    let mut settings = parent.clone();
+    if !spawn.model.trim().is_empty() {
+        settings.model = spawn.model.clone();
     }
-    if let Some(effort) = args
-        .reasoning_effort
-        .as_ref()
-        .filter(|e| !e.trim().is_empty())
-    {
-        settings.reasoning_effort = effort.clone();
+    if !spawn.reasoning_effort.trim().is_empty() {
+        settings.reasoning_effort = spawn.reasoning_effort.clone();
     }
+    let mut narrowed = Vec::new();
+    let mut input = s.input.clone();
+    if let Some(role) = role {
+        if !role.model.is_empty() {
+            settings.model = role.model.clone();
+        }
+        if !role.reasoning_effort.is_empty() {
+            settings.reasoning_effort = role.reasoning_effort.clone();
+        }
+        if let Some(mode) = role.sandbox_mode {
+            if sandbox_rank(mode) > sandbox_rank(parent.sandbox.mode) {
+                narrowed.push(format!(
+                    "sandbox {} (its parent's is {})",
+                    mode.as_str(),
+                    parent.sandbox.mode.as_str()
+                ));
+            } else {
+                settings.sandbox.mode = mode;
+            }
+        }
+        if let Some(policy) = role.approval_policy {
+            if parent.approval_policy == ApprovalPolicy::Untrusted
+                && policy != ApprovalPolicy::Untrusted
+            {
+                narrowed.push(format!(
+                    "approval policy {} (its parent asks as untrusted)",
+                    policy.as_str()
+                ));
+            } else {
+                settings.approval_policy = policy;
+            }
+        }
+        if !role.developer_instructions_digest.is_empty() {
+            input.developer_instructions = String::new();
+            input
+                .developer_instructions_digest
+                .clone_from(&role.developer_instructions_digest);
+        }
+    }
+    let narrowed = (!narrowed.is_empty()).then(|| {
+        format!(
+            "role {} wants {}; the agent runs with its parent's instead (a sub-agent is never given more than its parent has)",
+            spawn.role,
+            narrowed.join(" and ")
+        )
+    });
     // No MCP tools: the broker keys parked calls by session and call id,
     // which two agents could share.
     let setup = s.durable.setup.clone().map(|mut setup| {
@@ -303,7 +443,6 @@ fn child_input(
         setup.mcp_servers.clear();
         setup
     });
-    let mut input = s.input.clone();
     input.carried = Some(Carried {
         setup,
         settings: Some(settings),
@@ -317,16 +456,19 @@ fn child_input(
         parent_agent_id: s.input.client_agent_id().to_string(),
         root_workflow_id: workflow_id(&s.input.session_id),
         depth: s.input.agent.as_ref().map_or(0, |link| link.depth) + 1,
-        role: String::new(),
+        role: role.map(|r| r.name.clone()).unwrap_or_default(),
         nickname: String::new(),
-        task,
-        spawn_call_id: call_id.to_string(),
+        task: spawn.task.clone(),
+        spawn_call_id: spawn.call_id.clone(),
     });
     // The client's own tools answer the session's own agent.
     input.dynamic_tools = Vec::new();
     input.name = String::new();
     input.forked_from = None;
-    input
+    // A sub-agent starts no agents (depth 1 is the deepest).
+    input.agent_roles = Vec::new();
+    input.crew = None;
+    (input, narrowed)
 }
 
 /// A sub-agent's first turn: its task, as its first user message.

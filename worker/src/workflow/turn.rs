@@ -65,6 +65,17 @@ pub(super) async fn run_turn(
         );
     });
     upsert_memo(ctx, RunStatus::Running);
+    // A crew starts with the session's first turn (new sessions only: no
+    // session from before crews has one).
+    if ctx.state(|s| {
+        s.input.agent.is_none()
+            && s.input.crew.is_some()
+            && s.durable.turns_completed == 0
+            && s.durable.agents.is_empty()
+    }) && let Some(item) = super::collab::start_crew(ctx, &turn_id, &turn.text_preview).await
+    {
+        ctx.state_mut(|s| s.durable.pending.push(item));
+    }
 
     let mut last_agent_message = String::new();
     let mut turn_usage = Usage::default();
