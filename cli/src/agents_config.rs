@@ -117,6 +117,26 @@ fn apply(role: &mut pb::AgentRole, table: &toml::Table, at: &str) -> Result<(), 
 /// (`config_file`s are relative to its directory).
 pub(crate) fn parse(root: &toml::Table, path: Option<&Path>) -> Result<AgentsConfig, String> {
     let mut out = AgentsConfig::default();
+    // Keel's, top level (Codex reads every other key of [agents] as a role).
+    let max_turns =
+        match root.get("agent_max_turns") {
+            None => None,
+            Some(Value::Integer(n)) => Some(u32::try_from(*n).map_err(|_| {
+                format!("`agent_max_turns` must be a non-negative integer, not {n}")
+            })?),
+            Some(other) => {
+                return Err(format!(
+                    "`agent_max_turns` must be a non-negative integer, not {}",
+                    other.type_str()
+                ));
+            }
+        };
+    if let Some(max_turns) = max_turns {
+        out.limits = Some(pb::AgentLimits {
+            max_turns,
+            ..Default::default()
+        });
+    }
     if let Some(agents) = root.get("agents") {
         let Some(agents) = agents.as_table() else {
             return Err(format!(
@@ -130,6 +150,7 @@ pub(crate) fn parse(root: &toml::Table, path: Option<&Path>) -> Result<AgentsCon
             out.limits = Some(pb::AgentLimits {
                 max_threads: max_threads.unwrap_or(0),
                 max_depth: max_depth.unwrap_or(0),
+                max_turns: max_turns.unwrap_or(0),
             });
         }
         for (name, value) in agents {
@@ -241,6 +262,7 @@ mod tests {
         .unwrap();
         let config = parsed(
             r#"
+agent_max_turns = 4
 [agents]
 max_threads = 3
 [agents.explorer]
@@ -261,7 +283,8 @@ members = [{ role = "explorer", task = "Map it." }, { role = "worker" }]
             config.limits,
             Some(pb::AgentLimits {
                 max_threads: 3,
-                max_depth: 0
+                max_depth: 0,
+                max_turns: 4,
             })
         );
         let explorer = &config.roles[0];

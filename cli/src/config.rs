@@ -396,7 +396,7 @@ pub(crate) fn resolve(
     flatten("", &root, &mut flat);
     for (key, value) in &flat {
         // Read above, as tables.
-        if key.starts_with("agents.") || key.starts_with("crews.") {
+        if key.starts_with("agents.") || key.starts_with("crews.") || key == "agent_max_turns" {
             continue;
         }
         let source = if overridden

@@ -1174,6 +1174,7 @@ async fn limits_are_refused_with_clear_messages() {
     let limits = |max_threads, max_depth| pb::AgentLimits {
         max_threads,
         max_depth,
+        max_turns: 0,
     };
     let crew = |members: &[&str]| {
         Some(pb::Crew {
@@ -1245,5 +1246,133 @@ async fn limits_are_refused_with_clear_messages() {
     assert!(
         described.ends_with("Available roles:\nexplorer: {\n\n}\ndefault: {\nDefault agent.\n}"),
         "{described}"
+    );
+}
+
+/// `send_input` gives an agent its next turn (the agent keeps its
+/// conversation), up to the session's `max_turns` per agent; `close_agent`
+/// ends it and answers its status before, and a closed agent takes no more
+/// input.
+#[tokio::test(flavor = "multi_thread")]
+async fn send_input_and_close_agent() {
+    let target = r#""target":"{{output:sp1:agent_id}}""#;
+    let root = vec![
+        Scripted::tool_call(
+            "sp1",
+            "spawn_agent",
+            &json!({"message": "CHILD-S: first task"}).to_string(),
+        ),
+        Scripted::tool_call(
+            "w1",
+            "wait_agent",
+            r#"{"targets":["{{output:sp1:agent_id}}"],"timeout_ms":120000}"#,
+        ),
+        Scripted::tool_call(
+            "si1",
+            "send_input",
+            &format!(r#"{{{target},"message":"second task"}}"#),
+        ),
+        Scripted::tool_call(
+            "w2",
+            "wait_agent",
+            r#"{"targets":["{{output:sp1:agent_id}}"],"timeout_ms":120000}"#,
+        ),
+        Scripted::tool_call(
+            "si2",
+            "send_input",
+            &format!(r#"{{{target},"message":"third task"}}"#),
+        ),
+        Scripted::tool_call("c1", "close_agent", &format!("{{{target}}}")),
+        Scripted::tool_call(
+            "si3",
+            "send_input",
+            &format!(r#"{{{target},"message":"after close"}}"#),
+        ),
+        Scripted::tool_call(
+            "c2",
+            "close_agent",
+            r#"{"target":"0b7c3f4e-9a52-4c1e-8a6f-2d1f5e9b7a10"}"#,
+        ),
+        Scripted::tool_call("si4", "send_input", &format!("{{{target}}}")),
+        Scripted::assistant("done with it"),
+    ];
+    let (fake, stack, mut client) = start(root).await;
+    fake.route(
+        "CHILD-S",
+        vec![
+            Scripted::assistant("first done"),
+            Scripted::assistant("second done"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (sid, mut events) = session::open(
+        &mut client,
+        pb::CreateSessionRequest {
+            cwd: dir.path().display().to_string(),
+            features: Some(features(true)),
+            agent_limits: Some(pb::AgentLimits {
+                max_turns: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    session::send(&mut client, &sid, "t1", "use one agent twice")
+        .await
+        .unwrap();
+    session::until_turn_complete(&mut events).await.unwrap();
+    let id = output_json(&fake, "sp1")["agent_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        output_json(&fake, "w1"),
+        json!({"status": {id.clone(): {"completed": "first done"}}, "timed_out": false})
+    );
+    let submission = output_json(&fake, "si1");
+    assert!(
+        uuid::Uuid::parse_str(submission["submission_id"].as_str().unwrap()).is_ok(),
+        "{submission}"
+    );
+    assert_eq!(
+        output_json(&fake, "w2"),
+        json!({"status": {id.clone(): {"completed": "second done"}}, "timed_out": false})
+    );
+    // The agent's second turn went on from its first.
+    let child = requests_of(&fake, "CHILD-S");
+    assert_eq!(child.len(), 2);
+    let texts = Value::from(child[1].input().to_vec()).to_string();
+    assert!(
+        texts.contains("first done") && texts.contains("second task"),
+        "{texts}"
+    );
+    assert_eq!(
+        output_text(&fake, "si2"),
+        format!("collab tool failed: agent {id} has used its 2 turns (agent_max_turns)")
+    );
+    assert_eq!(
+        output_json(&fake, "c1"),
+        json!({"previous_status": {"completed": "second done"}})
+    );
+    assert_eq!(
+        output_text(&fake, "si3"),
+        format!("agent with id {id} is closed")
+    );
+    assert_eq!(
+        output_text(&fake, "c2"),
+        "agent with id 0b7c3f4e-9a52-4c1e-8a6f-2d1f5e9b7a10 not found"
+    );
+    assert_eq!(
+        output_text(&fake, "si4"),
+        "Provide one of: message or items"
+    );
+    // Closed: its workflow has ended, before the session's.
+    agent_closed(&stack, &sid, &id).await;
+    let session = session::get(&mut client, &sid).await.unwrap();
+    assert_eq!(
+        session.agents[0].status.as_ref().unwrap().kind,
+        pb::AgentStatusKind::Shutdown as i32
     );
 }

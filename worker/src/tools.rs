@@ -243,7 +243,7 @@ pub fn collab_tools(roles: &[keel_workflow_api::AgentRole]) -> Vec<ToolSpec> {
             "type": "object",
             "properties": {
                 "message": {"type": "string", "description": "Initial plain-text task for the new agent. Use either message or items."},
-                "items": items,
+                "items": items.clone(),
                 "agent_type": {"type": "string", "description": agent_type_description(roles)},
                 "fork_context": {"type": "boolean", "description": "When true, fork the current thread history into the new agent before sending the initial prompt. This must be used when you want the new agent to have exactly the same context as you."},
                 "model": {"type": "string", "description": "Optional model override for the new agent. Replaces the inherited model."},
@@ -267,14 +267,53 @@ pub fn collab_tools(roles: &[keel_workflow_api::AgentRole]) -> Vec<ToolSpec> {
             "additionalProperties": false
         }
     });
+    let send = json!({
+        "type": "function",
+        "name": "send_input",
+        "description": "Send a message to an existing agent. Use interrupt=true to redirect work immediately. You should reuse the agent by send_input if you believe your assigned task is highly dependent on the context of a previous task.",
+        "strict": false,
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "target": {"type": "string", "description": "Agent id to message (from spawn_agent)."},
+                "message": {"type": "string", "description": "Legacy plain-text message to send to the agent. Use either message or items."},
+                "items": items,
+                "interrupt": {"type": "boolean", "description": "When true, stop the agent's current task and handle this immediately. When false (default), queue this message."}
+            },
+            "required": ["target"],
+            "additionalProperties": false
+        }
+    });
+    let close = json!({
+        "type": "function",
+        "name": "close_agent",
+        "description": "Close an agent and any open descendants when they are no longer needed, and return the target agent's previous status before shutdown was requested. Don't keep agents open for too long if they are not needed anymore.",
+        "strict": false,
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "target": {"type": "string", "description": "Agent id to close (from spawn_agent)."}
+            },
+            "required": ["target"],
+            "additionalProperties": false
+        }
+    });
     vec![
         ToolSpec {
             name: "spawn_agent".into(),
             json: spawn.to_string(),
         },
         ToolSpec {
+            name: "send_input".into(),
+            json: send.to_string(),
+        },
+        ToolSpec {
             name: "wait_agent".into(),
             json: wait.to_string(),
+        },
+        ToolSpec {
+            name: "close_agent".into(),
+            json: close.to_string(),
         },
     ]
 }

@@ -26,6 +26,8 @@ pub const REQUEST_USER_INPUT: &str = "request_user_input";
 /// workflow: a sub-agent is a workflow of its own.
 pub const SPAWN_AGENT: &str = "spawn_agent";
 pub const WAIT_AGENT: &str = "wait_agent";
+pub const SEND_INPUT: &str = "send_input";
+pub const CLOSE_AGENT: &str = "close_agent";
 
 /// How a tool's calls are handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +59,7 @@ pub fn family(name: &str) -> Family {
         APPLY_PATCH => Family::ApplyPatch,
         READ_FILE | LIST_DIR | GREP_FILES | VIEW_IMAGE => Family::File,
         UPDATE_PLAN | REQUEST_USER_INPUT => Family::Workflow,
-        SPAWN_AGENT | WAIT_AGENT => Family::Collab,
+        SPAWN_AGENT | WAIT_AGENT | SEND_INPUT | CLOSE_AGENT => Family::Collab,
         _ => Family::Other,
     }
 }

@@ -264,6 +264,9 @@ pub struct AgentLimits {
     pub max_threads: u32,
     #[serde(default)]
     pub max_depth: u32,
+    /// Turns one sub-agent may be given; 0: no limit.
+    #[serde(default)]
+    pub max_turns: u32,
 }
 
 impl AgentLimits {
@@ -886,6 +889,12 @@ pub struct AgentEntry {
     /// Turns it ended.
     #[serde(default)]
     pub turns: u64,
+    /// Turns it was given: its task, then each `send_input`.
+    #[serde(default)]
+    pub inputs: u32,
+    /// Closed by `close_agent` (it shuts down; it takes no more input).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed: bool,
 }
 
 /// A sub-agent's report to its session's workflow (signal `agent_update`):

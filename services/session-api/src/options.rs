@@ -328,6 +328,7 @@ pub(crate) fn agents(
     let limits = AgentLimits {
         max_threads: limits.max_threads,
         max_depth: limits.max_depth,
+        max_turns: limits.max_turns,
     };
     if limits.max_threads > MAX_THREADS {
         return Err(invalid(format!(

@@ -85,7 +85,13 @@ struct SpawnArgs {
 
 /// The task's text, checked as Codex's `parse_collab_input` checks it.
 fn task_text(args: &SpawnArgs) -> Result<String, String> {
-    match (&args.message, &args.items) {
+    input_text(&args.message, &args.items)
+}
+
+/// A collaboration tool's message or items as text, checked as Codex's
+/// `parse_collab_input` checks them.
+fn input_text(message: &Option<String>, items: &Option<Vec<InputItem>>) -> Result<String, String> {
+    match (message, items) {
         (Some(_), Some(_)) => Err("Provide either message or items, but not both".into()),
         (None, None) => Err("Provide one of: message or items".into()),
         (Some(message), None) => {
@@ -113,6 +119,152 @@ fn task_text(args: &SpawnArgs) -> Result<String, String> {
             Ok(parts.join("\n"))
         }
     }
+}
+
+#[derive(Deserialize)]
+struct TargetArgs {
+    target: String,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    items: Option<Vec<InputItem>>,
+    #[serde(default)]
+    interrupt: bool,
+}
+
+/// The session's sub-agent `target` names, or the text the model gets
+/// (Codex's `collab_agent_error` texts).
+fn find_agent(s: &AgentWorkflow, target: &str) -> Result<AgentEntry, String> {
+    if let Err(e) = uuid::Uuid::parse_str(target) {
+        return Err(format!(
+            "invalid agent id {}: {e:?}",
+            cut_text(target, 64).0
+        ));
+    }
+    match s.durable.agents.iter().find(|a| a.agent_id == target) {
+        None => Err(format!("agent with id {target} not found")),
+        Some(a) => Ok(a.clone()),
+    }
+}
+
+/// `send_input`: gives a sub-agent its next turn (queued behind a running
+/// one, or after interrupting it with `interrupt`), as Codex's
+/// `Op::UserInput`; answers `{"submission_id": ...}`.
+pub(super) async fn send_input(
+    ctx: &mut WorkflowContext<AgentWorkflow>,
+    call: &Call,
+) -> AppendItem {
+    let args: TargetArgs = match serde_json::from_str(&call.arguments) {
+        Ok(a) => a,
+        Err(e) => return parse_error(call, &e),
+    };
+    let text = match input_text(&args.message, &args.items) {
+        Ok(text) => text,
+        Err(text) => return output(call, &text),
+    };
+    let found = ctx.state(|s| {
+        let agent = find_agent(s, &args.target)?;
+        if agent.closed || agent.status == AgentStatus::Shutdown {
+            return Err(format!("agent with id {} is closed", agent.agent_id));
+        }
+        let max = s.input.agent_limits.max_turns;
+        if max > 0 && agent.inputs >= max {
+            return Err(format!(
+                "collab tool failed: agent {} has used its {max} turns (agent_max_turns)",
+                agent.agent_id
+            ));
+        }
+        Ok(agent_workflow_id(&s.input.session_id, &agent.agent_id))
+    });
+    let workflow = match found {
+        Ok(workflow) => workflow,
+        Err(text) => return output(call, &text),
+    };
+    if args.interrupt {
+        let _ = ctx
+            .external_workflow(workflow.clone(), None)
+            .signal(
+                AgentWorkflow::interrupt,
+                (),
+                SignalWorkflowOptions::default(),
+            )
+            .await;
+    }
+    let turn = first_turn(&AgentLink {
+        task: text,
+        spawn_call_id: call.call_id.clone(),
+        ..AgentLink::default()
+    });
+    let sent = ctx
+        .external_workflow(workflow, None)
+        .signal(
+            AgentWorkflow::user_turn,
+            turn,
+            SignalWorkflowOptions::default(),
+        )
+        .await;
+    if let Err(e) = sent {
+        return output(call, &format!("collab tool failed: {e}"));
+    }
+    let target = args.target.clone();
+    ctx.state_mut(|s| {
+        if let Some(a) = s.durable.agents.iter_mut().find(|a| a.agent_id == target) {
+            a.inputs += 1;
+            // Working again: a wait must not take the last turn's result.
+            if a.status.is_final() {
+                a.status = AgentStatus::PendingInit;
+            }
+        }
+    });
+    let submission = ctx.uuid4();
+    output(call, &json!({ "submission_id": submission }).to_string())
+}
+
+/// `close_agent`: shuts a sub-agent down (its workflow ends once its turn,
+/// if any, is cancelled); answers `{"previous_status": S}`.
+pub(super) async fn close_agent(
+    ctx: &mut WorkflowContext<AgentWorkflow>,
+    call: &Call,
+) -> AppendItem {
+    let args: TargetArgs = match serde_json::from_str(&call.arguments) {
+        Ok(a) => a,
+        Err(e) => return parse_error(call, &e),
+    };
+    let found = ctx.state(|s| {
+        find_agent(s, &args.target).map(|a| {
+            (
+                a.clone(),
+                agent_workflow_id(&s.input.session_id, &a.agent_id),
+            )
+        })
+    });
+    let (agent, workflow) = match found {
+        Ok(found) => found,
+        Err(text) => return output(call, &text),
+    };
+    if !agent.closed && agent.status != AgentStatus::Shutdown {
+        let sent = ctx
+            .external_workflow(workflow, None)
+            .signal(
+                AgentWorkflow::shutdown,
+                (),
+                SignalWorkflowOptions::default(),
+            )
+            .await;
+        if let Err(e) = sent {
+            return output(call, &format!("collab tool failed: {e}"));
+        }
+        let target = agent.agent_id.clone();
+        ctx.state_mut(|s| {
+            if let Some(a) = s.durable.agents.iter_mut().find(|a| a.agent_id == target) {
+                a.closed = true;
+            }
+        });
+    }
+    output(
+        call,
+        &json!({ "previous_status": agent.status }).to_string(),
+    )
 }
 
 /// `spawn_agent`: starts a sub-agent on its task and answers
@@ -283,6 +435,8 @@ pub(super) async fn start_agent(
             last_seq: 0,
             usage: Default::default(),
             turns: 0,
+            inputs: 1,
+            closed: false,
         })
     });
     let options = ChildWorkflowOptions::builder()

@@ -327,6 +327,8 @@ mod tests {
                     ..Usage::default()
                 },
                 turns: 1,
+                inputs: 1,
+                closed: false,
             }],
             agent_seq: 3,
         }

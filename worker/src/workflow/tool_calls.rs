@@ -88,6 +88,12 @@ async fn dispatch(
         Family::Collab if call.name == keel_tool_model::names::SPAWN_AGENT => {
             collab::spawn_agent(ctx, turn.id, call).await
         }
+        Family::Collab if call.name == keel_tool_model::names::SEND_INPUT => {
+            collab::send_input(ctx, call).await
+        }
+        Family::Collab if call.name == keel_tool_model::names::CLOSE_AGENT => {
+            collab::close_agent(ctx, call).await
+        }
         Family::Collab => collab::wait_agent(ctx, turn.id, call).await,
         Family::ApplyPatch => {
             let source = ctx.state(|s| PatchSource::tool(call, cwd(s)));
