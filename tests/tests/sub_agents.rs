@@ -548,11 +548,11 @@ async fn deleting_a_session_deletes_its_agents() {
     }
 }
 
-/// kill -9 of the worker while three sub-agents each run a command: every
-/// agent finishes, every command ran exactly once, and the session's agent
-/// gets every result.
-#[tokio::test(flavor = "multi_thread")]
-async fn three_agents_survive_a_worker_kill() {
+/// kill -9 of `component` (then a restart) while three sub-agents each run
+/// a command: every agent finishes, every command ran exactly once, and
+/// the session's agent gets every result (a tool-runner's death is reported
+/// as the loss of the running command, never run again).
+async fn three_agents_survive_a_kill(component: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mut root = Vec::new();
     for i in 1..=3 {
@@ -603,8 +603,8 @@ async fn three_agents_survive_a_worker_kill() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stack.kill("keel-worker").unwrap();
-    stack.restart("keel-worker").unwrap();
+    stack.kill(component).unwrap();
+    stack.restart(component).unwrap();
 
     let mut client = stack.connect().await.unwrap();
     let mut events = session::follow(&mut client, &sid, 0, false).await.unwrap();
@@ -621,10 +621,38 @@ async fn three_agents_survive_a_worker_kill() {
         );
         let child = requests_of(&fake, &format!("CHILD-{i}"));
         let out = child.last().unwrap().function_call_output("c1").unwrap();
-        assert!(out.contains(&format!("finished {i}")), "{out}");
+        if component == "keel-tool-runner" {
+            // Its processes died with it: the loss is reported, never a rerun.
+            assert!(
+                out.contains("the tool-runner restarted while this command was running"),
+                "{out}"
+            );
+        } else {
+            assert!(out.contains(&format!("finished {i}")), "{out}");
+        }
     }
     let offsets: Vec<u64> = seen.iter().map(|e| e.offset).collect();
     assert_eq!(offsets, (1..=offsets.len() as u64).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_agents_survive_a_worker_kill() {
+    three_agents_survive_a_kill("keel-worker").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_agents_survive_a_tool_runner_kill() {
+    three_agents_survive_a_kill("keel-tool-runner").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_agents_survive_a_model_proxy_kill() {
+    three_agents_survive_a_kill("keel-model-proxy").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_agents_survive_a_session_api_kill() {
+    three_agents_survive_a_kill("keel-session-api").await;
 }
 
 /// Every event of a StreamEvents `all_agents` response, by agent, in the
