@@ -61,13 +61,17 @@ fn check(input: &Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Replaces `from` where it starts a line right after StreamEventsRequest's
+/// comment on `after_offset` (other messages have an `after_offset` too).
 fn replace_once(text: String, from: &str, to: &str) -> String {
+    const ANCHOR: &str = "after_offset = N and misses nothing.\n";
+    let (from, to) = (format!("{ANCHOR}{from}"), format!("{ANCHOR}{to}"));
     assert_eq!(
-        text.matches(from).count(),
+        text.matches(&from).count(),
         1,
         "{from:?} once in session.proto"
     );
-    text.replacen(from, to, 1)
+    text.replacen(&from, &to, 1)
 }
 
 #[test]
@@ -190,10 +194,10 @@ fn fields_added_after_the_base_are_kept_too() {
     // Renaming the new field breaks JSON clients of the second commit,
     // though the base never had it.
     let text = std::fs::read_to_string(&session).unwrap();
-    std::fs::write(
-        &session,
-        replace_once(text, "string note = 99;", "string remark = 99;"),
-    )
+    std::fs::write(&session, {
+        assert_eq!(text.matches("string note = 99;").count(), 1);
+        text.replacen("string note = 99;", "string remark = 99;", 1)
+    })
     .unwrap();
     let (ok, out) = check();
     assert!(!ok, "{out}");

@@ -1397,10 +1397,61 @@ async fn send_input_and_close_agent() {
         "Provide one of: message or items"
     );
     // Closed: its workflow has ended, before the session's.
-    agent_closed(&stack, &sid, &id).await;
+    let agent_workflow = agent_closed(&stack, &sid, &id).await;
     let session = session::get(&mut client, &sid).await.unwrap();
     assert_eq!(
         session.agents[0].status.as_ref().unwrap().kind,
         pb::AgentStatusKind::Shutdown as i32
     );
+    // A client may follow one agent: its two turns, then its shutdown.
+    let one = merged(
+        &mut client,
+        pb::StreamEventsRequest {
+            session_id: sid.clone(),
+            agent_id: id.clone(),
+            follow: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(one.keys().collect::<Vec<_>>(), [&id]);
+    let turns: Vec<&str> = one[&id]
+        .iter()
+        .filter_map(|e| match &e.msg {
+            Some(Msg::TurnComplete(t)) => Some(t.last_agent_message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(turns, ["first done", "second done"]);
+    assert!(matches!(
+        one[&id].last().and_then(|e| e.msg.as_ref()),
+        Some(Msg::ShutdownComplete(_))
+    ));
+    let wrong = client
+        .stream_events(pb::StreamEventsRequest {
+            session_id: sid.clone(),
+            agent_id: id.clone(),
+            all_agents: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), tonic::Code::InvalidArgument, "{wrong}");
+    // For the replay tests: a session that gave an agent a second turn and
+    // closed it, and that agent.
+    client
+        .close_session(pb::CloseSessionRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap();
+    history::record_closed(&stack.temporal_address, &sid, "sub_agent_inputs_closed")
+        .await
+        .unwrap();
+    let temporal = history::temporal_client(&stack.temporal_address)
+        .await
+        .unwrap();
+    history::record_workflow(&temporal, &agent_workflow, "sub_agent_two_turns_closed")
+        .await
+        .unwrap();
 }

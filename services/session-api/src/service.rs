@@ -433,7 +433,8 @@ impl SessionService for SessionApi {
         let key = session_key(&caller, &req.session_id);
         // Fail fast on an unknown session or a future offset.
         let (state, _) = self.state(&key).await?;
-        if req.after_offset > state.last_event_offset {
+        let own_log = req.agent_id.is_empty() || req.agent_id == req.session_id;
+        if own_log && req.after_offset > state.last_event_offset {
             return Err(errors::status(
                 tonic::Code::OutOfRange,
                 "offset_out_of_range",
@@ -446,6 +447,26 @@ impl SessionService for SessionApi {
         if !req.all_agents && !req.agent_offsets.is_empty() {
             return Err(errors::invalid("agent_offsets needs all_agents"));
         }
+        // One sub-agent's log.
+        let agent = match req.agent_id.as_str() {
+            "" => None,
+            id if id == req.session_id => None,
+            _ if req.all_agents => {
+                return Err(errors::invalid(
+                    "agent_id streams one agent; all_agents streams them all: set one of them",
+                ));
+            }
+            id => match state.agents.iter().find(|a| a.agent_id == id) {
+                Some(a) => Some(events::Log::agent(&key, &a.agent_id, &a.parent_agent_id)),
+                None => {
+                    return Err(errors::invalid(format!(
+                        "session {} has no agent {}",
+                        req.session_id,
+                        api::cut_text(id, 64).0
+                    )));
+                }
+            },
+        };
         let mut offsets = std::collections::BTreeMap::new();
         for o in &req.agent_offsets {
             let Some(agent) = state.agents.iter().find(|a| a.agent_id == o.agent_id) else {
@@ -466,7 +487,15 @@ impl SessionService for SessionApi {
             }
         }
         let slot = self.tenants.open_stream(&caller.tenant)?;
-        let stream: Self::StreamEventsStream = if req.all_agents {
+        let stream: Self::StreamEventsStream = if let Some(log) = agent {
+            Box::pin(events::stream(
+                self.clone(),
+                log,
+                req.after_offset,
+                req.follow,
+                false,
+            ))
+        } else if req.all_agents {
             let known = state
                 .agents
                 .iter()
