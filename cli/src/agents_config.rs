@@ -5,7 +5,8 @@
 //! `[agents.<role>]` with `description` and `config_file` (a config layer,
 //! relative to the config.toml defining it) — of which Keel applies
 //! `model`, `model_reasoning_effort`, `developer_instructions`,
-//! `approval_policy` and `sandbox_mode`. Keel also takes those keys written
+//! `approval_policy` and `sandbox_mode`, and Keel's `disabled_tools` (tool
+//! names the role's agents are not offered). Keel also takes those keys written
 //! in `[agents.<role>]` itself (they win over the file's); Codex ignores them
 //! there. Crews are Keel's own (`[crews.<name>]`, which Codex ignores):
 //!
@@ -24,12 +25,14 @@ use keel_proto::v1 as pb;
 use toml::Value;
 
 /// The role keys Keel applies, in a role table or its `config_file`.
-const ROLE_KEYS: [&str; 5] = [
+const ROLE_KEYS: [&str; 6] = [
     "model",
     "model_reasoning_effort",
     "developer_instructions",
     "approval_policy",
     "sandbox_mode",
+    // Keel's: tools the role's agents are not offered.
+    "disabled_tools",
 ];
 
 /// What config.toml says about sub-agents.
@@ -109,6 +112,24 @@ fn apply(role: &mut pb::AgentRole, table: &toml::Table, at: &str) -> Result<(), 
     }
     if let Some(v) = text(table, "sandbox_mode", at)? {
         role.sandbox_mode = sandbox_mode(v, at)? as i32;
+    }
+    match table.get("disabled_tools") {
+        None => {}
+        Some(Value::Array(names)) => {
+            role.disabled_tools = names
+                .iter()
+                .map(|n| {
+                    n.as_str().map(str::to_string).ok_or_else(|| {
+                        format!("`{at}.disabled_tools` must be an array of tool names")
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        Some(_) => {
+            return Err(format!(
+                "`{at}.disabled_tools` must be an array of tool names"
+            ));
+        }
     }
     Ok(())
 }

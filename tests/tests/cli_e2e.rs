@@ -1006,6 +1006,7 @@ description = "Reads code."
 model = "explorer-model"
 sandbox_mode = "read-only"
 developer_instructions = "EXPLORER-RULES: look, do not touch."
+disabled_tools = ["update_plan"]
 
 [agents.writer]
 description = "Writes files."
@@ -1119,6 +1120,26 @@ members = [
         explorer[0].body["model"] == "explorer-model",
         "{}",
         explorer[0].body["model"]
+    );
+    // Its role took update_plan away; the writer's did not.
+    ensure!(
+        !explorer[0].tool_names().iter().any(|n| n == "update_plan"),
+        "{:?}",
+        explorer[0].tool_names()
+    );
+    let writer = fake
+        .requests()
+        .into_iter()
+        .find(|r| {
+            r.input().iter().any(|item| {
+                item["role"] == "user" && item["content"].to_string().contains("CHILD-W")
+            })
+        })
+        .context("the writer's model call")?;
+    ensure!(
+        writer.tool_names().iter().any(|n| n == "update_plan"),
+        "{:?}",
+        writer.tool_names()
     );
     ensure!(
         explorer[0].body.to_string().contains("EXPLORER-RULES"),

@@ -396,7 +396,9 @@ async fn collaboration_refusals() {
 /// session's owner: under `untrusted` its command waits for an answer,
 /// GetSession lists the request under the agent, and Respond answers it
 /// (routed to the agent with or without its id). Denied, the command never
-/// runs, the agent's model is told, and the agent reports back.
+/// runs and the agent's model is told; the agent's question
+/// (`request_user_input`) is answered the same way, and the agent reports
+/// back.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sub_agents_request_is_answered_through_its_session() {
     let root = vec![
@@ -420,6 +422,20 @@ async fn a_sub_agents_request_is_answered_through_its_session() {
                 "c1",
                 "shell",
                 &json!({"command": ["bash", "-c", "touch marker"]}).to_string(),
+            ),
+            Scripted::tool_call(
+                "q1",
+                "request_user_input",
+                &json!({"questions": [{
+                    "id": "why",
+                    "header": "Why",
+                    "question": "Why not?",
+                    "options": [
+                        {"label": "Policy", "description": "rules"},
+                        {"label": "Taste", "description": "style"}
+                    ]
+                }]})
+                .to_string(),
             ),
             Scripted::assistant("not allowed to touch the marker"),
         ],
@@ -462,19 +478,46 @@ async fn a_sub_agents_request_is_answered_through_its_session() {
     assert_eq!(wrong.code(), tonic::Code::FailedPrecondition, "{wrong}");
     // Without the agent's id: routed to the one agent asking it.
     client.respond(deny("")).await.unwrap();
+    // Then its question, listed and answered the same way.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let session = session::get(&mut client, &sid).await.unwrap();
+        if let Some(r) = session.pending_requests.first() {
+            assert_eq!(r.request_id, "q1");
+            assert_eq!(r.agent_id, id);
+            assert_eq!(r.kind, pb::PendingRequestKind::UserInput as i32);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no question came");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answers = pb::UserInputAnswer {
+        answers: [(
+            "why".to_string(),
+            pb::QuestionAnswer {
+                answers: vec!["Policy".into()],
+            },
+        )]
+        .into(),
+    };
+    client
+        .respond(pb::RespondRequest {
+            session_id: sid.clone(),
+            request_id: "q1".into(),
+            answer: Some(pb::respond_request::Answer::UserInput(answers)),
+            agent_id: id.clone(),
+        })
+        .await
+        .unwrap();
     let seen = session::until_turn_complete(&mut events).await.unwrap();
 
     let child = requests_of(&fake, "CHILD-U");
-    assert_eq!(child.len(), 2);
+    assert_eq!(child.len(), 3);
     let denied = child[1].function_call_output("c1").unwrap();
     assert!(denied.contains("rejected by user"), "{denied}");
     assert!(!dir.path().join("marker").exists());
-    // Nor is a sub-agent offered request_user_input (yet).
-    let offered = child[0].tool_names();
-    assert!(
-        !offered.iter().any(|n| n == "request_user_input"),
-        "{offered:?}"
-    );
+    let answered = child[2].function_call_output("q1").unwrap();
+    assert!(answered.contains("Policy"), "{answered}");
     // The session's own log has no request: it was the agent's.
     assert!(
         !seen

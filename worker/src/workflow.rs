@@ -743,10 +743,9 @@ impl AgentWorkflow {
             None => tools::legacy_tools(),
         };
         if self.approvals {
-            offered.extend(tools::workflow_tools(
-                &self.input.dynamic_tools,
-                self.input.agent.is_none(),
-            ));
+            // A sub-agent asks its questions of the session's owner, as it
+            // asks for approvals (it has no dynamic tools).
+            offered.extend(tools::workflow_tools(&self.input.dynamic_tools, true));
             let multi_agent = self
                 .input
                 .features
@@ -756,6 +755,10 @@ impl AgentWorkflow {
                 offered.extend(tools::collab_tools(&self.input.agent_roles));
             }
             offered.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        // A sub-agent's role may take tools away (never add them).
+        if let Some(link) = &self.input.agent {
+            offered.retain(|t| !link.disabled_tools.contains(&t.name));
         }
         offered
     }

@@ -255,6 +255,9 @@ pub struct AgentRole {
     pub approval_policy: Option<ApprovalPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox_mode: Option<SandboxMode>,
+    /// Tools its agents are not offered (by name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disabled_tools: Vec<String>,
 }
 
 /// `keel.v1.AgentLimits`; a zero takes the default.
@@ -364,6 +367,9 @@ pub struct AgentLink {
     /// The call that started it (the first turn's id).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub spawn_call_id: String,
+    /// Tools its role takes away (by name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disabled_tools: Vec<String>,
 }
 
 pub use keel_tool_model::{MAX_AGENT_ID_LEN, valid_agent_id};

@@ -311,6 +311,19 @@ pub(crate) fn agents(
                 )));
             }
         };
+        if r.disabled_tools.len() > 64
+            || r.disabled_tools.iter().any(|t| {
+                t.is_empty()
+                    || t.len() > 128
+                    || !t
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            })
+        {
+            return Err(invalid(format!(
+                "agent_roles.{name}.disabled_tools: at most 64 tool names of letters, digits, '-', '_' or '.'"
+            )));
+        }
         checked.push(RoleInput {
             role: AgentRole {
                 name: r.name.clone(),
@@ -320,6 +333,7 @@ pub(crate) fn agents(
                 developer_instructions_digest: String::new(),
                 approval_policy,
                 sandbox_mode,
+                disabled_tools: r.disabled_tools,
             },
             developer_instructions: r.developer_instructions,
         });

@@ -11,8 +11,9 @@
 //! log (clients read it with the session's, `StreamEventsRequest.
 //! all_agents`, from the `collab_agent_spawn_end` event on). Its approvals
 //! are its own pending requests: session-api lists them with the session's
-//! and routes answers and interrupts to it. It is offered neither
-//! `request_user_input`, the client's dynamic tools nor MCP tools.
+//! and routes answers and interrupts to it (its `request_user_input`
+//! questions too). It is offered neither the client's dynamic tools nor MCP
+//! tools, nor what its role takes away.
 //!
 //! What this version does not do yet (docs/design/sub-agents.md): the other
 //! collaboration tools (`send_input`, `close_agent`, `resume_agent`),
@@ -614,6 +615,7 @@ fn child_input(
         nickname: String::new(),
         task: spawn.task.clone(),
         spawn_call_id: spawn.call_id.clone(),
+        disabled_tools: role.map(|r| r.disabled_tools.clone()).unwrap_or_default(),
     });
     // The client's own tools answer the session's own agent.
     input.dynamic_tools = Vec::new();
