@@ -1209,7 +1209,28 @@ async fn limits_are_refused_with_clear_messages() {
             "wait_agent",
             r#"{"targets":["{{output:sp1:agent_id}}"],"timeout_ms":120000}"#,
         ),
-        Scripted::assistant("one was enough"),
+        // Finished but not closed: it still holds its place.
+        Scripted::tool_call(
+            "sp4",
+            "spawn_agent",
+            &json!({"message": "CHILD-L4: never starts"}).to_string(),
+        ),
+        Scripted::tool_call(
+            "c1",
+            "close_agent",
+            r#"{"target":"{{output:sp1:agent_id}}"}"#,
+        ),
+        Scripted::tool_call(
+            "sp5",
+            "spawn_agent",
+            &json!({"message": "CHILD-L5: after the close"}).to_string(),
+        ),
+        Scripted::tool_call(
+            "w5",
+            "wait_agent",
+            r#"{"targets":["{{output:sp5:agent_id}}"],"timeout_ms":120000}"#,
+        ),
+        Scripted::assistant("one at a time"),
     ];
     let (fake, _stack, mut client) = start(root).await;
     let Scripted::Events(slow) = Scripted::assistant("L1 done") else {
@@ -1219,6 +1240,7 @@ async fn limits_are_refused_with_clear_messages() {
         "CHILD-L1",
         vec![Scripted::paced(slow, Duration::from_millis(500))],
     );
+    fake.route("CHILD-L5", vec![Scripted::assistant("L5 done")]);
     let dir = tempfile::tempdir().unwrap();
     let request = |limits: pb::AgentLimits, crew: Option<pb::Crew>, multi_agent: bool| {
         pb::CreateSessionRequest {
@@ -1259,9 +1281,9 @@ async fn limits_are_refused_with_clear_messages() {
                 .collect(),
         })
     };
-    let text = refused(limits(65, 0), None, true).await;
+    let text = refused(limits(33, 0), None, true).await;
     assert!(
-        text.contains("agents.max_threads") && text.contains("at most 64"),
+        text.contains("agents.max_threads") && text.contains("at most 32"),
         "{text}"
     );
     let text = refused(limits(0, 2), None, true).await;
@@ -1306,6 +1328,19 @@ async fn limits_are_refused_with_clear_messages() {
         json!({"status": {id: {"completed": "L1 done"}}, "timed_out": false})
     );
     assert!(requests_of(&fake, "CHILD-L2").is_empty());
+    assert_eq!(
+        output_text(&fake, "sp4"),
+        "collab spawn failed: agent thread limit reached"
+    );
+    assert!(requests_of(&fake, "CHILD-L4").is_empty());
+    let l5 = output_json(&fake, "sp5")["agent_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        output_json(&fake, "w5"),
+        json!({"status": {l5: {"completed": "L5 done"}}, "timed_out": false})
+    );
     // The roles are offered in spawn_agent's description.
     let spawn = fake.requests()[0]
         .tool_spec("spawn_agent")

@@ -349,18 +349,20 @@ pub(crate) fn merged(
     live: bool,
 ) -> impl Stream<Item = Result<Response, Status>> + Send {
     use futures::StreamExt as _;
-    type Part = futures::stream::BoxStream<'static, (bool, Result<Response, Status>)>;
+    // Each part names its agent (`None`: the session's own log).
+    type Part = futures::stream::BoxStream<'static, (Option<String>, Result<Response, Status>)>;
     async_stream::try_stream! {
         let mut parts: futures::stream::SelectAll<Part> = futures::stream::SelectAll::new();
         let mut followed = std::collections::BTreeSet::new();
         let agent_part = |agent_id: &str, parent: &str, after: u64| -> Part {
+            let agent = Some(agent_id.to_string());
             stream(api.clone(), Log::agent(&key, agent_id, parent), after, follow, false)
-                .map(|r| (true, r))
+                .map(move |r| (agent.clone(), r))
                 .boxed()
         };
         parts.push(
             stream(api.clone(), Log::session(&key), after, follow, live)
-                .map(|r| (false, r))
+                .map(|r| (None, r))
                 .boxed(),
         );
         for (agent_id, parent) in &known {
@@ -369,13 +371,19 @@ pub(crate) fn merged(
                 parts.push(agent_part(agent_id, parent, after));
             }
         }
-        while let Some((is_agent, item)) = parts.next().await {
-            let response = match item {
-                Ok(response) => response,
-                Err(status) if is_agent && status.code() == tonic::Code::NotFound => continue,
-                Err(status) => Err(status)?,
+        while let Some((agent, item)) = parts.next().await {
+            let response = match (item, &agent) {
+                (Ok(response), _) => response,
+                // Gone (deleted), or not started yet (the session lists an
+                // agent just before its workflow starts): its spawn event
+                // may follow it again.
+                (Err(status), Some(agent)) if status.code() == tonic::Code::NotFound => {
+                    followed.remove(agent);
+                    continue;
+                }
+                (Err(status), _) => Err(status)?,
             };
-            if !is_agent
+            if agent.is_none()
                 && let Some(pb::stream_events_response::Kind::Event(e)) = &response.kind
                 && let Some(pb::event::Msg::CollabAgentSpawnEnd(end)) = &e.msg
                 && !end.new_thread_id.is_empty()

@@ -212,8 +212,9 @@ pub(crate) fn config(entries: Vec<pb::ConfigEntry>) -> Result<Vec<ConfigEntry>, 
 /// travel in the session's workflow input).
 const MAX_ROLES: usize = 16;
 const MAX_ROLE_DESCRIPTION: usize = 1024;
-/// The most sub-agents a session may run at once.
-const MAX_THREADS: u32 = 64;
+/// The most sub-agents a session may run at once (as many as it may start
+/// in all).
+const MAX_THREADS: u32 = 32;
 /// The longest crew task (it travels in the workflow input).
 const MAX_CREW_TASK: usize = 16 * 1024;
 

@@ -459,11 +459,15 @@ impl SessionService for SessionApi {
             id => match state.agents.iter().find(|a| a.agent_id == id) {
                 Some(a) => Some(events::Log::agent(&key, &a.agent_id, &a.parent_agent_id)),
                 None => {
-                    return Err(errors::invalid(format!(
-                        "session {} has no agent {}",
-                        req.session_id,
-                        api::cut_text(id, 64).0
-                    )));
+                    return Err(errors::status(
+                        tonic::Code::InvalidArgument,
+                        "agent_not_found",
+                        format!(
+                            "session {} has no agent {}",
+                            req.session_id,
+                            api::cut_text(id, 64).0
+                        ),
+                    ));
                 }
             },
         };

@@ -15,17 +15,16 @@
 //! questions too). It is offered neither the client's dynamic tools nor MCP
 //! tools, nor what its role takes away.
 //!
-//! What this version does not do yet (docs/design/sub-agents.md): the other
-//! collaboration tools (`send_input`, `close_agent`, `resume_agent`),
-//! roles, nested agents, and sub-agents' live deltas.
+//! What this version does not do yet (docs/design/sub-agents.md):
+//! `resume_agent`, nested agents, and sub-agents' live deltas.
 
 use std::time::Duration;
 
 use keel_proto::v1 as pb;
 use keel_workflow_api::{
     AGENT_MESSAGE_LIMIT, AgentEntry, AgentLink, AgentStatus, AgentUpdate, ApprovalPolicy, Carried,
-    INLINE_TEXT_LIMIT, SandboxMode, SessionInput, UserTurn, agent_workflow_id, cut_text,
-    workflow_id,
+    ContextPatch, INLINE_TEXT_LIMIT, SandboxMode, SandboxSettings, SessionInput, TurnSettings,
+    UserTurn, agent_workflow_id, cut_text, workflow_id,
 };
 use pb::event::Msg;
 use serde::Deserialize;
@@ -43,6 +42,9 @@ use crate::activities::AppendItem;
 const EFFORTS: [&str; 6] = ["none", "minimal", "low", "medium", "high", "xhigh"];
 /// The longest model slug `spawn_agent` takes (as CreateSession).
 const MAX_MODEL_LEN: usize = 128;
+/// Sub-agents one session may start in all (each registry entry may keep a
+/// 16 KiB final message, and the registry is carried across rollovers).
+const MAX_AGENTS_PER_SESSION: usize = 32;
 /// `wait_agent`'s output carries at most this much of the agents' final
 /// messages together (each cut to its share): the output stays in the
 /// session's history, and a model may wait again and again in one turn.
@@ -175,10 +177,27 @@ pub(super) async fn send_input(
                 agent.agent_id
             ));
         }
-        Ok(agent_workflow_id(&s.input.session_id, &agent.agent_id))
+        // The turn runs with the parent's sandbox and approval policy as
+        // they are now (narrowed by the agent's role), not as they were at
+        // the spawn.
+        let role = s
+            .input
+            .agent_roles
+            .iter()
+            .find(|r| !agent.role.is_empty() && r.name == agent.role);
+        let (approval_policy, sandbox, _) = narrow(&s.effective(), role);
+        let context = ContextPatch {
+            approval_policy: Some(approval_policy),
+            sandbox: Some(sandbox),
+            ..ContextPatch::default()
+        };
+        Ok((
+            agent_workflow_id(&s.input.session_id, &agent.agent_id),
+            context,
+        ))
     });
-    let workflow = match found {
-        Ok(workflow) => workflow,
+    let (workflow, context) = match found {
+        Ok(found) => found,
         Err(text) => return output(call, &text),
     };
     if args.interrupt {
@@ -191,10 +210,23 @@ pub(super) async fn send_input(
             )
             .await;
     }
-    let turn = first_turn(&AgentLink {
+    let mut turn = first_turn(&AgentLink {
         task: text,
         spawn_call_id: call.call_id.clone(),
         ..AgentLink::default()
+    });
+    turn.context = Some(context);
+    // Working again: a wait must not take the last turn's result. Reset
+    // before the signal goes, so no update of the new turn that arrives
+    // with the signal's resolution is overwritten.
+    let target = args.target.clone();
+    let before = ctx.state_mut(|s| {
+        let a = s.durable.agents.iter_mut().find(|a| a.agent_id == target)?;
+        let before = a.status.clone();
+        if a.status.is_final() {
+            a.status = AgentStatus::PendingInit;
+        }
+        Some((before, a.last_seq))
     });
     let sent = ctx
         .external_workflow(workflow, None)
@@ -204,19 +236,22 @@ pub(super) async fn send_input(
             SignalWorkflowOptions::default(),
         )
         .await;
-    if let Err(e) = sent {
-        return output(call, &format!("collab tool failed: {e}"));
-    }
-    let target = args.target.clone();
+    let sent_ok = sent.is_ok();
     ctx.state_mut(|s| {
         if let Some(a) = s.durable.agents.iter_mut().find(|a| a.agent_id == target) {
-            a.inputs += 1;
-            // Working again: a wait must not take the last turn's result.
-            if a.status.is_final() {
-                a.status = AgentStatus::PendingInit;
+            if sent_ok {
+                a.inputs += 1;
+            } else if let Some((status, seq)) = before
+                && a.last_seq == seq
+            {
+                // Nothing came from the agent since: as it was.
+                a.status = status;
             }
         }
     });
+    if let Err(e) = sent {
+        return output(call, &format!("collab tool failed: {e}"));
+    }
     let submission = ctx.uuid4();
     output(call, &json!({ "submission_id": submission }).to_string())
 }
@@ -252,8 +287,10 @@ pub(super) async fn close_agent(
                 SignalWorkflowOptions::default(),
             )
             .await;
+        // A workflow that is gone (terminated, deleted) has nothing to shut
+        // down: closed all the same, so it holds no place.
         if let Err(e) = sent {
-            return output(call, &format!("collab tool failed: {e}"));
+            tracing::debug!(error = %e, "close_agent: the agent's workflow is gone");
         }
         let target = agent.agent_id.clone();
         ctx.state_mut(|s| {
@@ -374,16 +411,14 @@ pub(super) async fn start_agent(
         if depth >= limits.max_depth() {
             return Some("Agent depth limit reached. Solve the task yourself.".to_string());
         }
-        // Codex counts agents until they are closed; without close_agent
-        // yet, a finished agent frees its place.
-        let open = s
-            .durable
-            .agents
-            .iter()
-            .filter(|a| !a.status.is_final())
-            .count();
-        if open >= limits.max_threads() as usize {
+        if holding_a_place(s) >= limits.max_threads() as usize {
             return Some("collab spawn failed: agent thread limit reached".to_string());
+        }
+        // The registry travels in every rollover's input: bounded.
+        if s.durable.agents.len() >= MAX_AGENTS_PER_SESSION {
+            return Some(format!(
+                "collab spawn failed: this session has started {MAX_AGENTS_PER_SESSION} sub-agents, the most one session may; reuse one with send_input"
+            ));
         }
         None
     });
@@ -516,6 +551,55 @@ pub(super) async fn start_crew(
     Some(AppendItem::Inline(item.to_string()))
 }
 
+/// A sub-agent's approval policy and sandbox under `parent`'s settings:
+/// its role's where they are no wider (a sandbox no wider; under the
+/// parent's `untrusted`, no other policy), the parent's otherwise; and what
+/// the role wanted and did not get.
+fn narrow(
+    parent: &TurnSettings,
+    role: Option<&keel_workflow_api::AgentRole>,
+) -> (ApprovalPolicy, SandboxSettings, Vec<String>) {
+    let mut approval_policy = parent.approval_policy;
+    let mut sandbox = parent.sandbox.clone();
+    let mut narrowed = Vec::new();
+    if let Some(role) = role {
+        if let Some(mode) = role.sandbox_mode {
+            if sandbox_rank(mode) > sandbox_rank(parent.sandbox.mode) {
+                narrowed.push(format!(
+                    "sandbox {} (its parent's is {})",
+                    mode.as_str(),
+                    parent.sandbox.mode.as_str()
+                ));
+            } else {
+                sandbox.mode = mode;
+            }
+        }
+        if let Some(policy) = role.approval_policy {
+            if parent.approval_policy == ApprovalPolicy::Untrusted
+                && policy != ApprovalPolicy::Untrusted
+            {
+                narrowed.push(format!(
+                    "approval policy {} (its parent asks as untrusted)",
+                    policy.as_str()
+                ));
+            } else {
+                approval_policy = policy;
+            }
+        }
+    }
+    (approval_policy, sandbox, narrowed)
+}
+
+/// Agents holding a place: started and not closed (Codex counts agents
+/// until they are closed, `codex-rs/core/src/agent/guards.rs`).
+fn holding_a_place(s: &AgentWorkflow) -> usize {
+    s.durable
+        .agents
+        .iter()
+        .filter(|a| !a.closed && a.status != AgentStatus::Shutdown)
+        .count()
+}
+
 /// How wide a sandbox is: a sub-agent's is never wider than its parent's.
 fn sandbox_rank(mode: SandboxMode) -> u8 {
     match mode {
@@ -545,37 +629,16 @@ fn child_input(
     if !spawn.reasoning_effort.trim().is_empty() {
         settings.reasoning_effort = spawn.reasoning_effort.clone();
     }
-    let mut narrowed = Vec::new();
     let mut input = s.input.clone();
+    let (approval_policy, sandbox, narrowed) = narrow(&parent, role);
+    settings.approval_policy = approval_policy;
+    settings.sandbox = sandbox;
     if let Some(role) = role {
         if !role.model.is_empty() {
             settings.model = role.model.clone();
         }
         if !role.reasoning_effort.is_empty() {
             settings.reasoning_effort = role.reasoning_effort.clone();
-        }
-        if let Some(mode) = role.sandbox_mode {
-            if sandbox_rank(mode) > sandbox_rank(parent.sandbox.mode) {
-                narrowed.push(format!(
-                    "sandbox {} (its parent's is {})",
-                    mode.as_str(),
-                    parent.sandbox.mode.as_str()
-                ));
-            } else {
-                settings.sandbox.mode = mode;
-            }
-        }
-        if let Some(policy) = role.approval_policy {
-            if parent.approval_policy == ApprovalPolicy::Untrusted
-                && policy != ApprovalPolicy::Untrusted
-            {
-                narrowed.push(format!(
-                    "approval policy {} (its parent asks as untrusted)",
-                    policy.as_str()
-                ));
-            } else {
-                settings.approval_policy = policy;
-            }
         }
         if !role.developer_instructions_digest.is_empty() {
             input.developer_instructions = String::new();
@@ -722,6 +785,7 @@ pub(super) async fn wait_agent(
             ended
         };
         if ctx.state(|s| s.turn_interrupted()) {
+            super::emit(ctx, turn_id, waiting_end(&Default::default()));
             return output(call, super::ABORTED);
         }
         if !ended {

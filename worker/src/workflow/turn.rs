@@ -67,12 +67,16 @@ pub(super) async fn run_turn(
     upsert_memo(ctx, RunStatus::Running);
     // A crew starts with the session's first turn (new sessions only: no
     // session from before crews has one).
+    // (The patch: a worker from before crews, given a crew session by a
+    // newer session-api, ran its first turn without one; its history must
+    // replay so.)
     if ctx.state(|s| {
         s.input.agent.is_none()
             && s.input.crew.is_some()
             && s.durable.turns_completed == 0
             && s.durable.agents.is_empty()
-    }) && let Some(item) = super::collab::start_crew(ctx, &turn_id, &turn.text_preview).await
+    }) && ctx.patched(PATCH_CREWS)
+        && let Some(item) = super::collab::start_crew(ctx, &turn_id, &turn.text_preview).await
     {
         ctx.state_mut(|s| s.durable.pending.push(item));
     }
@@ -178,6 +182,8 @@ pub(super) async fn run_turn(
 /// Patch marker: turns recorded before it ran every tool call without
 /// approvals, sandbox settings or the workflow-handled tools.
 const PATCH_APPROVALS: &str = "approvals-v1";
+/// A session's crew starts with its first turn.
+const PATCH_CREWS: &str = "crews-v1";
 
 /// Patch marker: turns recorded before it dispatched any tool the
 /// tool-runner knew and read command arguments with the workflow's own

@@ -109,6 +109,9 @@ impl SessionApi {
             history_event_budget: self.limits.history_event_budget,
             name: name.clone(),
             forked_from: Some(origin),
+            // The parent's crew started with the parent (the fork inherits
+            // no sub-agents).
+            crew: None,
             carried: Some(Carried {
                 head: point.turn.head.clone(),
                 pending: point.turn.pending.clone(),
