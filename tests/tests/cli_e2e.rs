@@ -212,6 +212,24 @@ async fn on_stack_with(
         .await?
 }
 
+/// Runs `scenario` with `keel` on a test stack whose model is `fake`
+/// (scripted, and routed, by the caller); a failure carries the tails of
+/// the worker's and session-api's logs.
+async fn on_stack_of(
+    fake: FakeModel,
+    scenario: fn(&Keel, &FakeModel) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let stack = Stack::launch(StackOptions::new(fake.base_url())).await?;
+    let keel = Keel::on(&stack, &fake)?;
+    tokio::task::spawn_blocking(move || {
+        scenario(&keel, &fake).map_err(|e| {
+            let e = stack.explain(e, "worker");
+            stack.explain(e, "session-api")
+        })
+    })
+    .await?
+}
+
 /// `keel down` however the test ends, so no process outlives it.
 struct Down<'a>(&'a Keel);
 
@@ -832,15 +850,7 @@ async fn sub_agents_from_the_command_line() -> anyhow::Result<()> {
             Scripted::assistant("B removed the victim"),
         ],
     );
-    let stack = Stack::launch(StackOptions::new(fake.base_url())).await?;
-    let keel = Keel::on(&stack, &fake)?;
-    tokio::task::spawn_blocking(move || {
-        sub_agents(&keel, &fake).map_err(|e| {
-            let e = stack.explain(e, "worker");
-            stack.explain(e, "session-api")
-        })
-    })
-    .await?
+    on_stack_of(fake, sub_agents).await
 }
 
 fn sub_agents(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
@@ -985,15 +995,7 @@ async fn a_crew_starts_by_name() -> anyhow::Result<()> {
             Scripted::assistant("wrote w.txt"),
         ],
     );
-    let stack = Stack::launch(StackOptions::new(fake.base_url())).await?;
-    let keel = Keel::on(&stack, &fake)?;
-    tokio::task::spawn_blocking(move || {
-        crew(&keel, &fake).map_err(|e| {
-            let e = stack.explain(e, "worker");
-            stack.explain(e, "session-api")
-        })
-    })
-    .await?
+    on_stack_of(fake, crew).await
 }
 
 fn crew(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {

@@ -57,6 +57,32 @@ async fn open(
     .unwrap()
 }
 
+/// `spawn_agent` with a text task.
+fn spawn(call_id: &str, message: &str) -> Scripted {
+    Scripted::tool_call(
+        call_id,
+        "spawn_agent",
+        &json!({ "message": message }).to_string(),
+    )
+}
+
+/// `wait_agent` on the agent `spawn_call` started, for up to 2 minutes.
+fn wait(call_id: &str, spawn_call: &str) -> Scripted {
+    Scripted::tool_call(
+        call_id,
+        "wait_agent",
+        &format!(r#"{{"targets":["{{{{output:{spawn_call}:agent_id}}}}"],"timeout_ms":120000}}"#),
+    )
+}
+
+/// The id of the agent `spawn_call` started.
+fn agent_of(fake: &FakeModel, spawn_call: &str) -> String {
+    output_json(fake, spawn_call)["agent_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{spawn_call} started no agent"))
+        .to_string()
+}
+
 /// The output the model was sent for `call_id`, as JSON.
 fn output_json(fake: &FakeModel, call_id: &str) -> Value {
     let text = output_text(fake, call_id);
@@ -106,26 +132,14 @@ async fn agent_closed(stack: &Stack, sid: &str, agent_id: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_sub_agents_work_in_parallel_and_their_results_come_back() {
     let root = vec![
-        Scripted::tool_call(
-            "sp1",
-            "spawn_agent",
-            &json!({"message": "CHILD-A: count to three into a.txt"}).to_string(),
-        ),
+        spawn("sp1", "CHILD-A: count to three into a.txt"),
         Scripted::tool_call(
             "sp2",
             "spawn_agent",
             &json!({"items": [{"type": "text", "text": "CHILD-B: write b.txt"}]}).to_string(),
         ),
-        Scripted::tool_call(
-            "w1",
-            "wait_agent",
-            r#"{"targets":["{{output:sp1:agent_id}}"],"timeout_ms":120000}"#,
-        ),
-        Scripted::tool_call(
-            "w2",
-            "wait_agent",
-            r#"{"targets":["{{output:sp2:agent_id}}"],"timeout_ms":120000}"#,
-        ),
+        wait("w1", "sp1"),
+        wait("w2", "sp2"),
         Scripted::assistant("both agents are done"),
     ];
     let (fake, stack, mut client) = start(root).await;
@@ -236,22 +250,14 @@ async fn two_sub_agents_work_in_parallel_and_their_results_come_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wait_times_out_on_a_timer() {
     let root = vec![
-        Scripted::tool_call(
-            "sp1",
-            "spawn_agent",
-            &json!({"message": "CHILD-SLOW: take your time"}).to_string(),
-        ),
+        spawn("sp1", "CHILD-SLOW: take your time"),
         // Below the minimum: waits 10 s.
         Scripted::tool_call(
             "w1",
             "wait_agent",
             r#"{"targets":["{{output:sp1:agent_id}}"],"timeout_ms":1}"#,
         ),
-        Scripted::tool_call(
-            "w2",
-            "wait_agent",
-            r#"{"targets":["{{output:sp1:agent_id}}"],"timeout_ms":120000}"#,
-        ),
+        wait("w2", "sp1"),
         Scripted::assistant("waited"),
     ];
     let (fake, _stack, mut client) = start(root).await;
@@ -288,10 +294,7 @@ async fn a_wait_times_out_on_a_timer() {
         json!({"status": {}, "timed_out": true})
     );
     session::until_turn_complete(&mut events).await.unwrap();
-    let id = output_json(&fake, "sp1")["agent_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = agent_of(&fake, "sp1");
     assert_eq!(
         output_json(&fake, "w2"),
         json!({"status": {id: {"completed": "slow but done"}}, "timed_out": false})
@@ -402,16 +405,8 @@ async fn collaboration_refusals() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sub_agents_request_is_answered_through_its_session() {
     let root = vec![
-        Scripted::tool_call(
-            "sp1",
-            "spawn_agent",
-            &json!({"message": "CHILD-U: make the marker"}).to_string(),
-        ),
-        Scripted::tool_call(
-            "w1",
-            "wait_agent",
-            r#"{"targets":["{{output:sp1:agent_id}}"],"timeout_ms":120000}"#,
-        ),
+        spawn("sp1", "CHILD-U: make the marker"),
+        wait("w1", "sp1"),
         Scripted::assistant("the agent could not"),
     ];
     let (fake, _stack, mut client) = start(root).await;
@@ -457,10 +452,7 @@ async fn a_sub_agents_request_is_answered_through_its_session() {
         assert!(std::time::Instant::now() < deadline, "nothing was asked");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let id = output_json(&fake, "sp1")["agent_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = agent_of(&fake, "sp1");
     assert_eq!(agent, id);
     assert_eq!(request.request_id, "c1");
     assert_eq!(request.kind, pb::PendingRequestKind::ExecApproval as i32);
@@ -539,11 +531,7 @@ async fn a_sub_agents_request_is_answered_through_its_session() {
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_a_session_deletes_its_agents() {
     let root = vec![
-        Scripted::tool_call(
-            "sp1",
-            "spawn_agent",
-            &json!({"message": "CHILD-STUCK: think forever"}).to_string(),
-        ),
+        spawn("sp1", "CHILD-STUCK: think forever"),
         Scripted::assistant("started one"),
     ];
     let (fake, stack, mut client) = start(root).await;
@@ -563,10 +551,7 @@ async fn deleting_a_session_deletes_its_agents() {
     fake.wait_for_requests(3, Duration::from_secs(30))
         .await
         .unwrap();
-    let agent_id = output_json(&fake, "sp1")["agent_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let agent_id = agent_of(&fake, "sp1");
     let temporal = history::temporal_client(&stack.temporal_address)
         .await
         .unwrap();
@@ -733,26 +718,10 @@ fn offsets(events: &[pb::Event]) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn one_stream_carries_every_agents_events() {
     let root = vec![
-        Scripted::tool_call(
-            "sp1",
-            "spawn_agent",
-            &json!({"message": "CHILD-M1: one"}).to_string(),
-        ),
-        Scripted::tool_call(
-            "sp2",
-            "spawn_agent",
-            &json!({"message": "CHILD-M2: two"}).to_string(),
-        ),
-        Scripted::tool_call(
-            "w1",
-            "wait_agent",
-            r#"{"targets":["{{output:sp1:agent_id}}"],"timeout_ms":120000}"#,
-        ),
-        Scripted::tool_call(
-            "w2",
-            "wait_agent",
-            r#"{"targets":["{{output:sp2:agent_id}}"],"timeout_ms":120000}"#,
-        ),
+        spawn("sp1", "CHILD-M1: one"),
+        spawn("sp2", "CHILD-M2: two"),
+        wait("w1", "sp1"),
+        wait("w2", "sp2"),
         Scripted::assistant("merged"),
     ];
     let (fake, _stack, mut client) = start(root).await;
@@ -795,16 +764,7 @@ async fn one_stream_carries_every_agents_events() {
         .await
         .unwrap();
     session::until_turn_complete(&mut own).await.unwrap();
-    let (a, b) = (
-        output_json(&fake, "sp1")["agent_id"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-        output_json(&fake, "sp2")["agent_id"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-    );
+    let (a, b) = (agent_of(&fake, "sp1"), agent_of(&fake, "sp2"));
 
     // GetSession: both agents, their tokens, and the sum.
     let session = session::get(&mut client, &sid).await.unwrap();
@@ -933,16 +893,8 @@ async fn one_stream_carries_every_agents_events() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_interrupt_reaches_every_agent() {
     let root = vec![
-        Scripted::tool_call(
-            "sp1",
-            "spawn_agent",
-            &json!({"message": "CHILD-I1: wait"}).to_string(),
-        ),
-        Scripted::tool_call(
-            "sp2",
-            "spawn_agent",
-            &json!({"message": "CHILD-I2: wait"}).to_string(),
-        ),
+        spawn("sp1", "CHILD-I1: wait"),
+        spawn("sp2", "CHILD-I2: wait"),
         Scripted::tool_call(
             "w1",
             "wait_agent",
@@ -1059,28 +1011,12 @@ async fn rollovers(stack: &Stack, workflow_id: &str, min: i64) -> i64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn session_and_agents_roll_over_while_they_work() {
     let root = vec![
-        Scripted::tool_call(
-            "sp1",
-            "spawn_agent",
-            &json!({"message": "CHILD-R1: quick"}).to_string(),
-        ),
-        Scripted::tool_call(
-            "sp2",
-            "spawn_agent",
-            &json!({"message": "CHILD-R2: slow"}).to_string(),
-        ),
+        spawn("sp1", "CHILD-R1: quick"),
+        spawn("sp2", "CHILD-R2: slow"),
         Scripted::assistant("started both"),
         // Turn 2, in the session's next run.
-        Scripted::tool_call(
-            "w1",
-            "wait_agent",
-            r#"{"targets":["{{output:sp1:agent_id}}"],"timeout_ms":120000}"#,
-        ),
-        Scripted::tool_call(
-            "w2",
-            "wait_agent",
-            r#"{"targets":["{{output:sp2:agent_id}}"],"timeout_ms":120000}"#,
-        ),
+        wait("w1", "sp1"),
+        wait("w2", "sp2"),
         Scripted::assistant("both reported"),
     ];
     let fake = FakeModel::start(root).await.unwrap();
@@ -1123,16 +1059,7 @@ async fn session_and_agents_roll_over_while_they_work() {
         .unwrap();
     session::until_turn_complete(&mut events).await.unwrap();
 
-    let (a, b) = (
-        output_json(&fake, "sp1")["agent_id"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-        output_json(&fake, "sp2")["agent_id"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-    );
+    let (a, b) = (agent_of(&fake, "sp1"), agent_of(&fake, "sp2"));
     assert_eq!(
         output_json(&fake, "w1"),
         json!({"status": {a.clone(): {"completed": "R1 done"}}, "timed_out": false})
@@ -1189,47 +1116,23 @@ async fn session_and_agents_roll_over_while_they_work() {
 #[tokio::test(flavor = "multi_thread")]
 async fn limits_are_refused_with_clear_messages() {
     let root = vec![
-        Scripted::tool_call(
-            "sp1",
-            "spawn_agent",
-            &json!({"message": "CHILD-L1: take a while"}).to_string(),
-        ),
-        Scripted::tool_call(
-            "sp2",
-            "spawn_agent",
-            &json!({"message": "CHILD-L2: never starts"}).to_string(),
-        ),
+        spawn("sp1", "CHILD-L1: take a while"),
+        spawn("sp2", "CHILD-L2: never starts"),
         Scripted::tool_call(
             "sp3",
             "spawn_agent",
             &json!({"message": "CHILD-L3: x", "agent_type": "ghost"}).to_string(),
         ),
-        Scripted::tool_call(
-            "w1",
-            "wait_agent",
-            r#"{"targets":["{{output:sp1:agent_id}}"],"timeout_ms":120000}"#,
-        ),
+        wait("w1", "sp1"),
         // Finished but not closed: it still holds its place.
-        Scripted::tool_call(
-            "sp4",
-            "spawn_agent",
-            &json!({"message": "CHILD-L4: never starts"}).to_string(),
-        ),
+        spawn("sp4", "CHILD-L4: never starts"),
         Scripted::tool_call(
             "c1",
             "close_agent",
             r#"{"target":"{{output:sp1:agent_id}}"}"#,
         ),
-        Scripted::tool_call(
-            "sp5",
-            "spawn_agent",
-            &json!({"message": "CHILD-L5: after the close"}).to_string(),
-        ),
-        Scripted::tool_call(
-            "w5",
-            "wait_agent",
-            r#"{"targets":["{{output:sp5:agent_id}}"],"timeout_ms":120000}"#,
-        ),
+        spawn("sp5", "CHILD-L5: after the close"),
+        wait("w5", "sp5"),
         Scripted::assistant("one at a time"),
     ];
     let (fake, _stack, mut client) = start(root).await;
@@ -1319,10 +1222,7 @@ async fn limits_are_refused_with_clear_messages() {
         "collab spawn failed: agent thread limit reached"
     );
     assert_eq!(output_text(&fake, "sp3"), "unknown agent_type 'ghost'");
-    let id = output_json(&fake, "sp1")["agent_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = agent_of(&fake, "sp1");
     assert_eq!(
         output_json(&fake, "w1"),
         json!({"status": {id: {"completed": "L1 done"}}, "timed_out": false})
@@ -1333,10 +1233,7 @@ async fn limits_are_refused_with_clear_messages() {
         "collab spawn failed: agent thread limit reached"
     );
     assert!(requests_of(&fake, "CHILD-L4").is_empty());
-    let l5 = output_json(&fake, "sp5")["agent_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let l5 = agent_of(&fake, "sp5");
     assert_eq!(
         output_json(&fake, "w5"),
         json!({"status": {l5: {"completed": "L5 done"}}, "timed_out": false})
@@ -1363,26 +1260,14 @@ async fn limits_are_refused_with_clear_messages() {
 async fn send_input_and_close_agent() {
     let target = r#""target":"{{output:sp1:agent_id}}""#;
     let root = vec![
-        Scripted::tool_call(
-            "sp1",
-            "spawn_agent",
-            &json!({"message": "CHILD-S: first task"}).to_string(),
-        ),
-        Scripted::tool_call(
-            "w1",
-            "wait_agent",
-            r#"{"targets":["{{output:sp1:agent_id}}"],"timeout_ms":120000}"#,
-        ),
+        spawn("sp1", "CHILD-S: first task"),
+        wait("w1", "sp1"),
         Scripted::tool_call(
             "si1",
             "send_input",
             &format!(r#"{{{target},"message":"second task"}}"#),
         ),
-        Scripted::tool_call(
-            "w2",
-            "wait_agent",
-            r#"{"targets":["{{output:sp1:agent_id}}"],"timeout_ms":120000}"#,
-        ),
+        wait("w2", "sp1"),
         Scripted::tool_call(
             "si2",
             "send_input",
@@ -1429,10 +1314,7 @@ async fn send_input_and_close_agent() {
         .await
         .unwrap();
     session::until_turn_complete(&mut events).await.unwrap();
-    let id = output_json(&fake, "sp1")["agent_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = agent_of(&fake, "sp1");
     assert_eq!(
         output_json(&fake, "w1"),
         json!({"status": {id.clone(): {"completed": "first done"}}, "timed_out": false})

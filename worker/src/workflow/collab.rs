@@ -279,17 +279,9 @@ pub(super) async fn close_agent(
         Err(text) => return output(call, &text),
     };
     if !agent.closed && agent.status != AgentStatus::Shutdown {
-        let sent = ctx
-            .external_workflow(workflow, None)
-            .signal(
-                AgentWorkflow::shutdown,
-                (),
-                SignalWorkflowOptions::default(),
-            )
-            .await;
         // A workflow that is gone (terminated, deleted) has nothing to shut
         // down: closed all the same, so it holds no place.
-        if let Err(e) = sent {
+        if let Err(e) = shut_down(ctx, workflow).await {
             tracing::debug!(error = %e, "close_agent: the agent's workflow is gone");
         }
         let target = agent.agent_id.clone();
@@ -865,15 +857,22 @@ pub(super) async fn shut_down_agents(ctx: &mut WorkflowContext<AgentWorkflow>) {
     });
     for workflow in open {
         // Best effort: one already gone has nothing to shut down.
-        let _ = ctx
-            .external_workflow(workflow, None)
-            .signal(
-                AgentWorkflow::shutdown,
-                (),
-                SignalWorkflowOptions::default(),
-            )
-            .await;
+        let _ = shut_down(ctx, workflow).await;
     }
+}
+
+/// Signals `shutdown` to the sub-agent's workflow.
+async fn shut_down(
+    ctx: &mut WorkflowContext<AgentWorkflow>,
+    workflow: String,
+) -> Result<(), impl std::fmt::Display> {
+    ctx.external_workflow(workflow, None)
+        .signal(
+            AgentWorkflow::shutdown,
+            (),
+            SignalWorkflowOptions::default(),
+        )
+        .await
 }
 
 #[cfg(test)]
