@@ -95,6 +95,15 @@ pub(crate) async fn run(target: Target, options: RunOptions) -> Result<()> {
         streams.stream_events(StreamEventsRequest {
             session_id: session_id.clone(),
             after_offset: session.last_event_offset,
+            // Sub-agents from earlier turns: only what they do from now on.
+            agent_offsets: session
+                .agents
+                .iter()
+                .map(|a| keel_proto::v1::AgentOffset {
+                    agent_id: a.agent_id.clone(),
+                    after_offset: a.last_event_offset,
+                })
+                .collect(),
             follow: true,
             live_deltas: renderer.wants_deltas(),
             // Sub-agents' events too, each under a line naming its agent.

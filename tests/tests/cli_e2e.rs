@@ -830,6 +830,7 @@ async fn sub_agents_from_the_command_line() -> anyhow::Result<()> {
             r#"{"targets":["{{output:sp2:agent_id}}"],"timeout_ms":300000}"#,
         ),
         Scripted::assistant("Both agents are done."),
+        Scripted::assistant("Nothing more to do."),
     ])
     .await?;
     fake.route(
@@ -960,6 +961,22 @@ fn sub_agents(keel: &Keel, fake: &FakeModel) -> anyhow::Result<()> {
             .contains(&format!("answer with: keel approve {session} c1")),
         "{}",
         done.stderr
+    );
+    // The next turn shows what happens from then on: not the agents'
+    // earlier work again.
+    let next = keel
+        .run(&["run", "--json", "--session", &session, "anything else?"])?
+        .ok()?;
+    let events = json_lines(&next.stdout)?;
+    ensure!(
+        events.iter().all(|e| e.get("agent_id").is_none()),
+        "{}",
+        next.stdout
+    );
+    ensure!(
+        next.stdout.contains("Nothing more to do."),
+        "{}",
+        next.stdout
     );
     Ok(())
 }

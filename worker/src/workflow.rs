@@ -365,6 +365,7 @@ impl AgentWorkflow {
             entry.status = update.status;
             entry.usage = update.usage;
             entry.turns = update.turns;
+            entry.last_offset = update.last_offset;
         }
     }
 

@@ -898,6 +898,9 @@ pub struct AgentEntry {
     /// Turns it was given: its task, then each `send_input`.
     #[serde(default)]
     pub inputs: u32,
+    /// Its event log's newest offset, as of its newest update.
+    #[serde(default)]
+    pub last_offset: u64,
     /// Closed by `close_agent` (it shuts down; it takes no more input).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub closed: bool,
@@ -916,6 +919,9 @@ pub struct AgentUpdate {
     pub usage: Usage,
     #[serde(default)]
     pub turns: u64,
+    /// The newest offset of the agent's event log when it sent this.
+    #[serde(default)]
+    pub last_offset: u64,
 }
 
 /// The workflow id of sub-agent `agent_id` of the session with key

@@ -464,6 +464,7 @@ pub(super) async fn start_agent(
             usage: Default::default(),
             turns: 0,
             inputs: 1,
+            last_offset: 0,
             closed: false,
         })
     });
@@ -830,6 +831,7 @@ pub(super) async fn report(ctx: &mut WorkflowContext<AgentWorkflow>, status: Age
                 status,
                 usage: s.durable.usage,
                 turns: s.durable.turns_completed,
+                last_offset: s.durable.log.last_offset(),
             },
         ))
     }) else {

@@ -328,6 +328,7 @@ mod tests {
                 },
                 turns: 1,
                 inputs: 1,
+                last_offset: 3,
                 closed: false,
             }],
             agent_seq: 3,

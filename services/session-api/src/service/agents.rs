@@ -222,6 +222,7 @@ pub(super) fn agent_infos(state: &SessionState) -> Vec<pb::AgentInfo> {
             token_usage: Some((&a.usage).into()),
             turns_completed: a.turns,
             workflow_id: api::agent_workflow_id(&state.session_id, &a.agent_id),
+            last_event_offset: a.last_offset,
         })
         .collect()
 }
