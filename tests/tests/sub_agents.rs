@@ -902,8 +902,9 @@ async fn an_interrupt_reaches_every_agent() {
         ),
     ];
     let (fake, _stack, mut client) = start(root).await;
-    let long = json!({"command": ["bash", "-c", "sleep 600"]}).to_string();
-    for key in ["CHILD-I1", "CHILD-I2"] {
+    for (n, key) in ["CHILD-I1", "CHILD-I2"].iter().enumerate() {
+        // A sleep no other test runs (its pid is the sandbox's own).
+        let long = json!({"command": ["bash", "-c", format!("exec sleep 97{n}1")]}).to_string();
         fake.route(key, vec![Scripted::tool_call("c1", "shell", &long)]);
     }
     let dir = tempfile::tempdir().unwrap();
@@ -921,6 +922,17 @@ async fn an_interrupt_reaches_every_agent() {
     session::send(&mut client, &sid, "t1", "wait for them")
         .await
         .unwrap();
+    // Whether agent n's command runs.
+    let sleeping = |n: usize| {
+        let wanted = format!("sleep\097{n}1\0");
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|p| {
+                std::fs::read(p.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c) == wanted)
+            })
+    };
     let mut running = std::collections::BTreeSet::new();
     let mut aborted = std::collections::BTreeSet::new();
     let mut interrupted = false;
@@ -944,6 +956,14 @@ async fn an_interrupt_reaches_every_agent() {
         }
         if running.len() == 2 && !interrupted {
             interrupted = true;
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !(sleeping(0) && sleeping(1)) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the commands never ran"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             client
                 .interrupt(pb::InterruptRequest {
                     session_id: sid.clone(),
@@ -956,6 +976,17 @@ async fn an_interrupt_reaches_every_agent() {
     assert!(aborted.contains(&sid));
     assert_eq!(running.len(), 2);
     assert!(running.iter().all(|agent| aborted.contains(agent)));
+    // And their commands are killed.
+    for n in 0..2 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while sleeping(n) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "agent {n}'s command still runs 30 s after the interrupt"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let session = session::get(&mut client, &sid).await.unwrap();
     for agent in &session.agents {
         assert_eq!(
