@@ -437,25 +437,10 @@ impl<O: Write, E: Write> Watch<O, E> {
     }
 
     fn event(&mut self, event: Event) -> Result<Progress> {
-        // A sub-agent's event: shown (its requests with how to answer them),
-        // but the turn followed is the session's own.
-        if !event.parent_agent_id.is_empty() {
-            let Some(msg) = &event.msg else {
-                return Ok(Progress::Running);
-            };
-            if !silent(msg) {
-                self.close_prompt();
-            }
-            self.renderer
-                .event(&event)
-                .context("cannot write the output")?;
-            if let Some(hint) = how_to_answer(&self.session_id, msg) {
-                note(hint);
-            }
-            self.open_prompt();
-            return Ok(Progress::Running);
-        }
-        if !self.turn.concerns(&event) && !self.queued.contains(&event.turn_id) {
+        // A sub-agent's event is shown (its requests with how to answer
+        // them), but the turn followed is the session's own.
+        let sub_agent = !event.parent_agent_id.is_empty();
+        if !sub_agent && !self.turn.concerns(&event) && !self.queued.contains(&event.turn_id) {
             return Ok(Progress::Running);
         }
         let Some(msg) = &event.msg else {
@@ -468,6 +453,13 @@ impl<O: Write, E: Write> Watch<O, E> {
             .event(&event)
             .context("cannot write the output")?;
         let hint = how_to_answer(&self.session_id, msg);
+        if sub_agent {
+            if let Some(hint) = hint {
+                note(hint);
+            }
+            self.open_prompt();
+            return Ok(Progress::Running);
+        }
         match (&mut self.asker, msg) {
             (Some(asker), Msg::RequestResolved(r)) => {
                 asker.resolved(&r.call_id);

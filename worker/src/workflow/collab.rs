@@ -58,8 +58,10 @@ fn output(call: &Call, text: &str) -> AppendItem {
     inline_output(&call.call_id, text, call.custom)
 }
 
-fn parse_error(call: &Call, e: &serde_json::Error) -> AppendItem {
-    output(call, &keel_tool_model::parse_error(e))
+/// The call's arguments, or the output telling the model they do not parse.
+fn parse<T: serde::de::DeserializeOwned>(call: &Call) -> Result<T, AppendItem> {
+    serde_json::from_str(&call.arguments)
+        .map_err(|e| output(call, &keel_tool_model::parse_error(&e)))
 }
 
 #[derive(Deserialize)]
@@ -157,9 +159,9 @@ pub(super) async fn send_input(
     ctx: &mut WorkflowContext<AgentWorkflow>,
     call: &Call,
 ) -> AppendItem {
-    let args: TargetArgs = match serde_json::from_str(&call.arguments) {
+    let args: TargetArgs = match parse(call) {
         Ok(a) => a,
-        Err(e) => return parse_error(call, &e),
+        Err(item) => return item,
     };
     let text = match input_text(&args.message, &args.items) {
         Ok(text) => text,
@@ -262,9 +264,9 @@ pub(super) async fn close_agent(
     ctx: &mut WorkflowContext<AgentWorkflow>,
     call: &Call,
 ) -> AppendItem {
-    let args: TargetArgs = match serde_json::from_str(&call.arguments) {
+    let args: TargetArgs = match parse(call) {
         Ok(a) => a,
-        Err(e) => return parse_error(call, &e),
+        Err(item) => return item,
     };
     let found = ctx.state(|s| {
         find_agent(s, &args.target).map(|a| {
@@ -304,9 +306,9 @@ pub(super) async fn spawn_agent(
     turn_id: &str,
     call: &Call,
 ) -> AppendItem {
-    let args: SpawnArgs = match serde_json::from_str(&call.arguments) {
+    let args: SpawnArgs = match parse(call) {
         Ok(a) => a,
-        Err(e) => return parse_error(call, &e),
+        Err(item) => return item,
     };
     let task = match task_text(&args) {
         Ok(task) => task,
@@ -717,9 +719,9 @@ pub(super) async fn wait_agent(
     turn_id: &str,
     call: &Call,
 ) -> AppendItem {
-    let args: WaitArgs = match serde_json::from_str(&call.arguments) {
+    let args: WaitArgs = match parse(call) {
         Ok(a) => a,
-        Err(e) => return parse_error(call, &e),
+        Err(item) => return item,
     };
     if args.targets.is_empty() {
         return output(call, "agent ids must be non-empty");
